@@ -1,0 +1,41 @@
+//! Command-line surface. Each subcommand family lives in its own file; cluster verbs
+//! (init, join, node, network, service, ...) come from the control crate.
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "shoal", version, about = "Cluster networking for replicated services")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalOpts {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `shoal_dataplane=debug`.
+    #[arg(long, global = true, env = "SHOAL_LOG")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    #[command(flatten)]
+    Cluster(shoal_control::cli::Command),
+}
+
+pub fn init_tracing(filter: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter.unwrap_or("warn"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Cluster(cmd) => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(shoal_control::cli::run(cmd))
+        }
+    }
+}
