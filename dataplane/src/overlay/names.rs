@@ -1,0 +1,94 @@
+//! Names and labels of the kernel objects shoal owns. A restarted agent finds its objects by
+//! these, so they are derived from the desired state alone (never random).
+
+use crate::state::{Endpoint, Network};
+
+pub const BRIDGE_PREFIX: &str = "shb-";
+pub const VXLAN_PREFIX: &str = "shv-";
+pub const VETH_PREFIX: &str = "she-";
+/// Name of the endpoint's interface inside the task namespace.
+pub const TASK_IFNAME: &str = "eth0";
+
+/// Routing table ids: the isolation table holds an `unreachable` route per local overlay subnet;
+/// each network's own table holds just its subnet.
+pub const ISOLATION_TABLE: u32 = 1_000_000_000;
+pub const PRIO_NETWORK: u32 = 30_100;
+pub const PRIO_ISOLATION: u32 = 30_200;
+
+pub fn bridge(vni: u32) -> String {
+    format!("{BRIDGE_PREFIX}{vni}")
+}
+
+pub fn vxlan(vni: u32) -> String {
+    format!("{VXLAN_PREFIX}{vni}")
+}
+
+pub fn network_table(vni: u32) -> u32 {
+    ISOLATION_TABLE + vni
+}
+
+/// Host side of an endpoint's veth. Interface names are at most 15 bytes, so the id is hashed.
+pub fn veth(endpoint_id: &str) -> String {
+    format!("{VETH_PREFIX}{:08x}", fnv1a(endpoint_id.as_bytes()))
+}
+
+pub fn network_alias(net: &Network) -> String {
+    format!("shoal net={}", net.name)
+}
+
+pub fn endpoint_alias(ep: &Endpoint) -> String {
+    format!("shoal ep={} ns={}", ep.id, ep.netns.as_deref().unwrap_or(""))
+}
+
+/// `(endpoint id, namespace)` from a veth's alias, when shoal made it.
+pub fn parse_endpoint_alias(alias: &str) -> Option<(&str, &str)> {
+    let rest = alias.strip_prefix("shoal ep=")?;
+    let (id, ns) = rest.split_once(" ns=")?;
+    Some((id, ns))
+}
+
+pub fn is_shoal_alias(alias: Option<&str>) -> bool {
+    alias.is_some_and(|a| a.starts_with("shoal "))
+}
+
+fn fnv1a(bytes: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bytes {
+        h ^= *b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_in_ifnamsiz() {
+        assert!(bridge(16_777_215).len() <= 15);
+        assert!(vxlan(16_777_215).len() <= 15);
+        assert_eq!(veth("a-very-long-endpoint-identifier-of-a-task").len(), 12);
+    }
+
+    #[test]
+    fn veth_name_is_stable_and_distinct() {
+        assert_eq!(veth("web.1"), veth("web.1"));
+        assert_ne!(veth("web.1"), veth("web.2"));
+    }
+
+    #[test]
+    fn endpoint_alias_round_trips() {
+        let ep = Endpoint {
+            id: "web.1".into(),
+            network: "n".into(),
+            node: "a".into(),
+            ip: "10.0.0.2".parse().unwrap(),
+            mac: None,
+            netns: Some("shoal-t-web1".into()),
+        };
+        let alias = endpoint_alias(&ep);
+        assert_eq!(parse_endpoint_alias(&alias), Some(("web.1", "shoal-t-web1")));
+        assert_eq!(parse_endpoint_alias("something else"), None);
+    }
+}

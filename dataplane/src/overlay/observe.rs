@@ -1,0 +1,89 @@
+//! Reads what the kernel has, in the node's namespace and in the namespaces of its endpoints.
+
+use std::collections::BTreeMap;
+
+use crate::netlink::{Addr, Fdb, Link, Neigh, Netlink, Route, Rule};
+use crate::netns;
+use crate::state::NodeState;
+
+use super::names;
+use super::OverlayError;
+
+/// A snapshot of the kernel objects the overlay planner cares about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub links: Vec<Link>,
+    pub addrs: Vec<Addr>,
+    pub fdb: Vec<Fdb>,
+    pub neighbours: Vec<Neigh>,
+    /// Only routes with shoal's protocol number.
+    pub routes: Vec<Route>,
+    /// Only rules with shoal's protocol number.
+    pub rules: Vec<Rule>,
+    pub ip_forward: bool,
+    /// Task namespaces that exist, by name, with what is inside.
+    pub tasks: BTreeMap<String, TaskSide>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskSide {
+    pub eth0: Option<Link>,
+    pub addrs: Vec<Addr>,
+    pub routes: Vec<Route>,
+}
+
+impl Observed {
+    pub fn link(&self, name: &str) -> Option<&Link> {
+        self.links.iter().find(|l| l.name == name)
+    }
+
+    pub fn link_name(&self, index: u32) -> Option<&str> {
+        self.links.iter().find(|l| l.index == index).map(|l| l.name.as_str())
+    }
+}
+
+/// Observes the node namespace (the calling thread's) and every task namespace named by the
+/// desired state or by an existing shoal veth.
+pub fn observe(nl: &mut Netlink, desired: &NodeState) -> Result<Observed, OverlayError> {
+    let mut obs = Observed {
+        links: nl.links()?,
+        addrs: nl.addrs()?,
+        fdb: nl.fdb_entries()?,
+        neighbours: nl.permanent_neighbours()?,
+        routes: nl.shoal_routes()?,
+        rules: nl.shoal_rules()?,
+        ip_forward: read_ip_forward(),
+        tasks: BTreeMap::new(),
+    };
+    let mut wanted: Vec<String> =
+        desired.local_endpoints().filter_map(|e| e.netns.clone()).collect();
+    for link in &obs.links {
+        if let Some((_, ns)) = link.alias.as_deref().and_then(names::parse_endpoint_alias) {
+            wanted.push(ns.to_string());
+        }
+    }
+    wanted.sort();
+    wanted.dedup();
+    for ns in wanted {
+        if netns::validate_name(&ns).is_err() || !netns::exists(&ns) {
+            continue;
+        }
+        let side = netns::run_in(&ns, observe_task)?.map_err(OverlayError::Netlink)?;
+        obs.tasks.insert(ns, side);
+    }
+    Ok(obs)
+}
+
+fn observe_task() -> Result<TaskSide, crate::netlink::NetlinkError> {
+    let mut nl = Netlink::open()?;
+    let eth0 = nl.links()?.into_iter().find(|l| l.name == names::TASK_IFNAME);
+    let addrs = match &eth0 {
+        Some(l) => nl.addrs()?.into_iter().filter(|a| a.ifindex == l.index).collect(),
+        None => Vec::new(),
+    };
+    Ok(TaskSide { eth0, addrs, routes: nl.shoal_routes()? })
+}
+
+fn read_ip_forward() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").map(|s| s.trim() == "1").unwrap_or(false)
+}
