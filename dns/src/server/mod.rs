@@ -1,0 +1,230 @@
+//! The DNS server: one set of tables, served to every attached task inside its own namespace and
+//! on optional host-side listeners.
+
+mod config;
+mod listener;
+pub mod netns;
+mod tcp;
+mod udp;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::Path,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use arc_swap::ArcSwap;
+use tokio::{sync::Semaphore, task::JoinHandle};
+
+pub use config::DnsConfig;
+use listener::{Listener, Scope, Shared};
+
+use crate::{
+    error::DnsError,
+    forward::{resolv_conf::TASK_DNS_ADDR, Forwarder},
+    table::Tables,
+    zone::Zone,
+};
+
+/// The address and port tasks query: 127.0.0.11:53.
+pub const TASK_DNS_SOCKET: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(TASK_DNS_ADDR), 53);
+
+/// The embedded DNS of one node. Cheap to share behind an `Arc`; all methods take `&self`.
+/// Dropping it (or [`DnsServer::shutdown`]) stops every listener.
+pub struct DnsServer {
+    shared: Arc<Shared>,
+    config: DnsConfig,
+    tasks: Mutex<HashMap<String, TaskEntry>>,
+    hosts: Mutex<Vec<Serving>>,
+}
+
+/// A task's listener: its networks (replaceable) and the serving loops.
+struct TaskEntry {
+    networks: Arc<ArcSwap<Vec<String>>>,
+    serving: Serving,
+}
+
+/// The running loops of one listener; aborted on drop.
+struct Serving {
+    local_addr: SocketAddr,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        for handle in &self.handles {
+            handle.abort();
+        }
+    }
+}
+
+impl DnsServer {
+    /// A server with an empty zone.
+    pub fn new(config: DnsConfig) -> Result<Self, DnsError> {
+        let answer = config.validate()?;
+        let forwarder = Forwarder::new(&config.upstreams, config.upstream_timeout);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                tables: ArcSwap::from_pointee(Tables::default()),
+                answer,
+                forwarder,
+            }),
+            config,
+            tasks: Mutex::new(HashMap::new()),
+            hosts: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Replaces the zone. The new tables are built aside and swapped in atomically: a query sees
+    /// either the old zone or the new one. An invalid zone is rejected and the old one stays.
+    pub fn set_zone(&self, zone: &Zone) -> Result<(), DnsError> {
+        let previous = self.shared.tables.load();
+        let tables = Tables::build(zone, Some(&previous))?;
+        self.shared.tables.store(Arc::new(tables));
+        tracing::debug!(networks = zone.networks.len(), "DNS zone replaced");
+        Ok(())
+    }
+
+    /// Serves the task's DNS at 127.0.0.11:53 (UDP and TCP) inside the network namespace at
+    /// `netns`, answering the names of `networks` (in this order of preference). The namespace's
+    /// loopback interface must be up.
+    pub async fn attach_task(&self, task_id: &str, netns: &Path, networks: Vec<String>) -> Result<(), DnsError> {
+        self.check_new_task(task_id)?;
+        let sockets = netns::bind_in_netns(netns, TASK_DNS_SOCKET).await?;
+        self.start_task(task_id, sockets, networks).map(|_| ())
+    }
+
+    /// Like [`DnsServer::attach_task`] but on `addr` in the current namespace (port 0 picks one);
+    /// returns the bound address. For tests and benchmarks, or runtimes without namespaces.
+    pub async fn attach_task_at(
+        &self,
+        task_id: &str,
+        addr: SocketAddr,
+        networks: Vec<String>,
+    ) -> Result<SocketAddr, DnsError> {
+        self.check_new_task(task_id)?;
+        let sockets = netns::bind(addr)?;
+        self.start_task(task_id, sockets, networks)
+    }
+
+    /// Changes the networks a task sees (a network connected or disconnected).
+    pub fn set_task_networks(&self, task_id: &str, networks: Vec<String>) -> Result<(), DnsError> {
+        let tasks = self.lock_tasks();
+        let entry = tasks
+            .get(task_id)
+            .ok_or_else(|| DnsError::UnknownTask(task_id.to_string()))?;
+        entry.networks.store(Arc::new(lowercase(networks)));
+        Ok(())
+    }
+
+    /// Stops serving the task (its sockets close). Unknown ids are an error.
+    pub fn detach_task(&self, task_id: &str) -> Result<(), DnsError> {
+        self.lock_tasks()
+            .remove(task_id)
+            .map(|_| ())
+            .ok_or_else(|| DnsError::UnknownTask(task_id.to_string()))
+    }
+
+    /// Ids of the attached tasks with their listening address.
+    pub fn attached_tasks(&self) -> Vec<(String, SocketAddr)> {
+        self.lock_tasks()
+            .iter()
+            .map(|(id, entry)| (id.clone(), entry.serving.local_addr))
+            .collect()
+    }
+
+    /// Serves the Consul-style host names (`<svc>.service.shoal`, `<node>.node.shoal`) on `addr`
+    /// (UDP and TCP) in the current namespace, e.g. 127.0.0.1:8600; returns the bound address.
+    pub fn serve_host(&self, addr: SocketAddr) -> Result<SocketAddr, DnsError> {
+        let sockets = netns::bind(addr)?;
+        let serving = self.spawn(sockets, Scope::Host)?;
+        let local = serving.local_addr;
+        self.hosts.lock().unwrap_or_else(|e| e.into_inner()).push(serving);
+        tracing::info!(addr = %local, "host-side DNS listening");
+        Ok(local)
+    }
+
+    /// Stops every listener (tasks and host side).
+    pub fn shutdown(&self) {
+        self.lock_tasks().clear();
+        self.hosts.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    fn check_new_task(&self, task_id: &str) -> Result<(), DnsError> {
+        if self.lock_tasks().contains_key(task_id) {
+            return Err(DnsError::TaskAlreadyAttached(task_id.to_string()));
+        }
+        Ok(())
+    }
+
+    fn start_task(&self, task_id: &str, sockets: netns::Sockets, networks: Vec<String>) -> Result<SocketAddr, DnsError> {
+        let networks = Arc::new(ArcSwap::from_pointee(lowercase(networks)));
+        let scope = Scope::Task {
+            id: task_id.to_string(),
+            networks: networks.clone(),
+        };
+        let serving = self.spawn(sockets, scope)?;
+        let local = serving.local_addr;
+        let mut tasks = self.lock_tasks();
+        if tasks.contains_key(task_id) {
+            // Raced with another attach of the same id; ours is dropped (and stopped).
+            return Err(DnsError::TaskAlreadyAttached(task_id.to_string()));
+        }
+        tasks.insert(task_id.to_string(), TaskEntry { networks, serving });
+        tracing::debug!(task = task_id, addr = %local, "task DNS attached");
+        Ok(local)
+    }
+
+    fn spawn(&self, sockets: netns::Sockets, scope: Scope) -> Result<Serving, DnsError> {
+        let local_addr = sockets.udp.local_addr().map_err(|source| DnsError::Bind {
+            proto: "udp",
+            addr: TASK_DNS_SOCKET,
+            hint: "",
+            source,
+        })?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| DnsError::NoRuntime(e.to_string()))?;
+        let _guard = runtime.enter();
+        let udp = tokio::net::UdpSocket::from_std(sockets.udp).map_err(|source| DnsError::Bind {
+            proto: "udp",
+            addr: local_addr,
+            hint: "",
+            source,
+        })?;
+        let tcp = tokio::net::TcpListener::from_std(sockets.tcp).map_err(|source| DnsError::Bind {
+            proto: "tcp",
+            addr: local_addr,
+            hint: "",
+            source,
+        })?;
+        let listener = Arc::new(Listener {
+            shared: self.shared.clone(),
+            scope,
+            inflight: Arc::new(Semaphore::new(self.config.max_inflight_per_task)),
+            tcp_connections: Arc::new(Semaphore::new(self.config.max_tcp_connections_per_task)),
+            tcp_idle_timeout: self.config.tcp_idle_timeout,
+        });
+        let handles = vec![
+            runtime.spawn(udp::serve(udp, listener.clone())),
+            runtime.spawn(tcp::serve(tcp, listener)),
+        ];
+        Ok(Serving { local_addr, handles })
+    }
+
+    fn lock_tasks(&self) -> MutexGuard<'_, HashMap<String, TaskEntry>> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn lowercase(networks: Vec<String>) -> Vec<String> {
+    networks
+        .into_iter()
+        .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
+        .collect()
+}
