@@ -1,0 +1,108 @@
+/*
+ * Key and value layouts of every shoal map. Mirrored field by field in Rust
+ * by the #[repr(C)] types of ebpf/src/maps.rs; change both together.
+ * Addresses and ports are in network byte order everywhere.
+ */
+#ifndef SHOAL_TYPES_H
+#define SHOAL_TYPES_H
+
+#include "common.h"
+
+/* Service flags (svc_val.flags). */
+#define SVC_F_KEEP_CLIENT_IP 0x1 /* NAT: prefer a local backend, no SNAT */
+
+/* Slot bit selecting the list of local backends in be_key.slot. */
+#define SLOT_LOCAL 0x80000000u
+
+/* A service: a VIP (socket LB) or a node address + published port (NAT).
+ * For NAT, addr 0 is the wildcard "any node address". */
+struct svc_key {
+	__u32 addr;
+	__u16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct svc_val {
+	__u32 id;          /* key into the backend maps */
+	__u16 count;       /* backends live in slots [0, count) */
+	__u16 local_count; /* local backends in slots SLOT_LOCAL|[0, local_count) */
+	__u32 flags;       /* SVC_F_* */
+};
+
+struct be_key {
+	__u32 svc_id;
+	__u32 slot;
+};
+
+struct be_val {
+	__u32 addr;
+	__u16 port;
+	__u16 pad;
+	__u32 snat_addr; /* NAT: source address towards this backend */
+};
+
+/* Presence of a backend in a service, whatever its slot. */
+struct be_ref_key {
+	__u32 svc_id;
+	__u32 addr;
+	__u16 port;
+	__u16 pad;
+};
+
+/* Socket LB: per-socket backend affinity (UDP). */
+struct aff_key {
+	__u64 cookie;
+	__u32 svc_id;
+	__u32 pad;
+};
+
+struct aff_val {
+	__u32 addr;
+	__u16 port;
+	__u16 pad;
+};
+
+/* Socket LB: reverse translation backend -> VIP, per socket. */
+struct rev_key {
+	__u64 cookie;
+	__u32 addr;
+	__u16 port;
+	__u16 pad;
+};
+
+struct rev_val {
+	__u32 addr;
+	__u16 port;
+	__u16 pad;
+};
+
+/* NAT connection tracking: a packet's 5-tuple as seen on the wire. */
+struct ct_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* Forward entry, keyed by the client's original tuple. */
+struct ct_fwd {
+	__u32 be_addr;
+	__u32 snat_addr; /* == client address when not SNATed */
+	__u16 be_port;
+	__u16 snat_port;
+	__u32 svc_id;
+};
+
+/* Reply entry, keyed by the backend's reply tuple. */
+struct ct_rev {
+	__u32 client_addr;
+	__u32 node_addr;
+	__u16 client_port;
+	__u16 node_port;
+	__u32 pad;
+};
+
+#endif

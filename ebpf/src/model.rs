@@ -1,0 +1,123 @@
+//! Public description of what the load balancers serve: services and their
+//! backends, independent of the map layout.
+
+use std::{
+    fmt,
+    net::{Ipv4Addr, SocketAddrV4},
+};
+
+/// Transport protocol of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Proto {
+    /// IANA protocol number, as the programs see it.
+    pub const fn number(self) -> u8 {
+        match self {
+            Self::Tcp => 6,
+            Self::Udp => 17,
+        }
+    }
+
+    pub(crate) fn from_number(n: u8) -> Option<Self> {
+        match n {
+            6 => Some(Self::Tcp),
+            17 => Some(Self::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        })
+    }
+}
+
+/// A load-balanced front end.
+///
+/// For the socket LB, `addr:port` is a service VIP. For the published-port
+/// NAT it is a node address and a published port; `0.0.0.0` publishes the
+/// port on every node address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    /// VIP or node address.
+    pub addr: Ipv4Addr,
+    /// Service or published port.
+    pub port: u16,
+    /// Protocol.
+    pub proto: Proto,
+}
+
+impl ServiceKey {
+    /// A TCP front end.
+    pub const fn tcp(addr: Ipv4Addr, port: u16) -> Self {
+        Self { addr, port, proto: Proto::Tcp }
+    }
+
+    /// A UDP front end.
+    pub const fn udp(addr: Ipv4Addr, port: u16) -> Self {
+        Self { addr, port, proto: Proto::Udp }
+    }
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}/{}", self.addr, self.port, self.proto)
+    }
+}
+
+/// Per-service options (published-port NAT only; ignored by the socket LB).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceOptions {
+    /// Keep the client's source address when a local backend exists: new
+    /// flows then go to a local backend, without SNAT. With no local backend
+    /// the service behaves as without this option.
+    pub keep_client_ip: bool,
+}
+
+/// One backend (a task) of a service. Only healthy backends belong in a
+/// service: the programs choose uniformly among those present.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Backend {
+    /// Task address and target port.
+    pub addr: SocketAddrV4,
+    /// NAT only: the source address packets towards this backend get (the
+    /// node's own LB address on the backend's overlay network).
+    pub snat: Option<Ipv4Addr>,
+    /// NAT only: the task runs on this node (used by `keep_client_ip`).
+    pub local: bool,
+}
+
+impl Backend {
+    /// A backend for the socket LB.
+    pub const fn new(addr: SocketAddrV4) -> Self {
+        Self { addr, snat: None, local: false }
+    }
+
+    /// A backend for the published-port NAT, reached with source `snat`.
+    pub const fn nat(addr: SocketAddrV4, snat: Ipv4Addr, local: bool) -> Self {
+        Self { addr, snat: Some(snat), local }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.addr)?;
+        if let Some(snat) = self.snat {
+            write!(f, " (snat {snat})")?;
+        }
+        if self.local {
+            f.write_str(" (local)")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,74 @@
+//! What the running kernel supports, so the dataplane can pick the eBPF
+//! load balancer or fall back (to nftables) with a reason.
+
+use std::fmt;
+
+use crate::{loader::LoadOptions, SockLb, TcNat};
+
+/// Whether one part of the eBPF LB can run here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Support {
+    /// Loads and verifies.
+    Available,
+    /// Cannot run; the reason names the missing piece.
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Support {
+    /// True when available.
+    pub fn is_available(&self) -> bool {
+        matches!(self, Self::Available)
+    }
+}
+
+impl fmt::Display for Support {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Available => f.write_str("available"),
+            Self::Unavailable { reason } => write!(f, "unavailable: {reason}"),
+        }
+    }
+}
+
+/// The probe's findings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// cgroup connect4/sendmsg4/recvmsg4/getpeername4 programs load and a
+    /// cgroup v2 hierarchy is mounted.
+    pub sock_lb: Support,
+    /// The tc classifiers load (BPF_PROG_TYPE_SCHED_CLS with the checksum helpers).
+    pub tc_nat: Support,
+    /// Where cgroup v2 is mounted, if anywhere.
+    pub cgroup2: Option<std::path::PathBuf>,
+}
+
+fn tiny() -> LoadOptions {
+    LoadOptions { pin_dir: None, max_services: 4, max_backends: 4, max_backends_per_service: 4, max_flows: 4 }
+}
+
+/// Load (and drop) every program with tiny maps. Needs CAP_BPF/root.
+pub fn probe() -> Probe {
+    let cgroup2 = cgroup2_mount();
+    let sock_lb = match (SockLb::load(&tiny()), &cgroup2) {
+        (Err(e), _) => Support::Unavailable { reason: e.to_string() },
+        (Ok(_), None) => Support::Unavailable { reason: "no cgroup v2 hierarchy is mounted".into() },
+        (Ok(_), Some(_)) => Support::Available,
+    };
+    let tc_nat = match TcNat::load(&tiny()) {
+        Err(e) => Support::Unavailable { reason: e.to_string() },
+        Ok(_) => Support::Available,
+    };
+    Probe { sock_lb, tc_nat, cgroup2 }
+}
+
+/// The first cgroup2 mount point of this mount namespace.
+pub fn cgroup2_mount() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounts.lines().find_map(|line| {
+        let (pre, post) = line.split_once(" - ")?;
+        (post.split_whitespace().next()? == "cgroup2").then(|| pre.split_whitespace().nth(4).map(Into::into))?
+    })
+}
