@@ -1,4 +1,14 @@
 //! Cluster state and decisions: Raft store, manager API, CA and join tokens, allocator,
 //! orchestrator, scheduler, dispatcher.
+//!
+//! Layout: `model` (plain data), `state` (the replicated state and its commands), the pure
+//! decision makers `allocator`, `orchestrator`, `scheduler`, then the I/O side.
 
+pub mod allocator;
 pub mod cli;
+pub mod model;
+pub mod orchestrator;
+pub mod scheduler;
+pub mod state;
+#[cfg(test)]
+pub mod testkit;

@@ -1,0 +1,100 @@
+//! Nodes: managers and workers.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Worker,
+    Manager,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Worker => "worker",
+            Role::Manager => "manager",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "worker" => Ok(Role::Worker),
+            "manager" => Ok(Role::Manager),
+            other => Err(format!("unknown role {other:?}: use worker or manager")),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    Active,
+    Pause,
+    Drain,
+}
+
+impl std::str::FromStr for Availability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Availability, String> {
+        match s {
+            "active" => Ok(Availability::Active),
+            "pause" => Ok(Availability::Pause),
+            "drain" => Ok(Availability::Drain),
+            other => Err(format!("unknown availability {other:?}: use active, pause or drain")),
+        }
+    }
+}
+
+impl Availability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Availability::Active => "active",
+            Availability::Pause => "pause",
+            Availability::Drain => "drain",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    Unknown,
+    Down,
+    Ready,
+    Disconnected,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Unknown => "unknown",
+            NodeState::Down => "down",
+            NodeState::Ready => "ready",
+            NodeState::Disconnected => "disconnected",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: super::NodeId,
+    /// Raft member id (only meaningful while the node is a manager, kept for life).
+    pub raft_id: u64,
+    pub hostname: String,
+    /// Address other nodes reach this node on (IP only).
+    pub addr: String,
+    /// Manager gRPC address (`ip:port`), for managers.
+    pub manager_addr: Option<String>,
+    pub role: Role,
+    pub availability: Availability,
+    pub state: NodeState,
+    pub message: String,
+    pub labels: BTreeMap<String, String>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}

@@ -1,0 +1,155 @@
+//! Services: the desired state a user declares.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceMode {
+    /// Signed so that a negative count reaches validation and gets a clear error.
+    Replicated { replicas: i64 },
+    Global,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    /// Routing mesh: every node answers on the published port.
+    Ingress,
+    /// Only the node running the task answers.
+    Host,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortConfig {
+    pub protocol: Protocol,
+    /// Port inside the task. Signed/wide so that bad input reaches validation.
+    pub target: i64,
+    /// Published port; `None` = pick one from 30000-32767 (ingress mode only).
+    pub published: Option<i64>,
+    pub mode: PublishMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointMode {
+    #[default]
+    Vip,
+    Dnsrr,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct EndpointSpec {
+    pub mode: EndpointMode,
+    pub ports: Vec<PortConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Placement {
+    /// `node.id==x`, `node.hostname!=y`, `node.role==manager`, `node.labels.k==v`.
+    pub constraints: Vec<String>,
+    /// 0 = unlimited.
+    pub max_replicas_per_node: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartCondition {
+    None,
+    OnFailure,
+    Any,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    pub condition: RestartCondition,
+    pub delay_ms: u64,
+    /// 0 = unlimited.
+    pub max_attempts: u64,
+    /// Window in which attempts are counted; 0 = forever.
+    pub window_ms: u64,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> RestartPolicy {
+        RestartPolicy { condition: RestartCondition::Any, delay_ms: 5_000, max_attempts: 0, window_ms: 0 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub image: String,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub mode: ServiceMode,
+    /// Network names or ids.
+    pub networks: Vec<String>,
+    pub endpoint: EndpointSpec,
+    pub placement: Placement,
+    pub restart: RestartPolicy,
+    /// Secret names.
+    pub secrets: Vec<String>,
+}
+
+impl ServiceSpec {
+    /// A replicated service with one replica and defaults elsewhere.
+    pub fn new(name: impl Into<String>, image: impl Into<String>) -> ServiceSpec {
+        ServiceSpec {
+            name: name.into(),
+            image: image.into(),
+            args: vec![],
+            env: vec![],
+            labels: BTreeMap::new(),
+            mode: ServiceMode::Replicated { replicas: 1 },
+            networks: vec![],
+            endpoint: EndpointSpec::default(),
+            placement: Placement::default(),
+            restart: RestartPolicy::default(),
+            secrets: vec![],
+        }
+    }
+}
+
+/// A virtual IP of a service on one network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vip {
+    pub network_id: super::NetworkId,
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub id: super::ServiceId,
+    pub spec: ServiceSpec,
+    /// Bumped on every spec change.
+    pub version: u64,
+    /// Resolved network ids (from the spec's names), ingress first when ports are published.
+    pub network_ids: Vec<super::NetworkId>,
+    /// Ports with the published port filled in by the allocator.
+    pub ports: Vec<PortConfig>,
+    pub vips: Vec<Vip>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}

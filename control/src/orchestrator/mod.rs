@@ -1,0 +1,246 @@
+//! The orchestrator: makes the set of tasks match the services. Replicated services get one
+//! live task per slot `1..=replicas`; global services one per eligible node. Tasks that end are
+//! restarted by the restart policy (condition, delay, max attempts in a window); tasks on down
+//! or drained nodes are replaced; each slot keeps a bounded history.
+
+mod restart;
+
+use crate::model::{Availability, NodeState, ServiceMode, Task, TaskState, TaskStatus};
+use crate::scheduler::constraint::{parse_all, Constraint};
+use crate::state::ClusterState;
+use std::collections::BTreeMap;
+
+/// Slot key: replicated slots by number, global ones by node.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum SlotKey {
+    Replica(u64),
+    Node(String),
+}
+
+pub fn reconcile(state: &mut ClusterState, now: u64) {
+    remove_orphans_of_deleted_services(state);
+    let mut by_service: BTreeMap<String, BTreeMap<SlotKey, Vec<String>>> = BTreeMap::new();
+    for t in state.tasks.values() {
+        let key = if t.slot > 0 { SlotKey::Replica(t.slot) } else { SlotKey::Node(t.node_id.clone().unwrap_or_default()) };
+        by_service.entry(t.service_id.clone()).or_default().entry(key).or_default().push(t.id.clone());
+    }
+    let service_ids: Vec<String> = state.services.keys().cloned().collect();
+    for sid in service_ids {
+        let mut slots = by_service.remove(&sid).unwrap_or_default();
+        for ids in slots.values_mut() {
+            ids.sort_by_key(|id| state.tasks.get(id).map(|t| t.seq).unwrap_or(0));
+        }
+        handle_current_tasks(state, &sid, &mut slots, now);
+        match state.services[&sid].spec.mode {
+            ServiceMode::Replicated { replicas } => scale_replicated(state, &sid, &mut slots, replicas.max(0) as u64, now),
+            ServiceMode::Global => converge_global(state, &sid, &mut slots, now),
+        }
+        trim_history(state, &slots);
+    }
+}
+
+/// The live task of a slot: the newest one still desired to run.
+fn current<'a>(state: &'a ClusterState, ids: &[String]) -> Option<&'a Task> {
+    ids.iter().rev().filter_map(|id| state.tasks.get(id)).find(|t| t.desired_state <= TaskState::Running)
+}
+
+fn shut_down(t: &mut Task, now: u64, message: &str) {
+    t.desired_state = TaskState::Shutdown;
+    if t.status.state < TaskState::Assigned {
+        t.status = TaskStatus::new(TaskState::Shutdown, message, now);
+    }
+}
+
+fn handle_current_tasks(state: &mut ClusterState, sid: &str, slots: &mut BTreeMap<SlotKey, Vec<String>>, now: u64) {
+    for (key, ids) in slots.iter_mut() {
+        let Some(t) = current(state, ids) else { continue };
+        let tid = t.id.clone();
+        let node = t.node_id.as_ref().map(|n| state.nodes.get(n));
+        let terminal = t.status.state.is_terminal();
+        // Node gone or down: the task is orphaned and replaced at once.
+        if let Some(node) = node {
+            let lost = match node {
+                None => Some("node removed"),
+                Some(n) if n.state == NodeState::Down => Some("node down"),
+                _ => None,
+            };
+            if let Some(why) = lost {
+                if !terminal || t.desired_state == TaskState::Running {
+                    let Some(t) = state.tasks.get_mut(&tid) else { continue };
+                    t.desired_state = TaskState::Shutdown;
+                    if !t.status.state.is_terminal() {
+                        t.status = TaskStatus::new(TaskState::Orphaned, why, now);
+                    }
+                    if let SlotKey::Replica(slot) = key {
+                        let restarts = t.restarts.clone();
+                        let new = new_task(state, sid, *slot, None, now, 0, restarts);
+                        ids.push(new);
+                    }
+                }
+                continue;
+            }
+            if node.is_some_and(|n| n.availability == Availability::Drain) && !terminal {
+                let Some(t) = state.tasks.get_mut(&tid) else { continue };
+                shut_down(t, now, "node is drained");
+                if let SlotKey::Replica(slot) = key {
+                    let restarts = t.restarts.clone();
+                    let new = new_task(state, sid, *slot, None, now, 0, restarts);
+                    ids.push(new);
+                }
+                continue;
+            }
+        }
+        if terminal {
+            let policy = state.services[sid].spec.restart.clone();
+            let t = &state.tasks[&tid];
+            if let Some(restarts) = restart::decide(&policy, t, now) {
+                let node = match key {
+                    SlotKey::Node(n) => Some(n.clone()),
+                    SlotKey::Replica(_) => None,
+                };
+                let slot = t.slot;
+                if let Some(t) = state.tasks.get_mut(&tid) {
+                    t.desired_state = TaskState::Shutdown;
+                }
+                let new = new_task(state, sid, slot, node, now, now + policy.delay_ms, restarts);
+                ids.push(new);
+            }
+        }
+    }
+}
+
+fn scale_replicated(state: &mut ClusterState, sid: &str, slots: &mut BTreeMap<SlotKey, Vec<String>>, replicas: u64, now: u64) {
+    for (key, ids) in slots.iter() {
+        if let SlotKey::Replica(slot) = key {
+            if *slot > replicas {
+                let live: Vec<String> = ids
+                    .iter()
+                    .filter(|id| state.tasks.get(*id).is_some_and(|t| t.desired_state <= TaskState::Running))
+                    .cloned()
+                    .collect();
+                for id in live {
+                    if let Some(t) = state.tasks.get_mut(&id) {
+                        shut_down(t, now, "service scaled down");
+                    }
+                }
+            }
+        }
+    }
+    for slot in 1..=replicas {
+        let key = SlotKey::Replica(slot);
+        let has = slots.get(&key).is_some_and(|ids| current(state, ids).is_some());
+        if !has {
+            let id = new_task(state, sid, slot, None, now, 0, vec![]);
+            slots.entry(key).or_default().push(id);
+        }
+    }
+}
+
+fn eligible_for_global(state: &ClusterState, constraints: &[Constraint]) -> Vec<String> {
+    state
+        .nodes
+        .values()
+        .filter(|n| n.state != NodeState::Down && n.availability != Availability::Drain)
+        .filter(|n| constraints.iter().all(|c| c.matches(n)))
+        .map(|n| n.id.clone())
+        .collect()
+}
+
+fn converge_global(state: &mut ClusterState, sid: &str, slots: &mut BTreeMap<SlotKey, Vec<String>>, now: u64) {
+    let constraints = parse_all(&state.services[sid].spec.placement.constraints).unwrap_or_default();
+    let eligible = eligible_for_global(state, &constraints);
+    for (key, ids) in slots.iter() {
+        if let SlotKey::Node(node) = key {
+            if !eligible.contains(node) {
+                let live: Vec<String> = ids
+                    .iter()
+                    .filter(|id| state.tasks.get(*id).is_some_and(|t| t.desired_state <= TaskState::Running))
+                    .cloned()
+                    .collect();
+                for id in live {
+                    if let Some(t) = state.tasks.get_mut(&id) {
+                        shut_down(t, now, "node no longer eligible for this global service");
+                    }
+                }
+            }
+        }
+    }
+    for node in eligible {
+        let key = SlotKey::Node(node.clone());
+        let has = slots.get(&key).is_some_and(|ids| current(state, ids).is_some());
+        if !has {
+            let id = new_task(state, sid, 0, Some(node), now, 0, vec![]);
+            slots.entry(key).or_default().push(id);
+        }
+    }
+}
+
+fn new_task(state: &mut ClusterState, sid: &str, slot: u64, node: Option<String>, now: u64, not_before: u64, restarts: Vec<u64>) -> String {
+    let id = state.ids.next_id();
+    let version = state.services.get(sid).map(|s| s.version).unwrap_or(0);
+    let task = Task {
+        id: id.clone(),
+        service_id: sid.to_string(),
+        slot,
+        node_id: node,
+        desired_state: TaskState::Running,
+        status: TaskStatus::new(TaskState::New, "created", now),
+        service_version: version,
+        networks: vec![],
+        not_before_ms: not_before,
+        created_ms: now,
+        weight: 1,
+        seq: state.ids.counter,
+        restarts,
+    };
+    state.tasks.insert(id.clone(), task);
+    id
+}
+
+/// Keep the newest `limit` tasks per slot; older ones go once they have ended.
+fn trim_history(state: &mut ClusterState, slots: &BTreeMap<SlotKey, Vec<String>>) {
+    let limit = state.task_history_limit();
+    for ids in slots.values() {
+        let live: Vec<&String> = ids.iter().filter(|id| state.tasks.contains_key(*id)).collect();
+        if live.len() <= limit {
+            continue;
+        }
+        let excess = live.len() - limit;
+        let doomed: Vec<String> = live
+            .iter()
+            .filter(|id| {
+                state.tasks.get(**id).is_some_and(|t| t.desired_state > TaskState::Running && t.status.state.is_terminal())
+            })
+            .take(excess)
+            .map(|id| (*id).clone())
+            .collect();
+        for id in doomed {
+            state.tasks.remove(&id);
+        }
+    }
+}
+
+/// Tasks of removed services stop; they are deleted once they have ended or never started.
+fn remove_orphans_of_deleted_services(state: &mut ClusterState) {
+    let mut doomed = vec![];
+    for t in state.tasks.values_mut() {
+        if state.services.contains_key(&t.service_id) {
+            continue;
+        }
+        t.desired_state = TaskState::Shutdown;
+        let node_alive = t
+            .node_id
+            .as_ref()
+            .and_then(|n| state.nodes.get(n))
+            .is_some_and(|n| n.state != NodeState::Down);
+        if t.status.state.is_terminal() || t.status.state < TaskState::Assigned || !node_alive {
+            doomed.push(t.id.clone());
+        }
+    }
+    for id in doomed {
+        state.tasks.remove(&id);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+//! Placement constraints, Swarm syntax: `node.id==x`, `node.hostname!=y`, `node.role==manager`,
+//! `node.labels.zone==east`.
+
+use crate::model::{Node, Role};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Key {
+    Id,
+    Hostname,
+    Role,
+    Label(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Constraint {
+    pub key: Key,
+    pub equal: bool,
+    pub value: String,
+    pub text: String,
+}
+
+impl Constraint {
+    pub fn parse(text: &str) -> Result<Constraint, String> {
+        let (lhs, rhs, equal) = if let Some((l, r)) = text.split_once("==") {
+            (l, r, true)
+        } else if let Some((l, r)) = text.split_once("!=") {
+            (l, r, false)
+        } else {
+            return Err(format!("{text:?} has no operator: write key==value or key!=value"));
+        };
+        let lhs = lhs.trim();
+        let value = rhs.trim().to_string();
+        if value.is_empty() || value.contains("==") || value.contains("!=") {
+            return Err(format!("{text:?} needs one value after the operator"));
+        }
+        let key = match lhs {
+            "node.id" => Key::Id,
+            "node.hostname" => Key::Hostname,
+            "node.role" => {
+                value.parse::<Role>().map_err(|e| format!("{text:?}: {e}"))?;
+                Key::Role
+            }
+            l => match l.strip_prefix("node.labels.") {
+                Some(k) if !k.is_empty() => Key::Label(k.to_string()),
+                _ => {
+                    return Err(format!(
+                        "unknown key {l:?} in {text:?}: use node.id, node.hostname, node.role or node.labels.<name>"
+                    ))
+                }
+            },
+        };
+        Ok(Constraint { key, equal, value, text: text.to_string() })
+    }
+
+    pub fn matches(&self, node: &Node) -> bool {
+        let actual: Option<&str> = match &self.key {
+            Key::Id => Some(&node.id),
+            Key::Hostname => Some(&node.hostname),
+            Key::Role => Some(node.role.as_str()),
+            Key::Label(k) => node.labels.get(k).map(String::as_str),
+        };
+        match actual {
+            Some(a) => (a == self.value) == self.equal,
+            // A missing label matches only `!=`.
+            None => !self.equal,
+        }
+    }
+}
+
+pub fn parse_all(texts: &[String]) -> Result<Vec<Constraint>, (usize, String)> {
+    texts.iter().enumerate().map(|(i, t)| Constraint::parse(t).map_err(|e| (i, e))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Availability, NodeState};
+    use std::collections::BTreeMap;
+
+    fn node() -> Node {
+        Node {
+            id: "n1".into(),
+            raft_id: 1,
+            hostname: "host-a".into(),
+            addr: "127.0.0.1".into(),
+            manager_addr: None,
+            role: Role::Worker,
+            availability: Availability::Active,
+            state: NodeState::Ready,
+            message: String::new(),
+            labels: BTreeMap::from([("zone".to_string(), "east".to_string())]),
+            created_ms: 0,
+            updated_ms: 0,
+        }
+    }
+
+    #[test]
+    fn parses_and_matches() {
+        let n = node();
+        for (text, want) in [
+            ("node.id==n1", true),
+            ("node.id!=n1", false),
+            ("node.hostname==host-a", true),
+            ("node.hostname == host-b", false),
+            ("node.role==worker", true),
+            ("node.role!=manager", true),
+            ("node.labels.zone==east", true),
+            ("node.labels.zone!=east", false),
+            ("node.labels.rack==1", false),
+            ("node.labels.rack!=1", true),
+        ] {
+            assert_eq!(Constraint::parse(text).unwrap().matches(&n), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_syntax() {
+        for text in ["node.id=n1", "node.foo==x", "node.role==boss", "node.id==", "node.labels.==x", "a==b==c"] {
+            assert!(Constraint::parse(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn parse_all_reports_index() {
+        let (i, _) = parse_all(&["node.role==worker".into(), "bogus".into()]).unwrap_err();
+        assert_eq!(i, 1);
+    }
+}

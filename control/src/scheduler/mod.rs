@@ -1,0 +1,82 @@
+//! The scheduler: places PENDING tasks on nodes. Filters (node ready, availability active,
+//! constraints, max replicas per node, host-mode port conflicts), then spread: fewest tasks of
+//! this service, then fewest tasks overall, then node id (for determinism).
+
+pub mod constraint;
+mod filter;
+
+use crate::model::{PublishMode, TaskState, TaskStatus};
+use crate::state::ClusterState;
+use filter::NodeLoad;
+use std::collections::BTreeMap;
+
+/// Whether a task counts against a node's load.
+fn is_active(t: &crate::model::Task) -> bool {
+    t.node_id.is_some() && !t.status.state.is_terminal() && t.desired_state <= TaskState::Running
+}
+
+pub fn schedule(state: &mut ClusterState, now: u64) {
+    // Tasks waiting for a node, grouped by service so filters are computed once per service.
+    let mut pending: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for t in state.tasks.values() {
+        if t.status.state == TaskState::Pending && t.desired_state == TaskState::Running && t.not_before_ms <= now {
+            pending.entry(t.service_id.clone()).or_default().push(t.id.clone());
+        }
+    }
+    if pending.is_empty() {
+        return;
+    }
+    let mut load = NodeLoad::default();
+    for t in state.tasks.values().filter(|t| is_active(t)) {
+        let svc = state.services.get(&t.service_id);
+        let host_ports = svc
+            .map(|s| {
+                s.ports
+                    .iter()
+                    .filter(|p| p.mode == PublishMode::Host)
+                    .filter_map(|p| p.published.map(|n| (p.protocol, n)))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        load.add(t.node_id.as_deref().unwrap_or(""), &t.service_id, &host_ports);
+    }
+    for (sid, mut tasks) in pending {
+        let Some(service) = state.services.get(&sid) else { continue };
+        tasks.sort_by_key(|id| state.tasks.get(id).map(|t| (t.slot, t.seq)).unwrap_or_default());
+        let candidates = filter::static_candidates(state, service);
+        let host_ports: Vec<_> = service
+            .ports
+            .iter()
+            .filter(|p| p.mode == PublishMode::Host)
+            .filter_map(|p| p.published.map(|n| (p.protocol, n)))
+            .collect();
+        let max_per_node = service.spec.placement.max_replicas_per_node;
+        for tid in tasks {
+            let Some(task) = state.tasks.get(&tid) else { continue };
+            let mut rejections = candidates.rejections.clone();
+            let choice = match &task.node_id {
+                // Global tasks come with their node; it still has to pass the filters.
+                Some(node) => {
+                    let ok = candidates.nodes.iter().any(|n| n == node)
+                        && load.fits(node, &sid, &host_ports, max_per_node, &mut rejections);
+                    ok.then(|| node.clone())
+                }
+                None => load.best(&candidates.nodes, &sid, &host_ports, max_per_node, &mut rejections),
+            };
+            let Some(task) = state.tasks.get_mut(&tid) else { continue };
+            match choice {
+                Some(node) => {
+                    load.add(&node, &sid, &host_ports);
+                    task.node_id = Some(node);
+                    task.status = TaskStatus::new(TaskState::Assigned, "scheduler assigned task to node", now);
+                }
+                None => {
+                    task.status.message = rejections.message(state.nodes.len());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,170 @@
+use crate::model::{Availability, NodeState, PortConfig, Protocol, PublishMode, ServiceMode, ServiceSpec, TaskState};
+use crate::state::Command;
+use crate::testkit::World;
+use std::collections::BTreeMap;
+
+fn spec(name: &str, replicas: i64) -> ServiceSpec {
+    let mut s = ServiceSpec::new(name, "nginx");
+    s.mode = ServiceMode::Replicated { replicas };
+    s
+}
+
+fn per_node(w: &World, sid: &str) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for t in w.live(sid) {
+        if let Some(n) = &t.node_id {
+            *m.entry(n.clone()).or_default() += 1;
+        }
+    }
+    m
+}
+
+#[test]
+fn spreads_evenly() {
+    let mut w = World::new(3);
+    let sid = w.create(spec("web", 8));
+    let counts: Vec<usize> = per_node(&w, &sid).values().copied().collect();
+    assert_eq!(counts.len(), 4);
+    assert!(counts.iter().all(|c| *c == 2), "{counts:?}");
+}
+
+#[test]
+fn spread_prefers_nodes_with_fewer_tasks_overall() {
+    let mut w = World::new(1);
+    // n1 and n2; "a" with 1 replica lands on n1 (lowest id); "b" must then go to n2.
+    w.create(spec("a", 1));
+    let b = w.create(spec("b", 1));
+    let a_node = w.state.tasks.values().find(|t| t.service_id != b).unwrap().node_id.clone();
+    let b_node = w.live(&b)[0].node_id.clone();
+    assert_ne!(a_node, b_node);
+}
+
+#[test]
+fn skips_down_paused_and_drained_nodes() {
+    let mut w = World::new(3);
+    w.ok(Command::SetNodeState { node: "n2".into(), state: NodeState::Down, message: String::new() });
+    for (n, a) in [("n3", Availability::Pause), ("n4", Availability::Drain)] {
+        w.ok(Command::UpdateNode { node: n.into(), availability: Some(a), role: None, label_add: Default::default(), label_rm: vec![] });
+    }
+    let sid = w.create(spec("web", 3));
+    let nodes = per_node(&w, &sid);
+    assert_eq!(nodes.keys().collect::<Vec<_>>(), vec!["n1"]);
+}
+
+#[test]
+fn constraints_on_role_hostname_id_and_labels() {
+    let mut w = World::new(3);
+    w.ok(Command::UpdateNode {
+        node: "n3".into(),
+        availability: None,
+        role: None,
+        label_add: BTreeMap::from([("zone".into(), "east".into())]),
+        label_rm: vec![],
+    });
+    for (c, want) in [
+        ("node.role==manager", vec!["n1"]),
+        ("node.hostname==host-n2", vec!["n2"]),
+        ("node.id==n4", vec!["n4"]),
+        ("node.labels.zone==east", vec!["n3"]),
+    ] {
+        let mut s = spec(&format!("s{}", c.len()), 4);
+        s.name = format!("svc-{}", want[0]);
+        s.placement.constraints = vec![c.into()];
+        let sid = w.create(s);
+        let nodes: Vec<String> = per_node(&w, &sid).keys().cloned().collect();
+        assert_eq!(nodes, want, "{c}");
+    }
+}
+
+#[test]
+fn unsatisfiable_constraint_leaves_tasks_pending_with_reason() {
+    let mut w = World::new(2);
+    let mut s = spec("nowhere", 2);
+    s.placement.constraints = vec!["node.labels.gpu==yes".into()];
+    let sid = w.create(s);
+    for t in w.live(&sid) {
+        assert_eq!(t.status.state, TaskState::Pending);
+        assert!(t.status.message.contains("3 not matching constraints"), "{}", t.status.message);
+    }
+    // Labelling a node makes them schedulable on the next pass.
+    w.ok(Command::UpdateNode {
+        node: "n2".into(),
+        availability: None,
+        role: None,
+        label_add: BTreeMap::from([("gpu".into(), "yes".into())]),
+        label_rm: vec![],
+    });
+    assert!(w.live(&sid).iter().all(|t| t.status.state == TaskState::Assigned && t.node_id.as_deref() == Some("n2")));
+}
+
+#[test]
+fn max_replicas_per_node() {
+    let mut w = World::new(1);
+    let mut s = spec("capped", 5);
+    s.placement.max_replicas_per_node = 2;
+    let sid = w.create(s);
+    let nodes = per_node(&w, &sid);
+    assert_eq!(nodes.values().sum::<usize>(), 4);
+    let pending: Vec<_> = w.live(&sid).into_iter().filter(|t| t.status.state == TaskState::Pending).collect();
+    assert_eq!(pending.len(), 1);
+    assert!(pending[0].status.message.contains("max replicas"), "{}", pending[0].status.message);
+}
+
+#[test]
+fn host_mode_ports_conflict_per_node() {
+    let mut w = World::new(1);
+    let mut s = spec("hostport", 3);
+    s.endpoint.ports = vec![PortConfig { protocol: Protocol::Tcp, target: 80, published: Some(8080), mode: PublishMode::Host }];
+    let sid = w.create(s);
+    let nodes = per_node(&w, &sid);
+    assert_eq!(nodes.len(), 2);
+    assert!(nodes.values().all(|c| *c == 1));
+    let pending: Vec<_> = w.live(&sid).into_iter().filter(|t| t.status.state == TaskState::Pending).collect();
+    assert_eq!(pending.len(), 1);
+    assert!(pending[0].status.message.contains("host-mode port"), "{}", pending[0].status.message);
+}
+
+#[test]
+fn new_node_picks_up_pending_tasks() {
+    let mut w = World::new(0);
+    w.ok(Command::SetNodeState { node: "n1".into(), state: NodeState::Down, message: String::new() });
+    let sid = w.create(spec("web", 2));
+    assert!(w.live(&sid).iter().all(|t| t.status.state == TaskState::Pending));
+    w.ok(Command::AddNode { node: crate::testkit::node("n7", crate::model::Role::Worker) });
+    assert!(w.live(&sid).iter().all(|t| t.node_id.as_deref() == Some("n7")));
+}
+
+#[test]
+fn many_tasks_many_nodes() {
+    let mut w = World::new(99);
+    let sid = w.create(spec("big", 1000));
+    let counts = per_node(&w, &sid);
+    assert_eq!(counts.len(), 100);
+    assert!(counts.values().all(|c| *c == 10));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+    /// Spread: per service, node counts differ by at most one among eligible nodes.
+    #[test]
+    fn spread_is_balanced(nodes in 1usize..12, replicas in 0i64..60, drained in proptest::collection::vec(0usize..12, 0..4)) {
+        let mut w = World::new(nodes - 1);
+        let mut eligible = nodes;
+        for d in drained {
+            if d < nodes && eligible > 1 {
+                let n = format!("n{}", d + 1);
+                if w.state.nodes[&n].availability == Availability::Active {
+                    w.ok(Command::UpdateNode { node: n, availability: Some(Availability::Drain), role: None, label_add: Default::default(), label_rm: vec![] });
+                    eligible -= 1;
+                }
+            }
+        }
+        let sid = w.create(spec("p", replicas));
+        let counts = per_node(&w, &sid);
+        let total: usize = counts.values().sum();
+        proptest::prop_assert_eq!(total as i64, replicas);
+        let max = counts.values().copied().max().unwrap_or(0);
+        let min = if counts.len() < eligible { 0 } else { counts.values().copied().min().unwrap_or(0) };
+        proptest::prop_assert!(max - min <= 1, "counts {:?} eligible {}", counts, eligible);
+    }
+}

@@ -1,0 +1,248 @@
+//! One command at a time. Every fallible step comes before the first change.
+
+use super::{validate, ClusterState, Command, Request, Response, StateError};
+use crate::model::{Network, NodeState, Role, Secret, Service, ServiceMode, TaskState};
+
+impl ClusterState {
+    pub(super) fn apply_command(&mut self, req: &Request) -> Result<Response, StateError> {
+        let now = req.now_ms;
+        if self.cluster.is_none() && !matches!(req.cmd, Command::Init { .. }) {
+            return Err(StateError::NotInitialised);
+        }
+        match &req.cmd {
+            Command::Init { cluster, node } => {
+                if self.cluster.is_some() {
+                    return Err(StateError::AlreadyInitialised);
+                }
+                self.ids = crate::model::IdGen::new(cluster.id.clone());
+                self.cluster = Some(cluster.clone());
+                self.nodes.insert(node.id.clone(), node.clone());
+                // The routing-mesh network, like Swarm's `ingress`.
+                let spec = crate::model::NetworkSpec {
+                    name: "ingress".into(),
+                    driver: "overlay".into(),
+                    ingress: true,
+                    ..Default::default()
+                };
+                let (vni, subnet, gateway) = crate::allocator::plan_network(self, &spec)?;
+                let id = self.ids.next_id();
+                self.networks.insert(
+                    id.clone(),
+                    Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now },
+                );
+                Ok(Response::Ok)
+            }
+            Command::AddNode { node } => {
+                if self.nodes.contains_key(&node.id) {
+                    return Err(StateError::exists("node", &node.id));
+                }
+                self.nodes.insert(node.id.clone(), node.clone());
+                Ok(Response::Created { id: node.id.clone() })
+            }
+            Command::RemoveNode { node, force } => {
+                let n = self.find_node(node)?;
+                if n.role == Role::Manager {
+                    return Err(StateError::FailedPrecondition(format!(
+                        "node {} is a manager: demote it first with `shoal node demote {}`",
+                        n.hostname, n.hostname
+                    )));
+                }
+                if n.state != NodeState::Down && !force {
+                    return Err(StateError::FailedPrecondition(format!(
+                        "node {} is not down and can't be removed: stop it, or use --force",
+                        n.hostname
+                    )));
+                }
+                let id = n.id.clone();
+                self.nodes.remove(&id);
+                for net in self.networks.values_mut() {
+                    net.lb_addrs.remove(&id);
+                }
+                Ok(Response::Ok)
+            }
+            Command::UpdateNode { node, availability, role, label_add, label_rm } => {
+                let id = self.find_node(node)?.id.clone();
+                if *role == Some(Role::Worker) {
+                    let managers = self.nodes.values().filter(|n| n.role == Role::Manager).count();
+                    let is_manager = self.nodes[&id].role == Role::Manager;
+                    if is_manager && managers == 1 {
+                        return Err(StateError::FailedPrecondition(
+                            "cannot demote the last manager: promote another node first".into(),
+                        ));
+                    }
+                }
+                let n = self.nodes.get_mut(&id).ok_or_else(|| StateError::not_found("node", node))?;
+                if let Some(a) = availability {
+                    n.availability = *a;
+                }
+                if let Some(r) = role {
+                    n.role = *r;
+                }
+                for (k, v) in label_add {
+                    n.labels.insert(k.clone(), v.clone());
+                }
+                for k in label_rm {
+                    n.labels.remove(k);
+                }
+                n.updated_ms = now;
+                Ok(Response::Ok)
+            }
+            Command::SetNodeState { node, state, message } => {
+                let id = self.find_node(node)?.id.clone();
+                let n = self.nodes.get_mut(&id).ok_or_else(|| StateError::not_found("node", node))?;
+                n.state = *state;
+                n.message = message.clone();
+                n.updated_ms = now;
+                Ok(Response::Ok)
+            }
+            Command::SetJoinToken { role, token } => {
+                let c = self.cluster.as_mut().ok_or(StateError::NotInitialised)?;
+                match role {
+                    Role::Worker => c.worker_token = token.clone(),
+                    Role::Manager => c.manager_token = token.clone(),
+                }
+                Ok(Response::Ok)
+            }
+            Command::CreateNetwork { spec } => {
+                validate::check_network(spec)?;
+                if spec.ingress {
+                    return Err(StateError::invalid("ingress", "the cluster already has its ingress network"));
+                }
+                if self.find_network(&spec.name).is_ok_and(|n| n.spec.name == spec.name) {
+                    return Err(StateError::exists("network", &spec.name));
+                }
+                let (vni, subnet, gateway) = crate::allocator::plan_network(self, spec)?;
+                let mut spec = spec.clone();
+                if spec.driver.is_empty() {
+                    spec.driver = "overlay".into();
+                }
+                let id = self.ids.next_id();
+                self.networks.insert(
+                    id.clone(),
+                    Network { id: id.clone(), spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now },
+                );
+                Ok(Response::Created { id })
+            }
+            Command::RemoveNetwork { network } => {
+                let net = self.find_network(network)?;
+                if net.spec.ingress {
+                    return Err(StateError::FailedPrecondition("the ingress network cannot be removed".into()));
+                }
+                if let Some(s) = self.services.values().find(|s| s.network_ids.contains(&net.id)) {
+                    return Err(StateError::FailedPrecondition(format!(
+                        "network {} is in use by service {}: remove the service first",
+                        net.spec.name, s.spec.name
+                    )));
+                }
+                let id = net.id.clone();
+                self.networks.remove(&id);
+                Ok(Response::Ok)
+            }
+            Command::CreateService { spec } => {
+                validate::check_service(spec, self)?;
+                if self.services.values().any(|s| s.spec.name == spec.name) {
+                    return Err(StateError::exists("service", &spec.name));
+                }
+                let network_ids = crate::allocator::service_networks(self, spec)?;
+                let (ports, vips) = crate::allocator::plan_service_endpoint(self, spec, &network_ids, None)?;
+                let id = self.ids.next_id();
+                self.services.insert(
+                    id.clone(),
+                    Service {
+                        id: id.clone(),
+                        spec: spec.clone(),
+                        version: 1,
+                        network_ids,
+                        ports,
+                        vips,
+                        created_ms: now,
+                        updated_ms: now,
+                    },
+                );
+                Ok(Response::Created { id })
+            }
+            Command::UpdateService { service, spec } => {
+                let old = self.find_service(service)?.clone();
+                validate::check_service(spec, self)?;
+                if spec.name != old.spec.name {
+                    return Err(StateError::invalid("name", "a service cannot be renamed"));
+                }
+                let network_ids = crate::allocator::service_networks(self, spec)?;
+                let (ports, vips) = crate::allocator::plan_service_endpoint(self, spec, &network_ids, Some(&old))?;
+                let s = self.services.get_mut(&old.id).ok_or_else(|| StateError::not_found("service", service))?;
+                s.spec = spec.clone();
+                s.network_ids = network_ids;
+                s.ports = ports;
+                s.vips = vips;
+                s.version += 1;
+                s.updated_ms = now;
+                Ok(Response::Ok)
+            }
+            Command::ScaleService { service, replicas } => {
+                let s = self.find_service(service)?;
+                if s.spec.mode == ServiceMode::Global {
+                    return Err(StateError::FailedPrecondition(format!(
+                        "service {} is global: only replicated services can be scaled",
+                        s.spec.name
+                    )));
+                }
+                if *replicas < 0 {
+                    return Err(StateError::invalid("replicas", format!("must be 0 or more, got {replicas}")));
+                }
+                let id = s.id.clone();
+                let s = self.services.get_mut(&id).ok_or_else(|| StateError::not_found("service", service))?;
+                s.spec.mode = ServiceMode::Replicated { replicas: *replicas };
+                s.version += 1;
+                s.updated_ms = now;
+                Ok(Response::Ok)
+            }
+            Command::RemoveService { service } => {
+                let id = self.find_service(service)?.id.clone();
+                self.services.remove(&id);
+                Ok(Response::Ok)
+            }
+            Command::CreateSecret { spec } => {
+                validate::check_name("name", &spec.name)?;
+                if spec.data.len() > 500 * 1024 {
+                    return Err(StateError::invalid("data", "secrets are limited to 500 KiB"));
+                }
+                if self.secrets.values().any(|s| s.spec.name == spec.name) {
+                    return Err(StateError::exists("secret", &spec.name));
+                }
+                let id = self.ids.next_id();
+                self.secrets.insert(id.clone(), Secret { id: id.clone(), spec: spec.clone(), created_ms: now });
+                Ok(Response::Created { id })
+            }
+            Command::RemoveSecret { secret } => {
+                let s = self.find_secret(secret)?;
+                if let Some(svc) = self.services.values().find(|svc| svc.spec.secrets.contains(&s.spec.name)) {
+                    return Err(StateError::FailedPrecondition(format!(
+                        "secret {} is in use by service {}",
+                        s.spec.name, svc.spec.name
+                    )));
+                }
+                let id = s.id.clone();
+                self.secrets.remove(&id);
+                Ok(Response::Ok)
+            }
+            Command::TaskStatus { node, updates } => {
+                for (task_id, status) in updates {
+                    let Some(t) = self.tasks.get_mut(task_id) else { continue };
+                    // Only the node running a task speaks for it, and states only move forward.
+                    if t.node_id.as_deref() != Some(node.as_str()) || status.state < t.status.state {
+                        continue;
+                    }
+                    if t.status.state.is_terminal() && status.state != t.status.state {
+                        continue;
+                    }
+                    t.status = status.clone();
+                    if status.state == TaskState::Running && t.status.timestamp_ms == 0 {
+                        t.status.timestamp_ms = now;
+                    }
+                }
+                Ok(Response::Ok)
+            }
+            Command::Tick => Ok(Response::Ok),
+        }
+    }
+}

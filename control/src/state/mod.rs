@@ -1,0 +1,67 @@
+//! The replicated cluster state and the commands that change it. `apply` is deterministic: the
+//! same commands in the same order give the same state on every manager. A command either
+//! fails with an error naming the field and changes nothing, or succeeds and is followed by one
+//! reconcile pass (orchestrator -> allocator -> scheduler).
+
+mod apply;
+mod command;
+mod error;
+mod lookup;
+pub mod validate;
+#[cfg(test)]
+mod tests;
+
+pub use command::{Command, Request, Response};
+pub use error::StateError;
+
+use crate::model::{Cluster, IdGen, Network, NetworkId, Node, NodeId, Secret, SecretId, Service, ServiceId, Task, TaskId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub cluster: Option<Cluster>,
+    pub nodes: BTreeMap<NodeId, Node>,
+    pub networks: BTreeMap<NetworkId, Network>,
+    pub services: BTreeMap<ServiceId, Service>,
+    pub tasks: BTreeMap<TaskId, Task>,
+    pub secrets: BTreeMap<SecretId, Secret>,
+    pub ids: IdGen,
+    /// Bumped by every successful command.
+    pub version: u64,
+}
+
+impl ClusterState {
+    /// Apply one command: all or nothing.
+    pub fn apply(&mut self, req: &Request) -> Result<Response, StateError> {
+        let resp = self.apply_command(req)?;
+        self.version += 1;
+        self.reconcile(req.now_ms);
+        Ok(resp)
+    }
+
+    /// Bring tasks in line with services and nodes: make/stop tasks, give them addresses,
+    /// place them. Never fails: problems are written into task status messages.
+    pub fn reconcile(&mut self, now_ms: u64) {
+        if self.cluster.is_none() {
+            return;
+        }
+        crate::orchestrator::reconcile(self, now_ms);
+        crate::allocator::allocate_tasks(self, now_ms);
+        crate::scheduler::schedule(self, now_ms);
+        crate::allocator::allocate_lb_addrs(self);
+    }
+
+    /// The earliest time a waiting task (restart delay) becomes due, if any.
+    pub fn next_deadline(&self, now_ms: u64) -> Option<u64> {
+        self.tasks
+            .values()
+            .filter(|t| t.node_id.is_none() && !t.status.state.is_terminal() && t.not_before_ms > now_ms)
+            .map(|t| t.not_before_ms)
+            .min()
+    }
+
+    pub fn task_history_limit(&self) -> usize {
+        self.cluster.as_ref().map(|c| c.task_history_limit).unwrap_or(5).max(1)
+    }
+}

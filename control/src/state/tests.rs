@@ -1,0 +1,204 @@
+//! Whole-state tests: validation errors name the field and change nothing; allocation.
+
+use super::{Command, StateError};
+use crate::model::{EndpointMode, NetworkSpec, PortConfig, Protocol, PublishMode, ServiceMode, ServiceSpec, TaskState};
+use crate::testkit::World;
+
+fn net(w: &mut World, name: &str, subnet: Option<&str>) -> Result<super::Response, StateError> {
+    w.apply(Command::CreateNetwork {
+        spec: NetworkSpec { name: name.into(), driver: "overlay".into(), subnet: subnet.map(|s| s.parse().unwrap()), ..Default::default() },
+    })
+}
+
+fn port(target: i64, published: Option<i64>) -> PortConfig {
+    PortConfig { protocol: Protocol::Tcp, target, published, mode: PublishMode::Ingress }
+}
+
+/// Apply a bad spec and check the error names `field` and the state did not move.
+fn refused(w: &mut World, spec: ServiceSpec, field: &str) {
+    let before = w.state.clone();
+    let err = w.apply(Command::CreateService { spec }).unwrap_err();
+    assert!(err.to_string().contains(field), "error {err} should name {field}");
+    assert_eq!(w.state, before, "a refused command changed the state");
+}
+
+#[test]
+fn bad_service_specs_name_the_field_and_change_nothing() {
+    let mut w = World::new(1);
+    net(&mut w, "backend", None).unwrap();
+    let base = ServiceSpec::new("web", "nginx");
+    let mut s = base.clone();
+    s.networks = vec!["nope".into()];
+    refused(&mut w, s, "networks[0]");
+    let mut s = base.clone();
+    s.endpoint.ports = vec![port(80, Some(70000))];
+    refused(&mut w, s, "ports[0].published");
+    let mut s = base.clone();
+    s.endpoint.ports = vec![port(0, None)];
+    refused(&mut w, s, "ports[0].target");
+    let mut s = base.clone();
+    s.mode = ServiceMode::Replicated { replicas: -1 };
+    refused(&mut w, s, "replicas");
+    let mut s = base.clone();
+    s.placement.constraints = vec!["node.role=manager".into()];
+    refused(&mut w, s, "constraints[0]");
+    let mut s = base.clone();
+    s.name = "-bad".into();
+    refused(&mut w, s, "name");
+    let mut s = base.clone();
+    s.image = "".into();
+    refused(&mut w, s, "image");
+    let mut s = base.clone();
+    s.env = vec!["=x".into()];
+    refused(&mut w, s, "env[0]");
+    let mut s = base.clone();
+    s.endpoint.mode = EndpointMode::Dnsrr;
+    s.endpoint.ports = vec![port(80, Some(80))];
+    refused(&mut w, s, "endpoint-mode");
+    let mut s = base;
+    s.secrets = vec!["missing".into()];
+    refused(&mut w, s, "secrets[0]");
+}
+
+#[test]
+fn port_conflicts_are_refused_with_the_owner() {
+    let mut w = World::new(0);
+    let mut a = ServiceSpec::new("a", "nginx");
+    a.endpoint.ports = vec![port(80, Some(8080))];
+    w.create(a);
+    let mut b = ServiceSpec::new("b", "nginx");
+    b.endpoint.ports = vec![port(80, Some(8080))];
+    let before = w.state.clone();
+    let err = w.apply(Command::CreateService { spec: b }).unwrap_err().to_string();
+    assert!(err.contains("8080/tcp") && err.contains("service a"), "{err}");
+    assert_eq!(w.state, before);
+}
+
+#[test]
+fn duplicate_names_are_refused() {
+    let mut w = World::new(0);
+    w.create(ServiceSpec::new("a", "nginx"));
+    assert!(matches!(w.apply(Command::CreateService { spec: ServiceSpec::new("a", "x") }), Err(StateError::AlreadyExists { .. })));
+    net(&mut w, "n", None).unwrap();
+    assert!(matches!(net(&mut w, "n", None), Err(StateError::AlreadyExists { .. })));
+}
+
+#[test]
+fn networks_get_vnis_and_disjoint_subnets() {
+    let mut w = World::new(0);
+    net(&mut w, "a", None).unwrap();
+    net(&mut w, "b", Some("10.0.5.0/24")).unwrap();
+    net(&mut w, "c", None).unwrap();
+    let nets: Vec<_> = w.state.networks.values().collect();
+    let mut vnis: Vec<u32> = nets.iter().map(|n| n.vni).collect();
+    vnis.sort();
+    assert_eq!(vnis, vec![4096, 4097, 4098, 4099]);
+    for x in &nets {
+        for y in &nets {
+            if x.id != y.id {
+                assert!(!crate::allocator::subnet::overlaps(&x.subnet, &y.subnet), "{} {}", x.subnet, y.subnet);
+            }
+        }
+    }
+    let err = net(&mut w, "d", Some("10.0.5.128/25")).unwrap_err().to_string();
+    assert!(err.contains("subnet") && err.contains("overlaps"), "{err}");
+    let err = net(&mut w, "e", Some("192.168.1.0/24")).unwrap_err().to_string();
+    assert!(err.contains("node address 192.168.1.1"), "{err}");
+}
+
+#[test]
+fn tasks_get_addresses_and_services_vips() {
+    let mut w = World::new(1);
+    net(&mut w, "backend", None).unwrap();
+    let mut s = ServiceSpec::new("web", "nginx");
+    s.mode = ServiceMode::Replicated { replicas: 3 };
+    s.networks = vec!["backend".into()];
+    s.endpoint.ports = vec![port(80, None)];
+    let sid = w.create(s);
+    let svc = &w.state.services[&sid];
+    assert_eq!(svc.ports[0].published, Some(30000));
+    assert_eq!(svc.network_ids.len(), 2, "ingress + backend");
+    assert_eq!(svc.vips.len(), 2);
+    let backend = w.state.find_network("backend").unwrap().clone();
+    let vip = svc.vips.iter().find(|v| v.network_id == backend.id).unwrap();
+    assert!(backend.subnet.contains(&vip.addr));
+    let mut addrs = vec![vip.addr, backend.gateway];
+    for t in w.live(&sid) {
+        assert_eq!(t.networks.len(), 2);
+        let a = t.networks.iter().find(|a| a.network_id == backend.id).unwrap();
+        assert!(backend.subnet.contains(&a.addr));
+        assert!(a.mac.starts_with("02:42:"));
+        addrs.push(a.addr);
+    }
+    // Each node running a task got one LB address on the network.
+    let backend = w.state.find_network("backend").unwrap();
+    assert_eq!(backend.lb_addrs.len(), 2);
+    addrs.extend(backend.lb_addrs.values().copied());
+    let n = addrs.len();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), n, "addresses are unique");
+}
+
+#[test]
+fn ended_tasks_give_addresses_back() {
+    let mut w = World::new(0);
+    let n = net(&mut w, "tiny", Some("10.9.9.0/29")).unwrap();
+    let _ = n;
+    let mut s = ServiceSpec::new("web", "nginx");
+    s.networks = vec!["tiny".into()];
+    s.endpoint.mode = EndpointMode::Dnsrr;
+    s.restart.delay_ms = 0;
+    let sid = w.create(s);
+    // /29: 6 hosts, gateway + 1 LB address leaves 4: many restarts must not exhaust it.
+    for _ in 0..10 {
+        let id = w.live(&sid)[0].id.clone();
+        w.report(&id, TaskState::Failed);
+    }
+    let t = w.live(&sid)[0];
+    assert_eq!(t.status.state, TaskState::Assigned, "{}", t.status.message);
+}
+
+#[test]
+fn network_in_use_cannot_be_removed() {
+    let mut w = World::new(0);
+    net(&mut w, "backend", None).unwrap();
+    let mut s = ServiceSpec::new("web", "nginx");
+    s.networks = vec!["backend".into()];
+    w.create(s);
+    let err = w.apply(Command::RemoveNetwork { network: "backend".into() }).unwrap_err().to_string();
+    assert!(err.contains("in use by service web"), "{err}");
+    w.ok(Command::RemoveService { service: "web".into() });
+    w.ok(Command::RemoveNetwork { network: "backend".into() });
+}
+
+#[test]
+fn agent_reports_only_move_forward_and_only_from_the_owner() {
+    let mut w = World::new(1);
+    let sid = w.create(ServiceSpec::new("web", "nginx"));
+    let t = w.live(&sid)[0].clone();
+    let owner = t.node_id.clone().unwrap();
+    let other = if owner == "n1" { "n2" } else { "n1" };
+    w.ok(Command::TaskStatus {
+        node: other.into(),
+        updates: vec![(t.id.clone(), crate::model::TaskStatus::new(TaskState::Running, "", 0))],
+    });
+    assert_eq!(w.state.tasks[&t.id].status.state, TaskState::Assigned);
+    w.report(&t.id, TaskState::Running);
+    w.report(&t.id, TaskState::Starting);
+    assert_eq!(w.state.tasks[&t.id].status.state, TaskState::Running);
+}
+
+#[test]
+fn last_manager_cannot_be_demoted_and_managers_not_removed() {
+    let mut w = World::new(1);
+    let err = w
+        .apply(Command::UpdateNode { node: "n1".into(), availability: None, role: Some(crate::model::Role::Worker), label_add: Default::default(), label_rm: vec![] })
+        .unwrap_err();
+    assert!(err.to_string().contains("last manager"));
+    let err = w.apply(Command::RemoveNode { node: "n1".into(), force: true }).unwrap_err();
+    assert!(err.to_string().contains("demote"));
+    let err = w.apply(Command::RemoveNode { node: "n2".into(), force: false }).unwrap_err();
+    assert!(err.to_string().contains("--force"));
+    w.ok(Command::RemoveNode { node: "n2".into(), force: true });
+}

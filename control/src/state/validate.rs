@@ -1,0 +1,112 @@
+//! Spec validation: every check names the field and the fix. Runs before anything changes.
+
+use super::{ClusterState, StateError};
+use crate::model::{EndpointMode, NetworkSpec, PublishMode, ServiceMode, ServiceSpec};
+use std::collections::BTreeSet;
+
+/// Docker's object-name rule: starts with a letter or digit, then letters, digits, `_.-`.
+pub fn check_name(field: &str, name: &str) -> Result<(), StateError> {
+    let ok_first = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_rest = name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if name.is_empty() {
+        return Err(StateError::invalid(field, "must not be empty"));
+    }
+    if !ok_first || !ok_rest || name.len() > 63 {
+        return Err(StateError::invalid(
+            field,
+            format!("{name:?} is not a valid name: use up to 63 letters, digits, '_', '.', '-', starting with a letter or digit"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_service(spec: &ServiceSpec, state: &ClusterState) -> Result<(), StateError> {
+    check_name("name", &spec.name)?;
+    if spec.image.trim().is_empty() {
+        return Err(StateError::invalid("image", "must not be empty: give the image to run"));
+    }
+    if let ServiceMode::Replicated { replicas } = spec.mode {
+        if replicas < 0 {
+            return Err(StateError::invalid("replicas", format!("must be 0 or more, got {replicas}")));
+        }
+        if replicas > 100_000 {
+            return Err(StateError::invalid("replicas", format!("{replicas} is more than the limit of 100000")));
+        }
+    }
+    for (i, e) in spec.env.iter().enumerate() {
+        let key = e.split('=').next().unwrap_or("");
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            return Err(StateError::invalid(format!("env[{i}]"), format!("{e:?} is not KEY=VALUE")));
+        }
+    }
+    let mut seen_targets = BTreeSet::new();
+    for (i, p) in spec.endpoint.ports.iter().enumerate() {
+        if !(1..=65535).contains(&p.target) {
+            return Err(StateError::invalid(format!("ports[{i}].target"), format!("{} is not a port: use 1-65535", p.target)));
+        }
+        if let Some(published) = p.published {
+            if !(1..=65535).contains(&published) {
+                return Err(StateError::invalid(
+                    format!("ports[{i}].published"),
+                    format!("{published} is not a port: use 1-65535"),
+                ));
+            }
+        } else if p.mode == PublishMode::Host {
+            return Err(StateError::invalid(
+                format!("ports[{i}].published"),
+                "host-mode ports need an explicit published port",
+            ));
+        }
+        if p.mode == PublishMode::Ingress && spec.endpoint.mode == EndpointMode::Dnsrr {
+            return Err(StateError::invalid(
+                "endpoint-mode",
+                "dnsrr cannot publish ingress ports: use --endpoint-mode vip or publish in mode=host",
+            ));
+        }
+        if let Some(published) = p.published {
+            if !seen_targets.insert((p.protocol, published, p.mode == PublishMode::Host)) {
+                return Err(StateError::invalid(
+                    format!("ports[{i}].published"),
+                    format!("port {published}/{} is published twice", p.protocol.as_str()),
+                ));
+            }
+        }
+    }
+    let mut nets = BTreeSet::new();
+    for (i, n) in spec.networks.iter().enumerate() {
+        let net = state.find_network(n).map_err(|_| {
+            StateError::invalid(format!("networks[{i}]"), format!("network {n:?} not found: create it with `shoal network create`"))
+        })?;
+        if !nets.insert(net.id.clone()) {
+            return Err(StateError::invalid(format!("networks[{i}]"), format!("network {n:?} is listed twice")));
+        }
+    }
+    if let Err((i, e)) = crate::scheduler::constraint::parse_all(&spec.placement.constraints) {
+        return Err(StateError::invalid(format!("constraints[{i}]"), e));
+    }
+    if spec.placement.max_replicas_per_node > 0 && spec.mode == ServiceMode::Global {
+        return Err(StateError::invalid("max-replicas", "only replicated services take a per-node maximum"));
+    }
+    for (i, s) in spec.secrets.iter().enumerate() {
+        state.find_secret(s).map_err(|_| {
+            StateError::invalid(format!("secrets[{i}]"), format!("secret {s:?} not found: create it with `shoal secret create`"))
+        })?;
+    }
+    Ok(())
+}
+
+pub fn check_network(spec: &NetworkSpec) -> Result<(), StateError> {
+    check_name("name", &spec.name)?;
+    if !(spec.driver.is_empty() || spec.driver == "overlay") {
+        return Err(StateError::invalid("driver", format!("{:?} is not supported: use overlay", spec.driver)));
+    }
+    if let (Some(gw), Some(subnet)) = (spec.gateway, spec.subnet) {
+        if !subnet.contains(&gw) || gw == subnet.network() || gw == subnet.broadcast() {
+            return Err(StateError::invalid("gateway", format!("{gw} is not a host address of subnet {subnet}")));
+        }
+    }
+    if spec.gateway.is_some() && spec.subnet.is_none() {
+        return Err(StateError::invalid("gateway", "a gateway needs an explicit --subnet"));
+    }
+    Ok(())
+}
