@@ -1,0 +1,256 @@
+//! BPF_PROG_TEST_RUN of the NAT classifiers on crafted packets.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use etherparse::PacketBuilder;
+use shoal_ebpf::{Backend, LoadOptions, ServiceKey, ServiceOptions, TcHook, TcNat};
+
+const TC_ACT_OK: i32 = 0;
+
+const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 2);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 9);
+const SNAT: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 1);
+
+fn backend(last: u8) -> Backend {
+    Backend::nat(SocketAddrV4::new(Ipv4Addr::new(10, 0, 9, last), 80), SNAT, false)
+}
+
+fn load() -> TcNat {
+    let opts = LoadOptions { max_services: 64, max_backends: 256, max_flows: 1024, ..LoadOptions::default() };
+    TcNat::load(&opts).expect("load tc_nat")
+}
+
+fn tcp(src: SocketAddrV4, dst: SocketAddrV4) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src.ip().octets(), dst.ip().octets(), 64)
+        .tcp(src.port(), dst.port(), 1000, 64240)
+        .syn()
+        .write(&mut out, b"hello")
+        .unwrap();
+    out
+}
+
+fn udp(src: SocketAddrV4, dst: SocketAddrV4) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src.ip().octets(), dst.ip().octets(), 64)
+        .udp(src.port(), dst.port())
+        .write(&mut out, b"ping")
+        .unwrap();
+    out
+}
+
+/// (source, destination) of an IPv4 TCP/UDP frame without IP options.
+fn tuple(p: &[u8]) -> (SocketAddrV4, SocketAddrV4) {
+    let ip = |o: usize| Ipv4Addr::new(p[o], p[o + 1], p[o + 2], p[o + 3]);
+    let port = |o: usize| u16::from_be_bytes([p[o], p[o + 1]]);
+    (SocketAddrV4::new(ip(26), port(34)), SocketAddrV4::new(ip(30), port(36)))
+}
+
+fn fold(mut sum: u32) -> u16 {
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+fn sum16(data: &[u8]) -> u32 {
+    data.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum()
+}
+
+/// Both the IPv4 header checksum and the TCP/UDP checksum verify.
+fn assert_checksums(p: &[u8]) {
+    let ip = &p[14..34];
+    assert_eq!(fold(sum16(ip)), 0xffff, "bad IPv4 header checksum");
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let l4 = &p[34..14 + total];
+    let proto = ip[9];
+    if proto == 17 && l4[6..8] == [0, 0] {
+        return; // no UDP checksum
+    }
+    let pseudo = sum16(&ip[12..20]) + u32::from(proto) + l4.len() as u32;
+    assert_eq!(fold(pseudo + sum16(l4)), 0xffff, "bad L4 checksum (proto {proto})");
+}
+
+fn published(nat: &mut TcNat, port: u16, backends: &[Backend]) -> ServiceKey {
+    let key = ServiceKey::tcp(NODE, port);
+    nat.upsert_service(key, ServiceOptions::default()).unwrap();
+    nat.set_backends(&key, backends).unwrap();
+    key
+}
+
+fn run(nat: &mut TcNat, hook: TcHook, p: &[u8]) -> Vec<u8> {
+    let (verdict, out) = nat.test_run(hook, p).expect("test run");
+    assert_eq!(verdict, TC_ACT_OK);
+    out
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn dnat_snat_and_reply_rewrite_with_valid_checksums() {
+    common::require_root("dnat_snat_and_reply_rewrite_with_valid_checksums");
+    let mut nat = load();
+    published(&mut nat, 8080, &[backend(5)]);
+    let client = SocketAddrV4::new(CLIENT, 40000);
+    let front = SocketAddrV4::new(NODE, 8080);
+
+    let input = tcp(client, front);
+    assert_checksums(&input);
+    let out = run(&mut nat, TcHook::Ingress, &input);
+    assert_eq!(tuple(&out), (SocketAddrV4::new(SNAT, 40000), backend(5).addr));
+    assert_checksums(&out);
+    assert_eq!(out[54..], input[54..], "payload changed");
+
+    let reply = run(&mut nat, TcHook::Reply, &tcp(backend(5).addr, SocketAddrV4::new(SNAT, 40000)));
+    assert_eq!(tuple(&reply), (front, client));
+    assert_checksums(&reply);
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn udp_rewrite_keeps_checksums_valid() {
+    common::require_root("udp_rewrite_keeps_checksums_valid");
+    let mut nat = load();
+    let key = ServiceKey::udp(Ipv4Addr::UNSPECIFIED, 5353); // every node address
+    nat.upsert_service(key, ServiceOptions::default()).unwrap();
+    nat.set_backends(&key, &[backend(7)]).unwrap();
+    let client = SocketAddrV4::new(CLIENT, 41000);
+    let out = run(&mut nat, TcHook::Ingress, &udp(client, SocketAddrV4::new(NODE, 5353)));
+    assert_eq!(tuple(&out), (SocketAddrV4::new(SNAT, 41000), backend(7).addr));
+    assert_checksums(&out);
+
+    // A UDP packet without checksum keeps having none.
+    let mut nocsum = udp(SocketAddrV4::new(CLIENT, 41001), SocketAddrV4::new(NODE, 5353));
+    nocsum[40] = 0;
+    nocsum[41] = 0;
+    let out = run(&mut nat, TcHook::Ingress, &nocsum);
+    assert_eq!(tuple(&out).1, backend(7).addr);
+    assert_eq!(out[40..42], [0, 0]);
+    assert_checksums(&out);
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn flows_stick_to_their_backend_and_spread_over_all() {
+    common::require_root("flows_stick_to_their_backend_and_spread_over_all");
+    let mut nat = load();
+    published(&mut nat, 8080, &[backend(5), backend(6), backend(7)]);
+    let front = SocketAddrV4::new(NODE, 8080);
+    let mut seen = std::collections::HashSet::new();
+    for sport in 20000..20060 {
+        let client = SocketAddrV4::new(CLIENT, sport);
+        let first = tuple(&run(&mut nat, TcHook::Ingress, &tcp(client, front))).1;
+        for _ in 0..5 {
+            assert_eq!(tuple(&run(&mut nat, TcHook::Ingress, &tcp(client, front))).1, first, "flow moved");
+        }
+        seen.insert(first);
+    }
+    assert_eq!(seen.len(), 3, "60 flows reached only {seen:?}");
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn removed_backend_keeps_tcp_flows_but_gets_no_new_ones() {
+    common::require_root("removed_backend_keeps_tcp_flows_but_gets_no_new_ones");
+    let mut nat = load();
+    let key = published(&mut nat, 8080, &[backend(5), backend(6)]);
+    let front = SocketAddrV4::new(NODE, 8080);
+    // Find a flow on backend 5.
+    let (flow, _) = (30000..30100)
+        .map(|p| {
+            let c = SocketAddrV4::new(CLIENT, p);
+            (c, tuple(&run(&mut nat, TcHook::Ingress, &tcp(c, front))).1)
+        })
+        .find(|(_, b)| *b == backend(5).addr)
+        .expect("some flow lands on backend 5");
+
+    nat.remove_backend(&key, backend(5).addr).unwrap();
+    assert_eq!(tuple(&run(&mut nat, TcHook::Ingress, &tcp(flow, front))).1, backend(5).addr, "TCP flow dropped");
+    for p in 31000..31050 {
+        let c = SocketAddrV4::new(CLIENT, p);
+        assert_eq!(tuple(&run(&mut nat, TcHook::Ingress, &tcp(c, front))).1, backend(6).addr);
+    }
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn udp_flow_moves_when_its_backend_is_removed() {
+    common::require_root("udp_flow_moves_when_its_backend_is_removed");
+    let mut nat = load();
+    let key = ServiceKey::udp(NODE, 53);
+    nat.upsert_service(key, ServiceOptions::default()).unwrap();
+    nat.set_backends(&key, &[backend(5)]).unwrap();
+    let client = SocketAddrV4::new(CLIENT, 45000);
+    let front = SocketAddrV4::new(NODE, 53);
+    assert_eq!(tuple(&run(&mut nat, TcHook::Ingress, &udp(client, front))).1, backend(5).addr);
+    nat.set_backends(&key, &[backend(6)]).unwrap();
+    let out = run(&mut nat, TcHook::Ingress, &udp(client, front));
+    assert_eq!(tuple(&out).1, backend(6).addr);
+    let reply = run(&mut nat, TcHook::Reply, &udp(backend(6).addr, tuple(&out).0));
+    assert_eq!(tuple(&reply), (front, client));
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn clients_sharing_a_source_port_get_distinct_reply_tuples() {
+    common::require_root("clients_sharing_a_source_port_get_distinct_reply_tuples");
+    let mut nat = load();
+    published(&mut nat, 8080, &[backend(5)]);
+    let front = SocketAddrV4::new(NODE, 8080);
+    let a = SocketAddrV4::new(Ipv4Addr::new(192, 168, 50, 20), 50000);
+    let b = SocketAddrV4::new(Ipv4Addr::new(192, 168, 50, 21), 50000);
+    let sa = tuple(&run(&mut nat, TcHook::Ingress, &tcp(a, front))).0;
+    let sb = tuple(&run(&mut nat, TcHook::Ingress, &tcp(b, front))).0;
+    assert_ne!(sa, sb);
+    assert_eq!(tuple(&run(&mut nat, TcHook::Reply, &tcp(backend(5).addr, sa))).1, a);
+    assert_eq!(tuple(&run(&mut nat, TcHook::Reply, &tcp(backend(5).addr, sb))).1, b);
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn keep_client_ip_prefers_a_local_backend_without_snat() {
+    common::require_root("keep_client_ip_prefers_a_local_backend_without_snat");
+    let mut nat = load();
+    let key = ServiceKey::tcp(NODE, 8443);
+    nat.upsert_service(key, ServiceOptions { keep_client_ip: true }).unwrap();
+    let local = Backend::nat(SocketAddrV4::new(Ipv4Addr::new(10, 0, 9, 8), 443), SNAT, true);
+    nat.set_backends(&key, &[backend(5), backend(6), local]).unwrap();
+    let front = SocketAddrV4::new(NODE, 8443);
+    for p in 33000..33020 {
+        let c = SocketAddrV4::new(CLIENT, p);
+        let out = run(&mut nat, TcHook::Ingress, &tcp(c, front));
+        assert_eq!(tuple(&out), (c, local.addr));
+        assert_checksums(&out);
+        let reply = run(&mut nat, TcHook::Reply, &tcp(local.addr, c));
+        assert_eq!(tuple(&reply), (front, c));
+    }
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn other_packets_pass_untouched() {
+    common::require_root("other_packets_pass_untouched");
+    let mut nat = load();
+    published(&mut nat, 8080, &[backend(5)]);
+    let client = SocketAddrV4::new(CLIENT, 40000);
+    let cases = [
+        tcp(client, SocketAddrV4::new(NODE, 22)),                       // other port
+        udp(client, SocketAddrV4::new(NODE, 8080)),                     // other protocol
+        tcp(client, SocketAddrV4::new(Ipv4Addr::new(192, 168, 50, 3), 8080)), // other address
+        {
+            let mut frag = tcp(client, SocketAddrV4::new(NODE, 8080)); // a fragment
+            frag[20] = 0x20; // MF
+            frag
+        },
+    ];
+    for p in &cases {
+        assert_eq!(&run(&mut nat, TcHook::Ingress, p), p);
+        assert_eq!(&run(&mut nat, TcHook::Reply, p), p);
+    }
+    let mut arp = vec![0u8; 60];
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    assert_eq!(run(&mut nat, TcHook::Ingress, &arp), arp);
+}
