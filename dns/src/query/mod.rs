@@ -141,3 +141,6 @@ pub fn respond(tables: &Tables, view: View<'_>, cfg: &AnswerConfig, raw: &[u8], 
 fn reply_code(request: &Message, code: ResponseCode, transport: Transport) -> Action {
     Action::Reply(Reply::new(request, code, false).encode(request, transport))
 }
+
+#[cfg(test)]
+mod tests;

@@ -70,3 +70,90 @@ impl Tables {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zone::{EndpointMode, NetworkZone, ServiceRecord, TaskRecord};
+
+    fn zone() -> Zone {
+        Zone {
+            networks: vec![
+                NetworkZone {
+                    name: "a".into(),
+                    services: vec![ServiceRecord {
+                        name: "web".into(),
+                        aliases: vec![],
+                        endpoint_mode: EndpointMode::Vip,
+                        vip: Some("10.0.0.2".parse().unwrap()),
+                        ports: vec![],
+                    }],
+                    tasks: vec![TaskRecord {
+                        id: "t1".into(),
+                        service: "web".into(),
+                        slot: Some(1),
+                        name: None,
+                        ip: "10.0.0.3".parse().unwrap(),
+                        healthy: true,
+                        aliases: vec![],
+                    }],
+                },
+                NetworkZone {
+                    name: "b".into(),
+                    ..Default::default()
+                },
+            ],
+            nodes: vec![],
+        }
+    }
+
+    #[test]
+    fn unchanged_networks_keep_their_table() {
+        let first = Tables::build(&zone(), None).unwrap();
+        let mut changed = zone();
+        changed.networks[1].services.push(ServiceRecord {
+            name: "x".into(),
+            aliases: vec![],
+            endpoint_mode: EndpointMode::Dnsrr,
+            vip: None,
+            ports: vec![],
+        });
+        let second = Tables::build(&changed, Some(&first)).unwrap();
+        assert!(second.shares_network(&first, "a"));
+        assert!(!second.shares_network(&first, "b"));
+        assert!(second.network("b").unwrap().lookup("x").is_some());
+    }
+
+    #[test]
+    fn bad_zones_are_rejected_with_the_object_and_the_fix() {
+        let cases: Vec<(Box<dyn Fn(&mut Zone)>, &str)> = vec![
+            (Box::new(|z| z.networks[0].services[0].vip = None), "has endpoint_mode vip but no vip"),
+            (Box::new(|z| {
+                let dup = z.networks[0].services[0].clone();
+                z.networks[0].services.push(dup)
+            }), "appears twice in network \"a\""),
+            (Box::new(|z| z.networks[0].tasks[0].service = "nope".into()), "belongs to service \"nope\""),
+            (Box::new(|z| z.networks[1].name = "A".into()), "network \"A\" appears twice"),
+            (Box::new(|z| z.networks[0].services[0].aliases.push("bad name".into())), "service alias \"bad name\" in network \"a\""),
+            (Box::new(|z| z.networks[0].tasks[0].id = "x/y".into()), "task name \"web.1.x/y\""),
+        ];
+        for (mutate, needle) in cases {
+            let mut z = zone();
+            mutate(&mut z);
+            let err = Tables::build(&z, None).unwrap_err().to_string();
+            assert!(err.contains(needle), "want {needle:?} in {err:?}");
+        }
+    }
+
+    #[test]
+    fn zone_round_trips_through_json_with_defaults() {
+        let json = r#"{"networks":[{"name":"a","services":[{"name":"web","vip":"10.0.0.2"}],
+            "tasks":[{"id":"t1","service":"web","slot":1,"ip":"10.0.0.3"}]}]}"#;
+        let zone: Zone = serde_json::from_str(json).unwrap();
+        assert!(zone.networks[0].tasks[0].healthy, "healthy defaults to true");
+        assert_eq!(zone.networks[0].services[0].endpoint_mode, EndpointMode::Vip);
+        assert_eq!(zone.networks[0].tasks[0].task_name(), "web.1.t1");
+        let err = serde_json::from_str::<Zone>(r#"{"networkz":[]}"#).unwrap_err().to_string();
+        assert!(err.contains("networkz"), "{err}");
+    }
+}
