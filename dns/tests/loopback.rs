@@ -1,0 +1,158 @@
+//! The server end to end on loopback (no root): listeners, zone swaps, forwarding, flood bounds.
+
+mod common;
+
+use std::{net::SocketAddr, time::Duration};
+
+use common::*;
+use hickory_proto::{op::ResponseCode, rr::RecordType};
+use shoal_dns::{DnsConfig, DnsServer};
+
+fn config(upstreams: Vec<SocketAddr>) -> DnsConfig {
+    DnsConfig {
+        upstreams,
+        upstream_timeout: Duration::from_millis(500),
+        ..DnsConfig::default()
+    }
+}
+
+fn any_port() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+#[tokio::test]
+async fn task_listener_answers_its_networks_and_follows_zone_changes() {
+    let server = DnsServer::new(config(vec![])).unwrap();
+    server.set_zone(&zone(&["10.0.1.3", "10.0.1.4"])).unwrap();
+    let front = server.attach_task_at("t-front", any_port(), vec!["front".into()]).await.unwrap();
+    let back = server.attach_task_at("t-back", any_port(), vec!["Back".into()]).await.unwrap();
+
+    assert_eq!(a_records(&ask_udp(front, "web", RecordType::A).await), ips(&["10.0.1.2"]));
+    assert_eq!(a_records(&ask_udp(front, "tasks.web", RecordType::A).await), ips(&["10.0.1.3", "10.0.1.4"]));
+    assert_eq!(a_records(&ask_tcp(front, "tasks.web.front", RecordType::A).await), ips(&["10.0.1.3", "10.0.1.4"]));
+    let aaaa = ask_udp(front, "web", RecordType::AAAA).await;
+    assert_eq!(aaaa.metadata.response_code, ResponseCode::NoError);
+    assert!(aaaa.answers.is_empty());
+
+    // Another network's names are invisible.
+    assert_eq!(ask_udp(back, "web", RecordType::A).await.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(a_records(&ask_udp(back, "api", RecordType::A).await), ips(&["10.0.2.2"]));
+
+    // A backend change is answered by the next query.
+    server.set_zone(&zone(&["10.0.1.7"])).unwrap();
+    assert_eq!(a_records(&ask_udp(front, "tasks.web", RecordType::A).await), ips(&["10.0.1.7"]));
+
+    // An invalid zone is refused and the old one stays.
+    let mut bad = zone(&["10.0.1.8"]);
+    bad.networks[0].services[0].vip = None;
+    let err = server.set_zone(&bad).unwrap_err().to_string();
+    assert!(err.contains("no vip"), "{err}");
+    assert_eq!(a_records(&ask_udp(front, "tasks.web", RecordType::A).await), ips(&["10.0.1.7"]));
+
+    // Networks of a task can change; detaching closes its listener.
+    server.set_task_networks("t-back", vec!["front".into(), "back".into()]).unwrap();
+    assert_eq!(a_records(&ask_udp(back, "web", RecordType::A).await), ips(&["10.0.1.2"]));
+    server.detach_task("t-back").unwrap();
+    assert!(server.detach_task("t-back").is_err());
+    let names: Vec<String> = server.attached_tasks().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(names, vec!["t-front".to_string()]);
+}
+
+#[tokio::test]
+async fn forwarding_uses_the_upstreams_in_order_and_servfails_when_all_fail() {
+    let upstream = FakeUpstream::start().await;
+    // A port nobody listens on: the first upstream fails at once (ICMP port unreachable).
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let server = DnsServer::new(config(vec![dead, upstream.addr])).unwrap();
+    server.set_zone(&zone(&[])).unwrap();
+    let task = server.attach_task_at("t", any_port(), vec!["front".into()]).await.unwrap();
+
+    let answer = ask_udp(task, "www.ext.test", RecordType::A).await;
+    assert_eq!(a_records(&answer), ips(&["10.9.9.9"]));
+    // TCP queries are forwarded over TCP (the dead upstream refuses the connection).
+    let answer = ask_tcp(task, "tcp.ext.test", RecordType::A).await;
+    assert_eq!(a_records(&answer), ips(&["10.9.9.9"]));
+
+    let nx = ask_udp(task, "nothing.example", RecordType::A).await;
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    // Upstream SERVFAIL and silence both end in SERVFAIL.
+    assert_eq!(ask_udp(task, "fail.test", RecordType::A).await.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(ask_udp(task, "slow.test", RecordType::A).await.metadata.response_code, ResponseCode::ServFail);
+    // Internal-looking names never reach the upstream.
+    assert_eq!(ask_udp(task, "api", RecordType::A).await.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(upstream.count("api."), 0);
+
+    let none = DnsServer::new(config(vec![])).unwrap();
+    let t = none.attach_task_at("t", any_port(), vec![]).await.unwrap();
+    assert_eq!(ask_udp(t, "www.ext.test", RecordType::A).await.metadata.response_code, ResponseCode::ServFail);
+}
+
+#[tokio::test]
+async fn a_flooding_task_is_bounded_and_does_not_starve_others() {
+    let upstream = FakeUpstream::start().await;
+    let server = DnsServer::new(DnsConfig {
+        upstreams: vec![upstream.addr],
+        upstream_timeout: Duration::from_secs(60),
+        max_inflight_per_task: 4,
+        ..DnsConfig::default()
+    })
+    .unwrap();
+    server.set_zone(&zone(&[])).unwrap();
+    let flooder = server.attach_task_at("flooder", any_port(), vec!["front".into()]).await.unwrap();
+    let victim = server.attach_task_at("victim", any_port(), vec!["front".into()]).await.unwrap();
+
+    // 50 queries the upstream never answers: 4 go upstream, 46 are refused at once.
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for id in 0..50u16 {
+        socket.send_to(&query(id, "slow.test", RecordType::A), flooder).await.unwrap();
+    }
+    let mut buf = vec![0u8; 512];
+    for _ in 0..46 {
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.recv(&mut buf)).await.unwrap().unwrap();
+        let msg = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(msg.metadata.response_code, ResponseCode::Refused);
+    }
+    // Wait until the 4 admitted queries reached the upstream.
+    while upstream.count("slow.test.") < 4 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The other task still gets forwarded answers, and local ones.
+    assert_eq!(a_records(&ask_udp(victim, "ok.ext.test", RecordType::A).await), ips(&["10.9.9.9"]));
+    assert_eq!(a_records(&ask_udp(victim, "web", RecordType::A).await), ips(&["10.0.1.2"]));
+    // The flooder too gets local answers while its forwards are stuck.
+    assert_eq!(a_records(&ask_udp(flooder, "web", RecordType::A).await), ips(&["10.0.1.2"]));
+    assert_eq!(upstream.count("slow.test."), 4, "no more than max_inflight_per_task went upstream");
+}
+
+#[tokio::test]
+async fn host_listener_answers_consul_style_names() {
+    let server = DnsServer::new(config(vec![])).unwrap();
+    server.set_zone(&zone(&["10.0.1.3", "10.0.1.4"])).unwrap();
+    let host = server.serve_host(any_port()).unwrap();
+    assert_eq!(a_records(&ask_udp(host, "web.service.shoal", RecordType::A).await), ips(&["10.0.1.3", "10.0.1.4"]));
+    assert_eq!(a_records(&ask_tcp(host, "node1.node.shoal", RecordType::A).await), ips(&["127.0.0.1"]));
+    assert_eq!(ask_udp(host, "web", RecordType::A).await.metadata.response_code, ResponseCode::Refused);
+    assert_eq!(ask_udp(host, "x.service.shoal", RecordType::A).await.metadata.response_code, ResponseCode::NXDomain);
+}
+
+#[tokio::test]
+async fn bad_config_and_double_attach_are_clear_errors() {
+    let err = DnsServer::new(DnsConfig {
+        max_inflight_per_task: 0,
+        ..DnsConfig::default()
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("max_inflight_per_task"), "{err}");
+    let server = DnsServer::new(DnsConfig::default()).unwrap();
+    server.attach_task_at("t", any_port(), vec![]).await.unwrap();
+    let err = server.attach_task_at("t", any_port(), vec![]).await.unwrap_err().to_string();
+    assert!(err.contains("already attached"), "{err}");
+    let err = server
+        .attach_task("u", std::path::Path::new("/nonexistent/netns"), vec![])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/nonexistent/netns"), "{err}");
+}
