@@ -1,6 +1,9 @@
 //! Command-line surface. Each subcommand family lives in its own file; cluster verbs
 //! (init, join, node, network, service, ...) come from the control crate.
 
+mod dataplane;
+mod lab;
+
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -17,10 +20,18 @@ pub struct GlobalOpts {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `shoal_dataplane=debug`.
     #[arg(long, global = true, env = "SHOAL_LOG")]
     pub log_level: Option<String>,
+    /// Run inside this network namespace (/run/netns/NAME), e.g. a lab node.
+    #[arg(long, global = true, env = "SHOAL_NETNS")]
+    pub netns: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// A cluster of network namespaces on this machine, for trying and testing shoal.
+    Lab(lab::LabArgs),
+    /// This node's data plane: apply a desired state, show what exists.
+    #[command(subcommand)]
+    Dataplane(dataplane::DataplaneCommand),
     #[command(flatten)]
     Cluster(shoal_control::cli::Command),
 }
@@ -32,7 +43,13 @@ pub fn init_tracing(filter: Option<&str>) {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(ns) = &cli.global.netns {
+        // Before any thread exists, so the whole process lives in the namespace.
+        shoal_dataplane::netns::enter_for_process(ns)?;
+    }
     match cli.command {
+        Command::Lab(args) => lab::run(args),
+        Command::Dataplane(cmd) => dataplane::run(cmd),
         Command::Cluster(cmd) => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(shoal_control::cli::run(cmd))

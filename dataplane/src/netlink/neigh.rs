@@ -41,8 +41,12 @@ impl Netlink {
                 }
                 _ => None,
             });
+            // In AF_BRIDGE messages the destination is not typed by family, so it may arrive raw.
             let dst = n.attributes.iter().find_map(|a| match a {
                 NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+                NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
+                    Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+                }
                 _ => None,
             });
             if let (Some(mac), Some(dst)) = (mac, dst) {

@@ -7,6 +7,7 @@ pub mod names;
 mod observe;
 mod op;
 mod plan;
+mod show;
 #[cfg(test)]
 mod plan_tests;
 
@@ -14,6 +15,7 @@ pub use apply::{apply, ApplyErrors, Mode};
 pub use observe::{observe, Observed, TaskSide};
 pub use op::{Op, RouteSpec};
 pub use plan::{plan, plan_teardown, PlanError};
+pub use show::describe;
 
 use crate::netlink::{Netlink, NetlinkError};
 use crate::netns::NetnsError;
@@ -65,4 +67,12 @@ pub fn teardown() -> Result<Report, OverlayError> {
     let ops = plan_teardown(&obs);
     apply(&mut nl, &ops, Mode::Continue)?;
     Ok(Report { ops })
+}
+
+/// What the kernel holds now, in the desired-state format.
+pub fn show(node: &str) -> Result<NodeState, OverlayError> {
+    let mut nl = Netlink::open()?;
+    let empty = NodeState { node: String::new(), nodes: vec![], networks: vec![], endpoints: vec![] };
+    let obs = observe(&mut nl, &empty)?;
+    Ok(describe(&obs, node))
 }

@@ -1,0 +1,78 @@
+//! `shoal dataplane show`: what exists in the kernel, in the desired-state format, so the two can
+//! be compared by eye or by `diff`.
+
+use std::collections::BTreeMap;
+
+use ipnet::Ipv4Net;
+
+use crate::netlink::{LinkKind, Mac};
+use crate::state::{Endpoint, Network, NodeInfo, NodeState};
+
+use super::names;
+use super::observe::Observed;
+
+/// Reconstructs the state the kernel holds. Remote endpoints are known only by VTEP, so their
+/// node is shown as that address and their id as `remote-<ip>`.
+pub fn describe(obs: &Observed, node: &str) -> NodeState {
+    let mut networks = Vec::new();
+    let mut endpoints = Vec::new();
+    let mut vteps = BTreeMap::new();
+    let local_addr = obs.addrs.iter().find(|a| {
+        obs.link_name(a.ifindex).is_some_and(|n| !n.starts_with("she-") && !n.starts_with("shb-") && n != "lo")
+    });
+    if let Some(a) = local_addr {
+        vteps.insert(a.ip, node.to_string());
+    }
+    for vx in &obs.links {
+        let LinkKind::Vxlan(info) = &vx.kind else { continue };
+        if !vx.name.starts_with(names::VXLAN_PREFIX) || !names::is_shoal_alias(vx.alias.as_deref()) {
+            continue;
+        }
+        let Some(bridge) = obs.link(&names::bridge(info.vni)) else { continue };
+        let name = bridge
+            .alias
+            .as_deref()
+            .and_then(|a| a.strip_prefix("shoal net="))
+            .unwrap_or(&bridge.name)
+            .to_string();
+        let table = names::network_table(info.vni);
+        let Some(route) = obs.routes.iter().find(|r| r.table == table) else { continue };
+        let Ok(subnet) = Ipv4Net::new(route.dst, route.prefix) else { continue };
+        let bridge_addrs: Vec<_> = obs.addrs.iter().filter(|a| a.ifindex == bridge.index).map(|a| a.ip).collect();
+        let lb = if bridge_addrs.len() > 1 { route.src } else { None };
+        let gateway = bridge_addrs.iter().copied().find(|ip| Some(*ip) != lb);
+        let mut lb_addresses = BTreeMap::new();
+        if let Some(lb) = lb {
+            lb_addresses.insert(node.to_string(), lb);
+        }
+        for n in obs.neighbours.iter().filter(|n| n.ifindex == vx.index) {
+            let Some(f) = obs.fdb.iter().find(|f| f.ifindex == vx.index && f.mac == n.mac) else { continue };
+            let remote = vteps.entry(f.dst).or_insert_with(|| f.dst.to_string()).clone();
+            endpoints.push(Endpoint {
+                id: format!("remote-{}", n.ip),
+                network: name.clone(),
+                node: remote,
+                ip: n.ip,
+                mac: (n.mac != Mac::from_ipv4(n.ip)).then_some(n.mac),
+                netns: None,
+            });
+        }
+        for l in obs.links.iter().filter(|l| l.master == Some(bridge.index)) {
+            let Some((id, ns)) = l.alias.as_deref().and_then(names::parse_endpoint_alias) else { continue };
+            let Some(task) = obs.tasks.get(ns) else { continue };
+            let Some(addr) = task.addrs.first() else { continue };
+            let mac = task.eth0.as_ref().and_then(|e| e.mac);
+            endpoints.push(Endpoint {
+                id: id.to_string(),
+                network: name.clone(),
+                node: node.to_string(),
+                ip: addr.ip,
+                mac: mac.filter(|m| *m != Mac::from_ipv4(addr.ip)),
+                netns: Some(ns.to_string()),
+            });
+        }
+        networks.push(Network { name, vni: info.vni, subnet, gateway, mtu: Some(bridge.mtu), lb_addresses });
+    }
+    let nodes = vteps.into_iter().map(|(address, name)| NodeInfo { name, address }).collect();
+    NodeState { node: node.to_string(), nodes, networks, endpoints }
+}
