@@ -10,5 +10,6 @@ pub mod model;
 pub mod orchestrator;
 pub mod scheduler;
 pub mod state;
+pub mod store;
 #[cfg(test)]
 pub mod testkit;
