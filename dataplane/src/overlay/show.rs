@@ -73,6 +73,9 @@ pub fn describe(obs: &Observed, node: &str) -> NodeState {
         }
         networks.push(Network { name, vni: info.vni, subnet, gateway, mtu: Some(bridge.mtu), lb_addresses });
     }
+    // Dumps come in kernel order; sort so two shows of the same state print the same text.
+    endpoints.sort_by(|a, b| (&a.network, a.ip).cmp(&(&b.network, b.ip)));
+    networks.sort_by_key(|n| n.vni);
     let nodes = vteps.into_iter().map(|(address, name)| NodeInfo { name, address }).collect();
     NodeState { node: node.to_string(), nodes, networks, endpoints }
 }
