@@ -4,8 +4,10 @@
 //! programs into the pinned links atomically. Traffic never stops.
 //!
 //! Layout under the pin directory given in [`crate::LoadOptions::pin_dir`]:
-//! `sock/<map>` and `sock/link.<hook>.<cgroup id>` for the socket LB,
-//! `nat/<map>` and `nat/link.{ingress,reply}.<ifname>` for the NAT.
+//! `sock/<map>` and `sock/link_<hook>_<cgroup id>` for the socket LB,
+//! `nat/<map>` and `nat/link_{ingress,reply}_<ifname>` for the NAT (bpffs
+//! refuses names with a dot: a dot in an interface name becomes a colon,
+//! which interface names cannot contain).
 
 use std::{
     fs, io,
@@ -71,8 +73,9 @@ pub(crate) struct PinDir {
 }
 
 impl PinDir {
-    /// Create `<root>/<object>`; `root` must be on a bpffs.
+    /// Create `<root>/<object>`; `root` must be (or be created) on a bpffs.
     pub(crate) fn create(root: &Path, object: &str) -> Result<Self, Error> {
+        fs::create_dir_all(root).map_err(|e| sys_err("mkdir", root, e))?;
         if !is_bpffs(root)? {
             return Err(sys_err(
                 "pin (not a bpffs; mount one with shoal_ebpf::ensure_bpffs)",
@@ -93,8 +96,8 @@ impl PinDir {
         self.dir.join(name)
     }
 
-    pub(crate) fn link(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("link.{name}"))
+    pub(crate) fn link(&self, hook: &str, target: &str) -> PathBuf {
+        self.dir.join(format!("link_{hook}_{}", target.replace('.', ":")))
     }
 
     /// Remove every pin (links detach when their last reference goes) and

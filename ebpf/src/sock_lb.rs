@@ -78,7 +78,8 @@ impl SockLb {
     }
 
     /// Attach the four hooks to a cgroup v2 directory: every process in it
-    /// (and its descendants) gets VIP translation. With a pin directory, a
+    /// (and its descendants) gets VIP translation. Links always coexist with
+    /// other programs on the cgroup (the kernel attaches links as multi). With a pin directory, a
     /// pinned attachment from an earlier run is taken over in place.
     pub fn attach_cgroup(&mut self, cgroup: &Path) -> Result<(), Error> {
         let target = cgroup.display().to_string();
@@ -89,7 +90,7 @@ impl SockLb {
             .ino();
         for (name, hook) in PROGRAMS {
             let prog = program(&mut self.ebpf, name)?;
-            let pin_path = self.pin.as_ref().map(|p| p.link(&format!("{hook}.{cgroup_id}")));
+            let pin_path = self.pin.as_ref().map(|p| p.link(hook, &cgroup_id.to_string()));
             if let Some(path) = &pin_path {
                 let fd = prog.fd().map_err(|source| Error::Program { program: name, source })?;
                 if let Adopted::Swapped = pin::adopt_link(path, LinkTarget::Cgroup { cgroup_id }, fd.as_fd())? {
@@ -97,7 +98,7 @@ impl SockLb {
                 }
             }
             let attach_err = |source| Error::Attach { program: name, target: target.clone(), source };
-            let id = prog.attach(&dir, CgroupAttachMode::AllowMultiple).map_err(attach_err)?;
+            let id = prog.attach(&dir, CgroupAttachMode::Single).map_err(attach_err)?;
             let link = prog.take_link(id).map_err(attach_err)?;
             let link = FdLink::try_from(link)
                 .map_err(|e| attach_err(aya::programs::ProgramError::IOError(std::io::Error::other(e.to_string()))))?;

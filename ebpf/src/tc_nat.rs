@@ -99,7 +99,7 @@ impl TcNat {
         let attach_err = |source| Error::Attach { program: name, target: ifname.to_owned(), source };
         let ifindex = ifindex(ifname)?;
         allow_local_source(ifname)?;
-        let pin_path = self.pin.as_ref().map(|p| p.link(&format!("{}.{ifname}", hook.pin_name())));
+        let pin_path = self.pin.as_ref().map(|p| p.link(hook.pin_name(), ifname));
         let prog = program(&mut self.ebpf, hook)?;
         if let Some(path) = &pin_path {
             let fd = prog.fd().map_err(|source| Error::Program { program: name, source })?;

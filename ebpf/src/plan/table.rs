@@ -232,7 +232,7 @@ impl LbTable {
         for b in backends {
             ops.extend(self.add_backend(key, *b)?);
         }
-        Ok(ops)
+        Ok(coalesce_service_writes(ops))
     }
 
     /// Every write that recreates `key` from scratch (used to repair a
@@ -335,6 +335,26 @@ impl LbTable {
         table.free_ids = (0..table.next_id).rev().filter(|i| !used.contains(i)).collect();
         (table, ops)
     }
+}
+
+/// Drop a service write that a later one overrides before any slot is
+/// freed (a slot may only go after the count that covered it shrank).
+fn coalesce_service_writes(ops: Vec<MapOp>) -> Vec<MapOp> {
+    let mut overridden = false;
+    let mut kept: Vec<MapOp> = ops
+        .into_iter()
+        .rev()
+        .filter(|op| match op {
+            MapOp::PutService(..) => !std::mem::replace(&mut overridden, true),
+            MapOp::DeleteBackend(..) => {
+                overridden = false;
+                true
+            }
+            _ => true,
+        })
+        .collect();
+    kept.reverse();
+    kept
 }
 
 #[cfg(test)]

@@ -1,0 +1,239 @@
+//! End to end: a process in a netns and a cgroup v2 child connects to a VIP
+//! and reaches backends in other namespaces, through the cgroup hooks.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Write},
+    net::{Ipv4Addr, SocketAddrV4},
+    path::Path,
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+};
+
+use common::netns::{veth, BpfMount, Cgroup, Netns, Servers};
+use shoal_ebpf::{cgroup2_mount, Backend, LoadOptions, ServiceKey, SockLb};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+
+/// A client process: reads "tcp N" / "udp N" (new socket each time) /
+/// "udpkeep N" (one socket kept) and prints "<answer>@<peer ip>:<port>" per request.
+const CLIENT: &str = r#"
+import socket, sys
+vip = sys.argv[1]
+keep = None
+for line in sys.stdin:
+    cmd, n = line.split()
+    out = []
+    try:
+        for _ in range(int(n)):
+            if cmd == "tcp":
+                s = socket.create_connection((vip, 80), timeout=5)
+                s.sendall(b"hi\n")
+                data, peer = s.recv(64), s.getpeername()
+                s.close()
+            else:
+                if cmd == "udp" or keep is None:
+                    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    s.settimeout(5)
+                    if cmd == "udpkeep":
+                        keep = s
+                else:
+                    s = keep
+                s.sendto(b"hi\n", (vip, 53))
+                data, peer = s.recvfrom(64)
+                if cmd == "udp":
+                    s.close()
+            out.append("%s@%s:%d" % (data.decode().strip(), peer[0], peer[1]))
+    except Exception as e:
+        out = ["ERR:%s" % str(e).replace(" ", "_")]
+    print(" ".join(out), flush=True)
+"#;
+
+struct Client {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Client {
+    /// Start the client inside `cgroup` (it writes its own pid to
+    /// cgroup.procs before entering the namespace).
+    fn start(ns: &Netns, cgroup: &Path) -> Self {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"echo $$ > "$1/cgroup.procs" && exec nsenter --net="$2" /usr/bin/python3 -c "$3" "$4""#)
+            .arg("sh")
+            .arg(cgroup)
+            .arg(ns.path())
+            .arg(CLIENT)
+            .arg(VIP.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn client");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Self { child, stdin, stdout }
+    }
+
+    /// Answers (backend id, peer address as the application saw it), or
+    /// the client's error.
+    fn ask(&mut self, cmd: &str, n: usize) -> Result<Vec<(String, SocketAddrV4)>, String> {
+        writeln!(self.stdin, "{cmd} {n}").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        if let Some(err) = line.trim().strip_prefix("ERR:") {
+            return Err(err.to_owned());
+        }
+        Ok(line
+            .split_whitespace()
+            .map(|t| {
+                let (id, peer) = t.split_once('@').unwrap_or_else(|| panic!("{cmd} {n}: {t}"));
+                (id.to_owned(), peer.parse().unwrap_or_else(|_| panic!("peer {peer}")))
+            })
+            .collect())
+    }
+
+    fn ids(&mut self, cmd: &str, n: usize, port: u16) -> BTreeMap<String, usize> {
+        let mut hits = BTreeMap::new();
+        let answers = self.ask(cmd, n).unwrap_or_else(|e| panic!("{cmd} {n}: {e}"));
+        for (id, peer) in answers {
+            assert_eq!(peer, SocketAddrV4::new(VIP, port), "{cmd}: the application must see the VIP");
+            *hits.entry(id).or_default() += 1;
+        }
+        hits
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Lab {
+    _backends: Vec<(Netns, Servers)>,
+    client: Netns,
+    _hub: Netns,
+    addrs: Vec<Ipv4Addr>,
+}
+
+/// hub (bridge) <- client 10.77.0.10, backends b1..b3 10.77.0.11-13.
+fn lab() -> Lab {
+    let hub = Netns::new("sebh");
+    hub.ip(&["link", "add", "br0", "type", "bridge"]);
+    hub.ip(&["link", "set", "br0", "up"]);
+    let client = Netns::new("sebc");
+    veth("eth0", &client, "vc", &hub);
+    hub.ip(&["link", "set", "vc", "master", "br0"]);
+    client.ip(&["addr", "add", "10.77.0.10/24", "dev", "eth0"]);
+    let mut backends = Vec::new();
+    let mut addrs = Vec::new();
+    for i in 1..=3u8 {
+        let ns = Netns::new("sebb");
+        let port = format!("vb{i}");
+        veth("eth0", &ns, &port, &hub);
+        hub.ip(&["link", "set", &port, "master", "br0"]);
+        let addr = Ipv4Addr::new(10, 77, 0, 10 + i);
+        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+        let servers = Servers::start(&ns, &format!("b{i}"), 8080, 5353);
+        backends.push((ns, servers));
+        addrs.push(addr);
+    }
+    Lab { _backends: backends, client, _hub: hub, addrs }
+}
+
+fn backends(addrs: &[Ipv4Addr], port: u16) -> Vec<Backend> {
+    addrs.iter().map(|a| Backend::new(SocketAddrV4::new(*a, port))).collect()
+}
+
+fn cgroup_root(test: &str) -> Option<std::path::PathBuf> {
+    let root = Path::new("/sys/fs/cgroup/unified");
+    if root.join("cgroup.procs").exists() {
+        return Some(root.to_owned());
+    }
+    let found = cgroup2_mount();
+    if found.is_none() {
+        common::skip(test, "no cgroup v2 hierarchy mounted");
+    }
+    found
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn vip_connections_reach_every_backend_and_see_the_vip() {
+    const TEST: &str = "vip_connections_reach_every_backend_and_see_the_vip";
+    common::require_root(TEST);
+    let Some(root) = cgroup_root(TEST) else { return };
+    let lab = lab();
+    let cgroup = Cgroup::new(&root);
+    let mut lb = SockLb::load(&LoadOptions::default()).expect("load").attach(&cgroup.path).expect("attach");
+    let tcp = ServiceKey::tcp(VIP, 80);
+    let udp = ServiceKey::udp(VIP, 53);
+    lb.upsert_service(tcp).unwrap();
+    lb.upsert_service(udp).unwrap();
+    lb.set_backends(&tcp, &backends(&lab.addrs, 8080)).unwrap();
+    lb.set_backends(&udp, &backends(&lab.addrs, 5353)).unwrap();
+
+    let mut client = Client::start(&lab.client, &cgroup.path);
+    let tcp_hits = client.ids("tcp", 60, 80);
+    assert_eq!(tcp_hits.keys().collect::<Vec<_>>(), ["b1", "b2", "b3"], "TCP spread: {tcp_hits:?}");
+    let udp_hits = client.ids("udp", 60, 53);
+    assert_eq!(udp_hits.keys().collect::<Vec<_>>(), ["b1", "b2", "b3"], "UDP spread: {udp_hits:?}");
+
+    // One UDP socket sticks to its backend...
+    let kept = client.ids("udpkeep", 20, 53);
+    assert_eq!(kept.len(), 1, "UDP socket affinity: {kept:?}");
+    let (id, _) = kept.into_iter().next().unwrap();
+    // ...and moves when that backend leaves, instead of being black-holed.
+    let idx: usize = id[1..].parse::<usize>().unwrap() - 1;
+    lb.remove_backend(&udp, SocketAddrV4::new(lab.addrs[idx], 5353)).unwrap();
+    let moved = client.ids("udpkeep", 10, 53);
+    assert_eq!(moved.len(), 1, "UDP socket after removal: {moved:?}");
+    assert!(!moved.contains_key(&id), "UDP socket still sent to removed {id}");
+
+    // A removed TCP backend gets no new connections.
+    lb.remove_backend(&tcp, SocketAddrV4::new(lab.addrs[0], 8080)).unwrap();
+    let after = client.ids("tcp", 30, 80);
+    assert!(!after.contains_key("b1"), "removed backend got connections: {after:?}");
+    assert_eq!(after.len(), 2);
+    drop(client);
+    drop(lb);
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn pinned_socket_lb_survives_the_loader_and_is_adopted() {
+    const TEST: &str = "pinned_socket_lb_survives_the_loader_and_is_adopted";
+    common::require_root(TEST);
+    let Some(root) = cgroup_root(TEST) else { return };
+    let lab = lab();
+    let cgroup = Cgroup::new(&root);
+    let bpffs = BpfMount::new();
+    let opts = LoadOptions { pin_dir: Some(bpffs.path.join("node1")), ..LoadOptions::default() };
+    let tcp = ServiceKey::tcp(VIP, 80);
+    {
+        let mut lb = SockLb::load(&opts).expect("load").attach(&cgroup.path).expect("attach");
+        lb.upsert_service(tcp).unwrap();
+        lb.set_backends(&tcp, &backends(&lab.addrs, 8080)).unwrap();
+    } // the "agent" exits: programs, links and maps stay pinned
+
+    let mut client = Client::start(&lab.client, &cgroup.path);
+    let hits = client.ids("tcp", 45, 80);
+    assert_eq!(hits.len(), 3, "after the loader exited: {hits:?}");
+
+    // A new "agent" adopts the pinned state and keeps changing it.
+    let mut lb = SockLb::load(&opts).expect("reload").attach(&cgroup.path).expect("re-attach");
+    assert_eq!(lb.table().backends(&tcp).map(<[_]>::len), Some(3), "services adopted from pinned maps");
+    lb.remove_backend(&tcp, SocketAddrV4::new(lab.addrs[2], 8080)).unwrap();
+    let hits = client.ids("tcp", 30, 80);
+    assert_eq!(hits.keys().collect::<Vec<_>>(), ["b1", "b2"], "after adoption: {hits:?}");
+
+    // Teardown removes everything: the VIP is no longer translated.
+    let errors = lb.teardown();
+    assert!(errors.is_empty(), "teardown: {errors:?}");
+    let answers = client.ask("tcp", 1);
+    assert!(answers.is_err(), "VIP still answered after teardown: {answers:?}");
+}
