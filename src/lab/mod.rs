@@ -98,9 +98,12 @@ pub fn down(t: &Topology) -> anyhow::Result<()> {
             failures.push(e.to_string());
         }
     }
-    if let Err(e) = std::fs::remove_file(record_path(&t.lab)) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            failures.push(format!("remove lab record: {e}"));
+    let state_files = t.nodes.iter().map(|n| PathBuf::from(RECORD_DIR).join(format!("{}-{}.json", t.lab, n.name)));
+    for file in state_files.chain(std::iter::once(record_path(&t.lab))) {
+        if let Err(e) = std::fs::remove_file(&file) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                failures.push(format!("remove {}: {e}", file.display()));
+            }
         }
     }
     if !failures.is_empty() {
