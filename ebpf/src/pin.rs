@@ -100,15 +100,22 @@ impl PinDir {
         self.dir.join(format!("link_{hook}_{}", target.replace('.', ":")))
     }
 
-    /// Remove every pin (links detach when their last reference goes) and
-    /// the directory; keeps going on errors and reports them all.
+    /// Detach every pinned link, remove every pin and the directory; keeps
+    /// going on errors and reports them all.
     pub(crate) fn remove(&self) -> Vec<Error> {
         let mut errors = Vec::new();
         match fs::read_dir(&self.dir) {
             Ok(entries) => {
                 for entry in entries.flatten() {
-                    if let Err(e) = fs::remove_file(entry.path()) {
-                        errors.push(sys_err("unlink pin", &entry.path(), e));
+                    let path = entry.path();
+                    if entry.file_name().as_encoded_bytes().starts_with(b"link_") {
+                        let detached = sys::obj_get(&path).and_then(|fd| sys::link_detach(fd.as_fd()));
+                        if let Err(e) = detached {
+                            errors.push(sys_err("BPF_LINK_DETACH", &path, e));
+                        }
+                    }
+                    if let Err(e) = fs::remove_file(&path) {
+                        errors.push(sys_err("unlink pin", &path, e));
                     }
                 }
             }

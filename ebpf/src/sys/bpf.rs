@@ -11,6 +11,7 @@ const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_UPDATE: libc::c_long = 29;
+const BPF_LINK_DETACH: libc::c_long = 34;
 
 const BPF_LINK_TYPE_CGROUP: u32 = 3;
 const BPF_LINK_TYPE_TCX: u32 = 11;
@@ -158,4 +159,17 @@ pub fn link_target(link: BorrowedFd<'_>) -> io::Result<LinkTarget> {
         BPF_LINK_TYPE_TCX => LinkTarget::Tcx { ifindex: info.target[0] as u32 },
         _ => LinkTarget::Other,
     })
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct LinkDetachAttr {
+    link_fd: u32,
+}
+
+/// BPF_LINK_DETACH: detach `link` now (dropping the last reference to a
+/// pinned link detaches it only later, from a kernel work item).
+pub fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
+    let mut attr = LinkDetachAttr { link_fd: link.as_raw_fd() as u32 };
+    sys_bpf(BPF_LINK_DETACH, &mut attr).map(drop)
 }

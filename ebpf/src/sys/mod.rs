@@ -4,4 +4,4 @@
 
 mod bpf;
 
-pub use bpf::{link_target, link_update, obj_get, test_run, LinkTarget};
+pub use bpf::{link_detach, link_target, link_update, obj_get, test_run, LinkTarget};

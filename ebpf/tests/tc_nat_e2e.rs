@@ -1,0 +1,152 @@
+//! End to end: client ns -> node ns (underlay veth with the NAT on ingress,
+//! overlay bridge with the reply NAT) -> backend namespaces.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Write},
+    net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket},
+    time::Duration,
+};
+
+use common::netns::{veth, BpfMount, Netns, Servers};
+use shoal_ebpf::{Backend, LoadOptions, ServiceKey, ServiceOptions, TcNat};
+
+const NODE: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 1);
+const NODE_LB: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 1);
+
+struct Lab {
+    _backends: Vec<(Netns, Servers)>,
+    client: Netns,
+    node: Netns,
+    addrs: Vec<Ipv4Addr>,
+}
+
+fn lab() -> Lab {
+    let client = Netns::new("senc");
+    let node = Netns::new("senn");
+    veth("eth0", &client, "u0", &node);
+    client.ip(&["addr", "add", "10.88.0.2/24", "dev", "eth0"]);
+    node.ip(&["addr", "add", &format!("{NODE}/24"), "dev", "u0"]);
+    node.ip(&["link", "add", "br0", "type", "bridge"]);
+    node.ip(&["addr", "add", &format!("{NODE_LB}/24"), "dev", "br0"]);
+    node.ip(&["link", "set", "br0", "up"]);
+    node.sysctl("net.ipv4.ip_forward", "1");
+    let mut backends = Vec::new();
+    let mut addrs = Vec::new();
+    for i in 1..=3u8 {
+        let ns = Netns::new("senb");
+        let port = format!("vb{i}");
+        veth("eth0", &ns, &port, &node);
+        node.ip(&["link", "set", &port, "master", "br0"]);
+        let addr = Ipv4Addr::new(10, 0, 9, 10 + i);
+        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+        let servers = Servers::start(&ns, &format!("b{i}"), 80, 5353);
+        backends.push((ns, servers));
+        addrs.push(addr);
+    }
+    Lab { _backends: backends, client, node, addrs }
+}
+
+fn nat_backends(addrs: &[Ipv4Addr], port: u16) -> Vec<Backend> {
+    addrs.iter().map(|a| Backend::nat(SocketAddrV4::new(*a, port), NODE_LB, false)).collect()
+}
+
+/// `n` TCP requests from the client namespace to the published port; the
+/// answering backend ids, or the first error.
+fn tcp_requests(client: &Netns, n: usize) -> Result<BTreeMap<String, usize>, String> {
+    client.run(move || {
+        let mut hits = BTreeMap::new();
+        for _ in 0..n {
+            let mut s = TcpStream::connect_timeout(&SocketAddrV4::new(NODE, 8080).into(), Duration::from_secs(5))
+                .map_err(|e| format!("connect: {e}"))?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(b"hi\n").map_err(|e| format!("write: {e}"))?;
+            let mut line = String::new();
+            BufReader::new(s).read_line(&mut line).map_err(|e| format!("read: {e}"))?;
+            *hits.entry(line.trim().to_owned()).or_default() += 1;
+        }
+        Ok(hits)
+    })
+}
+
+fn udp_requests(client: &Netns, n: usize) -> Result<BTreeMap<String, usize>, String> {
+    client.run(move || {
+        let mut hits = BTreeMap::new();
+        for _ in 0..n {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.send_to(b"hi\n", SocketAddrV4::new(NODE, 5353)).map_err(|e| format!("send: {e}"))?;
+            let mut buf = [0u8; 64];
+            let (len, from) = s.recv_from(&mut buf).map_err(|e| format!("recv: {e}"))?;
+            assert_eq!(from, SocketAddrV4::new(NODE, 5353).into(), "reply must come from the published port");
+            *hits.entry(String::from_utf8_lossy(&buf[..len]).trim().to_owned()).or_default() += 1;
+        }
+        Ok(hits)
+    })
+}
+
+fn publish(nat: &mut TcNat, addrs: &[Ipv4Addr]) {
+    let tcp = ServiceKey::tcp(NODE, 8080);
+    let udp = ServiceKey::udp(Ipv4Addr::UNSPECIFIED, 5353);
+    for key in [tcp, udp] {
+        nat.upsert_service(key, ServiceOptions::default()).unwrap();
+    }
+    nat.set_backends(&tcp, &nat_backends(addrs, 80)).unwrap();
+    nat.set_backends(&udp, &nat_backends(addrs, 5353)).unwrap();
+}
+
+fn attach(node: &Netns, opts: LoadOptions) -> TcNat {
+    node.run(move || {
+        TcNat::load(&opts)
+            .expect("load")
+            .attach_ingress("u0")
+            .expect("attach ingress")
+            .attach_reply("br0")
+            .expect("attach reply")
+    })
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn published_port_reaches_every_backend() {
+    common::require_root("published_port_reaches_every_backend");
+    let lab = lab();
+    let mut nat = attach(&lab.node, LoadOptions::default());
+    publish(&mut nat, &lab.addrs);
+
+    let tcp = tcp_requests(&lab.client, 60).expect("TCP through the NAT");
+    assert_eq!(tcp.keys().collect::<Vec<_>>(), ["b1", "b2", "b3"], "TCP spread: {tcp:?}");
+    let udp = udp_requests(&lab.client, 60).expect("UDP through the NAT");
+    assert_eq!(udp.keys().collect::<Vec<_>>(), ["b1", "b2", "b3"], "UDP spread: {udp:?}");
+
+    nat.remove_backend(&ServiceKey::tcp(NODE, 8080), SocketAddrV4::new(lab.addrs[1], 80)).unwrap();
+    let tcp = tcp_requests(&lab.client, 30).expect("TCP after removing a backend");
+    assert_eq!(tcp.keys().collect::<Vec<_>>(), ["b1", "b3"], "after removal: {tcp:?}");
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn pinned_nat_survives_the_loader_and_is_adopted() {
+    common::require_root("pinned_nat_survives_the_loader_and_is_adopted");
+    let lab = lab();
+    let bpffs = BpfMount::new();
+    let opts = LoadOptions { pin_dir: Some(bpffs.path.join("node1")), ..LoadOptions::default() };
+    let mut nat = attach(&lab.node, opts.clone());
+    publish(&mut nat, &lab.addrs);
+    drop(nat); // the agent exits; the pinned NAT keeps serving
+
+    let tcp = tcp_requests(&lab.client, 45).expect("TCP after the loader exited");
+    assert_eq!(tcp.len(), 3, "{tcp:?}");
+
+    let mut nat = attach(&lab.node, opts);
+    assert_eq!(nat.table().len(), 2, "published ports adopted from pinned maps");
+    nat.remove_backend(&ServiceKey::tcp(NODE, 8080), SocketAddrV4::new(lab.addrs[0], 80)).unwrap();
+    let tcp = tcp_requests(&lab.client, 30).expect("TCP after adoption");
+    assert_eq!(tcp.keys().collect::<Vec<_>>(), ["b2", "b3"], "{tcp:?}");
+
+    let errors = nat.teardown();
+    assert!(errors.is_empty(), "teardown: {errors:?}");
+    assert!(tcp_requests(&lab.client, 1).is_err(), "published port still answered after teardown");
+}
