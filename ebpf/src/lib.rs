@@ -1,9 +1,33 @@
 //! eBPF programs (C, built by clang) and their aya loader: socket-level VIP
 //! load balancing ([`SockLb`]) and tc NAT for published ports ([`TcNat`]).
 //!
-//! Both keep services in the same slot layout (see [`maps`]): one backend
-//! change is a constant number of map writes, planned by [`plan::LbTable`]
-//! without touching the kernel.
+//! # Map layout (`ebpf/lib/types.h`, mirrored in [`maps`])
+//! Both objects keep services the same way; addresses and ports are stored
+//! in network byte order.
+//! - `*_svc`: (addr, port, proto) -> (id, count, local_count, flags). For the
+//!   NAT, addr 0.0.0.0 is "every node address".
+//! - `*_be`: (id, slot) -> (ip, port, snat ip). Slots `0..count` are dense, so
+//!   a random slot is a uniform choice; local NAT backends are listed again
+//!   at slots `SLOT_LOCAL | 0..local_count`.
+//! - `*_be_ref`: (id, ip, port) -> slot: is a backend still in the service?
+//! - `sock_aff` (LRU): (socket cookie, id) -> backend, UDP affinity.
+//! - `sock_rev` (LRU): (socket cookie, backend ip, port) -> VIP, for
+//!   recvmsg4/getpeername4.
+//! - `nat_ct` (LRU): client 5-tuple -> (backend, SNAT ip:port, id).
+//! - `nat_rev` (LRU): backend reply 5-tuple -> (client, node ip:port).
+//!
+//! One backend change is at most 7 map writes (an add: 3, or 4 for a local
+//! NAT backend), whatever the
+//! number of services, planned by [`plan::LbTable`] without touching the
+//! kernel and applied in an order the programs can read at any point.
+//!
+//! # Pinning and restarts
+//! With [`LoadOptions::pin_dir`] (a directory on a bpffs, see
+//! [`ensure_bpffs`]), maps and attachments (bpf links) are pinned there. The
+//! programs then keep running when the agent exits; the next
+//! `load` reuses the pinned maps (services, UDP affinity, NAT flows) and
+//! `attach` swaps the new programs into the pinned links atomically
+//! (`BPF_LINK_UPDATE`). `teardown` detaches and unpins everything.
 
 pub mod bench;
 mod error;

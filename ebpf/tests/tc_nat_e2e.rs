@@ -150,3 +150,55 @@ fn pinned_nat_survives_the_loader_and_is_adopted() {
     assert!(errors.is_empty(), "teardown: {errors:?}");
     assert!(tcp_requests(&lab.client, 1).is_err(), "published port still answered after teardown");
 }
+
+/// A TCP connection from the client namespace, kept open across changes.
+struct Conn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Conn {
+    fn open(client: &Netns) -> Self {
+        let s = client.run(|| {
+            TcpStream::connect_timeout(&SocketAddrV4::new(NODE, 8080).into(), Duration::from_secs(5)).expect("connect")
+        });
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        Self { writer: s.try_clone().unwrap(), reader: BufReader::new(s) }
+    }
+
+    fn ask(&mut self) -> String {
+        self.writer.write_all(b"hi\n").expect("write on the open connection");
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("read on the open connection");
+        line.trim().to_owned()
+    }
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn open_flows_survive_backend_removal_and_agent_restart() {
+    common::require_root("open_flows_survive_backend_removal_and_agent_restart");
+    let lab = lab();
+    let bpffs = BpfMount::new();
+    let opts = LoadOptions { pin_dir: Some(bpffs.path.join("node1")), ..LoadOptions::default() };
+    let mut nat = attach(&lab.node, opts.clone());
+    publish(&mut nat, &lab.addrs);
+    let key = ServiceKey::tcp(NODE, 8080);
+
+    let mut conn = Conn::open(&lab.client);
+    let id = conn.ask();
+    let idx: usize = id[1..].parse::<usize>().unwrap() - 1;
+
+    // Graceful drain: the backend leaves, its open connection keeps working.
+    nat.remove_backend(&key, SocketAddrV4::new(lab.addrs[idx], 80)).unwrap();
+    assert_eq!(conn.ask(), id, "open flow moved or broke after its backend was removed");
+    let fresh = tcp_requests(&lab.client, 20).expect("new flows");
+    assert!(!fresh.contains_key(&id), "removed backend {id} got new flows: {fresh:?}");
+
+    // Crash-only: the agent goes away and comes back; the flow never stops.
+    drop(nat);
+    assert_eq!(conn.ask(), id, "open flow broke while the agent was down");
+    let nat = attach(&lab.node, opts);
+    assert_eq!(conn.ask(), id, "open flow broke when the agent adopted the NAT");
+    assert!(nat.teardown().is_empty());
+}

@@ -254,3 +254,17 @@ fn other_packets_pass_untouched() {
     arp[12..14].copy_from_slice(&[0x08, 0x06]);
     assert_eq!(run(&mut nat, TcHook::Ingress, &arp), arp);
 }
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn nat_backend_without_snat_is_refused_and_nothing_changes() {
+    common::require_root("nat_backend_without_snat_is_refused_and_nothing_changes");
+    let mut nat = load();
+    let key = published(&mut nat, 8080, &[backend(5)]);
+    let bad = Backend::new(SocketAddrV4::new(Ipv4Addr::new(10, 0, 9, 6), 80));
+    let err = nat.set_backends(&key, &[backend(5), bad]).unwrap_err();
+    assert!(err.to_string().contains("10.0.9.6:80 has no SNAT address"), "{err}");
+    assert_eq!(nat.table().backends(&key).unwrap(), &[backend(5)]);
+    let out = run(&mut nat, TcHook::Ingress, &tcp(SocketAddrV4::new(CLIENT, 40000), SocketAddrV4::new(NODE, 8080)));
+    assert_eq!(tuple(&out).1, backend(5).addr);
+}

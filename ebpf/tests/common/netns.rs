@@ -4,7 +4,7 @@
 
 use std::{
     fs,
-    io::{Read, Write},
+    io::{BufRead, BufReader, Write},
     net::{TcpListener, UdpSocket},
     os::fd::AsRawFd,
     path::{Path, PathBuf},
@@ -130,7 +130,8 @@ impl Drop for BpfMount {
     }
 }
 
-/// TCP and UDP servers answering their `id`, inside a namespace; stopped on drop.
+/// TCP and UDP servers answering their `id` (TCP: once per line received),
+/// inside a namespace; the listeners stop on drop.
 pub struct Servers {
     stop: Arc<AtomicBool>,
 }
@@ -149,11 +150,18 @@ impl Servers {
             ready_tx.send(()).unwrap();
             let mut buf = [0u8; 512];
             while !flag.load(Ordering::Relaxed) {
-                if let Ok((mut s, _)) = tcp.accept() {
-                    s.set_nonblocking(false).unwrap();
-                    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-                    let _ = s.read(&mut buf);
-                    let _ = s.write_all(format!("{id}\n").as_bytes());
+                if let Ok((s, _)) = tcp.accept() {
+                    let id = id.clone();
+                    // One line in, one id line out, until the client closes.
+                    thread::spawn(move || {
+                        s.set_nonblocking(false).unwrap();
+                        let mut w = s.try_clone().unwrap();
+                        for line in BufReader::new(s).lines() {
+                            if line.is_err() || w.write_all(format!("{id}\n").as_bytes()).is_err() {
+                                break;
+                            }
+                        }
+                    });
                 }
                 if let Ok((_, peer)) = udp.recv_from(&mut buf) {
                     let _ = udp.send_to(format!("{id}\n").as_bytes(), peer);
