@@ -23,7 +23,7 @@ pub struct BenchReport {
     pub change_small: Duration,
     /// Mean time of one backend change with `services` services.
     pub change_large: Duration,
-    /// Map writes per backend change.
+    /// Mean map writes per backend change.
     pub writes_per_change: usize,
 }
 
@@ -41,7 +41,7 @@ impl fmt::Display for BenchReport {
         writeln!(
             f,
             "ebpf maps: one backend change: {:.2} us at 100 services, {:.2} us at {} services \
-             (ratio {:.2}, {} map writes each)",
+             (ratio {:.2}, mean {} map writes per change)",
             self.change_small.as_secs_f64() * 1e6,
             self.change_large.as_secs_f64() * 1e6,
             self.services,
