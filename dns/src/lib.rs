@@ -7,6 +7,7 @@
 //! - [`DnsServer::serve_host`] serves Consul-style names on the host (`<svc>.service.shoal`).
 //! - [`query::respond`] is the whole query path without I/O (unit-, property- and fuzz-tested).
 
+pub mod bench;
 mod error;
 pub mod forward;
 pub mod query;

@@ -126,7 +126,8 @@ mod tests {
 
     #[test]
     fn bad_zones_are_rejected_with_the_object_and_the_fix() {
-        let cases: Vec<(Box<dyn Fn(&mut Zone)>, &str)> = vec![
+        type Mutate = Box<dyn Fn(&mut Zone)>;
+        let cases: Vec<(Mutate, &str)> = vec![
             (Box::new(|z| z.networks[0].services[0].vip = None), "has endpoint_mode vip but no vip"),
             (Box::new(|z| {
                 let dup = z.networks[0].services[0].clone();
