@@ -1,14 +1,15 @@
 //! The host-side table: Consul-style `<svc>.service.<domain>` and `<node>.node.<domain>`.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::net::IpAddr;
 
+use super::Map;
 use crate::{error::ZoneError, table::name::normalize, zone::Zone};
 
 /// Names answered on the host-side listener, without the domain suffix.
 #[derive(Debug, Clone, Default)]
 pub struct HostTable {
-    services: HashMap<String, Vec<IpAddr>>,
-    nodes: HashMap<String, Vec<IpAddr>>,
+    services: Map<String, Vec<IpAddr>>,
+    nodes: Map<String, Vec<IpAddr>>,
 }
 
 impl HostTable {

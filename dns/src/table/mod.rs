@@ -15,10 +15,14 @@ pub use network::{NameEntry, NetworkTable, SrvTarget, TtlClass};
 
 use crate::{error::ZoneError, zone::Zone};
 
+/// Hash maps of the tables: fast hashing (lookups are on the query path; the keys come from the
+/// control plane, not from clients).
+pub(crate) type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Every table the server answers from. Immutable once built.
 #[derive(Debug, Clone, Default)]
 pub struct Tables {
-    networks: HashMap<String, Arc<NetworkTable>>,
+    networks: Map<String, Arc<NetworkTable>>,
     host: HostTable,
 }
 
@@ -26,7 +30,7 @@ impl Tables {
     /// Validates `zone` and compiles it. Networks whose input equals the one in `previous` keep
     /// their table (an unchanged network costs nothing). On error nothing is built.
     pub fn build(zone: &Zone, previous: Option<&Tables>) -> Result<Self, ZoneError> {
-        let mut networks = HashMap::new();
+        let mut networks = Map::default();
         let mut seen = HashSet::new();
         for net in &zone.networks {
             let key = name::normalize("network name", &net.name, "")?;

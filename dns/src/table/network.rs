@@ -1,10 +1,10 @@
 //! The compiled name table of one network: lower-cased names to addresses, PTR and SRV data.
 
 use std::{
-    collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
+use super::Map;
 use crate::{
     error::ZoneError,
     table::name::normalize,
@@ -71,8 +71,8 @@ pub struct NetworkTable {
     pub name: String,
     /// The input it was built from (to reuse the table when a new zone leaves it unchanged).
     pub source: NetworkZone,
-    names: HashMap<String, NameEntry>,
-    ptr: HashMap<IpAddr, Vec<String>>,
+    names: Map<String, NameEntry>,
+    ptr: Map<IpAddr, Vec<String>>,
 }
 
 impl NetworkTable {
@@ -103,12 +103,12 @@ impl NetworkTable {
         let mut table = Self {
             name: net.clone(),
             source: zone.clone(),
-            names: HashMap::new(),
-            ptr: HashMap::new(),
+            names: Map::with_capacity_and_hasher(zone.services.len() * 3 + zone.tasks.len() * 2, Default::default()),
+            ptr: Map::with_capacity_and_hasher(zone.tasks.len() + zone.services.len(), Default::default()),
         };
 
         // Services first, so tasks can be checked against them.
-        let mut services: HashMap<String, ServiceView<'_>> = HashMap::new();
+        let mut services: Map<String, ServiceView<'_>> = Map::default();
         for svc in &zone.services {
             let name = normalize("service name", &svc.name, &place)?;
             if services.contains_key(&name) {
@@ -174,10 +174,10 @@ impl NetworkTable {
     }
 
     fn entry(&mut self, name: &str, ttl: TtlClass) -> &mut NameEntry {
-        let entry = self
-            .names
-            .entry(name.to_string())
-            .or_insert_with(|| NameEntry::new(ttl));
+        if !self.names.contains_key(name) {
+            self.names.insert(name.to_string(), NameEntry::new(ttl));
+        }
+        let entry = self.names.get_mut(name).expect("inserted above");
         entry.ttl = entry.ttl.min(ttl);
         entry
     }
@@ -196,17 +196,16 @@ impl NetworkTable {
     fn add_service(&mut self, view: &ServiceView<'_>, net: &str) {
         for name in &view.names {
             // tasks.<name>: every healthy task, whatever the endpoint mode.
-            let tasks_name = format!("tasks.{name}");
-            self.entry(&tasks_name, TtlClass::Tasks);
+            let entry = self.entry(&format!("tasks.{name}"), TtlClass::Tasks);
             for (_, task) in &view.healthy {
-                self.add_ip(&tasks_name, task.ip, TtlClass::Tasks);
+                entry.add_ip(task.ip);
             }
             match (view.mode, view.vip) {
                 (EndpointMode::Vip, Some(vip)) => self.add_ip(name, vip, TtlClass::Stable),
                 _ => {
-                    self.entry(name, TtlClass::Tasks);
+                    let entry = self.entry(name, TtlClass::Tasks);
                     for (_, task) in &view.healthy {
-                        self.add_ip(name, task.ip, TtlClass::Tasks);
+                        entry.add_ip(task.ip);
                     }
                 }
             }
