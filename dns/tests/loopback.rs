@@ -156,3 +156,19 @@ async fn bad_config_and_double_attach_are_clear_errors() {
         .to_string();
     assert!(err.contains("/nonexistent/netns"), "{err}");
 }
+
+#[tokio::test]
+async fn ttls_follow_the_config() {
+    let server = DnsServer::new(DnsConfig {
+        ttl: 30,
+        tasks_ttl: 1,
+        ..DnsConfig::default()
+    })
+    .unwrap();
+    server.set_zone(&zone(&["10.0.1.3"])).unwrap();
+    let task = server.attach_task_at("t", any_port(), vec!["front".into()]).await.unwrap();
+    let ttls = |m: &hickory_proto::op::Message| m.answers.iter().map(|r| r.ttl).collect::<Vec<_>>();
+    assert_eq!(ttls(&ask_udp(task, "web", RecordType::A).await), vec![30]);
+    assert_eq!(ttls(&ask_udp(task, "tasks.web", RecordType::A).await), vec![1]);
+    assert_eq!(ttls(&ask_udp(task, "web.1.w0", RecordType::A).await), vec![30]);
+}

@@ -16,6 +16,7 @@ use std::{
 
 use arc_swap::ArcSwap;
 use tokio::{sync::Semaphore, task::JoinHandle};
+use tracing::Instrument;
 
 pub use config::DnsConfig;
 use listener::{Listener, Scope, Shared};
@@ -26,6 +27,9 @@ use crate::{
     table::Tables,
     zone::Zone,
 };
+
+/// Default address of the host-side (Consul-style) listener.
+pub const DEFAULT_HOST_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8600);
 
 /// The address and port tasks query: 127.0.0.11:53.
 pub const TASK_DNS_SOCKET: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(TASK_DNS_ADDR), 53);
@@ -204,9 +208,13 @@ impl DnsServer {
             tcp_connections: Arc::new(Semaphore::new(self.config.max_tcp_connections_per_task)),
             tcp_idle_timeout: self.config.tcp_idle_timeout,
         });
+        let span = match &listener.scope {
+            Scope::Task { id, .. } => tracing::debug_span!("dns", task = %id, addr = %local_addr),
+            Scope::Host => tracing::debug_span!("dns", host = true, addr = %local_addr),
+        };
         let handles = vec![
-            runtime.spawn(udp::serve(udp, listener.clone())),
-            runtime.spawn(tcp::serve(tcp, listener)),
+            runtime.spawn(udp::serve(udp, listener.clone()).instrument(span.clone())),
+            runtime.spawn(tcp::serve(tcp, listener).instrument(span)),
         ];
         Ok(Serving { local_addr, handles })
     }

@@ -87,5 +87,26 @@ fn enter_and_bind(path: &Path, addr: SocketAddr) -> Result<Sockets, DnsError> {
         path: path.to_path_buf(),
         source,
     })?;
+    if addr.ip().is_loopback() && !loopback_is_up() {
+        return Err(DnsError::Bind {
+            proto: "udp",
+            addr,
+            hint: " (the loopback interface is down in this namespace: `ip link set lo up`)",
+            source: io::Error::from(io::ErrorKind::AddrNotAvailable),
+        });
+    }
     bind(addr)
+}
+
+/// Whether `lo` is up in the calling thread's namespace (a socket on 127.0.0.11 binds even when it
+/// is down, but then no query ever arrives).
+fn loopback_is_up() -> bool {
+    use nix::net::if_::InterfaceFlags;
+    match nix::ifaddrs::getifaddrs() {
+        Ok(addrs) => addrs
+            .filter(|a| a.interface_name == "lo")
+            .any(|a| a.flags.contains(InterfaceFlags::IFF_UP)),
+        // Cannot tell: let the bind decide.
+        Err(_) => true,
+    }
 }

@@ -62,11 +62,16 @@ pub struct Netns {
 
 impl Netns {
     pub fn new(role: &str) -> Self {
-        let name = format!("sdns-{role}-{}", unique());
-        sh(&["ip", "netns", "add", &name]);
-        let ns = Self { name };
+        let ns = Self::without_lo(role);
         sh(&["ip", "-n", &ns.name, "link", "set", "lo", "up"]);
         ns
+    }
+
+    /// A namespace whose loopback interface stays down.
+    pub fn without_lo(role: &str) -> Self {
+        let name = format!("sdns-{role}-{}", unique());
+        sh(&["ip", "netns", "add", &name]);
+        Self { name }
     }
 
     pub fn path(&self) -> PathBuf {
