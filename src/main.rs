@@ -2,6 +2,7 @@
 
 mod cli;
 mod lab;
+mod whoami;
 
 use clap::Parser;
 

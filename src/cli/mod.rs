@@ -32,6 +32,8 @@ pub enum Command {
     /// This node's data plane: apply a desired state, show what exists.
     #[command(subcommand)]
     Dataplane(dataplane::DataplaneCommand),
+    /// Test workload: an HTTP server answering with its name, addresses and the client it sees.
+    Whoami(crate::whoami::WhoamiArgs),
     #[command(flatten)]
     Cluster(shoal_control::cli::Command),
 }
@@ -50,6 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Lab(args) => lab::run(args),
         Command::Dataplane(cmd) => dataplane::run(cmd),
+        Command::Whoami(args) => crate::whoami::run(args),
         Command::Cluster(cmd) => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(shoal_control::cli::run(cmd))

@@ -65,6 +65,7 @@ pub fn states(t: &Topology) -> (Vec<NodeState>, Vec<DemoTask>) {
             nodes: nodes.clone(),
             networks: vec![network.clone()],
             endpoints: endpoints.clone(),
+            services: vec![],
         })
         .collect();
     (states, tasks)

@@ -62,7 +62,7 @@ pub fn dry_run(desired: &NodeState) -> Result<Vec<Op>, OverlayError> {
 /// Removes everything shoal made in this namespace, continuing past failures.
 pub fn teardown() -> Result<Report, OverlayError> {
     let mut nl = Netlink::open()?;
-    let empty = NodeState { node: String::new(), nodes: vec![], networks: vec![], endpoints: vec![] };
+    let empty = NodeState::empty();
     let obs = observe(&mut nl, &empty)?;
     let ops = plan_teardown(&obs);
     apply(&mut nl, &ops, Mode::Continue)?;
@@ -72,7 +72,7 @@ pub fn teardown() -> Result<Report, OverlayError> {
 /// What the kernel holds now, in the desired-state format.
 pub fn show(node: &str) -> Result<NodeState, OverlayError> {
     let mut nl = Netlink::open()?;
-    let empty = NodeState { node: String::new(), nodes: vec![], networks: vec![], endpoints: vec![] };
+    let empty = NodeState::empty();
     let obs = observe(&mut nl, &empty)?;
     Ok(describe(&obs, node))
 }

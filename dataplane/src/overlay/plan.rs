@@ -105,7 +105,7 @@ pub fn plan(desired: &NodeState, obs: &Observed) -> Result<Vec<Op>, PlanError> {
 
 /// Plans removing everything shoal made on this node: networks, endpoints and their namespaces.
 pub fn plan_teardown(obs: &Observed) -> Vec<Op> {
-    let empty = NodeState { node: String::new(), nodes: vec![], networks: vec![], endpoints: vec![] };
+    let empty = NodeState::empty();
     Planner::new(obs).finish(&empty, &[], None)
 }
 
@@ -252,6 +252,9 @@ impl<'a> Planner<'a> {
             addrs.insert((n.bridge.clone(), gw, 32));
             if let Some(lb) = local_lb {
                 addrs.insert((n.bridge.clone(), lb, 32));
+            }
+            for vip in desired.service_vips(&net.name) {
+                addrs.insert((n.bridge.clone(), vip, 32));
             }
             let table = names::network_table(net.vni);
             for t in [MAIN_TABLE, table] {

@@ -37,6 +37,7 @@ fn state() -> NodeState {
             ep("web.2", "backend", "snode1", "10.0.9.3", None),
             ep("web.3", "backend", "snode2", "10.0.9.4", None),
         ],
+        services: vec![],
     }
 }
 
@@ -495,4 +496,18 @@ fn networks_are_isolated_by_routing() {
     let isolation: Vec<_> = sim.obs.routes.iter().filter(|r| r.table == names::ISOLATION_TABLE).collect();
     assert_eq!(isolation.iter().map(|r| r.dst).collect::<Vec<_>>(), vec![ip("10.0.9.0"), ip("10.0.10.0")]);
     assert!(isolation.iter().all(|r| r.is_unreachable()));
+}
+
+#[test]
+fn service_vips_are_addresses_on_the_bridge() {
+    let mut s = state();
+    s.services.push(crate::state::Service {
+        name: "vote".into(),
+        vips: [("backend".to_string(), ip("10.0.9.100"))].into_iter().collect(),
+    });
+    let sim = converge(&state(), bare());
+    let ops = plan(&s, &sim.obs).unwrap();
+    assert_eq!(ops, vec![Op::AddAddr { link: "shb-4097".into(), ip: ip("10.0.9.100"), prefix: 32 }]);
+    let ops = plan(&state(), &converge(&s, bare()).obs).unwrap();
+    assert_eq!(ops, vec![Op::DelAddr { link: "shb-4097".into(), ip: ip("10.0.9.100"), prefix: 32 }]);
 }

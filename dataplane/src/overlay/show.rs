@@ -77,5 +77,5 @@ pub fn describe(obs: &Observed, node: &str) -> NodeState {
     endpoints.sort_by(|a, b| (&a.network, a.ip).cmp(&(&b.network, b.ip)));
     networks.sort_by_key(|n| n.vni);
     let nodes = vteps.into_iter().map(|(address, name)| NodeInfo { name, address }).collect();
-    NodeState { node: node.to_string(), nodes, networks, endpoints }
+    NodeState { node: node.to_string(), nodes, networks, endpoints, services: vec![] }
 }

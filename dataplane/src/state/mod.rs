@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::netlink::Mac;
 use crate::netns;
 
+mod services;
+pub use services::Service;
+
 pub const VNI_MAX: u32 = 16_777_215;
 pub const MIN_MTU: u32 = 1280;
 /// Outer Ethernet (14) + IPv4 (20) + UDP (8) + VXLAN (8).
@@ -33,6 +36,9 @@ pub struct NodeState {
     /// the VXLAN forwarding and neighbour tables.
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// Services with their VIPs, published ports and backends (the load balancers' input).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<Service>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +140,11 @@ fn valid_name(s: &str) -> bool {
 }
 
 impl NodeState {
+    /// Nothing desired: what teardown plans towards.
+    pub fn empty() -> Self {
+        Self { node: String::new(), nodes: vec![], networks: vec![], endpoints: vec![], services: vec![] }
+    }
+
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
     }
