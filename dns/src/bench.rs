@@ -35,8 +35,8 @@ impl Default for BenchOptions {
         Self {
             services: 100,
             tasks_per_service: 3,
-            seconds: 5,
-            rounds: 2,
+            seconds: 3,
+            rounds: 4,
             outstanding: 100,
             swap_services: 5000,
         }
@@ -52,6 +52,9 @@ pub struct PerfResult {
     pub avg_latency_us: f64,
     /// Queries lost.
     pub lost: u64,
+    /// Server CPU time (user + system) per answered query, microseconds: less sensitive to other
+    /// load on the machine than qps.
+    pub cpu_us_per_query: f64,
 }
 
 /// The whole report.
@@ -61,16 +64,23 @@ pub struct BenchReport {
     pub shoal: Vec<PerfResult>,
     /// dnsmasq runs.
     pub dnsmasq: Vec<PerfResult>,
-    /// Time to build and swap in a zone of `swap_services` services (a backend change), microseconds.
-    pub swap_us: f64,
-    /// Time from set_zone call to the first query answered with the new backend, microseconds.
+    /// Backend change in the benchmark zone (`services` services): set_zone call to the first
+    /// answer with the new backend, microseconds.
+    pub change_visible_small_us: f64,
+    /// The same in a zone of `swap_services` services in one network.
     pub change_visible_us: f64,
+    /// Of which set_zone (build + swap) took, microseconds.
+    pub swap_us: f64,
+    /// Services in the large zone.
+    pub swap_services: usize,
+    /// dnsperf's outstanding queries.
+    pub outstanding: u32,
 }
 
 impl BenchReport {
-    /// shoal's mean qps over dnsmasq's.
+    /// shoal's median qps over dnsmasq's (rounds alternate, so both see the same machine load).
     pub fn ratio(&self) -> f64 {
-        mean(&self.shoal, |r| r.qps) / mean(&self.dnsmasq, |r| r.qps).max(1.0)
+        median(&self.shoal, |r| r.qps) / median(&self.dnsmasq, |r| r.qps).max(1.0)
     }
 
     /// Human-readable summary.
@@ -80,38 +90,55 @@ impl BenchReport {
             for (i, r) in runs.iter().enumerate() {
                 let _ = writeln!(
                     out,
-                    "{name:8} round {i}: {:>9.0} qps  avg latency {:>7.1} us  lost {}",
-                    r.qps, r.avg_latency_us, r.lost
+                    "{name:8} round {i}: {:>9.0} qps  avg latency {:>7.1} us  cpu {:>5.2} us/query  lost {}",
+                    r.qps, r.avg_latency_us, r.cpu_us_per_query, r.lost
                 );
             }
         }
         let _ = writeln!(
             out,
-            "mean qps: shoal {:.0}, dnsmasq {:.0}, ratio shoal/dnsmasq {:.2}",
-            mean(&self.shoal, |r| r.qps),
-            mean(&self.dnsmasq, |r| r.qps),
-            self.ratio()
+            "median qps: shoal {:.0}, dnsmasq {:.0}, ratio shoal/dnsmasq {:.2} (best rounds: {:.0} vs {:.0})",
+            median(&self.shoal, |r| r.qps),
+            median(&self.dnsmasq, |r| r.qps),
+            self.ratio(),
+            best(&self.shoal, |r| r.qps),
+            best(&self.dnsmasq, |r| r.qps),
         );
         let _ = writeln!(
             out,
-            "mean latency: shoal {:.1} us, dnsmasq {:.1} us",
-            mean(&self.shoal, |r| r.avg_latency_us),
-            mean(&self.dnsmasq, |r| r.avg_latency_us)
+            "median server cpu per query: shoal {:.2} us, dnsmasq {:.2} us, ratio dnsmasq/shoal {:.2}",
+            median(&self.shoal, |r| r.cpu_us_per_query),
+            median(&self.dnsmasq, |r| r.cpu_us_per_query),
+            median(&self.dnsmasq, |r| r.cpu_us_per_query) / median(&self.shoal, |r| r.cpu_us_per_query).max(1e-9),
         );
         let _ = writeln!(
             out,
-            "zone swap (build + store): {:.0} us; set_zone to first new answer: {:.0} us",
-            self.swap_us, self.change_visible_us
+            "median latency: shoal {:.1} us, dnsmasq {:.1} us (with {} queries outstanding)",
+            median(&self.shoal, |r| r.avg_latency_us),
+            median(&self.dnsmasq, |r| r.avg_latency_us),
+            self.outstanding
+        );
+        let _ = writeln!(
+            out,
+            "backend change, set_zone to first new answer: {:.0} us (benchmark zone); {:.0} us with {} services in one network (set_zone {:.0} us of it)",
+            self.change_visible_small_us, self.change_visible_us, self.swap_services, self.swap_us
         );
         out
     }
 }
 
-fn mean(runs: &[PerfResult], f: impl Fn(&PerfResult) -> f64) -> f64 {
-    if runs.is_empty() {
-        return 0.0;
+fn median(runs: &[PerfResult], f: impl Fn(&PerfResult) -> f64) -> f64 {
+    let mut values: Vec<f64> = runs.iter().map(f).collect();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
-    runs.iter().map(f).sum::<f64>() / runs.len() as f64
+}
+
+fn best(runs: &[PerfResult], f: impl Fn(&PerfResult) -> f64) -> f64 {
+    runs.iter().map(f).fold(0.0, f64::max)
 }
 
 /// Why the benchmark could not run.
@@ -226,30 +253,48 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let dnsmasq_addr: SocketAddr = ([127, 0, 0, 1], dnsmasq_port).into();
 
-    let mut report = BenchReport::default();
+    let mut report = BenchReport {
+        outstanding: opts.outstanding,
+        ..BenchReport::default()
+    };
     for _ in 0..opts.rounds {
-        report.shoal.push(dnsperf(shoal_addr, &queries_path, opts).await?);
-        report.dnsmasq.push(dnsperf(dnsmasq_addr, &queries_path, opts).await?);
+        report.shoal.push(dnsperf(shoal_addr, &queries_path, opts, std::process::id()).await?);
+        let pid = dnsmasq.id().ok_or_else(|| BenchError::Tool {
+            tool: "dnsmasq",
+            reason: "exited".into(),
+        })?;
+        report.dnsmasq.push(dnsperf(dnsmasq_addr, &queries_path, opts, pid).await?);
     }
     let _ = dnsmasq.kill().await;
 
-    // Zone swap of a big zone, and how soon the next query sees it.
+    // A backend change, and how soon the next query sees it: benchmark zone, then a large one.
+    report.change_visible_small_us = change_latency(&server, shoal_addr, zone).await?.1;
     let big = bench_zone(opts.swap_services, opts.tasks_per_service);
     server.set_zone(&big)?;
-    let mut changed = big.clone();
+    let (swap, visible) = change_latency(&server, shoal_addr, big).await?;
+    report.swap_us = swap;
+    report.change_visible_us = visible;
+    report.swap_services = opts.swap_services;
+    Ok(report)
+}
+
+/// Moves task 0 of svc0 to 10.255.255.254 and returns (set_zone time, time until the next
+/// `tasks.svc0` answer holds it), in microseconds.
+async fn change_latency(server: &DnsServer, addr: SocketAddr, zone: Zone) -> Result<(f64, f64), BenchError> {
+    let mut changed = zone;
     changed.networks[0].tasks[0].ip = Ipv4Addr::new(10, 255, 255, 254).into();
     let start = Instant::now();
     server.set_zone(&changed)?;
-    report.swap_us = start.elapsed().as_secs_f64() * 1e6;
-    let probe = probe_tasks_svc0(shoal_addr).await;
-    report.change_visible_us = start.elapsed().as_secs_f64() * 1e6;
-    if !probe {
+    let swap = start.elapsed().as_secs_f64() * 1e6;
+    let seen = probe_tasks_svc0(addr).await;
+    let visible = start.elapsed().as_secs_f64() * 1e6;
+    if !seen {
         return Err(BenchError::Tool {
             tool: "shoal",
             reason: "the changed backend was not in the next answer".into(),
         });
     }
-    Ok(report)
+    Ok((swap, visible))
 }
 
 /// Asks `tasks.svc0` once and says whether 10.255.255.254 is in the answer.
@@ -279,7 +324,33 @@ async fn probe_tasks_svc0(addr: SocketAddr) -> bool {
         .unwrap_or(false)
 }
 
-async fn dnsperf(addr: SocketAddr, queries: &std::path::Path, opts: &BenchOptions) -> Result<PerfResult, BenchError> {
+/// CPU time (user + system) of process `pid` so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start at ')'.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after ')'.
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks / hz
+}
+
+async fn dnsperf(
+    addr: SocketAddr,
+    queries: &std::path::Path,
+    opts: &BenchOptions,
+    server_pid: u32,
+) -> Result<PerfResult, BenchError> {
+    let cpu_before = cpu_seconds(server_pid);
     let out = tokio::process::Command::new("dnsperf")
         .args(["-s", &addr.ip().to_string(), "-p", &addr.port().to_string()])
         .arg("-d")
@@ -303,10 +374,13 @@ async fn dnsperf(addr: SocketAddr, queries: &std::path::Path, opts: &BenchOption
         tool: "dnsperf",
         reason: format!("no result in output: {text}{}", String::from_utf8_lossy(&out.stderr)),
     })?;
+    let cpu = cpu_seconds(server_pid) - cpu_before;
+    let completed = field("Queries completed").unwrap_or(0.0);
     Ok(PerfResult {
         qps,
         avg_latency_us: field("Average Latency (s)").unwrap_or(0.0) * 1e6,
         lost: field("Queries lost").unwrap_or(0.0) as u64,
+        cpu_us_per_query: if completed > 0.0 { cpu * 1e6 / completed } else { 0.0 },
     })
 }
 

@@ -172,3 +172,30 @@ async fn ttls_follow_the_config() {
     assert_eq!(ttls(&ask_udp(task, "tasks.web", RecordType::A).await), vec![1]);
     assert_eq!(ttls(&ask_udp(task, "web.1.w0", RecordType::A).await), vec![30]);
 }
+
+#[tokio::test]
+async fn a_silent_upstream_costs_one_timeout_then_the_next_one_is_preferred() {
+    let upstream = FakeUpstream::start().await;
+    // Reads queries and never answers; counts them.
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let (count_tx, mut count_rx) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while silent.recv(&mut buf).await.is_ok() {
+            let _ = count_tx.send(());
+        }
+    });
+    let server = DnsServer::new(config(vec![silent_addr, upstream.addr])).unwrap();
+    let task = server.attach_task_at("t", any_port(), vec![]).await.unwrap();
+    for i in 0..5 {
+        let name = format!("q{i}.ext.test");
+        assert_eq!(a_records(&ask_udp(task, &name, RecordType::A).await), ips(&["10.9.9.9"]));
+    }
+    reader.abort();
+    let mut silent_saw = 0;
+    while count_rx.try_recv().is_ok() {
+        silent_saw += 1;
+    }
+    assert_eq!(silent_saw, 1, "only the first query tried the silent upstream");
+}

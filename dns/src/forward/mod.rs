@@ -7,7 +7,15 @@
 
 pub mod resolv_conf;
 
-use std::{io, net::SocketAddr, time::Duration};
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use hickory_proto::op::{Message, ResponseCode};
 use tokio::{
@@ -58,10 +66,14 @@ pub enum ForwardError {
 }
 
 /// Sends queries to the upstream resolvers.
+///
+/// Upstreams are tried in order starting from the last one that answered, so a dead first
+/// upstream costs one timeout, not one per query.
 #[derive(Debug, Clone)]
 pub struct Forwarder {
     upstreams: Vec<SocketAddr>,
     timeout: Duration,
+    preferred: Arc<AtomicUsize>,
 }
 
 impl Forwarder {
@@ -70,6 +82,7 @@ impl Forwarder {
         Self {
             upstreams: upstreams.iter().take(MAX_UPSTREAMS).copied().collect(),
             timeout,
+            preferred: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -81,9 +94,16 @@ impl Forwarder {
     /// The answer to send to the client: the first upstream's valid answer (with the client's id),
     /// or SERVFAIL.
     pub async fn forward(&self, query: &ForwardQuery) -> Vec<u8> {
-        for upstream in &self.upstreams {
-            match self.ask(*upstream, query).await {
-                Ok(bytes) => return bytes,
+        let count = self.upstreams.len();
+        let first = self.preferred.load(Ordering::Relaxed);
+        for i in (0..count).map(|k| (first + k) % count) {
+            match self.ask(self.upstreams[i], query).await {
+                Ok(bytes) => {
+                    if i != first {
+                        self.preferred.store(i, Ordering::Relaxed);
+                    }
+                    return bytes;
+                }
                 Err(error) => tracing::debug!(%error, "forwarding failed, trying the next upstream"),
             }
         }
