@@ -3,6 +3,7 @@
 
 mod config;
 mod listener;
+mod mmsg;
 pub mod netns;
 mod tcp;
 mod udp;

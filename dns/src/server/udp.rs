@@ -1,73 +1,102 @@
 //! The UDP loop of one listener: local answers inline, forwarded queries on their own tasks
 //! (bounded by the listener's permits).
 //!
-//! Once the socket is readable, datagrams are drained with non-blocking calls (no await per
-//! packet) and answers sent the same way; after a batch the loop yields so one busy task cannot
-//! hold a runtime thread.
+//! Once the socket is readable, datagrams are read and answered in batches (recvmmsg/sendmmsg,
+//! no await per packet); after a few batches the loop yields so one busy task cannot hold a
+//! runtime thread.
 
-use std::{io, net::SocketAddr, sync::Arc};
+use std::{io, net::SocketAddr, os::fd::AsRawFd, sync::Arc};
 
-use tokio::net::UdpSocket;
+use nix::sys::socket::SockaddrStorage;
+use tokio::{io::Interest, net::UdpSocket};
 
-use super::listener::Listener;
-use crate::query::{Action, Transport};
+use super::{
+    listener::Listener,
+    mmsg::{self, BATCH},
+};
+use crate::query::{Action, ForwardQuery, Transport};
 
-/// Largest UDP query read (4 KiB: a question plus EDNS options fit many times over).
-const MAX_QUERY: usize = 4096;
-/// Datagrams handled before yielding to other tasks.
-const BATCH: usize = 64;
+/// Batches handled before yielding to other tasks.
+const BATCHES_PER_TURN: usize = 4;
 
 /// Serves `socket` until the task is aborted.
 pub async fn serve(socket: UdpSocket, listener: Arc<Listener>) {
     let socket = Arc::new(socket);
-    // Queries are small; a longer datagram is cut and answered FORMERR.
-    let mut buf = vec![0u8; MAX_QUERY];
+    let fd = socket.as_raw_fd();
+    let mut replies: Vec<(SockaddrStorage, Vec<u8>)> = Vec::with_capacity(BATCH);
+    let mut forwards: Vec<(SocketAddr, ForwardQuery)> = Vec::new();
     loop {
         if let Err(error) = socket.readable().await {
             tracing::debug!(%error, "DNS UDP socket failed");
             tokio::task::yield_now().await;
             continue;
         }
-        for _ in 0..BATCH {
-            let (n, src) = match socket.try_recv_from(&mut buf) {
-                Ok(received) => received,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+        for _ in 0..BATCHES_PER_TURN {
+            let received = socket.try_io(Interest::READABLE, || {
+                mmsg::recv_batch(fd, |raw, src| {
+                    if !mmsg::answerable(&src) {
+                        return;
+                    }
+                    match listener.respond(raw, Transport::Udp) {
+                        Action::Reply(bytes) => replies.push((src, bytes)),
+                        Action::Drop => {}
+                        Action::Forward(query) => {
+                            if let Some(addr) = mmsg::socket_addr(&src) {
+                                forwards.push((addr, query));
+                            }
+                        }
+                    }
+                })
+            });
+            let count = match received {
+                Ok(count) => count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
                 Err(error) => {
                     tracing::debug!(%error, "DNS UDP receive failed");
-                    break;
+                    0
                 }
             };
-            handle(&socket, &listener, &buf[..n], src).await;
+            for (src, query) in forwards.drain(..) {
+                forward(&socket, &listener, src, query).await;
+            }
+            flush(&socket, fd, &mut replies).await;
+            if count < BATCH {
+                break;
+            }
         }
         tokio::task::yield_now().await;
     }
 }
 
-async fn handle(socket: &Arc<UdpSocket>, listener: &Arc<Listener>, raw: &[u8], src: SocketAddr) {
-    match listener.respond(raw, Transport::Udp) {
-        Action::Reply(bytes) => send(socket, &bytes, src).await,
-        Action::Drop => {}
-        Action::Forward(query) => match listener.forward_permit() {
-            None => send(socket, &query.refused(), src).await,
-            Some(permit) => {
-                let socket = socket.clone();
-                let listener = listener.clone();
-                tokio::spawn(async move {
-                    let bytes = listener.shared.forwarder.forward(&query).await;
-                    send(&socket, &bytes, src).await;
-                    drop(permit);
-                });
-            }
-        },
+/// Sends the batch of replies; what the kernel does not take at once is sent one by one.
+async fn flush(socket: &UdpSocket, fd: i32, replies: &mut Vec<(SockaddrStorage, Vec<u8>)>) {
+    let sent = socket
+        .try_io(Interest::WRITABLE, || mmsg::send_batch(fd, replies))
+        .unwrap_or(0);
+    for (dst, bytes) in replies.drain(..).skip(sent) {
+        if let Some(dst) = mmsg::socket_addr(&dst) {
+            send(socket, &bytes, dst).await;
+        }
+    }
+}
+
+async fn forward(socket: &Arc<UdpSocket>, listener: &Arc<Listener>, src: SocketAddr, query: ForwardQuery) {
+    match listener.forward_permit() {
+        None => send(socket, &query.refused(), src).await,
+        Some(permit) => {
+            let socket = socket.clone();
+            let listener = listener.clone();
+            tokio::spawn(async move {
+                let bytes = listener.shared.forwarder.forward(&query).await;
+                send(&socket, &bytes, src).await;
+                drop(permit);
+            });
+        }
     }
 }
 
 async fn send(socket: &UdpSocket, bytes: &[u8], dst: SocketAddr) {
-    let result = match socket.try_send_to(bytes, dst) {
-        Err(error) if error.kind() == io::ErrorKind::WouldBlock => socket.send_to(bytes, dst).await,
-        other => other,
-    };
-    if let Err(error) = result {
+    if let Err(error) = socket.send_to(bytes, dst).await {
         tracing::debug!(%error, %dst, "DNS UDP send failed");
     }
 }
