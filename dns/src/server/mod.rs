@@ -84,10 +84,16 @@ impl DnsServer {
     /// Replaces the zone. The new tables are built aside and swapped in atomically: a query sees
     /// either the old zone or the new one. An invalid zone is rejected and the old one stays.
     pub fn set_zone(&self, zone: &Zone) -> Result<(), DnsError> {
-        let previous = self.shared.tables.load();
+        let previous = self.shared.tables.load_full();
         let tables = Tables::build(zone, Some(&previous))?;
         self.shared.tables.store(Arc::new(tables));
         tracing::debug!(networks = zone.networks.len(), "DNS zone replaced");
+        // Freeing a large table takes as long as building it: do it off the caller's path.
+        if Arc::strong_count(&previous) == 1 {
+            let _ = std::thread::Builder::new()
+                .name("shoal-dns-free".into())
+                .spawn(move || drop(previous));
+        }
         Ok(())
     }
 
