@@ -5,9 +5,14 @@
 //! decision makers `allocator`, `orchestrator`, `scheduler`, then the I/O side.
 
 pub mod allocator;
+pub mod ca;
 pub mod cli;
 pub mod model;
+pub mod node;
 pub mod orchestrator;
+pub mod rpc;
+pub mod dispatcher;
+pub mod manager;
 pub mod scheduler;
 pub mod state;
 pub mod store;

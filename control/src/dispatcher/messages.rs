@@ -1,0 +1,104 @@
+//! What flows on an agent's session stream. The dispatcher sends `AgentUpdate`s: the node's
+//! assignments and the cluster's endpoint table, as versioned deltas after a full snapshot.
+
+use crate::model::{EndpointMode, Health, NetworkAttachment, PortConfig, Role, ServiceSpec, Task, TaskStatus, Vip};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum AgentMessage {
+    /// Keep the session alive.
+    Heartbeat,
+    /// Task states observed by the agent.
+    TaskStatus { updates: Vec<(String, TaskStatus)> },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum SessionMessage {
+    /// First message of a session.
+    Hello { node_id: String, session_id: String, heartbeat_period_ms: u64, managers: Vec<String> },
+    Update(AgentUpdate),
+    /// This manager is not the leader: connect to `leader` instead.
+    Redirect { leader: Option<String> },
+}
+
+/// A task the node must run (or stop, when `task.desired_state` is past running).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub task: Task,
+    pub service_name: String,
+    pub spec: ServiceSpec,
+    /// Secrets the task references: name -> data.
+    pub secrets: BTreeMap<String, Vec<u8>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkInfo {
+    pub id: String,
+    pub name: String,
+    pub vni: u32,
+    pub subnet: ipnet::Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub ingress: bool,
+    pub options: BTreeMap<String, String>,
+    /// Load-balancer address of each node on this network.
+    pub lb_addrs: BTreeMap<String, Ipv4Addr>,
+    /// Underlay address of every node with tasks on this network (VXLAN peers).
+    pub peers: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceEndpoint {
+    pub id: String,
+    pub name: String,
+    pub mode: EndpointMode,
+    pub vips: Vec<Vip>,
+    pub ports: Vec<PortConfig>,
+    pub networks: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskEndpoint {
+    pub task_id: String,
+    pub service_id: String,
+    pub name: String,
+    pub node_id: String,
+    /// Underlay address of the node.
+    pub node_addr: String,
+    pub addresses: Vec<NetworkAttachment>,
+    pub health: Option<Health>,
+    pub weight: u32,
+}
+
+/// One step of the stream: `full` replaces everything the agent has; otherwise the upserts and
+/// removals apply on top of version `version - n`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentUpdate {
+    pub version: u64,
+    pub full: bool,
+    pub role: Option<Role>,
+    pub assignments: Vec<Assignment>,
+    pub removed_assignments: Vec<String>,
+    pub networks: Vec<NetworkInfo>,
+    pub removed_networks: Vec<String>,
+    pub services: Vec<ServiceEndpoint>,
+    pub removed_services: Vec<String>,
+    pub endpoints: Vec<TaskEndpoint>,
+    pub removed_endpoints: Vec<String>,
+}
+
+impl AgentUpdate {
+    pub fn is_empty(&self) -> bool {
+        !self.full
+            && self.role.is_none()
+            && self.assignments.is_empty()
+            && self.removed_assignments.is_empty()
+            && self.networks.is_empty()
+            && self.removed_networks.is_empty()
+            && self.services.is_empty()
+            && self.removed_services.is_empty()
+            && self.endpoints.is_empty()
+            && self.removed_endpoints.is_empty()
+    }
+}

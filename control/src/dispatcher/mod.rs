@@ -1,0 +1,11 @@
+//! The dispatcher: each agent keeps one session stream with the leader. The leader streams
+//! the node's assignments and the endpoint table as versioned deltas (a full snapshot first),
+//! takes task state reports, and marks nodes that stop heartbeating DOWN.
+
+mod liveness;
+pub mod messages;
+pub mod session;
+pub mod view;
+
+pub use liveness::Liveness;
+pub use view::{AgentView, EndpointTable};

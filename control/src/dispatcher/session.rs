@@ -1,0 +1,105 @@
+//! One agent session on the leader: send the node's view as a full snapshot, then deltas
+//! whenever the state moves; take heartbeats and task reports.
+
+use super::messages::{AgentMessage, SessionMessage};
+use super::view::{AgentView, EndpointTable};
+use crate::manager::Manager;
+use crate::model::NodeState;
+use crate::state::Command;
+use std::pin::Pin;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tonic::{Status, Streaming};
+
+type Out = Pin<Box<dyn Stream<Item = Result<SessionMessage, Status>> + Send + 'static>>;
+
+pub fn open(mgr: Manager, node_id: String, mut inbound: Streaming<AgentMessage>) -> Result<Out, Status> {
+    let (tx, rx) = mpsc::channel::<Result<SessionMessage, Status>>(64);
+    let out: Out = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+    if !mgr.is_leader() {
+        let leader = mgr.leader_addr();
+        let _ = tx.try_send(Ok(SessionMessage::Redirect { leader }));
+        return Ok(out);
+    }
+    let node = mgr.shared().read(|s| s.nodes.get(&node_id).cloned());
+    let Some(node) = node else {
+        return Err(Status::permission_denied(format!("node {node_id} is not part of the cluster (removed?)")));
+    };
+    let heartbeat_period_ms = mgr.liveness().period().as_millis() as u64;
+    let session_id = crate::model::random_id();
+    let _ = tx.try_send(Ok(SessionMessage::Hello {
+        node_id: node_id.clone(),
+        session_id: session_id.clone(),
+        heartbeat_period_ms,
+        managers: mgr.manager_addrs(),
+    }));
+    mgr.liveness().seen(&node_id, tokio::time::Instant::now());
+    tracing::info!(node = %node_id, session = %session_id, "agent session opened");
+    if node.state != NodeState::Ready {
+        let m = mgr.clone();
+        let n = node_id.clone();
+        tokio::spawn(async move {
+            let cmd = Command::SetNodeState { node: n, state: NodeState::Ready, message: String::new() };
+            if let Err(e) = m.propose(cmd).await {
+                tracing::warn!("marking node ready: {e}");
+            }
+        });
+    }
+    // Outbound: views as deltas.
+    let (closed_tx, mut closed_rx) = tokio::sync::watch::channel(false);
+    {
+        let mgr = mgr.clone();
+        let node_id = node_id.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let shared = mgr.shared();
+            let mut applied = shared.subscribe();
+            let mut shutdown = mgr.shutdown_signal();
+            let mut sent: Option<AgentView> = None;
+            loop {
+                if !mgr.is_leader() {
+                    let _ = tx.send(Ok(SessionMessage::Redirect { leader: mgr.leader_addr() })).await;
+                    return;
+                }
+                let version = *applied.borrow_and_update();
+                let view = shared.read(|s| AgentView::for_node(s, &node_id, &EndpointTable::from_state(s)));
+                let update = match &sent {
+                    None => view.full_update(version),
+                    Some(old) => view.diff(old, version),
+                };
+                if !update.is_empty() {
+                    if tx.send(Ok(SessionMessage::Update(update))).await.is_err() {
+                        return;
+                    }
+                    sent = Some(view);
+                }
+                tokio::select! {
+                    r = applied.changed() => if r.is_err() { return },
+                    _ = closed_rx.changed() => return,
+                    _ = shutdown.changed() => return,
+                    // Re-check leadership now and then even when nothing is applied.
+                    _ = tokio::time::sleep(mgr.liveness().period()) => {}
+                }
+            }
+        });
+    }
+    // Inbound: heartbeats and task reports.
+    tokio::spawn(async move {
+        loop {
+            match inbound.message().await {
+                Ok(Some(AgentMessage::Heartbeat)) => mgr.liveness().seen(&node_id, tokio::time::Instant::now()),
+                Ok(Some(AgentMessage::TaskStatus { updates })) => {
+                    mgr.liveness().seen(&node_id, tokio::time::Instant::now());
+                    let cmd = Command::TaskStatus { node: node_id.clone(), updates };
+                    if let Err(e) = mgr.propose(cmd).await {
+                        tracing::warn!(node = %node_id, "recording task states: {e}");
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        tracing::info!(node = %node_id, "agent session closed");
+        let _ = closed_tx.send(true);
+    });
+    Ok(out)
+}

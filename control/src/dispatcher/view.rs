@@ -1,0 +1,250 @@
+//! What one agent sees of the cluster, computed from the state, and the delta between two
+//! such views. Pure: the dispatcher keeps the last view it sent per session and sends the diff.
+
+use super::messages::{AgentUpdate, Assignment, NetworkInfo, ServiceEndpoint, TaskEndpoint};
+use crate::model::{Role, TaskState};
+use crate::state::ClusterState;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentView {
+    pub role: Option<Role>,
+    pub assignments: BTreeMap<String, Assignment>,
+    pub networks: BTreeMap<String, NetworkInfo>,
+    pub services: BTreeMap<String, ServiceEndpoint>,
+    pub endpoints: BTreeMap<String, TaskEndpoint>,
+}
+
+/// The endpoint table (services, endpoints, networks) shared by all agents.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointTable {
+    pub networks: BTreeMap<String, NetworkInfo>,
+    pub services: BTreeMap<String, ServiceEndpoint>,
+    pub endpoints: BTreeMap<String, TaskEndpoint>,
+}
+
+impl EndpointTable {
+    pub fn from_state(state: &ClusterState) -> EndpointTable {
+        let mut peers: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        let mut endpoints = BTreeMap::new();
+        for t in state.tasks.values() {
+            let Some(node) = t.node_id.as_ref().and_then(|n| state.nodes.get(n)) else { continue };
+            if t.status.state.is_terminal() || t.status.state < TaskState::Assigned {
+                continue;
+            }
+            for a in &t.networks {
+                peers.entry(a.network_id.clone()).or_default().insert(node.id.clone(), node.addr.clone());
+            }
+            if !t.is_endpoint() {
+                continue;
+            }
+            let Some(svc) = state.services.get(&t.service_id) else { continue };
+            endpoints.insert(
+                t.id.clone(),
+                TaskEndpoint {
+                    task_id: t.id.clone(),
+                    service_id: t.service_id.clone(),
+                    name: t.name(&svc.spec.name),
+                    node_id: node.id.clone(),
+                    node_addr: node.addr.clone(),
+                    addresses: t.networks.clone(),
+                    health: t.status.health,
+                    weight: t.weight,
+                },
+            );
+        }
+        let networks = state
+            .networks
+            .values()
+            .map(|n| {
+                (
+                    n.id.clone(),
+                    NetworkInfo {
+                        id: n.id.clone(),
+                        name: n.spec.name.clone(),
+                        vni: n.vni,
+                        subnet: n.subnet,
+                        gateway: n.gateway,
+                        ingress: n.spec.ingress,
+                        options: n.spec.options.clone(),
+                        lb_addrs: n.lb_addrs.clone(),
+                        peers: peers.remove(&n.id).unwrap_or_default(),
+                    },
+                )
+            })
+            .collect();
+        let services = state
+            .services
+            .values()
+            .map(|s| {
+                (
+                    s.id.clone(),
+                    ServiceEndpoint {
+                        id: s.id.clone(),
+                        name: s.spec.name.clone(),
+                        mode: s.spec.endpoint.mode,
+                        vips: s.vips.clone(),
+                        ports: s.ports.clone(),
+                        networks: s.network_ids.clone(),
+                    },
+                )
+            })
+            .collect();
+        EndpointTable { networks, services, endpoints }
+    }
+}
+
+impl AgentView {
+    /// The view of `node_id`, sharing a precomputed endpoint table.
+    pub fn for_node(state: &ClusterState, node_id: &str, table: &EndpointTable) -> AgentView {
+        let mut assignments = BTreeMap::new();
+        for t in state.tasks.values() {
+            if t.node_id.as_deref() != Some(node_id) || t.status.state < TaskState::Assigned || t.status.state.is_terminal() {
+                continue;
+            }
+            let Some(svc) = state.services.get(&t.service_id) else { continue };
+            let secrets = svc
+                .spec
+                .secrets
+                .iter()
+                .filter_map(|name| state.find_secret(name).ok().map(|s| (name.clone(), s.spec.data.clone())))
+                .collect();
+            assignments.insert(
+                t.id.clone(),
+                Assignment { task: t.clone(), service_name: svc.spec.name.clone(), spec: svc.spec.clone(), secrets },
+            );
+        }
+        AgentView {
+            role: state.nodes.get(node_id).map(|n| n.role),
+            assignments,
+            networks: table.networks.clone(),
+            services: table.services.clone(),
+            endpoints: table.endpoints.clone(),
+        }
+    }
+
+    pub fn full_update(&self, version: u64) -> AgentUpdate {
+        AgentUpdate {
+            version,
+            full: true,
+            role: self.role,
+            assignments: self.assignments.values().cloned().collect(),
+            networks: self.networks.values().cloned().collect(),
+            services: self.services.values().cloned().collect(),
+            endpoints: self.endpoints.values().cloned().collect(),
+            ..Default::default()
+        }
+    }
+
+    /// What changed from `old` to `self`.
+    pub fn diff(&self, old: &AgentView, version: u64) -> AgentUpdate {
+        let mut u = AgentUpdate { version, ..Default::default() };
+        if self.role != old.role {
+            u.role = self.role;
+        }
+        diff_map(&old.assignments, &self.assignments, &mut u.assignments, &mut u.removed_assignments);
+        diff_map(&old.networks, &self.networks, &mut u.networks, &mut u.removed_networks);
+        diff_map(&old.services, &self.services, &mut u.services, &mut u.removed_services);
+        diff_map(&old.endpoints, &self.endpoints, &mut u.endpoints, &mut u.removed_endpoints);
+        u
+    }
+
+    /// The agent side: fold an update into the view it has.
+    pub fn apply(&mut self, u: &AgentUpdate) {
+        if u.full {
+            *self = AgentView::default();
+        }
+        if u.role.is_some() {
+            self.role = u.role;
+        }
+        apply_map(&mut self.assignments, &u.assignments, &u.removed_assignments, |a| a.task.id.clone());
+        apply_map(&mut self.networks, &u.networks, &u.removed_networks, |n| n.id.clone());
+        apply_map(&mut self.services, &u.services, &u.removed_services, |s| s.id.clone());
+        apply_map(&mut self.endpoints, &u.endpoints, &u.removed_endpoints, |e| e.task_id.clone());
+    }
+}
+
+fn diff_map<T: Clone + PartialEq>(old: &BTreeMap<String, T>, new: &BTreeMap<String, T>, upserts: &mut Vec<T>, removed: &mut Vec<String>) {
+    for (k, v) in new {
+        if old.get(k) != Some(v) {
+            upserts.push(v.clone());
+        }
+    }
+    for k in old.keys() {
+        if !new.contains_key(k) {
+            removed.push(k.clone());
+        }
+    }
+}
+
+fn apply_map<T: Clone>(map: &mut BTreeMap<String, T>, upserts: &[T], removed: &[String], key: impl Fn(&T) -> String) {
+    for k in removed {
+        map.remove(k);
+    }
+    for v in upserts {
+        map.insert(key(v), v.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ServiceMode, ServiceSpec};
+    use crate::state::Command;
+    use crate::testkit::World;
+
+    fn view(w: &World, node: &str) -> AgentView {
+        AgentView::for_node(&w.state, node, &EndpointTable::from_state(&w.state))
+    }
+
+    #[test]
+    fn deltas_rebuild_the_same_view() {
+        let mut w = World::new(2);
+        let mut agent = AgentView::default();
+        let mut sent = AgentView::default();
+        let mut version = 0;
+        let mut step = |w: &World, agent: &mut AgentView, sent: &mut AgentView| {
+            version += 1;
+            let now = view(w, "n2");
+            let u = if version == 1 { now.full_update(version) } else { now.diff(sent, version) };
+            agent.apply(&u);
+            *sent = now;
+            assert_eq!(agent, sent);
+        };
+        step(&w, &mut agent, &mut sent);
+        let mut s = ServiceSpec::new("web", "nginx");
+        s.mode = ServiceMode::Replicated { replicas: 6 };
+        w.create(s);
+        step(&w, &mut agent, &mut sent);
+        assert_eq!(agent.assignments.len(), 2);
+        w.report_all(crate::model::TaskState::Running);
+        step(&w, &mut agent, &mut sent);
+        assert_eq!(agent.endpoints.len(), 6, "every running task is an endpoint");
+        w.ok(Command::ScaleService { service: "web".into(), replicas: 3 });
+        step(&w, &mut agent, &mut sent);
+        assert_eq!(agent.endpoints.len(), 3, "tasks told to stop leave the endpoint table at once");
+        w.ok(Command::RemoveService { service: "web".into() });
+        step(&w, &mut agent, &mut sent);
+        assert!(agent.services.is_empty());
+    }
+
+    #[test]
+    fn unchanged_state_gives_an_empty_delta() {
+        let mut w = World::new(1);
+        w.create(ServiceSpec::new("web", "nginx"));
+        let a = view(&w, "n1");
+        assert!(a.diff(&a, 7).is_empty());
+    }
+
+    #[test]
+    fn secrets_only_go_to_assigned_nodes() {
+        let mut w = World::new(1);
+        w.ok(Command::CreateSecret { spec: crate::model::SecretSpec { name: "pw".into(), labels: Default::default(), data: b"x".to_vec() } });
+        let mut s = ServiceSpec::new("db", "postgres");
+        s.secrets = vec!["pw".into()];
+        s.placement.constraints = vec!["node.id==n2".into()];
+        w.create(s);
+        assert_eq!(view(&w, "n2").assignments.values().next().unwrap().secrets["pw"], b"x");
+        assert!(view(&w, "n1").assignments.is_empty());
+    }
+}

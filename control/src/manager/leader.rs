@@ -1,0 +1,137 @@
+//! Work only the leader does, in background loops: mark silent nodes down, fire restart-delay
+//! ticks, and keep the Raft voters equal to the nodes whose role is manager.
+
+use super::{now_ms, Manager, ManagerError};
+use crate::model::{NodeState, Role};
+use crate::state::Command;
+use openraft::BasicNode;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+pub fn spawn_loops(mgr: Manager) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![tokio::spawn(liveness_loop(mgr.clone())), tokio::spawn(tick_loop(mgr.clone())), tokio::spawn(membership_loop(mgr))]
+}
+
+async fn liveness_loop(mgr: Manager) {
+    let period = mgr.config().heartbeat_period;
+    let mut shutdown = mgr.shutdown_signal();
+    let mut was_leader = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period / 2) => {}
+            _ = shutdown.changed() => return,
+        }
+        let leader = mgr.is_leader();
+        if leader && !was_leader {
+            // A new leader gives every node a full grace period to find it.
+            mgr.liveness().reset_all(tokio::time::Instant::now());
+        }
+        was_leader = leader;
+        if !leader {
+            continue;
+        }
+        let nodes: Vec<(String, NodeState)> = mgr.shared().read(|s| s.nodes.values().map(|n| (n.id.clone(), n.state)).collect());
+        let now = tokio::time::Instant::now();
+        for (node, state) in nodes {
+            if state != NodeState::Down && mgr.liveness().expired(&node, now) {
+                tracing::warn!(%node, "heartbeat failure: marking node down");
+                let cmd = Command::SetNodeState { node, state: NodeState::Down, message: "heartbeat failure".into() };
+                if let Err(e) = mgr.propose(cmd).await {
+                    tracing::warn!("marking node down: {e}");
+                }
+            }
+        }
+    }
+}
+
+async fn tick_loop(mgr: Manager) {
+    let mut shutdown = mgr.shutdown_signal();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = shutdown.changed() => return,
+        }
+        if !mgr.is_leader() {
+            continue;
+        }
+        let now = now_ms();
+        let due = mgr.shared().read(|s| {
+            s.tasks.values().any(|t| {
+                t.status.state == crate::model::TaskState::Pending && t.node_id.is_none() && t.not_before_ms > 0 && t.not_before_ms <= now
+            })
+        });
+        if due {
+            let _ = mgr.propose(Command::Tick).await;
+        }
+    }
+}
+
+async fn membership_loop(mgr: Manager) {
+    let mut shutdown = mgr.shutdown_signal();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            _ = shutdown.changed() => return,
+        }
+        if !mgr.is_leader() {
+            continue;
+        }
+        let voters: BTreeSet<u64> = mgr.raft().metrics().borrow().membership_config.membership().voter_ids().collect();
+        let (want, addrs): (BTreeSet<u64>, Vec<(u64, String)>) = mgr.shared().read(|s| {
+            let managers: Vec<_> = s.nodes.values().filter(|n| n.role == Role::Manager).collect();
+            (
+                managers.iter().map(|n| n.raft_id).collect(),
+                managers.iter().filter_map(|n| n.manager_addr.clone().map(|a| (n.raft_id, a))).collect(),
+            )
+        });
+        if want.is_empty() {
+            continue;
+        }
+        // Remove voters whose node was demoted or removed (never the last one).
+        let stale: Vec<u64> = voters.iter().filter(|v| !want.contains(v)).copied().collect();
+        for v in stale {
+            if let Err(e) = remove_voter(&mgr, v).await {
+                tracing::warn!(raft_id = v, "removing Raft voter: {e}");
+            }
+        }
+        for (raft_id, addr) in addrs {
+            if !voters.contains(&raft_id) {
+                if let Err(e) = add_voter(&mgr, raft_id, addr).await {
+                    tracing::debug!(raft_id, "adding Raft voter (will retry): {e}");
+                }
+            }
+        }
+    }
+}
+
+pub async fn add_voter(mgr: &Manager, raft_id: u64, addr: String) -> Result<(), ManagerError> {
+    let raft = mgr.raft();
+    let timeout = Duration::from_secs(3);
+    tokio::time::timeout(timeout, raft.add_learner(raft_id, BasicNode::new(&addr), true))
+        .await
+        .map_err(|_| ManagerError::Timeout(timeout))?
+        .map_err(|e| ManagerError::Raft(e.to_string()))?;
+    let mut voters: BTreeSet<u64> = raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+    voters.insert(raft_id);
+    tokio::time::timeout(timeout, raft.change_membership(voters, false))
+        .await
+        .map_err(|_| ManagerError::Timeout(timeout))?
+        .map_err(|e| ManagerError::Raft(e.to_string()))?;
+    tracing::info!(raft_id, %addr, "manager added to Raft voters");
+    Ok(())
+}
+
+pub async fn remove_voter(mgr: &Manager, raft_id: u64) -> Result<(), ManagerError> {
+    let raft = mgr.raft();
+    let mut voters: BTreeSet<u64> = raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+    if !voters.remove(&raft_id) || voters.is_empty() {
+        return Ok(());
+    }
+    let timeout = Duration::from_secs(3);
+    tokio::time::timeout(timeout, raft.change_membership(voters, false))
+        .await
+        .map_err(|_| ManagerError::Timeout(timeout))?
+        .map_err(|e| ManagerError::Raft(e.to_string()))?;
+    tracing::info!(raft_id, "manager removed from Raft voters");
+    Ok(())
+}

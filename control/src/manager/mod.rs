@@ -1,0 +1,314 @@
+//! The manager role: a Raft member serving the control gRPC API over mutual TLS. Writes go
+//! through Raft (forwarded to the leader when this manager is not it); the leader also runs
+//! the dispatcher's liveness checks, restart-delay ticks and Raft membership changes.
+
+pub mod faults;
+mod join;
+mod leader;
+mod network;
+mod server;
+mod view;
+
+pub use faults::Faults;
+pub use view::{redact, ClusterView};
+
+use crate::dispatcher::Liveness;
+use crate::rpc::messages::{ApiRequest, ApiResponse};
+use crate::rpc::tls::{self, TlsIdentity};
+use crate::rpc::ControlClient;
+use crate::state::{Command, Request, Response, StateError};
+use crate::store::crypto::DataKey;
+use crate::store::{LogStore, Raft, SharedState, StateMachineStore};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::BasicNode;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+#[derive(thiserror::Error, Debug)]
+pub enum ManagerError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("Raft: {0}")]
+    Raft(String),
+    #[error("no leader is reachable: the managers may have lost quorum (recover with `shoal init --force-new-cluster` on a surviving manager)")]
+    NoLeader,
+    #[error("the write was not committed within {0:?}: the managers may have lost quorum")]
+    Timeout(Duration),
+    #[error("manager {addr}: {message}")]
+    Remote { addr: String, message: String },
+    #[error("listening on {addr}: {message}")]
+    Listen { addr: SocketAddr, message: String },
+}
+
+/// Raft timing. Failover takes about one election timeout after the leader's last heartbeat.
+/// openraft also uses the heartbeat interval as the AppendEntries timeout, so it must cover an
+/// fsync on a busy disk.
+#[derive(Clone, Debug)]
+pub struct RaftTiming {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    pub snapshot_every: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> RaftTiming {
+        RaftTiming { heartbeat_ms: 200, election_min_ms: 1000, election_max_ms: 2000, snapshot_every: 5000 }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ManagerConfig {
+    pub raft_id: u64,
+    pub node_id: String,
+    pub cluster_id: String,
+    /// Where the gRPC server listens.
+    pub listen: SocketAddr,
+    /// `ip:port` other managers and agents use.
+    pub advertise: String,
+    /// Raft log, snapshots and the data key live here.
+    pub dir: PathBuf,
+    pub tls: TlsIdentity,
+    pub heartbeat_period: Duration,
+    pub raft: RaftTiming,
+    /// How long a write may wait for a commit.
+    pub write_timeout: Duration,
+}
+
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: ManagerConfig,
+    raft: Raft,
+    shared: Arc<SharedState>,
+    client_tls: Arc<rustls::ClientConfig>,
+    faults: Arc<Faults>,
+    liveness: Liveness,
+    clients: Mutex<HashMap<String, ControlClient<Channel>>>,
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Manager {
+    /// Open storage, start Raft and the gRPC server.
+    pub async fn start(cfg: ManagerConfig) -> Result<Manager, ManagerError> {
+        tls::install_provider();
+        std::fs::create_dir_all(&cfg.dir).map_err(|source| crate::store::StoreError::Io {
+            what: "creating",
+            path: cfg.dir.display().to_string(),
+            source,
+        })?;
+        let key = DataKey::load_or_create(&cfg.dir.join("data.key"))?;
+        let log = LogStore::open(&cfg.dir.join("raft.redb"), key.clone())?;
+        let sm = StateMachineStore::open(&cfg.dir.join("snapshots"), key)?;
+        let shared = sm.shared();
+        let raft_cfg = openraft::Config {
+            cluster_name: cfg.cluster_id.clone(),
+            heartbeat_interval: cfg.raft.heartbeat_ms,
+            election_timeout_min: cfg.raft.election_min_ms,
+            election_timeout_max: cfg.raft.election_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.raft.snapshot_every),
+            max_in_snapshot_log_to_keep: 1000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ManagerError::Raft(e.to_string()))?;
+        let client_tls = tls::client_config(&cfg.tls)?;
+        let faults = Arc::new(Faults::default());
+        let net = network::NetworkFactory { tls: client_tls.clone(), faults: faults.clone() };
+        let raft = Raft::new(cfg.raft_id, Arc::new(raft_cfg), net, log, sm).await.map_err(|e| ManagerError::Raft(e.to_string()))?;
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| ManagerError::Listen { addr: cfg.listen, message: e.to_string() })?;
+        let (shutdown, _) = watch::channel(false);
+        let mgr = Manager {
+            inner: Arc::new(Inner {
+                liveness: Liveness::new(cfg.heartbeat_period),
+                cfg,
+                raft,
+                shared,
+                client_tls,
+                faults,
+                clients: Mutex::new(HashMap::new()),
+                shutdown,
+                tasks: Mutex::new(vec![]),
+            }),
+        };
+        let server = server::serve(mgr.clone(), listener)?;
+        let loops = leader::spawn_loops(mgr.clone());
+        {
+            let mut t = mgr.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            t.push(server);
+            t.extend(loops);
+        }
+        tracing::info!(raft_id = mgr.inner.cfg.raft_id, addr = %mgr.inner.cfg.advertise, "manager started");
+        Ok(mgr)
+    }
+
+    /// Make this manager the only member of a new cluster.
+    pub async fn initialize(&self) -> Result<(), ManagerError> {
+        let mut members = BTreeMap::new();
+        members.insert(self.inner.cfg.raft_id, BasicNode::new(&self.inner.cfg.advertise));
+        self.inner.raft.initialize(members).await.map_err(|e| ManagerError::Raft(e.to_string()))
+    }
+
+    /// Stop Raft and the server, and wait for them.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+        let _ = self.inner.raft.shutdown().await;
+        let tasks: Vec<_> = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    pub fn shared(&self) -> Arc<SharedState> {
+        self.inner.shared.clone()
+    }
+
+    pub fn faults(&self) -> Arc<Faults> {
+        self.inner.faults.clone()
+    }
+
+    pub fn config(&self) -> &ManagerConfig {
+        &self.inner.cfg
+    }
+
+    pub fn liveness(&self) -> &Liveness {
+        &self.inner.liveness
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow().current_leader == Some(self.inner.cfg.raft_id)
+    }
+
+    /// Address of the current leader, if known.
+    pub fn leader_addr(&self) -> Option<String> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        m.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
+    }
+
+    /// Manager addresses in the Raft membership.
+    pub fn manager_addrs(&self) -> Vec<String> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        m.membership_config.membership().nodes().map(|(_, n)| n.addr.clone()).collect()
+    }
+
+    /// A gRPC client to another manager, authenticated as this node.
+    pub fn client_for(&self, addr: &str) -> Result<ControlClient<Channel>, ManagerError> {
+        if self.inner.faults.is_blocked(addr) {
+            return Err(ManagerError::Remote { addr: addr.into(), message: "cut off (fault injection)".into() });
+        }
+        let mut clients = self.inner.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = tls::client(addr, self.inner.client_tls.clone())?;
+        clients.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Commit a command: locally when leader, else forwarded to the leader. Returns the
+    /// command's result and its log index; when forwarded, waits until this manager has
+    /// applied that index too, so a read right after sees the write.
+    pub async fn propose(&self, cmd: Command) -> Result<(Result<Response, StateError>, u64), ManagerError> {
+        let timeout = self.inner.cfg.write_timeout;
+        let write = self.inner.raft.client_write(Request { now_ms: now_ms(), cmd: cmd.clone() });
+        match tokio::time::timeout(timeout, write).await {
+            Err(_) => Err(ManagerError::Timeout(timeout)),
+            Ok(Ok(resp)) => Ok((resp.data, resp.log_id.index)),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                let addr = f.leader_node.map(|n| n.addr).ok_or(ManagerError::NoLeader)?;
+                let mut client = self.client_for(&addr)?;
+                let reply = tokio::time::timeout(timeout, client.api(ApiRequest::Propose(cmd)))
+                    .await
+                    .map_err(|_| ManagerError::Timeout(timeout))?
+                    .map_err(|s| ManagerError::Remote { addr: addr.clone(), message: s.message().to_string() })?
+                    .into_inner();
+                match reply {
+                    ApiResponse::Committed { result, index } => {
+                        self.wait_applied(index, timeout).await;
+                        Ok((result, index))
+                    }
+                    other => Err(ManagerError::Remote { addr, message: format!("unexpected reply {other:?}") }),
+                }
+            }
+            Ok(Err(e)) => Err(ManagerError::Raft(e.to_string())),
+        }
+    }
+
+    /// Wait (bounded) until the local state machine has applied `index`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) {
+        let mut rx = self.inner.shared.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|v| *v >= index)).await;
+    }
+
+    pub fn view(&self) -> ClusterView {
+        let m = self.inner.raft.metrics().borrow().clone();
+        ClusterView {
+            state: self.inner.shared.read(|s| redact(s.clone())),
+            leader: m.current_leader,
+            voters: m.membership_config.membership().voter_ids().collect(),
+            this_manager: self.inner.cfg.raft_id,
+            applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+        }
+    }
+
+    /// Serve one API request (from the local socket or another manager).
+    pub async fn handle_api(&self, req: ApiRequest) -> Result<ApiResponse, ManagerError> {
+        match req {
+            ApiRequest::Propose(cmd) => {
+                let (result, index) = self.propose(cmd).await?;
+                Ok(ApiResponse::Committed { result, index })
+            }
+            ApiRequest::View => Ok(ApiResponse::View(Box::new(self.view()))),
+            ApiRequest::JoinTokens { rotate } => {
+                if let Some(role) = rotate {
+                    let digest = self.inner.shared.read(|s| s.cluster.as_ref().map(|c| crate::ca::ca_digest(&c.ca_cert_pem)));
+                    let digest = digest.ok_or_else(|| ManagerError::Raft("cluster not initialised".into()))?;
+                    let token = crate::ca::JoinToken::new(&digest).to_string();
+                    let (r, _) = self.propose(Command::SetJoinToken { role, token }).await?;
+                    r.map_err(|e| ManagerError::Raft(e.to_string()))?;
+                }
+                let (worker, manager) = self
+                    .inner
+                    .shared
+                    .read(|s| s.cluster.as_ref().map(|c| (c.worker_token.clone(), c.manager_token.clone())))
+                    .unwrap_or_default();
+                Ok(ApiResponse::JoinTokens { worker, manager })
+            }
+            ApiRequest::AddVoter { raft_id, addr } => {
+                leader::add_voter(self, raft_id, addr).await?;
+                Ok(ApiResponse::Done)
+            }
+            ApiRequest::RemoveVoter { raft_id } => {
+                leader::remove_voter(self, raft_id).await?;
+                Ok(ApiResponse::Done)
+            }
+        }
+    }
+}

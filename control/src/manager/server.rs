@@ -1,0 +1,82 @@
+//! The gRPC service of a manager. Every call checks the caller: `join` needs a valid token,
+//! `raft` and `api` a manager certificate (and, for `api`, a node the state still calls a
+//! manager), `session` and `renew` any current node certificate.
+
+use super::{Manager, ManagerError};
+use crate::model::Role;
+use crate::rpc::messages::{AgentMessage, ApiRequest, ApiResponse, JoinRequest, JoinResponse, RaftReply, RaftRpc, RenewRequest, RenewResponse, SessionMessage};
+use crate::rpc::{caller, manager_caller, tls, Control, ControlServer};
+use std::pin::Pin;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+struct Service {
+    mgr: Manager,
+}
+
+pub fn serve(mgr: Manager, listener: tokio::net::TcpListener) -> Result<tokio::task::JoinHandle<()>, ManagerError> {
+    let addr = listener.local_addr().map_err(|e| ManagerError::Listen { addr: mgr.config().listen, message: e.to_string() })?;
+    let tls_cfg = tls::server_tls(&mgr.config().tls);
+    let mut shutdown = mgr.shutdown_signal();
+    let svc = ControlServer::new(Service { mgr: mgr.clone() }).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20);
+    let router = tonic::transport::Server::builder()
+        .tls_config(tls_cfg)
+        .map_err(|e| ManagerError::Listen { addr, message: e.to_string() })?
+        .tcp_nodelay(true)
+        .add_service(svc);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    Ok(tokio::spawn(async move {
+        let stop = async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        };
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
+            tracing::error!(%addr, "manager gRPC server: {e}");
+        }
+    }))
+}
+
+fn cluster_id(mgr: &Manager) -> String {
+    mgr.config().cluster_id.clone()
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<SessionMessage, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Control for Service {
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        self.mgr.handle_join(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn renew(&self, request: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
+        let id = caller(&request, &cluster_id(&self.mgr))?;
+        self.mgr.handle_renew(&id.node_id, request.into_inner()).map(Response::new)
+    }
+
+    async fn raft(&self, request: Request<RaftRpc>) -> Result<Response<RaftReply>, Status> {
+        manager_caller(&request, &cluster_id(&self.mgr))?;
+        let raft = self.mgr.raft();
+        let reply = match request.into_inner() {
+            RaftRpc::Append(r) => RaftReply::Append(raft.append_entries(r).await),
+            RaftRpc::Vote(r) => RaftReply::Vote(raft.vote(r).await),
+            RaftRpc::Snapshot(r) => RaftReply::Snapshot(raft.install_snapshot(r).await),
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn api(&self, request: Request<ApiRequest>) -> Result<Response<ApiResponse>, Status> {
+        let id = manager_caller(&request, &cluster_id(&self.mgr))?;
+        let role = self.mgr.shared().read(|s| s.nodes.get(&id.node_id).map(|n| n.role));
+        if role == Some(Role::Worker) {
+            return Err(Status::permission_denied(format!("node {} was demoted: it is no longer a manager", id.node_id)));
+        }
+        self.mgr.handle_api(request.into_inner()).await.map(Response::new).map_err(|e| Status::unavailable(e.to_string()))
+    }
+
+    type SessionStream = SessionStream;
+
+    async fn session(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<SessionStream>, Status> {
+        let id = caller(&request, &cluster_id(&self.mgr))?;
+        let stream = crate::dispatcher::session::open(self.mgr.clone(), id.node_id, request.into_inner())?;
+        Ok(Response::new(stream))
+    }
+}

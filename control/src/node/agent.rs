@@ -1,0 +1,159 @@
+//! The worker side of the dispatcher: keep one session with the leader (following
+//! redirects, trying every known manager), heartbeat, send task reports, and publish the
+//! assignments and endpoint table it receives.
+
+use crate::dispatcher::messages::{AgentMessage, AgentUpdate, SessionMessage};
+use crate::dispatcher::AgentView;
+use crate::model::{Role, TaskStatus};
+use crate::rpc::tls;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, watch};
+
+/// The folded view an agent holds, with the version of the last update.
+#[derive(Clone, Debug, Default)]
+pub struct AgentSnapshot {
+    pub version: u64,
+    pub view: AgentView,
+}
+
+/// Channels between the session loop and its users.
+pub struct AgentChannels {
+    pub updates: broadcast::Sender<AgentUpdate>,
+    pub view: watch::Sender<Arc<AgentSnapshot>>,
+    pub reports: mpsc::Receiver<Vec<(String, TaskStatus)>>,
+    pub role: watch::Sender<Option<Role>>,
+    /// Whether a session is up right now.
+    pub connected: watch::Sender<bool>,
+}
+
+pub struct AgentConfig {
+    pub tls: tls::TlsIdentity,
+    pub managers: Arc<Mutex<Vec<String>>>,
+    pub heartbeat_period: Duration,
+}
+
+/// Run sessions until `shutdown`; gives the report receiver back.
+pub async fn run(cfg: AgentConfig, mut ch: AgentChannels, mut shutdown: watch::Receiver<bool>) -> mpsc::Receiver<Vec<(String, TaskStatus)>> {
+    let client_cfg = match tls::client_config(&cfg.tls) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("agent TLS config: {e}");
+            return ch.reports;
+        }
+    };
+    let mut next: Option<String> = None;
+    let mut rotation = 0usize;
+    let mut pending: Vec<(String, TaskStatus)> = vec![];
+    let mut period = cfg.heartbeat_period;
+    loop {
+        if *shutdown.borrow() {
+            return ch.reports;
+        }
+        let addr = match next.take() {
+            Some(a) => a,
+            None => {
+                let list = cfg.managers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if list.is_empty() {
+                    tracing::warn!("no manager known");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                rotation += 1;
+                list[rotation % list.len()].clone()
+            }
+        };
+        let outcome = session(&addr, client_cfg.clone(), &cfg, &mut ch, &mut pending, &mut period, &mut shutdown).await;
+        ch.connected.send_replace(false);
+        match outcome {
+            Ended::Redirect(Some(leader)) if leader != addr => next = Some(leader),
+            Ended::Shutdown => return ch.reports,
+            Ended::Redirect(_) | Ended::Failed => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = shutdown.changed() => return ch.reports,
+                }
+            }
+        }
+    }
+}
+
+enum Ended {
+    Redirect(Option<String>),
+    Failed,
+    Shutdown,
+}
+
+async fn session(
+    addr: &str,
+    client_cfg: Arc<rustls::ClientConfig>,
+    cfg: &AgentConfig,
+    ch: &mut AgentChannels,
+    pending: &mut Vec<(String, TaskStatus)>,
+    period: &mut Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Ended {
+    let Ok(mut client) = tls::client(addr, client_cfg) else { return Ended::Failed };
+    let (out_tx, out_rx) = mpsc::channel::<AgentMessage>(64);
+    let _ = out_tx.try_send(AgentMessage::Heartbeat);
+    let resp = tokio::select! {
+        r = client.session(tokio_stream::wrappers::ReceiverStream::new(out_rx)) => r,
+        _ = tokio::time::sleep(Duration::from_secs(5)) => return Ended::Failed,
+    };
+    let mut inbound = match resp {
+        Ok(r) => r.into_inner(),
+        Err(e) => {
+            tracing::debug!(%addr, "session refused: {e}");
+            return Ended::Failed;
+        }
+    };
+    if !pending.is_empty() {
+        let _ = out_tx.try_send(AgentMessage::TaskStatus { updates: std::mem::take(pending) });
+    }
+    let mut heartbeat = tokio::time::interval(*period);
+    let mut view = ch.view.borrow().view.clone();
+    loop {
+        tokio::select! {
+            _ = heartbeat.tick() => {
+                if out_tx.send(AgentMessage::Heartbeat).await.is_err() { return Ended::Failed; }
+            }
+            r = ch.reports.recv() => match r {
+                Some(updates) => {
+                    if out_tx.send(AgentMessage::TaskStatus { updates: updates.clone() }).await.is_err() {
+                        pending.extend(updates);
+                        return Ended::Failed;
+                    }
+                }
+                None => return Ended::Shutdown,
+            },
+            m = inbound.message() => match m {
+                Ok(Some(SessionMessage::Hello { managers, heartbeat_period_ms, .. })) => {
+                    ch.connected.send_replace(true);
+                    if !managers.is_empty() {
+                        *cfg.managers.lock().unwrap_or_else(|p| p.into_inner()) = managers;
+                    }
+                    let p = Duration::from_millis(heartbeat_period_ms.max(10));
+                    if p != *period {
+                        *period = p;
+                        heartbeat = tokio::time::interval(p);
+                    }
+                }
+                Ok(Some(SessionMessage::Update(u))) => {
+                    view.apply(&u);
+                    if view.role != *ch.role.borrow() {
+                        ch.role.send_replace(view.role);
+                    }
+                    ch.view.send_replace(Arc::new(super::agent::AgentSnapshot { version: u.version, view: view.clone() }));
+                    let _ = ch.updates.send(u);
+                }
+                Ok(Some(SessionMessage::Redirect { leader })) => return Ended::Redirect(leader),
+                Ok(None) => return Ended::Failed,
+                Err(e) => {
+                    tracing::debug!(%addr, "session ended: {e}");
+                    return Ended::Failed;
+                }
+            },
+            _ = shutdown.changed() => return Ended::Shutdown,
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! The node's local API (unix socket, one JSON request and one JSON reply per line): what the
+//! `shoal` CLI on this host talks to, like `docker` talks to dockerd.
+
+use crate::model::Role;
+use crate::rpc::messages::{ApiRequest, ApiResponse};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InitOptions {
+    /// `ip` or `ip:port` other nodes use to reach this one.
+    pub advertise_addr: String,
+    /// `ip:port` to listen on for the manager API (default 0.0.0.0:2377).
+    pub listen_addr: Option<String>,
+    pub default_addr_pool: Vec<String>,
+    pub default_addr_pool_mask_length: u8,
+    pub force_new_cluster: bool,
+    pub task_history_limit: Option<usize>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinOptions {
+    pub token: String,
+    /// `host:port` of a manager.
+    pub remote: String,
+    pub advertise_addr: Option<String>,
+    pub listen_addr: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum LocalRequest {
+    Init(InitOptions),
+    Join(JoinOptions),
+    Leave { force: bool },
+    Api(ApiRequest),
+    Info,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub node_id: Option<String>,
+    pub cluster_id: Option<String>,
+    pub role: Option<Role>,
+    pub managers: Vec<String>,
+    pub manager_addr: Option<String>,
+    pub connected: bool,
+    pub view_version: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum LocalReply {
+    Initialized { node_id: String, worker_token: String, manager_token: String, manager_addr: String },
+    Joined { node_id: String, role: Role },
+    Left,
+    Api(ApiResponse),
+    Info(NodeInfo),
+}
+
+pub type LocalResponse = Result<LocalReply, String>;

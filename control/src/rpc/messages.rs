@@ -1,0 +1,88 @@
+//! Messages of the control gRPC service.
+
+use crate::model::Role;
+use crate::state::{Command, Response, StateError};
+use crate::store::TypeConfig;
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse};
+use serde::{Deserialize, Serialize};
+
+pub use crate::dispatcher::messages::{AgentMessage, SessionMessage};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub token: String,
+    pub csr_pem: String,
+    pub hostname: String,
+    /// Underlay address of the node (IP).
+    pub addr: String,
+    /// `ip:port` the node's manager API will listen on, if it is or becomes a manager.
+    pub manager_addr: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ManagerInfo {
+    pub raft_id: u64,
+    pub node_id: String,
+    pub addr: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinResponse {
+    pub node_id: String,
+    pub raft_id: u64,
+    pub role: Role,
+    pub cert_pem: String,
+    pub ca_cert_pem: String,
+    pub cluster_id: String,
+    pub managers: Vec<ManagerInfo>,
+    pub heartbeat_period_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RenewRequest {
+    pub csr_pem: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RenewResponse {
+    pub cert_pem: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftRpc {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<u64>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftReply {
+    Append(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    Snapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+}
+
+/// Requests to a manager: from a node's local API (CLI) or forwarded by another manager.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ApiRequest {
+    /// Commit a command through Raft (forwarded to the leader).
+    Propose(Command),
+    /// The cluster as this manager sees it (secrets' data and the CA key left out).
+    View,
+    /// Current join tokens, optionally rotating one first.
+    JoinTokens { rotate: Option<Role> },
+    /// A node that joined as manager (or was promoted) is ready: make it a Raft voter.
+    AddVoter { raft_id: u64, addr: String },
+    /// Take a manager out of the Raft membership (demote or leave).
+    RemoveVoter { raft_id: u64 },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ApiResponse {
+    Committed { result: Result<Response, StateError>, index: u64 },
+    View(Box<crate::manager::ClusterView>),
+    JoinTokens { worker: String, manager: String },
+    Done,
+}
