@@ -122,6 +122,9 @@ async fn a_flooding_task_is_bounded_and_does_not_starve_others() {
     // The flooder too gets local answers while its forwards are stuck.
     assert_eq!(a_records(&ask_udp(flooder, "web", RecordType::A).await), ips(&["10.0.1.2"]));
     assert_eq!(upstream.count("slow.test."), 4, "no more than max_inflight_per_task went upstream");
+    let stats = server.task_stats("flooder").unwrap();
+    assert_eq!((stats.forwarded, stats.refused_busy, stats.local), (4, 46, 1), "{stats:?}");
+    assert_eq!(server.task_stats("victim").unwrap().queries, 2);
 }
 
 #[tokio::test]
@@ -198,4 +201,52 @@ async fn a_silent_upstream_costs_one_timeout_then_the_next_one_is_preferred() {
         silent_saw += 1;
     }
     assert_eq!(silent_saw, 1, "only the first query tried the silent upstream");
+}
+
+#[tokio::test]
+async fn tcp_connections_per_task_are_bounded() {
+    let server = DnsServer::new(DnsConfig {
+        max_tcp_connections_per_task: 2,
+        ..DnsConfig::default()
+    })
+    .unwrap();
+    server.set_zone(&zone(&["10.0.1.3"])).unwrap();
+    let task = server.attach_task_at("t", any_port(), vec!["front".into()]).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(task).await.unwrap();
+        let q = query(1, "web", RecordType::A);
+        stream.write_all(&(q.len() as u16).to_be_bytes()).await.unwrap();
+        stream.write_all(&q).await.unwrap();
+        let len = stream.read_u16().await.unwrap();
+        let mut buf = vec![0u8; len as usize];
+        stream.read_exact(&mut buf).await.unwrap();
+        held.push(stream);
+    }
+    // A third connection is closed without an answer while two are held open.
+    let mut third = tokio::net::TcpStream::connect(task).await.unwrap();
+    let q = query(2, "web", RecordType::A);
+    let _ = third.write_all(&(q.len() as u16).to_be_bytes()).await;
+    let _ = third.write_all(&q).await;
+    let mut buf = [0u8; 2];
+    let read = tokio::time::timeout(Duration::from_secs(10), third.read(&mut buf)).await.unwrap();
+    assert!(matches!(read, Ok(0) | Err(_)), "third connection got {read:?}");
+    // Closing one frees a slot.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut answered = false;
+    for _ in 0..100 {
+        let mut stream = tokio::net::TcpStream::connect(task).await.unwrap();
+        let _ = stream.write_all(&(q.len() as u16).to_be_bytes()).await;
+        let _ = stream.write_all(&q).await;
+        if let Ok(Ok(len)) = tokio::time::timeout(Duration::from_secs(10), stream.read_u16()).await {
+            let mut buf = vec![0u8; len as usize];
+            stream.read_exact(&mut buf).await.unwrap();
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(answered, "a freed slot serves a new connection");
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::stats::{ListenerStats, Outcome};
 use crate::{
     forward::Forwarder,
     query::{self, Action, AnswerConfig, Transport, View},
@@ -47,24 +48,37 @@ pub struct Listener {
     pub tcp_connections: Arc<Semaphore>,
     /// TCP idle timeout.
     pub tcp_idle_timeout: std::time::Duration,
+    /// Counters.
+    pub stats: Arc<ListenerStats>,
 }
 
 impl Listener {
     /// Answers one request from the current tables.
     pub fn respond(&self, raw: &[u8], transport: Transport) -> Action {
         let tables = self.shared.tables.load();
-        match &self.scope {
+        let action = match &self.scope {
             Scope::Task { networks, .. } => {
                 let networks = networks.load();
                 query::respond(&tables, View::Task(&networks), &self.shared.answer, raw, transport)
             }
             Scope::Host => query::respond(&tables, View::Host, &self.shared.answer, raw, transport),
+        };
+        match action {
+            Action::Reply(_) => self.stats.count(Outcome::Local),
+            Action::Drop => self.stats.count(Outcome::Dropped),
+            // Counted when the permit is taken or refused.
+            Action::Forward(_) => {}
         }
+        action
     }
 
     /// A permit to forward one more query, or `None` when this listener has too many in flight.
     pub fn forward_permit(&self) -> Option<OwnedSemaphorePermit> {
         let permit = self.inflight.clone().try_acquire_owned().ok();
+        self.stats.count(match permit {
+            Some(_) => Outcome::Forwarded,
+            None => Outcome::RefusedBusy,
+        });
         if permit.is_none() {
             match &self.scope {
                 Scope::Task { id, .. } => {

@@ -4,6 +4,7 @@
 mod config;
 mod listener;
 mod mmsg;
+mod stats;
 pub mod netns;
 mod tcp;
 mod udp;
@@ -20,6 +21,8 @@ use tokio::{sync::Semaphore, task::JoinHandle};
 use tracing::Instrument;
 
 pub use config::DnsConfig;
+pub use stats::DnsStats;
+use stats::ListenerStats;
 use listener::{Listener, Scope, Shared};
 
 use crate::{
@@ -54,6 +57,7 @@ struct TaskEntry {
 struct Serving {
     local_addr: SocketAddr,
     handles: Vec<JoinHandle<()>>,
+    stats: Arc<ListenerStats>,
 }
 
 impl Drop for Serving {
@@ -145,6 +149,23 @@ impl DnsServer {
             .collect()
     }
 
+    /// Query counters of one attached task.
+    pub fn task_stats(&self, task_id: &str) -> Option<DnsStats> {
+        self.lock_tasks().get(task_id).map(|e| e.serving.stats.snapshot())
+    }
+
+    /// Query counters summed over the attached tasks and the host-side listeners.
+    pub fn stats(&self) -> DnsStats {
+        let mut total = DnsStats::default();
+        for entry in self.lock_tasks().values() {
+            total += entry.serving.stats.snapshot();
+        }
+        for host in self.hosts.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            total += host.stats.snapshot();
+        }
+        total
+    }
+
     /// Serves the Consul-style host names (`<svc>.service.shoal`, `<node>.node.shoal`) on `addr`
     /// (UDP and TCP) in the current namespace, e.g. 127.0.0.1:8600; returns the bound address.
     pub fn serve_host(&self, addr: SocketAddr) -> Result<SocketAddr, DnsError> {
@@ -208,7 +229,9 @@ impl DnsServer {
             hint: "",
             source,
         })?;
+        let stats = Arc::new(ListenerStats::default());
         let listener = Arc::new(Listener {
+            stats: stats.clone(),
             shared: self.shared.clone(),
             scope,
             inflight: Arc::new(Semaphore::new(self.config.max_inflight_per_task)),
@@ -223,7 +246,11 @@ impl DnsServer {
             runtime.spawn(udp::serve(udp, listener.clone()).instrument(span.clone())),
             runtime.spawn(tcp::serve(tcp, listener).instrument(span)),
         ];
-        Ok(Serving { local_addr, handles })
+        Ok(Serving {
+            local_addr,
+            handles,
+            stats,
+        })
     }
 
     fn lock_tasks(&self) -> MutexGuard<'_, HashMap<String, TaskEntry>> {
