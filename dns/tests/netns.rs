@@ -215,3 +215,51 @@ fn attaching_a_task_with_lo_down_names_the_fix() {
     });
     assert!(err.contains("127.0.0.11:53") && err.contains("ip link set lo up"), "{err}");
 }
+
+/// Two nodes, each with its own server and task; both answer from the same zone and both follow a
+/// zone change.
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn tasks_on_two_nodes_get_the_same_answers() {
+    require_root();
+    if !tools_present("tasks_on_two_nodes_get_the_same_answers") {
+        return;
+    }
+    let (node1, node2) = (Netns::new("node1"), Netns::new("node2"));
+    let (t1, t2, t3) = (Netns::new("t1"), Netns::new("t2"), Netns::new("t3"));
+    let zone = common::zone(&["10.0.1.3", "10.0.1.4"]);
+    let n1 = lab::NodeServer::start(
+        &node1,
+        DnsConfig::default(),
+        vec![("t1".into(), t1.path(), vec!["front".into()])],
+    );
+    let n2 = lab::NodeServer::start(
+        &node2,
+        DnsConfig::default(),
+        vec![
+            ("t2".into(), t2.path(), vec!["front".into()]),
+            ("t3".into(), t3.path(), vec!["back".into()]),
+        ],
+    );
+    for node in [&n1, &n2] {
+        node.server.set_zone(&zone).unwrap();
+    }
+    let ok = |answers: &[&str]| ("NOERROR".to_string(), answers.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    for task in [&t1, &t2] {
+        assert_eq!(task.dig("web", "A", &[]), ok(&["10.0.1.2"]), "{}", task.name);
+        assert_eq!(task.dig("tasks.web", "A", &[]), ok(&["10.0.1.3", "10.0.1.4"]), "{}", task.name);
+        assert_eq!(task.dig("api", "A", &[]).0, "NXDOMAIN", "{}", task.name);
+    }
+    assert_eq!(t3.dig("web", "A", &[]).0, "NXDOMAIN");
+    assert_eq!(t3.dig("api", "A", &[]), ok(&["10.0.2.2"]));
+
+    let changed = common::zone(&["10.0.1.5"]);
+    for node in [&n1, &n2] {
+        node.server.set_zone(&changed).unwrap();
+    }
+    for task in [&t1, &t2] {
+        assert_eq!(task.dig("tasks.web", "A", &[]), ok(&["10.0.1.5"]), "{}", task.name);
+    }
+    assert_eq!(n2.server.attached_tasks().len(), 2);
+    drop((n1, n2));
+}

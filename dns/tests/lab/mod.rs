@@ -193,3 +193,55 @@ impl Drop for Dnsmasq {
         let _ = self.child.wait();
     }
 }
+
+/// A DnsServer running on its own runtime whose threads live in a node namespace, like
+/// `shoal daemon` inside a lab node. Stopped on drop.
+pub struct NodeServer {
+    pub server: std::sync::Arc<shoal_dns::DnsServer>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NodeServer {
+    /// Starts the server in `node` with `config`, and attaches each (task id, netns path, networks).
+    pub fn start(node: &Netns, config: shoal_dns::DnsConfig, tasks: Vec<(String, PathBuf, Vec<String>)>) -> Self {
+        let path = node.path();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let file = File::open(&path).unwrap();
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let server = std::sync::Arc::new(shoal_dns::DnsServer::new(config).unwrap());
+                for (id, netns, networks) in tasks {
+                    server.attach_task(&id, &netns, networks).await.unwrap();
+                }
+                ready_tx.send(server.clone()).unwrap();
+                let _ = stop_rx.await;
+                server.shutdown();
+            });
+        });
+        let server = ready_rx.recv().expect("node server started");
+        Self {
+            server,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for NodeServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
