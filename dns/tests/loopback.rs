@@ -250,3 +250,21 @@ async fn tcp_connections_per_task_are_bounded() {
     }
     assert!(answered, "a freed slot serves a new connection");
 }
+
+#[tokio::test]
+async fn an_oversized_udp_query_gets_formerr() {
+    let server = DnsServer::new(config(vec![])).unwrap();
+    server.set_zone(&zone(&["10.0.1.3"])).unwrap();
+    let task = server.attach_task_at("t", any_port(), vec!["front".into()]).await.unwrap();
+    // A valid query followed by 5000 bytes of padding: longer than the 4 KiB the server reads.
+    let mut big = query(0x7777, "web", RecordType::A);
+    big.extend(std::iter::repeat_n(0u8, 5000));
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(&big, task).await.unwrap();
+    let mut buf = vec![0u8; 1500];
+    let n = tokio::time::timeout(Duration::from_secs(10), socket.recv(&mut buf)).await.unwrap().unwrap();
+    let msg = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!((msg.metadata.id, msg.metadata.response_code), (0x7777, ResponseCode::FormErr));
+    // Still serving.
+    assert_eq!(a_records(&ask_udp(task, "web", RecordType::A).await), ips(&["10.0.1.2"]));
+}

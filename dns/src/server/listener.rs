@@ -72,6 +72,22 @@ impl Listener {
         action
     }
 
+    /// The answer to a UDP query longer than the server reads: FORMERR (never a guess from its
+    /// first bytes), nothing when even the header is missing or it is a response.
+    pub fn oversized(&self, start: &[u8]) -> Action {
+        let action = match start {
+            [a, b, flags, ..] if start.len() >= 12 && flags & 0x80 == 0 => Action::Reply(
+                query::Reply::header_only(u16::from_be_bytes([*a, *b]), hickory_proto::op::ResponseCode::FormErr),
+            ),
+            _ => Action::Drop,
+        };
+        self.stats.count(match action {
+            Action::Reply(_) => Outcome::Local,
+            _ => Outcome::Dropped,
+        });
+        action
+    }
+
     /// A permit to forward one more query, or `None` when this listener has too many in flight.
     pub fn forward_permit(&self) -> Option<OwnedSemaphorePermit> {
         let permit = self.inflight.clone().try_acquire_owned().ok();

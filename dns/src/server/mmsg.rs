@@ -25,12 +25,13 @@ thread_local! {
     static RECV: RefCell<RecvBuffers> = RefCell::new(RecvBuffers { bufs: vec![0u8; BATCH * MAX_QUERY] });
 }
 
-/// Receives up to [`BATCH`] datagrams without blocking and calls `each(bytes, source)` for every
-/// one; returns how many. `WouldBlock` when none is waiting.
-pub fn recv_batch(fd: RawFd, mut each: impl FnMut(&[u8], SockaddrStorage)) -> io::Result<usize> {
+/// Receives up to [`BATCH`] datagrams without blocking and calls `each(bytes, source, cut)` for
+/// every one (`cut`: the datagram was longer than [`MAX_QUERY`] and `bytes` is its start);
+/// returns how many. `WouldBlock` when none is waiting.
+pub fn recv_batch(fd: RawFd, mut each: impl FnMut(&[u8], SockaddrStorage, bool)) -> io::Result<usize> {
     RECV.with(|recv| {
         let mut recv = recv.borrow_mut();
-        let mut got = [(0usize, None::<SockaddrStorage>); BATCH];
+        let mut got = [(0usize, None::<SockaddrStorage>, false); BATCH];
         let count = {
             let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
             let mut slices: Vec<[IoSliceMut<'_>; 1]> =
@@ -39,15 +40,15 @@ pub fn recv_batch(fd: RawFd, mut each: impl FnMut(&[u8], SockaddrStorage)) -> io
                 .map_err(io::Error::from)?;
             let mut count = 0;
             for (slot, msg) in got.iter_mut().zip(results) {
-                *slot = (msg.bytes, msg.address);
+                *slot = (msg.bytes, msg.address, msg.flags.contains(MsgFlags::MSG_TRUNC));
                 count += 1;
             }
             count
         };
-        for (i, (len, addr)) in got.iter().take(count).enumerate() {
+        for (i, (len, addr, cut)) in got.iter().take(count).enumerate() {
             if let Some(addr) = addr {
                 let start = i * MAX_QUERY;
-                each(&recv.bufs[start..start + len.min(&MAX_QUERY)], *addr);
+                each(&recv.bufs[start..start + len.min(&MAX_QUERY)], *addr, *cut);
             }
         }
         Ok(count)

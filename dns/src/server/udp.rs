@@ -33,11 +33,16 @@ pub async fn serve(socket: UdpSocket, listener: Arc<Listener>) {
         }
         for _ in 0..BATCHES_PER_TURN {
             let received = socket.try_io(Interest::READABLE, || {
-                mmsg::recv_batch(fd, |raw, src| {
+                mmsg::recv_batch(fd, |raw, src, cut| {
                     if !mmsg::answerable(&src) {
                         return;
                     }
-                    match listener.respond(raw, Transport::Udp) {
+                    let action = if cut {
+                        listener.oversized(raw)
+                    } else {
+                        listener.respond(raw, Transport::Udp)
+                    };
+                    match action {
                         Action::Reply(bytes) => replies.push((src, bytes)),
                         Action::Drop => {}
                         Action::Forward(query) => {
