@@ -33,6 +33,9 @@ pub fn recv_batch(fd: RawFd, mut each: impl FnMut(&[u8], SockaddrStorage, bool))
         let mut recv = recv.borrow_mut();
         let mut got = [(0usize, None::<SockaddrStorage>, false); BATCH];
         let count = {
+            // Fresh headers each call: the kernel shrinks each slot's address length to the last
+            // sender's, and nix does not reset it (an IPv6 listener on the same thread would
+            // then read cut addresses).
             let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
             let mut slices: Vec<[IoSliceMut<'_>; 1]> =
                 recv.bufs.chunks_mut(MAX_QUERY).map(|c| [IoSliceMut::new(c)]).collect();
