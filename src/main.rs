@@ -1,6 +1,7 @@
 //! `shoal`: the one binary. CLI at the edge (anyhow here only), everything else in the crates.
 
 mod cli;
+mod doctor;
 mod lab;
 mod whoami;
 

@@ -34,6 +34,9 @@ pub enum Command {
     Dataplane(dataplane::DataplaneCommand),
     /// Test workload: an HTTP server answering with its name, addresses and the client it sees.
     Whoami(crate::whoami::WhoamiArgs),
+    /// Kernel features of this host (VXLAN, nftables, eBPF hooks, IPVS, ESP, WireGuard, TUN) and
+    /// the backends shoal will pick.
+    Doctor,
     #[command(flatten)]
     Cluster(shoal_control::cli::Command),
 }
@@ -53,6 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lab(args) => lab::run(args),
         Command::Dataplane(cmd) => dataplane::run(cmd),
         Command::Whoami(args) => crate::whoami::run(args),
+        Command::Doctor => crate::doctor::run(),
         Command::Cluster(cmd) => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(shoal_control::cli::run(cmd))

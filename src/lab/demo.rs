@@ -55,6 +55,7 @@ pub fn states(t: &Topology) -> (Vec<NodeState>, Vec<DemoTask>) {
             ip: task.ip,
             mac: None,
             netns: Some(task.netns.clone()),
+            ..Default::default()
         })
         .collect();
     let states = t
