@@ -1,6 +1,7 @@
 //! The server end to end on loopback (no root): listeners, zone swaps, forwarding, flood bounds.
 
 mod common;
+mod lab;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -267,4 +268,25 @@ async fn an_oversized_udp_query_gets_formerr() {
     assert_eq!((msg.metadata.id, msg.metadata.response_code), (0x7777, ResponseCode::FormErr));
     // Still serving.
     assert_eq!(a_records(&ask_udp(task, "web", RecordType::A).await), ips(&["10.0.1.2"]));
+}
+
+#[tokio::test]
+async fn ipv4_and_ipv6_listeners_on_one_thread_both_answer() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        lab::skip("ipv4_and_ipv6_listeners_on_one_thread_both_answer", "no IPv6 loopback");
+        return;
+    }
+    let server = DnsServer::new(config(vec![])).unwrap();
+    server.set_zone(&zone(&["10.0.1.3"])).unwrap();
+    let v4 = server.attach_task_at("t", any_port(), vec!["front".into()]).await.unwrap();
+    let v6 = server.serve_host("[::1]:0".parse().unwrap()).unwrap();
+    for _ in 0..3 {
+        assert_eq!(a_records(&ask_udp(v4, "web", RecordType::A).await), ips(&["10.0.1.2"]));
+        let socket = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
+        socket.send_to(&query(9, "web.service.shoal", RecordType::A), v6).await.unwrap();
+        let mut buf = vec![0u8; 1500];
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.recv(&mut buf)).await.unwrap().unwrap();
+        let msg = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(a_records(&msg), ips(&["10.0.1.3"]));
+    }
 }
