@@ -250,8 +250,22 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
             tool: "dnsmasq",
             reason: e.to_string(),
         })?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let dnsmasq_addr: SocketAddr = ([127, 0, 0, 1], dnsmasq_port).into();
+    // Ready when it answers.
+    let mut ready = false;
+    for _ in 0..100 {
+        if probe_tasks_svc0(dnsmasq_addr, "10.0.0.2").await {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !ready {
+        return Err(BenchError::Tool {
+            tool: "dnsmasq",
+            reason: format!("never answered on {dnsmasq_addr}"),
+        });
+    }
 
     let mut report = BenchReport {
         outstanding: opts.outstanding,
@@ -286,7 +300,7 @@ async fn change_latency(server: &DnsServer, addr: SocketAddr, zone: Zone) -> Res
     let start = Instant::now();
     server.set_zone(&changed)?;
     let swap = start.elapsed().as_secs_f64() * 1e6;
-    let seen = probe_tasks_svc0(addr).await;
+    let seen = probe_tasks_svc0(addr, "10.255.255.254").await;
     let visible = start.elapsed().as_secs_f64() * 1e6;
     if !seen {
         return Err(BenchError::Tool {
@@ -297,8 +311,8 @@ async fn change_latency(server: &DnsServer, addr: SocketAddr, zone: Zone) -> Res
     Ok((swap, visible))
 }
 
-/// Asks `tasks.svc0` once and says whether 10.255.255.254 is in the answer.
-async fn probe_tasks_svc0(addr: SocketAddr) -> bool {
+/// Asks `tasks.svc0` once and says whether `want` is in the answer.
+async fn probe_tasks_svc0(addr: SocketAddr, want: &str) -> bool {
     use hickory_proto::{
         op::{Message, MessageType, OpCode, Query},
         rr::{Name, RecordType},
@@ -316,11 +330,11 @@ async fn probe_tasks_svc0(addr: SocketAddr) -> bool {
         return false;
     }
     let mut buf = vec![0u8; 4096];
-    let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buf)).await else {
+    let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), socket.recv(&mut buf)).await else {
         return false;
     };
     Message::from_vec(&buf[..n])
-        .map(|m| m.answers.iter().any(|r| r.data.to_string() == "10.255.255.254"))
+        .map(|m| m.answers.iter().any(|r| r.data.to_string() == want))
         .unwrap_or(false)
 }
 

@@ -179,7 +179,22 @@ impl Dnsmasq {
         cmd.args(extra);
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         let child = cmd.spawn().expect("dnsmasq starts");
-        Self { child }
+        let dnsmasq = Self { child };
+        // Ready when it answers (it binds after parsing its options).
+        let server = format!("@{listen}");
+        let port = format!("-p{port}");
+        for _ in 0..200 {
+            let probe = ["dig", server.as_str(), port.as_str(), "+tries=1", "+time=1", "ready.probe"];
+            let out = match ns {
+                Some(ns) => ns.exec(&probe),
+                None => String::from_utf8_lossy(&Command::new("dig").args(&probe[1..]).output().unwrap().stdout).into_owned(),
+            };
+            if out.contains("status:") {
+                return dnsmasq;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("dnsmasq on {listen}:{port} never answered");
     }
 
     pub fn pid(&self) -> u32 {
