@@ -76,6 +76,11 @@ fn run(nl: &mut Netlink, idx: &mut Indexes, op: &Op) -> Result<(), OverlayError>
     match op {
         Op::EnableForwarding => std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .map_err(|e| OverlayError::Sysctl { key: "net.ipv4.ip_forward", source: e })?,
+        Op::DisableBridgeNetfilter => {
+            for key in super::observe::BRIDGE_NF_KEYS {
+                std::fs::write(key, "0").map_err(|e| OverlayError::Sysctl { key: "net.bridge.bridge-nf-call-*", source: e })?;
+            }
+        }
         Op::CreateBridge { name, mtu, mac, alias } => {
             nl.add_bridge(name, *mtu, *mac, alias)?;
             idx.forget();

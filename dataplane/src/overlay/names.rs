@@ -86,6 +86,7 @@ mod tests {
             ip: "10.0.0.2".parse().unwrap(),
             mac: None,
             netns: Some("shoal-t-web1".into()),
+            ..Default::default()
         };
         let alias = endpoint_alias(&ep);
         assert_eq!(parse_endpoint_alias(&alias), Some(("web.1", "shoal-t-web1")));

@@ -21,6 +21,8 @@ pub struct Observed {
     /// Only rules with shoal's protocol number.
     pub rules: Vec<Rule>,
     pub ip_forward: bool,
+    /// None when the kernel has no bridge netfilter; Some(true) when any bridge-nf-call-* is on.
+    pub bridge_nf: Option<bool>,
     /// Task namespaces that exist, by name, with what is inside.
     pub tasks: BTreeMap<String, TaskSide>,
 }
@@ -53,6 +55,7 @@ pub fn observe(nl: &mut Netlink, desired: &NodeState) -> Result<Observed, Overla
         routes: nl.shoal_routes()?,
         rules: nl.shoal_rules()?,
         ip_forward: read_ip_forward(),
+        bridge_nf: read_bridge_nf(),
         tasks: BTreeMap::new(),
     };
     let mut wanted: Vec<String> =
@@ -86,4 +89,19 @@ fn observe_task() -> Result<TaskSide, crate::netlink::NetlinkError> {
 
 fn read_ip_forward() -> bool {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").map(|s| s.trim() == "1").unwrap_or(false)
+}
+
+pub const BRIDGE_NF_KEYS: [&str; 3] = [
+    "/proc/sys/net/bridge/bridge-nf-call-iptables",
+    "/proc/sys/net/bridge/bridge-nf-call-ip6tables",
+    "/proc/sys/net/bridge/bridge-nf-call-arptables",
+];
+
+fn read_bridge_nf() -> Option<bool> {
+    let values: Vec<String> = BRIDGE_NF_KEYS.iter().filter_map(|k| std::fs::read_to_string(k).ok()).collect();
+    if values.is_empty() {
+        None
+    } else {
+        Some(values.iter().any(|v| v.trim() != "0"))
+    }
 }

@@ -19,6 +19,9 @@ pub struct RouteSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     EnableForwarding,
+    /// Bridged frames skip the IP netfilter hooks (`net.bridge.bridge-nf-call-*` = 0): shoal's
+    /// rules act on routed traffic only, and the hooks cost every frame between two tasks.
+    DisableBridgeNetfilter,
     CreateBridge { name: String, mtu: u32, mac: Option<Mac>, alias: String },
     CreateVxlan { name: String, vni: u32, local: Ipv4Addr, underlay: String, mtu: u32, alias: String },
     DeleteLink { name: String },
@@ -60,6 +63,7 @@ impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Op::EnableForwarding => write!(f, "sysctl net.ipv4.ip_forward=1"),
+            Op::DisableBridgeNetfilter => write!(f, "sysctl net.bridge.bridge-nf-call-{{iptables,ip6tables,arptables}}=0"),
             Op::CreateBridge { name, mtu, .. } => write!(f, "create bridge {name} mtu {mtu}"),
             Op::CreateVxlan { name, vni, local, underlay, mtu, .. } => {
                 write!(f, "create vxlan {name} id {vni} local {local} dev {underlay} mtu {mtu}")

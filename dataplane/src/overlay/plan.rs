@@ -136,6 +136,9 @@ impl<'a> Planner<'a> {
         if !nets.is_empty() && !self.obs.ip_forward {
             self.ops.first.push(Op::EnableForwarding);
         }
+        if !nets.is_empty() && self.obs.bridge_nf == Some(true) {
+            self.ops.first.push(Op::DisableBridgeNetfilter);
+        }
         self.stale_links(nets);
         if let Some((underlay, local)) = underlay {
             for n in nets {

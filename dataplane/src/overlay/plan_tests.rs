@@ -49,6 +49,7 @@ fn ep(id: &str, net: &str, node: &str, addr: &str, ns: Option<&str>) -> Endpoint
         ip: ip(addr),
         mac: None,
         netns: ns.map(String::from),
+        ..Default::default()
     }
 }
 
@@ -113,6 +114,7 @@ impl Sim {
     fn step(&mut self, op: &Op) {
         match op {
             Op::EnableForwarding => self.obs.ip_forward = true,
+            Op::DisableBridgeNetfilter => self.obs.bridge_nf = Some(false),
             Op::CreateBridge { name, mtu, mac, alias } => self.add_link(name, LinkKind::Bridge, *mtu, *mac, alias),
             Op::CreateVxlan { name, vni, local, mtu, alias, .. } => {
                 let v = VxlanInfo { vni: *vni, local: Some(*local), port: 4789, learning: false, proxy: true };
@@ -504,10 +506,23 @@ fn service_vips_are_addresses_on_the_bridge() {
     s.services.push(crate::state::Service {
         name: "vote".into(),
         vips: [("backend".to_string(), ip("10.0.9.100"))].into_iter().collect(),
+        ..Default::default()
     });
     let sim = converge(&state(), bare());
     let ops = plan(&s, &sim.obs).unwrap();
     assert_eq!(ops, vec![Op::AddAddr { link: "shb-4097".into(), ip: ip("10.0.9.100"), prefix: 32 }]);
     let ops = plan(&state(), &converge(&s, bare()).obs).unwrap();
     assert_eq!(ops, vec![Op::DelAddr { link: "shb-4097".into(), ip: ip("10.0.9.100"), prefix: 32 }]);
+}
+
+#[test]
+fn bridge_netfilter_is_turned_off_once_when_present() {
+    let mut obs = bare();
+    obs.bridge_nf = Some(true);
+    let ops = plan(&state(), &obs).unwrap();
+    assert_eq!(ops[1], Op::DisableBridgeNetfilter);
+    let sim = converge(&state(), obs);
+    assert!(plan(&state(), &sim.obs).unwrap().is_empty());
+    // a kernel without bridge netfilter: nothing to do
+    assert!(!plan(&state(), &bare()).unwrap().contains(&Op::DisableBridgeNetfilter));
 }

@@ -55,6 +55,7 @@ pub fn describe(obs: &Observed, node: &str) -> NodeState {
                 ip: n.ip,
                 mac: (n.mac != Mac::from_ipv4(n.ip)).then_some(n.mac),
                 netns: None,
+                ..Default::default()
             });
         }
         for l in obs.links.iter().filter(|l| l.master == Some(bridge.index)) {
@@ -69,6 +70,7 @@ pub fn describe(obs: &Observed, node: &str) -> NodeState {
                 ip: addr.ip,
                 mac: mac.filter(|m| *m != Mac::from_ipv4(addr.ip)),
                 netns: Some(ns.to_string()),
+                ..Default::default()
             });
         }
         networks.push(Network { name, vni: info.vni, subnet, gateway, mtu: Some(bridge.mtu), lb_addresses });
