@@ -1,5 +1,6 @@
 //! `shoal`: the one binary. CLI at the edge (anyhow here only), everything else in the crates.
 
+mod agent;
 mod cli;
 mod doctor;
 mod lab;

@@ -37,6 +37,9 @@ pub enum Command {
     /// Kernel features of this host (VXLAN, nftables, eBPF hooks, IPVS, ESP, WireGuard, TUN) and
     /// the backends shoal will pick.
     Doctor,
+    /// Runs one task (started by the agent; not for people).
+    #[command(hide = true)]
+    TaskExec { dir: std::path::PathBuf },
     #[command(flatten)]
     Cluster(shoal_control::cli::Command),
 }
@@ -57,6 +60,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dataplane(cmd) => dataplane::run(cmd),
         Command::Whoami(args) => crate::whoami::run(args),
         Command::Doctor => crate::doctor::run(),
+        Command::TaskExec { dir } => std::process::exit(crate::agent::executor::shim::run(&dir).unwrap_or_else(|e| {
+            eprintln!("shoal task-exec: {e:#}");
+            127
+        })),
         Command::Cluster(cmd) => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(shoal_control::cli::run(cmd))

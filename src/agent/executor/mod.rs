@@ -1,0 +1,158 @@
+//! Runs task processes. The trait leaves room for an OCI runtime (runc) later; the built-in
+//! executor uses Linux namespaces directly through the `task-exec` shim.
+
+pub mod shim;
+pub mod spec;
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+pub use spec::{Image, TaskRun};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessState {
+    Running,
+    Exited(i32),
+    /// No trace of the task on this node.
+    Unknown,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("task {id}: {what}: {source}")]
+    Io { id: String, what: &'static str, source: std::io::Error },
+}
+
+pub trait Executor: Send + Sync {
+    fn start(&self, run: &TaskRun) -> Result<(), ExecError>;
+    /// SIGTERM, then SIGKILL after `grace`.
+    fn stop(&self, id: &str, grace: Duration) -> Result<ProcessState, ExecError>;
+    fn state(&self, id: &str) -> ProcessState;
+    /// Tasks this node has records of (running or exited), for adoption after a restart.
+    fn known(&self) -> Vec<String>;
+    /// Forgets an ended task's records.
+    fn remove(&self, id: &str);
+    fn log_dir(&self, id: &str) -> PathBuf;
+}
+
+/// One directory per task under `root`: spec.json, pid (the task's init, host PID), exit,
+/// stdout.log, stderr.log, resolv.conf, hosts.
+pub struct NamespaceExecutor {
+    root: PathBuf,
+    shoal: PathBuf,
+}
+
+impl NamespaceExecutor {
+    pub fn new(root: impl Into<PathBuf>) -> std::io::Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        Ok(Self { root, shoal: std::env::current_exe()? })
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    fn pid(&self, id: &str) -> Option<Pid> {
+        let text = std::fs::read_to_string(self.dir(id).join("pid")).ok()?;
+        let pid = Pid::from_raw(text.trim().parse().ok()?);
+        // A recycled PID would not be in the task's namespaces: check it is still ours.
+        let ns = std::fs::read_link(format!("/proc/{pid}/ns/uts")).ok()?;
+        let ours = std::fs::read_link(format!("/proc/{}/ns/uts", std::process::id())).ok()?;
+        (ns != ours).then_some(pid)
+    }
+}
+
+impl Executor for NamespaceExecutor {
+    fn start(&self, run: &TaskRun) -> Result<(), ExecError> {
+        let io = |what| move |source| ExecError::Io { id: run.id.clone(), what, source };
+        let dir = self.dir(&run.id);
+        std::fs::create_dir_all(&dir).map_err(io("create task dir"))?;
+        for stale in ["pid", "exit"] {
+            let _ = std::fs::remove_file(dir.join(stale));
+        }
+        let spec = serde_json::to_vec_pretty(run).map_err(|e| ExecError::Io { id: run.id.clone(), what: "write spec", source: e.into() })?;
+        std::fs::write(dir.join("spec.json"), spec).map_err(io("write spec"))?;
+        let out = append(&dir.join("stdout.log")).map_err(io("open stdout.log"))?;
+        let err = append(&dir.join("stderr.log")).map_err(io("open stderr.log"))?;
+        let mut cmd = Command::new(&self.shoal);
+        cmd.arg("task-exec")
+            .arg(&dir)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            // Its own session: the task outlives a daemon that is killed or restarted.
+            .process_group(0);
+        let child = cmd.spawn().map_err(io("spawn task-exec"))?;
+        // The shim is reaped by a thread so it never lingers as a zombie of the daemon.
+        std::thread::spawn(move || {
+            let mut child = child;
+            let _ = child.wait();
+        });
+        // Wait until the shim has made the task's init (or failed).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if dir.join("pid").exists() || dir.join("exit").exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    fn stop(&self, id: &str, grace: Duration) -> Result<ProcessState, ExecError> {
+        if let Some(pid) = self.pid(id) {
+            let _ = kill(pid, Signal::SIGTERM);
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline && matches!(self.state(id), ProcessState::Running) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if matches!(self.state(id), ProcessState::Running) {
+                // SIGKILL on a PID namespace's init ends every process in it.
+                let _ = kill(pid, Signal::SIGKILL);
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while Instant::now() < deadline && matches!(self.state(id), ProcessState::Running) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        Ok(self.state(id))
+    }
+
+    fn state(&self, id: &str) -> ProcessState {
+        let dir = self.dir(id);
+        if let Ok(code) = std::fs::read_to_string(dir.join("exit")) {
+            return ProcessState::Exited(code.trim().parse().unwrap_or(255));
+        }
+        match self.pid(id) {
+            Some(_) => ProcessState::Running,
+            // The shim writes "exit" after its init ends; if both are gone it was killed.
+            None if dir.join("pid").exists() => ProcessState::Exited(137),
+            None => ProcessState::Unknown,
+        }
+    }
+
+    fn known(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else { return Vec::new() };
+        entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect()
+    }
+
+    fn remove(&self, id: &str) {
+        let _ = std::fs::remove_dir_all(self.dir(id));
+    }
+
+    fn log_dir(&self, id: &str) -> PathBuf {
+        self.dir(id)
+    }
+}
+
+fn append(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new().create(true).append(true).open(path)
+}

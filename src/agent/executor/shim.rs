@@ -1,0 +1,190 @@
+//! `shoal task-exec DIR`: the process that runs one task. It enters the task's network
+//! namespace, makes new mount, UTS and PID namespaces, and forks a tiny init (PID 1 inside) that
+//! starts the workload, forwards SIGTERM/SIGINT to it, reaps orphans and exits with the
+//! workload's status. The shim records the init's PID and, at the end, the exit code, in DIR:
+//! a restarted daemon reads them to adopt the task instead of killing it.
+
+use std::ffi::CString;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use anyhow::Context;
+use nix::mount::{mount, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+
+use super::spec::{Image, TaskRun};
+
+static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = FORWARD_TO.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe; pid and sig are plain integers.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+fn install_forwarding(to: Pid) -> anyhow::Result<()> {
+    FORWARD_TO.store(to.as_raw(), Ordering::SeqCst);
+    let action = SigAction::new(SigHandler::Handler(forward), SaFlags::SA_RESTART, SigSet::empty());
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: the handler only reads an atomic and calls kill(2), both async-signal-safe.
+        unsafe { sigaction(sig, &action) }.context("install signal forwarding")?;
+    }
+    Ok(())
+}
+
+/// Exit status of a waited process, shell-style (128 + signal when killed).
+fn code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, c) => Some(c),
+        WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
+        _ => None,
+    }
+}
+
+fn wait_for(pid: Pid) -> i32 {
+    loop {
+        match waitpid(pid, None) {
+            Ok(status) => {
+                if let Some(c) = code(status) {
+                    return c;
+                }
+            }
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return 255,
+        }
+    }
+}
+
+pub fn run(dir: &Path) -> anyhow::Result<i32> {
+    let spec: TaskRun = serde_json::from_slice(&std::fs::read(dir.join("spec.json")).context("read spec.json")?)
+        .context("parse spec.json")?;
+    let ns = shoal_dataplane::netns::open(&spec.netns).with_context(|| format!("task namespace {}", spec.netns))?;
+    setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).context("enter the task's network namespace")?;
+    if let Some(cg) = &spec.cgroup {
+        std::fs::write(cg.join("cgroup.procs"), std::process::id().to_string())
+            .with_context(|| format!("join cgroup {}", cg.display()))?;
+    }
+    std::fs::write(dir.join("resolv.conf"), &spec.resolv_conf)?;
+    std::fs::write(dir.join("hosts"), &spec.hosts)?;
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWPID)
+        .context("unshare mount, UTS and PID namespaces")?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .context("make mounts private")?;
+    nix::unistd::sethostname(&spec.name).context("set hostname")?;
+    let argv = argv(&spec)?;
+
+    // SAFETY: the shim is single-threaded here (no runtime was started for task-exec), so the
+    // child may run arbitrary code after fork.
+    match unsafe { fork() }.context("fork the task's init")? {
+        ForkResult::Parent { child } => {
+            std::fs::write(dir.join("pid"), child.as_raw().to_string())?;
+            install_forwarding(child)?;
+            let status = wait_for(child);
+            std::fs::write(dir.join("exit"), status.to_string())?;
+            Ok(status)
+        }
+        ForkResult::Child => {
+            let status = match init(&spec, dir, &argv) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("shoal task-exec: {e:#}");
+                    127
+                }
+            };
+            std::process::exit(status)
+        }
+    }
+}
+
+fn argv(spec: &TaskRun) -> anyhow::Result<Vec<String>> {
+    Ok(match &spec.image {
+        Image::Whoami { args } => {
+            let exe = std::env::current_exe().context("find the shoal binary")?;
+            let mut v = vec![exe.display().to_string(), "whoami".into(), "--name".into(), spec.name.clone()];
+            v.extend(args.iter().cloned());
+            v
+        }
+        Image::Host { argv } | Image::Rootfs { argv, .. } => argv.clone(),
+    })
+}
+
+/// PID 1 of the task's PID namespace.
+fn init(spec: &TaskRun, dir: &Path, argv: &[String]) -> anyhow::Result<i32> {
+    let etc = match &spec.image {
+        Image::Rootfs { root, .. } => {
+            enter_rootfs(root)?;
+            Path::new("/etc").to_path_buf()
+        }
+        _ => Path::new("/etc").to_path_buf(),
+    };
+    mount(Some("proc"), "/proc", Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>)
+        .context("mount /proc")?;
+    for file in ["resolv.conf", "hosts"] {
+        let src = match &spec.image {
+            // after pivot_root the task directory is reachable under /.shoal-task
+            Image::Rootfs { .. } => Path::new("/.shoal-task").join(file),
+            _ => dir.join(file),
+        };
+        let target = etc.join(file);
+        if !target.exists() {
+            std::fs::write(&target, "").ok();
+        }
+        mount(Some(&src), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .with_context(|| format!("bind {} over {}", src.display(), target.display()))?;
+    }
+    let cargs: Vec<CString> = argv.iter().map(|a| CString::new(a.as_str())).collect::<Result<_, _>>()?;
+    let env: Vec<CString> = std::env::vars()
+        .filter(|(k, _)| k == "PATH")
+        .chain(spec.env.iter().cloned())
+        .chain([("HOSTNAME".to_string(), spec.name.clone())])
+        .map(|(k, v)| CString::new(format!("{k}={v}")))
+        .collect::<Result<_, _>>()?;
+    // SAFETY: still single-threaded (a forked child of a single-threaded process).
+    match unsafe { fork() }.context("fork the workload")? {
+        ForkResult::Child => {
+            let err = nix::unistd::execvpe(&cargs[0], &cargs, &env).unwrap_err();
+            eprintln!("shoal task-exec: exec {}: {err}", argv[0]);
+            std::process::exit(127);
+        }
+        ForkResult::Parent { child } => {
+            install_forwarding(child)?;
+            // Reap everything; leave when the workload itself is gone.
+            loop {
+                match waitpid(Pid::from_raw(-1), None) {
+                    Ok(status) if status.pid() == Some(child) => {
+                        if let Some(c) = code(status) {
+                            // The namespace dies with its init: stragglers get SIGKILL.
+                            let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+                            return Ok(c);
+                        }
+                    }
+                    Ok(_) | Err(nix::Error::EINTR) => continue,
+                    Err(_) => return Ok(255),
+                }
+            }
+        }
+    }
+}
+
+fn enter_rootfs(root: &Path) -> anyhow::Result<()> {
+    mount(Some(root), root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).context("bind the rootfs")?;
+    let task_dir = root.join(".shoal-task");
+    std::fs::create_dir_all(&task_dir)?;
+    let dir = std::env::current_dir()?;
+    mount(Some(&dir), &task_dir, None::<&str>, MsFlags::MS_BIND, None::<&str>).context("bind the task dir")?;
+    let old = root.join(".old-root");
+    std::fs::create_dir_all(&old)?;
+    nix::unistd::pivot_root(root, &old).context("pivot_root")?;
+    std::env::set_current_dir("/")?;
+    nix::mount::umount2("/.old-root", nix::mount::MntFlags::MNT_DETACH).context("detach the old root")?;
+    let _ = std::fs::remove_dir("/.old-root");
+    Ok(())
+}

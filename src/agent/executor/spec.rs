@@ -1,0 +1,84 @@
+//! What the executor needs to run one task, written to the task's directory as `spec.json` so the
+//! shim (and a restarted daemon) can read it.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRun {
+    pub id: String,
+    /// `<svc>.<slot>.<taskid>`: also the hostname inside the task.
+    pub name: String,
+    /// The task's network namespace (made by the data plane before the process starts).
+    pub netns: String,
+    pub image: Image,
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Written to the task's /etc/resolv.conf and /etc/hosts.
+    pub resolv_conf: String,
+    pub hosts: String,
+    /// cgroup v2 directory the process joins (the eBPF socket load balancer attaches there).
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Image {
+    /// The built-in `shoal/whoami` workload, with its arguments.
+    Whoami { args: Vec<String> },
+    /// A command from the host's filesystem.
+    Host { argv: Vec<String> },
+    /// A root filesystem imported with `shoal image import` (pivot_root into it).
+    Rootfs { root: PathBuf, argv: Vec<String> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("image '{0}': unknown; use shoal/whoami, host, or a name imported with `shoal image import`")]
+    Unknown(String),
+    #[error("image '{0}' needs a command (service create ... IMAGE CMD...)")]
+    NoCommand(String),
+}
+
+pub const IMAGE_DIR: &str = "/var/lib/shoal/images";
+
+impl Image {
+    /// Resolves a service's image reference and command.
+    pub fn resolve(image: &str, command: &[String]) -> Result<Image, ImageError> {
+        let name = image.split(':').next().unwrap_or(image);
+        match name {
+            "shoal/whoami" | "whoami" => Ok(Image::Whoami { args: command.to_vec() }),
+            "host" if command.is_empty() => Err(ImageError::NoCommand(image.into())),
+            "host" => Ok(Image::Host { argv: command.to_vec() }),
+            _ => {
+                let root = PathBuf::from(IMAGE_DIR).join(name.replace('/', "_"));
+                if !root.is_dir() {
+                    return Err(ImageError::Unknown(image.into()));
+                }
+                if command.is_empty() {
+                    return Err(ImageError::NoCommand(image.into()));
+                }
+                Ok(Image::Rootfs { root, argv: command.to_vec() })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_resolve() {
+        assert_eq!(Image::resolve("shoal/whoami", &[]).unwrap(), Image::Whoami { args: vec![] });
+        assert_eq!(Image::resolve("shoal/whoami:latest", &[]).unwrap(), Image::Whoami { args: vec![] });
+        assert_eq!(
+            Image::resolve("host", &["sleep".into(), "1".into()]).unwrap(),
+            Image::Host { argv: vec!["sleep".into(), "1".into()] }
+        );
+        assert!(matches!(Image::resolve("host", &[]), Err(ImageError::NoCommand(_))));
+        assert!(matches!(Image::resolve("nginx:1.27", &[]), Err(ImageError::Unknown(_))));
+    }
+}
