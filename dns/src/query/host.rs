@@ -33,17 +33,16 @@ pub fn answer(
         return Some(Reply::new(request, ResponseCode::Refused, false));
     };
     let ips = if let Some(svc) = rest.strip_suffix(".service") {
-        tables.host().service(svc)
+        tables.service_backends(svc)
     } else if let Some(node) = rest.strip_suffix(".node") {
-        tables.host().node(node)
+        tables.host().node(node).map(<[IpAddr]>::to_vec)
     } else {
         None
     };
-    let Some(ips) = ips else {
+    let Some(mut ips) = ips else {
         return Some(Reply::new(request, ResponseCode::NXDomain, true));
     };
     let mut reply = Reply::new(request, ResponseCode::NoError, true);
-    let mut ips = ips.to_vec();
     ips.shuffle(&mut rand::rng());
     let qtype = query.query_type();
     for ip in ips {

@@ -4,9 +4,11 @@
 mod host;
 pub mod name;
 mod network;
+mod service;
 
 use std::{
     collections::{HashMap, HashSet},
+    net::IpAddr,
     sync::Arc,
 };
 
@@ -37,23 +39,39 @@ impl Tables {
             if !seen.insert(key.clone()) {
                 return Err(ZoneError::DuplicateNetwork(net.name.clone()));
             }
-            let reused = previous
-                .and_then(|p| p.networks.get(&key))
-                .filter(|t| t.source == *net)
-                .cloned();
-            let table = match reused {
-                Some(table) => table,
-                None => Arc::new(NetworkTable::build(net)?),
-            };
+            let table = NetworkTable::update(net, previous.and_then(|p| p.networks.get(&key)))?;
             networks.insert(key, table);
         }
         let host = HostTable::build(zone)?;
         Ok(Self { networks, host })
     }
 
+    /// Healthy task IPs of a service on every network (the host side's `<svc>.service`), or
+    /// `None` when no network has the service.
+    pub fn service_backends(&self, service: &str) -> Option<Vec<IpAddr>> {
+        let mut found = false;
+        let mut ips = Vec::new();
+        for table in self.networks.values() {
+            if let Some(backends) = table.service_backends(service) {
+                found = true;
+                for ip in backends {
+                    if !ips.contains(ip) {
+                        ips.push(*ip);
+                    }
+                }
+            }
+        }
+        found.then_some(ips)
+    }
+
     /// The table of a network, by lower-cased name.
     pub fn network(&self, name: &str) -> Option<&NetworkTable> {
         self.networks.get(name).map(Arc::as_ref)
+    }
+
+    /// Every network with its table (in no particular order).
+    pub fn networks(&self) -> impl Iterator<Item = (&str, &NetworkTable)> {
+        self.networks.iter().map(|(k, v)| (k.as_str(), v.as_ref()))
     }
 
     /// Whether `name` (lower-cased) is the name of any network in the zone.

@@ -1,5 +1,7 @@
 //! Validation and normalisation of the names the zone declares.
 
+use std::borrow::Cow;
+
 use crate::error::ZoneError;
 
 /// Longest DNS name in presentation form without the trailing dot.
@@ -10,6 +12,11 @@ const MAX_LABEL: usize = 63;
 /// Checks `name` is a DNS name shoal can serve and returns it lower-cased (lookups are
 /// case-insensitive). `what` and `place` go into the error ("service name", " in network backend").
 pub fn normalize(what: &'static str, name: &str, place: &str) -> Result<String, ZoneError> {
+    normalized(what, name, place).map(Cow::into_owned)
+}
+
+/// [`normalize`] without a copy when `name` is already lower-case without trailing dot.
+pub fn normalized<'a>(what: &'static str, name: &'a str, place: &str) -> Result<Cow<'a, str>, ZoneError> {
     let bad = |reason: String| ZoneError::BadName {
         what,
         name: name.to_string(),
@@ -45,7 +52,10 @@ pub fn normalize(what: &'static str, name: &str, place: &str) -> Result<String, 
             )));
         }
     }
-    Ok(trimmed.to_ascii_lowercase())
+    if trimmed.len() == name.len() && !trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Ok(Cow::Borrowed(name));
+    }
+    Ok(Cow::Owned(trimmed.to_ascii_lowercase()))
 }
 
 #[cfg(test)]
