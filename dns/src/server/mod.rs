@@ -45,6 +45,8 @@ pub struct DnsServer {
     config: DnsConfig,
     tasks: Mutex<HashMap<String, TaskEntry>>,
     hosts: Mutex<Vec<Serving>>,
+    /// Serialises zone updates (each builds on the previous tables).
+    zone_update: Mutex<()>,
 }
 
 /// A task's listener: its networks (replaceable) and the serving loops.
@@ -82,12 +84,16 @@ impl DnsServer {
             config,
             tasks: Mutex::new(HashMap::new()),
             hosts: Mutex::new(Vec::new()),
+            zone_update: Mutex::new(()),
         })
     }
 
     /// Replaces the zone. The new tables are built aside and swapped in atomically: a query sees
     /// either the old zone or the new one. An invalid zone is rejected and the old one stays.
+    /// Only services whose part of the zone changed are recompiled, so a backend change costs
+    /// about the size of its service (plus a comparison of the zone).
     pub fn set_zone(&self, zone: &Zone) -> Result<(), DnsError> {
+        let _serial = self.zone_update.lock().unwrap_or_else(|e| e.into_inner());
         let previous = self.shared.tables.load_full();
         let tables = Tables::build(zone, Some(&previous))?;
         self.shared.tables.store(Arc::new(tables));
