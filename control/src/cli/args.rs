@@ -1,0 +1,132 @@
+//! Parsing Docker-style flag values.
+
+use crate::model::{PortConfig, Protocol, PublishMode};
+
+/// `-p published:target[/proto]`, `-p target[/proto]` (published picked automatically), or the
+/// long form `published=8080,target=80,protocol=udp,mode=host`.
+pub fn parse_publish(s: &str) -> Result<PortConfig, String> {
+    if s.contains('=') {
+        let mut p = PortConfig { protocol: Protocol::Tcp, target: 0, published: None, mode: PublishMode::Ingress };
+        for kv in s.split(',') {
+            let (k, v) = kv.split_once('=').ok_or_else(|| format!("{kv:?} is not key=value"))?;
+            match k {
+                "published" => p.published = Some(parse_port(v)?),
+                "target" => p.target = parse_port(v)?,
+                "protocol" => p.protocol = parse_proto(v)?,
+                "mode" => {
+                    p.mode = match v {
+                        "ingress" => PublishMode::Ingress,
+                        "host" => PublishMode::Host,
+                        _ => return Err(format!("mode {v:?}: use ingress or host")),
+                    }
+                }
+                _ => return Err(format!("unknown key {k:?}: use published, target, protocol or mode")),
+            }
+        }
+        if p.target == 0 {
+            return Err(format!("{s:?} has no target port"));
+        }
+        return Ok(p);
+    }
+    let (ports, proto) = match s.split_once('/') {
+        Some((p, proto)) => (p, parse_proto(proto)?),
+        None => (s, Protocol::Tcp),
+    };
+    let (published, target) = match ports.split_once(':') {
+        Some((p, t)) => (Some(parse_port(p)?), parse_port(t)?),
+        None => (None, parse_port(ports)?),
+    };
+    Ok(PortConfig { protocol: proto, target, published, mode: PublishMode::Ingress })
+}
+
+/// A port number as typed; range checks happen in the manager so the error names the field.
+pub fn parse_port(s: &str) -> Result<i64, String> {
+    s.trim().parse::<i64>().map_err(|_| format!("{s:?} is not a port number"))
+}
+
+fn parse_proto(s: &str) -> Result<Protocol, String> {
+    match s {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        "sctp" => Ok(Protocol::Sctp),
+        _ => Err(format!("protocol {s:?}: use tcp, udp or sctp")),
+    }
+}
+
+/// `k=v` (or `k` alone, value empty).
+pub fn parse_kv(s: &str) -> (String, String) {
+    match s.split_once('=') {
+        Some((k, v)) => (k.to_string(), v.to_string()),
+        None => (s.to_string(), String::new()),
+    }
+}
+
+/// Docker durations: `5s`, `100ms`, `1m30s`, `2h`; a bare number is seconds.
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n * 1000);
+    }
+    let mut total = 0f64;
+    let mut num = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let mut unit = c.to_string();
+        while let Some(&n) = chars.peek() {
+            if n.is_ascii_alphabetic() {
+                unit.push(n);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        let v: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 5s or 1m30s"))?;
+        num.clear();
+        total += v * match unit.as_str() {
+            "ms" => 1.0,
+            "s" => 1000.0,
+            "m" => 60_000.0,
+            "h" => 3_600_000.0,
+            _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m, h)")),
+        };
+    }
+    if !num.is_empty() {
+        return Err(format!("{s:?} is missing a unit (ms, s, m, h)"));
+    }
+    Ok(total as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_forms() {
+        let p = parse_publish("8080:80").unwrap();
+        assert_eq!((p.published, p.target, p.protocol), (Some(8080), 80, Protocol::Tcp));
+        let p = parse_publish("53:53/udp").unwrap();
+        assert_eq!(p.protocol, Protocol::Udp);
+        let p = parse_publish("80").unwrap();
+        assert_eq!((p.published, p.target), (None, 80));
+        let p = parse_publish("published=8080,target=80,mode=host").unwrap();
+        assert_eq!((p.published, p.target, p.mode), (Some(8080), 80, PublishMode::Host));
+        // Out-of-range numbers parse; the manager refuses them naming the field.
+        assert_eq!(parse_publish("70000:80").unwrap().published, Some(70000));
+        assert!(parse_publish("a:80").is_err());
+        assert!(parse_publish("80/xyz").is_err());
+        assert!(parse_publish("published=1").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("5s").unwrap(), 5000);
+        assert_eq!(parse_duration_ms("100ms").unwrap(), 100);
+        assert_eq!(parse_duration_ms("1m30s").unwrap(), 90_000);
+        assert_eq!(parse_duration_ms("7").unwrap(), 7000);
+        assert!(parse_duration_ms("5x").is_err());
+        assert!(parse_duration_ms("5s3").is_err());
+    }
+}

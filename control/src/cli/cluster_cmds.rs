@@ -1,0 +1,126 @@
+//! `init`, `join`, `join-token`, `leave`.
+
+use super::{Client, HostOpt};
+use crate::model::Role;
+use crate::node::{InitOptions, JoinOptions, LocalReply, LocalRequest};
+use crate::rpc::messages::{ApiRequest, ApiResponse};
+use anyhow::bail;
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub host: HostOpt,
+    /// Address other nodes reach this one on (ip or ip:port).
+    #[arg(long)]
+    pub advertise_addr: String,
+    /// Manager listen address.
+    #[arg(long)]
+    pub listen_addr: Option<String>,
+    /// Pools overlay subnets are carved from (repeatable).
+    #[arg(long)]
+    pub default_addr_pool: Vec<String>,
+    /// Prefix length of carved subnets.
+    #[arg(long, default_value_t = 24)]
+    pub default_addr_pool_mask_length: u8,
+    /// Restart as a single-manager cluster from this manager's state (lost quorum).
+    #[arg(long)]
+    pub force_new_cluster: bool,
+    /// Tasks kept per slot.
+    #[arg(long)]
+    pub task_history_limit: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct JoinArgs {
+    #[command(flatten)]
+    pub host: HostOpt,
+    #[arg(long)]
+    pub token: String,
+    #[arg(long)]
+    pub advertise_addr: Option<String>,
+    #[arg(long)]
+    pub listen_addr: Option<String>,
+    /// A manager, host:port.
+    pub remote: String,
+}
+
+#[derive(Args, Debug)]
+pub struct JoinTokenArgs {
+    #[command(flatten)]
+    pub host: HostOpt,
+    /// worker or manager
+    pub role: String,
+    #[arg(long)]
+    pub rotate: bool,
+    /// Print only the token.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LeaveArgs {
+    #[command(flatten)]
+    pub host: HostOpt,
+    #[arg(long, short = 'f')]
+    pub force: bool,
+}
+
+pub async fn init(a: InitArgs) -> anyhow::Result<()> {
+    let c = Client::from_host(&a.host.host)?;
+    let reply = c
+        .call(LocalRequest::Init(InitOptions {
+            advertise_addr: a.advertise_addr,
+            listen_addr: a.listen_addr,
+            default_addr_pool: a.default_addr_pool,
+            default_addr_pool_mask_length: a.default_addr_pool_mask_length,
+            force_new_cluster: a.force_new_cluster,
+            task_history_limit: a.task_history_limit,
+        }))
+        .await?;
+    let LocalReply::Initialized { node_id, worker_token, manager_addr, .. } = reply else { bail!("unexpected reply {reply:?}") };
+    println!("Cluster initialized: current node ({node_id}) is now a manager.\n");
+    println!("To add a worker to this cluster, run the following command:\n");
+    println!("    shoal join --token {worker_token} {manager_addr}\n");
+    println!("To add a manager to this cluster, run 'shoal join-token manager' and follow the instructions.\n");
+    Ok(())
+}
+
+pub async fn join(a: JoinArgs) -> anyhow::Result<()> {
+    let c = Client::from_host(&a.host.host)?;
+    let reply = c
+        .call(LocalRequest::Join(JoinOptions { token: a.token, remote: a.remote, advertise_addr: a.advertise_addr, listen_addr: a.listen_addr }))
+        .await?;
+    let LocalReply::Joined { role, .. } = reply else { bail!("unexpected reply {reply:?}") };
+    println!("This node joined a cluster as a {}.", role.as_str());
+    Ok(())
+}
+
+pub async fn join_token(a: JoinTokenArgs) -> anyhow::Result<()> {
+    let role: Role = a.role.parse().map_err(|e: String| anyhow::anyhow!("{e}"))?;
+    let c = Client::from_host(&a.host.host)?;
+    let rotate = a.rotate.then_some(role);
+    let ApiResponse::JoinTokens { worker, manager } = c.api(ApiRequest::JoinTokens { rotate }).await? else { bail!("unexpected reply") };
+    let token = if role == Role::Worker { worker } else { manager };
+    if a.quiet {
+        println!("{token}");
+        return Ok(());
+    }
+    if a.rotate {
+        println!("Successfully rotated {} join token.\n", role.as_str());
+    }
+    let addr = match c.call(LocalRequest::Info).await? {
+        LocalReply::Info(i) => i.manager_addr.unwrap_or_default(),
+        _ => String::new(),
+    };
+    println!("To add a {} to this cluster, run the following command:\n", role.as_str());
+    println!("    shoal join --token {token} {addr}\n");
+    Ok(())
+}
+
+pub async fn leave(a: LeaveArgs) -> anyhow::Result<()> {
+    let c = Client::from_host(&a.host.host)?;
+    c.call(LocalRequest::Leave { force: a.force }).await?;
+    println!("Node left the cluster.");
+    Ok(())
+}

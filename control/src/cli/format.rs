@@ -1,0 +1,172 @@
+//! Docker-looking output: tables padded like Docker's tabwriter (min width 20, padding 3).
+
+use crate::manager::ClusterView;
+use crate::model::{Role, ServiceMode, Task, TaskState};
+use std::fmt::Write;
+
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let cols = header.len();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate().take(cols) {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cols {
+                s.push_str(c);
+            } else {
+                let w = (widths[i] + 3).max(20);
+                let _ = write!(s, "{c:<w$}");
+            }
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+pub fn short(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+/// "Running 5 seconds ago" style ages.
+pub fn ago(then_ms: u64, now_ms: u64) -> String {
+    let s = now_ms.saturating_sub(then_ms) / 1000;
+    match s {
+        0 => "Less than a second ago".into(),
+        1 => "1 second ago".into(),
+        2..=59 => format!("{s} seconds ago"),
+        60..=119 => "About a minute ago".into(),
+        120..=3599 => format!("{} minutes ago", s / 60),
+        3600..=7199 => "About an hour ago".into(),
+        _ => format!("{} hours ago", s / 3600),
+    }
+}
+
+fn title(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+pub fn node_table(v: &ClusterView, self_id: Option<&str>) -> String {
+    let mut rows = vec![];
+    let mut nodes: Vec<_> = v.state.nodes.values().collect();
+    nodes.sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.id.cmp(&b.id)));
+    for n in nodes {
+        let id = if Some(n.id.as_str()) == self_id { format!("{} *", n.id) } else { n.id.clone() };
+        let mgr = if n.role == Role::Manager {
+            if v.leader == Some(n.raft_id) {
+                "Leader"
+            } else if v.voters.contains(&n.raft_id) && n.state != crate::model::NodeState::Down {
+                "Reachable"
+            } else {
+                "Unreachable"
+            }
+        } else {
+            ""
+        };
+        rows.push(vec![id, n.hostname.clone(), title(n.state.as_str()), title(n.availability.as_str()), mgr.to_string(), env!("CARGO_PKG_VERSION").to_string()]);
+    }
+    table(&["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"], &rows)
+}
+
+pub fn ports_text(ports: &[crate::model::PortConfig]) -> String {
+    ports
+        .iter()
+        .map(|p| format!("*:{}->{}/{}", p.published.map(|x| x.to_string()).unwrap_or_default(), p.target, p.protocol.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn service_table(v: &ClusterView) -> String {
+    let mut services: Vec<_> = v.state.services.values().collect();
+    services.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    let rows = services
+        .iter()
+        .map(|s| {
+            let running = v
+                .state
+                .tasks
+                .values()
+                .filter(|t| t.service_id == s.id && t.status.state == TaskState::Running && t.desired_state == TaskState::Running)
+                .count();
+            let (mode, desired) = match s.spec.mode {
+                ServiceMode::Replicated { replicas } => ("replicated", replicas.max(0) as usize),
+                ServiceMode::Global => (
+                    "global",
+                    v.state.tasks.values().filter(|t| t.service_id == s.id && t.desired_state == TaskState::Running).count(),
+                ),
+            };
+            vec![short(&s.id), s.spec.name.clone(), mode.to_string(), format!("{running}/{desired}"), s.spec.image.clone(), ports_text(&s.ports)]
+        })
+        .collect::<Vec<_>>();
+    table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], &rows)
+}
+
+/// `service ps`: newest task of each slot first, its history below as `\_ name`.
+pub fn service_ps_table(v: &ClusterView, service_ids: &[String], now_ms: u64) -> String {
+    let mut rows = vec![];
+    for sid in service_ids {
+        let Some(svc) = v.state.services.get(sid) else { continue };
+        let mut tasks: Vec<&Task> = v.state.tasks.values().filter(|t| &t.service_id == sid).collect();
+        tasks.sort_by(|a, b| {
+            (a.slot, a.node_id.clone()).cmp(&(b.slot, b.node_id.clone())).then(b.seq.cmp(&a.seq))
+        });
+        let mut prev: Option<(u64, Option<String>)> = None;
+        for t in tasks {
+            let key = (t.slot, if t.slot == 0 { t.node_id.clone() } else { None });
+            let base = if t.slot > 0 { format!("{}.{}", svc.spec.name, t.slot) } else { format!("{}.{}", svc.spec.name, t.node_id.clone().unwrap_or_default()) };
+            let name = if prev.as_ref() == Some(&key) { format!(" \\_ {base}") } else { base };
+            prev = Some(key);
+            let node = t.node_id.as_ref().and_then(|n| v.state.nodes.get(n)).map(|n| n.hostname.clone()).unwrap_or_default();
+            let current = format!("{} {}", title(t.status.state.as_str()), ago(t.status.timestamp_ms, now_ms));
+            let error = t.status.err.clone().unwrap_or_else(|| {
+                if t.status.state == TaskState::Pending || t.status.state.is_terminal() && t.status.state != TaskState::Shutdown && t.status.state != TaskState::Complete {
+                    t.status.message.clone()
+                } else {
+                    String::new()
+                }
+            });
+            let error = if error.is_empty() { String::new() } else { format!("\"{error}\"") };
+            rows.push(vec![short(&t.id), name, svc.spec.image.clone(), node, title(t.desired_state.as_str()), current, error, String::new()]);
+        }
+    }
+    table(&["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"], &rows)
+}
+
+pub fn network_table(v: &ClusterView) -> String {
+    let mut nets: Vec<_> = v.state.networks.values().collect();
+    nets.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    let rows = nets.iter().map(|n| vec![short(&n.id), n.spec.name.clone(), n.spec.driver.clone(), "swarm".to_string()]).collect::<Vec<_>>();
+    table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_pads_like_docker() {
+        let t = table(&["ID", "NAME"], &[vec!["abc".into(), "web".into()]]);
+        assert_eq!(t, format!("{:<20}NAME\n{:<20}web\n", "ID", "abc"));
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(ago(0, 500), "Less than a second ago");
+        assert_eq!(ago(0, 5000), "5 seconds ago");
+        assert_eq!(ago(0, 90_000), "About a minute ago");
+        assert_eq!(ago(0, 600_000), "10 minutes ago");
+    }
+}

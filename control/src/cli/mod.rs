@@ -1,0 +1,86 @@
+//! Cluster verbs of the `shoal` CLI, with Docker's names, flags and output. They talk to the
+//! local node's API on a unix socket (`--host unix:///path` or `SHOAL_HOST`), like `docker`
+//! talks to dockerd; the node forwards cluster calls to the managers.
+
+mod args;
+mod client;
+mod cluster_cmds;
+mod daemon;
+mod format;
+mod network_cmds;
+mod node_cmds;
+mod progress;
+mod secret_cmds;
+mod service_cmds;
+
+pub use args::{parse_port, parse_publish};
+pub use client::Client;
+pub use format::{node_table, service_ps_table, service_table};
+
+use clap::{Args, Subcommand};
+
+/// Where the local node's API is.
+#[derive(Args, Debug, Clone)]
+pub struct HostOpt {
+    /// Node API socket, e.g. unix:///run/shoal/shoal.sock
+    #[arg(long = "host", short = 'H', env = "SHOAL_HOST", global = true, default_value = "unix:///run/shoal/shoal.sock")]
+    pub host: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Initialise a cluster with this node as the first manager.
+    Init(cluster_cmds::InitArgs),
+    /// Join a cluster as a worker or manager.
+    Join(cluster_cmds::JoinArgs),
+    /// Print (or rotate) the join token for workers or managers.
+    #[command(name = "join-token")]
+    JoinToken(cluster_cmds::JoinTokenArgs),
+    /// Leave the cluster.
+    Leave(cluster_cmds::LeaveArgs),
+    /// Manage nodes.
+    Node {
+        #[command(flatten)]
+        host: HostOpt,
+        #[command(subcommand)]
+        cmd: node_cmds::NodeCmd,
+    },
+    /// Manage networks.
+    Network {
+        #[command(flatten)]
+        host: HostOpt,
+        #[command(subcommand)]
+        cmd: network_cmds::NetworkCmd,
+    },
+    /// Manage services.
+    Service {
+        #[command(flatten)]
+        host: HostOpt,
+        #[command(subcommand)]
+        cmd: service_cmds::ServiceCmd,
+    },
+    /// Manage secrets.
+    Secret {
+        #[command(flatten)]
+        host: HostOpt,
+        #[command(subcommand)]
+        cmd: secret_cmds::SecretCmd,
+    },
+    /// Run only the control runtime (until `shoal daemon` embeds it).
+    #[command(name = "control-daemon", hide = true)]
+    ControlDaemon(daemon::DaemonArgs),
+}
+
+pub async fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Init(a) => cluster_cmds::init(a).await,
+        Command::Join(a) => cluster_cmds::join(a).await,
+        Command::JoinToken(a) => cluster_cmds::join_token(a).await,
+        Command::Leave(a) => cluster_cmds::leave(a).await,
+        Command::Node { host, cmd } => node_cmds::run(Client::from_host(&host.host)?, cmd).await,
+        Command::Network { host, cmd } => network_cmds::run(Client::from_host(&host.host)?, cmd).await,
+        Command::Service { host, cmd } => service_cmds::run(Client::from_host(&host.host)?, cmd).await,
+        Command::Secret { host, cmd } => secret_cmds::run(Client::from_host(&host.host)?, cmd).await,
+        Command::ControlDaemon(a) => daemon::run(a).await,
+    }
+}

@@ -1,0 +1,90 @@
+//! `network create|ls|inspect|rm`.
+
+use super::format::network_table;
+use super::Client;
+use crate::model::NetworkSpec;
+use crate::state::{Command, Response};
+use clap::Subcommand;
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCmd {
+    /// Create an overlay network.
+    Create {
+        #[arg(long, short = 'd', default_value = "overlay")]
+        driver: String,
+        #[arg(long)]
+        subnet: Option<String>,
+        #[arg(long)]
+        gateway: Option<String>,
+        #[arg(long)]
+        attachable: bool,
+        /// Driver options, e.g. --opt encrypted
+        #[arg(long = "opt", short = 'o')]
+        opt: Vec<String>,
+        #[arg(long)]
+        label: Vec<String>,
+        name: String,
+    },
+    /// List networks.
+    Ls {
+        #[arg(long, default_value = "table")]
+        format: String,
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
+    /// Show networks in detail (JSON).
+    Inspect { networks: Vec<String> },
+    /// Remove networks.
+    Rm { networks: Vec<String> },
+}
+
+pub async fn run(c: Client, cmd: NetworkCmd) -> anyhow::Result<()> {
+    match cmd {
+        NetworkCmd::Create { driver, subnet, gateway, attachable, opt, label, name } => {
+            let subnet = subnet.map(|s| s.parse().map_err(|_| anyhow::anyhow!("invalid --subnet {s:?}: use CIDR like 10.0.9.0/24"))).transpose()?;
+            let gateway = gateway.map(|g| g.parse().map_err(|_| anyhow::anyhow!("invalid --gateway {g:?}: use an IPv4 address"))).transpose()?;
+            let spec = NetworkSpec {
+                name,
+                driver,
+                subnet,
+                gateway,
+                attachable,
+                ingress: false,
+                options: opt.iter().map(|o| super::args::parse_kv(o)).collect(),
+                labels: label.iter().map(|o| super::args::parse_kv(o)).collect(),
+            };
+            if let Response::Created { id } = c.propose(Command::CreateNetwork { spec }).await? {
+                println!("{id}");
+            }
+        }
+        NetworkCmd::Ls { format, quiet } => {
+            let v = c.view().await?;
+            if quiet {
+                for n in v.state.networks.values() {
+                    println!("{}", n.id);
+                }
+            } else if format == "json" {
+                for n in v.state.networks.values() {
+                    println!("{}", serde_json::to_string(n)?);
+                }
+            } else {
+                print!("{}", network_table(&v));
+            }
+        }
+        NetworkCmd::Inspect { networks } => {
+            let v = c.view().await?;
+            let mut out = vec![];
+            for n in &networks {
+                out.push(v.state.find_network(n).map_err(|e| anyhow::anyhow!("Error response from daemon: {e}"))?.clone());
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        NetworkCmd::Rm { networks } => {
+            for n in networks {
+                c.propose(Command::RemoveNetwork { network: n.clone() }).await?;
+                println!("{n}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! `service create|ls|ps|inspect|scale|rm`.
+
+use super::args::{parse_duration_ms, parse_kv, parse_publish};
+use super::format::{service_ps_table, service_table};
+use super::Client;
+use crate::model::{EndpointMode, RestartCondition, ServiceMode, ServiceSpec};
+use crate::state::{Command, Response};
+use clap::{Args, Subcommand};
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, allow_negative_numbers = true)]
+    pub replicas: Option<i64>,
+    /// replicated or global
+    #[arg(long, default_value = "replicated")]
+    pub mode: String,
+    /// published:target[/proto] or published=..,target=..,protocol=..,mode=..
+    #[arg(long = "publish", short = 'p')]
+    pub publish: Vec<String>,
+    #[arg(long)]
+    pub constraint: Vec<String>,
+    #[arg(long)]
+    pub network: Vec<String>,
+    #[arg(long = "env", short = 'e')]
+    pub env: Vec<String>,
+    #[arg(long = "label", short = 'l')]
+    pub label: Vec<String>,
+    /// vip or dnsrr
+    #[arg(long, default_value = "vip")]
+    pub endpoint_mode: String,
+    /// none, on-failure or any
+    #[arg(long)]
+    pub restart_condition: Option<String>,
+    #[arg(long)]
+    pub restart_delay: Option<String>,
+    #[arg(long)]
+    pub restart_max_attempts: Option<u64>,
+    #[arg(long)]
+    pub restart_window: Option<String>,
+    #[arg(long)]
+    pub replicas_max_per_node: Option<u64>,
+    #[arg(long)]
+    pub secret: Vec<String>,
+    /// Return at once instead of waiting for the service to converge.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+    pub image: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCmd {
+    /// Create a service.
+    Create(Box<CreateArgs>),
+    /// List services.
+    Ls {
+        #[arg(long, default_value = "table")]
+        format: String,
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
+    /// List the tasks of services.
+    Ps {
+        #[arg(long, default_value = "table")]
+        format: String,
+        services: Vec<String>,
+    },
+    /// Show services in detail (JSON).
+    Inspect { services: Vec<String> },
+    /// Scale replicated services: SERVICE=REPLICAS...
+    Scale {
+        #[arg(long, short = 'd')]
+        detach: bool,
+        targets: Vec<String>,
+    },
+    /// Remove services.
+    Rm { services: Vec<String> },
+}
+
+pub fn build_spec(a: &CreateArgs) -> anyhow::Result<ServiceSpec> {
+    let name = a.name.clone().unwrap_or_else(|| {
+        // Docker picks a random name; use the image's last path part and a short random suffix.
+        let base = a.image.rsplit('/').next().unwrap_or("svc").split(':').next().unwrap_or("svc").to_string();
+        format!("{base}-{}", &crate::model::random_id()[..6])
+    });
+    let mut s = ServiceSpec::new(name, a.image.clone());
+    s.args = a.args.clone();
+    s.env = a.env.clone();
+    s.labels = a.label.iter().map(|l| parse_kv(l)).collect();
+    s.mode = match a.mode.as_str() {
+        "replicated" => ServiceMode::Replicated { replicas: a.replicas.unwrap_or(1) },
+        "global" => {
+            if a.replicas.is_some() {
+                anyhow::bail!("--replicas can only be used with replicated mode");
+            }
+            ServiceMode::Global
+        }
+        m => anyhow::bail!("invalid --mode {m:?}: use replicated or global"),
+    };
+    s.networks = a.network.clone();
+    s.endpoint.mode = match a.endpoint_mode.as_str() {
+        "vip" => EndpointMode::Vip,
+        "dnsrr" => EndpointMode::Dnsrr,
+        m => anyhow::bail!("invalid --endpoint-mode {m:?}: use vip or dnsrr"),
+    };
+    for p in &a.publish {
+        s.endpoint.ports.push(parse_publish(p).map_err(|e| anyhow::anyhow!("invalid --publish {p:?}: {e}"))?);
+    }
+    s.placement.constraints = a.constraint.clone();
+    s.placement.max_replicas_per_node = a.replicas_max_per_node.unwrap_or(0);
+    if let Some(c) = &a.restart_condition {
+        s.restart.condition = match c.as_str() {
+            "none" => RestartCondition::None,
+            "on-failure" => RestartCondition::OnFailure,
+            "any" => RestartCondition::Any,
+            _ => anyhow::bail!("invalid --restart-condition {c:?}: use none, on-failure or any"),
+        };
+    }
+    if let Some(d) = &a.restart_delay {
+        s.restart.delay_ms = parse_duration_ms(d).map_err(|e| anyhow::anyhow!("invalid --restart-delay: {e}"))?;
+    }
+    if let Some(n) = a.restart_max_attempts {
+        s.restart.max_attempts = n;
+    }
+    if let Some(w) = &a.restart_window {
+        s.restart.window_ms = parse_duration_ms(w).map_err(|e| anyhow::anyhow!("invalid --restart-window: {e}"))?;
+    }
+    s.secrets = a.secret.clone();
+    Ok(s)
+}
+
+pub async fn run(c: Client, cmd: ServiceCmd) -> anyhow::Result<()> {
+    match cmd {
+        ServiceCmd::Create(a) => {
+            let spec = build_spec(&a)?;
+            let Response::Created { id } = c.propose(Command::CreateService { spec }).await? else { anyhow::bail!("no service id returned") };
+            println!("{id}");
+            if !a.detach {
+                wait_converged(&c, &id).await?;
+            }
+        }
+        ServiceCmd::Ls { format, quiet } => {
+            let v = c.view().await?;
+            if quiet {
+                for s in v.state.services.values() {
+                    println!("{}", s.id);
+                }
+            } else if format == "json" {
+                for s in v.state.services.values() {
+                    println!("{}", serde_json::to_string(s)?);
+                }
+            } else {
+                print!("{}", service_table(&v));
+            }
+        }
+        ServiceCmd::Ps { format, services } => {
+            let v = c.view().await?;
+            let mut ids = vec![];
+            for s in &services {
+                ids.push(v.state.find_service(s).map_err(|e| anyhow::anyhow!("Error response from daemon: {e}"))?.id.clone());
+            }
+            if format == "json" {
+                for t in v.state.tasks.values().filter(|t| ids.contains(&t.service_id)) {
+                    println!("{}", serde_json::to_string(t)?);
+                }
+            } else {
+                print!("{}", service_ps_table(&v, &ids, crate::manager::now_ms()));
+            }
+        }
+        ServiceCmd::Inspect { services } => {
+            let v = c.view().await?;
+            let mut out = vec![];
+            for s in &services {
+                out.push(v.state.find_service(s).map_err(|e| anyhow::anyhow!("Error response from daemon: {e}"))?.clone());
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        ServiceCmd::Scale { detach, targets } => {
+            let mut scaled = vec![];
+            for t in &targets {
+                let (name, n) = t.split_once('=').ok_or_else(|| anyhow::anyhow!("invalid scale specifier {t:?}: use SERVICE=REPLICAS"))?;
+                let replicas: i64 = n.parse().map_err(|_| anyhow::anyhow!("invalid replicas value {n:?} for {name}"))?;
+                c.propose(Command::ScaleService { service: name.to_string(), replicas }).await?;
+                println!("{name} scaled to {replicas}");
+                scaled.push(name.to_string());
+            }
+            if !detach {
+                let v = c.view().await?;
+                for name in scaled {
+                    if let Ok(s) = v.state.find_service(&name) {
+                        wait_converged(&c, &s.id.clone()).await?;
+                    }
+                }
+            }
+        }
+        ServiceCmd::Rm { services } => {
+            for s in services {
+                c.propose(Command::RemoveService { service: s.clone() }).await?;
+                println!("{s}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Redraw the progress until every task runs.
+async fn wait_converged(c: &Client, id: &str) -> anyhow::Result<()> {
+    let tty = std::io::stdout().is_terminal();
+    let mut drawn = 0usize;
+    let mut last: Vec<String> = vec![];
+    loop {
+        let v = c.view().await?;
+        let (lines, done) = super::progress::render(&v, id);
+        if tty && lines != last {
+            let mut out = std::io::stdout().lock();
+            if drawn > 0 {
+                write!(out, "\x1b[{drawn}A\x1b[J")?;
+            }
+            for l in &lines {
+                writeln!(out, "{l}")?;
+            }
+            out.flush()?;
+            drawn = lines.len();
+        }
+        last = lines;
+        if done {
+            if !tty {
+                for l in &last {
+                    println!("{l}");
+                }
+            }
+            println!("verify: Service converged");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
