@@ -53,8 +53,11 @@ async fn task_listener_answers_its_networks_and_follows_zone_changes() {
     // Networks of a task can change; detaching closes its listener.
     server.set_task_networks("t-back", vec!["front".into(), "back".into()]).unwrap();
     assert_eq!(a_records(&ask_udp(back, "web", RecordType::A).await), ips(&["10.0.1.2"]));
-    server.detach_task("t-back").unwrap();
-    assert!(server.detach_task("t-back").is_err());
+    server.detach_task("t-back").await.unwrap();
+    assert!(server.detach_task("t-back").await.is_err());
+    // Its sockets are closed: the address can be bound again.
+    std::net::UdpSocket::bind(back).expect("detached task's UDP port is free");
+    std::net::TcpListener::bind(back).expect("detached task's TCP port is free");
     let names: Vec<String> = server.attached_tasks().into_iter().map(|(id, _)| id).collect();
     assert_eq!(names, vec!["t-front".to_string()]);
 }

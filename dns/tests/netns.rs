@@ -108,7 +108,7 @@ fn tasks_resolve_their_networks_and_forward_the_rest() {
             assert_eq!(dig(fb.clone(), "tasks.web", "A", &[]).await.unwrap(), ok(&["10.0.1.9"]));
 
             // Detached: nothing listens any more.
-            server.detach_task("back").unwrap();
+            server.detach_task("back").await.unwrap();
             let bb = b.clone();
             let out = tokio::task::spawn_blocking(move || {
                 bb.exec(&["dig", "@127.0.0.11", "+tries=1", "+time=1", "web"])

@@ -62,6 +62,19 @@ struct Serving {
     stats: Arc<ListenerStats>,
 }
 
+impl Serving {
+    /// Aborts the loops and waits for them to be dropped.
+    async fn stop(mut self) {
+        let handles = std::mem::take(&mut self.handles);
+        for handle in &handles {
+            handle.abort();
+        }
+        for handle in handles {
+            let _ = handle.await;
+        }
+    }
+}
+
 impl Drop for Serving {
     fn drop(&mut self) {
         for handle in &self.handles {
@@ -139,12 +152,17 @@ impl DnsServer {
         Ok(())
     }
 
-    /// Stops serving the task (its sockets close). Unknown ids are an error.
-    pub fn detach_task(&self, task_id: &str) -> Result<(), DnsError> {
-        self.lock_tasks()
+    /// Stops serving the task and waits until its listening loops are gone (its sockets are then
+    /// closed, unless a forwarded query is still waiting for its upstream). Unknown ids are an
+    /// error.
+    pub async fn detach_task(&self, task_id: &str) -> Result<(), DnsError> {
+        let entry = self
+            .lock_tasks()
             .remove(task_id)
-            .map(|_| ())
-            .ok_or_else(|| DnsError::UnknownTask(task_id.to_string()))
+            .ok_or_else(|| DnsError::UnknownTask(task_id.to_string()))?;
+        entry.serving.stop().await;
+        tracing::debug!(task = task_id, "task DNS detached");
+        Ok(())
     }
 
     /// Ids of the attached tasks with their listening address.
