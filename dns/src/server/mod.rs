@@ -201,10 +201,17 @@ impl DnsServer {
         Ok(local)
     }
 
-    /// Stops every listener (tasks and host side).
-    pub fn shutdown(&self) {
-        self.lock_tasks().clear();
-        self.hosts.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    /// Stops every listener (tasks and host side) and waits until their loops are gone.
+    pub async fn shutdown(&self) {
+        let tasks: Vec<TaskEntry> = self.lock_tasks().drain().map(|(_, entry)| entry).collect();
+        let hosts: Vec<Serving> = self.hosts.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        for entry in tasks {
+            entry.serving.stop().await;
+        }
+        for host in hosts {
+            host.stop().await;
+        }
+        tracing::debug!("DNS server stopped");
     }
 
     fn check_new_task(&self, task_id: &str) -> Result<(), DnsError> {
@@ -284,7 +291,9 @@ impl DnsServer {
 
 impl Drop for DnsServer {
     fn drop(&mut self) {
-        self.shutdown();
+        // Aborts every loop (each `Serving` aborts its tasks on drop); `shutdown` also waits.
+        self.lock_tasks().clear();
+        self.hosts.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 

@@ -238,7 +238,7 @@ impl NodeServer {
                 }
                 ready_tx.send(server.clone()).unwrap();
                 let _ = stop_rx.await;
-                server.shutdown();
+                server.shutdown().await;
             });
         });
         let server = ready_rx.recv().expect("node server started");
