@@ -293,3 +293,19 @@ async fn ipv4_and_ipv6_listeners_on_one_thread_both_answer() {
         assert_eq!(a_records(&msg), ips(&["10.0.1.3"]));
     }
 }
+
+#[tokio::test]
+async fn host_listener_forwards_other_names_only_when_asked() {
+    let upstream = FakeUpstream::start().await;
+    let forwarding = DnsServer::new(DnsConfig {
+        host_forward: true,
+        ..config(vec![upstream.addr])
+    })
+    .unwrap();
+    let host = forwarding.serve_host(any_port()).unwrap();
+    assert_eq!(a_records(&ask_udp(host, "www.ext.test", RecordType::A).await), ips(&["10.9.9.9"]));
+    let refusing = DnsServer::new(config(vec![upstream.addr])).unwrap();
+    let host = refusing.serve_host(any_port()).unwrap();
+    assert_eq!(ask_udp(host, "www.ext.test", RecordType::A).await.metadata.response_code, ResponseCode::Refused);
+    assert_eq!(upstream.count("www.ext.test."), 1);
+}
