@@ -2,6 +2,7 @@
 
 mod agent;
 mod cli;
+mod daemon;
 mod doctor;
 mod lab;
 mod whoami;

@@ -1,4 +1,219 @@
 //! The node agent: runs the tasks assigned to this node and wires the overlay, the load
 //! balancers and DNS from the dispatcher's stream.
+//!
+//! One loop: on every new view (and on a short tick, to notice exits) it stops what is no longer
+//! wanted, reconciles the data plane, starts what is wanted, and reports task states. The data
+//! plane is reconciled from the whole view each time (plan-then-apply makes that cheap and
+//! idempotent), so a missed update or a restart repairs itself.
 
+pub mod desired;
 pub mod executor;
+pub mod zone;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use shoal_control::dispatcher::messages::Assignment;
+use shoal_control::model::{TaskState, TaskStatus};
+use shoal_control::node::NodeControl;
+use tokio::sync::watch;
+
+use executor::{Executor, Image, ProcessState, TaskRun};
+
+pub struct AgentConfig {
+    pub node_id: String,
+    pub self_addr: Ipv4Addr,
+    /// Time between withdrawing a task from load balancers/DNS and sending it SIGTERM.
+    pub drain: Duration,
+    /// Time between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+    pub cgroup: Option<PathBuf>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn status(state: TaskState, message: &str, err: Option<String>) -> TaskStatus {
+    let mut s = TaskStatus::new(state, message, now_ms());
+    s.err = err;
+    s
+}
+
+pub async fn run(
+    ctl: NodeControl,
+    cfg: AgentConfig,
+    exec: Arc<dyn Executor>,
+    dns: Arc<shoal_dns::DnsServer>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let cfg = Arc::new(cfg);
+    let mut view = ctl.view();
+    let stopping: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut reported: HashMap<String, TaskState> = HashMap::new();
+    let mut failures = 0u32;
+    tracing::info!(node = %cfg.node_id, addr = %cfg.self_addr, "agent running");
+    loop {
+        let pause = Duration::from_millis(if failures == 0 { 500 } else { (250u64 << failures.min(5)).min(5000) });
+        tokio::select! {
+            _ = view.changed() => {}
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.changed() => return,
+        }
+        let snapshot = view.borrow().clone();
+        let v = &snapshot.view;
+        let running: BTreeSet<String> =
+            exec.known().into_iter().filter(|id| exec.state(id) == ProcessState::Running).collect();
+
+        // 1. Stop what is no longer wanted: it left the endpoint table already (it is not
+        //    running-and-desired), so after the drain period no new flow reaches it.
+        for id in &running {
+            let wanted = v.assignments.get(id).is_some_and(|a| a.task.desired_state <= TaskState::Running);
+            if wanted || !stopping.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone()) {
+                continue;
+            }
+            let (exec, ctl, cfg, stopping, id) = (exec.clone(), ctl.clone(), cfg.clone(), stopping.clone(), id.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(cfg.drain).await;
+                let grace = cfg.stop_grace;
+                let e = exec.clone();
+                let tid = id.clone();
+                let end = tokio::task::spawn_blocking(move || e.stop(&tid, grace)).await;
+                let msg = match end {
+                    Ok(Ok(ProcessState::Exited(code))) => format!("shutdown (exit {code})"),
+                    _ => "shutdown".to_string(),
+                };
+                ctl.report(vec![(id.clone(), status(TaskState::Shutdown, &msg, None))]).await;
+                tracing::info!(task = %id, "{msg}");
+                stopping.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            });
+        }
+
+        // 2. The data plane, from the whole view. Tasks still stopping keep their network.
+        let keep: BTreeSet<String> = running.iter().cloned().collect();
+        let desired = desired::node_state(v, &cfg.node_id, cfg.self_addr, &keep);
+        match tokio::task::spawn_blocking(move || shoal_dataplane::overlay::reconcile(&desired)).await {
+            Ok(Ok(report)) => {
+                failures = 0;
+                if !report.ops.is_empty() {
+                    tracing::info!(changes = report.ops.len(), "data plane reconciled");
+                }
+            }
+            Ok(Err(e)) => {
+                failures += 1;
+                tracing::warn!(error = %e, attempt = failures, "data plane reconcile failed; retrying");
+                continue;
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::error!(error = %e, "data plane reconcile panicked");
+                continue;
+            }
+        }
+
+        // 3. DNS: the zone from the view; every live local task served in its namespace (also
+        //    tasks adopted after a restart: the sockets died with the old process).
+        if let Err(e) = dns.set_zone(&zone::zone(v)) {
+            tracing::warn!(error = %e, "DNS zone rejected");
+        }
+        let attached: HashSet<String> = dns.attached_tasks().into_iter().map(|(id, _)| id).collect();
+        for id in running.iter().filter(|id| !attached.contains(*id)) {
+            if let Some(a) = v.assignments.get(id) {
+                attach_dns(&dns, a, v).await;
+            }
+        }
+
+        // 4. Start what is wanted, report what ended.
+        let mut reports = Vec::new();
+        for a in v.assignments.values() {
+            let id = &a.task.id;
+            if a.task.desired_state > TaskState::Running || a.task.status.state.is_terminal() {
+                continue;
+            }
+            match exec.state(id) {
+                ProcessState::Unknown if a.task.not_before_ms <= now_ms() => {
+                    let run = match task_run(a, &cfg) {
+                        Ok(run) => run,
+                        Err(e) => {
+                            reports.push((id.clone(), status(TaskState::Rejected, "rejected", Some(e.to_string()))));
+                            continue;
+                        }
+                    };
+                    // Names resolve from the first instruction the task runs.
+                    attach_dns(&dns, a, v).await;
+                    let e = exec.clone();
+                    let started = tokio::task::spawn_blocking(move || e.start(&run)).await;
+                    match (started, exec.state(id)) {
+                        (Ok(Ok(())), ProcessState::Running) => {
+                            reports.push((id.clone(), status(TaskState::Running, "started", None)));
+                        }
+                        (Ok(Err(err)), _) => reports.push((id.clone(), status(TaskState::Failed, "start failed", Some(err.to_string())))),
+                        _ => {} // exited at once: reported below on the next pass
+                    }
+                }
+                ProcessState::Running if a.task.status.state < TaskState::Running && reported.get(id) != Some(&TaskState::Running) => {
+                    reports.push((id.clone(), status(TaskState::Running, "running", None)));
+                }
+                ProcessState::Exited(code) if reported.get(id).is_none_or(|s| !s.is_terminal()) => {
+                    let (state, err) = if code == 0 {
+                        (TaskState::Complete, None)
+                    } else {
+                        (TaskState::Failed, Some(format!("task exited with code {code}")))
+                    };
+                    reports.push((id.clone(), status(state, &format!("exit {code}"), err)));
+                }
+                _ => {}
+            }
+        }
+        // Forget records of tasks the managers no longer assign here.
+        for id in exec.known() {
+            if !v.assignments.contains_key(&id) && !running.contains(&id) {
+                exec.remove(&id);
+                reported.remove(&id);
+                if attached.contains(&id) {
+                    let _ = dns.detach_task(&id).await;
+                }
+            }
+        }
+        if !reports.is_empty() {
+            for (id, s) in &reports {
+                reported.insert(id.clone(), s.state);
+            }
+            ctl.report(reports).await;
+        }
+    }
+}
+
+async fn attach_dns(dns: &shoal_dns::DnsServer, a: &Assignment, v: &shoal_control::dispatcher::AgentView) {
+    let networks: Vec<String> =
+        a.task.networks.iter().filter_map(|n| v.networks.get(&n.network_id).map(|net| net.name.clone())).collect();
+    let ns = shoal_dataplane::netns::path(&desired::task_netns(&a.task.id));
+    if let Err(e) = dns.attach_task(&a.task.id, &ns, networks).await {
+        tracing::warn!(task = %a.task.id, error = %e, "cannot serve DNS in the task");
+    }
+}
+
+fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<TaskRun, executor::spec::ImageError> {
+    let name = a.task.name(&a.service_name);
+    let image = Image::resolve(&a.spec.image, &a.spec.args)?;
+    let env = a
+        .spec
+        .env
+        .iter()
+        .map(|kv| kv.split_once('=').map_or((kv.clone(), String::new()), |(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    let ip = a.task.networks.first().map(|n| n.addr.to_string()).unwrap_or_default();
+    Ok(TaskRun {
+        id: a.task.id.clone(),
+        netns: desired::task_netns(&a.task.id),
+        image,
+        env,
+        resolv_conf: shoal_dns::resolv_conf_for_task(),
+        hosts: format!("127.0.0.1\tlocalhost\n{ip}\t{name}\n"),
+        cgroup: cfg.cgroup.clone(),
+        name,
+    })
+}

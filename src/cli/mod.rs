@@ -27,6 +27,8 @@ pub struct GlobalOpts {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run this node: the agent on every node, the manager role on managers.
+    Daemon(crate::daemon::DaemonArgs),
     /// A cluster of network namespaces on this machine, for trying and testing shoal.
     Lab(lab::LabArgs),
     /// This node's data plane: apply a desired state, show what exists.
@@ -56,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         shoal_dataplane::netns::enter_for_process(ns)?;
     }
     match cli.command {
+        Command::Daemon(args) => crate::daemon::run(args),
         Command::Lab(args) => lab::run(args),
         Command::Dataplane(cmd) => dataplane::run(cmd),
         Command::Whoami(args) => crate::whoami::run(args),

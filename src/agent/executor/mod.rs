@@ -38,7 +38,6 @@ pub trait Executor: Send + Sync {
     fn known(&self) -> Vec<String>;
     /// Forgets an ended task's records.
     fn remove(&self, id: &str);
-    fn log_dir(&self, id: &str) -> PathBuf;
 }
 
 /// One directory per task under `root`: spec.json, pid (the task's init, host PID), exit,
@@ -146,10 +145,6 @@ impl Executor for NamespaceExecutor {
 
     fn remove(&self, id: &str) {
         let _ = std::fs::remove_dir_all(self.dir(id));
-    }
-
-    fn log_dir(&self, id: &str) -> PathBuf {
-        self.dir(id)
     }
 }
 

@@ -1,0 +1,120 @@
+//! Pure translation of the dispatcher's view into the data plane's desired state for this node.
+//! Node names in the data plane are node ids.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use shoal_control::dispatcher::AgentView;
+use shoal_control::model::TaskState;
+use shoal_dataplane::state::{Endpoint, Network, NodeInfo, NodeState};
+
+/// The task's network namespace: task ids are unique in the cluster, and so on the machine.
+pub fn task_netns(task_id: &str) -> String {
+    format!("shoal-t-{task_id}")
+}
+
+/// `ip` or `ip:port` -> ip.
+fn ip_of(addr: &str) -> Option<Ipv4Addr> {
+    addr.rsplit_once(':').map_or(addr, |(ip, _)| ip).parse().ok()
+}
+
+/// Tasks of this node that must have their network (a process runs, or is about to).
+pub fn attached_tasks(view: &AgentView, running: &BTreeSet<String>) -> BTreeSet<String> {
+    view.assignments
+        .values()
+        .filter(|a| a.task.desired_state <= TaskState::Running && !a.task.status.state.is_terminal())
+        .map(|a| a.task.id.clone())
+        .chain(running.iter().cloned())
+        .collect()
+}
+
+/// Builds this node's desired data plane. `running` are local tasks whose process is alive: they
+/// keep their network until stopped, even when no longer assigned.
+pub fn node_state(view: &AgentView, node_id: &str, self_addr: Ipv4Addr, running: &BTreeSet<String>) -> NodeState {
+    let mut nodes: BTreeMap<String, Ipv4Addr> = BTreeMap::new();
+    nodes.insert(node_id.to_string(), self_addr);
+    for net in view.networks.values() {
+        for (id, addr) in &net.peers {
+            if let Some(ip) = ip_of(addr) {
+                nodes.entry(id.clone()).or_insert(ip);
+            }
+        }
+    }
+    for ep in view.endpoints.values() {
+        if let Some(ip) = ip_of(&ep.node_addr) {
+            nodes.entry(ep.node_id.clone()).or_insert(ip);
+        }
+    }
+    let net_name = |id: &str| view.networks.get(id).map(|n| n.name.clone());
+    let networks: Vec<Network> = view
+        .networks
+        .values()
+        .map(|n| Network {
+            name: n.name.clone(),
+            vni: n.vni,
+            subnet: n.subnet,
+            gateway: Some(n.gateway),
+            mtu: None,
+            lb_addresses: n.lb_addrs.iter().filter(|(node, _)| nodes.contains_key(*node)).map(|(k, v)| (k.clone(), *v)).collect(),
+        })
+        .collect();
+
+    let mut endpoints = Vec::new();
+    let local = attached_tasks(view, running);
+    for a in view.assignments.values().filter(|a| local.contains(&a.task.id)) {
+        // One interface per task (eth0) for now: a task joins its first network.
+        let Some(att) = a.task.networks.first() else { continue };
+        let Some(network) = net_name(&att.network_id) else { continue };
+        endpoints.push(Endpoint {
+            id: a.task.id.clone(),
+            network,
+            node: node_id.to_string(),
+            ip: att.addr,
+            mac: att.mac.parse().ok(),
+            netns: Some(task_netns(&a.task.id)),
+            healthy: a.task.is_endpoint(),
+            weight: a.task.weight.clamp(1, u16::MAX as u32) as u16,
+        });
+    }
+    for ep in view.endpoints.values().filter(|e| e.node_id != node_id) {
+        let Some(att) = ep.addresses.first() else { continue };
+        let Some(network) = net_name(&att.network_id) else { continue };
+        endpoints.push(Endpoint {
+            id: ep.task_id.clone(),
+            network,
+            node: ep.node_id.clone(),
+            ip: att.addr,
+            mac: att.mac.parse().ok(),
+            netns: None,
+            healthy: true,
+            weight: ep.weight.clamp(1, u16::MAX as u32) as u16,
+        });
+    }
+    NodeState {
+        node: node_id.to_string(),
+        nodes: nodes.into_iter().map(|(name, address)| NodeInfo { name, address }).collect(),
+        networks,
+        endpoints,
+        services: vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_with_or_without_port() {
+        assert_eq!(ip_of("192.168.33.10"), Some(Ipv4Addr::new(192, 168, 33, 10)));
+        assert_eq!(ip_of("192.168.33.10:2377"), Some(Ipv4Addr::new(192, 168, 33, 10)));
+        assert_eq!(ip_of("nonsense"), None);
+    }
+
+    #[test]
+    fn empty_view_is_a_valid_empty_node() {
+        let s = node_state(&AgentView::default(), "n1", Ipv4Addr::new(192, 168, 33, 10), &BTreeSet::new());
+        assert!(s.validate().is_ok());
+        assert_eq!(s.nodes.len(), 1);
+        assert!(s.networks.is_empty() && s.endpoints.is_empty());
+    }
+}

@@ -1,0 +1,98 @@
+//! Pure translation of the dispatcher's view into the DNS zone: per network, the services with
+//! their VIP and ports and the running tasks; the nodes for the host-side listener.
+
+use std::net::IpAddr;
+
+use shoal_control::dispatcher::AgentView;
+use shoal_control::model::{EndpointMode as CtlMode, Protocol};
+use shoal_dns::{EndpointMode, NetworkZone, NodeRecord, PortProtocol, PortRecord, ServiceRecord, TaskRecord, Zone};
+
+/// `<svc>.<slot>.<taskid>` -> slot.
+fn slot_of(task_name: &str) -> Option<u64> {
+    let mut parts = task_name.rsplitn(3, '.');
+    let _id = parts.next()?;
+    parts.next()?.parse().ok()
+}
+
+pub fn zone(view: &AgentView) -> Zone {
+    let mut networks = Vec::new();
+    for net in view.networks.values() {
+        let services = view
+            .services
+            .values()
+            .filter(|s| s.networks.iter().any(|n| n == &net.id || n == &net.name))
+            .map(|s| ServiceRecord {
+                name: s.name.clone(),
+                aliases: vec![],
+                endpoint_mode: match s.mode {
+                    CtlMode::Vip => EndpointMode::Vip,
+                    CtlMode::Dnsrr => EndpointMode::Dnsrr,
+                },
+                vip: s.vips.iter().find(|v| v.network_id == net.id).map(|v| IpAddr::V4(v.addr)),
+                ports: s
+                    .ports
+                    .iter()
+                    .filter_map(|p| {
+                        Some(PortRecord {
+                            name: None,
+                            protocol: match p.protocol {
+                                Protocol::Tcp => PortProtocol::Tcp,
+                                Protocol::Udp => PortProtocol::Udp,
+                                Protocol::Sctp => PortProtocol::Sctp,
+                            },
+                            port: u16::try_from(p.target).ok()?,
+                        })
+                    })
+                    .collect(),
+            })
+            // A VIP-mode service without a VIP on this network is not resolvable here.
+            .filter(|s| s.endpoint_mode == EndpointMode::Dnsrr || s.vip.is_some())
+            .collect();
+        let tasks = view
+            .endpoints
+            .values()
+            .filter_map(|t| {
+                let att = t.addresses.iter().find(|a| a.network_id == net.id)?;
+                let service = view.services.get(&t.service_id)?.name.clone();
+                Some(TaskRecord {
+                    id: t.task_id.clone(),
+                    service,
+                    slot: slot_of(&t.name),
+                    name: Some(t.name.clone()),
+                    ip: IpAddr::V4(att.addr),
+                    healthy: true, // the endpoint table holds only running, healthy tasks
+                    aliases: vec![],
+                })
+            })
+            .collect();
+        networks.push(NetworkZone { name: net.name.clone(), services, tasks });
+    }
+    let mut nodes: Vec<NodeRecord> = Vec::new();
+    for net in view.networks.values() {
+        for (id, addr) in &net.peers {
+            let ip = addr.rsplit_once(':').map_or(addr.as_str(), |(ip, _)| ip);
+            if let (Ok(address), false) = (ip.parse(), nodes.iter().any(|n| &n.name == id)) {
+                nodes.push(NodeRecord { name: id.clone(), address });
+            }
+        }
+    }
+    Zone { networks, nodes }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_come_from_task_names() {
+        assert_eq!(slot_of("vote.3.abcd"), Some(3));
+        assert_eq!(slot_of("vote.x.abcd"), None);
+        assert_eq!(slot_of("my.svc.2.abcd"), Some(2));
+    }
+
+    #[test]
+    fn empty_view_gives_an_empty_zone() {
+        let z = zone(&AgentView::default());
+        assert!(z.networks.is_empty() && z.nodes.is_empty());
+    }
+}

@@ -1,0 +1,267 @@
+//! End-to-end: `shoal daemon` in every node of a 3-node lab, `init` + `join`, an overlay network
+//! and a service; tasks run in their own namespaces on every node and reach each other; the
+//! agent is crash-only. Run as root by tests/run.sh.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const NODES: [(&str, &str); 3] = [("smgr", "192.168.33.10"), ("snode1", "192.168.33.20"), ("snode2", "192.168.33.30")];
+
+/// Daemons of one lab; killed by PID on drop, their files removed.
+struct Cluster {
+    lab: Lab,
+    dir: PathBuf,
+    daemons: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    fn up() -> Cluster {
+        let lab = Lab::up(3);
+        let dir = PathBuf::from(format!("/run/shoal/test-{}", lab.name));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut c = Cluster { lab, dir, daemons: Vec::new() };
+        for i in 0..NODES.len() {
+            let d = c.start_daemon(i);
+            c.daemons.push(Some(d));
+        }
+        for (node, _) in NODES {
+            wait_for(&format!("{node}'s socket"), Duration::from_secs(10), || c.sock(node).exists());
+        }
+        c
+    }
+
+    fn sock(&self, node: &str) -> PathBuf {
+        self.dir.join(format!("{node}.sock"))
+    }
+
+    fn host(&self, node: &str) -> String {
+        format!("unix://{}", self.sock(node).display())
+    }
+
+    fn start_daemon(&self, i: usize) -> Child {
+        let (node, addr) = NODES[i];
+        let log = std::fs::File::create(self.dir.join(format!("{node}.log"))).unwrap();
+        Command::new(SHOAL)
+            .args(["--netns", &self.lab.node_ns(node), "--log-level", "info", "daemon"])
+            .args(["--state-dir", self.dir.join(node).to_str().unwrap()])
+            .args(["--socket", self.sock(node).to_str().unwrap()])
+            .args(["--listen-addr", &format!("{addr}:2377"), "--hostname", node])
+            .args(["--heartbeat-ms", "200", "--drain-seconds", "0.2", "--stop-grace-seconds", "2"])
+            // Lab rule: nothing is addressed outside the lab, not even forwarded DNS.
+            .arg("--no-dns-upstream")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn shoal daemon")
+    }
+
+    fn kill_daemon(&mut self, i: usize) {
+        if let Some(mut d) = self.daemons[i].take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    }
+
+    /// Runs a cluster verb against a node's daemon.
+    fn cli(&self, node: &str, args: &[&str]) -> String {
+        let mut full: Vec<&str> = args.to_vec();
+        let host = self.host(node);
+        full.insert(1.min(full.len()), "--host");
+        full.insert(2.min(full.len()), &host);
+        let out = shoal(&full);
+        assert!(
+            out.status.success(),
+            "shoal {full:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Host PID of a task's init, from the executor's records.
+    fn task_pid(&self, task_id: &str) -> String {
+        NODES
+            .iter()
+            .find_map(|(n, _)| std::fs::read_to_string(self.dir.join(n).join("tasks").join(task_id).join("pid")).ok())
+            .unwrap_or_else(|| panic!("no record of task {task_id}"))
+            .trim()
+            .to_string()
+    }
+
+    fn logs(&self) -> String {
+        NODES
+            .iter()
+            .map(|(n, _)| format!("--- {n}\n{}", std::fs::read_to_string(self.dir.join(format!("{n}.log"))).unwrap_or_default()))
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.daemons.len() {
+            self.kill_daemon(i);
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        // Task processes live in task namespaces; end them by the PIDs the executor recorded.
+        for (node, _) in NODES {
+            let tasks = self.dir.join(node).join("tasks");
+            for entry in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
+                if let Ok(pid) = std::fs::read_to_string(entry.path().join("pid")) {
+                    if let Ok(pid) = pid.trim().parse::<i32>() {
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    }
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+/// Task namespaces of running tasks: `shoal-t-<id>` whose task records say running.
+fn task_namespaces() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/run/netns")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("shoal-t-"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn task_ip(ns: &str) -> Option<String> {
+    let out = in_ns(ns, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace().skip_while(|w| *w != "inet").nth(1).map(|a| a.split('/').next().unwrap().to_string())
+}
+
+/// Tasks whose current state is Running (the desired-state column says Running too).
+fn running(ps: &str) -> usize {
+    ps.lines().filter(|l| l.matches("Running").count() == 2).count()
+}
+
+fn join_all(c: &Cluster) {
+    let out = c.cli("smgr", &["init", "--advertise-addr", "192.168.33.10"]);
+    assert!(out.contains("Cluster initialized"), "{out}");
+    let token = c.cli("smgr", &["join-token", "-q", "worker"]).trim().to_string();
+    assert!(token.starts_with("SWMTKN-1-"), "{token}");
+    for (node, _) in &NODES[1..] {
+        let out = c.cli(node, &["join", "--token", &token, "192.168.33.10:2377"]);
+        assert!(out.contains("joined a cluster as a worker"), "{out}");
+    }
+    wait_for("3 ready nodes", Duration::from_secs(20), || {
+        c.cli("smgr", &["node", "ls"]).lines().filter(|l| l.contains("Ready")).count() == 3
+    });
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn a_service_runs_on_every_node_and_its_tasks_talk_over_the_overlay() {
+    let mut c = Cluster::up();
+    // Tasks of other tests may exist at the same time: only look at ours.
+    let before = task_namespaces();
+    join_all(&c);
+    c.cli("smgr", &["network", "create", "--driver", "overlay", "backend"]);
+    c.cli("smgr", &["service", "create", "--detach", "--name", "sleeper", "--replicas", "3", "--network", "backend", "host", "sleep", "100000"]);
+    let ours = |all: Vec<String>| -> Vec<String> { all.into_iter().filter(|n| !before.contains(n)).collect() };
+    wait_for("3 task namespaces with addresses", Duration::from_secs(30), || {
+        let t = ours(task_namespaces());
+        t.len() == 3 && t.iter().all(|ns| task_ip(ns).is_some())
+    });
+    let tasks = ours(task_namespaces());
+    // one per node: the scheduler spreads
+    let ps = c.cli("smgr", &["service", "ps", "sleeper"]);
+    for (node, _) in NODES {
+        assert!(ps.contains(node), "no task on {node}:\n{ps}");
+    }
+    wait_for("3 running tasks", Duration::from_secs(20), || {
+        running(&c.cli("smgr", &["service", "ps", "sleeper"])) == 3
+    });
+    let ips: Vec<String> = tasks.iter().map(|ns| task_ip(ns).unwrap()).collect();
+    for (i, from) in tasks.iter().enumerate() {
+        for (j, ip) in ips.iter().enumerate() {
+            if i != j {
+                assert!(ping(from, ip), "task {from} cannot reach {ip}\n{}", c.logs());
+            }
+        }
+    }
+    // Service discovery inside a task: tasks.<svc> -> every task IP, <svc> -> the VIP.
+    let dig = |ns: &str, name: &str| -> Vec<String> {
+        // @127.0.0.11 explicitly: `ip netns exec` does not see the task's bind-mounted resolv.conf.
+        let out = in_ns(ns, &["dig", "@127.0.0.11", "+short", "+time=2", "+tries=1", name]);
+        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
+        v.sort();
+        v
+    };
+    let mut want = ips.clone();
+    want.sort();
+    wait_for("tasks.sleeper to list every task", Duration::from_secs(10), || dig(&tasks[0], "tasks.sleeper") == want);
+    for ns in &tasks {
+        assert_eq!(dig(ns, "tasks.sleeper"), want, "tasks.sleeper from {ns}");
+        // What the task itself sees, through its own mount and UTS namespaces.
+        let pid = c.task_pid(ns.trim_start_matches("shoal-t-"));
+        let inside = |cmd: &[&str]| -> String {
+            let out = Command::new("nsenter").args(["-t", &pid, "-m", "-u", "-n", "--"]).args(cmd).output().unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let resolv = inside(&["cat", "/etc/resolv.conf"]);
+        assert!(resolv.contains("nameserver 127.0.0.11") && resolv.contains("ndots:0"), "{resolv}");
+        let hostname = inside(&["hostname"]);
+        assert!(hostname.starts_with("sleeper.") && hostname.trim().ends_with(ns.trim_start_matches("shoal-t-")), "hostname {hostname}");
+    }
+    let vip = dig(&tasks[0], "sleeper");
+    assert_eq!(vip.len(), 1, "one VIP for the service: {vip:?}");
+    assert!(!ips.contains(&vip[0]), "the VIP is not a task address");
+
+    // Crash-only: kill snode1's daemon, traffic keeps flowing; restart adopts the task (same
+    // process, same namespace).
+    let pids = |c: &Cluster| -> Vec<String> {
+        let mut v: Vec<String> = NODES
+            .iter()
+            .flat_map(|(n, _)| std::fs::read_dir(c.dir.join(n).join("tasks")).into_iter().flatten().flatten())
+            .filter_map(|e| std::fs::read_to_string(e.path().join("pid")).ok())
+            .collect();
+        v.sort();
+        v
+    };
+    let pids_before = pids(&c);
+    assert_eq!(pids_before.len(), 3);
+    c.kill_daemon(1);
+    for (i, from) in tasks.iter().enumerate() {
+        for (j, ip) in ips.iter().enumerate() {
+            if i != j {
+                assert!(ping(from, ip), "traffic stopped while snode1's daemon was down: {from} -> {ip}");
+            }
+        }
+    }
+    let d = c.start_daemon(1);
+    c.daemons[1] = Some(d);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(ours(task_namespaces()), tasks, "the restarted agent replaced tasks instead of adopting them");
+    assert_eq!(pids(&c), pids_before, "task processes changed across the daemon restart");
+    let ps = c.cli("smgr", &["service", "ps", "sleeper"]);
+    assert_eq!(running(&ps), 3, "{ps}");
+
+    // Scaling down stops a task and removes its namespace.
+    c.cli("smgr", &["service", "scale", "sleeper=2"]);
+    wait_for("2 task namespaces", Duration::from_secs(30), || ours(task_namespaces()).len() == 2);
+    c.cli("smgr", &["service", "rm", "sleeper"]);
+    wait_for("no task namespaces", Duration::from_secs(30), || ours(task_namespaces()).is_empty());
+}
