@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use shoal_control::dispatcher::AgentView;
-use shoal_control::model::TaskState;
-use shoal_dataplane::state::{Endpoint, Network, NodeInfo, NodeState};
+use shoal_control::model::{EndpointMode as CtlMode, Protocol as CtlProtocol, PublishMode as CtlPublish, TaskState};
+use shoal_dataplane::state::{Endpoint, EndpointMode, Network, NodeInfo, NodeState, PortConfig, Protocol, PublishMode, Service};
 
 /// The task's network namespace: task ids are unique in the cluster, and so on the machine.
 pub fn task_netns(task_id: &str) -> String {
@@ -90,13 +90,62 @@ pub fn node_state(view: &AgentView, node_id: &str, self_addr: Ipv4Addr, running:
             weight: ep.weight.clamp(1, u16::MAX as u32) as u16,
         });
     }
+    let services = services(view, &endpoints);
     NodeState {
         node: node_id.to_string(),
         nodes: nodes.into_iter().map(|(name, address)| NodeInfo { name, address }).collect(),
         networks,
         endpoints,
-        services: vec![],
+        services,
     }
+}
+
+/// Services with their VIPs and ports; backends are the service's tasks that the managers list
+/// as endpoints (running and healthy) and that this node has an endpoint for.
+fn services(view: &AgentView, endpoints: &[Endpoint]) -> Vec<Service> {
+    let present: BTreeSet<&str> = endpoints.iter().map(|e| e.id.as_str()).collect();
+    view.services
+        .values()
+        .map(|s| Service {
+            name: s.name.clone(),
+            vips: s
+                .vips
+                .iter()
+                .filter_map(|v| view.networks.get(&v.network_id).map(|n| (n.name.clone(), v.addr)))
+                .collect(),
+            endpoint_mode: match s.mode {
+                CtlMode::Vip => EndpointMode::Vip,
+                CtlMode::Dnsrr => EndpointMode::Dnsrr,
+            },
+            ports: s
+                .ports
+                .iter()
+                .filter_map(|p| {
+                    Some(PortConfig {
+                        target: u16::try_from(p.target).ok()?,
+                        published: p.published.and_then(|p| u16::try_from(p).ok()),
+                        protocol: match p.protocol {
+                            CtlProtocol::Tcp => Protocol::Tcp,
+                            CtlProtocol::Udp => Protocol::Udp,
+                            CtlProtocol::Sctp => return None,
+                        },
+                        mode: match p.mode {
+                            CtlPublish::Ingress => PublishMode::Ingress,
+                            CtlPublish::Host => PublishMode::Host,
+                        },
+                        keep_client_ip: false,
+                    })
+                })
+                .collect(),
+            backends: view
+                .endpoints
+                .values()
+                .filter(|t| t.service_id == s.id && present.contains(t.task_id.as_str()))
+                .map(|t| t.task_id.clone())
+                .collect(),
+            ingress_network: None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ pub struct AgentConfig {
     /// Time between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
     pub cgroup: Option<PathBuf>,
+    /// Which load balancer (auto probes the kernel).
+    pub lb: shoal_dataplane::lb::Choice,
 }
 
 fn now_ms() -> u64 {
@@ -95,11 +97,18 @@ pub async fn run(
         // 2. The data plane, from the whole view. Tasks still stopping keep their network.
         let keep: BTreeSet<String> = running.iter().cloned().collect();
         let desired = desired::node_state(v, &cfg.node_id, cfg.self_addr, &keep);
-        match tokio::task::spawn_blocking(move || shoal_dataplane::overlay::reconcile(&desired)).await {
-            Ok(Ok(report)) => {
+        let lb = cfg.lb;
+        let applied = tokio::task::spawn_blocking(move || -> Result<(usize, usize), String> {
+            let overlay = shoal_dataplane::overlay::reconcile(&desired).map_err(|e| e.to_string())?;
+            let lb = shoal_dataplane::lb::reconcile(&desired, lb, false).map_err(|e| e.to_string())?;
+            Ok((overlay.ops.len(), lb.changes.len()))
+        })
+        .await;
+        match applied {
+            Ok(Ok((overlay, lb))) => {
                 failures = 0;
-                if !report.ops.is_empty() {
-                    tracing::info!(changes = report.ops.len(), "data plane reconciled");
+                if overlay + lb > 0 {
+                    tracing::info!(overlay, lb, "data plane reconciled");
                 }
             }
             Ok(Err(e)) => {

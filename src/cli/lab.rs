@@ -22,10 +22,14 @@ pub enum LabCommand {
     Status,
     /// Remove everything the lab made, by exact name.
     Down,
-    /// Build the lab, an overlay network with a task on every node, and ping across it.
+    /// The demo: daemons on every node, a cluster, a published service, curl through the mesh,
+    /// DNS, scaling and a node failure. The lab stays up for exploring.
     Demo {
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// Only the overlay: a task per node from a state file, and pings across every pair.
+        #[arg(long)]
+        overlay_only: bool,
     },
 }
 
@@ -41,7 +45,14 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
             lab::down(&lab::load(&args.name)?)?;
             println!("lab '{}' removed", args.name);
         }
-        LabCommand::Demo { nodes } => lab::demo::run(&lab::topology(&args.name, nodes)?)?,
+        LabCommand::Demo { nodes, overlay_only } => {
+            let t = lab::topology(&args.name, nodes)?;
+            if overlay_only {
+                lab::overlay_demo::run(&t)?
+            } else {
+                lab::demo::run(&t)?
+            }
+        }
     }
     Ok(())
 }

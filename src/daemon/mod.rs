@@ -43,6 +43,9 @@ pub struct DaemonArgs {
     /// Upstream resolvers for other names (at most 3); default: this host's /etc/resolv.conf.
     #[arg(long, value_delimiter = ',')]
     pub dns_upstream: Vec<std::net::SocketAddr>,
+    /// Load balancer: auto (probe the kernel: eBPF, then nftables, then IPVS), ebpf, nftables, ipvs.
+    #[arg(long, default_value = "auto")]
+    pub lb: shoal_dataplane::lb::Choice,
     /// Forward nothing upstream (names outside the cluster get SERVFAIL); for closed labs.
     #[arg(long, conflicts_with = "dns_upstream")]
     pub no_dns_upstream: bool,
@@ -105,6 +108,7 @@ async fn serve(a: DaemonArgs) -> anyhow::Result<()> {
     }
     let agent = {
         let (node, stop_rx, dns) = (node.clone(), stop_rx.clone(), dns.clone());
+        let lb = a.lb;
         let (drain, grace) = (Duration::from_secs_f64(a.drain_seconds), Duration::from_secs_f64(a.stop_grace_seconds));
         tokio::spawn(async move {
             // The agent starts once this node belongs to a cluster (after init or join).
@@ -114,7 +118,14 @@ async fn serve(a: DaemonArgs) -> anyhow::Result<()> {
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             };
-            let cfg = AgentConfig { node_id, self_addr, drain, stop_grace: grace, cgroup: None };
+            // Tasks run in this node's cgroup, where the eBPF socket load balancer attaches.
+            let cgroup = shoal_ebpf::cgroup2_mount().map(|root| shoal_dataplane::lb::Instance::here(&node_id).cgroup(&root));
+            if let Some(cg) = &cgroup {
+                if let Err(e) = std::fs::create_dir_all(cg) {
+                    tracing::warn!(cgroup = %cg.display(), error = %e, "cannot create the task cgroup");
+                }
+            }
+            let cfg = AgentConfig { node_id, self_addr, drain, stop_grace: grace, cgroup, lb };
             agent::run(node, cfg, exec, dns, stop_rx).await;
         })
     };

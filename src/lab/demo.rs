@@ -1,119 +1,161 @@
-//! `shoal lab demo`: the lab plus an overlay network with one task per node, and pings across
-//! every pair of nodes through VXLAN.
+//! `shoal lab demo`: the README's main command. A 3-node lab, `shoal daemon` on every node,
+//! `init` + `join`, an overlay network, a published service of `shoal/whoami`, curl through the
+//! routing mesh on every node, DNS from inside a task, scaling, and a worker killed while curl
+//! keeps answering. The lab stays up for exploring.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use shoal_dataplane::netns;
-use shoal_dataplane::overlay;
-use shoal_dataplane::state::{Endpoint, Network, NodeInfo, NodeState};
+use anyhow::{bail, Context};
 
 use super::exec::command_in;
-use super::{up, Topology};
+use super::{daemons, up, Topology};
 
-pub const DEMO_NETWORK: &str = "demo";
-pub const DEMO_VNI: u32 = 4096;
-
-pub struct DemoTask {
-    pub node: String,
-    pub netns: String,
-    pub ip: Ipv4Addr,
+fn step(text: &str) {
+    println!("\n==> {text}");
 }
 
-/// The desired state of every node: one network, one task per node, an LB address per node.
-pub fn states(t: &Topology) -> (Vec<NodeState>, Vec<DemoTask>) {
-    let nodes: Vec<NodeInfo> =
-        t.nodes.iter().map(|n| NodeInfo { name: n.name.clone(), address: n.address }).collect();
-    let lb_addresses: BTreeMap<String, Ipv4Addr> =
-        t.nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), Ipv4Addr::new(10, 0, 9, 250 - i as u8))).collect();
-    let network = Network {
-        name: DEMO_NETWORK.into(),
-        vni: DEMO_VNI,
-        subnet: "10.0.9.0/24".parse().expect("literal"),
-        gateway: None,
-        mtu: None,
-        lb_addresses,
-    };
-    let tasks: Vec<DemoTask> = t
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| DemoTask {
-            node: n.name.clone(),
-            netns: format!("{}-web{}", n.netns, i + 1),
-            ip: Ipv4Addr::new(10, 0, 9, 2 + i as u8),
-        })
-        .collect();
-    let endpoints: Vec<Endpoint> = tasks
-        .iter()
-        .enumerate()
-        .map(|(i, task)| Endpoint {
-            id: format!("web.{}", i + 1),
-            network: DEMO_NETWORK.into(),
-            node: task.node.clone(),
-            ip: task.ip,
-            mac: None,
-            netns: Some(task.netns.clone()),
-            ..Default::default()
-        })
-        .collect();
-    let states = t
-        .nodes
-        .iter()
-        .map(|n| NodeState {
-            node: n.name.clone(),
-            nodes: nodes.clone(),
-            networks: vec![network.clone()],
-            endpoints: endpoints.clone(),
-            services: vec![],
-        })
-        .collect();
-    (states, tasks)
+/// Runs a cluster verb of this binary against a lab node, showing its output.
+fn shoal(t: &Topology, node: &str, args: &[&str]) -> anyhow::Result<String> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg(args[0]).arg("--host").arg(daemons::host_arg(t, node)).args(&args[1..]);
+    let out = cmd.output().with_context(|| format!("run shoal {}", args.join(" ")))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!("shoal {} failed: {}{}", args.join(" "), stdout, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(stdout)
+}
+
+fn indent(text: &str) {
+    for line in text.lines() {
+        println!("    {line}");
+    }
+}
+
+/// One HTTP request from the client namespace; the replica's name, or None.
+fn curl(t: &Topology, target: &str) -> Option<String> {
+    let out = command_in(&t.client.netns, "curl")
+        .ok()?
+        .args(["-s", "--max-time", "2", &format!("http://{target}:5000/")])
+        .output()
+        .ok()?;
+    let body = String::from_utf8_lossy(&out.stdout);
+    body.lines().find_map(|l| l.strip_prefix("Name:")).map(|n| n.trim().to_string())
+}
+
+fn wait(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if ok() {
+            return Ok(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("timed out after {limit:?} waiting for {what}")
+}
+
+fn running(ps: &str) -> usize {
+    ps.lines().filter(|l| l.matches("Running").count() == 2).count()
 }
 
 pub fn run(t: &Topology) -> anyhow::Result<()> {
-    println!("==> lab '{}': {} nodes on underlay 192.168.33.0/24, client at {}", t.lab, t.nodes.len(), t.client.address);
+    let started = Instant::now();
+    step(&format!("lab '{}': {} nodes on 192.168.33.0/24, client at {}", t.lab, t.nodes.len(), t.client.address));
     up(t)?;
-    let (states, tasks) = states(t);
-    println!("==> overlay network '{DEMO_NETWORK}' (vni {DEMO_VNI}, 10.0.9.0/24), one task per node");
-    for (state, host) in states.iter().zip(&t.nodes) {
-        let path = format!("/run/shoal/lab/{}-{}.json", t.lab, host.name);
-        std::fs::write(&path, serde_json::to_vec_pretty(state)?)?;
-        let s = state.clone();
-        let report = netns::run_in(&host.netns, move || overlay::reconcile(&s))?
-            .with_context(|| format!("apply on {}", host.name))?;
-        println!("    {:<7} {:>3} kernel changes   (state: {path})", host.name, report.ops.len());
+    for n in &t.nodes {
+        daemons::start(t, n)?;
+        println!("    {:<7} {}  shoal daemon running (netns {})", n.name, n.address, n.netns);
     }
-    println!("==> ping across every pair of nodes through VXLAN");
-    let mut failed = 0;
-    for from in &tasks {
-        for to in tasks.iter().filter(|t| t.node != from.node) {
-            let out = command_in(&from.netns, "ping")?
-                .args(["-c", "1", "-W", "2", &to.ip.to_string()])
-                .output()
-                .context("run ping (apt-get install iputils-ping)")?;
-            let rtt = String::from_utf8_lossy(&out.stdout)
-                .split("time=")
-                .nth(1)
-                .and_then(|s| s.split_whitespace().next().map(String::from))
-                .unwrap_or_default();
-            let ok = out.status.success();
-            failed += usize::from(!ok);
-            println!(
-                "    {} ({}) -> {} ({})  {}",
-                from.node,
-                from.ip,
-                to.node,
-                to.ip,
-                if ok { format!("ok  {rtt} ms") } else { "FAILED".to_string() }
-            );
+
+    step("shoal init on smgr, shoal join on the others");
+    let mgr = &t.nodes[0];
+    if shoal(t, &mgr.name, &["node", "ls"]).is_err() {
+        indent(&shoal(t, &mgr.name, &["init", "--advertise-addr", &mgr.address.to_string()])?);
+    }
+    let token = shoal(t, &mgr.name, &["join-token", "-q", "worker"])?.trim().to_string();
+    for n in &t.nodes[1..] {
+        if shoal(t, &n.name, &["node", "ls"]).is_err() {
+            match shoal(t, &n.name, &["join", "--token", &token, &format!("{}:2377", mgr.address)]) {
+                Ok(out) => indent(&out),
+                Err(e) if e.to_string().contains("already part of a cluster") => {}
+                Err(e) => return Err(e),
+            }
         }
     }
-    println!("==> explore:");
-    println!("    ip netns exec {} ping {}", tasks[0].netns, tasks.last().map(|t| t.ip).unwrap_or(tasks[0].ip));
-    println!("    shoal --netns {} dataplane show", t.nodes[0].netns);
+    wait("every node ready", Duration::from_secs(20), || {
+        shoal(t, &mgr.name, &["node", "ls"]).is_ok_and(|o| o.lines().filter(|l| l.contains("Ready")).count() == t.nodes.len())
+    })?;
+    indent(&shoal(t, &mgr.name, &["node", "ls"])?);
+
+    step("shoal network create --driver overlay backend");
+    if !shoal(t, &mgr.name, &["network", "ls"])?.contains("backend") {
+        indent(&shoal(t, &mgr.name, &["network", "create", "--driver", "overlay", "backend"])?);
+    }
+    step("shoal service create --name vote --replicas 3 -p 5000:80 --network backend shoal/whoami");
+    let created = Instant::now();
+    if !shoal(t, &mgr.name, &["service", "ls"])?.contains("vote") {
+        shoal(t, &mgr.name, &["service", "create", "--detach", "--name", "vote", "--replicas", "3", "-p", "5000:80", "--network", "backend", "shoal/whoami"])?;
+    }
+    wait("3 running replicas", Duration::from_secs(30), || shoal(t, &mgr.name, &["service", "ps", "vote"]).is_ok_and(|o| running(&o) == 3))?;
+    let reachable = wait("vote answering on every node", Duration::from_secs(30), || {
+        t.nodes.iter().all(|n| curl(t, &n.address.to_string()).is_some())
+    })?;
+    let _ = reachable;
+    println!("    reachable through every node {:.1} s after create", created.elapsed().as_secs_f64());
+    indent(&shoal(t, &mgr.name, &["service", "ps", "vote"])?);
+
+    step("curl anynode:5000 from the client (192.168.33.100): the routing mesh");
+    for n in &t.nodes {
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for _ in 0..12 {
+            *seen.entry(curl(t, &n.address.to_string()).unwrap_or_else(|| "(no answer)".into())).or_default() += 1;
+        }
+        let list: Vec<String> = seen.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+        println!("    curl {}:5000  ->  {}", n.address, list.join(", "));
+    }
+
+    step("DNS inside a task: dig vote (the VIP), dig tasks.vote (every replica)");
+    if let Some(ns) = daemons::task_namespaces(t).first() {
+        for name in ["vote", "tasks.vote"] {
+            let out = command_in(ns, "dig")?.args(["@127.0.0.11", "+short", name]).output()?;
+            let answers: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
+            println!("    dig {name:<11} -> {}", answers.join(" "));
+        }
+    }
+
+    step("shoal service scale vote=5");
+    shoal(t, &mgr.name, &["service", "scale", "vote=5"])?;
+    wait("5 running replicas", Duration::from_secs(30), || shoal(t, &mgr.name, &["service", "ps", "vote"]).is_ok_and(|o| running(&o) == 5))?;
+    indent(&shoal(t, &mgr.name, &["service", "ps", "vote"])?);
+
+    let victim = t.nodes.last().context("a lab node")?;
+    step(&format!("kill {}: its daemon dies and its underlay link goes down; curl keeps answering", victim.name));
+    daemons::kill_daemon(t, &victim.name);
+    super::set_underlay(t, victim, false)?;
+    let killed = Instant::now();
+    let mut errors = 0;
+    let mut answered = 0;
+    while killed.elapsed() < Duration::from_secs(20) {
+        for n in &t.nodes[..t.nodes.len() - 1] {
+            match curl(t, &n.address.to_string()) {
+                Some(_) => answered += 1,
+                None => errors += 1,
+            }
+        }
+        if shoal(t, &mgr.name, &["node", "ls"]).is_ok_and(|o| o.lines().any(|l| l.contains(&victim.name) && l.contains("Down")))
+            && shoal(t, &mgr.name, &["service", "ps", "vote"]).is_ok_and(|o| running(&o) == 5 && !o.lines().any(|l| l.contains(&victim.name) && l.matches("Running").count() == 2))
+        {
+            break;
+        }
+    }
+    println!("    {} marked down and its tasks rescheduled in {:.1} s; curl: {answered} answers, {errors} errors meanwhile", victim.name, killed.elapsed().as_secs_f64());
+    indent(&shoal(t, &mgr.name, &["service", "ps", "vote"])?);
+
+    step(&format!("done in {:.0} s. The lab stays up:", started.elapsed().as_secs_f64()));
+    println!("    ip netns exec {} curl -s {}:5000", t.client.netns, mgr.address);
+    println!("    shoal --host {} service ps vote", daemons::host_arg(t, &mgr.name));
     println!("    shoal lab status   |   shoal lab down");
-    anyhow::ensure!(failed == 0, "{failed} pings failed");
     Ok(())
 }

@@ -2,8 +2,10 @@
 //! bridge; every node and the client hang off it by a veth. Nothing is added to the root
 //! namespace, so no lab packet can leave the machine.
 
+pub mod daemons;
 pub mod demo;
 pub mod exec;
+pub mod overlay_demo;
 pub mod topology;
 
 use std::os::fd::AsFd;
@@ -84,8 +86,17 @@ fn attach_host(t: &Topology, host: &LabHost) -> anyhow::Result<()> {
 pub fn down(t: &Topology) -> anyhow::Result<()> {
     let mut failures = Vec::new();
     for node in &t.nodes {
+        failures.extend(daemons::stop(t, &node.name));
+    }
+    for node in &t.nodes {
         if !netns::exists(&node.netns) {
             continue;
+        }
+        let name = node.name.clone();
+        match netns::run_in(&node.netns, move || shoal_dataplane::lb::teardown(&name)) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => failures.push(format!("load balancer teardown in {}: {e}", node.netns)),
+            Err(e) => failures.push(e.to_string()),
         }
         match netns::run_in(&node.netns, overlay::teardown) {
             Ok(Ok(_)) => {}
@@ -104,6 +115,12 @@ pub fn down(t: &Topology) -> anyhow::Result<()> {
             if e.kind() != std::io::ErrorKind::NotFound {
                 failures.push(format!("remove {}: {e}", file.display()));
             }
+        }
+    }
+    let lab_dir = PathBuf::from(RECORD_DIR).join(&t.lab);
+    if let Err(e) = std::fs::remove_dir_all(&lab_dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            failures.push(format!("remove {}: {e}", lab_dir.display()));
         }
     }
     if !failures.is_empty() {
@@ -128,4 +145,18 @@ fn present(ns: &str) -> &'static str {
     } else {
         "absent"
     }
+}
+
+/// Takes a host's underlay link down (a cut cable) or up again.
+pub fn set_underlay(t: &Topology, host: &LabHost, up: bool) -> anyhow::Result<()> {
+    let port = host.port.clone();
+    netns::run_in(&t.underlay_ns, move || -> anyhow::Result<()> {
+        let mut nl = Netlink::open()?;
+        if up {
+            nl.set_up(&port)?;
+        } else {
+            nl.set_down(&port)?;
+        }
+        Ok(())
+    })?
 }

@@ -183,6 +183,10 @@ impl Netlink {
         self.set_link(name, vec![], Some(true), || format!("set {name} up"))
     }
 
+    pub fn set_down(&mut self, name: &str) -> Result<(), NetlinkError> {
+        self.set_link(name, vec![], Some(false), || format!("set {name} down"))
+    }
+
     pub fn set_mtu(&mut self, name: &str, mtu: u32) -> Result<(), NetlinkError> {
         self.set_link(name, vec![LinkAttribute::Mtu(mtu)], None, || format!("set mtu {mtu} on {name}"))
     }
