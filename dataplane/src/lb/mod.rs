@@ -1,2 +1,304 @@
-//! Load balancing for service VIPs and published ports (the routing mesh), behind one trait with
-//! eBPF, nftables and IPVS implementations. Placeholder until issue 4 lands.
+//! Load balancing for service VIPs and published ports (the routing mesh), behind one trait
+//! with eBPF, nftables and IPVS implementations, chosen by probing the kernel.
+//!
+//! [`plan::desired`] (pure) turns the desired state into an [`LbTable`]: every frontend (a VIP
+//! port, or a port published on the node's underlay address) with its healthy backends. Each
+//! implementation reads what the kernel holds, plans the difference (O(1) kernel operations per
+//! backend change) and applies it:
+//! - [`ebpf::EbpfLb`]: socket-level LB for VIPs in the tasks' cgroup, tc NAT for published ports;
+//!   pinned under `/run/shoal/<instance>/bpf`, so flows survive the process.
+//! - [`nft::NftLb`]: table `ip shoal` with verdict maps, one transaction per reconcile.
+//! - [`ipvs`]: the generic netlink family, encoded and probed (no IPVS in this kernel).
+
+pub mod conntrack;
+pub mod ebpf;
+pub mod instance;
+pub mod ipvs;
+pub mod nft;
+pub mod plan;
+pub mod wire;
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use instance::Instance;
+pub use plan::{diff, desired, Frontend, Kind, LbOp, LbTable, Target};
+
+use crate::state::NodeState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LbError {
+    #[error("load balancer {kind} cannot run here: {reason}")]
+    Unavailable { kind: LbKind, reason: String },
+    #[error("no load balancer can run here: ebpf: {ebpf}; nftables: {nftables}; ipvs: {ipvs}")]
+    NoneAvailable { ebpf: String, nftables: String, ipvs: String },
+    #[error("nftables: {what}: {detail}")]
+    Nft { what: String, detail: String },
+    #[error("eBPF load balancer: {what}: {source}")]
+    Ebpf { what: String, source: Box<shoal_ebpf::Error> },
+    #[error("conntrack: {what}: {detail}")]
+    Conntrack { what: String, detail: String },
+    #[error("IPVS: {what}: {detail}")]
+    Ipvs { what: String, detail: String },
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: String, source: std::io::Error },
+    #[error("{0}")]
+    Other(String),
+    #[error("teardown failed:{}", .0.iter().map(|e| format!("\n  - {e}")).collect::<String>())]
+    Many(Vec<LbError>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LbKind {
+    Ebpf,
+    Nftables,
+    Ipvs,
+}
+
+impl LbKind {
+    pub const ALL: [LbKind; 3] = [LbKind::Ebpf, LbKind::Nftables, LbKind::Ipvs];
+}
+
+impl fmt::Display for LbKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LbKind::Ebpf => "ebpf",
+            LbKind::Nftables => "nftables",
+            LbKind::Ipvs => "ipvs",
+        })
+    }
+}
+
+/// `--lb auto|ebpf|nftables|ipvs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Choice {
+    #[default]
+    Auto,
+    Force(LbKind),
+}
+
+impl FromStr for Choice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Choice::Auto),
+            "ebpf" => Ok(Choice::Force(LbKind::Ebpf)),
+            "nftables" | "nft" => Ok(Choice::Force(LbKind::Nftables)),
+            "ipvs" => Ok(Choice::Force(LbKind::Ipvs)),
+            other => Err(format!("'{other}' is not a load balancer: use auto, ebpf, nftables or ipvs")),
+        }
+    }
+}
+
+/// Frontends a balancer holds, with a label per backend (for `show`).
+pub type Programmed = Vec<(Kind, plan::ServiceKey, Vec<String>)>;
+
+/// One load balancer implementation.
+pub trait LoadBalancer {
+    fn kind(&self) -> LbKind;
+    /// Brings the kernel to `desired`; returns the changes made (planned, when `dry_run`),
+    /// one line each. Re-applying the same table returns nothing.
+    fn reconcile(&mut self, desired: &LbTable, dry_run: bool) -> Result<Vec<String>, LbError>;
+    /// What the kernel holds.
+    fn programmed(&mut self) -> Result<Programmed, LbError>;
+    /// Removes everything this balancer made here.
+    fn teardown(&mut self) -> Result<Vec<String>, LbError>;
+}
+
+/// What the kernel offers, per implementation (`Err` holds the reason it cannot run).
+#[derive(Debug, Clone)]
+pub struct ProbeReport {
+    pub ebpf: Result<(), String>,
+    pub nftables: Result<(), String>,
+    pub ipvs: Result<(), String>,
+}
+
+impl ProbeReport {
+    pub fn get(&self, kind: LbKind) -> &Result<(), String> {
+        match kind {
+            LbKind::Ebpf => &self.ebpf,
+            LbKind::Nftables => &self.nftables,
+            LbKind::Ipvs => &self.ipvs,
+        }
+    }
+
+    /// The implementation to use and why: the first available of eBPF, nftables, IPVS, or the
+    /// forced one when it can run.
+    pub fn choose(&self, choice: Choice) -> Result<(LbKind, String), LbError> {
+        match choice {
+            Choice::Force(kind) => match self.get(kind) {
+                Ok(()) => Ok((kind, "forced by --lb".into())),
+                Err(reason) => Err(LbError::Unavailable { kind, reason: reason.clone() }),
+            },
+            Choice::Auto => {
+                let mut skipped = Vec::new();
+                for kind in LbKind::ALL {
+                    match self.get(kind) {
+                        Ok(()) if skipped.is_empty() => return Ok((kind, "probed: best available".into())),
+                        Ok(()) => return Ok((kind, format!("probed: {}", skipped.join("; ")))),
+                        Err(reason) => skipped.push(format!("{kind} unavailable ({reason})")),
+                    }
+                }
+                let reason = |r: &Result<(), String>| r.clone().err().unwrap_or_default();
+                Err(LbError::NoneAvailable { ebpf: reason(&self.ebpf), nftables: reason(&self.nftables), ipvs: reason(&self.ipvs) })
+            }
+        }
+    }
+}
+
+/// Probes every implementation (loads the eBPF programs with tiny maps, runs `nft`, asks
+/// generic netlink for the IPVS family).
+pub fn probe() -> ProbeReport {
+    let p = shoal_ebpf::probe();
+    let ebpf = match (&p.sock_lb, &p.tc_nat) {
+        (shoal_ebpf::Support::Available, shoal_ebpf::Support::Available) => Ok(()),
+        (s, t) => Err(format!("socket LB {s}; tc NAT {t}")),
+    };
+    ProbeReport { ebpf, nftables: nft::NftLb::probe(), ipvs: ipvs::probe() }
+}
+
+/// Opens implementation `kind` for this namespace.
+pub fn open(kind: LbKind, inst: &Instance, desired: &LbTable) -> Result<Box<dyn LoadBalancer>, LbError> {
+    Ok(match kind {
+        LbKind::Ebpf => Box::new(ebpf::EbpfLb::open(inst, desired)?),
+        LbKind::Nftables => Box::new(nft::NftLb::new()),
+        LbKind::Ipvs => Box::new(ipvs::IpvsLb::open()?),
+    })
+}
+
+/// What one LB reconcile did.
+#[derive(Debug, Clone)]
+pub struct LbReport {
+    /// None: there is nothing to balance (no service), so no balancer was set up.
+    pub kind: Option<LbKind>,
+    pub reason: String,
+    pub changes: Vec<String>,
+}
+
+/// Chooses a balancer, brings it to `state` and removes what other balancers left here.
+pub fn reconcile(state: &NodeState, choice: Choice, dry_run: bool) -> Result<LbReport, LbError> {
+    let want = desired(state);
+    let inst = Instance::here(&state.node);
+    if want.is_empty() && !dry_run {
+        // Nothing to balance: leave no program, table or cgroup behind.
+        let changes = teardown_except(None, &inst)?;
+        return Ok(LbReport { kind: None, reason: "no services".into(), changes });
+    }
+    let (kind, reason) = probe().choose(choice)?;
+    tracing::info!(lb = %kind, %reason, instance = %inst.name, "load balancer chosen");
+    let mut lb = open(kind, &inst, &want)?;
+    let mut changes = lb.reconcile(&want, dry_run)?;
+    if !dry_run {
+        changes.extend(teardown_except(Some(kind), &inst)?);
+    }
+    Ok(LbReport { kind: Some(kind), reason, changes })
+}
+
+/// Removes what every balancer made here (all of them, continuing past failures).
+pub fn teardown(node: &str) -> Result<Vec<String>, LbError> {
+    teardown_except(None, &Instance::here(node))
+}
+
+/// Removes the state an instance keeps outside its network namespace (eBPF pins and cgroup),
+/// from anywhere, e.g. after the node's namespace was deleted (`shoal lab down`).
+pub fn teardown_instance(name: &str) -> Result<Vec<String>, LbError> {
+    let inst = Instance::named(name);
+    if ebpf::EbpfLb::present(&inst) || inst.run_dir.exists() {
+        ebpf::EbpfLb::teardown_at(&inst)
+    } else {
+        Ok(vec![])
+    }
+}
+
+fn teardown_except(keep: Option<LbKind>, inst: &Instance) -> Result<Vec<String>, LbError> {
+    let mut changes = Vec::new();
+    let mut errors = Vec::new();
+    if keep != Some(LbKind::Ebpf) && ebpf::EbpfLb::present(inst) {
+        match ebpf::EbpfLb::teardown_at(inst) {
+            Ok(c) => changes.extend(c),
+            Err(e) => errors.push(e),
+        }
+    }
+    if keep != Some(LbKind::Nftables) {
+        match nft::NftLb::new().teardown() {
+            Ok(c) => changes.extend(c),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(changes)
+    } else {
+        Err(LbError::Many(errors))
+    }
+}
+
+/// `shoal dataplane show`: which balancer is programmed here and with what.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ShowReport {
+    /// The balancer found in the kernel (None: nothing programmed).
+    pub active: Option<String>,
+    /// What `--lb auto` would choose, and why.
+    pub auto: String,
+    pub probe: std::collections::BTreeMap<String, String>,
+    pub frontends: Vec<String>,
+}
+
+pub fn show(node: &str) -> Result<ShowReport, LbError> {
+    let inst = Instance::here(node);
+    let report = probe();
+    let auto = match report.choose(Choice::Auto) {
+        Ok((k, why)) => format!("{k} ({why})"),
+        Err(e) => e.to_string(),
+    };
+    let probe = LbKind::ALL
+        .iter()
+        .map(|k| (k.to_string(), report.get(*k).clone().err().map_or("available".into(), |r| format!("unavailable: {r}"))))
+        .collect();
+    let mut active = None;
+    let mut programmed = Vec::new();
+    if ebpf::EbpfLb::present(&inst) {
+        active = Some(LbKind::Ebpf);
+        programmed = ebpf::EbpfLb::open(&inst, &LbTable::default())?.programmed()?;
+    } else {
+        let mut n = nft::NftLb::new();
+        if n.observe()?.table {
+            active = Some(LbKind::Nftables);
+            programmed = n.programmed()?;
+        }
+    }
+    let frontends = programmed
+        .into_iter()
+        .map(|(kind, key, bes)| format!("{kind} {key} -> [{}]", bes.join(", ")))
+        .collect();
+    Ok(ShowReport { active: active.map(|k| k.to_string()), auto, probe, frontends })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(ebpf: bool, nft: bool) -> ProbeReport {
+        let r = |ok: bool, why: &str| if ok { Ok(()) } else { Err(why.to_string()) };
+        ProbeReport { ebpf: r(ebpf, "no BTF"), nftables: r(nft, "no nft"), ipvs: Err("family IPVS not found".into()) }
+    }
+
+    #[test]
+    fn auto_prefers_ebpf_then_nftables_and_says_why() {
+        assert_eq!(report(true, true).choose(Choice::Auto).unwrap().0, LbKind::Ebpf);
+        let (kind, why) = report(false, true).choose(Choice::Auto).unwrap();
+        assert_eq!(kind, LbKind::Nftables);
+        assert!(why.contains("ebpf unavailable (no BTF)"), "{why}");
+        let err = report(false, false).choose(Choice::Auto).unwrap_err().to_string();
+        assert!(err.contains("IPVS not found"), "{err}");
+    }
+
+    #[test]
+    fn a_forced_choice_that_cannot_run_is_an_error_naming_it() {
+        let err = report(true, true).choose(Choice::Force(LbKind::Ipvs)).unwrap_err().to_string();
+        assert_eq!(err, "load balancer ipvs cannot run here: family IPVS not found");
+        assert_eq!(report(true, true).choose(Choice::Force(LbKind::Nftables)).unwrap().0, LbKind::Nftables);
+        assert_eq!("nft".parse::<Choice>().unwrap(), Choice::Force(LbKind::Nftables));
+        assert!("xdp".parse::<Choice>().unwrap_err().contains("auto, ebpf, nftables or ipvs"));
+    }
+}

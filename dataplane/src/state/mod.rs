@@ -15,7 +15,7 @@ use crate::netlink::Mac;
 use crate::netns;
 
 mod services;
-pub use services::Service;
+pub use services::{EndpointMode, PortConfig, Protocol, PublishMode, Service};
 
 pub const VNI_MAX: u32 = 16_777_215;
 pub const MIN_MTU: u32 = 1280;
@@ -79,6 +79,43 @@ pub struct Endpoint {
     /// The task's network namespace (`/run/netns/NAME`); required for endpoints on this node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
+    /// Health: an unhealthy endpoint gets no new load-balanced flows (its open ones go on).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub healthy: bool,
+    /// Relative share of new flows (backends that support weights; 1 by default).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub weight: u16,
+}
+
+impl Default for Endpoint {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            network: String::new(),
+            node: String::new(),
+            ip: Ipv4Addr::UNSPECIFIED,
+            mac: None,
+            netns: None,
+            healthy: true,
+            weight: 1,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn one() -> u16 {
+    1
+}
+
+fn is_one(w: &u16) -> bool {
+    *w == 1
 }
 
 impl Network {
@@ -167,6 +204,7 @@ impl NodeState {
         self.validate_nodes(&mut errs);
         self.validate_networks(&mut errs);
         self.validate_endpoints(&mut errs);
+        self.validate_services(&mut errs);
         if errs.0.is_empty() {
             Ok(())
         } else {

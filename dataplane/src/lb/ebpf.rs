@@ -1,0 +1,231 @@
+//! The eBPF load balancer, over shoal-ebpf: VIPs by the socket-level balancer attached to the
+//! tasks' cgroup (connect/sendmsg rewrite to a backend, nothing to NAT), published ports by the
+//! tc NAT on the underlay interface (DNAT + SNAT, conntrack in maps) with its reply half on every
+//! overlay bridge. Maps and links are pinned under `/run/shoal/<instance>/bpf`: the programs keep
+//! running between `shoal` processes and the next one adopts them.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use shoal_ebpf::{Backend, LoadOptions, ServiceOptions, SockLb, TcHook, TcNat};
+
+use super::plan::{diff, Frontend, Kind, LbOp, LbTable, Target};
+use super::{Instance, LbError, LbKind, LoadBalancer, Programmed};
+use crate::netlink::Netlink;
+
+/// Published ports with `keep_client_ip`, recorded beside the pins (the maps do not say).
+const OPTIONS_FILE: &str = "ebpf-keep-client-ip.json";
+
+pub struct EbpfLb {
+    sock: SockLb,
+    nat: TcNat,
+    inst: Instance,
+    keep: BTreeMap<String, bool>,
+}
+
+fn ebpf_err(what: impl Into<String>) -> impl FnOnce(shoal_ebpf::Error) -> LbError {
+    let what = what.into();
+    move |source| LbError::Ebpf { what, source: Box::new(source) }
+}
+
+impl EbpfLb {
+    /// True when an earlier run left pinned state for this instance.
+    pub fn present(inst: &Instance) -> bool {
+        inst.pin_dir().join("sock").exists() || inst.pin_dir().join("nat").exists()
+    }
+
+    fn cgroup(inst: &Instance) -> Result<PathBuf, LbError> {
+        let root = shoal_ebpf::cgroup2_mount().ok_or_else(|| LbError::Unavailable {
+            kind: LbKind::Ebpf,
+            reason: "no cgroup v2 hierarchy is mounted".into(),
+        })?;
+        Ok(inst.cgroup(&root))
+    }
+
+    /// Loads (adopting pinned maps and links) and attaches: the socket LB to the instance's
+    /// cgroup (created), the NAT to the interface holding the node's underlay address and to
+    /// every overlay bridge of `desired`. Must run in the node's network namespace.
+    pub fn open(inst: &Instance, desired: &LbTable) -> Result<Self, LbError> {
+        let pins = inst.pin_dir();
+        shoal_ebpf::ensure_bpffs(&pins).map_err(ebpf_err("mount bpffs"))?;
+        let opts = LoadOptions { pin_dir: Some(pins.clone()), ..LoadOptions::default() };
+        let cgroup = Self::cgroup(inst)?;
+        std::fs::create_dir_all(&cgroup)
+            .map_err(|source| LbError::Io { what: "create cgroup", path: cgroup.display().to_string(), source })?;
+        let sock = SockLb::load(&opts).map_err(ebpf_err("load the socket LB"))?;
+        let sock = sock.attach(&cgroup).map_err(ebpf_err(format!("attach the socket LB to {}", cgroup.display())))?;
+        let mut nat = TcNat::load(&opts).map_err(ebpf_err("load the NAT"))?;
+        if let Some(addr) = desired.underlay {
+            let ifname = interface_with(addr)?;
+            nat.attach_hook(TcHook::Ingress, &ifname).map_err(ebpf_err(format!("attach the NAT to {ifname}")))?;
+        }
+        for bridge in desired.bridges.keys() {
+            nat.attach_hook(TcHook::Reply, bridge).map_err(ebpf_err(format!("attach the reply NAT to {bridge}")))?;
+        }
+        let keep = std::fs::read_to_string(inst.run_dir.join(OPTIONS_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        Ok(Self { sock, nat, inst: inst.clone(), keep })
+    }
+
+    /// The table the maps hold, in planner terms.
+    pub fn observed(&self) -> LbTable {
+        let mut t = LbTable::default();
+        let target = |b: &Backend| Target { addr: b.addr, snat: b.snat.unwrap_or(Ipv4Addr::UNSPECIFIED), local: b.local, weight: 1 };
+        for key in self.sock.table().services() {
+            let backends = sorted(self.sock.table().backends(key).unwrap_or_default().iter().map(target).collect());
+            t.vips.insert(*key, Frontend { keep_client_ip: false, backends });
+        }
+        for key in self.nat.table().services() {
+            let backends = sorted(self.nat.table().backends(key).unwrap_or_default().iter().map(target).collect());
+            let keep_client_ip = self.keep.get(&key.to_string()).copied().unwrap_or(false);
+            t.published.insert(*key, Frontend { keep_client_ip, backends });
+        }
+        t
+    }
+
+    fn run(&mut self, op: &LbOp) -> Result<(), LbError> {
+        let e = |what: &str| ebpf_err(format!("{what}: {op}"));
+        match op {
+            LbOp::AddFrontend { kind: Kind::Vip, key, .. } => self.sock.upsert_service(*key).map_err(e("add VIP")),
+            LbOp::AddFrontend { kind: Kind::Published, key, keep_client_ip } | LbOp::SetOptions { kind: Kind::Published, key, keep_client_ip } => {
+                self.keep.insert(key.to_string(), *keep_client_ip);
+                self.nat.upsert_service(*key, ServiceOptions { keep_client_ip: *keep_client_ip }).map_err(e("publish"))
+            }
+            LbOp::SetOptions { kind: Kind::Vip, .. } => Ok(()),
+            LbOp::RemoveFrontend { kind: Kind::Vip, key } => self.sock.remove_service(key).map_err(e("remove VIP")),
+            LbOp::RemoveFrontend { kind: Kind::Published, key } => {
+                self.keep.remove(&key.to_string());
+                self.nat.remove_service(key).map_err(e("unpublish"))
+            }
+            LbOp::AddBackend { kind: Kind::Vip, key, target } => {
+                self.sock.add_backend(key, Backend::new(target.addr)).map(drop).map_err(e("add backend"))
+            }
+            LbOp::AddBackend { kind: Kind::Published, key, target } => self
+                .nat
+                .add_backend(key, Backend::nat(target.addr, target.snat, target.local))
+                .map(drop)
+                .map_err(e("add backend")),
+            LbOp::RemoveBackend { kind: Kind::Vip, key, addr } => self.sock.remove_backend(key, *addr).map(drop).map_err(e("remove backend")),
+            LbOp::RemoveBackend { kind: Kind::Published, key, addr } => {
+                self.nat.remove_backend(key, *addr).map(drop).map_err(e("remove backend"))
+            }
+        }
+    }
+
+    fn save_options(&self) -> Result<(), LbError> {
+        let path = self.inst.run_dir.join(OPTIONS_FILE);
+        let text = serde_json::to_string(&self.keep).unwrap_or_default();
+        std::fs::write(&path, text).map_err(|source| LbError::Io { what: "write", path: path.display().to_string(), source })
+    }
+
+    /// Detaches and unpins everything of `inst`, unmounts its bpffs and removes its cgroup.
+    pub fn teardown_at(inst: &Instance) -> Result<Vec<String>, LbError> {
+        let mut errors = Vec::new();
+        let opts = LoadOptions { pin_dir: Some(inst.pin_dir()), ..LoadOptions::default() };
+        let mut changes = Vec::new();
+        if shoal_ebpf::is_bpffs(&inst.pin_dir()).unwrap_or(false) {
+            match SockLb::load(&opts) {
+                Ok(s) => errors.extend(s.teardown().into_iter().map(|e| LbError::Ebpf { what: "tear down the socket LB".into(), source: Box::new(e) })),
+                Err(e) => errors.push(LbError::Ebpf { what: "load the socket LB for teardown".into(), source: Box::new(e) }),
+            }
+            match TcNat::load(&opts) {
+                Ok(n) => errors.extend(n.teardown().into_iter().map(|e| LbError::Ebpf { what: "tear down the NAT".into(), source: Box::new(e) })),
+                Err(e) => errors.push(LbError::Ebpf { what: "load the NAT for teardown".into(), source: Box::new(e) }),
+            }
+            changes.push(format!("lb remove ebpf pins {}", inst.pin_dir().display()));
+            unmount(&inst.pin_dir(), &mut errors);
+        }
+        if let Ok(cg) = Self::cgroup(inst) {
+            if cg.exists() {
+                match std::fs::remove_dir(&cg) {
+                    Ok(()) => changes.push(format!("lb remove cgroup {}", cg.display())),
+                    Err(source) => errors.push(LbError::Io { what: "remove cgroup (tasks still in it?)", path: cg.display().to_string(), source }),
+                }
+            }
+        }
+        let _ = std::fs::remove_file(inst.run_dir.join(OPTIONS_FILE));
+        let _ = std::fs::remove_dir(inst.pin_dir());
+        let _ = std::fs::remove_dir(&inst.run_dir);
+        if errors.is_empty() {
+            Ok(changes)
+        } else {
+            Err(LbError::Many(errors))
+        }
+    }
+}
+
+fn unmount(path: &std::path::Path, errors: &mut Vec<LbError>) {
+    if let Err(e) = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
+        errors.push(LbError::Io { what: "unmount bpffs", path: path.display().to_string(), source: std::io::Error::from(e) });
+    }
+}
+
+fn sorted(mut v: Vec<Target>) -> Vec<Target> {
+    v.sort();
+    v
+}
+
+/// What the eBPF balancer can express: it ignores weights, and VIP backends need no SNAT.
+pub fn normalize(t: &LbTable) -> LbTable {
+    let mut t = t.clone();
+    for f in t.vips.values_mut() {
+        for b in &mut f.backends {
+            *b = Target { addr: b.addr, snat: Ipv4Addr::UNSPECIFIED, local: false, weight: 1 };
+        }
+    }
+    for f in t.published.values_mut() {
+        for b in &mut f.backends {
+            b.weight = 1;
+        }
+    }
+    t
+}
+
+/// The interface (in this namespace) that holds `addr`.
+fn interface_with(addr: Ipv4Addr) -> Result<String, LbError> {
+    let err = |e: crate::netlink::NetlinkError| LbError::Other(format!("find the interface holding {addr}: {e}"));
+    let mut nl = Netlink::open().map_err(err)?;
+    let index = nl.addrs().map_err(err)?.into_iter().find(|a| a.ip == addr).map(|a| a.ifindex);
+    let links = nl.links().map_err(err)?;
+    index
+        .and_then(|i| links.into_iter().find(|l| l.index == i))
+        .map(|l| l.name)
+        .ok_or_else(|| LbError::Other(format!("no interface holds the node's underlay address {addr}; is this the node's namespace?")))
+}
+
+impl LoadBalancer for EbpfLb {
+    fn kind(&self) -> LbKind {
+        LbKind::Ebpf
+    }
+
+    fn reconcile(&mut self, desired: &LbTable, dry_run: bool) -> Result<Vec<String>, LbError> {
+        let ops = diff(&self.observed(), &normalize(desired));
+        if !dry_run {
+            for op in &ops {
+                self.run(op)?;
+            }
+            if ops.iter().any(|o| matches!(o, LbOp::AddFrontend { kind: Kind::Published, .. } | LbOp::SetOptions { .. } | LbOp::RemoveFrontend { kind: Kind::Published, .. })) {
+                self.save_options()?;
+            }
+        }
+        Ok(ops.iter().map(|o| o.to_string()).collect())
+    }
+
+    fn programmed(&mut self) -> Result<Programmed, LbError> {
+        let t = self.observed();
+        let mut out = Vec::new();
+        for kind in [Kind::Vip, Kind::Published] {
+            for (key, f) in t.frontends(kind) {
+                out.push((kind, *key, f.backends.iter().map(|b| b.addr.to_string()).collect()));
+            }
+        }
+        Ok(out)
+    }
+
+    fn teardown(&mut self) -> Result<Vec<String>, LbError> {
+        Self::teardown_at(&self.inst)
+    }
+}

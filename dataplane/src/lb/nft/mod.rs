@@ -1,0 +1,188 @@
+//! The nftables load balancer: one table owned by shoal, verdict maps for O(1) lookup, every
+//! change of a reconcile committed in one transaction.
+//!
+//! Changes go through the `nft` binary, one `nft -f -` batch per reconcile (what netavark does):
+//! the batch is a single netlink transaction (all or nothing), nft's parser and error messages
+//! come for free, and no libnftnl binding is needed. The table is read back with `nft -j`.
+
+mod observe;
+mod plan;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+pub use plan::{backend_chain, frontend_chain, plan, plan_teardown, NftObserved, NftOp, MARK, TABLE};
+
+use super::plan::LbTable;
+use super::{conntrack, LbError, LbKind, LoadBalancer, Programmed};
+
+const NFT: &str = "nft";
+
+pub struct NftLb {
+    /// What the kernel holds, kept in step after each commit (read once per process).
+    cache: Option<NftObserved>,
+}
+
+impl NftLb {
+    pub fn new() -> Self {
+        Self { cache: None }
+    }
+
+    /// Whether nftables can be used here (the nft binary runs and the kernel answers).
+    pub fn probe() -> Result<(), String> {
+        match Command::new(NFT).args(["list", "tables"]).output() {
+            Err(e) => Err(format!("cannot run {NFT}: {e}")),
+            Ok(o) if !o.status.success() => Err(format!("nft list tables: {}", String::from_utf8_lossy(&o.stderr).trim())),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    pub fn observe(&mut self) -> Result<NftObserved, LbError> {
+        let out = Command::new(NFT)
+            .args(["-j", "list", "table", "ip", TABLE])
+            .output()
+            .map_err(|e| LbError::Nft { what: "run nft -j list table".into(), detail: e.to_string() })?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            if err.contains("No such file or directory") {
+                return Ok(NftObserved::default());
+            }
+            return Err(LbError::Nft { what: "nft -j list table ip shoal".into(), detail: err.trim().to_string() });
+        }
+        observe::parse(&String::from_utf8_lossy(&out.stdout))
+            .map_err(|detail| LbError::Nft { what: "read table ip shoal".into(), detail })
+    }
+
+    fn observed(&mut self) -> Result<NftObserved, LbError> {
+        match &self.cache {
+            Some(c) => Ok(c.clone()),
+            None => {
+                let obs = self.observe()?;
+                self.cache = Some(obs.clone());
+                Ok(obs)
+            }
+        }
+    }
+
+    /// Commits `ops` as one transaction.
+    pub fn commit(&mut self, ops: &[NftOp]) -> Result<(), LbError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut batch = String::new();
+        for op in ops {
+            batch.push_str(&op.to_string());
+            batch.push('\n');
+        }
+        let mut child = Command::new(NFT)
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| LbError::Nft { what: "run nft -f -".into(), detail: e.to_string() })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(batch.as_bytes())
+                .map_err(|e| LbError::Nft { what: "write the nft batch".into(), detail: e.to_string() })?;
+        }
+        let out = child.wait_with_output().map_err(|e| LbError::Nft { what: "wait for nft".into(), detail: e.to_string() })?;
+        if !out.status.success() {
+            self.cache = None; // nothing was committed, but re-read to be sure
+            return Err(LbError::Nft {
+                what: format!("commit a batch of {} changes (nothing was changed)", ops.len()),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        if let Some(c) = &mut self.cache {
+            c.apply(ops);
+        }
+        Ok(())
+    }
+}
+
+impl Default for NftLb {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LoadBalancer for NftLb {
+    fn kind(&self) -> LbKind {
+        LbKind::Nftables
+    }
+
+    fn reconcile(&mut self, desired: &LbTable, dry_run: bool) -> Result<Vec<String>, LbError> {
+        let obs = self.observed()?;
+        let ops = plan(desired, &obs);
+        if !dry_run {
+            self.commit(&ops)?;
+            // UDP has no end: flows tracked to a backend that left would go on to it. Forget
+            // them so their next packet is balanced again (TCP flows drain on their own).
+            let gone = udp_backends_removed(&obs, &ops);
+            if !gone.is_empty() {
+                let n = conntrack::forget_udp_flows_to(&gone)?;
+                tracing::info!(flows = n, backends = gone.len(), "forgot UDP flows to removed backends");
+            }
+        }
+        Ok(ops.iter().map(|o| o.to_string()).collect())
+    }
+
+    fn programmed(&mut self) -> Result<Programmed, LbError> {
+        let obs = self.observe()?;
+        Ok(obs.summary().into_iter().map(|((kind, key), bes)| (kind, key, bes.into_iter().collect())).collect())
+    }
+
+    fn teardown(&mut self) -> Result<Vec<String>, LbError> {
+        let obs = self.observe()?;
+        let ops = plan_teardown(&obs);
+        self.commit(&ops)?;
+        self.cache = None;
+        Ok(ops.iter().map(|o| o.to_string()).collect())
+    }
+}
+
+/// UDP backend addresses a frontend chain jumped to before `ops` and no longer does after.
+fn udp_backends_removed(before: &NftObserved, ops: &[NftOp]) -> Vec<std::net::SocketAddrV4> {
+    let mut after = before.clone();
+    after.apply(ops);
+    let reached = |o: &NftObserved| -> std::collections::BTreeSet<std::net::SocketAddrV4> {
+        o.elements
+            .iter()
+            .filter(|((_, k), _)| k.proto == super::plan::Proto::Udp)
+            .flat_map(|(_, chain)| o.targets.get(chain).into_iter().flatten())
+            .filter_map(|b| backend_addr(b))
+            .collect()
+    };
+    let now = reached(&after);
+    reached(before).into_iter().filter(|a| !now.contains(a)).collect()
+}
+
+/// `b_10_0_9_2_53_udp_m` -> 10.0.9.2:53.
+fn backend_addr(chain: &str) -> Option<std::net::SocketAddrV4> {
+    let p: Vec<&str> = chain.split('_').collect();
+    if p.len() != 8 || p[0] != "b" {
+        return None;
+    }
+    format!("{}.{}.{}.{}:{}", p[1], p[2], p[3], p[4], p[5]).parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removed_udp_backends_are_found_from_the_batch() {
+        let t = crate::lb::plan::desired(&crate::lb::plan::tests::state("a"));
+        let mut obs = NftObserved::default();
+        obs.apply(&plan(&t, &obs));
+        let mut after = t.clone();
+        for f in after.published.values_mut().chain(after.vips.values_mut()) {
+            f.backends.retain(|b| b.addr.ip() != &std::net::Ipv4Addr::new(10, 0, 9, 3));
+        }
+        let ops = plan(&after, &obs);
+        let gone = udp_backends_removed(&obs, &ops);
+        assert_eq!(gone, vec!["10.0.9.3:53".parse().unwrap()]);
+        assert_eq!(backend_addr("b_10_0_9_2_53_udp_m"), Some("10.0.9.2:53".parse().unwrap()));
+    }
+}
