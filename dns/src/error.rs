@@ -66,9 +66,9 @@ pub enum DnsError {
         /// The OS error.
         source: io::Error,
     },
-    /// Must be called inside a tokio runtime.
-    #[error("the DNS server must be used from inside a tokio runtime: {0}")]
-    NoRuntime(String),
+    /// The server's runtime could not be started.
+    #[error("cannot start the DNS server's runtime thread: {0}")]
+    Runtime(String),
 }
 
 /// Why a [`crate::Zone`] was rejected. Each variant names the network and object, and the fix.

@@ -12,7 +12,7 @@ use hickory_proto::{
 };
 use proptest::prelude::*;
 use shoal_dns::{
-    query::{respond, Action, AnswerConfig, Transport, View},
+    query::{respond, respond_general, Action, AnswerConfig, Transport, View},
     table::Tables,
 };
 
@@ -27,9 +27,21 @@ const TYPES: &[RecordType] = &[
 
 fn seed(name: usize, qtype: usize, id: u16, edns: bool) -> Vec<u8> {
     let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
-    msg.add_query(Query::query(Name::from_ascii(NAMES[name]).unwrap(), TYPES[qtype]));
+    msg.metadata.recursion_desired = id.is_multiple_of(2);
+    msg.metadata.checking_disabled = id.is_multiple_of(3);
+    let mut text = NAMES[name].to_string();
+    if id.is_multiple_of(5) {
+        text.make_ascii_uppercase();
+    }
+    msg.add_query(Query::query(Name::from_ascii(&text).unwrap(), TYPES[qtype]));
     if edns {
-        msg.set_edns(Edns::new());
+        let mut e = Edns::new();
+        e.set_max_payload(if id.is_multiple_of(7) { 256 } else { 4096 });
+        if !id.is_multiple_of(2) {
+            // A client cookie, as dig sends.
+            e.options_mut().insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(10, vec![1, 2, 3, 4, 5, 6, 7, 8]));
+        }
+        msg.set_edns(e);
     }
     msg.to_vec().unwrap()
 }
@@ -81,11 +93,34 @@ fn check_record(record: &Record) {
     }
 }
 
+/// A reply with its answers in a canonical order (answers come shuffled).
+fn canonical(bytes: &[u8]) -> Message {
+    let mut msg = Message::from_vec(bytes).expect("reply parses");
+    msg.answers.sort_by_key(|r| r.to_string());
+    msg
+}
+
+/// The full path (with the fast path for plain A/AAAA questions) answers exactly like the general
+/// path alone.
+fn check_fast_path(tables: &Tables, view: View<'_>, cfg: &AnswerConfig, raw: &[u8], transport: Transport) {
+    let fast = respond(tables, view, cfg, raw, transport);
+    let general = respond_general(tables, view, cfg, raw, transport);
+    match (&fast, &general) {
+        (Action::Reply(a), Action::Reply(b)) => {
+            assert_eq!(canonical(a), canonical(b), "fast and general replies differ for {raw:02x?}");
+            assert_eq!(a.len(), b.len(), "fast and general reply sizes differ for {raw:02x?}");
+        }
+        (Action::Forward(_), Action::Forward(_)) | (Action::Drop, Action::Drop) => {}
+        _ => panic!("fast path {fast:?} vs general {general:?} for {raw:02x?}"),
+    }
+}
+
 fn check(tables: &Tables, raw: &[u8]) {
     let networks = vec!["front".to_string()];
     let cfg = AnswerConfig::default();
     for view in [View::Task(&networks), View::Host] {
         for transport in [Transport::Udp, Transport::Tcp] {
+            check_fast_path(tables, view, &cfg, raw, transport);
             match respond(tables, view, &cfg, raw, transport) {
                 Action::Drop => {}
                 Action::Forward(query) => {

@@ -2,6 +2,7 @@
 //! to forward upstream). Pure and deterministic apart from the answer order, so it is unit- and
 //! property-tested without sockets.
 
+mod fast;
 mod host;
 pub mod reply;
 pub mod reverse;
@@ -94,6 +95,17 @@ impl ForwardQuery {
 
 /// Answers one request in `view`. Never panics, whatever the bytes.
 pub fn respond(tables: &Tables, view: View<'_>, cfg: &AnswerConfig, raw: &[u8], transport: Transport) -> Action {
+    if let View::Task(networks) = view {
+        if let Some(bytes) = fast::try_answer(tables, networks, cfg, raw, transport) {
+            return Action::Reply(bytes);
+        }
+    }
+    respond_general(tables, view, cfg, raw, transport)
+}
+
+/// [`respond`] without its fast path for plain A/AAAA questions (the reference the fast path is
+/// tested against).
+pub fn respond_general(tables: &Tables, view: View<'_>, cfg: &AnswerConfig, raw: &[u8], transport: Transport) -> Action {
     if raw.len() < 12 {
         return Action::Drop;
     }

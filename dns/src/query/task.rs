@@ -64,7 +64,7 @@ pub fn answer(
 }
 
 /// The first network of the task (suffixed form first) that knows `name`.
-fn find<'t>(tables: &'t Tables, networks: &[String], name: &str) -> Option<(&'t str, &'t NameEntry)> {
+pub(super) fn find<'t>(tables: &'t Tables, networks: &[String], name: &str) -> Option<(&'t str, &'t NameEntry)> {
     for net in networks {
         let Some(bare) = name
             .strip_suffix(net.as_str())

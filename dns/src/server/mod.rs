@@ -4,6 +4,7 @@
 mod config;
 mod listener;
 mod mmsg;
+mod runtime;
 mod stats;
 pub mod netns;
 mod tcp;
@@ -47,6 +48,8 @@ pub struct DnsServer {
     hosts: Mutex<Vec<Serving>>,
     /// Serialises zone updates (each builds on the previous tables).
     zone_update: Mutex<()>,
+    /// Where the listeners run (declared last: dropped after them).
+    runtime: runtime::DnsRuntime,
 }
 
 /// A task's listener: its networks (replaceable) and the serving loops.
@@ -84,9 +87,11 @@ impl Drop for Serving {
 }
 
 impl DnsServer {
-    /// A server with an empty zone.
+    /// A server with an empty zone, running on its own runtime thread(s) (started here: they
+    /// and their forwarding sockets live in the calling thread's network namespace).
     pub fn new(config: DnsConfig) -> Result<Self, DnsError> {
         let answer = config.validate()?;
+        let runtime = runtime::DnsRuntime::start(config.worker_threads)?;
         let forwarder = Forwarder::new(&config.upstreams, config.upstream_timeout);
         Ok(Self {
             shared: Arc::new(Shared {
@@ -98,6 +103,7 @@ impl DnsServer {
             tasks: Mutex::new(HashMap::new()),
             hosts: Mutex::new(Vec::new()),
             zone_update: Mutex::new(()),
+            runtime,
         })
     }
 
@@ -246,7 +252,7 @@ impl DnsServer {
             hint: "",
             source,
         })?;
-        let runtime = tokio::runtime::Handle::try_current().map_err(|e| DnsError::NoRuntime(e.to_string()))?;
+        let runtime = self.runtime.handle();
         let _guard = runtime.enter();
         let udp = tokio::net::UdpSocket::from_std(sockets.udp).map_err(|source| DnsError::Bind {
             proto: "udp",
