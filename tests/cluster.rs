@@ -135,12 +135,15 @@ fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     panic!("timed out after {limit:?} waiting for {what}");
 }
 
-/// Task namespaces of running tasks: `shoal-t-<id>` whose task records say running.
-fn task_namespaces() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir("/run/netns")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("shoal-t-"))
+/// Namespaces of this cluster's tasks, from its daemons' executor records (other tests' labs run
+/// at the same time and have tasks too).
+fn task_namespaces(c: &Cluster) -> Vec<String> {
+    let mut v: Vec<String> = NODES
+        .iter()
+        .flat_map(|(n, _)| std::fs::read_dir(c.dir.join(n).join("tasks")).into_iter().flatten().flatten())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .map(|id| format!("shoal-t-{id}"))
+        .filter(|ns| std::path::Path::new("/run/netns").join(ns).exists())
         .collect();
     v.sort();
     v
@@ -175,17 +178,14 @@ fn join_all(c: &Cluster) {
 #[ignore = "needs root: run by tests/run.sh"]
 fn a_service_runs_on_every_node_and_its_tasks_talk_over_the_overlay() {
     let mut c = Cluster::up();
-    // Tasks of other tests may exist at the same time: only look at ours.
-    let before = task_namespaces();
     join_all(&c);
     c.cli("smgr", &["network", "create", "--driver", "overlay", "backend"]);
     c.cli("smgr", &["service", "create", "--detach", "--name", "sleeper", "--replicas", "3", "--network", "backend", "host", "sleep", "100000"]);
-    let ours = |all: Vec<String>| -> Vec<String> { all.into_iter().filter(|n| !before.contains(n)).collect() };
     wait_for("3 task namespaces with addresses", Duration::from_secs(30), || {
-        let t = ours(task_namespaces());
+        let t = task_namespaces(&c);
         t.len() == 3 && t.iter().all(|ns| task_ip(ns).is_some())
     });
-    let tasks = ours(task_namespaces());
+    let tasks = task_namespaces(&c);
     // one per node: the scheduler spreads
     let ps = c.cli("smgr", &["service", "ps", "sleeper"]);
     for (node, _) in NODES {
@@ -254,14 +254,61 @@ fn a_service_runs_on_every_node_and_its_tasks_talk_over_the_overlay() {
     let d = c.start_daemon(1);
     c.daemons[1] = Some(d);
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(ours(task_namespaces()), tasks, "the restarted agent replaced tasks instead of adopting them");
+    assert_eq!(task_namespaces(&c), tasks, "the restarted agent replaced tasks instead of adopting them");
     assert_eq!(pids(&c), pids_before, "task processes changed across the daemon restart");
     let ps = c.cli("smgr", &["service", "ps", "sleeper"]);
     assert_eq!(running(&ps), 3, "{ps}");
 
     // Scaling down stops a task and removes its namespace.
     c.cli("smgr", &["service", "scale", "sleeper=2"]);
-    wait_for("2 task namespaces", Duration::from_secs(30), || ours(task_namespaces()).len() == 2);
+    wait_for("2 task namespaces", Duration::from_secs(30), || task_namespaces(&c).len() == 2);
     c.cli("smgr", &["service", "rm", "sleeper"]);
-    wait_for("no task namespaces", Duration::from_secs(30), || ours(task_namespaces()).is_empty());
+    wait_for("no task namespaces", Duration::from_secs(30), || task_namespaces(&c).is_empty());
+}
+
+/// One HTTP request from the lab's client namespace; the answering replica's name.
+fn curl(c: &Cluster, node_addr: &str) -> Option<String> {
+    let out = in_ns(&c.lab.node_ns("client"), &["curl", "-s", "--max-time", "2", &format!("http://{node_addr}:5000/")]);
+    let body = String::from_utf8_lossy(&out.stdout).into_owned();
+    body.lines().find_map(|l| l.strip_prefix("Name:")).map(|n| n.trim().to_string())
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn published_service_answers_on_every_node_and_survives_a_node_failure() {
+    let mut c = Cluster::up();
+    join_all(&c);
+    c.cli("smgr", &["network", "create", "--driver", "overlay", "backend"]);
+    c.cli("smgr", &["service", "create", "--detach", "--name", "vote", "--replicas", "3", "-p", "5000:80", "--network", "backend", "shoal/whoami"]);
+    wait_for("3 running replicas", Duration::from_secs(30), || running(&c.cli("smgr", &["service", "ps", "vote"])) == 3);
+    wait_for("the mesh on every node", Duration::from_secs(30), || NODES.iter().all(|(_, a)| curl(&c, a).is_some()));
+    // 30 requests to each node's :5000 reach all 3 replicas, wherever they run.
+    for (node, addr) in NODES {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..30 {
+            seen.insert(curl(&c, addr).unwrap_or_else(|| panic!("no answer from {node}:5000\n{}", c.logs())));
+        }
+        assert_eq!(seen.len(), 3, "{node}:5000 reached {seen:?}");
+    }
+
+    // snode2 dies: daemon killed, underlay cable cut.
+    c.kill_daemon(2);
+    let port = format!("u-{}", NODES[2].0);
+    assert!(in_ns(&format!("shoal-{}-underlay", c.lab.name), &["ip", "link", "set", &port, "down"]).status.success());
+    wait_for("snode2 marked down", Duration::from_secs(20), || {
+        c.cli("smgr", &["node", "ls"]).lines().any(|l| l.contains("snode2") && l.contains("Down"))
+    });
+    wait_for("3 replicas running on the surviving nodes", Duration::from_secs(30), || {
+        let ps = c.cli("smgr", &["service", "ps", "vote"]);
+        running(&ps) == 3 && !ps.lines().any(|l| l.contains("snode2") && l.matches("Running").count() == 2)
+    });
+    // The mesh on the surviving nodes answers from all three current replicas again.
+    wait_for("every answer from a live replica", Duration::from_secs(20), || {
+        (0..10).all(|_| curl(&c, NODES[0].1).is_some() && curl(&c, NODES[1].1).is_some())
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        seen.insert(curl(&c, NODES[0].1).expect("smgr:5000 answers"));
+    }
+    assert_eq!(seen.len(), 3, "after the failure smgr:5000 reached {seen:?}");
 }

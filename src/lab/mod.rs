@@ -103,6 +103,7 @@ pub fn down(t: &Topology) -> anyhow::Result<()> {
             Ok(Err(e)) => failures.push(format!("teardown in {}: {e}", node.netns)),
             Err(e) => failures.push(e.to_string()),
         }
+        failures.extend(remove_lb_instance(&node.netns));
     }
     for ns in t.namespaces() {
         if let Err(e) = netns::delete(&ns) {
@@ -159,4 +160,31 @@ pub fn set_underlay(t: &Topology, host: &LabHost, up: bool) -> anyhow::Result<()
         }
         Ok(())
     })?
+}
+
+/// The node's load-balancer instance outside the namespace: its bpffs mount and run directory
+/// (`/run/shoal/<netns>`) and its task cgroup, all named after the node's namespace.
+fn remove_lb_instance(node_ns: &str) -> Vec<String> {
+    let mut failures = Vec::new();
+    let inst = shoal_dataplane::lb::Instance::named(node_ns);
+    let pin_dir = inst.pin_dir();
+    if shoal_ebpf::is_bpffs(&pin_dir).unwrap_or(false) {
+        if let Err(e) = nix::mount::umount2(&pin_dir, nix::mount::MntFlags::MNT_DETACH) {
+            failures.push(format!("unmount {}: {e}", pin_dir.display()));
+        }
+    }
+    if let Err(e) = std::fs::remove_dir_all(&inst.run_dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            failures.push(format!("remove {}: {e}", inst.run_dir.display()));
+        }
+    }
+    if let Some(root) = shoal_ebpf::cgroup2_mount() {
+        let cg = inst.cgroup(&root);
+        if let Err(e) = std::fs::remove_dir(&cg) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                failures.push(format!("remove cgroup {}: {e}", cg.display()));
+            }
+        }
+    }
+    failures
 }
