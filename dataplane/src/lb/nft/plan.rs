@@ -6,8 +6,8 @@
 //!   map vips      { ipv4_addr . inet_proto . inet_service : verdict }   VIP:port   -> goto v_*
 //!   map published { ipv4_addr . inet_proto . inet_service : verdict }   node:port  -> goto p_*
 //!   chain prerouting  (nat, dstnat)  ip daddr . meta l4proto . th dport vmap @vips / @published
-//!   chain postrouting (nat, srcnat)  meta mark & MARK == MARK jump snat
-//!   chain snat                       oifname "shb-<vni>" snat to <node LB address>
+//!   chain postrouting (nat, srcnat)  meta mark & MARK == MARK jump mesh_snat
+//!   chain mesh_snat                       oifname "shb-<vni>" snat to <node LB address>
 //!   chain v_<vip>_<port>_<proto>     numgen random mod N vmap { 0 : goto b_..., ... }
 //!   chain b_<ip>_<port>_<proto>_m    mark for SNAT, dnat to ip:port      (mesh / VIP)
 //!   chain b_<ip>_<port>_<proto>_n    dnat to ip:port                     (client address kept)
@@ -27,6 +27,8 @@ pub const TABLE: &str = "shoal";
 pub const MARK: u32 = 0x5300;
 const PRE_RULES: [&str; 2] = ["shoal-vips", "shoal-published"];
 const POST_RULES: [&str; 1] = ["shoal-snat"];
+/// (`snat` is a keyword of nft's grammar.)
+const SNAT_CHAIN: &str = "mesh_snat";
 
 /// What the kernel holds in table `ip shoal` (see `observe.rs`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -191,14 +193,14 @@ pub fn plan(desired: &LbTable, obs: &NftObserved) -> Vec<NftOp> {
     let comments = |c: &str| obs.chains.get(c).cloned().unwrap_or_default();
     // SNAT chain first: postrouting jumps to it.
     let snat_comments: Vec<String> = w.snat.iter().map(|(_, c)| c.clone()).collect();
-    if !has("snat") {
-        ops.push(NftOp::AddChain("snat".into()));
-    } else if comments("snat") != snat_comments {
-        ops.push(NftOp::FlushChain("snat".into()));
+    if !has(SNAT_CHAIN) {
+        ops.push(NftOp::AddChain(SNAT_CHAIN.into()));
+    } else if comments(SNAT_CHAIN) != snat_comments {
+        ops.push(NftOp::FlushChain(SNAT_CHAIN.into()));
     }
-    if !has("snat") || comments("snat") != snat_comments {
+    if !has(SNAT_CHAIN) || comments(SNAT_CHAIN) != snat_comments {
         for (rule, comment) in &w.snat {
-            ops.push(NftOp::AddRule { chain: "snat".into(), rule: rule.clone(), comment: comment.clone() });
+            ops.push(NftOp::AddRule { chain: SNAT_CHAIN.into(), rule: rule.clone(), comment: comment.clone() });
         }
     }
     // Backend chains, then frontend chains, then the map elements that reach them.
@@ -241,7 +243,7 @@ pub fn plan(desired: &LbTable, obs: &NftObserved) -> Vec<NftOp> {
             let rule = match *comment {
                 "shoal-vips" => "ip daddr . meta l4proto . th dport vmap @vips".to_string(),
                 "shoal-published" => "ip daddr . meta l4proto . th dport vmap @published".to_string(),
-                _ => format!("meta mark & {MARK:#x} == {MARK:#x} jump snat"),
+                _ => format!("meta mark & {MARK:#x} == {MARK:#x} jump {SNAT_CHAIN}"),
             };
             ops.push(NftOp::AddRule { chain: name.into(), rule, comment: comment.to_string() });
         }
@@ -355,7 +357,7 @@ mod tests {
         assert!(text.contains(&"add rule ip shoal b_10_0_9_3_80_tcp_m meta mark set meta mark | 0x5300 meta l4proto tcp dnat to 10.0.9.3:80 comment \"shoal-backend\"".to_string()), "{text:#?}");
         assert!(text.contains(&"add element ip shoal vips { 10.0.9.100 . tcp . 80 : goto v_10_0_9_100_80_tcp }".to_string()));
         assert!(text.contains(&"add element ip shoal published { 192.168.33.10 . udp . 5353 : goto p_192_168_33_10_5353_udp }".to_string()));
-        assert!(text.contains(&"add rule ip shoal snat oifname \"shb-4097\" snat to 10.0.9.250 comment \"snat shb-4097 10.0.9.250\"".to_string()));
+        assert!(text.contains(&"add rule ip shoal mesh_snat oifname \"shb-4097\" snat to 10.0.9.250 comment \"snat shb-4097 10.0.9.250\"".to_string()));
         // the host-mode port goes to the local task without the SNAT mark
         assert!(text.iter().any(|l| l.starts_with("add rule ip shoal p_192_168_33_10_6000_tcp numgen random mod 1 vmap { 0 : goto b_10_0_9_2_8080_tcp_n }")), "{text:#?}");
         // steering comes after everything it steers to
