@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The kernel lab stage: builds the test binaries named in tests.list, boots Debian's stock kernel
+# once (vm.sh) and runs every suite in it, reporting each test as
+# "test kernel_lab::SUITE::TEST ... ok" and each suite's SHOAL-SKIP lines as
+# "SHOAL-SKIP kernel_lab::SUITE::TEST: reason" (appended to $SHOAL_SKIP_LOG when set).
+# Usage: tests/kernel-lab/run.sh [SUITE]...   (default: every suite in tests.list)
+# Exit codes: 0 all passed; 1 a suite failed; 77 the lab cannot run here (reason printed).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cd "$root"
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+
+names=() kinds=() specs=() args=()
+while read -r name kind spec rest; do
+  case "$name" in ''|'#'*) continue ;; esac
+  if [ $# -gt 0 ] && ! printf '%s\n' "$@" | grep -qx "$name"; then continue; fi
+  [[ "$name" =~ ^[a-z0-9_]+$ ]] || { echo "kernel-lab: tests.list: suite name '$name' must be lower case, digits and _" >&2; exit 2; }
+  case "$kind" in
+    test) [[ "$spec" == */* ]] || { echo "kernel-lab: tests.list: $name: write the test as PACKAGE/TARGET, not '$spec'" >&2; exit 2; } ;;
+    cmd) ;;
+    *) echo "kernel-lab: tests.list: $name: kind must be 'test' or 'cmd', not '$kind'" >&2; exit 2 ;;
+  esac
+  names+=("$name") kinds+=("$kind") specs+=("$spec") args+=("$rest")
+done < "$here/tests.list"
+[ ${#names[@]} -gt 0 ] || { echo "kernel-lab: no suite selected (tests.list: $(awk '!/^#/ && NF {printf "%s ", $1}' "$here/tests.list"))" >&2; exit 2; }
+
+# Build the test binaries (one cargo call per package) and find their paths.
+declare -A exe dir
+shoal_bin=
+for pkg in $(for i in "${!names[@]}"; do [ "${kinds[$i]}" = test ] && echo "${specs[$i]%%/*}"; done | sort -u); do
+  targets=()
+  for i in "${!names[@]}"; do
+    [ "${kinds[$i]}" = test ] && [ "${specs[$i]%%/*}" = "$pkg" ] && targets+=(--test "${specs[$i]#*/}")
+  done
+  json=$(cargo test --locked --no-run --message-format=json -p "$pkg" "${targets[@]}")
+  while IFS= read -r line; do
+    [[ "$line" == *'"reason":"compiler-artifact"'* && "$line" == *'"executable":"/'* ]] || continue
+    if [[ "$line" == *'"kind":["bin"]'* && "$line" == *'"name":"shoal"'* ]]; then
+      shoal_bin=$(sed -E 's/.*"executable":"([^"]+)".*/\1/' <<< "$line")
+      continue
+    fi
+    [[ "$line" == *'"test":true'* ]] || continue
+    target=$(sed -E 's/.*"target":\{[^}]*"name":"([^"]+)".*/\1/' <<< "$line")
+    exe[$pkg/$target]=$(sed -E 's/.*"executable":"([^"]+)".*/\1/' <<< "$line")
+    manifest=$(sed -E 's/.*"manifest_path":"([^"]+)".*/\1/' <<< "$line")
+    dir[$pkg/$target]=$(dirname "$manifest")
+  done <<< "$json"
+done
+
+# The guest's script: every suite in turn, test names prefixed, skips kept per suite.
+out=$(mktemp -d /tmp/shoal-kernel-lab-out.XXXXXX)
+trap 'rm -rf "$out"' EXIT
+{
+  echo 'status=0'
+  # The shoal binary of this build, for cmd suites (test binaries know theirs).
+  [ -n "$shoal_bin" ] && echo "export SHOAL_BIN=$(printf %q "$shoal_bin")"
+  for i in "${!names[@]}"; do
+    n=${names[$i]}
+    prefix="s/^test ([^ ]+) \\.\\.\\. /test kernel_lab::$n::\\1 ... /"
+    echo "echo '== kernel lab: $n'"
+    if [ "${kinds[$i]}" = test ]; then
+      key=${specs[$i]}
+      [ -n "${exe[$key]:-}" ] || { echo "kernel-lab: cargo built no test binary for $key" >&2; exit 1; }
+      echo "cd $(printf %q "${dir[$key]}")"
+      echo "SHOAL_SKIP_LOG=\$KERNEL_LAB_RESULTS/skips-$n $(printf %q "${exe[$key]}") ${args[$i]} 2>&1 | sed -u -E '$prefix'"
+      echo 'rc=${PIPESTATUS[0]}'
+    else
+      echo "cd $(printf %q "$root")"
+      echo "SHOAL_SKIP_LOG=\$KERNEL_LAB_RESULTS/skips-$n ${specs[$i]} ${args[$i]} 2>&1"
+      echo "rc=\$?; [ \$rc = 0 ] && r=ok || r=FAILED"
+      echo "echo \"test kernel_lab::$n ... \$r\""
+      echo "[ \$rc = 0 ] && echo 'test result: ok. 1 passed; 0 failed; 0 ignored' || echo 'test result: FAILED. 0 passed; 1 failed; 0 ignored'"
+    fi
+    echo "[ \$rc = 0 ] || { echo 'kernel-lab: suite $n failed (exit '\$rc')'; status=1; }"
+  done
+  echo 'exit $status'
+} > "$out/suites.sh"
+
+set +e
+bash "$here/vm.sh" --env RUST_BACKTRACE=1 --timeout "${SHOAL_KERNEL_LAB_TIMEOUT:-900}" --results "$out/results" \
+  -- bash -c "$(cat "$out/suites.sh")"
+status=$?
+set -e
+[ "$status" = 77 ] && exit 77
+
+# Skips in the guest, named after their suite.
+for i in "${!names[@]}"; do
+  n=${names[$i]}
+  [ -s "$out/results/skips-$n" ] || continue
+  sed -E "s/^SHOAL-SKIP /SHOAL-SKIP kernel_lab::$n::/" "$out/results/skips-$n" | sort -u | while IFS= read -r line; do
+    echo "$line" >&2
+    [ -n "${SHOAL_SKIP_LOG:-}" ] && echo "$line" >> "$SHOAL_SKIP_LOG"
+  done
+done
+exit "$status"
