@@ -1,6 +1,7 @@
 //! `shoal`: the one binary. CLI at the edge (anyhow here only), everything else in the crates.
 
 mod agent;
+mod bench;
 mod cli;
 mod daemon;
 mod doctor;

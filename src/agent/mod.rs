@@ -8,9 +8,10 @@
 
 pub mod desired;
 pub mod executor;
+pub mod worker;
 pub mod zone;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -57,9 +58,20 @@ pub async fn run(
     let stopping: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut reported: HashMap<String, TaskState> = HashMap::new();
     let mut failures = 0u32;
+    let worker = match worker::Worker::spawn(cfg.lb) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the data plane worker");
+            return;
+        }
+    };
+    // What the last pass saw: a pass runs when the view or a local process changed, after a
+    // failure (with backoff), and every few seconds to repair what somebody else changed.
+    let mut last: Option<(u64, BTreeMap<String, ProcessState>)> = None;
+    let mut last_full = std::time::Instant::now();
     tracing::info!(node = %cfg.node_id, addr = %cfg.self_addr, "agent running");
     loop {
-        let pause = Duration::from_millis(if failures == 0 { 500 } else { (250u64 << failures.min(5)).min(5000) });
+        let pause = Duration::from_millis(if failures == 0 { 100 } else { (250u64 << failures.min(5)).min(5000) });
         tokio::select! {
             _ = view.changed() => {}
             _ = tokio::time::sleep(pause) => {}
@@ -67,8 +79,18 @@ pub async fn run(
         }
         let snapshot = view.borrow().clone();
         let v = &snapshot.view;
+        let states: BTreeMap<String, ProcessState> = exec.known().into_iter().map(|id| {
+            let s = exec.state(&id);
+            (id, s)
+        }).collect();
+        let now = (snapshot.version, states.clone());
+        if failures == 0 && last.as_ref() == Some(&now) && last_full.elapsed() < Duration::from_secs(5) {
+            continue;
+        }
+        last = Some(now);
+        last_full = std::time::Instant::now();
         let running: BTreeSet<String> =
-            exec.known().into_iter().filter(|id| exec.state(id) == ProcessState::Running).collect();
+            states.iter().filter(|(_, s)| **s == ProcessState::Running).map(|(id, _)| id.clone()).collect();
 
         // 1. Stop what is no longer wanted: it left the endpoint table already (it is not
         //    running-and-desired), so after the drain period no new flow reaches it.
@@ -94,40 +116,29 @@ pub async fn run(
             });
         }
 
-        // 2. The data plane, from the whole view. Tasks still stopping keep their network.
-        let keep: BTreeSet<String> = running.iter().cloned().collect();
-        let desired = desired::node_state(v, &cfg.node_id, cfg.self_addr, &keep);
-        let lb = cfg.lb;
-        let applied = tokio::task::spawn_blocking(move || -> Result<(usize, usize), String> {
-            let overlay = shoal_dataplane::overlay::reconcile(&desired).map_err(|e| e.to_string())?;
-            let lb = shoal_dataplane::lb::reconcile(&desired, lb, false).map_err(|e| e.to_string())?;
-            Ok((overlay.ops.len(), lb.changes.len()))
-        })
-        .await;
-        match applied {
-            Ok(Ok((overlay, lb))) => {
+        // 2. DNS first (in memory, fast): a withdrawn task stops being an answer at once.
+        if let Err(e) = dns.set_zone(&zone::zone(v)) {
+            tracing::warn!(error = %e, "DNS zone rejected");
+        }
+
+        // 3. The kernel, from the whole view. Tasks still stopping keep their network.
+        let desired = desired::node_state(v, &cfg.node_id, cfg.self_addr, &running);
+        match worker.apply(desired).await {
+            Ok((overlay, lb)) => {
                 failures = 0;
                 if overlay + lb > 0 {
                     tracing::info!(overlay, lb, "data plane reconciled");
                 }
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 failures += 1;
                 tracing::warn!(error = %e, attempt = failures, "data plane reconcile failed; retrying");
                 continue;
             }
-            Err(e) => {
-                failures += 1;
-                tracing::error!(error = %e, "data plane reconcile panicked");
-                continue;
-            }
         }
 
-        // 3. DNS: the zone from the view; every live local task served in its namespace (also
-        //    tasks adopted after a restart: the sockets died with the old process).
-        if let Err(e) = dns.set_zone(&zone::zone(v)) {
-            tracing::warn!(error = %e, "DNS zone rejected");
-        }
+        // 3b. Every live local task served by DNS in its namespace (also tasks adopted after a
+        //     restart: their sockets died with the old process).
         let attached: HashSet<String> = dns.attached_tasks().into_iter().map(|(id, _)| id).collect();
         for id in running.iter().filter(|id| !attached.contains(*id)) {
             if let Some(a) = v.assignments.get(id) {

@@ -39,6 +39,9 @@ pub enum Command {
     /// Kernel features of this host (VXLAN, nftables, eBPF hooks, IPVS, ESP, WireGuard, TUN) and
     /// the backends shoal will pick.
     Doctor,
+    /// Benchmarks that need the whole product running (as root).
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
     /// Runs one task (started by the agent; not for people).
     #[command(hide = true)]
     TaskExec { dir: std::path::PathBuf },
@@ -63,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dataplane(cmd) => dataplane::run(cmd),
         Command::Whoami(args) => crate::whoami::run(args),
         Command::Doctor => crate::doctor::run(),
+        Command::Bench(cmd) => crate::bench::run(cmd),
         Command::TaskExec { dir } => std::process::exit(crate::agent::executor::shim::run(&dir).unwrap_or_else(|e| {
             eprintln!("shoal task-exec: {e:#}");
             127

@@ -48,7 +48,7 @@ pub fn start(t: &Topology, host: &LabHost) -> anyhow::Result<()> {
     let sock = socket(t, &host.name);
     let _ = std::fs::remove_file(&sock);
     let child = Command::new(std::env::current_exe()?)
-        .args(["--netns", &host.netns, "--log-level", "info", "daemon"])
+        .args(["--netns", &host.netns, "--log-level", "info,shoal::agent=debug", "daemon"])
         .arg("--state-dir")
         .arg(dir.join("state"))
         .arg("--socket")

@@ -1,0 +1,97 @@
+//! The data plane worker: one thread that owns the open load balancer (programs loaded, maps
+//! pinned) and applies desired states in order. Opening the eBPF balancer costs more than a
+//! second (probe, verify, load), so it happens once, not on every reconcile.
+
+use std::sync::mpsc;
+use std::thread;
+
+use shoal_dataplane::lb::{self, Choice, Instance, LoadBalancer};
+use shoal_dataplane::overlay;
+use shoal_dataplane::state::NodeState;
+use tokio::sync::oneshot;
+
+/// What one pass changed: overlay operations and load-balancer changes.
+pub type Applied = Result<(usize, usize), String>;
+
+pub struct Worker {
+    tx: mpsc::Sender<(NodeState, oneshot::Sender<Applied>)>,
+}
+
+impl Worker {
+    /// The thread is started from the caller's thread, so it lives in the same network namespace.
+    pub fn spawn(choice: Choice) -> std::io::Result<Worker> {
+        let (tx, rx) = mpsc::channel::<(NodeState, oneshot::Sender<Applied>)>();
+        thread::Builder::new().name("dataplane".into()).spawn(move || {
+            let mut held = Held { lb: None, attached: None, warned: false };
+            for (desired, reply) in rx {
+                let _ = reply.send(held.apply(&desired, choice));
+            }
+        })?;
+        Ok(Worker { tx })
+    }
+
+    pub async fn apply(&self, desired: NodeState) -> Applied {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send((desired, reply)).map_err(|_| "the data plane worker stopped".to_string())?;
+        answer.await.map_err(|_| "the data plane worker stopped".to_string())?
+    }
+}
+
+struct Held {
+    lb: Option<Box<dyn LoadBalancer>>,
+    /// The interfaces the open balancer is attached to (underlay, bridges with their SNAT
+    /// address): when networks come or go it is reopened to attach to the new set.
+    attached: Option<(Option<std::net::Ipv4Addr>, std::collections::BTreeMap<String, std::net::Ipv4Addr>)>,
+    /// Whether the failure to open a balancer was already reported.
+    warned: bool,
+}
+
+impl Held {
+    fn apply(&mut self, desired: &NodeState, choice: Choice) -> Applied {
+        let t0 = std::time::Instant::now();
+        let overlay = overlay::reconcile(desired).map_err(|e| e.to_string())?;
+        let t1 = t0.elapsed();
+        let want = lb::desired(desired);
+        // The balancer opens on the first pass, services or not, and stays open (its tables
+        // emptied when the last service goes): a new service is then programmed in milliseconds
+        // instead of loading and verifying programs first.
+        let wiring = (want.underlay, want.bridges.clone());
+        if self.attached.as_ref() != Some(&wiring) {
+            self.lb = None;
+        }
+        if self.lb.is_none() {
+            let opened = lb::probe()
+                .choose(choice)
+                .and_then(|(kind, reason)| {
+                    tracing::info!(lb = %kind, %reason, "load balancer chosen");
+                    lb::open(kind, &Instance::here(&desired.node), &want)
+                });
+            match opened {
+                Ok(handle) => {
+                    self.lb = Some(handle);
+                    self.attached = Some(wiring);
+                }
+                // Nothing to balance yet: tasks must not wait for a balancer they do not need.
+                Err(e) if want.is_empty() => {
+                    if !self.warned {
+                        tracing::warn!(error = %e, "no load balancer available yet");
+                        self.warned = true;
+                    }
+                    return Ok((overlay.ops.len(), 0));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        let handle = self.lb.as_mut().expect("opened above");
+        let changes = match handle.reconcile(&want, false) {
+            Ok(c) => c.len(),
+            Err(e) => {
+                // Reopen on the next pass: the kernel may have lost what the handle held.
+                self.lb = None;
+                return Err(e.to_string());
+            }
+        };
+        tracing::debug!(overlay_ms = t1.as_millis() as u64, lb_ms = (t0.elapsed() - t1).as_millis() as u64, "reconcile timing");
+        Ok((overlay.ops.len(), changes))
+    }
+}
