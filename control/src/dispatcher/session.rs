@@ -62,7 +62,17 @@ pub fn open(mgr: Manager, node_id: String, mut inbound: Streaming<AgentMessage>)
                     return;
                 }
                 let version = *applied.borrow_and_update();
-                let view = shared.read(|s| AgentView::for_node(s, &node_id, &EndpointTable::from_state(s)));
+                let (mut view, raft_id) = shared.read(|s| {
+                    (AgentView::for_node(s, &node_id, &EndpointTable::from_state(s)), s.nodes.get(&node_id).map(|n| n.raft_id))
+                });
+                // A demoted manager keeps its manager role until it has left the Raft voters,
+                // or the joint configuration could never commit without it.
+                if view.role == Some(crate::model::Role::Worker) {
+                    let voters: Vec<u64> = mgr.raft().metrics().borrow().membership_config.membership().voter_ids().collect();
+                    if raft_id.is_some_and(|r| voters.contains(&r)) {
+                        view.role = Some(crate::model::Role::Manager);
+                    }
+                }
                 let update = match &sent {
                     None => view.full_update(version),
                     Some(old) => view.diff(old, version),

@@ -5,6 +5,7 @@
 
 pub mod crypto;
 mod log_store;
+pub mod recover;
 mod state_machine;
 #[cfg(test)]
 mod tests;

@@ -82,6 +82,13 @@ impl StateMachineStore {
         self.shared.clone()
     }
 
+    /// Replace the whole state (recovery only).
+    pub fn replace(&mut self, state: ClusterState, last_applied: Option<LogId<u64>>, membership: StoredMembership<u64, BasicNode>) {
+        let idx = last_applied.map(|l| l.index).unwrap_or(0);
+        *self.shared.inner.write().unwrap_or_else(|p| p.into_inner()) = SnapshotBody { last_applied, membership, state };
+        self.shared.applied.send_replace(idx);
+    }
+
     fn path(&self) -> PathBuf {
         self.dir.join("snapshot.bin")
     }

@@ -1,0 +1,90 @@
+//! Promote/demote change the Raft membership; `init --force-new-cluster` recovers a lost quorum.
+
+mod common;
+
+use common::*;
+use shoal_control::model::{Role, ServiceSpec};
+use shoal_control::node::{InitOptions, LocalReply, LocalRequest};
+use shoal_control::state::Command;
+
+fn role_cmd(node: &str, role: Role) -> Command {
+    Command::UpdateNode { node: node.into(), availability: None, role: Some(role), label_add: Default::default(), label_rm: vec![] }
+}
+
+async fn voters(n: &TestNode) -> usize {
+    let m = n.node.manager().await.unwrap();
+    let met = m.raft().metrics().borrow().clone();
+    let mem = met.membership_config.membership();
+    if mem.get_joint_config().len() == 1 {
+        mem.voter_ids().count()
+    } else {
+        0
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_and_demote_change_raft_membership() {
+    let (ms, ws, _, _) = cluster(1, 2).await;
+    for w in &ws {
+        let id = w.node.node_id().await.unwrap();
+        ms[0].propose(role_cmd(&id, Role::Manager)).await.unwrap().unwrap();
+    }
+    eventually("three voters after promoting two workers", 40, || async { (voters(&ms[0]).await == 3).then_some(()) }).await;
+    // The promoted nodes run the manager role and answer API calls.
+    for w in &ws {
+        let st = eventually("the promoted node serves the API", 20, || async { w.api(shoal_control::rpc::messages::ApiRequest::View).await.ok() }).await;
+        let _ = st;
+    }
+    // A write through a promoted manager commits.
+    ws[0].propose(Command::CreateService { spec: ServiceSpec::new("via-promoted", "nginx") }).await.unwrap().unwrap();
+    // Demote one back.
+    let id = ws[1].node.node_id().await.unwrap();
+    ms[0].propose(role_cmd(&id, Role::Worker)).await.unwrap().unwrap();
+    eventually("two voters after a demote", 40, || async { (voters(&ms[0]).await == 2).then_some(()) }).await;
+    eventually("the demoted node stops its manager role", 20, || async { ws[1].node.manager().await.is_none().then_some(()) }).await;
+    let err = ws[1].api(shoal_control::rpc::messages::ApiRequest::View).await.unwrap_err();
+    assert!(err.contains("not a manager"), "{err}");
+    // The last manager cannot be demoted.
+    let me = ms[0].node.node_id().await.unwrap();
+    let other = ws[0].node.node_id().await.unwrap();
+    ms[0].propose(role_cmd(&other, Role::Worker)).await.unwrap().unwrap();
+    eventually("one voter", 40, || async { (voters(&ms[0]).await == 1).then_some(()) }).await;
+    let err = ms[0].propose(role_cmd(&me, Role::Worker)).await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("last manager"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_new_cluster_recovers_a_lost_quorum() {
+    let (mut ms, _ws, _, _) = cluster(3, 0).await;
+    ms[0].propose(Command::CreateService { spec: ServiceSpec::new("kept", "nginx") }).await.unwrap().unwrap();
+    let survivor = ms.remove(0);
+    eventually("the survivor has applied the write", 20, || async { survivor.state().await.find_service("kept").is_ok().then_some(()) }).await;
+    for m in ms {
+        m.kill().await;
+    }
+    // No quorum: writes fail.
+    let r = survivor.propose(Command::CreateService { spec: ServiceSpec::new("lost", "nginx") }).await;
+    assert!(r.is_err() || r.as_ref().unwrap().is_err(), "{r:?}");
+    let reply = survivor
+        .node
+        .handle(LocalRequest::Init(InitOptions {
+            advertise_addr: survivor.addr.clone(),
+            listen_addr: None,
+            default_addr_pool: vec![],
+            default_addr_pool_mask_length: 24,
+            force_new_cluster: true,
+            task_history_limit: None,
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(reply, LocalReply::Initialized { .. }));
+    let r = eventually("writes work again", 30, || async {
+        survivor.propose(Command::CreateService { spec: ServiceSpec::new("after", "nginx") }).await.ok()
+    })
+    .await;
+    assert!(r.is_ok(), "{r:?}");
+    let st = survivor.state().await;
+    assert!(st.find_service("kept").is_ok(), "committed state survived");
+    assert_eq!(st.nodes.values().filter(|n| n.role == Role::Manager).count(), 1);
+    assert_eq!(voters(&survivor).await, 1);
+}
