@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod daemon;
 mod doctor;
+mod image;
 mod lab;
 mod whoami;
 

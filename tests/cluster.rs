@@ -259,6 +259,38 @@ fn a_service_runs_on_every_node_and_its_tasks_talk_over_the_overlay() {
     let ps = c.cli("smgr", &["service", "ps", "sleeper"]);
     assert_eq!(running(&ps), 3, "{ps}");
 
+    // A root filesystem image: imported, run under pivot_root, sees its own files.
+    let image = format!("t{}-bb", std::process::id());
+    let root = std::env::temp_dir().join(&image);
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(root.join("proc")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static (tests/prereqs.sh installs it)");
+    for tool in ["sh", "sleep", "cat", "hostname", "ls"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).unwrap();
+    }
+    std::fs::write(root.join("etc/shoal-image"), "from the image\n").unwrap();
+    let tar = std::env::temp_dir().join(format!("{image}.tar"));
+    assert!(Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&root).arg(".").status().unwrap().success());
+    let out = shoal(&["image", "import", &image, tar.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_file(&tar);
+    c.cli("smgr", &["service", "create", "--detach", "--name", "bb", "--replicas", "1", "--network", "backend", &image, "/bin/sleep", "100000"]);
+    let before: Vec<String> = tasks.clone();
+    wait_for("the image task", Duration::from_secs(30), || task_namespaces(&c).len() == 4);
+    let bb = task_namespaces(&c).into_iter().find(|ns| !before.contains(ns)).unwrap();
+    wait_for("the image task running", Duration::from_secs(20), || {
+        running(&c.cli("smgr", &["service", "ps", "bb"])) == 1
+    });
+    let pid = c.task_pid(bb.trim_start_matches("shoal-t-"));
+    let inside = Command::new("nsenter").args(["-t", &pid, "-m", "-u", "--", "/bin/cat", "/etc/shoal-image", "/etc/resolv.conf"]).output().unwrap();
+    let text = String::from_utf8_lossy(&inside.stdout);
+    assert!(text.contains("from the image") && text.contains("nameserver 127.0.0.11"), "inside the image: {text}{}", String::from_utf8_lossy(&inside.stderr));
+    c.cli("smgr", &["service", "rm", "bb"]);
+    wait_for("the image task gone", Duration::from_secs(30), || task_namespaces(&c).len() == 3);
+    assert!(shoal(&["image", "rm", &image]).status.success());
+
     // Scaling down stops a task and removes its namespace.
     c.cli("smgr", &["service", "scale", "sleeper=2"]);
     wait_for("2 task namespaces", Duration::from_secs(30), || task_namespaces(&c).len() == 2);

@@ -39,6 +39,9 @@ pub enum Command {
     /// Kernel features of this host (VXLAN, nftables, eBPF hooks, IPVS, ESP, WireGuard, TUN) and
     /// the backends shoal will pick.
     Doctor,
+    /// Node-local root filesystems for tasks.
+    #[command(subcommand)]
+    Image(crate::image::ImageCommand),
     /// Benchmarks that need the whole product running (as root).
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -67,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Whoami(args) => crate::whoami::run(args),
         Command::Doctor => crate::doctor::run(),
         Command::Bench(cmd) => crate::bench::run(cmd),
+        Command::Image(cmd) => crate::image::run(cmd),
         Command::TaskExec { dir } => std::process::exit(crate::agent::executor::shim::run(&dir).unwrap_or_else(|e| {
             eprintln!("shoal task-exec: {e:#}");
             127

@@ -53,7 +53,7 @@ impl Image {
             "host" if command.is_empty() => Err(ImageError::NoCommand(image.into())),
             "host" => Ok(Image::Host { argv: command.to_vec() }),
             _ => {
-                let root = PathBuf::from(IMAGE_DIR).join(name.replace('/', "_"));
+                let root = crate::image::dir(name);
                 if !root.is_dir() {
                     return Err(ImageError::Unknown(image.into()));
                 }
