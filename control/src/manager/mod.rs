@@ -3,6 +3,7 @@
 //! the dispatcher's liveness checks, restart-delay ticks and Raft membership changes.
 
 pub mod faults;
+mod batch;
 mod join;
 mod leader;
 mod network;
@@ -16,10 +17,9 @@ use crate::dispatcher::Liveness;
 use crate::rpc::messages::{ApiRequest, ApiResponse};
 use crate::rpc::tls::{self, TlsIdentity};
 use crate::rpc::ControlClient;
-use crate::state::{Command, Request, Response, StateError};
+use crate::state::{Command, Response, StateError};
 use crate::store::crypto::DataKey;
 use crate::store::{LogStore, Raft, SharedState, StateMachineStore};
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::BasicNode;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -60,7 +60,7 @@ pub struct RaftTiming {
 
 impl Default for RaftTiming {
     fn default() -> RaftTiming {
-        RaftTiming { heartbeat_ms: 200, election_min_ms: 1000, election_max_ms: 2000, snapshot_every: 5000 }
+        RaftTiming { heartbeat_ms: 100, election_min_ms: 400, election_max_ms: 800, snapshot_every: 5000 }
     }
 }
 
@@ -97,6 +97,7 @@ struct Inner {
     clients: Mutex<HashMap<String, ControlClient<Channel>>>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    proposals: tokio::sync::mpsc::UnboundedSender<batch::Proposal>,
 }
 
 pub fn now_ms() -> u64 {
@@ -135,6 +136,8 @@ impl Manager {
             .await
             .map_err(|e| ManagerError::Listen { addr: cfg.listen, message: e.to_string() })?;
         let (shutdown, _) = watch::channel(false);
+        let (proposals, proposals_rx) = tokio::sync::mpsc::unbounded_channel();
+        let batcher = tokio::spawn(batch::run(raft.clone(), proposals_rx));
         let mgr = Manager {
             inner: Arc::new(Inner {
                 liveness: Liveness::new(cfg.heartbeat_period),
@@ -145,7 +148,8 @@ impl Manager {
                 faults,
                 clients: Mutex::new(HashMap::new()),
                 shutdown,
-                tasks: Mutex::new(vec![]),
+                tasks: Mutex::new(vec![batcher]),
+                proposals,
             }),
         };
         let server = server::serve(mgr.clone(), listener)?;
@@ -234,15 +238,21 @@ impl Manager {
 
     /// Commit a command: locally when leader, else forwarded to the leader. Returns the
     /// command's result and its log index; when forwarded, waits until this manager has
-    /// applied that index too, so a read right after sees the write.
+    /// applied that index too, so a read right after sees the write. Concurrent writes on the
+    /// leader are batched into one log entry (one fsync).
     pub async fn propose(&self, cmd: Command) -> Result<(Result<Response, StateError>, u64), ManagerError> {
         let timeout = self.inner.cfg.write_timeout;
-        let write = self.inner.raft.client_write(Request { now_ms: now_ms(), cmd: cmd.clone() });
-        match tokio::time::timeout(timeout, write).await {
-            Err(_) => Err(ManagerError::Timeout(timeout)),
-            Ok(Ok(resp)) => Ok((resp.data, resp.log_id.index)),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                let addr = f.leader_node.map(|n| n.addr).ok_or(ManagerError::NoLeader)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.proposals.send((cmd.clone(), tx)).map_err(|_| ManagerError::Raft("manager is shutting down".into()))?;
+        let outcome = tokio::time::timeout(timeout, rx)
+            .await
+            .map_err(|_| ManagerError::Timeout(timeout))?
+            .map_err(|_| ManagerError::Raft("manager is shutting down".into()))?;
+        match outcome {
+            batch::Outcome::Done(result, index) => Ok((result, index)),
+            batch::Outcome::Failed(e) => Err(ManagerError::Raft(e)),
+            batch::Outcome::Forward(leader) => {
+                let addr = leader.ok_or(ManagerError::NoLeader)?;
                 let mut client = self.client_for(&addr)?;
                 let reply = tokio::time::timeout(timeout, client.api(ApiRequest::Propose(cmd)))
                     .await
@@ -257,7 +267,6 @@ impl Manager {
                     other => Err(ManagerError::Remote { addr, message: format!("unexpected reply {other:?}") }),
                 }
             }
-            Ok(Err(e)) => Err(ManagerError::Raft(e.to_string())),
         }
     }
 

@@ -38,7 +38,8 @@ impl Rejections {
 }
 
 pub struct Candidates {
-    pub nodes: Vec<String>,
+    /// Positions (in `NodeLoad`'s node order) of nodes passing the static filters.
+    pub nodes: Vec<usize>,
     pub rejections: Rejections,
 }
 
@@ -47,7 +48,7 @@ pub fn static_candidates(state: &ClusterState, service: &Service) -> Candidates 
     let constraints: Vec<Constraint> = parse_all(&service.spec.placement.constraints).unwrap_or_default();
     let mut rejections = Rejections::default();
     let mut nodes = vec![];
-    for n in state.nodes.values() {
+    for (i, n) in state.nodes.values().enumerate() {
         if let Err(why) = check_node(n, &constraints) {
             match why {
                 Why::NotReady => rejections.not_ready += 1,
@@ -56,7 +57,7 @@ pub fn static_candidates(state: &ClusterState, service: &Service) -> Candidates 
             }
             continue;
         }
-        nodes.push(n.id.clone());
+        nodes.push(i);
     }
     Candidates { nodes, rejections }
 }
@@ -80,54 +81,75 @@ fn check_node(n: &Node, constraints: &[Constraint]) -> Result<(), Why> {
     Ok(())
 }
 
-/// Task counts per node, per service per node, and host ports in use per node.
-#[derive(Default)]
+/// Task counts per node, per service per node, and host ports in use per node. Nodes are
+/// addressed by position in the state's (id-sorted) node map, so a placement is a scan over
+/// two integer arrays.
 pub struct NodeLoad {
-    total: HashMap<String, u64>,
-    /// service -> node -> count
-    per_service: HashMap<String, HashMap<String, u64>>,
-    host_ports: HashMap<String, BTreeSet<(Protocol, i64)>>,
+    index: HashMap<String, usize>,
+    ids: Vec<String>,
+    total: Vec<u64>,
+    per_service: HashMap<String, Vec<u64>>,
+    host_ports: HashMap<usize, BTreeSet<(Protocol, i64)>>,
 }
 
 impl NodeLoad {
-    pub fn add(&mut self, node: &str, service: &str, host_ports: &[(Protocol, i64)]) {
-        *self.total.entry(node.to_string()).or_default() += 1;
-        *self.per_service.entry(service.to_string()).or_default().entry(node.to_string()).or_default() += 1;
+    pub fn new(state: &ClusterState) -> NodeLoad {
+        let ids: Vec<String> = state.nodes.keys().cloned().collect();
+        let index = ids.iter().enumerate().map(|(i, id)| (id.clone(), i)).collect();
+        NodeLoad { index, total: vec![0; ids.len()], ids, per_service: HashMap::new(), host_ports: HashMap::new() }
+    }
+
+    pub fn position(&self, node: &str) -> Option<usize> {
+        self.index.get(node).copied()
+    }
+
+    pub fn id(&self, pos: usize) -> &str {
+        &self.ids[pos]
+    }
+
+    pub fn add(&mut self, pos: usize, service: &str, host_ports: &[(Protocol, i64)]) {
+        self.total[pos] += 1;
+        let n = self.ids.len();
+        self.per_service.entry(service.to_string()).or_insert_with(|| vec![0; n])[pos] += 1;
         if !host_ports.is_empty() {
-            self.host_ports.entry(node.to_string()).or_default().extend(host_ports.iter().copied());
+            self.host_ports.entry(pos).or_default().extend(host_ports.iter().copied());
         }
     }
 
-    fn service_count(&self, node: &str, service: &str) -> u64 {
-        self.per_service.get(service).and_then(|m| m.get(node)).copied().unwrap_or(0)
-    }
-
-    pub fn fits(&self, node: &str, service: &str, ports: &[(Protocol, i64)], max: u64, why: &mut Rejections) -> bool {
-        if max > 0 && self.service_count(node, service) >= max {
+    fn fits_with(&self, pos: usize, counts: Option<&Vec<u64>>, ports: &[(Protocol, i64)], max: u64, why: &mut Rejections) -> bool {
+        if max > 0 && counts.map_or(0, |c| c[pos]) >= max {
             why.max_replicas += 1;
             return false;
         }
-        if let Some(used) = self.host_ports.get(node) {
-            if ports.iter().any(|p| used.contains(p)) {
-                why.host_ports += 1;
-                return false;
+        if !ports.is_empty() {
+            if let Some(used) = self.host_ports.get(&pos) {
+                if ports.iter().any(|p| used.contains(p)) {
+                    why.host_ports += 1;
+                    return false;
+                }
             }
         }
         true
     }
 
+    pub fn fits(&self, pos: usize, service: &str, ports: &[(Protocol, i64)], max: u64, why: &mut Rejections) -> bool {
+        self.fits_with(pos, self.per_service.get(service), ports, max, why)
+    }
+
     /// Spread: fewest tasks of this service, then fewest overall, then lowest node id.
-    pub fn best(&self, nodes: &[String], service: &str, ports: &[(Protocol, i64)], max: u64, why: &mut Rejections) -> Option<String> {
-        let mut best: Option<((u64, u64), &String)> = None;
-        for n in nodes {
-            if !self.fits(n, service, ports, max, why) {
+    pub fn best(&self, nodes: &[usize], service: &str, ports: &[(Protocol, i64)], max: u64, why: &mut Rejections) -> Option<usize> {
+        let counts = self.per_service.get(service);
+        let mut best: Option<((u64, u64), usize)> = None;
+        for &pos in nodes {
+            if !self.fits_with(pos, counts, ports, max, why) {
                 continue;
             }
-            let score = (self.service_count(n, service), self.total.get(n).copied().unwrap_or(0));
-            if best.as_ref().is_none_or(|(s, id)| score < *s || (score == *s && n < *id)) {
-                best = Some((score, n));
+            let score = (counts.map_or(0, |c| c[pos]), self.total[pos]);
+            // Positions follow node ids, so the first of equal scores has the lowest id.
+            if best.is_none_or(|(s, _)| score < s) {
+                best = Some((score, pos));
             }
         }
-        best.map(|(_, n)| n.clone())
+        best.map(|(_, pos)| pos)
     }
 }

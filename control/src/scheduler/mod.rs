@@ -26,48 +26,33 @@ pub fn schedule(state: &mut ClusterState, now: u64) {
     if pending.is_empty() {
         return;
     }
-    let mut load = NodeLoad::default();
+    let mut load = NodeLoad::new(state);
     for t in state.tasks.values().filter(|t| is_active(t)) {
-        let svc = state.services.get(&t.service_id);
-        let host_ports = svc
-            .map(|s| {
-                s.ports
-                    .iter()
-                    .filter(|p| p.mode == PublishMode::Host)
-                    .filter_map(|p| p.published.map(|n| (p.protocol, n)))
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default();
-        load.add(t.node_id.as_deref().unwrap_or(""), &t.service_id, &host_ports);
+        let Some(pos) = t.node_id.as_deref().and_then(|n| load.position(n)) else { continue };
+        let host_ports = state.services.get(&t.service_id).map(host_ports_of).unwrap_or_default();
+        load.add(pos, &t.service_id, &host_ports);
     }
     for (sid, mut tasks) in pending {
         let Some(service) = state.services.get(&sid) else { continue };
         tasks.sort_by_key(|id| state.tasks.get(id).map(|t| (t.slot, t.seq)).unwrap_or_default());
         let candidates = filter::static_candidates(state, service);
-        let host_ports: Vec<_> = service
-            .ports
-            .iter()
-            .filter(|p| p.mode == PublishMode::Host)
-            .filter_map(|p| p.published.map(|n| (p.protocol, n)))
-            .collect();
+        let host_ports = host_ports_of(service);
         let max_per_node = service.spec.placement.max_replicas_per_node;
         for tid in tasks {
             let Some(task) = state.tasks.get(&tid) else { continue };
             let mut rejections = candidates.rejections.clone();
             let choice = match &task.node_id {
                 // Global tasks come with their node; it still has to pass the filters.
-                Some(node) => {
-                    let ok = candidates.nodes.iter().any(|n| n == node)
-                        && load.fits(node, &sid, &host_ports, max_per_node, &mut rejections);
-                    ok.then(|| node.clone())
-                }
+                Some(node) => load.position(node).filter(|pos| {
+                    candidates.nodes.contains(pos) && load.fits(*pos, &sid, &host_ports, max_per_node, &mut rejections)
+                }),
                 None => load.best(&candidates.nodes, &sid, &host_ports, max_per_node, &mut rejections),
             };
             let Some(task) = state.tasks.get_mut(&tid) else { continue };
             match choice {
-                Some(node) => {
-                    load.add(&node, &sid, &host_ports);
-                    task.node_id = Some(node);
+                Some(pos) => {
+                    load.add(pos, &sid, &host_ports);
+                    task.node_id = Some(load.id(pos).to_string());
                     task.status = TaskStatus::new(TaskState::Assigned, "scheduler assigned task to node", now);
                 }
                 None => {
@@ -76,6 +61,10 @@ pub fn schedule(state: &mut ClusterState, now: u64) {
             }
         }
     }
+}
+
+fn host_ports_of(s: &crate::model::Service) -> Vec<(crate::model::Protocol, i64)> {
+    s.ports.iter().filter(|p| p.mode == PublishMode::Host).filter_map(|p| p.published.map(|n| (p.protocol, n))).collect()
 }
 
 #[cfg(test)]

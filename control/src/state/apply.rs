@@ -1,15 +1,14 @@
 //! One command at a time. Every fallible step comes before the first change.
 
-use super::{validate, ClusterState, Command, Request, Response, StateError};
+use super::{validate, ClusterState, Command, Response, StateError};
 use crate::model::{Network, NodeState, Role, Secret, Service, ServiceMode, TaskState};
 
 impl ClusterState {
-    pub(super) fn apply_command(&mut self, req: &Request) -> Result<Response, StateError> {
-        let now = req.now_ms;
-        if self.cluster.is_none() && !matches!(req.cmd, Command::Init { .. }) {
+    pub(super) fn apply_command(&mut self, now: u64, cmd: &Command) -> Result<Response, StateError> {
+        if self.cluster.is_none() && !matches!(cmd, Command::Init { .. }) {
             return Err(StateError::NotInitialised);
         }
-        match &req.cmd {
+        match cmd {
             Command::Init { cluster, node } => {
                 if self.cluster.is_some() {
                     return Err(StateError::AlreadyInitialised);
@@ -243,6 +242,7 @@ impl ClusterState {
                 Ok(Response::Ok)
             }
             Command::Tick => Ok(Response::Ok),
+            Command::Batch(_) => Err(StateError::invalid("batch", "batches do not nest")),
         }
     }
 }

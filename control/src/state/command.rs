@@ -30,6 +30,9 @@ pub enum Command {
     TaskStatus { node: String, updates: Vec<(TaskId, TaskStatus)> },
     /// Nothing but a reconcile at `now` (restart delays that came due).
     Tick,
+    /// Several commands in one log entry (the leader batches concurrent writes); each
+    /// succeeds or fails on its own.
+    Batch(Vec<Command>),
 }
 
 /// A command with the leader's clock, so replicas agree on time.
@@ -43,4 +46,5 @@ pub struct Request {
 pub enum Response {
     Ok,
     Created { id: String },
+    Batch(Vec<Result<Response, super::StateError>>),
 }

@@ -34,7 +34,20 @@ pub struct ClusterState {
 impl ClusterState {
     /// Apply one command: all or nothing.
     pub fn apply(&mut self, req: &Request) -> Result<Response, StateError> {
-        let resp = self.apply_command(req)?;
+        if let Command::Batch(cmds) = &req.cmd {
+            // Each command is all-or-nothing on its own; one reconcile pass for the batch.
+            let mut results = Vec::with_capacity(cmds.len());
+            for c in cmds {
+                let r = self.apply_command(req.now_ms, c);
+                if r.is_ok() {
+                    self.version += 1;
+                }
+                results.push(r);
+            }
+            self.reconcile(req.now_ms);
+            return Ok(Response::Batch(results));
+        }
+        let resp = self.apply_command(req.now_ms, &req.cmd)?;
         self.version += 1;
         self.reconcile(req.now_ms);
         Ok(resp)

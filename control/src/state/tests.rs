@@ -202,3 +202,20 @@ fn last_manager_cannot_be_demoted_and_managers_not_removed() {
     assert!(err.to_string().contains("--force"));
     w.ok(Command::RemoveNode { node: "n2".into(), force: true });
 }
+
+#[test]
+fn a_batch_applies_each_command_on_its_own() {
+    let mut w = World::new(0);
+    let r = w.ok(Command::Batch(vec![
+        Command::CreateService { spec: ServiceSpec::new("good", "nginx") },
+        Command::CreateService { spec: ServiceSpec::new("-bad", "nginx") },
+        Command::ScaleService { service: "good".into(), replicas: 2 },
+    ]));
+    let super::Response::Batch(results) = r else { panic!("{r:?}") };
+    assert!(results[0].is_ok());
+    assert!(results[1].as_ref().unwrap_err().to_string().contains("name"));
+    assert!(results[2].is_ok());
+    let sid = w.state.find_service("good").unwrap().id.clone();
+    assert_eq!(w.live(&sid).len(), 2);
+    assert!(w.state.find_service("-bad").is_err());
+}

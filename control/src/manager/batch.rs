@@ -1,0 +1,67 @@
+//! Batching writes: concurrent proposals on the leader go into one log entry, so one fsync
+//! (and one replication round) commits them all. Each command keeps its own result.
+
+use crate::state::{Command, Request, Response, StateError};
+use crate::store::Raft;
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{mpsc, oneshot};
+
+pub enum Outcome {
+    Done(Result<Response, StateError>, u64),
+    /// Not the leader: send it to this address.
+    Forward(Option<String>),
+    Failed(String),
+}
+
+pub type Proposal = (Command, oneshot::Sender<Outcome>);
+
+const MAX_BATCH: usize = 256;
+
+pub async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        // Submit and go on collecting the next batch while this one commits.
+        tokio::spawn(submit(raft.clone(), batch));
+    }
+}
+
+async fn submit(raft: Raft, batch: Vec<Proposal>) {
+    let (cmds, waiters): (Vec<Command>, Vec<oneshot::Sender<Outcome>>) = batch.into_iter().unzip();
+    let single = cmds.len() == 1;
+    let cmd = if single { cmds.into_iter().next().unwrap_or(Command::Tick) } else { Command::Batch(cmds) };
+    let res = raft.client_write(Request { now_ms: super::now_ms(), cmd }).await;
+    match res {
+        Ok(resp) => {
+            let index = resp.log_id.index;
+            match (single, resp.data) {
+                (false, Ok(Response::Batch(results))) => {
+                    for (w, r) in waiters.into_iter().zip(results) {
+                        let _ = w.send(Outcome::Done(r, index));
+                    }
+                }
+                (_, other) => {
+                    for w in waiters {
+                        let _ = w.send(Outcome::Done(other.clone(), index));
+                    }
+                }
+            }
+        }
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            let addr = f.leader_node.map(|n| n.addr);
+            for w in waiters {
+                let _ = w.send(Outcome::Forward(addr.clone()));
+            }
+        }
+        Err(e) => {
+            for w in waiters {
+                let _ = w.send(Outcome::Failed(e.to_string()));
+            }
+        }
+    }
+}
