@@ -51,9 +51,10 @@ else
   (cd "$repo" && cargo build --release --locked -p shoal)
   bin="${CARGO_TARGET_DIR:-$repo/target}/release/shoal"
 fi
-install -m 755 "$bin" /usr/local/bin/shoal.new && mv /usr/local/bin/shoal.new /usr/local/bin/shoal
-say "installed $(/usr/local/bin/shoal --version)"
-shoal doctor || true
+# -C: the same binary again is left alone; a new one replaces the file (a running daemon keeps
+# the old one).
+install -C -m 755 "$bin" /usr/local/bin/shoal
+say "installed $(/usr/local/bin/shoal --version) (shoal doctor: which kernel features and backends)"
 
 # 4. The daemon.
 mkdir -p "$state" "$(dirname "$socket")"

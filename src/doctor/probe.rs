@@ -42,7 +42,7 @@ pub fn all() -> Result<Probed, DoctorError> {
         let ebpf = OnceCell::new();
         let findings =
             Feature::ALL.iter().map(|f| Finding { feature: *f, result: try_feature(*f, &ebpf) }).collect();
-        Ok((findings, lb::probe()))
+        Ok((findings, lb_report(ebpf.get_or_init(shoal_ebpf::probe))))
     })
     .join()
     .map_err(|_| DoctorError::Panicked)??;
@@ -88,6 +88,16 @@ fn try_feature(feature: Feature, ebpf: &OnceCell<shoal_ebpf::Probe>) -> Result<(
         ),
         Feature::WireGuard => run("ip", &["link", "add", "doc-wg", "type", "wireguard"], None),
     }
+}
+
+/// What `lb::probe` answers, reusing this run's eBPF probe: loading the programs through the
+/// verifier is the slow part (seconds under emulation), so it is done once.
+fn lb_report(ebpf: &shoal_ebpf::Probe) -> ProbeReport {
+    let ebpf = match (&ebpf.sock_lb, &ebpf.tc_nat) {
+        (shoal_ebpf::Support::Available, shoal_ebpf::Support::Available) => Ok(()),
+        (s, t) => Err(format!("socket LB {s}; tc NAT {t}")),
+    };
+    ProbeReport { ebpf, nftables: lb::nft::NftLb::probe(), ipvs: lb::ipvs::probe() }
 }
 
 fn netlink() -> Result<Netlink, String> {

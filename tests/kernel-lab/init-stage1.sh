@@ -13,7 +13,7 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 for ko in /modules/*.ko; do insmod "$ko" || fail "insmod $ko"; done
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose,ro root /lower || fail "mount 9p root"
-mount -t tmpfs -o mode=755 upper /upper || fail "mount tmpfs"
+mount -t tmpfs -o mode=755,size=80% upper /upper || fail "mount tmpfs"
 mkdir -p /upper/data /upper/work
 mount -t overlay -o lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work overlay $n \
   || fail "mount overlay"

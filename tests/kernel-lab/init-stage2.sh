@@ -3,7 +3,7 @@
 # everything mounted by stage 1). Loads the modules listed in modules.list, runs the job the host
 # wrote (/run/kernel-lab/job/cmd, in the folder named by job/cwd), records its exit code in
 # job/rc, and powers the guest off.
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
 job=/run/kernel-lab/job
 off() { sync; echo o > /proc/sysrq-trigger; sleep 10; }
 fail() { echo "kernel-lab stage2: $*" >&2; echo "stage2: $*" >> "$job/stage2-error"; off; }

@@ -12,7 +12,7 @@
 #   printed); 124 when the guest ran out of time; 125 when the guest did not report an exit code
 #   (its console is printed).
 # Environment: SHOAL_KERNEL_LAB_CACHE (where prereqs.sh unpacked the kernel), SHOAL_KERNEL_LAB_MEM
-#   (MiB, default 2048), SHOAL_KERNEL_LAB_SMP (default 2), SHOAL_KERNEL_LAB_KEEP=1 keeps the job folder.
+#   (MiB, default 3072), SHOAL_KERNEL_LAB_SMP (default 2), SHOAL_KERNEL_LAB_KEEP=1 keeps the job folder.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${SHOAL_KERNEL_LAB_CACHE:-/var/cache/shoal/kernel-lab}
@@ -70,7 +70,7 @@ mkdir "$job/results"
 {
   echo "export PATH=$(printf %q "$PATH")"
   echo "export KERNEL_LAB_RESULTS=/run/kernel-lab/job/results"
-  for v in RUST_BACKTRACE RUST_LOG SHOAL_LOG; do
+  for v in HOME RUSTUP_HOME CARGO_HOME RUSTUP_TOOLCHAIN RUST_BACKTRACE RUST_LOG SHOAL_LOG; do
     [ -n "${!v:-}" ] && echo "export $v=$(printf %q "${!v}")"
   done
   for e in "${envs[@]}"; do echo "export ${e%%=*}=$(printf %q "${e#*=}")"; done
@@ -80,7 +80,7 @@ mkdir "$job/results"
 
 start=$(date +%s.%N)
 timeout --foreground -k 5 "$timeout_s" "$qemu" \
-  -accel tcg -cpu max -smp "${SHOAL_KERNEL_LAB_SMP:-2}" -m "${SHOAL_KERNEL_LAB_MEM:-2048}" \
+  -accel tcg -cpu "${SHOAL_KERNEL_LAB_CPU:-max}" -smp "${SHOAL_KERNEL_LAB_SMP:-2}" -m "${SHOAL_KERNEL_LAB_MEM:-3072}" \
   -nodefaults -no-user-config -no-reboot -display none -monitor none \
   -serial "file:$job/console.log" \
   -kernel "$kernel" -initrd "$initrd" \
