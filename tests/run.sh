@@ -19,7 +19,16 @@ log=$(mktemp /tmp/shoal-test-log.XXXXXX)
 trap 'rm -f "$log"' EXIT
 
 echo "== build"
-cargo build --workspace --all-targets --locked 2>&1 | tail -n 3
+build_log=$(mktemp /tmp/shoal-build-log.XXXXXX)
+if ! cargo build --workspace --all-targets --locked >"$build_log" 2>&1; then
+  # The whole compiler output: the error is what matters, and it is rarely in the last lines.
+  cat "$build_log"
+  rm -f "$build_log"
+  echo "shoal: 0 passed, 1 failed (build)"
+  exit 1
+fi
+tail -n 1 "$build_log"
+rm -f "$build_log"
 
 echo "== kernel features (shoal doctor)"
 "${CARGO_TARGET_DIR:-target}/debug/shoal" doctor || true
