@@ -30,6 +30,7 @@ impl Identity {
     }
 }
 
+#[cfg(test)]
 pub fn parse(text: &str) -> Option<(String, SocketAddr)> {
     let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
     Some((field("Name:")?.to_string(), field("RemoteAddr:")?.parse().ok()?))

@@ -5,7 +5,7 @@
 mod answer;
 mod http;
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 
 use anyhow::Context;
 
@@ -54,9 +54,4 @@ fn udp_echo(sock: UdpSocket, me: answer::Identity) {
         reply.extend_from_slice(&buf[..n]);
         let _ = sock.send_to(&reply, peer);
     }
-}
-
-/// Parses an answer (HTTP body or UDP reply) back into (name, remote address).
-pub fn parse_answer(text: &str) -> Option<(String, SocketAddr)> {
-    answer::parse(text)
 }

@@ -214,6 +214,16 @@ impl LoadBalancer for EbpfLb {
         Ok(ops.iter().map(|o| o.to_string()).collect())
     }
 
+    fn apply_ops(&mut self, _desired: &LbTable, ops: &[LbOp]) -> Result<Vec<String>, LbError> {
+        for op in ops {
+            self.run(op)?;
+        }
+        if ops.iter().any(|o| matches!(o, LbOp::AddFrontend { kind: Kind::Published, .. } | LbOp::SetOptions { .. } | LbOp::RemoveFrontend { kind: Kind::Published, .. })) {
+            self.save_options()?;
+        }
+        Ok(ops.iter().map(|o| o.to_string()).collect())
+    }
+
     fn programmed(&mut self) -> Result<Programmed, LbError> {
         let t = self.observed();
         let mut out = Vec::new();

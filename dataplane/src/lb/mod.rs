@@ -100,6 +100,10 @@ pub trait LoadBalancer {
     /// Brings the kernel to `desired`; returns the changes made (planned, when `dry_run`),
     /// one line each. Re-applying the same table returns nothing.
     fn reconcile(&mut self, desired: &LbTable, dry_run: bool) -> Result<Vec<String>, LbError>;
+    /// The agent's incremental path: `ops` were planned (with [`diff`]) from the table this
+    /// balancer was last brought to, and `desired` is that table with `ops` applied. Costs
+    /// O(ops) kernel work and never re-reads the rest of the table.
+    fn apply_ops(&mut self, desired: &LbTable, ops: &[LbOp]) -> Result<Vec<String>, LbError>;
     /// What the kernel holds.
     fn programmed(&mut self) -> Result<Programmed, LbError>;
     /// Removes everything this balancer made here.

@@ -84,7 +84,7 @@ impl LbTable {
         }
     }
 
-    fn frontends_mut(&mut self, kind: Kind) -> &mut BTreeMap<ServiceKey, Frontend> {
+    pub fn frontends_mut(&mut self, kind: Kind) -> &mut BTreeMap<ServiceKey, Frontend> {
         match kind {
             Kind::Vip => &mut self.vips,
             Kind::Published => &mut self.published,
@@ -194,6 +194,18 @@ pub fn desired(state: &NodeState) -> LbTable {
         }
     }
     t
+}
+
+impl LbOp {
+    pub fn frontend(&self) -> (Kind, ServiceKey) {
+        match self {
+            LbOp::AddFrontend { kind, key, .. }
+            | LbOp::SetOptions { kind, key, .. }
+            | LbOp::RemoveFrontend { kind, key }
+            | LbOp::AddBackend { kind, key, .. }
+            | LbOp::RemoveBackend { kind, key, .. } => (*kind, *key),
+        }
+    }
 }
 
 /// One change of a load balancer's table.

@@ -52,6 +52,10 @@ impl LoadBalancer for IpvsLb {
         Err(LbError::Unavailable { kind: LbKind::Ipvs, reason: "the IPVS data path is not wired yet".into() })
     }
 
+    fn apply_ops(&mut self, _desired: &LbTable, _ops: &[super::LbOp]) -> Result<Vec<String>, LbError> {
+        Err(LbError::Unavailable { kind: LbKind::Ipvs, reason: "the IPVS data path is not wired yet".into() })
+    }
+
     fn programmed(&mut self) -> Result<Programmed, LbError> {
         Ok(vec![])
     }

@@ -11,7 +11,7 @@ mod plan;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-pub use plan::{backend_chain, frontend_chain, plan, plan_teardown, NftObserved, NftOp, MARK, TABLE};
+pub use plan::{frontend_chain, plan, plan_teardown, plan_touched, NftObserved, NftOp, MARK, TABLE};
 
 use super::plan::LbTable;
 use super::{conntrack, LbError, LbKind, LoadBalancer, Programmed};
@@ -128,6 +128,18 @@ impl LoadBalancer for NftLb {
         Ok(ops.iter().map(|o| o.to_string()).collect())
     }
 
+    fn apply_ops(&mut self, desired: &LbTable, ops: &[super::LbOp]) -> Result<Vec<String>, LbError> {
+        let obs = self.observed()?;
+        let touched = ops.iter().map(|o| o.frontend()).collect();
+        let batch = plan_touched(desired, &obs, &touched);
+        self.commit(&batch)?;
+        let gone = udp_backends_removed(&obs, &batch);
+        if !gone.is_empty() {
+            conntrack::forget_udp_flows_to(&gone)?;
+        }
+        Ok(batch.iter().map(|o| o.to_string()).collect())
+    }
+
     fn programmed(&mut self) -> Result<Programmed, LbError> {
         let obs = self.observe()?;
         Ok(obs.summary().into_iter().map(|((kind, key), bes)| (kind, key, bes.into_iter().collect())).collect())
@@ -151,20 +163,11 @@ fn udp_backends_removed(before: &NftObserved, ops: &[NftOp]) -> Vec<std::net::So
             .iter()
             .filter(|((_, k), _)| k.proto == super::plan::Proto::Udp)
             .flat_map(|(_, chain)| o.targets.get(chain).into_iter().flatten())
-            .filter_map(|b| backend_addr(b))
+            .filter_map(|b| b.parse().ok())
             .collect()
     };
     let now = reached(&after);
     reached(before).into_iter().filter(|a| !now.contains(a)).collect()
-}
-
-/// `b_10_0_9_2_53_udp_m` -> 10.0.9.2:53.
-fn backend_addr(chain: &str) -> Option<std::net::SocketAddrV4> {
-    let p: Vec<&str> = chain.split('_').collect();
-    if p.len() != 8 || p[0] != "b" {
-        return None;
-    }
-    format!("{}.{}.{}.{}:{}", p[1], p[2], p[3], p[4], p[5]).parse().ok()
 }
 
 #[cfg(test)]
@@ -183,6 +186,5 @@ mod tests {
         let ops = plan(&after, &obs);
         let gone = udp_backends_removed(&obs, &ops);
         assert_eq!(gone, vec!["10.0.9.3:53".parse().unwrap()]);
-        assert_eq!(backend_addr("b_10_0_9_2_53_udp_m"), Some("10.0.9.2:53".parse().unwrap()));
     }
 }

@@ -35,10 +35,10 @@ pub fn parse(json: &str) -> Result<NftObserved, String> {
             let Some(chain) = r.get("chain").and_then(Value::as_str) else { continue };
             let comment = r.get("comment").and_then(Value::as_str).unwrap_or_default();
             obs.chains.entry(chain.to_string()).or_default().push(comment.to_string());
-            let mut gotos = Vec::new();
-            collect_gotos(r, &mut gotos);
-            if !gotos.is_empty() {
-                obs.targets.entry(chain.to_string()).or_default().extend(gotos);
+            let mut to = Vec::new();
+            collect_dnat(r, &mut to);
+            if !to.is_empty() {
+                obs.targets.entry(chain.to_string()).or_default().extend(to);
             }
         }
     }
@@ -63,16 +63,19 @@ fn goto_target(v: &Value) -> Option<String> {
     Some(v.get("goto")?.get("target")?.as_str()?.to_string())
 }
 
-fn collect_gotos(v: &Value, out: &mut Vec<String>) {
+/// Every `dnat` target of a rule, as `addr:port`.
+fn collect_dnat(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::Object(m) => {
-            if let Some(t) = goto_target(v) {
-                out.push(t);
-                return;
+            if let Some(d) = m.get("dnat") {
+                if let (Some(addr), Some(port)) = (d.get("addr").and_then(Value::as_str), d.get("port").and_then(Value::as_u64)) {
+                    out.push(format!("{addr}:{port}"));
+                    return;
+                }
             }
-            m.values().for_each(|x| collect_gotos(x, out));
+            m.values().for_each(|x| collect_dnat(x, out));
         }
-        Value::Array(a) => a.iter().for_each(|x| collect_gotos(x, out)),
+        Value::Array(a) => a.iter().for_each(|x| collect_dnat(x, out)),
         _ => {}
     }
 }
@@ -102,7 +105,7 @@ mod tests {
         assert_eq!(obs.chains["b_10_0_9_2_80_tcp_m"], vec![""]);
         assert_eq!(obs.chains["v_1"], vec!["h123"]);
         assert_eq!(obs.elements[&(Kind::Vip, ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 100), 80))], "v_1");
-        assert_eq!(obs.targets["v_1"], vec!["b_10_0_9_2_80_tcp_m", "b_10_0_9_3_80_tcp_m"]);
+        assert_eq!(obs.targets["b_10_0_9_2_80_tcp_m"], vec!["10.0.9.2:80"]);
         assert!(parse("{}").is_err());
     }
 }

@@ -7,14 +7,21 @@
 //!   map published { ipv4_addr . inet_proto . inet_service : verdict }   node:port  -> goto p_*
 //!   chain prerouting  (nat, dstnat)  ip daddr . meta l4proto . th dport vmap @vips / @published
 //!   chain postrouting (nat, srcnat)  meta mark & MARK == MARK jump mesh_snat
-//!   chain mesh_snat                       oifname "shb-<vni>" snat to <node LB address>
-//!   chain v_<vip>_<port>_<proto>     numgen random mod N vmap { 0 : goto b_..., ... }
-//!   chain b_<ip>_<port>_<proto>_m    mark for SNAT, dnat to ip:port      (mesh / VIP)
-//!   chain b_<ip>_<port>_<proto>_n    dnat to ip:port                     (client address kept)
+//!   chain mesh_snat                  oifname "shb-<vni>" snat to <node LB address>
+//!   chain v_<vip>_<port>_<proto>     one rule per backend, a random cascade:
+//!       meta l4proto tcp numgen random mod 3 < 1 meta mark set meta mark | MARK dnat ip to A
+//!       meta l4proto tcp numgen random mod 2 < 1 meta mark set meta mark | MARK dnat ip to B
+//!       meta l4proto tcp meta mark set meta mark | MARK dnat ip to C
 //! ```
-//! A frontend's chain holds one rule whose comment is a hash of its text, so a changed frontend
-//! is found without parsing rules. One backend change rewrites one frontend chain (flush + add)
-//! and adds or deletes one backend chain: O(1) whatever the number of services.
+//! The mark asks for SNAT (mesh and VIP flows); flows that keep the client address go without.
+//! The lookup is one verdict-map access whatever the number of services. A frontend's rules
+//! carry a hash of the frontend as comment, so a changed frontend is found without parsing
+//! rules. One backend change rewrites one frontend chain (flush + one rule per backend): O(1)
+//! in the number of services.
+//!
+//! Why a cascade rather than `numgen ... map { ... }` or per-backend chains as kube-proxy does:
+//! every inline map is an anonymous set, and the kernel names those by scanning the table's
+//! sets, which made programming 10,000 services quadratic (58 s here against 2 s).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -103,20 +110,6 @@ pub fn frontend_chain(kind: Kind, key: &ServiceKey) -> String {
     format!("{prefix}_{}_{}", dotted(&SocketAddrV4::new(key.addr, key.port)), key.proto)
 }
 
-/// Name of a backend's chain; `snat` marks the flow for SNAT to the node's LB address.
-pub fn backend_chain(addr: &SocketAddrV4, proto: Proto, snat: bool) -> String {
-    format!("b_{}_{proto}_{}", dotted(addr), if snat { 'm' } else { 'n' })
-}
-
-fn backend_rule(addr: &SocketAddrV4, proto: Proto, snat: bool) -> String {
-    let dnat = format!("meta l4proto {proto} dnat to {addr}");
-    if snat {
-        format!("meta mark set meta mark | {MARK:#x} {dnat}")
-    } else {
-        dnat
-    }
-}
-
 /// FNV-1a 64: a stable content hash for rule comments.
 fn hash(text: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -139,10 +132,26 @@ fn chosen(kind: Kind, f: &Frontend) -> (Vec<&Target>, bool) {
 /// The nftables objects that serve `t`.
 #[derive(Debug, Default)]
 struct Want {
-    backends: BTreeMap<String, String>,
-    frontends: BTreeMap<String, (String, String)>,
+    /// Frontend chain -> (comment hash, rules).
+    frontends: BTreeMap<String, (String, Vec<String>)>,
     elements: BTreeMap<(Kind, ServiceKey), String>,
     snat: Vec<(String, String)>,
+}
+
+/// The rules of a frontend chain: a cascade where rule i of n matches with probability
+/// w_i / (weights left), so every backend gets its share.
+fn frontend_rules(proto: Proto, bes: &[&Target], snat: bool) -> Vec<String> {
+    let mut left: u32 = bes.iter().map(|b| u32::from(b.weight.max(1))).sum();
+    let mark = if snat { format!("meta mark set meta mark | {MARK:#x} ") } else { String::new() };
+    bes.iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let w = u32::from(b.weight.max(1));
+            let pick = if i + 1 == bes.len() { String::new() } else { format!("numgen random mod {left} < {w} ") };
+            left -= w;
+            format!("meta l4proto {proto} {pick}{mark}dnat ip to {}", b.addr)
+        })
+        .collect()
 }
 
 fn want(t: &LbTable) -> Want {
@@ -153,21 +162,10 @@ fn want(t: &LbTable) -> Want {
             if bes.is_empty() {
                 continue; // no healthy task: the node's own stack answers (refused)
             }
-            let total: u32 = bes.iter().map(|b| u32::from(b.weight.max(1))).sum();
-            let mut slot = 0u32;
-            let mut arms = Vec::new();
-            for b in bes {
-                let chain = backend_chain(&b.addr, key.proto, snat);
-                w.backends.entry(chain.clone()).or_insert_with(|| backend_rule(&b.addr, key.proto, snat));
-                let end = slot + u32::from(b.weight.max(1)) - 1;
-                let range = if end == slot { slot.to_string() } else { format!("{slot}-{end}") };
-                arms.push(format!("{range} : goto {chain}"));
-                slot = end + 1;
-            }
-            let rule = format!("numgen random mod {total} vmap {{ {} }}", arms.join(", "));
+            let rules = frontend_rules(key.proto, &bes, snat);
             let chain = frontend_chain(kind, key);
             w.elements.insert((kind, *key), chain.clone());
-            w.frontends.insert(chain, (hash(&rule), rule));
+            w.frontends.insert(chain, (hash(&rules.join("\n")), rules));
         }
     }
     for (bridge, lb) in &t.bridges {
@@ -203,20 +201,16 @@ pub fn plan(desired: &LbTable, obs: &NftObserved) -> Vec<NftOp> {
             ops.push(NftOp::AddRule { chain: SNAT_CHAIN.into(), rule: rule.clone(), comment: comment.clone() });
         }
     }
-    // Backend chains, then frontend chains, then the map elements that reach them.
-    for (chain, rule) in &w.backends {
-        if !has(chain) {
-            ops.push(NftOp::AddChain(chain.clone()));
-            ops.push(NftOp::AddRule { chain: chain.clone(), rule: rule.clone(), comment: "shoal-backend".into() });
-        }
-    }
-    for (chain, (h, rule)) in &w.frontends {
+    // Frontend chains, then the map elements that reach them.
+    for (chain, (h, rules)) in &w.frontends {
         match obs.chains.get(chain) {
             None => ops.push(NftOp::AddChain(chain.clone())),
-            Some(c) if c.len() == 1 && &c[0] == h => continue,
+            Some(c) if c.len() == rules.len() && c.iter().all(|x| x == h) => continue,
             Some(_) => ops.push(NftOp::FlushChain(chain.clone())),
         }
-        ops.push(NftOp::AddRule { chain: chain.clone(), rule: rule.clone(), comment: h.clone() });
+        for rule in rules {
+            ops.push(NftOp::AddRule { chain: chain.clone(), rule: rule.clone(), comment: h.clone() });
+        }
     }
     for (k, chain) in &w.elements {
         match obs.elements.get(k) {
@@ -248,17 +242,45 @@ pub fn plan(desired: &LbTable, obs: &NftObserved) -> Vec<NftOp> {
             ops.push(NftOp::AddRule { chain: name.into(), rule, comment: comment.to_string() });
         }
     }
-    // Removals: elements, then the frontend chains they reached, then unused backend chains.
+    // Removals: elements, then the frontend chains they reached (and chains of an older layout).
     for k in obs.elements.keys().filter(|k| !w.elements.contains_key(k)) {
         ops.push(NftOp::DeleteElement { kind: k.0, key: k.1 });
     }
     for chain in obs.chains.keys().filter(|c| is_frontend(c) && !w.frontends.contains_key(*c)) {
         ops.push(NftOp::DeleteChain(chain.clone()));
     }
-    for chain in obs.chains.keys().filter(|c| c.starts_with("b_") && !w.backends.contains_key(*c)) {
+    for chain in obs.chains.keys().filter(|c| c.starts_with("b_")) {
         ops.push(NftOp::DeleteChain(chain.clone()));
     }
     ops
+}
+
+/// The batch for just the frontends in `touched` (the agent's incremental path: O(touched), no
+/// look at the rest of the table). Backend chains no longer used are left for the next full
+/// [`plan`] to collect.
+pub fn plan_touched(desired: &LbTable, obs: &NftObserved, touched: &BTreeSet<(Kind, ServiceKey)>) -> Vec<NftOp> {
+    let mut sub = LbTable { underlay: desired.underlay, bridges: desired.bridges.clone(), ..LbTable::default() };
+    for (kind, key) in touched {
+        if let Some(f) = desired.frontends(*kind).get(key) {
+            sub.frontends_mut(*kind).insert(*key, f.clone());
+        }
+    }
+    let mut o = NftObserved { table: obs.table, ..NftObserved::default() };
+    let keep = |o: &mut NftObserved, chain: &str| {
+        if let Some(c) = obs.chains.get(chain) {
+            o.chains.insert(chain.to_string(), c.clone());
+        }
+    };
+    for chain in ["prerouting", "postrouting", SNAT_CHAIN] {
+        keep(&mut o, chain);
+    }
+    for (kind, key) in touched {
+        keep(&mut o, &frontend_chain(*kind, key));
+        if let Some(e) = obs.elements.get(&(*kind, *key)) {
+            o.elements.insert((*kind, *key), e.clone());
+        }
+    }
+    plan(&sub, &o)
 }
 
 /// Everything shoal made: one operation (the table goes with its chains, maps and rules).
@@ -294,10 +316,8 @@ impl NftObserved {
                 }
                 NftOp::AddRule { chain, rule, comment } => {
                     self.chains.entry(chain.clone()).or_default().push(comment.clone());
-                    let gotos: Vec<String> =
-                        rule.split("goto ").skip(1).filter_map(|s| s.split([',', ' ', '}']).next()).map(String::from).collect();
-                    if !gotos.is_empty() {
-                        self.targets.entry(chain.clone()).or_default().extend(gotos);
+                    if let Some(to) = rule.split("dnat ip to ").nth(1).and_then(|s| s.split(' ').next()) {
+                        self.targets.entry(chain.clone()).or_default().push(to.to_string());
                     }
                 }
                 NftOp::AddElement { kind, key, chain } => {
@@ -310,25 +330,9 @@ impl NftObserved {
         }
     }
 
-    /// Frontends and their backend addresses, as far as chain names tell.
+    /// Frontends and their backend addresses.
     pub fn summary(&self) -> BTreeMap<(Kind, ServiceKey), BTreeSet<String>> {
-        self.elements
-            .iter()
-            .map(|(k, chain)| {
-                let bes = self.targets.get(chain).into_iter().flatten().map(|b| backend_label(b)).collect();
-                (*k, bes)
-            })
-            .collect()
-    }
-}
-
-/// `b_10_0_9_2_80_tcp_m` -> `10.0.9.2:80`.
-fn backend_label(chain: &str) -> String {
-    let parts: Vec<&str> = chain.split('_').collect();
-    if parts.len() == 8 {
-        format!("{}.{}.{}.{}:{}", parts[1], parts[2], parts[3], parts[4], parts[5])
-    } else {
-        chain.to_string()
+        self.elements.iter().map(|(k, chain)| (*k, self.targets.get(chain).into_iter().flatten().cloned().collect())).collect()
     }
 }
 
@@ -354,12 +358,16 @@ mod tests {
         let ops = plan(&t, &NftObserved::default());
         let text: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
         assert_eq!(text[0], "add table ip shoal");
-        assert!(text.contains(&"add rule ip shoal b_10_0_9_3_80_tcp_m meta mark set meta mark | 0x5300 meta l4proto tcp dnat to 10.0.9.3:80 comment \"shoal-backend\"".to_string()), "{text:#?}");
+        let vip: Vec<&String> = text.iter().filter(|l| l.starts_with("add rule ip shoal v_10_0_9_100_80_tcp ")).collect();
+        assert_eq!(vip.len(), 3, "{text:#?}");
+        assert!(vip[0].starts_with("add rule ip shoal v_10_0_9_100_80_tcp meta l4proto tcp numgen random mod 3 < 1 meta mark set meta mark | 0x5300 dnat ip to 10.0.9.2:80 comment \"h"), "{text:#?}");
+        assert!(vip[1].contains(" numgen random mod 2 < 1 meta mark set meta mark | 0x5300 dnat ip to 10.0.9.3:80 "));
+        assert!(vip[2].contains(" meta l4proto tcp meta mark set meta mark | 0x5300 dnat ip to 10.0.9.4:80 "));
         assert!(text.contains(&"add element ip shoal vips { 10.0.9.100 . tcp . 80 : goto v_10_0_9_100_80_tcp }".to_string()));
         assert!(text.contains(&"add element ip shoal published { 192.168.33.10 . udp . 5353 : goto p_192_168_33_10_5353_udp }".to_string()));
         assert!(text.contains(&"add rule ip shoal mesh_snat oifname \"shb-4097\" snat to 10.0.9.250 comment \"snat shb-4097 10.0.9.250\"".to_string()));
         // the host-mode port goes to the local task without the SNAT mark
-        assert!(text.iter().any(|l| l.starts_with("add rule ip shoal p_192_168_33_10_6000_tcp numgen random mod 1 vmap { 0 : goto b_10_0_9_2_8080_tcp_n }")), "{text:#?}");
+        assert!(text.iter().any(|l| l.starts_with("add rule ip shoal p_192_168_33_10_6000_tcp meta l4proto tcp dnat ip to 10.0.9.2:8080 comment")), "{text:#?}");
         // steering comes after everything it steers to
         let pre = text.iter().position(|l| l.contains("vmap @vips")).unwrap();
         let last_elem = text.iter().rposition(|l| l.starts_with("add element")).unwrap();
@@ -387,12 +395,27 @@ mod tests {
         let small = count(10);
         let large = count(2000);
         assert_eq!(small.len(), large.len(), "{large:#?}");
-        // flush + add rule of the frontend chain; the backend chain stays (other frontends use it)
+        // flush the frontend chain, one rule per remaining backend
+        assert_eq!(small.len(), 3, "{small:#?}");
         assert_eq!(small.iter().filter(|o| matches!(o, NftOp::FlushChain(_))).count(), 1);
     }
 
     #[test]
-    fn removing_a_service_removes_its_element_chain_and_unused_backend_chains() {
+    fn touched_plans_only_the_changed_frontend() {
+        let t = table();
+        let obs = converge(&t);
+        let key = ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 100), 80);
+        let mut after = t.clone();
+        after.vips.get_mut(&key).unwrap().backends.remove(0);
+        let touched = [(Kind::Vip, key)].into_iter().collect();
+        let text: Vec<String> = plan_touched(&after, &obs, &touched).iter().map(|o| o.to_string()).collect();
+        assert_eq!(text.len(), 3, "{text:#?}");
+        assert_eq!(text[0], "flush chain ip shoal v_10_0_9_100_80_tcp");
+        assert!(text[1].starts_with("add rule ip shoal v_10_0_9_100_80_tcp meta l4proto tcp numgen random mod 2 < 1 "), "{text:#?}");
+    }
+
+    #[test]
+    fn removing_a_service_removes_its_element_and_chain() {
         let t = table();
         let obs = converge(&t);
         let mut after = t.clone();
@@ -404,23 +427,27 @@ mod tests {
             vec![
                 "delete element ip shoal published { 192.168.33.10 . tcp . 6000 }",
                 "delete chain ip shoal p_192_168_33_10_6000_tcp",
-                "delete chain ip shoal b_10_0_9_2_8080_tcp_n",
             ]
         );
         assert!(diff(&t, &after).len() == 1);
     }
 
     #[test]
-    fn keep_client_ip_uses_local_backends_without_mark_and_weights_become_ranges() {
+    fn keep_client_ip_uses_local_backends_without_mark_and_weights_shape_the_cascade() {
         let mut t = table();
         let key = ServiceKey::tcp(Ipv4Addr::new(192, 168, 33, 10), 5000);
         t.published.get_mut(&key).unwrap().keep_client_ip = true;
         let ops = plan(&t, &NftObserved::default());
-        assert!(ops.iter().any(|o| o.to_string().contains("p_192_168_33_10_5000_tcp numgen random mod 1 vmap { 0 : goto b_10_0_9_2_80_tcp_n }")));
+        let p: Vec<String> = ops.iter().map(|o| o.to_string()).filter(|l| l.starts_with("add rule ip shoal p_192_168_33_10_5000_tcp ")).collect();
+        assert_eq!(p.len(), 1, "only the local backend, without the SNAT mark: {p:#?}");
+        assert!(p[0].contains("meta l4proto tcp dnat ip to 10.0.9.2:80 comment"), "{p:#?}");
         let vip = ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 100), 80);
         t.vips.get_mut(&vip).unwrap().backends[1].weight = 3;
         let ops = plan(&t, &NftObserved::default());
-        assert!(ops.iter().any(|o| o.to_string().contains("numgen random mod 5 vmap { 0 : goto b_10_0_9_2_80_tcp_m, 1-3 : goto b_10_0_9_3_80_tcp_m, 4 : goto b_10_0_9_4_80_tcp_m }")), "{ops:#?}");
+        let v: Vec<String> = ops.iter().map(|o| o.to_string()).filter(|l| l.starts_with("add rule ip shoal v_10_0_9_100_80_tcp ")).collect();
+        assert!(v[0].contains("numgen random mod 5 < 1 ") && v[0].contains("10.0.9.2:80"), "{v:#?}");
+        assert!(v[1].contains("numgen random mod 4 < 3 ") && v[1].contains("10.0.9.3:80"), "{v:#?}");
+        assert!(!v[2].contains("numgen") && v[2].contains("10.0.9.4:80"), "{v:#?}");
     }
 
     #[test]

@@ -1,0 +1,299 @@
+//! Routing mesh benchmarks, one run, printed as ratios against a baseline measured in the same
+//! run. Needs root: `cargo bench --bench mesh`.
+//!
+//! 1. Data path, per load balancer (eBPF, nftables) on a 3-node lab with 3 `shoal whoami`
+//!    replicas: new connections per second and request latency (connect + one HTTP request,
+//!    p50/p99) through a published port (client -> node:5000) against the client going straight
+//!    to the tasks (routed through the same node), and through the VIP from a task against that
+//!    task going straight to the tasks.
+//! 2. Programming, per load balancer, in a throwaway namespace: 10,000 services x 3 backends
+//!    from empty; one backend change at 10,000 services (the agent's incremental path, and a
+//!    full reconcile as a fresh `shoal dataplane apply` process does), with 100 services as the
+//!    O(1) reference.
+//!
+//! SHOAL_BENCH_CONNS (default 3000) sets the connections per data-path measurement.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shoal_dataplane::lb::{self, diff, Frontend, LbTable, LoadBalancer, Target};
+use shoal_dataplane::lb::plan::ServiceKey;
+
+const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+const CLIENT_ENV: &str = "SHOAL_MESH_BENCH_CLIENT";
+const NODES: [&str; 3] = ["smgr", "snode1", "snode2"];
+const CGROUP2: &str = "/sys/fs/cgroup/unified";
+
+fn main() {
+    if let Ok(spec) = std::env::var(CLIENT_ENV) {
+        client(&spec);
+        return;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("the mesh benchmark needs root (network namespaces, eBPF, nftables)");
+        std::process::exit(1);
+    }
+    let conns: usize = std::env::var("SHOAL_BENCH_CONNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
+    datapath(conns);
+    programming();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client mode: a subprocess (so it can run in a task namespace and cgroup) that opens `n`
+// connections round-robin over the targets, one HTTP request each, and prints the timings.
+
+fn client(spec: &str) {
+    let (targets, n) = spec.split_once(';').expect("targets;n");
+    let targets: Vec<SocketAddrV4> = targets.split(',').map(|t| t.parse().expect("target")).collect();
+    let n: usize = n.parse().expect("n");
+    let one = |t: SocketAddrV4| -> Duration {
+        let start = Instant::now();
+        let mut s = TcpStream::connect_timeout(&t.into(), Duration::from_secs(3)).expect("connect");
+        s.set_nodelay(true).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n").unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        assert!(buf.starts_with(b"HTTP/1.1 200"), "bad answer from {t}");
+        start.elapsed()
+    };
+    for i in 0..50 {
+        one(targets[i % targets.len()]);
+    }
+    let start = Instant::now();
+    let mut lat: Vec<Duration> = (0..n).map(|i| one(targets[i % targets.len()])).collect();
+    let secs = start.elapsed().as_secs_f64();
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e6;
+    println!("RESULT {} {} {}", n as f64 / secs, pct(0.50), pct(0.99));
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Rate {
+    conns_per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data path.
+
+struct Lab {
+    name: String,
+    procs: Vec<Child>,
+}
+
+impl Lab {
+    fn ns(&self, host: &str) -> String {
+        format!("shoal-{}-{host}", self.name)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        for n in NODES {
+            let _ = Command::new(SHOAL).args(["--netns", &self.ns(n), "dataplane", "teardown"]).output();
+        }
+        let _ = Command::new(SHOAL).args(["lab", "--name", &self.name, "down"]).output();
+    }
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run");
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn state(lab: &Lab, node: &str) -> serde_json::Value {
+    serde_json::json!({
+        "node": node,
+        "nodes": NODES.iter().enumerate().map(|(i, n)| serde_json::json!({"name": n, "address": format!("192.168.33.{}", 10 * (i + 1))})).collect::<Vec<_>>(),
+        "networks": [{"name": "backend", "vni": 4097, "subnet": "10.0.9.0/24",
+                      "lb_addresses": {"smgr": "10.0.9.250", "snode1": "10.0.9.249", "snode2": "10.0.9.248"}}],
+        "endpoints": NODES.iter().enumerate().map(|(i, n)| {
+            let mut e = serde_json::json!({"id": format!("web.{}", i + 1), "network": "backend", "node": n, "ip": format!("10.0.9.{}", i + 2)});
+            if *n == node { e["netns"] = serde_json::json!(lab.ns(&format!("{n}-web"))); }
+            e
+        }).collect::<Vec<_>>(),
+        "services": [{"name": "web", "vips": {"backend": "10.0.9.100"},
+                      "ports": [{"target": 80, "published": 5000}], "backends": ["web.1", "web.2", "web.3"]}],
+    })
+}
+
+fn apply(lab: &Lab, lb: &str) {
+    for n in NODES {
+        let path = std::env::temp_dir().join(format!("{}-{n}.json", lab.name));
+        std::fs::write(&path, serde_json::to_vec(&state(lab, n)).unwrap()).unwrap();
+        run(Command::new(SHOAL).args(["--netns", &lab.ns(n), "dataplane", "apply", "--lb", lb, "--state", path.to_str().unwrap()]));
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+/// Runs the client in `ns` (and in `cgroup` when given and present).
+fn measure(ns: &str, cgroup: Option<&str>, targets: &[&str], n: usize) -> Rate {
+    let exe = std::env::current_exe().unwrap();
+    let out = run(Command::new("sh")
+        .arg("-c")
+        .arg(r#"cg=$1; ns=$2; shift 2; if [ -n "$cg" ] && [ -d "$cg" ]; then echo $$ > "$cg/cgroup.procs" || exit 1; fi; exec nsenter --net="$ns" "$@""#)
+        .arg("sh")
+        .arg(cgroup.unwrap_or(""))
+        .arg(format!("/run/netns/{ns}"))
+        .arg(exe)
+        .env(CLIENT_ENV, format!("{};{n}", targets.join(","))));
+    let line = out.lines().find(|l| l.starts_with("RESULT")).unwrap_or_else(|| panic!("client printed {out}"));
+    let v: Vec<f64> = line.split_whitespace().skip(1).map(|x| x.parse().unwrap()).collect();
+    Rate { conns_per_sec: v[0], p50_us: v[1], p99_us: v[2] }
+}
+
+fn datapath(conns: usize) {
+    let mut lab = Lab { name: format!("mb{}", std::process::id() % 100_000), procs: Vec::new() };
+    run(Command::new(SHOAL).args(["lab", "--name", &lab.name, "up", "--nodes", "3"]));
+    apply(&lab, "nftables");
+    for n in NODES {
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", lab.ns(&format!("{n}-web"))))
+            .args([SHOAL, "whoami", "--name", n, "--port", "80"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("whoami");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        lab.procs.push(child);
+    }
+    // The direct baseline from outside: the client routes the overlay subnet via smgr, so it
+    // crosses the same node (and VXLAN for remote tasks) as the mesh does, without the LB.
+    run(Command::new("ip").args(["-n", &lab.ns("client"), "route", "replace", "10.0.9.0/24", "via", "192.168.33.10"]));
+    let tasks = ["10.0.9.2:80", "10.0.9.3:80", "10.0.9.4:80"];
+    let client = lab.ns("client");
+    let task = lab.ns("snode1-web");
+    let direct_out = measure(&client, None, &tasks, conns);
+    let direct_in = measure(&task, None, &tasks, conns);
+    println!("mesh data path: {conns} new connections per measurement, one HTTP request each");
+    println!("  direct client -> tasks (via smgr):   {:>8.0} conn/s  p50 {:>6.0} us  p99 {:>6.0} us", direct_out.conns_per_sec, direct_out.p50_us, direct_out.p99_us);
+    println!("  direct task   -> tasks:              {:>8.0} conn/s  p50 {:>6.0} us  p99 {:>6.0} us", direct_in.conns_per_sec, direct_in.p50_us, direct_in.p99_us);
+    for lb in ["ebpf", "nftables"] {
+        apply(&lab, lb);
+        let cg = format!("{CGROUP2}/shoal/{}", lab.ns("snode1"));
+        let published = measure(&client, None, &["192.168.33.10:5000"], conns);
+        let vip = measure(&task, Some(&cg), &["10.0.9.100:80"], conns);
+        for (what, r, base) in [("published :5000", published, direct_out), ("VIP from task  ", vip, direct_in)] {
+            println!(
+                "  {lb:<8} {what}: {:>8.0} conn/s ({:.2}x direct)  p50 {:>6.0} us ({:.2}x)  p99 {:>6.0} us ({:.2}x)",
+                r.conns_per_sec,
+                r.conns_per_sec / base.conns_per_sec,
+                r.p50_us,
+                r.p50_us / base.p50_us,
+                r.p99_us,
+                r.p99_us / base.p99_us
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Programming cost.
+
+fn table(services: u32) -> LbTable {
+    let mut t = LbTable::default();
+    for i in 0..services {
+        let key = ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + i), 80);
+        let backends = (0..3)
+            .map(|j| Target { addr: SocketAddrV4::new(Ipv4Addr::from(0x0a80_0000 + i * 3 + j), 80), snat: Ipv4Addr::new(10, 0, 9, 250), local: false, weight: 1 })
+            .collect();
+        t.vips.insert(key, Frontend { keep_client_ip: false, backends });
+    }
+    t
+}
+
+/// Service `i`'s first backend replaced by a new address (one remove + one add).
+fn changed(t: &LbTable, i: u32, round: u32) -> LbTable {
+    let mut t = t.clone();
+    let key = ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + i), 80);
+    let f = t.vips.get_mut(&key).unwrap();
+    f.backends.remove(0);
+    f.backends.push(Target { addr: SocketAddrV4::new(Ipv4Addr::from(0x0ac0_0000 + round), 80), snat: Ipv4Addr::new(10, 0, 9, 250), local: false, weight: 1 });
+    f.backends.sort();
+    t
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+struct Cost {
+    program: Duration,
+    incremental: Duration,
+    full: Duration,
+    ops: usize,
+}
+
+/// Programs `services` x 3 and measures one backend change (median of `rounds`).
+fn cost(kind: lb::LbKind, inst: &lb::Instance, services: u32, rounds: u32) -> Cost {
+    let base = table(services);
+    let open = || lb::open(kind, inst, &LbTable::default()).expect("open balancer");
+    let mut b: Box<dyn LoadBalancer> = open();
+    let start = Instant::now();
+    b.reconcile(&base, false).expect("program");
+    let program = start.elapsed();
+    let mut cur = base.clone();
+    let mut inc = Vec::new();
+    let mut ops_n = 0;
+    for r in 0..rounds {
+        let next = changed(&cur, services / 2, r);
+        let ops = diff(&cur, &next);
+        let start = Instant::now();
+        ops_n = b.apply_ops(&next, &ops).expect("apply ops").len();
+        inc.push(start.elapsed());
+        cur = next;
+    }
+    drop(b);
+    let mut full = Vec::new();
+    for r in 0..rounds.min(5) {
+        let next = changed(&cur, services / 3, 1000 + r);
+        let start = Instant::now();
+        let mut fresh = open(); // a new process: adopt what the kernel holds, diff, apply
+        fresh.reconcile(&next, false).expect("reconcile");
+        full.push(start.elapsed());
+        cur = next;
+    }
+    open().teardown().expect("teardown");
+    Cost { program, incremental: median(inc), full: median(full), ops: ops_n }
+}
+
+fn programming() {
+    let ns = format!("shoal-mbp{}", std::process::id() % 100_000);
+    shoal_dataplane::netns::create(&ns).expect("create bench namespace");
+    let inst = lb::Instance::named(&ns);
+    println!("mesh programming: services x 3 backends; one change = replace one backend of one service");
+    let mut results = Vec::new();
+    for kind in [lb::LbKind::Ebpf, lb::LbKind::Nftables] {
+        let inst = inst.clone();
+        let (large, small) = shoal_dataplane::netns::run_in(&ns, move || (cost(kind, &inst, 10_000, 21), cost(kind, &inst, 100, 21))).expect("run in namespace");
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "  {kind:<8} program 10000 services: {:>8.1} ms | one change at 10000: incremental {:>6.3} ms ({} kernel ops, {:.2}x the 100-service time), full reconcile {:>7.1} ms",
+            ms(large.program),
+            ms(large.incremental),
+            large.ops,
+            large.incremental.as_secs_f64() / small.incremental.as_secs_f64(),
+            ms(large.full),
+        );
+        results.push((kind, large));
+    }
+    if let [(_, e), (_, n)] = &results[..] {
+        println!(
+            "  ebpf / nftables: program {:.2}x, incremental change {:.3}x, full reconcile {:.2}x",
+            e.program.as_secs_f64() / n.program.as_secs_f64(),
+            e.incremental.as_secs_f64() / n.incremental.as_secs_f64(),
+            e.full.as_secs_f64() / n.full.as_secs_f64()
+        );
+    }
+    let _ = lb::teardown_instance(&ns);
+    let _ = shoal_dataplane::netns::delete(&ns);
+}
