@@ -97,7 +97,7 @@ for i in "${!names[@]}"; do
   [ -s "$out/results/skips-$n" ] || continue
   sed -E "s/^SHOAL-SKIP /SHOAL-SKIP kernel_lab::$n::/" "$out/results/skips-$n" | sort -u | while IFS= read -r line; do
     echo "$line" >&2
-    [ -n "${SHOAL_SKIP_LOG:-}" ] && echo "$line" >> "$SHOAL_SKIP_LOG"
+    if [ -n "${SHOAL_SKIP_LOG:-}" ]; then echo "$line" >> "$SHOAL_SKIP_LOG"; fi
   done
 done
 exit "$status"
