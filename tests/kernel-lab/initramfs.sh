@@ -8,8 +8,8 @@ out=$2
 here=$(cd "$(dirname "$0")" && pwd)
 version=$(ls "$tree/lib/modules")
 busybox=/bin/busybox
-[ -x "$busybox" ] && file_is_static=$("$busybox" 2>&1 | head -1) || true
-[ -n "${file_is_static:-}" ] || { echo "initramfs: no $busybox (install busybox-static)" >&2; exit 1; }
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' \
+  || { echo "initramfs: needs a static $busybox (apt-get install busybox-static)" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/shoal-kernel-lab-initramfs.XXXXXX)
 trap 'rm -rf "$work"' EXIT

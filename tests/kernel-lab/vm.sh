@@ -8,8 +8,8 @@
 #   The command runs as root in the current directory, with PATH, RUST_BACKTRACE, RUST_LOG and
 #   SHOAL_LOG passed on, and its output is streamed here as it runs. Files it writes into
 #   $KERNEL_LAB_RESULTS (a folder in the guest) are copied into DIR after the run.
-# Exit codes: the command's; 77 when the lab cannot run here (no qemu or no kernel: the reason is
-#   printed); 124 when the guest ran out of time; 125 when the guest did not report an exit code
+# Exit codes: the command's; 77 when the lab cannot run here (no qemu, no kernel, or qemu failed
+#   to start: the reason is printed); 124 when the guest ran out of time; 125 when the guest did not report an exit code
 #   (its console is printed).
 # Environment: SHOAL_KERNEL_LAB_CACHE (where prereqs.sh unpacked the kernel), SHOAL_KERNEL_LAB_MEM
 #   (MiB, default 3072), SHOAL_KERNEL_LAB_SMP (default 2), SHOAL_KERNEL_LAB_KEEP=1 keeps the job folder.
@@ -43,11 +43,14 @@ version=$(ls "$tree/lib/modules")
 kernel="$cache/vmlinux-$version"
 if [ ! -e "$kernel" ]; then
   bzimage="$tree/boot/vmlinuz-$version"
-  offset=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$bzimage" | head -1 | cut -d: -f1)
-  if [ -n "$offset" ] && tail -c +$((offset + 1)) "$bzimage" | xz -dc 2>/dev/null > "$kernel.tmp" || [ -s "$kernel.tmp" ]; then
+  offset=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$bzimage" | head -1 | cut -d: -f1 || true)
+  # (tail ends on SIGPIPE once xz has its one stream: judge by the result, an ELF file.)
+  [ -n "$offset" ] && { tail -c +$((offset + 1)) "$bzimage" | xz -dc --single-stream > "$kernel.tmp" 2>/dev/null || true; }
+  if [ -s "$kernel.tmp" ] && [ "$(head -c 4 "$kernel.tmp" | od -An -c | tr -d ' ')" = '177ELF' ]; then
     mv "$kernel.tmp" "$kernel"
   else
     rm -f "$kernel.tmp"
+    echo "kernel-lab: could not unpack vmlinux from $bzimage: booting the bzImage (about 5 s slower)" >&2
     kernel=$bzimage
   fi
 fi
@@ -87,7 +90,7 @@ timeout --foreground -k 5 "$timeout_s" "$qemu" \
   -append "console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off shoal_init=$here/init-stage2.sh shoal_modules=$tree/lib/modules" \
   -virtfs local,path=/,mount_tag=root,security_model=none,readonly=on,multidevs=remap \
   -virtfs "local,path=$job,mount_tag=job,security_model=none,multidevs=remap" \
-  </dev/null &
+  </dev/null 2> "$job/qemu.err" &
 qemu_pid=$!
 tail -n +1 -f --pid="$qemu_pid" "$job/out" &
 tail_pid=$!
@@ -106,6 +109,10 @@ if [ "$qemu_status" = 124 ] || [ "$qemu_status" = 137 ]; then
   echo "kernel-lab: the guest did not finish within $timeout_s s" >&2
   tail -n 30 "$job/console.log" >&2 || true
   exit 124
+fi
+if [ "$qemu_status" != 0 ] && [ ! -s "$job/booted" ]; then
+  # qemu itself failed (it exits 0 whatever the guest does): this host cannot run the lab.
+  cannot_run "qemu exited $qemu_status before the guest booted: $(tr '\n' ' ' < "$job/qemu.err")"
 fi
 if [ ! -s "$job/rc" ]; then
   echo "kernel-lab: the guest did not report an exit code (qemu exited $qemu_status); its console:" >&2
