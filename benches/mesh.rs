@@ -11,7 +11,8 @@
 //!    full reconcile as a fresh `shoal dataplane apply` process does), with 100 services as the
 //!    O(1) reference.
 //!
-//! SHOAL_BENCH_CONNS (default 3000) sets the connections per data-path measurement.
+//! SHOAL_BENCH_CONNS (default 3000) sets the connections per data-path measurement,
+//! SHOAL_BENCH_ROUNDS (default 3) the interleaved rounds.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
@@ -171,28 +172,43 @@ fn datapath(conns: usize) {
     let tasks = ["10.0.9.2:80", "10.0.9.3:80", "10.0.9.4:80"];
     let client = lab.ns("client");
     let task = lab.ns("snode1-web");
-    let direct_out = measure(&client, None, &tasks, conns);
-    let direct_in = measure(&task, None, &tasks, conns);
-    println!("mesh data path: {conns} new connections per measurement, one HTTP request each");
-    println!("  direct client -> tasks (via smgr):   {:>8.0} conn/s  p50 {:>6.0} us  p99 {:>6.0} us", direct_out.conns_per_sec, direct_out.p50_us, direct_out.p99_us);
-    println!("  direct task   -> tasks:              {:>8.0} conn/s  p50 {:>6.0} us  p99 {:>6.0} us", direct_in.conns_per_sec, direct_in.p50_us, direct_in.p99_us);
+    let rounds: usize = std::env::var("SHOAL_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    println!("mesh data path: {conns} new connections per measurement (one HTTP request each), median of {rounds} interleaved rounds");
     for lb in ["ebpf", "nftables"] {
         apply(&lab, lb);
         let cg = format!("{CGROUP2}/shoal/{}", lab.ns("snode1"));
-        let published = measure(&client, None, &["192.168.33.10:5000"], conns);
-        let vip = measure(&task, Some(&cg), &["10.0.9.100:80"], conns);
-        for (what, r, base) in [("published :5000", published, direct_out), ("VIP from task  ", vip, direct_in)] {
+        let mut m: [Vec<Rate>; 4] = Default::default();
+        for _ in 0..rounds {
+            m[0].push(measure(&client, None, &tasks, conns));
+            m[1].push(measure(&client, None, &["192.168.33.10:5000"], conns));
+            m[2].push(measure(&task, None, &tasks, conns));
+            m[3].push(measure(&task, Some(&cg), &["10.0.9.100:80"], conns));
+        }
+        let [direct_out, published, direct_in, vip] = m.map(median_rate);
+        for (what, r, base) in [("published :5000 vs client->tasks", published, direct_out), ("VIP from a task vs task->tasks  ", vip, direct_in)] {
             println!(
-                "  {lb:<8} {what}: {:>8.0} conn/s ({:.2}x direct)  p50 {:>6.0} us ({:.2}x)  p99 {:>6.0} us ({:.2}x)",
+                "  {lb:<8} {what}: {:>6.0} vs {:>6.0} conn/s ({:.2}x)  p50 {:>5.0} vs {:>5.0} us ({:.2}x)  p99 {:>6.0} vs {:>6.0} us ({:.2}x)",
                 r.conns_per_sec,
+                base.conns_per_sec,
                 r.conns_per_sec / base.conns_per_sec,
                 r.p50_us,
+                base.p50_us,
                 r.p50_us / base.p50_us,
                 r.p99_us,
+                base.p99_us,
                 r.p99_us / base.p99_us
             );
         }
     }
+}
+
+fn median_rate(v: Vec<Rate>) -> Rate {
+    let med = |f: fn(&Rate) -> f64| {
+        let mut x: Vec<f64> = v.iter().map(f).collect();
+        x.sort_by(|a, b| a.total_cmp(b));
+        x[x.len() / 2]
+    };
+    Rate { conns_per_sec: med(|r| r.conns_per_sec), p50_us: med(|r| r.p50_us), p99_us: med(|r| r.p99_us) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -254,7 +270,7 @@ fn cost(kind: lb::LbKind, inst: &lb::Instance, services: u32, rounds: u32) -> Co
     }
     drop(b);
     let mut full = Vec::new();
-    for r in 0..rounds.min(5) {
+    for r in 0..rounds.min(3) {
         let next = changed(&cur, services / 3, 1000 + r);
         let start = Instant::now();
         let mut fresh = open(); // a new process: adopt what the kernel holds, diff, apply
