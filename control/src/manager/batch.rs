@@ -16,9 +16,14 @@ pub enum Outcome {
 pub type Proposal = (Command, oneshot::Sender<Outcome>);
 
 const MAX_BATCH: usize = 256;
+/// Batches in flight at once: while they commit, the next one fills up.
+const IN_FLIGHT: usize = 2;
 
 pub async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>) {
-    while let Some(first) = rx.recv().await {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let Some(first) = rx.recv().await else { return };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -27,7 +32,11 @@ pub async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>) {
             }
         }
         // Submit and go on collecting the next batch while this one commits.
-        tokio::spawn(submit(raft.clone(), batch));
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            submit(raft, batch).await;
+            drop(permit);
+        });
     }
 }
 
