@@ -80,3 +80,26 @@ async fn cli_drives_a_node_over_its_socket() {
     agent.abort();
     stop.send_replace(true);
 }
+
+/// The binary flattens `Command` next to its own global options: clap must accept the shape.
+#[test]
+fn command_flattens_into_a_top_level_cli() {
+    use clap::CommandFactory;
+    #[derive(Parser, Debug)]
+    struct Top {
+        #[arg(long, global = true, env = "SHOAL_LOG")]
+        log_level: Option<String>,
+        #[command(subcommand)]
+        command: TopCmd,
+    }
+    #[derive(clap::Subcommand, Debug)]
+    enum TopCmd {
+        #[command(flatten)]
+        Cluster(Command),
+    }
+    Top::command().debug_assert();
+    let t = Top::try_parse_from(["shoal", "--log-level", "info", "node", "ls", "--host", "unix:///tmp/x.sock"]).unwrap();
+    assert!(matches!(t.command, TopCmd::Cluster(Command::Node { .. })));
+    let t = Top::try_parse_from(["shoal", "service", "create", "--replicas", "-1", "--name", "x", "nginx"]).unwrap();
+    assert!(matches!(t.command, TopCmd::Cluster(Command::Service { .. })));
+}

@@ -88,3 +88,46 @@ async fn force_new_cluster_recovers_a_lost_quorum() {
     assert_eq!(st.nodes.values().filter(|n| n.role == Role::Manager).count(), 1);
     assert_eq!(voters(&survivor).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_manager_resumes_from_disk() {
+    use shoal_control::manager::RaftTiming;
+    use shoal_control::node::{NodeConfig, NodeControl};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = || {
+        let mut c = NodeConfig::new(dir.path());
+        c.socket = None;
+        c.listen_addr = format!("127.0.0.1:{port}").parse().unwrap();
+        c.advertise_addr = Some(format!("127.0.0.1:{port}"));
+        c.heartbeat_period = Duration::from_millis(200);
+        c.raft = RaftTiming { heartbeat_ms: 100, election_min_ms: 500, election_max_ms: 1000, snapshot_every: 5000 };
+        c
+    };
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let node = NodeControl::start(cfg(), rx).await.unwrap();
+    let t = TestNode { node, stop, addr: format!("127.0.0.1:{port}"), dir: tempfile::tempdir().unwrap(), name: "m".into() };
+    t.init().await;
+    t.propose(Command::CreateService { spec: ServiceSpec::new("durable", "nginx") }).await.unwrap().unwrap();
+    t.stop.send_replace(true);
+    t.node.stop().await;
+    drop(t);
+    // Same state directory, same port: the manager comes back with its log and leads again.
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let node = eventually("the node restarts (port and database released)", 20, || {
+        let rx = rx.clone();
+        let c = cfg();
+        async move { NodeControl::start(c, rx).await.ok() }
+    })
+    .await;
+    let t = TestNode { node, stop, addr: format!("127.0.0.1:{port}"), dir: tempfile::tempdir().unwrap(), name: "m".into() };
+    let r = eventually("writes after restart", 30, || async {
+        t.propose(Command::CreateService { spec: ServiceSpec::new("later", "nginx") }).await.ok()
+    })
+    .await;
+    assert!(r.is_ok(), "{r:?}");
+    let st = t.state().await;
+    assert!(st.find_service("durable").is_ok());
+    assert!(st.find_service("later").is_ok());
+}
