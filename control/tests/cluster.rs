@@ -172,3 +172,35 @@ async fn bad_specs_are_refused_through_the_api_and_change_nothing() {
     assert_eq!(before.services, after.services);
     assert_eq!(before.tasks, after.tasks);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_managers_keep_quorum_after_losing_two() {
+    let (mut ms, _ws, _, _) = cluster(5, 0).await;
+    ms[0].propose(Command::CreateService { spec: spec("before", 1) }).await.unwrap().unwrap();
+    for _ in 0..2 {
+        let li = leader_index(&ms).await;
+        let dead = ms.remove(li);
+        dead.kill().await;
+        let survivors = &ms;
+        eventually("writes with the remaining managers", 40, || async {
+            survivors[0].propose(Command::Tick).await.ok().and_then(|r| r.ok())
+        })
+        .await;
+        // Wait until one of the survivors leads before killing again.
+        eventually("a leader among survivors", 20, || async {
+            for m in survivors {
+                if m.node.manager().await.unwrap().is_leader() {
+                    return Some(());
+                }
+            }
+            None
+        })
+        .await;
+    }
+    let st = eventually("the early write is everywhere", 20, || async {
+        let st = ms[2].state().await;
+        st.find_service("before").is_ok().then_some(st)
+    })
+    .await;
+    assert_eq!(st.nodes.len(), 5);
+}
