@@ -62,10 +62,7 @@ async fn three_managers_survive_leader_loss_without_losing_writes() {
         .await;
     }
     let r = eventually("a write after failover", 30, || async {
-        match survivors[0].propose(Command::CreateService { spec: spec("after", 1) }).await {
-            Ok(r) => Some(r),
-            Err(_) => None,
-        }
+        survivors[0].propose(Command::CreateService { spec: spec("after", 1) }).await.ok()
     })
     .await;
     assert!(r.is_ok(), "{r:?}");

@@ -27,6 +27,7 @@ pub struct JoinOptions {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // one request per CLI call; boxing buys nothing
 pub enum LocalRequest {
     Init(InitOptions),
     Join(JoinOptions),

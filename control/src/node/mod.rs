@@ -107,9 +107,12 @@ struct Inner {
     updates: broadcast::Sender<AgentUpdate>,
     view: watch::Sender<Arc<AgentSnapshot>>,
     connected: watch::Sender<bool>,
-    reports_tx: mpsc::Sender<Vec<(String, TaskStatus)>>,
-    reports_rx: Mutex<Option<mpsc::Receiver<Vec<(String, TaskStatus)>>>>,
+    reports_tx: mpsc::Sender<Reports>,
+    reports_rx: Mutex<Option<mpsc::Receiver<Reports>>>,
 }
+
+/// A batch of task states from the agent: (task id, status).
+type Reports = Vec<(String, TaskStatus)>;
 
 impl NodeControl {
     /// Start the runtime: resume the cluster membership found in the state directory, serve

@@ -51,6 +51,7 @@ pub struct RenewResponse {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // moved once per RPC
 pub enum RaftRpc {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<u64>),
@@ -66,6 +67,7 @@ pub enum RaftReply {
 
 /// Requests to a manager: from a node's local API (CLI) or forwarded by another manager.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // one request per call; boxing buys nothing
 pub enum ApiRequest {
     /// Commit a command through Raft (forwarded to the leader).
     Propose(Command),
