@@ -69,10 +69,7 @@ mod tests {
     fn findings(missing: &[Feature]) -> Vec<Finding> {
         Feature::ALL
             .iter()
-            .map(|f| Finding {
-                feature: *f,
-                result: if missing.contains(f) { Err(format!("no {f}")) } else { Ok(()) },
-            })
+            .map(|f| Finding { feature: *f, result: if missing.contains(f) { Err(format!("no {f}")) } else { Ok(()) } })
             .collect()
     }
 

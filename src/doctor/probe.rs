@@ -40,8 +40,7 @@ pub fn all() -> Result<Probed, DoctorError> {
         // This thread only: the process stays where it was.
         unshare(CloneFlags::CLONE_NEWNET).map_err(DoctorError::Unshare)?;
         let ebpf = OnceCell::new();
-        let findings =
-            Feature::ALL.iter().map(|f| Finding { feature: *f, result: try_feature(*f, &ebpf) }).collect();
+        let findings = Feature::ALL.iter().map(|f| Finding { feature: *f, result: try_feature(*f, &ebpf) }).collect();
         Ok((findings, lb_report(ebpf.get_or_init(shoal_ebpf::probe))))
     })
     .join()

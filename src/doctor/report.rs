@@ -10,12 +10,7 @@ pub fn render(kernel: &str, findings: &[Finding], choices: &Choices) -> String {
     let mut out = String::new();
     let have: Vec<String> = findings.iter().filter(|f| f.ok()).map(|f| f.feature.to_string()).collect();
     let missing: Vec<String> = findings.iter().filter(|f| !f.ok()).map(|f| f.feature.to_string()).collect();
-    let _ = writeln!(
-        out,
-        "kernel {kernel}: has {}; missing {}",
-        list_or_none(&have),
-        list_or_none(&missing)
-    );
+    let _ = writeln!(out, "kernel {kernel}: has {}; missing {}", list_or_none(&have), list_or_none(&missing));
     for feature in Feature::ALL {
         let Some(f) = findings.iter().find(|f| f.feature == feature) else { continue };
         let verdict = match &f.result {
