@@ -15,7 +15,7 @@ done
 packages=(
   iproute2 iputils-ping nftables ethtool procps util-linux kmod
   clang llvm libbpf-dev bpftool libclang-dev pkg-config protobuf-compiler
-  iperf3 dnsutils curl netcat-openbsd dnsperf dnsmasq-base
+  iperf3 dnsutils curl netcat-openbsd dnsperf dnsmasq-base busybox-static tar
 )
 
 if [ "$(id -u)" != 0 ]; then
