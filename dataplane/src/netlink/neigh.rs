@@ -35,21 +35,7 @@ impl Netlink {
         let mut out = Vec::new();
         for m in msgs {
             let RouteNetlinkMessage::NewNeighbour(n) = m else { continue };
-            let mac = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
-                    Some(Mac([l[0], l[1], l[2], l[3], l[4], l[5]]))
-                }
-                _ => None,
-            });
-            // In AF_BRIDGE messages the destination is not typed by family, so it may arrive raw.
-            let dst = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-                NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
-                    Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-                }
-                _ => None,
-            });
-            if let (Some(mac), Some(dst)) = (mac, dst) {
+            if let Some((mac, dst)) = mac_and_ip(&n) {
                 out.push(Fdb { ifindex: n.header.ifindex, mac, dst });
             }
         }
@@ -81,17 +67,7 @@ impl Netlink {
             if n.header.state != NeighbourState::Permanent {
                 continue;
             }
-            let mac = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
-                    Some(Mac([l[0], l[1], l[2], l[3], l[4], l[5]]))
-                }
-                _ => None,
-            });
-            let ip = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-                _ => None,
-            });
-            if let (Some(mac), Some(ip)) = (mac, ip) {
+            if let Some((mac, ip)) = mac_and_ip(&n) {
                 out.push(Neigh { ifindex: n.header.ifindex, ip, mac });
             }
         }
@@ -111,6 +87,23 @@ impl Netlink {
             format!("delete neighbour {} on {link}", neigh.ip)
         })
     }
+}
+
+/// The link-layer address and the IPv4 destination of a neighbour or FDB entry.
+fn mac_and_ip(n: &NeighbourMessage) -> Option<(Mac, Ipv4Addr)> {
+    let mac = n.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => Some(Mac([l[0], l[1], l[2], l[3], l[4], l[5]])),
+        _ => None,
+    })?;
+    // In AF_BRIDGE messages the destination is not typed by family, so it may arrive raw.
+    let ip = n.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
+            Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+        }
+        _ => None,
+    })?;
+    Some((mac, ip))
 }
 
 fn fdb_message(fdb: Fdb) -> NeighbourMessage {
