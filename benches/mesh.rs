@@ -12,7 +12,8 @@
 //!    O(1) reference.
 //!
 //! SHOAL_BENCH_CONNS (default 3000) sets the connections per data-path measurement,
-//! SHOAL_BENCH_ROUNDS (default 3) the interleaved rounds.
+//! SHOAL_BENCH_ROUNDS (default 3) the interleaved rounds, SHOAL_BENCH_ONLY=datapath|programming
+//! one half.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
@@ -37,8 +38,13 @@ fn main() {
         std::process::exit(1);
     }
     let conns: usize = std::env::var("SHOAL_BENCH_CONNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
-    datapath(conns);
-    programming();
+    let only = std::env::var("SHOAL_BENCH_ONLY").unwrap_or_default();
+    if only != "programming" {
+        datapath(conns);
+    }
+    if only != "datapath" {
+        programming();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -229,6 +229,43 @@ impl RawSocket {
     }
 }
 
+impl RawSocket {
+    /// Sends a batch in which `acks` messages asked for an ACK and waits for all of them.
+    /// Returns the index (in ACK order) and errno of the first refusal.
+    pub fn transact_batch(&mut self, batch: &[u8], acks: usize) -> Result<(), (usize, WireError)> {
+        self.socket.send(batch, 0).map_err(|e| (0, WireError::Io(e)))?;
+        let mut seen = 0;
+        let mut first_err = None;
+        while seen < acks {
+            let n = self.socket.recv(&mut &mut self.buf[..], 0).map_err(|e| (seen, WireError::Io(e)))?;
+            let mut b = &self.buf[..n];
+            while b.len() >= NLMSG_HDR_LEN {
+                let len = u32::from_ne_bytes(b[0..4].try_into().unwrap_or_default()) as usize;
+                let msg_type = u16::from_ne_bytes([b[4], b[5]]);
+                if len < NLMSG_HDR_LEN || len > b.len() {
+                    return Err((seen, WireError::Io(std::io::Error::other("truncated netlink message"))));
+                }
+                if msg_type == NLMSG_ERROR {
+                    let code = i32::from_ne_bytes(b[NLMSG_HDR_LEN..NLMSG_HDR_LEN + 4].try_into().unwrap_or_default());
+                    if code != 0 && first_err.is_none() {
+                        first_err = Some((seen, WireError::Kernel(-code)));
+                    }
+                    seen += 1;
+                }
+                b = &b[align4(len).min(b.len())..];
+            }
+            if first_err.is_some() && seen >= 1 {
+                // An aborted batch acknowledges no further messages.
+                break;
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

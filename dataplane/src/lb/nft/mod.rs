@@ -1,10 +1,13 @@
 //! The nftables load balancer: one table owned by shoal, verdict maps for O(1) lookup, every
 //! change of a reconcile committed in one transaction.
 //!
-//! Changes go through the `nft` binary, one `nft -f -` batch per reconcile (what netavark does):
-//! the batch is a single netlink transaction (all or nothing), nft's parser and error messages
-//! come for free, and no libnftnl binding is needed. The table is read back with `nft -j`.
+//! Large changes (first programming, repairs) go through the `nft` binary, one `nft -f -` batch
+//! per reconcile (what netavark does): a single transaction, nft's parser and error messages for
+//! free, no libnftnl binding. Small changes (a backend joins or leaves) are encoded here as one
+//! nfnetlink batch ([`netlink`]): `nft` must first load its cache of the whole table, O(services),
+//! which this skips. The table is read back with `nft -j`.
 
+mod netlink;
 mod observe;
 mod plan;
 
@@ -17,6 +20,9 @@ use super::plan::LbTable;
 use super::{conntrack, LbError, LbKind, LoadBalancer, Programmed};
 
 const NFT: &str = "nft";
+const NETLINK_NETFILTER: isize = 12;
+/// Larger batches go through `nft -f` (one netlink send must fit the socket buffer).
+const NETLINK_MAX_OPS: usize = 256;
 
 pub struct NftLb {
     /// What the kernel holds, kept in step after each commit (read once per process).
@@ -64,11 +70,42 @@ impl NftLb {
         }
     }
 
-    /// Commits `ops` as one transaction.
+    /// Commits `ops` as one transaction: in-process over nfnetlink when they are few and of
+    /// the kinds [`netlink`] encodes, else through `nft -f` (which also words any error).
     pub fn commit(&mut self, ops: &[NftOp]) -> Result<(), LbError> {
         if ops.is_empty() {
             return Ok(());
         }
+        if ops.len() <= NETLINK_MAX_OPS {
+            match self.commit_netlink(ops) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                // Nothing was committed: let nft retry and explain.
+                Err(e) => tracing::debug!(error = %e, "nfnetlink batch refused; retrying with nft"),
+            }
+        }
+        self.commit_with_nft(ops)
+    }
+
+    /// Commits `ops` over nfnetlink from this process. Ok(false): an op it cannot encode.
+    pub fn commit_netlink(&mut self, ops: &[NftOp]) -> Result<bool, LbError> {
+        let Some((batch, acks)) = netlink::encode(ops, 1) else { return Ok(false) };
+        let sent = super::wire::RawSocket::open(NETLINK_NETFILTER).map_err(|e| (0, e)).and_then(|mut s| s.transact_batch(&batch, acks));
+        match sent {
+            Ok(()) => {
+                if let Some(c) = &mut self.cache {
+                    c.apply(ops);
+                }
+                Ok(true)
+            }
+            Err((i, e)) => Err(LbError::Nft {
+                what: format!("nfnetlink batch, message {i} ({})", ops.get(i).map(|o| o.to_string()).unwrap_or_default()),
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    fn commit_with_nft(&mut self, ops: &[NftOp]) -> Result<(), LbError> {
         let mut batch = String::new();
         for op in ops {
             batch.push_str(&op.to_string());
