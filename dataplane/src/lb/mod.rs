@@ -191,6 +191,11 @@ pub fn reconcile(state: &NodeState, choice: Choice, dry_run: bool) -> Result<LbR
     }
     let (kind, reason) = probe().choose(choice)?;
     tracing::info!(lb = %kind, %reason, instance = %inst.name, "load balancer chosen");
+    if dry_run && kind == LbKind::Ebpf && !ebpf::EbpfLb::present(&inst) {
+        // Nothing loaded yet: plan against an empty table without loading or attaching anything.
+        let changes = diff(&LbTable::default(), &ebpf::normalize(&want)).iter().map(|o| o.to_string()).collect();
+        return Ok(LbReport { kind: Some(kind), reason, changes });
+    }
     let mut lb = open(kind, &inst, &want)?;
     let mut changes = lb.reconcile(&want, dry_run)?;
     if !dry_run {
