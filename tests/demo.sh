@@ -4,7 +4,8 @@
 # `shoal lab down` removes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tests/prereqs.sh
+# The demo needs no kernel lab (qemu, a stock kernel): only the tests do.
+bash tests/prereqs.sh --no-kernel-lab
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 echo "==> building shoal (release)"
 cargo build --release --locked --bin shoal 2>&1 | tail -n 1
