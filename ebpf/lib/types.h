@@ -11,8 +11,13 @@
 /* Service flags (svc_val.flags). */
 #define SVC_F_KEEP_CLIENT_IP 0x1 /* NAT: prefer a local backend, no SNAT */
 
-/* Slot bit selecting the list of local backends in be_key.slot. */
+/* Slot bits of be_key.slot: the list of local backends, and the list of
+ * parked (weight 0, draining) backends that no program reads. */
 #define SLOT_LOCAL 0x80000000u
+#define SLOT_PARKED 0x40000000u
+
+/* Backend flags (be_val.flags). */
+#define BE_F_LOCAL 0x1 /* the task runs on this node */
 
 /* A service: a VIP (socket LB) or a node address + published port (NAT).
  * For NAT, addr 0 is the wildcard "any node address". */
@@ -25,7 +30,9 @@ struct svc_key {
 
 struct svc_val {
 	__u32 id;          /* key into the backend maps */
-	__u16 count;       /* backends live in slots [0, count) */
+	__u16 count;       /* backends live in slots [0, count), each in as many
+			    * slots as its weight asks: a random slot is a
+			    * weighted choice */
 	__u16 local_count; /* local backends in slots SLOT_LOCAL|[0, local_count) */
 	__u32 flags;       /* SVC_F_* */
 };
@@ -38,11 +45,13 @@ struct be_key {
 struct be_val {
 	__u32 addr;
 	__u16 port;
-	__u16 pad;
+	__u16 flags;     /* BE_F_* */
 	__u32 snat_addr; /* NAT: source address towards this backend */
 };
 
-/* Presence of a backend in a service, whatever its slot. */
+/* Presence of a backend in a service, whatever its slots (also with weight
+ * 0). Value: REF_WEIGHTED | weight. */
+#define REF_WEIGHTED 0x10000u
 struct be_ref_key {
 	__u32 svc_id;
 	__u32 addr;

@@ -6,20 +6,24 @@
 //! in network byte order.
 //! - `*_svc`: (addr, port, proto) -> (id, count, local_count, flags). For the
 //!   NAT, addr 0.0.0.0 is "every node address".
-//! - `*_be`: (id, slot) -> (ip, port, snat ip). Slots `0..count` are dense, so
-//!   a random slot is a uniform choice; local NAT backends are listed again
-//!   at slots `SLOT_LOCAL | 0..local_count`.
-//! - `*_be_ref`: (id, ip, port) -> slot: is a backend still in the service?
+//! - `*_be`: (id, slot) -> (ip, port, flags, snat ip). Slots `0..count` are
+//!   dense and a backend holds as many as its weight asks
+//!   ([`plan::slot_counts`]), so a random slot is a weighted choice (Cilium's
+//!   random selection does the same); local NAT backends are listed again at
+//!   slots `SLOT_LOCAL | 0..local_count`; drained (weight 0) backends hold no
+//!   selection slot, only a parked one (`SLOT_PARKED | i`) no program reads.
+//! - `*_be_ref`: (id, ip, port) -> `REF_WEIGHTED | weight`: is a backend
+//!   still in the service (tracked flows and UDP sockets stay on it while so)?
 //! - `sock_aff` (LRU): (socket cookie, id) -> backend, UDP affinity.
 //! - `sock_rev` (LRU): (socket cookie, backend ip, port) -> VIP, for
 //!   recvmsg4/getpeername4.
 //! - `nat_ct` (LRU): client 5-tuple -> (backend, SNAT ip:port, id).
 //! - `nat_rev` (LRU): backend reply 5-tuple -> (client, node ip:port).
 //!
-//! One backend change is at most 7 map writes (an add: 3, or 4 for a local
-//! NAT backend), whatever the
-//! number of services, planned by [`plan::LbTable`] without touching the
-//! kernel and applied in an order the programs can read at any point.
+//! One backend change of weight 1 is a handful of map writes (an add: 3, or
+//! 4 for a local NAT backend; a weight w: w slot writes), whatever the number
+//! of services, planned by [`plan::LbTable`] without touching the kernel and
+//! applied in an order the programs can read at any point.
 //!
 //! # Pinning and restarts
 //! With [`LoadOptions::pin_dir`] (a directory on a bpffs, see

@@ -18,10 +18,15 @@ pub struct LoadOptions {
     pub pin_dir: Option<PathBuf>,
     /// Most services (VIPs or published ports).
     pub max_services: u32,
-    /// Most backend slots over all services (local NAT backends count twice).
+    /// Most backend slots over all services: a backend takes one slot per
+    /// unit of its reduced weight (see [`crate::plan::slot_counts`]), local
+    /// NAT backends take theirs twice, drained (weight 0) ones one.
     pub max_backends: u32,
     /// Most backends of one service (at most 65535).
     pub max_backends_per_service: u16,
+    /// Most selection slots of one service: weights that need more are
+    /// scaled down to this many (each backend keeps at least one slot).
+    pub max_slots_per_service: u16,
     /// Size of the flow tables (UDP affinity and reverse translation for the
     /// socket LB; connection tracking for the NAT), LRU-evicted.
     pub max_flows: u32,
@@ -34,6 +39,7 @@ impl Default for LoadOptions {
             max_services: 16384,
             max_backends: 65536,
             max_backends_per_service: 4096,
+            max_slots_per_service: 4096,
             max_flows: 16384,
         }
     }
@@ -41,7 +47,11 @@ impl Default for LoadOptions {
 
 impl LoadOptions {
     pub(crate) fn limits(&self) -> Limits {
-        Limits { max_services: self.max_services, max_backends_per_service: self.max_backends_per_service }
+        Limits {
+            max_services: self.max_services,
+            max_backends_per_service: self.max_backends_per_service,
+            max_slots_per_service: self.max_slots_per_service,
+        }
     }
 }
 

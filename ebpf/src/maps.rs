@@ -10,6 +10,28 @@ use crate::model::{Backend, ServiceKey};
 pub const SVC_F_KEEP_CLIENT_IP: u32 = 0x1;
 /// `be_key.slot` bit selecting the list of local backends.
 pub const SLOT_LOCAL: u32 = 0x8000_0000;
+/// `be_key.slot` bit selecting the list of parked (weight 0) backends, which
+/// the programs never read: kept so an adopting agent knows their data.
+pub const SLOT_PARKED: u32 = 0x4000_0000;
+/// `be_val.flags`: the task runs on this node.
+pub const BE_F_LOCAL: u16 = 0x1;
+/// `be_ref` values are `REF_WEIGHTED | weight`. Builds before weights stored
+/// the slot (always below this bit): those read back as weight 1.
+pub const REF_WEIGHTED: u32 = 0x1_0000;
+
+/// The `be_ref` value recording `weight`.
+pub fn ref_value(weight: u16) -> u32 {
+    REF_WEIGHTED | u32::from(weight)
+}
+
+/// The weight a `be_ref` value records.
+pub fn ref_weight(value: u32) -> u16 {
+    if value & REF_WEIGHTED != 0 {
+        value as u16
+    } else {
+        1
+    }
+}
 
 /// Map names of the socket LB object (`lib/sock_maps.h`).
 pub mod sock {
@@ -107,7 +129,8 @@ pub struct BeKey {
 pub struct BeVal {
     pub addr: u32,
     pub port: u16,
-    pub pad: u16,
+    /// `BE_F_*`.
+    pub flags: u16,
     pub snat_addr: u32,
 }
 
@@ -229,7 +252,7 @@ impl From<&Backend> for BeVal {
         Self {
             addr: addr_to_map(*b.addr.ip()),
             port: port_to_map(b.addr.port()),
-            pad: 0,
+            flags: if b.local { BE_F_LOCAL } else { 0 },
             snat_addr: b.snat.map(addr_to_map).unwrap_or(0),
         }
     }
@@ -239,6 +262,16 @@ impl BeVal {
     /// The backend's address.
     pub fn socket_addr(&self) -> SocketAddrV4 {
         SocketAddrV4::new(addr_from_map(self.addr), port_from_map(self.port))
+    }
+
+    /// The backend this value was written for, with `weight`.
+    pub fn to_backend(&self, weight: u16) -> Backend {
+        Backend {
+            addr: self.socket_addr(),
+            snat: (self.snat_addr != 0).then(|| addr_from_map(self.snat_addr)),
+            local: self.flags & BE_F_LOCAL != 0,
+            weight,
+        }
     }
 }
 
@@ -260,5 +293,23 @@ mod tests {
         let bytes: [u8; 8] = unsafe { std::mem::transmute(k) };
         assert_eq!(bytes, [10, 0, 0, 1, 0, 80, 6, 0]);
         assert_eq!(k.to_service(), Some(ServiceKey::tcp(Ipv4Addr::new(10, 0, 0, 1), 80)));
+    }
+
+    #[test]
+    fn ref_values_carry_the_weight_and_old_slot_values_read_as_weight_one() {
+        assert_eq!(ref_weight(ref_value(0)), 0);
+        assert_eq!(ref_weight(ref_value(7)), 7);
+        assert_eq!(ref_weight(ref_value(u16::MAX)), u16::MAX);
+        assert_eq!(ref_weight(0), 1);
+        assert_eq!(ref_weight(4095), 1);
+    }
+
+    #[test]
+    fn backend_values_round_trip() {
+        let b = Backend::nat(SocketAddrV4::new(Ipv4Addr::new(10, 0, 9, 3), 80), Ipv4Addr::new(10, 0, 9, 250), true)
+            .with_weight(5);
+        assert_eq!(BeVal::from(&b).to_backend(5), b);
+        let v = Backend::new(SocketAddrV4::new(Ipv4Addr::new(10, 0, 9, 4), 80));
+        assert_eq!(BeVal::from(&v).to_backend(1), v);
     }
 }

@@ -85,7 +85,8 @@ pub struct ServiceOptions {
 }
 
 /// One backend (a task) of a service. Only healthy backends belong in a
-/// service: the programs choose uniformly among those present.
+/// service: the programs choose among those present in proportion to their
+/// weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Backend {
     /// Task address and target port.
@@ -95,17 +96,27 @@ pub struct Backend {
     pub snat: Option<Ipv4Addr>,
     /// NAT only: the task runs on this node (used by `keep_client_ip`).
     pub local: bool,
+    /// Relative share of new flows (1 by default). 0 drains the backend: it
+    /// gets no new flow, while its established flows (and the UDP sockets
+    /// and flows tied to it) keep going to it.
+    pub weight: u16,
 }
 
 impl Backend {
-    /// A backend for the socket LB.
+    /// A backend for the socket LB, weight 1.
     pub const fn new(addr: SocketAddrV4) -> Self {
-        Self { addr, snat: None, local: false }
+        Self { addr, snat: None, local: false, weight: 1 }
     }
 
-    /// A backend for the published-port NAT, reached with source `snat`.
+    /// A backend for the published-port NAT, reached with source `snat`, weight 1.
     pub const fn nat(addr: SocketAddrV4, snat: Ipv4Addr, local: bool) -> Self {
-        Self { addr, snat: Some(snat), local }
+        Self { addr, snat: Some(snat), local, weight: 1 }
+    }
+
+    /// The same backend with another weight.
+    pub const fn with_weight(mut self, weight: u16) -> Self {
+        self.weight = weight;
+        self
     }
 }
 
@@ -117,6 +128,9 @@ impl fmt::Display for Backend {
         }
         if self.local {
             f.write_str(" (local)")?;
+        }
+        if self.weight != 1 {
+            write!(f, " (weight {})", self.weight)?;
         }
         Ok(())
     }

@@ -46,7 +46,7 @@ pub struct Probe {
 }
 
 fn tiny() -> LoadOptions {
-    LoadOptions { pin_dir: None, max_services: 4, max_backends: 4, max_backends_per_service: 4, max_flows: 4 }
+    LoadOptions { max_services: 4, max_backends: 4, max_backends_per_service: 4, max_slots_per_service: 4, max_flows: 4, pin_dir: None }
 }
 
 /// Load (and drop) every program with tiny maps. Needs CAP_BPF/root.

@@ -47,9 +47,9 @@ impl ServiceTable {
         let refs = take(ebpf, names[2])?;
         let services = collect(&svc, names[0])?;
         let backends = collect(&be, names[1])?;
-        let ref_keys = collect(&refs, names[2])?.into_iter().map(|(k, _)| k).collect();
+        let ref_entries = collect(&refs, names[2])?;
         let adopted = services.len();
-        let (table, repair) = LbTable::adopt(limits, services, backends, ref_keys);
+        let (table, repair) = LbTable::adopt(limits, services, backends, ref_entries);
         let mut this = Self { names, svc, be, refs, table, dirty: HashSet::new() };
         if adopted > 0 {
             tracing::info!(map = names[0], services = adopted, repairs = repair.len(), "adopted pinned services");
@@ -70,9 +70,21 @@ impl ServiceTable {
         self.table.is_empty()
     }
 
-    /// The backends of a service, in slot order.
+    /// The backends of a service (with their weights), in the order they came.
     pub fn backends(&self, key: &ServiceKey) -> Option<&[Backend]> {
         self.table.backends(key)
+    }
+
+    /// The options of a service, read back from its flags in the maps (so
+    /// they survive a restart with the pins).
+    pub fn options(&self, key: &ServiceKey) -> Option<ServiceOptions> {
+        self.table.options(key)
+    }
+
+    /// The backend in each selection slot of a service, and in each local
+    /// selection slot: what the programs pick from, uniformly.
+    pub fn slots(&self, key: &ServiceKey) -> Option<(&[SocketAddrV4], &[SocketAddrV4])> {
+        self.table.slots(key)
     }
 
     /// Every service.

@@ -237,3 +237,27 @@ fn pinned_socket_lb_survives_the_loader_and_is_adopted() {
     let answers = client.ask("tcp", 1);
     assert!(answers.is_err(), "VIP still answered after teardown: {answers:?}");
 }
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn vip_connections_follow_the_weights() {
+    const TEST: &str = "vip_connections_follow_the_weights";
+    common::require_root(TEST);
+    let Some(root) = cgroup_root(TEST) else { return };
+    let lab = lab();
+    let cgroup = Cgroup::new(&root);
+    let mut lb = SockLb::load(&LoadOptions::default()).expect("load").attach(&cgroup.path).expect("attach");
+    let tcp = ServiceKey::tcp(VIP, 80);
+    lb.upsert_service(tcp).unwrap();
+    let mut bes = backends(&lab.addrs, 8080);
+    bes[0].weight = 3;
+    bes[2].weight = 0;
+    lb.set_backends(&tcp, &bes).unwrap();
+
+    let mut client = Client::start(&lab.client, &cgroup.path);
+    // 200 connections: 3/4 expected on b1 (standard deviation ~3%), none on the drained b3.
+    let hits = client.ids("tcp", 200, 80);
+    assert!(!hits.contains_key("b3"), "drained backend got connections: {hits:?}");
+    let share = hits.get("b1").copied().unwrap_or(0) as f64 / 200.0;
+    assert!((0.6..0.9).contains(&share), "weight 3 of 4 got {share:.2} of the connections: {hits:?}");
+}

@@ -268,3 +268,53 @@ fn nat_backend_without_snat_is_refused_and_nothing_changes() {
     let out = run(&mut nat, TcHook::Ingress, &tcp(SocketAddrV4::new(CLIENT, 40000), SocketAddrV4::new(NODE, 8080)));
     assert_eq!(tuple(&out).1, backend(5).addr);
 }
+
+/// Backend of each of `n` new TCP flows (client ports from `first`).
+fn spread(nat: &mut TcNat, port: u16, first: u16, n: u16) -> std::collections::BTreeMap<SocketAddrV4, u32> {
+    let front = SocketAddrV4::new(NODE, port);
+    let mut hits = std::collections::BTreeMap::new();
+    for sport in first..first + n {
+        let out = run(nat, TcHook::Ingress, &tcp(SocketAddrV4::new(CLIENT, sport), front));
+        *hits.entry(tuple(&out).1).or_default() += 1;
+    }
+    hits
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn new_flows_follow_the_weights_and_weight_zero_drains() {
+    common::require_root("new_flows_follow_the_weights_and_weight_zero_drains");
+    let opts = LoadOptions { max_services: 8, max_backends: 64, max_flows: 8192, ..LoadOptions::default() };
+    let mut nat = TcNat::load(&opts).expect("load tc_nat");
+    let key = published(&mut nat, 8080, &[backend(5).with_weight(3), backend(6), backend(7).with_weight(0)]);
+    let (slots, _) = nat.table().slots(&key).unwrap();
+    assert_eq!(slots.iter().filter(|a| **a == backend(5).addr).count(), 3, "slots: {slots:?}");
+    assert_eq!(slots.len(), 4, "slots: {slots:?}");
+
+    // 2000 flows: 3/4 expected on backend 5 (standard deviation ~1%).
+    let hits = spread(&mut nat, 8080, 10000, 2000);
+    assert_eq!(hits.get(&backend(7).addr), None, "drained backend got new flows: {hits:?}");
+    let share = f64::from(hits[&backend(5).addr]) / 2000.0;
+    assert!((0.65..0.85).contains(&share), "weight 3 of 4 got {share:.3} of the flows: {hits:?}");
+
+    // Draining a backend keeps its tracked flows (TCP and UDP) but gives it no new one.
+    let client = SocketAddrV4::new(CLIENT, 10000);
+    let front = SocketAddrV4::new(NODE, 8080);
+    let before = tuple(&run(&mut nat, TcHook::Ingress, &tcp(client, front))).1;
+    nat.add_backend(&key, Backend::nat(before, SNAT, false).with_weight(0)).unwrap();
+    assert_eq!(tuple(&run(&mut nat, TcHook::Ingress, &tcp(client, front))).1, before, "tracked flow moved");
+    let hits = spread(&mut nat, 8080, 20000, 200);
+    assert_eq!(hits.get(&before), None, "drained {before} got new flows: {hits:?}");
+    assert_eq!(hits.len(), 1, "{hits:?}");
+
+    let udp_key = ServiceKey::udp(NODE, 53);
+    nat.upsert_service(udp_key, ServiceOptions::default()).unwrap();
+    nat.set_backends(&udp_key, &[backend(5)]).unwrap();
+    let uclient = SocketAddrV4::new(CLIENT, 45000);
+    let ufront = SocketAddrV4::new(NODE, 53);
+    assert_eq!(tuple(&run(&mut nat, TcHook::Ingress, &udp(uclient, ufront))).1, backend(5).addr);
+    nat.set_backends(&udp_key, &[backend(5).with_weight(0), backend(6)]).unwrap();
+    assert_eq!(tuple(&run(&mut nat, TcHook::Ingress, &udp(uclient, ufront))).1, backend(5).addr, "UDP flow left a draining backend");
+    let other = SocketAddrV4::new(CLIENT, 45001);
+    assert_eq!(tuple(&run(&mut nat, TcHook::Ingress, &udp(other, ufront))).1, backend(6).addr);
+}

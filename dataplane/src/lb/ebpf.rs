@@ -73,7 +73,7 @@ impl EbpfLb {
     /// The table the maps hold, in planner terms.
     pub fn observed(&self) -> LbTable {
         let mut t = LbTable::default();
-        let target = |b: &Backend| Target { addr: b.addr, snat: b.snat.unwrap_or(Ipv4Addr::UNSPECIFIED), local: b.local, weight: 1 };
+        let target = |b: &Backend| Target { addr: b.addr, snat: b.snat.unwrap_or(Ipv4Addr::UNSPECIFIED), local: b.local, weight: b.weight };
         for key in self.sock.table().services() {
             let backends = sorted(self.sock.table().backends(key).unwrap_or_default().iter().map(target).collect());
             t.vips.insert(*key, Frontend { keep_client_ip: false, backends });
@@ -101,11 +101,11 @@ impl EbpfLb {
                 self.nat.remove_service(key).map_err(e("unpublish"))
             }
             LbOp::AddBackend { kind: Kind::Vip, key, target } => {
-                self.sock.add_backend(key, Backend::new(target.addr)).map(drop).map_err(e("add backend"))
+                self.sock.add_backend(key, Backend::new(target.addr).with_weight(target.weight)).map(drop).map_err(e("add backend"))
             }
             LbOp::AddBackend { kind: Kind::Published, key, target } => self
                 .nat
-                .add_backend(key, Backend::nat(target.addr, target.snat, target.local))
+                .add_backend(key, Backend::nat(target.addr, target.snat, target.local).with_weight(target.weight))
                 .map(drop)
                 .map_err(e("add backend")),
             LbOp::RemoveBackend { kind: Kind::Vip, key, addr } => self.sock.remove_backend(key, *addr).map(drop).map_err(e("remove backend")),
@@ -168,17 +168,14 @@ fn sorted(mut v: Vec<Target>) -> Vec<Target> {
     v
 }
 
-/// What the eBPF balancer can express: it ignores weights, and VIP backends need no SNAT.
+/// What the eBPF balancer can express: VIP backends need no SNAT and no locality (the socket LB
+/// picks by weight alone). Weights are kept: new flows go to backends in proportion to them, and
+/// weight 0 drains (no new flows, tracked ones stay).
 pub fn normalize(t: &LbTable) -> LbTable {
     let mut t = t.clone();
     for f in t.vips.values_mut() {
         for b in &mut f.backends {
-            *b = Target { addr: b.addr, snat: Ipv4Addr::UNSPECIFIED, local: false, weight: 1 };
-        }
-    }
-    for f in t.published.values_mut() {
-        for b in &mut f.backends {
-            b.weight = 1;
+            *b = Target { addr: b.addr, snat: Ipv4Addr::UNSPECIFIED, local: false, weight: b.weight };
         }
     }
     t

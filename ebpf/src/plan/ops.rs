@@ -14,7 +14,7 @@ pub enum MapOp {
     PutBackend(BeKey, BeVal),
     /// Free a backend slot.
     DeleteBackend(BeKey),
-    /// Record a backend as present in a service (value: its slot).
+    /// Record a backend as present in a service (value: `REF_WEIGHTED | weight`).
     PutRef(BeRefKey, u32),
     /// Record a backend as gone.
     DeleteRef(BeRefKey),
