@@ -296,6 +296,70 @@ fn a_service_runs_on_every_node_and_its_tasks_talk_over_the_overlay() {
     wait_for("2 task namespaces", Duration::from_secs(30), || task_namespaces(&c).len() == 2);
     c.cli("smgr", &["service", "rm", "sleeper"]);
     wait_for("no task namespaces", Duration::from_secs(30), || task_namespaces(&c).is_empty());
+
+    service_logs_come_from_every_node(&c);
+}
+
+/// `service logs` on a manager gathers each task's stdout and stderr from the node that runs it,
+/// with Docker's `task@node |` prefix; `--tail` and `--follow` work.
+fn service_logs_come_from_every_node(c: &Cluster) {
+    let script = "echo \"hello from $(cat /proc/sys/kernel/hostname)\"; echo 'to stderr' >&2; i=0; \
+                  while true; do i=$((i+1)); echo \"tick $i\"; sleep 0.3; done";
+    c.cli("smgr", &["service", "create", "--detach", "--name", "chatty", "--replicas", "3", "--network", "backend", "host", "sh", "-c", script]);
+    wait_for("3 chatty tasks running", Duration::from_secs(30), || running(&c.cli("smgr", &["service", "ps", "chatty"])) == 3);
+    let host = c.host("smgr");
+    let logs = |extra: &[&str]| {
+        let mut args = vec!["service", "--host", &host, "logs"];
+        args.extend_from_slice(extra);
+        args.push("chatty");
+        let out = shoal(&args);
+        assert!(out.status.success(), "shoal {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    wait_for("a hello line from every task", Duration::from_secs(20), || logs(&[]).0.matches("hello from").count() == 3);
+    let (out, err) = logs(&[]);
+    let mut nodes = std::collections::BTreeSet::new();
+    for line in out.lines().filter(|l| l.contains("hello from")) {
+        // chatty.1.<id>@snode1    | hello from chatty.1.<id>
+        let (prefix, text) = line.split_once(" | ").unwrap_or_else(|| panic!("no prefix: {line}"));
+        let (task, node) = prefix.trim().split_once('@').unwrap_or_else(|| panic!("no task@node: {line}"));
+        assert_eq!(text, format!("hello from {task}"), "the line is not from the task its prefix names: {line}");
+        nodes.insert(node.to_string());
+    }
+    assert_eq!(nodes, NODES.iter().map(|(n, _)| n.to_string()).collect(), "logs from every node:\n{out}");
+    assert_eq!(err.matches("| to stderr").count(), 3, "stderr lines go to stderr, one per task:\n{err}");
+    assert!(!out.contains("to stderr"), "{out}");
+
+    let (tail, _) = logs(&["--tail", "1"]);
+    let lines: Vec<&str> = tail.lines().collect();
+    assert_eq!(lines.len(), 3, "--tail 1 gives one line per task:\n{tail}");
+    assert!(lines.iter().all(|l| l.contains("| tick ")), "{tail}");
+
+    // --follow --tail 0: only new lines, from every task, as they are written.
+    let mut follow = Command::new(SHOAL)
+        .args(["service", "--host", &host, "logs", "--follow", "--tail", "0", "chatty"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let followed = reader.join().unwrap();
+    let tasks: std::collections::BTreeSet<&str> = followed.iter().filter_map(|l| l.split_once('@').map(|(t, _)| t)).collect();
+    assert_eq!(tasks.len(), 3, "--follow printed new lines of every task:\n{}", followed.join("\n"));
+    assert!(followed.iter().all(|l| l.contains("| tick ")), "--tail 0 printed old lines:\n{}", followed.join("\n"));
+
+    let out = shoal(&["service", "--host", &host, "logs", "nosuch"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("service \"nosuch\" not found"), "{}", String::from_utf8_lossy(&out.stderr));
+    c.cli("smgr", &["service", "rm", "chatty"]);
+    wait_for("no task namespaces", Duration::from_secs(30), || task_namespaces(c).is_empty());
 }
 
 /// One HTTP request from the lab's client namespace; the answering replica's name.

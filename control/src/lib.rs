@@ -12,6 +12,7 @@ pub mod node;
 pub mod orchestrator;
 pub mod rpc;
 pub mod dispatcher;
+pub mod logs;
 pub mod manager;
 pub mod scheduler;
 pub mod state;

@@ -8,6 +8,7 @@
 
 pub mod desired;
 pub mod executor;
+pub mod logs;
 pub mod worker;
 pub mod zone;
 

@@ -11,7 +11,9 @@ use anyhow::Context;
 use clap::Args;
 use shoal_control::node::{NodeConfig, NodeControl};
 
-use crate::agent::{self, executor::NamespaceExecutor, AgentConfig};
+use shoal_control::logs::LogSourceRef;
+
+use crate::agent::{self, executor::NamespaceExecutor, logs::TaskLogs, AgentConfig};
 
 #[derive(Args, Debug)]
 pub struct DaemonArgs {
@@ -80,6 +82,8 @@ async fn serve(a: DaemonArgs) -> anyhow::Result<()> {
         cfg.hostname = h;
     }
     std::fs::create_dir_all(&a.state_dir).with_context(|| format!("create {}", a.state_dir.display()))?;
+    let exec = Arc::new(NamespaceExecutor::new(a.state_dir.join("tasks"))?);
+    cfg.logs = Some(LogSourceRef(Arc::new(TaskLogs(exec.clone()))));
     if let Some(dir) = a.socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -87,7 +91,6 @@ async fn serve(a: DaemonArgs) -> anyhow::Result<()> {
     let node = NodeControl::start(cfg, stop_rx.clone()).await?;
     tracing::info!(socket = %a.socket.display(), addr = %self_addr, "shoal daemon running");
 
-    let exec = Arc::new(NamespaceExecutor::new(a.state_dir.join("tasks"))?);
     let upstreams = if a.no_dns_upstream {
         Vec::new()
     } else if a.dns_upstream.is_empty() {

@@ -5,8 +5,8 @@
 mod args;
 mod client;
 mod cluster_cmds;
-mod daemon;
 mod format;
+mod logs_cmd;
 mod network_cmds;
 mod node_cmds;
 mod progress;
@@ -66,9 +66,6 @@ pub enum Command {
         #[command(subcommand)]
         cmd: secret_cmds::SecretCmd,
     },
-    /// Run only the control runtime (until `shoal daemon` embeds it).
-    #[command(name = "control-daemon", hide = true)]
-    ControlDaemon(daemon::DaemonArgs),
 }
 
 pub async fn run(cmd: Command) -> anyhow::Result<()> {
@@ -81,6 +78,5 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Network { host, cmd } => network_cmds::run(Client::from_host(&host.host)?, cmd).await,
         Command::Service { host, cmd } => service_cmds::run(Client::from_host(&host.host)?, cmd).await,
         Command::Secret { host, cmd } => secret_cmds::run(Client::from_host(&host.host)?, cmd).await,
-        Command::ControlDaemon(a) => daemon::run(a).await,
     }
 }

@@ -80,6 +80,8 @@ pub enum ServiceCmd {
     },
     /// Remove services.
     Rm { services: Vec<String> },
+    /// Fetch the output of a service's tasks (or one task's), from the nodes that ran them.
+    Logs(super::logs_cmd::LogsArgs),
 }
 
 pub fn build_spec(a: &CreateArgs) -> anyhow::Result<ServiceSpec> {
@@ -198,6 +200,7 @@ pub async fn run(c: Client, cmd: ServiceCmd) -> anyhow::Result<()> {
                 }
             }
         }
+        ServiceCmd::Logs(a) => super::logs_cmd::run(&c, a).await?,
         ServiceCmd::Rm { services } => {
             for s in services {
                 c.propose(Command::RemoveService { service: s.clone() }).await?;

@@ -12,6 +12,8 @@ pub enum AgentMessage {
     Heartbeat,
     /// Task states observed by the agent.
     TaskStatus { updates: Vec<(String, TaskStatus)> },
+    /// The answer to `SessionMessage::Logs`.
+    Logs { request_id: String, logs: Vec<crate::logs::TaskLog> },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -21,6 +23,8 @@ pub enum SessionMessage {
     Update(AgentUpdate),
     /// This manager is not the leader: connect to `leader` instead.
     Redirect { leader: Option<String> },
+    /// Read these tasks' logs (`service logs`); answered with `AgentMessage::Logs`.
+    Logs { request_id: String, reads: Vec<crate::logs::LogRead> },
 }
 
 /// A task the node must run (or stop, when `task.desired_state` is past running).

@@ -34,6 +34,7 @@ pub fn open(mgr: Manager, node_id: String, mut inbound: Streaming<AgentMessage>)
         managers: mgr.manager_addrs(),
     }));
     mgr.liveness().seen(&node_id, tokio::time::Instant::now());
+    mgr.logs().attach(&node_id, &session_id, tx.clone());
     tracing::info!(node = %node_id, session = %session_id, "agent session opened");
     if node.state != NodeState::Ready {
         let m = mgr.clone();
@@ -105,9 +106,11 @@ pub fn open(mgr: Manager, node_id: String, mut inbound: Streaming<AgentMessage>)
                         tracing::warn!(node = %node_id, "recording task states: {e}");
                     }
                 }
+                Ok(Some(AgentMessage::Logs { request_id, logs })) => mgr.logs().answer(&request_id, logs),
                 Ok(None) | Err(_) => break,
             }
         }
+        mgr.logs().detach(&node_id, &session_id);
         tracing::info!(node = %node_id, "agent session closed");
         let _ = closed_tx.send(true);
     });

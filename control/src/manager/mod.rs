@@ -41,6 +41,8 @@ pub enum ManagerError {
     NoLeader,
     #[error("the write was not committed within {0:?}: the managers may have lost quorum")]
     Timeout(Duration),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     #[error("manager {addr}: {message}")]
     Remote { addr: String, message: String },
     #[error("listening on {addr}: {message}")]
@@ -98,6 +100,7 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     proposals: tokio::sync::mpsc::UnboundedSender<batch::Proposal>,
+    logs: crate::logs::broker::Broker,
 }
 
 pub fn now_ms() -> u64 {
@@ -150,6 +153,7 @@ impl Manager {
                 shutdown,
                 tasks: Mutex::new(vec![batcher]),
                 proposals,
+                logs: Default::default(),
             }),
         };
         let server = server::serve(mgr.clone(), listener)?;
@@ -199,6 +203,11 @@ impl Manager {
 
     pub fn liveness(&self) -> &Liveness {
         &self.inner.liveness
+    }
+
+    /// Agents' session streams, for questions about their tasks' logs.
+    pub fn logs(&self) -> &crate::logs::broker::Broker {
+        &self.inner.logs
     }
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
@@ -287,6 +296,25 @@ impl Manager {
         }
     }
 
+    /// Agents keep their sessions with the leader, so only the leader can ask them.
+    async fn logs_request(&self, req: crate::logs::LogsRequest) -> Result<ApiResponse, ManagerError> {
+        if self.is_leader() {
+            let plan = match self.inner.shared.read(|s| crate::logs::broker::plan(s, &req)) {
+                Ok(p) => p,
+                Err(e) => return Err(ManagerError::State(e)),
+            };
+            return Ok(ApiResponse::Logs(self.inner.logs.fetch(&plan).await));
+        }
+        let addr = self.leader_addr().ok_or(ManagerError::NoLeader)?;
+        let mut client = self.client_for(&addr)?;
+        let timeout = crate::logs::broker::NODE_TIMEOUT * 2;
+        tokio::time::timeout(timeout, client.api(ApiRequest::Logs(req)))
+            .await
+            .map_err(|_| ManagerError::Remote { addr: addr.clone(), message: format!("no answer about logs within {timeout:?}") })?
+            .map(|r| r.into_inner())
+            .map_err(|s| ManagerError::Remote { addr, message: s.message().to_string() })
+    }
+
     /// Serve one API request (from the local socket or another manager).
     pub async fn handle_api(&self, req: ApiRequest) -> Result<ApiResponse, ManagerError> {
         match req {
@@ -318,6 +346,7 @@ impl Manager {
                 leader::remove_voter(self, raft_id).await?;
                 Ok(ApiResponse::Done)
             }
+            ApiRequest::Logs(req) => self.logs_request(req).await,
         }
     }
 }

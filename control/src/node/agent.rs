@@ -31,6 +31,7 @@ pub struct AgentConfig {
     pub tls: tls::TlsIdentity,
     pub managers: Arc<Mutex<Vec<String>>>,
     pub heartbeat_period: Duration,
+    pub logs: Option<crate::logs::LogSourceRef>,
 }
 
 /// Run sessions until `shutdown`; gives the report receiver back.
@@ -147,6 +148,7 @@ async fn session(
                     let _ = ch.updates.send(u);
                 }
                 Ok(Some(SessionMessage::Redirect { leader })) => return Ended::Redirect(leader),
+                Ok(Some(SessionMessage::Logs { request_id, reads })) => answer_logs(cfg.logs.clone(), request_id, reads, out_tx.clone()),
                 Ok(None) => return Ended::Failed,
                 Err(e) => {
                     tracing::debug!(%addr, "session ended: {e}");
@@ -156,4 +158,30 @@ async fn session(
             _ = shutdown.changed() => return Ended::Shutdown,
         }
     }
+}
+
+/// Reads the logs off the session loop (file I/O) and answers on the stream.
+fn answer_logs(source: Option<crate::logs::LogSourceRef>, request_id: String, reads: Vec<crate::logs::LogRead>, out: mpsc::Sender<AgentMessage>) {
+    tokio::spawn(async move {
+        let read = tokio::task::spawn_blocking(move || {
+            reads
+                .iter()
+                .map(|r| match &source {
+                    Some(s) => s.0.read(r),
+                    None => crate::logs::TaskLog {
+                        task_id: r.task_id.clone(),
+                        error: Some("this node keeps no task logs (its agent was started without a log source)".into()),
+                        ..Default::default()
+                    },
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        match read {
+            Ok(logs) => {
+                let _ = out.send(AgentMessage::Logs { request_id, logs }).await;
+            }
+            Err(e) => tracing::warn!("reading task logs: {e}"),
+        }
+    });
 }

@@ -39,6 +39,9 @@ pub struct NodeConfig {
     pub heartbeat_period: Duration,
     pub hostname: String,
     pub raft: RaftTiming,
+    /// Where this node's task logs are read for `service logs` (`None`: the node answers that
+    /// it keeps no logs).
+    pub logs: Option<crate::logs::LogSourceRef>,
 }
 
 impl NodeConfig {
@@ -51,6 +54,7 @@ impl NodeConfig {
             heartbeat_period: Duration::from_millis(1000),
             hostname: nix_hostname(),
             raft: RaftTiming::default(),
+            logs: None,
         }
     }
 }
@@ -278,6 +282,7 @@ impl NodeControl {
                 tls: tls.clone(),
                 managers: managers.clone(),
                 heartbeat_period: Duration::from_millis(id.heartbeat_period_ms.max(10)),
+                logs: self.inner.cfg.logs.clone(),
             };
             let inner = self.inner.clone();
             let stop = stop_rx.clone();

@@ -79,6 +79,8 @@ pub enum ApiRequest {
     AddVoter { raft_id: u64, addr: String },
     /// Take a manager out of the Raft membership (demote or leave).
     RemoveVoter { raft_id: u64 },
+    /// Task output (`service logs`), gathered by the leader from the nodes that ran the tasks.
+    Logs(crate::logs::LogsRequest),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -87,4 +89,5 @@ pub enum ApiResponse {
     View(Box<crate::manager::ClusterView>),
     JoinTokens { worker: String, manager: String },
     Done,
+    Logs(crate::logs::LogsReply),
 }

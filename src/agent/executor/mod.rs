@@ -38,6 +38,8 @@ pub trait Executor: Send + Sync {
     fn known(&self) -> Vec<String>;
     /// Forgets an ended task's records.
     fn remove(&self, id: &str);
+    /// The task's stdout and stderr files, while this node holds its records.
+    fn log_paths(&self, id: &str) -> Option<(PathBuf, PathBuf)>;
 }
 
 /// One directory per task under `root`: spec.json, pid (the task's init, host PID), exit,
@@ -145,6 +147,11 @@ impl Executor for NamespaceExecutor {
 
     fn remove(&self, id: &str) {
         let _ = std::fs::remove_dir_all(self.dir(id));
+    }
+
+    fn log_paths(&self, id: &str) -> Option<(PathBuf, PathBuf)> {
+        let dir = self.dir(id);
+        dir.join("spec.json").exists().then(|| (dir.join("stdout.log"), dir.join("stderr.log")))
     }
 }
 
