@@ -135,6 +135,11 @@ fn pinned_nat_survives_the_loader_and_is_adopted() {
     let opts = LoadOptions { pin_dir: Some(bpffs.path.join("node1")), ..LoadOptions::default() };
     let mut nat = attach(&lab.node, opts.clone());
     publish(&mut nat, &lab.addrs);
+    let (tcp_key, udp_key) = (ServiceKey::tcp(NODE, 8080), ServiceKey::udp(Ipv4Addr::UNSPECIFIED, 5353));
+    let keep = ServiceOptions { keep_client_ip: true };
+    nat.upsert_service(udp_key, keep).unwrap();
+    let heavy = nat_backends(&lab.addrs, 80)[2].with_weight(2);
+    nat.add_backend(&tcp_key, heavy).unwrap();
     drop(nat); // the agent exits; the pinned NAT keeps serving
 
     let tcp = tcp_requests(&lab.client, 45).expect("TCP after the loader exited");
@@ -142,6 +147,9 @@ fn pinned_nat_survives_the_loader_and_is_adopted() {
 
     let mut nat = attach(&lab.node, opts);
     assert_eq!(nat.table().len(), 2, "published ports adopted from pinned maps");
+    assert_eq!(nat.table().options(&udp_key), Some(keep), "options read back from the maps");
+    assert_eq!(nat.table().options(&tcp_key), Some(ServiceOptions::default()));
+    assert!(nat.table().backends(&tcp_key).unwrap().contains(&heavy), "weights read back from the maps");
     nat.remove_backend(&ServiceKey::tcp(NODE, 8080), SocketAddrV4::new(lab.addrs[0], 80)).unwrap();
     let tcp = tcp_requests(&lab.client, 30).expect("TCP after adoption");
     assert_eq!(tcp.keys().collect::<Vec<_>>(), ["b2", "b3"], "{tcp:?}");

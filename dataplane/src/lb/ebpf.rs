@@ -4,7 +4,6 @@
 //! overlay bridge. Maps and links are pinned under `/run/shoal/<instance>/bpf`: the programs keep
 //! running between `shoal` processes and the next one adopts them.
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
@@ -14,14 +13,14 @@ use super::plan::{diff, Frontend, Kind, LbOp, LbTable, Target};
 use super::{Instance, LbError, LbKind, LoadBalancer, Programmed};
 use crate::netlink::Netlink;
 
-/// Published ports with `keep_client_ip`, recorded beside the pins (the maps do not say).
-const OPTIONS_FILE: &str = "ebpf-keep-client-ip.json";
+/// Where builds before `ServiceTable::options` recorded `keep_client_ip` beside the pins. The
+/// maps' service flags say it now; a leftover file is removed when found.
+const LEGACY_OPTIONS_FILE: &str = "ebpf-keep-client-ip.json";
 
 pub struct EbpfLb {
     sock: SockLb,
     nat: TcNat,
     inst: Instance,
-    keep: BTreeMap<String, bool>,
 }
 
 fn ebpf_err(what: impl Into<String>) -> impl FnOnce(shoal_ebpf::Error) -> LbError {
@@ -63,11 +62,8 @@ impl EbpfLb {
         for bridge in desired.bridges.keys() {
             nat.attach_hook(TcHook::Reply, bridge).map_err(ebpf_err(format!("attach the reply NAT to {bridge}")))?;
         }
-        let keep = std::fs::read_to_string(inst.run_dir.join(OPTIONS_FILE))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
-        Ok(Self { sock, nat, inst: inst.clone(), keep })
+        remove_legacy_options(inst);
+        Ok(Self { sock, nat, inst: inst.clone() })
     }
 
     /// The table the maps hold, in planner terms.
@@ -80,7 +76,7 @@ impl EbpfLb {
         }
         for key in self.nat.table().services() {
             let backends = sorted(self.nat.table().backends(key).unwrap_or_default().iter().map(target).collect());
-            let keep_client_ip = self.keep.get(&key.to_string()).copied().unwrap_or(false);
+            let keep_client_ip = self.nat.table().options(key).is_some_and(|o| o.keep_client_ip);
             t.published.insert(*key, Frontend { keep_client_ip, backends });
         }
         t
@@ -91,15 +87,11 @@ impl EbpfLb {
         match op {
             LbOp::AddFrontend { kind: Kind::Vip, key, .. } => self.sock.upsert_service(*key).map_err(e("add VIP")),
             LbOp::AddFrontend { kind: Kind::Published, key, keep_client_ip } | LbOp::SetOptions { kind: Kind::Published, key, keep_client_ip } => {
-                self.keep.insert(key.to_string(), *keep_client_ip);
                 self.nat.upsert_service(*key, ServiceOptions { keep_client_ip: *keep_client_ip }).map_err(e("publish"))
             }
             LbOp::SetOptions { kind: Kind::Vip, .. } => Ok(()),
             LbOp::RemoveFrontend { kind: Kind::Vip, key } => self.sock.remove_service(key).map_err(e("remove VIP")),
-            LbOp::RemoveFrontend { kind: Kind::Published, key } => {
-                self.keep.remove(&key.to_string());
-                self.nat.remove_service(key).map_err(e("unpublish"))
-            }
+            LbOp::RemoveFrontend { kind: Kind::Published, key } => self.nat.remove_service(key).map_err(e("unpublish")),
             LbOp::AddBackend { kind: Kind::Vip, key, target } => {
                 self.sock.add_backend(key, Backend::new(target.addr).with_weight(target.weight)).map(drop).map_err(e("add backend"))
             }
@@ -113,12 +105,6 @@ impl EbpfLb {
                 self.nat.remove_backend(key, *addr).map(drop).map_err(e("remove backend"))
             }
         }
-    }
-
-    fn save_options(&self) -> Result<(), LbError> {
-        let path = self.inst.run_dir.join(OPTIONS_FILE);
-        let text = serde_json::to_string(&self.keep).unwrap_or_default();
-        std::fs::write(&path, text).map_err(|source| LbError::Io { what: "write", path: path.display().to_string(), source })
     }
 
     /// Detaches and unpins everything of `inst`, unmounts its bpffs and removes its cgroup.
@@ -146,7 +132,7 @@ impl EbpfLb {
                 }
             }
         }
-        let _ = std::fs::remove_file(inst.run_dir.join(OPTIONS_FILE));
+        remove_legacy_options(inst);
         let _ = std::fs::remove_dir(inst.pin_dir());
         let _ = std::fs::remove_dir(&inst.run_dir);
         if errors.is_empty() {
@@ -154,6 +140,16 @@ impl EbpfLb {
         } else {
             Err(LbError::Many(errors))
         }
+    }
+}
+
+/// The options file of older builds is ignored (the maps hold the options) and removed.
+fn remove_legacy_options(inst: &Instance) {
+    let path = inst.run_dir.join(LEGACY_OPTIONS_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => tracing::info!(path = %path.display(), "removed the options file of an older build; options are read from the maps"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove the options file of an older build"),
     }
 }
 
@@ -204,9 +200,6 @@ impl LoadBalancer for EbpfLb {
             for op in &ops {
                 self.run(op)?;
             }
-            if ops.iter().any(|o| matches!(o, LbOp::AddFrontend { kind: Kind::Published, .. } | LbOp::SetOptions { .. } | LbOp::RemoveFrontend { kind: Kind::Published, .. })) {
-                self.save_options()?;
-            }
         }
         Ok(ops.iter().map(|o| o.to_string()).collect())
     }
@@ -214,9 +207,6 @@ impl LoadBalancer for EbpfLb {
     fn apply_ops(&mut self, _desired: &LbTable, ops: &[LbOp]) -> Result<Vec<String>, LbError> {
         for op in ops {
             self.run(op)?;
-        }
-        if ops.iter().any(|o| matches!(o, LbOp::AddFrontend { kind: Kind::Published, .. } | LbOp::SetOptions { .. } | LbOp::RemoveFrontend { kind: Kind::Published, .. })) {
-            self.save_options()?;
         }
         Ok(ops.iter().map(|o| o.to_string()).collect())
     }
