@@ -45,19 +45,29 @@ impl Cluster {
 
     fn start_daemon(&self, i: usize) -> Child {
         let (node, addr) = NODES[i];
-        let log = std::fs::File::create(self.dir.join(format!("{node}.log"))).unwrap();
-        Command::new(SHOAL)
-            .args(["--netns", &self.lab.node_ns(node), "--log-level", "info", "daemon"])
-            .args(["--state-dir", self.dir.join(node).to_str().unwrap()])
-            .args(["--socket", self.sock(node).to_str().unwrap()])
-            .args(["--listen-addr", &format!("{addr}:2377"), "--hostname", node])
-            .args(["--heartbeat-ms", "200", "--drain-seconds", "0.2", "--stop-grace-seconds", "2"])
-            // Lab rule: nothing is addressed outside the lab, not even forwarded DNS.
-            .arg("--no-dns-upstream")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn shoal daemon")
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{node}.log"))).unwrap();
+        let mut cmd = Command::new(SHOAL);
+        cmd.args(["--netns", &self.lab.node_ns(node), "--log-level", "info", "daemon"]);
+        let state = self.dir.join(node);
+        let sock = self.sock(node);
+        if i == NODES.len() - 1 {
+            // The last node takes its settings from a config file (daemon.json), the rest by flag.
+            let file = self.dir.join(format!("{node}.json"));
+            let json = serde_json::json!({
+                "state-dir": state, "socket": sock, "listen-addr": format!("{addr}:2377"), "hostname": node,
+                "heartbeat-ms": 200, "drain-seconds": 0.2, "stop-grace-seconds": 2, "no-dns-upstream": true,
+            });
+            std::fs::write(&file, json.to_string()).unwrap();
+            cmd.arg("--config-file").arg(&file);
+        } else {
+            cmd.args(["--state-dir", state.to_str().unwrap()])
+                .args(["--socket", sock.to_str().unwrap()])
+                .args(["--listen-addr", &format!("{addr}:2377"), "--hostname", node])
+                .args(["--heartbeat-ms", "200", "--drain-seconds", "0.2", "--stop-grace-seconds", "2"])
+                // Lab rule: nothing is addressed outside the lab, not even forwarded DNS.
+                .arg("--no-dns-upstream");
+        }
+        cmd.stdout(Stdio::null()).stderr(log).spawn().expect("spawn shoal daemon")
     }
 
     fn kill_daemon(&mut self, i: usize) {
@@ -407,4 +417,26 @@ fn published_service_answers_on_every_node_and_survives_a_node_failure() {
         seen.insert(curl(&c, NODES[0].1).expect("smgr:5000 answers"));
     }
     assert_eq!(seen.len(), 3, "after the failure smgr:5000 reached {seen:?}");
+}
+
+/// A bad config file stops the daemon before it does anything, with an error naming the key.
+#[test]
+fn the_daemon_refuses_a_bad_config_file_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("shoal-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state");
+    let file = dir.join("daemon.json");
+    let cases = [
+        (serde_json::json!({"state-dir": state, "lb": "xdp"}), "lb: 'xdp' is not a load balancer: use auto, ebpf, nftables or ipvs"),
+        (serde_json::json!({"state-dir": state, "listen": "0.0.0.0:2377"}), "unknown field `listen`"),
+        (serde_json::json!({"state-dir": state, "heartbeat-ms": 200}), "given both as a flag and in"),
+    ];
+    for (json, want) in cases {
+        std::fs::write(&file, json.to_string()).unwrap();
+        let out = Command::new(SHOAL).args(["daemon", "--heartbeat-ms", "100", "--config-file"]).arg(&file).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{json}: want {want:?}, got:\n{err}");
+        assert!(!state.exists(), "a refused config left {} behind", state.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

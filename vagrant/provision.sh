@@ -68,6 +68,7 @@ After=network-online.target
 Wants=network-online.target
 
 [Service]
+Type=notify
 ExecStart=/usr/local/bin/shoal ${daemon_args[*]}
 Restart=on-failure
 KillMode=process

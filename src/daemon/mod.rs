@@ -2,6 +2,9 @@
 //! managers, dispatcher session) and the agent that turns assignments into processes and
 //! kernel state.
 
+pub mod config;
+mod notify;
+
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,53 +12,84 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use shoal_control::node::{NodeConfig, NodeControl};
-
 use shoal_control::logs::LogSourceRef;
+use shoal_control::node::{NodeConfig, NodeControl};
 
 use crate::agent::{self, executor::NamespaceExecutor, logs::TaskLogs, AgentConfig};
 
+/// Every setting can also come from the config file (see [`config`]); defaults in brackets.
 #[derive(Args, Debug)]
 pub struct DaemonArgs {
-    /// Identity, certificates, the Raft log (managers) and task records.
-    #[arg(long, default_value = "/var/lib/shoal")]
-    pub state_dir: PathBuf,
-    /// The local API socket the CLI talks to.
-    #[arg(long, default_value = "/run/shoal/shoal.sock")]
-    pub socket: PathBuf,
-    /// Manager listen address (used on `init`/`join` when they give none).
-    #[arg(long, default_value = "0.0.0.0:2377")]
-    pub listen_addr: String,
-    /// This node's underlay address; default: its first non-loopback IPv4 address.
+    /// JSON settings keyed by these flags' names [/etc/shoal/daemon.json, when it exists].
+    #[arg(long)]
+    pub config_file: Option<PathBuf>,
+    /// Identity, certificates, the Raft log (managers) and task records [/var/lib/shoal].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// The local API socket the CLI talks to [/run/shoal/shoal.sock].
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Manager listen address, used on `init`/`join` when they give none [0.0.0.0:2377].
+    #[arg(long)]
+    pub listen_addr: Option<String>,
+    /// This node's underlay address [its first non-loopback IPv4 address].
     #[arg(long)]
     pub advertise_addr: Option<Ipv4Addr>,
-    #[arg(long, default_value_t = 1000)]
-    pub heartbeat_ms: u64,
+    /// Agent heartbeat period in milliseconds [1000].
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// Node name [the host's].
     #[arg(long)]
     pub hostname: Option<String>,
-    /// Seconds between withdrawing a stopping task from LB/DNS and sending it SIGTERM.
-    #[arg(long, default_value_t = 2.0)]
-    pub drain_seconds: f64,
-    /// Seconds between SIGTERM and SIGKILL.
-    #[arg(long, default_value_t = 10.0)]
-    pub stop_grace_seconds: f64,
-    /// Host-side DNS listener with Consul-style names (<svc>.service.shoal); "off" disables it.
-    #[arg(long, default_value = "127.0.0.1:8600")]
-    pub dns_host_addr: String,
-    /// Upstream resolvers for other names (at most 3); default: this host's /etc/resolv.conf.
+    /// Seconds between withdrawing a stopping task from LB/DNS and sending it SIGTERM [2].
+    #[arg(long)]
+    pub drain_seconds: Option<f64>,
+    /// Seconds between SIGTERM and SIGKILL [10].
+    #[arg(long)]
+    pub stop_grace_seconds: Option<f64>,
+    /// Host-side DNS listener with Consul-style names (<svc>.service.shoal); "off" disables
+    /// it [127.0.0.1:8600].
+    #[arg(long)]
+    pub dns_host_addr: Option<String>,
+    /// Upstream resolvers for other names (at most 3) [this host's /etc/resolv.conf].
     #[arg(long, value_delimiter = ',')]
     pub dns_upstream: Vec<std::net::SocketAddr>,
-    /// Load balancer: auto (probe the kernel: eBPF, then nftables, then IPVS), ebpf, nftables, ipvs.
-    #[arg(long, default_value = "auto")]
-    pub lb: shoal_dataplane::lb::Choice,
+    /// Load balancer: auto (probe the kernel: eBPF, then nftables, then IPVS), ebpf, nftables,
+    /// ipvs [auto].
+    #[arg(long)]
+    pub lb: Option<shoal_dataplane::lb::Choice>,
     /// Forward nothing upstream (names outside the cluster get SERVFAIL); for closed labs.
     #[arg(long, conflicts_with = "dns_upstream")]
     pub no_dns_upstream: bool,
 }
 
+impl DaemonArgs {
+    fn flags(&self) -> config::Flags {
+        config::Flags {
+            state_dir: self.state_dir.clone(),
+            socket: self.socket.clone(),
+            listen_addr: self.listen_addr.clone(),
+            advertise_addr: self.advertise_addr,
+            heartbeat_ms: self.heartbeat_ms,
+            hostname: self.hostname.clone(),
+            drain_seconds: self.drain_seconds,
+            stop_grace_seconds: self.stop_grace_seconds,
+            dns_host_addr: self.dns_host_addr.clone(),
+            dns_upstream: self.dns_upstream.clone(),
+            lb: self.lb,
+            no_dns_upstream: self.no_dns_upstream,
+        }
+    }
+}
+
 pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
+    let file = config::load(a.config_file.as_deref())?;
+    let settings = config::resolve(&a.flags(), file.as_ref().map(|(p, f)| (p.as_path(), f)))?;
+    if let Some((path, _)) = &file {
+        tracing::info!(file = %path.display(), "settings read from the config file");
+    }
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(serve(a))
+    rt.block_on(serve(settings))
 }
 
 fn first_address() -> anyhow::Result<Ipv4Addr> {
@@ -68,16 +102,16 @@ fn first_address() -> anyhow::Result<Ipv4Addr> {
         .context("no IPv4 address on this host: pass --advertise-addr")
 }
 
-async fn serve(a: DaemonArgs) -> anyhow::Result<()> {
+async fn serve(a: config::Settings) -> anyhow::Result<()> {
     let self_addr = match a.advertise_addr {
         Some(ip) => ip,
         None => first_address()?,
     };
     let mut cfg = NodeConfig::new(&a.state_dir);
     cfg.socket = Some(a.socket.clone());
-    cfg.listen_addr = a.listen_addr.parse().with_context(|| format!("--listen-addr {:?} is not ip:port", a.listen_addr))?;
+    cfg.listen_addr = a.listen_addr;
     cfg.advertise_addr = Some(self_addr.to_string());
-    cfg.heartbeat_period = Duration::from_millis(a.heartbeat_ms.max(10));
+    cfg.heartbeat_period = Duration::from_millis(a.heartbeat_ms);
     if let Some(h) = a.hostname {
         cfg.hostname = h;
     }
@@ -90,6 +124,7 @@ async fn serve(a: DaemonArgs) -> anyhow::Result<()> {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let node = NodeControl::start(cfg, stop_rx.clone()).await?;
     tracing::info!(socket = %a.socket.display(), addr = %self_addr, "shoal daemon running");
+    notify::notify("READY=1");
 
     let upstreams = if a.no_dns_upstream {
         Vec::new()
@@ -102,8 +137,7 @@ async fn serve(a: DaemonArgs) -> anyhow::Result<()> {
         a.dns_upstream.clone()
     };
     let dns = Arc::new(shoal_dns::DnsServer::new(shoal_dns::DnsConfig { upstreams, ..Default::default() })?);
-    if a.dns_host_addr != "off" {
-        let addr = a.dns_host_addr.parse().with_context(|| format!("--dns-host-addr {:?} is not ip:port", a.dns_host_addr))?;
+    if let Some(addr) = a.dns_host_addr {
         match dns.serve_host(addr) {
             Ok(bound) => tracing::info!(%bound, "host DNS listener (<svc>.service.shoal)"),
             Err(e) => tracing::warn!(error = %e, "host DNS listener not started"),

@@ -1,0 +1,249 @@
+//! `shoal daemon`'s settings: flags, a JSON config file (`/etc/shoal/daemon.json` when it
+//! exists, or `--config-file`), and defaults. As with dockerd's daemon.json, the file uses the
+//! flags' names as keys, and a setting given both ways is refused rather than silently
+//! overridden: which one wins would otherwise depend on how the unit was written.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use shoal_dataplane::lb::Choice;
+
+pub const DEFAULT_FILE: &str = "/etc/shoal/daemon.json";
+
+/// What the file may set: every key is a `shoal daemon` flag name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub state_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub listen_addr: Option<String>,
+    pub advertise_addr: Option<Ipv4Addr>,
+    pub heartbeat_ms: Option<u64>,
+    pub hostname: Option<String>,
+    pub drain_seconds: Option<f64>,
+    pub stop_grace_seconds: Option<f64>,
+    pub dns_host_addr: Option<String>,
+    pub dns_upstream: Option<Vec<SocketAddr>>,
+    pub lb: Option<String>,
+    pub no_dns_upstream: Option<bool>,
+}
+
+/// The flags as given (`None`: not on the command line).
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    pub state_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub listen_addr: Option<String>,
+    pub advertise_addr: Option<Ipv4Addr>,
+    pub heartbeat_ms: Option<u64>,
+    pub hostname: Option<String>,
+    pub drain_seconds: Option<f64>,
+    pub stop_grace_seconds: Option<f64>,
+    pub dns_host_addr: Option<String>,
+    pub dns_upstream: Vec<SocketAddr>,
+    pub lb: Option<Choice>,
+    pub no_dns_upstream: bool,
+}
+
+/// The daemon's resolved settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub listen_addr: SocketAddr,
+    pub advertise_addr: Option<Ipv4Addr>,
+    pub heartbeat_ms: u64,
+    pub hostname: Option<String>,
+    pub drain_seconds: f64,
+    pub stop_grace_seconds: f64,
+    /// None: no host DNS listener ("off").
+    pub dns_host_addr: Option<SocketAddr>,
+    pub dns_upstream: Vec<SocketAddr>,
+    pub lb: Choice,
+    pub no_dns_upstream: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("the following settings are given both as a flag and in {path}: {}; keep one", .keys.join(", "))]
+    Both { path: String, keys: Vec<String> },
+    #[error("{source_name} {key}: {message}")]
+    Value { source_name: String, key: &'static str, message: String },
+}
+
+/// Reads the file: `explicit` must exist; the default path is used only when present.
+pub fn load(explicit: Option<&Path>) -> Result<Option<(PathBuf, FileConfig)>, ConfigError> {
+    let path = explicit.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(DEFAULT_FILE));
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if explicit.is_none() && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ConfigError::File { path: path.display().to_string(), message: e.to_string() }),
+    };
+    parse(&text).map(|c| Some((path.clone(), c))).map_err(|message| ConfigError::File { path: path.display().to_string(), message })
+}
+
+pub fn parse(text: &str) -> Result<FileConfig, String> {
+    serde_json::from_str(text).map_err(|e| {
+        let hint = if e.to_string().contains("unknown field") { " (keys are the `shoal daemon` flag names without --)" } else { "" };
+        format!("{e}{hint}")
+    })
+}
+
+/// Flags, then the file, then defaults; a setting in both is an error naming it.
+pub fn resolve(flags: &Flags, file: Option<(&Path, &FileConfig)>) -> Result<Settings, ConfigError> {
+    let empty = FileConfig::default();
+    let (path, f) = match file {
+        Some((p, f)) => (p.display().to_string(), f),
+        None => (String::new(), &empty),
+    };
+    let given = [
+        ("state-dir", flags.state_dir.is_some(), f.state_dir.is_some()),
+        ("socket", flags.socket.is_some(), f.socket.is_some()),
+        ("listen-addr", flags.listen_addr.is_some(), f.listen_addr.is_some()),
+        ("advertise-addr", flags.advertise_addr.is_some(), f.advertise_addr.is_some()),
+        ("heartbeat-ms", flags.heartbeat_ms.is_some(), f.heartbeat_ms.is_some()),
+        ("hostname", flags.hostname.is_some(), f.hostname.is_some()),
+        ("drain-seconds", flags.drain_seconds.is_some(), f.drain_seconds.is_some()),
+        ("stop-grace-seconds", flags.stop_grace_seconds.is_some(), f.stop_grace_seconds.is_some()),
+        ("dns-host-addr", flags.dns_host_addr.is_some(), f.dns_host_addr.is_some()),
+        ("dns-upstream", !flags.dns_upstream.is_empty(), f.dns_upstream.is_some()),
+        ("lb", flags.lb.is_some(), f.lb.is_some()),
+        ("no-dns-upstream", flags.no_dns_upstream, f.no_dns_upstream.is_some()),
+    ];
+    let both: Vec<String> = given.iter().filter(|(_, a, b)| *a && *b).map(|(k, _, _)| k.to_string()).collect();
+    if !both.is_empty() {
+        return Err(ConfigError::Both { path, keys: both });
+    }
+    let from_file = |key: &'static str, message: String| ConfigError::Value { source_name: path.clone(), key, message };
+    let flag = |key: &'static str, message: String| ConfigError::Value { source_name: "flag".into(), key, message };
+
+    let listen_addr = match (&flags.listen_addr, &f.listen_addr) {
+        (Some(s), _) => s.parse().map_err(|_| flag("--listen-addr", format!("{s:?} is not ip:port, e.g. 0.0.0.0:2377")))?,
+        (None, Some(s)) => s.parse().map_err(|_| from_file("listen-addr", format!("{s:?} is not ip:port, e.g. 0.0.0.0:2377")))?,
+        (None, None) => SocketAddr::from(([0, 0, 0, 0], 2377)),
+    };
+    let dns_host = |s: &str| -> Result<Option<SocketAddr>, String> {
+        match s {
+            "off" => Ok(None),
+            s => s.parse().map(Some).map_err(|_| format!("{s:?} is not ip:port or \"off\", e.g. 127.0.0.1:8600")),
+        }
+    };
+    let dns_host_addr = match (&flags.dns_host_addr, &f.dns_host_addr) {
+        (Some(s), _) => dns_host(s).map_err(|m| flag("--dns-host-addr", m))?,
+        (None, Some(s)) => dns_host(s).map_err(|m| from_file("dns-host-addr", m))?,
+        (None, None) => Some(SocketAddr::from(([127, 0, 0, 1], 8600))),
+    };
+    let lb = match (flags.lb, &f.lb) {
+        (Some(c), _) => c,
+        (None, Some(s)) => s.parse().map_err(|m| from_file("lb", m))?,
+        (None, None) => Choice::Auto,
+    };
+    let dns_upstream = if flags.dns_upstream.is_empty() { f.dns_upstream.clone().unwrap_or_default() } else { flags.dns_upstream.clone() };
+    let no_dns_upstream = flags.no_dns_upstream || f.no_dns_upstream.unwrap_or(false);
+    if no_dns_upstream && !dns_upstream.is_empty() {
+        return Err(from_file("no-dns-upstream", "cannot be combined with dns-upstream: remove one of them".into()));
+    }
+    let seconds = |key: &'static str, flag_v: Option<f64>, file_v: Option<f64>, default: f64| -> Result<f64, ConfigError> {
+        let v = flag_v.or(file_v).unwrap_or(default);
+        if v.is_finite() && (0.0..=3600.0).contains(&v) {
+            Ok(v)
+        } else {
+            Err(ConfigError::Value { source_name: if flag_v.is_some() { "flag".into() } else { path.clone() }, key, message: format!("{v} is not a number of seconds between 0 and 3600") })
+        }
+    };
+    let heartbeat_ms = flags.heartbeat_ms.or(f.heartbeat_ms).unwrap_or(1000);
+    if !(10..=60_000).contains(&heartbeat_ms) {
+        let src = if flags.heartbeat_ms.is_some() { "flag".to_string() } else { path.clone() };
+        return Err(ConfigError::Value { source_name: src, key: "heartbeat-ms", message: format!("{heartbeat_ms} is outside 10..=60000 milliseconds") });
+    }
+    Ok(Settings {
+        state_dir: flags.state_dir.clone().or(f.state_dir.clone()).unwrap_or_else(|| PathBuf::from("/var/lib/shoal")),
+        socket: flags.socket.clone().or(f.socket.clone()).unwrap_or_else(|| PathBuf::from("/run/shoal/shoal.sock")),
+        listen_addr,
+        advertise_addr: flags.advertise_addr.or(f.advertise_addr),
+        heartbeat_ms,
+        hostname: flags.hostname.clone().or(f.hostname.clone()),
+        drain_seconds: seconds("drain-seconds", flags.drain_seconds, f.drain_seconds, 2.0)?,
+        stop_grace_seconds: seconds("stop-grace-seconds", flags.stop_grace_seconds, f.stop_grace_seconds, 10.0)?,
+        dns_host_addr,
+        dns_upstream,
+        lb,
+        no_dns_upstream,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_dataplane::lb::LbKind;
+
+    fn file(text: &str) -> FileConfig {
+        parse(text).unwrap()
+    }
+
+    #[test]
+    fn defaults_without_flags_or_file() {
+        let s = resolve(&Flags::default(), None).unwrap();
+        assert_eq!(s.state_dir, PathBuf::from("/var/lib/shoal"));
+        assert_eq!(s.listen_addr, "0.0.0.0:2377".parse().unwrap());
+        assert_eq!(s.dns_host_addr, Some("127.0.0.1:8600".parse().unwrap()));
+        assert_eq!((s.heartbeat_ms, s.drain_seconds, s.stop_grace_seconds, s.lb), (1000, 2.0, 10.0, Choice::Auto));
+    }
+
+    #[test]
+    fn the_file_sets_what_flags_do_not() {
+        let f = file(r#"{"state-dir": "/srv/shoal", "lb": "nftables", "dns-host-addr": "off", "advertise-addr": "192.168.33.10",
+                         "drain-seconds": 0.5, "dns-upstream": ["10.0.0.2:53"]}"#);
+        let flags = Flags { heartbeat_ms: Some(200), ..Default::default() };
+        let s = resolve(&flags, Some((Path::new("/etc/shoal/daemon.json"), &f))).unwrap();
+        assert_eq!(s.state_dir, PathBuf::from("/srv/shoal"));
+        assert_eq!(s.lb, Choice::Force(LbKind::Nftables));
+        assert_eq!(s.dns_host_addr, None);
+        assert_eq!(s.advertise_addr, Some(Ipv4Addr::new(192, 168, 33, 10)));
+        assert_eq!((s.heartbeat_ms, s.drain_seconds), (200, 0.5));
+        assert_eq!(s.dns_upstream, vec!["10.0.0.2:53".parse().unwrap()]);
+    }
+
+    #[test]
+    fn a_setting_in_both_places_is_refused_naming_every_one() {
+        let f = file(r#"{"lb": "ebpf", "socket": "/x.sock", "hostname": "a"}"#);
+        let flags = Flags { lb: Some(Choice::Auto), socket: Some("/y.sock".into()), ..Default::default() };
+        let err = resolve(&flags, Some((Path::new("/etc/shoal/daemon.json"), &f))).unwrap_err().to_string();
+        assert_eq!(err, "the following settings are given both as a flag and in /etc/shoal/daemon.json: socket, lb; keep one");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_fix() {
+        let p = Path::new("/etc/shoal/daemon.json");
+        let err = |text: &str| resolve(&Flags::default(), Some((p, &file(text)))).unwrap_err().to_string();
+        assert_eq!(err(r#"{"lb": "xdp"}"#), "/etc/shoal/daemon.json lb: 'xdp' is not a load balancer: use auto, ebpf, nftables or ipvs");
+        assert!(err(r#"{"listen-addr": "2377"}"#).contains("listen-addr: \"2377\" is not ip:port"));
+        assert!(err(r#"{"drain-seconds": -1}"#).contains("drain-seconds: -1 is not a number of seconds"));
+        assert!(err(r#"{"heartbeat-ms": 5}"#).contains("heartbeat-ms: 5 is outside"));
+        assert!(err(r#"{"dns-host-addr": "x"}"#).contains("\"off\""));
+        assert!(err(r#"{"no-dns-upstream": true, "dns-upstream": ["1.1.1.1:53"]}"#).contains("cannot be combined"));
+        let flag_err = resolve(&Flags { listen_addr: Some("nope".into()), ..Default::default() }, None).unwrap_err().to_string();
+        assert!(flag_err.starts_with("flag --listen-addr: \"nope\""), "{flag_err}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_json_are_errors_with_a_hint() {
+        let e = parse(r#"{"log-driver": "json"}"#).unwrap_err();
+        assert!(e.contains("unknown field `log-driver`") && e.contains("flag names"), "{e}");
+        assert!(parse("{").is_err());
+        assert!(parse(r#"{"advertise-addr": "not-an-ip"}"#).is_err());
+    }
+
+    #[test]
+    fn the_default_file_is_optional_but_an_explicit_one_is_not() {
+        let err = load(Some(Path::new("/nonexistent/shoal.json"))).unwrap_err().to_string();
+        assert!(err.starts_with("config file /nonexistent/shoal.json: "), "{err}");
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, br#"{"hostname": "n1"}"#).unwrap();
+        let (path, cfg) = load(Some(f.path())).unwrap().unwrap();
+        assert_eq!((path.as_path(), cfg.hostname.as_deref()), (f.path(), Some("n1")));
+    }
+}
