@@ -5,7 +5,7 @@
 use std::sync::mpsc;
 use std::thread;
 
-use shoal_dataplane::lb::{self, Choice, Instance, LoadBalancer};
+use shoal_dataplane::lb::{self, Choice, Instance, LbTable, LoadBalancer};
 use shoal_dataplane::overlay;
 use shoal_dataplane::state::NodeState;
 use tokio::sync::oneshot;
@@ -22,7 +22,7 @@ impl Worker {
     pub fn spawn(choice: Choice) -> std::io::Result<Worker> {
         let (tx, rx) = mpsc::channel::<(NodeState, oneshot::Sender<Applied>)>();
         thread::Builder::new().name("dataplane".into()).spawn(move || {
-            let mut held = Held { lb: None, attached: None, warned: false };
+            let mut held = Held { lb: None, attached: None, last: None, warned: false };
             for (desired, reply) in rx {
                 let _ = reply.send(held.apply(&desired, choice));
             }
@@ -42,6 +42,9 @@ struct Held {
     /// The interfaces the open balancer is attached to (underlay, bridges with their SNAT
     /// address): when networks come or go it is reopened to attach to the new set.
     attached: Option<(Option<std::net::Ipv4Addr>, std::collections::BTreeMap<String, std::net::Ipv4Addr>)>,
+    /// The table the open balancer was last brought to: a change is applied as the difference
+    /// from it (O(change) kernel work); the same table again is a repair pass (full reconcile).
+    last: Option<LbTable>,
     /// Whether the failure to open a balancer was already reported.
     warned: bool,
 }
@@ -58,6 +61,7 @@ impl Held {
         let wiring = (want.underlay, want.bridges.clone());
         if self.attached.as_ref() != Some(&wiring) {
             self.lb = None;
+            self.last = None;
         }
         if self.lb.is_none() {
             let opened = lb::probe()
@@ -83,14 +87,20 @@ impl Held {
             }
         }
         let handle = self.lb.as_mut().expect("opened above");
-        let changes = match handle.reconcile(&want, false) {
+        let applied = match &self.last {
+            Some(prev) if *prev != want => handle.apply_ops(&want, &lb::diff(prev, &want)),
+            _ => handle.reconcile(&want, false),
+        };
+        let changes = match applied {
             Ok(c) => c.len(),
             Err(e) => {
                 // Reopen on the next pass: the kernel may have lost what the handle held.
                 self.lb = None;
+                self.last = None;
                 return Err(e.to_string());
             }
         };
+        self.last = Some(want);
         tracing::debug!(overlay_ms = t1.as_millis() as u64, lb_ms = (t0.elapsed() - t1).as_millis() as u64, "reconcile timing");
         Ok((overlay.ops.len(), changes))
     }
