@@ -8,7 +8,12 @@
 //! - [`ebpf::EbpfLb`]: socket-level LB for VIPs in the tasks' cgroup, tc NAT for published ports;
 //!   pinned under `/run/shoal/<instance>/bpf`, so flows survive the process.
 //! - [`nft::NftLb`]: table `ip shoal` with verdict maps, one transaction per reconcile.
-//! - [`ipvs`]: the generic netlink family, encoded and probed (no IPVS in this kernel).
+//! - [`ipvs::IpvsLb`]: nftables marks each frontend's packets (one map), one IPVS fwmark
+//!   service per frontend balances them with NAT, nftables SNATs them (Docker's design).
+//!
+//! Choosing probes only what the choice needs ([`choose`]): a forced balancer alone, `auto`
+//! in order (eBPF, nftables, IPVS) up to the first that can run; loading the eBPF programs
+//! through the verifier is the slow part (seconds under emulation).
 
 pub mod conntrack;
 pub mod ebpf;
@@ -130,36 +135,62 @@ impl ProbeReport {
     /// The implementation to use and why: the first available of eBPF, nftables, IPVS, or the
     /// forced one when it can run.
     pub fn choose(&self, choice: Choice) -> Result<(LbKind, String), LbError> {
-        match choice {
-            Choice::Force(kind) => match self.get(kind) {
-                Ok(()) => Ok((kind, "forced by --lb".into())),
-                Err(reason) => Err(LbError::Unavailable { kind, reason: reason.clone() }),
-            },
-            Choice::Auto => {
-                let mut skipped = Vec::new();
-                for kind in LbKind::ALL {
-                    match self.get(kind) {
-                        Ok(()) if skipped.is_empty() => return Ok((kind, "probed: best available".into())),
-                        Ok(()) => return Ok((kind, format!("probed: {}", skipped.join("; ")))),
-                        Err(reason) => skipped.push(format!("{kind} unavailable ({reason})")),
+        choose_with(choice, |kind| self.get(kind).clone())
+    }
+}
+
+/// The choice made with `probe` asked about each implementation only as needed: the forced one
+/// alone, or for `auto` eBPF, nftables, IPVS in turn until one can run.
+pub fn choose_with(choice: Choice, mut probe: impl FnMut(LbKind) -> Result<(), String>) -> Result<(LbKind, String), LbError> {
+    match choice {
+        Choice::Force(kind) => match probe(kind) {
+            Ok(()) => Ok((kind, "forced by --lb".into())),
+            Err(reason) => Err(LbError::Unavailable { kind, reason }),
+        },
+        Choice::Auto => {
+            let mut skipped = Vec::new();
+            let mut reasons = Vec::new();
+            for kind in LbKind::ALL {
+                match probe(kind) {
+                    Ok(()) if skipped.is_empty() => return Ok((kind, "probed: best available".into())),
+                    Ok(()) => return Ok((kind, format!("probed: {}", skipped.join("; ")))),
+                    Err(reason) => {
+                        skipped.push(format!("{kind} unavailable ({reason})"));
+                        reasons.push(reason);
                     }
                 }
-                let reason = |r: &Result<(), String>| r.clone().err().unwrap_or_default();
-                Err(LbError::NoneAvailable { ebpf: reason(&self.ebpf), nftables: reason(&self.nftables), ipvs: reason(&self.ipvs) })
             }
+            let [ebpf, nftables, ipvs]: [String; 3] = reasons.try_into().unwrap_or_default();
+            Err(LbError::NoneAvailable { ebpf, nftables, ipvs })
         }
     }
 }
 
-/// Probes every implementation (loads the eBPF programs with tiny maps, runs `nft`, asks
-/// generic netlink for the IPVS family).
+/// Whether implementation `kind` can run here (`Err` holds why not). eBPF loads its programs
+/// with tiny maps (slow under emulation), nftables runs `nft`, IPVS asks generic netlink for
+/// its family.
+pub fn probe_kind(kind: LbKind) -> Result<(), String> {
+    match kind {
+        LbKind::Ebpf => {
+            let p = shoal_ebpf::probe();
+            match (&p.sock_lb, &p.tc_nat) {
+                (shoal_ebpf::Support::Available, shoal_ebpf::Support::Available) => Ok(()),
+                (s, t) => Err(format!("socket LB {s}; tc NAT {t}")),
+            }
+        }
+        LbKind::Nftables => nft::NftLb::probe(),
+        LbKind::Ipvs => ipvs::probe(),
+    }
+}
+
+/// Probes every implementation (for `show` and the doctor; choosing needs [`choose`] only).
 pub fn probe() -> ProbeReport {
-    let p = shoal_ebpf::probe();
-    let ebpf = match (&p.sock_lb, &p.tc_nat) {
-        (shoal_ebpf::Support::Available, shoal_ebpf::Support::Available) => Ok(()),
-        (s, t) => Err(format!("socket LB {s}; tc NAT {t}")),
-    };
-    ProbeReport { ebpf, nftables: nft::NftLb::probe(), ipvs: ipvs::probe() }
+    ProbeReport { ebpf: probe_kind(LbKind::Ebpf), nftables: probe_kind(LbKind::Nftables), ipvs: probe_kind(LbKind::Ipvs) }
+}
+
+/// The implementation to use for `choice`, probing only what that needs.
+pub fn choose(choice: Choice) -> Result<(LbKind, String), LbError> {
+    choose_with(choice, probe_kind)
 }
 
 /// Opens implementation `kind` for this namespace.
@@ -189,7 +220,7 @@ pub fn reconcile(state: &NodeState, choice: Choice, dry_run: bool) -> Result<LbR
         let changes = teardown_except(None, &inst)?;
         return Ok(LbReport { kind: None, reason: "no services".into(), changes });
     }
-    let (kind, reason) = probe().choose(choice)?;
+    let (kind, reason) = choose(choice)?;
     tracing::info!(lb = %kind, %reason, instance = %inst.name, "load balancer chosen");
     if dry_run && kind == LbKind::Ebpf && !ebpf::EbpfLb::present(&inst) {
         // Nothing loaded yet: plan against an empty table without loading or attaching anything.
@@ -235,6 +266,13 @@ fn teardown_except(keep: Option<LbKind>, inst: &Instance) -> Result<Vec<String>,
             Err(e) => errors.push(e),
         }
     }
+    // Without IPVS in the kernel there is nothing of it to remove (and nothing to open).
+    if keep != Some(LbKind::Ipvs) && ipvs::probe().is_ok() {
+        match ipvs::IpvsLb::open().and_then(|mut lb| lb.teardown()) {
+            Ok(c) => changes.extend(c),
+            Err(e) => errors.push(e),
+        }
+    }
     if errors.is_empty() {
         Ok(changes)
     } else {
@@ -274,6 +312,13 @@ pub fn show(node: &str) -> Result<ShowReport, LbError> {
         if n.observe()?.table {
             active = Some(LbKind::Nftables);
             programmed = n.programmed()?;
+        } else if report.ipvs.is_ok() {
+            let mut lb = ipvs::IpvsLb::open()?;
+            let obs = lb.observe()?;
+            if obs.table.present || !obs.services.is_empty() {
+                active = Some(LbKind::Ipvs);
+                programmed = obs.summary();
+            }
         }
     }
     let frontends = programmed
@@ -300,6 +345,52 @@ mod tests {
         assert!(why.contains("ebpf unavailable (no BTF)"), "{why}");
         let err = report(false, false).choose(Choice::Auto).unwrap_err().to_string();
         assert!(err.contains("IPVS not found"), "{err}");
+    }
+
+    type Asked = std::rc::Rc<std::cell::RefCell<Vec<LbKind>>>;
+
+    /// A probe that records what it was asked.
+    fn recording(available: &'static [LbKind]) -> (impl FnMut(LbKind) -> Result<(), String>, Asked) {
+        let asked = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let log = asked.clone();
+        let probe = move |k: LbKind| {
+            log.borrow_mut().push(k);
+            if available.contains(&k) {
+                Ok(())
+            } else {
+                Err(format!("no {k}"))
+            }
+        };
+        (probe, asked)
+    }
+
+    #[test]
+    fn a_forced_choice_probes_only_that_balancer() {
+        let (probe, asked) = recording(&[LbKind::Ebpf, LbKind::Nftables, LbKind::Ipvs]);
+        assert_eq!(choose_with(Choice::Force(LbKind::Ipvs), probe).unwrap().0, LbKind::Ipvs);
+        assert_eq!(*asked.borrow(), vec![LbKind::Ipvs]);
+        let (probe, asked) = recording(&[]);
+        let err = choose_with(Choice::Force(LbKind::Nftables), probe).unwrap_err().to_string();
+        assert_eq!(err, "load balancer nftables cannot run here: no nftables");
+        assert_eq!(*asked.borrow(), vec![LbKind::Nftables]);
+    }
+
+    #[test]
+    fn auto_probes_in_order_and_stops_at_the_first_available() {
+        let (probe, asked) = recording(&[LbKind::Ebpf, LbKind::Nftables]);
+        assert_eq!(choose_with(Choice::Auto, probe).unwrap().0, LbKind::Ebpf);
+        assert_eq!(*asked.borrow(), vec![LbKind::Ebpf]);
+        let (probe, asked) = recording(&[LbKind::Nftables, LbKind::Ipvs]);
+        let (kind, why) = choose_with(Choice::Auto, probe).unwrap();
+        assert_eq!(kind, LbKind::Nftables);
+        assert_eq!(why, "probed: ebpf unavailable (no ebpf)");
+        assert_eq!(*asked.borrow(), vec![LbKind::Ebpf, LbKind::Nftables]);
+        let (probe, asked) = recording(&[LbKind::Ipvs]);
+        assert_eq!(choose_with(Choice::Auto, probe).unwrap().0, LbKind::Ipvs);
+        assert_eq!(asked.borrow().len(), 3);
+        let (probe, _) = recording(&[]);
+        let err = choose_with(Choice::Auto, probe).unwrap_err().to_string();
+        assert_eq!(err, "no load balancer can run here: ebpf: no ebpf; nftables: no nftables; ipvs: no ipvs");
     }
 
     #[test]

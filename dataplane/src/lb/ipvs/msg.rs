@@ -2,10 +2,12 @@
 //! kernel's uapi `include/uapi/linux/ip_vs.h`; attribute order and forms as Docker's
 //! `moby/ipvs` (`netlink.go`: `fillService`, `fillDestination`) writes them, which the kernel's
 //! `ip_vs_ctl.c` parses with `nla_parse_nested_deprecated` (nests without NLA_F_NESTED).
+//! Also the read side: the dumps of services and destinations (`ip_vs_genl_fill_service`,
+//! `ip_vs_genl_fill_dest`) decoded into [`ServiceInfo`] and [`DestInfo`].
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 
-use crate::lb::wire::{MsgBuilder, NLM_F_ACK, NLM_F_REQUEST};
+use crate::lb::wire::{self, MsgBuilder, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 
 pub const GENL_NAME: &str = "IPVS";
 pub const GENL_VERSION: u8 = 1;
@@ -19,11 +21,13 @@ pub const CTRL_ATTR_FAMILY_NAME: u16 = 2;
 // enum { IPVS_CMD_UNSPEC = 0, IPVS_CMD_NEW_SERVICE, SET_SERVICE, DEL_SERVICE, GET_SERVICE,
 //        NEW_DEST, SET_DEST, DEL_DEST, GET_DEST, ..., FLUSH = 17 }
 pub const CMD_NEW_SERVICE: u8 = 1;
+pub const CMD_SET_SERVICE: u8 = 2;
 pub const CMD_DEL_SERVICE: u8 = 3;
+pub const CMD_GET_SERVICE: u8 = 4;
 pub const CMD_NEW_DEST: u8 = 5;
 pub const CMD_SET_DEST: u8 = 6;
 pub const CMD_DEL_DEST: u8 = 7;
-pub const CMD_FLUSH: u8 = 17;
+pub const CMD_GET_DEST: u8 = 8;
 
 pub const CMD_ATTR_SERVICE: u16 = 1;
 pub const CMD_ATTR_DEST: u16 = 2;
@@ -41,11 +45,15 @@ pub const DEST_ATTR_FWD_METHOD: u16 = 3;
 pub const DEST_ATTR_WEIGHT: u16 = 4;
 pub const DEST_ATTR_U_THRESH: u16 = 5;
 pub const DEST_ATTR_L_THRESH: u16 = 6;
+pub const DEST_ATTR_ACTIVE_CONNS: u16 = 7;
+pub const DEST_ATTR_INACT_CONNS: u16 = 8;
 pub const DEST_ATTR_ADDR_FAMILY: u16 = 11;
+/// IP_VS_CONN_F_FWD_MASK: the forwarding method bits of a destination's flags.
+pub const CONN_F_FWD_MASK: u32 = 0x7;
 
 /// IP_VS_CONN_F_MASQ: NAT forwarding (the only one that works across an overlay).
 pub const CONN_F_MASQ: u32 = 0;
-const AF_INET: u16 = 2;
+pub const AF_INET: u16 = 2;
 
 /// A fwmark service (Docker's form: iptables/nft marks the VIP's packets, IPVS balances the mark).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,18 +109,73 @@ pub fn dest_message(family: u16, cmd: u8, seq: u32, s: &FwmarkService, d: &Dest)
     m.finish()
 }
 
-pub fn flush_message(family: u16, seq: u32) -> Vec<u8> {
-    MsgBuilder::new(family, NLM_F_REQUEST | NLM_F_ACK, seq, &genl_header(CMD_FLUSH)).finish()
+/// GET_SERVICE as a dump: every service of this network namespace.
+pub fn dump_services(family: u16, seq: u32) -> Vec<u8> {
+    MsgBuilder::new(family, NLM_F_REQUEST | NLM_F_DUMP, seq, &genl_header(CMD_GET_SERVICE)).finish()
 }
 
-/// The fwmark of a frontend: stable, never 0, below the bits shoal's nftables table uses.
-pub fn fwmark_for(addr: Ipv4Addr, port: u16, udp: bool) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in addr.octets().iter().chain(port.to_be_bytes().iter()).chain([udp as u8].iter()) {
-        h ^= u32::from(*b);
-        h = h.wrapping_mul(0x0100_0193);
+/// GET_DEST as a dump: the destinations of the fwmark service `fwmark`.
+pub fn dump_dests(family: u16, seq: u32, fwmark: u32) -> Vec<u8> {
+    let mut m = MsgBuilder::new(family, NLM_F_REQUEST | NLM_F_DUMP, seq, &genl_header(CMD_GET_DEST));
+    m.begin_nest(CMD_ATTR_SERVICE);
+    m.u16_ne(SVC_ATTR_AF, AF_INET).u32_ne(SVC_ATTR_FWMARK, fwmark);
+    m.end_nested();
+    m.finish()
+}
+
+/// One service of a GET_SERVICE dump (address services have `fwmark` 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    pub af: u16,
+    pub fwmark: u32,
+    pub scheduler: String,
+}
+
+/// One destination of a GET_DEST dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DestInfo {
+    pub addr: SocketAddrV4,
+    /// IP_VS_CONN_F_* forwarding method ([`CONN_F_MASQ`] is NAT).
+    pub fwd_method: u32,
+    pub weight: u32,
+    /// Established TCP connections.
+    pub active: u32,
+    /// Every other connection (closing TCP, all UDP).
+    pub inactive: u32,
+}
+
+/// The nested attribute `kind` of a generic netlink message (the bytes after nlmsghdr).
+fn nest<'a>(payload: &'a [u8], kind: u16) -> Option<Vec<wire::Attr<'a>>> {
+    let top = wire::attrs(payload.get(4..)?);
+    Some(wire::find(&top, kind)?.nested())
+}
+
+pub fn parse_service(payload: &[u8]) -> Option<ServiceInfo> {
+    let a = nest(payload, CMD_ATTR_SERVICE)?;
+    let scheduler = wire::find(&a, SVC_ATTR_SCHED_NAME)
+        .map(|s| String::from_utf8_lossy(s.data.split(|b| *b == 0).next().unwrap_or_default()).to_string())
+        .unwrap_or_default();
+    Some(ServiceInfo {
+        af: wire::find(&a, SVC_ATTR_AF)?.u16_ne()?,
+        fwmark: wire::find(&a, SVC_ATTR_FWMARK).and_then(|m| m.u32_ne()).unwrap_or(0),
+        scheduler,
+    })
+}
+
+/// An IPv4 destination (the kernel sends the address as a 16-byte union nf_inet_addr).
+pub fn parse_dest(payload: &[u8]) -> Option<DestInfo> {
+    let a = nest(payload, CMD_ATTR_DEST)?;
+    if wire::find(&a, DEST_ATTR_ADDR_FAMILY).and_then(|f| f.u16_ne()).is_some_and(|f| f != AF_INET) {
+        return None;
     }
-    0x0100_0000 | (h & 0x00ff_00ff)
+    let u32_of = |kind| wire::find(&a, kind).and_then(|x| x.u32_ne());
+    Some(DestInfo {
+        addr: SocketAddrV4::new(wire::find(&a, DEST_ATTR_ADDR)?.ipv4()?, wire::find(&a, DEST_ATTR_PORT)?.u16_be()?),
+        fwd_method: u32_of(DEST_ATTR_FWD_METHOD)? & CONN_F_FWD_MASK,
+        weight: u32_of(DEST_ATTR_WEIGHT)?,
+        active: u32_of(DEST_ATTR_ACTIVE_CONNS).unwrap_or(0),
+        inactive: u32_of(DEST_ATTR_INACT_CONNS).unwrap_or(0),
+    })
 }
 
 #[cfg(test)]
@@ -176,11 +239,47 @@ mod tests {
     }
 
     #[test]
-    fn fwmarks_are_stable_nonzero_and_distinct_per_frontend() {
-        let a = fwmark_for(Ipv4Addr::new(10, 0, 9, 100), 80, false);
-        assert_eq!(a, fwmark_for(Ipv4Addr::new(10, 0, 9, 100), 80, false));
-        assert_ne!(a, fwmark_for(Ipv4Addr::new(10, 0, 9, 100), 80, true));
-        assert_ne!(a, 0);
-        assert_eq!(a & 0xff00, 0, "fwmarks stay clear of the SNAT mark bits");
+    fn dumps_ask_for_every_service_and_one_services_destinations() {
+        let m = dump_services(0x21, 3);
+        assert_eq!(m.len(), 20);
+        assert_eq!(u16::from_ne_bytes([m[6], m[7]]), NLM_F_REQUEST | NLM_F_DUMP);
+        assert_eq!(m[16], CMD_GET_SERVICE);
+        let d = dump_dests(0x21, 4, 0x5e00_0001);
+        assert_eq!(d[16], CMD_GET_DEST);
+        // IPVS_CMD_ATTR_SERVICE { AF_INET, FWMARK }: enough for ip_vs_genl_find_service
+        assert_eq!(&d[20..], &[0x14, 0x00, 0x01, 0x00, 0x06, 0x00, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x08, 0x00, 0x05, 0x00, 0x01, 0x00, 0x00, 0x5e]);
+    }
+
+    /// A dump answer as ip_vs_genl_fill_service / ip_vs_genl_fill_dest write it (payload only).
+    fn answer(cmd: u8, nest: u16, fill: impl FnOnce(&mut MsgBuilder)) -> Vec<u8> {
+        let mut m = MsgBuilder::new(0x21, 2, 1, &genl_header(cmd));
+        m.begin_nest(nest);
+        fill(&mut m);
+        m.end_nested();
+        m.finish()[wire::NLMSG_HDR_LEN..].to_vec()
+    }
+
+    #[test]
+    fn service_and_destination_answers_decode() {
+        let svc = answer(CMD_NEW_SERVICE, CMD_ATTR_SERVICE, |m| {
+            m.u16_ne(SVC_ATTR_AF, AF_INET).u32_ne(SVC_ATTR_FWMARK, 0x5e12_3456).str(SVC_ATTR_SCHED_NAME, "wrr");
+            m.attr(SVC_ATTR_FLAGS, &[0; 8]).u32_ne(SVC_ATTR_TIMEOUT, 0).u32_ne(SVC_ATTR_NETMASK, u32::MAX);
+        });
+        assert_eq!(parse_service(&svc), Some(ServiceInfo { af: AF_INET, fwmark: 0x5e12_3456, scheduler: "wrr".into() }));
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[10, 0, 9, 3]);
+        let dest = answer(CMD_NEW_DEST, CMD_ATTR_DEST, |m| {
+            m.attr(DEST_ATTR_ADDR, &addr).u16_be(DEST_ATTR_PORT, 80).u32_ne(DEST_ATTR_FWD_METHOD, CONN_F_MASQ);
+            m.u32_ne(DEST_ATTR_WEIGHT, 0).u32_ne(DEST_ATTR_U_THRESH, 0).u32_ne(DEST_ATTR_L_THRESH, 0);
+            m.u32_ne(DEST_ATTR_ACTIVE_CONNS, 1).u32_ne(DEST_ATTR_INACT_CONNS, 7).u32_ne(9, 0).u16_ne(DEST_ATTR_ADDR_FAMILY, AF_INET);
+        });
+        let d = parse_dest(&dest).unwrap();
+        assert_eq!(d, DestInfo { addr: "10.0.9.3:80".parse().unwrap(), fwd_method: CONN_F_MASQ, weight: 0, active: 1, inactive: 7 });
+        let v6 = answer(CMD_NEW_DEST, CMD_ATTR_DEST, |m| {
+            m.attr(DEST_ATTR_ADDR, &addr).u16_be(DEST_ATTR_PORT, 80).u32_ne(DEST_ATTR_FWD_METHOD, 0).u32_ne(DEST_ATTR_WEIGHT, 1);
+            m.u16_ne(DEST_ATTR_ADDR_FAMILY, 10);
+        });
+        assert_eq!(parse_dest(&v6), None, "an IPv6 destination is not ours");
+        assert_eq!(parse_dest(&svc), None);
     }
 }
