@@ -396,6 +396,7 @@ fn published_service_answers_on_every_node_and_survives_a_node_failure() {
         }
         assert_eq!(seen.len(), 3, "{node}:5000 reached {seen:?}");
     }
+    tasks_join_every_network_of_their_service(&c);
 
     // snode2 dies: daemon killed, underlay cable cut.
     c.kill_daemon(2);
@@ -439,4 +440,34 @@ fn the_daemon_refuses_a_bad_config_file_naming_the_key() {
         assert!(!state.exists(), "a refused config left {} behind", state.display());
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A published service on `backend` is on two networks (ingress first, as Docker does): each
+/// task has eth0 (ingress, default route) and eth1 (backend), and reaches every other task on
+/// both.
+fn tasks_join_every_network_of_their_service(c: &Cluster) {
+    let ps = c.cli("smgr", &["service", "ps", "--format", "json", "vote"]);
+    let tasks: Vec<serde_json::Value> = ps.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let live: Vec<&serde_json::Value> = tasks.iter().filter(|t| t["desired_state"] == "running").collect();
+    assert_eq!(live.len(), 3, "{ps}");
+    let addrs = |t: &serde_json::Value| -> Vec<String> {
+        t["networks"].as_array().unwrap().iter().map(|n| n["addr"].as_str().unwrap().to_string()).collect()
+    };
+    for t in &live {
+        let id = t["id"].as_str().unwrap();
+        let ns = format!("shoal-t-{id}");
+        let mine = addrs(t);
+        assert_eq!(mine.len(), 2, "a published service on one network has two (ingress, backend): {t}");
+        let shown = String::from_utf8(in_ns(&ns, &["ip", "-br", "-4", "addr", "show"]).stdout).unwrap();
+        for (ifname, addr) in ["eth0", "eth1"].iter().zip(&mine) {
+            assert!(shown.lines().any(|l| l.starts_with(ifname) && l.contains(&format!("{addr}/"))), "{ns}: {ifname} should hold {addr}:\n{shown}");
+        }
+        let routes = String::from_utf8(in_ns(&ns, &["ip", "-4", "route", "show", "default"]).stdout).unwrap();
+        assert!(routes.lines().count() == 1 && routes.contains("dev eth0"), "{ns}: one default route, via eth0:\n{routes}");
+        for other in live.iter().filter(|o| o["id"] != t["id"]) {
+            for addr in addrs(other) {
+                assert!(ping(&ns, &addr), "{ns} cannot reach {addr} (task {})", other["id"]);
+            }
+        }
+    }
 }

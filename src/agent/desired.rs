@@ -13,6 +13,16 @@ pub fn task_netns(task_id: &str) -> String {
     format!("shoal-t-{task_id}")
 }
 
+/// The data plane's id of a task's endpoint on its `index`-th network: the task id for the
+/// first (the task's eth0, as before tasks had several), `<task>.<network>` for the others.
+pub fn endpoint_id(task_id: &str, index: usize, network: &str) -> String {
+    if index == 0 {
+        task_id.to_string()
+    } else {
+        format!("{task_id}.{network}")
+    }
+}
+
 /// `ip` or `ip:port` -> ip.
 fn ip_of(addr: &str) -> Option<Ipv4Addr> {
     addr.rsplit_once(':').map_or(addr, |(ip, _)| ip).parse().ok()
@@ -61,34 +71,36 @@ pub fn node_state(view: &AgentView, node_id: &str, self_addr: Ipv4Addr, running:
 
     let mut endpoints = Vec::new();
     let local = attached_tasks(view, running);
+    // A task joins every network of its service, in order: eth0, eth1, ... in its namespace.
     for a in view.assignments.values().filter(|a| local.contains(&a.task.id)) {
-        // One interface per task (eth0) for now: a task joins its first network.
-        let Some(att) = a.task.networks.first() else { continue };
-        let Some(network) = net_name(&att.network_id) else { continue };
-        endpoints.push(Endpoint {
-            id: a.task.id.clone(),
-            network,
-            node: node_id.to_string(),
-            ip: att.addr,
-            mac: att.mac.parse().ok(),
-            netns: Some(task_netns(&a.task.id)),
-            healthy: a.task.is_endpoint(),
-            weight: a.task.weight.clamp(1, u16::MAX as u32) as u16,
-        });
+        for (i, att) in a.task.networks.iter().enumerate() {
+            let Some(network) = net_name(&att.network_id) else { continue };
+            endpoints.push(Endpoint {
+                id: endpoint_id(&a.task.id, i, &network),
+                network,
+                node: node_id.to_string(),
+                ip: att.addr,
+                mac: att.mac.parse().ok(),
+                netns: Some(task_netns(&a.task.id)),
+                healthy: a.task.is_endpoint(),
+                weight: a.task.weight.clamp(1, u16::MAX as u32) as u16,
+            });
+        }
     }
     for ep in view.endpoints.values().filter(|e| e.node_id != node_id) {
-        let Some(att) = ep.addresses.first() else { continue };
-        let Some(network) = net_name(&att.network_id) else { continue };
-        endpoints.push(Endpoint {
-            id: ep.task_id.clone(),
-            network,
-            node: ep.node_id.clone(),
-            ip: att.addr,
-            mac: att.mac.parse().ok(),
-            netns: None,
-            healthy: true,
-            weight: ep.weight.clamp(1, u16::MAX as u32) as u16,
-        });
+        for (i, att) in ep.addresses.iter().enumerate() {
+            let Some(network) = net_name(&att.network_id) else { continue };
+            endpoints.push(Endpoint {
+                id: endpoint_id(&ep.task_id, i, &network),
+                network,
+                node: ep.node_id.clone(),
+                ip: att.addr,
+                mac: att.mac.parse().ok(),
+                netns: None,
+                healthy: true,
+                weight: ep.weight.clamp(1, u16::MAX as u32) as u16,
+            });
+        }
     }
     let services = services(view, &endpoints);
     NodeState {
@@ -100,10 +112,18 @@ pub fn node_state(view: &AgentView, node_id: &str, self_addr: Ipv4Addr, running:
     }
 }
 
-/// Services with their VIPs and ports; backends are the service's tasks that the managers list
-/// as endpoints (running and healthy) and that this node has an endpoint for.
+/// Services with their VIPs and ports; backends are the endpoints (on every network) of the
+/// service's tasks that the managers list as endpoints (running and healthy).
 fn services(view: &AgentView, endpoints: &[Endpoint]) -> Vec<Service> {
     let present: BTreeSet<&str> = endpoints.iter().map(|e| e.id.as_str()).collect();
+    let of_task = |t: &shoal_control::dispatcher::messages::TaskEndpoint| -> Vec<String> {
+        t.addresses
+            .iter()
+            .enumerate()
+            .filter_map(|(i, att)| Some(endpoint_id(&t.task_id, i, &view.networks.get(&att.network_id)?.name)))
+            .filter(|id| present.contains(id.as_str()))
+            .collect()
+    };
     view.services
         .values()
         .map(|s| Service {
@@ -140,10 +160,17 @@ fn services(view: &AgentView, endpoints: &[Endpoint]) -> Vec<Service> {
             backends: view
                 .endpoints
                 .values()
-                .filter(|t| t.service_id == s.id && present.contains(t.task_id.as_str()))
-                .map(|t| t.task_id.clone())
+                .filter(|t| t.service_id == s.id)
+                .flat_map(of_task)
                 .collect(),
-            ingress_network: None,
+            // Published ports reach the tasks on the cluster's ingress network (the service's
+            // first network otherwise), as in Swarm; a task's other networks are for its peers.
+            ingress_network: if s.ports.is_empty() {
+                None
+            } else {
+                let nets: Vec<_> = s.networks.iter().filter_map(|id| view.networks.get(id)).collect();
+                nets.iter().find(|n| n.ingress).or(nets.first()).map(|n| n.name.clone())
+            },
         })
         .collect()
 }

@@ -6,7 +6,6 @@ use crate::netlink::{Addr, Errno, Fdb, Neigh, Netlink, NetlinkError, Route, Rule
 use crate::netns;
 use crate::state::VXLAN_PORT;
 
-use super::names;
 use super::op::{Op, RouteSpec};
 use super::OverlayError;
 
@@ -152,15 +151,15 @@ fn run(nl: &mut Netlink, idx: &mut Indexes, op: &Op) -> Result<(), OverlayError>
         }
         Op::CreateNetns { name } => netns::create(name)?,
         Op::DeleteNetns { name } => netns::delete(name)?,
-        Op::CreateVeth { host, netns: ns, mtu, mac, alias } => {
+        Op::CreateVeth { host, netns: ns, ifname, mtu, mac, alias } => {
             let fd = netns::open(ns)?;
             use std::os::fd::AsFd;
-            nl.add_veth(host, names::TASK_IFNAME, fd.as_fd(), *mtu, Some(*mac), alias)?;
+            nl.add_veth(host, ifname, fd.as_fd(), *mtu, Some(*mac), alias)?;
             idx.forget();
         }
-        Op::ConfigureTask { netns: ns, ip, prefix, gateway, mtu, mac } => {
-            let (ip, prefix, gateway, mtu, mac) = (*ip, *prefix, *gateway, *mtu, *mac);
-            netns::run_in(ns, move || configure_task(ip, prefix, gateway, mtu, mac))??
+        Op::ConfigureTask { netns: ns, ifname, ip, prefix, gateway, mtu, mac } => {
+            let (ifname, ip, prefix, gateway, mtu, mac) = (ifname.clone(), *ip, *prefix, *gateway, *mtu, *mac);
+            netns::run_in(ns, move || configure_task(&ifname, ip, prefix, gateway, mtu, mac))??
         }
     }
     Ok(())
@@ -174,43 +173,42 @@ fn route(nl: &mut Netlink, idx: &mut Indexes, r: &RouteSpec) -> Result<Route, Ov
     Ok(Route { table: r.table, dst: r.dst, prefix: r.prefix, oif, gateway: None, src: r.src })
 }
 
-/// Inside a task namespace: make eth0 look exactly as desired. Each step checks first, so a
-/// repair touches only what differs.
+/// Inside a task namespace: make interface `ifname` look exactly as desired. Each step checks
+/// first, so a repair touches only what differs. Only the first interface (with a gateway)
+/// owns the default route.
 fn configure_task(
+    ifname: &str,
     ip: std::net::Ipv4Addr,
     prefix: u8,
-    gateway: std::net::Ipv4Addr,
+    gateway: Option<std::net::Ipv4Addr>,
     mtu: u32,
     mac: crate::netlink::Mac,
 ) -> Result<(), OverlayError> {
     let mut nl = Netlink::open()?;
-    let eth0 = nl
-        .links()?
-        .into_iter()
-        .find(|l| l.name == names::TASK_IFNAME)
-        .ok_or_else(|| OverlayError::MissingLink(names::TASK_IFNAME.into()))?;
-    if eth0.mtu != mtu {
-        nl.set_mtu(names::TASK_IFNAME, mtu)?;
+    let link = nl.links()?.into_iter().find(|l| l.name == ifname).ok_or_else(|| OverlayError::MissingLink(ifname.into()))?;
+    if link.mtu != mtu {
+        nl.set_mtu(ifname, mtu)?;
     }
-    if eth0.mac != Some(mac) {
-        nl.set_mac(names::TASK_IFNAME, mac)?;
+    if link.mac != Some(mac) {
+        nl.set_mac(ifname, mac)?;
     }
-    let want = Addr { ifindex: eth0.index, ip, prefix };
+    let want = Addr { ifindex: link.index, ip, prefix };
     let mut have_addr = false;
-    for a in nl.addrs()?.into_iter().filter(|a| a.ifindex == eth0.index) {
+    for a in nl.addrs()?.into_iter().filter(|a| a.ifindex == link.index) {
         if a == want {
             have_addr = true;
         } else {
-            nl.delete_addr(a, names::TASK_IFNAME)?;
+            nl.delete_addr(a, ifname)?;
         }
     }
     if !have_addr {
-        nl.add_addr(want, names::TASK_IFNAME)?;
+        nl.add_addr(want, ifname)?;
     }
-    if !eth0.up {
-        nl.set_up(names::TASK_IFNAME)?;
+    if !link.up {
+        nl.set_up(ifname)?;
     }
-    let default = Route { table: crate::netlink::MAIN_TABLE, dst: std::net::Ipv4Addr::UNSPECIFIED, prefix: 0, oif: Some(eth0.index), gateway: Some(gateway), src: None };
+    let Some(gateway) = gateway else { return Ok(()) };
+    let default = Route { table: crate::netlink::MAIN_TABLE, dst: std::net::Ipv4Addr::UNSPECIFIED, prefix: 0, oif: Some(link.index), gateway: Some(gateway), src: None };
     let mut have_route = false;
     for r in nl.shoal_routes()? {
         if r.prefix == 0 && r.gateway == Some(gateway) {

@@ -6,8 +6,20 @@ use crate::state::{Endpoint, Network};
 pub const BRIDGE_PREFIX: &str = "shb-";
 pub const VXLAN_PREFIX: &str = "shv-";
 pub const VETH_PREFIX: &str = "she-";
-/// Name of the endpoint's interface inside the task namespace.
+/// Name of a task's first interface; its n-th network (in the desired state's order) gets `eth<n>`.
 pub const TASK_IFNAME: &str = "eth0";
+/// At most this many networks per task namespace.
+pub const MAX_TASK_IFACES: usize = 16;
+
+/// The task-side name of a task's `n`-th interface.
+pub fn task_ifname(n: usize) -> String {
+    format!("eth{n}")
+}
+
+/// Whether `name` is one of the task-side names shoal gives.
+pub fn is_task_ifname(name: &str) -> bool {
+    name.strip_prefix("eth").is_some_and(|n| n.parse::<usize>().is_ok_and(|n| n < MAX_TASK_IFACES))
+}
 
 /// Routing table ids: the isolation table holds an `unreachable` route per local overlay subnet;
 /// each network's own table holds just its subnet.
@@ -36,15 +48,25 @@ pub fn network_alias(net: &Network) -> String {
     format!("shoal net={}", net.name)
 }
 
-pub fn endpoint_alias(ep: &Endpoint) -> String {
-    format!("shoal ep={} ns={}", ep.id, ep.netns.as_deref().unwrap_or(""))
+/// The label of an endpoint's host-side veth. eth0's carries no interface name, as before
+/// tasks could have more than one: veths made then are adopted unchanged.
+pub fn endpoint_alias(ep: &Endpoint, ifname: &str) -> String {
+    let alias = format!("shoal ep={} ns={}", ep.id, ep.netns.as_deref().unwrap_or(""));
+    if ifname == TASK_IFNAME {
+        alias
+    } else {
+        format!("{alias} if={ifname}")
+    }
 }
 
-/// `(endpoint id, namespace)` from a veth's alias, when shoal made it.
-pub fn parse_endpoint_alias(alias: &str) -> Option<(&str, &str)> {
+/// `(endpoint id, namespace, task-side interface)` from a veth's alias, when shoal made it.
+pub fn parse_endpoint_alias(alias: &str) -> Option<(&str, &str, &str)> {
     let rest = alias.strip_prefix("shoal ep=")?;
-    let (id, ns) = rest.split_once(" ns=")?;
-    Some((id, ns))
+    let (id, rest) = rest.split_once(" ns=")?;
+    match rest.split_once(" if=") {
+        Some((ns, ifname)) => Some((id, ns, ifname)),
+        None => Some((id, rest, TASK_IFNAME)),
+    }
 }
 
 pub fn is_shoal_alias(alias: Option<&str>) -> bool {
@@ -88,8 +110,12 @@ mod tests {
             netns: Some("shoal-t-web1".into()),
             ..Default::default()
         };
-        let alias = endpoint_alias(&ep);
-        assert_eq!(parse_endpoint_alias(&alias), Some(("web.1", "shoal-t-web1")));
+        let alias = endpoint_alias(&ep, "eth0");
+        assert_eq!(alias, "shoal ep=web.1 ns=shoal-t-web1");
+        assert_eq!(parse_endpoint_alias(&alias), Some(("web.1", "shoal-t-web1", "eth0")));
+        let alias = endpoint_alias(&ep, "eth2");
+        assert_eq!(parse_endpoint_alias(&alias), Some(("web.1", "shoal-t-web1", "eth2")));
         assert_eq!(parse_endpoint_alias("something else"), None);
+        assert!(is_task_ifname("eth0") && is_task_ifname("eth15") && !is_task_ifname("eth16") && !is_task_ifname("lo"));
     }
 }

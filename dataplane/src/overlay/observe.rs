@@ -29,9 +29,24 @@ pub struct Observed {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskSide {
-    pub eth0: Option<Link>,
+    /// The task's eth<n> interfaces.
+    pub ifaces: Vec<Link>,
+    /// Addresses on those interfaces.
     pub addrs: Vec<Addr>,
     pub routes: Vec<Route>,
+}
+
+impl TaskSide {
+    pub fn iface(&self, name: &str) -> Option<&Link> {
+        self.ifaces.iter().find(|l| l.name == name)
+    }
+
+    pub fn addrs_of(&self, name: &str) -> Vec<&Addr> {
+        match self.iface(name) {
+            Some(l) => self.addrs.iter().filter(|a| a.ifindex == l.index).collect(),
+            None => Vec::new(),
+        }
+    }
 }
 
 impl Observed {
@@ -61,7 +76,7 @@ pub fn observe(nl: &mut Netlink, desired: &NodeState) -> Result<Observed, Overla
     let mut wanted: Vec<String> =
         desired.local_endpoints().filter_map(|e| e.netns.clone()).collect();
     for link in &obs.links {
-        if let Some((_, ns)) = link.alias.as_deref().and_then(names::parse_endpoint_alias) {
+        if let Some((_, ns, _)) = link.alias.as_deref().and_then(names::parse_endpoint_alias) {
             wanted.push(ns.to_string());
         }
     }
@@ -79,12 +94,9 @@ pub fn observe(nl: &mut Netlink, desired: &NodeState) -> Result<Observed, Overla
 
 fn observe_task() -> Result<TaskSide, crate::netlink::NetlinkError> {
     let mut nl = Netlink::open()?;
-    let eth0 = nl.links()?.into_iter().find(|l| l.name == names::TASK_IFNAME);
-    let addrs = match &eth0 {
-        Some(l) => nl.addrs()?.into_iter().filter(|a| a.ifindex == l.index).collect(),
-        None => Vec::new(),
-    };
-    Ok(TaskSide { eth0, addrs, routes: nl.shoal_routes()? })
+    let ifaces: Vec<Link> = nl.links()?.into_iter().filter(|l| names::is_task_ifname(&l.name)).collect();
+    let addrs = nl.addrs()?.into_iter().filter(|a| ifaces.iter().any(|l| l.index == a.ifindex)).collect();
+    Ok(TaskSide { ifaces, addrs, routes: nl.shoal_routes()? })
 }
 
 fn read_ip_forward() -> bool {

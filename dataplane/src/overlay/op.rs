@@ -41,9 +41,10 @@ pub enum Op {
     DelRule { priority: u32, iif: String, table: u32 },
     CreateNetns { name: String },
     DeleteNetns { name: String },
-    CreateVeth { host: String, netns: String, mtu: u32, mac: Mac, alias: String },
-    /// Inside the task namespace: eth0's MAC, MTU, the one address, up, and the default route.
-    ConfigureTask { netns: String, ip: Ipv4Addr, prefix: u8, gateway: Ipv4Addr, mtu: u32, mac: Mac },
+    CreateVeth { host: String, netns: String, ifname: String, mtu: u32, mac: Mac, alias: String },
+    /// Inside the task namespace: the interface's MAC, MTU, its one address, up, and (for the
+    /// first network, eth0) the default route via the network's gateway.
+    ConfigureTask { netns: String, ifname: String, ip: Ipv4Addr, prefix: u8, gateway: Option<Ipv4Addr>, mtu: u32, mac: Mac },
 }
 
 impl fmt::Display for RouteSpec {
@@ -85,11 +86,14 @@ impl fmt::Display for Op {
             Op::DelRule { priority, iif, table } => write!(f, "delete rule {priority} iif {iif} lookup {table}"),
             Op::CreateNetns { name } => write!(f, "create netns {name}"),
             Op::DeleteNetns { name } => write!(f, "delete netns {name}"),
-            Op::CreateVeth { host, netns, mtu, .. } => {
-                write!(f, "create veth {host} <-> {netns}:eth0 mtu {mtu}")
+            Op::CreateVeth { host, netns, ifname, mtu, .. } => {
+                write!(f, "create veth {host} <-> {netns}:{ifname} mtu {mtu}")
             }
-            Op::ConfigureTask { netns, ip, prefix, gateway, mtu, .. } => {
-                write!(f, "configure {netns}:eth0 {ip}/{prefix} via {gateway} mtu {mtu}")
+            Op::ConfigureTask { netns, ifname, ip, prefix, gateway: Some(gw), mtu, .. } => {
+                write!(f, "configure {netns}:{ifname} {ip}/{prefix} via {gw} mtu {mtu}")
+            }
+            Op::ConfigureTask { netns, ifname, ip, prefix, gateway: None, mtu, .. } => {
+                write!(f, "configure {netns}:{ifname} {ip}/{prefix} mtu {mtu}")
             }
         }
     }

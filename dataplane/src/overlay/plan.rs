@@ -378,7 +378,7 @@ impl<'a> Planner<'a> {
         let wanted_ns: HashSet<&str> = wanted.iter().map(|(_, ns)| *ns).collect();
         let mut gone = HashSet::new();
         for l in &self.obs.links {
-            let Some((id, ns)) = l.alias.as_deref().and_then(names::parse_endpoint_alias) else { continue };
+            let Some((id, ns, _)) = l.alias.as_deref().and_then(names::parse_endpoint_alias) else { continue };
             if !l.name.starts_with(names::VETH_PREFIX) || wanted.contains(&(id, ns)) {
                 continue;
             }
@@ -389,23 +389,28 @@ impl<'a> Planner<'a> {
             }
         }
 
+        let ifnames = desired.task_ifnames();
+        let mut created: HashSet<String> = HashSet::new();
         for ep in desired.local_endpoints() {
             let Some(ns) = ep.netns.clone() else { continue };
+            let Some(ifname) = ifnames.get(ep.id.as_str()).cloned() else { continue };
             let Some((net, n)) = desired.networks.iter().zip(nets).find(|(net, _)| net.name == ep.network) else {
                 continue;
             };
             let host = names::veth(&ep.id);
-            let alias = names::endpoint_alias(ep);
+            let alias = names::endpoint_alias(ep, &ifname);
             let task = self.obs.tasks.get(&ns);
             let link = self.obs.link(&host).filter(|_| !gone.contains(&host));
             let intact = link.is_some_and(|l| l.alias.as_deref() == Some(alias.as_str()))
-                && task.is_some_and(|t| t.eth0.is_some());
-            let gateway = net.gateway();
+                && task.is_some_and(|t| t.iface(&ifname).is_some());
+            // Only the first network routes the task's other traffic.
+            let gateway = (ifname == names::TASK_IFNAME).then(|| net.gateway());
             let prefix = net.subnet.prefix_len();
             let mac = ep.mac();
-            let configure = Op::ConfigureTask { netns: ns.clone(), ip: ep.ip, prefix, gateway, mtu: n.mtu, mac };
+            let configure = Op::ConfigureTask { netns: ns.clone(), ifname: ifname.clone(), ip: ep.ip, prefix, gateway, mtu: n.mtu, mac };
             let out = &mut self.ops.endpoints;
-            if task.is_none() {
+            // A task on several networks has one namespace: made once, for its first endpoint.
+            if task.is_none() && created.insert(ns.clone()) {
                 out.push(Op::CreateNetns { name: ns.clone() });
             }
             match (link, intact) {
@@ -421,10 +426,11 @@ impl<'a> Planner<'a> {
                         out.push(Op::SetUp { link: host.clone() });
                     }
                     let t = task.expect("intact implies the task side was observed");
-                    let eth0 = t.eth0.as_ref().expect("intact implies eth0");
-                    let addr_ok = t.addrs.len() == 1 && t.addrs[0].ip == ep.ip && t.addrs[0].prefix == prefix;
-                    let route_ok = t.routes.iter().any(|r| r.prefix == 0 && r.gateway == Some(gateway));
-                    if !(eth0.up && eth0.mtu == n.mtu && eth0.mac == Some(mac) && addr_ok && route_ok) {
+                    let iface = t.iface(&ifname).expect("intact implies the interface");
+                    let addrs = t.addrs_of(&ifname);
+                    let addr_ok = addrs.len() == 1 && addrs[0].ip == ep.ip && addrs[0].prefix == prefix;
+                    let route_ok = gateway.is_none_or(|gw| t.routes.iter().any(|r| r.prefix == 0 && r.gateway == Some(gw)));
+                    if !(iface.up && iface.mtu == n.mtu && iface.mac == Some(mac) && addr_ok && route_ok) {
                         out.push(configure);
                     }
                 }
@@ -432,7 +438,7 @@ impl<'a> Planner<'a> {
                     if existing.is_some() {
                         out.push(Op::DeleteLink { name: host.clone() });
                     }
-                    out.push(Op::CreateVeth { host: host.clone(), netns: ns.clone(), mtu: n.mtu, mac, alias });
+                    out.push(Op::CreateVeth { host: host.clone(), netns: ns.clone(), ifname: ifname.clone(), mtu: n.mtu, mac, alias });
                     out.push(Op::SetMaster { link: host.clone(), master: n.bridge.clone() });
                     out.push(Op::SetUp { link: host.clone() });
                     out.push(configure);

@@ -191,19 +191,25 @@ impl Sim {
             Op::DeleteNetns { name } => {
                 self.obs.tasks.remove(name);
             }
-            Op::CreateVeth { host, netns, mtu, mac, alias } => {
+            Op::CreateVeth { host, netns, ifname, mtu, mac, alias } => {
                 self.add_link(host, LinkKind::Veth, *mtu, None, alias);
                 let t = self.obs.tasks.get_mut(netns).expect("netns exists before its veth");
-                t.eth0 = Some(Link { index: 2, name: "eth0".into(), kind: LinkKind::Veth, mtu: *mtu, up: false, master: None, mac: Some(*mac), alias: None });
+                assert!(t.iface(ifname).is_none(), "{ifname} exists already: {op}");
+                let index = 2 + t.ifaces.len() as u32;
+                t.ifaces.push(Link { index, name: ifname.clone(), kind: LinkKind::Veth, mtu: *mtu, up: false, master: None, mac: Some(*mac), alias: None });
             }
-            Op::ConfigureTask { netns, ip, prefix, gateway, mtu, mac } => {
+            Op::ConfigureTask { netns, ifname, ip, prefix, gateway, mtu, mac } => {
                 let t = self.obs.tasks.get_mut(netns).expect("netns");
-                let eth0 = t.eth0.as_mut().expect("eth0");
-                eth0.mtu = *mtu;
-                eth0.mac = Some(*mac);
-                eth0.up = true;
-                t.addrs = vec![Addr { ifindex: 2, ip: *ip, prefix: *prefix }];
-                t.routes = vec![Route { table: 254, dst: Ipv4Addr::UNSPECIFIED, prefix: 0, oif: Some(2), gateway: Some(*gateway), src: None }];
+                let iface = t.ifaces.iter_mut().find(|l| &l.name == ifname).expect("the interface exists");
+                iface.mtu = *mtu;
+                iface.mac = Some(*mac);
+                iface.up = true;
+                let index = iface.index;
+                t.addrs.retain(|a| a.ifindex != index);
+                t.addrs.push(Addr { ifindex: index, ip: *ip, prefix: *prefix });
+                if let Some(gw) = gateway {
+                    t.routes = vec![Route { table: 254, dst: Ipv4Addr::UNSPECIFIED, prefix: 0, oif: Some(index), gateway: Some(*gw), src: None }];
+                }
             }
         }
     }
@@ -238,6 +244,7 @@ fn fresh_node_gets_the_whole_overlay() {
     assert!(ops.contains(&Op::CreateVeth {
         host: names::veth("web.1"),
         netns: "t-web1".into(),
+        ifname: "eth0".into(),
         mtu: 1450,
         mac: Mac::from_ipv4(ip("10.0.9.2")),
         alias: "shoal ep=web.1 ns=t-web1".into()
@@ -525,4 +532,74 @@ fn bridge_netfilter_is_turned_off_once_when_present() {
     assert!(plan(&state(), &sim.obs).unwrap().is_empty());
     // a kernel without bridge netfilter: nothing to do
     assert!(!plan(&state(), &bare()).unwrap().contains(&Op::DisableBridgeNetfilter));
+}
+
+/// `state()` with a second network, "front", that web.1's namespace also joins.
+fn two_network_task() -> NodeState {
+    let mut s = state();
+    s.networks.push(Network {
+        name: "front".into(),
+        vni: 4098,
+        subnet: "10.0.10.0/24".parse().unwrap(),
+        gateway: None,
+        mtu: None,
+        lb_addresses: [("smgr".to_string(), ip("10.0.10.250"))].into_iter().collect(),
+    });
+    s.endpoints.push(ep("web.1.front", "front", "smgr", "10.0.10.2", Some("t-web1")));
+    s
+}
+
+#[test]
+fn a_task_on_two_networks_gets_eth0_with_the_default_route_and_eth1_without() {
+    let s = two_network_task();
+    s.validate().expect("two endpoints of one namespace on different networks are valid");
+    let ops = plan(&s, &bare()).unwrap();
+    let text: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
+    assert!(text.contains(&"configure t-web1:eth0 10.0.9.2/24 via 10.0.9.1 mtu 1450".to_string()), "{text:#?}");
+    assert!(text.contains(&"configure t-web1:eth1 10.0.10.2/24 mtu 1450".to_string()), "{text:#?}");
+    assert!(ops.contains(&Op::CreateVeth {
+        host: names::veth("web.1.front"),
+        netns: "t-web1".into(),
+        ifname: "eth1".into(),
+        mtu: 1450,
+        mac: Mac::from_ipv4(ip("10.0.10.2")),
+        alias: "shoal ep=web.1.front ns=t-web1 if=eth1".into()
+    }));
+    assert_eq!(count(&ops, |o| matches!(o, Op::CreateNetns { .. })), 1, "one namespace for both interfaces");
+    let sim = converge(&s, bare());
+    let t = &sim.obs.tasks["t-web1"];
+    assert_eq!(t.ifaces.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), vec!["eth0", "eth1"]);
+    assert_eq!(t.routes.len(), 1, "one default route, via eth0: {:?}", t.routes);
+    assert_eq!(t.routes[0].oif, t.iface("eth0").map(|l| l.index));
+    assert_eq!(plan(&s, &sim.obs).unwrap(), vec![], "applying twice changes nothing");
+}
+
+#[test]
+fn leaving_the_second_network_removes_only_its_interface() {
+    let sim = converge(&two_network_task(), bare());
+    let ops = plan(&state(), &sim.obs).unwrap();
+    let text: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
+    assert!(ops.contains(&Op::DeleteLink { name: names::veth("web.1.front") }), "{text:#?}");
+    assert!(!ops.iter().any(|o| matches!(o, Op::DeleteNetns { .. } | Op::ConfigureTask { .. } | Op::CreateVeth { .. })), "{text:#?}");
+}
+
+#[test]
+fn a_damaged_second_interface_is_repaired_alone() {
+    let s = two_network_task();
+    let mut sim = converge(&s, bare());
+    let t = sim.obs.tasks.get_mut("t-web1").unwrap();
+    let eth1 = t.iface("eth1").unwrap().index;
+    t.addrs.retain(|a| a.ifindex != eth1);
+    let ops = plan(&s, &sim.obs).unwrap();
+    let text: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
+    assert_eq!(text, vec!["configure t-web1:eth1 10.0.10.2/24 mtu 1450".to_string()]);
+}
+
+#[test]
+fn one_namespace_joins_each_network_once() {
+    let mut s = state();
+    s.endpoints.push(ep("web.1b", "backend", "smgr", "10.0.9.9", Some("t-web1")));
+    let err = s.validate().unwrap_err().to_string();
+    assert!(err.contains("endpoints[3].netns") && err.contains("namespace 't-web1' already has endpoint 'web.1' on network 'backend'"), "{err}");
+    assert!(err.contains("one endpoint per network per namespace"), "{err}");
 }

@@ -59,10 +59,10 @@ pub fn describe(obs: &Observed, node: &str) -> NodeState {
             });
         }
         for l in obs.links.iter().filter(|l| l.master == Some(bridge.index)) {
-            let Some((id, ns)) = l.alias.as_deref().and_then(names::parse_endpoint_alias) else { continue };
+            let Some((id, ns, ifname)) = l.alias.as_deref().and_then(names::parse_endpoint_alias) else { continue };
             let Some(task) = obs.tasks.get(ns) else { continue };
-            let Some(addr) = task.addrs.first() else { continue };
-            let mac = task.eth0.as_ref().and_then(|e| e.mac);
+            let Some(addr) = task.addrs_of(ifname).first().copied() else { continue };
+            let mac = task.iface(ifname).and_then(|e| e.mac);
             endpoints.push(Endpoint {
                 id: id.to_string(),
                 network: name.clone(),

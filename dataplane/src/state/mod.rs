@@ -194,6 +194,19 @@ impl NodeState {
         self.networks.iter().find(|n| n.name == name)
     }
 
+    /// The task-side interface of each local endpoint: a namespace's endpoints, in the order
+    /// listed, get eth0, eth1, ...; eth0 carries the default route.
+    pub fn task_ifnames(&self) -> std::collections::HashMap<&str, String> {
+        let mut next: HashMap<&str, usize> = HashMap::new();
+        self.local_endpoints()
+            .filter_map(|e| {
+                let n = next.entry(e.netns.as_deref()?).or_default();
+                *n += 1;
+                Some((e.id.as_str(), crate::overlay::names::task_ifname(*n - 1)))
+            })
+            .collect()
+    }
+
     pub fn local_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
         self.endpoints.iter().filter(|e| e.node == self.node)
     }
@@ -302,7 +315,8 @@ impl NodeState {
         let mut ids = HashSet::new();
         let mut ips: HashMap<(&str, Ipv4Addr), &str> = HashMap::new();
         let mut macs: HashMap<(&str, Mac), &str> = HashMap::new();
-        let mut namespaces: HashMap<&str, &str> = HashMap::new();
+        let mut namespaces: HashMap<(&str, &str), &str> = HashMap::new();
+        let mut per_ns: HashMap<&str, usize> = HashMap::new();
         for (i, ep) in self.endpoints.iter().enumerate() {
             let at = |f: &str| format!("endpoints[{i}].{f}");
             if !valid_name(&ep.id) {
@@ -340,8 +354,17 @@ impl NodeState {
                         if netns::validate_name(ns).is_err() {
                             errs.push(at("netns"), format!("'{ns}' is not a valid namespace name"), "use 1-64 characters of [A-Za-z0-9_.-]");
                         }
-                        if let Some(other) = namespaces.insert(ns, &ep.id) {
-                            errs.push(at("netns"), format!("namespace '{ns}' is also used by endpoint '{other}'"), "one namespace per endpoint");
+                        if let Some(other) = namespaces.insert((ns, ep.network.as_str()), &ep.id) {
+                            errs.push(
+                                at("netns"),
+                                format!("namespace '{ns}' already has endpoint '{other}' on network '{}'", ep.network),
+                                "a task joins each network once: one endpoint per network per namespace",
+                            );
+                        }
+                        let n = per_ns.entry(ns).or_default();
+                        *n += 1;
+                        if *n == crate::overlay::names::MAX_TASK_IFACES + 1 {
+                            errs.push(at("netns"), format!("namespace '{ns}' has more than {} endpoints", crate::overlay::names::MAX_TASK_IFACES), "join at most 16 networks per task");
                         }
                     }
                 }
