@@ -43,4 +43,12 @@ struct {
 	__type(value, struct rev_val);
 } sock_rev SEC(".maps");
 
+/* One entry (key 0): struct host_cfg. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct host_cfg);
+} sock_host SEC(".maps");
+
 #endif

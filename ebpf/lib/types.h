@@ -9,7 +9,9 @@
 #include "common.h"
 
 /* Service flags (svc_val.flags). */
-#define SVC_F_KEEP_CLIENT_IP 0x1 /* NAT: prefer a local backend, no SNAT */
+#define SVC_F_KEEP_CLIENT_IP 0x1 /* prefer a local backend (NAT: and no SNAT) */
+#define SVC_F_PUBLISHED 0x2      /* socket LB: a published port for node-local
+				  * clients, not a VIP (a tag for the loader) */
 
 /* Slot bits of be_key.slot: the list of local backends, and the list of
  * parked (weight 0, draining) backends that no program reads. */
@@ -57,6 +59,15 @@ struct be_ref_key {
 	__u32 addr;
 	__u16 port;
 	__u16 pad;
+};
+
+/* Socket LB: the node whose own processes (not only tasks) get the socket
+ * LB, for the programs attached to the root cgroup. */
+struct host_cfg {
+	__u64 netns_cookie; /* the node's network namespace; 0: none */
+	__u32 loopback_addr; /* 127.0.0.0/8 destinations are looked up as this
+			      * address (the node's underlay address); 0: not */
+	__u32 pad;
 };
 
 /* Socket LB: per-socket backend affinity (UDP). */

@@ -63,7 +63,7 @@ fn backend(i: u32, j: u32) -> Backend {
 
 fn fill(lb: &mut SockLb, services: u32, per: u32) -> Result<(), Error> {
     for i in 0..services {
-        lb.upsert_service(vip(i))?;
+        lb.upsert_service(vip(i), crate::ServiceOptions::default())?;
         let bes: Vec<Backend> = (0..per).map(|j| backend(i, j)).collect();
         lb.set_backends(&vip(i), &bes)?;
     }

@@ -17,6 +17,10 @@
 //! - `sock_aff` (LRU): (socket cookie, id) -> backend, UDP affinity.
 //! - `sock_rev` (LRU): (socket cookie, backend ip, port) -> VIP, for
 //!   recvmsg4/getpeername4.
+//! - `sock_host` (array of one): the node whose own processes the root-cgroup
+//!   hooks balance (its network namespace cookie; the address 127.0.0.0/8
+//!   stands for). See [`SockLb::attach_host`]: those hooks run for every
+//!   process of the machine and return at once outside that namespace.
 //! - `nat_ct` (LRU): client 5-tuple -> (backend, SNAT ip:port, id).
 //! - `nat_rev` (LRU): backend reply 5-tuple -> (client, node ip:port).
 //!

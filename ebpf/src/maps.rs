@@ -6,8 +6,11 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::model::{Backend, ServiceKey};
 
-/// `svc_val.flags`: prefer a local backend and keep the client address.
+/// `svc_val.flags`: prefer a local backend (NAT: and keep the client address).
 pub const SVC_F_KEEP_CLIENT_IP: u32 = 0x1;
+/// `svc_val.flags`: socket LB service that is a published port for
+/// node-local clients, not a VIP (the programs ignore it).
+pub const SVC_F_PUBLISHED: u32 = 0x2;
 /// `be_key.slot` bit selecting the list of local backends.
 pub const SLOT_LOCAL: u32 = 0x8000_0000;
 /// `be_key.slot` bit selecting the list of parked (weight 0) backends, which
@@ -45,8 +48,10 @@ pub mod sock {
     pub const AFF: &str = "sock_aff";
     /// Per-socket reverse translation (LRU).
     pub const REV: &str = "sock_rev";
+    /// The node whose own processes are balanced (array of one `HostCfg`).
+    pub const HOST: &str = "sock_host";
     /// Every map of the object.
-    pub const ALL: [&str; 5] = [SVC, BE, BE_REF, AFF, REV];
+    pub const ALL: [&str; 6] = [SVC, BE, BE_REF, AFF, REV, HOST];
 }
 
 /// Map names of the NAT object (`lib/nat_maps.h`).
@@ -144,6 +149,17 @@ pub struct BeRefKey {
     pub pad: u16,
 }
 
+/// `struct host_cfg`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HostCfg {
+    /// The node's network namespace cookie (0: no node).
+    pub netns_cookie: u64,
+    /// 127.0.0.0/8 destinations are looked up as this address (0: not).
+    pub loopback_addr: u32,
+    pub pad: u32,
+}
+
 /// `struct aff_key`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -225,6 +241,7 @@ pod!(
     AffVal = 8,
     RevKey = 16,
     RevVal = 8,
+    HostCfg = 16,
     CtKey = 16,
     CtFwd = 16,
     CtRev = 16,

@@ -75,13 +75,18 @@ impl fmt::Display for ServiceKey {
     }
 }
 
-/// Per-service options (published-port NAT only; ignored by the socket LB).
+/// Per-service options, stored in the service's flags (so they are read back
+/// after a restart).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ServiceOptions {
-    /// Keep the client's source address when a local backend exists: new
-    /// flows then go to a local backend, without SNAT. With no local backend
-    /// the service behaves as without this option.
+    /// Prefer a local backend when one exists: new flows then go to a local
+    /// backend (the NAT also keeps the client's source address, no SNAT).
+    /// With no local backend the service behaves as without this option.
     pub keep_client_ip: bool,
+    /// Socket LB only: this service is a published port (node address and
+    /// port) mirrored for the node's own processes and tasks, not a VIP. The
+    /// programs treat both alike; the tag tells a restarted agent which is which.
+    pub published: bool,
 }
 
 /// One backend (a task) of a service. Only healthy backends belong in a

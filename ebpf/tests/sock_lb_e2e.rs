@@ -12,23 +12,27 @@ use std::{
 };
 
 use common::netns::{veth, BpfMount, Cgroup, Netns, Servers};
-use shoal_ebpf::{cgroup2_mount, Backend, LoadOptions, ServiceKey, SockLb};
+use shoal_ebpf::{cgroup2_mount, Backend, LoadOptions, ServiceKey, ServiceOptions, SockLb};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 
 /// A client process: reads "tcp N" / "udp N" (new socket each time) /
-/// "udpkeep N" (one socket kept) and prints "<answer>@<peer ip>:<port>" per request.
+/// "udpkeep N" (one socket kept), optionally followed by "ADDR PORT" (default
+/// the VIP, port 80 for TCP and 53 for UDP), and prints
+/// "<answer>@<peer ip>:<port>" per request.
 const CLIENT: &str = r#"
 import socket, sys
-vip = sys.argv[1]
 keep = None
 for line in sys.stdin:
-    cmd, n = line.split()
+    words = line.split()
+    cmd, n = words[0], words[1]
+    vip = words[2] if len(words) > 2 else sys.argv[1]
+    port = int(words[3]) if len(words) > 3 else (80 if cmd == "tcp" else 53)
     out = []
     try:
         for _ in range(int(n)):
             if cmd == "tcp":
-                s = socket.create_connection((vip, 80), timeout=5)
+                s = socket.create_connection((vip, port), timeout=5)
                 s.sendall(b"hi\n")
                 data, peer = s.recv(64), s.getpeername()
                 s.close()
@@ -40,7 +44,7 @@ for line in sys.stdin:
                         keep = s
                 else:
                     s = keep
-                s.sendto(b"hi\n", (vip, 53))
+                s.sendto(b"hi\n", (vip, port))
                 data, peer = s.recvfrom(64)
                 if cmd == "udp":
                     s.close()
@@ -60,11 +64,16 @@ impl Client {
     /// Start the client inside `cgroup` (it writes its own pid to
     /// cgroup.procs before entering the namespace).
     fn start(ns: &Netns, cgroup: &Path) -> Self {
+        Self::start_in(ns, Some(cgroup))
+    }
+
+    /// Start the client in `ns`, in `cgroup` or else where the test runs.
+    fn start_in(ns: &Netns, cgroup: Option<&Path>) -> Self {
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(r#"echo $$ > "$1/cgroup.procs" && exec nsenter --net="$2" /usr/bin/python3 -c "$3" "$4""#)
+            .arg(r#"if [ -n "$1" ]; then echo $$ > "$1/cgroup.procs" || exit 1; fi; exec nsenter --net="$2" /usr/bin/python3 -c "$3" "$4""#)
             .arg("sh")
-            .arg(cgroup)
+            .arg(cgroup.map(Path::as_os_str).unwrap_or_default())
             .arg(ns.path())
             .arg(CLIENT)
             .arg(VIP.to_string())
@@ -80,7 +89,18 @@ impl Client {
     /// Answers (backend id, peer address as the application saw it), or
     /// the client's error.
     fn ask(&mut self, cmd: &str, n: usize) -> Result<Vec<(String, SocketAddrV4)>, String> {
-        writeln!(self.stdin, "{cmd} {n}").unwrap();
+        self.send(&format!("{cmd} {n}"))
+    }
+
+    /// Like [`Client::ask`], to `to` instead of the VIP.
+    fn ask_at(&mut self, cmd: &str, n: usize, to: SocketAddrV4) -> Result<Vec<(String, SocketAddrV4)>, String> {
+        self.send(&format!("{cmd} {n} {} {}", to.ip(), to.port()))
+    }
+
+    fn send(&mut self, line: &str) -> Result<Vec<(String, SocketAddrV4)>, String> {
+        let cmd = line.split_whitespace().next().unwrap_or_default().to_owned();
+        let n = line.split_whitespace().nth(1).unwrap_or_default().to_owned();
+        writeln!(self.stdin, "{line}").unwrap();
         let mut line = String::new();
         self.stdout.read_line(&mut line).unwrap();
         if let Some(err) = line.trim().strip_prefix("ERR:") {
@@ -96,10 +116,16 @@ impl Client {
     }
 
     fn ids(&mut self, cmd: &str, n: usize, port: u16) -> BTreeMap<String, usize> {
+        self.ids_at(cmd, n, SocketAddrV4::new(VIP, port))
+    }
+
+    /// Answers per backend id of `n` requests to `to`; the application must
+    /// see `to` as its peer, whatever backend answered.
+    fn ids_at(&mut self, cmd: &str, n: usize, to: SocketAddrV4) -> BTreeMap<String, usize> {
         let mut hits = BTreeMap::new();
-        let answers = self.ask(cmd, n).unwrap_or_else(|e| panic!("{cmd} {n}: {e}"));
+        let answers = self.ask_at(cmd, n, to).unwrap_or_else(|e| panic!("{cmd} {n} to {to}: {e}"));
         for (id, peer) in answers {
-            assert_eq!(peer, SocketAddrV4::new(VIP, port), "{cmd}: the application must see the VIP");
+            assert_eq!(peer, to, "{cmd}: the application must see the address it used");
             *hits.entry(id).or_default() += 1;
         }
         hits
@@ -172,8 +198,8 @@ fn vip_connections_reach_every_backend_and_see_the_vip() {
     let mut lb = SockLb::load(&LoadOptions::default()).expect("load").attach(&cgroup.path).expect("attach");
     let tcp = ServiceKey::tcp(VIP, 80);
     let udp = ServiceKey::udp(VIP, 53);
-    lb.upsert_service(tcp).unwrap();
-    lb.upsert_service(udp).unwrap();
+    lb.upsert_service(tcp, ServiceOptions::default()).unwrap();
+    lb.upsert_service(udp, ServiceOptions::default()).unwrap();
     lb.set_backends(&tcp, &backends(&lab.addrs, 8080)).unwrap();
     lb.set_backends(&udp, &backends(&lab.addrs, 5353)).unwrap();
 
@@ -216,7 +242,7 @@ fn pinned_socket_lb_survives_the_loader_and_is_adopted() {
     let tcp = ServiceKey::tcp(VIP, 80);
     {
         let mut lb = SockLb::load(&opts).expect("load").attach(&cgroup.path).expect("attach");
-        lb.upsert_service(tcp).unwrap();
+        lb.upsert_service(tcp, ServiceOptions::default()).unwrap();
         lb.set_backends(&tcp, &backends(&lab.addrs, 8080)).unwrap();
     } // the "agent" exits: programs, links and maps stay pinned
 
@@ -248,7 +274,7 @@ fn vip_connections_follow_the_weights() {
     let cgroup = Cgroup::new(&root);
     let mut lb = SockLb::load(&LoadOptions::default()).expect("load").attach(&cgroup.path).expect("attach");
     let tcp = ServiceKey::tcp(VIP, 80);
-    lb.upsert_service(tcp).unwrap();
+    lb.upsert_service(tcp, ServiceOptions::default()).unwrap();
     let mut bes = backends(&lab.addrs, 8080);
     bes[0].weight = 3;
     bes[2].weight = 0;
@@ -260,4 +286,93 @@ fn vip_connections_follow_the_weights() {
     assert!(!hits.contains_key("b3"), "drained backend got connections: {hits:?}");
     let share = hits.get("b1").copied().unwrap_or(0) as f64 / 200.0;
     assert!((0.6..0.9).contains(&share), "weight 3 of 4 got {share:.2} of the connections: {hits:?}");
+}
+
+/// The "node" of `lab()`: its client namespace's address.
+const NODE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
+
+fn names(hits: &BTreeMap<String, usize>) -> Vec<&str> {
+    hits.keys().map(String::as_str).collect()
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn node_processes_are_balanced_from_the_root_cgroup_and_other_namespaces_are_untouched() {
+    const TEST: &str = "node_processes_are_balanced_from_the_root_cgroup_and_other_namespaces_are_untouched";
+    common::require_root(TEST);
+    let Some(root) = cgroup_root(TEST) else { return };
+    let lab = lab();
+    let bpffs = BpfMount::new();
+    // A listener of the host's own namespace (this process) whose port the node also publishes.
+    let host_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind on the host's loopback");
+    let host_port = host_listener.local_addr().unwrap().port();
+
+    let opts = LoadOptions { pin_dir: Some(bpffs.path.join("node")), ..LoadOptions::default() };
+    let attach = |opts: LoadOptions, root: std::path::PathBuf| {
+        lab.client.run(move || {
+            let mut lb = SockLb::load(&opts).expect("load");
+            lb.attach_host(&root, Some(NODE)).expect("attach to the root cgroup");
+            lb
+        })
+    };
+    let mut lb = attach(opts.clone(), root.clone());
+    let published = ServiceOptions { published: true, ..ServiceOptions::default() };
+    lb.upsert_service(ServiceKey::tcp(VIP, 80), ServiceOptions::default()).unwrap();
+    lb.set_backends(&ServiceKey::tcp(VIP, 80), &backends(&lab.addrs, 8080)).unwrap();
+    for (key, port) in [
+        (ServiceKey::tcp(NODE, 5000), 8080),
+        (ServiceKey::udp(NODE, 5000), 5353),
+        (ServiceKey::tcp(NODE, host_port), 8080),
+    ] {
+        lb.upsert_service(key, published).unwrap();
+        lb.set_backends(&key, &backends(&lab.addrs, port)).unwrap();
+    }
+    drop(lb); // the agent exits; the pinned root-cgroup links stay
+
+    // Another node on the same machine: its own instance on the root cgroup, its own services.
+    let other = Netns::new("sebo");
+    let _other_server = Servers::start(&other, "other", 5000, 5000);
+    let mut other_lb = other.run({
+        let root = root.clone();
+        move || {
+            let mut lb = SockLb::load(&LoadOptions::default()).expect("load");
+            lb.attach_host(&root, Some(Ipv4Addr::new(10, 1, 1, 1))).expect("attach to the root cgroup");
+            lb
+        }
+    });
+    let other_key = ServiceKey::tcp(Ipv4Addr::new(10, 1, 1, 1), 7000);
+    other_lb.upsert_service(other_key, published).unwrap();
+    other_lb.set_backends(&other_key, &[Backend::new(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5000))]).unwrap();
+
+    // The node's own processes (in no shoal cgroup): VIP, loopback and node address reach every backend.
+    let all = ["b1", "b2", "b3"];
+    let mut node = Client::start_in(&lab.client, None);
+    let loopback = |port| SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    assert_eq!(names(&node.ids_at("tcp", 45, SocketAddrV4::new(VIP, 80))), all, "VIP from the node");
+    assert_eq!(names(&node.ids_at("tcp", 45, loopback(5000))), all, "127.0.0.1:5000 from the node");
+    assert_eq!(names(&node.ids_at("tcp", 45, SocketAddrV4::new(NODE, 5000))), all, "node address:5000 from the node");
+    assert_eq!(names(&node.ids_at("udp", 45, loopback(5000))), all, "UDP 127.0.0.1:5000 from the node");
+    assert_eq!(names(&node.ids_at("tcp", 30, loopback(host_port))), all, "127.0.0.1:{host_port} from the node");
+
+    // Other namespaces are untouched: their own loopback answers, the node's VIP means nothing there.
+    let mut elsewhere = Client::start_in(&other, None);
+    assert_eq!(names(&elsewhere.ids_at("tcp", 10, loopback(5000))), ["other"], "another namespace's 127.0.0.1:5000");
+    assert_eq!(names(&elsewhere.ids_at("udp", 10, loopback(5000))), ["other"], "another namespace's UDP 127.0.0.1:5000");
+    assert!(elsewhere.ask("tcp", 1).is_err(), "the node's VIP was translated in another namespace");
+    assert_eq!(names(&elsewhere.ids_at("tcp", 10, loopback(7000))), ["other"], "the other node's own service");
+    // ...and so is the host's: this process reaches its own listener on the published port.
+    let conn = std::net::TcpStream::connect(("127.0.0.1", host_port)).expect("connect on the host's loopback");
+    let (accepted, peer) = host_listener.accept().expect("the host's own listener gets the connection");
+    assert_eq!(peer, conn.local_addr().unwrap(), "the host's connection went elsewhere");
+    drop((conn, accepted));
+
+    // A restarted agent adopts the pinned links; its teardown detaches exactly its own.
+    let lb = attach(opts, root.clone());
+    assert_eq!(names(&node.ids_at("tcp", 30, loopback(5000))), all, "after adoption");
+    let errors = lb.teardown();
+    assert!(errors.is_empty(), "teardown: {errors:?}");
+    assert!(node.ask_at("tcp", 1, loopback(5000)).is_err(), "127.0.0.1:5000 still balanced after teardown");
+    assert_eq!(names(&elsewhere.ids_at("tcp", 10, loopback(7000))), ["other"], "teardown detached another node's hooks");
+    drop(other_lb);
+    assert!(elsewhere.ask_at("tcp", 1, loopback(7000)).is_err(), "dropping the loader left its hooks attached");
 }

@@ -136,7 +136,7 @@ fn pinned_nat_survives_the_loader_and_is_adopted() {
     let mut nat = attach(&lab.node, opts.clone());
     publish(&mut nat, &lab.addrs);
     let (tcp_key, udp_key) = (ServiceKey::tcp(NODE, 8080), ServiceKey::udp(Ipv4Addr::UNSPECIFIED, 5353));
-    let keep = ServiceOptions { keep_client_ip: true };
+    let keep = ServiceOptions { keep_client_ip: true, ..ServiceOptions::default() };
     nat.upsert_service(udp_key, keep).unwrap();
     let heavy = nat_backends(&lab.addrs, 80)[2].with_weight(2);
     nat.add_backend(&tcp_key, heavy).unwrap();

@@ -215,7 +215,7 @@ fn keep_client_ip_prefers_a_local_backend_without_snat() {
     common::require_root("keep_client_ip_prefers_a_local_backend_without_snat");
     let mut nat = load();
     let key = ServiceKey::tcp(NODE, 8443);
-    nat.upsert_service(key, ServiceOptions { keep_client_ip: true }).unwrap();
+    nat.upsert_service(key, ServiceOptions { keep_client_ip: true, ..ServiceOptions::default() }).unwrap();
     let local = Backend::nat(SocketAddrV4::new(Ipv4Addr::new(10, 0, 9, 8), 443), SNAT, true);
     nat.set_backends(&key, &[backend(5), backend(6), local]).unwrap();
     let front = SocketAddrV4::new(NODE, 8443);

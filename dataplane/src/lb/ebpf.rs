@@ -3,6 +3,18 @@
 //! tc NAT on the underlay interface (DNAT + SNAT, conntrack in maps) with its reply half on every
 //! overlay bridge. Maps and links are pinned under `/run/shoal/<instance>/bpf`: the programs keep
 //! running between `shoal` processes and the next one adopts them.
+//!
+//! # Node-local clients: hooks on the ROOT cgroup
+//! The node's own processes (in no shoal cgroup) are balanced too, as Docker's routing mesh
+//! answers `curl localhost:5000` on a node: VIPs, `<node address>:<published port>` and
+//! `127.0.0.1:<published port>`. For that the socket LB's second set of hooks is attached to the
+//! root of the cgroup v2 hierarchy (as Cilium's socket LB is), which **every process of the
+//! machine runs**. Each hook first compares the socket's network namespace cookie with this
+//! node's and returns at once, changing nothing, for any other namespace: the host and the other
+//! nodes (other labs) on the same machine are never translated. The links are pinned in this
+//! instance's pin directory and teardown detaches exactly those. Published ports are mirrored
+//! into the socket LB (tagged `published`, so they are not mistaken for VIPs), which also lets a
+//! task reach its own node's `<node address>:<published port>`.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -53,7 +65,12 @@ impl EbpfLb {
         std::fs::create_dir_all(&cgroup)
             .map_err(|source| LbError::Io { what: "create cgroup", path: cgroup.display().to_string(), source })?;
         let sock = SockLb::load(&opts).map_err(ebpf_err("load the socket LB"))?;
-        let sock = sock.attach(&cgroup).map_err(ebpf_err(format!("attach the socket LB to {}", cgroup.display())))?;
+        let mut sock = sock.attach(&cgroup).map_err(ebpf_err(format!("attach the socket LB to {}", cgroup.display())))?;
+        // `show` opens with an empty table: keep the published address an apply wrote.
+        let published_addr = desired.underlay.or_else(|| sock.host_node().ok().flatten().and_then(|(_, a)| a));
+        let root = shoal_ebpf::cgroup2_mount().unwrap_or_default();
+        sock.attach_host(&root, published_addr)
+            .map_err(ebpf_err(format!("attach the socket LB for the node's own processes to the root cgroup {}", root.display())))?;
         let mut nat = TcNat::load(&opts).map_err(ebpf_err("load the NAT"))?;
         if let Some(addr) = desired.underlay {
             let ifname = interface_with(addr)?;
@@ -63,14 +80,55 @@ impl EbpfLb {
             nat.attach_hook(TcHook::Reply, bridge).map_err(ebpf_err(format!("attach the reply NAT to {bridge}")))?;
         }
         remove_legacy_options(inst);
-        Ok(Self { sock, nat, inst: inst.clone() })
+        let mut lb = Self { sock, nat, inst: inst.clone() };
+        lb.sync_mirrors()?;
+        Ok(lb)
+    }
+
+    /// Makes the socket LB's copy of every published port equal to the NAT's, and removes copies
+    /// of ports no longer published (no kernel write when they agree).
+    fn sync_mirrors(&mut self) -> Result<(), LbError> {
+        let published: Vec<_> = self.nat.table().services().copied().collect();
+        for key in &published {
+            self.sync_mirror(key)?;
+        }
+        let stale: Vec<_> = self
+            .sock
+            .table()
+            .services()
+            .filter(|k| self.sock.table().options(k).is_some_and(|o| o.published) && !published.contains(k))
+            .copied()
+            .collect();
+        for key in stale {
+            self.sock.remove_service(&key).map_err(ebpf_err(format!("remove the node-local copy of {key}")))?;
+        }
+        Ok(())
+    }
+
+    /// The socket LB's copy of published port `key`, for node-local clients: same backends,
+    /// weights and local preference as the NAT's, no SNAT (the socket connects to the backend).
+    fn sync_mirror(&mut self, key: &shoal_ebpf::ServiceKey) -> Result<(), LbError> {
+        let err = |what: &str| ebpf_err(format!("{what} the node-local copy of {key}"));
+        let Some(opts) = self.nat.table().options(key) else {
+            return self.sock.remove_service(key).map_err(err("remove"));
+        };
+        let backends: Vec<Backend> = self
+            .nat
+            .table()
+            .backends(key)
+            .unwrap_or_default()
+            .iter()
+            .map(|b| Backend { snat: None, ..*b })
+            .collect();
+        self.sock.upsert_service(*key, ServiceOptions { published: true, ..opts }).map_err(err("publish"))?;
+        self.sock.set_backends(key, &backends).map(drop).map_err(err("set the backends of"))
     }
 
     /// The table the maps hold, in planner terms.
     pub fn observed(&self) -> LbTable {
         let mut t = LbTable::default();
         let target = |b: &Backend| Target { addr: b.addr, snat: b.snat.unwrap_or(Ipv4Addr::UNSPECIFIED), local: b.local, weight: b.weight };
-        for key in self.sock.table().services() {
+        for key in self.sock.table().services().filter(|k| !self.sock.table().options(k).is_some_and(|o| o.published)) {
             let backends = sorted(self.sock.table().backends(key).unwrap_or_default().iter().map(target).collect());
             t.vips.insert(*key, Frontend { keep_client_ip: false, backends });
         }
@@ -82,12 +140,21 @@ impl EbpfLb {
         t
     }
 
+    /// One operation; a published port's change is then copied to the socket LB.
     fn run(&mut self, op: &LbOp) -> Result<(), LbError> {
+        self.run_one(op)?;
+        match op.frontend() {
+            (Kind::Published, key) => self.sync_mirror(&key),
+            (Kind::Vip, _) => Ok(()),
+        }
+    }
+
+    fn run_one(&mut self, op: &LbOp) -> Result<(), LbError> {
         let e = |what: &str| ebpf_err(format!("{what}: {op}"));
         match op {
-            LbOp::AddFrontend { kind: Kind::Vip, key, .. } => self.sock.upsert_service(*key).map_err(e("add VIP")),
+            LbOp::AddFrontend { kind: Kind::Vip, key, .. } => self.sock.upsert_service(*key, ServiceOptions::default()).map_err(e("add VIP")),
             LbOp::AddFrontend { kind: Kind::Published, key, keep_client_ip } | LbOp::SetOptions { kind: Kind::Published, key, keep_client_ip } => {
-                self.nat.upsert_service(*key, ServiceOptions { keep_client_ip: *keep_client_ip }).map_err(e("publish"))
+                self.nat.upsert_service(*key, ServiceOptions { keep_client_ip: *keep_client_ip, ..ServiceOptions::default() }).map_err(e("publish"))
             }
             LbOp::SetOptions { kind: Kind::Vip, .. } => Ok(()),
             LbOp::RemoveFrontend { kind: Kind::Vip, key } => self.sock.remove_service(key).map_err(e("remove VIP")),

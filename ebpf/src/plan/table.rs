@@ -25,7 +25,7 @@ use std::{
 use super::slots::{rebalance, slot_counts};
 use crate::{
     error::Error,
-    maps::{ref_value, ref_weight, BeKey, BeRefKey, BeVal, SvcKey, SvcVal, SLOT_LOCAL, SLOT_PARKED, SVC_F_KEEP_CLIENT_IP},
+    maps::{ref_value, ref_weight, BeKey, BeRefKey, BeVal, SvcKey, SvcVal, SLOT_LOCAL, SLOT_PARKED, SVC_F_KEEP_CLIENT_IP, SVC_F_PUBLISHED},
     model::{Backend, ServiceKey, ServiceOptions},
     plan::MapOp,
 };
@@ -136,11 +136,12 @@ pub struct LbTable {
 }
 
 fn flags_of(opts: ServiceOptions) -> u32 {
-    if opts.keep_client_ip {
-        SVC_F_KEEP_CLIENT_IP
-    } else {
-        0
-    }
+    let bit = |on: bool, flag: u32| if on { flag } else { 0 };
+    bit(opts.keep_client_ip, SVC_F_KEEP_CLIENT_IP) | bit(opts.published, SVC_F_PUBLISHED)
+}
+
+fn options_of(flags: u32) -> ServiceOptions {
+    ServiceOptions { keep_client_ip: flags & SVC_F_KEEP_CLIENT_IP != 0, published: flags & SVC_F_PUBLISHED != 0 }
 }
 
 impl LbTable {
@@ -166,7 +167,7 @@ impl LbTable {
 
     /// The options of `key`, as its flags in the maps say.
     pub fn options(&self, key: &ServiceKey) -> Option<ServiceOptions> {
-        self.services.get(key).map(|s| ServiceOptions { keep_client_ip: s.flags & SVC_F_KEEP_CLIENT_IP != 0 })
+        self.services.get(key).map(|s| options_of(s.flags))
     }
 
     /// The backend address in each selection slot of `key` (slot order), and
@@ -301,7 +302,8 @@ impl LbTable {
             }
         }
         self.check_count(key, backends.len())?;
-        let unchanged = svc.backends.len() == backends.len() && backends.iter().all(|b| svc.backends.contains(b));
+        let have: HashMap<SocketAddrV4, &Backend> = svc.backends.iter().map(|b| (b.addr, b)).collect();
+        let unchanged = have.len() == backends.len() && backends.iter().all(|b| have.get(&b.addr) == Some(&b));
         if unchanged {
             return Ok(Vec::new());
         }

@@ -180,7 +180,7 @@ fn weights_give_proportional_slots_and_change_only_what_differs() {
 fn weight_zero_drains_keeps_the_ref_and_parks_the_data() {
     let mut t = LbTable::new(Limits::default());
     let mut m = FakeMaps::default();
-    let opts = ServiceOptions { keep_client_ip: true };
+    let opts = ServiceOptions { keep_client_ip: true, ..ServiceOptions::default() };
     m.apply(&t.upsert_service(vip(1), opts).unwrap());
     m.apply(&t.set_backends(&vip(1), &[local(1), be(2), local(3)]).unwrap());
     m.apply(&t.add_backend(&vip(1), local(1).with_weight(0)).unwrap());
@@ -206,7 +206,7 @@ fn weight_zero_drains_keeps_the_ref_and_parks_the_data() {
 fn local_backends_get_their_own_slots() {
     let mut t = LbTable::new(Limits::default());
     let mut m = FakeMaps::default();
-    let opts = ServiceOptions { keep_client_ip: true };
+    let opts = ServiceOptions { keep_client_ip: true, ..ServiceOptions::default() };
     m.apply(&t.upsert_service(vip(2), opts).unwrap());
     m.apply(&t.set_backends(&vip(2), &[local(1), be(2), local(3), local(4).with_weight(2)]).unwrap());
     m.assert_matches(&t);
@@ -278,7 +278,7 @@ fn random_changes_keep_the_maps_readable_and_exact() {
     let mut t = LbTable::new(limits);
     let mut m = FakeMaps::default();
     for n in 1..=3 {
-        m.apply(&t.upsert_service(vip(n), ServiceOptions { keep_client_ip: n == 2 }).unwrap());
+        m.apply(&t.upsert_service(vip(n), ServiceOptions { keep_client_ip: n == 2, ..ServiceOptions::default() }).unwrap());
     }
     for _ in 0..400 {
         let key = vip(1 + next(3) as u8);
@@ -310,7 +310,7 @@ fn adopt_rebuilds_the_table_and_cleans_stale_entries() {
     let mut t = LbTable::new(Limits::default());
     let mut m = FakeMaps::default();
     m.apply(&t.upsert_service(vip(1), ServiceOptions::default()).unwrap());
-    m.apply(&t.upsert_service(vip(2), ServiceOptions { keep_client_ip: true }).unwrap());
+    m.apply(&t.upsert_service(vip(2), ServiceOptions { keep_client_ip: true, ..ServiceOptions::default() }).unwrap());
     m.apply(&t.set_backends(&vip(1), &[be(1), be(2).with_weight(2), be(3).with_weight(0)]).unwrap());
     m.apply(&t.set_backends(&vip(2), &[local(4), be(5)]).unwrap());
     // Leftovers of an interrupted change.
@@ -329,7 +329,7 @@ fn adopt_rebuilds_the_table_and_cleans_stale_entries() {
     };
     assert_eq!(sorted(&vip(1), &adopted), sorted(&vip(1), &t), "weights and drained backends adopted");
     assert_eq!(sorted(&vip(2), &adopted), sorted(&vip(2), &t));
-    assert_eq!(adopted.options(&vip(2)), Some(ServiceOptions { keep_client_ip: true }));
+    assert_eq!(adopted.options(&vip(2)), Some(ServiceOptions { keep_client_ip: true, ..ServiceOptions::default() }));
     // New services do not reuse a live id.
     m.apply(&adopted.upsert_service(vip(3), ServiceOptions::default()).unwrap());
     let ids: HashSet<u32> = m.svc.values().map(|v| v.id).collect();
