@@ -1,11 +1,18 @@
-//! Loading an embedded object: map sizes from the options, maps pinned and
-//! reused when a pin directory is given, layout of reused maps checked.
+//! Loading an embedded object, the same way for both: map sizes from the
+//! options, maps pinned and reused when a pin directory is given, layout of
+//! reused maps checked, programs loaded (not attached), service maps adopted.
 
-use std::path::PathBuf;
+use std::{mem::size_of, path::PathBuf};
 
-use aya::{maps::MapInfo, Ebpf, EbpfLoader};
+use aya::{maps::MapInfo, programs::Program, Ebpf, EbpfLoader};
 
-use crate::{error::Error, pin::PinDir, plan::Limits};
+use crate::{
+    error::Error,
+    maps::{BeKey, BeRefKey, BeVal, SvcKey, SvcVal},
+    pin::PinDir,
+    plan::Limits,
+    service_table::{ServiceMapNames, ServiceTable},
+};
 
 /// How to load the load balancers.
 #[derive(Clone, Debug)]
@@ -56,6 +63,7 @@ impl LoadOptions {
 }
 
 /// One map of an object: name, key size, value size, and which option sizes it.
+#[derive(Clone, Copy)]
 pub(crate) struct MapSpec {
     pub name: &'static str,
     pub key: usize,
@@ -63,7 +71,82 @@ pub(crate) struct MapSpec {
     pub size: fn(&LoadOptions) -> u32,
 }
 
-pub(crate) fn load(
+/// The specs of an object's three service maps (`lib/service_maps.h`).
+pub(crate) const fn service_specs(names: ServiceMapNames) -> [MapSpec; 3] {
+    [
+        MapSpec { name: names[0], key: size_of::<SvcKey>(), value: size_of::<SvcVal>(), size: |o| o.max_services },
+        MapSpec { name: names[1], key: size_of::<BeKey>(), value: size_of::<BeVal>(), size: |o| o.max_backends },
+        MapSpec { name: names[2], key: size_of::<BeRefKey>(), value: size_of::<u32>(), size: |o| o.max_backends },
+    ]
+}
+
+/// What tells one embedded object from the other.
+pub(crate) struct ObjectSpec {
+    /// `sock_lb` or `tc_nat` (in errors).
+    pub name: &'static str,
+    /// The ELF built by build.rs.
+    pub bytes: &'static [u8],
+    /// Its subdirectory of the pin directory.
+    pub pin_subdir: &'static str,
+    /// Its three service maps.
+    pub service_maps: ServiceMapNames,
+    /// Its other maps.
+    pub other_maps: &'static [MapSpec],
+    /// Every program, loaded by `load_program`.
+    pub programs: &'static [&'static str],
+}
+
+/// An object loaded into the kernel (programs verified, not attached) with
+/// its service maps adopted.
+pub(crate) struct Loaded {
+    pub ebpf: Ebpf,
+    pub table: ServiceTable,
+    pub pin: Option<PinDir>,
+}
+
+impl ObjectSpec {
+    /// Load the object, adopting the services of pinned maps when
+    /// `opts.pin_dir` holds them; `load_program` loads one program by name.
+    pub(crate) fn load(
+        &self,
+        opts: &LoadOptions,
+        load_program: fn(&mut Ebpf, &'static str) -> Result<(), Error>,
+    ) -> Result<Loaded, Error> {
+        let pin = opts.pin_dir.as_deref().map(|d| PinDir::create(d, self.pin_subdir)).transpose()?;
+        let maps: Vec<MapSpec> = service_specs(self.service_maps).iter().chain(self.other_maps).copied().collect();
+        let mut ebpf = load(self.name, self.bytes, &maps, opts, pin.as_ref())?;
+        for name in self.programs {
+            load_program(&mut ebpf, name)?;
+        }
+        let table = ServiceTable::adopt(&mut ebpf, self.service_maps, opts.limits())?;
+        Ok(Loaded { ebpf, table, pin })
+    }
+}
+
+/// Program `name` of an object, as its type `T`.
+pub(crate) fn program<'a, T>(ebpf: &'a mut Ebpf, object: &'static str, name: &'static str) -> Result<&'a mut T, Error>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(Error::MissingProgram { object, program: name })?
+        .try_into()
+        .map_err(|source| Error::Program { program: name, source })
+}
+
+impl Loaded {
+    /// Close the object (links owned by the caller must be dropped first),
+    /// then detach every pinned link and remove the pins. Keeps going on
+    /// errors and returns them all.
+    pub(crate) fn teardown(self) -> Vec<Error> {
+        let Self { ebpf, table, pin } = self;
+        drop(table);
+        drop(ebpf);
+        pin.map(|p| p.remove()).unwrap_or_default()
+    }
+}
+
+fn load(
     object: &'static str,
     bytes: &[u8],
     maps: &[MapSpec],

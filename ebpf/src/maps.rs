@@ -36,7 +36,7 @@ pub fn ref_weight(value: u32) -> u16 {
     }
 }
 
-/// Map names of the socket LB object (`lib/sock_maps.h`).
+/// Map names of the socket LB object (`lib/sock_maps.h`; `sock` service maps).
 pub mod sock {
     /// Services by VIP.
     pub const SVC: &str = "sock_svc";
@@ -44,6 +44,8 @@ pub mod sock {
     pub const BE: &str = "sock_be";
     /// Presence of a backend in a service.
     pub const BE_REF: &str = "sock_be_ref";
+    /// The service maps (`lib/service_maps.h`).
+    pub const SERVICE: [&str; 3] = [SVC, BE, BE_REF];
     /// UDP per-socket affinity (LRU).
     pub const AFF: &str = "sock_aff";
     /// Per-socket reverse translation (LRU).
@@ -54,7 +56,7 @@ pub mod sock {
     pub const ALL: [&str; 6] = [SVC, BE, BE_REF, AFF, REV, HOST];
 }
 
-/// Map names of the NAT object (`lib/nat_maps.h`).
+/// Map names of the NAT object (`lib/nat_maps.h`; `nat` service maps).
 pub mod nat {
     /// Services by (node address, published port).
     pub const SVC: &str = "nat_svc";
@@ -62,6 +64,8 @@ pub mod nat {
     pub const BE: &str = "nat_be";
     /// Presence of a backend in a service.
     pub const BE_REF: &str = "nat_be_ref";
+    /// The service maps (`lib/service_maps.h`).
+    pub const SERVICE: [&str; 3] = [SVC, BE, BE_REF];
     /// Connection tracking, client tuple -> backend (LRU).
     pub const CT: &str = "nat_ct";
     /// Reply tuple -> client (LRU).

@@ -22,6 +22,14 @@ impl Support {
     pub fn is_available(&self) -> bool {
         matches!(self, Self::Available)
     }
+
+    /// `Ok` when available, else the reason.
+    pub fn to_result(&self) -> Result<(), String> {
+        match self {
+            Self::Available => Ok(()),
+            Self::Unavailable { reason } => Err(reason.clone()),
+        }
+    }
 }
 
 impl fmt::Display for Support {
@@ -43,6 +51,17 @@ pub struct Probe {
     pub tc_nat: Support,
     /// Where cgroup v2 is mounted, if anywhere.
     pub cgroup2: Option<std::path::PathBuf>,
+}
+
+impl Probe {
+    /// Whether the whole eBPF load balancer (both parts) can run here, with
+    /// the reason when not: what the dataplane's probe and `shoal doctor` say.
+    pub fn load_balancer(&self) -> Result<(), String> {
+        match (&self.sock_lb, &self.tc_nat) {
+            (Support::Available, Support::Available) => Ok(()),
+            (s, t) => Err(format!("socket LB {s}; tc NAT {t}")),
+        }
+    }
 }
 
 fn tiny() -> LoadOptions {

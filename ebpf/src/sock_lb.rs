@@ -33,8 +33,8 @@ use aya::{
 
 use crate::{
     error::Error,
-    loader::{self, LoadOptions, MapSpec},
-    maps::{self, addr_to_map, AffKey, AffVal, BeKey, BeRefKey, BeVal, HostCfg, RevKey, RevVal, SvcKey, SvcVal},
+    loader::{self, LoadOptions, Loaded, MapSpec, ObjectSpec},
+    maps::{self, addr_to_map, AffKey, AffVal, HostCfg, RevKey, RevVal},
     model::{Backend, ServiceKey, ServiceOptions},
     objects,
     pin::{self, Adopted, PinDir},
@@ -62,10 +62,26 @@ const HOST_PROGRAMS: [(&str, &str); 4] = [
 
 use std::mem::size_of;
 
-pub(crate) const MAPS: [MapSpec; 6] = [
-    MapSpec { name: maps::sock::SVC, key: size_of::<SvcKey>(), value: size_of::<SvcVal>(), size: |o| o.max_services },
-    MapSpec { name: maps::sock::BE, key: size_of::<BeKey>(), value: size_of::<BeVal>(), size: |o| o.max_backends },
-    MapSpec { name: maps::sock::BE_REF, key: size_of::<BeRefKey>(), value: 4, size: |o| o.max_backends },
+/// The object: its service maps (`sock_*`), these, and both sets of hooks.
+const SPEC: ObjectSpec = ObjectSpec {
+    name: OBJECT,
+    bytes: objects::SOCK_LB,
+    pin_subdir: "sock",
+    service_maps: maps::sock::SERVICE,
+    other_maps: &MAPS,
+    programs: &[
+        TASK_PROGRAMS[0].0,
+        TASK_PROGRAMS[1].0,
+        TASK_PROGRAMS[2].0,
+        TASK_PROGRAMS[3].0,
+        HOST_PROGRAMS[0].0,
+        HOST_PROGRAMS[1].0,
+        HOST_PROGRAMS[2].0,
+        HOST_PROGRAMS[3].0,
+    ],
+};
+
+const MAPS: [MapSpec; 3] = [
     MapSpec { name: maps::sock::AFF, key: size_of::<AffKey>(), value: size_of::<AffVal>(), size: |o| o.max_flows },
     MapSpec { name: maps::sock::REV, key: size_of::<RevKey>(), value: size_of::<RevVal>(), size: |o| o.max_flows },
     MapSpec { name: maps::sock::HOST, key: 4, value: size_of::<HostCfg>(), size: |_| 1 },
@@ -86,17 +102,9 @@ impl SockLb {
     /// Load the programs into the kernel (not attached yet) and adopt the
     /// services of pinned maps when `opts.pin_dir` holds them.
     pub fn load(opts: &LoadOptions) -> Result<Self, Error> {
-        let pin = opts.pin_dir.as_deref().map(|d| PinDir::create(d, "sock")).transpose()?;
-        let mut ebpf = loader::load(OBJECT, objects::SOCK_LB, &MAPS, opts, pin.as_ref())?;
-        for (name, _) in TASK_PROGRAMS.into_iter().chain(HOST_PROGRAMS) {
-            let prog = program(&mut ebpf, name)?;
-            prog.load().map_err(|source| Error::Program { program: name, source })?;
-        }
-        let table = ServiceTable::adopt(
-            &mut ebpf,
-            [maps::sock::SVC, maps::sock::BE, maps::sock::BE_REF],
-            opts.limits(),
-        )?;
+        let Loaded { mut ebpf, table, pin } = SPEC.load(opts, |ebpf, name| {
+            program(ebpf, name)?.load().map_err(|source| Error::Program { program: name, source })
+        })?;
         let host = ebpf.take_map(maps::sock::HOST).ok_or(Error::Map {
             map: maps::sock::HOST,
             source: aya::maps::MapError::InvalidName { name: maps::sock::HOST.into() },
@@ -225,15 +233,10 @@ impl SockLb {
         let Self { ebpf, table, host, pin, links } = self;
         drop(links);
         drop(host);
-        drop(table);
-        drop(ebpf);
-        pin.map(|p| p.remove()).unwrap_or_default()
+        Loaded { ebpf, table, pin }.teardown()
     }
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut CgroupSockAddr, Error> {
-    ebpf.program_mut(name)
-        .ok_or(Error::MissingProgram { object: OBJECT, program: name })?
-        .try_into()
-        .map_err(|source| Error::Program { program: name, source })
+    loader::program(ebpf, OBJECT, name)
 }

@@ -10,8 +10,8 @@ use aya::{
 
 use crate::{
     error::Error,
-    loader::{self, LoadOptions, MapSpec},
-    maps::{self, BeKey, BeRefKey, BeVal, CtFwd, CtKey, CtRev, SvcKey, SvcVal},
+    loader::{self, LoadOptions, Loaded, MapSpec, ObjectSpec},
+    maps::{self, CtFwd, CtKey, CtRev},
     model::{Backend, ServiceKey, ServiceOptions},
     objects,
     pin::{self, Adopted, PinDir},
@@ -46,10 +46,17 @@ impl TcHook {
     }
 }
 
-pub(crate) const MAPS: [MapSpec; 5] = [
-    MapSpec { name: maps::nat::SVC, key: size_of::<SvcKey>(), value: size_of::<SvcVal>(), size: |o| o.max_services },
-    MapSpec { name: maps::nat::BE, key: size_of::<BeKey>(), value: size_of::<BeVal>(), size: |o| o.max_backends },
-    MapSpec { name: maps::nat::BE_REF, key: size_of::<BeRefKey>(), value: 4, size: |o| o.max_backends },
+/// The object: its service maps (`nat_*`), the flow tables, both classifiers.
+const SPEC: ObjectSpec = ObjectSpec {
+    name: OBJECT,
+    bytes: objects::TC_NAT,
+    pin_subdir: "nat",
+    service_maps: maps::nat::SERVICE,
+    other_maps: &MAPS,
+    programs: &[TcHook::Ingress.program(), TcHook::Reply.program()],
+};
+
+const MAPS: [MapSpec; 2] = [
     MapSpec { name: maps::nat::CT, key: size_of::<CtKey>(), value: size_of::<CtFwd>(), size: |o| o.max_flows },
     MapSpec { name: maps::nat::REV, key: size_of::<CtKey>(), value: size_of::<CtRev>(), size: |o| o.max_flows },
 ];
@@ -67,13 +74,11 @@ impl TcNat {
     /// Load both classifiers into the kernel (not attached yet) and adopt the
     /// services and tracked flows of pinned maps when `opts.pin_dir` holds them.
     pub fn load(opts: &LoadOptions) -> Result<Self, Error> {
-        let pin = opts.pin_dir.as_deref().map(|d| PinDir::create(d, "nat")).transpose()?;
-        let mut ebpf = loader::load(OBJECT, objects::TC_NAT, &MAPS, opts, pin.as_ref())?;
-        for hook in [TcHook::Ingress, TcHook::Reply] {
-            program(&mut ebpf, hook)?.load().map_err(|source| Error::Program { program: hook.program(), source })?;
-        }
-        let table =
-            ServiceTable::adopt(&mut ebpf, [maps::nat::SVC, maps::nat::BE, maps::nat::BE_REF], opts.limits())?;
+        let Loaded { ebpf, table, pin } = SPEC.load(opts, |ebpf, name| {
+            loader::program::<SchedClassifier>(ebpf, OBJECT, name)?
+                .load()
+                .map_err(|source| Error::Program { program: name, source })
+        })?;
         Ok(Self { ebpf, table, pin, links: Vec::new() })
     }
 
@@ -184,9 +189,7 @@ impl TcNat {
     pub fn teardown(self) -> Vec<Error> {
         let Self { ebpf, table, pin, links } = self;
         drop(links);
-        drop(table);
-        drop(ebpf);
-        pin.map(|p| p.remove()).unwrap_or_default()
+        Loaded { ebpf, table, pin }.teardown()
     }
 }
 
@@ -198,11 +201,7 @@ fn check_snat(key: &ServiceKey, b: &Backend) -> Result<(), Error> {
 }
 
 fn program(ebpf: &mut Ebpf, hook: TcHook) -> Result<&mut SchedClassifier, Error> {
-    let name = hook.program();
-    ebpf.program_mut(name)
-        .ok_or(Error::MissingProgram { object: OBJECT, program: name })?
-        .try_into()
-        .map_err(|source| Error::Program { program: name, source })
+    loader::program(ebpf, OBJECT, hook.program())
 }
 
 fn ifindex(ifname: &str) -> Result<u32, Error> {
