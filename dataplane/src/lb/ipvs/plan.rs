@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddrV4;
 
-use super::table::{self, NftLine, TableObserved, POSTROUTING, PREROUTING, SNAT_CHAIN};
+use super::table::{self, NftLine, TableObserved, BASE_CHAINS, SNAT_CHAIN};
 use crate::lb::plan::{Frontend, Kind, LbTable, Proto, ServiceKey, Target};
 
 /// The fwmarks shoal's IPVS balancer uses: this tag in the top byte, the frontend's number in
@@ -212,7 +212,7 @@ fn skeleton(desired: &LbTable, t: &TableObserved) -> Vec<NftLine> {
     };
     // The SNAT chain first: postrouting jumps to it.
     chain(SNAT_CHAIN, false, snat_rules(desired));
-    for base in [PREROUTING, POSTROUTING] {
+    for base in BASE_CHAINS {
         chain(base, true, table::base_rules(base).into_iter().map(|(c, r)| (r, c.to_string())).collect());
     }
     lines

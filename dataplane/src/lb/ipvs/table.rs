@@ -9,13 +9,17 @@
 //!   chain prerouting  (filter, mangle)  meta mark set ip daddr . meta l4proto . th dport map @vips / @published
 //!   chain postrouting (nat, srcnat)     meta mark @snat_marks jump mesh_snat
 //!   chain mesh_snat                     oifname "shb-<vni>" snat to <node LB address>
+//!   chain unmark (filter, srcnat + 10)  meta mark 0x5e000000/8 meta mark set 0
 //! ```
+//! `unmark` clears the mark once SNAT was decided: VXLAN encapsulates the same socket buffer,
+//! mark included, and IPVS' LOCAL_OUT hook would otherwise balance the outer UDP packet too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde_json::Value;
 
+use super::plan::{MARK_TAG, MARK_TAG_MASK};
 use crate::lb::plan::{Kind, Proto, ServiceKey};
 
 pub const TABLE: &str = "shoal_ipvs";
@@ -24,6 +28,9 @@ pub const SNAT_SET: &str = "snat_marks";
 pub const SNAT_CHAIN: &str = "mesh_snat";
 pub const PREROUTING: &str = "prerouting";
 pub const POSTROUTING: &str = "postrouting";
+pub const UNMARK: &str = "unmark";
+/// The base chains, in the order they are made.
+pub const BASE_CHAINS: [&str; 3] = [PREROUTING, POSTROUTING, UNMARK];
 
 /// What the kernel holds in table `ip shoal_ipvs`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -44,7 +51,7 @@ pub enum NftLine {
     AddTable,
     AddMap(Kind),
     AddSnatSet,
-    /// `prerouting` or `postrouting`.
+    /// One of [`BASE_CHAINS`].
     AddBaseChain(&'static str),
     AddChain(&'static str),
     FlushChain(&'static str),
@@ -77,8 +84,12 @@ impl fmt::Display for NftLine {
             }
             NftLine::AddSnatSet => write!(f, "add set ip {TABLE} {SNAT_SET} {{ type mark ; }}"),
             NftLine::AddBaseChain(name) => {
-                let (kind, prio) = if *name == PREROUTING { ("filter", "mangle") } else { ("nat", "srcnat") };
-                write!(f, "add chain ip {TABLE} {name} {{ type {kind} hook {name} priority {prio} ; policy accept ; }}")
+                let (kind, hook, prio) = match *name {
+                    PREROUTING => ("filter", PREROUTING, "mangle"),
+                    UNMARK => ("filter", POSTROUTING, "srcnat + 10"),
+                    _ => ("nat", POSTROUTING, "srcnat"),
+                };
+                write!(f, "add chain ip {TABLE} {name} {{ type {kind} hook {hook} priority {prio} ; policy accept ; }}")
             }
             NftLine::AddChain(c) => write!(f, "add chain ip {TABLE} {c}"),
             NftLine::FlushChain(c) => write!(f, "flush chain ip {TABLE} {c}"),
@@ -103,6 +114,8 @@ pub fn base_rules(chain: &str) -> Vec<(&'static str, String)> {
                 (comment, format!("meta mark set ip daddr . meta l4proto . th dport map @{}", map_name(k)))
             })
             .collect()
+    } else if chain == UNMARK {
+        vec![("shoal-unmark", format!("meta mark & {MARK_TAG_MASK:#x} == {MARK_TAG:#x} meta mark set 0"))]
     } else {
         vec![("shoal-snat", format!("meta mark @{SNAT_SET} jump {SNAT_CHAIN}"))]
     }
@@ -281,6 +294,11 @@ mod tests {
             NftLine::AddBaseChain(POSTROUTING).to_string(),
             "add chain ip shoal_ipvs postrouting { type nat hook postrouting priority srcnat ; policy accept ; }"
         );
+        assert_eq!(
+            NftLine::AddBaseChain(UNMARK).to_string(),
+            "add chain ip shoal_ipvs unmark { type filter hook postrouting priority srcnat + 10 ; policy accept ; }"
+        );
+        assert_eq!(base_rules(UNMARK)[0].1, "meta mark & 0xff000000 == 0x5e000000 meta mark set 0");
     }
 
     #[test]
