@@ -1,12 +1,13 @@
-//! The nftables balancer's in-process nfnetlink path against the kernel: a change committed
-//! from this process reads back (through `nft`) exactly as the same change made by `nft -f`,
-//! so the next reconcile finds nothing to do. Needs root: run by tests/run.sh.
+//! The nftables balancer's in-process nfnetlink path against the kernel: a backend change
+//! committed from this process (slot-map and set element changes) reads back (through `nft`)
+//! exactly as the model the planner keeps, so the next reconcile finds nothing to do; a
+//! refused batch changes nothing and names the change. Needs root: run by tests/run.sh.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::Command;
 
 use shoal_dataplane::lb::nft::{plan, NftLb, NftOp};
-use shoal_dataplane::lb::plan::ServiceKey;
+use shoal_dataplane::lb::plan::{Kind, ServiceKey};
 use shoal_dataplane::lb::{Frontend, LbTable, Target};
 use shoal_dataplane::netns;
 
@@ -18,44 +19,81 @@ impl Drop for Ns {
     }
 }
 
-fn table(backends: &[u8]) -> LbTable {
-    let mut t = LbTable::default();
-    let bes = backends
+fn frontend(backends: &[u8], port: u16) -> Frontend {
+    let backends = backends
         .iter()
-        .map(|b| Target { addr: SocketAddrV4::new(Ipv4Addr::new(10, 0, 9, *b), 80), snat: Ipv4Addr::new(10, 0, 9, 250), local: false, weight: 1 })
+        .map(|b| Target { addr: SocketAddrV4::new(Ipv4Addr::new(10, 0, 9, *b), port), snat: Ipv4Addr::new(10, 0, 9, 250), local: false, weight: 1 })
         .collect();
-    t.vips.insert(ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 100), 80), Frontend { keep_client_ip: false, backends: bes });
+    Frontend { keep_client_ip: false, backends }
+}
+
+/// VIP :80 with `web` backends, VIP :81 with two (so the 2-slot map exists), another VIP with
+/// three (so the 3-slot map stays in use), a published UDP port without backends.
+fn table(web: &[u8]) -> LbTable {
+    let mut t = LbTable::default();
+    t.vips.insert(ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 100), 80), frontend(web, 80));
+    t.vips.insert(ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 100), 81), frontend(&[2, 3], 81));
+    t.vips.insert(ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 101), 80), frontend(&[2, 3, 4], 80));
     t.published.insert(ServiceKey::udp(Ipv4Addr::new(192, 168, 33, 10), 53), Frontend { keep_client_ip: false, backends: vec![] });
     t.bridges.insert("shb-4097".into(), Ipv4Addr::new(10, 0, 9, 250));
     t
 }
 
+fn in_namespace<T: Send + 'static>(prefix: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    assert!(nix::unistd::geteuid().is_root(), "needs root: run by tests/run.sh");
+    let ns = Ns(format!("{prefix}{}", std::process::id()));
+    netns::create(&ns.0).unwrap();
+    netns::run_in(&ns.0, f).unwrap()
+}
+
 #[test]
 #[ignore = "needs root: run by tests/run.sh"]
 fn a_change_over_nfnetlink_reads_back_as_nft_wrote_it() {
-    assert!(nix::unistd::geteuid().is_root(), "needs root: run by tests/run.sh");
-    let ns = Ns(format!("shoal-lbnl{}", std::process::id()));
-    netns::create(&ns.0).unwrap();
-    let out = netns::run_in(&ns.0, || {
+    let (ops, model, after, again, listing) = in_namespace("shoal-lbnl", || {
         let mut lb = NftLb::new();
         let obs = lb.observe().unwrap();
         lb.commit(&plan(&table(&[2, 3, 4]), &obs)).unwrap();
-        // one backend leaves, one VIP port appears: flush + rules, new chain + rules + element
+        // one backend leaves VIP :80 (3 slots -> 2), one VIP port appears (2 slots, SNATed)
         let mut next = table(&[2, 4]);
-        next.vips.insert(ServiceKey::udp(Ipv4Addr::new(10, 0, 9, 100), 53), table(&[5]).vips.into_values().next().unwrap());
-        let obs = lb.observe().unwrap();
-        let ops = plan(&next, &obs);
-        assert!(ops.iter().any(|o| matches!(o, NftOp::FlushChain(_))), "{ops:#?}");
+        next.vips.insert(ServiceKey::udp(Ipv4Addr::new(10, 0, 9, 100), 53), frontend(&[5, 6], 53));
+        let mut model = lb.observe().unwrap();
+        let ops = plan(&next, &model);
         let used = lb.commit_netlink(&ops).unwrap_or_else(|e| panic!("{e}"));
         assert!(used, "every op of a backend change must be encodable: {ops:#?}");
+        model.apply(&ops);
         let after = lb.observe().unwrap();
         let again = plan(&next, &after);
         let listing = Command::new("nft").args(["list", "table", "ip", "shoal"]).output().unwrap();
-        (again, String::from_utf8_lossy(&listing.stdout).to_string())
-    })
-    .unwrap();
-    let (again, listing) = out;
-    assert!(again.is_empty(), "the kernel does not hold what was committed: {again:#?}\n{listing}");
-    assert!(listing.contains("meta l4proto tcp numgen random mod 2 < 1 meta mark set meta mark | 0x00005300 dnat to 10.0.9.2:80"), "{listing}");
-    assert!(listing.contains("10.0.9.100 . udp . 53 : goto v_10_0_9_100_53_udp"), "{listing}");
+        (ops, model, after, again, String::from_utf8_lossy(&listing.stdout).to_string())
+    });
+    assert!(ops.iter().all(NftOp::is_element), "a backend change is element changes only: {ops:#?}");
+    assert_eq!(after, model, "the kernel does not hold what was committed\n{listing}");
+    assert!(again.is_empty(), "the next plan is not empty: {again:#?}\n{listing}");
+    assert!(listing.contains("10.0.9.100 . tcp . 80 . 1 : 10.0.9.4 . 80"), "{listing}");
+    assert!(listing.contains("10.0.9.100 . udp . 53 . 0 : 10.0.9.5 . 53"), "{listing}");
+    assert!(listing.contains("dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @vip_2"), "{listing}");
+    let vip53 = (Kind::Vip, ServiceKey::udp(Ipv4Addr::new(10, 0, 9, 100), 53));
+    assert_eq!(after.summary()[&vip53].len(), 2);
+    assert!(after.masq.contains(&vip53.1));
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn a_refused_nfnetlink_batch_changes_nothing_and_names_the_change() {
+    let (err, before, after) = in_namespace("shoal-lbnr", || {
+        let mut lb = NftLb::new();
+        let obs = lb.observe().unwrap();
+        lb.commit(&plan(&table(&[2, 3, 4]), &obs)).unwrap();
+        let before = lb.observe().unwrap();
+        let key = ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 100), 80);
+        // a good change, then one that deletes a slot that does not exist
+        let ops = vec![
+            NftOp::AddMasq(ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 102), 80)),
+            NftOp::DeleteSlots { kind: Kind::Vip, key, size: 3, slots: vec![7] },
+        ];
+        let err = lb.commit_netlink(&ops).unwrap_err().to_string();
+        (err, before, lb.observe().unwrap())
+    });
+    assert_eq!(after, before, "a refused batch changed the table");
+    assert!(err.contains("refused at change 2") && err.contains("vip_3") && err.contains("10.0.9.100 . tcp . 80 . 7"), "{err}");
 }

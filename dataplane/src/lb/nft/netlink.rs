@@ -1,170 +1,50 @@
-//! The incremental path without the `nft` binary: the ops of a small change (flush a frontend
-//! chain, add its cascade rules, add or delete map elements and chains) encoded as one nfnetlink
-//! batch (one transaction) and sent from this process. `nft` must load its cache of the whole
-//! table before it applies anything, which costs O(services); this costs O(ops).
+//! The incremental path without the `nft` binary: element changes of the slot maps and the
+//! `masq` set encoded as one nfnetlink batch (one transaction) and sent from this process.
+//! `nft` must load its cache of the table before it applies anything; this costs O(ops).
 //!
-//! Expressions are laid out exactly as nft 1.0.6 compiles the same rule text
-//! (`nft --debug=netlink`), so `nft list` shows them back as the text [`super::plan`] writes.
-//! Ops this encoder does not know make it return None and the caller uses `nft -f`.
+//! Element keys and values are laid out as nft 1.0.6 writes them (`nft --debug=netlink`): each
+//! field of a concatenation padded to 4 bytes, ports big-endian, the slot (a `numgen` result)
+//! in host order. Ops other than element changes make [`encode`] return None and the caller
+//! uses `nft -f`.
 
 use std::net::SocketAddrV4;
 
-use super::plan::{NftOp, TABLE};
-use crate::lb::plan::{Kind, Proto, ServiceKey};
-use crate::lb::wire::{MsgBuilder, NLM_F_ACK, NLM_F_REQUEST};
+use netlink_sys::{Socket, SocketAddr};
 
+use super::plan::{slot_map, NftOp, MASQ_SET, TABLE};
+use crate::lb::plan::ServiceKey;
+use crate::lb::wire::{self, MsgBuilder, NLMSG_ERROR, NLMSG_HDR_LEN, NLM_F_ACK, NLM_F_REQUEST};
+
+const NETLINK_NETFILTER: isize = 12;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
-const NFT_MSG_NEWCHAIN: u16 = 3;
-const NFT_MSG_DELCHAIN: u16 = 5;
-const NFT_MSG_NEWRULE: u16 = 6;
-const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_APPEND: u16 = 0x800;
 const NFPROTO_IPV4: u8 = 2;
 
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CODE: u16 = 1;
-const NFTA_VERDICT_CHAIN: u16 = 2;
-const NFT_GOTO: i32 = -4;
-const NFT_REG_1: u32 = 1;
-const NFT_REG_2: u32 = 2;
-const NFT_META_MARK: u32 = 3;
-const NFT_META_L4PROTO: u32 = 16;
+/// nlmsgerr TLV with the kernel's extended-ack message.
+const NLMSGERR_ATTR_MSG: u16 = 1;
+const NLM_F_CAPPED: u16 = 0x100;
+const NLM_F_ACK_TLVS: u16 = 0x200;
 
-/// One parsed cascade rule (the grammar `plan::frontend_rules` writes).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CascadeRule {
-    pub proto: Proto,
-    /// `numgen random mod M < W`.
-    pub pick: Option<(u32, u32)>,
-    pub mark: Option<u32>,
-    pub to: SocketAddrV4,
-}
-
-pub fn parse_rule(rule: &str) -> Option<CascadeRule> {
-    let mut rest = rule.strip_prefix("meta l4proto ")?;
-    let proto = match rest.split(' ').next()? {
-        "tcp" => Proto::Tcp,
-        "udp" => Proto::Udp,
-        _ => return None,
-    };
-    rest = rest.split_once(' ')?.1;
-    let mut pick = None;
-    if let Some(r) = rest.strip_prefix("numgen random mod ") {
-        let (m, r) = r.split_once(" < ")?;
-        let (w, r) = r.split_once(' ')?;
-        pick = Some((m.parse().ok()?, w.parse().ok()?));
-        rest = r;
-    }
-    let mut mark = None;
-    if let Some(r) = rest.strip_prefix("meta mark set meta mark | 0x") {
-        let (m, r) = r.split_once(' ')?;
-        mark = Some(u32::from_str_radix(m, 16).ok()?);
-        rest = r;
-    }
-    let to = rest.strip_prefix("dnat ip to ")?.parse().ok()?;
-    Some(CascadeRule { proto, pick, mark, to })
-}
+/// A batch larger than this goes through `nft -f` (a netlink send must fit the socket buffer).
+pub const MAX_BATCH_BYTES: usize = 128 * 1024;
 
 fn nft_type(msg: u16) -> u16 {
     (NFNL_SUBSYS_NFTABLES << 8) | msg
 }
 
-fn expr(m: &mut MsgBuilder, name: &str, data: impl FnOnce(&mut MsgBuilder)) {
-    m.begin_nested(NFTA_LIST_ELEM).str(1, name).begin_nested(2);
-    data(m);
-    m.end_nested().end_nested();
-}
-
-fn be32(m: &mut MsgBuilder, kind: u16, v: u32) {
-    m.attr(kind, &v.to_be_bytes());
-}
-
-fn value(m: &mut MsgBuilder, kind: u16, bytes: &[u8]) {
-    m.begin_nested(kind).attr(NFTA_DATA_VALUE, bytes).end_nested();
-}
-
-fn rule_message(seq: u32, chain: &str, r: &CascadeRule, comment: &str) -> Vec<u8> {
-    let mut m = MsgBuilder::new(nft_type(NFT_MSG_NEWRULE), NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK, seq, &[NFPROTO_IPV4, 0, 0, 0]);
-    m.str(1, TABLE).str(2, chain).begin_nested(4);
-    // meta load l4proto => reg 1; cmp eq reg 1 proto
-    expr(&mut m, "meta", |m| {
-        be32(m, 2, NFT_META_L4PROTO);
-        be32(m, 1, NFT_REG_1);
-    });
-    expr(&mut m, "cmp", |m| {
-        be32(m, 1, NFT_REG_1);
-        be32(m, 2, 0);
-        value(m, 3, &[r.proto.number()]);
-    });
-    if let Some((modulus, below)) = r.pick {
-        expr(&mut m, "numgen", |m| {
-            be32(m, 1, NFT_REG_1);
-            be32(m, 2, modulus);
-            be32(m, 3, 1); // NFT_NG_RANDOM
-            be32(m, 4, 0);
-        });
-        expr(&mut m, "byteorder", |m| {
-            be32(m, 1, NFT_REG_1);
-            be32(m, 2, NFT_REG_1);
-            be32(m, 3, 1); // NFT_BYTEORDER_HTON
-            be32(m, 4, 4);
-            be32(m, 5, 4);
-        });
-        expr(&mut m, "cmp", |m| {
-            be32(m, 1, NFT_REG_1);
-            be32(m, 2, 2); // NFT_CMP_LT
-            value(m, 3, &below.to_be_bytes());
-        });
-    }
-    if let Some(mark) = r.mark {
-        expr(&mut m, "meta", |m| {
-            be32(m, 2, NFT_META_MARK);
-            be32(m, 1, NFT_REG_1);
-        });
-        expr(&mut m, "bitwise", |m| {
-            be32(m, 1, NFT_REG_1);
-            be32(m, 2, NFT_REG_1);
-            be32(m, 3, 4);
-            value(m, 4, &(!mark).to_ne_bytes());
-            value(m, 5, &mark.to_ne_bytes());
-        });
-        expr(&mut m, "meta", |m| {
-            be32(m, 2, NFT_META_MARK);
-            be32(m, 3, NFT_REG_1);
-        });
-    }
-    expr(&mut m, "immediate", |m| {
-        be32(m, 1, NFT_REG_1);
-        value(m, 2, &r.to.ip().octets());
-    });
-    expr(&mut m, "immediate", |m| {
-        be32(m, 1, NFT_REG_2);
-        value(m, 2, &r.to.port().to_be_bytes());
-    });
-    expr(&mut m, "nat", |m| {
-        be32(m, 1, 1); // NFT_NAT_DNAT
-        be32(m, 2, u32::from(NFPROTO_IPV4));
-        be32(m, 3, NFT_REG_1);
-        be32(m, 5, NFT_REG_2);
-        be32(m, 7, 0x2); // NF_NAT_RANGE_PROTO_SPECIFIED
-    });
-    m.end_nested();
-    // userdata: NFTNL_UDATA_RULE_COMMENT (0), length, "comment\0"
-    let mut ud = vec![0u8, (comment.len() + 1) as u8];
-    ud.extend_from_slice(comment.as_bytes());
-    ud.push(0);
-    m.attr(7, &ud);
-    m.finish()
-}
-
-fn element_key(key: &ServiceKey) -> [u8; 12] {
+/// The key of a frontend: addr . proto . port, each padded to 4 bytes, as nft writes it.
+pub fn frontend_key(key: &ServiceKey) -> [u8; 12] {
     let mut k = [0u8; 12];
     k[0..4].copy_from_slice(&key.addr.octets());
     k[4] = key.proto.number();
@@ -172,96 +52,252 @@ fn element_key(key: &ServiceKey) -> [u8; 12] {
     k
 }
 
-fn map_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Vip => "vips",
-        Kind::Published => "published",
-    }
+/// The key of a slot: the frontend, then the slot number in host order (`numgen` writes it so).
+pub fn slot_key(key: &ServiceKey, slot: u32) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..12].copy_from_slice(&frontend_key(key));
+    k[12..].copy_from_slice(&slot.to_ne_bytes());
+    k
 }
 
-fn element_message(seq: u32, kind: Kind, key: &ServiceKey, goto: Option<&str>) -> Vec<u8> {
-    let (t, flags) = match goto {
-        Some(_) => (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK),
-        None => (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK),
-    };
-    let mut m = MsgBuilder::new(nft_type(t), flags, seq, &[NFPROTO_IPV4, 0, 0, 0]);
-    m.str(1, TABLE).str(2, map_name(kind)).begin_nested(3).begin_nested(NFTA_LIST_ELEM);
-    value(&mut m, 1, &element_key(key));
-    if let Some(chain) = goto {
-        m.begin_nested(2).begin_nested(NFTA_DATA_VERDICT);
-        m.attr(NFTA_VERDICT_CODE, &NFT_GOTO.to_be_bytes()).str(NFTA_VERDICT_CHAIN, chain);
-        m.end_nested().end_nested();
+/// A slot's value: backend addr . port, the port padded to 4 bytes.
+pub fn backend_value(to: &SocketAddrV4) -> [u8; 8] {
+    let mut v = [0u8; 8];
+    v[0..4].copy_from_slice(&to.ip().octets());
+    v[4..6].copy_from_slice(&to.port().to_be_bytes());
+    v
+}
+
+fn value(m: &mut MsgBuilder, kind: u16, bytes: &[u8]) {
+    m.begin_nested(kind).attr(NFTA_DATA_VALUE, bytes).end_nested();
+}
+
+/// One NEWSETELEM or DELSETELEM message for `set` with `elems` (key, value for adds).
+fn elements_message(seq: u32, add: bool, ack: bool, set: &str, elems: &[(Vec<u8>, Option<[u8; 8]>)]) -> Vec<u8> {
+    let (t, mut flags) = if add { (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE) } else { (NFT_MSG_DELSETELEM, NLM_F_REQUEST) };
+    if ack {
+        flags |= NLM_F_ACK;
     }
-    m.end_nested().end_nested();
+    let mut m = MsgBuilder::new(nft_type(t), flags, seq, &[NFPROTO_IPV4, 0, 0, 0]);
+    m.str(NFTA_SET_ELEM_LIST_TABLE, TABLE).str(NFTA_SET_ELEM_LIST_SET, set).begin_nested(NFTA_SET_ELEM_LIST_ELEMENTS);
+    for (key, data) in elems {
+        m.begin_nested(NFTA_LIST_ELEM);
+        value(&mut m, NFTA_SET_ELEM_KEY, key);
+        if let Some(d) = data {
+            value(&mut m, NFTA_SET_ELEM_DATA, d);
+        }
+        m.end_nested();
+    }
+    m.end_nested();
     m.finish()
 }
 
-fn chain_message(seq: u32, t: u16, chain: &str) -> Vec<u8> {
-    let flags = if t == NFT_MSG_NEWCHAIN { NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK } else { NLM_F_REQUEST | NLM_F_ACK };
-    let mut m = MsgBuilder::new(nft_type(t), flags, seq, &[NFPROTO_IPV4, 0, 0, 0]);
-    let name_attr = if t == NFT_MSG_DELRULE { 2 } else { 3 };
-    m.str(1, TABLE).str(name_attr, chain);
-    m.finish()
+fn op_message(seq: u32, ack: bool, op: &NftOp) -> Option<Vec<u8>> {
+    Some(match op {
+        NftOp::AddSlots { kind, key, size, slots } => {
+            let e: Vec<_> = slots.iter().map(|(s, to)| (slot_key(key, *s).to_vec(), Some(backend_value(to)))).collect();
+            elements_message(seq, true, ack, &slot_map(*kind, *size), &e)
+        }
+        NftOp::DeleteSlots { kind, key, size, slots } => {
+            let e: Vec<_> = slots.iter().map(|s| (slot_key(key, *s).to_vec(), None)).collect();
+            elements_message(seq, false, ack, &slot_map(*kind, *size), &e)
+        }
+        NftOp::AddMasq(key) => elements_message(seq, true, ack, MASQ_SET, &[(frontend_key(key).to_vec(), None)]),
+        NftOp::DeleteMasq(key) => elements_message(seq, false, ack, MASQ_SET, &[(frontend_key(key).to_vec(), None)]),
+        _ => return None,
+    })
 }
 
-/// The batch for `ops` (and how many ACKs it asks for), or None when an op is not supported.
-pub fn encode(ops: &[NftOp], first_seq: u32) -> Option<(Vec<u8>, usize)> {
+/// The batch for `ops`, messages numbered from `first_seq + 1`; only the last asks for an ACK
+/// (the kernel reports every refused message anyway, and processes the batch before `send`
+/// returns). None when an op is not an element change or the batch is too large.
+pub fn encode(ops: &[NftOp], first_seq: u32) -> Option<Vec<u8>> {
+    let end = |seq| MsgBuilder::new(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, &[0, 0, 0, NFNL_SUBSYS_NFTABLES as u8]).finish();
     let mut out = MsgBuilder::new(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, first_seq, &[0, 0, 0, NFNL_SUBSYS_NFTABLES as u8]).finish();
-    let mut seq = first_seq;
-    for op in ops {
-        seq += 1;
-        let msg = match op {
-            NftOp::FlushChain(c) => chain_message(seq, NFT_MSG_DELRULE, c),
-            NftOp::AddChain(c) => chain_message(seq, NFT_MSG_NEWCHAIN, c),
-            NftOp::DeleteChain(c) => chain_message(seq, NFT_MSG_DELCHAIN, c),
-            NftOp::AddRule { chain, rule, comment } => rule_message(seq, chain, &parse_rule(rule)?, comment),
-            NftOp::AddElement { kind, key, chain } => element_message(seq, *kind, key, Some(chain)),
-            NftOp::DeleteElement { kind, key } => element_message(seq, *kind, key, None),
-            _ => return None,
-        };
-        out.extend_from_slice(&msg);
+    for (i, op) in ops.iter().enumerate() {
+        out.extend_from_slice(&op_message(first_seq + 1 + i as u32, i + 1 == ops.len(), op)?);
+        if out.len() > MAX_BATCH_BYTES {
+            return None;
+        }
     }
-    out.extend_from_slice(&MsgBuilder::new(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq + 1, &[0, 0, 0, NFNL_SUBSYS_NFTABLES as u8]).finish());
-    Some((out, ops.len()))
+    out.extend_from_slice(&end(first_seq + 1 + ops.len() as u32));
+    Some(out)
+}
+
+/// Why a batch was refused: which op, errno, and the kernel's extended-ack text when any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub op: usize,
+    pub errno: i32,
+    pub message: Option<String>,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", std::io::Error::from_raw_os_error(self.errno))?;
+        if let Some(m) = &self.message {
+            write!(f, " ({m})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads an NLMSG_ERROR payload: (errno, seq of the message it answers, extack text).
+pub fn parse_error(msg_flags: u16, payload: &[u8]) -> Option<(i32, u32, Option<String>)> {
+    let code = i32::from_ne_bytes(payload.get(..4)?.try_into().ok()?);
+    let orig = payload.get(4..4 + NLMSG_HDR_LEN)?;
+    let seq = u32::from_ne_bytes(orig[8..12].try_into().ok()?);
+    let mut message = None;
+    if msg_flags & NLM_F_ACK_TLVS != 0 {
+        let orig_len = u32::from_ne_bytes(orig[0..4].try_into().ok()?) as usize;
+        let skip = if msg_flags & NLM_F_CAPPED != 0 { NLMSG_HDR_LEN } else { orig_len };
+        let tlvs = payload.get(4 + ((skip + 3) & !3)..).unwrap_or_default();
+        message = wire::find(&wire::attrs(tlvs), NLMSGERR_ATTR_MSG)
+            .map(|a| String::from_utf8_lossy(a.data).trim_end_matches('\0').to_string());
+    }
+    Some((-code, seq, message))
+}
+
+/// Commits `ops` (element changes only) as one nfnetlink transaction in the calling
+/// process's network namespace. Ok(false): an op is not an element change, or the batch is
+/// too large (nothing was sent). A refusal means nothing was committed.
+pub fn commit(ops: &[NftOp]) -> Result<bool, Refused> {
+    const FIRST_SEQ: u32 = 1;
+    if ops.is_empty() {
+        return Ok(true);
+    }
+    let Some(batch) = encode(ops, FIRST_SEQ) else { return Ok(false) };
+    let io = |e: std::io::Error| Refused { op: 0, errno: e.raw_os_error().unwrap_or(libc::EIO), message: Some(e.to_string()) };
+    let mut socket = Socket::new(NETLINK_NETFILTER).map_err(io)?;
+    socket.bind_auto().map_err(io)?;
+    socket.connect(&SocketAddr::new(0, 0)).map_err(io)?;
+    // Best effort: the kernel's words with an error, and acks without the message echoed.
+    let _ = socket.set_ext_ack(true);
+    let _ = socket.set_cap_ack(true);
+    socket.send(&batch, 0).map_err(io)?;
+    let last = FIRST_SEQ + ops.len() as u32;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = socket.recv(&mut &mut buf[..], 0).map_err(io)?;
+        let mut b = &buf[..n];
+        while b.len() >= NLMSG_HDR_LEN {
+            let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
+            let msg_type = u16::from_ne_bytes([b[4], b[5]]);
+            let flags = u16::from_ne_bytes([b[6], b[7]]);
+            if len < NLMSG_HDR_LEN || len > b.len() {
+                return Err(Refused { op: 0, errno: libc::EIO, message: Some("truncated netlink answer".into()) });
+            }
+            if msg_type == NLMSG_ERROR {
+                if let Some((errno, seq, message)) = parse_error(flags, &b[NLMSG_HDR_LEN..len]) {
+                    if errno != 0 {
+                        let op = seq.saturating_sub(FIRST_SEQ + 1) as usize;
+                        return Err(Refused { op: op.min(ops.len() - 1), errno, message });
+                    }
+                    if seq == last {
+                        return Ok(true);
+                    }
+                }
+            }
+            b = &b[((len + 3) & !3).min(b.len())..];
+        }
+    }
+}
+
+/// The map an op writes to (for error messages).
+pub fn target_set(op: &NftOp) -> String {
+    match op {
+        NftOp::AddSlots { kind, size, .. } | NftOp::DeleteSlots { kind, size, .. } => slot_map(*kind, *size),
+        NftOp::AddMasq(_) | NftOp::DeleteMasq(_) => MASQ_SET.into(),
+        _ => String::new(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lb::wire;
+    use crate::lb::plan::Kind;
+    use std::net::Ipv4Addr;
 
-    #[test]
-    fn cascade_rules_parse_back() {
-        let r = parse_rule("meta l4proto tcp numgen random mod 3 < 1 meta mark set meta mark | 0x5300 dnat ip to 10.0.9.2:80").unwrap();
-        assert_eq!(r, CascadeRule { proto: Proto::Tcp, pick: Some((3, 1)), mark: Some(0x5300), to: "10.0.9.2:80".parse().unwrap() });
-        let r = parse_rule("meta l4proto udp dnat ip to 10.0.9.4:53").unwrap();
-        assert_eq!((r.pick, r.mark), (None, None));
-        assert!(parse_rule("ip daddr . meta l4proto . th dport vmap @vips").is_none());
+    const VIP80: ServiceKey = ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 100), 80);
+
+    fn messages(batch: &[u8]) -> Vec<(u16, u16, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut b = batch;
+        while !b.is_empty() {
+            let len = u32::from_ne_bytes(b[0..4].try_into().unwrap()) as usize;
+            let t = u16::from_ne_bytes([b[4], b[5]]);
+            let flags = u16::from_ne_bytes([b[6], b[7]]);
+            let seq = u32::from_ne_bytes(b[8..12].try_into().unwrap());
+            out.push((t, flags, seq, b[NLMSG_HDR_LEN..len].to_vec()));
+            b = &b[len..];
+        }
+        out
     }
 
     #[test]
-    fn a_batch_is_begin_messages_end_and_unknown_ops_fall_back() {
-        let ops = vec![
-            NftOp::FlushChain("v_x".into()),
-            NftOp::AddRule { chain: "v_x".into(), rule: "meta l4proto tcp dnat ip to 10.0.9.2:80".into(), comment: "h1".into() },
-            NftOp::AddElement { kind: Kind::Vip, key: ServiceKey::tcp("10.0.9.100".parse().unwrap(), 80), chain: "v_x".into() },
-        ];
-        let (batch, acks) = encode(&ops, 100).unwrap();
-        assert_eq!(acks, 3);
-        let mut types = Vec::new();
-        let mut b = &batch[..];
-        while !b.is_empty() {
-            let len = u32::from_ne_bytes(b[0..4].try_into().unwrap()) as usize;
-            types.push(u16::from_ne_bytes([b[4], b[5]]));
-            b = &b[len..];
+    fn keys_and_values_are_laid_out_as_nft_writes_them() {
+        // nft --debug=netlink: element 6409000a 00000011 00003500 00000005 : 0409000a 00003500
+        let k = slot_key(&ServiceKey::udp(Ipv4Addr::new(10, 0, 9, 100), 53), 5);
+        let words: Vec<u32> = k.chunks(4).map(|c| u32::from_ne_bytes(c.try_into().unwrap())).collect();
+        if cfg!(target_endian = "little") {
+            assert_eq!(words, vec![0x6409000a, 0x00000011, 0x00003500, 0x00000005]);
+            let v = backend_value(&"10.0.9.4:53".parse().unwrap());
+            let words: Vec<u32> = v.chunks(4).map(|c| u32::from_ne_bytes(c.try_into().unwrap())).collect();
+            assert_eq!(words, vec![0x0409000a, 0x00003500]);
         }
-        assert_eq!(types, vec![0x10, 0x0a08, 0x0a06, 0x0a0c, 0x11]);
-        // the element key is addr . proto . port, each padded to 4 bytes, as nft writes it
-        assert_eq!(element_key(&ServiceKey::tcp("10.0.9.100".parse().unwrap(), 80)), [10, 0, 9, 100, 6, 0, 0, 0, 0, 0x50, 0, 0]);
-        let rule = rule_message(1, "v_x", &parse_rule("meta l4proto tcp dnat ip to 10.0.9.2:80").unwrap(), "h1");
-        let top = wire::attrs(&rule[wire::NLMSG_HDR_LEN + 4..]);
-        assert_eq!(wire::find(&top, 7).unwrap().data, b"\x00\x03h1\x00");
-        assert_eq!(wire::find(&top, 4).unwrap().nested().len(), 5, "meta, cmp, immediate x2, nat");
+        assert_eq!(frontend_key(&VIP80), [10, 0, 9, 100, 6, 0, 0, 0, 0, 0x50, 0, 0]);
+    }
+
+    #[test]
+    fn a_batch_is_begin_one_message_per_op_end_and_only_the_last_asks_for_an_ack() {
+        let ops = vec![
+            NftOp::DeleteSlots { kind: Kind::Vip, key: VIP80, size: 3, slots: vec![0, 1, 2] },
+            NftOp::AddSlots { kind: Kind::Vip, key: VIP80, size: 2, slots: vec![(0, "10.0.9.2:80".parse().unwrap()), (1, "10.0.9.4:80".parse().unwrap())] },
+            NftOp::AddMasq(VIP80),
+        ];
+        let batch = encode(&ops, 100).unwrap();
+        let msgs = messages(&batch);
+        assert_eq!(msgs.iter().map(|m| m.0).collect::<Vec<_>>(), vec![0x10, 0x0a0e, 0x0a0c, 0x0a0c, 0x11]);
+        assert_eq!(msgs.iter().map(|m| m.2).collect::<Vec<_>>(), vec![100, 101, 102, 103, 104]);
+        assert_eq!(msgs.iter().map(|m| m.1 & NLM_F_ACK != 0).collect::<Vec<_>>(), vec![false, false, false, true, false]);
+        // the add: table, set "vip_2", two elements with key and data
+        let top = wire::attrs(&msgs[2].3[4..]);
+        assert_eq!(wire::find(&top, NFTA_SET_ELEM_LIST_TABLE).unwrap().data, b"shoal\0");
+        assert_eq!(wire::find(&top, NFTA_SET_ELEM_LIST_SET).unwrap().data, b"vip_2\0");
+        let elems = wire::find(&top, NFTA_SET_ELEM_LIST_ELEMENTS).unwrap().nested();
+        assert_eq!(elems.len(), 2);
+        let e1 = elems[1].nested();
+        assert_eq!(wire::find(&e1, NFTA_SET_ELEM_KEY).unwrap().nested()[0].data, &slot_key(&VIP80, 1));
+        assert_eq!(wire::find(&e1, NFTA_SET_ELEM_DATA).unwrap().nested()[0].data, &backend_value(&"10.0.9.4:80".parse().unwrap()));
+        // the delete has keys only
+        let del = wire::attrs(&msgs[1].3[4..]);
+        let elems = wire::find(&del, NFTA_SET_ELEM_LIST_ELEMENTS).unwrap().nested();
+        assert_eq!(elems.len(), 3);
+        assert!(wire::find(&elems[0].nested(), NFTA_SET_ELEM_DATA).is_none());
         assert!(encode(&[NftOp::AddTable], 1).is_none());
+        assert!(encode(&[NftOp::FlushChain("prerouting".into())], 1).is_none());
+    }
+
+    #[test]
+    fn a_batch_too_large_for_one_send_falls_back() {
+        let big: Vec<NftOp> = (0..5000u32).map(|i| NftOp::AddMasq(ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + i), 80))).collect();
+        assert!(encode(&big, 1).is_none());
+    }
+
+    #[test]
+    fn an_error_answer_names_the_message_and_carries_the_kernels_words() {
+        // nlmsgerr: error -2, the capped original header (seq 7), then NLMSGERR_ATTR_MSG
+        let mut p = (-2i32).to_ne_bytes().to_vec();
+        let mut orig = [0u8; 16];
+        orig[0..4].copy_from_slice(&200u32.to_ne_bytes());
+        orig[8..12].copy_from_slice(&7u32.to_ne_bytes());
+        p.extend_from_slice(&orig);
+        let mut m = MsgBuilder::new(0, 0, 0, &[]);
+        m.str(NLMSGERR_ATTR_MSG, "no such set");
+        p.extend_from_slice(&m.finish()[NLMSG_HDR_LEN..]);
+        assert_eq!(parse_error(NLM_F_CAPPED | NLM_F_ACK_TLVS, &p), Some((2, 7, Some("no such set".into()))));
+        assert_eq!(parse_error(NLM_F_CAPPED, &p).unwrap().2, None);
+        let r = Refused { op: 1, errno: 2, message: Some("no such set".into()) };
+        assert_eq!(r.to_string(), "No such file or directory (os error 2) (no such set)");
     }
 }
