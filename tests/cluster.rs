@@ -213,13 +213,6 @@ fn a_service_runs_on_every_node_and_its_tasks_talk_over_the_overlay() {
         }
     }
     // Service discovery inside a task: tasks.<svc> -> every task IP, <svc> -> the VIP.
-    let dig = |ns: &str, name: &str| -> Vec<String> {
-        // @127.0.0.11 explicitly: `ip netns exec` does not see the task's bind-mounted resolv.conf.
-        let out = in_ns(ns, &["dig", "@127.0.0.11", "+short", "+time=2", "+tries=1", name]);
-        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
-        v.sort();
-        v
-    };
     let mut want = ips.clone();
     want.sort();
     wait_for("tasks.sleeper to list every task", Duration::from_secs(10), || dig(&tasks[0], "tasks.sleeper") == want);
@@ -308,6 +301,71 @@ fn a_service_runs_on_every_node_and_its_tasks_talk_over_the_overlay() {
     wait_for("no task namespaces", Duration::from_secs(30), || task_namespaces(&c).is_empty());
 
     service_logs_come_from_every_node(&c);
+    health_checks_gate_traffic_and_replace_unhealthy_tasks(&c);
+}
+
+/// Sorted answers of the DNS server inside a task namespace.
+fn dig(ns: &str, name: &str) -> Vec<String> {
+    // @127.0.0.11 explicitly: `ip netns exec` does not see the task's bind-mounted resolv.conf.
+    let out = in_ns(ns, &["dig", "@127.0.0.11", "+short", "+time=2", "+tries=1", name]);
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
+    v.sort();
+    v
+}
+
+/// A service with a health check: its tasks run but get no traffic while starting, each joins
+/// DNS once its check passes, and one whose check then fails is failed, withdrawn and replaced.
+fn health_checks_gate_traffic_and_replace_unhealthy_tasks(c: &Cluster) {
+    // The check passes while the host file named after the task exists (tasks see the host's
+    // /tmp; the hostname is the task name).
+    let flag = |task_name: &str| std::path::PathBuf::from(format!("/tmp/shoal-hc-{}-{task_name}", std::process::id()));
+    let cmd = format!("test -f /tmp/shoal-hc-{}-$(cat /proc/sys/kernel/hostname)", std::process::id());
+    c.cli("smgr", &["service", "create", "--detach", "--name", "checked", "--replicas", "2", "--network", "backend",
+        "--health-cmd", &cmd, "--health-interval", "200ms", "--health-retries", "2", "--health-start-period", "60s",
+        "host", "sleep", "100000"]);
+    wait_for("2 checked tasks running", Duration::from_secs(30), || running(&c.cli("smgr", &["service", "ps", "checked"])) == 2);
+    let live = || -> Vec<(String, String, String)> {
+        c.cli("smgr", &["service", "ps", "--format", "json", "checked"])
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|t| t["desired_state"] == "running")
+            .map(|t| {
+                let id = t["id"].as_str().unwrap().to_string();
+                (format!("checked.{}.{id}", t["slot"]), t["networks"][0]["addr"].as_str().unwrap().to_string(), id)
+            })
+            .collect()
+    };
+    let tasks = live();
+    assert_eq!(tasks.len(), 2);
+    let ns: Vec<String> = tasks.iter().map(|(_, _, id)| format!("shoal-t-{id}")).collect();
+    let ps = c.cli("smgr", &["service", "ps", "checked"]);
+    assert_eq!(ps.matches("(health: starting)").count(), 2, "{ps}");
+    std::thread::sleep(Duration::from_secs(1)); // five failing checks, inside the start period
+    assert_eq!(dig(&ns[0], "tasks.checked"), Vec::<String>::new(), "starting tasks are no endpoints");
+
+    std::fs::write(flag(&tasks[0].0), "").unwrap();
+    wait_for("the first task healthy and in DNS", Duration::from_secs(20), || dig(&ns[0], "tasks.checked") == vec![tasks[0].1.clone()]);
+    std::fs::write(flag(&tasks[1].0), "").unwrap();
+    let mut both = vec![tasks[0].1.clone(), tasks[1].1.clone()];
+    both.sort();
+    wait_for("both tasks healthy and in DNS", Duration::from_secs(20), || dig(&ns[0], "tasks.checked") == both);
+    assert_eq!(c.cli("smgr", &["service", "ps", "checked"]).matches("(healthy)").count(), 2);
+
+    // The first task's check starts failing: after 2 failures it is failed, out of DNS, replaced.
+    std::fs::remove_file(flag(&tasks[0].0)).unwrap();
+    wait_for("the unhealthy task out of DNS", Duration::from_secs(20), || dig(&ns[1], "tasks.checked") == vec![tasks[1].1.clone()]);
+    wait_for("the unhealthy task failed and replaced", Duration::from_secs(30), || {
+        let all = c.cli("smgr", &["service", "ps", "--format", "json", "checked"]);
+        let failed = all.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).any(|t| {
+            t["id"] == tasks[0].2.as_str() && t["status"]["state"] == "failed" && t["status"]["err"].as_str().is_some_and(|e| e.contains("unhealthy"))
+        });
+        failed && live().iter().filter(|(_, _, id)| id != &tasks[0].2).count() == 2
+    });
+    c.cli("smgr", &["service", "rm", "checked"]);
+    for (name, _, _) in &tasks {
+        let _ = std::fs::remove_file(flag(name));
+    }
+    wait_for("no task namespaces", Duration::from_secs(30), || task_namespaces(c).is_empty());
 }
 
 /// `service logs` on a manager gathers each task's stdout and stderr from the node that runs it,

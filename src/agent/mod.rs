@@ -8,6 +8,7 @@
 
 pub mod desired;
 pub mod executor;
+pub mod health;
 pub mod logs;
 pub mod worker;
 pub mod zone;
@@ -19,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shoal_control::dispatcher::messages::Assignment;
-use shoal_control::model::{TaskState, TaskStatus};
+use shoal_control::model::{Health, TaskState, TaskStatus};
 use shoal_control::node::NodeControl;
 use tokio::sync::watch;
 
@@ -47,6 +48,36 @@ fn status(state: TaskState, message: &str, err: Option<String>) -> TaskStatus {
     s
 }
 
+/// A running task's status; with a health check it starts as `starting` (not yet an endpoint).
+fn running_status(a: &Assignment, message: &str) -> TaskStatus {
+    let mut s = status(TaskState::Running, message, None);
+    if a.spec.healthcheck.is_some() {
+        s.health = Some(a.task.status.health.filter(|h| *h != Health::Unhealthy).unwrap_or(Health::Starting));
+    }
+    s
+}
+
+/// Withdraws a task (it is out of the endpoint table already), waits the drain period, then
+/// stops its process. `report` says whether to report Shutdown at the end.
+fn stop_task(exec: Arc<dyn Executor>, ctl: NodeControl, cfg: Arc<AgentConfig>, stopping: Arc<Mutex<HashSet<String>>>, id: String, report: bool) {
+    tokio::spawn(async move {
+        tokio::time::sleep(cfg.drain).await;
+        let grace = cfg.stop_grace;
+        let e = exec.clone();
+        let tid = id.clone();
+        let end = tokio::task::spawn_blocking(move || e.stop(&tid, grace)).await;
+        let msg = match end {
+            Ok(Ok(ProcessState::Exited(code))) => format!("shutdown (exit {code})"),
+            _ => "shutdown".to_string(),
+        };
+        if report {
+            ctl.report(vec![(id.clone(), status(TaskState::Shutdown, &msg, None))]).await;
+        }
+        tracing::info!(task = %id, "{msg}");
+        stopping.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    });
+}
+
 pub async fn run(
     ctl: NodeControl,
     cfg: AgentConfig,
@@ -70,16 +101,44 @@ pub async fn run(
     // failure (with backoff), and every few seconds to repair what somebody else changed.
     let mut last: Option<(u64, BTreeMap<String, ProcessState>)> = None;
     let mut last_full = std::time::Instant::now();
+    let (mut health, mut verdicts) = health::Monitor::new();
     tracing::info!(node = %cfg.node_id, addr = %cfg.self_addr, "agent running");
     loop {
         let pause = Duration::from_millis(if failures == 0 { 100 } else { (250u64 << failures.min(5)).min(5000) });
+        let mut verdict = None;
         tokio::select! {
             _ = view.changed() => {}
+            v = verdicts.recv() => verdict = v,
             _ = tokio::time::sleep(pause) => {}
             _ = shutdown.changed() => return,
         }
         let snapshot = view.borrow().clone();
         let v = &snapshot.view;
+        if let Some(verdict) = verdict {
+            let Some(a) = v.assignments.get(&verdict.task_id) else { continue };
+            let report = if verdict.health == Health::Unhealthy {
+                // Swarm's answer to an unhealthy task: fail it (out of LB and DNS at once), stop
+                // it after the drain, and let the orchestrator replace it.
+                health.stop(&verdict.task_id);
+                let mut s = status(
+                    TaskState::Failed,
+                    "unhealthy",
+                    Some(format!("unhealthy: {} consecutive health checks failed (last: {})", verdict.failures, verdict.last)),
+                );
+                s.health = Some(Health::Unhealthy);
+                if stopping.lock().unwrap_or_else(|p| p.into_inner()).insert(verdict.task_id.clone()) {
+                    stop_task(exec.clone(), ctl.clone(), cfg.clone(), stopping.clone(), verdict.task_id.clone(), false);
+                }
+                s
+            } else {
+                let mut s = status(TaskState::Running, &format!("health: {:?}", verdict.health).to_lowercase(), None);
+                s.health = Some(verdict.health);
+                s
+            };
+            reported.insert(a.task.id.clone(), report.state);
+            ctl.report(vec![(a.task.id.clone(), report)]).await;
+            continue;
+        }
         let states: BTreeMap<String, ProcessState> = exec.known().into_iter().map(|id| {
             let s = exec.state(&id);
             (id, s)
@@ -100,21 +159,7 @@ pub async fn run(
             if wanted || !stopping.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone()) {
                 continue;
             }
-            let (exec, ctl, cfg, stopping, id) = (exec.clone(), ctl.clone(), cfg.clone(), stopping.clone(), id.clone());
-            tokio::spawn(async move {
-                tokio::time::sleep(cfg.drain).await;
-                let grace = cfg.stop_grace;
-                let e = exec.clone();
-                let tid = id.clone();
-                let end = tokio::task::spawn_blocking(move || e.stop(&tid, grace)).await;
-                let msg = match end {
-                    Ok(Ok(ProcessState::Exited(code))) => format!("shutdown (exit {code})"),
-                    _ => "shutdown".to_string(),
-                };
-                ctl.report(vec![(id.clone(), status(TaskState::Shutdown, &msg, None))]).await;
-                tracing::info!(task = %id, "{msg}");
-                stopping.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-            });
+            stop_task(exec.clone(), ctl.clone(), cfg.clone(), stopping.clone(), id.clone(), true);
         }
 
         // 2. DNS first (in memory, fast): a withdrawn task stops being an answer at once.
@@ -169,14 +214,14 @@ pub async fn run(
                     let started = tokio::task::spawn_blocking(move || e.start(&run)).await;
                     match (started, exec.state(id)) {
                         (Ok(Ok(())), ProcessState::Running) => {
-                            reports.push((id.clone(), status(TaskState::Running, "started", None)));
+                            reports.push((id.clone(), running_status(a, "started")));
                         }
                         (Ok(Err(err)), _) => reports.push((id.clone(), status(TaskState::Failed, "start failed", Some(err.to_string())))),
                         _ => {} // exited at once: reported below on the next pass
                     }
                 }
                 ProcessState::Running if a.task.status.state < TaskState::Running && reported.get(id) != Some(&TaskState::Running) => {
-                    reports.push((id.clone(), status(TaskState::Running, "running", None)));
+                    reports.push((id.clone(), running_status(a, "running")));
                 }
                 ProcessState::Exited(code) if reported.get(id).is_none_or(|s| !s.is_terminal()) => {
                     let (state, err) = if code == 0 {
@@ -189,6 +234,25 @@ pub async fn run(
                 _ => {}
             }
         }
+        // 5. Health checks for running tasks that have one (not for those being stopped).
+        let now = now_ms();
+        let checked: Vec<health::Wanted> = v
+            .assignments
+            .values()
+            .filter(|a| a.task.desired_state == TaskState::Running && !a.task.status.state.is_terminal())
+            .filter(|a| exec.state(&a.task.id) == ProcessState::Running && !stopping.lock().unwrap_or_else(|p| p.into_inner()).contains(&a.task.id))
+            .filter_map(|a| {
+                let check = a.spec.healthcheck.clone()?;
+                let started = if a.task.status.timestamp_ms > 0 { a.task.status.timestamp_ms } else { now };
+                let initial = match a.task.status.health {
+                    Some(h @ Health::Healthy) => health::HealthState::adopted(h, started),
+                    _ => health::HealthState::new(started),
+                };
+                Some(health::Wanted { task_id: a.task.id.clone(), check, initial })
+            })
+            .collect();
+        health.sync(checked, &exec);
+
         // Forget records of tasks the managers no longer assign here.
         for id in exec.known() {
             if !v.assignments.contains_key(&id) && !running.contains(&id) {

@@ -130,7 +130,14 @@ pub fn service_ps_table(v: &ClusterView, service_ids: &[String], now_ms: u64) ->
             let name = if prev.as_ref() == Some(&key) { format!(" \\_ {base}") } else { base };
             prev = Some(key);
             let node = t.node_id.as_ref().and_then(|n| v.state.nodes.get(n)).map(|n| n.hostname.clone()).unwrap_or_default();
-            let current = format!("{} {}", title(t.status.state.as_str()), ago(t.status.timestamp_ms, now_ms));
+            // Health as `docker ps` shows it: "Running (healthy) 5 seconds ago".
+            let health = match t.status.health {
+                Some(crate::model::Health::Starting) => " (health: starting)",
+                Some(crate::model::Health::Healthy) => " (healthy)",
+                Some(crate::model::Health::Unhealthy) => " (unhealthy)",
+                None => "",
+            };
+            let current = format!("{}{health} {}", title(t.status.state.as_str()), ago(t.status.timestamp_ms, now_ms));
             let error = t.status.err.clone().unwrap_or_else(|| {
                 if t.status.state == TaskState::Pending || t.status.state.is_terminal() && t.status.state != TaskState::Shutdown && t.status.state != TaskState::Complete {
                     t.status.message.clone()

@@ -45,6 +45,21 @@ pub struct CreateArgs {
     pub replicas_max_per_node: Option<u64>,
     #[arg(long)]
     pub secret: Vec<String>,
+    /// Command to run to check health (`/bin/sh -c` inside the task; exit 0 = healthy).
+    #[arg(long)]
+    pub health_cmd: Option<String>,
+    /// Time between health checks (ms|s|m|h) [30s].
+    #[arg(long)]
+    pub health_interval: Option<String>,
+    /// Maximum time one check may take (ms|s|m|h) [30s].
+    #[arg(long)]
+    pub health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy [3].
+    #[arg(long)]
+    pub health_retries: Option<u32>,
+    /// Start period during which failures do not count (ms|s|m|h) [0s].
+    #[arg(long)]
+    pub health_start_period: Option<String>,
     /// Return at once instead of waiting for the service to converge.
     #[arg(long, short = 'd')]
     pub detach: bool,
@@ -133,7 +148,29 @@ pub fn build_spec(a: &CreateArgs) -> anyhow::Result<ServiceSpec> {
         s.restart.window_ms = parse_duration_ms(w).map_err(|e| anyhow::anyhow!("invalid --restart-window: {e}"))?;
     }
     s.secrets = a.secret.clone();
+    s.healthcheck = health_check(a)?;
     Ok(s)
+}
+
+fn health_check(a: &CreateArgs) -> anyhow::Result<Option<crate::model::HealthCheck>> {
+    let Some(cmd) = &a.health_cmd else {
+        if a.health_interval.is_some() || a.health_timeout.is_some() || a.health_retries.is_some() || a.health_start_period.is_some() {
+            anyhow::bail!("--health-interval, --health-timeout, --health-retries and --health-start-period need --health-cmd");
+        }
+        return Ok(None);
+    };
+    let mut h = crate::model::HealthCheck::new(cmd.clone());
+    let ms = |flag: &str, v: &Option<String>, default: u64| -> anyhow::Result<u64> {
+        match v {
+            Some(s) => parse_duration_ms(s).map_err(|e| anyhow::anyhow!("invalid --{flag}: {e}")),
+            None => Ok(default),
+        }
+    };
+    h.interval_ms = ms("health-interval", &a.health_interval, h.interval_ms)?;
+    h.timeout_ms = ms("health-timeout", &a.health_timeout, h.timeout_ms)?;
+    h.start_period_ms = ms("health-start-period", &a.health_start_period, h.start_period_ms)?;
+    h.retries = a.health_retries.unwrap_or(h.retries);
+    Ok(Some(h))
 }
 
 pub async fn run(c: Client, cmd: ServiceCmd) -> anyhow::Result<()> {

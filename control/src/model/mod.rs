@@ -13,7 +13,7 @@ pub use network::{Network, NetworkSpec};
 pub use node::{Availability, Node, NodeState, Role};
 pub use secret::{Secret, SecretSpec};
 pub use service::{
-    EndpointMode, EndpointSpec, Placement, PortConfig, Protocol, PublishMode, RestartCondition,
+    EndpointMode, HealthCheck, EndpointSpec, Placement, PortConfig, Protocol, PublishMode, RestartCondition,
     RestartPolicy, Service, ServiceMode, ServiceSpec, Vip,
 };
 pub use task::{mac_for, Health, NetworkAttachment, Task, TaskState, TaskStatus};

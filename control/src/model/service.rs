@@ -110,6 +110,29 @@ pub struct ServiceSpec {
     pub restart: RestartPolicy,
     /// Secret names.
     pub secrets: Vec<String>,
+    /// Docker's HEALTHCHECK: a task is an endpoint only once healthy, and is replaced when it
+    /// turns unhealthy. Absent in specs written before health checks existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthCheck>,
+}
+
+/// A command run in the task's namespaces (`/bin/sh -c`, Docker's CMD-SHELL); exit 0 = healthy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub cmd: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Consecutive failures that make the task unhealthy.
+    pub retries: u32,
+    /// Failures in this time after start do not count, until the first success.
+    pub start_period_ms: u64,
+}
+
+impl HealthCheck {
+    /// Docker's defaults: every 30 s, 30 s timeout, 3 retries, no start period.
+    pub fn new(cmd: impl Into<String>) -> HealthCheck {
+        HealthCheck { cmd: cmd.into(), interval_ms: 30_000, timeout_ms: 30_000, retries: 3, start_period_ms: 0 }
+    }
 }
 
 impl ServiceSpec {
@@ -127,6 +150,7 @@ impl ServiceSpec {
             placement: Placement::default(),
             restart: RestartPolicy::default(),
             secrets: vec![],
+            healthcheck: None,
         }
     }
 }

@@ -108,11 +108,12 @@ impl Task {
         }
     }
 
-    /// Whether this task should be in load balancers and DNS.
+    /// Whether this task should be in load balancers and DNS: running and, when it has a
+    /// health check, healthy (a starting task gets no traffic yet).
     pub fn is_endpoint(&self) -> bool {
         self.status.state == TaskState::Running
             && self.desired_state == TaskState::Running
-            && self.status.health != Some(Health::Unhealthy)
+            && matches!(self.status.health, None | Some(Health::Healthy))
     }
 }
 

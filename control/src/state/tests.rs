@@ -219,3 +219,35 @@ fn a_batch_applies_each_command_on_its_own() {
     assert_eq!(w.live(&sid).len(), 2);
     assert!(w.state.find_service("-bad").is_err());
 }
+
+#[test]
+fn bad_health_checks_name_the_flag_and_change_nothing() {
+    let mut w = World::new(1);
+    let with = |f: &dyn Fn(&mut crate::model::HealthCheck)| {
+        let mut s = ServiceSpec::new("web", "shoal/whoami");
+        let mut h = crate::model::HealthCheck::new("true");
+        f(&mut h);
+        s.healthcheck = Some(h);
+        s
+    };
+    refused(&mut w, with(&|h| h.cmd = " ".into()), "health-cmd");
+    refused(&mut w, with(&|h| h.interval_ms = 0), "health-interval");
+    refused(&mut w, with(&|h| h.timeout_ms = 0), "health-timeout");
+    refused(&mut w, with(&|h| h.retries = 0), "health-retries");
+    refused(&mut w, with(&|h| h.start_period_ms = 90_000_000), "health-start-period");
+    w.create(with(&|_| {}));
+}
+
+#[test]
+fn a_task_with_a_health_check_is_an_endpoint_only_when_healthy() {
+    use crate::model::Health;
+    let mut w = World::new(0);
+    let sid = w.create(ServiceSpec::new("web", "shoal/whoami"));
+    w.report_all(TaskState::Running);
+    let mut t = w.live(&sid)[0].clone();
+    assert!(t.is_endpoint(), "no health check: running is enough");
+    for (health, endpoint) in [(Health::Starting, false), (Health::Healthy, true), (Health::Unhealthy, false)] {
+        t.status.health = Some(health);
+        assert_eq!(t.is_endpoint(), endpoint, "{health:?}");
+    }
+}

@@ -87,6 +87,23 @@ pub fn check_service(spec: &ServiceSpec, state: &ClusterState) -> Result<(), Sta
     if spec.placement.max_replicas_per_node > 0 && spec.mode == ServiceMode::Global {
         return Err(StateError::invalid("max-replicas", "only replicated services take a per-node maximum"));
     }
+    if let Some(h) = &spec.healthcheck {
+        if h.cmd.trim().is_empty() {
+            return Err(StateError::invalid("health-cmd", "must not be empty: give a shell command that exits 0 when the task is healthy"));
+        }
+        if !(1..=86_400_000).contains(&h.interval_ms) {
+            return Err(StateError::invalid("health-interval", format!("{} ms: use 1ms to 24h", h.interval_ms)));
+        }
+        if !(1..=86_400_000).contains(&h.timeout_ms) {
+            return Err(StateError::invalid("health-timeout", format!("{} ms: use 1ms to 24h", h.timeout_ms)));
+        }
+        if h.retries == 0 {
+            return Err(StateError::invalid("health-retries", "must be 1 or more"));
+        }
+        if h.start_period_ms > 86_400_000 {
+            return Err(StateError::invalid("health-start-period", format!("{} ms: use at most 24h", h.start_period_ms)));
+        }
+    }
     for (i, s) in spec.secrets.iter().enumerate() {
         state.find_secret(s).map_err(|_| {
             StateError::invalid(format!("secrets[{i}]"), format!("secret {s:?} not found: create it with `shoal secret create`"))

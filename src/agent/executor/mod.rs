@@ -1,6 +1,7 @@
 //! Runs task processes. The trait leaves room for an OCI runtime (runc) later; the built-in
 //! executor uses Linux namespaces directly through the `task-exec` shim.
 
+pub mod inside;
 pub mod shim;
 pub mod spec;
 
@@ -40,6 +41,8 @@ pub trait Executor: Send + Sync {
     fn remove(&self, id: &str);
     /// The task's stdout and stderr files, while this node holds its records.
     fn log_paths(&self, id: &str) -> Option<(PathBuf, PathBuf)>;
+    /// Runs `sh -c cmd` inside the running task (health checks).
+    fn run_inside(&self, id: &str, cmd: &str, timeout: Duration) -> Result<inside::Outcome, ExecError>;
 }
 
 /// One directory per task under `root`: spec.json, pid (the task's init, host PID), exit,
@@ -147,6 +150,11 @@ impl Executor for NamespaceExecutor {
 
     fn remove(&self, id: &str) {
         let _ = std::fs::remove_dir_all(self.dir(id));
+    }
+
+    fn run_inside(&self, id: &str, cmd: &str, timeout: Duration) -> Result<inside::Outcome, ExecError> {
+        let pid = self.pid(id).ok_or_else(|| ExecError::Io { id: id.into(), what: "run a command inside", source: std::io::Error::other("the task is not running") })?;
+        inside::run_in(pid, cmd, timeout).map_err(|source| ExecError::Io { id: id.into(), what: "run a command inside (nsenter)", source })
     }
 
     fn log_paths(&self, id: &str) -> Option<(PathBuf, PathBuf)> {
