@@ -501,8 +501,8 @@ fn the_daemon_refuses_a_bad_config_file_naming_the_key() {
 }
 
 /// A published service on `backend` is on two networks (ingress first, as Docker does): each
-/// task has eth0 (ingress, default route) and eth1 (backend), and reaches every other task on
-/// both.
+/// task has eth0 (ingress, default route) and eth1 (backend), reaches every other task on both,
+/// and resolves its peers on backend.
 fn tasks_join_every_network_of_their_service(c: &Cluster) {
     let ps = c.cli("smgr", &["service", "ps", "--format", "json", "vote"]);
     let tasks: Vec<serde_json::Value> = ps.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -527,5 +527,9 @@ fn tasks_join_every_network_of_their_service(c: &Cluster) {
                 assert!(ping(&ns, &addr), "{ns} cannot reach {addr} (task {})", other["id"]);
             }
         }
+        // Names resolve on the service's own network, not on ingress (as in Swarm).
+        let mut backend: Vec<String> = live.iter().map(|o| addrs(o)[1].clone()).collect();
+        backend.sort();
+        assert_eq!(dig(&ns, "tasks.vote"), backend, "{ns}: tasks.vote gives the backend addresses");
     }
 }

@@ -16,7 +16,9 @@ fn slot_of(task_name: &str) -> Option<u64> {
 
 pub fn zone(view: &AgentView) -> Zone {
     let mut networks = Vec::new();
-    for net in view.networks.values() {
+    // As in Swarm, the ingress network carries published ports, not names: a task of a
+    // published service resolves its peers on its own networks.
+    for net in view.networks.values().filter(|n| !n.ingress) {
         let services = view
             .services
             .values()
