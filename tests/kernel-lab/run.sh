@@ -42,13 +42,16 @@ fi
 for pkg in $(for i in "${!names[@]}"; do [ "${kinds[$i]}" = test ] && echo "${specs[$i]%%/*}"; done | sort -u); do
   targets=()
   for i in "${!names[@]}"; do
-    [ "${kinds[$i]}" = test ] && [ "${specs[$i]%%/*}" = "$pkg" ] && targets+=(--test "${specs[$i]#*/}")
+    [ "${kinds[$i]}" = test ] && [ "${specs[$i]%%/*}" = "$pkg" ] || continue
+    # PACKAGE/lib: the library's own unit tests (root tests kept next to the code they test).
+    if [ "${specs[$i]#*/}" = lib ]; then targets+=(--lib); else targets+=(--test "${specs[$i]#*/}"); fi
   done
   json=$(cargo test --locked --no-run --message-format=json -p "$pkg" "${targets[@]}")
   while IFS= read -r line; do
     [[ "$line" == *'"reason":"compiler-artifact"'* && "$line" == *'"executable":"/'* ]] || continue
     [[ "$line" == *'"test":true'* ]] || continue
     target=$(sed -E 's/.*"target":\{[^}]*"name":"([^"]+)".*/\1/' <<< "$line")
+    [[ "$line" == *'"kind":["lib"]'* ]] && target=lib
     exe[$pkg/$target]=$(sed -E 's/.*"executable":"([^"]+)".*/\1/' <<< "$line")
     manifest=$(sed -E 's/.*"manifest_path":"([^"]+)".*/\1/' <<< "$line")
     dir[$pkg/$target]=$(dirname "$manifest")

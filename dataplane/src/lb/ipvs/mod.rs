@@ -46,6 +46,8 @@
 //! [`kernel`] reads the kernel (GET_SERVICE/GET_DEST dumps, `nft -j`, sysctls) and runs them.
 
 pub mod kernel;
+#[cfg(test)]
+mod kernel_tests;
 pub mod msg;
 pub mod plan;
 pub mod table;
