@@ -82,12 +82,6 @@ impl IpvsLb {
         kernel::observe(&mut self.genl)
     }
 
-    /// Whether this namespace holds anything of the IPVS balancer (without opening it when
-    /// the kernel has no IPVS).
-    pub fn present() -> bool {
-        probe().is_ok() && Self::open().and_then(|mut lb| lb.observe()).is_ok_and(|o| o.table.present || !o.services.is_empty())
-    }
-
     fn run(&mut self, mut obs: Observed, ops: &[IpvsOp]) -> Result<Vec<String>, LbError> {
         match kernel::run(&mut self.genl, ops) {
             Ok(()) => {
