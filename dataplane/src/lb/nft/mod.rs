@@ -2,12 +2,14 @@
 //! backend (see [`plan`] for the layout), every change of a reconcile committed in one
 //! transaction.
 //!
-//! Structural changes (first programming, a slot count coming into use, repairs) go through
-//! the `nft` binary, one `nft -f -` batch per reconcile (what netavark does): a single
-//! transaction, nft's parser and error messages for free, no libnftnl binding. Backend changes
-//! are element changes only, encoded here as one nfnetlink batch ([`netlink`]): O(ops), with
-//! no table validation in the kernel and no cache load in `nft`. The table is read back with
-//! `nft -j`.
+//! Backend changes are element changes only, encoded here as one nfnetlink batch
+//! ([`netlink`]): O(ops), with no table validation in the kernel and no cache load in `nft`.
+//! The balancing chains' rules are encoded here too (nft 1.0.6 gets them wrong, see
+//! [`netlink`]). Tables, sets, maps, chains and the SNAT rules go through the `nft` binary, one
+//! `nft -f -` batch (what netavark does): nft's parser and error messages for free, no
+//! libnftnl binding. So a reconcile that adds a slot count is up to three transactions: maps
+//! and chains first (unused, so harmless), then rules and elements, then maps nothing uses
+//! any more are deleted. The table is read back with `nft -j`.
 
 mod netlink;
 mod observe;
@@ -27,6 +29,8 @@ use super::plan::LbTable;
 use super::{conntrack, LbError, LbKind, LoadBalancer, Programmed};
 
 const NFT: &str = "nft";
+/// The chains whose rules are encoded in-process.
+const NAT_CHAINS: [&str; 2] = ["prerouting", "output"];
 
 pub struct NftLb {
     /// What the kernel holds, kept in step after each commit (read once per process).
@@ -70,24 +74,19 @@ impl NftLb {
         Ok(self.cache.get_or_insert_with(NftObserved::default))
     }
 
-    /// Commits `ops` as one transaction: in-process over nfnetlink when they are element
-    /// changes only, else through `nft -f` (which also words any error). Returns the UDP
-    /// backends no slot reaches any more (their flows must be forgotten).
+    /// Commits `ops`: element changes and the balancing chains' rules in-process over
+    /// nfnetlink (see [`netlink`] for why the rules never go through nft), the rest (tables,
+    /// sets, maps, chains, the SNAT rules) through `nft -f` before them, and maps to delete
+    /// after them. A backend change is one nfnetlink transaction. Returns the UDP backends no
+    /// slot reaches any more (their flows must be forgotten).
     pub fn commit(&mut self, ops: &[NftOp]) -> Result<Vec<SocketAddrV4>, LbError> {
         if ops.is_empty() {
             return Ok(vec![]);
         }
         let candidates = self.cache.as_ref().map(|c| c.udp_backends_in(ops)).unwrap_or_default();
-        let done = match self.commit_netlink(ops) {
-            Ok(done) => done,
-            // Nothing was committed: let nft retry and explain.
-            Err(e) => {
-                tracing::debug!(error = %e, "nfnetlink batch refused; retrying with nft");
-                false
-            }
-        };
-        if !done {
-            self.commit_with_nft(ops)?;
+        if let Err(e) = self.commit_phases(ops) {
+            self.cache = None; // re-read: an earlier phase may have been committed
+            return Err(e);
         }
         Ok(match &mut self.cache {
             Some(c) => {
@@ -98,8 +97,29 @@ impl NftLb {
         })
     }
 
-    /// Commits `ops` over nfnetlink from this process. Ok(false): not element changes only,
-    /// or too many for one send (nothing was sent). Does not update the cache.
+    fn commit_phases(&mut self, ops: &[NftOp]) -> Result<(), LbError> {
+        let nat_chain = |c: &str| NAT_CHAINS.contains(&c);
+        let in_process =
+            |o: &NftOp| o.is_element() || matches!(o, NftOp::FlushChain(c) | NftOp::AddRule { chain: c, .. } if nat_chain(c));
+        let after = |o: &NftOp| matches!(o, NftOp::DeleteSlotMap { .. });
+        let before: Vec<NftOp> = ops.iter().filter(|o| !in_process(o) && !after(o)).cloned().collect();
+        let middle: Vec<NftOp> = ops.iter().filter(|o| in_process(o)).cloned().collect();
+        let last: Vec<NftOp> = ops.iter().filter(|o| after(o)).cloned().collect();
+        self.commit_with_nft(&before)?;
+        if !self.commit_netlink(&middle)? {
+            // Too large for one send (a first programming): elements through nft, rules here.
+            let (elements, rules): (Vec<NftOp>, Vec<NftOp>) = middle.into_iter().partition(NftOp::is_element);
+            self.commit_with_nft(&elements)?;
+            if !self.commit_netlink(&rules)? {
+                return Err(LbError::Nft { what: "encode the balancing rules".into(), detail: format!("{rules:?}") });
+            }
+        }
+        self.commit_with_nft(&last)
+    }
+
+    /// Commits `ops` over nfnetlink from this process, as one transaction. Ok(false): an op
+    /// it does not encode, or too many for one send (nothing was sent). Does not update the
+    /// cache.
     pub fn commit_netlink(&mut self, ops: &[NftOp]) -> Result<bool, LbError> {
         netlink::commit(ops).map_err(|r| {
             let op = ops.get(r.op);
@@ -117,6 +137,9 @@ impl NftLb {
     }
 
     fn commit_with_nft(&mut self, ops: &[NftOp]) -> Result<(), LbError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
         let batch = batch_text(ops);
         let mut child = Command::new(NFT)
             .args(["-f", "-"])
@@ -130,7 +153,6 @@ impl NftLb {
         }
         let out = child.wait_with_output().map_err(|e| LbError::Nft { what: "wait for nft".into(), detail: e.to_string() })?;
         if !out.status.success() {
-            self.cache = None; // nothing was committed, but re-read to be sure
             return Err(LbError::Nft {
                 what: format!("commit a batch of {} changes (nothing was changed)", ops.len()),
                 detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),

@@ -1,11 +1,15 @@
 //! The incremental path without the `nft` binary: element changes of the slot maps and the
-//! `masq` set encoded as one nfnetlink batch (one transaction) and sent from this process.
-//! `nft` must load its cache of the table before it applies anything; this costs O(ops).
+//! `masq` set, and the rules of the balancing chains, encoded as one nfnetlink batch (one
+//! transaction) and sent from this process. `nft` must load its cache of the table before it
+//! applies anything; this costs O(ops).
 //!
 //! Element keys and values are laid out as nft 1.0.6 writes them (`nft --debug=netlink`): each
 //! field of a concatenation padded to 4 bytes, ports big-endian, the slot (a `numgen` result)
-//! in host order. Ops other than element changes make [`encode`] return None and the caller
-//! uses `nft -f`.
+//! in host order. The balancing rules are always encoded here: nft 1.0.6, evaluating
+//! `dnat ip to <concat> map @m` against a map whose value is typed `ip daddr . tcp dport`,
+//! sometimes adds a `meta l4proto tcp` dependency (UDP would then not be balanced), and with
+//! `th dport` it refuses rules that name an existing map ("conflicting protocols"). The bytes
+//! here are those nft writes without the dependency. Other ops make [`encode`] return None.
 
 use std::net::SocketAddrV4;
 
@@ -19,9 +23,12 @@ const NETLINK_NETFILTER: isize = 12;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_APPEND: u16 = 0x800;
 const NFPROTO_IPV4: u8 = 2;
 
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
@@ -31,6 +38,25 @@ const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_RULE_USERDATA: u16 = 7;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+/// 128-bit register 1 (32-bit registers 8..11), and 32-bit registers 9, 10, 11.
+const NFT_REG_1: u32 = 1;
+const NFT_REG32_01: u32 = 9;
+const NFT_REG32_02: u32 = 10;
+const NFT_REG32_03: u32 = 11;
+const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
+const NFT_META_MARK: u32 = 3;
+const NFT_META_L4PROTO: u32 = 16;
+const NFT_NG_RANDOM: u32 = 1;
+const NFT_NAT_DNAT: u32 = 1;
+/// NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED.
+const NAT_FLAGS: u32 = 0x3;
 /// nlmsgerr TLV with the kernel's extended-ack message.
 const NLMSGERR_ATTR_MSG: u16 = 1;
 const NLM_F_CAPPED: u16 = 0x100;
@@ -92,8 +118,137 @@ fn elements_message(seq: u32, add: bool, ack: bool, set: &str, elems: &[(Vec<u8>
     m.finish()
 }
 
+/// A balancing rule, as `plan` writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NatRule {
+    /// `ip daddr . meta l4proto . th dport @<set> meta mark set meta mark | <mark>`
+    Mark { set: String, mark: u32 },
+    /// `dnat ip to ip daddr . meta l4proto . th dport . numgen random mod <n> map @<map>`
+    Dnat { modulus: u32, map: String },
+}
+
+pub fn parse_rule(rule: &str) -> Option<NatRule> {
+    const FRONTEND: &str = "ip daddr . meta l4proto . th dport ";
+    if let Some(r) = rule.strip_prefix(FRONTEND).and_then(|r| r.strip_prefix('@')) {
+        let (set, r) = r.split_once(' ')?;
+        let mark = r.strip_prefix("meta mark set meta mark | 0x")?;
+        return Some(NatRule::Mark { set: set.to_string(), mark: u32::from_str_radix(mark, 16).ok()? });
+    }
+    let r = rule.strip_prefix("dnat ip to ")?.strip_prefix(FRONTEND)?.strip_prefix(". numgen random mod ")?;
+    let (modulus, map) = r.split_once(" map @")?;
+    if map.contains(' ') {
+        return None;
+    }
+    Some(NatRule::Dnat { modulus: modulus.parse().ok()?, map: map.to_string() })
+}
+
+fn be32(m: &mut MsgBuilder, kind: u16, v: u32) {
+    m.attr(kind, &v.to_be_bytes());
+}
+
+fn expr(m: &mut MsgBuilder, name: &str, data: impl FnOnce(&mut MsgBuilder)) {
+    m.begin_nested(NFTA_LIST_ELEM).str(NFTA_EXPR_NAME, name).begin_nested(NFTA_EXPR_DATA);
+    data(m);
+    m.end_nested().end_nested();
+}
+
+fn payload(m: &mut MsgBuilder, dreg: u32, base: u32, offset: u32, len: u32) {
+    expr(m, "payload", |m| {
+        be32(m, 1, dreg);
+        be32(m, 2, base);
+        be32(m, 3, offset);
+        be32(m, 4, len);
+    });
+}
+
+fn meta_load(m: &mut MsgBuilder, key: u32, dreg: u32) {
+    expr(m, "meta", |m| {
+        be32(m, 2, key);
+        be32(m, 1, dreg);
+    });
+}
+
+/// ip daddr => reg 1, meta l4proto => reg 9, th dport => reg 10.
+fn frontend_exprs(m: &mut MsgBuilder) {
+    payload(m, NFT_REG_1, NFT_PAYLOAD_NETWORK_HEADER, 16, 4);
+    meta_load(m, NFT_META_L4PROTO, NFT_REG32_01);
+    payload(m, NFT_REG32_02, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
+}
+
+fn lookup(m: &mut MsgBuilder, set: &str, dreg: Option<u32>) {
+    expr(m, "lookup", |m| {
+        m.str(1, set);
+        be32(m, 2, NFT_REG_1);
+        if let Some(d) = dreg {
+            be32(m, 3, d);
+        }
+    });
+}
+
+fn rule_message(seq: u32, ack: bool, chain: &str, rule: &NatRule, comment: &str) -> Vec<u8> {
+    let mut flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND;
+    if ack {
+        flags |= NLM_F_ACK;
+    }
+    let mut m = MsgBuilder::new(nft_type(NFT_MSG_NEWRULE), flags, seq, &[NFPROTO_IPV4, 0, 0, 0]);
+    m.str(NFTA_RULE_TABLE, TABLE).str(NFTA_RULE_CHAIN, chain).begin_nested(NFTA_RULE_EXPRESSIONS);
+    frontend_exprs(&mut m);
+    match rule {
+        NatRule::Mark { set, mark } => {
+            lookup(&mut m, set, None);
+            meta_load(&mut m, NFT_META_MARK, NFT_REG_1);
+            expr(&mut m, "bitwise", |m| {
+                be32(m, 1, NFT_REG_1);
+                be32(m, 2, NFT_REG_1);
+                be32(m, 3, 4);
+                value(m, 4, &(!mark).to_ne_bytes());
+                value(m, 5, &mark.to_ne_bytes());
+            });
+            expr(&mut m, "meta", |m| {
+                be32(m, 2, NFT_META_MARK);
+                be32(m, 3, NFT_REG_1);
+            });
+        }
+        NatRule::Dnat { modulus, map } => {
+            expr(&mut m, "numgen", |m| {
+                be32(m, 1, NFT_REG32_03);
+                be32(m, 2, *modulus);
+                be32(m, 3, NFT_NG_RANDOM);
+                be32(m, 4, 0);
+            });
+            lookup(&mut m, map, Some(NFT_REG_1));
+            expr(&mut m, "nat", |m| {
+                be32(m, 1, NFT_NAT_DNAT);
+                be32(m, 2, u32::from(NFPROTO_IPV4));
+                be32(m, 3, NFT_REG_1);
+                be32(m, 4, NFT_REG_1);
+                be32(m, 5, NFT_REG32_01);
+                be32(m, 6, NFT_REG32_01);
+                be32(m, 7, NAT_FLAGS);
+            });
+        }
+    }
+    m.end_nested();
+    // userdata: NFTNL_UDATA_RULE_COMMENT (0), length, "comment\0"
+    let mut ud = vec![0u8, (comment.len() + 1) as u8];
+    ud.extend_from_slice(comment.as_bytes());
+    ud.push(0);
+    m.attr(NFTA_RULE_USERDATA, &ud);
+    m.finish()
+}
+
+/// Deletes every rule of `chain` (DELRULE without a handle).
+fn flush_message(seq: u32, ack: bool, chain: &str) -> Vec<u8> {
+    let flags = if ack { NLM_F_REQUEST | NLM_F_ACK } else { NLM_F_REQUEST };
+    let mut m = MsgBuilder::new(nft_type(NFT_MSG_DELRULE), flags, seq, &[NFPROTO_IPV4, 0, 0, 0]);
+    m.str(NFTA_RULE_TABLE, TABLE).str(NFTA_RULE_CHAIN, chain);
+    m.finish()
+}
+
 fn op_message(seq: u32, ack: bool, op: &NftOp) -> Option<Vec<u8>> {
     Some(match op {
+        NftOp::FlushChain(chain) => flush_message(seq, ack, chain),
+        NftOp::AddRule { chain, rule, comment } if comment.len() < 250 => rule_message(seq, ack, chain, &parse_rule(rule)?, comment),
         NftOp::AddSlots { kind, key, size, slots } => {
             let e: Vec<_> = slots.iter().map(|(s, to)| (slot_key(key, *s).to_vec(), Some(backend_value(to)))).collect();
             elements_message(seq, true, ack, &slot_map(*kind, *size), &e)
@@ -110,7 +265,8 @@ fn op_message(seq: u32, ack: bool, op: &NftOp) -> Option<Vec<u8>> {
 
 /// The batch for `ops`, messages numbered from `first_seq + 1`; only the last asks for an ACK
 /// (the kernel reports every refused message anyway, and processes the batch before `send`
-/// returns). None when an op is not an element change or the batch is too large.
+/// returns). None when an op is not an element change, a balancing rule or a chain flush, or
+/// when the batch is too large.
 pub fn encode(ops: &[NftOp], first_seq: u32) -> Option<Vec<u8>> {
     let end = |seq| MsgBuilder::new(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, &[0, 0, 0, NFNL_SUBSYS_NFTABLES as u8]).finish();
     let mut out = MsgBuilder::new(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, first_seq, &[0, 0, 0, NFNL_SUBSYS_NFTABLES as u8]).finish();
@@ -158,9 +314,9 @@ pub fn parse_error(msg_flags: u16, payload: &[u8]) -> Option<(i32, u32, Option<S
     Some((-code, seq, message))
 }
 
-/// Commits `ops` (element changes only) as one nfnetlink transaction in the calling
-/// process's network namespace. Ok(false): an op is not an element change, or the batch is
-/// too large (nothing was sent). A refusal means nothing was committed.
+/// Commits `ops` (element changes, balancing rules, chain flushes) as one nfnetlink
+/// transaction in the calling process's network namespace. Ok(false): an op of another kind,
+/// or the batch is too large (nothing was sent). A refusal means nothing was committed.
 pub fn commit(ops: &[NftOp]) -> Result<bool, Refused> {
     const FIRST_SEQ: u32 = 1;
     if ops.is_empty() {
@@ -275,7 +431,29 @@ mod tests {
         assert_eq!(elems.len(), 3);
         assert!(wire::find(&elems[0].nested(), NFTA_SET_ELEM_DATA).is_none());
         assert!(encode(&[NftOp::AddTable], 1).is_none());
-        assert!(encode(&[NftOp::FlushChain("prerouting".into())], 1).is_none());
+        assert!(encode(&[NftOp::AddRule { chain: "mesh_snat".into(), rule: "oifname \"x\" snat to 10.0.9.250".into(), comment: "c".into() }], 1).is_none());
+    }
+
+    #[test]
+    fn balancing_rules_parse_and_encode_as_nft_lays_them_out() {
+        let mark = parse_rule("ip daddr . meta l4proto . th dport @masq meta mark set meta mark | 0x5300").unwrap();
+        assert_eq!(mark, NatRule::Mark { set: "masq".into(), mark: 0x5300 });
+        let dnat = parse_rule("dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @vip_3").unwrap();
+        assert_eq!(dnat, NatRule::Dnat { modulus: 3, map: "vip_3".into() });
+        assert!(parse_rule("meta mark & 0x5300 == 0x5300 jump mesh_snat").is_none());
+        let msg = rule_message(5, false, "prerouting", &dnat, "shoal-vip_3");
+        let top = wire::attrs(&msg[NLMSG_HDR_LEN + 4..]);
+        assert_eq!(wire::find(&top, NFTA_RULE_CHAIN).unwrap().data, b"prerouting\0");
+        assert_eq!(wire::find(&top, NFTA_RULE_USERDATA).unwrap().data, b"\x00\x0cshoal-vip_3\x00");
+        // nft --debug=netlink: payload, meta, payload, numgen, lookup, nat (no l4proto cmp)
+        let exprs = wire::find(&top, NFTA_RULE_EXPRESSIONS).unwrap().nested();
+        let names: Vec<Vec<u8>> = exprs.iter().map(|e| wire::find(&e.nested(), NFTA_EXPR_NAME).unwrap().data.to_vec()).collect();
+        assert_eq!(names, ["payload\0", "meta\0", "payload\0", "numgen\0", "lookup\0", "nat\0"].map(|s| s.as_bytes().to_vec()));
+        let nat = wire::find(&exprs[5].nested(), NFTA_EXPR_DATA).unwrap().nested();
+        assert_eq!(nat.iter().map(|a| (a.kind, u32::from_be_bytes(a.data.try_into().unwrap()))).collect::<Vec<_>>(), vec![(1, 1), (2, 2), (3, 1), (4, 1), (5, 9), (6, 9), (7, 3)]);
+        let msg = rule_message(5, false, "output", &mark, "shoal-mark");
+        let exprs = wire::find(&wire::attrs(&msg[NLMSG_HDR_LEN + 4..]), NFTA_RULE_EXPRESSIONS).unwrap().nested();
+        assert_eq!(exprs.len(), 7, "payload, meta, payload, lookup, meta, bitwise, meta");
     }
 
     #[test]
