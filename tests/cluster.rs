@@ -302,6 +302,51 @@ fn a_service_runs_on_every_node_and_its_tasks_talk_over_the_overlay() {
 
     service_logs_come_from_every_node(&c);
     health_checks_gate_traffic_and_replace_unhealthy_tasks(&c);
+    limits_hold_tasks_in_their_cgroups(&c);
+}
+
+/// `--limit-*`: a task's processes sit in cgroups that carry the limits, and a task that goes
+/// over its memory limit is killed (exit 137) and reported failed.
+fn limits_hold_tasks_in_their_cgroups(c: &Cluster) {
+    c.cli("smgr", &["service", "create", "--detach", "--name", "limited", "--network", "backend",
+        "--limit-memory", "64M", "--limit-cpu", "0.5", "--limit-pids", "32", "host", "sleep", "100000"]);
+    wait_for("the limited task running", Duration::from_secs(30), || running(&c.cli("smgr", &["service", "ps", "limited"])) == 1);
+    let id = c.cli("smgr", &["service", "ps", "--format", "json", "limited"]).lines().next().map(|l| {
+        serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_string()
+    }).unwrap();
+    let pid = c.task_pid(&id);
+    // /proc/PID/cgroup: "N:controllers:/path" (v1) or "0::/path" (v2); read each limit where the
+    // task's cgroup for that controller is.
+    let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let limit = |v1_ctrl: &str, v1_file: &str, v2_file: &str| -> String {
+        let line = membership.lines().find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|x| x == v1_ctrl)));
+        let path = match line {
+            Some(l) => format!("/sys/fs/cgroup/{}{}/{v1_file}", l.split(':').nth(1).unwrap(), l.split(':').nth(2).unwrap()),
+            None => {
+                let l = membership.lines().find(|l| l.starts_with("0::")).expect("a v2 cgroup");
+                format!("/sys/fs/cgroup{}/{v2_file}", &l[3..])
+            }
+        };
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}\n{membership}")).trim().to_string()
+    };
+    assert!(membership.contains(&id), "the task has its own cgroup:\n{membership}");
+    assert_eq!(limit("memory", "memory.limit_in_bytes", "memory.max"), (64u64 << 20).to_string());
+    assert_eq!(limit("pids", "pids.max", "pids.max"), "32");
+    let cpu = limit("cpu", "cpu.cfs_quota_us", "cpu.max");
+    assert!(cpu == "50000" || cpu == "50000 100000", "cpu limit {cpu}");
+    c.cli("smgr", &["service", "rm", "limited"]);
+
+    // Over the limit: `tail` holds 200 MB that has no newline; the kernel kills the task.
+    c.cli("smgr", &["service", "create", "--detach", "--name", "greedy", "--network", "backend", "--restart-condition", "none",
+        "--limit-memory", "16M", "host", "sh", "-c", "head -c 200000000 /dev/zero | tail"]);
+    wait_for("the greedy task killed", Duration::from_secs(30), || {
+        c.cli("smgr", &["service", "ps", "--format", "json", "greedy"]).lines().any(|l| {
+            let t: serde_json::Value = serde_json::from_str(l).unwrap();
+            t["status"]["state"] == "failed" && t["status"]["err"].as_str().is_some_and(|e| e.contains("code 137"))
+        })
+    });
+    c.cli("smgr", &["service", "rm", "greedy"]);
+    wait_for("no task namespaces", Duration::from_secs(30), || task_namespaces(c).is_empty());
 }
 
 /// Sorted answers of the DNS server inside a task namespace.
@@ -455,6 +500,7 @@ fn published_service_answers_on_every_node_and_survives_a_node_failure() {
         assert_eq!(seen.len(), 3, "{node}:5000 reached {seen:?}");
     }
     tasks_join_every_network_of_their_service(&c);
+    a_task_reaches_every_replica_through_the_vip(&c);
 
     // snode2 dies: daemon killed, underlay cable cut.
     c.kill_daemon(2);
@@ -532,4 +578,26 @@ fn tasks_join_every_network_of_their_service(c: &Cluster) {
         backend.sort();
         assert_eq!(dig(&ns, "tasks.vote"), backend, "{ns}: tasks.vote gives the backend addresses");
     }
+}
+
+/// From inside a task (in its cgroup, where the socket load balancer works), `http://vote/`
+/// resolves to the VIP and reaches every replica.
+fn a_task_reaches_every_replica_through_the_vip(c: &Cluster) {
+    let script = "while true; do curl -s --max-time 2 http://vote/ | head -1; sleep 0.1; done";
+    c.cli("smgr", &["service", "create", "--detach", "--name", "client", "--network", "backend", "host", "sh", "-c", script]);
+    let names: Vec<String> = c
+        .cli("smgr", &["service", "ps", "--format", "json", "vote"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|t| t["desired_state"] == "running")
+        .map(|t| format!("vote.{}.{}", t["slot"], t["id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(names.len(), 3);
+    let host = c.host("smgr");
+    wait_for("answers from every replica in the client's output", Duration::from_secs(30), || {
+        let out = shoal(&["service", "--host", &host, "logs", "--raw", "client"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        names.iter().all(|n| text.contains(n.as_str()))
+    });
+    c.cli("smgr", &["service", "rm", "client"]);
 }

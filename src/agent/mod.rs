@@ -33,7 +33,9 @@ pub struct AgentConfig {
     pub drain: Duration,
     /// Time between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
-    pub cgroup: Option<PathBuf>,
+    /// The host's cgroup mounts and this node's cgroup path under them (`shoal/<instance>`):
+    /// each task gets its own cgroup there (the eBPF socket LB attaches at the instance's).
+    pub cgroups: (executor::cgroups::Layout, PathBuf),
     /// Which load balancer (auto probes the kernel).
     pub lb: shoal_dataplane::lb::Choice,
 }
@@ -281,9 +283,13 @@ async fn attach_dns(dns: &shoal_dns::DnsServer, a: &Assignment, v: &shoal_contro
     }
 }
 
-fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<TaskRun, executor::spec::ImageError> {
+fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<TaskRun, String> {
     let name = a.task.name(&a.service_name);
-    let image = Image::resolve(&a.spec.image, &a.spec.args)?;
+    let image = Image::resolve(&a.spec.image, &a.spec.args).map_err(|e| e.to_string())?;
+    let l = a.spec.limits;
+    let limits = executor::cgroups::Limits { memory_bytes: l.memory_bytes, nano_cpus: l.nano_cpus, pids: l.pids };
+    let (layout, instance) = &cfg.cgroups;
+    let cgroups = executor::cgroups::plan(layout, instance, &a.task.id, &limits)?;
     let env = a
         .spec
         .env
@@ -298,7 +304,7 @@ fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<TaskRun, executor::spec
         env,
         resolv_conf: shoal_dns::resolv_conf_for_task(),
         hosts: format!("127.0.0.1\tlocalhost\n{ip}\t{name}\n"),
-        cgroup: cfg.cgroup.clone(),
+        cgroups,
         name,
     })
 }

@@ -64,8 +64,8 @@ impl Held {
             self.last = None;
         }
         if self.lb.is_none() {
-            let opened = lb::probe()
-                .choose(choice)
+            // Probes only what the choice needs (a forced balancer, or auto until one can run).
+            let opened = lb::choose(choice)
                 .and_then(|(kind, reason)| {
                     tracing::info!(lb = %kind, %reason, "load balancer chosen");
                     lb::open(kind, &Instance::here(&desired.node), &want)

@@ -155,14 +155,16 @@ async fn serve(a: config::Settings) -> anyhow::Result<()> {
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             };
-            // Tasks run in this node's cgroup, where the eBPF socket load balancer attaches.
-            let cgroup = shoal_ebpf::cgroup2_mount().map(|root| shoal_dataplane::lb::Instance::here(&node_id).cgroup(&root));
-            if let Some(cg) = &cgroup {
-                if let Err(e) = std::fs::create_dir_all(cg) {
-                    tracing::warn!(cgroup = %cg.display(), error = %e, "cannot create the task cgroup");
+            // Tasks run in cgroups under this node's, where the eBPF socket load balancer attaches.
+            let layout = agent::executor::cgroups::Layout::detect();
+            let instance = PathBuf::from("shoal").join(shoal_dataplane::lb::Instance::here(&node_id).name);
+            if let Some(root) = &layout.v2 {
+                let cg = root.join(&instance);
+                if let Err(e) = std::fs::create_dir_all(&cg) {
+                    tracing::warn!(cgroup = %cg.display(), error = %e, "cannot create the node's task cgroup");
                 }
             }
-            let cfg = AgentConfig { node_id, self_addr, drain, stop_grace: grace, cgroup, lb };
+            let cfg = AgentConfig { node_id, self_addr, drain, stop_grace: grace, cgroups: (layout, instance), lb };
             agent::run(node, cfg, exec, dns, stop_rx).await;
         })
     };

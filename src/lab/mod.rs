@@ -178,13 +178,8 @@ fn remove_lb_instance(node_ns: &str) -> Vec<String> {
             failures.push(format!("remove {}: {e}", inst.run_dir.display()));
         }
     }
-    if let Some(root) = shoal_ebpf::cgroup2_mount() {
-        let cg = inst.cgroup(&root);
-        if let Err(e) = std::fs::remove_dir(&cg) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                failures.push(format!("remove cgroup {}: {e}", cg.display()));
-            }
-        }
-    }
+    // Task cgroups first (v2 and v1 hierarchies), then the node's own.
+    let layout = crate::agent::executor::cgroups::Layout::detect();
+    failures.extend(crate::agent::executor::cgroups::remove_instance(&layout, &std::path::Path::new("shoal").join(&inst.name)));
     failures
 }

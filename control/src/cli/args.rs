@@ -99,9 +99,38 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
     Ok(total as u64)
 }
 
+/// Docker's memory sizes: `512`, `64k`, `256M`, `1g`, `1.5GiB` (binary units, case-insensitive).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let digits = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a size like 256M or 1G"))?;
+    let mult: u64 = match unit.trim_end_matches("ib").trim_end_matches('b') {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use b, k, m, g or t)")),
+    };
+    Ok((n * mult as f64) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("512").unwrap(), 512);
+        assert_eq!(parse_bytes("64k").unwrap(), 65536);
+        assert_eq!(parse_bytes("256M").unwrap(), 256 << 20);
+        assert_eq!(parse_bytes("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("1.5GiB").unwrap(), 3 << 29);
+        assert_eq!(parse_bytes("32mb").unwrap(), 32 << 20);
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("3x").unwrap_err().contains("unknown unit"));
+    }
 
     #[test]
     fn publish_forms() {

@@ -60,6 +60,15 @@ pub struct CreateArgs {
     /// Start period during which failures do not count (ms|s|m|h) [0s].
     #[arg(long)]
     pub health_start_period: Option<String>,
+    /// CPUs a task may use, e.g. 0.5.
+    #[arg(long)]
+    pub limit_cpu: Option<f64>,
+    /// Memory a task may use, e.g. 256M or 1G (a task over it is killed).
+    #[arg(long)]
+    pub limit_memory: Option<String>,
+    /// Processes a task may run at once.
+    #[arg(long)]
+    pub limit_pids: Option<u64>,
     /// Return at once instead of waiting for the service to converge.
     #[arg(long, short = 'd')]
     pub detach: bool,
@@ -149,6 +158,16 @@ pub fn build_spec(a: &CreateArgs) -> anyhow::Result<ServiceSpec> {
     }
     s.secrets = a.secret.clone();
     s.healthcheck = health_check(a)?;
+    if let Some(cpu) = a.limit_cpu {
+        if !(cpu.is_finite() && cpu > 0.0) {
+            anyhow::bail!("invalid --limit-cpu {cpu}: give a number of CPUs above 0, e.g. 0.5");
+        }
+        s.limits.nano_cpus = (cpu * 1e9).round() as u64;
+    }
+    if let Some(m) = &a.limit_memory {
+        s.limits.memory_bytes = super::args::parse_bytes(m).map_err(|e| anyhow::anyhow!("invalid --limit-memory: {e}"))?;
+    }
+    s.limits.pids = a.limit_pids.unwrap_or(0);
     Ok(s)
 }
 

@@ -14,7 +14,7 @@ pub use node::{Availability, Node, NodeState, Role};
 pub use secret::{Secret, SecretSpec};
 pub use service::{
     EndpointMode, HealthCheck, EndpointSpec, Placement, PortConfig, Protocol, PublishMode, RestartCondition,
-    RestartPolicy, Service, ServiceMode, ServiceSpec, Vip,
+    ResourceLimits, RestartPolicy, Service, ServiceMode, ServiceSpec, Vip,
 };
 pub use task::{mac_for, Health, NetworkAttachment, Task, TaskState, TaskStatus};
 

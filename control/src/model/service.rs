@@ -114,6 +114,18 @@ pub struct ServiceSpec {
     /// turns unhealthy. Absent in specs written before health checks existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<HealthCheck>,
+    /// What each task may use (`--limit-*`); enforced with cgroups on the node.
+    #[serde(default)]
+    pub limits: ResourceLimits,
+}
+
+/// Per-task limits; 0 = none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceLimits {
+    /// CPUs in billionths (Docker's NanoCPUs).
+    pub nano_cpus: u64,
+    pub memory_bytes: u64,
+    pub pids: u64,
 }
 
 /// A command run in the task's namespaces (`/bin/sh -c`, Docker's CMD-SHELL); exit 0 = healthy.
@@ -151,6 +163,7 @@ impl ServiceSpec {
             restart: RestartPolicy::default(),
             secrets: vec![],
             healthcheck: None,
+            limits: ResourceLimits::default(),
         }
     }
 }

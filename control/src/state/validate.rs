@@ -87,6 +87,13 @@ pub fn check_service(spec: &ServiceSpec, state: &ClusterState) -> Result<(), Sta
     if spec.placement.max_replicas_per_node > 0 && spec.mode == ServiceMode::Global {
         return Err(StateError::invalid("max-replicas", "only replicated services take a per-node maximum"));
     }
+    let l = &spec.limits;
+    if l.memory_bytes > 0 && l.memory_bytes < 6 << 20 {
+        return Err(StateError::invalid("limit-memory", format!("{} bytes is below the minimum of 6MiB", l.memory_bytes)));
+    }
+    if l.nano_cpus > 0 && l.nano_cpus < 10_000_000 {
+        return Err(StateError::invalid("limit-cpu", "must be at least 0.01 CPU"));
+    }
     if let Some(h) = &spec.healthcheck {
         if h.cmd.trim().is_empty() {
             return Err(StateError::invalid("health-cmd", "must not be empty: give a shell command that exits 0 when the task is healthy"));

@@ -1,6 +1,7 @@
 //! Runs task processes. The trait leaves room for an OCI runtime (runc) later; the built-in
 //! executor uses Linux namespaces directly through the `task-exec` shim.
 
+pub mod cgroups;
 pub mod inside;
 pub mod shim;
 pub mod spec;
@@ -83,6 +84,7 @@ impl Executor for NamespaceExecutor {
         }
         let spec = serde_json::to_vec_pretty(run).map_err(|e| ExecError::Io { id: run.id.clone(), what: "write spec", source: e.into() })?;
         std::fs::write(dir.join("spec.json"), spec).map_err(io("write spec"))?;
+        cgroups::apply(&run.cgroups).map_err(|e| ExecError::Io { id: run.id.clone(), what: "set up cgroups", source: std::io::Error::other(e) })?;
         let out = append(&dir.join("stdout.log")).map_err(io("open stdout.log"))?;
         let err = append(&dir.join("stderr.log")).map_err(io("open stderr.log"))?;
         let mut cmd = Command::new(&self.shoal);
@@ -149,6 +151,14 @@ impl Executor for NamespaceExecutor {
     }
 
     fn remove(&self, id: &str) {
+        // The task's cgroups are empty once its processes ended.
+        if let Ok(spec) = std::fs::read(self.dir(id).join("spec.json")) {
+            if let Ok(run) = serde_json::from_slice::<TaskRun>(&spec) {
+                for d in run.cgroups.mkdirs.iter().rev() {
+                    let _ = std::fs::remove_dir(d);
+                }
+            }
+        }
         let _ = std::fs::remove_dir_all(self.dir(id));
     }
 

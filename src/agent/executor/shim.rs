@@ -68,7 +68,8 @@ pub fn run(dir: &Path) -> anyhow::Result<i32> {
         .context("parse spec.json")?;
     let ns = shoal_dataplane::netns::open(&spec.netns).with_context(|| format!("task namespace {}", spec.netns))?;
     setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).context("enter the task's network namespace")?;
-    if let Some(cg) = &spec.cgroup {
+    // Before the fork, so the task's every process is in them (and limited) from the start.
+    for cg in &spec.cgroups.join {
         std::fs::write(cg.join("cgroup.procs"), std::process::id().to_string())
             .with_context(|| format!("join cgroup {}", cg.display()))?;
     }

@@ -18,9 +18,9 @@ pub struct TaskRun {
     /// Written to the task's /etc/resolv.conf and /etc/hosts.
     pub resolv_conf: String,
     pub hosts: String,
-    /// cgroup v2 directory the process joins (the eBPF socket load balancer attaches there).
+    /// The task's cgroups (made by the executor, joined by the shim) and their limits.
     #[serde(default)]
-    pub cgroup: Option<PathBuf>,
+    pub cgroups: super::cgroups::CgroupPlan,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
