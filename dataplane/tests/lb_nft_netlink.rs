@@ -99,3 +99,32 @@ fn a_refused_nfnetlink_batch_changes_nothing_and_names_the_change() {
     assert_eq!(after, before, "a refused batch changed the table");
     assert!(err.contains("refused at change 2") && err.contains("vip_3") && err.contains("10.0.9.100 . tcp . 80 . 7"), "{err}");
 }
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn the_older_chain_per_service_table_is_replaced_and_then_adopted() {
+    use shoal_dataplane::lb::LoadBalancer;
+    let (changes, again, listing) = in_namespace("shoal-lbno", || {
+        // the layout before slot maps: a verdict map to a chain per frontend
+        let old = "add table ip shoal
+add map ip shoal vips { type ipv4_addr . inet_proto . inet_service : verdict ; }
+add chain ip shoal v_10_0_9_100_80_tcp
+add rule ip shoal v_10_0_9_100_80_tcp meta l4proto tcp dnat ip to 10.0.9.2:80 comment \"h1\"
+add element ip shoal vips { 10.0.9.100 . tcp . 80 : goto v_10_0_9_100_80_tcp }
+add chain ip shoal prerouting { type nat hook prerouting priority dstnat ; policy accept ; }
+add rule ip shoal prerouting ip daddr . meta l4proto . th dport vmap @vips comment \"shoal-vips\"
+";
+        let mut child = Command::new("nft").args(["-f", "-"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), old.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "the old layout did not load");
+        let changes = NftLb::new().reconcile(&table(&[2, 3, 4]), false).unwrap_or_else(|e| panic!("{e}"));
+        // a new process adopts it: nothing to do
+        let again = NftLb::new().reconcile(&table(&[2, 3, 4]), false).unwrap();
+        let listing = Command::new("nft").args(["list", "table", "ip", "shoal"]).output().unwrap();
+        (changes, again, String::from_utf8_lossy(&listing.stdout).to_string())
+    });
+    assert_eq!(changes[0], "nft: delete table ip shoal", "{changes:#?}");
+    assert!(again.is_empty(), "{again:#?}\n{listing}");
+    assert!(!listing.contains("vips") && !listing.contains("v_10_0_9_100_80_tcp"), "{listing}");
+    assert!(listing.contains("10.0.9.100 . tcp . 80 . 2 : 10.0.9.4 . 80"), "{listing}");
+}
