@@ -25,6 +25,8 @@
 //! elements (delete its S old slots, add its new ones: two nfnetlink messages) and the kernel
 //! does not re-validate the table: element changes of data maps are O(1), whatever the number
 //! of services. Rules change only when a slot count comes into use or goes out of use.
+//! Measured on 6.18: a transaction that adds elements takes ~0.1 ms; one that deletes any
+//! element waits ~8 ms in the kernel (also with `nft delete element`), whatever the table size.
 //!
 //! Only a connection's first packet goes through nat chains: the NAT binding lives in
 //! conntrack, so established flows to a removed backend keep flowing (graceful TCP drain);
