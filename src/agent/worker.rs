@@ -22,7 +22,7 @@ impl Worker {
     pub fn spawn(choice: Choice) -> std::io::Result<Worker> {
         let (tx, rx) = mpsc::channel::<(NodeState, oneshot::Sender<Applied>)>();
         thread::Builder::new().name("dataplane".into()).spawn(move || {
-            let mut held = Held { lb: None, attached: None, last: None, warned: false };
+            let mut held = Held { lb: None, attached: None, last: None, broken: Default::default(), warned: false };
             for (desired, reply) in rx {
                 let _ = reply.send(held.apply(&desired, choice));
             }
@@ -45,11 +45,40 @@ struct Held {
     /// The table the open balancer was last brought to: a change is applied as the difference
     /// from it (O(change) kernel work); the same table again is a repair pass (full reconcile).
     last: Option<LbTable>,
+    /// Balancers that failed to open here, with why (auto skips them).
+    broken: std::collections::BTreeMap<lb::LbKind, String>,
     /// Whether the failure to open a balancer was already reported.
     warned: bool,
 }
 
 impl Held {
+    /// Opens the chosen balancer. Under `auto`, one that probes fine but then cannot open here
+    /// (e.g. eBPF on a kernel whose tc attachment it cannot make) is skipped for the next
+    /// available one, loudly, and not tried again by this process.
+    fn open(&mut self, choice: Choice, desired: &NodeState, want: &LbTable) -> Result<Box<dyn LoadBalancer>, lb::LbError> {
+        let inst = Instance::here(&desired.node);
+        loop {
+            let broken = &self.broken;
+            let (kind, reason) = lb::choose_with(choice, |k| match broken.get(&k) {
+                Some(why) => Err(format!("failed to open here: {why}")),
+                None => lb::probe_kind(k),
+            })?;
+            tracing::info!(lb = %kind, %reason, "load balancer chosen");
+            match lb::open(kind, &inst, want) {
+                Ok(handle) => return Ok(handle),
+                Err(e) if choice == Choice::Auto => {
+                    tracing::warn!(lb = %kind, error = %e, "load balancer cannot run here: falling back to the next one");
+                    // Leave nothing half-attached that could steer traffic beside the next one.
+                    if let Err(t) = lb::teardown_kind(kind, &inst) {
+                        tracing::warn!(lb = %kind, error = %t, "cleaning up after the failed load balancer");
+                    }
+                    self.broken.insert(kind, e.to_string());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn apply(&mut self, desired: &NodeState, choice: Choice) -> Applied {
         let t0 = std::time::Instant::now();
         let overlay = overlay::reconcile(desired).map_err(|e| e.to_string())?;
@@ -59,18 +88,25 @@ impl Held {
         // emptied when the last service goes): a new service is then programmed in milliseconds
         // instead of loading and verifying programs first.
         let wiring = (want.underlay, want.bridges.clone());
-        if self.attached.as_ref() != Some(&wiring) {
-            self.lb = None;
-            self.last = None;
+        if self.attached.as_ref().is_some_and(|w| *w != wiring) {
+            // Networks came or went: attach to the new set in place when the balancer can
+            // (no reload), else reopen it.
+            let rewired = self.lb.as_mut().map(|lb| lb.rewire(&want));
+            match rewired {
+                Some(Ok(true)) => self.attached = Some(wiring.clone()),
+                Some(Ok(false)) | None => {
+                    self.lb = None;
+                    self.last = None;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "load balancer rewire failed: reopening it");
+                    self.lb = None;
+                    self.last = None;
+                }
+            }
         }
         if self.lb.is_none() {
-            // Probes only what the choice needs (a forced balancer, or auto until one can run).
-            let opened = lb::choose(choice)
-                .and_then(|(kind, reason)| {
-                    tracing::info!(lb = %kind, %reason, "load balancer chosen");
-                    lb::open(kind, &Instance::here(&desired.node), &want)
-                });
-            match opened {
+            match self.open(choice, desired, &want) {
                 Ok(handle) => {
                     self.lb = Some(handle);
                     self.attached = Some(wiring);

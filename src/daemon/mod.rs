@@ -156,7 +156,7 @@ async fn serve(a: config::Settings) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             };
             // Tasks run in cgroups under this node's, where the eBPF socket load balancer attaches.
-            let layout = agent::executor::cgroups::Layout::detect();
+            let layout = agent::executor::cgroups::Layout::detect_or_mount();
             let instance = PathBuf::from("shoal").join(shoal_dataplane::lb::Instance::here(&node_id).name);
             if let Some(root) = &layout.v2 {
                 let cg = root.join(&instance);

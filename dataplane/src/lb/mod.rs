@@ -113,6 +113,12 @@ pub trait LoadBalancer {
     fn programmed(&mut self) -> Result<Programmed, LbError>;
     /// Removes everything this balancer made here.
     fn teardown(&mut self) -> Result<Vec<String>, LbError>;
+    /// Follows a change of the interfaces it serves (`desired.underlay`, `desired.bridges`:
+    /// networks came or went) without reloading. `Ok(false)`: this balancer cannot, reopen it.
+    /// Balancers that attach nothing per interface need nothing done.
+    fn rewire(&mut self, _desired: &LbTable) -> Result<bool, LbError> {
+        Ok(true)
+    }
 }
 
 /// What the kernel offers, per implementation (`Err` holds the reason it cannot run).
@@ -248,6 +254,17 @@ pub fn teardown_instance(name: &str) -> Result<Vec<String>, LbError> {
         ebpf::EbpfLb::teardown_at(&inst)
     } else {
         Ok(vec![])
+    }
+}
+
+/// Removes what balancer `kind` made here, e.g. after it failed to open halfway.
+pub fn teardown_kind(kind: LbKind, inst: &Instance) -> Result<Vec<String>, LbError> {
+    match kind {
+        LbKind::Ebpf if ebpf::EbpfLb::present(inst) => ebpf::EbpfLb::teardown_at(inst),
+        LbKind::Ebpf => Ok(vec![]),
+        LbKind::Nftables => nft::NftLb::new().teardown(),
+        LbKind::Ipvs if ipvs::probe().is_ok() => ipvs::IpvsLb::open()?.teardown(),
+        LbKind::Ipvs => Ok(vec![]),
     }
 }
 

@@ -37,6 +37,22 @@ const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
 const CPU_PERIOD_US: u64 = 100_000;
 
 impl Layout {
+    /// The mounts this process sees. When it sees none (`ip netns exec` remounts /sys without
+    /// them), cgroup2 is mounted at /sys/fs/cgroup in this mount namespace first: without a
+    /// cgroup the socket load balancer and the limits have nowhere to live.
+    pub fn detect_or_mount() -> Layout {
+        let l = Layout::detect();
+        if l.v2.is_some() || !l.v1.is_empty() {
+            return l;
+        }
+        let at = Path::new("/sys/fs/cgroup");
+        match nix::mount::mount(Some("cgroup2"), at, Some("cgroup2"), nix::mount::MsFlags::empty(), None::<&str>) {
+            Ok(()) => tracing::warn!(at = %at.display(), "no cgroup filesystem was visible: mounted cgroup2"),
+            Err(e) => tracing::warn!(at = %at.display(), error = %e, "no cgroup filesystem is visible and mounting cgroup2 failed: tasks get no cgroup, limits cannot be enforced"),
+        }
+        Layout::detect()
+    }
+
     pub fn detect() -> Layout {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let mut l = Layout::parse_mountinfo(&mountinfo);
