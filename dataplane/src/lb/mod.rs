@@ -114,10 +114,10 @@ pub trait LoadBalancer {
     /// Removes everything this balancer made here.
     fn teardown(&mut self) -> Result<Vec<String>, LbError>;
     /// Follows a change of the interfaces it serves (`desired.underlay`, `desired.bridges`:
-    /// networks came or went) without reloading. `Ok(false)`: this balancer cannot, reopen it.
-    /// Balancers that attach nothing per interface need nothing done.
+    /// networks came or went) without reloading. `Ok(false)` (the default): it cannot, so the
+    /// caller reopens it, which is cheap for balancers that load nothing.
     fn rewire(&mut self, _desired: &LbTable) -> Result<bool, LbError> {
-        Ok(true)
+        Ok(false)
     }
 }
 
