@@ -251,3 +251,16 @@ fn a_task_with_a_health_check_is_an_endpoint_only_when_healthy() {
         assert_eq!(t.is_endpoint(), endpoint, "{health:?}");
     }
 }
+
+#[test]
+fn the_clusters_own_ports_cannot_be_published() {
+    let mut w = World::new(0);
+    for (proto, port) in [(Protocol::Tcp, 2377), (Protocol::Udp, 4789), (Protocol::Udp, 7946)] {
+        let mut s = ServiceSpec::new("web", "shoal/whoami");
+        s.endpoint.ports.push(PortConfig { protocol: proto, target: 80, published: Some(port), mode: PublishMode::Ingress });
+        refused(&mut w, s, "ports[0].published");
+    }
+    let mut s = ServiceSpec::new("web", "shoal/whoami");
+    s.endpoint.ports.push(PortConfig { protocol: Protocol::Udp, target: 80, published: Some(2377), mode: PublishMode::Ingress });
+    w.create(s);
+}

@@ -20,6 +20,18 @@ pub fn check_name(field: &str, name: &str) -> Result<(), StateError> {
     Ok(())
 }
 
+/// Ports every node uses for the cluster itself: publishing one would take it over on every node
+/// (the mesh answers on all of them) and cut the cluster apart.
+fn reserved_port(proto: crate::model::Protocol, port: i64) -> Option<&'static str> {
+    use crate::model::Protocol::{Tcp, Udp};
+    match (proto, port) {
+        (Tcp, 2377) => Some("the manager API"),
+        (Udp, 4789) => Some("VXLAN between nodes"),
+        (Tcp | Udp, 7946) => Some("node gossip, as in Swarm"),
+        _ => None,
+    }
+}
+
 pub fn check_service(spec: &ServiceSpec, state: &ClusterState) -> Result<(), StateError> {
     check_name("name", &spec.name)?;
     if spec.image.trim().is_empty() {
@@ -49,6 +61,12 @@ pub fn check_service(spec: &ServiceSpec, state: &ClusterState) -> Result<(), Sta
                 return Err(StateError::invalid(
                     format!("ports[{i}].published"),
                     format!("{published} is not a port: use 1-65535"),
+                ));
+            }
+            if let Some(what) = reserved_port(p.protocol, published) {
+                return Err(StateError::invalid(
+                    format!("ports[{i}].published"),
+                    format!("{published}/{} is shoal's own ({what}) on every node: choose another port", p.protocol.as_str()),
                 ));
             }
         } else if p.mode == PublishMode::Host {
