@@ -53,6 +53,21 @@ pub enum Error {
         #[source]
         source: aya::programs::ProgramError,
     },
+    /// Our tc filter slot on an interface holds a filter that is not ours.
+    #[error(
+        "tc filter priority {priority} handle {handle} on the ingress of {target} is {holder}'s, not shoal's; \
+         delete it (tc filter del dev {target} ingress prio {priority} handle {handle} bpf) or use tcx (kernel 6.6+)"
+    )]
+    FilterTaken {
+        /// Interface name.
+        target: String,
+        /// The priority shoal uses.
+        priority: u16,
+        /// The handle shoal uses for this hook.
+        handle: u32,
+        /// The name (or classifier kind) of the filter found.
+        holder: String,
+    },
     /// A raw bpf(2) call or file operation failed.
     #[error("{call} on {object}: {source}")]
     Sys {

@@ -36,6 +36,12 @@
 //! `load` reuses the pinned maps (services, UDP affinity, NAT flows) and
 //! `attach` swaps the new programs into the pinned links atomically
 //! (`BPF_LINK_UPDATE`). `teardown` detaches and unpins everything.
+//!
+//! Kernels without tcx links (< 6.6) get the NAT as legacy cls_bpf filters
+//! at shoal's own tc priority and handles instead ([`TcAttach`]): filters
+//! outlive the process by themselves, a new agent swaps its program into
+//! the same filter in place, and a pinned record per filter tells teardown
+//! which to delete (see `tc_legacy.rs`).
 
 pub mod bench;
 mod error;
@@ -49,6 +55,7 @@ mod probe;
 mod service_table;
 mod sock_lb;
 pub mod sys;
+mod tc_legacy;
 mod tc_nat;
 
 pub use error::Error;
@@ -58,4 +65,5 @@ pub use pin::{ensure_bpffs, is_bpffs};
 pub use probe::{cgroup2_mount, probe, Probe, Support};
 pub use service_table::ServiceTable;
 pub use sock_lb::SockLb;
+pub use tc_legacy::{TcAttach, PRIORITY as TC_PRIORITY};
 pub use tc_nat::{TcHook, TcNat};

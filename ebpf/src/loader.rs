@@ -12,6 +12,7 @@ use crate::{
     pin::PinDir,
     plan::Limits,
     service_table::{ServiceMapNames, ServiceTable},
+    tc_legacy::TcAttach,
 };
 
 /// How to load the load balancers.
@@ -37,6 +38,9 @@ pub struct LoadOptions {
     /// Size of the flow tables (UDP affinity and reverse translation for the
     /// socket LB; connection tracking for the NAT), LRU-evicted.
     pub max_flows: u32,
+    /// How the NAT's classifiers are attached (tcx links where the kernel
+    /// has them, else legacy netlink filters).
+    pub tc_attach: TcAttach,
 }
 
 impl Default for LoadOptions {
@@ -48,6 +52,7 @@ impl Default for LoadOptions {
             max_backends_per_service: 4096,
             max_slots_per_service: 4096,
             max_flows: 16384,
+            tc_attach: TcAttach::Auto,
         }
     }
 }

@@ -7,7 +7,9 @@
 //! `sock/<map>` and `sock/link_<hook>_<cgroup id>` for the socket LB,
 //! `nat/<map>` and `nat/link_{ingress,reply}_<ifname>` for the NAT (bpffs
 //! refuses names with a dot: a dot in an interface name becomes a colon,
-//! which interface names cannot contain).
+//! which interface names cannot contain). On kernels without tcx links the
+//! NAT's legacy filters are recorded as `nat/tcf_{ingress,reply}_<netns
+//! cookie>_<ifname>` (the program pinned; see `tc_legacy.rs`).
 
 use std::{
     fs, io,
@@ -98,6 +100,13 @@ impl PinDir {
 
     pub(crate) fn link(&self, hook: &str, target: &str) -> PathBuf {
         self.dir.join(format!("link_{hook}_{}", target.replace('.', ":")))
+    }
+
+    /// The names of the pins in the directory.
+    pub(crate) fn names(&self) -> Vec<String> {
+        fs::read_dir(&self.dir)
+            .map(|entries| entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+            .unwrap_or_default()
     }
 
     /// Detach every pinned link, remove every pin and the directory; keeps

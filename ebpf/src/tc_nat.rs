@@ -1,10 +1,13 @@
 //! Loader of the published-port NAT (`tc_nat.bpf.c`).
 
-use std::{fs, mem::size_of, net::SocketAddrV4, os::fd::AsFd};
+use std::{collections::BTreeSet, fs, mem::size_of, net::SocketAddrV4, os::fd::AsFd};
 
 use aya::{
-    programs::{links::FdLink, tc, tc::SchedClassifierLink, SchedClassifier, TcAttachType},
-    util::KernelVersion,
+    programs::{
+        links::{FdLink, LinkOrder},
+        tc::{SchedClassifierLink, TcAttachOptions},
+        SchedClassifier, TcAttachType,
+    },
     Ebpf,
 };
 
@@ -17,12 +20,13 @@ use crate::{
     pin::{self, Adopted, PinDir},
     service_table::ServiceTable,
     sys::{self, LinkTarget},
+    tc_legacy::{self, Record, TcAttach},
 };
 
 const OBJECT: &str = "tc_nat";
 
 /// The two classifiers of the NAT.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TcHook {
     /// `nat_ingress`, on the underlay interface's ingress.
     Ingress,
@@ -31,18 +35,23 @@ pub enum TcHook {
 }
 
 impl TcHook {
-    const fn program(self) -> &'static str {
+    /// The program's name.
+    pub const fn program(self) -> &'static str {
         match self {
             Self::Ingress => "nat_ingress",
             Self::Reply => "nat_reply",
         }
     }
 
-    const fn pin_name(self) -> &'static str {
+    pub(crate) const fn pin_name(self) -> &'static str {
         match self {
             Self::Ingress => "ingress",
             Self::Reply => "reply",
         }
+    }
+
+    pub(crate) fn from_pin_name(name: &str) -> Option<Self> {
+        [Self::Ingress, Self::Reply].into_iter().find(|h| h.pin_name() == name)
     }
 }
 
@@ -66,8 +75,10 @@ pub struct TcNat {
     ebpf: Ebpf,
     table: ServiceTable,
     pin: Option<PinDir>,
-    /// Links owned by this process (no pin directory): dropped = detached.
-    links: Vec<SchedClassifierLink>,
+    /// `Tcx` or `Netlink`.
+    mode: TcAttach,
+    /// Attachments owned by this process (no pin directory): dropped = detached.
+    links: Vec<(TcHook, String, SchedClassifierLink)>,
 }
 
 impl TcNat {
@@ -79,7 +90,12 @@ impl TcNat {
                 .load()
                 .map_err(|source| Error::Program { program: name, source })
         })?;
-        Ok(Self { ebpf, table, pin, links: Vec::new() })
+        Ok(Self { ebpf, table, pin, mode: opts.tc_attach.resolve(), links: Vec::new() })
+    }
+
+    /// How this NAT attaches: [`TcAttach::Tcx`] or [`TcAttach::Netlink`].
+    pub fn attach_mode(&self) -> TcAttach {
+        self.mode
     }
 
     /// Attach `nat_ingress` to the ingress of the node's underlay interface
@@ -95,15 +111,26 @@ impl TcNat {
         Ok(self)
     }
 
-    /// Attach one classifier to the ingress of `ifname`, taking over a pinned
-    /// attachment from an earlier run in place. Also sets the interface's
+    /// Attach one classifier to the ingress of `ifname`, taking over the
+    /// attachment of an earlier run in place (a pinned tcx link, or our legacy
+    /// filter: see `tc_legacy.rs`). Also sets the interface's
     /// `accept_local=1` and `rp_filter=0`: translated packets carry one of
     /// the node's own addresses as source and must pass the route lookup.
+    /// Uses the programs already loaded: no verifier pass.
     pub fn attach_hook(&mut self, hook: TcHook, ifname: &str) -> Result<(), Error> {
-        let name = hook.program();
-        let attach_err = |source| Error::Attach { program: name, target: ifname.to_owned(), source };
         let ifindex = ifindex(ifname)?;
         allow_local_source(ifname)?;
+        match self.mode {
+            TcAttach::Netlink => self.attach_filter(hook, ifname, ifindex)?,
+            TcAttach::Tcx | TcAttach::Auto => self.attach_tcx(hook, ifname, ifindex)?,
+        }
+        tracing::info!(ifname, program = hook.program(), mode = ?self.mode, pinned = self.pin.is_some(), "NAT classifier attached");
+        Ok(())
+    }
+
+    fn attach_tcx(&mut self, hook: TcHook, ifname: &str, ifindex: u32) -> Result<(), Error> {
+        let name = hook.program();
+        let attach_err = |source| Error::Attach { program: name, target: ifname.to_owned(), source };
         let pin_path = self.pin.as_ref().map(|p| p.link(hook.pin_name(), ifname));
         let prog = program(&mut self.ebpf, hook)?;
         if let Some(path) = &pin_path {
@@ -112,26 +139,78 @@ impl TcNat {
                 return Ok(());
             }
         }
-        if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
-            match tc::qdisc_add_clsact(ifname) {
-                Ok(()) | Err(tc::TcError::AlreadyAttached) => {}
-                Err(e) => return Err(attach_err(e.into())),
-            }
-        }
-        let id = prog.attach(ifname, TcAttachType::Ingress).map_err(attach_err)?;
+        let opts = TcAttachOptions::TcxOrder(LinkOrder::default());
+        let id = prog.attach_with_options(ifname, TcAttachType::Ingress, opts).map_err(attach_err)?;
         let link = prog.take_link(id).map_err(attach_err)?;
         match &pin_path {
             Some(path) => {
                 let link = FdLink::try_from(link).map_err(|e| {
-                    attach_err(aya::programs::ProgramError::IOError(std::io::Error::other(format!(
-                        "cannot pin a netlink tc attachment (kernel < 6.6 has no tcx links): {e}"
-                    ))))
+                    attach_err(aya::programs::ProgramError::IOError(std::io::Error::other(format!("not a tcx link: {e}"))))
                 })?;
                 pin::pin_link(link, path)?;
             }
-            None => self.links.push(link),
+            None => self.links.push((hook, ifname.to_owned(), link)),
         }
-        tracing::info!(ifname, program = name, pinned = self.pin.is_some(), "NAT classifier attached");
+        Ok(())
+    }
+
+    fn attach_filter(&mut self, hook: TcHook, ifname: &str, ifindex: u32) -> Result<(), Error> {
+        let prog = program(&mut self.ebpf, hook)?;
+        let link = tc_legacy::attach(prog, hook, ifname, ifindex)?;
+        match &self.pin {
+            Some(pin) => {
+                // The filter must outlive this process (its record says it is ours): the link
+                // holds no descriptor, only (ifindex, priority, handle), and is not dropped
+                // because dropping it deletes the filter.
+                std::mem::forget(link);
+                tc_legacy::record(pin.dir(), prog, hook, ifname)?;
+            }
+            None => self.links.push((hook, ifname.to_owned(), link)),
+        }
+        Ok(())
+    }
+
+    /// Where the classifiers are attached in this network namespace: by this
+    /// process, or (with a pin directory) by any run, as pinned links and
+    /// filter records say.
+    pub fn attachments(&self) -> Result<BTreeSet<(TcHook, String)>, Error> {
+        let mut out: BTreeSet<_> = self.links.iter().map(|(h, i, _)| (*h, i.clone())).collect();
+        let Some(pin) = &self.pin else { return Ok(out) };
+        let here = tc_legacy::netns()?;
+        for name in pin.names() {
+            if let Some(r) = Record::parse(&name) {
+                if r.netns == here {
+                    out.insert((r.hook, r.ifname));
+                }
+            } else if let Some((hook, ifname)) = parse_link_pin(&name) {
+                out.insert((hook, ifname));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Detach one classifier from `ifname` (this process's attachment, the
+    /// pinned link, or our legacy filter there), leaving the others.
+    pub fn detach_hook(&mut self, hook: TcHook, ifname: &str) -> Result<(), Error> {
+        self.links.retain(|(h, i, _)| !(*h == hook && i == ifname));
+        let Some(pin) = &self.pin else { return Ok(()) };
+        let link = pin.link(hook.pin_name(), ifname);
+        if link.exists() {
+            let sys_err = |call, source| Error::Sys { call, object: link.display().to_string(), source };
+            let fd = sys::obj_get(&link).map_err(|e| sys_err("BPF_OBJ_GET", e))?;
+            let gone = matches!(sys::link_target(fd.as_fd()), Ok(LinkTarget::Tcx { ifindex: 0 }));
+            if !gone {
+                sys::link_detach(fd.as_fd()).map_err(|e| sys_err("BPF_LINK_DETACH", e))?;
+            }
+            fs::remove_file(&link).map_err(|e| sys_err("unlink pin", e))?;
+        }
+        let record = Record { hook, netns: tc_legacy::netns()?, ifname: ifname.to_owned() };
+        let path = pin.dir().join(record.pin_name());
+        if path.exists() {
+            tc_legacy::delete(hook, ifname)?;
+            fs::remove_file(&path).map_err(|source| Error::Sys { call: "unlink record", object: path.display().to_string(), source })?;
+        }
+        tracing::info!(ifname, program = hook.program(), "NAT classifier detached");
         Ok(())
     }
 
@@ -186,10 +265,27 @@ impl TcNat {
 
     /// Detach everything and remove the pins. Keeps going on errors and
     /// returns them all.
+    /// Legacy filters recorded from another network namespace are left to
+    /// that namespace (deleting it removes them); only their records go.
     pub fn teardown(self) -> Vec<Error> {
-        let Self { ebpf, table, pin, links } = self;
+        let Self { ebpf, table, pin, links, mode: _ } = self;
         drop(links);
-        Loaded { ebpf, table, pin }.teardown()
+        let mut errors = Vec::new();
+        if let Some(pin) = &pin {
+            let here = tc_legacy::netns();
+            for r in pin.names().iter().filter_map(|n| Record::parse(n)) {
+                match &here {
+                    Ok(here) if *here == r.netns => {
+                        if let Err(e) = tc_legacy::delete(r.hook, &r.ifname) {
+                            errors.push(e);
+                        }
+                    }
+                    _ => tracing::info!(ifname = r.ifname, netns = r.netns, "tc filter recorded in another network namespace: record removed"),
+                }
+            }
+        }
+        errors.extend(Loaded { ebpf, table, pin }.teardown());
+        errors
     }
 }
 
@@ -204,7 +300,13 @@ fn program(ebpf: &mut Ebpf, hook: TcHook) -> Result<&mut SchedClassifier, Error>
     loader::program(ebpf, OBJECT, hook.program())
 }
 
-fn ifindex(ifname: &str) -> Result<u32, Error> {
+/// (hook, ifname) of a pinned link's name `link_<hook>_<ifname>`.
+fn parse_link_pin(name: &str) -> Option<(TcHook, String)> {
+    let (hook, ifname) = name.strip_prefix("link_")?.split_once('_')?;
+    Some((TcHook::from_pin_name(hook)?, ifname.replace(':', ".")))
+}
+
+pub(crate) fn ifindex(ifname: &str) -> Result<u32, Error> {
     let err = |source| Error::Sys { call: "if_nametoindex", object: ifname.to_owned(), source };
     let c = std::ffi::CString::new(ifname).map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
     // SAFETY: `c` is a NUL-terminated string that outlives the call.
@@ -225,4 +327,17 @@ fn allow_local_source(ifname: &str) -> Result<(), Error> {
         tracing::warn!(ifname, "net.ipv4.conf.all.rp_filter=1 (strict) drops NATed packets; set it to 0 or 2");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_pins_name_their_hook_and_interface() {
+        assert_eq!(parse_link_pin("link_reply_shb-4097"), Some((TcHook::Reply, "shb-4097".into())));
+        assert_eq!(parse_link_pin("link_ingress_eth0:5"), Some((TcHook::Ingress, "eth0.5".into())));
+        assert_eq!(parse_link_pin("link_egress_eth0"), None);
+        assert_eq!(parse_link_pin("nat_ct"), None);
+    }
 }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use common::netns::{veth, BpfMount, Netns, Servers};
-use shoal_ebpf::{Backend, LoadOptions, ServiceKey, ServiceOptions, TcNat};
+use shoal_ebpf::{Backend, LoadOptions, ServiceKey, ServiceOptions, TcAttach, TcHook, TcNat, TC_PRIORITY};
 
 const NODE: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 1);
 const NODE_LB: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 1);
@@ -209,4 +209,119 @@ fn open_flows_survive_backend_removal_and_agent_restart() {
     let nat = attach(&lab.node, opts);
     assert_eq!(conn.ask(), id, "open flow broke when the agent adopted the NAT");
     assert!(nat.teardown().is_empty());
+}
+
+/// Our filters on `ifname`'s ingress in `node` (priority, handle, program name).
+fn our_filters(node: &Netns, ifname: &'static str) -> Vec<(u16, u32, Option<String>)> {
+    node.run(move || {
+        let idx = nix::net::if_::if_nametoindex(ifname).expect("ifindex");
+        shoal_ebpf::sys::list_ingress(idx)
+            .expect("list filters")
+            .into_iter()
+            .map(|f| (f.priority, f.handle, f.name))
+            .collect()
+    })
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn legacy_filters_survive_restarts_without_stacking_and_teardown_removes_only_ours() {
+    common::require_root("legacy_filters_survive_restarts_without_stacking_and_teardown_removes_only_ours");
+    let lab = lab();
+    let bpffs = BpfMount::new();
+    let opts = LoadOptions {
+        pin_dir: Some(bpffs.path.join("node1")),
+        tc_attach: TcAttach::Netlink,
+        ..LoadOptions::default()
+    };
+    let mut nat = attach(&lab.node, opts.clone());
+    assert_eq!(nat.attach_mode(), TcAttach::Netlink);
+    publish(&mut nat, &lab.addrs);
+    // Someone else's filter (classic BPF, never matches) at another priority: teardown spares it.
+    let ns = lab.node.name.clone();
+    common::netns::sh(&["tc", "-n", &ns, "filter", "add", "dev", "u0", "ingress", "prio", "100", "handle", "1", "bpf", "bytecode", "1,6 0 0 0,"]);
+
+    let mut conn = Conn::open(&lab.client);
+    let id = conn.ask();
+    drop(nat); // the agent exits: filters stay in the kernel
+    assert_eq!(conn.ask(), id, "open flow broke while the agent was down");
+    for _ in 0..3 {
+        let nat = attach(&lab.node, opts.clone());
+        assert_eq!(conn.ask(), id, "open flow broke when a new agent took over the filters");
+        drop(nat);
+    }
+    let ours = |ifname| our_filters(&lab.node, ifname).into_iter().filter(|f| f.0 == TC_PRIORITY).collect::<Vec<_>>();
+    assert_eq!(ours("u0"), [(TC_PRIORITY, 1, Some("nat_ingress".to_owned()))], "one filter after four opens");
+    assert_eq!(ours("br0"), [(TC_PRIORITY, 2, Some("nat_reply".to_owned()))], "one filter after four opens");
+    let tcp = tcp_requests(&lab.client, 30).expect("TCP through the adopted filters");
+    assert_eq!(tcp.len(), 3, "{tcp:?}");
+
+    let nat = attach(&lab.node, opts);
+    let (attached, errors) = lab.node.run(move || (nat.attachments().expect("attachments"), nat.teardown()));
+    assert_eq!(attached.into_iter().collect::<Vec<_>>(), [(TcHook::Ingress, "u0".to_owned()), (TcHook::Reply, "br0".to_owned())]);
+    assert!(errors.is_empty(), "teardown: {errors:?}");
+    assert!(ours("u0").is_empty() && ours("br0").is_empty(), "our filters left after teardown");
+    assert_eq!(our_filters(&lab.node, "u0"), [(100, 1, None)], "someone else's filter must stay");
+    assert!(tcp_requests(&lab.client, 1).is_err(), "published port still answered after teardown");
+}
+
+/// A bridge `name` with address `lb` in the node and one backend namespace on it.
+fn second_network(lab: &Lab, name: &str, lb: Ipv4Addr, backend: Ipv4Addr) -> (Netns, Servers) {
+    lab.node.ip(&["link", "add", name, "type", "bridge"]);
+    lab.node.ip(&["addr", "add", &format!("{lb}/24"), "dev", name]);
+    lab.node.ip(&["link", "set", name, "up"]);
+    let ns = Netns::new("senb");
+    let port = common::unique("vn");
+    veth("eth0", &ns, &port, &lab.node);
+    lab.node.ip(&["link", "set", &port, "master", name]);
+    ns.ip(&["addr", "add", &format!("{backend}/24"), "dev", "eth0"]);
+    let servers = Servers::start(&ns, "n1", 80, 5353);
+    (ns, servers)
+}
+
+fn a_new_bridge_is_served_by_the_loaded_programs(mode: TcAttach, test: &str) {
+    common::require_root(test);
+    let lab = lab();
+    let bpffs = BpfMount::new();
+    let opts = LoadOptions { pin_dir: Some(bpffs.path.join("node1")), tc_attach: mode, ..LoadOptions::default() };
+    let mut nat = attach(&lab.node, opts);
+    publish(&mut nat, &lab.addrs);
+    let lb2 = Ipv4Addr::new(10, 0, 10, 1);
+    let b2 = Ipv4Addr::new(10, 0, 10, 11);
+    let _net2 = second_network(&lab, "br1", lb2, b2);
+
+    // The service moves to the new network only: its reply path needs the new attachment.
+    let (nat, took) = lab.node.run(move || {
+        let start = std::time::Instant::now();
+        nat.attach_hook(TcHook::Reply, "br1").expect("attach to the new bridge");
+        nat.detach_hook(TcHook::Reply, "br0").expect("detach from the old bridge");
+        (nat, start.elapsed())
+    });
+    eprintln!("{test}: attach to a new bridge + detach from the old one with the loaded programs: {took:?}");
+    let mut nat = nat;
+    let key = ServiceKey::tcp(NODE, 8080);
+    nat.set_backends(&key, &[Backend::nat(SocketAddrV4::new(b2, 80), lb2, false)]).unwrap();
+    let tcp = tcp_requests(&lab.client, 10).expect("TCP to the backend on the new network");
+    assert_eq!(tcp.keys().collect::<Vec<_>>(), ["n1"], "{tcp:?}");
+    let (attached, errors) = lab.node.run(move || (nat.attachments().expect("attachments"), nat.teardown()));
+    let attached: Vec<_> = attached.into_iter().collect();
+    assert_eq!(attached, [(TcHook::Ingress, "u0".to_owned()), (TcHook::Reply, "br1".to_owned())]);
+    assert!(errors.is_empty(), "teardown: {errors:?}");
+    lab.node.ip(&["link", "del", "br1"]);
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn a_new_bridge_is_served_by_the_loaded_programs_tcx() {
+    if TcAttach::Auto.resolve() != TcAttach::Tcx {
+        common::skip("a_new_bridge_is_served_by_the_loaded_programs_tcx", "kernel < 6.6 has no tcx links");
+        return;
+    }
+    a_new_bridge_is_served_by_the_loaded_programs(TcAttach::Tcx, "a_new_bridge_is_served_by_the_loaded_programs_tcx");
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn a_new_bridge_is_served_by_the_loaded_programs_legacy_tc() {
+    a_new_bridge_is_served_by_the_loaded_programs(TcAttach::Netlink, "a_new_bridge_is_served_by_the_loaded_programs_legacy_tc");
 }

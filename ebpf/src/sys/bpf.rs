@@ -7,6 +7,7 @@ use std::{
     path::Path,
 };
 
+const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
@@ -88,6 +89,14 @@ pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     let fd = sys_bpf(BPF_OBJ_GET, &mut attr)?;
     // SAFETY: BPF_OBJ_GET returned a new file descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// BPF_OBJ_PIN: pin the object `fd` refers to at `path` (on a bpffs).
+pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut attr = ObjGetAttr { pathname: c.as_ptr() as u64, bpf_fd: fd.as_raw_fd() as u32, ..ObjGetAttr::default() };
+    sys_bpf(BPF_OBJ_PIN, &mut attr).map(drop)
 }
 
 #[repr(C)]
