@@ -347,6 +347,19 @@ fn limits_hold_tasks_in_their_cgroups(c: &Cluster) {
     });
     c.cli("smgr", &["service", "rm", "greedy"]);
     wait_for("no task namespaces", Duration::from_secs(30), || task_namespaces(c).is_empty());
+
+    // --reserve-cpu: every lab node reports this machine's CPUs; a task reserving more than
+    // half of them fits once per node, and the extra one waits, saying why.
+    let cpus = std::thread::available_parallelism().unwrap().get() as f64;
+    let reserve = format!("{}", cpus * 0.6);
+    c.cli("smgr", &["service", "create", "--detach", "--name", "hungry", "--replicas", "4", "--network", "backend", "--reserve-cpu", &reserve, "host", "sleep", "100000"]);
+    wait_for("3 hungry tasks running, one per node", Duration::from_secs(30), || running(&c.cli("smgr", &["service", "ps", "hungry"])) == 3);
+    let ps = c.cli("smgr", &["service", "ps", "hungry"]);
+    assert!(ps.contains("no suitable node (3 nodes: 3 with insufficient resources)"), "{ps}");
+    let nodes: std::collections::BTreeSet<String> = ps.lines().filter(|l| l.matches("Running").count() == 2).filter_map(|l| l.split_whitespace().nth(3).map(String::from)).collect();
+    assert_eq!(nodes.len(), 3, "one per node:\n{ps}");
+    c.cli("smgr", &["service", "rm", "hungry"]);
+    wait_for("no task namespaces", Duration::from_secs(30), || task_namespaces(c).is_empty());
 }
 
 /// Sorted answers of the DNS server inside a task namespace.

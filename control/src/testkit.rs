@@ -33,6 +33,7 @@ pub fn node(id: &str, role: Role) -> Node {
         labels: BTreeMap::new(),
         created_ms: 0,
         updated_ms: 0,
+        resources: crate::model::NodeResources { nano_cpus: 4_000_000_000, memory_bytes: 8 << 30 },
     }
 }
 

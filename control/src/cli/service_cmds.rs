@@ -69,6 +69,12 @@ pub struct CreateArgs {
     /// Processes a task may run at once.
     #[arg(long)]
     pub limit_pids: Option<u64>,
+    /// CPUs each task needs free on its node (the scheduler places by it), e.g. 0.5.
+    #[arg(long)]
+    pub reserve_cpu: Option<f64>,
+    /// Memory each task needs free on its node, e.g. 256M.
+    #[arg(long)]
+    pub reserve_memory: Option<String>,
     /// Return at once instead of waiting for the service to converge.
     #[arg(long, short = 'd')]
     pub detach: bool,
@@ -168,6 +174,15 @@ pub fn build_spec(a: &CreateArgs) -> anyhow::Result<ServiceSpec> {
         s.limits.memory_bytes = super::args::parse_bytes(m).map_err(|e| anyhow::anyhow!("invalid --limit-memory: {e}"))?;
     }
     s.limits.pids = a.limit_pids.unwrap_or(0);
+    if let Some(cpu) = a.reserve_cpu {
+        if !(cpu.is_finite() && cpu > 0.0) {
+            anyhow::bail!("invalid --reserve-cpu {cpu}: give a number of CPUs above 0, e.g. 0.5");
+        }
+        s.reservations.nano_cpus = (cpu * 1e9).round() as u64;
+    }
+    if let Some(m) = &a.reserve_memory {
+        s.reservations.memory_bytes = super::args::parse_bytes(m).map_err(|e| anyhow::anyhow!("invalid --reserve-memory: {e}"))?;
+    }
     Ok(s)
 }
 

@@ -57,6 +57,7 @@ impl Manager {
             labels: Default::default(),
             created_ms: now,
             updated_ms: now,
+            resources: req.resources,
         };
         let (result, _) = self.propose(Command::AddNode { node }).await.map_err(|e| Status::unavailable(e.to_string()))?;
         result.map_err(|e| Status::failed_precondition(e.to_string()))?;

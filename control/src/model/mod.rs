@@ -10,11 +10,11 @@ mod task;
 
 pub use ids::{random_id, IdGen, NetworkId, NodeId, SecretId, ServiceId, TaskId};
 pub use network::{Network, NetworkSpec};
-pub use node::{Availability, Node, NodeState, Role};
+pub use node::{Availability, Node, NodeResources, NodeState, Role};
 pub use secret::{Secret, SecretSpec};
 pub use service::{
     EndpointMode, HealthCheck, EndpointSpec, Placement, PortConfig, Protocol, PublishMode, RestartCondition,
-    ResourceLimits, RestartPolicy, Service, ServiceMode, ServiceSpec, Vip,
+    ResourceLimits, ResourceReservations, RestartPolicy, Service, ServiceMode, ServiceSpec, Vip,
 };
 pub use task::{mac_for, Health, NetworkAttachment, Task, TaskState, TaskStatus};
 

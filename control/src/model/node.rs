@@ -97,4 +97,26 @@ pub struct Node {
     pub labels: BTreeMap<String, String>,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// What the node has for tasks (Docker's node Resources), reported when it joined.
+    #[serde(default)]
+    pub resources: NodeResources,
+}
+
+/// CPUs (in billionths) and memory of a node; 0 = not reported (no reservation check).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeResources {
+    pub nano_cpus: u64,
+    pub memory_bytes: u64,
+}
+
+impl NodeResources {
+    /// This machine's: its CPUs and MemTotal.
+    pub fn of_this_host() -> NodeResources {
+        let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(0);
+        let mem = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+            .unwrap_or(0);
+        NodeResources { nano_cpus: cpus * 1_000_000_000, memory_bytes: mem * 1024 }
+    }
 }

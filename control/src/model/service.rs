@@ -117,6 +117,16 @@ pub struct ServiceSpec {
     /// What each task may use (`--limit-*`); enforced with cgroups on the node.
     #[serde(default)]
     pub limits: ResourceLimits,
+    /// What each task needs free on its node (`--reserve-*`); the scheduler places by it.
+    #[serde(default)]
+    pub reservations: ResourceReservations,
+}
+
+/// Per-task reservations; 0 = none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceReservations {
+    pub nano_cpus: u64,
+    pub memory_bytes: u64,
 }
 
 /// Per-task limits; 0 = none.
@@ -164,6 +174,7 @@ impl ServiceSpec {
             secrets: vec![],
             healthcheck: None,
             limits: ResourceLimits::default(),
+            reservations: ResourceReservations::default(),
         }
     }
 }

@@ -371,6 +371,7 @@ impl NodeControl {
             labels: Default::default(),
             created_ms: now,
             updated_ms: now,
+            resources: crate::model::NodeResources::of_this_host(),
         };
         let (worker_token, manager_token) = (cluster.worker_token.clone(), cluster.manager_token.clone());
         let (r, _) = manager.propose(Command::Init { cluster, node }).await?;
@@ -392,7 +393,7 @@ impl NodeControl {
         let (client_cfg, pinned) = tls::join_config(&token.ca_digest)?;
         let mut client = tls::client(&remote, client_cfg)?;
         let (key_pem, csr_pem) = ca::new_node_key()?;
-        let req = JoinRequest { token: o.token.clone(), csr_pem, hostname: self.inner.cfg.hostname.clone(), addr: ip.clone(), manager_addr: manager_addr.clone() };
+        let req = JoinRequest { token: o.token.clone(), csr_pem, hostname: self.inner.cfg.hostname.clone(), addr: ip.clone(), manager_addr: manager_addr.clone(), resources: crate::model::NodeResources::of_this_host() };
         let resp = match tokio::time::timeout(Duration::from_secs(20), client.join(req)).await {
             Err(_) => return Err(NodeError::Join { remote, message: "timed out".into() }),
             Ok(Err(status)) => {

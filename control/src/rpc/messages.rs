@@ -18,6 +18,9 @@ pub struct JoinRequest {
     pub addr: String,
     /// `ip:port` the node's manager API will listen on, if it is or becomes a manager.
     pub manager_addr: String,
+    /// What the node has for tasks (older nodes send none).
+    #[serde(default)]
+    pub resources: crate::model::NodeResources,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

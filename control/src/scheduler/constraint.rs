@@ -91,6 +91,7 @@ mod tests {
             labels: BTreeMap::from([("zone".to_string(), "east".to_string())]),
             created_ms: 0,
             updated_ms: 0,
+            resources: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ pub struct Rejections {
     pub constraints: usize,
     pub max_replicas: usize,
     pub host_ports: usize,
+    pub resources: usize,
 }
 
 impl Rejections {
@@ -32,6 +33,9 @@ impl Rejections {
         }
         if self.host_ports > 0 {
             parts.push(format!("{} with host-mode port conflicts", self.host_ports));
+        }
+        if self.resources > 0 {
+            parts.push(format!("{} with insufficient resources", self.resources));
         }
         format!("no suitable node ({total} nodes: {})", if parts.is_empty() { "none".into() } else { parts.join("; ") })
     }
@@ -90,13 +94,38 @@ pub struct NodeLoad {
     total: Vec<u64>,
     per_service: HashMap<String, Vec<u64>>,
     host_ports: HashMap<usize, BTreeSet<(Protocol, i64)>>,
+    /// (CPUs, memory) each node has (0 = not reported) and what its tasks reserve.
+    capacity: Vec<(u64, u64)>,
+    reserved: Vec<(u64, u64)>,
+}
+
+/// What one task of a service asks of its node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reservation {
+    pub nano_cpus: u64,
+    pub memory_bytes: u64,
+}
+
+impl Reservation {
+    pub fn of(s: &Service) -> Reservation {
+        Reservation { nano_cpus: s.spec.reservations.nano_cpus, memory_bytes: s.spec.reservations.memory_bytes }
+    }
 }
 
 impl NodeLoad {
     pub fn new(state: &ClusterState) -> NodeLoad {
         let ids: Vec<String> = state.nodes.keys().cloned().collect();
         let index = ids.iter().enumerate().map(|(i, id)| (id.clone(), i)).collect();
-        NodeLoad { index, total: vec![0; ids.len()], ids, per_service: HashMap::new(), host_ports: HashMap::new() }
+        let capacity = state.nodes.values().map(|n| (n.resources.nano_cpus, n.resources.memory_bytes)).collect();
+        NodeLoad {
+            index,
+            total: vec![0; ids.len()],
+            reserved: vec![(0, 0); ids.len()],
+            capacity,
+            ids,
+            per_service: HashMap::new(),
+            host_ports: HashMap::new(),
+        }
     }
 
     pub fn position(&self, node: &str) -> Option<usize> {
@@ -107,8 +136,10 @@ impl NodeLoad {
         &self.ids[pos]
     }
 
-    pub fn add(&mut self, pos: usize, service: &str, host_ports: &[(Protocol, i64)]) {
+    pub fn add(&mut self, pos: usize, service: &str, host_ports: &[(Protocol, i64)], r: Reservation) {
         self.total[pos] += 1;
+        self.reserved[pos].0 += r.nano_cpus;
+        self.reserved[pos].1 += r.memory_bytes;
         let n = self.ids.len();
         self.per_service.entry(service.to_string()).or_insert_with(|| vec![0; n])[pos] += 1;
         if !host_ports.is_empty() {
@@ -116,7 +147,17 @@ impl NodeLoad {
         }
     }
 
-    fn fits_with(&self, pos: usize, counts: Option<&Vec<u64>>, ports: &[(Protocol, i64)], max: u64, why: &mut Rejections) -> bool {
+    /// A resource the node did not report is not checked.
+    fn has_room(&self, pos: usize, r: Reservation) -> bool {
+        let ((cpu, mem), (used_cpu, used_mem)) = (self.capacity[pos], self.reserved[pos]);
+        (r.nano_cpus == 0 || cpu == 0 || used_cpu + r.nano_cpus <= cpu) && (r.memory_bytes == 0 || mem == 0 || used_mem + r.memory_bytes <= mem)
+    }
+
+    fn fits_with(&self, pos: usize, counts: Option<&Vec<u64>>, ports: &[(Protocol, i64)], max: u64, r: Reservation, why: &mut Rejections) -> bool {
+        if !self.has_room(pos, r) {
+            why.resources += 1;
+            return false;
+        }
         if max > 0 && counts.map_or(0, |c| c[pos]) >= max {
             why.max_replicas += 1;
             return false;
@@ -132,16 +173,16 @@ impl NodeLoad {
         true
     }
 
-    pub fn fits(&self, pos: usize, service: &str, ports: &[(Protocol, i64)], max: u64, why: &mut Rejections) -> bool {
-        self.fits_with(pos, self.per_service.get(service), ports, max, why)
+    pub fn fits(&self, pos: usize, service: &str, ports: &[(Protocol, i64)], max: u64, r: Reservation, why: &mut Rejections) -> bool {
+        self.fits_with(pos, self.per_service.get(service), ports, max, r, why)
     }
 
     /// Spread: fewest tasks of this service, then fewest overall, then lowest node id.
-    pub fn best(&self, nodes: &[usize], service: &str, ports: &[(Protocol, i64)], max: u64, why: &mut Rejections) -> Option<usize> {
+    pub fn best(&self, nodes: &[usize], service: &str, ports: &[(Protocol, i64)], max: u64, r: Reservation, why: &mut Rejections) -> Option<usize> {
         let counts = self.per_service.get(service);
         let mut best: Option<((u64, u64), usize)> = None;
         for &pos in nodes {
-            if !self.fits_with(pos, counts, ports, max, why) {
+            if !self.fits_with(pos, counts, ports, max, r, why) {
                 continue;
             }
             let score = (counts.map_or(0, |c| c[pos]), self.total[pos]);

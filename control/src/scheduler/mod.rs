@@ -1,5 +1,5 @@
 //! The scheduler: places PENDING tasks on nodes. Filters (node ready, availability active,
-//! constraints, max replicas per node, host-mode port conflicts), then spread: fewest tasks of
+//! constraints, max replicas per node, host-mode port conflicts, reserved CPU and memory), then spread: fewest tasks of
 //! this service, then fewest tasks overall, then node id (for determinism).
 
 pub mod constraint;
@@ -7,7 +7,7 @@ mod filter;
 
 use crate::model::{PublishMode, TaskState, TaskStatus};
 use crate::state::ClusterState;
-use filter::NodeLoad;
+use filter::{NodeLoad, Reservation};
 use std::collections::BTreeMap;
 
 /// Whether a task counts against a node's load.
@@ -29,8 +29,9 @@ pub fn schedule(state: &mut ClusterState, now: u64) {
     let mut load = NodeLoad::new(state);
     for t in state.tasks.values().filter(|t| is_active(t)) {
         let Some(pos) = t.node_id.as_deref().and_then(|n| load.position(n)) else { continue };
-        let host_ports = state.services.get(&t.service_id).map(host_ports_of).unwrap_or_default();
-        load.add(pos, &t.service_id, &host_ports);
+        let svc = state.services.get(&t.service_id);
+        let host_ports = svc.map(host_ports_of).unwrap_or_default();
+        load.add(pos, &t.service_id, &host_ports, svc.map(Reservation::of).unwrap_or_default());
     }
     for (sid, mut tasks) in pending {
         let Some(service) = state.services.get(&sid) else { continue };
@@ -38,20 +39,21 @@ pub fn schedule(state: &mut ClusterState, now: u64) {
         let candidates = filter::static_candidates(state, service);
         let host_ports = host_ports_of(service);
         let max_per_node = service.spec.placement.max_replicas_per_node;
+        let reserve = Reservation::of(service);
         for tid in tasks {
             let Some(task) = state.tasks.get(&tid) else { continue };
             let mut rejections = candidates.rejections.clone();
             let choice = match &task.node_id {
                 // Global tasks come with their node; it still has to pass the filters.
                 Some(node) => load.position(node).filter(|pos| {
-                    candidates.nodes.contains(pos) && load.fits(*pos, &sid, &host_ports, max_per_node, &mut rejections)
+                    candidates.nodes.contains(pos) && load.fits(*pos, &sid, &host_ports, max_per_node, reserve, &mut rejections)
                 }),
-                None => load.best(&candidates.nodes, &sid, &host_ports, max_per_node, &mut rejections),
+                None => load.best(&candidates.nodes, &sid, &host_ports, max_per_node, reserve, &mut rejections),
             };
             let Some(task) = state.tasks.get_mut(&tid) else { continue };
             match choice {
                 Some(pos) => {
-                    load.add(pos, &sid, &host_ports);
+                    load.add(pos, &sid, &host_ports, reserve);
                     task.node_id = Some(load.id(pos).to_string());
                     task.status = TaskStatus::new(TaskState::Assigned, "scheduler assigned task to node", now);
                 }

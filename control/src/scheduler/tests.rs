@@ -168,3 +168,39 @@ proptest::proptest! {
         proptest::prop_assert!(max - min <= 1, "counts {:?} eligible {}", counts, eligible);
     }
 }
+
+#[test]
+fn reservations_place_only_where_there_is_room_and_say_why_not() {
+    // Test nodes have 4 CPUs and 8 GiB each.
+    let mut w = World::new(1);
+    let mut s = spec("big", 3);
+    s.reservations.nano_cpus = 3_000_000_000;
+    let sid = w.create(s);
+    assert_eq!(per_node(&w, &sid).values().sum::<usize>(), 2, "one 3-CPU task per 4-CPU node");
+    let pending: Vec<_> = w.live(&sid).into_iter().filter(|t| t.node_id.is_none()).collect();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].status.message, "no suitable node (2 nodes: 2 with insufficient resources)");
+    // Memory counts across services on a node.
+    let mut m = spec("mem", 2);
+    m.reservations.memory_bytes = 6 << 30;
+    let mid = w.create(m);
+    assert_eq!(per_node(&w, &mid).len(), 2, "6 GiB fits beside a CPU-only reservation on each node");
+    let mut more = spec("more", 1);
+    more.reservations.memory_bytes = 3 << 30;
+    let more_id = w.create(more);
+    assert!(w.live(&more_id)[0].node_id.is_none(), "2 GiB left per node: 3 GiB does not fit");
+    // Scaling the big service down frees its CPUs for the pending one... which is the one removed.
+    w.ok(Command::ScaleService { service: "big".into(), replicas: 2 });
+    assert!(w.live(&sid).iter().all(|t| t.node_id.is_some()));
+}
+
+#[test]
+fn nodes_that_did_not_report_resources_are_not_checked() {
+    let mut w = World::new(0);
+    let n1 = w.state.nodes.keys().next().unwrap().clone();
+    w.state.nodes.get_mut(&n1).unwrap().resources = Default::default();
+    let mut s = spec("big", 2);
+    s.reservations.nano_cpus = 64_000_000_000;
+    let sid = w.create(s);
+    assert_eq!(per_node(&w, &sid).values().sum::<usize>(), 2);
+}

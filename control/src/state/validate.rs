@@ -112,6 +112,13 @@ pub fn check_service(spec: &ServiceSpec, state: &ClusterState) -> Result<(), Sta
     if l.nano_cpus > 0 && l.nano_cpus < 10_000_000 {
         return Err(StateError::invalid("limit-cpu", "must be at least 0.01 CPU"));
     }
+    let r = &spec.reservations;
+    if l.memory_bytes > 0 && r.memory_bytes > l.memory_bytes {
+        return Err(StateError::invalid("reserve-memory", "is above --limit-memory: a task cannot need more than it may use"));
+    }
+    if l.nano_cpus > 0 && r.nano_cpus > l.nano_cpus {
+        return Err(StateError::invalid("reserve-cpu", "is above --limit-cpu: a task cannot need more than it may use"));
+    }
     if let Some(h) = &spec.healthcheck {
         if h.cmd.trim().is_empty() {
             return Err(StateError::invalid("health-cmd", "must not be empty: give a shell command that exits 0 when the task is healthy"));
