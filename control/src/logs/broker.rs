@@ -63,16 +63,18 @@ pub fn assemble(plan: &LogPlan, answers: Vec<TaskLog>, warnings: Vec<String>) ->
 
 type SessionTx = mpsc::Sender<Result<SessionMessage, Status>>;
 
-/// Open sessions (node -> its stream) and questions waiting for an answer.
+/// Open sessions (node -> its stream) and questions waiting for an answer. Streams are held
+/// weakly: the session's own sender decides when the stream ends (a strong one here would keep
+/// a finished session's stream open, and the agent would never move to a new leader).
 #[derive(Default)]
 pub struct Broker {
-    sessions: Mutex<HashMap<String, (String, SessionTx)>>,
+    sessions: Mutex<HashMap<String, (String, mpsc::WeakSender<Result<SessionMessage, Status>>)>>,
     pending: Mutex<HashMap<String, oneshot::Sender<Vec<TaskLog>>>>,
 }
 
 impl Broker {
     pub fn attach(&self, node: &str, session: &str, tx: SessionTx) {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(node.to_string(), (session.to_string(), tx));
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(node.to_string(), (session.to_string(), tx.downgrade()));
     }
 
     /// Forgets the node's stream, unless a newer session replaced it already.
@@ -92,7 +94,7 @@ impl Broker {
 
     /// Asks one node; the error says why its tasks' logs are missing.
     pub async fn ask(&self, node: &str, host: &str, reads: Vec<LogRead>) -> Result<Vec<TaskLog>, String> {
-        let tx = self.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(node).map(|(_, tx)| tx.clone());
+        let tx = self.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(node).and_then(|(_, tx)| tx.upgrade());
         let Some(tx) = tx else {
             return Err(format!("node {host} has no session with the leader (down?): logs of its {} task(s) are not available", reads.len()));
         };
@@ -202,7 +204,7 @@ mod tests {
         let b = std::sync::Arc::new(Broker::default());
         let node = w.state.tasks.values().next().unwrap().node_id.clone().unwrap();
         let (tx, mut rx) = mpsc::channel(4);
-        b.attach(&node, "s1", tx);
+        b.attach(&node, "s1", tx.clone());
         let b2 = b.clone();
         tokio::spawn(async move {
             while let Some(Ok(SessionMessage::Logs { request_id, reads })) = rx.recv().await {
@@ -217,8 +219,13 @@ mod tests {
         assert!(reply.warnings[0].contains("has no session with the leader"), "{:?}", reply.warnings);
         // A replaced session is not detached by the old one.
         let (tx2, _rx2) = mpsc::channel(1);
-        b.attach(&node, "s2", tx2);
+        b.attach(&node, "s2", tx2.clone());
         b.detach(&node, "s1");
         assert!(b.sessions.lock().unwrap().contains_key(&node));
+        // The broker never keeps a stream open by itself.
+        drop(tx);
+        drop(tx2);
+        let r = b.ask(&node, "h", vec![]).await;
+        assert!(r.unwrap_err().contains("has no session"), "a dropped session is gone");
     }
 }
