@@ -1,7 +1,7 @@
 //! Routing mesh benchmarks, one run, printed as ratios against a baseline measured in the same
 //! run. Needs root: `cargo bench --bench mesh`.
 //!
-//! 1. Data path, per load balancer (eBPF, nftables) on a 3-node lab with 3 `shoal whoami`
+//! 1. Data path, per load balancer (eBPF, nftables, IPVS) on a 3-node lab with 3 `shoal whoami`
 //!    replicas: new connections per second and request latency (connect + one HTTP request,
 //!    p50/p99) through a published port (client -> node:5000) against the client going straight
 //!    to the tasks (routed through the same node), and through the VIP from a task against that
@@ -13,7 +13,12 @@
 //!
 //! SHOAL_BENCH_CONNS (default 3000) sets the connections per data-path measurement,
 //! SHOAL_BENCH_ROUNDS (default 3) the interleaved rounds, SHOAL_BENCH_ONLY=datapath|programming
-//! one half.
+//! one half, SHOAL_BENCH_SERVICES (default 10000) the large service count of the programming
+//! half, SHOAL_BENCH_LB=ebpf,nftables,ipvs the balancers (default: every one the kernel can
+//! run; the others are named with the reason and skipped; one named here that cannot run is an
+//! error). This machine's kernel has no IPVS: `tests/kernel-lab/bench-mesh.sh` runs the
+//! benchmark under Debian's stock kernel (qemu, software emulation), where only the ratios
+//! within one run mean anything.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
@@ -26,7 +31,6 @@ use shoal_dataplane::lb::plan::ServiceKey;
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 const CLIENT_ENV: &str = "SHOAL_MESH_BENCH_CLIENT";
 const NODES: [&str; 3] = ["smgr", "snode1", "snode2"];
-const CGROUP2: &str = "/sys/fs/cgroup/unified";
 
 fn main() {
     if let Ok(spec) = std::env::var(CLIENT_ENV) {
@@ -38,13 +42,56 @@ fn main() {
         std::process::exit(1);
     }
     let conns: usize = std::env::var("SHOAL_BENCH_CONNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
+    let services: u32 = std::env::var("SHOAL_BENCH_SERVICES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let only = std::env::var("SHOAL_BENCH_ONLY").unwrap_or_default();
+    let kinds = balancers();
+    if kinds.is_empty() {
+        eprintln!("no load balancer can run here: nothing to measure");
+        std::process::exit(1);
+    }
     if only != "programming" {
-        datapath(conns);
+        datapath(&kinds, conns);
     }
     if only != "datapath" {
-        programming();
+        programming(&kinds, services);
     }
+}
+
+/// The balancers to measure: SHOAL_BENCH_LB (comma-separated; each must be able to run here),
+/// or every one the kernel can run (the others are named with the reason).
+fn balancers() -> Vec<lb::LbKind> {
+    let asked = std::env::var("SHOAL_BENCH_LB").unwrap_or_default();
+    let (kinds, forced): (Vec<lb::LbKind>, bool) = if asked.trim().is_empty() || asked.trim() == "auto" {
+        (lb::LbKind::ALL.to_vec(), false)
+    } else {
+        let kinds = asked
+            .split(',')
+            .map(|k| match k.trim().parse::<lb::Choice>() {
+                Ok(lb::Choice::Force(kind)) => kind,
+                _ => {
+                    eprintln!("SHOAL_BENCH_LB: '{k}' is not a load balancer: use a comma-separated list of ebpf, nftables, ipvs");
+                    std::process::exit(2);
+                }
+            })
+            .collect();
+        (kinds, true)
+    };
+    let mut usable = Vec::new();
+    for kind in kinds {
+        if usable.contains(&kind) {
+            continue;
+        }
+        match lb::probe_kind(kind) {
+            Ok(()) => usable.push(kind),
+            Err(reason) if forced => {
+                eprintln!("SHOAL_BENCH_LB names {kind}, which cannot run here: {reason}");
+                std::process::exit(1);
+            }
+            Err(reason) => println!("mesh: {kind} skipped: cannot run here: {reason}"),
+        }
+    }
+    println!("mesh: load balancers measured: {}", usable.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", "));
+    usable
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -157,10 +204,10 @@ fn measure(ns: &str, cgroup: Option<&str>, targets: &[&str], n: usize) -> Rate {
     Rate { conns_per_sec: v[0], p50_us: v[1], p99_us: v[2] }
 }
 
-fn datapath(conns: usize) {
+fn datapath(kinds: &[lb::LbKind], conns: usize) {
     let mut lab = Lab { name: format!("mb{}", std::process::id() % 100_000), procs: Vec::new() };
     run(Command::new(SHOAL).args(["lab", "--name", &lab.name, "up", "--nodes", "3"]));
-    apply(&lab, "nftables");
+    apply(&lab, &kinds[0].to_string());
     for n in NODES {
         let mut child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", lab.ns(&format!("{n}-web"))))
@@ -180,9 +227,12 @@ fn datapath(conns: usize) {
     let task = lab.ns("snode1-web");
     let rounds: usize = std::env::var("SHOAL_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     println!("mesh data path: {conns} new connections per measurement (one HTTP request each), median of {rounds} interleaved rounds");
-    for lb in ["ebpf", "nftables"] {
-        apply(&lab, lb);
-        let cg = format!("{CGROUP2}/shoal/{}", lab.ns("snode1"));
+    // Where the eBPF balancer puts the node's tasks (its socket-level VIP balancing applies to
+    // processes there); the other balancers make no cgroup.
+    let cgroup2 = shoal_ebpf::cgroup2_mount().unwrap_or_default();
+    for lb in kinds.iter().map(|k| k.to_string()) {
+        apply(&lab, &lb);
+        let cg = lb::Instance::named(&lab.ns("snode1")).cgroup(&cgroup2).to_string_lossy().into_owned();
         let mut m: [Vec<Rate>; 4] = Default::default();
         for _ in 0..rounds {
             m[0].push(measure(&client, None, &tasks, conns));
@@ -288,18 +338,19 @@ fn cost(kind: lb::LbKind, inst: &lb::Instance, services: u32, rounds: u32) -> Co
     Cost { program, incremental: median(inc), full: median(full), ops: ops_n }
 }
 
-fn programming() {
+fn programming(kinds: &[lb::LbKind], services: u32) {
     let ns = format!("shoal-mbp{}", std::process::id() % 100_000);
     shoal_dataplane::netns::create(&ns).expect("create bench namespace");
     let inst = lb::Instance::named(&ns);
-    println!("mesh programming: services x 3 backends; one change = replace one backend of one service");
+    println!("mesh programming: {services} services x 3 backends; one change = replace one backend of one service");
     let mut results = Vec::new();
-    for kind in [lb::LbKind::Ebpf, lb::LbKind::Nftables] {
+    for &kind in kinds {
         let inst = inst.clone();
-        let (large, small) = shoal_dataplane::netns::run_in(&ns, move || (cost(kind, &inst, 10_000, 21), cost(kind, &inst, 100, 21))).expect("run in namespace");
+        let (large, small) = shoal_dataplane::netns::run_in(&ns, move || (cost(kind, &inst, services, 21), cost(kind, &inst, 100, 21))).expect("run in namespace");
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
-            "  {kind:<8} program 10000 services: {:>8.1} ms | one change at 10000: incremental {:>6.3} ms ({} kernel ops, {:.2}x the 100-service time), full reconcile {:>7.1} ms",
+            "  {:<8} program {services} services: {:>8.1} ms | one change at {services}: incremental {:>6.3} ms ({} kernel ops, {:.2}x the 100-service time), full reconcile {:>7.1} ms",
+            kind.to_string(),
             ms(large.program),
             ms(large.incremental),
             large.ops,
@@ -308,12 +359,15 @@ fn programming() {
         );
         results.push((kind, large));
     }
-    if let [(_, e), (_, n)] = &results[..] {
+    // Each balancer against nftables (the first measured when nftables was not).
+    let base = results.iter().position(|(k, _)| *k == lb::LbKind::Nftables).unwrap_or(0);
+    let (bk, b) = &results[base];
+    for (k, c) in results.iter().filter(|(k, _)| k != bk) {
         println!(
-            "  ebpf / nftables: program {:.2}x, incremental change {:.3}x, full reconcile {:.2}x",
-            e.program.as_secs_f64() / n.program.as_secs_f64(),
-            e.incremental.as_secs_f64() / n.incremental.as_secs_f64(),
-            e.full.as_secs_f64() / n.full.as_secs_f64()
+            "  {k} / {bk}: program {:.2}x, incremental change {:.3}x, full reconcile {:.2}x",
+            c.program.as_secs_f64() / b.program.as_secs_f64(),
+            c.incremental.as_secs_f64() / b.incremental.as_secs_f64(),
+            c.full.as_secs_f64() / b.full.as_secs_f64()
         );
     }
     let _ = lb::teardown_instance(&ns);
