@@ -18,7 +18,11 @@ use support::*;
 
 const NODES: [&str; 3] = ["smgr", "snode1", "snode2"];
 const VIP: &str = "10.0.9.100";
-const CGROUP2: &str = "/sys/fs/cgroup/unified";
+/// Where cgroup v2 is mounted here, as shoal finds it (the build machine: /sys/fs/cgroup/unified;
+/// the kernel lab's guest: /sys/fs/cgroup).
+fn cgroup2() -> String {
+    shoal_ebpf::cgroup2_mount().expect("no cgroup2 mount: the eBPF balancer needs one").display().to_string()
+}
 
 fn node_addr(i: usize) -> String {
     format!("192.168.33.{}", 10 * (i + 1))
@@ -108,7 +112,7 @@ impl Mesh {
     fn start_whoami(&mut self) {
         for (n, port) in NODES.into_iter().flat_map(|n| [(n, "80"), (n, "81")]) {
             let ns = format!("/run/netns/{}", self.lab.task_ns(&format!("{n}-web")));
-            let cg = format!("{CGROUP2}/shoal/{}", self.lab.node_ns(n));
+            let cg = format!("{}/shoal/{}", cgroup2(), self.lab.node_ns(n));
             let mut child = Command::new("sh")
                 .arg("-c")
                 .arg(r#"cg=$1; ns=$2; shift 2; if [ -d "$cg" ]; then echo $$ > "$cg/cgroup.procs" || exit 1; fi; exec nsenter --net="$ns" "$@""#)

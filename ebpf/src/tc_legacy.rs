@@ -181,6 +181,12 @@ pub(crate) fn record(dir: &std::path::Path, prog: &SchedClassifier, hook: TcHook
     sys::obj_pin(fd.as_fd().as_fd(), &path).map_err(|e| sys_err("BPF_OBJ_PIN", e))
 }
 
+/// Whether our filter for `hook` is on `ifname` (in the calling namespace).
+pub(crate) fn is_attached(hook: TcHook, ifname: &str) -> Result<bool, Error> {
+    let Ok(ifindex) = crate::tc_nat::ifindex(ifname) else { return Ok(false) };
+    Ok(slot(&list(ifname, ifindex)?, hook) == Slot::Ours)
+}
+
 /// Delete our filter for `hook` on `ifname` (in the calling namespace) if it
 /// is there and ours. True when one was deleted.
 pub(crate) fn delete(hook: TcHook, ifname: &str) -> Result<bool, Error> {

@@ -1,6 +1,6 @@
 //! Loader of the published-port NAT (`tc_nat.bpf.c`).
 
-use std::{collections::BTreeSet, fs, mem::size_of, net::SocketAddrV4, os::fd::AsFd};
+use std::{collections::BTreeMap, fs, mem::size_of, net::SocketAddrV4, os::fd::AsFd};
 
 use aya::{
     programs::{
@@ -156,34 +156,42 @@ impl TcNat {
 
     fn attach_filter(&mut self, hook: TcHook, ifname: &str, ifindex: u32) -> Result<(), Error> {
         let prog = program(&mut self.ebpf, hook)?;
+        // Recorded first: a filter is never left without the record that lets teardown find it.
+        if let Some(pin) = &self.pin {
+            tc_legacy::record(pin.dir(), prog, hook, ifname)?;
+        }
         let link = tc_legacy::attach(prog, hook, ifname, ifindex)?;
-        match &self.pin {
-            Some(pin) => {
-                // The filter must outlive this process (its record says it is ours): the link
-                // holds no descriptor, only (ifindex, priority, handle), and is not dropped
-                // because dropping it deletes the filter.
-                std::mem::forget(link);
-                tc_legacy::record(pin.dir(), prog, hook, ifname)?;
-            }
-            None => self.links.push((hook, ifname.to_owned(), link)),
+        if self.pin.is_some() {
+            // The filter must outlive this process (its record says it is ours): the link holds
+            // no descriptor, only (ifindex, priority, handle), and dropping it deletes the filter.
+            std::mem::forget(link);
+        } else {
+            self.links.push((hook, ifname.to_owned(), link));
         }
         Ok(())
     }
 
     /// Where the classifiers are attached in this network namespace: by this
     /// process, or (with a pin directory) by any run, as pinned links and
-    /// filter records say.
-    pub fn attachments(&self) -> Result<BTreeSet<(TcHook, String)>, Error> {
-        let mut out: BTreeSet<_> = self.links.iter().map(|(h, i, _)| (*h, i.clone())).collect();
+    /// filter records say. The value tells whether the attachment is live
+    /// (false: its interface went, or was made anew, since).
+    pub fn attachments(&self) -> Result<BTreeMap<(TcHook, String), bool>, Error> {
+        let mut out: BTreeMap<_, _> = self.links.iter().map(|(h, i, _)| ((*h, i.clone()), true)).collect();
         let Some(pin) = &self.pin else { return Ok(out) };
         let here = tc_legacy::netns()?;
         for name in pin.names() {
             if let Some(r) = Record::parse(&name) {
                 if r.netns == here {
-                    out.insert((r.hook, r.ifname));
+                    let live = tc_legacy::is_attached(r.hook, &r.ifname)?;
+                    out.insert((r.hook, r.ifname), live);
                 }
             } else if let Some((hook, ifname)) = parse_link_pin(&name) {
-                out.insert((hook, ifname));
+                let target = sys::obj_get(&pin.dir().join(&name)).and_then(|fd| sys::link_target(fd.as_fd()));
+                let live = match (target, ifindex(&ifname)) {
+                    (Ok(LinkTarget::Tcx { ifindex: linked }), Ok(now)) => linked == now,
+                    _ => false,
+                };
+                out.insert((hook, ifname), live);
             }
         }
         Ok(out)

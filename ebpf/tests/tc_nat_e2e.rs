@@ -258,7 +258,8 @@ fn legacy_filters_survive_restarts_without_stacking_and_teardown_removes_only_ou
 
     let nat = attach(&lab.node, opts);
     let (attached, errors) = lab.node.run(move || (nat.attachments().expect("attachments"), nat.teardown()));
-    assert_eq!(attached.into_iter().collect::<Vec<_>>(), [(TcHook::Ingress, "u0".to_owned()), (TcHook::Reply, "br0".to_owned())]);
+    let attached: Vec<_> = attached.into_iter().collect();
+    assert_eq!(attached, [((TcHook::Ingress, "u0".to_owned()), true), ((TcHook::Reply, "br0".to_owned()), true)]);
     assert!(errors.is_empty(), "teardown: {errors:?}");
     assert!(ours("u0").is_empty() && ours("br0").is_empty(), "our filters left after teardown");
     assert_eq!(our_filters(&lab.node, "u0"), [(100, 1, None)], "someone else's filter must stay");
@@ -305,7 +306,7 @@ fn a_new_bridge_is_served_by_the_loaded_programs(mode: TcAttach, test: &str) {
     assert_eq!(tcp.keys().collect::<Vec<_>>(), ["n1"], "{tcp:?}");
     let (attached, errors) = lab.node.run(move || (nat.attachments().expect("attachments"), nat.teardown()));
     let attached: Vec<_> = attached.into_iter().collect();
-    assert_eq!(attached, [(TcHook::Ingress, "u0".to_owned()), (TcHook::Reply, "br1".to_owned())]);
+    assert_eq!(attached, [((TcHook::Ingress, "u0".to_owned()), true), ((TcHook::Reply, "br1".to_owned()), true)]);
     assert!(errors.is_empty(), "teardown: {errors:?}");
     lab.node.ip(&["link", "del", "br1"]);
 }

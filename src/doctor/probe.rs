@@ -41,7 +41,7 @@ pub fn all() -> Result<Probed, DoctorError> {
         unshare(CloneFlags::CLONE_NEWNET).map_err(DoctorError::Unshare)?;
         let ebpf = OnceCell::new();
         let findings = Feature::ALL.iter().map(|f| Finding { feature: *f, result: try_feature(*f, &ebpf) }).collect();
-        Ok((findings, lb_report(ebpf.get_or_init(shoal_ebpf::probe))))
+        Ok((findings, lb::probe_with(ebpf.get_or_init(shoal_ebpf::probe))))
     })
     .join()
     .map_err(|_| DoctorError::Panicked)??;
@@ -89,25 +89,12 @@ fn try_feature(feature: Feature, ebpf: &OnceCell<shoal_ebpf::Probe>) -> Result<(
     }
 }
 
-/// What `lb::probe` answers, reusing this run's eBPF probe: loading the programs through the
-/// verifier is the slow part (seconds under emulation), so it is done once.
-fn lb_report(ebpf: &shoal_ebpf::Probe) -> ProbeReport {
-    let ebpf = match (&ebpf.sock_lb, &ebpf.tc_nat) {
-        (shoal_ebpf::Support::Available, shoal_ebpf::Support::Available) => Ok(()),
-        (s, t) => Err(format!("socket LB {s}; tc NAT {t}")),
-    };
-    ProbeReport { ebpf, nftables: lb::nft::NftLb::probe(), ipvs: lb::ipvs::probe() }
-}
-
 fn netlink() -> Result<Netlink, String> {
     Netlink::open().map_err(|e| e.to_string())
 }
 
 fn support(s: &shoal_ebpf::Support) -> Result<(), String> {
-    match s {
-        shoal_ebpf::Support::Available => Ok(()),
-        shoal_ebpf::Support::Unavailable { reason } => Err(reason.clone()),
-    }
+    s.to_result()
 }
 
 /// Runs a tool (in this thread's namespace: children inherit it) and returns its complaint.

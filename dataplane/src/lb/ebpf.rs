@@ -16,6 +16,7 @@
 //! into the socket LB (tagged `published`, so they are not mistaken for VIPs), which also lets a
 //! task reach its own node's `<node address>:<published port>`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
@@ -174,6 +175,32 @@ impl EbpfLb {
         }
     }
 
+    /// Follows the interfaces of `desired` with the programs already loaded (no verifier pass):
+    /// the reply NAT onto new bridges and off bridges no longer wanted, the ingress NAT onto the
+    /// interface now holding the underlay address, and the node-local clients' published
+    /// address. Must run in the node's network namespace.
+    fn rewire_to(&mut self, desired: &LbTable) -> Result<(), LbError> {
+        let underlay_if = desired.underlay.map(interface_with).transpose()?;
+        let want = wanted(underlay_if.as_deref(), desired.bridges.keys());
+        let have = self.nat.attachments().map_err(ebpf_err("list the NAT's attachments"))?;
+        let plan = rewire_plan(&have, &want);
+        for (hook, ifname) in &plan.attach {
+            self.nat.attach_hook(*hook, ifname).map_err(ebpf_err(format!("attach {} to {ifname}", hook.program())))?;
+        }
+        for (hook, ifname) in &plan.detach {
+            self.nat.detach_hook(*hook, ifname).map_err(ebpf_err(format!("detach {} from {ifname}", hook.program())))?;
+        }
+        let host = self.sock.host_node().map_err(ebpf_err("read the node-local clients' settings"))?;
+        if desired.underlay.is_some() && host.and_then(|(_, a)| a) != desired.underlay {
+            let root = shoal_ebpf::cgroup2_mount().unwrap_or_default();
+            self.sock
+                .attach_host(&root, desired.underlay)
+                .map_err(ebpf_err("set the published address of the node-local clients"))?;
+        }
+        tracing::info!(attached = plan.attach.len(), detached = plan.detach.len(), "eBPF balancer rewired");
+        Ok(())
+    }
+
     /// Detaches and unpins everything of `inst`, unmounts its bpffs and removes its cgroup.
     pub fn teardown_at(inst: &Instance) -> Result<Vec<String>, LbError> {
         let mut errors = Vec::new();
@@ -244,6 +271,30 @@ pub fn normalize(t: &LbTable) -> LbTable {
     t
 }
 
+/// The NAT attachments a table asks for: ingress on the underlay interface, reply on each bridge.
+fn wanted<'a>(underlay_if: Option<&str>, bridges: impl Iterator<Item = &'a String>) -> BTreeSet<(TcHook, String)> {
+    let ingress = underlay_if.map(|i| (TcHook::Ingress, i.to_owned()));
+    ingress.into_iter().chain(bridges.map(|b| (TcHook::Reply, b.clone()))).collect()
+}
+
+/// What a rewire does.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct RewirePlan {
+    /// Wanted and not live (new, or its interface was made anew).
+    attach: Vec<(TcHook, String)>,
+    /// Recorded (live or not) and no longer wanted.
+    detach: Vec<(TcHook, String)>,
+}
+
+/// From the attachments there are (`have`: live or not) to `want`. New attachments come first
+/// (a moved underlay interface is served before the old one is left).
+fn rewire_plan(have: &BTreeMap<(TcHook, String), bool>, want: &BTreeSet<(TcHook, String)>) -> RewirePlan {
+    RewirePlan {
+        attach: want.iter().filter(|w| have.get(*w) != Some(&true)).cloned().collect(),
+        detach: have.keys().filter(|h| !want.contains(*h)).cloned().collect(),
+    }
+}
+
 /// The interface (in this namespace) that holds `addr`.
 fn interface_with(addr: Ipv4Addr) -> Result<String, LbError> {
     let err = |e: crate::netlink::NetlinkError| LbError::Other(format!("find the interface holding {addr}: {e}"));
@@ -291,5 +342,45 @@ impl LoadBalancer for EbpfLb {
 
     fn teardown(&mut self) -> Result<Vec<String>, LbError> {
         Self::teardown_at(&self.inst)
+    }
+
+    fn rewire(&mut self, desired: &LbTable) -> Result<bool, LbError> {
+        self.rewire_to(desired)?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn att(hook: TcHook, ifname: &str) -> (TcHook, String) {
+        (hook, ifname.to_owned())
+    }
+
+    #[test]
+    fn the_tables_interfaces_are_wanted() {
+        let bridges = ["shb-4097".to_owned(), "shb-4098".to_owned()];
+        let w = wanted(Some("eth0"), bridges.iter());
+        assert_eq!(w, [att(TcHook::Ingress, "eth0"), att(TcHook::Reply, "shb-4097"), att(TcHook::Reply, "shb-4098")].into());
+        assert_eq!(wanted(None, bridges[..1].iter()), [att(TcHook::Reply, "shb-4097")].into());
+    }
+
+    #[test]
+    fn rewire_attaches_new_and_dead_and_detaches_unwanted() {
+        let have: BTreeMap<_, _> = [
+            (att(TcHook::Ingress, "eth0"), true),
+            (att(TcHook::Reply, "shb-1"), true),
+            (att(TcHook::Reply, "shb-2"), false), // bridge made anew since: its attachment went
+            (att(TcHook::Reply, "shb-3"), true),
+        ]
+        .into();
+        let want: BTreeSet<_> =
+            [att(TcHook::Ingress, "eth1"), att(TcHook::Reply, "shb-1"), att(TcHook::Reply, "shb-2"), att(TcHook::Reply, "shb-4")].into();
+        let plan = rewire_plan(&have, &want);
+        assert_eq!(plan.attach, [att(TcHook::Ingress, "eth1"), att(TcHook::Reply, "shb-2"), att(TcHook::Reply, "shb-4")]);
+        assert_eq!(plan.detach, [att(TcHook::Ingress, "eth0"), att(TcHook::Reply, "shb-3")]);
+        let live: BTreeMap<_, _> = want.iter().map(|w| (w.clone(), true)).collect();
+        assert_eq!(rewire_plan(&live, &want), RewirePlan::default(), "nothing to do when all is attached");
     }
 }

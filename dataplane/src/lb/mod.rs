@@ -177,13 +177,7 @@ pub fn choose_with(choice: Choice, mut probe: impl FnMut(LbKind) -> Result<(), S
 /// its family.
 pub fn probe_kind(kind: LbKind) -> Result<(), String> {
     match kind {
-        LbKind::Ebpf => {
-            let p = shoal_ebpf::probe();
-            match (&p.sock_lb, &p.tc_nat) {
-                (shoal_ebpf::Support::Available, shoal_ebpf::Support::Available) => Ok(()),
-                (s, t) => Err(format!("socket LB {s}; tc NAT {t}")),
-            }
-        }
+        LbKind::Ebpf => shoal_ebpf::probe().load_balancer(),
         LbKind::Nftables => nft::NftLb::probe(),
         LbKind::Ipvs => ipvs::probe(),
     }
@@ -192,6 +186,12 @@ pub fn probe_kind(kind: LbKind) -> Result<(), String> {
 /// Probes every implementation (for `show` and the doctor; choosing needs [`choose`] only).
 pub fn probe() -> ProbeReport {
     ProbeReport { ebpf: probe_kind(LbKind::Ebpf), nftables: probe_kind(LbKind::Nftables), ipvs: probe_kind(LbKind::Ipvs) }
+}
+
+/// Probes every implementation, reusing an eBPF probe already run (loading the programs through
+/// the verifier is the slow part, seconds under emulation): what `shoal doctor` reports.
+pub fn probe_with(ebpf: &shoal_ebpf::Probe) -> ProbeReport {
+    ProbeReport { ebpf: ebpf.load_balancer(), nftables: probe_kind(LbKind::Nftables), ipvs: probe_kind(LbKind::Ipvs) }
 }
 
 /// The implementation to use for `choice`, probing only what that needs.
