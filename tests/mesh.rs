@@ -16,7 +16,10 @@ use support::*;
 const NODES: [&str; 3] = ["smgr", "snode1", "snode2"];
 const VIP: &str = "10.0.9.100";
 const CLIENT_IP: &str = "192.168.33.100";
-const CGROUP2: &str = "/sys/fs/cgroup/unified";
+/// Where cgroup v2 is mounted: /sys/fs/cgroup/unified on hybrid hosts, /sys/fs/cgroup on v2 ones.
+fn cgroup2() -> String {
+    shoal_ebpf::cgroup2_mount().expect("no cgroup2 mount: the eBPF balancer needs one").display().to_string()
+}
 /// Services besides `web`, each with a VIP and ports and the `other.N` tasks as backends, so a
 /// change of one `web` backend is measured against a table that is not tiny.
 const EXTRA_SERVICES: usize = 40;
@@ -110,7 +113,7 @@ impl Drop for Mesh {
 
 impl Mesh {
     fn cgroup(&self, node: &str) -> String {
-        format!("{CGROUP2}/shoal/{}", self.lab.node_ns(node))
+        format!("{}/shoal/{}", cgroup2(), self.lab.node_ns(node))
     }
 
     /// `shoal --netns NODE dataplane apply --lb LB`; returns (changes, stderr).

@@ -25,12 +25,31 @@ while read -r name kind spec rest; do
 done < "$here/tests.list"
 [ ${#names[@]} -gt 0 ] || { echo "kernel-lab: no suite selected (tests.list: $(awk '!/^#/ && NF {printf "%s ", $1}' "$here/tests.list"))" >&2; exit 2; }
 
-# Build the test binaries (one cargo call per package) and find their paths.
+# Build the test binaries and find their paths: one `cargo test --workspace --no-run`, the same
+# build as the host's suite (tests/run.sh), so after it this costs nothing. Building per package
+# (`-p`) would unify dependency features differently and rebuild half the tree (6 minutes here).
 declare -A exe dir
-# The shoal binary of this build, for cmd suites (test binaries know theirs).
-shoal_bin=$(cargo build --locked --message-format=json -p shoal --bin shoal \
-  | grep '"reason":"compiler-artifact"' | grep '"kind":\["bin"\]' | grep '"name":"shoal"' \
-  | sed -E 's/.*"executable":"([^"]+)".*/\1/' | tail -1)
+json=$(cargo test --workspace --locked --no-run --message-format=json)
+shoal_bin=""
+while IFS= read -r line; do
+  [[ "$line" == *'"reason":"compiler-artifact"'* && "$line" == *'"executable":"/'* ]] || continue
+  path=$(sed -E 's/.*"executable":"([^"]+)".*/\1/' <<< "$line")
+  # The package's name: "path+file:///repo/dataplane#shoal-dataplane@0.1.0" (or "...#0.1.0"
+  # when the directory is the package's name).
+  pkg_id=$(sed -E 's/.*"package_id":"([^"]+)".*/\1/' <<< "$line")
+  pkg=${pkg_id##*#}
+  if [[ "$pkg" == *@* ]]; then pkg=${pkg%@*}; else pkg_dir=${pkg_id%#*}; pkg=${pkg_dir##*/}; fi
+  target=$(sed -E 's/.*"target":\{[^}]*"name":"([^"]+)".*/\1/' <<< "$line")
+  if [[ "$line" == *'"test":true'* ]]; then
+    [[ "$line" == *'"kind":["lib"]'* ]] && target=lib
+    exe[$pkg/$target]=$path
+    manifest=$(sed -E 's/.*"manifest_path":"([^"]+)".*/\1/' <<< "$line")
+    dir[$pkg/$target]=$(dirname "$manifest")
+  elif [ "$pkg/$target" = shoal/shoal ] && [[ "$line" == *'"kind":["bin"]'* ]]; then
+    # The shoal binary of this build, for cmd suites (test binaries know theirs).
+    shoal_bin=$path
+  fi
+done <<< "$json"
 # Without its debug information (270 -> 30 MB): cheaper to page in over 9p and to install.
 if [ -n "$shoal_bin" ]; then
   lean="$(dirname "$shoal_bin")/shoal-kernel-lab"
@@ -39,24 +58,6 @@ if [ -n "$shoal_bin" ]; then
   fi
   shoal_bin=$lean
 fi
-for pkg in $(for i in "${!names[@]}"; do [ "${kinds[$i]}" = test ] && echo "${specs[$i]%%/*}"; done | sort -u); do
-  targets=()
-  for i in "${!names[@]}"; do
-    [ "${kinds[$i]}" = test ] && [ "${specs[$i]%%/*}" = "$pkg" ] || continue
-    # PACKAGE/lib: the library's own unit tests (root tests kept next to the code they test).
-    if [ "${specs[$i]#*/}" = lib ]; then targets+=(--lib); else targets+=(--test "${specs[$i]#*/}"); fi
-  done
-  json=$(cargo test --locked --no-run --message-format=json -p "$pkg" "${targets[@]}")
-  while IFS= read -r line; do
-    [[ "$line" == *'"reason":"compiler-artifact"'* && "$line" == *'"executable":"/'* ]] || continue
-    [[ "$line" == *'"test":true'* ]] || continue
-    target=$(sed -E 's/.*"target":\{[^}]*"name":"([^"]+)".*/\1/' <<< "$line")
-    [[ "$line" == *'"kind":["lib"]'* ]] && target=lib
-    exe[$pkg/$target]=$(sed -E 's/.*"executable":"([^"]+)".*/\1/' <<< "$line")
-    manifest=$(sed -E 's/.*"manifest_path":"([^"]+)".*/\1/' <<< "$line")
-    dir[$pkg/$target]=$(dirname "$manifest")
-  done <<< "$json"
-done
 
 # The guest's script: every suite in turn, test names prefixed, skips kept per suite.
 out=$(mktemp -d /tmp/shoal-kernel-lab-out.XXXXXX)
