@@ -57,7 +57,9 @@ fn poll(limit: Duration, mut ok: impl FnMut() -> bool) -> anyhow::Result<f64> {
 }
 
 /// Task namespace on each node with its IP, from the executors' records.
-fn tasks_by_node(t: &Topology) -> Vec<(String, String, String)> {
+/// Running tasks: (node, namespace, every IPv4 address it has: a published service's task is on
+/// ingress (eth0) and its own network (eth1), and DNS answers with the latter).
+fn tasks_by_node(t: &Topology) -> Vec<(String, String, Vec<String>)> {
     let mut v = Vec::new();
     for n in &t.nodes {
         let dir = daemons::node_dir(t, &n.name).join("state").join("tasks");
@@ -67,12 +69,17 @@ fn tasks_by_node(t: &Topology) -> Vec<(String, String, String)> {
             if !shoal_dataplane::netns::exists(&ns) || e.path().join("exit").exists() {
                 continue;
             }
-            let out = command_in(&ns, "ip").and_then(|mut c| Ok(c.args(["-4", "-o", "addr", "show", "dev", "eth0"]).output()?));
-            let ip = out
-                .ok()
-                .and_then(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().skip_while(|w| *w != "inet").nth(1).map(|a| a.split('/').next().unwrap_or("").to_string()));
-            if let Some(ip) = ip {
-                v.push((n.name.clone(), ns, ip));
+            let out = command_in(&ns, "ip").and_then(|mut c| Ok(c.args(["-4", "-o", "addr", "show", "scope", "global"]).output()?));
+            let ips: Vec<String> = out
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1).map(|a| a.split('/').next().unwrap_or("").to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !ips.is_empty() {
+                v.push((n.name.clone(), ns, ips));
             }
         }
     }
@@ -113,15 +120,25 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     poll(Duration::from_secs(30), || tasks_by_node(&t).len() == 3 && t.nodes.iter().all(|n| curl_ok(&t, &n.address.to_string(), 5000)))?;
     let mut task_gone = Vec::new();
     for _ in 0..rounds {
-        let tasks = tasks_by_node(&t);
-        poll(Duration::from_secs(30), || tasks.iter().all(|(_, ns, _)| dig(ns, "tasks.vote").len() == 3))?;
-        let (node, victim_ns, victim_ip) = tasks[0].clone();
+        // Three live tasks, each an answer from every task (the last victim may still be listed
+        // until its shim records the exit).
+        let mut tasks = Vec::new();
+        poll(Duration::from_secs(30), || {
+            tasks = tasks_by_node(&t);
+            tasks.len() == 3
+                && tasks.iter().all(|(_, ns, _)| {
+                    let answers = dig(ns, "tasks.vote");
+                    answers.len() == 3 && tasks.iter().all(|(_, _, ips)| answers.iter().any(|a| ips.contains(a)))
+                })
+        })?;
+        let (node, victim_ns, victim_ips) = tasks[0].clone();
         let id = victim_ns.trim_start_matches("shoal-t-");
         let pid: i32 = std::fs::read_to_string(daemons::node_dir(&t, &node).join("state/tasks").join(id).join("pid"))?.trim().parse()?;
         let others: Vec<String> = tasks.iter().filter(|(_, ns, _)| *ns != victim_ns).map(|(_, ns, _)| ns.clone()).collect();
         let start = Instant::now();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).context("kill task")?;
-        poll(Duration::from_secs(30), || others.iter().all(|ns| !dig(ns, "tasks.vote").contains(&victim_ip)))?;
+        // The victim's address is in every answer now (polled above); wait until it is in none.
+        poll(Duration::from_secs(30), || others.iter().all(|ns| !dig(ns, "tasks.vote").iter().any(|ip| victim_ips.contains(ip))))?;
         task_gone.push(start.elapsed().as_secs_f64() * 1000.0);
         // let the orchestrator replace it before the next round
         poll(Duration::from_secs(30), || tasks_by_node(&t).len() == 3)?;
@@ -130,8 +147,10 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     // 3. a node dies: its endpoints withdrawn everywhere, and curl through the mesh error-free.
     let tasks = tasks_by_node(&t);
     let victim = t.nodes[2].clone();
-    let dead_ips: Vec<String> = tasks.iter().filter(|(n, _, _)| *n == victim.name).map(|(_, _, ip)| ip.clone()).collect();
+    let dead_ips: Vec<String> = tasks.iter().filter(|(n, _, _)| *n == victim.name).flat_map(|(_, _, ips)| ips.clone()).collect();
     let observers: Vec<String> = tasks.iter().filter(|(n, _, _)| *n != victim.name).map(|(_, ns, _)| ns.clone()).collect();
+    poll(Duration::from_secs(30), || observers.iter().all(|ns| dig(ns, "tasks.vote").iter().any(|ip| dead_ips.contains(ip))))
+        .context("the victim node's tasks never became answers")?;
     let start = Instant::now();
     daemons::kill_daemon(&t, &victim.name);
     lab::set_underlay(&t, &victim, false)?;

@@ -94,11 +94,13 @@ pub fn stop(t: &Topology, node: &str) -> Vec<String> {
         let Ok(text) = std::fs::read_to_string(entry.path().join("pid")) else { continue };
         let Ok(pid) = text.trim().parse::<i32>() else { continue };
         // Only a process still in a task's namespaces: never a recycled PID of somebody else.
-        let ours = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
-            != std::fs::read_link("/proc/self/ns/pid").ok();
+        // (A PID with no /proc entry has exited already: nothing to end.)
+        let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+        let ours = ns.is_some() && ns != std::fs::read_link("/proc/self/ns/pid").ok();
         if ours {
-            if let Err(e) = kill(Pid::from_raw(pid), Signal::SIGKILL) {
-                failures.push(format!("kill task {pid}: {e}"));
+            match kill(Pid::from_raw(pid), Signal::SIGKILL) {
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => failures.push(format!("kill task {pid}: {e}")),
             }
         }
     }
