@@ -9,5 +9,5 @@ bash tests/prereqs.sh --no-kernel-lab
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 echo "==> building shoal (release)"
 cargo build --release --locked --bin shoal 2>&1 | tail -n 1
-install -m 0755 target/release/shoal /usr/local/bin/shoal
+install -m 0755 "${CARGO_TARGET_DIR:-target}/release/shoal" /usr/local/bin/shoal
 exec shoal lab demo "$@"

@@ -120,9 +120,10 @@ pub fn service_ps_table(v: &ClusterView, service_ids: &[String], now_ms: u64) ->
     for sid in service_ids {
         let Some(svc) = v.state.services.get(sid) else { continue };
         let mut tasks: Vec<&Task> = v.state.tasks.values().filter(|t| &t.service_id == sid).collect();
-        tasks.sort_by(|a, b| {
-            (a.slot, a.node_id.clone()).cmp(&(b.slot, b.node_id.clone())).then(b.seq.cmp(&a.seq))
-        });
+        // A replicated slot's tasks may have run on different nodes: group by slot alone (global
+        // tasks by node), newest first.
+        let group = |t: &Task| (t.slot, if t.slot == 0 { t.node_id.clone() } else { None });
+        tasks.sort_by(|a, b| group(a).cmp(&group(b)).then(b.seq.cmp(&a.seq)));
         let mut prev: Option<(u64, Option<String>)> = None;
         for t in tasks {
             let key = (t.slot, if t.slot == 0 { t.node_id.clone() } else { None });
@@ -167,6 +168,35 @@ mod tests {
     fn table_pads_like_docker() {
         let t = table(&["ID", "NAME"], &[vec!["abc".into(), "web".into()]]);
         assert_eq!(t, format!("{:<20}NAME\n{:<20}web\n", "ID", "abc"));
+    }
+
+    #[test]
+    fn a_rescheduled_slot_shows_its_newest_task_first_wherever_it_runs() {
+        use crate::model::TaskState;
+        let mut w = crate::testkit::World::new(1);
+        let sid = w.create(crate::model::ServiceSpec::new("web", "shoal/whoami"));
+        w.report_all(TaskState::Running);
+        // The task runs on n1 (lowest id); n1 is drained, so its replacement runs on n2, in the
+        // same slot. Sorting by node first would put the old task on top.
+        let old = w.live(&sid)[0].clone();
+        assert_eq!(old.node_id.as_deref(), Some("n1"));
+        w.ok(crate::state::Command::UpdateNode {
+            node: "n1".into(),
+            availability: Some(crate::model::Availability::Drain),
+            role: None,
+            label_add: Default::default(),
+            label_rm: vec![],
+        });
+        w.report(&old.id, TaskState::Shutdown);
+        let new = w.state.tasks.values().find(|t| t.id != old.id).expect("a replacement");
+        assert_eq!(new.node_id.as_deref(), Some("n2"));
+        let view = ClusterView { state: w.state.clone(), leader: None, voters: Default::default(), this_manager: 0, applied: 0 };
+        let text = service_ps_table(&view, std::slice::from_ref(&sid), w.now);
+        let rows: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(rows.len(), 2, "{text}");
+        assert!(rows[0].contains("web.1") && !rows[0].contains("\\_"), "the new task heads its slot:\n{text}");
+        assert!(rows[0].contains("host-n2"), "{text}");
+        assert!(rows[1].contains("\\_ web.1") && rows[1].contains("host-n1"), "the drained one is history:\n{text}");
     }
 
     #[test]
