@@ -44,6 +44,7 @@ fn node(i: usize) -> Node {
         labels: BTreeMap::new(),
         created_ms: 0,
         updated_ms: 0,
+        resources: Default::default(),
     }
 }
 
