@@ -117,7 +117,7 @@ fn reapply_changes_nothing_and_a_restart_repairs_only_the_difference() {
     let task = lab.task_ns("smgr-backend");
     assert!(in_ns(&task, &["ip", "addr", "flush", "dev", "eth0"]).status.success());
     assert!(!ping(&task, "10.0.9.4"));
-    let out = lab.apply(&"smgr", &two_networks(&lab, "smgr"));
+    let out = lab.apply("smgr", &two_networks(&lab, "smgr"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     // Exactly the damage, plus the two routes the kernel itself flushed when the bridge went down.
@@ -140,7 +140,7 @@ fn reapply_changes_nothing_and_a_restart_repairs_only_the_difference() {
     // Taking a remote endpoint away is O(1): one FDB and one neighbour entry.
     let mut state = two_networks(&lab, "smgr");
     state["endpoints"].as_array_mut().unwrap().retain(|e| e["id"] != "backend.3");
-    let out = lab.apply(&"smgr", &state);
+    let out = lab.apply("smgr", &state);
     assert_eq!(changes(&String::from_utf8_lossy(&out.stdout)), 2);
 }
 

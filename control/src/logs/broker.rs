@@ -62,13 +62,15 @@ pub fn assemble(plan: &LogPlan, answers: Vec<TaskLog>, warnings: Vec<String>) ->
 }
 
 type SessionTx = mpsc::Sender<Result<SessionMessage, Status>>;
+/// A node's session: its id and (weakly) its stream.
+type Session = (String, mpsc::WeakSender<Result<SessionMessage, Status>>);
 
 /// Open sessions (node -> its stream) and questions waiting for an answer. Streams are held
 /// weakly: the session's own sender decides when the stream ends (a strong one here would keep
 /// a finished session's stream open, and the agent would never move to a new leader).
 #[derive(Default)]
 pub struct Broker {
-    sessions: Mutex<HashMap<String, (String, mpsc::WeakSender<Result<SessionMessage, Status>>)>>,
+    sessions: Mutex<HashMap<String, Session>>,
     pending: Mutex<HashMap<String, oneshot::Sender<Vec<TaskLog>>>>,
 }
 

@@ -440,9 +440,12 @@ fn missing_underlay_is_named() {
     assert!(err.contains("192.168.33.10") && err.contains("--netns"), "{err}");
 }
 
+/// A change to a valid state, and the field its error must name.
+type Breakage = (&'static str, Box<dyn Fn(&mut NodeState)>);
+
 #[test]
 fn bad_input_names_the_field() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut NodeState)>)> = vec![
+    let cases: Vec<Breakage> = vec![
         ("networks[0].vni", Box::new(|s| s.networks[0].vni = 0)),
         ("networks[0].vni", Box::new(|s| s.networks[0].vni = 16_777_216)),
         ("networks[0].mtu", Box::new(|s| s.networks[0].mtu = Some(1279))),

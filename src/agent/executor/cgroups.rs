@@ -106,7 +106,9 @@ pub fn plan(layout: &Layout, instance: &Path, task: &str, limits: &Limits) -> Re
         p.mkdirs.push(dir.clone());
         p.join.push(dir.clone());
     }
-    let wanted: Vec<(&str, &str, Vec<(&str, String)>, Vec<(&str, String)>)> = [
+    // (controller, flag, files in a v2 directory, files in a v1 one)
+    type Files = Vec<(&'static str, String)>;
+    let wanted: Vec<(&str, &str, Files, Files)> = [
         (limits.memory_bytes > 0, "memory", "--limit-memory", vec![("memory.max", limits.memory_bytes.to_string())], vec![("memory.limit_in_bytes", limits.memory_bytes.to_string())]),
         (
             limits.nano_cpus > 0,
