@@ -40,7 +40,9 @@ while IFS= read -r line; do
   pkg=${pkg_id##*#}
   if [[ "$pkg" == *@* ]]; then pkg=${pkg%@*}; else pkg_dir=${pkg_id%#*}; pkg=${pkg_dir##*/}; fi
   target=$(sed -E 's/.*"target":\{[^}]*"name":"([^"]+)".*/\1/' <<< "$line")
-  if [[ "$line" == *'"test":true'* ]]; then
+  # The profile's "test" says whether this is a test harness ("target" has a "test" flag too).
+  is_test=$(sed -E 's/.*"profile":\{[^}]*"test":(true|false).*/\1/' <<< "$line")
+  if [ "$is_test" = true ]; then
     [[ "$line" == *'"kind":["lib"]'* ]] && target=lib
     exe[$pkg/$target]=$path
     manifest=$(sed -E 's/.*"manifest_path":"([^"]+)".*/\1/' <<< "$line")
