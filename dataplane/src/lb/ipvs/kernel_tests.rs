@@ -28,7 +28,8 @@ fn skip(test: &str, reason: &str) {
     if let Ok(path) = std::env::var("SHOAL_SKIP_LOG") {
         use std::io::Write;
         if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-            let _ = writeln!(f, "{line}");
+            // One write: parallel tests append to the same file (O_APPEND keeps a write whole).
+            let _ = f.write_all(format!("{line}\n").as_bytes());
         }
     }
 }
