@@ -286,10 +286,8 @@ async fn attach_dns(dns: &shoal_dns::DnsServer, a: &Assignment, v: &shoal_contro
 fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<TaskRun, String> {
     let name = a.task.name(&a.service_name);
     let image = Image::resolve(&a.spec.image, &a.spec.args).map_err(|e| e.to_string())?;
-    let l = a.spec.limits;
-    let limits = executor::cgroups::Limits { memory_bytes: l.memory_bytes, nano_cpus: l.nano_cpus, pids: l.pids };
     let (layout, instance) = &cfg.cgroups;
-    let cgroups = executor::cgroups::plan(layout, instance, &a.task.id, &limits)?;
+    let cgroups = executor::cgroups::plan(layout, instance, &a.task.id, &a.spec.limits)?;
     let env = a
         .spec
         .env

@@ -271,21 +271,8 @@ pub fn teardown_kind(kind: LbKind, inst: &Instance) -> Result<Vec<String>, LbErr
 fn teardown_except(keep: Option<LbKind>, inst: &Instance) -> Result<Vec<String>, LbError> {
     let mut changes = Vec::new();
     let mut errors = Vec::new();
-    if keep != Some(LbKind::Ebpf) && ebpf::EbpfLb::present(inst) {
-        match ebpf::EbpfLb::teardown_at(inst) {
-            Ok(c) => changes.extend(c),
-            Err(e) => errors.push(e),
-        }
-    }
-    if keep != Some(LbKind::Nftables) {
-        match nft::NftLb::new().teardown() {
-            Ok(c) => changes.extend(c),
-            Err(e) => errors.push(e),
-        }
-    }
-    // Without IPVS in the kernel there is nothing of it to remove (and nothing to open).
-    if keep != Some(LbKind::Ipvs) && ipvs::probe().is_ok() {
-        match ipvs::IpvsLb::open().and_then(|mut lb| lb.teardown()) {
+    for kind in LbKind::ALL.into_iter().filter(|k| Some(*k) != keep) {
+        match teardown_kind(kind, inst) {
             Ok(c) => changes.extend(c),
             Err(e) => errors.push(e),
         }

@@ -13,14 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// A task's limits; 0 = none.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limits {
-    pub memory_bytes: u64,
-    /// CPUs in billionths (Docker's NanoCPUs): 500_000_000 = half a CPU.
-    pub nano_cpus: u64,
-    pub pids: u64,
-}
+/// A task's limits, as the service spec gives them (0 = none).
+pub use shoal_control::model::ResourceLimits as Limits;
 
 /// The host's cgroup mounts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -3,8 +3,7 @@
 //! namespace. Reads what is there ([`observe`]) and runs planned operations ([`run`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use super::msg::{self, Dest, FwmarkService};
 use super::plan::{self, IpvsOp, Observed, ObservedDest, ObservedService};
@@ -166,26 +165,8 @@ pub fn nft_commit(lines: &[NftLine]) -> Result<(), LbError> {
     if lines.is_empty() {
         return Ok(());
     }
-    let nft_err = |what: String, detail: String| LbError::Nft { what, detail };
     let batch: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    let mut child = Command::new(NFT)
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| nft_err("run nft -f -".into(), e.to_string()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(batch.as_bytes()).map_err(|e| nft_err("write the nft batch".into(), e.to_string()))?;
-    }
-    let out = child.wait_with_output().map_err(|e| nft_err("wait for nft".into(), e.to_string()))?;
-    if !out.status.success() {
-        return Err(nft_err(
-            format!("commit a batch of {} changes to table ip shoal_ipvs (nothing was changed)", lines.len()),
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
-    }
-    Ok(())
+    crate::lb::nft::run_batch(&batch, &format!("commit a batch of {} changes to table ip shoal_ipvs", lines.len()))
 }
 
 /// Everything the balancer holds here.

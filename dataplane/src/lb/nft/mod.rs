@@ -140,25 +140,7 @@ impl NftLb {
         if ops.is_empty() {
             return Ok(());
         }
-        let batch = batch_text(ops);
-        let mut child = Command::new(NFT)
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| LbError::Nft { what: "run nft -f -".into(), detail: e.to_string() })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(batch.as_bytes()).map_err(|e| LbError::Nft { what: "write the nft batch".into(), detail: e.to_string() })?;
-        }
-        let out = child.wait_with_output().map_err(|e| LbError::Nft { what: "wait for nft".into(), detail: e.to_string() })?;
-        if !out.status.success() {
-            return Err(LbError::Nft {
-                what: format!("commit a batch of {} changes (nothing was changed)", ops.len()),
-                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(())
+        run_batch(&batch_text(ops), &format!("commit a batch of {} changes", ops.len()))
     }
 
     /// Forgets UDP flows to backends that left (UDP has no end: they would go on to them).
@@ -211,4 +193,25 @@ impl LoadBalancer for NftLb {
         self.cache = None;
         Ok(ops.iter().map(|o| o.to_string()).collect())
     }
+}
+
+/// Runs one `nft -f -` batch (one transaction); `what` names it in the error, which carries
+/// nft's own words. Shared by every balancer that keeps an nftables table.
+pub fn run_batch(batch: &str, what: &str) -> Result<(), LbError> {
+    let err = |what: String, detail: String| LbError::Nft { what, detail };
+    let mut child = Command::new(NFT)
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| err("run nft -f -".into(), e.to_string()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(batch.as_bytes()).map_err(|e| err("write the nft batch".into(), e.to_string()))?;
+    }
+    let out = child.wait_with_output().map_err(|e| err("wait for nft".into(), e.to_string()))?;
+    if !out.status.success() {
+        return Err(err(format!("{what} (nothing was changed)"), String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    }
+    Ok(())
 }
