@@ -5,36 +5,21 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddrV4, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::mesh::*;
 use support::*;
 
 const NODES: [&str; 3] = ["smgr", "snode1", "snode2"];
 const VIP: &str = "10.0.9.100";
 const CLIENT_IP: &str = "192.168.33.100";
-/// Where cgroup v2 is mounted: /sys/fs/cgroup/unified on hybrid hosts, /sys/fs/cgroup on v2 ones.
-fn cgroup2() -> String {
-    shoal_ebpf::cgroup2_mount().expect("no cgroup2 mount: the eBPF balancer needs one").display().to_string()
-}
 /// Services besides `web`, each with a VIP and ports and the `other.N` tasks as backends, so a
 /// change of one `web` backend is measured against a table that is not tiny.
 const EXTRA_SERVICES: usize = 40;
-
-fn node_addr(i: usize) -> String {
-    format!("192.168.33.{}", 10 * (i + 1))
-}
-
-fn lb_addr(i: usize) -> String {
-    format!("10.0.9.{}", 250 - i)
-}
-
-fn task_ip(i: usize) -> String {
-    format!("10.0.9.{}", i + 2)
-}
 
 /// `web`: VIP, 5000 -> 80 TCP and UDP through the mesh, 5001 -> 80 keeping the client address,
 /// 6000 -> 80 in host mode; web.1..3 one per node.
@@ -169,27 +154,6 @@ impl Mesh {
 fn parse(text: &str) -> Option<(String, SocketAddrV4)> {
     let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
     Some((field("Name:")?.to_string(), field("RemoteAddr:")?.parse().ok()?))
-}
-
-fn http_get(stream: &mut TcpStream) -> Result<String, String> {
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").map_err(|e| format!("write: {e}"))?;
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut len = 0;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).map_err(|e| format!("read: {e}"))? == 0 {
-            return Err("closed".into());
-        }
-        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap_or(0);
-        }
-        if h == "\r\n" {
-            break;
-        }
-    }
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).map_err(|e| format!("read body: {e}"))?;
-    Ok(String::from_utf8_lossy(&body).to_string())
 }
 
 /// `n` HTTP requests from namespace `ns`, one connection each: (name, remote) per answer.

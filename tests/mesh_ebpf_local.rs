@@ -14,27 +14,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::mesh::*;
 use support::*;
 
 const NODES: [&str; 3] = ["smgr", "snode1", "snode2"];
 const VIP: &str = "10.0.9.100";
-/// Where cgroup v2 is mounted here, as shoal finds it (the build machine: /sys/fs/cgroup/unified;
-/// the kernel lab's guest: /sys/fs/cgroup).
-fn cgroup2() -> String {
-    shoal_ebpf::cgroup2_mount().expect("no cgroup2 mount: the eBPF balancer needs one").display().to_string()
-}
-
-fn node_addr(i: usize) -> String {
-    format!("192.168.33.{}", 10 * (i + 1))
-}
-
-fn lb_addr(i: usize) -> String {
-    format!("10.0.9.{}", 250 - i)
-}
-
-fn task_ip(i: usize) -> String {
-    format!("10.0.9.{}", i + 2)
-}
 
 /// `web`: VIP:80, 5000 -> 80 (TCP and UDP) and `host_port` -> 81 through the mesh; web.1..3 one
 /// per node, those in `unhealthy` marked so.
@@ -140,27 +124,6 @@ impl Mesh {
 /// The name in a whoami answer.
 fn parse(text: &str) -> Option<String> {
     text.lines().find_map(|l| l.strip_prefix("Name:")).map(|n| n.trim().to_string())
-}
-
-fn http_get(stream: &mut TcpStream) -> Result<String, String> {
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").map_err(|e| format!("write: {e}"))?;
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut len = 0;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).map_err(|e| format!("read: {e}"))? == 0 {
-            return Err("closed".into());
-        }
-        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap_or(0);
-        }
-        if h == "\r\n" {
-            break;
-        }
-    }
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).map_err(|e| format!("read body: {e}"))?;
-    Ok(String::from_utf8_lossy(&body).to_string())
 }
 
 /// `n` HTTP requests from namespace `ns` (on a thread of this process, so in no shoal cgroup),

@@ -12,14 +12,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::mesh::*;
 use support::*;
 
 const NODES: [&str; 2] = ["smgr", "snode1"];
 const VIP: &str = "10.0.9.100";
-
-fn node_addr(i: usize) -> String {
-    format!("192.168.33.{}", 10 * (i + 1))
-}
 
 /// `web`: VIP and 5000 -> 80 through the mesh; web.1 on smgr, web.2 on snode1.
 fn state(lab: &Lab, node: &str) -> Value {

@@ -2,6 +2,8 @@
 //! when the test fails), running commands in namespaces, TCP across namespaces.
 #![allow(dead_code)]
 
+pub mod mesh;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
