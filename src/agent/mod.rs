@@ -237,12 +237,15 @@ pub async fn run(
             }
         }
         // 5. Health checks for running tasks that have one (not for those being stopped).
+        //    The process states read at the top of the pass will do: a task started just now gets
+        //    its loop on the next pass (it is `starting` until its first check anyway).
         let now = now_ms();
+        let stopping_now = stopping.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let checked: Vec<health::Wanted> = v
             .assignments
             .values()
             .filter(|a| a.task.desired_state == TaskState::Running && !a.task.status.state.is_terminal())
-            .filter(|a| exec.state(&a.task.id) == ProcessState::Running && !stopping.lock().unwrap_or_else(|p| p.into_inner()).contains(&a.task.id))
+            .filter(|a| running.contains(&a.task.id) && !stopping_now.contains(&a.task.id))
             .filter_map(|a| {
                 let check = a.spec.healthcheck.clone()?;
                 let started = if a.task.status.timestamp_ms > 0 { a.task.status.timestamp_ms } else { now };
