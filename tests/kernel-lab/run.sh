@@ -61,32 +61,64 @@ if [ -n "$shoal_bin" ]; then
   shoal_bin=$lean
 fi
 
-# The guest's script: every suite in turn, test names prefixed, skips kept per suite.
+# The guest's script. Suites run in $jobs lanes (the guest's CPUs: qemu gives each its own host
+# thread), in tests.list order, so list the long ones first. Each suite's output goes to its own
+# file in the results folder and is printed whole when the suite ends (or, should the guest run
+# out of time, by this script afterwards), test names prefixed, skips kept per suite.
+jobs=${SHOAL_KERNEL_LAB_JOBS:-${SHOAL_KERNEL_LAB_SMP:-2}}
+[[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "kernel-lab: SHOAL_KERNEL_LAB_JOBS must be a positive number, not '$jobs'" >&2; exit 2; }
 out=$(mktemp -d /tmp/shoal-kernel-lab-out.XXXXXX)
 trap 'rm -rf "$out"' EXIT
 {
-  echo 'status=0'
+  echo 'R=$KERNEL_LAB_RESULTS'
   [ -n "$shoal_bin" ] && echo "export SHOAL_BIN=$(printf %q "$shoal_bin")"
   for i in "${!names[@]}"; do
     n=${names[$i]}
     prefix="s/^test ([^ ]+) \\.\\.\\. /test kernel_lab::$n::\\1 ... /"
-    echo "echo '== kernel lab: $n'; start=\$(date +%s)"
+    echo "suite_$n() {"
     if [ "${kinds[$i]}" = test ]; then
       key=${specs[$i]}
       [ -n "${exe[$key]:-}" ] || { echo "kernel-lab: cargo built no test binary for $key" >&2; exit 1; }
-      echo "cd $(printf %q "${dir[$key]}")"
-      echo "SHOAL_SKIP_LOG=\$KERNEL_LAB_RESULTS/skips-$n $(printf %q "${exe[$key]}") ${args[$i]} 2>&1 | sed -u -E '$prefix'"
-      echo 'rc=${PIPESTATUS[0]}'
+      echo "  cd $(printf %q "${dir[$key]}") || return 1"
+      echo "  SHOAL_SKIP_LOG=\$R/skips-$n $(printf %q "${exe[$key]}") ${args[$i]} 2>&1 | sed -u -E '$prefix'"
+      echo '  return ${PIPESTATUS[0]}'
     else
-      echo "cd $(printf %q "$root")"
-      echo "SHOAL_SKIP_LOG=\$KERNEL_LAB_RESULTS/skips-$n ${specs[$i]} ${args[$i]} 2>&1"
-      echo "rc=\$?; [ \$rc = 0 ] && r=ok || r=FAILED"
-      echo "echo \"test kernel_lab::$n ... \$r\""
-      echo "[ \$rc = 0 ] && echo 'test result: ok. 1 passed; 0 failed; 0 ignored' || echo 'test result: FAILED. 0 passed; 1 failed; 0 ignored'"
+      echo "  cd $(printf %q "$root") || return 1"
+      echo "  SHOAL_SKIP_LOG=\$R/skips-$n ${specs[$i]} ${args[$i]} 2>&1"
+      echo "  local rc=\$?; [ \$rc = 0 ] && r=ok || r=FAILED"
+      echo "  echo \"test kernel_lab::$n ... \$r\""
+      echo "  [ \$rc = 0 ] && echo 'test result: ok. 1 passed; 0 failed; 0 ignored' || echo 'test result: FAILED. 0 passed; 1 failed; 0 ignored'"
+      echo '  return $rc'
     fi
-    echo "echo \"kernel-lab: suite $n took \$((\$(date +%s) - start)) s\""
-    echo "[ \$rc = 0 ] || { echo 'kernel-lab: suite $n failed (exit '\$rc')'; status=1; }"
+    echo "}"
   done
+  cat <<'GUEST'
+run_suite() {
+  local n=$1 start=$SECONDS rc
+  echo "$n" > "$R/running-$n"
+  ( "suite_$n" ) > "$R/log-$n" 2>&1 < /dev/null
+  rc=$?
+  echo "kernel-lab: suite $n took $((SECONDS - start)) s" >> "$R/log-$n"
+  [ $rc = 0 ] || echo "kernel-lab: suite $n failed (exit $rc)" >> "$R/log-$n"
+  rm -f "$R/running-$n"
+  return $rc
+}
+status=0
+declare -A lane_of
+finish() {  # wait for one suite, print its output whole
+  local pid n
+  wait -n -p pid; local rc=$?
+  n=${lane_of[$pid]}; unset "lane_of[$pid]"
+  echo "== kernel lab: $n"; cat "$R/log-$n"
+  [ $rc = 0 ] || status=1
+}
+GUEST
+  echo "for n in ${names[*]}; do"
+  echo "  while [ \${#lane_of[@]} -ge $jobs ]; do finish; done"
+  echo '  run_suite "$n" & lane_of[$!]=$n'
+  echo "done"
+  echo 'while [ ${#lane_of[@]} -gt 0 ]; do finish; done'
+  echo "echo \"kernel-lab: ${#names[@]} suites in $jobs lanes took \$SECONDS s\""
   echo 'exit $status'
 } > "$out/suites.sh"
 
@@ -96,6 +128,13 @@ bash "$here/vm.sh" --env RUST_BACKTRACE=1 --timeout "${SHOAL_KERNEL_LAB_TIMEOUT:
 status=$?
 set -e
 [ "$status" = 77 ] && exit 77
+# Suites that had not ended (the guest ran out of time or died): their output so far.
+for f in "$out"/results/running-*; do
+  [ -e "$f" ] || continue
+  n=${f##*/running-}
+  echo "== kernel lab: $n did not finish; its output so far:"
+  cat "$out/results/log-$n" 2>/dev/null || true
+done
 
 # Skips in the guest, named after their suite.
 for i in "${!names[@]}"; do
