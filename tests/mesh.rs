@@ -206,11 +206,23 @@ fn all_replicas() -> BTreeSet<String> {
 
 /// Every replica answers through a VIP from a task (curl, in the task's cgroup).
 fn vip_names(mesh: &Mesh, from: &str, n: usize) -> BTreeSet<String> {
+    // One curl for all n requests (a process per request costs 0.2 s under the kernel lab's
+    // emulation), each on a connection of its own ("Connection: close", and curl's count of the
+    // connections it opened is checked), so each is balanced on its own.
+    const END: &str = "--shoal-transfer-end--";
+    let url = format!("http://{VIP}:80/");
+    let write_out = format!("\n%{{num_connects}} {END}\n");
+    let mut args = vec!["curl", "-s", "-m", "3", "-H", "Connection: close", "-w", &write_out];
+    args.extend(std::iter::repeat_n(url.as_str(), n));
+    let out = mesh.task_command(from, &args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let transfers: Vec<&str> = text.split_terminator(&format!("{END}\n")).collect();
+    assert_eq!(transfers.len(), n, "VIP from {from}: {n} requests, {} answers:\n{text}\n{}", transfers.len(), String::from_utf8_lossy(&out.stderr));
     let mut seen = BTreeSet::new();
-    for _ in 0..n {
-        let out = mesh.task_command(from, &["curl", "-s", "-m", "3", &format!("http://{VIP}:80/")]).output().unwrap();
-        let body = String::from_utf8_lossy(&out.stdout);
-        let (name, _) = parse(&body).unwrap_or_else(|| panic!("VIP from {from}: no answer ({})", String::from_utf8_lossy(&out.stderr)));
+    for t in transfers {
+        let (body, connects) = t.trim_end().rsplit_once('\n').unwrap_or(("", t.trim()));
+        assert_eq!(connects.trim(), "1", "VIP from {from}: a request did not open a connection of its own: {t:?}");
+        let (name, _) = parse(body).unwrap_or_else(|| panic!("VIP from {from}: no answer ({})", String::from_utf8_lossy(&out.stderr)));
         seen.insert(name);
     }
     seen

@@ -25,9 +25,11 @@ fi
 
 # One dpkg-query for all (it runs inside the kernel lab's emulated guest too).
 installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${packages[@]}" 2>/dev/null | awk '/ install ok installed$/ {print $1}' || true)
+declare -A have
+for p in $installed; do have[$p]=1; done
 missing=()
 for p in "${packages[@]}"; do
-  grep -qx "$p" <<< "$installed" || missing+=("$p")
+  [ -n "${have[$p]:-}" ] || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "prereqs: installing ${missing[*]}"
