@@ -128,3 +128,19 @@ add rule ip shoal prerouting ip daddr . meta l4proto . th dport vmap @vips comme
     assert!(!listing.contains("vips") && !listing.contains("v_10_0_9_100_80_tcp"), "{listing}");
     assert!(listing.contains("10.0.9.100 . tcp . 80 . 2 : 10.0.9.4 . 80"), "{listing}");
 }
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn table_exists_finds_exactly_ip_tables_of_that_name() {
+    use shoal_dataplane::lb::nft::table_exists;
+    let seen = in_namespace("shoal-lbte", || {
+        let before = table_exists("shoal").unwrap();
+        // the same name in another family is not ours
+        let nft = |cmd: &str| assert!(Command::new("nft").args(cmd.split(' ')).status().unwrap().success(), "nft {cmd}");
+        nft("add table inet shoal");
+        let other_family = table_exists("shoal").unwrap();
+        nft("add table ip shoal");
+        (before, other_family, table_exists("shoal").unwrap(), table_exists("shoal_ipvs").unwrap())
+    });
+    assert_eq!(seen, (false, false, true, false), "(absent, inet only, ip shoal, another name)");
+}

@@ -61,7 +61,7 @@ impl Held {
             let broken = &self.broken;
             let (kind, reason) = lb::choose_with(choice, |k| match broken.get(&k) {
                 Some(why) => Err(format!("failed to open here: {why}")),
-                None => lb::probe_kind(k),
+                None => lb::probe_here(k, &inst),
             })?;
             tracing::info!(lb = %kind, %reason, "load balancer chosen");
             match lb::open(kind, &inst, want) {

@@ -184,19 +184,25 @@ pub fn probe_kind(kind: LbKind) -> Result<(), String> {
 }
 
 /// Probes every implementation (for `show` and the doctor; choosing needs [`choose`] only).
+/// [`probe_kind`] for instance `inst`: an eBPF balancer already programmed there (its pins
+/// exist, and bpffs keeps them for this boot only) has loaded on this kernel, so it is not
+/// test-loaded again (a full load of both objects, as long as the real one). Opening it still
+/// fails, and is reported, if it cannot run.
+pub fn probe_here(kind: LbKind, inst: &Instance) -> Result<(), String> {
+    match kind {
+        LbKind::Ebpf if ebpf::EbpfLb::present(inst) => Ok(()),
+        _ => probe_kind(kind),
+    }
+}
+
 pub fn probe() -> ProbeReport {
     ProbeReport { ebpf: probe_kind(LbKind::Ebpf), nftables: probe_kind(LbKind::Nftables), ipvs: probe_kind(LbKind::Ipvs) }
 }
 
-/// Probes every implementation, reusing an eBPF probe already run (loading the programs through
-/// the verifier is the slow part, seconds under emulation): what `shoal doctor` reports.
+/// Probes every implementation, reusing an eBPF probe already run (a test load of both eBPF
+/// objects is the slow part): what `shoal doctor` reports.
 pub fn probe_with(ebpf: &shoal_ebpf::Probe) -> ProbeReport {
     ProbeReport { ebpf: ebpf.load_balancer(), nftables: probe_kind(LbKind::Nftables), ipvs: probe_kind(LbKind::Ipvs) }
-}
-
-/// The implementation to use for `choice`, probing only what that needs.
-pub fn choose(choice: Choice) -> Result<(LbKind, String), LbError> {
-    choose_with(choice, probe_kind)
 }
 
 /// Opens implementation `kind` for this namespace.
@@ -226,7 +232,7 @@ pub fn reconcile(state: &NodeState, choice: Choice, dry_run: bool) -> Result<LbR
         let changes = teardown_except(None, &inst)?;
         return Ok(LbReport { kind: None, reason: "no services".into(), changes });
     }
-    let (kind, reason) = choose(choice)?;
+    let (kind, reason) = choose_with(choice, |k| probe_here(k, &inst))?;
     tracing::info!(lb = %kind, %reason, instance = %inst.name, "load balancer chosen");
     if dry_run && kind == LbKind::Ebpf && !ebpf::EbpfLb::present(&inst) {
         // Nothing loaded yet: plan against an empty table without loading or attaching anything.

@@ -146,6 +146,9 @@ fn write_sysctl(name: &str, value: &str) -> Result<(), LbError> {
 /// `nft -j list table ip shoal_ipvs` (absent: the default).
 pub fn nft_list() -> Result<TableObserved, LbError> {
     let nft_err = |what: &str, detail: String| LbError::Nft { what: what.to_string(), detail };
+    if !crate::lb::nft::table_exists(table::TABLE).map_err(|e| nft_err("look for table ip shoal_ipvs", e.to_string()))? {
+        return Ok(TableObserved::default());
+    }
     let out = Command::new(NFT)
         .args(["-j", "list", "table", "ip", table::TABLE])
         .output()

@@ -12,6 +12,7 @@
 //! any more are deleted. The table is read back with `nft -j`.
 
 mod netlink;
+pub use netlink::table_exists;
 mod observe;
 mod plan;
 
@@ -53,6 +54,9 @@ impl NftLb {
 
     /// Reads table `ip shoal` from the kernel (`nft -j`).
     pub fn observe(&mut self) -> Result<NftObserved, LbError> {
+        if !netlink::table_exists(TABLE).map_err(|e| LbError::Nft { what: format!("look for table ip {TABLE}"), detail: e.to_string() })? {
+            return Ok(NftObserved::default());
+        }
         let out = Command::new(NFT)
             .args(["-j", "list", "table", "ip", TABLE])
             .output()
