@@ -68,12 +68,24 @@ fn every_node_pair_talks_on_two_networks_and_networks_are_isolated() {
     let fwd = in_ns(&lab.node_ns("smgr"), &["cat", "/proc/sys/net/ipv4/ip_forward"]);
     assert_eq!(String::from_utf8_lossy(&fwd.stdout).trim(), "1");
     // backend on smgr cannot reach frontend tasks, on the same node or another one
+    // (Each refused try waits out its timeout: all six run at once.)
     let src = lab.task_ns("smgr-backend");
-    for (j, to) in NODES.iter().enumerate() {
-        let dst = format!("10.0.10.{}", j + 2);
-        assert!(!ping(&src, &dst), "backend task reached frontend task {dst} on {to}");
-        let dst_ns = lab.task_ns(&format!("{to}-frontend"));
-        assert!(!tcp_round_trip(&src, &dst_ns, &dst, 7100 + j as u16), "backend TCP reached frontend {dst}");
+    let tries: Vec<_> = NODES
+        .iter()
+        .enumerate()
+        .flat_map(|(j, to)| {
+            let dst = format!("10.0.10.{}", j + 2);
+            let dst_ns = lab.task_ns(&format!("{to}-frontend"));
+            let (src_ping, dst_ping) = (src.clone(), dst.clone());
+            let (src_tcp, dst_tcp) = (src.clone(), dst.clone());
+            [
+                (format!("backend task reached frontend task {dst} on {to}"), std::thread::spawn(move || ping(&src_ping, &dst_ping))),
+                (format!("backend TCP reached frontend {dst} on {to}"), std::thread::spawn(move || tcp_round_trip(&src_tcp, &dst_ns, &dst_tcp, 7100 + j as u16))),
+            ]
+        })
+        .collect();
+    for (what, reached) in tries {
+        assert!(!reached.join().unwrap(), "{what}");
     }
     // ... while it still reaches its own gateway and this node's frontend gateway stays local
     assert!(ping(&src, "10.0.9.1"), "task cannot reach its gateway");

@@ -119,12 +119,16 @@ pub fn on_thread_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 
 pub fn tcp_round_trip(client_ns: &str, server_ns: &str, server_ip: &str, port: u16) -> bool {
     let addr: SocketAddr = format!("{server_ip}:{port}").parse().unwrap();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    // The server gives up once the client has (a refused connection must not cost the server's
+    // whole wait).
+    let client_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server_stop = client_done.clone();
     let server = on_thread_in(server_ns, move || {
         let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind");
         listener.set_nonblocking(true).unwrap();
         ready_tx.send(()).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(4);
-        while std::time::Instant::now() < deadline {
+        while std::time::Instant::now() < deadline && !server_stop.load(std::sync::atomic::Ordering::SeqCst) {
             if let Ok((mut s, _)) = listener.accept() {
                 s.set_nonblocking(false).unwrap();
                 let mut buf = [0u8; 5];
@@ -144,6 +148,7 @@ pub fn tcp_round_trip(client_ns: &str, server_ns: &str, server_ip: &str, port: u
         s.write_all(b"shoal").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"shoal"
     });
     let ok = client.join().unwrap();
+    client_done.store(true, std::sync::atomic::Ordering::SeqCst);
     server.join().unwrap();
     ok
 }
