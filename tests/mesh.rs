@@ -382,3 +382,45 @@ fn mesh_bad_service_input_names_the_field_and_changes_nothing() {
         assert_eq!(mesh.lab.show("smgr"), before, "{field}: state changed");
     }
 }
+
+/// Unmounts a bpffs the test mounted, should the code under test not have.
+struct Mounted(String);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if shoal_ebpf::is_bpffs(std::path::Path::new(&self.0)).unwrap_or(false) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// `--lb auto` where eBPF's pins say it ran (so it is not test-loaded again) but what is pinned
+/// cannot be adopted: eBPF is cleaned up and nftables takes over, with the reason reported.
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn mesh_auto_falls_back_when_pinned_ebpf_cannot_be_adopted() {
+    require_root();
+    let test = "mesh_auto_falls_back_when_pinned_ebpf_cannot_be_adopted";
+    let probe = shoal_ebpf::probe();
+    if !probe.sock_lb.is_available() || !probe.tc_nat.is_available() {
+        skip(test, &format!("eBPF (auto would not choose it): socket LB {}; tc NAT {}", probe.sock_lb, probe.tc_nat));
+        return;
+    }
+    let lab = Lab::up(3);
+    let mesh = Mesh { procs: Vec::new(), lab, lb: "auto" };
+    // A pin directory whose service map is not a map.
+    let pins = format!("/run/shoal/{}/bpf", mesh.lab.node_ns("smgr"));
+    std::fs::create_dir_all(&pins).unwrap();
+    assert!(Command::new("mount").args(["-t", "bpf", "bpf", &pins]).status().unwrap().success(), "mount bpffs on {pins}");
+    let _mounted = Mounted(pins.clone());
+    std::fs::create_dir_all(format!("{pins}/sock/sock_svc")).unwrap();
+
+    let (changes, stderr) = mesh.apply("smgr", &state(&mesh.lab, "smgr", &[]));
+    assert!(stderr.contains("load balancer: nftables"), "{test}: nftables did not take over: {stderr}");
+    assert!(stderr.contains("ebpf unavailable (failed to open here"), "{test}: the reason is not reported: {stderr}");
+    assert!(changes > 0, "{test}: nothing was programmed");
+    let table = in_ns(&mesh.lab.node_ns("smgr"), &["nft", "list", "table", "ip", "shoal"]);
+    assert!(table.status.success() && String::from_utf8_lossy(&table.stdout).contains("5000"), "{test}: no nftables frontend for :5000");
+    assert!(!std::path::Path::new(&format!("{pins}/sock/sock_svc")).exists(), "{test}: the failed eBPF balancer was not cleaned up");
+}

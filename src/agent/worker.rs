@@ -52,31 +52,11 @@ struct Held {
 }
 
 impl Held {
-    /// Opens the chosen balancer. Under `auto`, one that probes fine but then cannot open here
-    /// (e.g. eBPF on a kernel whose tc attachment it cannot make) is skipped for the next
-    /// available one, loudly, and not tried again by this process.
+    /// Opens the chosen balancer (see [`lb::open_choice`]: under `auto`, one that cannot open
+    /// here is skipped for the next, and not tried again by this process).
     fn open(&mut self, choice: Choice, desired: &NodeState, want: &LbTable) -> Result<Box<dyn LoadBalancer>, lb::LbError> {
         let inst = Instance::here(&desired.node);
-        loop {
-            let broken = &self.broken;
-            let (kind, reason) = lb::choose_with(choice, |k| match broken.get(&k) {
-                Some(why) => Err(format!("failed to open here: {why}")),
-                None => lb::probe_here(k, &inst),
-            })?;
-            tracing::info!(lb = %kind, %reason, "load balancer chosen");
-            match lb::open(kind, &inst, want) {
-                Ok(handle) => return Ok(handle),
-                Err(e) if choice == Choice::Auto => {
-                    tracing::warn!(lb = %kind, error = %e, "load balancer cannot run here: falling back to the next one");
-                    // Leave nothing half-attached that could steer traffic beside the next one.
-                    if let Err(t) = lb::teardown_kind(kind, &inst) {
-                        tracing::warn!(lb = %kind, error = %t, "cleaning up after the failed load balancer");
-                    }
-                    self.broken.insert(kind, e.to_string());
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        lb::open_choice(choice, &inst, want, &mut self.broken).map(|(handle, _, _)| handle)
     }
 
     fn apply(&mut self, desired: &NodeState, choice: Choice) -> Applied {

@@ -23,6 +23,7 @@ pub mod nft;
 pub mod plan;
 pub mod wire;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -232,19 +233,52 @@ pub fn reconcile(state: &NodeState, choice: Choice, dry_run: bool) -> Result<LbR
         let changes = teardown_except(None, &inst)?;
         return Ok(LbReport { kind: None, reason: "no services".into(), changes });
     }
-    let (kind, reason) = choose_with(choice, |k| probe_here(k, &inst))?;
-    tracing::info!(lb = %kind, %reason, instance = %inst.name, "load balancer chosen");
-    if dry_run && kind == LbKind::Ebpf && !ebpf::EbpfLb::present(&inst) {
-        // Nothing loaded yet: plan against an empty table without loading or attaching anything.
-        let changes = diff(&LbTable::default(), &ebpf::normalize(&want)).iter().map(|o| o.to_string()).collect();
+    if dry_run {
+        // No fallback: cleaning up after a balancer that failed to open would change the kernel.
+        let (kind, reason) = choose_with(choice, |k| probe_here(k, &inst))?;
+        if kind == LbKind::Ebpf && !ebpf::EbpfLb::present(&inst) {
+            // Nothing loaded yet: plan against an empty table without loading or attaching anything.
+            let changes = diff(&LbTable::default(), &ebpf::normalize(&want)).iter().map(|o| o.to_string()).collect();
+            return Ok(LbReport { kind: Some(kind), reason, changes });
+        }
+        let changes = open(kind, &inst, &want)?.reconcile(&want, true)?;
         return Ok(LbReport { kind: Some(kind), reason, changes });
     }
-    let mut lb = open(kind, &inst, &want)?;
-    let mut changes = lb.reconcile(&want, dry_run)?;
-    if !dry_run {
-        changes.extend(teardown_except(Some(kind), &inst)?);
-    }
+    let (mut lb, kind, reason) = open_choice(choice, &inst, &want, &mut BTreeMap::new())?;
+    let mut changes = lb.reconcile(&want, false)?;
+    changes.extend(teardown_except(Some(kind), &inst)?);
     Ok(LbReport { kind: Some(kind), reason, changes })
+}
+
+/// Chooses a balancer for `choice` and opens it. Under `auto`, one that probes fine but then
+/// cannot open here (e.g. eBPF on a kernel whose tc attachment it cannot make, or whose pins say
+/// it ran but which no longer loads) is cleaned up, recorded in `broken` (so a long-lived caller
+/// does not try it again) and skipped for the next available one, loudly.
+pub fn open_choice(
+    choice: Choice,
+    inst: &Instance,
+    want: &LbTable,
+    broken: &mut BTreeMap<LbKind, String>,
+) -> Result<(Box<dyn LoadBalancer>, LbKind, String), LbError> {
+    loop {
+        let (kind, reason) = choose_with(choice, |k| match broken.get(&k) {
+            Some(why) => Err(format!("failed to open here: {why}")),
+            None => probe_here(k, inst),
+        })?;
+        tracing::info!(lb = %kind, %reason, instance = %inst.name, "load balancer chosen");
+        match open(kind, inst, want) {
+            Ok(lb) => return Ok((lb, kind, reason)),
+            Err(e) if choice == Choice::Auto => {
+                tracing::warn!(lb = %kind, error = %e, "load balancer cannot run here: falling back to the next one");
+                // Leave nothing half-attached that could steer traffic beside the next one.
+                if let Err(t) = teardown_kind(kind, inst) {
+                    tracing::warn!(lb = %kind, error = %t, "cleaning up after the failed load balancer");
+                }
+                broken.insert(kind, e.to_string());
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Removes what every balancer made here (all of them, continuing past failures).
