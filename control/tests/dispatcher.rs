@@ -183,3 +183,37 @@ async fn agents_follow_a_new_leader_and_get_a_full_snapshot() {
     .await;
     agent.abort();
 }
+
+/// A worker whose session opened while there was one manager learns of managers that join
+/// later (over its open session), so it can find the leader when the first manager dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_learn_of_managers_that_join_after_their_session_opened() {
+    let (ms, ws, _, mt) = cluster(1, 1).await;
+    let known = |node: shoal_control::node::NodeControl| async move {
+        match node.handle(shoal_control::node::LocalRequest::Info).await.unwrap() {
+            shoal_control::node::LocalReply::Info(i) => i.managers,
+            other => panic!("{other:?}"),
+        }
+    };
+    eventually("the worker's session is up", 20, || async { (*ws[0].node.connected().borrow()).then_some(()) }).await;
+    assert_eq!(known(ws[0].node.clone()).await, vec![ms[0].addr.clone()]);
+    let mut addrs = vec![ms[0].addr.clone()];
+    let mut more = vec![];
+    for name in ["m2", "m3"] {
+        let n = TestNode::start(name).await;
+        n.join(&mt, &ms[0].addr).await.unwrap();
+        addrs.push(n.addr.clone());
+        more.push(n);
+    }
+    addrs.sort();
+    eventually("the worker knows all three managers", 20, || {
+        let node = ws[0].node.clone();
+        let addrs = addrs.clone();
+        async move {
+            let mut k = known(node).await;
+            k.sort();
+            (k == addrs).then_some(())
+        }
+    })
+    .await;
+}

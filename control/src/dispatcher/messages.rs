@@ -21,6 +21,10 @@ pub enum SessionMessage {
     /// First message of a session.
     Hello { node_id: String, session_id: String, heartbeat_period_ms: u64, managers: Vec<String> },
     Update(AgentUpdate),
+    /// The managers changed since `Hello` (one joined, left or moved): where to look for the
+    /// leader when this session ends. Without it an agent whose session opened before the
+    /// other managers joined knows only the first one, and is lost when it dies.
+    Managers { managers: Vec<String> },
     /// This manager is not the leader: connect to `leader` instead.
     Redirect { leader: Option<String> },
     /// Read these tasks' logs (`service logs`); answered with `AgentMessage::Logs`.

@@ -27,11 +27,12 @@ pub fn open(mgr: Manager, node_id: String, mut inbound: Streaming<AgentMessage>)
     };
     let heartbeat_period_ms = mgr.liveness().period().as_millis() as u64;
     let session_id = crate::model::random_id();
+    let managers = mgr.manager_addrs();
     let _ = tx.try_send(Ok(SessionMessage::Hello {
         node_id: node_id.clone(),
         session_id: session_id.clone(),
         heartbeat_period_ms,
-        managers: mgr.manager_addrs(),
+        managers: managers.clone(),
     }));
     mgr.liveness().seen(&node_id, tokio::time::Instant::now());
     mgr.logs().attach(&node_id, &session_id, tx.clone());
@@ -57,10 +58,18 @@ pub fn open(mgr: Manager, node_id: String, mut inbound: Streaming<AgentMessage>)
             let mut applied = shared.subscribe();
             let mut shutdown = mgr.shutdown_signal();
             let mut sent: Option<AgentView> = None;
+            let mut sent_managers = managers;
             loop {
                 if !mgr.is_leader() {
                     let _ = tx.send(Ok(SessionMessage::Redirect { leader: mgr.leader_addr() })).await;
                     return;
+                }
+                let managers = mgr.manager_addrs();
+                if managers != sent_managers {
+                    if tx.send(Ok(SessionMessage::Managers { managers: managers.clone() })).await.is_err() {
+                        return;
+                    }
+                    sent_managers = managers;
                 }
                 let version = *applied.borrow_and_update();
                 let (mut view, raft_id) = shared.read(|s| {

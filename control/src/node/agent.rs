@@ -147,6 +147,11 @@ async fn session(
                     ch.view.send_replace(Arc::new(super::agent::AgentSnapshot { version: u.version, view: view.clone() }));
                     let _ = ch.updates.send(u);
                 }
+                Ok(Some(SessionMessage::Managers { managers })) => {
+                    if !managers.is_empty() {
+                        *cfg.managers.lock().unwrap_or_else(|p| p.into_inner()) = managers;
+                    }
+                }
                 Ok(Some(SessionMessage::Redirect { leader })) => return Ended::Redirect(leader),
                 Ok(Some(SessionMessage::Logs { request_id, reads })) => answer_logs(cfg.logs.clone(), request_id, reads, out_tx.clone()),
                 Ok(None) => return Ended::Failed,
