@@ -216,4 +216,9 @@ async fn agents_learn_of_managers_that_join_after_their_session_opened() {
         }
     })
     .await;
+    // ... and remembers them: a restarted worker starts from the managers in its node.json.
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(ws[0].dir.path().join("node.json")).unwrap()).unwrap();
+    let mut saved: Vec<String> = serde_json::from_value(saved["managers"].clone()).unwrap();
+    saved.sort();
+    assert_eq!(saved, addrs, "the worker's node.json does not list the managers it learned");
 }

@@ -27,11 +27,31 @@ pub struct AgentChannels {
     pub connected: watch::Sender<bool>,
 }
 
+/// Told the managers when a session brings a different set.
+pub type ManagersHook = Box<dyn Fn(&[String]) + Send + Sync>;
+
 pub struct AgentConfig {
     pub tls: tls::TlsIdentity,
     pub managers: Arc<Mutex<Vec<String>>>,
     pub heartbeat_period: Duration,
     pub logs: Option<crate::logs::LogSourceRef>,
+    /// Called with the managers when a session tells of a different set (to persist them).
+    pub on_managers: Option<ManagersHook>,
+}
+
+impl AgentConfig {
+    fn learn_managers(&self, managers: Vec<String>) {
+        if managers.is_empty() {
+            return;
+        }
+        let mut known = self.managers.lock().unwrap_or_else(|p| p.into_inner());
+        if *known != managers {
+            *known = managers;
+            if let Some(f) = &self.on_managers {
+                f(&known);
+            }
+        }
+    }
 }
 
 /// Run sessions until `shutdown`; gives the report receiver back.
@@ -130,9 +150,7 @@ async fn session(
             m = inbound.message() => match m {
                 Ok(Some(SessionMessage::Hello { managers, heartbeat_period_ms, .. })) => {
                     ch.connected.send_replace(true);
-                    if !managers.is_empty() {
-                        *cfg.managers.lock().unwrap_or_else(|p| p.into_inner()) = managers;
-                    }
+                    cfg.learn_managers(managers);
                     let p = Duration::from_millis(heartbeat_period_ms.max(10));
                     if p != *period {
                         *period = p;
@@ -147,11 +165,7 @@ async fn session(
                     ch.view.send_replace(Arc::new(super::agent::AgentSnapshot { version: u.version, view: view.clone() }));
                     let _ = ch.updates.send(u);
                 }
-                Ok(Some(SessionMessage::Managers { managers })) => {
-                    if !managers.is_empty() {
-                        *cfg.managers.lock().unwrap_or_else(|p| p.into_inner()) = managers;
-                    }
-                }
+                Ok(Some(SessionMessage::Managers { managers })) => cfg.learn_managers(managers),
                 Ok(Some(SessionMessage::Redirect { leader })) => return Ended::Redirect(leader),
                 Ok(Some(SessionMessage::Logs { request_id, reads })) => answer_logs(cfg.logs.clone(), request_id, reads, out_tx.clone()),
                 Ok(None) => return Ended::Failed,

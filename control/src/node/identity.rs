@@ -80,6 +80,18 @@ impl Paths {
         write_private(&self.identity(), &serde_json::to_vec_pretty(id).unwrap_or_default())
     }
 
+    /// Remember the managers an agent learned (from its sessions), so a restarted node can find
+    /// the cluster after the managers it joined through are gone. Nothing to do once the node
+    /// has left (no identity).
+    pub fn save_managers(&self, managers: &[String]) -> Result<(), IdentityError> {
+        let Some((mut id, _)) = self.load()? else { return Ok(()) };
+        if id.managers == managers {
+            return Ok(());
+        }
+        id.managers = managers.to_vec();
+        self.save_identity(&id)
+    }
+
     pub fn load(&self) -> Result<Option<(Identity, TlsIdentity)>, IdentityError> {
         let read = |p: PathBuf| std::fs::read_to_string(&p).map_err(|source| IdentityError { what: "reading", path: p.display().to_string(), source });
         let path = self.identity();

@@ -283,6 +283,14 @@ impl NodeControl {
                 managers: managers.clone(),
                 heartbeat_period: Duration::from_millis(id.heartbeat_period_ms.max(10)),
                 logs: self.inner.cfg.logs.clone(),
+                on_managers: Some(Box::new({
+                    let paths = Paths { dir: self.inner.paths.dir.clone() };
+                    move |managers| {
+                        if let Err(e) = paths.save_managers(managers) {
+                            tracing::warn!("remembering the managers: {e}");
+                        }
+                    }
+                })),
             };
             let inner = self.inner.clone();
             let stop = stop_rx.clone();
@@ -485,6 +493,8 @@ impl NodeControl {
         }
         j.tls.cert_pem = r.cert_pem;
         j.id.role = role;
+        // The managers the agent learned since the join (saved by it), not those of the join.
+        j.id.managers = j.managers.lock().unwrap_or_else(|p| p.into_inner()).clone();
         self.inner.paths.save(&j.id, &j.tls)?;
         match role {
             Role::Manager => {
