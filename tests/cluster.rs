@@ -130,6 +130,7 @@ impl Drop for Cluster {
                 }
             }
         }
+        support::shims::end_task_shims(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod mesh;
+pub mod shims;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
