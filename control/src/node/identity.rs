@@ -68,6 +68,10 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), IdentityError> {
     std::fs::rename(&tmp, path).map_err(|e| err("renaming", e))
 }
 
+fn read(p: PathBuf) -> Result<String, IdentityError> {
+    std::fs::read_to_string(&p).map_err(|source| IdentityError { what: "reading", path: p.display().to_string(), source })
+}
+
 impl Paths {
     pub fn save(&self, id: &Identity, tls: &TlsIdentity) -> Result<(), IdentityError> {
         write_private(&self.ca(), tls.ca_pem.as_bytes())?;
@@ -84,7 +88,7 @@ impl Paths {
     /// the cluster after the managers it joined through are gone. Nothing to do once the node
     /// has left (no identity).
     pub fn save_managers(&self, managers: &[String]) -> Result<(), IdentityError> {
-        let Some((mut id, _)) = self.load()? else { return Ok(()) };
+        let Some(mut id) = self.load_identity()? else { return Ok(()) };
         if id.managers == managers {
             return Ok(());
         }
@@ -93,18 +97,23 @@ impl Paths {
     }
 
     pub fn load(&self) -> Result<Option<(Identity, TlsIdentity)>, IdentityError> {
-        let read = |p: PathBuf| std::fs::read_to_string(&p).map_err(|source| IdentityError { what: "reading", path: p.display().to_string(), source });
+        let Some(id) = self.load_identity()? else { return Ok(None) };
+        let tls = TlsIdentity { ca_pem: read(self.ca())?, cert_pem: read(self.cert())?, key_pem: read(self.key())? };
+        Ok(Some((id, tls)))
+    }
+
+    /// `node.json` alone (None: the node is in no cluster).
+    fn load_identity(&self) -> Result<Option<Identity>, IdentityError> {
         let path = self.identity();
         if !path.exists() {
             return Ok(None);
         }
-        let id: Identity = serde_json::from_str(&read(path.clone())?).map_err(|e| IdentityError {
+        let id = serde_json::from_str(&read(path.clone())?).map_err(|e| IdentityError {
             what: "parsing",
             path: path.display().to_string(),
             source: std::io::Error::other(e),
         })?;
-        let tls = TlsIdentity { ca_pem: read(self.ca())?, cert_pem: read(self.cert())?, key_pem: read(self.key())? };
-        Ok(Some((id, tls)))
+        Ok(Some(id))
     }
 
     /// Forget the cluster: identity, certificates and Raft data.

@@ -184,7 +184,6 @@ pub fn probe_kind(kind: LbKind) -> Result<(), String> {
     }
 }
 
-/// Probes every implementation (for `show` and the doctor; choosing needs [`choose`] only).
 /// [`probe_kind`] for instance `inst`: an eBPF balancer already programmed there (its pins
 /// exist, and bpffs keeps them for this boot only) has loaded on this kernel, so it is not
 /// test-loaded again (a full load of both objects, as long as the real one). Opening it still
@@ -196,6 +195,8 @@ pub fn probe_here(kind: LbKind, inst: &Instance) -> Result<(), String> {
     }
 }
 
+/// Probes every implementation (for `show` and the doctor; choosing probes only what it needs,
+/// see [`open_choice`]).
 pub fn probe() -> ProbeReport {
     ProbeReport { ebpf: probe_kind(LbKind::Ebpf), nftables: probe_kind(LbKind::Nftables), ipvs: probe_kind(LbKind::Ipvs) }
 }

@@ -168,6 +168,15 @@ pub enum WireError {
     Kernel(i32),
 }
 
+impl From<WireError> for std::io::Error {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::Io(e) => e,
+            WireError::Kernel(errno) => std::io::Error::from_raw_os_error(errno),
+        }
+    }
+}
+
 impl WireError {
     pub fn errno(&self) -> Option<i32> {
         match self {

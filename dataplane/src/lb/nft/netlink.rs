@@ -366,21 +366,14 @@ pub fn commit(ops: &[NftOp]) -> Result<bool, Refused> {
 /// kernel lab's emulation, on every apply of another balancer, which makes sure no table of
 /// ours is left).
 pub fn table_exists(name: &str) -> Result<bool, std::io::Error> {
-    let mut socket = wire::RawSocket::open(NETLINK_NETFILTER).map_err(wire_io)?;
+    let mut socket = wire::RawSocket::open(NETLINK_NETFILTER)?;
     let seq = socket.next_seq();
     let mut msg = MsgBuilder::new(nft_type(NFT_MSG_GETTABLE), NLM_F_REQUEST | NLM_F_ACK, seq, &[NFPROTO_IPV4, 0, 0, 0]);
     msg.str(NFTA_TABLE_NAME, name);
     match socket.transact(&msg.finish(), seq) {
         Ok(_) => Ok(true),
         Err(wire::WireError::Kernel(libc::ENOENT)) => Ok(false),
-        Err(e) => Err(wire_io(e)),
-    }
-}
-
-fn wire_io(e: wire::WireError) -> std::io::Error {
-    match e {
-        wire::WireError::Io(e) => e,
-        wire::WireError::Kernel(errno) => std::io::Error::from_raw_os_error(errno),
+        Err(e) => Err(e.into()),
     }
 }
 
