@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -131,8 +132,27 @@ impl Drop for Cluster {
             }
         }
         support::shims::end_task_shims(&self.dir);
+        // Task namespaces the daemons made and had no time to remove (a daemon killed while it
+        // started a task), by the names in their logs.
+        for ns in created_task_namespaces(&self.logs()) {
+            if std::path::Path::new("/run/netns").join(&ns).exists() {
+                let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The task namespaces named in daemon logs' "creating a task namespace" lines.
+fn created_task_namespaces(logs: &str) -> BTreeSet<String> {
+    logs.lines()
+        .filter(|l| l.contains("creating a task namespace"))
+        .filter_map(|l| {
+            let at = l.find("shoal-t-")?;
+            let name: String = l[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+            Some(name)
+        })
+        .collect()
 }
 
 fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {

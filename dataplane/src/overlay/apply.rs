@@ -30,7 +30,13 @@ pub fn apply(nl: &mut Netlink, ops: &[Op], mode: Mode) -> Result<usize, ApplyErr
     let mut failures = Vec::new();
     let mut done = 0;
     for op in ops {
-        tracing::debug!(%op, "apply");
+        if let Op::CreateNetns { name } = op {
+            // Before it exists: whoever cleans up after a killed agent finds every namespace it
+            // may have made in its log.
+            tracing::info!(netns = %name, "creating a task namespace");
+        } else {
+            tracing::debug!(%op, "apply");
+        }
         match run(nl, &mut index, op) {
             Ok(()) => done += 1,
             Err(e) => {
