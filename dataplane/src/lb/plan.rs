@@ -1,6 +1,12 @@
-//! The pure half of load balancing: which frontends (VIP ports, published ports) this node
-//! serves with which backends, from the desired state; and the difference between two such
-//! tables as a list of operations, each O(1) in the number of services.
+//! The pure half of load balancing: which frontends (VIPs, published ports) this node serves
+//! with which backends, from the desired state; and the difference between two such tables as a
+//! list of operations, each O(1) in the number of services.
+//!
+//! A VIP carries every port (Swarm's semantics: the front end reaches `redis:6379` whether or
+//! not the service lists or publishes 6379): its frontends are keyed by [`ANY_PORT`], one per
+//! protocol, and their backends' ports are [`ANY_PORT`] too, meaning "the port the client
+//! asked for". Every balancer turns that into a wildcard of its own kind. Published ports map
+//! published -> target as before.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,7 +17,13 @@ pub use shoal_ebpf::{Proto, ServiceKey};
 use crate::overlay::names;
 use crate::state::{Endpoint, NodeState, Protocol, PublishMode, EndpointMode};
 
-/// What a frontend is: a service VIP port (reached from tasks), or a port published on the
+/// The port of a VIP frontend's key and of its backends: every destination port, kept as it is.
+pub const ANY_PORT: u16 = 0;
+
+/// The protocols a VIP carries (SCTP is refused when a service is created).
+pub const VIP_PROTOCOLS: [Proto; 2] = [Proto::Tcp, Proto::Udp];
+
+/// What a frontend is: a service VIP (reached from tasks), or a port published on the
 /// node's underlay address (reached from outside).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
@@ -31,7 +43,7 @@ impl fmt::Display for Kind {
 /// One backend of a frontend: a healthy task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Target {
-    /// Task address and target port.
+    /// Task address and target port ([`ANY_PORT`] for a VIP's backend: the client's port).
     pub addr: SocketAddrV4,
     /// Source address of NATed flows towards it: this node's LB address on the task's network.
     pub snat: Ipv4Addr,
@@ -159,9 +171,9 @@ pub fn desired(state: &NodeState) -> LbTable {
         if svc.endpoint_mode == EndpointMode::Vip {
             for (net_name, vip) in &svc.vips {
                 let Some(lb) = state.network(net_name).and_then(|n| n.lb_addresses.get(&state.node)) else { continue };
-                for p in &svc.ports {
-                    let key = ServiceKey { addr: *vip, port: p.target, proto: proto(p.protocol) };
-                    let bes = healthy.iter().filter(|e| &e.network == net_name).map(|e| target(e, p.target, *lb, &state.node)).collect();
+                for proto in VIP_PROTOCOLS {
+                    let key = ServiceKey { addr: *vip, port: ANY_PORT, proto };
+                    let bes = healthy.iter().filter(|e| &e.network == net_name).map(|e| target(e, ANY_PORT, *lb, &state.node)).collect();
                     insert(&mut t.vips, key, false, bes);
                 }
             }
@@ -310,16 +322,18 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn desired_has_vip_ports_published_ports_and_local_host_ports() {
+    fn desired_has_any_port_vips_published_ports_and_local_host_ports() {
         let t = desired(&state("a"));
         assert_eq!(t.underlay, Some(ip("192.168.33.10")));
         assert_eq!(t.bridges, [("shb-4097".to_string(), ip("10.0.9.250"))].into_iter().collect());
-        let vip80 = &t.vips[&ServiceKey::tcp(ip("10.0.9.100"), 80)];
-        assert_eq!(vip80.backends.iter().map(|b| b.addr).collect::<Vec<_>>(), vec![sa("10.0.9.2:80"), sa("10.0.9.3:80"), sa("10.0.9.4:80")]);
-        assert!(vip80.backends.iter().all(|b| b.snat == ip("10.0.9.250")));
-        assert_eq!(vip80.backends.iter().filter(|b| b.local).count(), 1);
-        assert!(t.vips.contains_key(&ServiceKey::udp(ip("10.0.9.100"), 53)));
-        assert!(t.vips.contains_key(&ServiceKey::tcp(ip("10.0.9.100"), 8080)));
+        // One frontend per protocol carries every port, whatever the service lists.
+        assert_eq!(t.vips.keys().copied().collect::<Vec<_>>(), vec![ServiceKey::tcp(ip("10.0.9.100"), ANY_PORT), ServiceKey::udp(ip("10.0.9.100"), ANY_PORT)]);
+        for vip in t.vips.values() {
+            assert_eq!(vip.backends.iter().map(|b| b.addr).collect::<Vec<_>>(), vec![sa("10.0.9.2:0"), sa("10.0.9.3:0"), sa("10.0.9.4:0")]);
+            assert!(vip.backends.iter().all(|b| b.snat == ip("10.0.9.250")));
+            assert_eq!(vip.backends.iter().filter(|b| b.local).count(), 1);
+            assert!(!vip.keep_client_ip);
+        }
         let p = &t.published[&ServiceKey::tcp(ip("192.168.33.10"), 5000)];
         assert!(!p.keep_client_ip);
         assert_eq!(p.backends.len(), 3);
@@ -327,6 +341,16 @@ pub(crate) mod tests {
         let host = &t.published[&ServiceKey::tcp(ip("192.168.33.10"), 6000)];
         assert!(host.keep_client_ip);
         assert_eq!(host.backends.iter().map(|b| (b.addr, b.local)).collect::<Vec<_>>(), vec![(sa("10.0.9.2:8080"), true)]);
+    }
+
+    #[test]
+    fn a_service_without_ports_still_has_a_vip_on_every_port() {
+        let mut s = state("a");
+        s.services[0].ports.clear();
+        let t = desired(&s);
+        assert_eq!(t.vips.len(), 2);
+        assert!(t.vips.values().all(|f| f.backends.len() == 3));
+        assert!(t.published.is_empty());
     }
 
     #[test]
@@ -377,20 +401,26 @@ pub(crate) mod tests {
     #[test]
     fn one_backend_change_is_one_op_whatever_the_number_of_services() {
         let mut s = state("a");
-        for i in 0..500u16 {
-            s.services[0].ports.push(crate::state::PortConfig { target: 10_000 + i, ..Default::default() });
+        for i in 0..500u32 {
+            let mut other = s.services[0].clone();
+            other.name = format!("other{i}");
+            other.vips.insert("backend".into(), Ipv4Addr::from(u32::from(ip("10.0.10.0")) + i));
+            other.ports.clear();
+            other.backends.clear();
+            s.services.push(other);
         }
         let before = desired(&s);
         let mut after_state = s.clone();
         after_state.endpoints[2].healthy = false;
         let ops = diff(&before, &desired(&after_state));
-        // web.3 leaves every frontend it served: one op per frontend, none per other service.
+        // web.3 leaves the frontends it served (2 VIP protocols, 2 ingress ports; host mode is
+        // local only): one op each, none for the 500 other services.
+        assert_eq!(ops.len(), 4, "{ops:?}");
         assert!(ops.iter().all(|o| matches!(o, LbOp::RemoveBackend { addr, .. } if addr.ip() == &ip("10.0.9.4"))));
-        // and on a frontend of its own, a change is exactly one op
-        let key = ServiceKey::tcp(ip("10.0.9.100"), 10_000);
+        let key = ServiceKey::tcp(ip("10.0.9.100"), ANY_PORT);
         let mut one = before.clone();
         one.vips.get_mut(&key).unwrap().backends.pop();
-        assert_eq!(diff(&before, &one), vec![LbOp::RemoveBackend { kind: Kind::Vip, key, addr: sa("10.0.9.4:10000") }]);
+        assert_eq!(diff(&before, &one), vec![LbOp::RemoveBackend { kind: Kind::Vip, key, addr: sa("10.0.9.4:0") }]);
     }
 
     #[test]
