@@ -66,6 +66,8 @@ pub fn node_state(view: &AgentView, node_id: &str, self_addr: Ipv4Addr, running:
             gateway: Some(n.gateway),
             mtu: None,
             lb_addresses: n.lb_addrs.iter().filter(|(node, _)| nodes.contains_key(*node)).map(|(k, v)| (k.clone(), *v)).collect(),
+            internal: n.internal,
+            local: n.node_local,
         })
         .collect();
 
@@ -89,6 +91,10 @@ pub fn node_state(view: &AgentView, node_id: &str, self_addr: Ipv4Addr, running:
     }
     for ep in view.endpoints.values().filter(|e| e.node_id != node_id) {
         for (i, att) in ep.addresses.iter().enumerate() {
+            // Another node's gateway bridge is not reachable from here.
+            if view.networks.get(&att.network_id).is_some_and(|n| n.node_local) {
+                continue;
+            }
             let Some(network) = net_name(&att.network_id) else { continue };
             endpoints.push(Endpoint {
                 id: endpoint_id(&ep.task_id, i, &network),

@@ -279,7 +279,7 @@ pub async fn run(
 
 async fn attach_dns(dns: &shoal_dns::DnsServer, a: &Assignment, v: &shoal_control::dispatcher::AgentView) {
     let networks: Vec<String> =
-        a.task.networks.iter().filter_map(|n| v.networks.get(&n.network_id).filter(|net| !net.ingress).map(|net| net.name.clone())).collect();
+        a.task.networks.iter().filter_map(|n| v.networks.get(&n.network_id).filter(|net| !net.ingress && !net.node_local).map(|net| net.name.clone())).collect();
     let ns = shoal_dataplane::netns::path(&desired::task_netns(&a.task.id));
     if let Err(e) = dns.attach_task(&a.task.id, &ns, networks).await {
         tracing::warn!(task = %a.task.id, error = %e, "cannot serve DNS in the task");

@@ -5,6 +5,7 @@
 use std::sync::mpsc;
 use std::thread;
 
+use shoal_dataplane::egress;
 use shoal_dataplane::lb::{self, Choice, Instance, LbTable, LoadBalancer};
 use shoal_dataplane::overlay;
 use shoal_dataplane::state::NodeState;
@@ -22,7 +23,7 @@ impl Worker {
     pub fn spawn(choice: Choice) -> std::io::Result<Worker> {
         let (tx, rx) = mpsc::channel::<(NodeState, oneshot::Sender<Applied>)>();
         thread::Builder::new().name("dataplane".into()).spawn(move || {
-            let mut held = Held { lb: None, attached: None, last: None, broken: Default::default(), warned: false };
+            let mut held = Held { lb: None, attached: None, last: None, broken: Default::default(), warned: false, egress: None, egress_error: None };
             for (desired, reply) in rx {
                 let _ = reply.send(held.apply(&desired, choice));
             }
@@ -49,6 +50,11 @@ struct Held {
     broken: std::collections::BTreeMap<lb::LbKind, String>,
     /// Whether the failure to open a balancer was already reported.
     warned: bool,
+    /// The egress the kernel was last brought to: read back again only when it changes or on a
+    /// repair pass.
+    egress: Option<egress::Egress>,
+    /// The last egress failure reported (each new one is logged once).
+    egress_error: Option<String>,
 }
 
 impl Held {
@@ -64,6 +70,7 @@ impl Held {
         let overlay = overlay::reconcile(desired).map_err(|e| e.to_string())?;
         let t1 = t0.elapsed();
         let want = lb::desired(desired);
+        self.egress(desired, self.last.as_ref() == Some(&want));
         // The balancer opens on the first pass, services or not, and stays open (its tables
         // emptied when the last service goes): a new service is then programmed in milliseconds
         // instead of loading and verifying programs first.
@@ -119,5 +126,32 @@ impl Held {
         self.last = Some(want);
         tracing::debug!(overlay_ms = t1.as_millis() as u64, lb_ms = (t0.elapsed() - t1).as_millis() as u64, "reconcile timing");
         Ok((overlay.ops.len(), changes))
+    }
+
+    /// Egress (masquerade of task traffic leaving the overlay). A failure here does not hold
+    /// tasks back: they still reach the cluster's networks, and internal networks have no route
+    /// out whatever happens here. It is logged once and tried again on every pass.
+    fn egress(&mut self, desired: &NodeState, repair: bool) {
+        let want = egress::desired(desired);
+        if !repair && self.egress.as_ref() == Some(&want) {
+            return;
+        }
+        match egress::reconcile(desired) {
+            Ok(op) => {
+                if let Some(op) = op {
+                    tracing::info!("{op}");
+                }
+                self.egress = Some(want);
+                self.egress_error = None;
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if self.egress_error.as_ref() != Some(&e) {
+                    tracing::warn!(error = %e, "egress unavailable: tasks reach only the cluster's networks");
+                    self.egress_error = Some(e);
+                }
+                self.egress = None;
+            }
+        }
     }
 }

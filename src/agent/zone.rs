@@ -18,7 +18,8 @@ pub fn zone(view: &AgentView) -> Zone {
     let mut networks = Vec::new();
     // As in Swarm, the ingress network carries published ports, not names: a task of a
     // published service resolves its peers on its own networks.
-    for net in view.networks.values().filter(|n| !n.ingress) {
+    // Nor does the gateway bridge: it is node-local, with no service to name.
+    for net in view.networks.values().filter(|n| !n.ingress && !n.node_local) {
         let services = view
             .services
             .values()

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
+use shoal_dataplane::egress;
 use shoal_dataplane::lb;
 use shoal_dataplane::overlay;
 use shoal_dataplane::state::NodeState;
@@ -44,6 +45,19 @@ pub fn run(cmd: DataplaneCommand) -> anyhow::Result<()> {
             for op in &ops {
                 println!("{op}");
             }
+            // Egress needs nftables: without it tasks still run, reaching only the cluster's
+            // networks (internal networks have no route out whatever happens here).
+            let egress = if dry_run { egress::dry_run(&desired) } else { egress::reconcile(&desired) };
+            let egress = match egress {
+                Ok(op) => op,
+                Err(e) => {
+                    eprintln!("egress unavailable, tasks reach only the cluster's networks: {e}");
+                    None
+                }
+            };
+            if let Some(op) = &egress {
+                println!("{op}");
+            }
             let report = lb::reconcile(&desired, choice, dry_run)?;
             match report.kind {
                 Some(kind) => eprintln!("load balancer: {kind} ({})", report.reason),
@@ -52,7 +66,7 @@ pub fn run(cmd: DataplaneCommand) -> anyhow::Result<()> {
             for change in &report.changes {
                 println!("{change}");
             }
-            let total = ops.len() + report.changes.len();
+            let total = ops.len() + usize::from(egress.is_some()) + report.changes.len();
             println!("{} {} changes", if dry_run { "planned" } else { "applied" }, total);
         }
         DataplaneCommand::Show { node } => {
@@ -62,8 +76,10 @@ pub fn run(cmd: DataplaneCommand) -> anyhow::Result<()> {
         }
         DataplaneCommand::Teardown => {
             let lb_changes = lb::teardown("local");
+            let egress = egress::teardown();
             let report = overlay::teardown()?;
             let lb_changes = lb_changes?;
+            egress?;
             println!("removed: {} operations", report.ops.len() + lb_changes.len());
         }
     }

@@ -34,6 +34,8 @@ pub fn states(t: &Topology) -> (Vec<NodeState>, Vec<DemoTask>) {
         gateway: None,
         mtu: None,
         lb_addresses,
+        internal: false,
+        local: false,
     };
     let tasks: Vec<DemoTask> = t
         .nodes

@@ -43,7 +43,29 @@ pub fn plan_network(state: &ClusterState, spec: &NetworkSpec) -> Result<(u32, Ip
     Ok((vni, subnet, gateway))
 }
 
-/// The networks a service's tasks attach to: ingress first when it publishes ingress ports.
+/// The gateway bridge network for `init`: the first /16 of 172.18-31 that no node address or
+/// network overlaps.
+pub fn plan_gateway_network(state: &ClusterState) -> Result<(NetworkSpec, u32, Ipv4Net, Ipv4Addr), StateError> {
+    let nodes = node_addrs(state);
+    let taken: Vec<(String, Ipv4Net)> = state.networks.values().map(|n| (n.spec.name.clone(), n.subnet)).collect();
+    let subnet = crate::model::GATEWAY_SUBNETS
+        .filter_map(|b| Ipv4Net::new(Ipv4Addr::new(172, b, 0, 0), 16).ok())
+        .find(|s| subnet::check_subnet(s, &taken, &nodes).is_ok())
+        .ok_or_else(|| StateError::Exhausted("no /16 of 172.18.0.0-172.31.255.255 is free for the gateway bridge".into()))?;
+    let spec = NetworkSpec {
+        name: crate::model::GATEWAY_NETWORK.into(),
+        driver: "bridge".into(),
+        subnet: Some(subnet),
+        node_local: true,
+        ..Default::default()
+    };
+    let (vni, subnet, gateway) = plan_network(state, &spec)?;
+    Ok((spec, vni, subnet, gateway))
+}
+
+/// The networks a service's tasks attach to: ingress first when it publishes ingress ports; the
+/// gateway bridge alone when it names no network and publishes nothing through the mesh (as
+/// Swarm attaches such tasks to `docker_gwbridge` only).
 pub fn service_networks(state: &ClusterState, spec: &ServiceSpec) -> Result<Vec<String>, StateError> {
     let mut ids = vec![];
     if spec.endpoint.ports.iter().any(|p| p.mode == PublishMode::Ingress) {
@@ -55,8 +77,19 @@ pub fn service_networks(state: &ClusterState, spec: &ServiceSpec) -> Result<Vec<
         let net = state
             .find_network(n)
             .map_err(|_| StateError::invalid(format!("networks[{i}]"), format!("network {n:?} not found")))?;
+        if net.spec.node_local {
+            return Err(StateError::invalid(
+                format!("networks[{i}]"),
+                format!("{n:?} is the gateway bridge: a service without networks gets it by itself; name overlay networks only"),
+            ));
+        }
         if !ids.contains(&net.id) {
             ids.push(net.id.clone());
+        }
+    }
+    if ids.is_empty() {
+        if let Some(gw) = state.networks.values().find(|n| n.spec.node_local) {
+            ids.push(gw.id.clone());
         }
     }
     Ok(ids)
@@ -124,7 +157,8 @@ pub fn plan_service_endpoint(
     let mut vips = vec![];
     if spec.endpoint.mode == EndpointMode::Vip {
         let mut pools = pools(state);
-        for net in network_ids {
+        // The gateway bridge is node-local: a VIP there would reach only this node's tasks.
+        for net in network_ids.iter().filter(|n| !state.networks.get(*n).is_some_and(|n| n.spec.node_local)) {
             if let Some(prev) = old.and_then(|o| o.vips.iter().find(|v| &v.network_id == net)) {
                 vips.push(prev.clone());
                 continue;
@@ -205,7 +239,9 @@ pub fn allocate_lb_addrs(state: &mut ClusterState) {
         if let Some(node) = &t.node_id {
             if !t.status.state.is_terminal() {
                 for a in &t.networks {
-                    if !state.networks.get(&a.network_id).is_some_and(|n| n.lb_addrs.contains_key(node)) {
+                    // The gateway bridge balances nothing: it needs no load-balancer address.
+                    let local_only = state.networks.get(&a.network_id).is_some_and(|n| n.spec.node_local);
+                    if !local_only && !state.networks.get(&a.network_id).is_some_and(|n| n.lb_addrs.contains_key(node)) {
                         wanted.insert((a.network_id.clone(), node.clone()));
                     }
                 }

@@ -156,7 +156,8 @@ pub fn service_ps_table(v: &ClusterView, service_ids: &[String], now_ms: u64) ->
 pub fn network_table(v: &ClusterView) -> String {
     let mut nets: Vec<_> = v.state.networks.values().collect();
     nets.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
-    let rows = nets.iter().map(|n| vec![short(&n.id), n.spec.name.clone(), n.spec.driver.clone(), "swarm".to_string()]).collect::<Vec<_>>();
+    let scope = |n: &crate::model::Network| if n.spec.node_local { "local" } else { "swarm" }.to_string();
+    let rows = nets.iter().map(|n| vec![short(&n.id), n.spec.name.clone(), n.spec.driver.clone(), scope(n)]).collect::<Vec<_>>();
     table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows)
 }
 

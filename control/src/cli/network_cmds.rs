@@ -18,6 +18,9 @@ pub enum NetworkCmd {
         gateway: Option<String>,
         #[arg(long)]
         attachable: bool,
+        /// Tasks on this network get no egress: they reach the cluster's networks only.
+        #[arg(long)]
+        internal: bool,
         /// Driver options, e.g. --opt encrypted
         #[arg(long = "opt", short = 'o')]
         opt: Vec<String>,
@@ -40,7 +43,7 @@ pub enum NetworkCmd {
 
 pub async fn run(c: Client, cmd: NetworkCmd) -> anyhow::Result<()> {
     match cmd {
-        NetworkCmd::Create { driver, subnet, gateway, attachable, opt, label, name } => {
+        NetworkCmd::Create { driver, subnet, gateway, attachable, internal, opt, label, name } => {
             let subnet = subnet.map(|s| s.parse().map_err(|_| anyhow::anyhow!("invalid --subnet {s:?}: use CIDR like 10.0.9.0/24"))).transpose()?;
             let gateway = gateway.map(|g| g.parse().map_err(|_| anyhow::anyhow!("invalid --gateway {g:?}: use an IPv4 address"))).transpose()?;
             let spec = NetworkSpec {
@@ -50,6 +53,8 @@ pub async fn run(c: Client, cmd: NetworkCmd) -> anyhow::Result<()> {
                 gateway,
                 attachable,
                 ingress: false,
+                internal,
+                node_local: false,
                 options: opt.iter().map(|o| super::args::parse_kv(o)).collect(),
                 labels: label.iter().map(|o| super::args::parse_kv(o)).collect(),
             };

@@ -49,6 +49,12 @@ pub struct NetworkInfo {
     pub subnet: ipnet::Ipv4Net,
     pub gateway: Ipv4Addr,
     pub ingress: bool,
+    /// No egress for its tasks (`network create --internal`).
+    #[serde(default)]
+    pub internal: bool,
+    /// The gateway bridge: a bridge of each node's own, no VXLAN, no peers, no names.
+    #[serde(default)]
+    pub node_local: bool,
     pub options: BTreeMap<String, String>,
     /// Load-balancer address of each node on this network.
     pub lb_addrs: BTreeMap<String, Ipv4Addr>,

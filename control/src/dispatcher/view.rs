@@ -66,6 +66,8 @@ impl EndpointTable {
                         subnet: n.subnet,
                         gateway: n.gateway,
                         ingress: n.spec.ingress,
+                        internal: n.spec.internal,
+                        node_local: n.spec.node_local,
                         options: n.spec.options.clone(),
                         lb_addrs: n.lb_addrs.clone(),
                         peers: peers.remove(&n.id).unwrap_or_default(),

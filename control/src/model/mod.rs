@@ -9,7 +9,7 @@ mod service;
 mod task;
 
 pub use ids::{random_id, IdGen, NetworkId, NodeId, SecretId, ServiceId, TaskId};
-pub use network::{Network, NetworkSpec};
+pub use network::{Network, NetworkSpec, GATEWAY_NETWORK, GATEWAY_SUBNETS};
 pub use node::{Availability, Node, NodeResources, NodeState, Role};
 pub use secret::{Secret, SecretSpec};
 pub use service::{

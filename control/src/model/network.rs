@@ -15,6 +15,15 @@ pub struct NetworkSpec {
     pub attachable: bool,
     /// The routing-mesh network made at `init`.
     pub ingress: bool,
+    /// `--internal` (Swarm's flag): tasks on it get no egress to addresses outside the cluster's
+    /// networks.
+    #[serde(default)]
+    pub internal: bool,
+    /// The gateway bridge made at `init` (Swarm's `docker_gwbridge`): on every node a bridge of
+    /// its own, never joined to the others by VXLAN, for the tasks of services that name no
+    /// network (loopback plus egress through the node). Services cannot name it.
+    #[serde(default)]
+    pub node_local: bool,
     pub options: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
 }
@@ -30,3 +39,11 @@ pub struct Network {
     pub lb_addrs: BTreeMap<super::NodeId, Ipv4Addr>,
     pub created_ms: u64,
 }
+
+/// The name of the gateway bridge network made at `init` (see [`NetworkSpec::node_local`]).
+pub const GATEWAY_NETWORK: &str = "shoal_gwbridge";
+
+/// Its subnet on every node: Docker's `docker_gwbridge` default 172.18.0.0/16, or the next
+/// free /16 up to 172.31 when a node's address or a network is there already. Addresses are
+/// given out cluster-wide all the same, so the allocator needs no per-node pools.
+pub const GATEWAY_SUBNETS: std::ops::RangeInclusive<u8> = 18..=31;

@@ -29,6 +29,14 @@ impl ClusterState {
                     id.clone(),
                     Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now },
                 );
+                // The gateway bridge, like Swarm's `docker_gwbridge`: tasks of services that
+                // name no network get loopback and egress through it.
+                let (spec, vni, subnet, gateway) = crate::allocator::plan_gateway_network(self)?;
+                let id = self.ids.next_id();
+                self.networks.insert(
+                    id.clone(),
+                    Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now },
+                );
                 Ok(Response::Ok)
             }
             Command::AddNode { node } => {
@@ -107,6 +115,9 @@ impl ClusterState {
                 if spec.ingress {
                     return Err(StateError::invalid("ingress", "the cluster already has its ingress network"));
                 }
+                if spec.node_local {
+                    return Err(StateError::invalid("driver", "the cluster already has its gateway bridge: create overlay networks"));
+                }
                 if self.find_network(&spec.name).is_ok_and(|n| n.spec.name == spec.name) {
                     return Err(StateError::exists("network", &spec.name));
                 }
@@ -126,6 +137,9 @@ impl ClusterState {
                 let net = self.find_network(network)?;
                 if net.spec.ingress {
                     return Err(StateError::FailedPrecondition("the ingress network cannot be removed".into()));
+                }
+                if net.spec.node_local {
+                    return Err(StateError::FailedPrecondition(format!("{} (the gateway bridge) cannot be removed", net.spec.name)));
                 }
                 if let Some(s) = self.services.values().find(|s| s.network_ids.contains(&net.id)) {
                     return Err(StateError::FailedPrecondition(format!(

@@ -92,7 +92,8 @@ fn networks_get_vnis_and_disjoint_subnets() {
     let nets: Vec<_> = w.state.networks.values().collect();
     let mut vnis: Vec<u32> = nets.iter().map(|n| n.vni).collect();
     vnis.sort();
-    assert_eq!(vnis, vec![4096, 4097, 4098, 4099]);
+    // ingress, the gateway bridge, then a, b, c.
+    assert_eq!(vnis, vec![4096, 4097, 4098, 4099, 4100]);
     for x in &nets {
         for y in &nets {
             if x.id != y.id {
@@ -253,14 +254,73 @@ fn a_task_with_a_health_check_is_an_endpoint_only_when_healthy() {
 }
 
 #[test]
-fn the_clusters_own_ports_cannot_be_published() {
+fn the_ports_the_clusters_daemons_listen_on_cannot_be_published() {
     let mut w = World::new(0);
-    for (proto, port) in [(Protocol::Tcp, 2377), (Protocol::Udp, 4789), (Protocol::Udp, 7946)] {
+    // The managers listen where `--listen-addr` said: n1 on 2377, a second manager on 4000.
+    w.state.nodes.get_mut("n1").unwrap().manager_addr = Some("192.168.1.1:2377".into());
+    let mut m2 = crate::testkit::node("n2", crate::model::Role::Manager);
+    m2.manager_addr = Some("192.168.1.2:4000".into());
+    w.ok(Command::AddNode { node: m2 });
+    for (proto, port, what) in [(Protocol::Tcp, 2377, "manager API of host-n1"), (Protocol::Tcp, 4000, "manager API of host-n2"), (Protocol::Udp, 4789, "VXLAN")] {
         let mut s = ServiceSpec::new("web", "shoal/whoami");
         s.endpoint.ports.push(PortConfig { protocol: proto, target: 80, published: Some(port), mode: PublishMode::Ingress });
-        refused(&mut w, s, "ports[0].published");
+        let before = w.state.clone();
+        let err = w.apply(Command::CreateService { spec: s }).unwrap_err().to_string();
+        assert!(err.contains("ports[0].published") && err.contains(what), "{err}");
+        assert_eq!(w.state, before);
     }
+    // What nothing listens on is free: 2377/udp, and 7946 (no gossip listener yet).
+    for (name, proto, port) in [("a", Protocol::Udp, 2377), ("b", Protocol::Tcp, 7946), ("c", Protocol::Udp, 7946)] {
+        let mut s = ServiceSpec::new(name, "shoal/whoami");
+        s.endpoint.ports.push(PortConfig { protocol: proto, target: 80, published: Some(port), mode: PublishMode::Ingress });
+        w.create(s);
+    }
+}
+
+#[test]
+fn sctp_ports_are_refused_naming_the_field() {
+    let mut w = World::new(0);
+    for published in [None, Some(9000)] {
+        let mut s = ServiceSpec::new("web", "shoal/whoami");
+        s.endpoint.ports.push(PortConfig { protocol: Protocol::Sctp, target: 9000, published, mode: PublishMode::Ingress });
+        refused(&mut w, s, "ports[0].protocol");
+    }
+}
+
+#[test]
+fn a_service_without_networks_gets_the_gateway_bridge_and_no_vip() {
+    let mut w = World::new(1);
+    let gw = w.state.networks.values().find(|n| n.spec.node_local).expect("init makes the gateway bridge").clone();
+    assert_eq!(gw.spec.name, crate::model::GATEWAY_NETWORK);
+    assert_eq!(gw.subnet.to_string(), "172.18.0.0/16");
+    let sid = w.create(ServiceSpec::new("big", "host"));
+    let svc = &w.state.services[&sid];
+    assert_eq!(svc.network_ids, vec![gw.id.clone()]);
+    assert!(svc.vips.is_empty(), "the gateway bridge is node-local: no VIP");
+    w.report_all(TaskState::Running);
+    let t = w.live(&sid)[0];
+    assert_eq!(t.networks.len(), 1);
+    assert!(gw.subnet.contains(&t.networks[0].addr));
+    assert!(w.state.networks[&gw.id].lb_addrs.is_empty(), "no LB address on the gateway bridge");
+    // It cannot be named, removed, or made twice.
     let mut s = ServiceSpec::new("web", "shoal/whoami");
-    s.endpoint.ports.push(PortConfig { protocol: Protocol::Udp, target: 80, published: Some(2377), mode: PublishMode::Ingress });
-    w.create(s);
+    s.networks = vec![crate::model::GATEWAY_NETWORK.into()];
+    refused(&mut w, s, "networks[0]");
+    assert!(w.apply(Command::RemoveNetwork { network: crate::model::GATEWAY_NETWORK.into() }).is_err());
+    // A service on an overlay network does not get it.
+    net(&mut w, "backend", None).unwrap();
+    let mut s = ServiceSpec::new("web", "shoal/whoami");
+    s.networks = vec!["backend".into()];
+    let sid = w.create(s);
+    assert!(!w.state.services[&sid].network_ids.contains(&gw.id));
+}
+
+#[test]
+fn the_gateway_bridge_moves_off_a_subnet_a_node_uses() {
+    let mut w = World { state: super::ClusterState::default(), now: 1 };
+    let mut n1 = crate::testkit::node("n1", crate::model::Role::Manager);
+    n1.addr = "172.18.0.5".into();
+    w.ok(Command::Init { cluster: crate::testkit::cluster(), node: n1 });
+    let gw = w.state.networks.values().find(|n| n.spec.node_local).unwrap();
+    assert_eq!(gw.subnet.to_string(), "172.19.0.0/16");
 }

@@ -20,14 +20,22 @@ pub fn check_name(field: &str, name: &str) -> Result<(), StateError> {
     Ok(())
 }
 
-/// Ports every node uses for the cluster itself: publishing one would take it over on every node
-/// (the mesh answers on all of them) and cut the cluster apart.
-fn reserved_port(proto: crate::model::Protocol, port: i64) -> Option<&'static str> {
+/// The UDP port of VXLAN between nodes (the data plane's `VXLAN_PORT`).
+const VXLAN_PORT: i64 = 4789;
+
+/// Ports the cluster's own daemons listen on: publishing one would take it over on every node
+/// (the mesh answers on all of them) and cut the cluster apart. The managers' API ports are
+/// the ones they listen on (`--listen-addr`), read from their node records; VXLAN is fixed.
+fn reserved_port(state: &ClusterState, proto: crate::model::Protocol, port: i64) -> Option<String> {
     use crate::model::Protocol::{Tcp, Udp};
-    match (proto, port) {
-        (Tcp, 2377) => Some("the manager API"),
-        (Udp, 4789) => Some("VXLAN between nodes"),
-        (Tcp | Udp, 7946) => Some("node gossip, as in Swarm"),
+    let manager_api = state.nodes.values().filter_map(|n| {
+        let addr = n.manager_addr.as_deref()?;
+        let port: i64 = addr.rsplit_once(':')?.1.parse().ok()?;
+        Some((n, port))
+    });
+    match proto {
+        Udp if port == VXLAN_PORT => Some("VXLAN between nodes".into()),
+        Tcp => manager_api.into_iter().find(|(_, p)| *p == port).map(|(n, _)| format!("the manager API of {}", n.hostname)),
         _ => None,
     }
 }
@@ -53,6 +61,12 @@ pub fn check_service(spec: &ServiceSpec, state: &ClusterState) -> Result<(), Sta
     }
     let mut seen_targets = BTreeSet::new();
     for (i, p) in spec.endpoint.ports.iter().enumerate() {
+        if p.protocol == crate::model::Protocol::Sctp {
+            return Err(StateError::invalid(
+                format!("ports[{i}].protocol"),
+                "sctp is not carried by shoal's load balancers (eBPF, nftables, IPVS balance TCP and UDP): publish tcp or udp",
+            ));
+        }
         if !(1..=65535).contains(&p.target) {
             return Err(StateError::invalid(format!("ports[{i}].target"), format!("{} is not a port: use 1-65535", p.target)));
         }
@@ -63,7 +77,7 @@ pub fn check_service(spec: &ServiceSpec, state: &ClusterState) -> Result<(), Sta
                     format!("{published} is not a port: use 1-65535"),
                 ));
             }
-            if let Some(what) = reserved_port(p.protocol, published) {
+            if let Some(what) = reserved_port(state, p.protocol, published) {
                 return Err(StateError::invalid(
                     format!("ports[{i}].published"),
                     format!("{published}/{} is shoal's own ({what}) on every node: choose another port", p.protocol.as_str()),

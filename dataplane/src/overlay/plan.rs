@@ -27,7 +27,8 @@ pub enum PlanError {
 /// What one overlay network looks like on this node.
 struct NetPlan {
     bridge: String,
-    vxlan: String,
+    /// None for a node-local network (a bridge only).
+    vxlan: Option<String>,
     vni: u32,
     mtu: u32,
     bridge_mac: Option<Mac>,
@@ -68,7 +69,7 @@ pub fn plan(desired: &NodeState, obs: &Observed) -> Result<Vec<Op>, PlanError> {
             });
         }
         let (bridge, vxlan) = (names::bridge(net.vni), names::vxlan(net.vni));
-        for l in &obs.links {
+        for l in obs.links.iter().filter(|_| !net.local) {
             let ours = names::is_shoal_alias(l.alias.as_deref());
             if let LinkKind::Vxlan(v) = &l.kind {
                 if v.vni == net.vni && (v.port == VXLAN_PORT || v.port == 0) && !(ours && l.name == vxlan) {
@@ -90,7 +91,7 @@ pub fn plan(desired: &NodeState, obs: &Observed) -> Result<Vec<Op>, PlanError> {
         let local_lb = net.lb_addresses.get(&desired.node).copied();
         nets.push(NetPlan {
             bridge,
-            vxlan,
+            vxlan: (!net.local).then_some(vxlan),
             vni: net.vni,
             mtu,
             bridge_mac: local_lb.map(Mac::from_ipv4),
@@ -154,7 +155,7 @@ impl<'a> Planner<'a> {
 
     fn stale_links(&mut self, nets: &[NetPlan]) {
         let wanted: HashSet<&str> =
-            nets.iter().flat_map(|n| [n.bridge.as_str(), n.vxlan.as_str()]).collect();
+            nets.iter().flat_map(|n| [Some(n.bridge.as_str()), n.vxlan.as_deref()]).flatten().collect();
         for l in &self.obs.links {
             let ours = names::is_shoal_alias(l.alias.as_deref());
             let overlay_link = l.name.starts_with(names::BRIDGE_PREFIX) || l.name.starts_with(names::VXLAN_PREFIX);
@@ -195,9 +196,10 @@ impl<'a> Planner<'a> {
     }
 
     fn vxlan(&mut self, n: &NetPlan, underlay: &str, local: Ipv4Addr) {
+        let Some(vxlan) = &n.vxlan else { return };
         let bridge_index = self.obs.link(&n.bridge).map(|l| l.index);
         let bridge_fresh = self.fresh.contains(&n.bridge);
-        let current = self.obs.link(&n.vxlan).filter(|l| match &l.kind {
+        let current = self.obs.link(vxlan).filter(|l| match &l.kind {
             LinkKind::Vxlan(v) => {
                 v.vni == n.vni && v.local == Some(local) && v.port == VXLAN_PORT && !v.learning && v.proxy
             }
@@ -206,30 +208,30 @@ impl<'a> Planner<'a> {
         match current {
             Some(l) => {
                 if l.mtu != n.mtu {
-                    self.ops.links.push(Op::SetMtu { link: n.vxlan.clone(), mtu: n.mtu });
+                    self.ops.links.push(Op::SetMtu { link: vxlan.clone(), mtu: n.mtu });
                 }
                 if bridge_fresh || l.master != bridge_index {
-                    self.ops.links.push(Op::SetMaster { link: n.vxlan.clone(), master: n.bridge.clone() });
+                    self.ops.links.push(Op::SetMaster { link: vxlan.clone(), master: n.bridge.clone() });
                 }
                 if !l.up {
-                    self.ops.links.push(Op::SetUp { link: n.vxlan.clone() });
+                    self.ops.links.push(Op::SetUp { link: vxlan.clone() });
                 }
             }
             None => {
-                if self.obs.link(&n.vxlan).is_some() {
-                    self.ops.delete.push(Op::DeleteLink { name: n.vxlan.clone() });
+                if self.obs.link(vxlan).is_some() {
+                    self.ops.delete.push(Op::DeleteLink { name: vxlan.clone() });
                 }
-                self.fresh.insert(n.vxlan.clone());
+                self.fresh.insert(vxlan.clone());
                 self.ops.links.push(Op::CreateVxlan {
-                    name: n.vxlan.clone(),
+                    name: vxlan.clone(),
                     vni: n.vni,
                     local,
                     underlay: underlay.to_string(),
                     mtu: n.mtu,
                     alias: n.alias.clone(),
                 });
-                self.ops.links.push(Op::SetMaster { link: n.vxlan.clone(), master: n.bridge.clone() });
-                self.ops.links.push(Op::SetUp { link: n.vxlan.clone() });
+                self.ops.links.push(Op::SetMaster { link: vxlan.clone(), master: n.bridge.clone() });
+                self.ops.links.push(Op::SetUp { link: vxlan.clone() });
             }
         }
     }
@@ -278,18 +280,25 @@ impl<'a> Planner<'a> {
             });
             rules.insert((names::PRIO_NETWORK, n.bridge.clone(), table));
             rules.insert((names::PRIO_ISOLATION, n.bridge.clone(), names::ISOLATION_TABLE));
+            if net.internal {
+                // No egress: past its own subnet (and the node's local addresses, looked up
+                // before any of this), everything from this network is unreachable.
+                routes.insert(RouteSpec { table, dst: Ipv4Addr::UNSPECIFIED, prefix: 0, dev: None, src: None });
+            }
+            // A node-local network has no VXLAN device: nothing of other nodes is programmed.
+            let Some(vxlan) = &n.vxlan else { continue };
             let remote_lbs = net.lb_addresses.iter().filter(|(node, _)| **node != desired.node);
             for (node, ip) in remote_lbs {
                 if let Some(vtep) = node_addr(node) {
-                    fdb.insert((n.vxlan.clone(), Mac::from_ipv4(*ip), vtep));
-                    neigh.insert((n.vxlan.clone(), *ip, Mac::from_ipv4(*ip)));
+                    fdb.insert((vxlan.clone(), Mac::from_ipv4(*ip), vtep));
+                    neigh.insert((vxlan.clone(), *ip, Mac::from_ipv4(*ip)));
                 }
             }
             let remote = desired.endpoints.iter().filter(|e| e.network == net.name && e.node != desired.node);
             for ep in remote {
                 if let Some(vtep) = node_addr(&ep.node) {
-                    fdb.insert((n.vxlan.clone(), ep.mac(), vtep));
-                    neigh.insert((n.vxlan.clone(), ep.ip, ep.mac()));
+                    fdb.insert((vxlan.clone(), ep.mac(), vtep));
+                    neigh.insert((vxlan.clone(), ep.ip, ep.mac()));
                 }
             }
         }

@@ -31,6 +31,8 @@ fn state() -> NodeState {
             lb_addresses: [("smgr".to_string(), ip("10.0.9.250")), ("snode1".to_string(), ip("10.0.9.251"))]
                 .into_iter()
                 .collect(),
+            internal: false,
+            local: false,
         }],
         endpoints: vec![
             ep("web.1", "backend", "smgr", "10.0.9.2", Some("t-web1")),
@@ -309,6 +311,8 @@ fn removing_a_network_deletes_its_links_rules_and_isolation_route() {
         gateway: None,
         mtu: None,
         lb_addresses: Default::default(),
+        internal: false,
+        local: false,
     });
     s.endpoints.push(ep("fe.1", "frontend", "smgr", "10.0.10.2", Some("t-fe1")));
     let sim = converge(&s, bare());
@@ -478,6 +482,8 @@ fn overlapping_and_duplicate_networks_are_refused() {
         gateway: None,
         mtu: None,
         lb_addresses: Default::default(),
+        internal: false,
+        local: false,
     });
     let fields = invalid_fields(&s, &bare());
     assert!(fields.contains(&"networks[1].vni".to_string()), "{fields:?}");
@@ -497,6 +503,8 @@ fn networks_are_isolated_by_routing() {
         gateway: None,
         mtu: None,
         lb_addresses: Default::default(),
+        internal: false,
+        local: false,
     });
     let sim = converge(&s, bare());
     // from each bridge: own table first, then the table that makes every overlay unreachable
@@ -547,6 +555,8 @@ fn two_network_task() -> NodeState {
         gateway: None,
         mtu: None,
         lb_addresses: [("smgr".to_string(), ip("10.0.10.250"))].into_iter().collect(),
+        internal: false,
+        local: false,
     });
     s.endpoints.push(ep("web.1.front", "front", "smgr", "10.0.10.2", Some("t-web1")));
     s
@@ -605,4 +615,70 @@ fn one_namespace_joins_each_network_once() {
     let err = s.validate().unwrap_err().to_string();
     assert!(err.contains("endpoints[3].netns") && err.contains("namespace 't-web1' already has endpoint 'web.1' on network 'backend'"), "{err}");
     assert!(err.contains("one endpoint per network per namespace"), "{err}");
+}
+
+/// The gateway bridge (node-local) beside `backend`, with a task of this node and one of another.
+fn with_gateway_bridge() -> NodeState {
+    let mut s = state();
+    s.networks.push(Network {
+        name: "shoal_gwbridge".into(),
+        vni: 4098,
+        subnet: "172.18.0.0/16".parse().unwrap(),
+        gateway: None,
+        mtu: None,
+        lb_addresses: Default::default(),
+        internal: false,
+        local: true,
+    });
+    s.endpoints.push(ep("big.1", "shoal_gwbridge", "smgr", "172.18.0.2", Some("t-big1")));
+    s.endpoints.push(ep("big.2", "shoal_gwbridge", "snode1", "172.18.0.3", None));
+    s
+}
+
+#[test]
+fn a_node_local_network_is_a_bridge_without_vxlan_and_knows_no_other_node() {
+    let s = with_gateway_bridge();
+    let sim = converge(&s, bare());
+    assert!(sim.obs.link("shb-4098").is_some(), "the bridge is made");
+    assert!(sim.obs.link("shv-4098").is_none(), "no VXLAN device for a node-local network");
+    let gw_bridge = sim.obs.link("shb-4098").unwrap().index;
+    assert!(sim.obs.links.iter().any(|l| l.master == Some(gw_bridge) && l.name.starts_with(names::VETH_PREFIX)), "the local task is attached");
+    assert!(!sim.obs.neighbours.iter().any(|n| n.ip == ip("172.18.0.3")), "the other node's task is not programmed");
+    assert!(sim.obs.tasks["t-big1"].routes.iter().any(|r| r.prefix == 0 && r.gateway == Some(ip("172.18.0.1"))), "its default route is the bridge");
+    // Isolated from the overlays like any network.
+    let isolation: Vec<_> = sim.obs.routes.iter().filter(|r| r.table == names::ISOLATION_TABLE).map(|r| r.dst).collect();
+    assert!(isolation.contains(&ip("172.18.0.0")), "{isolation:?}");
+    assert!(plan(&s, &sim.obs).unwrap().is_empty(), "re-apply changes nothing");
+    // A VXLAN device left from when it was an overlay goes.
+    let mut overlay = s.clone();
+    overlay.networks[1].local = false;
+    let sim = converge(&overlay, bare());
+    assert!(sim.obs.link("shv-4098").is_some());
+    let ops = plan(&s, &sim.obs).unwrap();
+    assert!(ops.contains(&Op::DeleteLink { name: "shv-4098".into() }), "{ops:?}");
+}
+
+#[test]
+fn a_node_local_network_balances_nothing() {
+    let mut s = with_gateway_bridge();
+    s.networks[1].lb_addresses.insert("smgr".into(), ip("172.18.0.250"));
+    let fields = invalid_fields(&s, &bare());
+    assert!(fields.contains(&"networks[1].lb_addresses".to_string()), "{fields:?}");
+}
+
+#[test]
+fn an_internal_network_has_no_route_out_but_its_own_subnet() {
+    let mut s = state();
+    s.networks[0].internal = true;
+    let sim = converge(&s, bare());
+    let table = names::network_table(4097);
+    let own: Vec<_> = sim.obs.routes.iter().filter(|r| r.table == table).collect();
+    assert!(own.iter().any(|r| r.prefix == 24 && r.dst == ip("10.0.9.0") && r.oif.is_some()), "{own:?}");
+    assert!(own.iter().any(|r| r.prefix == 0 && r.is_unreachable()), "{own:?}");
+    assert!(plan(&s, &sim.obs).unwrap().is_empty());
+    // Back to a network with egress: the unreachable default goes, nothing else changes.
+    s.networks[0].internal = false;
+    let ops = plan(&s, &sim.obs).unwrap();
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert!(matches!(&ops[0], Op::DelRoute(r) if r.prefix == 0 && r.table == table), "{ops:?}");
 }

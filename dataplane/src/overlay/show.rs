@@ -36,7 +36,8 @@ pub fn describe(obs: &Observed, node: &str) -> NodeState {
             .unwrap_or(&bridge.name)
             .to_string();
         let table = names::network_table(info.vni);
-        let Some(route) = obs.routes.iter().find(|r| r.table == table) else { continue };
+        let Some(route) = obs.routes.iter().find(|r| r.table == table && r.oif.is_some()) else { continue };
+        let internal = obs.routes.iter().any(|r| r.table == table && r.prefix == 0 && r.oif.is_none());
         let Ok(subnet) = Ipv4Net::new(route.dst, route.prefix) else { continue };
         let bridge_addrs: Vec<_> = obs.addrs.iter().filter(|a| a.ifindex == bridge.index).map(|a| a.ip).collect();
         let lb = if bridge_addrs.len() > 1 { route.src } else { None };
@@ -73,7 +74,7 @@ pub fn describe(obs: &Observed, node: &str) -> NodeState {
                 ..Default::default()
             });
         }
-        networks.push(Network { name, vni: info.vni, subnet, gateway, mtu: Some(bridge.mtu), lb_addresses });
+        networks.push(Network { name, vni: info.vni, subnet, gateway, mtu: Some(bridge.mtu), lb_addresses, internal, local: false });
     }
     // Dumps come in kernel order; sort so two shows of the same state print the same text.
     endpoints.sort_by(|a, b| (&a.network, a.ip).cmp(&(&b.network, b.ip)));

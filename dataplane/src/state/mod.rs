@@ -64,6 +64,14 @@ pub struct Network {
     /// address of mesh traffic this node forwards, and the bridge's MAC is derived from it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub lb_addresses: BTreeMap<String, Ipv4Addr>,
+    /// Tasks on it get no egress (Swarm's `--internal`): their traffic to anything outside the
+    /// cluster's networks is unreachable, and never masqueraded.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub internal: bool,
+    /// A node-local network (the gateway bridge of tasks whose service names no network): a
+    /// bridge only, no VXLAN device; endpoints of other nodes on it are not programmed.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub local: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +116,10 @@ fn yes() -> bool {
 
 fn is_true(b: &bool) -> bool {
     *b
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn one() -> u16 {
@@ -294,6 +306,9 @@ impl NodeState {
                 } else if mtu > 65_535 - VXLAN_OVERHEAD {
                     errs.push(at("mtu"), format!("{mtu} is too large"), "leave it unset (underlay MTU - 50)");
                 }
+            }
+            if net.local && !net.lb_addresses.is_empty() {
+                errs.push(at("lb_addresses"), format!("network '{}' is node-local: nothing is balanced through it", net.name), "remove `lb_addresses` or `local`");
             }
             let mut lb_ips = HashMap::new();
             for (node, ip) in &net.lb_addresses {

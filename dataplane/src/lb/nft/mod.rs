@@ -29,7 +29,7 @@ pub use plan::{
 use super::plan::LbTable;
 use super::{conntrack, LbError, LbKind, LoadBalancer, Programmed};
 
-const NFT: &str = "nft";
+pub(crate) const NFT: &str = "nft";
 /// The chains whose rules are encoded in-process.
 const NAT_CHAINS: [&str; 2] = ["prerouting", "output"];
 
