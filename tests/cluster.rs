@@ -635,3 +635,105 @@ fn a_task_reaches_every_replica_through_the_vip(c: &Cluster) {
     });
     c.cli("smgr", &["service", "rm", "client"]);
 }
+
+/// Lines of a service's output (`service logs --raw`).
+fn service_output(c: &Cluster, service: &str) -> String {
+    let out = shoal(&["service", "--host", &c.host("smgr"), "logs", "--raw", service]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until a service's output contains `needle`; the output is in the panic otherwise.
+fn wait_for_output(c: &Cluster, service: &str, needle: &str) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if service_output(c, service).contains(needle) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out waiting for {needle:?} in the output of {service}:\n{}\n{}", service_output(c, service), c.cli("smgr", &["service", "ps", service]));
+}
+
+/// A listener in the lab's client namespace (outside the cluster, on the underlay) that records
+/// the source address of every connection, until `stop`.
+fn outside_listener(c: &Cluster, port: u16, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<BTreeSet<String>> {
+    on_thread_in(&c.lab.node_ns("client"), move || {
+        let listener = std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind in the client namespace");
+        listener.set_nonblocking(true).unwrap();
+        let mut seen = BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline && !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((_, peer)) => {
+                    seen.insert(peer.ip().to_string());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        seen
+    })
+}
+
+/// Real programs as Swarm users run them: redis-server as a service with no published port,
+/// redis-cli in tasks of other services reaching it by name through its VIP (one SETs, another
+/// GETs what was set); a service with no network at all runs (`service create` converges) and
+/// reaches a host outside the cluster, as does a task on an overlay; an `--internal` network's
+/// task does not.
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn real_servers_answer_by_name_and_tasks_reach_the_outside() {
+    let c = Cluster::up();
+    join_all(&c);
+    c.cli("smgr", &["network", "create", "--driver", "overlay", "backend"]);
+    c.cli("smgr", &["network", "create", "--driver", "overlay", "--internal", "private"]);
+    let nets = c.cli("smgr", &["network", "ls"]);
+    assert!(nets.lines().any(|l| l.contains("shoal_gwbridge") && l.contains("bridge") && l.contains("local")), "{nets}");
+
+    // Outside the cluster: the client namespace at 192.168.33.100.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener = outside_listener(&c, 7100, stop.clone());
+    let dial = "while true; do nc -z -w 1 192.168.33.100 7100 && echo reached; sleep 0.3; done";
+    // No network: it must run (before, it waited in Assigned for ever), without --detach.
+    c.cli("smgr", &["service", "create", "--name", "big", "host", "sh", "-c", dial]);
+    let ps = c.cli("smgr", &["service", "ps", "big"]);
+    assert_eq!(running(&ps), 1, "{ps}");
+    c.cli("smgr", &["service", "create", "--detach", "--name", "out", "--network", "backend", "host", "sh", "-c", dial]);
+    c.cli("smgr", &["service", "create", "--detach", "--name", "shut", "--network", "private", "host", "sh", "-c", dial]);
+    wait_for("the overlay task and the network-less one reach the outside", Duration::from_secs(30), || {
+        service_output(&c, "big").contains("reached") && service_output(&c, "out").contains("reached")
+    });
+    wait_for("the internal network's task running", Duration::from_secs(30), || running(&c.cli("smgr", &["service", "ps", "shut"])) == 1);
+    // Give the internal task as many tries as the others needed, and more.
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = listener.join().unwrap();
+    assert!(!service_output(&c, "shut").contains("reached"), "a task of an --internal network reached the outside");
+    // Every connection came from a node's own address (SNAT), none from a task address.
+    let node_addrs: BTreeSet<String> = NODES.iter().map(|(_, a)| a.to_string()).collect();
+    assert!(!seen.is_empty() && seen.is_subset(&node_addrs), "the outside saw {seen:?}, not node addresses");
+    // The network-less task: loopback and its gateway bridge address, nothing else.
+    let big = c.cli("smgr", &["service", "ps", "--format", "json", "big"]);
+    let big: serde_json::Value = serde_json::from_str(big.lines().next().unwrap()).unwrap();
+    let ns = format!("shoal-t-{}", big["id"].as_str().unwrap());
+    let addrs = String::from_utf8(in_ns(&ns, &["ip", "-br", "-4", "addr", "show"]).stdout).unwrap();
+    assert!(addrs.lines().any(|l| l.starts_with("lo ")) && addrs.lines().any(|l| l.starts_with("eth0") && l.contains("172.18.")), "{addrs}");
+    assert_eq!(addrs.lines().count(), 2, "{addrs}");
+    for s in ["big", "out", "shut"] {
+        c.cli("smgr", &["service", "rm", s]);
+    }
+
+    // redis-server with no published port; clients reach it by its service name (the VIP).
+    c.cli("smgr", &["service", "create", "--name", "redis", "--network", "backend", "host",
+        "redis-server", "--port", "6379", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no", "--dir", "/tmp"]);
+    c.cli("smgr", &["service", "create", "--detach", "--name", "writer", "--network", "backend", "host", "sh", "-c",
+        "redis-cli -h redis ping; until redis-cli -h redis set greeting from-the-writer | grep -q OK; do sleep 0.2; done; echo stored; sleep 100000"]);
+    wait_for_output(&c, "writer", "stored");
+    assert!(service_output(&c, "writer").contains("PONG"), "redis-cli -h redis ping: {}", service_output(&c, "writer"));
+    c.cli("smgr", &["service", "create", "--detach", "--name", "reader", "--network", "backend", "host", "sh", "-c",
+        "while true; do redis-cli -h redis get greeting; sleep 0.3; done"]);
+    wait_for_output(&c, "reader", "from-the-writer");
+    for s in ["reader", "writer", "redis"] {
+        c.cli("smgr", &["service", "rm", s]);
+    }
+    wait_for("no task namespaces", Duration::from_secs(30), || task_namespaces(&c).is_empty());
+}

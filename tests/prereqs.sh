@@ -16,6 +16,7 @@ packages=(
   iproute2 iputils-ping nftables ethtool procps util-linux kmod
   clang llvm libbpf-dev bpftool libclang-dev pkg-config protobuf-compiler
   iperf3 dnsutils curl netcat-openbsd dnsperf dnsmasq-base busybox-static tar
+  redis-server redis-tools
 )
 
 if [ "$(id -u)" != 0 ]; then
@@ -35,7 +36,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "prereqs: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # redis-server is a workload of the tests (run inside tasks), not a service of this host:
+  # keep its package from starting one (policy-rc.d 101 = "do not start"), unless the host
+  # already has a policy of its own.
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' > "$policy"
+    chmod +x "$policy"
+  fi
+  status=0
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
+  if [ -n "$policy" ]; then rm -f "$policy"; fi
+  [ "$status" = 0 ] || exit "$status"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -108,7 +108,7 @@ pub fn node_state(view: &AgentView, node_id: &str, self_addr: Ipv4Addr, running:
             });
         }
     }
-    let services = services(view, &endpoints);
+    let services = services(view, node_id, &endpoints);
     NodeState {
         node: node_id.to_string(),
         nodes: nodes.into_iter().map(|(name, address)| NodeInfo { name, address }).collect(),
@@ -120,7 +120,7 @@ pub fn node_state(view: &AgentView, node_id: &str, self_addr: Ipv4Addr, running:
 
 /// Services with their VIPs and ports; backends are the endpoints (on every network) of the
 /// service's tasks that the managers list as endpoints (running and healthy).
-fn services(view: &AgentView, endpoints: &[Endpoint]) -> Vec<Service> {
+fn services(view: &AgentView, node_id: &str, endpoints: &[Endpoint]) -> Vec<Service> {
     let present: BTreeSet<&str> = endpoints.iter().map(|e| e.id.as_str()).collect();
     let of_task = |t: &shoal_control::dispatcher::messages::TaskEndpoint| -> Vec<String> {
         t.addresses
@@ -134,10 +134,12 @@ fn services(view: &AgentView, endpoints: &[Endpoint]) -> Vec<Service> {
         .values()
         .map(|s| Service {
             name: s.name.clone(),
+            // A VIP lives on the network's bridge, sourced from this node's LB address there:
+            // a node with no task on the network has neither, and no local client of the VIP.
             vips: s
                 .vips
                 .iter()
-                .filter_map(|v| view.networks.get(&v.network_id).map(|n| (n.name.clone(), v.addr)))
+                .filter_map(|v| view.networks.get(&v.network_id).filter(|n| n.lb_addrs.contains_key(node_id)).map(|n| (n.name.clone(), v.addr)))
                 .collect(),
             endpoint_mode: match s.mode {
                 CtlMode::Vip => EndpointMode::Vip,
@@ -190,6 +192,48 @@ mod tests {
         assert_eq!(ip_of("192.168.33.10"), Some(Ipv4Addr::new(192, 168, 33, 10)));
         assert_eq!(ip_of("192.168.33.10:2377"), Some(Ipv4Addr::new(192, 168, 33, 10)));
         assert_eq!(ip_of("nonsense"), None);
+    }
+
+    fn network(id: &str, vni: u32, subnet: &str, lb: &[(&str, &str)]) -> shoal_control::dispatcher::messages::NetworkInfo {
+        let subnet: ipnet::Ipv4Net = subnet.parse().unwrap();
+        shoal_control::dispatcher::messages::NetworkInfo {
+            id: id.into(),
+            name: format!("net-{id}"),
+            vni,
+            subnet,
+            gateway: Ipv4Addr::from(u32::from(subnet.network()) + 1),
+            ingress: false,
+            internal: id == "private",
+            node_local: false,
+            options: Default::default(),
+            lb_addrs: lb.iter().map(|(n, a)| (n.to_string(), a.parse().unwrap())).collect(),
+            peers: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_vip_of_a_network_this_node_has_no_task_on_is_left_out_and_the_rest_stays_valid() {
+        let mut view = AgentView::default();
+        view.networks.insert("backend".into(), network("backend", 4098, "10.0.9.0/24", &[("n1", "10.0.9.250")]));
+        view.networks.insert("private".into(), network("private", 4099, "10.0.10.0/24", &[("n2", "10.0.10.250")]));
+        for (id, net, vip) in [("web", "backend", "10.0.9.100"), ("db", "private", "10.0.10.100")] {
+            view.services.insert(
+                id.into(),
+                shoal_control::dispatcher::messages::ServiceEndpoint {
+                    id: id.into(),
+                    name: id.into(),
+                    mode: CtlMode::Vip,
+                    vips: vec![shoal_control::model::Vip { network_id: net.into(), addr: vip.parse().unwrap(), prefix: 24 }],
+                    ports: vec![],
+                    networks: vec![net.into()],
+                },
+            );
+        }
+        let s = node_state(&view, "n1", Ipv4Addr::new(192, 168, 33, 10), &BTreeSet::new());
+        assert!(s.validate().is_ok(), "{:?}", s.validate());
+        let vips: Vec<_> = s.services.iter().map(|s| (s.name.as_str(), s.vips.len())).collect();
+        assert_eq!(vips, vec![("db", 0), ("web", 1)]);
+        assert!(s.networks.iter().any(|n| n.name == "net-private" && n.internal));
     }
 
     #[test]

@@ -232,9 +232,16 @@ pub fn allocate_tasks(state: &mut ClusterState, now_ms: u64) {
     }
 }
 
-/// Every node that runs a task on a network gets one load-balancer address on it.
+/// Every node that runs a task on a network gets one load-balancer address on it; every node
+/// gets one on the ingress network, since every node answers on published ports (the routing
+/// mesh), tasks or not (Swarm's ingress sandbox).
 pub fn allocate_lb_addrs(state: &mut ClusterState) {
     let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
+    if let Some(ingress) = state.ingress_network() {
+        for node in state.nodes.keys().filter(|n| !ingress.lb_addrs.contains_key(*n)) {
+            wanted.insert((ingress.id.clone(), node.clone()));
+        }
+    }
     for t in state.tasks.values() {
         if let Some(node) = &t.node_id {
             if !t.status.state.is_terminal() {

@@ -324,3 +324,16 @@ fn the_gateway_bridge_moves_off_a_subnet_a_node_uses() {
     let gw = w.state.networks.values().find(|n| n.spec.node_local).unwrap();
     assert_eq!(gw.subnet.to_string(), "172.19.0.0/16");
 }
+
+#[test]
+fn every_node_gets_an_ingress_lb_address_tasks_or_not() {
+    let mut w = World::new(2);
+    let ingress = w.state.ingress_network().unwrap();
+    assert_eq!(ingress.lb_addrs.len(), 3, "every node answers on published ports: {:?}", ingress.lb_addrs);
+    w.ok(Command::AddNode { node: crate::testkit::node("n9", crate::model::Role::Worker) });
+    assert!(w.state.ingress_network().unwrap().lb_addrs.contains_key("n9"), "a node that joins gets one too");
+    // Other networks: only nodes with tasks there.
+    net(&mut w, "backend", None).unwrap();
+    let backend = w.state.networks.values().find(|n| n.spec.name == "backend").unwrap();
+    assert!(backend.lb_addrs.is_empty());
+}
