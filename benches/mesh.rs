@@ -4,8 +4,12 @@
 //! 1. Data path, per load balancer (eBPF, nftables, IPVS) on a 3-node lab with 3 `shoal whoami`
 //!    replicas: new connections per second and request latency (connect + one HTTP request,
 //!    p50/p99) through a published port (client -> node:5000) against the client going straight
-//!    to the tasks (routed through the same node), and through the VIP from a task against that
-//!    task going straight to the tasks.
+//!    to the tasks (routed through the same node); through the VIP from a task against that
+//!    task going straight to the tasks, on a port the service publishes (80) and on one it does
+//!    not list at all (8080: a VIP carries every port); with eBPF, the VIP again from a process
+//!    in the task's namespace but not its cgroup (the packet path, which the socket hooks do not
+//!    see); and egress: a task's connections to a server outside the cluster (the lab's client)
+//!    through its node's masquerade, against the same path with a plain route back instead.
 //! 2. Programming, per load balancer, in a throwaway namespace: 10,000 services x 3 backends
 //!    from empty; one backend change at 10,000 services (the agent's incremental path, and a
 //!    full reconcile as a fresh `shoal dataplane apply` process does), with 100 services as the
@@ -25,6 +29,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use shoal_dataplane::lb::plan::ANY_PORT;
 use shoal_dataplane::lb::{self, diff, Frontend, LbTable, LoadBalancer, Target};
 use shoal_dataplane::lb::plan::ServiceKey;
 
@@ -123,7 +128,7 @@ fn client(spec: &str) {
     println!("RESULT {} {} {}", n as f64 / secs, pct(0.50), pct(0.99));
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Rate {
     conns_per_sec: f64,
     p50_us: f64,
@@ -208,10 +213,13 @@ fn datapath(kinds: &[lb::LbKind], conns: usize) {
     let mut lab = Lab { name: format!("mb{}", std::process::id() % 100_000), procs: Vec::new() };
     run(Command::new(SHOAL).args(["lab", "--name", &lab.name, "up", "--nodes", "3"]));
     apply(&lab, &kinds[0].to_string());
-    for n in NODES {
+    // Every task listens on 80 (listed and published) and 8080 (listed nowhere); a server
+    // outside the cluster, in the client's namespace, for egress.
+    let servers = NODES.iter().flat_map(|n| [(lab.ns(&format!("{n}-web")), n.to_string(), "80"), (lab.ns(&format!("{n}-web")), n.to_string(), "8080")]);
+    for (ns, name, port) in servers.chain([(lab.ns("client"), "outside".to_string(), "80")]).collect::<Vec<_>>() {
         let mut child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", lab.ns(&format!("{n}-web"))))
-            .args([SHOAL, "whoami", "--name", n, "--port", "80"])
+            .arg(format!("--net=/run/netns/{ns}"))
+            .args([SHOAL, "whoami", "--name", &name, "--port", port])
             .stdout(Stdio::piped())
             .spawn()
             .expect("whoami");
@@ -223,9 +231,11 @@ fn datapath(kinds: &[lb::LbKind], conns: usize) {
     // crosses the same node (and VXLAN for remote tasks) as the mesh does, without the LB.
     run(Command::new("ip").args(["-n", &lab.ns("client"), "route", "replace", "10.0.9.0/24", "via", "192.168.33.10"]));
     let tasks = ["10.0.9.2:80", "10.0.9.3:80", "10.0.9.4:80"];
+    let tasks_8080 = ["10.0.9.2:8080", "10.0.9.3:8080", "10.0.9.4:8080"];
     let client = lab.ns("client");
     let task = lab.ns("snode1-web");
-    let rounds: usize = std::env::var("SHOAL_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    egress(&lab, conns, rounds_of_env());
+    let rounds = rounds_of_env();
     println!("mesh data path: {conns} new connections per measurement (one HTTP request each), median of {rounds} interleaved rounds");
     // Where the eBPF balancer puts the node's tasks (its socket-level VIP balancing applies to
     // processes there); the other balancers make no cgroup.
@@ -233,15 +243,29 @@ fn datapath(kinds: &[lb::LbKind], conns: usize) {
     for lb in kinds.iter().map(|k| k.to_string()) {
         apply(&lab, &lb);
         let cg = lb::Instance::named(&lab.ns("snode1")).cgroup(&cgroup2).to_string_lossy().into_owned();
-        let mut m: [Vec<Rate>; 4] = Default::default();
+        let ebpf = lb == "ebpf";
+        let mut m: [Vec<Rate>; 7] = Default::default();
         for _ in 0..rounds {
             m[0].push(measure(&client, None, &tasks, conns));
             m[1].push(measure(&client, None, &["192.168.33.10:5000"], conns));
             m[2].push(measure(&task, None, &tasks, conns));
             m[3].push(measure(&task, Some(&cg), &["10.0.9.100:80"], conns));
+            m[4].push(measure(&task, None, &tasks_8080, conns));
+            m[5].push(measure(&task, Some(&cg), &["10.0.9.100:8080"], conns));
+            if ebpf {
+                // Not in the cgroup: no socket hook runs, the tc program on the bridge balances.
+                m[6].push(measure(&task, None, &["10.0.9.100:8080"], conns));
+            }
         }
-        let [direct_out, published, direct_in, vip] = m.map(median_rate);
-        for (what, r, base) in [("published :5000 vs client->tasks", published, direct_out), ("VIP from a task vs task->tasks  ", vip, direct_in)] {
+        let mut rows = vec![
+            ("published :5000 vs client->tasks      ", median_rate(m[1].clone()), median_rate(m[0].clone())),
+            ("VIP :80 from a task vs task->tasks    ", median_rate(m[3].clone()), median_rate(m[2].clone())),
+            ("VIP :8080 (unlisted) vs task->tasks   ", median_rate(m[5].clone()), median_rate(m[4].clone())),
+        ];
+        if ebpf {
+            rows.push(("VIP :8080 packet path vs task->tasks  ", median_rate(m[6].clone()), median_rate(m[4].clone())));
+        }
+        for (what, r, base) in rows {
             println!(
                 "  {lb:<8} {what}: {:>6.0} vs {:>6.0} conn/s ({:.2}x)  p50 {:>5.0} vs {:>5.0} us ({:.2}x)  p99 {:>6.0} vs {:>6.0} us ({:.2}x)",
                 r.conns_per_sec,
@@ -256,6 +280,49 @@ fn datapath(kinds: &[lb::LbKind], conns: usize) {
             );
         }
     }
+}
+
+fn rounds_of_env() -> usize {
+    std::env::var("SHOAL_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3)
+}
+
+/// Egress: the task on smgr opens connections to the server in the client namespace through
+/// its node's masquerade, against the same path with the masquerade removed and a plain route
+/// back to the overlay subnet in the client (the direct route).
+fn egress(lab: &Lab, conns: usize, rounds: usize) {
+    use shoal_dataplane::egress;
+    let task = lab.ns("smgr-web");
+    let node = lab.ns("smgr");
+    let target = ["192.168.33.100:80"];
+    let desired: shoal_dataplane::state::NodeState = serde_json::from_value(state(lab, "smgr")).unwrap();
+    let set = move |on: bool| {
+        let d = desired.clone();
+        // In smgr's namespace: the table is that node's.
+        let op = move || if on { egress::reconcile(&d).map(drop) } else { egress::teardown() };
+        shoal_dataplane::netns::run_in(&node, op).expect("enter smgr").expect("egress table");
+    };
+    let mut via_nat = Vec::new();
+    let mut direct = Vec::new();
+    for _ in 0..rounds {
+        set(true);
+        via_nat.push(measure(&task, None, &target, conns));
+        set(false);
+        direct.push(measure(&task, None, &target, conns));
+    }
+    set(true);
+    let (r, base) = (median_rate(via_nat), median_rate(direct));
+    println!(
+        "mesh egress: task -> outside server through the node's masquerade vs a direct route: {:>6.0} vs {:>6.0} conn/s ({:.2}x)  p50 {:>5.0} vs {:>5.0} us ({:.2}x)  p99 {:>6.0} vs {:>6.0} us ({:.2}x)",
+        r.conns_per_sec,
+        base.conns_per_sec,
+        r.conns_per_sec / base.conns_per_sec,
+        r.p50_us,
+        base.p50_us,
+        r.p50_us / base.p50_us,
+        r.p99_us,
+        base.p99_us,
+        r.p99_us / base.p99_us
+    );
 }
 
 fn median_rate(v: Vec<Rate>) -> Rate {
@@ -273,9 +340,9 @@ fn median_rate(v: Vec<Rate>) -> Rate {
 fn table(services: u32) -> LbTable {
     let mut t = LbTable::default();
     for i in 0..services {
-        let key = ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + i), 80);
+        let key = ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + i), ANY_PORT);
         let backends = (0..3)
-            .map(|j| Target { addr: SocketAddrV4::new(Ipv4Addr::from(0x0a80_0000 + i * 3 + j), 80), snat: Ipv4Addr::new(10, 0, 9, 250), local: false, weight: 1 })
+            .map(|j| Target { addr: SocketAddrV4::new(Ipv4Addr::from(0x0a80_0000 + i * 3 + j), ANY_PORT), snat: Ipv4Addr::new(10, 0, 9, 250), local: false, weight: 1 })
             .collect();
         t.vips.insert(key, Frontend { keep_client_ip: false, backends });
     }
@@ -285,10 +352,10 @@ fn table(services: u32) -> LbTable {
 /// Service `i`'s first backend replaced by a new address (one remove + one add).
 fn changed(t: &LbTable, i: u32, round: u32) -> LbTable {
     let mut t = t.clone();
-    let key = ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + i), 80);
+    let key = ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + i), ANY_PORT);
     let f = t.vips.get_mut(&key).unwrap();
     f.backends.remove(0);
-    f.backends.push(Target { addr: SocketAddrV4::new(Ipv4Addr::from(0x0ac0_0000 + round), 80), snat: Ipv4Addr::new(10, 0, 9, 250), local: false, weight: 1 });
+    f.backends.push(Target { addr: SocketAddrV4::new(Ipv4Addr::from(0x0ac0_0000 + round), ANY_PORT), snat: Ipv4Addr::new(10, 0, 9, 250), local: false, weight: 1 });
     f.backends.sort();
     t
 }
@@ -342,7 +409,7 @@ fn programming(kinds: &[lb::LbKind], services: u32) {
     let ns = format!("shoal-mbp{}", std::process::id() % 100_000);
     shoal_dataplane::netns::create(&ns).expect("create bench namespace");
     let inst = lb::Instance::named(&ns);
-    println!("mesh programming: {services} services x 3 backends; one change = replace one backend of one service");
+    println!("mesh programming: {services} services (any-port VIPs) x 3 backends; one change = replace one backend of one service");
     let mut results = Vec::new();
     for &kind in kinds {
         let inst = inst.clone();
