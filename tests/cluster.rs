@@ -688,6 +688,10 @@ fn real_servers_answer_by_name_and_tasks_reach_the_outside() {
     c.cli("smgr", &["network", "create", "--driver", "overlay", "--internal", "private"]);
     let nets = c.cli("smgr", &["network", "ls"]);
     assert!(nets.lines().any(|l| l.contains("shoal_gwbridge") && l.contains("bridge") && l.contains("local")), "{nets}");
+    // An overlay that asks for encryption is refused (it would run in plaintext), naming the option.
+    let out = shoal(&["network", "--host", &c.host("smgr"), "create", "--driver", "overlay", "--opt", "encrypted", "secure"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("opt encrypted"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!c.cli("smgr", &["network", "ls"]).contains("secure"), "a refused network was made");
 
     // Outside the cluster: the client namespace at 192.168.33.100.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

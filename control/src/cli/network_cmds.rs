@@ -21,7 +21,7 @@ pub enum NetworkCmd {
         /// Tasks on this network get no egress: they reach the cluster's networks only.
         #[arg(long)]
         internal: bool,
-        /// Driver options, e.g. --opt encrypted
+        /// Driver options (KEY=VALUE). `encrypted` is refused: overlays cannot be encrypted yet.
         #[arg(long = "opt", short = 'o')]
         opt: Vec<String>,
         #[arg(long)]

@@ -337,3 +337,16 @@ fn every_node_gets_an_ingress_lb_address_tasks_or_not() {
     let backend = w.state.networks.values().find(|n| n.spec.name == "backend").unwrap();
     assert!(backend.lb_addrs.is_empty());
 }
+
+#[test]
+fn an_encrypted_network_is_refused_never_made_in_plaintext() {
+    let mut w = World::new(0);
+    for value in ["", "wireguard", "ipsec"] {
+        let before = w.state.clone();
+        let mut spec = NetworkSpec { name: "secure".into(), driver: "overlay".into(), ..Default::default() };
+        spec.options.insert("encrypted".into(), value.into());
+        let err = w.apply(Command::CreateNetwork { spec }).unwrap_err().to_string();
+        assert!(err.contains("opt encrypted") && err.contains("remove the option"), "{err}");
+        assert_eq!(w.state, before, "a refused network changed the state");
+    }
+}

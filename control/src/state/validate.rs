@@ -171,5 +171,14 @@ pub fn check_network(spec: &NetworkSpec) -> Result<(), StateError> {
     if spec.gateway.is_some() && spec.subnet.is_none() {
         return Err(StateError::invalid("gateway", "a gateway needs an explicit --subnet"));
     }
+    // Fail closed (Docker's CVE-2023-28841 ran "encrypted" overlays in plaintext): until shoal
+    // can encrypt an overlay, a network that asks for it is refused, never made in the clear.
+    if let Some(v) = spec.options.get("encrypted") {
+        let asked = if v.is_empty() { "--opt encrypted".to_string() } else { format!("--opt encrypted={v}") };
+        return Err(StateError::invalid(
+            "opt encrypted",
+            format!("{asked}: shoal cannot encrypt overlay networks yet, and never runs one in plaintext that asked for encryption: remove the option"),
+        ));
+    }
     Ok(())
 }
