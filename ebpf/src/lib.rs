@@ -60,7 +60,7 @@ mod tc_nat;
 
 pub use error::Error;
 pub use loader::LoadOptions;
-pub use model::{Backend, Proto, ServiceKey, ServiceOptions};
+pub use model::{Backend, Proto, ServiceKey, ServiceOptions, ANY_PORT};
 pub use pin::{ensure_bpffs, is_bpffs};
 pub use probe::{cgroup2_mount, probe, Probe, Support};
 pub use service_table::ServiceTable;
