@@ -135,7 +135,7 @@ impl Mesh {
     /// each) from a process in the client task, as a task's own process is (its cgroup): the
     /// replica that answered each, per target. The process checks that it saw the VIP and the
     /// port it used as its peer.
-    fn from_task(&self, targets: &[(&str, u16)], n: usize) -> Vec<BTreeSet<String>> {
+    fn ask_from_task(&self, targets: &[(&str, u16)], n: usize) -> Vec<BTreeSet<String>> {
         let task = format!("{CLIENT_NODE}-probe");
         let mut args = vec!["python3".to_string(), "-c".into(), CLIENT.into(), VIP.into(), n.to_string()];
         args.extend(targets.iter().map(|(p, port)| format!("{p}:{port}")));
@@ -258,7 +258,7 @@ fn vip_carries_every_port(test: &str, lb: &'static str) {
     // A process of the client task (in its cgroup): both TCP ports and the UDP port reach every
     // replica, and it sees the VIP and the port it used.
     let targets = [("tcp", TCP_PORTS[0]), ("tcp", TCP_PORTS[1]), ("udp", UDP_PORT)];
-    for ((proto, port), seen) in targets.iter().zip(mesh.from_task(&targets, 30)) {
+    for ((proto, port), seen) in targets.iter().zip(mesh.ask_from_task(&targets, 30)) {
         assert_eq!(seen, all, "{test}: {proto} {VIP}:{port} from a task");
     }
 
@@ -284,7 +284,7 @@ fn vip_carries_every_port(test: &str, lb: &'static str) {
     let fresh = tcp_names(&ns, vip(6379), 30);
     assert_eq!(fresh.len(), 2, "{test}: after draining {held}: {fresh:?}");
     assert!(!fresh.contains(&held), "{test}: drained {held} got a new connection");
-    let fresh = mesh.from_task(&[("tcp", 80)], 20).remove(0);
+    let fresh = mesh.ask_from_task(&[("tcp", 80)], 20).remove(0);
     assert!(!fresh.contains(&held) && fresh.len() == 2, "{test}: from a task after draining {held}: {fresh:?}");
     assert_eq!(parse(&http_get(&mut conn).unwrap()).unwrap().0, held, "{test}: the open connection moved or broke when its replica was drained");
 }
