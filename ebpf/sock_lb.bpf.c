@@ -14,6 +14,13 @@
  *   with the node's (sock_host) and return at once when it is another one:
  *   processes of other namespaces (the host, other nodes) are never touched.
  *   Only those hooks map 127.0.0.0/8 to the node's published ports.
+ *
+ * A VIP carries every port: its service is keyed (VIP, ANY_PORT, proto) and
+ * its backends' port is ANY_PORT, so a connection to VIP:6379 goes to
+ * backend:6379 whatever ports the service lists. An exact (VIP, port) entry
+ * wins. UDP affinity records the backend as the service has it (port
+ * ANY_PORT), so its presence check is the service's; the reverse entry
+ * records the port actually used, which is what recvmsg/getpeername see.
  */
 #include "lib/common.h"
 #include "lib/types.h"
@@ -87,13 +94,16 @@ SHOAL_INLINE int sock4_xlate(struct bpf_sock_addr *ctx, const struct host_cfg *h
 
 	if (proto < 0)
 		return SYSCALL_ALLOW;
+	__u16 dport = (__u16)ctx->user_port;
+	__u16 port;
+
 	sk.addr = dst;
-	sk.port = (__u16)ctx->user_port;
+	sk.port = dport;
 	sk.proto = (__u8)proto;
 	if (host && host->loopback_addr &&
 	    (bpf_ntohl(dst) & LOOPBACK_MASK) == LOOPBACK_NET)
 		sk.addr = host->loopback_addr;
-	svc = bpf_map_lookup_elem(&sock_svc, &sk);
+	svc = lookup_service_any_port(&sock_svc, &sk);
 	if (!svc)
 		return SYSCALL_ALLOW;
 	if (svc->count == 0)
@@ -114,12 +124,13 @@ SHOAL_INLINE int sock4_xlate(struct bpf_sock_addr *ctx, const struct host_cfg *h
 	}
 
 	/* The application keeps seeing the address it used. */
-	struct rev_key rk = { .cookie = cookie, .addr = chosen.addr, .port = chosen.port };
-	struct rev_val rv = { .addr = dst, .port = sk.port };
+	port = backend_port(chosen.port, dport);
+	struct rev_key rk = { .cookie = cookie, .addr = chosen.addr, .port = port };
+	struct rev_val rv = { .addr = dst, .port = dport };
 
 	bpf_map_update_elem(&sock_rev, &rk, &rv, BPF_ANY);
 	ctx->user_ip4 = chosen.addr;
-	ctx->user_port = (__u32)chosen.port;
+	ctx->user_port = (__u32)port;
 	return SYSCALL_ALLOW;
 }
 

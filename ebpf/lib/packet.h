@@ -11,12 +11,17 @@
 #define IP_DADDR_OFF (IP_OFF + 16)
 #define IP_FRAGMENT_MASK 0x3fff /* MF flag or a fragment offset */
 
+#define TCP_FLAGS_OFF 13 /* in the TCP header */
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_ACK 0x10
+
 struct pkt {
 	__u32 saddr;
 	__u32 daddr;
 	__u16 sport;
 	__u16 dport;
 	__u8 proto;
+	__u8 tcp_flags; /* TCP only */
 	__u32 l4_off;
 };
 
@@ -40,12 +45,21 @@ SHOAL_INLINE int parse_pkt(struct __sk_buff *skb, struct pkt *p)
 	p->l4_off = IP_OFF + ip.ihl * 4;
 	if (bpf_skb_load_bytes(skb, p->l4_off, ports, sizeof(ports)) < 0)
 		return -1;
+	if (ip.protocol == IPPROTO_TCP &&
+	    bpf_skb_load_bytes(skb, p->l4_off + TCP_FLAGS_OFF, &p->tcp_flags, 1) < 0)
+		return -1;
 	p->saddr = ip.saddr;
 	p->daddr = ip.daddr;
 	p->sport = ports[0];
 	p->dport = ports[1];
 	p->proto = ip.protocol;
 	return 0;
+}
+
+/* A TCP packet that opens a connection (SYN without ACK). */
+SHOAL_INLINE int is_tcp_open(const struct pkt *p)
+{
+	return (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
 }
 
 SHOAL_INLINE __u32 l4_csum_off(const struct pkt *p)

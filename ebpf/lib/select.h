@@ -25,6 +25,25 @@ SHOAL_INLINE struct be_val *pick_backend(void *be_map, const struct svc_val *svc
 	return bpf_map_lookup_elem(be_map, &k);
 }
 
+/* The service of (addr, port, proto) in `svc_map`: the exact entry, else
+ * the address's every-port entry (a VIP). `k` is left as the key found. */
+SHOAL_INLINE struct svc_val *lookup_service_any_port(void *svc_map, struct svc_key *k)
+{
+	struct svc_val *svc = bpf_map_lookup_elem(svc_map, k);
+
+	if (svc || k->port == ANY_PORT)
+		return svc;
+	k->port = ANY_PORT;
+	return bpf_map_lookup_elem(svc_map, k);
+}
+
+/* The port to send to on a backend whose port is `be_port`, for a client
+ * that asked for `dport` (both in network order). */
+SHOAL_INLINE __u16 backend_port(__u16 be_port, __u16 dport)
+{
+	return be_port == ANY_PORT ? dport : be_port;
+}
+
 SHOAL_INLINE int backend_present(void *ref_map, __u32 svc_id, __u32 addr, __u16 port)
 {
 	struct be_ref_key k = { .svc_id = svc_id, .addr = addr, .port = port };

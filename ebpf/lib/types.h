@@ -12,6 +12,14 @@
 #define SVC_F_KEEP_CLIENT_IP 0x1 /* prefer a local backend (NAT: and no SNAT) */
 #define SVC_F_PUBLISHED 0x2      /* socket LB: a published port for node-local
 				  * clients, not a VIP (a tag for the loader) */
+#define SVC_F_VIP 0x4            /* NAT: a service VIP, balanced on the overlay
+				  * bridge (nat_reply) for packets no socket
+				  * hook translated; the underlay never takes it */
+
+/* A service keyed with this port carries every destination port of its
+ * address (a VIP, Swarm's semantics); a backend with this port gets the
+ * port the client asked for. */
+#define ANY_PORT 0
 
 /* Slot bits of be_key.slot: the list of local backends, and the list of
  * parked (weight 0, draining) backends that no program reads. */
@@ -22,7 +30,8 @@
 #define BE_F_LOCAL 0x1 /* the task runs on this node */
 
 /* A service: a VIP (socket LB) or a node address + published port (NAT).
- * For NAT, addr 0 is the wildcard "any node address". */
+ * For NAT, addr 0 is the wildcard "any node address"; for a VIP, port
+ * ANY_PORT is the wildcard "every port" (an exact port wins over it). */
 struct svc_key {
 	__u32 addr;
 	__u16 port;
@@ -46,7 +55,7 @@ struct be_key {
 
 struct be_val {
 	__u32 addr;
-	__u16 port;
+	__u16 port;      /* ANY_PORT: the client's destination port */
 	__u16 flags;     /* BE_F_* */
 	__u32 snat_addr; /* NAT: source address towards this backend */
 };
@@ -111,7 +120,7 @@ struct ct_key {
 struct ct_fwd {
 	__u32 be_addr;
 	__u32 snat_addr; /* == client address when not SNATed */
-	__u16 be_port;
+	__u16 be_port;   /* as the backend has it: ANY_PORT keeps the tuple's */
 	__u16 snat_port;
 	__u32 svc_id;
 };

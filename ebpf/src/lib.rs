@@ -1,11 +1,17 @@
 //! eBPF programs (C, built by clang) and their aya loader: socket-level VIP
-//! load balancing ([`SockLb`]) and tc NAT for published ports ([`TcNat`]).
+//! load balancing ([`SockLb`]) and tc NAT for published ports and for VIP
+//! packets no socket hook translated ([`TcNat`]).
 //!
 //! # Map layout (`ebpf/lib/types.h`, mirrored in [`maps`])
 //! Both objects keep services the same way; addresses and ports are stored
 //! in network byte order.
 //! - `*_svc`: (addr, port, proto) -> (id, count, local_count, flags). For the
-//!   NAT, addr 0.0.0.0 is "every node address".
+//!   NAT, addr 0.0.0.0 is "every node address". Port [`ANY_PORT`] (0) is
+//!   "every port of this address" (a VIP, looked up when the exact port
+//!   misses), and a backend on port 0 gets the port the client asked for.
+//!   The NAT also holds a copy of each VIP tagged `SVC_F_VIP`
+//!   ([`ServiceOptions::vip`]): `nat_reply` balances packets to it on the
+//!   overlay bridge (processes outside the task cgroup), `nat_ingress` never.
 //! - `*_be`: (id, slot) -> (ip, port, flags, snat ip). Slots `0..count` are
 //!   dense and a backend holds as many as its weight asks
 //!   ([`plan::slot_counts`]), so a random slot is a weighted choice (Cilium's
@@ -21,8 +27,10 @@
 //!   hooks balance (its network namespace cookie; the address 127.0.0.0/8
 //!   stands for). See [`SockLb::attach_host`]: those hooks run for every
 //!   process of the machine and return at once outside that namespace.
-//! - `nat_ct` (LRU): client 5-tuple -> (backend, SNAT ip:port, id).
-//! - `nat_rev` (LRU): backend reply 5-tuple -> (client, node ip:port).
+//! - `nat_ct` (LRU): client 5-tuple -> (backend, SNAT ip:port, id), for
+//!   published ports and VIPs alike. Only a TCP SYN without ACK opens a flow,
+//!   and on the underlay not a UDP packet a connected local socket owns.
+//! - `nat_rev` (LRU): backend reply 5-tuple -> (client, node ip or VIP:port).
 //!
 //! One backend change of weight 1 is a handful of map writes (an add: 3, or
 //! 4 for a local NAT backend; a weight w: w slot writes), whatever the number
@@ -60,7 +68,7 @@ mod tc_nat;
 
 pub use error::Error;
 pub use loader::LoadOptions;
-pub use model::{Backend, Proto, ServiceKey, ServiceOptions};
+pub use model::{Backend, Proto, ServiceKey, ServiceOptions, ANY_PORT};
 pub use pin::{ensure_bpffs, is_bpffs};
 pub use probe::{cgroup2_mount, probe, Probe, Support};
 pub use service_table::ServiceTable;

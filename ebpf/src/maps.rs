@@ -11,6 +11,9 @@ pub const SVC_F_KEEP_CLIENT_IP: u32 = 0x1;
 /// `svc_val.flags`: socket LB service that is a published port for
 /// node-local clients, not a VIP (the programs ignore it).
 pub const SVC_F_PUBLISHED: u32 = 0x2;
+/// `svc_val.flags`: NAT service that is a VIP, balanced on the overlay
+/// bridge (`nat_reply`), never on the underlay.
+pub const SVC_F_VIP: u32 = 0x4;
 /// `be_key.slot` bit selecting the list of local backends.
 pub const SLOT_LOCAL: u32 = 0x8000_0000;
 /// `be_key.slot` bit selecting the list of parked (weight 0) backends, which

@@ -42,11 +42,17 @@ impl fmt::Display for Proto {
     }
 }
 
+/// The port of a front end that carries every port of its address (a VIP,
+/// Swarm's semantics), and of a backend that gets the port the client asked
+/// for. An exact (address, port) front end wins over it.
+pub const ANY_PORT: u16 = 0;
+
 /// A load-balanced front end.
 ///
-/// For the socket LB, `addr:port` is a service VIP. For the published-port
-/// NAT it is a node address and a published port; `0.0.0.0` publishes the
-/// port on every node address.
+/// For the socket LB, `addr:port` is a service VIP ([`ANY_PORT`]: every
+/// port). For the published-port NAT it is a node address and a published
+/// port; `0.0.0.0` publishes the port on every node address; a NAT service
+/// with [`ServiceOptions::vip`] is a VIP balanced on the overlay bridge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceKey {
     /// VIP or node address.
@@ -87,6 +93,11 @@ pub struct ServiceOptions {
     /// port) mirrored for the node's own processes and tasks, not a VIP. The
     /// programs treat both alike; the tag tells a restarted agent which is which.
     pub published: bool,
+    /// NAT only: this service is a VIP, balanced by `nat_reply` on the
+    /// overlay bridge for packets no socket hook translated (processes in a
+    /// task's network namespace outside the task cgroup); `nat_ingress` on
+    /// the underlay never takes it.
+    pub vip: bool,
 }
 
 /// One backend (a task) of a service. Only healthy backends belong in a
@@ -94,7 +105,7 @@ pub struct ServiceOptions {
 /// weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Backend {
-    /// Task address and target port.
+    /// Task address and target port ([`ANY_PORT`]: the client's port).
     pub addr: SocketAddrV4,
     /// NAT only: the source address packets towards this backend get (the
     /// node's own LB address on the backend's overlay network).

@@ -1,4 +1,4 @@
-//! Loader of the published-port NAT (`tc_nat.bpf.c`).
+//! Loader of the published-port NAT and the VIP packet path (`tc_nat.bpf.c`).
 
 use std::{collections::BTreeMap, fs, mem::size_of, net::SocketAddrV4, os::fd::AsFd};
 
@@ -30,7 +30,8 @@ const OBJECT: &str = "tc_nat";
 pub enum TcHook {
     /// `nat_ingress`, on the underlay interface's ingress.
     Ingress,
-    /// `nat_reply`, on the overlay bridge's ingress.
+    /// `nat_reply`, on the overlay bridge's ingress: replies translated
+    /// back, and packets to a VIP balanced.
     Reply,
 }
 
@@ -235,12 +236,28 @@ impl TcNat {
         Ok((ret as i32, out))
     }
 
-    /// The programmed published ports.
+    /// Run one classifier `repeat` times on the same packet
+    /// (BPF_PROG_TEST_RUN): the tc verdict, the packet as the last run left
+    /// it, and the kernel's mean time per run in nanoseconds.
+    pub fn test_run_repeat(&mut self, hook: TcHook, packet: &[u8], repeat: u32) -> Result<(i32, Vec<u8>, u32), Error> {
+        let prog = program(&mut self.ebpf, hook)?;
+        let fd = prog.fd().map_err(|source| Error::Program { program: hook.program(), source })?;
+        let (ret, out, ns) = sys::test_run_repeat(fd.as_fd(), packet, repeat).map_err(|source| Error::Sys {
+            call: "BPF_PROG_TEST_RUN",
+            object: hook.program().to_owned(),
+            source,
+        })?;
+        Ok((ret as i32, out, ns))
+    }
+
+    /// The programmed published ports and VIPs.
     pub fn table(&self) -> &ServiceTable {
         &self.table
     }
 
-    /// Publish a port: `key` is (node address or 0.0.0.0 for all, published port, proto).
+    /// Publish a port: `key` is (node address or 0.0.0.0 for all, published port, proto);
+    /// or, with [`ServiceOptions::vip`], a VIP (usually on [`crate::ANY_PORT`]) balanced on
+    /// the overlay bridge for packets no socket hook translated.
     pub fn upsert_service(&mut self, key: ServiceKey, opts: ServiceOptions) -> Result<(), Error> {
         self.table.upsert_service(key, opts)
     }

@@ -288,6 +288,57 @@ fn vip_connections_follow_the_weights() {
     assert!((0.6..0.9).contains(&share), "weight 3 of 4 got {share:.2} of the connections: {hits:?}");
 }
 
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn a_vip_carries_every_port_keeps_the_port_the_app_used_and_an_exact_port_wins() {
+    const TEST: &str = "a_vip_carries_every_port_keeps_the_port_the_app_used_and_an_exact_port_wins";
+    common::require_root(TEST);
+    let Some(root) = cgroup_root(TEST) else { return };
+    let lab = lab();
+    // Every backend also serves TCP 9090 and UDP 9053 (besides 8080 and 5353).
+    let _more: Vec<Servers> =
+        lab._backends.iter().enumerate().map(|(i, (ns, _))| Servers::start(ns, &format!("b{}", i + 1), 9090, 9053)).collect();
+    let cgroup = Cgroup::new(&root);
+    let mut lb = SockLb::load(&LoadOptions::default()).expect("load").attach(&cgroup.path).expect("attach");
+    let (tcp, udp) = (ServiceKey::tcp(VIP, shoal_ebpf::ANY_PORT), ServiceKey::udp(VIP, shoal_ebpf::ANY_PORT));
+    for key in [tcp, udp] {
+        lb.upsert_service(key, ServiceOptions::default()).unwrap();
+        lb.set_backends(&key, &backends(&lab.addrs, shoal_ebpf::ANY_PORT)).unwrap();
+    }
+    let all = ["b1", "b2", "b3"];
+    let mut client = Client::start(&lab.client, &cgroup.path);
+    // ids_at also checks that the application sees the VIP and the port it used as its peer.
+    for port in [8080, 9090] {
+        assert_eq!(names(&client.ids_at("tcp", 45, SocketAddrV4::new(VIP, port))), all, "TCP VIP:{port}");
+    }
+    for port in [5353, 9053] {
+        assert_eq!(names(&client.ids_at("udp", 45, SocketAddrV4::new(VIP, port))), all, "UDP VIP:{port}");
+    }
+    // One UDP socket keeps its backend on every port of the VIP...
+    let kept = client.ids_at("udpkeep", 10, SocketAddrV4::new(VIP, 5353));
+    assert_eq!(kept.len(), 1, "UDP socket affinity: {kept:?}");
+    let id = kept.keys().next().unwrap().clone();
+    let other_port = client.ids_at("udpkeep", 10, SocketAddrV4::new(VIP, 9053));
+    assert_eq!(names(&other_port), [id.as_str()], "the kept socket changed backend with the port");
+    // ...and moves when that backend leaves.
+    let idx: usize = id[1..].parse::<usize>().unwrap() - 1;
+    lb.remove_backend(&udp, SocketAddrV4::new(lab.addrs[idx], shoal_ebpf::ANY_PORT)).unwrap();
+    let moved = client.ids_at("udpkeep", 10, SocketAddrV4::new(VIP, 5353));
+    assert_eq!(moved.len(), 1, "UDP socket after removal: {moved:?}");
+    assert!(!moved.contains_key(&id), "UDP socket still sent to removed {id}");
+
+    // An exact (VIP, port) wins over the VIP's every-port entry: VIP:8080 -> b1:9090 only.
+    let exact = ServiceKey::tcp(VIP, 8080);
+    lb.upsert_service(exact, ServiceOptions::default()).unwrap();
+    lb.set_backends(&exact, &[Backend::new(SocketAddrV4::new(lab.addrs[0], 9090))]).unwrap();
+    assert_eq!(names(&client.ids_at("tcp", 20, SocketAddrV4::new(VIP, 8080))), ["b1"], "the exact port did not win");
+    assert_eq!(names(&client.ids_at("tcp", 30, SocketAddrV4::new(VIP, 9090))), all, "other ports must keep the any-port entry");
+    // Weights and drain hold on the any-port entry: a drained backend gets no new connection.
+    lb.add_backend(&tcp, Backend::new(SocketAddrV4::new(lab.addrs[1], shoal_ebpf::ANY_PORT)).with_weight(0)).unwrap();
+    let hits = client.ids_at("tcp", 30, SocketAddrV4::new(VIP, 9090));
+    assert_eq!(names(&hits), ["b1", "b3"], "drained b2 got new connections: {hits:?}");
+}
+
 /// The "node" of `lab()`: its client namespace's address.
 const NODE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
 

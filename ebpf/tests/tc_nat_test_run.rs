@@ -318,3 +318,203 @@ fn new_flows_follow_the_weights_and_weight_zero_drains() {
     let other = SocketAddrV4::new(CLIENT, 45001);
     assert_eq!(tuple(&run(&mut nat, TcHook::Ingress, &udp(other, ufront))).1, backend(6).addr);
 }
+
+// The packet path of VIPs (nat_reply on the overlay bridge) and flow creation rules.
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 100);
+/// A process in a task's network namespace, outside the task cgroup.
+const TASK: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 30);
+
+fn any_port_backend(last: u8) -> Backend {
+    Backend::nat(SocketAddrV4::new(Ipv4Addr::new(10, 0, 9, last), shoal_ebpf::ANY_PORT), SNAT, false)
+}
+
+fn at(b: &Backend, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(*b.addr.ip(), port)
+}
+
+/// A VIP on every port (TCP and UDP) with `backends`, as the eBPF balancer writes it to the NAT.
+fn vip(nat: &mut TcNat, backends: &[Backend]) -> [ServiceKey; 2] {
+    let keys = [ServiceKey::tcp(VIP, shoal_ebpf::ANY_PORT), ServiceKey::udp(VIP, shoal_ebpf::ANY_PORT)];
+    for key in keys {
+        nat.upsert_service(key, ServiceOptions { vip: true, ..ServiceOptions::default() }).unwrap();
+        nat.set_backends(&key, backends).unwrap();
+    }
+    keys
+}
+
+/// A TCP segment with the given SYN and ACK flags.
+fn tcp_flags(src: SocketAddrV4, dst: SocketAddrV4, syn: bool, ack: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src.ip().octets(), dst.ip().octets(), 64)
+        .tcp(src.port(), dst.port(), 1000, 64240);
+    let b = if syn { b.syn() } else { b };
+    let b = if ack { b.ack(7) } else { b };
+    b.write(&mut out, b"hello").unwrap();
+    out
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn vip_packets_on_the_bridge_are_balanced_keeping_the_port_and_replies_come_from_the_vip() {
+    common::require_root("vip_packets_on_the_bridge_are_balanced_keeping_the_port_and_replies_come_from_the_vip");
+    let mut nat = load();
+    vip(&mut nat, &[any_port_backend(5)]);
+    let client = SocketAddrV4::new(TASK, 40000);
+    for port in [80, 6379] {
+        let front = SocketAddrV4::new(VIP, port);
+        let out = run(&mut nat, TcHook::Reply, &tcp(client, front));
+        assert_eq!(tuple(&out), (SocketAddrV4::new(SNAT, 40000), at(&any_port_backend(5), port)), "TCP to {front}");
+        assert_checksums(&out);
+        let reply = run(&mut nat, TcHook::Reply, &tcp(at(&any_port_backend(5), port), SocketAddrV4::new(SNAT, 40000)));
+        assert_eq!(tuple(&reply), (front, client), "reply from {front}");
+        assert_checksums(&reply);
+        // Later segments of the flow (ACK, no SYN) follow it.
+        let ack = run(&mut nat, TcHook::Reply, &tcp_flags(client, front, false, true));
+        assert_eq!(tuple(&ack).1, at(&any_port_backend(5), port));
+    }
+    let uclient = SocketAddrV4::new(TASK, 41000);
+    let ufront = SocketAddrV4::new(VIP, 5353);
+    let out = run(&mut nat, TcHook::Reply, &udp(uclient, ufront));
+    assert_eq!(tuple(&out), (SocketAddrV4::new(SNAT, 41000), at(&any_port_backend(5), 5353)));
+    assert_checksums(&out);
+    let reply = run(&mut nat, TcHook::Reply, &udp(at(&any_port_backend(5), 5353), SocketAddrV4::new(SNAT, 41000)));
+    assert_eq!(tuple(&reply), (ufront, uclient));
+    assert_checksums(&reply);
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn an_exact_vip_port_wins_over_the_any_port_entry() {
+    common::require_root("an_exact_vip_port_wins_over_the_any_port_entry");
+    let mut nat = load();
+    vip(&mut nat, &[any_port_backend(5)]);
+    let exact = ServiceKey::tcp(VIP, 8080);
+    nat.upsert_service(exact, ServiceOptions { vip: true, ..ServiceOptions::default() }).unwrap();
+    nat.set_backends(&exact, &[backend(6)]).unwrap();
+    let client = SocketAddrV4::new(TASK, 40000);
+    let out = run(&mut nat, TcHook::Reply, &tcp(client, SocketAddrV4::new(VIP, 8080)));
+    assert_eq!(tuple(&out).1, backend(6).addr, "the exact entry (to port 80) must win");
+    let out = run(&mut nat, TcHook::Reply, &tcp(SocketAddrV4::new(TASK, 40001), SocketAddrV4::new(VIP, 9000)));
+    assert_eq!(tuple(&out).1, at(&any_port_backend(5), 9000), "other ports take the any-port entry");
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn vips_are_balanced_only_on_the_bridge_and_published_ports_only_on_the_underlay() {
+    common::require_root("vips_are_balanced_only_on_the_bridge_and_published_ports_only_on_the_underlay");
+    let mut nat = load();
+    vip(&mut nat, &[any_port_backend(5)]);
+    published(&mut nat, 8080, &[backend(6)]);
+    let to_vip = tcp(SocketAddrV4::new(CLIENT, 40000), SocketAddrV4::new(VIP, 80));
+    assert_eq!(run(&mut nat, TcHook::Ingress, &to_vip), to_vip, "a VIP was balanced on the underlay");
+    let to_node = tcp(SocketAddrV4::new(TASK, 40000), SocketAddrV4::new(NODE, 8080));
+    assert_eq!(run(&mut nat, TcHook::Reply, &to_node), to_node, "a published port was balanced on the bridge");
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn vip_flows_keep_a_drained_tcp_backend_and_udp_moves_when_its_backend_leaves() {
+    common::require_root("vip_flows_keep_a_drained_tcp_backend_and_udp_moves_when_its_backend_leaves");
+    let mut nat = load();
+    let [tcp_key, udp_key] = vip(&mut nat, &[any_port_backend(5), any_port_backend(6)]);
+    let front = SocketAddrV4::new(VIP, 6379);
+    let (flow, on) = (30000..30100)
+        .map(|p| {
+            let c = SocketAddrV4::new(TASK, p);
+            (c, tuple(&run(&mut nat, TcHook::Reply, &tcp(c, front))).1)
+        })
+        .find(|(_, b)| *b == at(&any_port_backend(5), 6379))
+        .expect("some flow lands on backend 5");
+    nat.add_backend(&tcp_key, any_port_backend(5).with_weight(0)).unwrap();
+    assert_eq!(tuple(&run(&mut nat, TcHook::Reply, &tcp_flags(flow, front, false, true))).1, on, "drained TCP flow moved");
+    for p in 31000..31040 {
+        let out = run(&mut nat, TcHook::Reply, &tcp(SocketAddrV4::new(TASK, p), front));
+        assert_eq!(tuple(&out).1, at(&any_port_backend(6), 6379), "a drained backend got a new flow");
+    }
+    nat.remove_backend(&tcp_key, any_port_backend(5).addr).unwrap();
+    assert_eq!(tuple(&run(&mut nat, TcHook::Reply, &tcp_flags(flow, front, false, true))).1, on, "removed backend's TCP flow moved");
+
+    let uclient = SocketAddrV4::new(TASK, 45000);
+    let ufront = SocketAddrV4::new(VIP, 53);
+    nat.set_backends(&udp_key, &[any_port_backend(5)]).unwrap();
+    assert_eq!(tuple(&run(&mut nat, TcHook::Reply, &udp(uclient, ufront))).1, at(&any_port_backend(5), 53));
+    nat.set_backends(&udp_key, &[any_port_backend(6)]).unwrap();
+    let out = run(&mut nat, TcHook::Reply, &udp(uclient, ufront));
+    assert_eq!(tuple(&out).1, at(&any_port_backend(6), 53), "the UDP flow stayed on the removed backend");
+    let reply = run(&mut nat, TcHook::Reply, &udp(at(&any_port_backend(6), 53), tuple(&out).0));
+    assert_eq!(tuple(&reply), (ufront, uclient));
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn only_a_tcp_syn_opens_a_flow() {
+    common::require_root("only_a_tcp_syn_opens_a_flow");
+    let mut nat = load();
+    published(&mut nat, 8080, &[backend(5)]);
+    let front = SocketAddrV4::new(NODE, 8080);
+    // An established connection to the node's own port 8080 (opened before the port was
+    // published): its segments carry ACK and must reach the node untouched.
+    let open = SocketAddrV4::new(CLIENT, 40000);
+    for (syn, ack) in [(false, true), (true, true), (false, false)] {
+        let p = tcp_flags(open, front, syn, ack);
+        assert_eq!(run(&mut nat, TcHook::Ingress, &p), p, "syn {syn} ack {ack} opened a flow");
+    }
+    // A SYN opens one; the flow's later segments follow it.
+    let new = SocketAddrV4::new(CLIENT, 40001);
+    assert_eq!(tuple(&run(&mut nat, TcHook::Ingress, &tcp_flags(new, front, true, false))).1, backend(5).addr);
+    assert_eq!(tuple(&run(&mut nat, TcHook::Ingress, &tcp_flags(new, front, false, true))).1, backend(5).addr);
+    // The same rule on the bridge.
+    vip(&mut nat, &[any_port_backend(6)]);
+    let p = tcp_flags(SocketAddrV4::new(TASK, 40000), SocketAddrV4::new(VIP, 80), false, true);
+    assert_eq!(run(&mut nat, TcHook::Reply, &p), p, "an ACK opened a VIP flow");
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn a_udp_packet_of_a_connected_local_socket_is_not_taken() {
+    common::require_root("a_udp_packet_of_a_connected_local_socket_is_not_taken");
+    // In a namespace of its own: the lookup finds sockets of the namespace the test run is in.
+    let ns = common::netns::Netns::new("sebu");
+    let (owned, other) = ns.run(|| {
+        let node = Ipv4Addr::LOCALHOST;
+        let peer = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 9), 5300);
+        // The node talks with `peer` from its port 5353 (connected: no packet is sent).
+        let sock = std::net::UdpSocket::bind((node, 5353)).expect("bind");
+        sock.connect(peer).expect("connect");
+        let mut nat = load();
+        let key = ServiceKey::udp(node, 5353);
+        nat.upsert_service(key, ServiceOptions::default()).unwrap();
+        nat.set_backends(&key, &[backend(7)]).unwrap();
+        let owned = udp(peer, SocketAddrV4::new(node, 5353));
+        let owned_out = run(&mut nat, TcHook::Ingress, &owned);
+        let other_out = run(&mut nat, TcHook::Ingress, &udp(SocketAddrV4::new(*peer.ip(), 5301), SocketAddrV4::new(node, 5353)));
+        drop(sock);
+        (owned_out == owned, tuple(&other_out).1)
+    });
+    assert!(owned, "a packet of the node's connected socket was taken by the published port");
+    assert_eq!(other, backend(7).addr, "another peer's packet to the published port was not balanced");
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn pinned_vip_services_and_flows_are_adopted_by_a_new_loader() {
+    common::require_root("pinned_vip_services_and_flows_are_adopted_by_a_new_loader");
+    let bpffs = common::netns::BpfMount::new();
+    let opts = LoadOptions { pin_dir: Some(bpffs.path.join("node")), max_services: 64, max_backends: 256, max_flows: 1024, ..LoadOptions::default() };
+    let client = SocketAddrV4::new(TASK, 40000);
+    let front = SocketAddrV4::new(VIP, 6379);
+    let snat_side = {
+        let mut nat = TcNat::load(&opts).expect("load");
+        vip(&mut nat, &[any_port_backend(5)]);
+        tuple(&run(&mut nat, TcHook::Reply, &tcp(client, front))).0
+    };
+    let mut nat = TcNat::load(&opts).expect("reload");
+    let key = ServiceKey::tcp(VIP, shoal_ebpf::ANY_PORT);
+    assert_eq!(nat.table().backends(&key), Some(&[any_port_backend(5)][..]), "any-port backends adopted");
+    assert!(nat.table().options(&key).is_some_and(|o| o.vip), "the VIP tag was not read back");
+    let reply = run(&mut nat, TcHook::Reply, &tcp(at(&any_port_backend(5), 6379), snat_side));
+    assert_eq!(tuple(&reply), (front, client), "a flow of the earlier loader lost its reverse translation");
+    assert!(nat.teardown().is_empty());
+}

@@ -15,6 +15,17 @@
 //! instance's pin directory and teardown detaches exactly those. Published ports are mirrored
 //! into the socket LB (tagged `published`, so they are not mistaken for VIPs), which also lets a
 //! task reach its own node's `<node address>:<published port>`.
+//!
+//! # VIPs carry every port, on the socket path and on the packet path
+//! A VIP frontend is keyed by `ANY_PORT` and its backends' port is `ANY_PORT`: the socket LB
+//! looks the exact port up first, then the VIP's every-port entry, and keeps the port the client
+//! used. A process in a task's network namespace but not in the task cgroup (`nsenter --net`)
+//! gets no socket translation: its packets to the VIP come up the overlay bridge, where the NAT's
+//! `nat_reply` balances them (DNAT keeping the port, SNAT to the node's LB address on that
+//! network, tracked like the mesh's flows). So every VIP frontend is written twice: to the socket
+//! LB (the record: no SNAT) and to the NAT as a copy tagged `vip` with the SNAT addresses. The
+//! observed table reads both, and a backend on which they disagree (an interrupted run) reads as
+//! one the planner must write again, which rewrites both.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -86,10 +97,15 @@ impl EbpfLb {
         Ok(lb)
     }
 
+    /// The NAT's published ports (not its copies of VIPs).
+    fn nat_published(&self) -> impl Iterator<Item = &shoal_ebpf::ServiceKey> {
+        self.nat.table().services().filter(|k| !self.nat.table().options(k).is_some_and(|o| o.vip))
+    }
+
     /// Makes the socket LB's copy of every published port equal to the NAT's, and removes copies
     /// of ports no longer published (no kernel write when they agree).
     fn sync_mirrors(&mut self) -> Result<(), LbError> {
-        let published: Vec<_> = self.nat.table().services().copied().collect();
+        let published: Vec<_> = self.nat_published().copied().collect();
         for key in &published {
             self.sync_mirror(key)?;
         }
@@ -125,15 +141,20 @@ impl EbpfLb {
         self.sock.set_backends(key, &backends).map(drop).map_err(err("set the backends of"))
     }
 
-    /// The table the maps hold, in planner terms.
+    /// The table the maps hold, in planner terms. A VIP is what the socket LB and the NAT's copy
+    /// hold together (see the module docs).
     pub fn observed(&self) -> LbTable {
         let mut t = LbTable::default();
         let target = |b: &Backend| Target { addr: b.addr, snat: b.snat.unwrap_or(Ipv4Addr::UNSPECIFIED), local: b.local, weight: b.weight };
-        for key in self.sock.table().services().filter(|k| !self.sock.table().options(k).is_some_and(|o| o.published)) {
-            let backends = sorted(self.sock.table().backends(key).unwrap_or_default().iter().map(target).collect());
-            t.vips.insert(*key, Frontend { keep_client_ip: false, backends });
+        let sock_vips = self.sock.table().services().filter(|k| !self.sock.table().options(k).is_some_and(|o| o.published));
+        let nat_vips = self.nat.table().services().filter(|k| self.nat.table().options(k).is_some_and(|o| o.vip));
+        let keys: BTreeSet<_> = sock_vips.chain(nat_vips).copied().collect();
+        for key in keys {
+            let sock = self.sock.table().backends(&key).unwrap_or_default();
+            let nat = self.nat.table().backends(&key).unwrap_or_default();
+            t.vips.insert(key, Frontend { keep_client_ip: false, backends: sorted(vip_targets(sock, nat)) });
         }
-        for key in self.nat.table().services() {
+        for key in self.nat_published() {
             let backends = sorted(self.nat.table().backends(key).unwrap_or_default().iter().map(target).collect());
             let keep_client_ip = self.nat.table().options(key).is_some_and(|o| o.keep_client_ip);
             t.published.insert(*key, Frontend { keep_client_ip, backends });
@@ -143,32 +164,65 @@ impl EbpfLb {
 
     /// One operation; a published port's change is then copied to the socket LB.
     fn run(&mut self, op: &LbOp) -> Result<(), LbError> {
-        self.run_one(op)?;
         match op.frontend() {
-            (Kind::Published, key) => self.sync_mirror(&key),
-            (Kind::Vip, _) => Ok(()),
+            (Kind::Published, key) => {
+                self.run_one(op)?;
+                self.sync_mirror(&key)
+            }
+            (Kind::Vip, _) => self.run_vip(op),
+        }
+    }
+
+    /// A VIP operation, on the socket LB and on the NAT's copy. A backend added to a VIP one of
+    /// them lacks (an interrupted run) creates it there first.
+    fn run_vip(&mut self, op: &LbOp) -> Result<(), LbError> {
+        let e = |what: &str| ebpf_err(format!("{what}: {op}"));
+        let nat_opts = ServiceOptions { vip: true, ..ServiceOptions::default() };
+        match op {
+            LbOp::AddFrontend { key, .. } | LbOp::SetOptions { key, .. } => {
+                self.sock.upsert_service(*key, ServiceOptions::default()).map_err(e("add VIP"))?;
+                self.nat.upsert_service(*key, nat_opts).map_err(e("add VIP to the packet path"))
+            }
+            LbOp::RemoveFrontend { key, .. } => {
+                self.sock.remove_service(key).map_err(e("remove VIP"))?;
+                self.nat.remove_service(key).map_err(e("remove VIP from the packet path"))
+            }
+            LbOp::AddBackend { key, target, .. } => {
+                self.sock.upsert_service(*key, ServiceOptions::default()).map_err(e("add VIP"))?;
+                self.nat.upsert_service(*key, nat_opts).map_err(e("add VIP to the packet path"))?;
+                self.sock.add_backend(key, Backend::new(target.addr).with_weight(target.weight)).map_err(e("add backend"))?;
+                let nat = Backend::nat(target.addr, target.snat, false).with_weight(target.weight);
+                self.nat.add_backend(key, nat).map(drop).map_err(e("add backend to the packet path"))
+            }
+            LbOp::RemoveBackend { key, addr, .. } => {
+                if self.sock.table().options(key).is_some() {
+                    self.sock.remove_backend(key, *addr).map_err(e("remove backend"))?;
+                }
+                if self.nat.table().options(key).is_some() {
+                    self.nat.remove_backend(key, *addr).map_err(e("remove backend from the packet path"))?;
+                }
+                Ok(())
+            }
         }
     }
 
     fn run_one(&mut self, op: &LbOp) -> Result<(), LbError> {
         let e = |what: &str| ebpf_err(format!("{what}: {op}"));
         match op {
-            LbOp::AddFrontend { kind: Kind::Vip, key, .. } => self.sock.upsert_service(*key, ServiceOptions::default()).map_err(e("add VIP")),
+            LbOp::AddFrontend { kind: Kind::Vip, .. }
+            | LbOp::SetOptions { kind: Kind::Vip, .. }
+            | LbOp::RemoveFrontend { kind: Kind::Vip, .. }
+            | LbOp::AddBackend { kind: Kind::Vip, .. }
+            | LbOp::RemoveBackend { kind: Kind::Vip, .. } => self.run_vip(op),
             LbOp::AddFrontend { kind: Kind::Published, key, keep_client_ip } | LbOp::SetOptions { kind: Kind::Published, key, keep_client_ip } => {
                 self.nat.upsert_service(*key, ServiceOptions { keep_client_ip: *keep_client_ip, ..ServiceOptions::default() }).map_err(e("publish"))
             }
-            LbOp::SetOptions { kind: Kind::Vip, .. } => Ok(()),
-            LbOp::RemoveFrontend { kind: Kind::Vip, key } => self.sock.remove_service(key).map_err(e("remove VIP")),
             LbOp::RemoveFrontend { kind: Kind::Published, key } => self.nat.remove_service(key).map_err(e("unpublish")),
-            LbOp::AddBackend { kind: Kind::Vip, key, target } => {
-                self.sock.add_backend(key, Backend::new(target.addr).with_weight(target.weight)).map(drop).map_err(e("add backend"))
-            }
             LbOp::AddBackend { kind: Kind::Published, key, target } => self
                 .nat
                 .add_backend(key, Backend::nat(target.addr, target.snat, target.local).with_weight(target.weight))
                 .map(drop)
                 .map_err(e("add backend")),
-            LbOp::RemoveBackend { kind: Kind::Vip, key, addr } => self.sock.remove_backend(key, *addr).map(drop).map_err(e("remove backend")),
             LbOp::RemoveBackend { kind: Kind::Published, key, addr } => {
                 self.nat.remove_backend(key, *addr).map(drop).map_err(e("remove backend"))
             }
@@ -258,17 +312,34 @@ fn sorted(mut v: Vec<Target>) -> Vec<Target> {
     v
 }
 
-/// What the eBPF balancer can express: VIP backends need no SNAT and no locality (the socket LB
-/// picks by weight alone). Weights are kept: new flows go to backends in proportion to them, and
-/// weight 0 drains (no new flows, tracked ones stay).
+/// What the eBPF balancer can express: VIP backends need no locality (both paths pick by weight
+/// alone); their SNAT address is the packet path's. Weights are kept: new flows go to backends in
+/// proportion to them, and weight 0 drains (no new flows, tracked ones stay).
 pub fn normalize(t: &LbTable) -> LbTable {
     let mut t = t.clone();
     for f in t.vips.values_mut() {
         for b in &mut f.backends {
-            *b = Target { addr: b.addr, snat: Ipv4Addr::UNSPECIFIED, local: false, weight: b.weight };
+            b.local = false;
         }
     }
     t
+}
+
+/// A VIP's backends from the socket LB's record and the NAT's copy: a backend both hold alike
+/// reads with the copy's SNAT address; one they disagree on (held by one only, or with other
+/// weights) reads without, which no desired table has, so the planner writes it again.
+fn vip_targets(sock: &[Backend], nat: &[Backend]) -> Vec<Target> {
+    let mut out: Vec<Target> = Vec::new();
+    for b in sock.iter().chain(nat.iter().filter(|n| !sock.iter().any(|s| s.addr == n.addr))) {
+        let copy = nat.iter().find(|n| n.addr == b.addr && n.weight == b.weight);
+        let in_sock = sock.iter().any(|s| s.addr == b.addr);
+        let snat = match copy.and_then(|c| c.snat) {
+            Some(snat) if in_sock => snat,
+            _ => Ipv4Addr::UNSPECIFIED,
+        };
+        out.push(Target { addr: b.addr, snat, local: false, weight: b.weight });
+    }
+    out
 }
 
 /// The NAT attachments a table asks for: ingress on the underlay interface, reply on each bridge.
@@ -356,6 +427,41 @@ mod tests {
 
     fn att(hook: TcHook, ifname: &str) -> (TcHook, String) {
         (hook, ifname.to_owned())
+    }
+
+    fn be(addr: &str, snat: Option<&str>, weight: u16) -> Backend {
+        Backend { addr: addr.parse().unwrap(), snat: snat.map(|s| s.parse().unwrap()), local: false, weight }
+    }
+
+    #[test]
+    fn a_vip_reads_as_the_socket_record_with_the_copys_snat_and_disagreements_read_unfinished() {
+        let lb = "10.0.9.250".parse().unwrap();
+        let sock = [be("10.0.9.2:0", None, 1), be("10.0.9.3:0", None, 2), be("10.0.9.4:0", None, 1)];
+        let nat = [be("10.0.9.2:0", Some("10.0.9.250"), 1), be("10.0.9.3:0", Some("10.0.9.250"), 1), be("10.0.9.5:0", Some("10.0.9.250"), 1)];
+        let t = sorted(vip_targets(&sock, &nat));
+        let got: Vec<_> = t.iter().map(|t| (t.addr.to_string(), t.snat, t.weight)).collect();
+        let none = Ipv4Addr::UNSPECIFIED;
+        assert_eq!(
+            got,
+            [
+                ("10.0.9.2:0".to_string(), lb, 1), // both alike
+                ("10.0.9.3:0".to_string(), none, 2), // weights differ
+                ("10.0.9.4:0".to_string(), none, 1), // not in the copy
+                ("10.0.9.5:0".to_string(), none, 1), // only in the copy
+            ]
+        );
+        assert!(t.iter().all(|t| !t.local));
+    }
+
+    #[test]
+    fn normalized_vips_keep_their_snat_and_drop_locality_and_read_back_equal() {
+        let want = normalize(&super::super::plan::desired(&super::super::plan::tests::state("a")));
+        for f in want.vips.values() {
+            assert!(f.backends.iter().all(|b| !b.local && !b.snat.is_unspecified() && b.addr.port() == 0), "{f:?}");
+            let sock: Vec<Backend> = f.backends.iter().map(|b| Backend::new(b.addr).with_weight(b.weight)).collect();
+            let nat: Vec<Backend> = f.backends.iter().map(|b| Backend::nat(b.addr, b.snat, false).with_weight(b.weight)).collect();
+            assert_eq!(sorted(vip_targets(&sock, &nat)), f.backends, "a programmed VIP must read back as desired");
+        }
     }
 
     #[test]

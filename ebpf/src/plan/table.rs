@@ -25,7 +25,7 @@ use std::{
 use super::slots::{rebalance, slot_counts};
 use crate::{
     error::Error,
-    maps::{ref_value, ref_weight, BeKey, BeRefKey, BeVal, SvcKey, SvcVal, SLOT_LOCAL, SLOT_PARKED, SVC_F_KEEP_CLIENT_IP, SVC_F_PUBLISHED},
+    maps::{ref_value, ref_weight, BeKey, BeRefKey, BeVal, SvcKey, SvcVal, SLOT_LOCAL, SLOT_PARKED, SVC_F_KEEP_CLIENT_IP, SVC_F_PUBLISHED, SVC_F_VIP},
     model::{Backend, ServiceKey, ServiceOptions},
     plan::MapOp,
 };
@@ -137,11 +137,15 @@ pub struct LbTable {
 
 fn flags_of(opts: ServiceOptions) -> u32 {
     let bit = |on: bool, flag: u32| if on { flag } else { 0 };
-    bit(opts.keep_client_ip, SVC_F_KEEP_CLIENT_IP) | bit(opts.published, SVC_F_PUBLISHED)
+    bit(opts.keep_client_ip, SVC_F_KEEP_CLIENT_IP) | bit(opts.published, SVC_F_PUBLISHED) | bit(opts.vip, SVC_F_VIP)
 }
 
 fn options_of(flags: u32) -> ServiceOptions {
-    ServiceOptions { keep_client_ip: flags & SVC_F_KEEP_CLIENT_IP != 0, published: flags & SVC_F_PUBLISHED != 0 }
+    ServiceOptions {
+        keep_client_ip: flags & SVC_F_KEEP_CLIENT_IP != 0,
+        published: flags & SVC_F_PUBLISHED != 0,
+        vip: flags & SVC_F_VIP != 0,
+    }
 }
 
 impl LbTable {

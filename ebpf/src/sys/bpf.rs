@@ -56,6 +56,12 @@ struct TestRunAttr {
 /// BPF_PROG_TEST_RUN: run `prog` once on `packet` (starting at the Ethernet
 /// header); returns the program's return code and the packet as it left.
 pub fn test_run(prog: BorrowedFd<'_>, packet: &[u8]) -> io::Result<(u32, Vec<u8>)> {
+    test_run_repeat(prog, packet, 1).map(|(ret, out, _)| (ret, out))
+}
+
+/// BPF_PROG_TEST_RUN `repeat` times on the same input: also returns the
+/// kernel's mean run time per repetition, in nanoseconds.
+pub fn test_run_repeat(prog: BorrowedFd<'_>, packet: &[u8], repeat: u32) -> io::Result<(u32, Vec<u8>, u32)> {
     let mut out = vec![0u8; packet.len() + 256];
     let mut attr = TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
@@ -63,12 +69,12 @@ pub fn test_run(prog: BorrowedFd<'_>, packet: &[u8]) -> io::Result<(u32, Vec<u8>
         data_size_out: out.len() as u32,
         data_in: packet.as_ptr() as u64,
         data_out: out.as_mut_ptr() as u64,
-        repeat: 1,
+        repeat,
         ..TestRunAttr::default()
     };
     sys_bpf(BPF_PROG_TEST_RUN, &mut attr)?;
     out.truncate(attr.data_size_out as usize);
-    Ok((attr.retval, out))
+    Ok((attr.retval, out, attr.duration))
 }
 
 #[repr(C)]

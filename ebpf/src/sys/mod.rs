@@ -7,6 +7,6 @@ mod bpf;
 mod netns;
 mod tc_filter;
 
-pub use bpf::{link_detach, link_target, link_update, obj_get, obj_pin, test_run, LinkTarget};
+pub use bpf::{link_detach, link_target, link_update, obj_get, obj_pin, test_run, test_run_repeat, LinkTarget};
 pub use tc_filter::{delete_ingress, list_ingress, TcFilter};
 pub use netns::netns_cookie;
