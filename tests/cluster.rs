@@ -736,6 +736,15 @@ fn real_servers_answer_by_name_and_tasks_reach_the_outside() {
     c.cli("smgr", &["service", "create", "--detach", "--name", "reader", "--network", "backend", "host", "sh", "-c",
         "while true; do redis-cli -h redis get greeting; sleep 0.3; done"]);
     wait_for_output(&c, "reader", "from-the-writer");
+    // A process that only joined a task's network namespace (a debugging shell: not in the
+    // node's task cgroup, where the eBPF socket hooks are) reaches the VIP too.
+    let writer = c.cli("smgr", &["service", "ps", "--format", "json", "writer"]);
+    let writer: serde_json::Value = serde_json::from_str(writer.lines().next().unwrap()).unwrap();
+    let ns = format!("shoal-t-{}", writer["id"].as_str().unwrap());
+    let vip = dig(&ns, "redis");
+    assert_eq!(vip.len(), 1, "redis resolves to its VIP: {vip:?}");
+    let got = in_ns(&ns, &["redis-cli", "-h", &vip[0], "get", "greeting"]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "from-the-writer", "{}", String::from_utf8_lossy(&got.stderr));
     for s in ["reader", "writer", "redis"] {
         c.cli("smgr", &["service", "rm", s]);
     }

@@ -16,7 +16,7 @@ packages=(
   iproute2 iputils-ping nftables ethtool procps util-linux kmod
   clang llvm libbpf-dev bpftool libclang-dev pkg-config protobuf-compiler
   iperf3 dnsutils curl netcat-openbsd dnsperf dnsmasq-base busybox-static tar
-  redis-server redis-tools
+  redis-server redis-tools python3
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -1,11 +1,13 @@
 //! Load balancing for service VIPs and published ports (the routing mesh), behind one trait
 //! with eBPF, nftables and IPVS implementations, chosen by probing the kernel.
 //!
-//! [`plan::desired`] (pure) turns the desired state into an [`LbTable`]: every frontend (a VIP
-//! port, or a port published on the node's underlay address) with its healthy backends. Each
+//! [`plan::desired`] (pure) turns the desired state into an [`LbTable`]: every frontend (a VIP,
+//! which carries every port, or a port published on the node's underlay address) with its
+//! healthy backends. Each
 //! implementation reads what the kernel holds, plans the difference (O(1) kernel operations per
 //! backend change) and applies it:
-//! - [`ebpf::EbpfLb`]: socket-level LB for VIPs in the tasks' cgroup, tc NAT for published ports;
+//! - [`ebpf::EbpfLb`]: socket-level LB for VIPs in the tasks' cgroup, tc NAT for published ports
+//!   (on the underlay) and for VIP packets no socket hook translated (on the overlay bridges);
 //!   pinned under `/run/shoal/<instance>/bpf`, so flows survive the process.
 //! - [`nft::NftLb`]: table `ip shoal` with verdict maps, one transaction per reconcile.
 //! - [`ipvs::IpvsLb`]: nftables marks each frontend's packets (one map), one IPVS fwmark

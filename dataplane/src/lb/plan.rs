@@ -17,8 +17,9 @@ pub use shoal_ebpf::{Proto, ServiceKey};
 use crate::overlay::names;
 use crate::state::{Endpoint, NodeState, Protocol, PublishMode, EndpointMode};
 
-/// The port of a VIP frontend's key and of its backends: every destination port, kept as it is.
-pub const ANY_PORT: u16 = 0;
+/// The port of a VIP frontend's key and of its backends: every destination port, kept as it is
+/// (the eBPF maps' own wildcard, so one value means it everywhere).
+pub use shoal_ebpf::ANY_PORT;
 
 /// The protocols a VIP carries (SCTP is refused when a service is created).
 pub const VIP_PROTOCOLS: [Proto; 2] = [Proto::Tcp, Proto::Udp];
