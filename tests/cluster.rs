@@ -725,6 +725,15 @@ fn real_servers_answer_by_name_and_tasks_reach_the_outside() {
     for s in ["big", "out", "shut"] {
         c.cli("smgr", &["service", "rm", s]);
     }
+    // Without a network, a port published in host mode answers on the node that runs the task.
+    c.cli("smgr", &["service", "create", "--name", "hm", "-p", "mode=host,published=8081,target=80", "shoal/whoami"]);
+    let hm = c.cli("smgr", &["service", "ps", "hm"]);
+    let node = NODES.iter().find(|(n, _)| hm.lines().any(|l| l.contains(n) && l.matches("Running").count() == 2)).unwrap_or_else(|| panic!("{hm}"));
+    wait_for("the host-mode port answers", Duration::from_secs(20), || {
+        let out = in_ns(&c.lab.node_ns("client"), &["curl", "-s", "--max-time", "2", &format!("http://{}:8081/", node.1)]);
+        String::from_utf8_lossy(&out.stdout).contains("Name: hm.")
+    });
+    c.cli("smgr", &["service", "rm", "hm"]);
 
     // redis-server with no published port; clients reach it by its service name (the VIP).
     c.cli("smgr", &["service", "create", "--name", "redis", "--network", "backend", "host",

@@ -164,6 +164,11 @@ pub fn desired(state: &NodeState) -> LbTable {
     for net in &state.networks {
         if let Some(lb) = net.lb_addresses.get(&state.node) {
             t.bridges.insert(names::bridge(net.vni), *lb);
+        } else if net.local {
+            // The gateway bridge balances nothing of its own, but host-mode ports of its tasks
+            // are translated there (replies, on the NAT's bridge hook); its gateway is the
+            // node's address on it.
+            t.bridges.insert(names::bridge(net.vni), net.gateway());
         }
     }
     for svc in &state.services {
@@ -342,6 +347,15 @@ pub(crate) mod tests {
         let host = &t.published[&ServiceKey::tcp(ip("192.168.33.10"), 6000)];
         assert!(host.keep_client_ip);
         assert_eq!(host.backends.iter().map(|b| (b.addr, b.local)).collect::<Vec<_>>(), vec![(sa("10.0.9.2:8080"), true)]);
+    }
+
+    #[test]
+    fn the_gateway_bridge_is_wired_for_host_mode_ports_with_its_gateway_as_the_node_address() {
+        let mut s = state("a");
+        s.networks.push(serde_json::from_value(json!({"name": "gw", "vni": 4098, "subnet": "172.18.0.0/16", "local": true})).unwrap());
+        let t = desired(&s);
+        assert_eq!(t.bridges.get("shb-4098"), Some(&ip("172.18.0.1")));
+        assert_eq!(t.bridges.get("shb-4097"), Some(&ip("10.0.9.250")));
     }
 
     #[test]
