@@ -122,11 +122,14 @@ pub fn node_state(view: &AgentView, node_id: &str, self_addr: Ipv4Addr, running:
 /// service's tasks that the managers list as endpoints (running and healthy).
 fn services(view: &AgentView, node_id: &str, endpoints: &[Endpoint]) -> Vec<Service> {
     let present: BTreeSet<&str> = endpoints.iter().map(|e| e.id.as_str()).collect();
+    // Networks this node balances on: those it has an LB address on (a task there, or ingress),
+    // and the gateway bridge (host-mode ports). Backends elsewhere are nothing it can reach.
+    let balanced = |n: &&shoal_control::dispatcher::messages::NetworkInfo| n.lb_addrs.contains_key(node_id) || n.node_local;
     let of_task = |t: &shoal_control::dispatcher::messages::TaskEndpoint| -> Vec<String> {
         t.addresses
             .iter()
             .enumerate()
-            .filter_map(|(i, att)| Some(endpoint_id(&t.task_id, i, &view.networks.get(&att.network_id)?.name)))
+            .filter_map(|(i, att)| Some(endpoint_id(&t.task_id, i, &view.networks.get(&att.network_id).filter(balanced)?.name)))
             .filter(|id| present.contains(id.as_str()))
             .collect()
     };
@@ -139,7 +142,7 @@ fn services(view: &AgentView, node_id: &str, endpoints: &[Endpoint]) -> Vec<Serv
             vips: s
                 .vips
                 .iter()
-                .filter_map(|v| view.networks.get(&v.network_id).filter(|n| n.lb_addrs.contains_key(node_id)).map(|n| (n.name.clone(), v.addr)))
+                .filter_map(|v| view.networks.get(&v.network_id).filter(balanced).map(|n| (n.name.clone(), v.addr)))
                 .collect(),
             endpoint_mode: match s.mode {
                 CtlMode::Vip => EndpointMode::Vip,
@@ -229,10 +232,39 @@ mod tests {
                 },
             );
         }
+        // `both` is on both networks, with a task on n2 (endpoints on both).
+        view.services.insert(
+            "both".into(),
+            shoal_control::dispatcher::messages::ServiceEndpoint {
+                id: "both".into(),
+                name: "both".into(),
+                mode: CtlMode::Vip,
+                vips: vec![
+                    shoal_control::model::Vip { network_id: "backend".into(), addr: "10.0.9.101".parse().unwrap(), prefix: 24 },
+                    shoal_control::model::Vip { network_id: "private".into(), addr: "10.0.10.101".parse().unwrap(), prefix: 24 },
+                ],
+                ports: vec![],
+                networks: vec!["backend".into(), "private".into()],
+            },
+        );
+        let att = |net: &str, addr: &str| shoal_control::model::NetworkAttachment { network_id: net.into(), addr: addr.parse().unwrap(), prefix: 24, mac: String::new() };
+        view.endpoints.insert(
+            "t1".into(),
+            shoal_control::dispatcher::messages::TaskEndpoint {
+                task_id: "t1".into(),
+                service_id: "both".into(),
+                name: "both.1.t1".into(),
+                node_id: "n2".into(),
+                node_addr: "192.168.33.20".into(),
+                addresses: vec![att("backend", "10.0.9.5"), att("private", "10.0.10.5")],
+                health: None,
+                weight: 1,
+            },
+        );
         let s = node_state(&view, "n1", Ipv4Addr::new(192, 168, 33, 10), &BTreeSet::new());
         assert!(s.validate().is_ok(), "{:?}", s.validate());
-        let vips: Vec<_> = s.services.iter().map(|s| (s.name.as_str(), s.vips.len())).collect();
-        assert_eq!(vips, vec![("db", 0), ("web", 1)]);
+        let vips: Vec<_> = s.services.iter().map(|s| (s.name.as_str(), s.vips.len(), s.backends.len())).collect();
+        assert_eq!(vips, vec![("both", 1, 1), ("db", 0, 0), ("web", 1, 0)]);
         assert!(s.networks.iter().any(|n| n.name == "net-private" && n.internal));
     }
 
