@@ -26,7 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shoal_dataplane::lb::{self, diff, Frontend, LbTable, LoadBalancer, Target};
-use shoal_dataplane::lb::plan::ServiceKey;
+use shoal_dataplane::lb::plan::{ServiceKey, ANY_PORT};
 
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 const CLIENT_ENV: &str = "SHOAL_MESH_BENCH_CLIENT";
@@ -273,9 +273,9 @@ fn median_rate(v: Vec<Rate>) -> Rate {
 fn table(services: u32) -> LbTable {
     let mut t = LbTable::default();
     for i in 0..services {
-        let key = ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + i), 80);
+        let key = ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + i), ANY_PORT);
         let backends = (0..3)
-            .map(|j| Target { addr: SocketAddrV4::new(Ipv4Addr::from(0x0a80_0000 + i * 3 + j), 80), snat: Ipv4Addr::new(10, 0, 9, 250), local: false, weight: 1 })
+            .map(|j| Target { addr: SocketAddrV4::new(Ipv4Addr::from(0x0a80_0000 + i * 3 + j), ANY_PORT), snat: Ipv4Addr::new(10, 0, 9, 250), local: false, weight: 1 })
             .collect();
         t.vips.insert(key, Frontend { keep_client_ip: false, backends });
     }
@@ -285,10 +285,10 @@ fn table(services: u32) -> LbTable {
 /// Service `i`'s first backend replaced by a new address (one remove + one add).
 fn changed(t: &LbTable, i: u32, round: u32) -> LbTable {
     let mut t = t.clone();
-    let key = ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + i), 80);
+    let key = ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + i), ANY_PORT);
     let f = t.vips.get_mut(&key).unwrap();
     f.backends.remove(0);
-    f.backends.push(Target { addr: SocketAddrV4::new(Ipv4Addr::from(0x0ac0_0000 + round), 80), snat: Ipv4Addr::new(10, 0, 9, 250), local: false, weight: 1 });
+    f.backends.push(Target { addr: SocketAddrV4::new(Ipv4Addr::from(0x0ac0_0000 + round), ANY_PORT), snat: Ipv4Addr::new(10, 0, 9, 250), local: false, weight: 1 });
     f.backends.sort();
     t
 }
