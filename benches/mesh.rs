@@ -29,9 +29,8 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shoal_dataplane::lb::plan::ANY_PORT;
 use shoal_dataplane::lb::{self, diff, Frontend, LbTable, LoadBalancer, Target};
-use shoal_dataplane::lb::plan::ServiceKey;
+use shoal_dataplane::lb::plan::{ServiceKey, ANY_PORT};
 
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 const CLIENT_ENV: &str = "SHOAL_MESH_BENCH_CLIENT";

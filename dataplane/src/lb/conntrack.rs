@@ -4,6 +4,7 @@
 
 use std::net::SocketAddrV4;
 
+use super::plan::ANY_PORT;
 use super::wire::{self, MsgBuilder, RawSocket, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use super::LbError;
 
@@ -28,9 +29,9 @@ fn msg_type(cmd: u16) -> u16 {
     (NFNL_SUBSYS_CTNETLINK << 8) | cmd
 }
 
-/// The original-direction tuple attribute (raw) of an entry whose reply comes from a backend
-/// in `backends` over UDP.
-pub fn matches<'a>(entry: &'a [u8], backends: &[SocketAddrV4]) -> Option<&'a [u8]> {
+/// The original-direction tuple attribute (raw) of an entry whose reply comes over UDP from a
+/// backend in `backends` (port [`ANY_PORT`]: any port of that address) that is not in `keep`.
+pub fn matches<'a>(entry: &'a [u8], backends: &[SocketAddrV4], keep: &[SocketAddrV4]) -> Option<&'a [u8]> {
     let top = wire::attrs(entry.get(4..)?);
     let reply = wire::find(&top, CTA_TUPLE_REPLY)?.nested();
     let ip = wire::find(&reply, CTA_TUPLE_IP)?.nested();
@@ -39,7 +40,8 @@ pub fn matches<'a>(entry: &'a [u8], backends: &[SocketAddrV4]) -> Option<&'a [u8
         return None;
     }
     let src = SocketAddrV4::new(wire::find(&ip, CTA_IP_V4_SRC)?.ipv4()?, wire::find(&proto, CTA_PROTO_SRC_PORT)?.u16_be()?);
-    if !backends.contains(&src) {
+    let any = SocketAddrV4::new(*src.ip(), ANY_PORT);
+    if !(backends.contains(&src) || backends.contains(&any)) || keep.contains(&src) {
         return None;
     }
     wire::find(&top, CTA_TUPLE_ORIG).map(|a| a.data)
@@ -64,8 +66,9 @@ pub fn delete_message(orig: &[u8], seq: u32) -> Vec<u8> {
 }
 
 /// Deletes every UDP conntrack entry of this namespace whose reply comes from one of
-/// `backends`. Returns how many were deleted. Entries that vanish meanwhile are fine.
-pub fn forget_udp_flows_to(backends: &[SocketAddrV4]) -> Result<usize, LbError> {
+/// `backends` (port [`ANY_PORT`]: any port of the address) and not from one in `keep`.
+/// Returns how many were deleted. Entries that vanish meanwhile are fine.
+pub fn forget_udp_flows_to(backends: &[SocketAddrV4], keep: &[SocketAddrV4]) -> Result<usize, LbError> {
     let err = |what: &str, e: wire::WireError| LbError::Conntrack { what: what.to_string(), detail: e.to_string() };
     let mut sock = RawSocket::open(NETLINK_NETFILTER).map_err(|e| err("open ctnetlink", e))?;
     let seq = sock.next_seq();
@@ -73,7 +76,7 @@ pub fn forget_udp_flows_to(backends: &[SocketAddrV4]) -> Result<usize, LbError> 
     let entries = sock.transact(&dump, seq).map_err(|e| err("dump conntrack", e))?;
     let mut deleted = 0;
     for e in &entries {
-        let Some(orig) = matches(&e.payload, backends) else { continue };
+        let Some(orig) = matches(&e.payload, backends, keep) else { continue };
         let seq = sock.next_seq();
         match sock.transact(&delete_message(orig, seq), seq) {
             Ok(_) => deleted += 1,
@@ -103,15 +106,27 @@ mod tests {
     #[test]
     fn only_udp_entries_replied_by_a_removed_backend_match() {
         let gone: Vec<SocketAddrV4> = vec!["10.0.9.3:53".parse().unwrap()];
-        assert!(matches(&entry("10.0.9.3:53", IPPROTO_UDP), &gone).is_some());
-        assert!(matches(&entry("10.0.9.3:53", 6), &gone).is_none());
-        assert!(matches(&entry("10.0.9.2:53", IPPROTO_UDP), &gone).is_none());
+        assert!(matches(&entry("10.0.9.3:53", IPPROTO_UDP), &gone, &[]).is_some());
+        assert!(matches(&entry("10.0.9.3:53", 6), &gone, &[]).is_none());
+        assert!(matches(&entry("10.0.9.2:53", IPPROTO_UDP), &gone, &[]).is_none());
+        assert!(matches(&entry("10.0.9.3:54", IPPROTO_UDP), &gone, &[]).is_none());
+    }
+
+    #[test]
+    fn a_vip_backend_matches_every_port_of_its_address_but_the_kept_ones() {
+        let gone: Vec<SocketAddrV4> = vec!["10.0.9.3:0".parse().unwrap()];
+        let keep: Vec<SocketAddrV4> = vec!["10.0.9.3:53".parse().unwrap()];
+        assert!(matches(&entry("10.0.9.3:5353", IPPROTO_UDP), &gone, &keep).is_some());
+        assert!(matches(&entry("10.0.9.3:9", IPPROTO_UDP), &gone, &[]).is_some());
+        assert!(matches(&entry("10.0.9.3:53", IPPROTO_UDP), &gone, &keep).is_none());
+        assert!(matches(&entry("10.0.9.3:53", 6), &gone, &[]).is_none());
+        assert!(matches(&entry("10.0.9.2:53", IPPROTO_UDP), &gone, &[]).is_none());
     }
 
     #[test]
     fn delete_carries_the_original_tuple_verbatim() {
         let e = entry("10.0.9.3:53", IPPROTO_UDP);
-        let orig = matches(&e, &["10.0.9.3:53".parse().unwrap()]).unwrap().to_vec();
+        let orig = matches(&e, &["10.0.9.3:53".parse().unwrap()], &[]).unwrap().to_vec();
         let msg = delete_message(&orig, 9);
         assert_eq!(u16::from_ne_bytes([msg[4], msg[5]]), 0x0102);
         assert_eq!(u32::from_ne_bytes(msg[0..4].try_into().unwrap()) as usize, msg.len());

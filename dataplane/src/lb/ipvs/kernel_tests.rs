@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::plan::{IpvsOp, SYSCTLS};
 use super::{kernel, IpvsLb};
-use crate::lb::plan::{diff, Frontend, Kind, LbTable, ServiceKey, Target};
+use crate::lb::plan::{diff, Frontend, Kind, LbTable, ServiceKey, Target, ANY_PORT};
 use crate::lb::LoadBalancer;
 use crate::netns;
 
@@ -60,8 +60,8 @@ fn frontend(backends: &[(u8, u16)], port: u16) -> Frontend {
 
 fn table() -> LbTable {
     let mut t = LbTable { underlay: Some(Ipv4Addr::new(192, 168, 33, 10)), ..LbTable::default() };
-    t.vips.insert(ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 100), 80), frontend(&[(2, 1), (3, 1), (4, 1)], 80));
-    t.vips.insert(ServiceKey::udp(Ipv4Addr::new(10, 0, 9, 100), 53), frontend(&[(2, 1), (3, 1)], 53));
+    t.vips.insert(ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 100), ANY_PORT), frontend(&[(2, 1), (3, 1), (4, 1)], ANY_PORT));
+    t.vips.insert(ServiceKey::udp(Ipv4Addr::new(10, 0, 9, 100), ANY_PORT), frontend(&[(2, 1), (3, 1)], ANY_PORT));
     t.published.insert(ServiceKey::tcp(Ipv4Addr::new(192, 168, 33, 10), 5000), frontend(&[(2, 1), (3, 1), (4, 1)], 80));
     let mut keep = frontend(&[(2, 1), (3, 1)], 81);
     keep.keep_client_ip = true;
@@ -95,8 +95,10 @@ fn ipvs_programs_what_reads_back_and_a_restart_changes_nothing() {
     assert!(first.iter().any(|l| l.starts_with("ipvs add service")), "{first:#?}");
     assert_eq!(again, Vec::<String>::new(), "a re-apply changed the kernel");
     assert_eq!(after_restart, Vec::<String>::new(), "a new process changed the kernel");
-    let vip = &shown[&(Kind::Vip, ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 100), 80))];
-    assert_eq!(vip, &["10.0.9.2:80", "10.0.9.3:80", "10.0.9.4:80"]);
+    // port 0: IPVS sends a VIP's flows to the port the client asked for
+    let vip = &shown[&(Kind::Vip, ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 100), ANY_PORT))];
+    assert_eq!(vip, &["10.0.9.2:0", "10.0.9.3:0", "10.0.9.4:0"]);
+    assert_eq!(shown[&(Kind::Vip, ServiceKey::udp(Ipv4Addr::new(10, 0, 9, 100), ANY_PORT))], ["10.0.9.2:0", "10.0.9.3:0"]);
     // keep_client_ip with a local task: that task alone
     assert_eq!(shown[&(Kind::Published, ServiceKey::tcp(Ipv4Addr::new(192, 168, 33, 10), 5001))], ["10.0.9.2:81"]);
     for (name, value) in SYSCTLS {
@@ -116,8 +118,8 @@ fn ipvs_incremental_changes_cost_one_operation_and_teardown_spares_other_service
             let mut genl = kernel::Genl::open().unwrap();
             let other = (Kind::Vip, ServiceKey::tcp(Ipv4Addr::new(10, 9, 9, 9), 1));
             genl.exec(&IpvsOp::NewService { mark: 0x100, fe: other }).unwrap();
-            // web.3 leaves VIP :80 (no connection on it: deleted at once)
-            let key = ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 100), 80);
+            // web.3 leaves the TCP VIP (no connection on it: deleted at once)
+            let key = ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 100), ANY_PORT);
             let mut next = t.clone();
             next.vips.get_mut(&key).unwrap().backends.retain(|b| b.addr.ip() != &Ipv4Addr::new(10, 0, 9, 4));
             let removed = lb.apply_ops(&next, &diff(&t, &next)).unwrap();
@@ -136,11 +138,11 @@ fn ipvs_incremental_changes_cost_one_operation_and_teardown_spares_other_service
         return;
     };
     assert_eq!(removed.len(), 1, "{removed:#?}");
-    assert!(removed[0].starts_with("ipvs remove dest 10.0.9.4:80 from fwmark"), "{removed:#?}");
+    assert!(removed[0].starts_with("ipvs remove dest 10.0.9.4:0 from fwmark"), "{removed:#?}");
     assert_eq!(weighted.len(), 1, "{weighted:#?}");
-    assert!(weighted[0].starts_with("ipvs set dest 10.0.9.3:80 masq weight 3"), "{weighted:#?}");
+    assert!(weighted[0].starts_with("ipvs set dest 10.0.9.3:0 masq weight 3"), "{weighted:#?}");
     assert_eq!(reread, Vec::<String>::new(), "the incremental path left the kernel off its model");
-    assert_eq!(shown[&(Kind::Vip, ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 100), 80))], ["10.0.9.2:80", "10.0.9.3:80 weight 3"]);
+    assert_eq!(shown[&(Kind::Vip, ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 100), ANY_PORT))], ["10.0.9.2:0", "10.0.9.3:0 weight 3"]);
     assert!(left.services.is_empty() && !left.table.present, "teardown left {left:?}");
     assert!(foreign_left, "teardown removed another program's IPVS service");
 }

@@ -3,15 +3,17 @@
 //! forwarded flows so that replies come back through this node.
 //!
 //! ```text
-//! task / client ──> VIP:80 or node:5000 ── prerouting (mangle): mark = map[daddr.proto.dport]
+//! task / client ──> VIP:any port or node:5000 ── prerouting (mangle): mark = map[daddr.proto]
+//!       (VIPs) or map[daddr.proto.dport] (published ports)
 //!   ──> LOCAL_IN (the VIP and the node address are local): IPVS fwmark service `mark`, wrr,
-//!       masq: daddr rewritten to a task, sent out of shb-<vni>
+//!       masq: daddr rewritten to a task (a VIP's destinations have port 0: the packet's own
+//!       port is kept, as Docker's VIPs do), sent out of shb-<vni>
 //!   ──> postrouting (srcnat): mark in @snat_marks -> snat to this node's LB address on that bridge
 //! reply ──> the LB address: conntrack undoes the SNAT, IPVS (FORWARD) restores the VIP as source
 //! ```
 //!
 //! Why fwmark services rather than one IPVS service per address and port: the frontends are
-//! already keyed in one nftables map (`ip daddr . meta l4proto . th dport`), so adding or
+//! already keyed in one nftables map per kind (`ip daddr . meta l4proto [. th dport]`), so adding or
 //! removing a frontend is one map element and one IPVS service, a backend change is one IPVS
 //! destination operation (no nft at all), and marks let nftables decide per frontend whether to
 //! SNAT (set `snat_marks`), which IPVS itself cannot do. Marks are `0x5e` in the top byte and a

@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::SocketAddrV4;
 
 use super::table::{self, NftLine, TableObserved, BASE_CHAINS, SNAT_CHAIN};
-use crate::lb::plan::{Frontend, Kind, LbTable, Proto, ServiceKey, Target};
+use crate::lb::plan::{Frontend, Kind, LbTable, Proto, ServiceKey, Target, ANY_PORT};
 
 /// The fwmarks shoal's IPVS balancer uses: this tag in the top byte, the frontend's number in
 /// the low 24 bits. IPVS services with other marks (or address services) are not ours.
@@ -76,7 +76,10 @@ pub enum IpvsOp {
 }
 
 fn label(fe: &FrontendId) -> String {
-    format!("{} {}", fe.0, fe.1)
+    match fe.0 {
+        Kind::Vip => format!("vip {}:*/{}", fe.1.addr, fe.1.proto),
+        Kind::Published => format!("{} {}", fe.0, fe.1),
+    }
 }
 
 impl fmt::Display for IpvsOp {
@@ -172,8 +175,14 @@ fn wanted(desired: &LbTable, scope: Option<&BTreeSet<FrontendId>>) -> BTreeMap<F
             if scope.is_some_and(|s| !s.contains(&(kind, *key))) {
                 continue;
             }
+            // A VIP carries every port: a VIP key with a port is not one (lb::plan never
+            // makes it), and its destinations' port 0 is the packet's own port in IPVS.
+            if kind == Kind::Vip && key.port != ANY_PORT {
+                continue;
+            }
             let (bes, snat) = chosen(kind, f);
-            let dests = bes.iter().map(|b| (b.addr, u32::from(b.weight.max(1)))).collect();
+            let port = |b: &Target| if kind == Kind::Vip { ANY_PORT } else { b.addr.port() };
+            let dests = bes.iter().map(|b| (SocketAddrV4::new(*b.addr.ip(), port(b)), u32::from(b.weight.max(1)))).collect();
             w.insert((kind, *key), Want { snat, dests });
         }
     }
@@ -214,6 +223,11 @@ fn skeleton(desired: &LbTable, t: &TableObserved) -> Vec<NftLine> {
     chain(SNAT_CHAIN, false, snat_rules(desired));
     for base in BASE_CHAINS {
         chain(base, true, table::base_rules(base).into_iter().map(|(c, r)| (r, c.to_string())).collect());
+    }
+    // Sets of another layout, once no rule uses them (the chains were rewritten above).
+    let ours = [table::map_name(Kind::Vip), table::map_name(Kind::Published), table::SNAT_SET];
+    for name in t.sets.iter().filter(|s| !ours.contains(&s.as_str())) {
+        lines.push(NftLine::DeleteSet(name.clone()));
     }
     lines
 }
@@ -411,8 +425,9 @@ mod tests {
         ops.iter().map(|o| o.to_string()).collect()
     }
 
+    /// web's TCP VIP (every port).
     fn vip80() -> FrontendId {
-        (Kind::Vip, ServiceKey::tcp(ip("10.0.9.100"), 80))
+        (Kind::Vip, ServiceKey::tcp(ip("10.0.9.100"), ANY_PORT))
     }
 
     #[test]
@@ -430,8 +445,11 @@ mod tests {
         assert!(ops[first_nft..].iter().all(|o| matches!(o, IpvsOp::Nft(_))), "{lines:#?}");
         assert!(lines.contains(&"nft add rule ip shoal_ipvs mesh_snat oifname \"shb-4097\" snat to 10.0.9.250 comment \"snat shb-4097 10.0.9.250\"".to_string()));
         let mark = assign_marks([vip80()].iter(), &TableObserved::default())[&vip80()];
-        assert!(lines.contains(&format!("ipvs add dest 10.0.9.3:80 masq weight 1 to fwmark {mark:#010x} (vip 10.0.9.100:80/tcp)")), "{lines:#?}");
-        assert!(lines.contains(&format!("nft add element ip shoal_ipvs vips {{ 10.0.9.100 . tcp . 80 : {mark:#010x} }}")), "{lines:#?}");
+        // a VIP's destinations have port 0: the packet's own port
+        assert!(lines.contains(&format!("ipvs add dest 10.0.9.3:0 masq weight 1 to fwmark {mark:#010x} (vip 10.0.9.100:*/tcp)")), "{lines:#?}");
+        assert!(lines.contains(&format!("nft add element ip shoal_ipvs vips_any {{ 10.0.9.100 . tcp : {mark:#010x} }}")), "{lines:#?}");
+        assert!(lines.contains(&"nft add rule ip shoal_ipvs prerouting meta mark set ip daddr . meta l4proto map @vips_any comment \"shoal-vips-any\"".to_string()), "{lines:#?}");
+        assert!(lines.iter().any(|l| l.starts_with("nft add element ip shoal_ipvs published { 192.168.33.10 . tcp . 5000 : ")), "{lines:#?}");
         let obs = converge(&t);
         assert_eq!(plan(&t, &obs, None), vec![]);
         assert_eq!(obs.table.elements.len(), frontends);
@@ -480,31 +498,31 @@ mod tests {
         let t = table();
         let mut obs = converge(&t);
         let m80 = obs.table.elements[&vip80()];
-        let udp = (Kind::Vip, ServiceKey::udp(ip("10.0.9.100"), 53));
+        let udp = (Kind::Vip, ServiceKey::udp(ip("10.0.9.100"), ANY_PORT));
         let m53 = obs.table.elements[&udp];
-        obs.services.get_mut(&m80).unwrap().dests.get_mut(&sa("10.0.9.3:80")).unwrap().active = 2;
-        obs.services.get_mut(&m53).unwrap().dests.get_mut(&sa("10.0.9.3:53")).unwrap().inactive = 5;
+        obs.services.get_mut(&m80).unwrap().dests.get_mut(&sa("10.0.9.3:0")).unwrap().active = 2;
+        obs.services.get_mut(&m53).unwrap().dests.get_mut(&sa("10.0.9.3:0")).unwrap().inactive = 5;
         let mut after = t.clone();
         for f in after.vips.values_mut().chain(after.published.values_mut()) {
             f.backends.retain(|b| b.addr.ip() != &ip("10.0.9.3"));
         }
         let ops = plan(&after, &obs, None);
-        assert!(ops.contains(&IpvsOp::SetDest { mark: m80, fe: vip80(), dest: sa("10.0.9.3:80"), weight: 0, active: 2 }), "{:#?}", text(&ops));
-        assert!(ops.contains(&IpvsOp::DelDest { mark: m53, fe: udp, dest: sa("10.0.9.3:53") }));
+        assert!(ops.contains(&IpvsOp::SetDest { mark: m80, fe: vip80(), dest: sa("10.0.9.3:0"), weight: 0, active: 2 }), "{:#?}", text(&ops));
+        assert!(ops.contains(&IpvsOp::DelDest { mark: m53, fe: udp, dest: sa("10.0.9.3:0") }));
         // no established connection: deleted at once
-        let vip8080 = (Kind::Vip, ServiceKey::tcp(ip("10.0.9.100"), 8080));
-        assert!(ops.contains(&IpvsOp::DelDest { mark: obs.table.elements[&vip8080], fe: vip8080, dest: sa("10.0.9.3:8080") }));
+        let mesh = (Kind::Published, ServiceKey::tcp(ip("192.168.33.10"), 5000));
+        assert!(ops.contains(&IpvsOp::DelDest { mark: obs.table.elements[&mesh], fe: mesh, dest: sa("10.0.9.3:80") }));
         assert!(ops.iter().all(|o| !matches!(o, IpvsOp::Nft(_) | IpvsOp::DelService { .. })), "no frontend changed: {:#?}", text(&ops));
         obs.apply(&ops);
         // draining with its connection still open: nothing to do (a restart changes nothing)
         assert_eq!(plan(&after, &obs, None), vec![]);
         // the connection ended: the next plan deletes it
-        obs.services.get_mut(&m80).unwrap().dests.get_mut(&sa("10.0.9.3:80")).unwrap().active = 0;
-        assert_eq!(plan(&after, &obs, None), vec![IpvsOp::DelDest { mark: m80, fe: vip80(), dest: sa("10.0.9.3:80") }]);
+        obs.services.get_mut(&m80).unwrap().dests.get_mut(&sa("10.0.9.3:0")).unwrap().active = 0;
+        assert_eq!(plan(&after, &obs, None), vec![IpvsOp::DelDest { mark: m80, fe: vip80(), dest: sa("10.0.9.3:0") }]);
         // the backend comes back while draining: weight restored, not re-added
-        obs.services.get_mut(&m80).unwrap().dests.get_mut(&sa("10.0.9.3:80")).unwrap().active = 1;
+        obs.services.get_mut(&m80).unwrap().dests.get_mut(&sa("10.0.9.3:0")).unwrap().active = 1;
         let back = plan(&t, &obs, None);
-        assert!(back.contains(&IpvsOp::SetDest { mark: m80, fe: vip80(), dest: sa("10.0.9.3:80"), weight: 1, active: 1 }), "{:#?}", text(&back));
+        assert!(back.contains(&IpvsOp::SetDest { mark: m80, fe: vip80(), dest: sa("10.0.9.3:0"), weight: 1, active: 1 }), "{:#?}", text(&back));
     }
 
     #[test]
@@ -512,8 +530,8 @@ mod tests {
         let count = |n: u32| {
             let mut t = table();
             for i in 0..n {
-                let key = ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + i), 80);
-                let be = Target { addr: SocketAddrV4::new(Ipv4Addr::from(0x0a00_0900 + (i % 200)), 80), snat: ip("10.0.9.250"), local: false, weight: 1 };
+                let key = ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + i), ANY_PORT);
+                let be = Target { addr: SocketAddrV4::new(Ipv4Addr::from(0x0a00_0900 + (i % 200)), ANY_PORT), snat: ip("10.0.9.250"), local: false, weight: 1 };
                 t.vips.insert(key, Frontend { keep_client_ip: false, backends: vec![be] });
             }
             let obs = converge(&t);
@@ -525,7 +543,7 @@ mod tests {
         let large = count(3000);
         assert_eq!(small.len(), 1, "{:#?}", text(&small));
         assert_eq!(large.len(), 1, "{:#?}", text(&large));
-        assert!(matches!(large[0], IpvsOp::DelDest { dest, .. } if dest == sa("10.0.9.4:80")));
+        assert!(matches!(large[0], IpvsOp::DelDest { dest, .. } if dest == sa("10.0.9.4:0")));
     }
 
     #[test]
@@ -535,8 +553,8 @@ mod tests {
         let obs = converge(&table());
         let ops = plan(&t, &obs, None);
         let m = obs.table.elements[&vip80()];
-        assert_eq!(ops, vec![IpvsOp::SetDest { mark: m, fe: vip80(), dest: sa("10.0.9.3:80"), weight: 3, active: 0 }]);
-        assert_eq!(text(&ops)[0], format!("ipvs set dest 10.0.9.3:80 masq weight 3 of fwmark {m:#010x} (vip 10.0.9.100:80/tcp)"));
+        assert_eq!(ops, vec![IpvsOp::SetDest { mark: m, fe: vip80(), dest: sa("10.0.9.3:0"), weight: 3, active: 0 }]);
+        assert_eq!(text(&ops)[0], format!("ipvs set dest 10.0.9.3:0 masq weight 3 of fwmark {m:#010x} (vip 10.0.9.100:*/tcp)"));
     }
 
     #[test]
@@ -573,14 +591,14 @@ mod tests {
         let mut bent = obs.clone();
         let m = obs.table.elements[&vip80()];
         bent.services.get_mut(&m).unwrap().scheduler = "lc".into();
-        bent.services.get_mut(&m).unwrap().dests.get_mut(&sa("10.0.9.2:80")).unwrap().masq = false;
+        bent.services.get_mut(&m).unwrap().dests.get_mut(&sa("10.0.9.2:0")).unwrap().masq = false;
         bent.services.insert(MARK_TAG | 0xabcdef, ObservedService { scheduler: "rr".into(), dests: BTreeMap::new() });
         let ops = plan(&t, &bent, None);
         assert_eq!(
             ops,
             vec![
                 IpvsOp::SetService { mark: m, fe: vip80() },
-                IpvsOp::SetDest { mark: m, fe: vip80(), dest: sa("10.0.9.2:80"), weight: 1, active: 0 },
+                IpvsOp::SetDest { mark: m, fe: vip80(), dest: sa("10.0.9.2:0"), weight: 1, active: 0 },
                 IpvsOp::DelService { mark: MARK_TAG | 0xabcdef, fe: None },
             ]
         );
@@ -598,7 +616,7 @@ mod tests {
         let marks = assign_marks([a, b].iter(), &t);
         assert_eq!(marks[&b], first);
         assert_eq!(marks[&a], MARK_TAG | ((first + 1) & 0x00ff_ffff));
-        let many: Vec<FrontendId> = (0..20_000u16).map(|p| (Kind::Vip, ServiceKey::udp(ip("10.0.9.7"), p))).collect();
+        let many: Vec<FrontendId> = (0..20_000u16).map(|p| (Kind::Published, ServiceKey::udp(ip("10.0.9.7"), p))).collect();
         let m = assign_marks(many.iter(), &TableObserved::default());
         assert_eq!(m.values().collect::<BTreeSet<_>>().len(), many.len());
     }
@@ -609,7 +627,7 @@ mod tests {
         let mut obs = converge(&t);
         let mut after = t.clone();
         after.vips.get_mut(&vip80().1).unwrap().backends.remove(0);
-        let new = ServiceKey::tcp(ip("10.0.9.101"), 80);
+        let new = ServiceKey::tcp(ip("10.0.9.101"), ANY_PORT);
         after.vips.insert(new, t.vips[&vip80().1].clone());
         let scope: BTreeSet<FrontendId> = [vip80(), (Kind::Vip, new)].into_iter().collect();
         // the incremental path knows only the touched services
@@ -623,6 +641,47 @@ mod tests {
         assert!(!ops.iter().any(|o| matches!(o, IpvsOp::DelService { .. })), "services outside the scope are not orphans: {lines:#?}");
         let new_mark = ops.iter().find_map(|o| if let IpvsOp::NewService { mark, .. } = o { Some(*mark) } else { None }).unwrap();
         assert!(!converge(&t).table.elements.values().any(|x| *x == new_mark), "a new mark avoids every mapped one");
+    }
+
+    #[test]
+    fn a_vip_key_with_a_port_is_not_served_and_a_vips_dests_have_port_0() {
+        let mut t = table();
+        let f = t.vips[&vip80().1].clone();
+        t.vips.insert(ServiceKey::tcp(ip("10.0.9.101"), 80), f);
+        assert_eq!(converge(&t), converge(&table()));
+        let obs = converge(&table());
+        let m = obs.table.elements[&vip80()];
+        assert_eq!(obs.services[&m].dests.keys().copied().collect::<Vec<_>>(), vec![sa("10.0.9.2:0"), sa("10.0.9.3:0"), sa("10.0.9.4:0")]);
+    }
+
+    #[test]
+    fn the_port_keyed_vips_map_is_replaced_and_its_services_removed() {
+        let t = table();
+        let new = converge(&t);
+        // the layout before any-port VIPs: map `vips` keyed by port (its elements are not read
+        // back), its rule in prerouting, and the fwmark services it pointed to
+        let mut old = new.clone();
+        old.table.sets.remove(table::map_name(Kind::Vip));
+        old.table.sets.insert("vips".into());
+        old.table.chains.insert(table::PREROUTING.into(), vec!["shoal-vips".into(), "shoal-published".into()]);
+        let vip_marks: Vec<u32> = old.table.elements.iter().filter(|((k, _), _)| *k == Kind::Vip).map(|(_, m)| *m).collect();
+        old.table.elements.retain(|(k, _), _| *k == Kind::Published);
+        for m in &vip_marks {
+            old.table.snat_marks.remove(m);
+            let s = old.services.remove(m).unwrap();
+            old.services.insert(MARK_TAG | (m.wrapping_add(7) & 0x00ff_ffff), s);
+        }
+        let ops = plan(&t, &old, None);
+        let lines = text(&ops);
+        let at = |l: &str| lines.iter().position(|x| x == l).unwrap_or_else(|| panic!("no {l}: {lines:#?}"));
+        let flush = at("nft flush chain ip shoal_ipvs prerouting");
+        assert!(at("nft add map ip shoal_ipvs vips_any { type ipv4_addr . inet_proto : mark ; }") < flush);
+        assert!(flush < at("nft delete set ip shoal_ipvs vips"), "the map goes once no rule uses it");
+        assert_eq!(ops.iter().filter(|o| matches!(o, IpvsOp::DelService { fe: None, .. })).count(), vip_marks.len(), "{lines:#?}");
+        let mut after = old.clone();
+        after.apply(&ops);
+        assert!(plan(&t, &after, None).is_empty());
+        assert!(!after.table.sets.contains("vips"));
     }
 
     #[test]

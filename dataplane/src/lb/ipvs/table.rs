@@ -3,16 +3,22 @@
 //!
 //! ```text
 //! table ip shoal_ipvs
-//!   map vips       { ipv4_addr . inet_proto . inet_service : mark }   VIP:port  -> fwmark
+//!   map vips_any   { ipv4_addr . inet_proto : mark }                  VIP (every port) -> fwmark
 //!   map published  { ipv4_addr . inet_proto . inet_service : mark }   node:port -> fwmark
 //!   set snat_marks { mark }                                            fwmarks whose flows are SNATed
-//!   chain prerouting  (filter, mangle)  meta mark set ip daddr . meta l4proto . th dport map @vips / @published
+//!   chain prerouting  (filter, mangle)  meta mark set ip daddr . meta l4proto map @vips_any
+//!                                       meta mark set ip daddr . meta l4proto . th dport map @published
 //!   chain postrouting (nat, srcnat)     meta mark @snat_marks jump mesh_snat
 //!   chain mesh_snat                     oifname "shb-<vni>" snat to <node LB address>
 //!   chain unmark (filter, srcnat + 10)  meta mark 0x5e000000/8 meta mark set 0
 //! ```
 //! `unmark` clears the mark once SNAT was decided: VXLAN encapsulates the same socket buffer,
 //! mark included, and IPVS' LOCAL_OUT hook would otherwise balance the outer UDP packet too.
+//!
+//! A VIP carries every port: it is marked on its address and protocol alone, and its fwmark
+//! service's destinations have port 0, which IPVS reads as "the packet's own port" (Docker's
+//! VIPs work so). Sets of other layouts (the port-keyed `vips` map before) are deleted once
+//! the rules that use them are rewritten, in the same transaction.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -20,7 +26,7 @@ use std::fmt;
 use serde_json::Value;
 
 use super::plan::{MARK_TAG, MARK_TAG_MASK};
-use crate::lb::plan::{Kind, Proto, ServiceKey};
+use crate::lb::plan::{Kind, Proto, ServiceKey, ANY_PORT};
 
 pub const TABLE: &str = "shoal_ipvs";
 pub const SNAT_SET: &str = "snat_marks";
@@ -60,18 +66,24 @@ pub enum NftLine {
     DeleteElement { kind: Kind, key: ServiceKey },
     AddSnatMark(u32),
     DeleteSnatMark(u32),
+    /// A map or set this layout does not use.
+    DeleteSet(String),
     DeleteTable,
 }
 
 pub fn map_name(kind: Kind) -> &'static str {
     match kind {
-        Kind::Vip => "vips",
+        Kind::Vip => "vips_any",
         Kind::Published => "published",
     }
 }
 
-fn element(key: &ServiceKey) -> String {
-    format!("{} . {} . {}", key.addr, key.proto, key.port)
+/// A frontend as its map keys it: a VIP without a port (it carries every one).
+fn element(kind: Kind, key: &ServiceKey) -> String {
+    match kind {
+        Kind::Vip => format!("{} . {}", key.addr, key.proto),
+        Kind::Published => format!("{} . {} . {}", key.addr, key.proto, key.port),
+    }
 }
 
 impl fmt::Display for NftLine {
@@ -79,8 +91,9 @@ impl fmt::Display for NftLine {
         match self {
             NftLine::AddTable => write!(f, "add table ip {TABLE}"),
             NftLine::DeleteTable => write!(f, "delete table ip {TABLE}"),
-            NftLine::AddMap(kind) => {
-                write!(f, "add map ip {TABLE} {} {{ type ipv4_addr . inet_proto . inet_service : mark ; }}", map_name(*kind))
+            NftLine::AddMap(Kind::Vip) => write!(f, "add map ip {TABLE} {} {{ type ipv4_addr . inet_proto : mark ; }}", map_name(Kind::Vip)),
+            NftLine::AddMap(Kind::Published) => {
+                write!(f, "add map ip {TABLE} {} {{ type ipv4_addr . inet_proto . inet_service : mark ; }}", map_name(Kind::Published))
             }
             NftLine::AddSnatSet => write!(f, "add set ip {TABLE} {SNAT_SET} {{ type mark ; }}"),
             NftLine::AddBaseChain(name) => {
@@ -95,11 +108,12 @@ impl fmt::Display for NftLine {
             NftLine::FlushChain(c) => write!(f, "flush chain ip {TABLE} {c}"),
             NftLine::AddRule { chain, rule, comment } => write!(f, "add rule ip {TABLE} {chain} {rule} comment \"{comment}\""),
             NftLine::AddElement { kind, key, mark } => {
-                write!(f, "add element ip {TABLE} {} {{ {} : {mark:#010x} }}", map_name(*kind), element(key))
+                write!(f, "add element ip {TABLE} {} {{ {} : {mark:#010x} }}", map_name(*kind), element(*kind, key))
             }
-            NftLine::DeleteElement { kind, key } => write!(f, "delete element ip {TABLE} {} {{ {} }}", map_name(*kind), element(key)),
+            NftLine::DeleteElement { kind, key } => write!(f, "delete element ip {TABLE} {} {{ {} }}", map_name(*kind), element(*kind, key)),
             NftLine::AddSnatMark(m) => write!(f, "add element ip {TABLE} {SNAT_SET} {{ {m:#010x} }}"),
             NftLine::DeleteSnatMark(m) => write!(f, "delete element ip {TABLE} {SNAT_SET} {{ {m:#010x} }}"),
+            NftLine::DeleteSet(name) => write!(f, "delete set ip {TABLE} {name}"),
         }
     }
 }
@@ -107,13 +121,10 @@ impl fmt::Display for NftLine {
 /// The rules of the base chains, as (comment, rule).
 pub fn base_rules(chain: &str) -> Vec<(&'static str, String)> {
     if chain == PREROUTING {
-        [Kind::Vip, Kind::Published]
-            .into_iter()
-            .map(|k| {
-                let comment = if k == Kind::Vip { "shoal-vips" } else { "shoal-published" };
-                (comment, format!("meta mark set ip daddr . meta l4proto . th dport map @{}", map_name(k)))
-            })
-            .collect()
+        vec![
+            ("shoal-vips-any", format!("meta mark set ip daddr . meta l4proto map @{}", map_name(Kind::Vip))),
+            ("shoal-published", format!("meta mark set ip daddr . meta l4proto . th dport map @{}", map_name(Kind::Published))),
+        ]
     } else if chain == UNMARK {
         vec![("shoal-unmark", format!("meta mark & {MARK_TAG_MASK:#x} == {MARK_TAG:#x} meta mark set 0"))]
     } else {
@@ -153,6 +164,9 @@ impl TableObserved {
                 NftLine::DeleteSnatMark(m) => {
                     self.snat_marks.remove(m);
                 }
+                NftLine::DeleteSet(name) => {
+                    self.sets.remove(name);
+                }
             }
         }
     }
@@ -181,15 +195,19 @@ fn unwrap_elem(v: &Value) -> &Value {
     v.get("elem").and_then(|e| e.get("val")).unwrap_or(v)
 }
 
-fn frontend(key: &Value) -> Result<ServiceKey, String> {
+/// `address . protocol . port` of a published port, `address . protocol` of a VIP (every port).
+fn frontend(kind: Kind, key: &Value) -> Result<ServiceKey, String> {
     let parts = unwrap_elem(key).get("concat").and_then(Value::as_array).ok_or_else(|| format!("element key {key} is not a concatenation"))?;
-    let bad = || format!("element key {key} is not address . protocol . port");
-    let [addr, p, port] = parts.as_slice() else { return Err(bad()) };
-    Ok(ServiceKey {
-        addr: addr.as_str().and_then(|a| a.parse().ok()).ok_or_else(bad)?,
-        proto: proto(p).ok_or_else(bad)?,
-        port: number(port).and_then(|n| u16::try_from(n).ok()).ok_or_else(bad)?,
-    })
+    let bad = || match kind {
+        Kind::Vip => format!("element key {key} is not address . protocol"),
+        Kind::Published => format!("element key {key} is not address . protocol . port"),
+    };
+    let (addr, p, port) = match (kind, parts.as_slice()) {
+        (Kind::Vip, [addr, p]) => (addr, p, ANY_PORT),
+        (Kind::Published, [addr, p, port]) => (addr, p, number(port).and_then(|n| u16::try_from(n).ok()).ok_or_else(bad)?),
+        _ => return Err(bad()),
+    };
+    Ok(ServiceKey { addr: addr.as_str().and_then(|a| a.parse().ok()).ok_or_else(bad)?, proto: proto(p).ok_or_else(bad)?, port })
 }
 
 /// Parses `nft -j list table ip shoal_ipvs`.
@@ -206,16 +224,12 @@ pub fn parse(json: &str) -> Result<TableObserved, String> {
         } else if let Some(o) = item.get("map").or_else(|| item.get("set")).filter(|o| ours(o)) {
             let name = o.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
             let elems = o.get("elem").and_then(Value::as_array).cloned().unwrap_or_default();
-            let kind = match name.as_str() {
-                "vips" => Some(Kind::Vip),
-                "published" => Some(Kind::Published),
-                _ => None,
-            };
+            let kind = [Kind::Vip, Kind::Published].into_iter().find(|k| name == map_name(*k));
             for e in &elems {
                 if let Some(kind) = kind {
                     let pair = e.as_array().filter(|p| p.len() == 2).ok_or_else(|| format!("map {name}: element {e} is not [key, mark]"))?;
                     let mark = number(&pair[1]).and_then(|m| u32::try_from(m).ok()).ok_or_else(|| format!("map {name}: {} is not a mark", pair[1]))?;
-                    t.elements.insert((kind, frontend(&pair[0])?), mark);
+                    t.elements.insert((kind, frontend(kind, &pair[0])?), mark);
                 } else if name == SNAT_SET {
                     let mark = number(unwrap_elem(e)).and_then(|m| u32::try_from(m).ok()).ok_or_else(|| format!("set {name}: {e} is not a mark"))?;
                     t.snat_marks.insert(mark);
@@ -239,24 +253,25 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 
-    /// What nft 1.0.6 printed for a table made with these lines (trimmed of handles).
+    /// Shaped as nft 1.0.6 prints a table made with these lines (the VIP map's type and element
+    /// as it printed them for `type ipv4_addr . inet_proto : mark`).
     const LISTED: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
       {"table": {"family": "ip", "name": "shoal_ipvs", "handle": 1}},
-      {"map": {"family": "ip", "name": "vips", "table": "shoal_ipvs", "type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 4, "map": "mark",
-               "elem": [[{"concat": ["10.0.9.100", "tcp", 80]}, 1577062964]]}},
+      {"map": {"family": "ip", "name": "vips_any", "table": "shoal_ipvs", "type": ["ipv4_addr", "inet_proto"], "handle": 4, "map": "mark",
+               "elem": [[{"concat": ["10.0.9.100", "tcp"]}, 1577062964]]}},
       {"map": {"family": "ip", "name": "published", "table": "shoal_ipvs", "type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 5, "map": "mark"}},
       {"set": {"family": "ip", "name": "snat_marks", "table": "shoal_ipvs", "type": "mark", "handle": 6, "elem": [1577062964]}},
       {"chain": {"family": "ip", "table": "shoal_ipvs", "name": "prerouting", "handle": 1, "type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}},
       {"chain": {"family": "ip", "table": "shoal_ipvs", "name": "mesh_snat", "handle": 2}},
       {"chain": {"family": "ip", "table": "shoal_ipvs", "name": "postrouting", "handle": 3, "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}},
-      {"rule": {"family": "ip", "table": "shoal_ipvs", "chain": "prerouting", "handle": 7, "comment": "shoal-vips", "expr": []}},
+      {"rule": {"family": "ip", "table": "shoal_ipvs", "chain": "prerouting", "handle": 7, "comment": "shoal-vips-any", "expr": []}},
       {"rule": {"family": "ip", "table": "shoal_ipvs", "chain": "prerouting", "handle": 8, "comment": "shoal-published", "expr": []}},
       {"rule": {"family": "ip", "table": "shoal_ipvs", "chain": "mesh_snat", "handle": 9, "comment": "snat shb-4097 10.0.9.250", "expr": []}},
       {"rule": {"family": "ip", "table": "shoal_ipvs", "chain": "postrouting", "handle": 10, "comment": "shoal-snat", "expr": []}}]}"#;
 
     #[test]
     fn a_listed_table_reads_back_as_its_lines_built_it() {
-        let key = ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 100), 80);
+        let key = ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 100), ANY_PORT);
         let parsed = parse(LISTED).unwrap();
         let mut built = TableObserved::default();
         let mut lines = vec![NftLine::AddTable, NftLine::AddMap(Kind::Vip), NftLine::AddMap(Kind::Published), NftLine::AddSnatSet];
@@ -286,6 +301,11 @@ mod tests {
             "add element ip shoal_ipvs published { 192.168.33.10 . udp . 5000 : 0x5e000042 }"
         );
         assert_eq!(NftLine::DeleteSnatMark(0x5e00_0042).to_string(), "delete element ip shoal_ipvs snat_marks { 0x5e000042 }");
+        let vip = ServiceKey::udp(Ipv4Addr::new(10, 0, 9, 100), ANY_PORT);
+        assert_eq!(NftLine::AddElement { kind: Kind::Vip, key: vip, mark: 0x5e00_0043 }.to_string(), "add element ip shoal_ipvs vips_any { 10.0.9.100 . udp : 0x5e000043 }");
+        assert_eq!(NftLine::AddMap(Kind::Vip).to_string(), "add map ip shoal_ipvs vips_any { type ipv4_addr . inet_proto : mark ; }");
+        assert_eq!(base_rules(PREROUTING)[0].1, "meta mark set ip daddr . meta l4proto map @vips_any");
+        assert_eq!(NftLine::DeleteSet("vips".into()).to_string(), "delete set ip shoal_ipvs vips");
         assert_eq!(
             NftLine::AddBaseChain(PREROUTING).to_string(),
             "add chain ip shoal_ipvs prerouting { type filter hook prerouting priority mangle ; policy accept ; }"
@@ -310,7 +330,13 @@ mod tests {
         let t = parse(json).unwrap();
         assert_eq!(t.elements[&(Kind::Published, ServiceKey::udp(Ipv4Addr::new(192, 168, 33, 10), 5000))], 0x5e00_0001);
         assert!(t.snat_marks.contains(&7));
-        let bad = r#"{"nftables": [{"map": {"name": "vips", "table": "shoal_ipvs", "elem": [[{"concat": ["x", "tcp", 80]}, 1]]}}]}"#;
+        let bad = r#"{"nftables": [{"map": {"name": "published", "table": "shoal_ipvs", "elem": [[{"concat": ["x", "tcp", 80]}, 1]]}}]}"#;
         assert!(parse(bad).unwrap_err().contains("address . protocol . port"));
+        let bad = r#"{"nftables": [{"map": {"name": "vips_any", "table": "shoal_ipvs", "elem": [[{"concat": ["10.0.9.100", "tcp", 80]}, 1]]}}]}"#;
+        assert!(parse(bad).unwrap_err().contains("is not address . protocol"));
+        // the port-keyed map of the layout before: named (so it is deleted), its elements not ours
+        let old = r#"{"nftables": [{"map": {"name": "vips", "table": "shoal_ipvs", "elem": [[{"concat": ["10.0.9.100", "tcp", 80]}, 1]]}}]}"#;
+        let t = parse(old).unwrap();
+        assert!(t.sets.contains("vips") && t.elements.is_empty());
     }
 }

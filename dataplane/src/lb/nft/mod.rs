@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 
 pub use plan::{
     batch_text, describe, parse_slot_map, plan, plan_teardown, plan_touched, slot_layout, slot_map, FrontendId, NftObserved, NftOp, MARK,
-    MASQ_SET, MAX_SLOTS, TABLE, WEIGHTED_SLOTS,
+    masq_set, MASQ_ANY_SET, MASQ_SET, MAX_SLOTS, TABLE, WEIGHTED_SLOTS,
 };
 
 use super::plan::LbTable;
@@ -36,11 +36,14 @@ const NAT_CHAINS: [&str; 2] = ["prerouting", "output"];
 pub struct NftLb {
     /// What the kernel holds, kept in step after each commit (read once per process).
     cache: Option<NftObserved>,
+    /// The nfnetlink socket of the in-process commits, kept open (closing it costs a grace
+    /// period after deletes); opened on first use, dropped after a failure.
+    session: Option<netlink::Session>,
 }
 
 impl NftLb {
     pub fn new() -> Self {
-        Self { cache: None }
+        Self { cache: None, session: None }
     }
 
     /// Whether nftables can be used here (the nft binary runs and the kernel answers).
@@ -82,10 +85,11 @@ impl NftLb {
     /// nfnetlink (see [`netlink`] for why the rules never go through nft), the rest (tables,
     /// sets, maps, chains, the SNAT rules) through `nft -f` before them, and maps to delete
     /// after them. A backend change is one nfnetlink transaction. Returns the UDP backends no
-    /// slot reaches any more (their flows must be forgotten).
-    pub fn commit(&mut self, ops: &[NftOp]) -> Result<Vec<SocketAddrV4>, LbError> {
+    /// slot reaches any more (port ANY_PORT: every port of the address), whose flows must be
+    /// forgotten, and the backends at those addresses that slots still reach.
+    pub fn commit(&mut self, ops: &[NftOp]) -> Result<(Vec<SocketAddrV4>, Vec<SocketAddrV4>), LbError> {
         if ops.is_empty() {
-            return Ok(vec![]);
+            return Ok((vec![], vec![]));
         }
         let candidates = self.cache.as_ref().map(|c| c.udp_backends_in(ops)).unwrap_or_default();
         if let Err(e) = self.commit_phases(ops) {
@@ -95,9 +99,9 @@ impl NftLb {
         Ok(match &mut self.cache {
             Some(c) => {
                 c.apply(ops);
-                candidates.into_iter().filter(|a| !c.udp_refs.contains_key(a)).collect()
+                c.udp_gone(candidates)
             }
-            None => vec![],
+            None => (vec![], vec![]),
         })
     }
 
@@ -125,7 +129,22 @@ impl NftLb {
     /// it does not encode, or too many for one send (nothing was sent). Does not update the
     /// cache.
     pub fn commit_netlink(&mut self, ops: &[NftOp]) -> Result<bool, LbError> {
-        netlink::commit(ops).map_err(|r| {
+        if ops.is_empty() {
+            return Ok(true);
+        }
+        let session = match self.session.take() {
+            Some(s) => Ok(s),
+            None => netlink::Session::open(),
+        };
+        let result = session.and_then(|mut s| {
+            let r = s.commit(ops);
+            self.session = Some(s);
+            r
+        });
+        if result.is_err() {
+            self.session = None; // it may hold more answers to the refused batch
+        }
+        result.map_err(|r| {
             let op = ops.get(r.op);
             LbError::Nft {
                 what: format!(
@@ -147,10 +166,11 @@ impl NftLb {
         run_batch(&batch_text(ops), &format!("commit a batch of {} changes", ops.len()))
     }
 
-    /// Forgets UDP flows to backends that left (UDP has no end: they would go on to them).
-    fn forget(gone: &[SocketAddrV4]) -> Result<(), LbError> {
+    /// Forgets UDP flows to backends that left (UDP has no end: they would go on to them),
+    /// but those to `keep`, which slots still reach.
+    fn forget((gone, keep): &(Vec<SocketAddrV4>, Vec<SocketAddrV4>)) -> Result<(), LbError> {
         if !gone.is_empty() {
-            let n = conntrack::forget_udp_flows_to(gone)?;
+            let n = conntrack::forget_udp_flows_to(gone, keep)?;
             tracing::info!(flows = n, backends = gone.len(), "forgot UDP flows to removed backends");
         }
         Ok(())

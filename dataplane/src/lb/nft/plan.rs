@@ -3,18 +3,25 @@
 //!
 //! ```text
 //! table ip shoal
-//!   set masq    { type ipv4_addr . inet_proto . inet_service }     frontends whose flows are SNATed
-//!   map vip_<S> { typeof ip daddr . meta l4proto . th dport . numgen random mod <S>
-//!                 : ip daddr . tcp dport }                         (frontend . slot) -> backend
-//!   map pub_<S> { the same, for published ports }                  one map per slot count in use
+//!   set masq     { type ipv4_addr . inet_proto . inet_service }    published ports whose flows are SNATed
+//!   set masq_any { type ipv4_addr . inet_proto }                   VIPs whose flows are SNATed
+//!   map vip_any_<S> { typeof ip daddr . meta l4proto . numgen random mod <S> : ip daddr }
+//!                                                                  (VIP . proto . slot) -> backend address
+//!   map pub_<S> { typeof ip daddr . meta l4proto . th dport . numgen random mod <S>
+//!                 : ip daddr . tcp dport }                         (published port . slot) -> backend
+//!                                                                  one map per slot count in use
 //!   chain prerouting (nat, dstnat) and chain output (nat, dstnat; the node's own clients):
 //!       ip daddr . meta l4proto . th dport @masq meta mark set meta mark | MARK
-//!       dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 map @vip_1
+//!       ip daddr . meta l4proto @masq_any meta mark set meta mark | MARK
 //!       dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 map @pub_1
-//!       dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @vip_3   ...
+//!       dnat ip to ip daddr . meta l4proto . numgen random mod 3 map @vip_any_3   ...
 //!   chain postrouting (nat, srcnat)  meta mark & MARK == MARK jump mesh_snat
 //!   chain mesh_snat                  oifname "shb-<vni>" snat to <node LB address>
 //! ```
+//! A VIP carries every port ([`ANY_PORT`]): its maps are keyed without the port and hold
+//! backend addresses only, and `dnat` to an address alone keeps the destination port the
+//! client used. A published port maps published -> target port.
+//!
 //! A frontend with S slots has S elements in map `<kind>_<S>`: slot i holds the backend that
 //! new flows drawing i go to. S is the sum of the backends' weights (divided by their gcd), so
 //! equal weights give one slot per backend; when that sum exceeds 64, S is max(64, backends)
@@ -25,8 +32,9 @@
 //! elements (delete its S old slots, add its new ones: two nfnetlink messages) and the kernel
 //! does not re-validate the table: element changes of data maps are O(1), whatever the number
 //! of services. Rules change only when a slot count comes into use or goes out of use.
-//! Measured on 6.18: a transaction that adds elements takes ~0.1 ms; one that deletes any
-//! element waits ~8 ms in the kernel (also with `nft delete element`), whatever the table size.
+//! Measured on 6.18: a transaction that adds or deletes elements takes ~0.1 ms; deleted
+//! elements are freed after an RCU grace period, which the kernel waits for (~5-8 ms) when an
+//! nfnetlink socket closes, so the balancer keeps its socket open (see `netlink.rs`).
 //!
 //! Only a connection's first packet goes through nat chains: the NAT binding lives in
 //! conntrack, so established flows to a removed backend keep flowing (graceful TCP drain);
@@ -36,13 +44,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddrV4;
 
-use crate::lb::plan::{Frontend, Kind, LbTable, Proto, ServiceKey, Target};
+use crate::lb::plan::{Frontend, Kind, LbTable, Proto, ServiceKey, Target, ANY_PORT};
 
 pub const TABLE: &str = "shoal";
 /// Packet mark bits that ask postrouting for SNAT to the node's LB address.
 pub const MARK: u32 = 0x5300;
-/// The set of frontends whose new flows are SNATed.
+/// The sets of frontends whose new flows are SNATed: published ports, and VIPs (any port).
 pub const MASQ_SET: &str = "masq";
+pub const MASQ_ANY_SET: &str = "masq_any";
 /// Slots a frontend gets when its weights do not fit in this many.
 pub const WEIGHTED_SLOTS: u32 = 64;
 /// The most slots (and so backends) a frontend gets.
@@ -50,6 +59,7 @@ pub const MAX_SLOTS: u32 = 1024;
 /// (`snat` is a keyword of nft's grammar.)
 const SNAT_CHAIN: &str = "mesh_snat";
 const MARK_RULE: &str = "shoal-mark";
+const MARK_ANY_RULE: &str = "shoal-mark-any";
 const SNAT_RULE: &str = "shoal-snat";
 /// The nat chains that balance: (name, hook, priority). `output` serves clients on the node
 /// itself (nft 1.0.6 knows `dstnat` only for prerouting: -100 is its value).
@@ -67,8 +77,8 @@ pub struct NftObserved {
     pub chains: BTreeMap<String, Vec<String>>,
     /// Names of the table's sets and maps.
     pub sets: BTreeSet<String>,
-    /// Elements of the `masq` set.
-    pub masq: BTreeSet<ServiceKey>,
+    /// Elements of the `masq` (published) and `masq_any` (VIP) sets.
+    pub masq: BTreeSet<FrontendId>,
     /// Frontend -> slot count (the map it is in) -> slot -> backend.
     pub slots: BTreeMap<FrontendId, BTreeMap<u32, BTreeMap<u32, SocketAddrV4>>>,
     /// UDP backend -> how many slots reach it (to tell when its flows must be forgotten).
@@ -80,18 +90,20 @@ pub struct NftObserved {
 pub enum NftOp {
     AddTable,
     DeleteTable,
-    AddMasqSet,
+    /// The `masq` set of `kind`'s frontends ([`masq_set`]).
+    AddMasqSet(Kind),
     AddSlotMap { kind: Kind, size: u32 },
     DeleteSlotMap { kind: Kind, size: u32 },
     AddBaseChain { name: &'static str, hook: &'static str, priority: &'static str },
     AddChain(String),
     FlushChain(String),
     AddRule { chain: String, rule: String, comment: String },
-    /// Elements of one frontend in map `<kind>_<size>`: (slot, backend).
+    /// Elements of one frontend in map `<kind>_<size>`: (slot, backend; a VIP's backend port
+    /// is not stored).
     AddSlots { kind: Kind, key: ServiceKey, size: u32, slots: Vec<(u32, SocketAddrV4)> },
     DeleteSlots { kind: Kind, key: ServiceKey, size: u32, slots: Vec<u32> },
-    AddMasq(ServiceKey),
-    DeleteMasq(ServiceKey),
+    AddMasq(FrontendId),
+    DeleteMasq(FrontendId),
 }
 
 impl NftOp {
@@ -103,8 +115,16 @@ impl NftOp {
 
 fn prefix(kind: Kind) -> &'static str {
     match kind {
-        Kind::Vip => "vip",
+        Kind::Vip => "vip_any",
         Kind::Published => "pub",
+    }
+}
+
+/// The set of `kind`'s frontends whose flows are SNATed.
+pub fn masq_set(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Vip => MASQ_ANY_SET,
+        Kind::Published => MASQ_SET,
     }
 }
 
@@ -113,11 +133,12 @@ pub fn slot_map(kind: Kind, size: u32) -> String {
     format!("{}_{size}", prefix(kind))
 }
 
-/// The inverse of [`slot_map`].
+/// The inverse of [`slot_map`]. The port-keyed `vip_<S>` maps of the layout before any-port
+/// VIPs are not ours any more (the table is replaced).
 pub fn parse_slot_map(name: &str) -> Option<(Kind, u32)> {
-    let (p, n) = name.split_once('_')?;
+    let (p, n) = name.rsplit_once('_')?;
     let kind = match p {
-        "vip" => Kind::Vip,
+        "vip_any" => Kind::Vip,
         "pub" => Kind::Published,
         _ => return None,
     };
@@ -125,14 +146,20 @@ pub fn parse_slot_map(name: &str) -> Option<(Kind, u32)> {
     (1..=MAX_SLOTS).contains(&size).then_some((kind, size))
 }
 
-fn frontend_text(key: &ServiceKey) -> String {
-    format!("{} . {} . {}", key.addr, key.proto, key.port)
+/// A frontend as its sets and maps key it: a VIP without its port (it carries every one).
+fn frontend_text(kind: Kind, key: &ServiceKey) -> String {
+    match kind {
+        Kind::Vip => format!("{} . {}", key.addr, key.proto),
+        Kind::Published => format!("{} . {} . {}", key.addr, key.proto, key.port),
+    }
 }
 
-fn slot_element(key: &ServiceKey, slot: u32, to: Option<&SocketAddrV4>) -> String {
-    match to {
-        Some(to) => format!("{} . {slot} : {} . {}", frontend_text(key), to.ip(), to.port()),
-        None => format!("{} . {slot}", frontend_text(key)),
+fn slot_element(kind: Kind, key: &ServiceKey, slot: u32, to: Option<&SocketAddrV4>) -> String {
+    let fe = frontend_text(kind, key);
+    match (to, kind) {
+        (Some(to), Kind::Vip) => format!("{fe} . {slot} : {}", to.ip()),
+        (Some(to), Kind::Published) => format!("{fe} . {slot} : {} . {}", to.ip(), to.port()),
+        (None, _) => format!("{fe} . {slot}"),
     }
 }
 
@@ -141,11 +168,19 @@ impl fmt::Display for NftOp {
         match self {
             NftOp::AddTable => write!(f, "add table ip {TABLE}"),
             NftOp::DeleteTable => write!(f, "delete table ip {TABLE}"),
-            NftOp::AddMasqSet => write!(f, "add set ip {TABLE} {MASQ_SET} {{ type ipv4_addr . inet_proto . inet_service ; }}"),
-            NftOp::AddSlotMap { kind, size } => write!(
+            NftOp::AddMasqSet(Kind::Vip) => write!(f, "add set ip {TABLE} {MASQ_ANY_SET} {{ type ipv4_addr . inet_proto ; }}"),
+            NftOp::AddMasqSet(Kind::Published) => {
+                write!(f, "add set ip {TABLE} {MASQ_SET} {{ type ipv4_addr . inet_proto . inet_service ; }}")
+            }
+            NftOp::AddSlotMap { kind: Kind::Vip, size } => write!(
+                f,
+                "add map ip {TABLE} {} {{ typeof ip daddr . meta l4proto . numgen random mod {size} : ip daddr ; }}",
+                slot_map(Kind::Vip, *size)
+            ),
+            NftOp::AddSlotMap { kind: Kind::Published, size } => write!(
                 f,
                 "add map ip {TABLE} {} {{ typeof ip daddr . meta l4proto . th dport . numgen random mod {size} : ip daddr . tcp dport ; }}",
-                slot_map(*kind, *size)
+                slot_map(Kind::Published, *size)
             ),
             NftOp::DeleteSlotMap { kind, size } => write!(f, "delete map ip {TABLE} {}", slot_map(*kind, *size)),
             NftOp::AddBaseChain { name, hook, priority } => {
@@ -155,15 +190,17 @@ impl fmt::Display for NftOp {
             NftOp::FlushChain(c) => write!(f, "flush chain ip {TABLE} {c}"),
             NftOp::AddRule { chain, rule, comment } => write!(f, "add rule ip {TABLE} {chain} {rule} comment \"{comment}\""),
             NftOp::AddSlots { kind, key, size, slots } => {
-                let e: Vec<String> = slots.iter().map(|(i, to)| slot_element(key, *i, Some(to))).collect();
+                let e: Vec<String> = slots.iter().map(|(i, to)| slot_element(*kind, key, *i, Some(to))).collect();
                 write!(f, "add element ip {TABLE} {} {{ {} }}", slot_map(*kind, *size), e.join(", "))
             }
             NftOp::DeleteSlots { kind, key, size, slots } => {
-                let e: Vec<String> = slots.iter().map(|i| slot_element(key, *i, None)).collect();
+                let e: Vec<String> = slots.iter().map(|i| slot_element(*kind, key, *i, None)).collect();
                 write!(f, "delete element ip {TABLE} {} {{ {} }}", slot_map(*kind, *size), e.join(", "))
             }
-            NftOp::AddMasq(key) => write!(f, "add element ip {TABLE} {MASQ_SET} {{ {} }}", frontend_text(key)),
-            NftOp::DeleteMasq(key) => write!(f, "delete element ip {TABLE} {MASQ_SET} {{ {} }}", frontend_text(key)),
+            NftOp::AddMasq((kind, key)) => write!(f, "add element ip {TABLE} {} {{ {} }}", masq_set(*kind), frontend_text(*kind, key)),
+            NftOp::DeleteMasq((kind, key)) => {
+                write!(f, "delete element ip {TABLE} {} {{ {} }}", masq_set(*kind), frontend_text(*kind, key))
+            }
         }
     }
 }
@@ -190,14 +227,14 @@ pub fn batch_text(ops: &[NftOp]) -> String {
             match op {
                 NftOp::AddSlots { kind, key, size, slots } => {
                     let e = adds.entry(slot_map(*kind, *size)).or_default();
-                    e.extend(slots.iter().map(|(s, to)| slot_element(key, *s, Some(to))));
+                    e.extend(slots.iter().map(|(s, to)| slot_element(*kind, key, *s, Some(to))));
                 }
                 NftOp::DeleteSlots { kind, key, size, slots } => {
                     let e = dels.entry(slot_map(*kind, *size)).or_default();
-                    e.extend(slots.iter().map(|s| slot_element(key, *s, None)));
+                    e.extend(slots.iter().map(|s| slot_element(*kind, key, *s, None)));
                 }
-                NftOp::AddMasq(key) => adds.entry(MASQ_SET.into()).or_default().push(frontend_text(key)),
-                NftOp::DeleteMasq(key) => dels.entry(MASQ_SET.into()).or_default().push(frontend_text(key)),
+                NftOp::AddMasq((kind, key)) => adds.entry(masq_set(*kind).into()).or_default().push(frontend_text(*kind, key)),
+                NftOp::DeleteMasq((kind, key)) => dels.entry(masq_set(*kind).into()).or_default().push(frontend_text(*kind, key)),
                 _ => {}
             }
         }
@@ -282,9 +319,17 @@ struct WantFrontend {
     masq: bool,
 }
 
-fn want_frontend(kind: Kind, f: &Frontend) -> Option<WantFrontend> {
+fn want_frontend(kind: Kind, key: &ServiceKey, f: &Frontend) -> Option<WantFrontend> {
+    // A VIP carries every port: a VIP key with a port is not one (lb::plan never makes it).
+    if kind == Kind::Vip && key.port != ANY_PORT {
+        return None;
+    }
     let (bes, masq) = chosen(kind, f);
-    let slots = slot_layout(&bes);
+    let mut slots = slot_layout(&bes);
+    if kind == Kind::Vip {
+        // The client's port: the maps hold addresses only.
+        slots.iter_mut().for_each(|s| s.set_port(ANY_PORT));
+    }
     // No healthy task: not steered, the node's own stack answers (refused).
     (!slots.is_empty()).then_some(WantFrontend { slots, masq })
 }
@@ -293,7 +338,7 @@ fn want_all(t: &LbTable) -> BTreeMap<FrontendId, WantFrontend> {
     let mut w = BTreeMap::new();
     for kind in [Kind::Vip, Kind::Published] {
         for (key, f) in t.frontends(kind) {
-            if let Some(fe) = want_frontend(kind, f) {
+            if let Some(fe) = want_frontend(kind, key, f) {
                 w.insert((kind, *key), fe);
             }
         }
@@ -303,14 +348,15 @@ fn want_all(t: &LbTable) -> BTreeMap<FrontendId, WantFrontend> {
 
 /// Whether `obs` is this layout (else it is replaced whole, e.g. the older chain-per-service one).
 fn adoptable(obs: &NftObserved) -> bool {
-    obs.sets.contains(MASQ_SET)
-        && obs.sets.iter().all(|s| s == MASQ_SET || parse_slot_map(s).is_some())
+    [MASQ_SET, MASQ_ANY_SET].iter().all(|m| obs.sets.contains(*m))
+        && obs.sets.iter().all(|s| s == MASQ_SET || s == MASQ_ANY_SET || parse_slot_map(s).is_some())
         && obs.chains.keys().all(|c| CHAINS.contains(&c.as_str()))
 }
 
 fn dnat_rule(kind: Kind, size: u32) -> (String, String) {
     let map = slot_map(kind, size);
-    (format!("dnat ip to ip daddr . meta l4proto . th dport . numgen random mod {size} map @{map}"), format!("shoal-{map}"))
+    let port = if kind == Kind::Vip { "" } else { " . th dport" };
+    (format!("dnat ip to ip daddr . meta l4proto{port} . numgen random mod {size} map @{map}"), format!("shoal-{map}"))
 }
 
 /// The batch that turns `obs` into what serves `desired`. Empty when nothing differs.
@@ -335,15 +381,15 @@ pub fn plan_touched(desired: &LbTable, obs: &NftObserved, touched: &BTreeSet<Fro
     }
     let want = touched
         .iter()
-        .filter_map(|(kind, key)| Some(((*kind, *key), want_frontend(*kind, desired.frontends(*kind).get(key)?)?)))
+        .filter_map(|(kind, key)| Some(((*kind, *key), want_frontend(*kind, key, desired.frontends(*kind).get(key)?)?)))
         .collect();
     let mut o = NftObserved { table: true, chains: obs.chains.clone(), sets: obs.sets.clone(), ..NftObserved::default() };
     for id in touched {
         if let Some(s) = obs.slots.get(id) {
             o.slots.insert(*id, s.clone());
         }
-        if obs.masq.contains(&id.1) {
-            o.masq.insert(id.1);
+        if obs.masq.contains(id) {
+            o.masq.insert(*id);
         }
     }
     plan_with(desired, &want, &o, false)
@@ -356,8 +402,10 @@ fn plan_with(desired: &LbTable, want: &BTreeMap<FrontendId, WantFrontend>, obs: 
     if !obs.table {
         ops.push(NftOp::AddTable);
     }
-    if !obs.sets.contains(MASQ_SET) {
-        ops.push(NftOp::AddMasqSet);
+    for kind in [Kind::Published, Kind::Vip] {
+        if !obs.sets.contains(masq_set(kind)) {
+            ops.push(NftOp::AddMasqSet(kind));
+        }
     }
     let wanted_classes: BTreeSet<(u32, Kind)> = want.iter().map(|((kind, _), f)| (f.slots.len() as u32, *kind)).collect();
     let mut classes = wanted_classes.clone();
@@ -373,8 +421,11 @@ fn plan_with(desired: &LbTable, want: &BTreeMap<FrontendId, WantFrontend>, obs: 
     let snat: Vec<(String, String)> =
         desired.bridges.iter().map(|(bridge, lb)| (format!("oifname \"{bridge}\" snat to {lb}"), format!("snat {bridge} {lb}"))).collect();
     chain_rules(&mut ops, obs, SNAT_CHAIN, None, &snat);
-    // The balancing chains: the mark rule, then one dnat rule per slot count in use.
-    let mut nat = vec![(format!("ip daddr . meta l4proto . th dport @{MASQ_SET} meta mark set meta mark | {MARK:#x}"), MARK_RULE.to_string())];
+    // The balancing chains: the mark rules, then one dnat rule per slot count in use.
+    let mut nat = vec![
+        (format!("ip daddr . meta l4proto . th dport @{MASQ_SET} meta mark set meta mark | {MARK:#x}"), MARK_RULE.to_string()),
+        (format!("ip daddr . meta l4proto @{MASQ_ANY_SET} meta mark set meta mark | {MARK:#x}"), MARK_ANY_RULE.to_string()),
+    ];
     nat.extend(classes.iter().map(|(size, kind)| dnat_rule(*kind, *size)));
     for (name, hook, priority) in NAT_CHAINS {
         chain_rules(&mut ops, obs, name, Some((hook, priority)), &nat);
@@ -407,9 +458,9 @@ fn plan_with(desired: &LbTable, want: &BTreeMap<FrontendId, WantFrontend>, obs: 
             ops.push(NftOp::AddSlots { kind: *kind, key: *key, size, slots: add });
         }
     }
-    let masq: BTreeSet<ServiceKey> = want.iter().filter(|(_, f)| f.masq).map(|((_, k), _)| *k).collect();
-    for key in masq.difference(&obs.masq) {
-        ops.push(NftOp::AddMasq(*key));
+    let masq: BTreeSet<FrontendId> = want.iter().filter(|(_, f)| f.masq).map(|(id, _)| *id).collect();
+    for id in masq.difference(&obs.masq) {
+        ops.push(NftOp::AddMasq(*id));
     }
     // Removals: frontends no longer served, then the set members and maps nothing uses.
     for ((kind, key), sizes) in obs.slots.iter().filter(|(id, _)| !want.contains_key(id)) {
@@ -417,8 +468,8 @@ fn plan_with(desired: &LbTable, want: &BTreeMap<FrontendId, WantFrontend>, obs: 
             ops.push(NftOp::DeleteSlots { kind: *kind, key: *key, size: *n, slots: m.keys().copied().collect() });
         }
     }
-    for key in obs.masq.difference(&masq) {
-        ops.push(NftOp::DeleteMasq(*key));
+    for id in obs.masq.difference(&masq) {
+        ops.push(NftOp::DeleteMasq(*id));
     }
     if full {
         for (kind, size) in obs.sets.iter().filter_map(|s| parse_slot_map(s)) {
@@ -493,11 +544,9 @@ pub fn describe(ops: &[NftOp]) -> Vec<String> {
                 touch((*kind, *key), &mut order);
                 frontends.entry((*kind, *key)).or_default().0 += slots.len();
             }
-            NftOp::AddMasq(key) | NftOp::DeleteMasq(key) => {
-                // The masq set has no kind: name the frontend of the slots op nearby, else vip.
-                let id = order.iter().rev().find(|(_, k)| k == key).copied().unwrap_or((Kind::Vip, *key));
-                touch(id, &mut order);
-                frontends.entry(id).or_default().2 = Some(matches!(ops[i], NftOp::AddMasq(_)));
+            NftOp::AddMasq(id) | NftOp::DeleteMasq(id) => {
+                touch(*id, &mut order);
+                frontends.entry(*id).or_default().2 = Some(matches!(ops[i], NftOp::AddMasq(_)));
             }
             other => lines.push(format!("nft: {other}")),
         }
@@ -507,9 +556,15 @@ pub fn describe(ops: &[NftOp]) -> Vec<String> {
         let (del, mut add, masq) = frontends.remove(&id).unwrap_or_default();
         let (kind, key) = id;
         add.dedup();
-        let mut line = format!("nft: {kind} {key}: slots -{del} +{}", add.len());
+        // A VIP carries every port to the same port of its backends: name them without one.
+        let fe = match kind {
+            Kind::Vip => format!("{}:*/{}", key.addr, key.proto),
+            Kind::Published => key.to_string(),
+        };
+        let to = |a: &SocketAddrV4| if kind == Kind::Vip { a.ip().to_string() } else { a.to_string() };
+        let mut line = format!("nft: {kind} {fe}: slots -{del} +{}", add.len());
         if !add.is_empty() {
-            let set: BTreeSet<String> = add.iter().map(|a| a.to_string()).collect();
+            let set: BTreeSet<String> = add.iter().map(to).collect();
             line.push_str(&format!(" -> [{}]", set.into_iter().collect::<Vec<_>>().join(", ")));
         }
         match masq {
@@ -582,6 +637,21 @@ impl NftObserved {
         out
     }
 
+    /// Whether a UDP slot reaches `addr`: one to it, or a VIP's to its address (every port).
+    pub fn reaches_udp(&self, addr: &SocketAddrV4) -> bool {
+        self.udp_refs.contains_key(addr) || self.udp_refs.contains_key(&SocketAddrV4::new(*addr.ip(), ANY_PORT))
+    }
+
+    /// Of `candidates` (see [`Self::udp_backends_in`]), once the ops are applied: the backends
+    /// whose UDP flows must be forgotten (port [`ANY_PORT`]: every port of the address), and the
+    /// backends at those addresses that slots still reach (their flows stay).
+    pub fn udp_gone(&self, candidates: BTreeSet<SocketAddrV4>) -> (Vec<SocketAddrV4>, Vec<SocketAddrV4>) {
+        let gone: Vec<SocketAddrV4> = candidates.into_iter().filter(|a| !self.reaches_udp(a)).collect();
+        let any: BTreeSet<_> = gone.iter().filter(|a| a.port() == ANY_PORT).map(|a| *a.ip()).collect();
+        let keep = self.udp_refs.keys().filter(|a| any.contains(a.ip())).copied().collect();
+        (gone, keep)
+    }
+
     /// The model after `ops` were committed (keeps a cache in step without listing the table):
     /// O(ops).
     pub fn apply(&mut self, ops: &[NftOp]) {
@@ -589,8 +659,8 @@ impl NftObserved {
             match op {
                 NftOp::AddTable => self.table = true,
                 NftOp::DeleteTable => *self = NftObserved::default(),
-                NftOp::AddMasqSet => {
-                    self.sets.insert(MASQ_SET.into());
+                NftOp::AddMasqSet(kind) => {
+                    self.sets.insert(masq_set(*kind).into());
                 }
                 NftOp::AddSlotMap { kind, size } => {
                     self.sets.insert(slot_map(*kind, *size));
@@ -626,11 +696,11 @@ impl NftObserved {
                         self.remove_slot((*kind, *key), *size, *s);
                     }
                 }
-                NftOp::AddMasq(key) => {
-                    self.masq.insert(*key);
+                NftOp::AddMasq(id) => {
+                    self.masq.insert(*id);
                 }
-                NftOp::DeleteMasq(key) => {
-                    self.masq.remove(key);
+                NftOp::DeleteMasq(id) => {
+                    self.masq.remove(id);
                 }
             }
         }
@@ -670,18 +740,20 @@ mod tests {
         Target { addr: sa(addr), snat: Ipv4Addr::new(10, 0, 9, 250), local: false, weight }
     }
 
-    /// `n` extra VIP services with 3 backends each.
+    /// `n` extra VIP services (TCP, every port) with 3 backends each.
     fn big(n: u32) -> LbTable {
         let mut t = table();
         for i in 0..n {
-            let key = ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + i), 80);
-            let backends = (0..3).map(|j| Target { addr: SocketAddrV4::new(Ipv4Addr::from(0x0a80_0000 + i * 3 + j), 80), ..target("0.0.0.0:0", 1) }).collect();
+            let key = ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + i), ANY_PORT);
+            let backends = (0..3).map(|j| Target { addr: SocketAddrV4::new(Ipv4Addr::from(0x0a80_0000 + i * 3 + j), ANY_PORT), ..target("0.0.0.0:0", 1) }).collect();
             t.vips.insert(key, Frontend { keep_client_ip: false, backends });
         }
         t
     }
 
-    const VIP80: ServiceKey = ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 100), 80);
+    /// web's TCP VIP (every port).
+    const VIP: ServiceKey = ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 100), ANY_PORT);
+    const VIP_UDP: ServiceKey = ServiceKey::udp(Ipv4Addr::new(10, 0, 9, 100), ANY_PORT);
 
     #[test]
     fn first_batch_builds_the_table_and_the_second_is_empty() {
@@ -690,24 +762,41 @@ mod tests {
         let text = text(&ops);
         assert_eq!(text[0], "add table ip shoal");
         assert_eq!(text[1], "add set ip shoal masq { type ipv4_addr . inet_proto . inet_service ; }");
-        assert!(text.contains(&"add map ip shoal vip_3 { typeof ip daddr . meta l4proto . th dport . numgen random mod 3 : ip daddr . tcp dport ; }".to_string()), "{text:#?}");
-        assert!(text.contains(&"add element ip shoal vip_3 { 10.0.9.100 . tcp . 80 . 0 : 10.0.9.2 . 80, 10.0.9.100 . tcp . 80 . 1 : 10.0.9.3 . 80, 10.0.9.100 . tcp . 80 . 2 : 10.0.9.4 . 80 }".to_string()), "{text:#?}");
+        assert_eq!(text[2], "add set ip shoal masq_any { type ipv4_addr . inet_proto ; }");
+        assert!(text.contains(&"add map ip shoal vip_any_3 { typeof ip daddr . meta l4proto . numgen random mod 3 : ip daddr ; }".to_string()), "{text:#?}");
+        assert!(text.contains(&"add map ip shoal pub_3 { typeof ip daddr . meta l4proto . th dport . numgen random mod 3 : ip daddr . tcp dport ; }".to_string()), "{text:#?}");
+        // a VIP's slots hold addresses only: the client's port is kept
+        assert!(text.contains(&"add element ip shoal vip_any_3 { 10.0.9.100 . tcp . 0 : 10.0.9.2, 10.0.9.100 . tcp . 1 : 10.0.9.3, 10.0.9.100 . tcp . 2 : 10.0.9.4 }".to_string()), "{text:#?}");
+        assert!(text.contains(&"add element ip shoal vip_any_3 { 10.0.9.100 . udp . 0 : 10.0.9.2, 10.0.9.100 . udp . 1 : 10.0.9.3, 10.0.9.100 . udp . 2 : 10.0.9.4 }".to_string()), "{text:#?}");
         assert!(text.contains(&"add element ip shoal pub_3 { 192.168.33.10 . udp . 5353 . 0 : 10.0.9.2 . 53, 192.168.33.10 . udp . 5353 . 1 : 10.0.9.3 . 53, 192.168.33.10 . udp . 5353 . 2 : 10.0.9.4 . 53 }".to_string()), "{text:#?}");
-        assert!(text.contains(&"add element ip shoal masq { 10.0.9.100 . tcp . 80 }".to_string()));
+        assert!(text.contains(&"add element ip shoal masq_any { 10.0.9.100 . tcp }".to_string()), "{text:#?}");
+        assert!(text.contains(&"add element ip shoal masq_any { 10.0.9.100 . udp }".to_string()), "{text:#?}");
+        assert!(text.contains(&"add element ip shoal masq { 192.168.33.10 . tcp . 5000 }".to_string()), "{text:#?}");
         assert!(text.contains(&"add rule ip shoal mesh_snat oifname \"shb-4097\" snat to 10.0.9.250 comment \"snat shb-4097 10.0.9.250\"".to_string()));
         for chain in ["prerouting", "output"] {
             let rules: Vec<&String> = text.iter().filter(|l| l.starts_with(&format!("add rule ip shoal {chain} "))).collect();
-            assert_eq!(rules.len(), 4, "mark, pub_1, vip_3, pub_3: {text:#?}");
+            assert_eq!(rules.len(), 5, "mark, mark-any, pub_1, vip_any_3, pub_3: {text:#?}");
             assert_eq!(*rules[0], format!("add rule ip shoal {chain} ip daddr . meta l4proto . th dport @masq meta mark set meta mark | 0x5300 comment \"shoal-mark\""));
-            assert_eq!(*rules[1], format!("add rule ip shoal {chain} dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 map @pub_1 comment \"shoal-pub_1\""));
+            assert_eq!(*rules[1], format!("add rule ip shoal {chain} ip daddr . meta l4proto @masq_any meta mark set meta mark | 0x5300 comment \"shoal-mark-any\""));
+            assert_eq!(*rules[2], format!("add rule ip shoal {chain} dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 map @pub_1 comment \"shoal-pub_1\""));
+            assert_eq!(*rules[3], format!("add rule ip shoal {chain} dnat ip to ip daddr . meta l4proto . numgen random mod 3 map @vip_any_3 comment \"shoal-vip_any_3\""));
         }
         // the host-mode port goes to the local task, one slot, without SNAT
         assert!(text.contains(&"add element ip shoal pub_1 { 192.168.33.10 . tcp . 6000 . 0 : 10.0.9.2 . 8080 }".to_string()), "{text:#?}");
         assert!(!text.iter().any(|l| l.contains("masq { 192.168.33.10 . tcp . 6000 }")));
         // no rule per service
-        assert_eq!(text.iter().filter(|l| l.starts_with("add rule")).count(), 1 + 1 + 4 + 4);
+        assert_eq!(text.iter().filter(|l| l.starts_with("add rule")).count(), 1 + 1 + 5 + 5);
         let obs = converge(&t);
         assert_eq!(plan(&t, &obs), vec![]);
+    }
+
+    #[test]
+    fn a_vip_key_with_a_port_is_not_steered() {
+        // lb::plan never makes one; the maps could not hold it
+        let mut t = table();
+        let f = t.vips[&VIP].clone();
+        t.vips.insert(ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 101), 80), f);
+        assert_eq!(converge(&t), converge(&table()));
     }
 
     #[test]
@@ -716,10 +805,10 @@ mod tests {
             let t = big(n);
             let obs = converge(&t);
             let mut after = t.clone();
-            // 10.0.9.3:80 -> 10.0.9.3:81: the same place in the sorted backends
-            after.vips.get_mut(&VIP80).unwrap().backends[1].addr = sa("10.0.9.3:81");
+            // 10.0.9.4 -> 10.0.9.5: the same place in the sorted backends
+            after.vips.get_mut(&VIP).unwrap().backends[2].addr = sa("10.0.9.5:0");
             let ops = plan(&after, &obs);
-            let touched = [(Kind::Vip, VIP80)].into_iter().collect();
+            let touched = [(Kind::Vip, VIP)].into_iter().collect();
             assert_eq!(plan_touched(&after, &obs, &touched), ops, "the incremental plan is the full plan's");
             ops
         };
@@ -729,10 +818,17 @@ mod tests {
         // the same slot count: only the slot whose backend changed
         assert_eq!(
             text(&large),
-            vec![
-                "delete element ip shoal vip_3 { 10.0.9.100 . tcp . 80 . 1 }",
-                "add element ip shoal vip_3 { 10.0.9.100 . tcp . 80 . 1 : 10.0.9.3 . 81 }",
-            ]
+            vec!["delete element ip shoal vip_any_3 { 10.0.9.100 . tcp . 2 }", "add element ip shoal vip_any_3 { 10.0.9.100 . tcp . 2 : 10.0.9.5 }"]
+        );
+        // a published port's target port change is one slot too
+        let t = big(10);
+        let obs = converge(&t);
+        let mut after = t.clone();
+        let web = ServiceKey::tcp(Ipv4Addr::new(192, 168, 33, 10), 5000);
+        after.published.get_mut(&web).unwrap().backends[1].addr = sa("10.0.9.3:81");
+        assert_eq!(
+            text(&plan(&after, &obs)),
+            vec!["delete element ip shoal pub_3 { 192.168.33.10 . tcp . 5000 . 1 }", "add element ip shoal pub_3 { 192.168.33.10 . tcp . 5000 . 1 : 10.0.9.3 . 81 }"]
         );
     }
 
@@ -742,8 +838,8 @@ mod tests {
             let t = big(n);
             let obs = converge(&t);
             let mut after = t.clone();
-            after.vips.get_mut(&VIP80).unwrap().backends.remove(1);
-            let touched = [(Kind::Vip, VIP80)].into_iter().collect();
+            after.vips.get_mut(&VIP).unwrap().backends.remove(1);
+            let touched = [(Kind::Vip, VIP)].into_iter().collect();
             (plan(&after, &obs), plan_touched(&after, &obs, &touched))
         };
         let (small_full, small_touched) = count(10);
@@ -751,19 +847,19 @@ mod tests {
         assert_eq!(small_touched, large_touched);
         assert_eq!(small_full, large_full);
         let t = text(&large_touched);
-        // vip_2 is new: the map, the dnat rule in both nat chains, then the elements
-        assert_eq!(t[0], "add map ip shoal vip_2 { typeof ip daddr . meta l4proto . th dport . numgen random mod 2 : ip daddr . tcp dport ; }");
-        assert!(t.contains(&"delete element ip shoal vip_3 { 10.0.9.100 . tcp . 80 . 0, 10.0.9.100 . tcp . 80 . 1, 10.0.9.100 . tcp . 80 . 2 }".to_string()), "{t:#?}");
-        assert!(t.contains(&"add element ip shoal vip_2 { 10.0.9.100 . tcp . 80 . 0 : 10.0.9.2 . 80, 10.0.9.100 . tcp . 80 . 1 : 10.0.9.4 . 80 }".to_string()), "{t:#?}");
+        // vip_any_2 is new: the map, the dnat rule in both nat chains, then the elements
+        assert_eq!(t[0], "add map ip shoal vip_any_2 { typeof ip daddr . meta l4proto . numgen random mod 2 : ip daddr ; }");
+        assert!(t.contains(&"delete element ip shoal vip_any_3 { 10.0.9.100 . tcp . 0, 10.0.9.100 . tcp . 1, 10.0.9.100 . tcp . 2 }".to_string()), "{t:#?}");
+        assert!(t.contains(&"add element ip shoal vip_any_2 { 10.0.9.100 . tcp . 0 : 10.0.9.2, 10.0.9.100 . tcp . 1 : 10.0.9.4 }".to_string()), "{t:#?}");
         let elements = large_touched.iter().filter(|o| o.is_element()).count();
         assert_eq!(elements, 2, "{t:#?}");
-        // once vip_2 exists, the next change is elements only
+        // once vip_any_2 exists, the next change is elements only
         let t10k = big(10_000);
         let mut obs = converge(&t10k);
         let mut after = t10k.clone();
-        after.vips.get_mut(&VIP80).unwrap().backends.remove(1);
+        after.vips.get_mut(&VIP).unwrap().backends.remove(1);
         obs.apply(&plan(&after, &obs));
-        let other = ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + 5000), 80);
+        let other = ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + 5000), ANY_PORT);
         let mut next = after.clone();
         next.vips.get_mut(&other).unwrap().backends.remove(0);
         let touched = diff(&after, &next).iter().map(|o| o.frontend()).collect();
@@ -796,18 +892,28 @@ mod tests {
     }
 
     #[test]
+    fn a_vips_weights_are_slot_counts_too() {
+        let mut t = table();
+        t.vips.get_mut(&VIP).unwrap().backends[1].weight = 3;
+        let obs = converge(&t);
+        let slots: Vec<&SocketAddrV4> = obs.slots[&(Kind::Vip, VIP)][&5].values().collect();
+        assert_eq!(slots, [sa("10.0.9.2:0"), sa("10.0.9.3:0"), sa("10.0.9.4:0"), sa("10.0.9.3:0"), sa("10.0.9.3:0")].iter().collect::<Vec<_>>());
+        assert!(obs.sets.contains("vip_any_5"));
+    }
+
+    #[test]
     fn keep_client_ip_uses_local_backends_without_snat_and_falls_back_with_snat() {
         let mut t = table();
         let key = ServiceKey::tcp(Ipv4Addr::new(192, 168, 33, 10), 5000);
         t.published.get_mut(&key).unwrap().keep_client_ip = true;
         let obs = converge(&t);
         assert_eq!(obs.slots[&(Kind::Published, key)][&1].values().collect::<Vec<_>>(), vec![&sa("10.0.9.2:80")]);
-        assert!(!obs.masq.contains(&key));
+        assert!(!obs.masq.contains(&(Kind::Published, key)));
         // the local task leaves: the remote ones, SNATed
         let mut after = t.clone();
         after.published.get_mut(&key).unwrap().backends.retain(|b| !b.local);
         let ops = plan(&after, &obs);
-        assert!(ops.contains(&NftOp::AddMasq(key)), "{ops:#?}");
+        assert!(ops.contains(&NftOp::AddMasq((Kind::Published, key))), "{ops:#?}");
         assert!(ops.contains(&NftOp::DeleteSlots { kind: Kind::Published, key, size: 1, slots: vec![0] }));
         assert!(ops.contains(&NftOp::AddSlots { kind: Kind::Published, key, size: 2, slots: vec![(0, sa("10.0.9.3:80")), (1, sa("10.0.9.4:80"))] }));
     }
@@ -819,21 +925,19 @@ mod tests {
         let mut after = t.clone();
         after.published.retain(|k, _| k.port != 6000);
         let text = text(&plan(&after, &obs));
-        assert_eq!(
-            text,
-            vec![
-                "flush chain ip shoal prerouting",
-                "add rule ip shoal prerouting ip daddr . meta l4proto . th dport @masq meta mark set meta mark | 0x5300 comment \"shoal-mark\"",
-                "add rule ip shoal prerouting dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @vip_3 comment \"shoal-vip_3\"",
-                "add rule ip shoal prerouting dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @pub_3 comment \"shoal-pub_3\"",
-                "flush chain ip shoal output",
-                "add rule ip shoal output ip daddr . meta l4proto . th dport @masq meta mark set meta mark | 0x5300 comment \"shoal-mark\"",
-                "add rule ip shoal output dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @vip_3 comment \"shoal-vip_3\"",
-                "add rule ip shoal output dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @pub_3 comment \"shoal-pub_3\"",
-                "delete element ip shoal pub_1 { 192.168.33.10 . tcp . 6000 . 0 }",
-                "delete map ip shoal pub_1",
-            ]
-        );
+        let mut want = Vec::new();
+        for chain in ["prerouting", "output"] {
+            want.extend([
+                format!("flush chain ip shoal {chain}"),
+                format!("add rule ip shoal {chain} ip daddr . meta l4proto . th dport @masq meta mark set meta mark | 0x5300 comment \"shoal-mark\""),
+                format!("add rule ip shoal {chain} ip daddr . meta l4proto @masq_any meta mark set meta mark | 0x5300 comment \"shoal-mark-any\""),
+                format!("add rule ip shoal {chain} dnat ip to ip daddr . meta l4proto . numgen random mod 3 map @vip_any_3 comment \"shoal-vip_any_3\""),
+                format!("add rule ip shoal {chain} dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @pub_3 comment \"shoal-pub_3\""),
+            ]);
+        }
+        want.push("delete element ip shoal pub_1 { 192.168.33.10 . tcp . 6000 . 0 }".into());
+        want.push("delete map ip shoal pub_1".into());
+        assert_eq!(text, want);
         assert_eq!(diff(&t, &after).len(), 1);
         // the incremental path leaves the empty map (and its rules) for the next full plan
         let touched = [(Kind::Published, ServiceKey::tcp(Ipv4Addr::new(192, 168, 33, 10), 6000))].into_iter().collect();
@@ -844,14 +948,14 @@ mod tests {
     #[test]
     fn a_frontend_without_healthy_backends_is_not_steered() {
         let mut t = table();
-        t.vips.get_mut(&VIP80).unwrap().backends.clear();
+        t.vips.get_mut(&VIP).unwrap().backends.clear();
         let obs = converge(&table());
         let ops = plan(&t, &obs);
-        assert!(ops.contains(&NftOp::DeleteSlots { kind: Kind::Vip, key: VIP80, size: 3, slots: vec![0, 1, 2] }), "{ops:#?}");
-        assert!(ops.contains(&NftOp::DeleteMasq(VIP80)));
+        assert!(ops.contains(&NftOp::DeleteSlots { kind: Kind::Vip, key: VIP, size: 3, slots: vec![0, 1, 2] }), "{ops:#?}");
+        assert!(ops.contains(&NftOp::DeleteMasq((Kind::Vip, VIP))));
         assert_eq!(plan_teardown(&obs), vec![NftOp::DeleteTable]);
-        assert!(!converge(&t).summary().contains_key(&(Kind::Vip, VIP80)));
-        assert_eq!(obs.summary()[&(Kind::Vip, VIP80)].len(), 3);
+        assert!(!converge(&t).summary().contains_key(&(Kind::Vip, VIP)));
+        assert_eq!(obs.summary()[&(Kind::Vip, VIP)].len(), 3);
     }
 
     #[test]
@@ -871,8 +975,26 @@ mod tests {
         assert_eq!(obs, converge(&t));
         assert!(plan(&t, &obs).is_empty());
         // the incremental path also replaces a foreign layout whole
-        let touched = [(Kind::Vip, VIP80)].into_iter().collect();
+        let touched = [(Kind::Vip, VIP)].into_iter().collect();
         assert_eq!(plan_touched(&t, &old, &touched)[0], NftOp::DeleteTable);
+    }
+
+    #[test]
+    fn the_port_keyed_vip_layout_is_replaced_in_one_transaction() {
+        // slot maps before any-port VIPs: `vip_<S>` keyed by port, one masq set
+        let mut old = NftObserved { table: true, ..NftObserved::default() };
+        old.sets.extend(["masq", "vip_3", "pub_3", "pub_1"].map(String::from));
+        for c in ["prerouting", "output", "postrouting", "mesh_snat"] {
+            old.chains.insert(c.into(), vec!["shoal-mark".into()]);
+        }
+        let t = table();
+        let ops = plan(&t, &old);
+        assert_eq!(ops[0], NftOp::DeleteTable);
+        assert_eq!(ops[1..], plan(&t, &NftObserved::default())[..]);
+        let touched = [(Kind::Vip, VIP)].into_iter().collect();
+        assert_eq!(plan_touched(&t, &old, &touched)[0], NftOp::DeleteTable);
+        // and a table of this layout is adopted
+        assert!(plan(&t, &converge(&t)).is_empty());
     }
 
     #[test]
@@ -880,23 +1002,36 @@ mod tests {
         let t = table();
         let mut obs = converge(&t);
         let dns = ServiceKey::udp(Ipv4Addr::new(192, 168, 33, 10), 5353);
-        let vip53 = ServiceKey::udp(Ipv4Addr::new(10, 0, 9, 100), 53);
-        // 10.0.9.3:53 leaves the published port only: the VIP still reaches it
+        // 10.0.9.3:53 leaves the published port only: the VIP still reaches 10.0.9.3 on every port
         let mut after = t.clone();
         after.published.get_mut(&dns).unwrap().backends.retain(|b| b.addr != sa("10.0.9.3:53"));
         let ops = plan(&after, &obs);
         let cand = obs.udp_backends_in(&ops);
         assert!(cand.contains(&sa("10.0.9.3:53")));
         obs.apply(&ops);
-        assert!(obs.udp_refs.contains_key(&sa("10.0.9.3:53")));
-        // and now the VIP too: no slot reaches it
+        assert!(obs.reaches_udp(&sa("10.0.9.3:53")));
+        assert_eq!(obs.udp_gone(cand), (vec![], vec![]));
+        // and now the VIP too: nothing reaches 10.0.9.3, every UDP port of it is forgotten
         let mut after2 = after.clone();
-        after2.vips.get_mut(&vip53).unwrap().backends.retain(|b| b.addr != sa("10.0.9.3:53"));
+        after2.vips.get_mut(&VIP_UDP).unwrap().backends.retain(|b| b.addr.ip() != &Ipv4Addr::new(10, 0, 9, 3));
         let ops = plan(&after2, &obs);
-        assert!(obs.udp_backends_in(&ops).contains(&sa("10.0.9.3:53")));
+        let cand = obs.udp_backends_in(&ops);
+        assert!(cand.contains(&sa("10.0.9.3:0")), "{cand:?}");
         obs.apply(&ops);
-        assert!(!obs.udp_refs.contains_key(&sa("10.0.9.3:53")));
-        assert_eq!(obs.udp_refs[&sa("10.0.9.2:53")], 2);
+        assert!(!obs.reaches_udp(&sa("10.0.9.3:53")));
+        assert_eq!(obs.udp_gone(cand), (vec![sa("10.0.9.3:0")], vec![]));
+        // 10.0.9.2 leaves the VIP but not the published port: its flows there stay
+        let mut after3 = after2.clone();
+        after3.vips.get_mut(&VIP_UDP).unwrap().backends.retain(|b| b.addr.ip() != &Ipv4Addr::new(10, 0, 9, 2));
+        let ops = plan(&after3, &obs);
+        let cand = obs.udp_backends_in(&ops);
+        obs.apply(&ops);
+        assert_eq!(obs.udp_gone(cand), (vec![sa("10.0.9.2:0")], vec![sa("10.0.9.2:53")]));
+        assert_eq!(obs.udp_refs[&sa("10.0.9.2:53")], 1);
+        // TCP backends are never candidates
+        let mut after4 = after3.clone();
+        after4.vips.get_mut(&VIP).unwrap().backends.clear();
+        assert!(obs.udp_backends_in(&plan(&after4, &obs)).is_empty());
     }
 
     #[test]
@@ -904,17 +1039,17 @@ mod tests {
         let t = big(3);
         let ops = plan(&t, &NftObserved::default());
         let text = batch_text(&ops);
-        let vip3: Vec<&str> = text.lines().filter(|l| l.starts_with("add element ip shoal vip_3 ")).collect();
+        let vip3: Vec<&str> = text.lines().filter(|l| l.starts_with("add element ip shoal vip_any_3 ")).collect();
         assert_eq!(vip3.len(), 1, "{text}");
-        assert_eq!(vip3[0].matches(" : ").count(), 3 * 6, "3 extra services and the 3 VIP ports of web");
+        assert_eq!(vip3[0].matches(" : ").count(), 3 * 3 + 2 * 3, "3 extra services and the TCP and UDP VIPs of web");
         let obs = converge(&t);
         let mut after = t.clone();
-        after.vips.get_mut(&VIP80).unwrap().backends[0].addr = sa("10.0.9.9:80");
-        after.vips.get_mut(&VIP80).unwrap().backends.sort();
+        after.vips.get_mut(&VIP).unwrap().backends[0].addr = sa("10.0.9.9:0");
+        after.vips.get_mut(&VIP).unwrap().backends.sort();
         let text = batch_text(&plan(&after, &obs));
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("delete element ip shoal vip_3 { 10.0.9.100 . tcp . 80 . "), "{text}");
-        assert!(lines[1].starts_with("add element ip shoal vip_3 { 10.0.9.100 . tcp . 80 . "), "{text}");
+        assert!(lines[0].starts_with("delete element ip shoal vip_any_3 { 10.0.9.100 . tcp . "), "{text}");
+        assert!(lines[1].starts_with("add element ip shoal vip_any_3 { 10.0.9.100 . tcp . "), "{text}");
     }
 
     #[test]
@@ -927,13 +1062,14 @@ mod tests {
         }
         let ops = plan(&after, &obs);
         let lines = describe(&ops);
-        // 3 VIP ports and 3 published ports change
+        // the TCP and UDP VIPs and 3 published ports change
         let frontends = lines.iter().filter(|l| l.contains(": slots -")).count();
-        assert_eq!(frontends, 6, "{lines:#?}");
-        // maps vip_2, pub_2 come; pub_1, vip_3, pub_3 go; two chains rewritten
-        assert_eq!(lines.len(), 6 + 2 + 3 + 2, "{lines:#?}");
-        assert!(lines.contains(&"nft: rewrite chain prerouting: shoal-mark, shoal-vip_2, shoal-pub_2".to_string()), "{lines:#?}");
-        assert!(lines.contains(&"nft: vip 10.0.9.100:80/tcp: slots -3 +2 -> [10.0.9.3:80, 10.0.9.4:80]".to_string()), "{lines:#?}");
+        assert_eq!(frontends, 5, "{lines:#?}");
+        // maps vip_any_2, pub_2 come; pub_1, vip_any_3, pub_3 go; two chains rewritten
+        assert_eq!(lines.len(), 5 + 2 + 3 + 2, "{lines:#?}");
+        assert!(lines.contains(&"nft: rewrite chain prerouting: shoal-mark, shoal-mark-any, shoal-vip_any_2, shoal-pub_2".to_string()), "{lines:#?}");
+        assert!(lines.contains(&"nft: vip 10.0.9.100:*/tcp: slots -3 +2 -> [10.0.9.3, 10.0.9.4]".to_string()), "{lines:#?}");
+        assert!(lines.contains(&"nft: published 192.168.33.10:5000/tcp: slots -3 +2 -> [10.0.9.3:80, 10.0.9.4:80]".to_string()), "{lines:#?}");
         assert!(describe(&plan(&t, &obs)).is_empty());
     }
 }
