@@ -692,6 +692,13 @@ fn real_servers_answer_by_name_and_tasks_reach_the_outside() {
     let out = shoal(&["network", "--host", &c.host("smgr"), "create", "--driver", "overlay", "--opt", "encrypted", "secure"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("opt encrypted"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!c.cli("smgr", &["network", "ls"]).contains("secure"), "a refused network was made");
+    // SCTP is refused at create (no balancer carries it), and so is a port a manager listens on.
+    for (publish, field, why) in [("9000:9000/sctp", "ports[0].protocol", "sctp"), ("2377:80", "ports[0].published", "manager API")] {
+        let out = shoal(&["service", "--host", &c.host("smgr"), "create", "--detach", "--name", "refused", "-p", publish, "shoal/whoami"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(field) && err.contains(why), "-p {publish}: {err}");
+    }
+    assert!(!c.cli("smgr", &["service", "ls"]).contains("refused"), "a refused service was made");
 
     // Outside the cluster: the client namespace at 192.168.33.100.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

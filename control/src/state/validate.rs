@@ -25,7 +25,8 @@ const VXLAN_PORT: i64 = 4789;
 
 /// Ports the cluster's own daemons listen on: publishing one would take it over on every node
 /// (the mesh answers on all of them) and cut the cluster apart. The managers' API ports are
-/// the ones they listen on (`--listen-addr`), read from their node records; VXLAN is fixed.
+/// the ones they listen on (`--listen-addr`), read from their node records, and a worker's, where
+/// it listens once promoted; VXLAN is fixed.
 fn reserved_port(state: &ClusterState, proto: crate::model::Protocol, port: i64) -> Option<String> {
     use crate::model::Protocol::{Tcp, Udp};
     let manager_api = state.nodes.values().filter_map(|n| {
@@ -35,7 +36,10 @@ fn reserved_port(state: &ClusterState, proto: crate::model::Protocol, port: i64)
     });
     match proto {
         Udp if port == VXLAN_PORT => Some("VXLAN between nodes".into()),
-        Tcp => manager_api.into_iter().find(|(_, p)| *p == port).map(|(n, _)| format!("the manager API of {}", n.hostname)),
+        Tcp => manager_api.into_iter().find(|(_, p)| *p == port).map(|(n, _)| match n.role {
+            crate::model::Role::Manager => format!("the manager API of {}", n.hostname),
+            crate::model::Role::Worker => format!("the manager API port of {}, once promoted", n.hostname),
+        }),
         _ => None,
     }
 }
