@@ -46,3 +46,7 @@ pub const MAX_REPORT_UPDATES: usize = 1_000;
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024;
 /// A join token.
 pub const MAX_TOKEN_BYTES: usize = 1024;
+/// Task-state reports one agent session may turn into Raft entries: a burst of
+/// `MAX_REPORT_UPDATES`, then this many a second (a token bucket per session; a faster agent
+/// is slowed down, its reports wait rather than being lost).
+pub const REPORT_RATE_PER_SEC: u64 = 500;
