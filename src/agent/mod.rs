@@ -287,7 +287,8 @@ async fn attach_dns(dns: &shoal_dns::DnsServer, a: &Assignment, v: &shoal_contro
 }
 
 fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<TaskRun, String> {
-    let name = a.task.name(&a.service_name);
+    // The hostname (<= 64 bytes: a long service name is cut short, never refused by the kernel).
+    let name = a.task.hostname(&a.service_name);
     let image = Image::resolve(&a.spec.image, &a.spec.args).map_err(|e| e.to_string())?;
     let (layout, instance) = &cfg.cgroups;
     let cgroups = executor::cgroups::plan(layout, instance, &a.task.id, &a.spec.limits)?;
@@ -308,4 +309,45 @@ fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<TaskRun, String> {
         cgroups,
         name,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_control::model::{ServiceSpec, Task};
+
+    #[test]
+    fn a_long_service_name_still_gives_a_valid_hostname() {
+        // 63 bytes: the longest name `service create` takes; with `.<slot>.<task id>` it
+        // was 91 bytes, sethostname(2) refused it and the task never started.
+        let service = "s".repeat(63);
+        let task = Task {
+            id: "abcdefghijklmnopqrstuvwxy".into(),
+            service_id: "svc".into(),
+            slot: 1,
+            node_id: Some("n1".into()),
+            desired_state: TaskState::Running,
+            status: TaskStatus::new(TaskState::Assigned, "", 0),
+            service_version: 1,
+            networks: vec![],
+            not_before_ms: 0,
+            created_ms: 0,
+            weight: 1,
+            seq: 1,
+            restarts: vec![],
+        };
+        let a = Assignment { task, service_name: service.clone(), spec: ServiceSpec::new(service, "shoal/whoami"), secrets: Default::default() };
+        let cfg = AgentConfig {
+            node_id: "n1".into(),
+            self_addr: Ipv4Addr::LOCALHOST,
+            drain: Duration::ZERO,
+            stop_grace: Duration::ZERO,
+            cgroups: (executor::cgroups::Layout { v2: None, v2_controllers: Default::default(), v1: Default::default() }, PathBuf::from("shoal/test")),
+            lb: Default::default(),
+        };
+        let run = task_run(&a, &cfg).expect("a task run");
+        assert!(run.name.len() <= shoal_control::model::HOST_NAME_MAX, "hostname {} is {} bytes", run.name, run.name.len());
+        assert!(run.name.ends_with(".1.abcdefghijklmnopqrstuvwxy"), "{}", run.name);
+        assert!(run.hosts.contains(&run.name), "/etc/hosts names the hostname");
+    }
 }

@@ -2,6 +2,7 @@
 //! whenever the state moves; take heartbeats and task reports.
 
 use super::messages::{AgentMessage, SessionMessage};
+use super::reports::{self, TokenBucket};
 use super::view::{AgentView, EndpointTable};
 use crate::manager::Manager;
 use crate::model::NodeState;
@@ -35,6 +36,8 @@ pub fn open(mgr: Manager, node_id: String, mut inbound: Streaming<AgentMessage>)
         managers: managers.clone(),
     }));
     mgr.liveness().seen(&node_id, tokio::time::Instant::now());
+    // One session per node: this one closes any other, and closes when a newer one opens.
+    let replaced = mgr.sessions().register(&node_id, &session_id);
     mgr.logs().attach(&node_id, &session_id, tx.clone());
     tracing::info!(node = %node_id, session = %session_id, "agent session opened");
     if node.state != NodeState::Ready {
@@ -53,6 +56,7 @@ pub fn open(mgr: Manager, node_id: String, mut inbound: Streaming<AgentMessage>)
         let mgr = mgr.clone();
         let node_id = node_id.clone();
         let tx = tx.clone();
+        let mut replaced = replaced.clone();
         tokio::spawn(async move {
             let shared = mgr.shared();
             let mut applied = shared.subscribe();
@@ -96,6 +100,10 @@ pub fn open(mgr: Manager, node_id: String, mut inbound: Streaming<AgentMessage>)
                 tokio::select! {
                     r = applied.changed() => if r.is_err() { return },
                     _ = closed_rx.changed() => return,
+                    _ = until_replaced(&mut replaced) => {
+                        let _ = tx.send(Err(Status::aborted(format!("node {node_id} opened a newer session: this one is closed")))).await;
+                        return;
+                    }
                     _ = shutdown.changed() => return,
                     // Re-check leadership now and then even when nothing is applied.
                     _ = tokio::time::sleep(mgr.liveness().period()) => {}
@@ -103,14 +111,34 @@ pub fn open(mgr: Manager, node_id: String, mut inbound: Streaming<AgentMessage>)
             }
         });
     }
-    // Inbound: heartbeats and task reports.
+    // Inbound: heartbeats and task reports, until the agent or a newer session ends it.
     tokio::spawn(async move {
+        let mut replaced = replaced;
+        let mut bucket = TokenBucket::for_session(tokio::time::Instant::now());
         loop {
-            match inbound.message().await {
+            let msg = tokio::select! {
+                m = inbound.message() => m,
+                _ = until_replaced(&mut replaced) => break,
+            };
+            match msg {
                 Ok(Some(AgentMessage::Heartbeat)) => mgr.liveness().seen(&node_id, tokio::time::Instant::now()),
                 Ok(Some(AgentMessage::TaskStatus { updates })) => {
                     mgr.liveness().seen(&node_id, tokio::time::Instant::now());
-                    let cmd = Command::TaskStatus { node: node_id.clone(), updates };
+                    let screened = mgr.shared().read(|s| reports::screen(s, &node_id, updates));
+                    if screened.over_cap > 0 {
+                        tracing::warn!(node = %node_id, session = %session_id, dropped = screened.over_cap, "task report over the per-message cap");
+                    }
+                    for task in &screened.foreign {
+                        tracing::warn!(node = %node_id, task = %task, "dropped a report for a task not assigned to this node");
+                    }
+                    if screened.kept.is_empty() {
+                        continue;
+                    }
+                    let wait = bucket.take(screened.kept.len(), tokio::time::Instant::now());
+                    if !wait.is_zero() && !throttle(&mgr, &node_id, wait, &mut replaced).await {
+                        break;
+                    }
+                    let cmd = Command::TaskStatus { node: node_id.clone(), updates: screened.kept };
                     if let Err(e) = mgr.propose(cmd).await {
                         tracing::warn!(node = %node_id, "recording task states: {e}");
                     }
@@ -120,8 +148,30 @@ pub fn open(mgr: Manager, node_id: String, mut inbound: Streaming<AgentMessage>)
             }
         }
         mgr.logs().detach(&node_id, &session_id);
-        tracing::info!(node = %node_id, "agent session closed");
+        mgr.sessions().unregister(&node_id, &session_id);
+        tracing::info!(node = %node_id, session = %session_id, "agent session closed");
         let _ = closed_tx.send(true);
     });
     Ok(out)
+}
+
+/// Wait out the report rate limit. The node is talking (we are the ones not reading), so it
+/// stays alive meanwhile. False when the session was replaced during the wait.
+async fn throttle(mgr: &Manager, node_id: &str, wait: std::time::Duration, replaced: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+    tracing::debug!(node = %node_id, ?wait, "task reports over the session's rate: slowing down");
+    let until = tokio::time::Instant::now() + wait;
+    while tokio::time::Instant::now() < until {
+        let slice = mgr.liveness().period().min(until - tokio::time::Instant::now());
+        tokio::select! {
+            _ = tokio::time::sleep(slice) => {}
+            _ = until_replaced(replaced) => return false,
+        }
+        mgr.liveness().seen(node_id, tokio::time::Instant::now());
+    }
+    true
+}
+
+/// Resolves when a newer session of the node replaced this one (or the registry went away).
+async fn until_replaced(replaced: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = replaced.wait_for(|r| *r).await.map(|_| ());
 }

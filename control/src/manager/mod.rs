@@ -96,6 +96,7 @@ struct Inner {
     client_tls: Arc<rustls::ClientConfig>,
     faults: Arc<Faults>,
     liveness: Liveness,
+    sessions: crate::dispatcher::Sessions,
     clients: Mutex<HashMap<String, ControlClient<Channel>>>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -144,6 +145,7 @@ impl Manager {
         let mgr = Manager {
             inner: Arc::new(Inner {
                 liveness: Liveness::new(cfg.heartbeat_period),
+                sessions: Default::default(),
                 cfg,
                 raft,
                 shared,
@@ -203,6 +205,11 @@ impl Manager {
 
     pub fn liveness(&self) -> &Liveness {
         &self.inner.liveness
+    }
+
+    /// The agent session each node has open (one per node).
+    pub fn sessions(&self) -> &crate::dispatcher::Sessions {
+        &self.inner.sessions
     }
 
     /// Agents' session streams, for questions about their tasks' logs.

@@ -16,7 +16,7 @@ pub use service::{
     EndpointMode, HealthCheck, EndpointSpec, Placement, PortConfig, Protocol, PublishMode, RestartCondition,
     ResourceLimits, ResourceReservations, RestartPolicy, Service, ServiceMode, ServiceSpec, Vip,
 };
-pub use task::{mac_for, Health, NetworkAttachment, Task, TaskState, TaskStatus};
+pub use task::{mac_for, Health, HOST_NAME_MAX, NetworkAttachment, Task, TaskState, TaskStatus};
 
 use serde::{Deserialize, Serialize};
 

@@ -108,6 +108,31 @@ impl Task {
         }
     }
 
+    /// The hostname inside the task: its name when that fits Linux's 64 bytes
+    /// (`HOST_NAME_MAX`), else the name with the service part cut short, so the slot (or
+    /// node) and the task id, which make it unique, always stay. Docker never meets this: its
+    /// tasks' hostname is the 12-character container id unless `--hostname` says otherwise;
+    /// shoal keeps the readable name and shortens it.
+    pub fn hostname(&self, service_name: &str) -> String {
+        let full = self.name(service_name);
+        if full.len() <= HOST_NAME_MAX {
+            return full;
+        }
+        let suffix = &full[service_name.len()..];
+        let mut keep = HOST_NAME_MAX.saturating_sub(suffix.len()).min(service_name.len());
+        while !service_name.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        // A label may not end in '-' or '.' (RFC 1123), nor be empty: drop what the cut left.
+        let prefix = service_name[..keep].trim_end_matches(['-', '.', '_']);
+        let mut h = format!("{prefix}{suffix}");
+        if prefix.is_empty() {
+            h = suffix.trim_start_matches('.').to_string();
+        }
+        h.truncate(HOST_NAME_MAX);
+        h
+    }
+
     /// Whether this task should be in load balancers and DNS: running and, when it has a
     /// health check, healthy (a starting task gets no traffic yet).
     pub fn is_endpoint(&self) -> bool {
@@ -117,8 +142,53 @@ impl Task {
     }
 }
 
+/// Linux's limit on a hostname (`sethostname(2)` refuses longer ones).
+pub const HOST_NAME_MAX: usize = 64;
+
 /// The MAC Docker derives from an IPv4 address: 02:42 followed by the address.
 pub fn mac_for(addr: Ipv4Addr) -> String {
     let o = addr.octets();
     format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(slot: u64, node: Option<&str>) -> Task {
+        Task {
+            id: "abcdefghijklmnopqrstuvwxy".into(),
+            service_id: "s".into(),
+            slot,
+            node_id: node.map(String::from),
+            desired_state: TaskState::Running,
+            status: TaskStatus::new(TaskState::New, "", 0),
+            service_version: 1,
+            networks: vec![],
+            not_before_ms: 0,
+            created_ms: 0,
+            weight: 1,
+            seq: 1,
+            restarts: vec![],
+        }
+    }
+
+    #[test]
+    fn hostnames_fit_in_64_bytes_and_keep_slot_and_id() {
+        let t = task(3, None);
+        assert_eq!(t.hostname("web"), "web.3.abcdefghijklmnopqrstuvwxy", "short names are unchanged");
+        let long = "a".repeat(40) + "-" + &"b".repeat(22); // 63 bytes, the longest valid name
+        let h = t.hostname(&long);
+        assert!(h.len() <= HOST_NAME_MAX, "{h} is {} bytes", h.len());
+        assert!(h.ends_with(".3.abcdefghijklmnopqrstuvwxy") && h.starts_with("aaaa"), "{h}");
+        // Cut just after the '-': it is dropped, not left at the end of the label.
+        let dash = "a".repeat(35) + "-" + &"b".repeat(27);
+        let h = t.hostname(&dash);
+        assert!(h.starts_with(&"a".repeat(35)) && !h.contains("-."), "{h}");
+        let global = task(0, Some("nodeidnodeidnodeidnodeid1"));
+        let h = global.hostname(&long);
+        assert!(h.len() <= HOST_NAME_MAX && h.ends_with(".nodeidnodeidnodeidnodeid1.abcdefghijklmnopqrstuvwxy"), "{h}");
+        let h = task(u64::MAX, None).hostname(&long);
+        assert!(h.len() <= HOST_NAME_MAX, "{h}");
+    }
 }

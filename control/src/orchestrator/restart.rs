@@ -27,6 +27,11 @@ pub fn decide(policy: &RestartPolicy, t: &Task, now: u64) -> Option<Vec<u64>> {
         return None;
     }
     recent.push(now);
+    // Only the newest `max_attempts` count; with no maximum and no window nothing would
+    // ever drop out, so the history is bounded here too (one entry per restart otherwise).
+    let keep = if policy.max_attempts > 0 { policy.max_attempts } else { crate::state::limits::MAX_RETRIES };
+    let excess = recent.len().saturating_sub(usize::try_from(keep).unwrap_or(usize::MAX));
+    recent.drain(..excess);
     Some(recent)
 }
 
@@ -75,6 +80,15 @@ mod tests {
         assert_eq!(decide(&p, &task(TaskState::Failed, vec![]), 5), Some(vec![5]));
         assert_eq!(decide(&p, &task(TaskState::Failed, vec![5]), 6), Some(vec![5, 6]));
         assert_eq!(decide(&p, &task(TaskState::Failed, vec![5, 6]), 7), None);
+    }
+
+    #[test]
+    fn history_stays_bounded_without_a_maximum() {
+        let p = policy(RestartCondition::Any, 0, 0);
+        let full: Vec<u64> = (0..crate::state::limits::MAX_RETRIES).collect();
+        let next = decide(&p, &task(TaskState::Failed, full), 5_000).expect("restarted");
+        assert_eq!(next.len() as u64, crate::state::limits::MAX_RETRIES);
+        assert_eq!(next.last(), Some(&5_000));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! One command at a time. Every fallible step comes before the first change.
 
-use super::{validate, ClusterState, Command, Response, StateError};
+use super::{limits, validate, ClusterState, Command, Response, StateError};
 use crate::model::{Network, NodeState, Role, Secret, Service, ServiceMode, TaskState};
 
 impl ClusterState {
@@ -40,6 +40,8 @@ impl ClusterState {
                 Ok(Response::Ok)
             }
             Command::AddNode { node } => {
+                validate::check_string("hostname", &node.hostname, limits::MAX_STRING_BYTES)?;
+                validate::check_map("labels", &node.labels)?;
                 if self.nodes.contains_key(&node.id) {
                     return Err(StateError::exists("node", &node.id));
                 }
@@ -68,6 +70,8 @@ impl ClusterState {
                 Ok(Response::Ok)
             }
             Command::UpdateNode { node, availability, role, label_add, label_rm } => {
+                validate::check_map("label-add", label_add)?;
+                validate::check_list("label-rm", label_rm.iter().map(String::as_str))?;
                 let id = self.find_node(node)?.id.clone();
                 if *role == Some(Role::Worker) {
                     let managers = self.nodes.values().filter(|n| n.role == Role::Manager).count();
@@ -85,16 +89,21 @@ impl ClusterState {
                 if let Some(r) = role {
                     n.role = *r;
                 }
+                // Each change is bounded, and so is what they add up to.
+                let mut labels = n.labels.clone();
                 for (k, v) in label_add {
-                    n.labels.insert(k.clone(), v.clone());
+                    labels.insert(k.clone(), v.clone());
                 }
                 for k in label_rm {
-                    n.labels.remove(k);
+                    labels.remove(k);
                 }
+                validate::check_map("label-add", &labels)?;
+                n.labels = labels;
                 n.updated_ms = now;
                 Ok(Response::Ok)
             }
             Command::SetNodeState { node, state, message } => {
+                validate::check_string("message", message, limits::MAX_MESSAGE_BYTES)?;
                 let id = self.find_node(node)?.id.clone();
                 let n = self.nodes.get_mut(&id).ok_or_else(|| StateError::not_found("node", node))?;
                 n.state = *state;
@@ -103,6 +112,7 @@ impl ClusterState {
                 Ok(Response::Ok)
             }
             Command::SetJoinToken { role, token } => {
+                validate::check_string("token", token, limits::MAX_TOKEN_BYTES)?;
                 let c = self.cluster.as_mut().ok_or(StateError::NotInitialised)?;
                 match role {
                     Role::Worker => c.worker_token = token.clone(),
@@ -199,9 +209,7 @@ impl ClusterState {
                         s.spec.name
                     )));
                 }
-                if *replicas < 0 {
-                    return Err(StateError::invalid("replicas", format!("must be 0 or more, got {replicas}")));
-                }
+                validate::check_replicas(*replicas)?;
                 let id = s.id.clone();
                 let s = self.services.get_mut(&id).ok_or_else(|| StateError::not_found("service", service))?;
                 s.spec.mode = ServiceMode::Replicated { replicas: *replicas };
@@ -216,9 +224,13 @@ impl ClusterState {
             }
             Command::CreateSecret { spec } => {
                 validate::check_name("name", &spec.name)?;
-                if spec.data.len() > 500 * 1024 {
-                    return Err(StateError::invalid("data", "secrets are limited to 500 KiB"));
+                if spec.data.len() > limits::MAX_SECRET_BYTES {
+                    return Err(StateError::invalid(
+                        "data",
+                        format!("{} bytes is more than the limit of {} (500 KiB, as Docker)", spec.data.len(), limits::MAX_SECRET_BYTES),
+                    ));
                 }
+                validate::check_map("labels", &spec.labels)?;
                 if self.secrets.values().any(|s| s.spec.name == spec.name) {
                     return Err(StateError::exists("secret", &spec.name));
                 }
@@ -239,6 +251,18 @@ impl ClusterState {
                 Ok(Response::Ok)
             }
             Command::TaskStatus { node, updates } => {
+                // The dispatcher caps and trims reports before they get here; this is the
+                // replicated backstop, so that no entry can carry more.
+                if updates.len() > limits::MAX_REPORT_UPDATES {
+                    return Err(StateError::invalid(
+                        "updates",
+                        format!("{} task states is more than the limit of {}", updates.len(), limits::MAX_REPORT_UPDATES),
+                    ));
+                }
+                for (i, (_, status)) in updates.iter().enumerate() {
+                    validate::check_string(&format!("updates[{i}].message"), &status.message, limits::MAX_MESSAGE_BYTES)?;
+                    validate::check_string(&format!("updates[{i}].err"), status.err.as_deref().unwrap_or(""), limits::MAX_MESSAGE_BYTES)?;
+                }
                 for (task_id, status) in updates {
                     let Some(t) = self.tasks.get_mut(task_id) else { continue };
                     // Only the node running a task speaks for it, and states only move forward.

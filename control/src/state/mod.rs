@@ -6,10 +6,13 @@
 mod apply;
 mod command;
 mod error;
+pub mod limits;
 mod lookup;
 pub mod validate;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod bounds_tests;
 
 pub use command::{Command, Request, Response};
 pub use error::StateError;

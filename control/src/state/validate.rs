@@ -1,8 +1,112 @@
 //! Spec validation: every check names the field and the fix. Runs before anything changes.
 
+use super::limits::*;
 use super::{ClusterState, StateError};
 use crate::model::{EndpointMode, NetworkSpec, PublishMode, ServiceMode, ServiceSpec};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A list's length, each entry's size and the total size, against the bounds in `limits`.
+pub fn check_list<'a>(field: &str, items: impl ExactSizeIterator<Item = &'a str>) -> Result<(), StateError> {
+    if items.len() > MAX_ENTRIES {
+        return Err(StateError::invalid(field, format!("{} entries is more than the limit of {MAX_ENTRIES}", items.len())));
+    }
+    let mut total = 0usize;
+    for (i, item) in items.enumerate() {
+        if item.len() > MAX_STRING_BYTES {
+            return Err(StateError::invalid(
+                format!("{field}[{i}]"),
+                format!("{} bytes is more than the limit of {MAX_STRING_BYTES}", item.len()),
+            ));
+        }
+        total += item.len();
+    }
+    if total > MAX_LIST_BYTES {
+        return Err(StateError::invalid(field, format!("{total} bytes in all is more than the limit of {MAX_LIST_BYTES}")));
+    }
+    Ok(())
+}
+
+/// A map (labels, options) as a list of `key=value` sizes.
+pub fn check_map(field: &str, map: &BTreeMap<String, String>) -> Result<(), StateError> {
+    if map.len() > MAX_ENTRIES {
+        return Err(StateError::invalid(field, format!("{} entries is more than the limit of {MAX_ENTRIES}", map.len())));
+    }
+    let mut total = 0usize;
+    for (k, v) in map {
+        let size = k.len() + v.len();
+        if size > MAX_STRING_BYTES {
+            return Err(StateError::invalid(format!("{field}[{k:.32}]"), format!("{size} bytes is more than the limit of {MAX_STRING_BYTES}")));
+        }
+        total += size;
+    }
+    if total > MAX_LIST_BYTES {
+        return Err(StateError::invalid(field, format!("{total} bytes in all is more than the limit of {MAX_LIST_BYTES}")));
+    }
+    Ok(())
+}
+
+/// A single string (image, health command, token, message).
+pub fn check_string(field: &str, s: &str, max: usize) -> Result<(), StateError> {
+    if s.len() > max {
+        return Err(StateError::invalid(field, format!("{} bytes is more than the limit of {max}", s.len())));
+    }
+    Ok(())
+}
+
+fn at_most(field: &str, value: u64, max: u64, unit: &str) -> Result<(), StateError> {
+    if value > max {
+        return Err(StateError::invalid(field, format!("{value}{unit} is more than the limit of {max}{unit}")));
+    }
+    Ok(())
+}
+
+/// `replicas` of a replicated service, for create, update and scale alike.
+pub fn check_replicas(replicas: i64) -> Result<(), StateError> {
+    if replicas < 0 {
+        return Err(StateError::invalid("replicas", format!("must be 0 or more, got {replicas}")));
+    }
+    if replicas > MAX_REPLICAS {
+        return Err(StateError::invalid("replicas", format!("{replicas} is more than the limit of {MAX_REPLICAS}")));
+    }
+    Ok(())
+}
+
+/// Every count and size of a service spec (see `limits`), before anything looks inside it.
+fn check_service_bounds(spec: &ServiceSpec) -> Result<(), StateError> {
+    check_string("name", &spec.name, MAX_STRING_BYTES)?;
+    check_string("image", &spec.image, MAX_STRING_BYTES)?;
+    if let ServiceMode::Replicated { replicas } = spec.mode {
+        check_replicas(replicas)?;
+    }
+    check_list("args", spec.args.iter().map(String::as_str))?;
+    check_list("env", spec.env.iter().map(String::as_str))?;
+    check_map("labels", &spec.labels)?;
+    check_list("networks", spec.networks.iter().map(String::as_str))?;
+    check_list("secrets", spec.secrets.iter().map(String::as_str))?;
+    check_list("constraints", spec.placement.constraints.iter().map(String::as_str))?;
+    if spec.endpoint.ports.len() > MAX_ENTRIES {
+        return Err(StateError::invalid("ports", format!("{} entries is more than the limit of {MAX_ENTRIES}", spec.endpoint.ports.len())));
+    }
+    at_most("max-replicas", spec.placement.max_replicas_per_node, MAX_REPLICAS_PER_NODE, "")?;
+    at_most("limit-cpu", spec.limits.nano_cpus, MAX_NANO_CPUS, " nano-CPUs")?;
+    at_most("limit-memory", spec.limits.memory_bytes, MAX_MEMORY_BYTES, " bytes")?;
+    at_most("limit-pids", spec.limits.pids, MAX_PIDS, "")?;
+    at_most("reserve-cpu", spec.reservations.nano_cpus, MAX_NANO_CPUS, " nano-CPUs")?;
+    at_most("reserve-memory", spec.reservations.memory_bytes, MAX_MEMORY_BYTES, " bytes")?;
+    at_most("restart-delay", spec.restart.delay_ms, MAX_DURATION_MS, " ms")?;
+    at_most("restart-window", spec.restart.window_ms, MAX_WINDOW_MS, " ms")?;
+    at_most("restart-max-attempts", spec.restart.max_attempts, MAX_RETRIES, "")?;
+    if let Some(h) = &spec.healthcheck {
+        check_string("health-cmd", &h.cmd, MAX_STRING_BYTES)?;
+        at_most("health-retries", u64::from(h.retries), MAX_RETRIES, "")?;
+    }
+    // Last, as it costs an encoding: the whole spec as the state stores it.
+    let size = serde_json::to_vec(spec).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > MAX_SPEC_BYTES {
+        return Err(StateError::invalid("spec", format!("{size} bytes encoded is more than the limit of {MAX_SPEC_BYTES}")));
+    }
+    Ok(())
+}
 
 /// Docker's object-name rule: starts with a letter or digit, then letters, digits, `_.-`.
 pub fn check_name(field: &str, name: &str) -> Result<(), StateError> {
@@ -45,17 +149,10 @@ fn reserved_port(state: &ClusterState, proto: crate::model::Protocol, port: i64)
 }
 
 pub fn check_service(spec: &ServiceSpec, state: &ClusterState) -> Result<(), StateError> {
+    check_service_bounds(spec)?;
     check_name("name", &spec.name)?;
     if spec.image.trim().is_empty() {
         return Err(StateError::invalid("image", "must not be empty: give the image to run"));
-    }
-    if let ServiceMode::Replicated { replicas } = spec.mode {
-        if replicas < 0 {
-            return Err(StateError::invalid("replicas", format!("must be 0 or more, got {replicas}")));
-        }
-        if replicas > 100_000 {
-            return Err(StateError::invalid("replicas", format!("{replicas} is more than the limit of 100000")));
-        }
     }
     for (i, e) in spec.env.iter().enumerate() {
         let key = e.split('=').next().unwrap_or("");
@@ -141,16 +238,16 @@ pub fn check_service(spec: &ServiceSpec, state: &ClusterState) -> Result<(), Sta
         if h.cmd.trim().is_empty() {
             return Err(StateError::invalid("health-cmd", "must not be empty: give a shell command that exits 0 when the task is healthy"));
         }
-        if !(1..=86_400_000).contains(&h.interval_ms) {
+        if !(1..=MAX_DURATION_MS).contains(&h.interval_ms) {
             return Err(StateError::invalid("health-interval", format!("{} ms: use 1ms to 24h", h.interval_ms)));
         }
-        if !(1..=86_400_000).contains(&h.timeout_ms) {
+        if !(1..=MAX_DURATION_MS).contains(&h.timeout_ms) {
             return Err(StateError::invalid("health-timeout", format!("{} ms: use 1ms to 24h", h.timeout_ms)));
         }
         if h.retries == 0 {
             return Err(StateError::invalid("health-retries", "must be 1 or more"));
         }
-        if h.start_period_ms > 86_400_000 {
+        if h.start_period_ms > MAX_DURATION_MS {
             return Err(StateError::invalid("health-start-period", format!("{} ms: use at most 24h", h.start_period_ms)));
         }
     }
@@ -164,6 +261,9 @@ pub fn check_service(spec: &ServiceSpec, state: &ClusterState) -> Result<(), Sta
 
 pub fn check_network(spec: &NetworkSpec) -> Result<(), StateError> {
     check_name("name", &spec.name)?;
+    check_string("driver", &spec.driver, MAX_STRING_BYTES)?;
+    check_map("opt", &spec.options)?;
+    check_map("labels", &spec.labels)?;
     if !(spec.driver.is_empty() || spec.driver == "overlay") {
         return Err(StateError::invalid("driver", format!("{:?} is not supported: use overlay", spec.driver)));
     }

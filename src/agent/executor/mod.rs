@@ -29,6 +29,8 @@ pub enum ProcessState {
 pub enum ExecError {
     #[error("task {id}: {what}: {source}")]
     Io { id: String, what: &'static str, source: std::io::Error },
+    #[error("task {id}: {reason}")]
+    Start { id: String, reason: String },
 }
 
 pub trait Executor: Send + Sync {
@@ -79,7 +81,7 @@ impl Executor for NamespaceExecutor {
         let io = |what| move |source| ExecError::Io { id: run.id.clone(), what, source };
         let dir = self.dir(&run.id);
         std::fs::create_dir_all(&dir).map_err(io("create task dir"))?;
-        for stale in ["pid", "exit"] {
+        for stale in ["pid", "exit", shim::START_ERROR] {
             let _ = std::fs::remove_file(dir.join(stale));
         }
         let spec = serde_json::to_vec_pretty(run).map_err(|e| ExecError::Io { id: run.id.clone(), what: "write spec", source: e.into() })?;
@@ -105,6 +107,9 @@ impl Executor for NamespaceExecutor {
         // Wait until the shim has made the task's init (or failed).
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
+            if let Ok(reason) = std::fs::read_to_string(dir.join(shim::START_ERROR)) {
+                return Err(ExecError::Start { id: run.id.clone(), reason });
+            }
             if dir.join("pid").exists() || dir.join("exit").exists() {
                 break;
             }
@@ -136,6 +141,11 @@ impl Executor for NamespaceExecutor {
         let dir = self.dir(id);
         if let Ok(code) = std::fs::read_to_string(dir.join("exit")) {
             return ProcessState::Exited(code.trim().parse().unwrap_or(255));
+        }
+        // It never started (reported Failed with the reason): ended, not unknown, so it is
+        // not started again.
+        if dir.join(shim::START_ERROR).exists() {
+            return ProcessState::Exited(127);
         }
         match self.pid(id) {
             Some(_) => ProcessState::Running,

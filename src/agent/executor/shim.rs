@@ -63,7 +63,23 @@ fn wait_for(pid: Pid) -> i32 {
     }
 }
 
+/// The file in DIR that says why the shim could not make the task (before its init ran).
+pub const START_ERROR: &str = "start-error";
+
+/// Runs the task; a failure before its init exists is also written to DIR/`START_ERROR`, so
+/// the agent reports it once, with the reason, instead of finding no trace and starting the
+/// task again and again.
 pub fn run(dir: &Path) -> anyhow::Result<i32> {
+    let r = run_task(dir);
+    if let Err(e) = &r {
+        if !dir.join("pid").exists() {
+            let _ = std::fs::write(dir.join(START_ERROR), format!("{e:#}"));
+        }
+    }
+    r
+}
+
+fn run_task(dir: &Path) -> anyhow::Result<i32> {
     let spec: TaskRun = serde_json::from_slice(&std::fs::read(dir.join("spec.json")).context("read spec.json")?)
         .context("parse spec.json")?;
     let ns = shoal_dataplane::netns::open(&spec.netns).with_context(|| format!("task namespace {}", spec.netns))?;
