@@ -4,7 +4,7 @@
 //! 1. Data path, per load balancer (eBPF, nftables, IPVS) on a 3-node lab with 3 `shoal whoami`
 //!    replicas: new connections per second and request latency (connect + one HTTP request,
 //!    p50/p99) through a published port (client -> node:5000) against the client going straight
-//!    to the tasks (routed through the same node); through the VIP from a task against that
+//!    to the tasks (each routed through the node it runs on); through the VIP from a task against that
 //!    task going straight to the tasks, on a port the service publishes (80) and on one it does
 //!    not list at all (8080: a VIP carries every port); with eBPF, the VIP again from a process
 //!    in the task's namespace but not its cgroup (the packet path, which the socket hooks do not
@@ -226,9 +226,14 @@ fn datapath(kinds: &[lb::LbKind], conns: usize) {
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         lab.procs.push(child);
     }
-    // The direct baseline from outside: the client routes the overlay subnet via smgr, so it
-    // crosses the same node (and VXLAN for remote tasks) as the mesh does, without the LB.
-    run(Command::new("ip").args(["-n", &lab.ns("client"), "route", "replace", "10.0.9.0/24", "via", "192.168.33.10"]));
+    // The direct baseline from outside: the client routes each task's address via the node it
+    // runs on (client -> node -> task, no LB). Through one node (smgr) for all, as before egress,
+    // the replies of remote tasks left their own node straight to the client, which that node's
+    // egress masquerade now rightly rewrites (it never saw the connection open).
+    for (i, _) in NODES.iter().enumerate() {
+        let (task, node) = (format!("10.0.9.{}/32", i + 2), format!("192.168.33.{}", 10 * (i + 1)));
+        run(Command::new("ip").args(["-n", &lab.ns("client"), "route", "replace", &task, "via", &node]));
+    }
     let tasks = ["10.0.9.2:80", "10.0.9.3:80", "10.0.9.4:80"];
     let tasks_8080 = ["10.0.9.2:8080", "10.0.9.3:8080", "10.0.9.4:8080"];
     let client = lab.ns("client");
