@@ -18,9 +18,9 @@ fn state() -> NodeState {
     NodeState {
         node: "smgr".into(),
         nodes: vec![
-            NodeInfo { name: "smgr".into(), address: ip("192.168.33.10") },
-            NodeInfo { name: "snode1".into(), address: ip("192.168.33.20") },
-            NodeInfo { name: "snode2".into(), address: ip("192.168.33.30") },
+            NodeInfo { name: "smgr".into(), address: ip("192.168.33.10"), wireguard: None },
+            NodeInfo { name: "snode1".into(), address: ip("192.168.33.20"), wireguard: None },
+            NodeInfo { name: "snode2".into(), address: ip("192.168.33.30"), wireguard: None },
         ],
         networks: vec![Network {
             name: "backend".into(),
@@ -33,6 +33,7 @@ fn state() -> NodeState {
                 .collect(),
             internal: false,
             local: false,
+            encrypted: None,
         }],
         endpoints: vec![
             ep("web.1", "backend", "smgr", "10.0.9.2", Some("t-web1")),
@@ -40,6 +41,7 @@ fn state() -> NodeState {
             ep("web.3", "backend", "snode2", "10.0.9.4", None),
         ],
         services: vec![],
+        wireguard_private_key: None,
     }
 }
 
@@ -313,6 +315,7 @@ fn removing_a_network_deletes_its_links_rules_and_isolation_route() {
         lb_addresses: Default::default(),
         internal: false,
         local: false,
+        encrypted: None,
     });
     s.endpoints.push(ep("fe.1", "frontend", "smgr", "10.0.10.2", Some("t-fe1")));
     let sim = converge(&s, bare());
@@ -484,6 +487,7 @@ fn overlapping_and_duplicate_networks_are_refused() {
         lb_addresses: Default::default(),
         internal: false,
         local: false,
+        encrypted: None,
     });
     let fields = invalid_fields(&s, &bare());
     assert!(fields.contains(&"networks[1].vni".to_string()), "{fields:?}");
@@ -505,6 +509,7 @@ fn networks_are_isolated_by_routing() {
         lb_addresses: Default::default(),
         internal: false,
         local: false,
+        encrypted: None,
     });
     let sim = converge(&s, bare());
     // from each bridge: own table first, then the table that makes every overlay unreachable
@@ -557,6 +562,7 @@ fn two_network_task() -> NodeState {
         lb_addresses: [("smgr".to_string(), ip("10.0.10.250"))].into_iter().collect(),
         internal: false,
         local: false,
+        encrypted: None,
     });
     s.endpoints.push(ep("web.1.front", "front", "smgr", "10.0.10.2", Some("t-web1")));
     s
@@ -629,6 +635,7 @@ fn with_gateway_bridge() -> NodeState {
         lb_addresses: Default::default(),
         internal: false,
         local: true,
+        encrypted: None,
     });
     s.endpoints.push(ep("big.1", "shoal_gwbridge", "smgr", "172.18.0.2", Some("t-big1")));
     s.endpoints.push(ep("big.2", "shoal_gwbridge", "snode1", "172.18.0.3", None));
