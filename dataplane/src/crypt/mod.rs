@@ -13,6 +13,8 @@ pub mod kernel;
 pub mod key;
 mod nft;
 pub mod plan;
+#[cfg(test)]
+mod plan_tests;
 pub mod uapi;
 pub mod userspace;
 
