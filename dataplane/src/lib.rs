@@ -5,6 +5,7 @@
 //! [`overlay::observe`] reads what the kernel has, [`overlay::plan`] (pure) turns the two into
 //! [`overlay::Op`]s, and [`overlay::apply`] runs them through the one [`netlink`] module.
 
+pub mod crypt;
 pub mod egress;
 pub mod lb;
 pub mod netlink;

@@ -68,6 +68,8 @@ pub fn node_state(view: &AgentView, node_id: &str, self_addr: Ipv4Addr, running:
             lb_addresses: n.lb_addrs.iter().filter(|(node, _)| nodes.contains_key(*node)).map(|(k, v)| (k.clone(), *v)).collect(),
             internal: n.internal,
             local: n.node_local,
+            // The control plane cannot create encrypted networks yet (refused at create).
+            encrypted: None,
         })
         .collect();
 
@@ -111,10 +113,11 @@ pub fn node_state(view: &AgentView, node_id: &str, self_addr: Ipv4Addr, running:
     let services = services(view, node_id, &endpoints);
     NodeState {
         node: node_id.to_string(),
-        nodes: nodes.into_iter().map(|(name, address)| NodeInfo { name, address }).collect(),
+        nodes: nodes.into_iter().map(|(name, address)| NodeInfo { name, address, wireguard: None }).collect(),
         networks,
         endpoints,
         services,
+        wireguard_private_key: None,
     }
 }
 

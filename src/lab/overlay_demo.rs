@@ -24,7 +24,7 @@ pub struct DemoTask {
 /// The desired state of every node: one network, one task per node, an LB address per node.
 pub fn states(t: &Topology) -> (Vec<NodeState>, Vec<DemoTask>) {
     let nodes: Vec<NodeInfo> =
-        t.nodes.iter().map(|n| NodeInfo { name: n.name.clone(), address: n.address }).collect();
+        t.nodes.iter().map(|n| NodeInfo { name: n.name.clone(), address: n.address, wireguard: None }).collect();
     let lb_addresses: BTreeMap<String, Ipv4Addr> =
         t.nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), Ipv4Addr::new(10, 0, 9, 250 - i as u8))).collect();
     let network = Network {
@@ -36,6 +36,7 @@ pub fn states(t: &Topology) -> (Vec<NodeState>, Vec<DemoTask>) {
         lb_addresses,
         internal: false,
         local: false,
+        encrypted: None,
     };
     let tasks: Vec<DemoTask> = t
         .nodes
@@ -69,6 +70,7 @@ pub fn states(t: &Topology) -> (Vec<NodeState>, Vec<DemoTask>) {
             networks: vec![network.clone()],
             endpoints: endpoints.clone(),
             services: vec![],
+            wireguard_private_key: None,
         })
         .collect();
     (states, tasks)

@@ -126,6 +126,17 @@ impl Netlink {
         self.set_alias(&spec.name, &spec.alias)
     }
 
+    /// Makes a kernel WireGuard device (configured afterwards over the "wireguard" generic
+    /// netlink family).
+    pub fn add_wireguard(&mut self, name: &str, mtu: u32, alias: &str) -> Result<(), NetlinkError> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Wireguard)]));
+        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL, || format!("add wireguard {name}"))?;
+        self.set_alias(name, alias)
+    }
+
     /// Makes a veth pair: `name` here, `peer` inside the namespace `peer_netns` with `peer_mac`.
     pub fn add_veth(
         &mut self,

@@ -35,6 +35,8 @@ pub enum OverlayError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Apply(#[from] ApplyErrors),
+    #[error(transparent)]
+    Crypt(#[from] crate::crypt::CryptError),
 }
 
 /// What one reconcile did.
@@ -59,13 +61,17 @@ pub fn dry_run(desired: &NodeState) -> Result<Vec<Op>, OverlayError> {
     Ok(plan(desired, &obs)?)
 }
 
-/// Removes everything shoal made in this namespace, continuing past failures.
+/// Removes everything shoal made in this namespace, continuing past failures: networks,
+/// endpoints, then the encrypted networks' tunnel and fail-closed table.
 pub fn teardown() -> Result<Report, OverlayError> {
     let mut nl = Netlink::open()?;
     let empty = NodeState::empty();
     let obs = observe(&mut nl, &empty)?;
     let ops = plan_teardown(&obs);
-    apply(&mut nl, &ops, Mode::Continue)?;
+    let applied = apply(&mut nl, &ops, Mode::Continue);
+    let crypt = crate::crypt::teardown();
+    applied?;
+    crypt?;
     Ok(Report { ops })
 }
 

@@ -11,6 +11,7 @@ use super::names;
 use super::observe::Observed;
 use super::op::{Op, RouteSpec};
 
+use crate::crypt::plan::{DEVICE as TUNNEL_DEVICE, WG_OVERHEAD};
 use crate::netlink::MAIN_TABLE;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,11 @@ pub enum PlanError {
          run shoal in the node's namespace (--netns) or fix the node's address in `nodes`"
     )]
     NoUnderlay { node: String, address: Ipv4Addr },
+    #[error(
+        "network '{network}' is encrypted but the tunnel device {device} is not here: bring \
+         encryption up first (nothing of the network is attached without it)"
+    )]
+    NoTunnel { network: String, device: &'static str },
 }
 
 /// What one overlay network looks like on this node.
@@ -33,6 +39,11 @@ struct NetPlan {
     mtu: u32,
     bridge_mac: Option<Mac>,
     alias: String,
+    /// The VXLAN device's local address and lower device: the node's underlay address and
+    /// interface, or for an encrypted network its tunnel address and the tunnel device.
+    local: Ipv4Addr,
+    lower: String,
+    encrypted: bool,
 }
 
 /// Plans the changes that bring the kernel from `obs` to `desired`. Validates first: an invalid
@@ -47,27 +58,40 @@ pub fn plan(desired: &NodeState, obs: &Observed) -> Result<Vec<Op>, PlanError> {
         .and_then(|a| obs.links.iter().find(|l| l.index == a.ifindex));
     let underlay = match underlay {
         Some(l) => l,
-        None if desired.networks.is_empty() => return Ok(Planner::new(obs).finish(desired, &[], None)),
+        None if desired.networks.is_empty() => return Ok(Planner::new(obs).finish(desired, &[], false)),
         None => return Err(PlanError::NoUnderlay { node: me.name.clone(), address: me.address }),
     };
 
     let mut errs = Vec::new();
     let mut nets = Vec::new();
-    let max_mtu = underlay.mtu.saturating_sub(VXLAN_OVERHEAD);
+    let tunnel = crate::crypt::tunnel(desired);
     for (i, net) in desired.networks.iter().enumerate() {
+        let encrypted = net.encrypted.is_some();
+        // An encrypted network's VXLAN travels inside WireGuard: both overheads come off.
+        let overhead = VXLAN_OVERHEAD + if encrypted { WG_OVERHEAD } else { 0 };
+        let max_mtu = underlay.mtu.saturating_sub(overhead);
         let mtu = net.mtu.unwrap_or(max_mtu);
         if net.mtu.is_some_and(|m| m > max_mtu) {
             errs.push(FieldError {
                 field: format!("networks[{i}].mtu"),
                 problem: format!(
                     "{mtu} needs an underlay MTU of {}, but {} has {}",
-                    mtu + VXLAN_OVERHEAD,
+                    mtu + overhead,
                     underlay.name,
                     underlay.mtu
                 ),
                 fix: format!("use {max_mtu} or less, or leave it unset"),
             });
         }
+        let (local, lower) = match (&tunnel, encrypted) {
+            (Some(t), true) => {
+                if obs.link(TUNNEL_DEVICE).is_none() {
+                    return Err(PlanError::NoTunnel { network: net.name.clone(), device: TUNNEL_DEVICE });
+                }
+                (t.address, TUNNEL_DEVICE.to_string())
+            }
+            _ => (me.address, underlay.name.clone()),
+        };
         let (bridge, vxlan) = (names::bridge(net.vni), names::vxlan(net.vni));
         for l in obs.links.iter().filter(|_| !net.local) {
             let ours = names::is_shoal_alias(l.alias.as_deref());
@@ -96,18 +120,21 @@ pub fn plan(desired: &NodeState, obs: &Observed) -> Result<Vec<Op>, PlanError> {
             mtu,
             bridge_mac: local_lb.map(Mac::from_ipv4),
             alias: names::network_alias(net),
+            local,
+            lower,
+            encrypted,
         });
     }
     if !errs.is_empty() {
         return Err(InvalidState(errs).into());
     }
-    Ok(Planner::new(obs).finish(desired, &nets, Some((&underlay.name, me.address))))
+    Ok(Planner::new(obs).finish(desired, &nets, true))
 }
 
 /// Plans removing everything shoal made on this node: networks, endpoints and their namespaces.
 pub fn plan_teardown(obs: &Observed) -> Vec<Op> {
     let empty = NodeState::empty();
-    Planner::new(obs).finish(&empty, &[], None)
+    Planner::new(obs).finish(&empty, &[], false)
 }
 
 #[derive(Default)]
@@ -133,7 +160,7 @@ impl<'a> Planner<'a> {
         Self { obs, ops: Ops::default(), fresh: HashSet::new(), doomed: HashSet::new() }
     }
 
-    fn finish(mut self, desired: &NodeState, nets: &[NetPlan], underlay: Option<(&str, Ipv4Addr)>) -> Vec<Op> {
+    fn finish(mut self, desired: &NodeState, nets: &[NetPlan], has_underlay: bool) -> Vec<Op> {
         if !nets.is_empty() && !self.obs.ip_forward {
             self.ops.first.push(Op::EnableForwarding);
         }
@@ -141,10 +168,10 @@ impl<'a> Planner<'a> {
             self.ops.first.push(Op::DisableBridgeNetfilter);
         }
         self.stale_links(nets);
-        if let Some((underlay, local)) = underlay {
+        if has_underlay {
             for n in nets {
                 self.bridge(n);
-                self.vxlan(n, underlay, local);
+                self.vxlan(n);
             }
         }
         self.tables(desired, nets);
@@ -195,7 +222,8 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn vxlan(&mut self, n: &NetPlan, underlay: &str, local: Ipv4Addr) {
+    fn vxlan(&mut self, n: &NetPlan) {
+        let local = n.local;
         let Some(vxlan) = &n.vxlan else { return };
         let bridge_index = self.obs.link(&n.bridge).map(|l| l.index);
         let bridge_fresh = self.fresh.contains(&n.bridge);
@@ -226,7 +254,7 @@ impl<'a> Planner<'a> {
                     name: vxlan.clone(),
                     vni: n.vni,
                     local,
-                    underlay: underlay.to_string(),
+                    underlay: n.lower.clone(),
                     mtu: n.mtu,
                     alias: n.alias.clone(),
                 });
@@ -244,7 +272,16 @@ impl<'a> Planner<'a> {
     }
 
     fn tables(&mut self, desired: &NodeState, nets: &[NetPlan]) {
-        let node_addr = |name: &str| desired.nodes.iter().find(|n| n.name == name).map(|n| n.address);
+        // A remote node's VTEP: its underlay address, or its tunnel address for an encrypted
+        // network (its VXLAN then exists only inside the tunnel).
+        let vtep_of = |name: &str, encrypted: bool| {
+            let node = desired.nodes.iter().find(|n| n.name == name)?;
+            if encrypted {
+                node.wireguard.as_ref().map(|w| w.address)
+            } else {
+                Some(node.address)
+            }
+        };
         let mut addrs = BTreeSet::new();
         let mut routes = BTreeSet::new();
         let mut rules = BTreeSet::new();
@@ -289,14 +326,14 @@ impl<'a> Planner<'a> {
             let Some(vxlan) = &n.vxlan else { continue };
             let remote_lbs = net.lb_addresses.iter().filter(|(node, _)| **node != desired.node);
             for (node, ip) in remote_lbs {
-                if let Some(vtep) = node_addr(node) {
+                if let Some(vtep) = vtep_of(node, n.encrypted) {
                     fdb.insert((vxlan.clone(), Mac::from_ipv4(*ip), vtep));
                     neigh.insert((vxlan.clone(), *ip, Mac::from_ipv4(*ip)));
                 }
             }
             let remote = desired.endpoints.iter().filter(|e| e.network == net.name && e.node != desired.node);
             for ep in remote {
-                if let Some(vtep) = node_addr(&ep.node) {
+                if let Some(vtep) = vtep_of(&ep.node, n.encrypted) {
                     fdb.insert((vxlan.clone(), ep.mac(), vtep));
                     neigh.insert((vxlan.clone(), ep.ip, ep.mac()));
                 }

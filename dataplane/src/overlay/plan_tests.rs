@@ -18,9 +18,9 @@ fn state() -> NodeState {
     NodeState {
         node: "smgr".into(),
         nodes: vec![
-            NodeInfo { name: "smgr".into(), address: ip("192.168.33.10") },
-            NodeInfo { name: "snode1".into(), address: ip("192.168.33.20") },
-            NodeInfo { name: "snode2".into(), address: ip("192.168.33.30") },
+            NodeInfo { name: "smgr".into(), address: ip("192.168.33.10"), wireguard: None },
+            NodeInfo { name: "snode1".into(), address: ip("192.168.33.20"), wireguard: None },
+            NodeInfo { name: "snode2".into(), address: ip("192.168.33.30"), wireguard: None },
         ],
         networks: vec![Network {
             name: "backend".into(),
@@ -33,6 +33,7 @@ fn state() -> NodeState {
                 .collect(),
             internal: false,
             local: false,
+            encrypted: None,
         }],
         endpoints: vec![
             ep("web.1", "backend", "smgr", "10.0.9.2", Some("t-web1")),
@@ -40,6 +41,7 @@ fn state() -> NodeState {
             ep("web.3", "backend", "snode2", "10.0.9.4", None),
         ],
         services: vec![],
+        wireguard_private_key: None,
     }
 }
 
@@ -313,6 +315,7 @@ fn removing_a_network_deletes_its_links_rules_and_isolation_route() {
         lb_addresses: Default::default(),
         internal: false,
         local: false,
+        encrypted: None,
     });
     s.endpoints.push(ep("fe.1", "frontend", "smgr", "10.0.10.2", Some("t-fe1")));
     let sim = converge(&s, bare());
@@ -484,6 +487,7 @@ fn overlapping_and_duplicate_networks_are_refused() {
         lb_addresses: Default::default(),
         internal: false,
         local: false,
+        encrypted: None,
     });
     let fields = invalid_fields(&s, &bare());
     assert!(fields.contains(&"networks[1].vni".to_string()), "{fields:?}");
@@ -505,6 +509,7 @@ fn networks_are_isolated_by_routing() {
         lb_addresses: Default::default(),
         internal: false,
         local: false,
+        encrypted: None,
     });
     let sim = converge(&s, bare());
     // from each bridge: own table first, then the table that makes every overlay unreachable
@@ -557,6 +562,7 @@ fn two_network_task() -> NodeState {
         lb_addresses: [("smgr".to_string(), ip("10.0.10.250"))].into_iter().collect(),
         internal: false,
         local: false,
+        encrypted: None,
     });
     s.endpoints.push(ep("web.1.front", "front", "smgr", "10.0.10.2", Some("t-web1")));
     s
@@ -629,6 +635,7 @@ fn with_gateway_bridge() -> NodeState {
         lb_addresses: Default::default(),
         internal: false,
         local: true,
+        encrypted: None,
     });
     s.endpoints.push(ep("big.1", "shoal_gwbridge", "smgr", "172.18.0.2", Some("t-big1")));
     s.endpoints.push(ep("big.2", "shoal_gwbridge", "snode1", "172.18.0.3", None));
@@ -681,4 +688,104 @@ fn an_internal_network_has_no_route_out_but_its_own_subnet() {
     let ops = plan(&s, &sim.obs).unwrap();
     assert_eq!(ops.len(), 1, "{ops:?}");
     assert!(matches!(&ops[0], Op::DelRoute(r) if r.prefix == 0 && r.table == table), "{ops:?}");
+}
+
+/// `state()` plus an encrypted network `secure` (vni 4099) with a task on this node and one on
+/// snode1, and every node's WireGuard key and tunnel address.
+fn with_encrypted() -> NodeState {
+    use crate::crypt::key::PrivateKey;
+    let mut s = state();
+    let keys: Vec<PrivateKey> = (1..=3u8).map(|i| PrivateKey::from_bytes([i; 32])).collect();
+    for (i, n) in s.nodes.iter_mut().enumerate() {
+        n.wireguard = Some(crate::state::NodeWireGuard { public_key: keys[i].public_key(), address: ip(&format!("10.254.0.{}", i + 1)) });
+    }
+    s.wireguard_private_key = Some(keys[0].clone());
+    s.networks.push(Network {
+        name: "secure".into(),
+        vni: 4099,
+        subnet: "10.0.11.0/24".parse().unwrap(),
+        gateway: None,
+        mtu: None,
+        lb_addresses: Default::default(),
+        internal: false,
+        local: false,
+        encrypted: Some(crate::state::Encryption::Wireguard),
+    });
+    s.endpoints.push(ep("sec.1", "secure", "smgr", "10.0.11.2", Some("t-sec1")));
+    s.endpoints.push(ep("sec.2", "secure", "snode1", "10.0.11.3", None));
+    s
+}
+
+/// A node namespace with its underlay interface and the tunnel device up.
+fn bare_with_tunnel() -> Observed {
+    let mut obs = bare();
+    obs.links.push(Link {
+        index: 3,
+        name: "shw0".into(),
+        kind: LinkKind::Other("tun".into()),
+        mtu: 1440,
+        up: true,
+        master: None,
+        mac: None,
+        alias: None,
+    });
+    obs.addrs.push(Addr { ifindex: 3, ip: ip("10.254.0.1"), prefix: 32 });
+    obs
+}
+
+#[test]
+fn an_encrypted_network_runs_its_vxlan_between_tunnel_addresses_with_both_overheads_off() {
+    let s = with_encrypted();
+    let ops = plan(&s, &bare_with_tunnel()).unwrap();
+    let text: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
+    // Its VXLAN: local = this node's tunnel address, over the tunnel, 1500 - 60 - 50.
+    assert!(text.contains(&"create vxlan shv-4099 id 4099 local 10.254.0.1 dev shw0 mtu 1390".to_string()), "{text:#?}");
+    assert!(text.contains(&"add fdb 02:42:0a:00:0b:03 dev shv-4099 dst 10.254.0.2".to_string()), "{text:#?}");
+    assert!(text.iter().any(|t| t.starts_with("configure t-sec1:eth0 10.0.11.2/24") && t.ends_with("mtu 1390")), "{text:#?}");
+    // Nothing of it points at an underlay address; the plain network is unchanged.
+    assert!(!text.iter().any(|t| t.contains("shv-4099") && t.contains("192.168.33.")), "{text:#?}");
+    assert!(text.contains(&"create vxlan shv-4097 id 4097 local 192.168.33.10 dev eth0 mtu 1450".to_string()), "{text:#?}");
+    assert!(text.contains(&"add fdb 02:42:0a:00:09:03 dev shv-4097 dst 192.168.33.20".to_string()), "{text:#?}");
+    // Converged, the next plan is empty.
+    let sim = converge(&s, bare_with_tunnel());
+    assert!(plan(&s, &sim.obs).unwrap().is_empty());
+}
+
+#[test]
+fn an_encrypted_network_without_its_tunnel_is_refused_whole() {
+    let err = plan(&with_encrypted(), &bare()).unwrap_err().to_string();
+    assert!(err.contains("network 'secure' is encrypted") && err.contains("shw0"), "{err}");
+}
+
+#[test]
+fn a_node_that_cannot_encrypt_plans_without_the_network_and_removes_what_it_had() {
+    let s = with_encrypted();
+    let sim = converge(&s, bare_with_tunnel());
+    let gone = std::collections::HashSet::from(["secure"]);
+    let without = s.without_networks(&gone);
+    assert!(without.endpoints.iter().all(|e| e.network != "secure"));
+    let text: Vec<String> = plan(&without, &sim.obs).unwrap().iter().map(|o| o.to_string()).collect();
+    for want in ["delete link shv-4099", "delete link shb-4099", "delete netns t-sec1"] {
+        assert!(text.contains(&want.to_string()), "{want} missing: {text:#?}");
+    }
+    assert!(!text.iter().any(|t| t.contains("4097")), "the plain network was touched: {text:#?}");
+}
+
+#[test]
+fn encryption_fields_are_validated_by_name() {
+    let mut s = with_encrypted();
+    s.wireguard_private_key = Some(crate::crypt::key::PrivateKey::from_bytes([9; 32]));
+    s.nodes[2].wireguard.as_mut().unwrap().address = ip("10.0.9.77");
+    s.nodes[1].wireguard = None;
+    let err = s.validate().unwrap_err().to_string();
+    for want in [
+        "nodes[0].wireguard.public_key: is not the public key of `wireguard_private_key`",
+        "nodes[2].wireguard.address: 10.0.9.77 is inside 10.0.9.0/24 of network 'backend'",
+        "endpoints[4].node: network 'secure' is encrypted but node 'snode1' has no WireGuard key",
+    ] {
+        assert!(err.contains(want), "{want}\nnot in:\n{err}");
+    }
+    let mut s = with_encrypted();
+    s.wireguard_private_key = None;
+    assert!(s.validate().unwrap_err().to_string().contains("wireguard_private_key: a network is encrypted"));
 }

@@ -9,6 +9,7 @@ use crate::netlink::{LinkKind, Mac};
 use crate::state::{Endpoint, Network, NodeInfo, NodeState};
 
 use super::names;
+use crate::crypt::plan::DEVICE as TUNNEL;
 use super::observe::Observed;
 
 /// Reconstructs the state the kernel holds. Remote endpoints are known only by VTEP, so their
@@ -18,7 +19,7 @@ pub fn describe(obs: &Observed, node: &str) -> NodeState {
     let mut endpoints = Vec::new();
     let mut vteps = BTreeMap::new();
     let local_addr = obs.addrs.iter().find(|a| {
-        obs.link_name(a.ifindex).is_some_and(|n| !n.starts_with("she-") && !n.starts_with("shb-") && n != "lo")
+        obs.link_name(a.ifindex).is_some_and(|n| !n.starts_with("she-") && !n.starts_with("shb-") && n != "lo" && n != TUNNEL)
     });
     if let Some(a) = local_addr {
         vteps.insert(a.ip, node.to_string());
@@ -74,11 +75,14 @@ pub fn describe(obs: &Observed, node: &str) -> NodeState {
                 ..Default::default()
             });
         }
-        networks.push(Network { name, vni: info.vni, subnet, gateway, mtu: Some(bridge.mtu), lb_addresses, internal, local: false });
+        // Its VXLAN runs from the tunnel device's address: an encrypted network.
+        let encrypted = info.local.is_some_and(|ip| obs.addrs.iter().any(|a| a.ip == ip && obs.link_name(a.ifindex) == Some(TUNNEL)));
+        let encrypted = encrypted.then_some(crate::state::Encryption::Wireguard);
+        networks.push(Network { name, vni: info.vni, subnet, gateway, mtu: Some(bridge.mtu), lb_addresses, internal, local: false, encrypted });
     }
     // Dumps come in kernel order; sort so two shows of the same state print the same text.
     endpoints.sort_by(|a, b| (&a.network, a.ip).cmp(&(&b.network, b.ip)));
     networks.sort_by_key(|n| n.vni);
-    let nodes = vteps.into_iter().map(|(address, name)| NodeInfo { name, address }).collect();
-    NodeState { node: node.to_string(), nodes, networks, endpoints, services: vec![] }
+    let nodes = vteps.into_iter().map(|(address, name)| NodeInfo { name, address, wireguard: None }).collect();
+    NodeState { node: node.to_string(), nodes, networks, endpoints, services: vec![], wireguard_private_key: None }
 }

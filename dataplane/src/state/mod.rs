@@ -15,7 +15,11 @@ use crate::netlink::Mac;
 use crate::netns;
 
 mod services;
+mod wireguard;
 pub use services::{EndpointMode, PortConfig, Protocol, PublishMode, Service};
+pub use wireguard::{Encryption, NodeWireGuard};
+
+use crate::crypt::key::PrivateKey;
 
 pub const VNI_MAX: u32 = 16_777_215;
 pub const MIN_MTU: u32 = 1280;
@@ -39,6 +43,10 @@ pub struct NodeState {
     /// Services with their VIPs, published ports and backends (the load balancers' input).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<Service>,
+    /// This node's WireGuard private key, when a network is encrypted. The agent keeps it in
+    /// memory only; `dataplane apply` (a lab and test tool) reads it from the state file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard_private_key: Option<PrivateKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +54,9 @@ pub struct NodeState {
 pub struct NodeInfo {
     pub name: String,
     pub address: Ipv4Addr,
+    /// Public key and tunnel address: needed from every node with tasks on an encrypted network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard: Option<NodeWireGuard>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +83,10 @@ pub struct Network {
     /// bridge only, no VXLAN device; endpoints of other nodes on it are not programmed.
     #[serde(default, skip_serializing_if = "is_false")]
     pub local: bool,
+    /// Traffic between nodes travels only inside encrypted tunnels (`--opt encrypted`): the
+    /// network's VXLAN runs between the nodes' tunnel addresses, never in the clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<Encryption>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,7 +206,14 @@ fn valid_name(s: &str) -> bool {
 impl NodeState {
     /// Nothing desired: what teardown plans towards.
     pub fn empty() -> Self {
-        Self { node: String::new(), nodes: vec![], networks: vec![], endpoints: vec![], services: vec![] }
+        Self {
+            node: String::new(),
+            nodes: vec![],
+            networks: vec![],
+            endpoints: vec![],
+            services: vec![],
+            wireguard_private_key: None,
+        }
     }
 
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
@@ -230,6 +252,7 @@ impl NodeState {
         self.validate_networks(&mut errs);
         self.validate_endpoints(&mut errs);
         self.validate_services(&mut errs);
+        self.validate_wireguard(&mut errs);
         if errs.0.is_empty() {
             Ok(())
         } else {

@@ -1,0 +1,359 @@
+//! End-to-end tests of encrypted overlay networks (`"encrypted": "wireguard"`) on a 3-node lab:
+//! an encrypted and a plain network side by side, one task per node on each. What a user (and
+//! an attacker on the underlay) would see: tasks talk across nodes; a capture on the underlay
+//! bridge finds the plain network's marker but never the encrypted one's; plaintext VXLAN for the
+//! encrypted VNI, injected from the underlay, reaches no task; the MTU is exact; a node without
+//! TUN attaches none of the network and says why. Run as root by tests/run.sh.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+const NODES: [&str; 3] = ["smgr", "snode1", "snode2"];
+/// (network, vni, third octet)
+const SECURE: (&str, u32, u8) = ("secure", 4099, 11);
+const PLAIN: (&str, u32, u8) = ("plain", 4097, 9);
+/// Underlay 1500 - WireGuard 60 - VXLAN 50.
+const SECURE_MTU: u32 = 1390;
+
+struct Keys(Vec<(String, String)>);
+
+impl Keys {
+    fn new() -> Keys {
+        Keys(
+            NODES
+                .iter()
+                .map(|_| {
+                    let out = shoal(&["dataplane", "wg-key"]);
+                    assert!(out.status.success(), "wg-key: {}", String::from_utf8_lossy(&out.stderr));
+                    let v: Value = serde_json::from_slice(&out.stdout).expect("wg-key prints JSON");
+                    (v["private_key"].as_str().unwrap().to_string(), v["public_key"].as_str().unwrap().to_string())
+                })
+                .collect(),
+        )
+    }
+}
+
+fn state(lab: &Lab, keys: &Keys, node: &str) -> Value {
+    let mut endpoints = Vec::new();
+    for (i, n) in NODES.iter().enumerate() {
+        for (net, _, third) in [SECURE, PLAIN] {
+            endpoints.push(json!({
+                "id": format!("{net}.{}", i + 1), "network": net, "node": n,
+                "ip": format!("10.0.{third}.{}", i + 2), "netns": lab.task_ns(&format!("{n}-{net}")),
+            }));
+        }
+    }
+    let me = NODES.iter().position(|n| *n == node).unwrap();
+    let nodes: Vec<Value> = NODES
+        .iter()
+        .enumerate()
+        .map(|(i, n)| json!({"name": n, "address": format!("192.168.33.{}", 10 * (i + 1)),
+                              "wireguard": {"public_key": keys.0[i].1, "address": format!("10.254.0.{}", i + 1)}}))
+        .collect();
+    json!({
+        "node": node,
+        "nodes": nodes,
+        "wireguard_private_key": keys.0[me].0,
+        "networks": [
+            {"name": SECURE.0, "vni": SECURE.1, "subnet": "10.0.11.0/24", "encrypted": "wireguard"},
+            {"name": PLAIN.0, "vni": PLAIN.1, "subnet": "10.0.9.0/24"},
+        ],
+        "endpoints": endpoints,
+    })
+}
+
+/// `dataplane apply --wireguard WG`, optionally wrapped (e.g. in a mount namespace).
+fn apply(lab: &Lab, node: &str, state: &Value, wg: &str, wrap: &[&str]) -> std::process::Output {
+    let path = std::env::temp_dir().join(format!("{}-{node}-enc.json", lab.name));
+    std::fs::write(&path, serde_json::to_vec_pretty(state).unwrap()).unwrap();
+    let ns = lab.node_ns(node);
+    let args = ["--netns", &ns, "dataplane", "apply", "--wireguard", wg, "--state", path.to_str().unwrap()];
+    let out = if wrap.is_empty() {
+        shoal(&args)
+    } else {
+        let script = format!("{} && exec {SHOAL} \"$@\"", wrap[1..].join(" "));
+        // Propagation unchanged: task namespaces it makes (bind mounts under the shared /run/netns)
+        // must be seen outside; the wrapper keeps its own mounts to itself (e.g. making /dev
+        // private first).
+        std::process::Command::new(wrap[0]).args(["--mount", "--propagation", "unchanged", "sh", "-c", &script, "sh"]).args(args).output().unwrap()
+    };
+    let _ = std::fs::remove_file(&path);
+    out
+}
+
+fn apply_all(lab: &Lab, keys: &Keys, wg: &str) {
+    for n in NODES {
+        let out = apply(lab, n, &state(lab, keys, n), wg, &[]);
+        assert!(out.status.success(), "apply on {n} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+fn task(lab: &Lab, node: &str, net: (&str, u32, u8)) -> String {
+    lab.task_ns(&format!("{node}-{}", net.0))
+}
+
+fn ip_of(node_index: usize, net: (&str, u32, u8)) -> String {
+    format!("10.0.{}.{}", net.2, node_index + 2)
+}
+
+/// Records every frame seen in namespace `ns` (all its interfaces) until `stop`.
+fn capture(ns: &str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<u8>> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let h = on_thread_in(ns, move || {
+        let proto = (libc::ETH_P_ALL as u16).to_be() as i32;
+        // SAFETY: a plain socket(2) call; the result is checked before use.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) };
+        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+        // SAFETY: fd is a fresh socket this closure owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
+        // SAFETY: setsockopt with a timeval of the right size on our socket.
+        unsafe { libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv as *const _ as *const libc::c_void, std::mem::size_of::<libc::timeval>() as u32) };
+        ready_tx.send(()).unwrap();
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while !stop.load(Ordering::SeqCst) {
+            // SAFETY: recv into a buffer we own, of the length we pass.
+            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+            if n > 0 {
+                seen.extend_from_slice(&buf[..n as usize]);
+            }
+        }
+        seen
+    });
+    ready_rx.recv().unwrap();
+    h
+}
+
+/// Sends `payload` over TCP from `from_ns` to `to_ip:port` in `to_ns`; returns what arrived.
+fn transfer(from_ns: &str, to_ns: &str, to_ip: &str, port: u16, payload: Vec<u8>) -> Vec<u8> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = on_thread_in(to_ns, move || {
+        let l = TcpListener::bind(("0.0.0.0", port)).expect("bind");
+        tx.send(()).unwrap();
+        let (mut s, _) = l.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    });
+    rx.recv().unwrap();
+    let addr: std::net::SocketAddr = format!("{to_ip}:{port}").parse().unwrap();
+    on_thread_in(from_ns, move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).expect("connect");
+        s.write_all(&payload).expect("send");
+    })
+    .join()
+    .unwrap();
+    server.join().unwrap()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn checksum(b: &[u8]) -> u16 {
+    let mut sum: u32 = b.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn ipv4_udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let total = 20 + 8 + payload.len();
+    let mut ip = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 1, 0, 0, 64, 17, 0, 0];
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let ulen = (8 + payload.len()) as u16;
+    ip.extend_from_slice(&sport.to_be_bytes());
+    ip.extend_from_slice(&dport.to_be_bytes());
+    ip.extend_from_slice(&ulen.to_be_bytes());
+    ip.extend_from_slice(&[0, 0]); // no UDP checksum (allowed over IPv4, and VXLAN's norm)
+    ip.extend_from_slice(payload);
+    ip
+}
+
+fn mac(s: &str) -> [u8; 6] {
+    let v: Vec<u8> = s.trim().split(':').map(|h| u8::from_str_radix(h, 16).unwrap()).collect();
+    v.try_into().unwrap()
+}
+
+/// From the underlay namespace, a plaintext VXLAN frame "from snode1" to smgr carrying a UDP
+/// datagram for the smgr task of `net`; returns whether that task received it.
+fn inject_reaches_task(lab: &Lab, net: (&str, u32, u8), port: u16) -> bool {
+    let node_mac = in_ns(&lab.node_ns("smgr"), &["cat", "/sys/class/net/eth0/address"]);
+    let node_mac = mac(&String::from_utf8_lossy(&node_mac.stdout));
+    let dst_task = [10, 0, net.2, 2];
+    let src_task = [10, 0, net.2, 3];
+    let inner_dst_mac = [0x02, 0x42, 10, 0, net.2, 2];
+    let inner_src_mac = [0x02, 0x42, 10, 0, net.2, 3];
+    let mut inner = Vec::new();
+    inner.extend_from_slice(&inner_dst_mac);
+    inner.extend_from_slice(&inner_src_mac);
+    inner.extend_from_slice(&[0x08, 0x00]);
+    inner.extend_from_slice(&ipv4_udp(src_task, dst_task, 40000, port, b"INJECTED-PLAINTEXT"));
+    let mut vxlan = vec![0x08, 0, 0, 0];
+    vxlan.extend_from_slice(&net.1.to_be_bytes()[1..]);
+    vxlan.push(0);
+    vxlan.extend_from_slice(&inner);
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&node_mac);
+    frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x20]);
+    frame.extend_from_slice(&[0x08, 0x00]);
+    frame.extend_from_slice(&ipv4_udp([192, 168, 33, 20], [192, 168, 33, 10], 40001, 4789, &vxlan));
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let listener = on_thread_in(&task(lab, "smgr", net), move || {
+        let s = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        tx.send(()).unwrap();
+        let mut buf = [0u8; 256];
+        matches!(s.recv(&mut buf), Ok(n) if &buf[..n] == b"INJECTED-PLAINTEXT")
+    });
+    rx.recv().unwrap();
+    let port_name = "u-smgr".to_string();
+    on_thread_in(&format!("shoal-{}-underlay", lab.name), move || {
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: a plain socket(2) call; the result is checked before use.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as i32) };
+        assert!(fd >= 0);
+        // SAFETY: fd is a fresh socket this closure owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let name = std::ffi::CString::new(port_name).unwrap();
+        // SAFETY: if_nametoindex reads a NUL-terminated string we own.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        assert!(ifindex > 0, "no underlay port");
+        // SAFETY: sockaddr_ll is plain data; zeroed is a valid start.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = ifindex as i32;
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&node_mac);
+        for _ in 0..3 {
+            // SAFETY: sendto with our buffer and a sockaddr_ll of the size we pass.
+            let n = unsafe {
+                libc::sendto(fd.as_raw_fd(), frame.as_ptr() as *const libc::c_void, frame.len(), 0, &sll as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_ll>() as u32)
+            };
+            assert_eq!(n as usize, frame.len(), "inject: {}", std::io::Error::last_os_error());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .join()
+    .unwrap();
+    listener.join().unwrap()
+}
+
+fn suite(test: &str, wg: &str) {
+    let lab = Lab::up(3);
+    let keys = Keys::new();
+    apply_all(&lab, &keys, wg);
+    // Re-applying changes nothing.
+    for n in NODES {
+        let out = apply(&lab, n, &state(&lab, &keys, n), wg, &[]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success());
+        assert_eq!(changes(&stdout), 0, "{test}: re-apply on {n} changed something:\n{stdout}");
+    }
+    // Every pair talks, on both networks.
+    for net in [SECURE, PLAIN] {
+        for (i, from) in NODES.iter().enumerate() {
+            for (j, to) in NODES.iter().enumerate().filter(|(j, _)| *j != i) {
+                let dst = ip_of(j, net);
+                assert!(ping(&task(&lab, from, net), &dst), "{test}: {}: ping {from} -> {to} ({dst}) failed", net.0);
+                assert!(tcp_round_trip(&task(&lab, from, net), &task(&lab, to, net), &dst, 7000 + j as u16), "{test}: {}: TCP {from} -> {to}", net.0);
+            }
+        }
+    }
+    // The networks stay apart: the plain task cannot reach the encrypted one.
+    assert!(!ping(&task(&lab, "smgr", PLAIN), &ip_of(1, SECURE)), "{test}: plain reached secure");
+    assert!(!ping(&task(&lab, "smgr", SECURE), &ip_of(1, PLAIN)), "{test}: secure reached plain");
+
+    // On the wire: the encrypted network's marker never shows; the plain one's does (so the
+    // capture sees what crosses the bridge).
+    let underlay = format!("shoal-{}-underlay", lab.name);
+    for (net, marker, port, visible) in [(SECURE, &b"SHOAL-SECRET-MARKER-93f1"[..], 7201, false), (PLAIN, &b"SHOAL-PLAIN-MARKER-5c2e"[..], 7202, true)] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let cap = capture(&underlay, stop.clone());
+        let payload: Vec<u8> = marker.iter().copied().cycle().take(marker.len() * 2000).collect();
+        let got = transfer(&task(&lab, "smgr", net), &task(&lab, "snode1", net), &ip_of(1, net), port, payload.clone());
+        assert_eq!(got.len(), payload.len(), "{test}: {}: transfer incomplete", net.0);
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::SeqCst);
+        let seen = cap.join().unwrap();
+        assert!(seen.len() > payload.len(), "{test}: {}: the capture saw only {} bytes", net.0, seen.len());
+        assert_eq!(contains(&seen, marker), visible, "{test}: {}: marker {} on the underlay", net.0, if visible { "missing" } else { "seen in plaintext" });
+    }
+
+    // Plaintext VXLAN for the encrypted VNI, injected on the underlay, reaches no task; the same
+    // injection on the plain VNI does (the injection is sound).
+    assert!(inject_reaches_task(&lab, PLAIN, 9101), "{test}: the control injection on the plain network did not arrive");
+    assert!(!inject_reaches_task(&lab, SECURE, 9102), "{test}: plaintext VXLAN for the encrypted VNI reached its task");
+
+    // Exact MTU: a DF packet of the MTU passes, one byte more does not.
+    let src = task(&lab, "smgr", SECURE);
+    let dst = ip_of(2, SECURE);
+    let fits = (SECURE_MTU - 28).to_string();
+    let over = (SECURE_MTU - 27).to_string();
+    let ok = in_ns(&src, &["ping", "-M", "do", "-c", "1", "-W", "2", "-s", &fits, &dst]);
+    assert!(ok.status.success(), "{test}: a DF packet of exactly the encrypted MTU did not pass: {}", String::from_utf8_lossy(&ok.stdout));
+    let big = in_ns(&src, &["ping", "-M", "do", "-c", "1", "-W", "2", "-s", &over, &dst]);
+    assert!(!big.status.success(), "{test}: a DF packet one byte over the encrypted MTU passed");
+    let mtu = in_ns(&src, &["cat", "/sys/class/net/eth0/mtu"]);
+    assert_eq!(String::from_utf8_lossy(&mtu.stdout).trim(), SECURE_MTU.to_string());
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn encrypted_userspace_tasks_talk_nothing_in_plaintext_and_exact_mtu() {
+    require_root();
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        skip("encrypted_userspace_tasks_talk_nothing_in_plaintext_and_exact_mtu", "no TUN device (/dev/net/tun)");
+        return;
+    }
+    suite("userspace", "userspace");
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn encrypted_kernel_tasks_talk_nothing_in_plaintext_and_exact_mtu() {
+    require_root();
+    if let Err(e) = shoal_dataplane::crypt::kernel::probe() {
+        skip("encrypted_kernel_tasks_talk_nothing_in_plaintext_and_exact_mtu", &format!("kernel WireGuard: {e}"));
+        return;
+    }
+    suite("kernel", "kernel");
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn encrypted_a_node_without_tun_attaches_none_of_the_network_and_says_why() {
+    let lab = Lab::up(3);
+    let keys = Keys::new();
+    for n in ["snode1", "snode2"] {
+        let out = apply(&lab, n, &state(&lab, &keys, n), "userspace", &[]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // smgr sees /dev/null where /dev/net/tun should be (its own mount namespace).
+    let out = apply(&lab, "smgr", &state(&lab, &keys, "smgr"), "userspace", &["unshare", "mount", "--make-rprivate", "/dev", "&&", "mount", "--bind", "/dev/null", "/dev/net/tun"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "apply without TUN succeeded:\n{stderr}");
+    assert!(stderr.contains("encrypted network 'secure' not attached on node 'smgr'") && stderr.contains("TUN"), "the refusal does not say why:\n{stderr}");
+    assert!(!std::path::Path::new(&format!("/run/netns/{}", task(&lab, "smgr", SECURE))).exists(), "the encrypted network's task namespace was made");
+    let links = in_ns(&lab.node_ns("smgr"), &["ip", "-o", "link", "show"]);
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(!links.contains("shv-4099") && !links.contains("shb-4099"), "the encrypted network's devices exist:\n{links}");
+    // The plain network works on that node all the same.
+    assert!(ping(&task(&lab, "smgr", PLAIN), &ip_of(1, PLAIN)), "the plain network is down too");
+}
