@@ -208,10 +208,15 @@ fn measure(ns: &str, cgroup: Option<&str>, targets: &[&str], n: usize) -> Rate {
     Rate { conns_per_sec: v[0], p50_us: v[1], p99_us: v[2] }
 }
 
-fn datapath(kinds: &[lb::LbKind], conns: usize) {
-    let mut lab = Lab { name: format!("mb{}", std::process::id() % 100_000), procs: Vec::new() };
+/// A fresh 3-node lab programmed with balancer `lb`, its servers running. A fresh one per
+/// balancer: switching balancers in one lab leaves the kernel's conntrack entries of packets the
+/// previous balancer let through (the eBPF NAT passes a TCP segment that opens no flow to the
+/// node's stack), and a later connection on the same 4-tuple would meet them instead of the
+/// new balancer's NAT.
+fn lab_up(n: usize, lb: &str) -> Lab {
+    let mut lab = Lab { name: format!("mb{}x{n}", std::process::id() % 100_000), procs: Vec::new() };
     run(Command::new(SHOAL).args(["lab", "--name", &lab.name, "up", "--nodes", "3"]));
-    apply(&lab, &kinds[0].to_string());
+    apply(&lab, lb);
     // Every task listens on 80 (listed and published) and 8080 (listed nowhere); a server
     // outside the cluster, in the client's namespace, for egress.
     let servers = NODES.iter().flat_map(|n| [(lab.ns(&format!("{n}-web")), n.to_string(), "80"), (lab.ns(&format!("{n}-web")), n.to_string(), "8080")]);
@@ -234,18 +239,21 @@ fn datapath(kinds: &[lb::LbKind], conns: usize) {
         let (task, node) = (format!("10.0.9.{}/32", i + 2), format!("192.168.33.{}", 10 * (i + 1)));
         run(Command::new("ip").args(["-n", &lab.ns("client"), "route", "replace", &task, "via", &node]));
     }
+    lab
+}
+
+fn datapath(kinds: &[lb::LbKind], conns: usize) {
     let tasks = ["10.0.9.2:80", "10.0.9.3:80", "10.0.9.4:80"];
     let tasks_8080 = ["10.0.9.2:8080", "10.0.9.3:8080", "10.0.9.4:8080"];
-    let client = lab.ns("client");
-    let task = lab.ns("snode1-web");
-    egress(&lab, conns, rounds_of_env());
+    egress(&lab_up(0, &kinds[0].to_string()), conns, rounds_of_env());
     let rounds = rounds_of_env();
     println!("mesh data path: {conns} new connections per measurement (one HTTP request each), median of {rounds} interleaved rounds");
     // Where the eBPF balancer puts the node's tasks (its socket-level VIP balancing applies to
     // processes there); the other balancers make no cgroup.
     let cgroup2 = shoal_ebpf::cgroup2_mount().unwrap_or_default();
-    for lb in kinds.iter().map(|k| k.to_string()) {
-        apply(&lab, &lb);
+    for (i, lb) in kinds.iter().map(|k| k.to_string()).enumerate() {
+        let lab = lab_up(i + 1, &lb);
+        let (client, task) = (lab.ns("client"), lab.ns("snode1-web"));
         let cg = lb::Instance::named(&lab.ns("snode1")).cgroup(&cgroup2).to_string_lossy().into_owned();
         let ebpf = lb == "ebpf";
         let mut m: [Vec<Rate>; 7] = Default::default();
