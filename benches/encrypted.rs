@@ -84,7 +84,16 @@ fn main() {
         });
         let path = std::env::temp_dir().join(format!("{lab}-{node}.json"));
         std::fs::write(&path, state.to_string()).unwrap();
-        run(Command::new(SHOAL).args(["--netns", &ns(node), "dataplane", "apply", "--wireguard", "userspace", "--state", path.to_str().unwrap()]));
+        run(Command::new(SHOAL).args([
+            "--netns",
+            &ns(node),
+            "dataplane",
+            "apply",
+            "--wireguard",
+            "userspace",
+            "--state",
+            path.to_str().unwrap(),
+        ]));
         let _ = std::fs::remove_file(path);
     }
     let mut cases: Vec<(&str, String, String)> = vec![
@@ -100,7 +109,9 @@ fn main() {
         // Its own tunnel between the same two nodes (10.253.0.0/30, port 51821).
         let bk = [PrivateKey::generate(), PrivateKey::generate()];
         for (i, (node, dev, addr, peer_addr, peer_ul)) in
-            [("smgr", "bta", "10.253.0.1", "10.253.0.2", "192.168.33.20"), ("snode1", "btb", "10.253.0.2", "10.253.0.1", "192.168.33.10")].into_iter().enumerate()
+            [("smgr", "bta", "10.253.0.1", "10.253.0.2", "192.168.33.20"), ("snode1", "btb", "10.253.0.2", "10.253.0.1", "192.168.33.10")]
+                .into_iter()
+                .enumerate()
         {
             run(Command::new("ip").args(["netns", "exec", &ns(node), &boringtun, "--disable-drop-privileges", "-l", "/dev/null", dev]));
             let sock = std::path::PathBuf::from(format!("/var/run/wireguard/{dev}.sock"));

@@ -29,8 +29,8 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shoal_dataplane::lb::{self, diff, Frontend, LbTable, LoadBalancer, Target};
 use shoal_dataplane::lb::plan::{ServiceKey, ANY_PORT};
+use shoal_dataplane::lb::{self, diff, Frontend, LbTable, LoadBalancer, Target};
 
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 const CLIENT_ENV: &str = "SHOAL_MESH_BENCH_CLIENT";
@@ -219,7 +219,9 @@ fn lab_up(n: usize, lb: &str) -> Lab {
     apply(&lab, lb);
     // Every task listens on 80 (listed and published) and 8080 (listed nowhere); a server
     // outside the cluster, in the client's namespace, for egress.
-    let servers = NODES.iter().flat_map(|n| [(lab.ns(&format!("{n}-web")), n.to_string(), "80"), (lab.ns(&format!("{n}-web")), n.to_string(), "8080")]);
+    let servers = NODES
+        .iter()
+        .flat_map(|n| [(lab.ns(&format!("{n}-web")), n.to_string(), "80"), (lab.ns(&format!("{n}-web")), n.to_string(), "8080")]);
     for (ns, name, port) in servers.chain([(lab.ns("client"), "outside".to_string(), "80")]).collect::<Vec<_>>() {
         let mut child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{ns}"))
@@ -354,7 +356,12 @@ fn table(services: u32) -> LbTable {
     for i in 0..services {
         let key = ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + i), ANY_PORT);
         let backends = (0..3)
-            .map(|j| Target { addr: SocketAddrV4::new(Ipv4Addr::from(0x0a80_0000 + i * 3 + j), ANY_PORT), snat: Ipv4Addr::new(10, 0, 9, 250), local: false, weight: 1 })
+            .map(|j| Target {
+                addr: SocketAddrV4::new(Ipv4Addr::from(0x0a80_0000 + i * 3 + j), ANY_PORT),
+                snat: Ipv4Addr::new(10, 0, 9, 250),
+                local: false,
+                weight: 1,
+            })
             .collect();
         t.vips.insert(key, Frontend { keep_client_ip: false, backends });
     }
@@ -367,7 +374,12 @@ fn changed(t: &LbTable, i: u32, round: u32) -> LbTable {
     let key = ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + i), ANY_PORT);
     let f = t.vips.get_mut(&key).unwrap();
     f.backends.remove(0);
-    f.backends.push(Target { addr: SocketAddrV4::new(Ipv4Addr::from(0x0ac0_0000 + round), ANY_PORT), snat: Ipv4Addr::new(10, 0, 9, 250), local: false, weight: 1 });
+    f.backends.push(Target {
+        addr: SocketAddrV4::new(Ipv4Addr::from(0x0ac0_0000 + round), ANY_PORT),
+        snat: Ipv4Addr::new(10, 0, 9, 250),
+        local: false,
+        weight: 1,
+    });
     f.backends.sort();
     t
 }
@@ -425,7 +437,8 @@ fn programming(kinds: &[lb::LbKind], services: u32) {
     let mut results = Vec::new();
     for &kind in kinds {
         let inst = inst.clone();
-        let (large, small) = shoal_dataplane::netns::run_in(&ns, move || (cost(kind, &inst, services, 21), cost(kind, &inst, 100, 21))).expect("run in namespace");
+        let (large, small) = shoal_dataplane::netns::run_in(&ns, move || (cost(kind, &inst, services, 21), cost(kind, &inst, 100, 21)))
+            .expect("run in namespace");
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
             "  {:<8} program {services} services: {:>8.1} ms | one change at {services}: incremental {:>6.3} ms ({} kernel ops, {:.2}x the 100-service time), full reconcile {:>7.1} ms",

@@ -81,7 +81,8 @@ fn main() {
     bench.server = Some(
         Command::new("ip").args(["netns", "exec", &b, "iperf3", "-s"]).stdout(std::process::Stdio::null()).spawn().expect("iperf3 -s"),
     );
-    let server_c = Command::new("ip").args(["netns", "exec", &c, "iperf3", "-s"]).stdout(std::process::Stdio::null()).spawn().expect("iperf3 -s");
+    let server_c =
+        Command::new("ip").args(["netns", "exec", &c, "iperf3", "-s"]).stdout(std::process::Stdio::null()).spawn().expect("iperf3 -s");
     struct Kill(Child);
     impl Drop for Kill {
         fn drop(&mut self) {

@@ -33,11 +33,7 @@ fn main() {
             .output()
             .unwrap_or_else(|e| panic!("cannot run {clang} to build {}: {e} (install clang or set SHOAL_CLANG)", src.display()));
         if !output.status.success() {
-            panic!(
-                "{clang} failed on {}:\n{}",
-                src.display(),
-                String::from_utf8_lossy(&output.stderr)
-            );
+            panic!("{clang} failed on {}:\n{}", src.display(), String::from_utf8_lossy(&output.stderr));
         }
     }
     for header in std::fs::read_dir(manifest.join("lib")).expect("ebpf/lib exists").flatten() {

@@ -211,7 +211,10 @@ fn a_service_runs_on_every_node_and_its_tasks_talk_over_the_overlay() {
     let mut c = Cluster::up();
     join_all(&c);
     c.cli("smgr", &["network", "create", "--driver", "overlay", "backend"]);
-    c.cli("smgr", &["service", "create", "--detach", "--name", "sleeper", "--replicas", "3", "--network", "backend", "host", "sleep", "100000"]);
+    c.cli(
+        "smgr",
+        &["service", "create", "--detach", "--name", "sleeper", "--replicas", "3", "--network", "backend", "host", "sleep", "100000"],
+    );
     wait_for("3 task namespaces with addresses", Duration::from_secs(30), || {
         let t = task_namespaces(&c);
         t.len() == 3 && t.iter().all(|ns| task_ip(ns).is_some())
@@ -222,9 +225,7 @@ fn a_service_runs_on_every_node_and_its_tasks_talk_over_the_overlay() {
     for (node, _) in NODES {
         assert!(ps.contains(node), "no task on {node}:\n{ps}");
     }
-    wait_for("3 running tasks", Duration::from_secs(20), || {
-        running(&c.cli("smgr", &["service", "ps", "sleeper"])) == 3
-    });
+    wait_for("3 running tasks", Duration::from_secs(20), || running(&c.cli("smgr", &["service", "ps", "sleeper"])) == 3);
     let ips: Vec<String> = tasks.iter().map(|ns| task_ip(ns).unwrap()).collect();
     for (i, from) in tasks.iter().enumerate() {
         for (j, ip) in ips.iter().enumerate() {
@@ -300,17 +301,23 @@ fn a_service_runs_on_every_node_and_its_tasks_talk_over_the_overlay() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let _ = std::fs::remove_dir_all(&root);
     let _ = std::fs::remove_file(&tar);
-    c.cli("smgr", &["service", "create", "--detach", "--name", "bb", "--replicas", "1", "--network", "backend", &image, "/bin/sleep", "100000"]);
+    c.cli(
+        "smgr",
+        &["service", "create", "--detach", "--name", "bb", "--replicas", "1", "--network", "backend", &image, "/bin/sleep", "100000"],
+    );
     let before: Vec<String> = tasks.clone();
     wait_for("the image task", Duration::from_secs(30), || task_namespaces(&c).len() == 4);
     let bb = task_namespaces(&c).into_iter().find(|ns| !before.contains(ns)).unwrap();
-    wait_for("the image task running", Duration::from_secs(20), || {
-        running(&c.cli("smgr", &["service", "ps", "bb"])) == 1
-    });
+    wait_for("the image task running", Duration::from_secs(20), || running(&c.cli("smgr", &["service", "ps", "bb"])) == 1);
     let pid = c.task_pid(bb.trim_start_matches("shoal-t-"));
-    let inside = Command::new("nsenter").args(["-t", &pid, "-m", "-u", "--", "/bin/cat", "/etc/shoal-image", "/etc/resolv.conf"]).output().unwrap();
+    let inside =
+        Command::new("nsenter").args(["-t", &pid, "-m", "-u", "--", "/bin/cat", "/etc/shoal-image", "/etc/resolv.conf"]).output().unwrap();
     let text = String::from_utf8_lossy(&inside.stdout);
-    assert!(text.contains("from the image") && text.contains("nameserver 127.0.0.11"), "inside the image: {text}{}", String::from_utf8_lossy(&inside.stderr));
+    assert!(
+        text.contains("from the image") && text.contains("nameserver 127.0.0.11"),
+        "inside the image: {text}{}",
+        String::from_utf8_lossy(&inside.stderr)
+    );
     c.cli("smgr", &["service", "rm", "bb"]);
     wait_for("the image task gone", Duration::from_secs(30), || task_namespaces(&c).len() == 3);
     assert!(shoal(&["image", "rm", &image]).status.success());
@@ -329,12 +336,34 @@ fn a_service_runs_on_every_node_and_its_tasks_talk_over_the_overlay() {
 /// `--limit-*`: a task's processes sit in cgroups that carry the limits, and a task that goes
 /// over its memory limit is killed (exit 137) and reported failed.
 fn limits_hold_tasks_in_their_cgroups(c: &Cluster) {
-    c.cli("smgr", &["service", "create", "--detach", "--name", "limited", "--network", "backend",
-        "--limit-memory", "64M", "--limit-cpu", "0.5", "--limit-pids", "32", "host", "sleep", "100000"]);
+    c.cli(
+        "smgr",
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "limited",
+            "--network",
+            "backend",
+            "--limit-memory",
+            "64M",
+            "--limit-cpu",
+            "0.5",
+            "--limit-pids",
+            "32",
+            "host",
+            "sleep",
+            "100000",
+        ],
+    );
     wait_for("the limited task running", Duration::from_secs(30), || running(&c.cli("smgr", &["service", "ps", "limited"])) == 1);
-    let id = c.cli("smgr", &["service", "ps", "--format", "json", "limited"]).lines().next().map(|l| {
-        serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_string()
-    }).unwrap();
+    let id = c
+        .cli("smgr", &["service", "ps", "--format", "json", "limited"])
+        .lines()
+        .next()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_string())
+        .unwrap();
     let pid = c.task_pid(&id);
     // /proc/PID/cgroup: "N:controllers:/path" (v1) or "0::/path" (v2); read each limit where the
     // task's cgroup for that controller is.
@@ -358,8 +387,26 @@ fn limits_hold_tasks_in_their_cgroups(c: &Cluster) {
     c.cli("smgr", &["service", "rm", "limited"]);
 
     // Over the limit: `tail` holds 200 MB that has no newline; the kernel kills the task.
-    c.cli("smgr", &["service", "create", "--detach", "--name", "greedy", "--network", "backend", "--restart-condition", "none",
-        "--limit-memory", "16M", "host", "sh", "-c", "head -c 200000000 /dev/zero | tail"]);
+    c.cli(
+        "smgr",
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "greedy",
+            "--network",
+            "backend",
+            "--restart-condition",
+            "none",
+            "--limit-memory",
+            "16M",
+            "host",
+            "sh",
+            "-c",
+            "head -c 200000000 /dev/zero | tail",
+        ],
+    );
     wait_for("the greedy task killed", Duration::from_secs(30), || {
         c.cli("smgr", &["service", "ps", "--format", "json", "greedy"]).lines().any(|l| {
             let t: serde_json::Value = serde_json::from_str(l).unwrap();
@@ -373,11 +420,32 @@ fn limits_hold_tasks_in_their_cgroups(c: &Cluster) {
     // half of them fits once per node, and the extra one waits, saying why.
     let cpus = std::thread::available_parallelism().unwrap().get() as f64;
     let reserve = format!("{}", cpus * 0.6);
-    c.cli("smgr", &["service", "create", "--detach", "--name", "hungry", "--replicas", "4", "--network", "backend", "--reserve-cpu", &reserve, "host", "sleep", "100000"]);
-    wait_for("3 hungry tasks running, one per node", Duration::from_secs(30), || running(&c.cli("smgr", &["service", "ps", "hungry"])) == 3);
+    c.cli(
+        "smgr",
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "hungry",
+            "--replicas",
+            "4",
+            "--network",
+            "backend",
+            "--reserve-cpu",
+            &reserve,
+            "host",
+            "sleep",
+            "100000",
+        ],
+    );
+    wait_for("3 hungry tasks running, one per node", Duration::from_secs(30), || {
+        running(&c.cli("smgr", &["service", "ps", "hungry"])) == 3
+    });
     let ps = c.cli("smgr", &["service", "ps", "hungry"]);
     assert!(ps.contains("no suitable node (3 nodes: 3 with insufficient resources)"), "{ps}");
-    let nodes: std::collections::BTreeSet<String> = ps.lines().filter(|l| l.matches("Running").count() == 2).filter_map(|l| l.split_whitespace().nth(3).map(String::from)).collect();
+    let nodes: std::collections::BTreeSet<String> =
+        ps.lines().filter(|l| l.matches("Running").count() == 2).filter_map(|l| l.split_whitespace().nth(3).map(String::from)).collect();
     assert_eq!(nodes.len(), 3, "one per node:\n{ps}");
     c.cli("smgr", &["service", "rm", "hungry"]);
     wait_for("no task namespaces", Duration::from_secs(30), || task_namespaces(c).is_empty());
@@ -399,9 +467,31 @@ fn health_checks_gate_traffic_and_replace_unhealthy_tasks(c: &Cluster) {
     // /tmp; the hostname is the task name).
     let flag = |task_name: &str| std::path::PathBuf::from(format!("/tmp/shoal-hc-{}-{task_name}", std::process::id()));
     let cmd = format!("test -f /tmp/shoal-hc-{}-$(cat /proc/sys/kernel/hostname)", std::process::id());
-    c.cli("smgr", &["service", "create", "--detach", "--name", "checked", "--replicas", "2", "--network", "backend",
-        "--health-cmd", &cmd, "--health-interval", "200ms", "--health-retries", "2", "--health-start-period", "60s",
-        "host", "sleep", "100000"]);
+    c.cli(
+        "smgr",
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "checked",
+            "--replicas",
+            "2",
+            "--network",
+            "backend",
+            "--health-cmd",
+            &cmd,
+            "--health-interval",
+            "200ms",
+            "--health-retries",
+            "2",
+            "--health-start-period",
+            "60s",
+            "host",
+            "sleep",
+            "100000",
+        ],
+    );
     wait_for("2 checked tasks running", Duration::from_secs(30), || running(&c.cli("smgr", &["service", "ps", "checked"])) == 2);
     let live = || -> Vec<(String, String, String)> {
         c.cli("smgr", &["service", "ps", "--format", "json", "checked"])
@@ -436,7 +526,9 @@ fn health_checks_gate_traffic_and_replace_unhealthy_tasks(c: &Cluster) {
     wait_for("the unhealthy task failed and replaced", Duration::from_secs(30), || {
         let all = c.cli("smgr", &["service", "ps", "--format", "json", "checked"]);
         let failed = all.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).any(|t| {
-            t["id"] == tasks[0].2.as_str() && t["status"]["state"] == "failed" && t["status"]["err"].as_str().is_some_and(|e| e.contains("unhealthy"))
+            t["id"] == tasks[0].2.as_str()
+                && t["status"]["state"] == "failed"
+                && t["status"]["err"].as_str().is_some_and(|e| e.contains("unhealthy"))
         });
         failed && live().iter().filter(|(_, _, id)| id != &tasks[0].2).count() == 2
     });
@@ -452,7 +544,10 @@ fn health_checks_gate_traffic_and_replace_unhealthy_tasks(c: &Cluster) {
 fn service_logs_come_from_every_node(c: &Cluster) {
     let script = "echo \"hello from $(cat /proc/sys/kernel/hostname)\"; echo 'to stderr' >&2; i=0; \
                   while true; do i=$((i+1)); echo \"tick $i\"; sleep 0.3; done";
-    c.cli("smgr", &["service", "create", "--detach", "--name", "chatty", "--replicas", "3", "--network", "backend", "host", "sh", "-c", script]);
+    c.cli(
+        "smgr",
+        &["service", "create", "--detach", "--name", "chatty", "--replicas", "3", "--network", "backend", "host", "sh", "-c", script],
+    );
     wait_for("3 chatty tasks running", Duration::from_secs(30), || running(&c.cli("smgr", &["service", "ps", "chatty"])) == 3);
     let host = c.host("smgr");
     let logs = |extra: &[&str]| {
@@ -522,7 +617,10 @@ fn published_service_answers_on_every_node_and_survives_a_node_failure() {
     let mut c = Cluster::up();
     join_all(&c);
     c.cli("smgr", &["network", "create", "--driver", "overlay", "backend"]);
-    c.cli("smgr", &["service", "create", "--detach", "--name", "vote", "--replicas", "3", "-p", "5000:80", "--network", "backend", "shoal/whoami"]);
+    c.cli(
+        "smgr",
+        &["service", "create", "--detach", "--name", "vote", "--replicas", "3", "-p", "5000:80", "--network", "backend", "shoal/whoami"],
+    );
     wait_for("3 running replicas", Duration::from_secs(30), || running(&c.cli("smgr", &["service", "ps", "vote"])) == 3);
     wait_for("the mesh on every node", Duration::from_secs(30), || NODES.iter().all(|(_, a)| curl(&c, a).is_some()));
     // 30 requests to each node's :5000 reach all 3 replicas, wherever they run.
@@ -598,7 +696,10 @@ fn tasks_join_every_network_of_their_service(c: &Cluster) {
         assert_eq!(mine.len(), 2, "a published service on one network has two (ingress, backend): {t}");
         let shown = String::from_utf8(in_ns(&ns, &["ip", "-br", "-4", "addr", "show"]).stdout).unwrap();
         for (ifname, addr) in ["eth0", "eth1"].iter().zip(&mine) {
-            assert!(shown.lines().any(|l| l.starts_with(ifname) && l.contains(&format!("{addr}/"))), "{ns}: {ifname} should hold {addr}:\n{shown}");
+            assert!(
+                shown.lines().any(|l| l.starts_with(ifname) && l.contains(&format!("{addr}/"))),
+                "{ns}: {ifname} should hold {addr}:\n{shown}"
+            );
         }
         let routes = String::from_utf8(in_ns(&ns, &["ip", "-4", "route", "show", "default"]).stdout).unwrap();
         assert!(routes.lines().count() == 1 && routes.contains("dev eth0"), "{ns}: one default route, via eth0:\n{routes}");
@@ -651,12 +752,20 @@ fn wait_for_output(c: &Cluster, service: &str, needle: &str) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    panic!("timed out waiting for {needle:?} in the output of {service}:\n{}\n{}", service_output(c, service), c.cli("smgr", &["service", "ps", service]));
+    panic!(
+        "timed out waiting for {needle:?} in the output of {service}:\n{}\n{}",
+        service_output(c, service),
+        c.cli("smgr", &["service", "ps", service])
+    );
 }
 
 /// A listener in the lab's client namespace (outside the cluster, on the underlay) that records
 /// the source address of every connection, until `stop`.
-fn outside_listener(c: &Cluster, port: u16, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<BTreeSet<String>> {
+fn outside_listener(
+    c: &Cluster,
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<BTreeSet<String>> {
     on_thread_in(&c.lab.node_ns("client"), move || {
         let listener = std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind in the client namespace");
         listener.set_nonblocking(true).unwrap();
@@ -690,7 +799,11 @@ fn real_servers_answer_by_name_and_tasks_reach_the_outside() {
     assert!(nets.lines().any(|l| l.contains("shoal_gwbridge") && l.contains("bridge") && l.contains("local")), "{nets}");
     // An overlay that asks for encryption is refused (it would run in plaintext), naming the option.
     let out = shoal(&["network", "--host", &c.host("smgr"), "create", "--driver", "overlay", "--opt", "encrypted", "secure"]);
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("opt encrypted"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("opt encrypted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!c.cli("smgr", &["network", "ls"]).contains("secure"), "a refused network was made");
     // SCTP is refused at create (no balancer carries it), and so is a port a manager listens on.
     for (publish, field, why) in [("9000:9000/sctp", "ports[0].protocol", "sctp"), ("2377:80", "ports[0].published", "manager API")] {
@@ -727,7 +840,10 @@ fn real_servers_answer_by_name_and_tasks_reach_the_outside() {
     let big: serde_json::Value = serde_json::from_str(big.lines().next().unwrap()).unwrap();
     let ns = format!("shoal-t-{}", big["id"].as_str().unwrap());
     let addrs = String::from_utf8(in_ns(&ns, &["ip", "-br", "-4", "addr", "show"]).stdout).unwrap();
-    assert!(addrs.lines().any(|l| l.starts_with("lo ")) && addrs.lines().any(|l| l.starts_with("eth0") && l.contains("172.18.")), "{addrs}");
+    assert!(
+        addrs.lines().any(|l| l.starts_with("lo ")) && addrs.lines().any(|l| l.starts_with("eth0") && l.contains("172.18.")),
+        "{addrs}"
+    );
     assert_eq!(addrs.lines().count(), 2, "{addrs}");
     for s in ["big", "out", "shut"] {
         c.cli("smgr", &["service", "rm", s]);
@@ -735,7 +851,10 @@ fn real_servers_answer_by_name_and_tasks_reach_the_outside() {
     // Without a network, a port published in host mode answers on the node that runs the task.
     c.cli("smgr", &["service", "create", "--name", "hm", "-p", "mode=host,published=8081,target=80", "shoal/whoami"]);
     let hm = c.cli("smgr", &["service", "ps", "hm"]);
-    let node = NODES.iter().find(|(n, _)| hm.lines().any(|l| l.contains(n) && l.matches("Running").count() == 2)).unwrap_or_else(|| panic!("{hm}"));
+    let node = NODES
+        .iter()
+        .find(|(n, _)| hm.lines().any(|l| l.contains(n) && l.matches("Running").count() == 2))
+        .unwrap_or_else(|| panic!("{hm}"));
     wait_for("the host-mode port answers", Duration::from_secs(20), || {
         let out = in_ns(&c.lab.node_ns("client"), &["curl", "-s", "--max-time", "2", &format!("http://{}:8081/", node.1)]);
         String::from_utf8_lossy(&out.stdout).contains("Name: hm.")
@@ -743,14 +862,51 @@ fn real_servers_answer_by_name_and_tasks_reach_the_outside() {
     c.cli("smgr", &["service", "rm", "hm"]);
 
     // redis-server with no published port; clients reach it by its service name (the VIP).
-    c.cli("smgr", &["service", "create", "--name", "redis", "--network", "backend", "host",
-        "redis-server", "--port", "6379", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no", "--dir", "/tmp"]);
+    c.cli(
+        "smgr",
+        &[
+            "service",
+            "create",
+            "--name",
+            "redis",
+            "--network",
+            "backend",
+            "host",
+            "redis-server",
+            "--port",
+            "6379",
+            "--bind",
+            "0.0.0.0",
+            "--protected-mode",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            "/tmp",
+        ],
+    );
     c.cli("smgr", &["service", "create", "--detach", "--name", "writer", "--network", "backend", "host", "sh", "-c",
         "redis-cli -h redis ping; until redis-cli -h redis set greeting from-the-writer | grep -q OK; do sleep 0.2; done; echo stored; sleep 100000"]);
     wait_for_output(&c, "writer", "stored");
     assert!(service_output(&c, "writer").contains("PONG"), "redis-cli -h redis ping: {}", service_output(&c, "writer"));
-    c.cli("smgr", &["service", "create", "--detach", "--name", "reader", "--network", "backend", "host", "sh", "-c",
-        "while true; do redis-cli -h redis get greeting; sleep 0.3; done"]);
+    c.cli(
+        "smgr",
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "reader",
+            "--network",
+            "backend",
+            "host",
+            "sh",
+            "-c",
+            "while true; do redis-cli -h redis get greeting; sleep 0.3; done",
+        ],
+    );
     wait_for_output(&c, "reader", "from-the-writer");
     // A process that only joined a task's network namespace (a debugging shell: not in the
     // node's task cgroup, where the eBPF socket hooks are) reaches the VIP too.

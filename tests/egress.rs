@@ -156,7 +156,8 @@ fn egress(lb: &str) {
         let node_addr: IpAddr = format!("192.168.33.{}", 10 * (i + 1)).parse().unwrap();
         for net in ["backend", "gw"] {
             port += 1;
-            let seen = seen_by_client(&lab, &lab.task_ns(&format!("{n}-{net}")), port).unwrap_or_else(|e| panic!("{lb}: {net} task on {n}: no egress: {e}"));
+            let seen = seen_by_client(&lab, &lab.task_ns(&format!("{n}-{net}")), port)
+                .unwrap_or_else(|e| panic!("{lb}: {net} task on {n}: no egress: {e}"));
             assert_eq!(seen, node_addr, "{lb}: a {net} task on {n} reaches the outside as its node");
         }
         port += 1;
@@ -164,7 +165,13 @@ fn egress(lb: &str) {
         assert!(internal.is_err(), "{lb}: a task of the internal network on {n} reached the outside as {internal:?}");
     }
     // Still isolated: no network reaches another, on this node or across.
-    for (from, to_ip) in [("smgr-backend", "10.0.10.3"), ("smgr-backend", "172.18.0.2"), ("smgr-gw", "10.0.9.3"), ("smgr-db", "10.0.9.2"), ("smgr-gw", "172.18.0.3")] {
+    for (from, to_ip) in [
+        ("smgr-backend", "10.0.10.3"),
+        ("smgr-backend", "172.18.0.2"),
+        ("smgr-gw", "10.0.9.3"),
+        ("smgr-db", "10.0.9.2"),
+        ("smgr-gw", "172.18.0.3"),
+    ] {
         assert!(!ping(&lab.task_ns(from), to_ip), "{from} reached {to_ip}");
     }
     // Inside each network all is as before: the internal one too.

@@ -56,8 +56,10 @@ fn state(lab: &Lab, keys: &Keys, node: &str) -> Value {
     let nodes: Vec<Value> = NODES
         .iter()
         .enumerate()
-        .map(|(i, n)| json!({"name": n, "address": format!("192.168.33.{}", 10 * (i + 1)),
-                              "wireguard": {"public_key": keys.0[i].1, "address": format!("10.254.0.{}", i + 1)}}))
+        .map(|(i, n)| {
+            json!({"name": n, "address": format!("192.168.33.{}", 10 * (i + 1)),
+                              "wireguard": {"public_key": keys.0[i].1, "address": format!("10.254.0.{}", i + 1)}})
+        })
         .collect();
     json!({
         "node": node,
@@ -84,7 +86,11 @@ fn apply(lab: &Lab, node: &str, state: &Value, wg: &str, wrap: &[&str]) -> std::
         // Propagation unchanged: task namespaces it makes (bind mounts under the shared /run/netns)
         // must be seen outside; the wrapper keeps its own mounts to itself (e.g. making /dev
         // private first).
-        std::process::Command::new(wrap[0]).args(["--mount", "--propagation", "unchanged", "sh", "-c", &script, "sh"]).args(args).output().unwrap()
+        std::process::Command::new(wrap[0])
+            .args(["--mount", "--propagation", "unchanged", "sh", "-c", &script, "sh"])
+            .args(args)
+            .output()
+            .unwrap()
     };
     let _ = std::fs::remove_file(&path);
     out
@@ -93,7 +99,12 @@ fn apply(lab: &Lab, node: &str, state: &Value, wg: &str, wrap: &[&str]) -> std::
 fn apply_all(lab: &Lab, keys: &Keys, wg: &str) {
     for n in NODES {
         let out = apply(lab, n, &state(lab, keys, n), wg, &[]);
-        assert!(out.status.success(), "apply on {n} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "apply on {n} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -117,7 +128,15 @@ fn capture(ns: &str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<u8>> 
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
         // SAFETY: setsockopt with a timeval of the right size on our socket.
-        unsafe { libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv as *const _ as *const libc::c_void, std::mem::size_of::<libc::timeval>() as u32) };
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
         ready_tx.send(()).unwrap();
         let mut seen = Vec::new();
         let mut buf = vec![0u8; 65536];
@@ -244,7 +263,14 @@ fn inject_reaches_task(lab: &Lab, net: (&str, u32, u8), port: u16) -> bool {
         for _ in 0..3 {
             // SAFETY: sendto with our buffer and a sockaddr_ll of the size we pass.
             let n = unsafe {
-                libc::sendto(fd.as_raw_fd(), frame.as_ptr() as *const libc::c_void, frame.len(), 0, &sll as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_ll>() as u32)
+                libc::sendto(
+                    fd.as_raw_fd(),
+                    frame.as_ptr() as *const libc::c_void,
+                    frame.len(),
+                    0,
+                    &sll as *const _ as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
             };
             assert_eq!(n as usize, frame.len(), "inject: {}", std::io::Error::last_os_error());
             std::thread::sleep(Duration::from_millis(100));
@@ -272,7 +298,11 @@ fn suite(test: &str, wg: &str) {
             for (j, to) in NODES.iter().enumerate().filter(|(j, _)| *j != i) {
                 let dst = ip_of(j, net);
                 assert!(ping(&task(&lab, from, net), &dst), "{test}: {}: ping {from} -> {to} ({dst}) failed", net.0);
-                assert!(tcp_round_trip(&task(&lab, from, net), &task(&lab, to, net), &dst, 7000 + j as u16), "{test}: {}: TCP {from} -> {to}", net.0);
+                assert!(
+                    tcp_round_trip(&task(&lab, from, net), &task(&lab, to, net), &dst, 7000 + j as u16),
+                    "{test}: {}: TCP {from} -> {to}",
+                    net.0
+                );
             }
         }
     }
@@ -283,7 +313,9 @@ fn suite(test: &str, wg: &str) {
     // On the wire: the encrypted network's marker never shows; the plain one's does (so the
     // capture sees what crosses the bridge).
     let underlay = format!("shoal-{}-underlay", lab.name);
-    for (net, marker, port, visible) in [(SECURE, &b"SHOAL-SECRET-MARKER-93f1"[..], 7201, false), (PLAIN, &b"SHOAL-PLAIN-MARKER-5c2e"[..], 7202, true)] {
+    for (net, marker, port, visible) in
+        [(SECURE, &b"SHOAL-SECRET-MARKER-93f1"[..], 7201, false), (PLAIN, &b"SHOAL-PLAIN-MARKER-5c2e"[..], 7202, true)]
+    {
         let stop = Arc::new(AtomicBool::new(false));
         let cap = capture(&underlay, stop.clone());
         let payload: Vec<u8> = marker.iter().copied().cycle().take(marker.len() * 2000).collect();
@@ -293,7 +325,13 @@ fn suite(test: &str, wg: &str) {
         stop.store(true, Ordering::SeqCst);
         let seen = cap.join().unwrap();
         assert!(seen.len() > payload.len(), "{test}: {}: the capture saw only {} bytes", net.0, seen.len());
-        assert_eq!(contains(&seen, marker), visible, "{test}: {}: marker {} on the underlay", net.0, if visible { "missing" } else { "seen in plaintext" });
+        assert_eq!(
+            contains(&seen, marker),
+            visible,
+            "{test}: {}: marker {} on the underlay",
+            net.0,
+            if visible { "missing" } else { "seen in plaintext" }
+        );
     }
 
     // Plaintext VXLAN for the encrypted VNI, injected on the underlay, reaches no task; the same
@@ -346,11 +384,23 @@ fn encrypted_a_node_without_tun_attaches_none_of_the_network_and_says_why() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     // smgr sees /dev/null where /dev/net/tun should be (its own mount namespace).
-    let out = apply(&lab, "smgr", &state(&lab, &keys, "smgr"), "userspace", &["unshare", "mount", "--make-rprivate", "/dev", "&&", "mount", "--bind", "/dev/null", "/dev/net/tun"]);
+    let out = apply(
+        &lab,
+        "smgr",
+        &state(&lab, &keys, "smgr"),
+        "userspace",
+        &["unshare", "mount", "--make-rprivate", "/dev", "&&", "mount", "--bind", "/dev/null", "/dev/net/tun"],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "apply without TUN succeeded:\n{stderr}");
-    assert!(stderr.contains("encrypted network 'secure' not attached on node 'smgr'") && stderr.contains("TUN"), "the refusal does not say why:\n{stderr}");
-    assert!(!std::path::Path::new(&format!("/run/netns/{}", task(&lab, "smgr", SECURE))).exists(), "the encrypted network's task namespace was made");
+    assert!(
+        stderr.contains("encrypted network 'secure' not attached on node 'smgr'") && stderr.contains("TUN"),
+        "the refusal does not say why:\n{stderr}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/run/netns/{}", task(&lab, "smgr", SECURE))).exists(),
+        "the encrypted network's task namespace was made"
+    );
     let links = in_ns(&lab.node_ns("smgr"), &["ip", "-o", "link", "show"]);
     let links = String::from_utf8_lossy(&links.stdout);
     assert!(!links.contains("shv-4099") && !links.contains("shb-4099"), "the encrypted network's devices exist:\n{links}");

@@ -124,7 +124,9 @@ impl Mesh {
         let cg = self.cgroup(node);
         let mut c = Command::new("sh");
         c.arg("-c")
-            .arg(r#"cg=$1; ns=$2; shift 2; if [ -d "$cg" ]; then echo $$ > "$cg/cgroup.procs" || exit 1; fi; exec nsenter --net="$ns" "$@""#)
+            .arg(
+                r#"cg=$1; ns=$2; shift 2; if [ -d "$cg" ]; then echo $$ > "$cg/cgroup.procs" || exit 1; fi; exec nsenter --net="$ns" "$@""#,
+            )
             .arg("sh")
             .arg(&cg)
             .arg(&ns)
@@ -217,7 +219,13 @@ fn vip_names(mesh: &Mesh, from: &str, n: usize) -> BTreeSet<String> {
     let out = mesh.task_command(from, &args).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let transfers: Vec<&str> = text.split_terminator(&format!("{END}\n")).collect();
-    assert_eq!(transfers.len(), n, "VIP from {from}: {n} requests, {} answers:\n{text}\n{}", transfers.len(), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        transfers.len(),
+        n,
+        "VIP from {from}: {n} requests, {} answers:\n{text}\n{}",
+        transfers.len(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut seen = BTreeSet::new();
     for t in transfers {
         let (body, connects) = t.trim_end().rsplit_once('\n').unwrap_or(("", t.trim()));
@@ -313,7 +321,11 @@ fn routing_mesh(test: &str, lb: &'static str) {
     }
     let fresh = vip_names(&mesh, "snode2", 20);
     assert!(!fresh.contains(&drained), "{test}: removed backend {drained} got a new VIP flow");
-    assert_eq!(parse(&http_get(&mut conn).unwrap()).unwrap().0, drained, "{test}: the open TCP flow moved or broke after its backend was removed");
+    assert_eq!(
+        parse(&http_get(&mut conn).unwrap()).unwrap().0,
+        drained,
+        "{test}: the open TCP flow moved or broke after its backend was removed"
+    );
     // The UDP flow moves on instead of being black-holed.
     let moved = on_thread_in(&client, move || udp_ask(&udp, smgr)).join().unwrap();
     let (to, _) = moved.unwrap_or_else(|e| panic!("{test}: the UDP flow to the removed backend was black-holed: {e}"));
@@ -364,17 +376,30 @@ fn mesh_bad_service_input_names_the_field_and_changes_nothing() {
     let before = mesh.lab.show("smgr");
     type Edit = Box<dyn Fn(&mut Value)>;
     let cases: Vec<(&str, &str, Edit)> = vec![
-        ("services[0].backends[3]", "endpoint 'ghost' is not in `endpoints`", Box::new(|s| s["services"][0]["backends"].as_array_mut().unwrap().push(json!("ghost")))),
-        ("services[1].ports[1].published", "5000/tcp is already published by service 'web'", Box::new(|s| s["services"][1]["ports"][1]["published"] = json!(5000))),
+        (
+            "services[0].backends[3]",
+            "endpoint 'ghost' is not in `endpoints`",
+            Box::new(|s| s["services"][0]["backends"].as_array_mut().unwrap().push(json!("ghost"))),
+        ),
+        (
+            "services[1].ports[1].published",
+            "5000/tcp is already published by service 'web'",
+            Box::new(|s| s["services"][1]["ports"][1]["published"] = json!(5000)),
+        ),
         ("services[0].vips.backend", "is not a free host address", Box::new(|s| s["services"][0]["vips"]["backend"] = json!("10.0.9.1"))),
-        ("services[0].ports[3].mode", "needs a published port", Box::new(|s| s["services"][0]["ports"][3].as_object_mut().unwrap().remove("published").map(drop).unwrap_or(()))),
+        (
+            "services[0].ports[3].mode",
+            "needs a published port",
+            Box::new(|s| s["services"][0]["ports"][3].as_object_mut().unwrap().remove("published").map(drop).unwrap_or(())),
+        ),
     ];
     for (field, problem, edit) in cases {
         let mut s = state(&mesh.lab, "smgr", &[]);
         edit(&mut s);
         let path = std::env::temp_dir().join(format!("{}-bad.json", mesh.lab.name));
         std::fs::write(&path, serde_json::to_vec(&s).unwrap()).unwrap();
-        let out = shoal(&["--netns", &mesh.lab.node_ns("smgr"), "dataplane", "apply", "--lb", "nftables", "--state", path.to_str().unwrap()]);
+        let out =
+            shoal(&["--netns", &mesh.lab.node_ns("smgr"), "dataplane", "apply", "--lb", "nftables", "--state", path.to_str().unwrap()]);
         let _ = std::fs::remove_file(&path);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{field}: bad input was accepted");

@@ -93,12 +93,16 @@ fn names_from(ns: &str, addr: SocketAddrV4, n: usize) -> BTreeSet<String> {
     on_thread_in(ns, move || {
         (0..n)
             .map(|_| {
-                let mut s = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(3)).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+                let mut s =
+                    TcpStream::connect_timeout(&addr.into(), Duration::from_secs(3)).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
                 s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
                 s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
                 let mut body = String::new();
                 s.read_to_string(&mut body).unwrap_or_else(|e| panic!("read from {addr}: {e}"));
-                body.lines().find_map(|l| l.strip_prefix("Name:")).map(|v| v.trim().to_string()).unwrap_or_else(|| panic!("bad answer from {addr}: {body:?}"))
+                body.lines()
+                    .find_map(|l| l.strip_prefix("Name:"))
+                    .map(|v| v.trim().to_string())
+                    .unwrap_or_else(|| panic!("bad answer from {addr}: {body:?}"))
             })
             .collect()
     })

@@ -105,7 +105,9 @@ impl Mesh {
         let cg = format!("{}/shoal/{}", cgroup2(), self.lab.node_ns(node));
         let mut c = Command::new("sh");
         c.arg("-c")
-            .arg(r#"cg=$1; ns=$2; shift 2; if [ -d "$cg" ]; then echo $$ > "$cg/cgroup.procs" || exit 1; fi; exec nsenter --net="$ns" "$@""#)
+            .arg(
+                r#"cg=$1; ns=$2; shift 2; if [ -d "$cg" ]; then echo $$ > "$cg/cgroup.procs" || exit 1; fi; exec nsenter --net="$ns" "$@""#,
+            )
             .arg("sh")
             .arg(&cg)
             .arg(&ns)
@@ -207,7 +209,8 @@ fn tcp_names(ns: &str, addr: SocketAddrV4, n: usize) -> BTreeSet<String> {
     on_thread_in(ns, move || {
         (0..n)
             .map(|_| {
-                let mut s = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(3)).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+                let mut s =
+                    TcpStream::connect_timeout(&addr.into(), Duration::from_secs(3)).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
                 s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
                 let body = http_get(&mut s).unwrap_or_else(|e| panic!("GET {addr}: {e}"));
                 parse(&body).unwrap_or_else(|| panic!("bad answer from {addr}: {body:?}")).0
@@ -270,9 +273,8 @@ fn vip_carries_every_port(test: &str, lb: &'static str) {
     assert_eq!(udp_names(&ns, vip(UDP_PORT), 30), all, "{test}: UDP {VIP}:{UDP_PORT} from the task's namespace only");
 
     // Re-apply in new processes (a restart): nothing to do, and an open connection goes on.
-    let mut conn = on_thread_in(&ns, || TcpStream::connect_timeout(&vip(6379).into(), Duration::from_secs(3)).expect("connect"))
-        .join()
-        .unwrap();
+    let mut conn =
+        on_thread_in(&ns, || TcpStream::connect_timeout(&vip(6379).into(), Duration::from_secs(3)).expect("connect")).join().unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let (held, _) = parse(&http_get(&mut conn).unwrap()).unwrap();
     assert_eq!(mesh.apply_all(&[]), vec![0, 0, 0], "{test}: re-apply changed the kernel");
@@ -286,7 +288,11 @@ fn vip_carries_every_port(test: &str, lb: &'static str) {
     assert!(!fresh.contains(&held), "{test}: drained {held} got a new connection");
     let fresh = mesh.ask_from_task(&[("tcp", 80)], 20).remove(0);
     assert!(!fresh.contains(&held) && fresh.len() == 2, "{test}: from a task after draining {held}: {fresh:?}");
-    assert_eq!(parse(&http_get(&mut conn).unwrap()).unwrap().0, held, "{test}: the open connection moved or broke when its replica was drained");
+    assert_eq!(
+        parse(&http_get(&mut conn).unwrap()).unwrap().0,
+        held,
+        "{test}: the open connection moved or broke when its replica was drained"
+    );
 }
 
 #[test]
@@ -295,7 +301,10 @@ fn mesh_vip_ebpf_every_port_from_tasks_and_their_namespaces() {
     require_root();
     let probe = shoal_ebpf::probe();
     if !probe.sock_lb.is_available() || !probe.tc_nat.is_available() {
-        skip("mesh_vip_ebpf_every_port_from_tasks_and_their_namespaces", &format!("eBPF: socket LB {}; tc NAT {}", probe.sock_lb, probe.tc_nat));
+        skip(
+            "mesh_vip_ebpf_every_port_from_tasks_and_their_namespaces",
+            &format!("eBPF: socket LB {}; tc NAT {}", probe.sock_lb, probe.tc_nat),
+        );
         return;
     }
     vip_carries_every_port("ebpf", "ebpf");

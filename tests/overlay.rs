@@ -80,7 +80,10 @@ fn every_node_pair_talks_on_two_networks_and_networks_are_isolated() {
             let (src_tcp, dst_tcp) = (src.clone(), dst.clone());
             [
                 (format!("backend task reached frontend task {dst} on {to}"), std::thread::spawn(move || ping(&src_ping, &dst_ping))),
-                (format!("backend TCP reached frontend {dst} on {to}"), std::thread::spawn(move || tcp_round_trip(&src_tcp, &dst_ns, &dst_tcp, 7100 + j as u16))),
+                (
+                    format!("backend TCP reached frontend {dst} on {to}"),
+                    std::thread::spawn(move || tcp_round_trip(&src_tcp, &dst_ns, &dst_tcp, 7100 + j as u16)),
+                ),
             ]
         })
         .collect();
@@ -124,7 +127,9 @@ fn reapply_changes_nothing_and_a_restart_repairs_only_the_difference() {
     let vx_before = ifindex(&node, "shv-4097");
     let show_before = lab.show("smgr");
     // Damage while "the agent is away": a forwarding entry, a bridge taken down, a task address.
-    assert!(in_ns(&node, &["bridge", "fdb", "del", "02:42:0a:00:09:04", "dev", "shv-4097", "dst", "192.168.33.30", "self"]).status.success());
+    assert!(in_ns(&node, &["bridge", "fdb", "del", "02:42:0a:00:09:04", "dev", "shv-4097", "dst", "192.168.33.30", "self"])
+        .status
+        .success());
     assert!(in_ns(&node, &["ip", "link", "set", "shb-4098", "down"]).status.success());
     let task = lab.task_ns("smgr-backend");
     assert!(in_ns(&task, &["ip", "addr", "flush", "dev", "eth0"]).status.success());
@@ -162,11 +167,19 @@ fn lab_down_leaves_no_namespace_or_link() {
     let lab = Lab::up(3);
     apply_all(&lab);
     let prefix = format!("shoal-{}-", lab.name);
-    let before: Vec<String> = std::fs::read_dir("/run/netns").unwrap().filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(&prefix)).collect();
+    let before: Vec<String> = std::fs::read_dir("/run/netns")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
     assert_eq!(before.len(), 5 + 6, "3 nodes, client, underlay, 6 tasks: {before:?}");
     let name = lab.name.clone();
     drop(lab);
-    let after: Vec<String> = std::fs::read_dir("/run/netns").unwrap().filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(&prefix)).collect();
+    let after: Vec<String> = std::fs::read_dir("/run/netns")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
     assert!(after.is_empty(), "left behind: {after:?}");
     assert!(!std::path::Path::new(&format!("/run/shoal/lab/{name}.json")).exists());
 }
@@ -178,7 +191,9 @@ fn bad_input_names_the_field_and_changes_nothing() {
     apply_all(&lab);
     let node = lab.node_ns("smgr");
     // a device of somebody else's that holds VNI 4099
-    assert!(in_ns(&node, &["ip", "link", "add", "vx-foreign", "type", "vxlan", "id", "4099", "dstport", "4789", "local", "192.168.33.10"]).status.success());
+    assert!(in_ns(&node, &["ip", "link", "add", "vx-foreign", "type", "vxlan", "id", "4099", "dstport", "4789", "local", "192.168.33.10"])
+        .status
+        .success());
     let before = lab.show("smgr");
     type Edit = Box<dyn Fn(&mut Value)>;
     let cases: Vec<(&str, &str, Edit)> = vec![

@@ -58,6 +58,11 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "prereqs: no Rust toolchain. Install Rust 1.85 or newer (https://rustup.rs) and run again." >&2
   exit 1
 fi
+# The test command checks formatting and lints (rustfmt, clippy): rustup's default profile has
+# both; a minimal one gets them here.
+if command -v rustup >/dev/null 2>&1 && ! { cargo fmt --version && cargo clippy --version; } >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi
 rust_minor=$(rustc --version | awk '{split($2, v, "."); print v[2]}')
 if [ "$rust_minor" -lt 85 ]; then
   echo "prereqs: $(rustc --version) is too old: shoal needs Rust 1.85 or newer (rustup update)." >&2

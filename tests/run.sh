@@ -39,6 +39,17 @@ cargo test --workspace --locked --no-fail-fast -- --include-ignored 2>&1 | tee "
 status=${PIPESTATUS[0]}
 set -e
 
+echo "== lints (cargo fmt --check, cargo clippy -D warnings)"
+lint_log=$(mktemp /tmp/shoal-lint-log.XXXXXX)
+if cargo fmt --all --check >"$lint_log" 2>&1 && cargo clippy --workspace --all-targets --locked -- -D warnings >>"$lint_log" 2>&1; then
+  printf '%s\n' "test lints::rustfmt_and_clippy ... ok" "test result: ok. 1 passed; 0 failed; 0 ignored" | tee -a "$log"
+else
+  cat "$lint_log"
+  printf '%s\n' "test lints::rustfmt_and_clippy ... FAILED" "test result: FAILED. 0 passed; 1 failed; 0 ignored" | tee -a "$log"
+  status=1
+fi
+rm -f "$lint_log"
+
 echo "== Vagrantfile (vagrant/: checked with Ruby; Vagrant cannot run here)"
 if command -v ruby >/dev/null 2>&1; then
   if ruby -c vagrant/Vagrantfile >/dev/null && ruby vagrant/test_vagrantfile.rb; then

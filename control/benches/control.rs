@@ -84,9 +84,21 @@ fn placement() {
     st.apply(&Request { now_ms: 4, cmd: Command::CreateService { spec } }).unwrap();
     let took2 = t.elapsed();
     let max = st.nodes.keys().map(|n| st.tasks.values().filter(|t| t.node_id.as_ref() == Some(n)).count()).max().unwrap_or(0);
-    println!("placement: {placed} tasks on 1000 nodes in {:.1} ms = {per_s:.0} placements/s ({:.1}x the 5000/s goal)", took.as_secs_f64() * 1e3, per_s / 5000.0);
-    println!("placement: second 10000-task service on loaded nodes in {:.1} ms = {:.0} placements/s; max tasks per node {max}", took2.as_secs_f64() * 1e3, 10_000.0 / took2.as_secs_f64());
-    println!("placement: baseline idle reconcile over 10000 tasks {:.2} ms (placement costs {:.1}x an idle pass)", idle.as_secs_f64() * 1e3, took.as_secs_f64() / idle.as_secs_f64().max(1e-9));
+    println!(
+        "placement: {placed} tasks on 1000 nodes in {:.1} ms = {per_s:.0} placements/s ({:.1}x the 5000/s goal)",
+        took.as_secs_f64() * 1e3,
+        per_s / 5000.0
+    );
+    println!(
+        "placement: second 10000-task service on loaded nodes in {:.1} ms = {:.0} placements/s; max tasks per node {max}",
+        took2.as_secs_f64() * 1e3,
+        10_000.0 / took2.as_secs_f64()
+    );
+    println!(
+        "placement: baseline idle reconcile over 10000 tasks {:.2} ms (placement costs {:.1}x an idle pass)",
+        idle.as_secs_f64() * 1e3,
+        took.as_secs_f64() / idle.as_secs_f64().max(1e-9)
+    );
 }
 
 fn free_port() -> u16 {
@@ -101,7 +113,10 @@ struct BenchNode {
 }
 
 async fn start_node(timing: RaftTiming) -> BenchNode {
-    let dir = tempfile::Builder::new().prefix("shoal-bench").tempdir_in(std::env::var("SHOAL_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into())).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("shoal-bench")
+        .tempdir_in(std::env::var("SHOAL_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into()))
+        .unwrap();
     let port = free_port();
     let mut cfg = NodeConfig::new(dir.path());
     cfg.socket = None;
@@ -133,7 +148,12 @@ async fn cluster(n: usize, timing: RaftTiming) -> Vec<BenchNode> {
     for _ in 1..n {
         let b = start_node(timing.clone()).await;
         b.node
-            .handle(LocalRequest::Join(JoinOptions { token: manager_token.clone(), remote: nodes[0].addr.clone(), advertise_addr: None, listen_addr: None }))
+            .handle(LocalRequest::Join(JoinOptions {
+                token: manager_token.clone(),
+                remote: nodes[0].addr.clone(),
+                advertise_addr: None,
+                listen_addr: None,
+            }))
             .await
             .unwrap();
         nodes.push(b);
@@ -165,7 +185,10 @@ async fn leader(nodes: &[BenchNode]) -> Option<(usize, Manager)> {
 
 fn fsync_baseline() -> Duration {
     use std::io::Write;
-    let dir = tempfile::Builder::new().prefix("shoal-bench").tempdir_in(std::env::var("SHOAL_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into())).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("shoal-bench")
+        .tempdir_in(std::env::var("SHOAL_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into()))
+        .unwrap();
     let mut f = std::fs::File::create(dir.path().join("f")).unwrap();
     let n = 200;
     let t = Instant::now();

@@ -7,13 +7,13 @@
 pub mod allocator;
 pub mod ca;
 pub mod cli;
+pub mod dispatcher;
+pub mod logs;
+pub mod manager;
 pub mod model;
 pub mod node;
 pub mod orchestrator;
 pub mod rpc;
-pub mod dispatcher;
-pub mod logs;
-pub mod manager;
 pub mod scheduler;
 pub mod state;
 pub mod store;

@@ -37,11 +37,44 @@ async fn cli_drives_a_node_over_its_socket() {
     let h = host.as_str();
     let agent = common::sim_agent(node.clone());
 
-    shoal(&["init", "--host", h, "--advertise-addr", &format!("127.0.0.1:{port}"), "--default-addr-pool", "10.20.0.0/16", "--default-addr-pool-mask-length", "26"]).await.unwrap();
+    shoal(&[
+        "init",
+        "--host",
+        h,
+        "--advertise-addr",
+        &format!("127.0.0.1:{port}"),
+        "--default-addr-pool",
+        "10.20.0.0/16",
+        "--default-addr-pool-mask-length",
+        "26",
+    ])
+    .await
+    .unwrap();
     let err = shoal(&["init", "--host", h, "--advertise-addr", "127.0.0.1"]).await.unwrap_err().to_string();
     assert!(err.contains("already part of a cluster"), "{err}");
     shoal(&["network", "create", "--host", h, "--driver", "overlay", "backend"]).await.unwrap();
-    shoal(&["service", "create", "--host", h, "--name", "web", "--replicas", "2", "-p", "8080:80", "--network", "backend", "-e", "A=1", "nginx", "nginx", "-g", "daemon off;"]).await.unwrap();
+    shoal(&[
+        "service",
+        "create",
+        "--host",
+        h,
+        "--name",
+        "web",
+        "--replicas",
+        "2",
+        "-p",
+        "8080:80",
+        "--network",
+        "backend",
+        "-e",
+        "A=1",
+        "nginx",
+        "nginx",
+        "-g",
+        "daemon off;",
+    ])
+    .await
+    .unwrap();
     shoal(&["service", "scale", "--host", h, "web=3"]).await.unwrap();
     shoal(&["node", "ls", "--host", h]).await.unwrap();
     shoal(&["service", "ls", "--host", h]).await.unwrap();

@@ -137,7 +137,11 @@ async fn worker_certificates_cannot_call_manager_rpcs() {
     let (ms, ws, _, _) = cluster(1, 1).await;
     let dir = ws[0].dir.path();
     let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap();
-    let id = shoal_control::rpc::tls::TlsIdentity { ca_pem: read("certs/ca.pem"), cert_pem: read("certs/node.pem"), key_pem: read("certs/node.key") };
+    let id = shoal_control::rpc::tls::TlsIdentity {
+        ca_pem: read("certs/ca.pem"),
+        cert_pem: read("certs/node.pem"),
+        key_pem: read("certs/node.key"),
+    };
     let cfg = shoal_control::rpc::tls::client_config(&id).unwrap();
     let mut client = shoal_control::rpc::tls::client(&ms[0].addr, cfg).unwrap();
     let err = client.api(ApiRequest::View).await.unwrap_err();

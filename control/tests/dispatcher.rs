@@ -60,10 +60,8 @@ async fn a_silent_node_goes_down_and_its_tasks_move() {
     for w in &ws {
         agents.push(sim_agent(w.node.clone()));
     }
-    eventually("all nodes ready", 20, || async {
-        ms[0].state().await.nodes.values().all(|n| n.state == NodeState::Ready).then_some(())
-    })
-    .await;
+    eventually("all nodes ready", 20, || async { ms[0].state().await.nodes.values().all(|n| n.state == NodeState::Ready).then_some(()) })
+        .await;
     ms[0].propose(Command::CreateService { spec: spec("web", 3) }).await.unwrap().unwrap();
     eventually("three tasks running", 20, || async {
         (ms[0].state().await.tasks.values().filter(|t| t.status.state == TaskState::Running).count() == 3).then_some(())
@@ -80,11 +78,8 @@ async fn a_silent_node_goes_down_and_its_tasks_move() {
     assert_eq!(st.nodes[&victim_id].message, "heartbeat failure");
     let st = eventually("its task runs elsewhere", 30, || async {
         let st = ms[0].state().await;
-        let running: Vec<_> = st
-            .tasks
-            .values()
-            .filter(|t| t.status.state == TaskState::Running && t.desired_state == TaskState::Running)
-            .collect();
+        let running: Vec<_> =
+            st.tasks.values().filter(|t| t.status.state == TaskState::Running && t.desired_state == TaskState::Running).collect();
         (running.len() == 3 && running.iter().all(|t| t.node_id.as_ref() != Some(&victim_id))).then_some(st)
     })
     .await;
@@ -100,10 +95,8 @@ async fn a_silent_node_goes_down_and_its_tasks_move() {
 async fn drain_moves_tasks_and_agents_stop_them() {
     let (ms, ws, _, _) = cluster(1, 1).await;
     let agents = [sim_agent(ms[0].node.clone()), sim_agent(ws[0].node.clone())];
-    eventually("all nodes ready", 20, || async {
-        ms[0].state().await.nodes.values().all(|n| n.state == NodeState::Ready).then_some(())
-    })
-    .await;
+    eventually("all nodes ready", 20, || async { ms[0].state().await.nodes.values().all(|n| n.state == NodeState::Ready).then_some(()) })
+        .await;
     ms[0].propose(Command::CreateService { spec: spec("web", 4) }).await.unwrap().unwrap();
     let wid = ws[0].node.node_id().await.unwrap();
     eventually("four running", 20, || async {

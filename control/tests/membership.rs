@@ -32,7 +32,10 @@ async fn promote_and_demote_change_raft_membership() {
     eventually("three voters after promoting two workers", 40, || async { (voters(&ms[0]).await == 3).then_some(()) }).await;
     // The promoted nodes run the manager role and answer API calls.
     for w in &ws {
-        let st = eventually("the promoted node serves the API", 20, || async { w.api(shoal_control::rpc::messages::ApiRequest::View).await.ok() }).await;
+        let st = eventually("the promoted node serves the API", 20, || async {
+            w.api(shoal_control::rpc::messages::ApiRequest::View).await.ok()
+        })
+        .await;
         let _ = st;
     }
     // A write through a promoted manager commits.
@@ -58,7 +61,8 @@ async fn force_new_cluster_recovers_a_lost_quorum() {
     let (mut ms, _ws, _, _) = cluster(3, 0).await;
     ms[0].propose(Command::CreateService { spec: ServiceSpec::new("kept", "nginx") }).await.unwrap().unwrap();
     let survivor = ms.remove(0);
-    eventually("the survivor has applied the write", 20, || async { survivor.state().await.find_service("kept").is_ok().then_some(()) }).await;
+    eventually("the survivor has applied the write", 20, || async { survivor.state().await.find_service("kept").is_ok().then_some(()) })
+        .await;
     for m in ms {
         m.kill().await;
     }

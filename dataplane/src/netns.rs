@@ -55,8 +55,7 @@ pub fn open(name: &str) -> Result<File, NetnsError> {
     let p = path(name);
     let file = File::open(&p).map_err(|_| NetnsError::Missing(name.to_string()))?;
     // An unmounted leftover file is a plain empty file on the parent filesystem, not nsfs.
-    let st = nix::sys::statfs::fstatfs(&file)
-        .map_err(|e| NetnsError::Sys { name: name.into(), what: "statfs", source: e })?;
+    let st = nix::sys::statfs::fstatfs(&file).map_err(|e| NetnsError::Sys { name: name.into(), what: "statfs", source: e })?;
     if st.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
         return Err(NetnsError::Missing(name.to_string()));
     }
@@ -73,27 +72,21 @@ pub fn create(name: &str) -> Result<(), NetnsError> {
     let p = path(name);
     File::create(&p).map_err(|e| NetnsError::Io { name: name.into(), what: "create mount point", source: e })?;
     let owned = name.to_string();
-    let result = std::thread::spawn(move || -> Result<(), NetnsError> {
-        unshare(CloneFlags::CLONE_NEWNET)
-            .map_err(|e| NetnsError::Sys { name: owned.clone(), what: "unshare", source: e })?;
-        mount(Some("/proc/thread-self/ns/net"), &path(&owned), None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(|e| NetnsError::Sys { name: owned.clone(), what: "bind mount", source: e })
-    })
-    .join()
-    .map_err(|_| NetnsError::ThreadPanicked(name.to_string()))?;
+    let result =
+        std::thread::spawn(move || -> Result<(), NetnsError> {
+            unshare(CloneFlags::CLONE_NEWNET).map_err(|e| NetnsError::Sys { name: owned.clone(), what: "unshare", source: e })?;
+            mount(Some("/proc/thread-self/ns/net"), &path(&owned), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .map_err(|e| NetnsError::Sys { name: owned.clone(), what: "bind mount", source: e })
+        })
+        .join()
+        .map_err(|_| NetnsError::ThreadPanicked(name.to_string()))?;
     if result.is_err() {
         let _ = std::fs::remove_file(&p);
     }
     result?;
     // A new namespace starts with loopback down; every user of ours wants it up.
-    run_in(name, || -> Result<(), crate::netlink::NetlinkError> {
-        crate::netlink::Netlink::open()?.set_up("lo")
-    })?
-    .map_err(|e| NetnsError::Io {
-        name: name.into(),
-        what: "set lo up",
-        source: std::io::Error::other(e.to_string()),
-    })
+    run_in(name, || -> Result<(), crate::netlink::NetlinkError> { crate::netlink::Netlink::open()?.set_up("lo") })?
+        .map_err(|e| NetnsError::Io { name: name.into(), what: "set lo up", source: std::io::Error::other(e.to_string()) })
 }
 
 /// Removes a named namespace. Missing is fine (teardown is idempotent).
@@ -114,30 +107,21 @@ pub fn delete(name: &str) -> Result<(), NetnsError> {
 /// Names of all namespaces under /run/netns.
 pub fn list() -> Vec<String> {
     let Ok(dir) = std::fs::read_dir(NETNS_DIR) else { return Vec::new() };
-    let mut names: Vec<String> =
-        dir.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect();
+    let mut names: Vec<String> = dir.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect();
     names.sort();
     names
 }
 
 /// Runs `f` on a fresh thread inside namespace `name` and returns its result.
-pub fn run_in<T: Send + 'static>(
-    name: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, NetnsError> {
+pub fn run_in<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T, NetnsError> {
     let file = open(name)?;
     run_in_fd(name, file, f)
 }
 
-pub fn run_in_fd<T: Send + 'static>(
-    name: &str,
-    file: File,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, NetnsError> {
+pub fn run_in_fd<T: Send + 'static>(name: &str, file: File, f: impl FnOnce() -> T + Send + 'static) -> Result<T, NetnsError> {
     let owned = name.to_string();
     std::thread::spawn(move || -> Result<T, NetnsError> {
-        setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
-            .map_err(|e| NetnsError::Sys { name: owned, what: "setns", source: e })?;
+        setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| NetnsError::Sys { name: owned, what: "setns", source: e })?;
         Ok(f())
     })
     .join()
@@ -148,21 +132,25 @@ pub fn run_in_fd<T: Send + 'static>(
 /// before any other thread exists.
 pub fn enter_for_process(name: &str) -> Result<(), NetnsError> {
     let file = open(name)?;
-    setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
-        .map_err(|e| NetnsError::Sys { name: name.into(), what: "setns", source: e })
+    setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| NetnsError::Sys { name: name.into(), what: "setns", source: e })
 }
 
 /// `ip netns` makes /run/netns a shared mount so that namespaces made by one mount namespace
 /// are seen by others; do the same so both tools interoperate.
 fn prepare_dir(name: &str) -> Result<(), NetnsError> {
-    std::fs::create_dir_all(NETNS_DIR)
-        .map_err(|e| NetnsError::Io { name: name.into(), what: "create /run/netns", source: e })?;
+    std::fs::create_dir_all(NETNS_DIR).map_err(|e| NetnsError::Io { name: name.into(), what: "create /run/netns", source: e })?;
     let shared = MsFlags::MS_SHARED | MsFlags::MS_REC;
     if mount(None::<&str>, NETNS_DIR, None::<&str>, shared, None::<&str>).is_err() {
-        mount(Some(NETNS_DIR), NETNS_DIR, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .map_err(|e| NetnsError::Sys { name: name.into(), what: "bind /run/netns", source: e })?;
-        mount(None::<&str>, NETNS_DIR, None::<&str>, shared, None::<&str>)
-            .map_err(|e| NetnsError::Sys { name: name.into(), what: "share /run/netns", source: e })?;
+        mount(Some(NETNS_DIR), NETNS_DIR, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(|e| NetnsError::Sys {
+            name: name.into(),
+            what: "bind /run/netns",
+            source: e,
+        })?;
+        mount(None::<&str>, NETNS_DIR, None::<&str>, shared, None::<&str>).map_err(|e| NetnsError::Sys {
+            name: name.into(),
+            what: "share /run/netns",
+            source: e,
+        })?;
     }
     Ok(())
 }

@@ -22,7 +22,12 @@ impl Drop for Ns {
 fn frontend(backends: &[u8], port: u16) -> Frontend {
     let backends = backends
         .iter()
-        .map(|b| Target { addr: SocketAddrV4::new(Ipv4Addr::new(10, 0, 9, *b), port), snat: Ipv4Addr::new(10, 0, 9, 250), local: false, weight: 1 })
+        .map(|b| Target {
+            addr: SocketAddrV4::new(Ipv4Addr::new(10, 0, 9, *b), port),
+            snat: Ipv4Addr::new(10, 0, 9, 250),
+            local: false,
+            weight: 1,
+        })
         .collect();
     Frontend { keep_client_ip: false, backends }
 }

@@ -32,14 +32,7 @@ pub struct BenchOptions {
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        Self {
-            services: 100,
-            tasks_per_service: 3,
-            seconds: 3,
-            rounds: 4,
-            outstanding: 100,
-            swap_services: 5000,
-        }
+        Self { services: 100, tasks_per_service: 3, seconds: 3, rounds: 4, outstanding: 100, swap_services: 5000 }
     }
 }
 
@@ -168,10 +161,7 @@ pub enum BenchError {
 /// The benchmark zone: network `bench`, services `svc<i>` with VIP 10.<i/250>.<i%250>.1 ... and
 /// tasks at .2, .3, ...
 pub fn bench_zone(services: usize, tasks_per_service: usize) -> Zone {
-    let mut net = NetworkZone {
-        name: "bench".into(),
-        ..NetworkZone::default()
-    };
+    let mut net = NetworkZone { name: "bench".into(), ..NetworkZone::default() };
     for i in 0..services {
         let base = |host: usize| Ipv4Addr::new(10, (i / 250) as u8, (i % 250) as u8, host as u8);
         net.services.push(ServiceRecord {
@@ -193,10 +183,7 @@ pub fn bench_zone(services: usize, tasks_per_service: usize) -> Zone {
             });
         }
     }
-    Zone {
-        networks: vec![net],
-        nodes: vec![],
-    }
+    Zone { networks: vec![net], nodes: vec![] }
 }
 
 /// Runs the comparison. Needs `dnsperf` and `dnsmasq` on PATH; uses only loopback.
@@ -224,9 +211,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
 
     let server = DnsServer::new(DnsConfig::default())?;
     server.set_zone(&zone)?;
-    let shoal_addr = server
-        .attach_task_at("bench", "127.0.0.1:0".parse().expect("addr"), vec!["bench".into()])
-        .await?;
+    let shoal_addr = server.attach_task_at("bench", "127.0.0.1:0".parse().expect("addr"), vec!["bench".into()]).await?;
     let dnsmasq_port = free_udp_port()?;
     let mut dnsmasq = tokio::process::Command::new("dnsmasq")
         .args([
@@ -246,10 +231,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| BenchError::Tool {
-            tool: "dnsmasq",
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| BenchError::Tool { tool: "dnsmasq", reason: e.to_string() })?;
     let dnsmasq_addr: SocketAddr = ([127, 0, 0, 1], dnsmasq_port).into();
     // Ready when it answers.
     let mut ready = false;
@@ -261,22 +243,13 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if !ready {
-        return Err(BenchError::Tool {
-            tool: "dnsmasq",
-            reason: format!("never answered on {dnsmasq_addr}"),
-        });
+        return Err(BenchError::Tool { tool: "dnsmasq", reason: format!("never answered on {dnsmasq_addr}") });
     }
 
-    let mut report = BenchReport {
-        outstanding: opts.outstanding,
-        ..BenchReport::default()
-    };
+    let mut report = BenchReport { outstanding: opts.outstanding, ..BenchReport::default() };
     for _ in 0..opts.rounds {
         report.shoal.push(dnsperf(shoal_addr, &queries_path, opts, std::process::id()).await?);
-        let pid = dnsmasq.id().ok_or_else(|| BenchError::Tool {
-            tool: "dnsmasq",
-            reason: "exited".into(),
-        })?;
+        let pid = dnsmasq.id().ok_or_else(|| BenchError::Tool { tool: "dnsmasq", reason: "exited".into() })?;
         report.dnsmasq.push(dnsperf(dnsmasq_addr, &queries_path, opts, pid).await?);
     }
     let _ = dnsmasq.kill().await;
@@ -303,10 +276,7 @@ async fn change_latency(server: &DnsServer, addr: SocketAddr, zone: Zone) -> Res
     let seen = probe_tasks_svc0(addr, "10.255.255.254").await;
     let visible = start.elapsed().as_secs_f64() * 1e6;
     if !seen {
-        return Err(BenchError::Tool {
-            tool: "shoal",
-            reason: "the changed backend was not in the next answer".into(),
-        });
+        return Err(BenchError::Tool { tool: "shoal", reason: "the changed backend was not in the next answer".into() });
     }
     Ok((swap, visible))
 }
@@ -333,9 +303,7 @@ async fn probe_tasks_svc0(addr: SocketAddr, want: &str) -> bool {
     let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), socket.recv(&mut buf)).await else {
         return false;
     };
-    Message::from_vec(&buf[..n])
-        .map(|m| m.answers.iter().any(|r| r.data.to_string() == want))
-        .unwrap_or(false)
+    Message::from_vec(&buf[..n]).map(|m| m.answers.iter().any(|r| r.data.to_string() == want)).unwrap_or(false)
 }
 
 /// CPU time (user + system) of process `pid` so far, in seconds.
@@ -349,21 +317,13 @@ fn cpu_seconds(pid: u32) -> f64 {
     };
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after ')'.
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
-        .sum();
+    let ticks: f64 = [11, 12].iter().filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok())).sum();
     // SAFETY: sysconf has no memory-safety preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     ticks / hz
 }
 
-async fn dnsperf(
-    addr: SocketAddr,
-    queries: &std::path::Path,
-    opts: &BenchOptions,
-    server_pid: u32,
-) -> Result<PerfResult, BenchError> {
+async fn dnsperf(addr: SocketAddr, queries: &std::path::Path, opts: &BenchOptions, server_pid: u32) -> Result<PerfResult, BenchError> {
     let cpu_before = cpu_seconds(server_pid);
     let out = tokio::process::Command::new("dnsperf")
         .args(["-s", &addr.ip().to_string(), "-p", &addr.port().to_string()])
@@ -372,10 +332,7 @@ async fn dnsperf(
         .args(["-l", &opts.seconds.to_string(), "-q", &opts.outstanding.to_string(), "-c", "4"])
         .output()
         .await
-        .map_err(|e| BenchError::Tool {
-            tool: "dnsperf",
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| BenchError::Tool { tool: "dnsperf", reason: e.to_string() })?;
     let text = String::from_utf8_lossy(&out.stdout);
     let field = |label: &str| -> Option<f64> {
         text.lines()
@@ -399,14 +356,8 @@ async fn dnsperf(
 }
 
 fn free_udp_port() -> Result<u16, BenchError> {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|source| BenchError::Io {
-        path: "127.0.0.1:0".into(),
-        source,
-    })?;
-    socket.local_addr().map(|a| a.port()).map_err(|source| BenchError::Io {
-        path: "127.0.0.1:0".into(),
-        source,
-    })
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|source| BenchError::Io { path: "127.0.0.1:0".into(), source })?;
+    socket.local_addr().map(|a| a.port()).map_err(|source| BenchError::Io { path: "127.0.0.1:0".into(), source })
 }
 
 /// A scratch folder with a unique name, removed on drop.
@@ -418,24 +369,14 @@ impl Scratch {
     fn new() -> Result<Self, BenchError> {
         use std::sync::atomic::{AtomicU32, Ordering};
         static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "shoal-dns-bench-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).map_err(|source| BenchError::Io {
-            path: dir.clone(),
-            source,
-        })?;
+        let dir = std::env::temp_dir().join(format!("shoal-dns-bench-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+        std::fs::create_dir_all(&dir).map_err(|source| BenchError::Io { path: dir.clone(), source })?;
         Ok(Self { dir })
     }
 
     fn write(&self, name: &str, text: &str) -> Result<PathBuf, BenchError> {
         let path = self.dir.join(name);
-        std::fs::write(&path, text).map_err(|source| BenchError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        std::fs::write(&path, text).map_err(|source| BenchError::Io { path: path.clone(), source })?;
         Ok(path)
     }
 }

@@ -10,11 +10,7 @@ use hickory_proto::{op::ResponseCode, rr::RecordType};
 use shoal_dns::{DnsConfig, DnsServer};
 
 fn config(upstreams: Vec<SocketAddr>) -> DnsConfig {
-    DnsConfig {
-        upstreams,
-        upstream_timeout: Duration::from_millis(500),
-        ..DnsConfig::default()
-    }
+    DnsConfig { upstreams, upstream_timeout: Duration::from_millis(500), ..DnsConfig::default() }
 }
 
 fn any_port() -> SocketAddr {
@@ -144,34 +140,19 @@ async fn host_listener_answers_consul_style_names() {
 
 #[tokio::test]
 async fn bad_config_and_double_attach_are_clear_errors() {
-    let err = DnsServer::new(DnsConfig {
-        max_inflight_per_task: 0,
-        ..DnsConfig::default()
-    })
-    .err()
-    .unwrap()
-    .to_string();
+    let err = DnsServer::new(DnsConfig { max_inflight_per_task: 0, ..DnsConfig::default() }).err().unwrap().to_string();
     assert!(err.contains("max_inflight_per_task"), "{err}");
     let server = DnsServer::new(DnsConfig::default()).unwrap();
     server.attach_task_at("t", any_port(), vec![]).await.unwrap();
     let err = server.attach_task_at("t", any_port(), vec![]).await.unwrap_err().to_string();
     assert!(err.contains("already attached"), "{err}");
-    let err = server
-        .attach_task("u", std::path::Path::new("/nonexistent/netns"), vec![])
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = server.attach_task("u", std::path::Path::new("/nonexistent/netns"), vec![]).await.unwrap_err().to_string();
     assert!(err.contains("/nonexistent/netns"), "{err}");
 }
 
 #[tokio::test]
 async fn ttls_follow_the_config() {
-    let server = DnsServer::new(DnsConfig {
-        ttl: 30,
-        tasks_ttl: 1,
-        ..DnsConfig::default()
-    })
-    .unwrap();
+    let server = DnsServer::new(DnsConfig { ttl: 30, tasks_ttl: 1, ..DnsConfig::default() }).unwrap();
     server.set_zone(&zone(&["10.0.1.3"])).unwrap();
     let task = server.attach_task_at("t", any_port(), vec!["front".into()]).await.unwrap();
     let ttls = |m: &hickory_proto::op::Message| m.answers.iter().map(|r| r.ttl).collect::<Vec<_>>();
@@ -209,11 +190,7 @@ async fn a_silent_upstream_costs_one_timeout_then_the_next_one_is_preferred() {
 
 #[tokio::test]
 async fn tcp_connections_per_task_are_bounded() {
-    let server = DnsServer::new(DnsConfig {
-        max_tcp_connections_per_task: 2,
-        ..DnsConfig::default()
-    })
-    .unwrap();
+    let server = DnsServer::new(DnsConfig { max_tcp_connections_per_task: 2, ..DnsConfig::default() }).unwrap();
     server.set_zone(&zone(&["10.0.1.3"])).unwrap();
     let task = server.attach_task_at("t", any_port(), vec!["front".into()]).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -297,11 +274,7 @@ async fn ipv4_and_ipv6_listeners_on_one_thread_both_answer() {
 #[tokio::test]
 async fn host_listener_forwards_other_names_only_when_asked() {
     let upstream = FakeUpstream::start().await;
-    let forwarding = DnsServer::new(DnsConfig {
-        host_forward: true,
-        ..config(vec![upstream.addr])
-    })
-    .unwrap();
+    let forwarding = DnsServer::new(DnsConfig { host_forward: true, ..config(vec![upstream.addr]) }).unwrap();
     let host = forwarding.serve_host(any_port()).unwrap();
     assert_eq!(a_records(&ask_udp(host, "www.ext.test", RecordType::A).await), ips(&["10.9.9.9"]));
     let refusing = DnsServer::new(config(vec![upstream.addr])).unwrap();

@@ -24,11 +24,7 @@ fn tools_present(test: &str) -> bool {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 #[test]
@@ -41,13 +37,8 @@ fn tasks_resolve_their_networks_and_forward_the_rest() {
     let node = Netns::new("node");
     let upstream_ns = Netns::new("up");
     link(&node, &upstream_ns, "10.254.7");
-    let _upstream = Dnsmasq::start(
-        Some(&upstream_ns),
-        "10.254.7.2",
-        53,
-        &[("ext.test".into(), "10.9.9.9".into())],
-        &["--local=/test/".into()],
-    );
+    let _upstream =
+        Dnsmasq::start(Some(&upstream_ns), "10.254.7.2", 53, &[("ext.test".into(), "10.9.9.9".into())], &["--local=/test/".into()]);
     let front = Netns::new("tfront");
     let back = Netns::new("tback");
     let both = Netns::new("tboth");
@@ -110,11 +101,7 @@ fn tasks_resolve_their_networks_and_forward_the_rest() {
             // Detached: nothing listens any more.
             server.detach_task("back").await.unwrap();
             let bb = b.clone();
-            let out = tokio::task::spawn_blocking(move || {
-                bb.exec(&["dig", "@127.0.0.11", "+tries=1", "+time=1", "web"])
-            })
-            .await
-            .unwrap();
+            let out = tokio::task::spawn_blocking(move || bb.exec(&["dig", "@127.0.0.11", "+tries=1", "+time=1", "web"])).await.unwrap();
             assert!(!out.contains("status:"), "detached task still answered: {out}");
         });
     });
@@ -228,18 +215,11 @@ fn tasks_on_two_nodes_get_the_same_answers() {
     let (node1, node2) = (Netns::new("node1"), Netns::new("node2"));
     let (t1, t2, t3) = (Netns::new("t1"), Netns::new("t2"), Netns::new("t3"));
     let zone = common::zone(&["10.0.1.3", "10.0.1.4"]);
-    let n1 = lab::NodeServer::start(
-        &node1,
-        DnsConfig::default(),
-        vec![("t1".into(), t1.path(), vec!["front".into()])],
-    );
+    let n1 = lab::NodeServer::start(&node1, DnsConfig::default(), vec![("t1".into(), t1.path(), vec!["front".into()])]);
     let n2 = lab::NodeServer::start(
         &node2,
         DnsConfig::default(),
-        vec![
-            ("t2".into(), t2.path(), vec!["front".into()]),
-            ("t3".into(), t3.path(), vec!["back".into()]),
-        ],
+        vec![("t2".into(), t2.path(), vec!["front".into()]), ("t3".into(), t3.path(), vec!["back".into()])],
     );
     for node in [&n1, &n2] {
         node.server.set_zone(&zone).unwrap();

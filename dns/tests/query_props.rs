@@ -17,13 +17,26 @@ use shoal_dns::{
 };
 
 const NAMES: &[&str] = &[
-    "web", "tasks.web", "web.front", "api", "tasks.api", "api.back", "api.1.a1", "api.1.a1.back",
-    "web.1.w0", "example.com", "3.2.0.10.in-addr.arpa", "2.2.0.10.in-addr.arpa", "2.1.0.10.in-addr.arpa",
-    "_http._tcp.web", "x.service.shoal", "web.service.shoal", "node1.node.shoal", ".",
+    "web",
+    "tasks.web",
+    "web.front",
+    "api",
+    "tasks.api",
+    "api.back",
+    "api.1.a1",
+    "api.1.a1.back",
+    "web.1.w0",
+    "example.com",
+    "3.2.0.10.in-addr.arpa",
+    "2.2.0.10.in-addr.arpa",
+    "2.1.0.10.in-addr.arpa",
+    "_http._tcp.web",
+    "x.service.shoal",
+    "web.service.shoal",
+    "node1.node.shoal",
+    ".",
 ];
-const TYPES: &[RecordType] = &[
-    RecordType::A, RecordType::AAAA, RecordType::ANY, RecordType::PTR, RecordType::SRV, RecordType::TXT,
-];
+const TYPES: &[RecordType] = &[RecordType::A, RecordType::AAAA, RecordType::ANY, RecordType::PTR, RecordType::SRV, RecordType::TXT];
 
 fn seed(name: usize, qtype: usize, id: u16, edns: bool) -> Vec<u8> {
     let mut msg = Message::new(id, MessageType::Query, OpCode::Query);

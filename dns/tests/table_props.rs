@@ -5,9 +5,7 @@
 use std::net::IpAddr;
 
 use proptest::prelude::*;
-use shoal_dns::{
-    table::Tables, EndpointMode, NetworkZone, PortProtocol, PortRecord, ServiceRecord, TaskRecord, Zone,
-};
+use shoal_dns::{table::Tables, EndpointMode, NetworkZone, PortProtocol, PortRecord, ServiceRecord, TaskRecord, Zone};
 
 const SERVICES: &[&str] = &["a", "b", "c", "d"];
 const ALIASES: &[&str] = &["x", "y", "a", "tasks.b", "c.1.t1"];
@@ -36,12 +34,7 @@ struct TaskSpec {
 }
 
 fn svc_spec() -> impl Strategy<Value = SvcSpec> {
-    (
-        any::<bool>(),
-        0u8..4,
-        proptest::collection::vec(0..ALIASES.len(), 0..2),
-        proptest::option::of((any::<bool>(), 79u16..82)),
-    )
+    (any::<bool>(), 0u8..4, proptest::collection::vec(0..ALIASES.len(), 0..2), proptest::option::of((any::<bool>(), 79u16..82)))
         .prop_map(|(dnsrr, vip, aliases, port)| SvcSpec { dnsrr, vip, aliases, port })
 }
 
@@ -64,10 +57,7 @@ struct NetSpec {
 }
 
 fn net_spec() -> impl Strategy<Value = NetSpec> {
-    (
-        proptest::collection::vec(proptest::option::of(svc_spec()), SERVICES.len()),
-        proptest::collection::vec(task_spec(), 0..8),
-    )
+    (proptest::collection::vec(proptest::option::of(svc_spec()), SERVICES.len()), proptest::collection::vec(task_spec(), 0..8))
         .prop_map(|(services, tasks)| NetSpec { services, tasks })
 }
 
@@ -117,10 +107,7 @@ fn apply(spec: &mut NetSpec, edit: &Edit) {
 fn zone(nets: &[NetSpec]) -> Zone {
     let mut zone = Zone::default();
     for (n, spec) in nets.iter().enumerate() {
-        let mut net = NetworkZone {
-            name: format!("n{n}"),
-            ..NetworkZone::default()
-        };
+        let mut net = NetworkZone { name: format!("n{n}"), ..NetworkZone::default() };
         for (i, svc) in spec.services.iter().enumerate() {
             let Some(svc) = svc else { continue };
             net.services.push(ServiceRecord {
@@ -131,11 +118,7 @@ fn zone(nets: &[NetSpec]) -> Zone {
                 ports: svc
                     .port
                     .iter()
-                    .map(|(named, port)| PortRecord {
-                        name: named.then(|| "http".to_string()),
-                        protocol: PortProtocol::Tcp,
-                        port: *port,
-                    })
+                    .map(|(named, port)| PortRecord { name: named.then(|| "http".to_string()), protocol: PortProtocol::Tcp, port: *port })
                     .collect(),
             });
         }

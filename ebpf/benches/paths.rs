@@ -131,7 +131,8 @@ fn packet_bench() {
         let vip_syn: Vec<_> = clients([10, 0, 9, 30], base).map(|c| frame(c, to_vip, true, false)).collect();
         let pub_ack: Vec<_> = clients([192, 168, 50, 9], base).map(|c| frame(c, to_pub, false, true)).collect();
         let vip_ack: Vec<_> = clients([10, 0, 9, 30], base).map(|c| frame(c, to_vip, false, true)).collect();
-        let other: Vec<_> = clients([10, 0, 9, 31], base).map(|c| frame(c, SocketAddrV4::new(Ipv4Addr::new(10, 0, 9, 7), 80), false, true)).collect();
+        let other: Vec<_> =
+            clients([10, 0, 9, 31], base).map(|c| frame(c, SocketAddrV4::new(Ipv4Addr::new(10, 0, 9, 7), 80), false, true)).collect();
         rows.push([
             per_packet(&mut nat, TcHook::Ingress, &pub_syn),
             per_packet(&mut nat, TcHook::Reply, &vip_syn),

@@ -112,11 +112,7 @@ pub(crate) struct Loaded {
 impl ObjectSpec {
     /// Load the object, adopting the services of pinned maps when
     /// `opts.pin_dir` holds them; `load_program` loads one program by name.
-    pub(crate) fn load(
-        &self,
-        opts: &LoadOptions,
-        load_program: fn(&mut Ebpf, &'static str) -> Result<(), Error>,
-    ) -> Result<Loaded, Error> {
+    pub(crate) fn load(&self, opts: &LoadOptions, load_program: fn(&mut Ebpf, &'static str) -> Result<(), Error>) -> Result<Loaded, Error> {
         let pin = opts.pin_dir.as_deref().map(|d| PinDir::create(d, self.pin_subdir)).transpose()?;
         let maps: Vec<MapSpec> = service_specs(self.service_maps).iter().chain(self.other_maps).copied().collect();
         let mut ebpf = load(self.name, self.bytes, &maps, opts, pin.as_ref())?;
@@ -151,16 +147,9 @@ impl Loaded {
     }
 }
 
-fn load(
-    object: &'static str,
-    bytes: &[u8],
-    maps: &[MapSpec],
-    opts: &LoadOptions,
-    pin: Option<&PinDir>,
-) -> Result<Ebpf, Error> {
+fn load(object: &'static str, bytes: &[u8], maps: &[MapSpec], opts: &LoadOptions, pin: Option<&PinDir>) -> Result<Ebpf, Error> {
     let mut loader = EbpfLoader::new();
-    let paths: Vec<(&'static str, PathBuf)> =
-        pin.map(|p| maps.iter().map(|m| (m.name, p.map(m.name))).collect()).unwrap_or_default();
+    let paths: Vec<(&'static str, PathBuf)> = pin.map(|p| maps.iter().map(|m| (m.name, p.map(m.name))).collect()).unwrap_or_default();
     for m in maps {
         loader.map_max_entries(m.name, (m.size)(opts));
     }

@@ -330,8 +330,7 @@ mod tests {
 
     #[test]
     fn backend_values_round_trip() {
-        let b = Backend::nat(SocketAddrV4::new(Ipv4Addr::new(10, 0, 9, 3), 80), Ipv4Addr::new(10, 0, 9, 250), true)
-            .with_weight(5);
+        let b = Backend::nat(SocketAddrV4::new(Ipv4Addr::new(10, 0, 9, 3), 80), Ipv4Addr::new(10, 0, 9, 250), true).with_weight(5);
         assert_eq!(BeVal::from(&b).to_backend(5), b);
         let v = Backend::new(SocketAddrV4::new(Ipv4Addr::new(10, 0, 9, 4), 80));
         assert_eq!(BeVal::from(&v).to_backend(1), v);

@@ -59,9 +59,7 @@ pub fn ensure_bpffs(root: &Path) -> Result<bool, Error> {
     let c = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
         .map_err(|e| sys_err("mount", root, io::Error::new(io::ErrorKind::InvalidInput, e)))?;
     // SAFETY: all pointers are NUL-terminated strings that outlive the call.
-    let ret = unsafe {
-        libc::mount(c"bpf".as_ptr(), c.as_ptr(), c"bpf".as_ptr(), 0, c"mode=0700".as_ptr().cast())
-    };
+    let ret = unsafe { libc::mount(c"bpf".as_ptr(), c.as_ptr(), c"bpf".as_ptr(), 0, c"mode=0700".as_ptr().cast()) };
     if ret != 0 {
         return Err(sys_err("mount bpffs", root, io::Error::last_os_error()));
     }
@@ -168,7 +166,5 @@ pub(crate) fn adopt_link(path: &Path, expected: LinkTarget, prog: BorrowedFd<'_>
 
 /// Pin a fresh link at `path` (the link then outlives this process).
 pub(crate) fn pin_link(link: FdLink, path: &Path) -> Result<(), Error> {
-    link.pin(path)
-        .map(drop)
-        .map_err(|e| sys_err("pin link", path, io::Error::other(e.to_string())))
+    link.pin(path).map(drop).map_err(|e| sys_err("pin link", path, io::Error::other(e.to_string())))
 }

@@ -65,7 +65,14 @@ impl Probe {
 }
 
 fn tiny() -> LoadOptions {
-    LoadOptions { max_services: 4, max_backends: 4, max_backends_per_service: 4, max_slots_per_service: 4, max_flows: 4, ..LoadOptions::default() }
+    LoadOptions {
+        max_services: 4,
+        max_backends: 4,
+        max_backends_per_service: 4,
+        max_slots_per_service: 4,
+        max_flows: 4,
+        ..LoadOptions::default()
+    }
 }
 
 /// Load (and drop) every program with tiny maps. Needs CAP_BPF/root.

@@ -111,11 +111,7 @@ impl ServiceTable {
     }
 
     /// Plan with `f` (after re-planning a dirty service whole) and apply.
-    fn change(
-        &mut self,
-        key: ServiceKey,
-        f: impl FnOnce(&mut LbTable) -> Result<Vec<MapOp>, Error>,
-    ) -> Result<usize, Error> {
+    fn change(&mut self, key: ServiceKey, f: impl FnOnce(&mut LbTable) -> Result<Vec<MapOp>, Error>) -> Result<usize, Error> {
         let mut ops = f(&mut self.table)?;
         if self.dirty.remove(&key) {
             ops = self.table.full_ops(&key);

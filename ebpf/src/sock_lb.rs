@@ -45,12 +45,8 @@ use crate::{
 const OBJECT: &str = "sock_lb";
 
 /// Hooks for the tasks' cgroup: (program, hook name used in pin names).
-const TASK_PROGRAMS: [(&str, &str); 4] = [
-    ("shoal_connect4", "connect4"),
-    ("shoal_sendmsg4", "sendmsg4"),
-    ("shoal_recvmsg4", "recvmsg4"),
-    ("shoal_getpeer4", "getpeername4"),
-];
+const TASK_PROGRAMS: [(&str, &str); 4] =
+    [("shoal_connect4", "connect4"), ("shoal_sendmsg4", "sendmsg4"), ("shoal_recvmsg4", "recvmsg4"), ("shoal_getpeer4", "getpeername4")];
 
 /// Hooks for the root cgroup, inert outside the node's network namespace.
 const HOST_PROGRAMS: [(&str, &str); 4] = [
@@ -102,13 +98,11 @@ impl SockLb {
     /// Load the programs into the kernel (not attached yet) and adopt the
     /// services of pinned maps when `opts.pin_dir` holds them.
     pub fn load(opts: &LoadOptions) -> Result<Self, Error> {
-        let Loaded { mut ebpf, table, pin } = SPEC.load(opts, |ebpf, name| {
-            program(ebpf, name)?.load().map_err(|source| Error::Program { program: name, source })
-        })?;
-        let host = ebpf.take_map(maps::sock::HOST).ok_or(Error::Map {
-            map: maps::sock::HOST,
-            source: aya::maps::MapError::InvalidName { name: maps::sock::HOST.into() },
-        })?;
+        let Loaded { mut ebpf, table, pin } =
+            SPEC.load(opts, |ebpf, name| program(ebpf, name)?.load().map_err(|source| Error::Program { program: name, source }))?;
+        let host = ebpf
+            .take_map(maps::sock::HOST)
+            .ok_or(Error::Map { map: maps::sock::HOST, source: aya::maps::MapError::InvalidName { name: maps::sock::HOST.into() } })?;
         let host = Array::try_from(host).map_err(|source| Error::Map { map: maps::sock::HOST, source })?;
         Ok(Self { ebpf, table, host, pin, links: Vec::new() })
     }
@@ -137,8 +131,11 @@ impl SockLb {
     /// are served on), destinations in 127.0.0.0/8 are looked up as that
     /// address, so `127.0.0.1:<published port>` reaches the service.
     pub fn attach_host(&mut self, cgroup_root: &Path, published_addr: Option<Ipv4Addr>) -> Result<(), Error> {
-        let netns_cookie = sys::netns_cookie()
-            .map_err(|source| Error::Sys { call: "getsockopt SO_NETNS_COOKIE", object: "this network namespace".into(), source })?;
+        let netns_cookie = sys::netns_cookie().map_err(|source| Error::Sys {
+            call: "getsockopt SO_NETNS_COOKIE",
+            object: "this network namespace".into(),
+            source,
+        })?;
         let cfg = HostCfg { netns_cookie, loopback_addr: published_addr.map(addr_to_map).unwrap_or(0), pad: 0 };
         // Written before any hook runs: a hook never sees a half-made node.
         self.host.set(0, cfg, 0).map_err(|source| Error::Map { map: maps::sock::HOST, source })?;
@@ -158,17 +155,13 @@ impl SockLb {
     /// (network namespace cookie, published address). `None` before any.
     pub fn host_node(&self) -> Result<Option<(u64, Option<Ipv4Addr>)>, Error> {
         let cfg = self.host.get(&0, 0).map_err(|source| Error::Map { map: maps::sock::HOST, source })?;
-        Ok((cfg.netns_cookie != 0)
-            .then(|| (cfg.netns_cookie, (cfg.loopback_addr != 0).then(|| maps::addr_from_map(cfg.loopback_addr)))))
+        Ok((cfg.netns_cookie != 0).then(|| (cfg.netns_cookie, (cfg.loopback_addr != 0).then(|| maps::addr_from_map(cfg.loopback_addr)))))
     }
 
     fn attach_hooks(&mut self, programs: &[(&'static str, &'static str)], cgroup: &Path) -> Result<(), Error> {
         let target = cgroup.display().to_string();
         let dir = File::open(cgroup).map_err(|source| Error::Sys { call: "open cgroup", object: target.clone(), source })?;
-        let cgroup_id = dir
-            .metadata()
-            .map_err(|source| Error::Sys { call: "stat cgroup", object: target.clone(), source })?
-            .ino();
+        let cgroup_id = dir.metadata().map_err(|source| Error::Sys { call: "stat cgroup", object: target.clone(), source })?.ino();
         for &(name, hook) in programs {
             let prog = program(&mut self.ebpf, name)?;
             let pin_path = self.pin.as_ref().map(|p| p.link(hook, &cgroup_id.to_string()));

@@ -119,8 +119,7 @@ impl Record {
 
 /// The calling thread's network namespace cookie.
 pub(crate) fn netns() -> Result<u64, Error> {
-    sys::netns_cookie()
-        .map_err(|source| Error::Sys { call: "getsockopt SO_NETNS_COOKIE", object: "this network namespace".into(), source })
+    sys::netns_cookie().map_err(|source| Error::Sys { call: "getsockopt SO_NETNS_COOKIE", object: "this network namespace".into(), source })
 }
 
 fn list(ifname: &str, ifindex: u32) -> Result<Vec<TcFilter>, Error> {

@@ -87,9 +87,7 @@ impl TcNat {
     /// services and tracked flows of pinned maps when `opts.pin_dir` holds them.
     pub fn load(opts: &LoadOptions) -> Result<Self, Error> {
         let Loaded { ebpf, table, pin } = SPEC.load(opts, |ebpf, name| {
-            loader::program::<SchedClassifier>(ebpf, OBJECT, name)?
-                .load()
-                .map_err(|source| Error::Program { program: name, source })
+            loader::program::<SchedClassifier>(ebpf, OBJECT, name)?.load().map_err(|source| Error::Program { program: name, source })
         })?;
         Ok(Self { ebpf, table, pin, mode: opts.tc_attach.resolve(), links: Vec::new() })
     }
@@ -145,9 +143,8 @@ impl TcNat {
         let link = prog.take_link(id).map_err(attach_err)?;
         match &pin_path {
             Some(path) => {
-                let link = FdLink::try_from(link).map_err(|e| {
-                    attach_err(aya::programs::ProgramError::IOError(std::io::Error::other(format!("not a tcx link: {e}"))))
-                })?;
+                let link = FdLink::try_from(link)
+                    .map_err(|e| attach_err(aya::programs::ProgramError::IOError(std::io::Error::other(format!("not a tcx link: {e}")))))?;
                 pin::pin_link(link, path)?;
             }
             None => self.links.push((hook, ifname.to_owned(), link)),
@@ -305,7 +302,11 @@ impl TcNat {
                             errors.push(e);
                         }
                     }
-                    _ => tracing::info!(ifname = r.ifname, netns = r.netns, "tc filter recorded in another network namespace: record removed"),
+                    _ => tracing::info!(
+                        ifname = r.ifname,
+                        netns = r.netns,
+                        "tc filter recorded in another network namespace: record removed"
+                    ),
                 }
             }
         }

@@ -370,11 +370,8 @@ fn node_processes_are_balanced_from_the_root_cgroup_and_other_namespaces_are_unt
     let published = ServiceOptions { published: true, ..ServiceOptions::default() };
     lb.upsert_service(ServiceKey::tcp(VIP, 80), ServiceOptions::default()).unwrap();
     lb.set_backends(&ServiceKey::tcp(VIP, 80), &backends(&lab.addrs, 8080)).unwrap();
-    for (key, port) in [
-        (ServiceKey::tcp(NODE, 5000), 8080),
-        (ServiceKey::udp(NODE, 5000), 5353),
-        (ServiceKey::tcp(NODE, host_port), 8080),
-    ] {
+    for (key, port) in [(ServiceKey::tcp(NODE, 5000), 8080), (ServiceKey::udp(NODE, 5000), 5353), (ServiceKey::tcp(NODE, host_port), 8080)]
+    {
         lb.upsert_service(key, published).unwrap();
         lb.set_backends(&key, &backends(&lab.addrs, port)).unwrap();
     }

@@ -99,12 +99,7 @@ fn publish(nat: &mut TcNat, addrs: &[Ipv4Addr]) {
 
 fn attach(node: &Netns, opts: LoadOptions) -> TcNat {
     node.run(move || {
-        TcNat::load(&opts)
-            .expect("load")
-            .attach_ingress("u0")
-            .expect("attach ingress")
-            .attach_reply("br0")
-            .expect("attach reply")
+        TcNat::load(&opts).expect("load").attach_ingress("u0").expect("attach ingress").attach_reply("br0").expect("attach reply")
     })
 }
 
@@ -167,9 +162,7 @@ struct Conn {
 
 impl Conn {
     fn open(client: &Netns) -> Self {
-        let s = client.run(|| {
-            TcpStream::connect_timeout(&SocketAddrV4::new(NODE, 8080).into(), Duration::from_secs(5)).expect("connect")
-        });
+        let s = client.run(|| TcpStream::connect_timeout(&SocketAddrV4::new(NODE, 8080).into(), Duration::from_secs(5)).expect("connect"));
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         Self { writer: s.try_clone().unwrap(), reader: BufReader::new(s) }
     }
@@ -215,11 +208,7 @@ fn open_flows_survive_backend_removal_and_agent_restart() {
 fn our_filters(node: &Netns, ifname: &'static str) -> Vec<(u16, u32, Option<String>)> {
     node.run(move || {
         let idx = nix::net::if_::if_nametoindex(ifname).expect("ifindex");
-        shoal_ebpf::sys::list_ingress(idx)
-            .expect("list filters")
-            .into_iter()
-            .map(|f| (f.priority, f.handle, f.name))
-            .collect()
+        shoal_ebpf::sys::list_ingress(idx).expect("list filters").into_iter().map(|f| (f.priority, f.handle, f.name)).collect()
     })
 }
 
@@ -229,17 +218,29 @@ fn legacy_filters_survive_restarts_without_stacking_and_teardown_removes_only_ou
     common::require_root("legacy_filters_survive_restarts_without_stacking_and_teardown_removes_only_ours");
     let lab = lab();
     let bpffs = BpfMount::new();
-    let opts = LoadOptions {
-        pin_dir: Some(bpffs.path.join("node1")),
-        tc_attach: TcAttach::Netlink,
-        ..LoadOptions::default()
-    };
+    let opts = LoadOptions { pin_dir: Some(bpffs.path.join("node1")), tc_attach: TcAttach::Netlink, ..LoadOptions::default() };
     let mut nat = attach(&lab.node, opts.clone());
     assert_eq!(nat.attach_mode(), TcAttach::Netlink);
     publish(&mut nat, &lab.addrs);
     // Someone else's filter (classic BPF, never matches) at another priority: teardown spares it.
     let ns = lab.node.name.clone();
-    common::netns::sh(&["tc", "-n", &ns, "filter", "add", "dev", "u0", "ingress", "prio", "100", "handle", "1", "bpf", "bytecode", "1,6 0 0 0,"]);
+    common::netns::sh(&[
+        "tc",
+        "-n",
+        &ns,
+        "filter",
+        "add",
+        "dev",
+        "u0",
+        "ingress",
+        "prio",
+        "100",
+        "handle",
+        "1",
+        "bpf",
+        "bytecode",
+        "1,6 0 0 0,",
+    ]);
 
     let mut conn = Conn::open(&lab.client);
     let id = conn.ask();

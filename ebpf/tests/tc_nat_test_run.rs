@@ -237,8 +237,8 @@ fn other_packets_pass_untouched() {
     published(&mut nat, 8080, &[backend(5)]);
     let client = SocketAddrV4::new(CLIENT, 40000);
     let cases = [
-        tcp(client, SocketAddrV4::new(NODE, 22)),                       // other port
-        udp(client, SocketAddrV4::new(NODE, 8080)),                     // other protocol
+        tcp(client, SocketAddrV4::new(NODE, 22)),                             // other port
+        udp(client, SocketAddrV4::new(NODE, 8080)),                           // other protocol
         tcp(client, SocketAddrV4::new(Ipv4Addr::new(192, 168, 50, 3), 8080)), // other address
         {
             let mut frag = tcp(client, SocketAddrV4::new(NODE, 8080)); // a fragment
@@ -346,9 +346,12 @@ fn vip(nat: &mut TcNat, backends: &[Backend]) -> [ServiceKey; 2] {
 /// A TCP segment with the given SYN and ACK flags.
 fn tcp_flags(src: SocketAddrV4, dst: SocketAddrV4, syn: bool, ack: bool) -> Vec<u8> {
     let mut out = Vec::new();
-    let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4(src.ip().octets(), dst.ip().octets(), 64)
-        .tcp(src.port(), dst.port(), 1000, 64240);
+    let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(src.ip().octets(), dst.ip().octets(), 64).tcp(
+        src.port(),
+        dst.port(),
+        1000,
+        64240,
+    );
     let b = if syn { b.syn() } else { b };
     let b = if ack { b.ack(7) } else { b };
     b.write(&mut out, b"hello").unwrap();
@@ -502,7 +505,13 @@ fn a_udp_packet_of_a_connected_local_socket_is_not_taken() {
 fn pinned_vip_services_and_flows_are_adopted_by_a_new_loader() {
     common::require_root("pinned_vip_services_and_flows_are_adopted_by_a_new_loader");
     let bpffs = common::netns::BpfMount::new();
-    let opts = LoadOptions { pin_dir: Some(bpffs.path.join("node")), max_services: 64, max_backends: 256, max_flows: 1024, ..LoadOptions::default() };
+    let opts = LoadOptions {
+        pin_dir: Some(bpffs.path.join("node")),
+        max_services: 64,
+        max_backends: 256,
+        max_flows: 1024,
+        ..LoadOptions::default()
+    };
     let client = SocketAddrV4::new(TASK, 40000);
     let front = SocketAddrV4::new(VIP, 6379);
     let snat_side = {

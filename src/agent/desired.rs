@@ -171,12 +171,7 @@ fn services(view: &AgentView, node_id: &str, endpoints: &[Endpoint]) -> Vec<Serv
                     })
                 })
                 .collect(),
-            backends: view
-                .endpoints
-                .values()
-                .filter(|t| t.service_id == s.id)
-                .flat_map(of_task)
-                .collect(),
+            backends: view.endpoints.values().filter(|t| t.service_id == s.id).flat_map(of_task).collect(),
             // Published ports reach the tasks on the cluster's ingress network (the service's
             // first network otherwise), as in Swarm; a task's other networks are for its peers.
             ingress_network: if s.ports.is_empty() {
@@ -250,7 +245,12 @@ mod tests {
                 networks: vec!["backend".into(), "private".into()],
             },
         );
-        let att = |net: &str, addr: &str| shoal_control::model::NetworkAttachment { network_id: net.into(), addr: addr.parse().unwrap(), prefix: 24, mac: String::new() };
+        let att = |net: &str, addr: &str| shoal_control::model::NetworkAttachment {
+            network_id: net.into(),
+            addr: addr.parse().unwrap(),
+            prefix: 24,
+            mac: String::new(),
+        };
         view.endpoints.insert(
             "t1".into(),
             shoal_control::dispatcher::messages::TaskEndpoint {

@@ -61,7 +61,14 @@ fn running_status(a: &Assignment, message: &str) -> TaskStatus {
 
 /// Withdraws a task (it is out of the endpoint table already), waits the drain period, then
 /// stops its process. `report` says whether to report Shutdown at the end.
-fn stop_task(exec: Arc<dyn Executor>, ctl: NodeControl, cfg: Arc<AgentConfig>, stopping: Arc<Mutex<HashSet<String>>>, id: String, report: bool) {
+fn stop_task(
+    exec: Arc<dyn Executor>,
+    ctl: NodeControl,
+    cfg: Arc<AgentConfig>,
+    stopping: Arc<Mutex<HashSet<String>>>,
+    id: String,
+    report: bool,
+) {
     tokio::spawn(async move {
         tokio::time::sleep(cfg.drain).await;
         let grace = cfg.stop_grace;
@@ -141,18 +148,21 @@ pub async fn run(
             ctl.report(vec![(a.task.id.clone(), report)]).await;
             continue;
         }
-        let states: BTreeMap<String, ProcessState> = exec.known().into_iter().map(|id| {
-            let s = exec.state(&id);
-            (id, s)
-        }).collect();
+        let states: BTreeMap<String, ProcessState> = exec
+            .known()
+            .into_iter()
+            .map(|id| {
+                let s = exec.state(&id);
+                (id, s)
+            })
+            .collect();
         let now = (snapshot.version, states.clone());
         if failures == 0 && last.as_ref() == Some(&now) && last_full.elapsed() < Duration::from_secs(5) {
             continue;
         }
         last = Some(now);
         last_full = std::time::Instant::now();
-        let running: BTreeSet<String> =
-            states.iter().filter(|(_, s)| **s == ProcessState::Running).map(|(id, _)| id.clone()).collect();
+        let running: BTreeSet<String> = states.iter().filter(|(_, s)| **s == ProcessState::Running).map(|(id, _)| id.clone()).collect();
 
         // 1. Stop what is no longer wanted: it left the endpoint table already (it is not
         //    running-and-desired), so after the drain period no new flow reaches it.
@@ -278,8 +288,12 @@ pub async fn run(
 }
 
 async fn attach_dns(dns: &shoal_dns::DnsServer, a: &Assignment, v: &shoal_control::dispatcher::AgentView) {
-    let networks: Vec<String> =
-        a.task.networks.iter().filter_map(|n| v.networks.get(&n.network_id).filter(|net| !net.ingress && !net.node_local).map(|net| net.name.clone())).collect();
+    let networks: Vec<String> = a
+        .task
+        .networks
+        .iter()
+        .filter_map(|n| v.networks.get(&n.network_id).filter(|net| !net.ingress && !net.node_local).map(|net| net.name.clone()))
+        .collect();
     let ns = shoal_dataplane::netns::path(&desired::task_netns(&a.task.id));
     if let Err(e) = dns.attach_task(&a.task.id, &ns, networks).await {
         tracing::warn!(task = %a.task.id, error = %e, "cannot serve DNS in the task");
@@ -336,13 +350,21 @@ mod tests {
             seq: 1,
             restarts: vec![],
         };
-        let a = Assignment { task, service_name: service.clone(), spec: ServiceSpec::new(service, "shoal/whoami"), secrets: Default::default() };
+        let a = Assignment {
+            task,
+            service_name: service.clone(),
+            spec: ServiceSpec::new(service, "shoal/whoami"),
+            secrets: Default::default(),
+        };
         let cfg = AgentConfig {
             node_id: "n1".into(),
             self_addr: Ipv4Addr::LOCALHOST,
             drain: Duration::ZERO,
             stop_grace: Duration::ZERO,
-            cgroups: (executor::cgroups::Layout { v2: None, v2_controllers: Default::default(), v1: Default::default() }, PathBuf::from("shoal/test")),
+            cgroups: (
+                executor::cgroups::Layout { v2: None, v2_controllers: Default::default(), v1: Default::default() },
+                PathBuf::from("shoal/test"),
+            ),
             lb: Default::default(),
         };
         let run = task_run(&a, &cfg).expect("a task run");

@@ -23,7 +23,8 @@ impl Worker {
     pub fn spawn(choice: Choice) -> std::io::Result<Worker> {
         let (tx, rx) = mpsc::channel::<(NodeState, oneshot::Sender<Applied>)>();
         thread::Builder::new().name("dataplane".into()).spawn(move || {
-            let mut held = Held { lb: None, attached: None, last: None, broken: Default::default(), warned: false, egress: None, egress_error: None };
+            let mut held =
+                Held { lb: None, attached: None, last: None, broken: Default::default(), warned: false, egress: None, egress_error: None };
             for (desired, reply) in rx {
                 let _ = reply.send(held.apply(&desired, choice));
             }

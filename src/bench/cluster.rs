@@ -20,12 +20,8 @@ impl Drop for LabGuard {
 }
 
 fn shoal(t: &Topology, node: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(std::env::current_exe()?)
-        .arg(args[0])
-        .arg("--host")
-        .arg(daemons::host_arg(t, node))
-        .args(&args[1..])
-        .output()?;
+    let out =
+        Command::new(std::env::current_exe()?).arg(args[0]).arg("--host").arg(daemons::host_arg(t, node)).args(&args[1..]).output()?;
     if !out.status.success() {
         bail!("shoal {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
     }
@@ -74,7 +70,9 @@ fn tasks_by_node(t: &Topology) -> Vec<(String, String, Vec<String>)> {
                 .map(|o| {
                     String::from_utf8_lossy(&o.stdout)
                         .lines()
-                        .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1).map(|a| a.split('/').next().unwrap_or("").to_string()))
+                        .filter_map(|l| {
+                            l.split_whitespace().skip_while(|w| *w != "inet").nth(1).map(|a| a.split('/').next().unwrap_or("").to_string())
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -108,7 +106,24 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
         let port = 5100 + r as u16;
         let name = format!("svc{r}");
         let start = Instant::now();
-        shoal(&t, &mgr, &["service", "create", "--detach", "--name", &name, "--replicas", "3", "-p", &format!("{port}:80"), "--network", "backend", "shoal/whoami"])?;
+        shoal(
+            &t,
+            &mgr,
+            &[
+                "service",
+                "create",
+                "--detach",
+                "--name",
+                &name,
+                "--replicas",
+                "3",
+                "-p",
+                &format!("{port}:80"),
+                "--network",
+                "backend",
+                "shoal/whoami",
+            ],
+        )?;
         poll(Duration::from_secs(30), || t.nodes.iter().all(|n| curl_ok(&t, &n.address.to_string(), port)))?;
         create.push(start.elapsed().as_secs_f64() * 1000.0);
         shoal(&t, &mgr, &["service", "rm", &name])?;
@@ -116,7 +131,11 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     }
 
     // 2. a killed task gone from DNS (and with it the LB: one reconcile programs both) on every node.
-    shoal(&t, &mgr, &["service", "create", "--detach", "--name", "vote", "--replicas", "3", "-p", "5000:80", "--network", "backend", "shoal/whoami"])?;
+    shoal(
+        &t,
+        &mgr,
+        &["service", "create", "--detach", "--name", "vote", "--replicas", "3", "-p", "5000:80", "--network", "backend", "shoal/whoami"],
+    )?;
     poll(Duration::from_secs(30), || tasks_by_node(&t).len() == 3 && t.nodes.iter().all(|n| curl_ok(&t, &n.address.to_string(), 5000)))?;
     let mut task_gone = Vec::new();
     for _ in 0..rounds {
@@ -154,9 +173,8 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     let start = Instant::now();
     daemons::kill_daemon(&t, &victim.name);
     lab::set_underlay(&t, &victim, false)?;
-    let withdrawn = poll(Duration::from_secs(60), || {
-        observers.iter().all(|ns| dig(ns, "tasks.vote").iter().all(|ip| !dead_ips.contains(ip)))
-    })?;
+    let withdrawn =
+        poll(Duration::from_secs(60), || observers.iter().all(|ns| dig(ns, "tasks.vote").iter().all(|ip| !dead_ips.contains(ip))))?;
     let live: Vec<String> = t.nodes[..2].iter().map(|n| n.address.to_string()).collect();
     let mut streak = 0;
     let clean = poll(Duration::from_secs(60), || {
@@ -173,8 +191,12 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     let (k50, k99) = percentiles(&mut task_gone);
     println!("cluster convergence on a 3-node lab, {rounds} rounds:");
     println!("  service create -> reachable through every node  p50 {c50:7.0} ms  p99 {c99:7.0} ms   (goal < 1000 ms)");
-    println!("  killed task gone from every node's LB and DNS    p50 {k50:7.0} ms  p99 {k99:7.0} ms   (goal < 500 ms; Swarm drains 2000 ms)");
-    println!("  killed node's endpoints withdrawn everywhere     {withdrawn:7.0} ms                  (goal < 3000 ms; Swarm 13500-16500 ms)");
+    println!(
+        "  killed task gone from every node's LB and DNS    p50 {k50:7.0} ms  p99 {k99:7.0} ms   (goal < 500 ms; Swarm drains 2000 ms)"
+    );
+    println!(
+        "  killed node's endpoints withdrawn everywhere     {withdrawn:7.0} ms                  (goal < 3000 ms; Swarm 13500-16500 ms)"
+    );
     println!("  curl through the mesh error-free again after     {:7.0} ms", clean.max(0.0));
     drop(guard);
     Ok(())

@@ -151,13 +151,21 @@ pub fn resolve(flags: &Flags, file: Option<(&Path, &FileConfig)>) -> Result<Sett
         if v.is_finite() && (0.0..=3600.0).contains(&v) {
             Ok(v)
         } else {
-            Err(ConfigError::Value { source_name: if flag_v.is_some() { "flag".into() } else { path.clone() }, key, message: format!("{v} is not a number of seconds between 0 and 3600") })
+            Err(ConfigError::Value {
+                source_name: if flag_v.is_some() { "flag".into() } else { path.clone() },
+                key,
+                message: format!("{v} is not a number of seconds between 0 and 3600"),
+            })
         }
     };
     let heartbeat_ms = flags.heartbeat_ms.or(f.heartbeat_ms).unwrap_or(1000);
     if !(10..=60_000).contains(&heartbeat_ms) {
         let src = if flags.heartbeat_ms.is_some() { "flag".to_string() } else { path.clone() };
-        return Err(ConfigError::Value { source_name: src, key: "heartbeat-ms", message: format!("{heartbeat_ms} is outside 10..=60000 milliseconds") });
+        return Err(ConfigError::Value {
+            source_name: src,
+            key: "heartbeat-ms",
+            message: format!("{heartbeat_ms} is outside 10..=60000 milliseconds"),
+        });
     }
     Ok(Settings {
         state_dir: flags.state_dir.clone().or(f.state_dir.clone()).unwrap_or_else(|| PathBuf::from("/var/lib/shoal")),
@@ -195,8 +203,10 @@ mod tests {
 
     #[test]
     fn the_file_sets_what_flags_do_not() {
-        let f = file(r#"{"state-dir": "/srv/shoal", "lb": "nftables", "dns-host-addr": "off", "advertise-addr": "192.168.33.10",
-                         "drain-seconds": 0.5, "dns-upstream": ["10.0.0.2:53"]}"#);
+        let f = file(
+            r#"{"state-dir": "/srv/shoal", "lb": "nftables", "dns-host-addr": "off", "advertise-addr": "192.168.33.10",
+                         "drain-seconds": 0.5, "dns-upstream": ["10.0.0.2:53"]}"#,
+        );
         let flags = Flags { heartbeat_ms: Some(200), ..Default::default() };
         let s = resolve(&flags, Some((Path::new("/etc/shoal/daemon.json"), &f))).unwrap();
         assert_eq!(s.state_dir, PathBuf::from("/srv/shoal"));

@@ -33,9 +33,8 @@ pub struct Probed {
 const ALIAS: &str = "shoal doctor probe";
 
 pub fn all() -> Result<Probed, DoctorError> {
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|e| format!("(unknown: {e})"));
+    let kernel =
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_else(|e| format!("(unknown: {e})"));
     let (findings, lb) = std::thread::spawn(|| -> Result<_, DoctorError> {
         // This thread only: the process stays where it was.
         unshare(CloneFlags::CLONE_NEWNET).map_err(DoctorError::Unshare)?;
@@ -79,8 +78,22 @@ fn try_feature(feature: Feature, ebpf: &OnceCell<shoal_ebpf::Probe>) -> Result<(
         Feature::Esp => run(
             "ip",
             &[
-                "xfrm", "state", "add", "src", "192.0.2.1", "dst", "192.0.2.2", "proto", "esp", "spi", "0x101",
-                "mode", "transport", "aead", "rfc4106(gcm(aes))", "0x000102030405060708090a0b0c0d0e0f10111213",
+                "xfrm",
+                "state",
+                "add",
+                "src",
+                "192.0.2.1",
+                "dst",
+                "192.0.2.2",
+                "proto",
+                "esp",
+                "spi",
+                "0x101",
+                "mode",
+                "transport",
+                "aead",
+                "rfc4106(gcm(aes))",
+                "0x000102030405060708090a0b0c0d0e0f10111213",
                 "128",
             ],
             None,

@@ -64,18 +64,12 @@ mod tests {
     fn the_first_line_lists_what_the_kernel_has_and_lacks() {
         let findings: Vec<Finding> = Feature::ALL
             .iter()
-            .map(|f| Finding {
-                feature: *f,
-                result: if *f == Feature::Ipvs { Err("no IPVS family".into()) } else { Ok(()) },
-            })
+            .map(|f| Finding { feature: *f, result: if *f == Feature::Ipvs { Err("no IPVS family".into()) } else { Ok(()) } })
             .collect();
         let lb = ProbeReport { ebpf: Ok(()), nftables: Ok(()), ipvs: Err("no IPVS family".into()) };
         let text = render("6.1.0-test", &findings, &choose(&findings, &lb));
         let first = text.lines().next().unwrap();
-        assert_eq!(
-            first,
-            "kernel 6.1.0-test: has vxlan bridge veth tun nftables ebpf-sockaddr ebpf-tc esp wireguard; missing ipvs"
-        );
+        assert_eq!(first, "kernel 6.1.0-test: has vxlan bridge veth tun nftables ebpf-sockaddr ebpf-tc esp wireguard; missing ipvs");
         assert!(text.contains("no: no IPVS family"), "{text}");
         assert!(text.contains("load balancer    ebpf (probed: best available)"), "{text}");
         assert!(text.contains("wireguard      kernel WireGuard"), "{text}");

@@ -47,13 +47,7 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<()> {
             let staging = dest.with_extension("importing");
             let _ = std::fs::remove_dir_all(&staging);
             std::fs::create_dir_all(&staging).with_context(|| format!("create {}", staging.display()))?;
-            let out = Command::new("tar")
-                .arg("-xf")
-                .arg(&tarball)
-                .arg("-C")
-                .arg(&staging)
-                .output()
-                .context("run tar")?;
+            let out = Command::new("tar").arg("-xf").arg(&tarball).arg("-C").arg(&staging).output().context("run tar")?;
             if !out.status.success() {
                 let _ = std::fs::remove_dir_all(&staging);
                 bail!("unpack {}: {}", tarball.display(), String::from_utf8_lossy(&out.stderr).trim());

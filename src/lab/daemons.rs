@@ -1,8 +1,8 @@
 //! `shoal daemon` in every lab node: started detached with their PIDs recorded, so `lab down`
 //! ends exactly them (and the tasks they started) even after the CLI that started them is gone.
 
-use std::path::PathBuf;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

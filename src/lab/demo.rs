@@ -36,11 +36,7 @@ fn indent(text: &str) {
 
 /// One HTTP request from the client namespace; the replica's name, or None.
 fn curl(t: &Topology, target: &str) -> Option<String> {
-    let out = command_in(&t.client.netns, "curl")
-        .ok()?
-        .args(["-s", "--max-time", "2", &format!("http://{target}:5000/")])
-        .output()
-        .ok()?;
+    let out = command_in(&t.client.netns, "curl").ok()?.args(["-s", "--max-time", "2", &format!("http://{target}:5000/")]).output().ok()?;
     let body = String::from_utf8_lossy(&out.stdout);
     body.lines().find_map(|l| l.strip_prefix("Name:")).map(|n| n.trim().to_string())
 }
@@ -96,9 +92,28 @@ pub fn run(t: &Topology) -> anyhow::Result<()> {
     step("shoal service create --name vote --replicas 3 -p 5000:80 --network backend shoal/whoami");
     let created = Instant::now();
     if !shoal(t, &mgr.name, &["service", "ls"])?.contains("vote") {
-        shoal(t, &mgr.name, &["service", "create", "--detach", "--name", "vote", "--replicas", "3", "-p", "5000:80", "--network", "backend", "shoal/whoami"])?;
+        shoal(
+            t,
+            &mgr.name,
+            &[
+                "service",
+                "create",
+                "--detach",
+                "--name",
+                "vote",
+                "--replicas",
+                "3",
+                "-p",
+                "5000:80",
+                "--network",
+                "backend",
+                "shoal/whoami",
+            ],
+        )?;
     }
-    wait("3 running replicas", Duration::from_secs(30), || shoal(t, &mgr.name, &["service", "ps", "vote"]).is_ok_and(|o| running(&o) == 3))?;
+    wait("3 running replicas", Duration::from_secs(30), || {
+        shoal(t, &mgr.name, &["service", "ps", "vote"]).is_ok_and(|o| running(&o) == 3)
+    })?;
     // Converged: every node's mesh has answered from all 3 replicas (names seen so far are
     // kept between tries), so the round below shows the balanced mesh, not a node still
     // learning of a remote task.
@@ -135,7 +150,9 @@ pub fn run(t: &Topology) -> anyhow::Result<()> {
 
     step("shoal service scale vote=5");
     shoal(t, &mgr.name, &["service", "scale", "vote=5"])?;
-    wait("5 running replicas", Duration::from_secs(30), || shoal(t, &mgr.name, &["service", "ps", "vote"]).is_ok_and(|o| running(&o) == 5))?;
+    wait("5 running replicas", Duration::from_secs(30), || {
+        shoal(t, &mgr.name, &["service", "ps", "vote"]).is_ok_and(|o| running(&o) == 5)
+    })?;
     indent(&shoal(t, &mgr.name, &["service", "ps", "vote"])?);
 
     let victim = t.nodes.last().context("a lab node")?;
@@ -153,12 +170,17 @@ pub fn run(t: &Topology) -> anyhow::Result<()> {
             }
         }
         if shoal(t, &mgr.name, &["node", "ls"]).is_ok_and(|o| o.lines().any(|l| l.contains(&victim.name) && l.contains("Down")))
-            && shoal(t, &mgr.name, &["service", "ps", "vote"]).is_ok_and(|o| running(&o) == 5 && !o.lines().any(|l| l.contains(&victim.name) && l.matches("Running").count() == 2))
+            && shoal(t, &mgr.name, &["service", "ps", "vote"])
+                .is_ok_and(|o| running(&o) == 5 && !o.lines().any(|l| l.contains(&victim.name) && l.matches("Running").count() == 2))
         {
             break;
         }
     }
-    println!("    {} marked down and its tasks rescheduled in {:.1} s; curl: {answered} answers, {errors} errors meanwhile", victim.name, killed.elapsed().as_secs_f64());
+    println!(
+        "    {} marked down and its tasks rescheduled in {:.1} s; curl: {answered} answers, {errors} errors meanwhile",
+        victim.name,
+        killed.elapsed().as_secs_f64()
+    );
     indent(&shoal(t, &mgr.name, &["service", "ps", "vote"])?);
 
     step(&format!("done in {:.0} s. The lab stays up:", started.elapsed().as_secs_f64()));

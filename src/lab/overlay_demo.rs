@@ -23,8 +23,7 @@ pub struct DemoTask {
 
 /// The desired state of every node: one network, one task per node, an LB address per node.
 pub fn states(t: &Topology) -> (Vec<NodeState>, Vec<DemoTask>) {
-    let nodes: Vec<NodeInfo> =
-        t.nodes.iter().map(|n| NodeInfo { name: n.name.clone(), address: n.address, wireguard: None }).collect();
+    let nodes: Vec<NodeInfo> = t.nodes.iter().map(|n| NodeInfo { name: n.name.clone(), address: n.address, wireguard: None }).collect();
     let lb_addresses: BTreeMap<String, Ipv4Addr> =
         t.nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), Ipv4Addr::new(10, 0, 9, 250 - i as u8))).collect();
     let network = Network {
@@ -85,8 +84,7 @@ pub fn run(t: &Topology) -> anyhow::Result<()> {
         let path = format!("/run/shoal/lab/{}-{}.json", t.lab, host.name);
         std::fs::write(&path, serde_json::to_vec_pretty(state)?)?;
         let s = state.clone();
-        let report = netns::run_in(&host.netns, move || overlay::reconcile(&s))?
-            .with_context(|| format!("apply on {}", host.name))?;
+        let report = netns::run_in(&host.netns, move || overlay::reconcile(&s))?.with_context(|| format!("apply on {}", host.name))?;
         println!("    {:<7} {:>3} kernel changes   (state: {path})", host.name, report.ops.len());
     }
     println!("==> ping across every pair of nodes through VXLAN");

@@ -49,12 +49,8 @@ pub fn topology(lab: &str, nodes: usize) -> Result<Topology, TopologyError> {
         return Err(TopologyError::Nodes(nodes));
     }
     let ns = |host: &str| format!("shoal-{lab}-{host}");
-    let host = |name: String, last: u8| LabHost {
-        netns: ns(&name),
-        address: Ipv4Addr::new(192, 168, 33, last),
-        port: format!("u-{name}"),
-        name,
-    };
+    let host =
+        |name: String, last: u8| LabHost { netns: ns(&name), address: Ipv4Addr::new(192, 168, 33, last), port: format!("u-{name}"), name };
     Ok(Topology {
         lab: lab.to_string(),
         underlay_ns: ns("underlay"),
@@ -75,7 +71,6 @@ impl Topology {
     pub fn hosts(&self) -> impl Iterator<Item = &LabHost> {
         self.nodes.iter().chain(std::iter::once(&self.client))
     }
-
 }
 
 #[cfg(test)]

@@ -12,9 +12,8 @@ pub struct Identity {
 impl Identity {
     pub fn discover(name: Option<String>) -> anyhow::Result<Self> {
         let hostname = nix::unistd::gethostname()?.to_string_lossy().into_owned();
-        let mut ips: Vec<IpAddr> = nix::ifaddrs::getifaddrs()?
-            .filter_map(|i| i.address?.as_sockaddr_in().map(|s| IpAddr::V4(s.ip())))
-            .collect();
+        let mut ips: Vec<IpAddr> =
+            nix::ifaddrs::getifaddrs()?.filter_map(|i| i.address?.as_sockaddr_in().map(|s| IpAddr::V4(s.ip()))).collect();
         ips.sort();
         ips.dedup();
         Ok(Self { name: name.unwrap_or_else(|| hostname.clone()), hostname, ips })

@@ -25,8 +25,7 @@ pub fn plan_network(state: &ClusterState, spec: &NetworkSpec) -> Result<(u32, Ip
     let nodes = node_addrs(state);
     let subnet = match spec.subnet {
         Some(s) => {
-            let taken: Vec<(String, Ipv4Net)> =
-                state.networks.values().map(|n| (n.spec.name.clone(), n.subnet)).collect();
+            let taken: Vec<(String, Ipv4Net)> = state.networks.values().map(|n| (n.spec.name.clone(), n.subnet)).collect();
             subnet::check_subnet(&s, &taken, &nodes).map_err(|m| StateError::invalid("subnet", m))?;
             s
         }
@@ -74,9 +73,7 @@ pub fn service_networks(state: &ClusterState, spec: &ServiceSpec) -> Result<Vec<
         }
     }
     for (i, n) in spec.networks.iter().enumerate() {
-        let net = state
-            .find_network(n)
-            .map_err(|_| StateError::invalid(format!("networks[{i}]"), format!("network {n:?} not found")))?;
+        let net = state.find_network(n).map_err(|_| StateError::invalid(format!("networks[{i}]"), format!("network {n:?} not found")))?;
         if net.spec.node_local {
             return Err(StateError::invalid(
                 format!("networks[{i}]"),
@@ -164,9 +161,9 @@ pub fn plan_service_endpoint(
                 continue;
             }
             let pool = pools.get_mut(net).ok_or_else(|| StateError::not_found("network", net))?;
-            let addr = pool.allocate().ok_or_else(|| {
-                StateError::Exhausted(format!("network {} has no free address for a VIP", state.networks[net].spec.name))
-            })?;
+            let addr = pool
+                .allocate()
+                .ok_or_else(|| StateError::Exhausted(format!("network {} has no free address for a VIP", state.networks[net].spec.name)))?;
             vips.push(Vip { network_id: net.clone(), addr, prefix: pool.prefix() });
         }
     }
@@ -202,12 +199,9 @@ pub fn allocate_tasks(state: &mut ClusterState, now_ms: u64) {
                 break;
             };
             match pool.allocate() {
-                Some(addr) => attachments.push(NetworkAttachment {
-                    network_id: net.clone(),
-                    addr,
-                    prefix: pool.prefix(),
-                    mac: mac_for(addr),
-                }),
+                Some(addr) => {
+                    attachments.push(NetworkAttachment { network_id: net.clone(), addr, prefix: pool.prefix(), mac: mac_for(addr) })
+                }
                 None => {
                     failed = Some(format!("network {} has no free address", state.networks[net].spec.name));
                     break;

@@ -42,9 +42,8 @@ pub fn plan_ports(ports: &[PortConfig], used: &UsedPorts, service: &str) -> Resu
     for (i, p) in ports.iter().enumerate() {
         let mut p = p.clone();
         if p.mode == PublishMode::Ingress && p.published.is_none() {
-            let free = (AUTO_FIRST..=AUTO_LAST).find(|port| {
-                !used.contains_key(&(p.protocol, *port)) && !mine.contains_key(&(p.protocol, *port))
-            });
+            let free =
+                (AUTO_FIRST..=AUTO_LAST).find(|port| !used.contains_key(&(p.protocol, *port)) && !mine.contains_key(&(p.protocol, *port)));
             let Some(port) = free else {
                 return Err(StateError::Exhausted(format!(
                     "ports[{i}]: no free port left in {AUTO_FIRST}-{AUTO_LAST}: publish an explicit port"

@@ -32,9 +32,7 @@ pub fn carve(pools: &[Ipv4Net], size: u8, taken: &[Ipv4Net], node_addrs: &[Ipv4A
             continue;
         }
         let Ok(mut subnets) = pool.subnets(size) else { continue };
-        let found = subnets.find(|s| {
-            !taken.iter().any(|t| overlaps(t, s)) && !node_addrs.iter().any(|a| s.contains(a))
-        });
+        let found = subnets.find(|s| !taken.iter().any(|t| overlaps(t, s)) && !node_addrs.iter().any(|a| s.contains(a)));
         if found.is_some() {
             return found;
         }
@@ -79,9 +77,7 @@ mod tests {
     fn explicit_subnet_checks() {
         let taken = vec![("front".to_string(), net("10.0.0.0/24"))];
         assert!(check_subnet(&net("10.0.0.0/16"), &taken, &[]).unwrap_err().contains("front"));
-        assert!(check_subnet(&net("10.1.0.0/24"), &taken, &["10.1.0.5".parse().unwrap()])
-            .unwrap_err()
-            .contains("node address"));
+        assert!(check_subnet(&net("10.1.0.0/24"), &taken, &["10.1.0.5".parse().unwrap()]).unwrap_err().contains("node address"));
         assert!(check_subnet(&net("10.1.0.1/24"), &taken, &[]).unwrap_err().contains("10.1.0.0/24"));
         assert!(check_subnet(&net("10.1.0.0/30"), &taken, &[]).unwrap_err().contains("too small"));
         assert!(check_subnet(&net("10.1.0.0/24"), &taken, &[]).is_ok());

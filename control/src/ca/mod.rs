@@ -4,11 +4,14 @@
 mod identity;
 mod token;
 
-pub use identity::{pem_certs, pem_key, peer_identity, PeerIdentity};
+pub use identity::{peer_identity, pem_certs, pem_key, PeerIdentity};
 pub use token::{ca_digest, digest_der, same_secret, JoinToken};
 
 use crate::model::Role;
-use rcgen::{BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 use std::time::Duration;
 
 /// DNS name every manager certificate carries; clients check it when they connect.

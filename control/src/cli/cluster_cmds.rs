@@ -89,7 +89,12 @@ pub async fn init(a: InitArgs) -> anyhow::Result<()> {
 pub async fn join(a: JoinArgs) -> anyhow::Result<()> {
     let c = Client::from_host(&a.host.host)?;
     let reply = c
-        .call(LocalRequest::Join(JoinOptions { token: a.token, remote: a.remote, advertise_addr: a.advertise_addr, listen_addr: a.listen_addr }))
+        .call(LocalRequest::Join(JoinOptions {
+            token: a.token,
+            remote: a.remote,
+            advertise_addr: a.advertise_addr,
+            listen_addr: a.listen_addr,
+        }))
         .await?;
     let LocalReply::Joined { role, .. } = reply else { bail!("unexpected reply {reply:?}") };
     println!("This node joined a cluster as a {}.", role.as_str());

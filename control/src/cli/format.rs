@@ -76,7 +76,14 @@ pub fn node_table(v: &ClusterView, self_id: Option<&str>) -> String {
         } else {
             ""
         };
-        rows.push(vec![id, n.hostname.clone(), title(n.state.as_str()), title(n.availability.as_str()), mgr.to_string(), env!("CARGO_PKG_VERSION").to_string()]);
+        rows.push(vec![
+            id,
+            n.hostname.clone(),
+            title(n.state.as_str()),
+            title(n.availability.as_str()),
+            mgr.to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ]);
     }
     table(&["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"], &rows)
 }
@@ -103,12 +110,18 @@ pub fn service_table(v: &ClusterView) -> String {
                 .count();
             let (mode, desired) = match s.spec.mode {
                 ServiceMode::Replicated { replicas } => ("replicated", replicas.max(0) as usize),
-                ServiceMode::Global => (
-                    "global",
-                    v.state.tasks.values().filter(|t| t.service_id == s.id && t.desired_state == TaskState::Running).count(),
-                ),
+                ServiceMode::Global => {
+                    ("global", v.state.tasks.values().filter(|t| t.service_id == s.id && t.desired_state == TaskState::Running).count())
+                }
             };
-            vec![short(&s.id), s.spec.name.clone(), mode.to_string(), format!("{running}/{desired}"), s.spec.image.clone(), ports_text(&s.ports)]
+            vec![
+                short(&s.id),
+                s.spec.name.clone(),
+                mode.to_string(),
+                format!("{running}/{desired}"),
+                s.spec.image.clone(),
+                ports_text(&s.ports),
+            ]
         })
         .collect::<Vec<_>>();
     table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], &rows)
@@ -127,7 +140,11 @@ pub fn service_ps_table(v: &ClusterView, service_ids: &[String], now_ms: u64) ->
         let mut prev: Option<(u64, Option<String>)> = None;
         for t in tasks {
             let key = (t.slot, if t.slot == 0 { t.node_id.clone() } else { None });
-            let base = if t.slot > 0 { format!("{}.{}", svc.spec.name, t.slot) } else { format!("{}.{}", svc.spec.name, t.node_id.clone().unwrap_or_default()) };
+            let base = if t.slot > 0 {
+                format!("{}.{}", svc.spec.name, t.slot)
+            } else {
+                format!("{}.{}", svc.spec.name, t.node_id.clone().unwrap_or_default())
+            };
             let name = if prev.as_ref() == Some(&key) { format!(" \\_ {base}") } else { base };
             prev = Some(key);
             let node = t.node_id.as_ref().and_then(|n| v.state.nodes.get(n)).map(|n| n.hostname.clone()).unwrap_or_default();
@@ -140,14 +157,25 @@ pub fn service_ps_table(v: &ClusterView, service_ids: &[String], now_ms: u64) ->
             };
             let current = format!("{}{health} {}", title(t.status.state.as_str()), ago(t.status.timestamp_ms, now_ms));
             let error = t.status.err.clone().unwrap_or_else(|| {
-                if t.status.state == TaskState::Pending || t.status.state.is_terminal() && t.status.state != TaskState::Shutdown && t.status.state != TaskState::Complete {
+                if t.status.state == TaskState::Pending
+                    || t.status.state.is_terminal() && t.status.state != TaskState::Shutdown && t.status.state != TaskState::Complete
+                {
                     t.status.message.clone()
                 } else {
                     String::new()
                 }
             });
             let error = if error.is_empty() { String::new() } else { format!("\"{error}\"") };
-            rows.push(vec![short(&t.id), name, svc.spec.image.clone(), node, title(t.desired_state.as_str()), current, error, String::new()]);
+            rows.push(vec![
+                short(&t.id),
+                name,
+                svc.spec.image.clone(),
+                node,
+                title(t.desired_state.as_str()),
+                current,
+                error,
+                String::new(),
+            ]);
         }
     }
     table(&["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"], &rows)

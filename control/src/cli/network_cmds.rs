@@ -44,8 +44,10 @@ pub enum NetworkCmd {
 pub async fn run(c: Client, cmd: NetworkCmd) -> anyhow::Result<()> {
     match cmd {
         NetworkCmd::Create { driver, subnet, gateway, attachable, internal, opt, label, name } => {
-            let subnet = subnet.map(|s| s.parse().map_err(|_| anyhow::anyhow!("invalid --subnet {s:?}: use CIDR like 10.0.9.0/24"))).transpose()?;
-            let gateway = gateway.map(|g| g.parse().map_err(|_| anyhow::anyhow!("invalid --gateway {g:?}: use an IPv4 address"))).transpose()?;
+            let subnet =
+                subnet.map(|s| s.parse().map_err(|_| anyhow::anyhow!("invalid --subnet {s:?}: use CIDR like 10.0.9.0/24"))).transpose()?;
+            let gateway =
+                gateway.map(|g| g.parse().map_err(|_| anyhow::anyhow!("invalid --gateway {g:?}: use an IPv4 address"))).transpose()?;
             let spec = NetworkSpec {
                 name,
                 driver,

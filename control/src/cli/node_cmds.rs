@@ -85,7 +85,8 @@ pub async fn run(c: Client, cmd: NodeCmd) -> anyhow::Result<()> {
             }
         }
         NodeCmd::Update { availability, role, label_add, label_rm, node } => {
-            let availability = availability.map(|a| a.parse::<Availability>()).transpose().map_err(|e| anyhow::anyhow!("--availability: {e}"))?;
+            let availability =
+                availability.map(|a| a.parse::<Availability>()).transpose().map_err(|e| anyhow::anyhow!("--availability: {e}"))?;
             let role = role.map(|r| r.parse::<Role>()).transpose().map_err(|e| anyhow::anyhow!("--role: {e}"))?;
             let label_add = label_add.iter().map(|l| super::args::parse_kv(l)).collect();
             c.propose(Command::UpdateNode { node: node.clone(), availability, role, label_add, label_rm }).await?;

@@ -54,7 +54,8 @@ pub fn render(v: &ClusterView, service_id: &str) -> (Vec<String>, bool) {
     let running = slots.values().filter(|t| t.status.state == TaskState::Running).count();
     let mut lines = vec![format!("overall progress: {running} out of {total} tasks")];
     for (i, t) in slots.values().enumerate() {
-        let label = if t.slot > 0 { format!("{}/{}", t.slot, total) } else { crate::cli::format::short(t.node_id.as_deref().unwrap_or("")) };
+        let label =
+            if t.slot > 0 { format!("{}/{}", t.slot, total) } else { crate::cli::format::short(t.node_id.as_deref().unwrap_or("")) };
         let state = t.status.state.as_str();
         let mut line = format!("{label}: {state:<9} {}", bar(t.status.state));
         if t.status.state == TaskState::Pending && !t.status.message.is_empty() && t.status.message != "pending task scheduling" {

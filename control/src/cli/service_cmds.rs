@@ -211,7 +211,9 @@ pub async fn run(c: Client, cmd: ServiceCmd) -> anyhow::Result<()> {
     match cmd {
         ServiceCmd::Create(a) => {
             let spec = build_spec(&a)?;
-            let Response::Created { id } = c.propose(Command::CreateService { spec }).await? else { anyhow::bail!("no service id returned") };
+            let Response::Created { id } = c.propose(Command::CreateService { spec }).await? else {
+                anyhow::bail!("no service id returned")
+            };
             println!("{id}");
             if !a.detach {
                 wait_converged(&c, &id).await?;

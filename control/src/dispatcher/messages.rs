@@ -19,16 +19,28 @@ pub enum AgentMessage {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum SessionMessage {
     /// First message of a session.
-    Hello { node_id: String, session_id: String, heartbeat_period_ms: u64, managers: Vec<String> },
+    Hello {
+        node_id: String,
+        session_id: String,
+        heartbeat_period_ms: u64,
+        managers: Vec<String>,
+    },
     Update(AgentUpdate),
     /// The managers changed since `Hello` (one joined, left or moved): where to look for the
     /// leader when this session ends. Without it an agent whose session opened before the
     /// other managers joined knows only the first one, and is lost when it dies.
-    Managers { managers: Vec<String> },
+    Managers {
+        managers: Vec<String>,
+    },
     /// This manager is not the leader: connect to `leader` instead.
-    Redirect { leader: Option<String> },
+    Redirect {
+        leader: Option<String>,
+    },
     /// Read these tasks' logs (`service logs`); answered with `AgentMessage::Logs`.
-    Logs { request_id: String, reads: Vec<crate::logs::LogRead> },
+    Logs {
+        request_id: String,
+        reads: Vec<crate::logs::LogRead>,
+    },
 }
 
 /// A task the node must run (or stop, when `task.desired_state` is past running).

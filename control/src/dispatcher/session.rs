@@ -76,9 +76,8 @@ pub fn open(mgr: Manager, node_id: String, mut inbound: Streaming<AgentMessage>)
                     sent_managers = managers;
                 }
                 let version = *applied.borrow_and_update();
-                let (mut view, raft_id) = shared.read(|s| {
-                    (AgentView::for_node(s, &node_id, &EndpointTable::from_state(s)), s.nodes.get(&node_id).map(|n| n.raft_id))
-                });
+                let (mut view, raft_id) = shared
+                    .read(|s| (AgentView::for_node(s, &node_id, &EndpointTable::from_state(s)), s.nodes.get(&node_id).map(|n| n.raft_id)));
                 // A demoted manager keeps its manager role until it has left the Raft voters,
                 // or the joint configuration could never commit without it.
                 if view.role == Some(crate::model::Role::Worker) {

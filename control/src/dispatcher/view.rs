@@ -111,10 +111,8 @@ impl AgentView {
                 .iter()
                 .filter_map(|name| state.find_secret(name).ok().map(|s| (name.clone(), s.spec.data.clone())))
                 .collect();
-            assignments.insert(
-                t.id.clone(),
-                Assignment { task: t.clone(), service_name: svc.spec.name.clone(), spec: svc.spec.clone(), secrets },
-            );
+            assignments
+                .insert(t.id.clone(), Assignment { task: t.clone(), service_name: svc.spec.name.clone(), spec: svc.spec.clone(), secrets });
         }
         AgentView {
             role: state.nodes.get(node_id).map(|n| n.role),
@@ -241,7 +239,9 @@ mod tests {
     #[test]
     fn secrets_only_go_to_assigned_nodes() {
         let mut w = World::new(1);
-        w.ok(Command::CreateSecret { spec: crate::model::SecretSpec { name: "pw".into(), labels: Default::default(), data: b"x".to_vec() } });
+        w.ok(Command::CreateSecret {
+            spec: crate::model::SecretSpec { name: "pw".into(), labels: Default::default(), data: b"x".to_vec() },
+        });
         let mut s = ServiceSpec::new("db", "postgres");
         s.secrets = vec!["pw".into()];
         s.placement.constraints = vec!["node.id==n2".into()];

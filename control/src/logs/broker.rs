@@ -98,7 +98,10 @@ impl Broker {
     pub async fn ask(&self, node: &str, host: &str, reads: Vec<LogRead>) -> Result<Vec<TaskLog>, String> {
         let tx = self.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(node).and_then(|(_, tx)| tx.upgrade());
         let Some(tx) = tx else {
-            return Err(format!("node {host} has no session with the leader (down?): logs of its {} task(s) are not available", reads.len()));
+            return Err(format!(
+                "node {host} has no session with the leader (down?): logs of its {} task(s) are not available",
+                reads.len()
+            ));
         };
         let request_id = crate::model::random_id();
         let (done, wait) = oneshot::channel();
@@ -109,7 +112,9 @@ impl Broker {
             Err(_) => Err(format!("node {host}: its session closed while asking for logs of {n} task(s)")),
             Ok(()) => match tokio::time::timeout(NODE_TIMEOUT, wait).await {
                 Ok(Ok(logs)) => Ok(logs),
-                Ok(Err(_)) | Err(_) => Err(format!("node {host} did not answer within {}s: logs of its {n} task(s) are missing", NODE_TIMEOUT.as_secs())),
+                Ok(Err(_)) | Err(_) => {
+                    Err(format!("node {host} did not answer within {}s: logs of its {n} task(s) are missing", NODE_TIMEOUT.as_secs()))
+                }
             },
         };
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&request_id);
@@ -210,7 +215,8 @@ mod tests {
         let b2 = b.clone();
         tokio::spawn(async move {
             while let Some(Ok(SessionMessage::Logs { request_id, reads })) = rx.recv().await {
-                let logs = reads.iter().map(|r| TaskLog { task_id: r.task_id.clone(), stdout: "hi\n".into(), ..Default::default() }).collect();
+                let logs =
+                    reads.iter().map(|r| TaskLog { task_id: r.task_id.clone(), stdout: "hi\n".into(), ..Default::default() }).collect();
                 b2.answer(&request_id, logs);
             }
         });

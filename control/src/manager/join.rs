@@ -15,10 +15,8 @@ impl Manager {
             let mut client = self.client_for(&addr).map_err(|e| Status::unavailable(e.to_string()))?;
             return client.join(req).await.map(|r| r.into_inner());
         }
-        let cluster = self
-            .shared()
-            .read(|s| s.cluster.clone())
-            .ok_or_else(|| Status::failed_precondition("this manager has no cluster yet"))?;
+        let cluster =
+            self.shared().read(|s| s.cluster.clone()).ok_or_else(|| Status::failed_precondition("this manager has no cluster yet"))?;
         let token = JoinToken::parse(&req.token).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let ca = RootCa { cert_pem: cluster.ca_cert_pem.clone(), key_pem: cluster.ca_key_pem.clone() };
         if token.ca_digest != ca.digest() {

@@ -2,8 +2,8 @@
 //! through Raft (forwarded to the leader when this manager is not it); the leader also runs
 //! the dispatcher's liveness checks, restart-delay ticks and Raft membership changes.
 
-pub mod faults;
 mod batch;
+pub mod faults;
 mod join;
 mod leader;
 mod network;
@@ -37,7 +37,9 @@ pub enum ManagerError {
     Tls(#[from] tls::TlsError),
     #[error("Raft: {0}")]
     Raft(String),
-    #[error("no leader is reachable: the managers may have lost quorum (recover with `shoal init --force-new-cluster` on a surviving manager)")]
+    #[error(
+        "no leader is reachable: the managers may have lost quorum (recover with `shoal init --force-new-cluster` on a surviving manager)"
+    )]
     NoLeader,
     #[error("the write was not committed within {0:?}: the managers may have lost quorum")]
     Timeout(Duration),

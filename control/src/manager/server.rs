@@ -4,7 +4,9 @@
 
 use super::{Manager, ManagerError};
 use crate::model::Role;
-use crate::rpc::messages::{AgentMessage, ApiRequest, ApiResponse, JoinRequest, JoinResponse, RaftReply, RaftRpc, RenewRequest, RenewResponse, SessionMessage};
+use crate::rpc::messages::{
+    AgentMessage, ApiRequest, ApiResponse, JoinRequest, JoinResponse, RaftReply, RaftRpc, RenewRequest, RenewResponse, SessionMessage,
+};
 use crate::rpc::{caller, manager_caller, tls, Control, ControlServer};
 use std::pin::Pin;
 use tokio_stream::Stream;

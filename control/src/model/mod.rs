@@ -13,10 +13,10 @@ pub use network::{Network, NetworkSpec, GATEWAY_NETWORK, GATEWAY_SUBNETS};
 pub use node::{Availability, Node, NodeResources, NodeState, Role};
 pub use secret::{Secret, SecretSpec};
 pub use service::{
-    EndpointMode, HealthCheck, EndpointSpec, Placement, PortConfig, Protocol, PublishMode, RestartCondition,
-    ResourceLimits, ResourceReservations, RestartPolicy, Service, ServiceMode, ServiceSpec, Vip,
+    EndpointMode, EndpointSpec, HealthCheck, Placement, PortConfig, Protocol, PublishMode, ResourceLimits, ResourceReservations,
+    RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, Vip,
 };
-pub use task::{mac_for, Health, HOST_NAME_MAX, NetworkAttachment, Task, TaskState, TaskStatus};
+pub use task::{mac_for, Health, NetworkAttachment, Task, TaskState, TaskStatus, HOST_NAME_MAX};
 
 use serde::{Deserialize, Serialize};
 

@@ -8,7 +8,9 @@ use std::net::Ipv4Addr;
 #[serde(rename_all = "lowercase")]
 pub enum ServiceMode {
     /// Signed so that a negative count reaches validation and gets a clear error.
-    Replicated { replicas: i64 },
+    Replicated {
+        replicas: i64,
+    },
     Global,
 }
 

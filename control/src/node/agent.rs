@@ -55,7 +55,11 @@ impl AgentConfig {
 }
 
 /// Run sessions until `shutdown`; gives the report receiver back.
-pub async fn run(cfg: AgentConfig, mut ch: AgentChannels, mut shutdown: watch::Receiver<bool>) -> mpsc::Receiver<Vec<(String, TaskStatus)>> {
+pub async fn run(
+    cfg: AgentConfig,
+    mut ch: AgentChannels,
+    mut shutdown: watch::Receiver<bool>,
+) -> mpsc::Receiver<Vec<(String, TaskStatus)>> {
     let client_cfg = match tls::client_config(&cfg.tls) {
         Ok(c) => c,
         Err(e) => {
@@ -180,7 +184,12 @@ async fn session(
 }
 
 /// Reads the logs off the session loop (file I/O) and answers on the stream.
-fn answer_logs(source: Option<crate::logs::LogSourceRef>, request_id: String, reads: Vec<crate::logs::LogRead>, out: mpsc::Sender<AgentMessage>) {
+fn answer_logs(
+    source: Option<crate::logs::LogSourceRef>,
+    request_id: String,
+    reads: Vec<crate::logs::LogRead>,
+    out: mpsc::Sender<AgentMessage>,
+) {
     tokio::spawn(async move {
         let read = tokio::task::spawn_blocking(move || {
             reads

@@ -123,7 +123,11 @@ impl Paths {
         }
         let raft = self.raft();
         if raft.exists() {
-            std::fs::remove_dir_all(&raft).map_err(|source| IdentityError { what: "removing", path: raft.display().to_string(), source })?;
+            std::fs::remove_dir_all(&raft).map_err(|source| IdentityError {
+                what: "removing",
+                path: raft.display().to_string(),
+                source,
+            })?;
         }
         Ok(())
     }

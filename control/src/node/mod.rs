@@ -401,12 +401,20 @@ impl NodeControl {
         let (client_cfg, pinned) = tls::join_config(&token.ca_digest)?;
         let mut client = tls::client(&remote, client_cfg)?;
         let (key_pem, csr_pem) = ca::new_node_key()?;
-        let req = JoinRequest { token: o.token.clone(), csr_pem, hostname: self.inner.cfg.hostname.clone(), addr: ip.clone(), manager_addr: manager_addr.clone(), resources: crate::model::NodeResources::of_this_host() };
+        let req = JoinRequest {
+            token: o.token.clone(),
+            csr_pem,
+            hostname: self.inner.cfg.hostname.clone(),
+            addr: ip.clone(),
+            manager_addr: manager_addr.clone(),
+            resources: crate::model::NodeResources::of_this_host(),
+        };
         let resp = match tokio::time::timeout(Duration::from_secs(20), client.join(req)).await {
             Err(_) => return Err(NodeError::Join { remote, message: "timed out".into() }),
             Ok(Err(status)) => {
                 let message = if pinned.mismatched() {
-                    "the manager's certificate authority does not match the CA digest in the token: wrong cluster, or someone in between".to_string()
+                    "the manager's certificate authority does not match the CA digest in the token: wrong cluster, or someone in between"
+                        .to_string()
                 } else {
                     status.message().to_string()
                 };

@@ -113,11 +113,8 @@ fn scale_replicated(state: &mut ClusterState, sid: &str, slots: &mut BTreeMap<Sl
     for (key, ids) in slots.iter() {
         if let SlotKey::Replica(slot) = key {
             if *slot > replicas {
-                let live: Vec<String> = ids
-                    .iter()
-                    .filter(|id| state.tasks.get(*id).is_some_and(|t| t.desired_state <= TaskState::Running))
-                    .cloned()
-                    .collect();
+                let live: Vec<String> =
+                    ids.iter().filter(|id| state.tasks.get(*id).is_some_and(|t| t.desired_state <= TaskState::Running)).cloned().collect();
                 for id in live {
                     if let Some(t) = state.tasks.get_mut(&id) {
                         shut_down(t, now, "service scaled down");
@@ -152,11 +149,8 @@ fn converge_global(state: &mut ClusterState, sid: &str, slots: &mut BTreeMap<Slo
     for (key, ids) in slots.iter() {
         if let SlotKey::Node(node) = key {
             if !eligible.contains(node) {
-                let live: Vec<String> = ids
-                    .iter()
-                    .filter(|id| state.tasks.get(*id).is_some_and(|t| t.desired_state <= TaskState::Running))
-                    .cloned()
-                    .collect();
+                let live: Vec<String> =
+                    ids.iter().filter(|id| state.tasks.get(*id).is_some_and(|t| t.desired_state <= TaskState::Running)).cloned().collect();
                 for id in live {
                     if let Some(t) = state.tasks.get_mut(&id) {
                         shut_down(t, now, "node no longer eligible for this global service");
@@ -208,9 +202,7 @@ fn trim_history(state: &mut ClusterState, slots: &BTreeMap<SlotKey, Vec<String>>
         let excess = live.len() - limit;
         let doomed: Vec<String> = live
             .iter()
-            .filter(|id| {
-                state.tasks.get(**id).is_some_and(|t| t.desired_state > TaskState::Running && t.status.state.is_terminal())
-            })
+            .filter(|id| state.tasks.get(**id).is_some_and(|t| t.desired_state > TaskState::Running && t.status.state.is_terminal()))
             .take(excess)
             .map(|id| (*id).clone())
             .collect();
@@ -228,11 +220,7 @@ fn remove_orphans_of_deleted_services(state: &mut ClusterState) {
             continue;
         }
         t.desired_state = TaskState::Shutdown;
-        let node_alive = t
-            .node_id
-            .as_ref()
-            .and_then(|n| state.nodes.get(n))
-            .is_some_and(|n| n.state != NodeState::Down);
+        let node_alive = t.node_id.as_ref().and_then(|n| state.nodes.get(n)).is_some_and(|n| n.state != NodeState::Down);
         if t.status.state.is_terminal() || t.status.state < TaskState::Assigned || !node_alive {
             doomed.push(t.id.clone());
         }

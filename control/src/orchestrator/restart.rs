@@ -5,10 +5,7 @@ use crate::model::{RestartCondition, RestartPolicy, Task, TaskState};
 
 /// `Some(restart times for the new task)` when the task should be restarted.
 pub fn decide(policy: &RestartPolicy, t: &Task, now: u64) -> Option<Vec<u64>> {
-    let failed = matches!(
-        t.status.state,
-        TaskState::Failed | TaskState::Rejected | TaskState::Orphaned | TaskState::Shutdown
-    );
+    let failed = matches!(t.status.state, TaskState::Failed | TaskState::Rejected | TaskState::Orphaned | TaskState::Shutdown);
     let wanted = match policy.condition {
         RestartCondition::None => false,
         RestartCondition::OnFailure => failed,
@@ -17,12 +14,8 @@ pub fn decide(policy: &RestartPolicy, t: &Task, now: u64) -> Option<Vec<u64>> {
     if !wanted {
         return None;
     }
-    let mut recent: Vec<u64> = t
-        .restarts
-        .iter()
-        .copied()
-        .filter(|at| policy.window_ms == 0 || now.saturating_sub(*at) < policy.window_ms)
-        .collect();
+    let mut recent: Vec<u64> =
+        t.restarts.iter().copied().filter(|at| policy.window_ms == 0 || now.saturating_sub(*at) < policy.window_ms).collect();
     if policy.max_attempts > 0 && recent.len() as u64 >= policy.max_attempts {
         return None;
     }

@@ -4,7 +4,9 @@ use crate::model::Role;
 use crate::state::{Command, Response, StateError};
 use crate::store::TypeConfig;
 use openraft::error::{InstallSnapshotError, RaftError};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse,
+};
 use serde::{Deserialize, Serialize};
 
 pub use crate::dispatcher::messages::{AgentMessage, SessionMessage};

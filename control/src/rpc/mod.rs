@@ -18,9 +18,7 @@ use tonic::{Request, Status};
 
 /// Who is calling, from the client certificate the TLS layer verified against the cluster CA.
 pub fn caller<T>(req: &Request<T>, cluster_id: &str) -> Result<PeerIdentity, Status> {
-    let certs = req
-        .peer_certs()
-        .ok_or_else(|| Status::unauthenticated("a node certificate is required: join the cluster first"))?;
+    let certs = req.peer_certs().ok_or_else(|| Status::unauthenticated("a node certificate is required: join the cluster first"))?;
     let leaf = certs.first().ok_or_else(|| Status::unauthenticated("no client certificate"))?;
     let id = peer_identity(leaf).ok_or_else(|| Status::unauthenticated("the client certificate is not a shoal node certificate"))?;
     if !cluster_id.is_empty() && id.cluster_id != cluster_id {
@@ -33,10 +31,7 @@ pub fn caller<T>(req: &Request<T>, cluster_id: &str) -> Result<PeerIdentity, Sta
 pub fn manager_caller<T>(req: &Request<T>, cluster_id: &str) -> Result<PeerIdentity, Status> {
     let id = caller(req, cluster_id)?;
     if id.role != Role::Manager {
-        return Err(Status::permission_denied(format!(
-            "node {} is a worker: this call needs a manager certificate",
-            id.node_id
-        )));
+        return Err(Status::permission_denied(format!("node {} is a worker: this call needs a manager certificate", id.node_id)));
     }
     Ok(id)
 }

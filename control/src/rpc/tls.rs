@@ -67,7 +67,8 @@ pub fn client_config(id: &TlsIdentity) -> Result<Arc<ClientConfig>, TlsError> {
 /// Client config for joining: no client certificate; the server's chain must contain a CA
 /// whose digest is `digest` and the server certificate must verify against that CA.
 pub fn join_config(digest: &str) -> Result<(Arc<ClientConfig>, Arc<PinnedCa>), TlsError> {
-    let pinned = Arc::new(PinnedCa { digest: digest.to_string(), provider: provider(), seen: Mutex::new(None), mismatch: Mutex::new(false) });
+    let pinned =
+        Arc::new(PinnedCa { digest: digest.to_string(), provider: provider(), seen: Mutex::new(None), mismatch: Mutex::new(false) });
     let mut cfg = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
@@ -120,11 +121,21 @@ impl ServerCertVerifier for PinnedCa {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 

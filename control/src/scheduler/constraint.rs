@@ -42,11 +42,7 @@ impl Constraint {
             }
             l => match l.strip_prefix("node.labels.") {
                 Some(k) if !k.is_empty() => Key::Label(k.to_string()),
-                _ => {
-                    return Err(format!(
-                        "unknown key {l:?} in {text:?}: use node.id, node.hostname, node.role or node.labels.<name>"
-                    ))
-                }
+                _ => return Err(format!("unknown key {l:?} in {text:?}: use node.id, node.hostname, node.role or node.labels.<name>")),
             },
         };
         Ok(Constraint { key, equal, value, text: text.to_string() })

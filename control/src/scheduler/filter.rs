@@ -150,10 +150,19 @@ impl NodeLoad {
     /// A resource the node did not report is not checked.
     fn has_room(&self, pos: usize, r: Reservation) -> bool {
         let ((cpu, mem), (used_cpu, used_mem)) = (self.capacity[pos], self.reserved[pos]);
-        (r.nano_cpus == 0 || cpu == 0 || used_cpu + r.nano_cpus <= cpu) && (r.memory_bytes == 0 || mem == 0 || used_mem + r.memory_bytes <= mem)
+        (r.nano_cpus == 0 || cpu == 0 || used_cpu + r.nano_cpus <= cpu)
+            && (r.memory_bytes == 0 || mem == 0 || used_mem + r.memory_bytes <= mem)
     }
 
-    fn fits_with(&self, pos: usize, counts: Option<&Vec<u64>>, ports: &[(Protocol, i64)], max: u64, r: Reservation, why: &mut Rejections) -> bool {
+    fn fits_with(
+        &self,
+        pos: usize,
+        counts: Option<&Vec<u64>>,
+        ports: &[(Protocol, i64)],
+        max: u64,
+        r: Reservation,
+        why: &mut Rejections,
+    ) -> bool {
         if !self.has_room(pos, r) {
             why.resources += 1;
             return false;
@@ -178,7 +187,15 @@ impl NodeLoad {
     }
 
     /// Spread: fewest tasks of this service, then fewest overall, then lowest node id.
-    pub fn best(&self, nodes: &[usize], service: &str, ports: &[(Protocol, i64)], max: u64, r: Reservation, why: &mut Rejections) -> Option<usize> {
+    pub fn best(
+        &self,
+        nodes: &[usize],
+        service: &str,
+        ports: &[(Protocol, i64)],
+        max: u64,
+        r: Reservation,
+        why: &mut Rejections,
+    ) -> Option<usize> {
         let counts = self.per_service.get(service);
         let mut best: Option<((u64, u64), usize)> = None;
         for &pos in nodes {

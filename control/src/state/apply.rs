@@ -17,26 +17,16 @@ impl ClusterState {
                 self.cluster = Some(cluster.clone());
                 self.nodes.insert(node.id.clone(), node.clone());
                 // The routing-mesh network, like Swarm's `ingress`.
-                let spec = crate::model::NetworkSpec {
-                    name: "ingress".into(),
-                    driver: "overlay".into(),
-                    ingress: true,
-                    ..Default::default()
-                };
+                let spec =
+                    crate::model::NetworkSpec { name: "ingress".into(), driver: "overlay".into(), ingress: true, ..Default::default() };
                 let (vni, subnet, gateway) = crate::allocator::plan_network(self, &spec)?;
                 let id = self.ids.next_id();
-                self.networks.insert(
-                    id.clone(),
-                    Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now },
-                );
+                self.networks.insert(id.clone(), Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now });
                 // The gateway bridge, like Swarm's `docker_gwbridge`: tasks of services that
                 // name no network get loopback and egress through it.
                 let (spec, vni, subnet, gateway) = crate::allocator::plan_gateway_network(self)?;
                 let id = self.ids.next_id();
-                self.networks.insert(
-                    id.clone(),
-                    Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now },
-                );
+                self.networks.insert(id.clone(), Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now });
                 Ok(Response::Ok)
             }
             Command::AddNode { node } => {
@@ -77,9 +67,7 @@ impl ClusterState {
                     let managers = self.nodes.values().filter(|n| n.role == Role::Manager).count();
                     let is_manager = self.nodes[&id].role == Role::Manager;
                     if is_manager && managers == 1 {
-                        return Err(StateError::FailedPrecondition(
-                            "cannot demote the last manager: promote another node first".into(),
-                        ));
+                        return Err(StateError::FailedPrecondition("cannot demote the last manager: promote another node first".into()));
                     }
                 }
                 let n = self.nodes.get_mut(&id).ok_or_else(|| StateError::not_found("node", node))?;
@@ -171,16 +159,7 @@ impl ClusterState {
                 let id = self.ids.next_id();
                 self.services.insert(
                     id.clone(),
-                    Service {
-                        id: id.clone(),
-                        spec: spec.clone(),
-                        version: 1,
-                        network_ids,
-                        ports,
-                        vips,
-                        created_ms: now,
-                        updated_ms: now,
-                    },
+                    Service { id: id.clone(), spec: spec.clone(), version: 1, network_ids, ports, vips, created_ms: now, updated_ms: now },
                 );
                 Ok(Response::Created { id })
             }
@@ -241,10 +220,7 @@ impl ClusterState {
             Command::RemoveSecret { secret } => {
                 let s = self.find_secret(secret)?;
                 if let Some(svc) = self.services.values().find(|svc| svc.spec.secrets.contains(&s.spec.name)) {
-                    return Err(StateError::FailedPrecondition(format!(
-                        "secret {} is in use by service {}",
-                        s.spec.name, svc.spec.name
-                    )));
+                    return Err(StateError::FailedPrecondition(format!("secret {} is in use by service {}", s.spec.name, svc.spec.name)));
                 }
                 let id = s.id.clone();
                 self.secrets.remove(&id);

@@ -133,13 +133,8 @@ mod property {
                 s.restart.max_attempts = b.3;
                 s.restart.window_ms = b.4;
                 if c.3 % 2 == 0 {
-                    s.healthcheck = Some(HealthCheck {
-                        cmd: "true".into(),
-                        interval_ms: c.0,
-                        timeout_ms: c.1,
-                        retries: c.2,
-                        start_period_ms: c.3,
-                    });
+                    s.healthcheck =
+                        Some(HealthCheck { cmd: "true".into(), interval_ms: c.0, timeout_ms: c.1, retries: c.2, start_period_ms: c.3 });
                 }
                 s.env = (0..d.0).map(|i| format!("K{i}=v")).collect();
                 s.args = vec!["x".repeat(d.1)];

@@ -6,9 +6,17 @@ use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    Init { cluster: Cluster, node: Node },
-    AddNode { node: Node },
-    RemoveNode { node: String, force: bool },
+    Init {
+        cluster: Cluster,
+        node: Node,
+    },
+    AddNode {
+        node: Node,
+    },
+    RemoveNode {
+        node: String,
+        force: bool,
+    },
     UpdateNode {
         node: String,
         availability: Option<Availability>,
@@ -16,18 +24,46 @@ pub enum Command {
         label_add: BTreeMap<String, String>,
         label_rm: Vec<String>,
     },
-    SetNodeState { node: String, state: NodeState, message: String },
-    SetJoinToken { role: Role, token: String },
-    CreateNetwork { spec: NetworkSpec },
-    RemoveNetwork { network: String },
-    CreateService { spec: ServiceSpec },
-    UpdateService { service: String, spec: ServiceSpec },
-    ScaleService { service: String, replicas: i64 },
-    RemoveService { service: String },
-    CreateSecret { spec: SecretSpec },
-    RemoveSecret { secret: String },
+    SetNodeState {
+        node: String,
+        state: NodeState,
+        message: String,
+    },
+    SetJoinToken {
+        role: Role,
+        token: String,
+    },
+    CreateNetwork {
+        spec: NetworkSpec,
+    },
+    RemoveNetwork {
+        network: String,
+    },
+    CreateService {
+        spec: ServiceSpec,
+    },
+    UpdateService {
+        service: String,
+        spec: ServiceSpec,
+    },
+    ScaleService {
+        service: String,
+        replicas: i64,
+    },
+    RemoveService {
+        service: String,
+    },
+    CreateSecret {
+        spec: SecretSpec,
+    },
+    RemoveSecret {
+        secret: String,
+    },
     /// Task states reported by the agent of `node`.
-    TaskStatus { node: String, updates: Vec<(TaskId, TaskStatus)> },
+    TaskStatus {
+        node: String,
+        updates: Vec<(TaskId, TaskStatus)>,
+    },
     /// Nothing but a reconcile at `now` (restart delays that came due).
     Tick,
     /// Several commands in one log entry (the leader batches concurrent writes); each

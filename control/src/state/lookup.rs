@@ -4,12 +4,7 @@ use super::{ClusterState, StateError};
 use crate::model::{Network, Node, Secret, Service};
 use std::collections::BTreeMap;
 
-fn find<'a, T>(
-    map: &'a BTreeMap<String, T>,
-    kind: &str,
-    key: &str,
-    name_of: impl Fn(&T) -> &str,
-) -> Result<&'a T, StateError> {
+fn find<'a, T>(map: &'a BTreeMap<String, T>, kind: &str, key: &str, name_of: impl Fn(&T) -> &str) -> Result<&'a T, StateError> {
     if let Some(v) = map.get(key) {
         return Ok(v);
     }

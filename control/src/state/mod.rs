@@ -4,15 +4,15 @@
 //! reconcile pass (orchestrator -> allocator -> scheduler).
 
 mod apply;
+#[cfg(test)]
+mod bounds_tests;
 mod command;
 mod error;
 pub mod limits;
 mod lookup;
-pub mod validate;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod bounds_tests;
+pub mod validate;
 
 pub use command::{Command, Request, Response};
 pub use error::StateError;

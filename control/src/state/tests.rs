@@ -194,7 +194,13 @@ fn agent_reports_only_move_forward_and_only_from_the_owner() {
 fn last_manager_cannot_be_demoted_and_managers_not_removed() {
     let mut w = World::new(1);
     let err = w
-        .apply(Command::UpdateNode { node: "n1".into(), availability: None, role: Some(crate::model::Role::Worker), label_add: Default::default(), label_rm: vec![] })
+        .apply(Command::UpdateNode {
+            node: "n1".into(),
+            availability: None,
+            role: Some(crate::model::Role::Worker),
+            label_add: Default::default(),
+            label_rm: vec![],
+        })
         .unwrap_err();
     assert!(err.to_string().contains("last manager"));
     let err = w.apply(Command::RemoveNode { node: "n1".into(), force: true }).unwrap_err();
@@ -261,7 +267,9 @@ fn the_ports_the_clusters_daemons_listen_on_cannot_be_published() {
     let mut m2 = crate::testkit::node("n2", crate::model::Role::Manager);
     m2.manager_addr = Some("192.168.1.2:4000".into());
     w.ok(Command::AddNode { node: m2 });
-    for (proto, port, what) in [(Protocol::Tcp, 2377, "manager API of host-n1"), (Protocol::Tcp, 4000, "manager API of host-n2"), (Protocol::Udp, 4789, "VXLAN")] {
+    for (proto, port, what) in
+        [(Protocol::Tcp, 2377, "manager API of host-n1"), (Protocol::Tcp, 4000, "manager API of host-n2"), (Protocol::Udp, 4789, "VXLAN")]
+    {
         let mut s = ServiceSpec::new("web", "shoal/whoami");
         s.endpoint.ports.push(PortConfig { protocol: proto, target: 80, published: Some(port), mode: PublishMode::Ingress });
         let before = w.state.clone();

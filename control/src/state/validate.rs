@@ -35,7 +35,10 @@ pub fn check_map(field: &str, map: &BTreeMap<String, String>) -> Result<(), Stat
     for (k, v) in map {
         let size = k.len() + v.len();
         if size > MAX_STRING_BYTES {
-            return Err(StateError::invalid(format!("{field}[{k:.32}]"), format!("{size} bytes is more than the limit of {MAX_STRING_BYTES}")));
+            return Err(StateError::invalid(
+                format!("{field}[{k:.32}]"),
+                format!("{size} bytes is more than the limit of {MAX_STRING_BYTES}"),
+            ));
         }
         total += size;
     }
@@ -173,10 +176,7 @@ pub fn check_service(spec: &ServiceSpec, state: &ClusterState) -> Result<(), Sta
         }
         if let Some(published) = p.published {
             if !(1..=65535).contains(&published) {
-                return Err(StateError::invalid(
-                    format!("ports[{i}].published"),
-                    format!("{published} is not a port: use 1-65535"),
-                ));
+                return Err(StateError::invalid(format!("ports[{i}].published"), format!("{published} is not a port: use 1-65535")));
             }
             if let Some(what) = reserved_port(state, p.protocol, published) {
                 return Err(StateError::invalid(
@@ -185,10 +185,7 @@ pub fn check_service(spec: &ServiceSpec, state: &ClusterState) -> Result<(), Sta
                 ));
             }
         } else if p.mode == PublishMode::Host {
-            return Err(StateError::invalid(
-                format!("ports[{i}].published"),
-                "host-mode ports need an explicit published port",
-            ));
+            return Err(StateError::invalid(format!("ports[{i}].published"), "host-mode ports need an explicit published port"));
         }
         if p.mode == PublishMode::Ingress && spec.endpoint.mode == EndpointMode::Dnsrr {
             return Err(StateError::invalid(

@@ -32,7 +32,10 @@ impl DataKey {
         let io = |what, source| StoreError::Io { what, path: path.display().to_string(), source };
         match std::fs::read(path) {
             Ok(bytes) => {
-                let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| StoreError::Decrypt { what: format!("key file {} (wrong length)", path.display()) })?;
+                let key: [u8; 32] = bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Decrypt { what: format!("key file {} (wrong length)", path.display()) })?;
                 Ok(DataKey::from_bytes(&key))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

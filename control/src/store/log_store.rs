@@ -94,11 +94,7 @@ impl LogStore {
         let tx = self.db.begin_write().map_err(|e| db_err!(e))?;
         {
             let mut t = tx.open_table(LOGS).map_err(|e| db_err!(e))?;
-            let keys: Vec<u64> = t
-                .range::<u64>(range)
-                .map_err(|e| db_err!(e))?
-                .filter_map(|r| r.ok().map(|(k, _)| k.value()))
-                .collect();
+            let keys: Vec<u64> = t.range::<u64>(range).map_err(|e| db_err!(e))?.filter_map(|r| r.ok().map(|(k, _)| k.value())).collect();
             for k in keys {
                 t.remove(k).map_err(|e| db_err!(e))?;
             }

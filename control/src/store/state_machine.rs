@@ -5,7 +5,9 @@ use super::crypto::DataKey;
 use super::{ApplyResult, StoreError, TypeConfig};
 use crate::state::{ClusterState, Response};
 use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership};
+use openraft::{
+    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+};
 use serde::{Deserialize, Serialize};
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
@@ -69,8 +71,8 @@ impl StateMachineStore {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { what: "creating", path: dir.display().to_string(), source })?;
         let sm = StateMachineStore { shared: SharedState::new(), dir: dir.to_path_buf(), key };
         if let Some(file) = sm.read_snapshot_file()? {
-            let body: SnapshotBody = serde_json::from_slice(&file.data)
-                .map_err(|source| StoreError::Decode { what: "snapshot".into(), source })?;
+            let body: SnapshotBody =
+                serde_json::from_slice(&file.data).map_err(|source| StoreError::Decode { what: "snapshot".into(), source })?;
             let idx = body.last_applied.map(|l| l.index).unwrap_or(0);
             *sm.shared.inner.write().unwrap_or_else(|p| p.into_inner()) = body;
             sm.shared.applied.send_replace(idx);
@@ -186,8 +188,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta<u64, BasicNode>, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), SErr> {
         let data = snapshot.into_inner();
-        let body: SnapshotBody =
-            serde_json::from_slice(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let body: SnapshotBody = serde_json::from_slice(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let file = SnapshotFile { meta: meta.clone(), data };
         self.write_snapshot_file(&file).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         let idx = meta.last_log_id.map(|l| l.index).unwrap_or(0);

@@ -35,7 +35,10 @@ async fn secrets_are_not_on_disk_in_clear_and_state_survives_reopen() {
     let mut log = LogStore::open(&dir.path().join("raft.redb"), key.clone()).unwrap();
     let mut sm = StateMachineStore::open(&dir.path().join("snapshots"), key).unwrap();
     let marker = "PLAINTEXT-MARKER-93x7";
-    let init = Request { now_ms: 1, cmd: Command::Init { cluster: crate::testkit::cluster(), node: crate::testkit::node("n1", crate::model::Role::Manager) } };
+    let init = Request {
+        now_ms: 1,
+        cmd: Command::Init { cluster: crate::testkit::cluster(), node: crate::testkit::node("n1", crate::model::Role::Manager) },
+    };
     let secret = Request {
         now_ms: 2,
         cmd: Command::CreateSecret {

@@ -60,9 +60,8 @@ fn sockaddr_in(a: SocketAddrV4) -> [u8; 16] {
 }
 
 fn parse_sockaddr_in(b: &[u8]) -> Option<SocketAddrV4> {
-    (b.len() >= 8 && u16::from_ne_bytes([b[0], b[1]]) == AF_INET).then(|| {
-        SocketAddrV4::new(Ipv4Addr::new(b[4], b[5], b[6], b[7]), u16::from_be_bytes([b[2], b[3]]))
-    })
+    (b.len() >= 8 && u16::from_ne_bytes([b[0], b[1]]) == AF_INET)
+        .then(|| SocketAddrV4::new(Ipv4Addr::new(b[4], b[5], b[6], b[7]), u16::from_be_bytes([b[2], b[3]])))
 }
 
 /// WG_CMD_SET_DEVICE carrying `ops` (one message: the kernel applies it whole or not at all).
@@ -122,7 +121,9 @@ pub fn parse_device(payloads: &[Vec<u8>]) -> DeviceConfig {
                 DEVICE_PEERS => {
                     for peer in a.nested() {
                         let attrs = peer.nested();
-                        let Some(key) = wire::find(&attrs, PEER_PUBLIC_KEY).and_then(|k| <[u8; 32]>::try_from(k.data).ok()) else { continue };
+                        let Some(key) = wire::find(&attrs, PEER_PUBLIC_KEY).and_then(|k| <[u8; 32]>::try_from(k.data).ok()) else {
+                            continue;
+                        };
                         let entry = cfg.peers.entry(Key(key)).or_insert_with(ObservedPeer::default);
                         if let Some(e) = wire::find(&attrs, PEER_ENDPOINT) {
                             entry.endpoint = parse_sockaddr_in(e.data);
@@ -162,29 +163,34 @@ impl Genl {
     pub fn open() -> Result<Self, String> {
         let mut sock = RawSocket::open(NETLINK_GENERIC).map_err(|e| format!("open generic netlink: {e}"))?;
         let seq = sock.next_seq();
-        let family = match sock.transact(&get_family(seq), seq) {
-            Ok(answers) => answers
-                .iter()
-                .find_map(|a| wire::find(&wire::attrs(a.payload.get(4..)?), CTRL_ATTR_FAMILY_ID)?.u16_ne())
-                .ok_or_else(|| "the generic netlink controller answered without a family id".to_string())?,
-            Err(e) if e.errno() == Some(ENOENT) => {
-                return Err("the kernel has no WireGuard (generic netlink family \"wireguard\" not found: the module is not built in or loadable)".into())
-            }
-            Err(e) => return Err(format!("ask generic netlink for wireguard: {e}")),
-        };
+        let family =
+            match sock.transact(&get_family(seq), seq) {
+                Ok(answers) => answers
+                    .iter()
+                    .find_map(|a| wire::find(&wire::attrs(a.payload.get(4..)?), CTRL_ATTR_FAMILY_ID)?.u16_ne())
+                    .ok_or_else(|| "the generic netlink controller answered without a family id".to_string())?,
+                Err(e) if e.errno() == Some(ENOENT) => return Err(
+                    "the kernel has no WireGuard (generic netlink family \"wireguard\" not found: the module is not built in or loadable)"
+                        .into(),
+                ),
+                Err(e) => return Err(format!("ask generic netlink for wireguard: {e}")),
+            };
         Ok(Self { sock, family })
     }
 
     pub fn get(&mut self, ifname: &str) -> Result<DeviceConfig, String> {
         let seq = self.sock.next_seq();
-        let answers = self.sock.transact(&get_device(self.family, seq, ifname), seq).map_err(|e| format!("read wireguard device {ifname}: {e}"))?;
+        let answers =
+            self.sock.transact(&get_device(self.family, seq, ifname), seq).map_err(|e| format!("read wireguard device {ifname}: {e}"))?;
         let payloads: Vec<Vec<u8>> = answers.into_iter().map(|a| a.payload).collect();
         Ok(parse_device(&payloads))
     }
 
     pub fn set(&mut self, ifname: &str, ops: &[WgOp]) -> Result<(), String> {
         let seq = self.sock.next_seq();
-        self.sock.transact(&set_device(self.family, seq, ifname, ops), seq).map_err(|e| format!("configure wireguard device {ifname}: {e}"))?;
+        self.sock
+            .transact(&set_device(self.family, seq, ifname, ops), seq)
+            .map_err(|e| format!("configure wireguard device {ifname}: {e}"))?;
         Ok(())
     }
 }

@@ -113,7 +113,9 @@ fn pick(choice: Choice) -> Result<(Backend, String), CryptError> {
         (Choice::Userspace, _) if tun => Ok((Backend::Userspace, "asked for".into())),
         (Choice::Auto, Err(e)) if tun => Ok((Backend::Userspace, format!("{e}; /dev/net/tun is there"))),
         (_, Err(e)) => Err(CryptError::Unavailable(format!("no WireGuard: {e}, and no TUN device (/dev/net/tun is missing)"))),
-        (Choice::Userspace, Ok(())) => Err(CryptError::Unavailable("--wireguard userspace: no TUN device (/dev/net/tun is missing)".into())),
+        (Choice::Userspace, Ok(())) => {
+            Err(CryptError::Unavailable("--wireguard userspace: no TUN device (/dev/net/tun is missing)".into()))
+        }
     }
 }
 
@@ -196,23 +198,17 @@ fn underlay_mtu(nl: &mut Netlink, desired: &NodeState) -> Result<u32, CryptError
     let me = desired.self_node().ok_or_else(|| CryptError::Unavailable(format!("node '{}' is not in `nodes`", desired.node)))?;
     let addrs = nl.addrs()?;
     let links = nl.links()?;
-    addrs
-        .iter()
-        .find(|a| a.ip == me.address)
-        .and_then(|a| links.iter().find(|l| l.index == a.ifindex))
-        .map(|l| l.mtu)
-        .ok_or_else(|| {
-            CryptError::Unavailable(format!(
-                "node '{}': no interface in this network namespace has its underlay address {}",
-                me.name, me.address
-            ))
-        })
+    addrs.iter().find(|a| a.ip == me.address).and_then(|a| links.iter().find(|l| l.index == a.ifindex)).map(|l| l.mtu).ok_or_else(|| {
+        CryptError::Unavailable(format!(
+            "node '{}': no interface in this network namespace has its underlay address {}",
+            me.name, me.address
+        ))
+    })
 }
 
 fn observe_link(nl: &mut Netlink) -> Result<LinkObserved, CryptError> {
-    let link = nl
-        .link_by_name(DEVICE)?
-        .ok_or_else(|| CryptError::Unavailable(format!("{DEVICE} vanished while it was being configured")))?;
+    let link =
+        nl.link_by_name(DEVICE)?.ok_or_else(|| CryptError::Unavailable(format!("{DEVICE} vanished while it was being configured")))?;
     let addrs: BTreeSet<_> = nl.addrs()?.into_iter().filter(|a| a.ifindex == link.index).map(|a| (a.ip, a.prefix)).collect();
     let routes = nl
         .shoal_routes()?

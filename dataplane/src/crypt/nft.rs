@@ -23,8 +23,8 @@ pub fn current(want: &FailClosed) -> Result<bool, CryptError> {
     if !out.status.success() {
         return Err(CryptError::Kernel(format!("read table ip {TABLE}: {}", String::from_utf8_lossy(&out.stderr).trim())));
     }
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| CryptError::Kernel(format!("nft -j printed no JSON for table ip {TABLE}: {e}")))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| CryptError::Kernel(format!("nft -j printed no JSON for table ip {TABLE}: {e}")))?;
     let tag = want.tag();
     Ok(json["nftables"].as_array().into_iter().flatten().any(|i| i["rule"]["comment"] == tag.as_str()))
 }

@@ -82,8 +82,15 @@ pub enum WgOp {
     SetPrivateKey(PrivateKey),
     SetPort(u16),
     /// Add the peer, or make it exactly this (its allowed IPs replaced).
-    SetPeer { key: Key, node: String, endpoint: SocketAddrV4, address: Ipv4Addr },
-    RemovePeer { key: Key },
+    SetPeer {
+        key: Key,
+        node: String,
+        endpoint: SocketAddrV4,
+        address: Ipv4Addr,
+    },
+    RemovePeer {
+        key: Key,
+    },
 }
 
 impl fmt::Display for WgOp {
@@ -112,9 +119,7 @@ pub fn plan_device(want: &Tunnel, have: &DeviceConfig) -> Vec<WgOp> {
         ops.push(WgOp::RemovePeer { key: *key });
     }
     for (key, p) in &want.peers {
-        let ok = have.peers.get(key).is_some_and(|h| {
-            h.endpoint == Some(p.endpoint) && h.allowed_ips == BTreeSet::from([(p.address, 32)])
-        });
+        let ok = have.peers.get(key).is_some_and(|h| h.endpoint == Some(p.endpoint) && h.allowed_ips == BTreeSet::from([(p.address, 32)]));
         if !ok {
             ops.push(WgOp::SetPeer { key: *key, node: p.node.clone(), endpoint: p.endpoint, address: p.address });
         }
@@ -140,7 +145,10 @@ pub enum LinkOp {
     AddAddr(Ipv4Addr),
     DelAddr(Ipv4Addr, u8),
     /// A peer's tunnel address through the device, from ours.
-    AddRoute { dst: Ipv4Addr, src: Ipv4Addr },
+    AddRoute {
+        dst: Ipv4Addr,
+        src: Ipv4Addr,
+    },
     DelRoute(Ipv4Addr),
 }
 

@@ -18,8 +18,10 @@ fn state(node: usize, encrypted: bool) -> NodeState {
     let k = keys();
     let names = ["smgr", "snode1", "snode2"];
     let nodes: Vec<_> = (0..3)
-        .map(|i| json!({"name": names[i], "address": format!("192.168.33.{}", 10 * (i + 1)),
-                        "wireguard": {"public_key": k[i].public_key(), "address": format!("10.254.0.{}", i + 1)}}))
+        .map(|i| {
+            json!({"name": names[i], "address": format!("192.168.33.{}", 10 * (i + 1)),
+                        "wireguard": {"public_key": k[i].public_key(), "address": format!("10.254.0.{}", i + 1)}})
+        })
         .collect();
     let mut secure = json!({"name": "secure", "vni": 4099, "subnet": "10.0.11.0/24"});
     if encrypted {
@@ -86,7 +88,10 @@ fn first_pass_builds_the_tunnel_and_the_second_is_empty() {
     assert_eq!(t.address, "10.254.0.1".parse::<std::net::Ipv4Addr>().unwrap());
     assert_eq!(t.peers.len(), 2);
     let p = &t.peers[&keys()[1].public_key()];
-    assert_eq!((p.node.as_str(), p.endpoint.to_string(), p.address.to_string()), ("snode1", "192.168.33.20:51820".into(), "10.254.0.2".into()));
+    assert_eq!(
+        (p.node.as_str(), p.endpoint.to_string(), p.address.to_string()),
+        ("snode1", "192.168.33.20:51820".into(), "10.254.0.2".into())
+    );
     let mut dev = DeviceConfig::default();
     let ops = plan_device(&t, &dev);
     assert_eq!(ops.len(), 4, "key, port, two peers: {ops:#?}");
@@ -149,7 +154,10 @@ fn fail_closed_rules_drop_only_encrypted_vnis_off_the_tunnel() {
     let f = FailClosed::from_state(&state(0, true));
     assert_eq!(f.vnis, BTreeSet::from([4099]));
     let script = nft_script(&f);
-    assert!(script.contains("iifname != \"shw0\" udp dport 4789 @th,96,24 4099 drop comment \"shoal crypt v1 vni=4099 addr=10.254.0.1\""), "{script}");
+    assert!(
+        script.contains("iifname != \"shw0\" udp dport 4789 @th,96,24 4099 drop comment \"shoal crypt v1 vni=4099 addr=10.254.0.1\""),
+        "{script}"
+    );
     assert!(script.contains("oifname != \"shw0\" udp dport 4789 @th,96,24 4099 drop"), "{script}");
     assert!(script.contains("oifname != { \"shw0\", \"lo\" } ip saddr 10.254.0.1 drop"), "{script}");
     assert!(!script.contains("4097"), "the plain network's VXLAN must pass: {script}");

@@ -102,7 +102,9 @@ pub fn set(socket: &Path, ops: &[WgOp]) -> Result<(), String> {
     let text = exchange(socket, &set_request(ops)).map_err(|e| format!("configure through {}: {e}", socket.display()))?;
     match text.lines().find_map(|l| l.strip_prefix("errno=")) {
         Some("0") => Ok(()),
-        Some(e) => Err(format!("the tunnel refused the configuration: errno {e} ({})", std::io::Error::from_raw_os_error(e.parse().unwrap_or(0)))),
+        Some(e) => {
+            Err(format!("the tunnel refused the configuration: errno {e} ({})", std::io::Error::from_raw_os_error(e.parse().unwrap_or(0))))
+        }
         None => Err("the tunnel gave no answer".into()),
     }
 }

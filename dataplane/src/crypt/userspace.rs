@@ -39,8 +39,7 @@ pub fn running(dir: &Path) -> Option<i32> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     let dir_arg = dir.as_os_str().as_encoded_bytes();
-    let ours = args.windows(2).any(|w| w[0] == SUBCOMMAND[0].as_bytes() && w[1] == SUBCOMMAND[1].as_bytes())
-        && args.contains(&dir_arg);
+    let ours = args.windows(2).any(|w| w[0] == SUBCOMMAND[0].as_bytes() && w[1] == SUBCOMMAND[1].as_bytes()) && args.contains(&dir_arg);
     let same_ns = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
     (ours && same_ns(&format!("/proc/{pid}/ns/net")) == same_ns("/proc/thread-self/ns/net")).then_some(pid)
 }
@@ -58,7 +57,8 @@ pub fn ensure(dir: &Path) -> Result<(i32, bool), CryptError> {
     for f in [PID_FILE, SOCKET] {
         let _ = std::fs::remove_file(dir.join(f));
     }
-    let log = std::fs::File::create(dir.join(LOG)).map_err(|e| CryptError::Io { what: format!("create {}", dir.join(LOG).display()), source: e })?;
+    let log = std::fs::File::create(dir.join(LOG))
+        .map_err(|e| CryptError::Io { what: format!("create {}", dir.join(LOG).display()), source: e })?;
     let exe = std::env::current_exe().map_err(|e| CryptError::Io { what: "find the shoal binary".into(), source: e })?;
     let mut child = Command::new(exe)
         .args(SUBCOMMAND)
@@ -130,11 +130,8 @@ async fn serve_async(dir: &Path) -> Result<(), CryptError> {
     let builder = DeviceBuilder::new().with_default_udp().create_tun(DEVICE).map_err(|e| {
         CryptError::Unavailable(format!("userspace WireGuard: cannot make TUN device {DEVICE} (is /dev/net/tun there and usable?): {e}"))
     })?;
-    let mut device = builder
-        .with_uapi(server)
-        .build()
-        .await
-        .map_err(|e| CryptError::Unavailable(format!("userspace WireGuard on {DEVICE}: {e}")))?;
+    let mut device =
+        builder.with_uapi(server).build().await.map_err(|e| CryptError::Unavailable(format!("userspace WireGuard on {DEVICE}: {e}")))?;
     let sock = socket(dir);
     let _ = std::fs::remove_file(&sock);
     let listener = std::os::unix::net::UnixListener::bind(&sock)

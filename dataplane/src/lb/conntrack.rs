@@ -93,7 +93,12 @@ mod tests {
 
     fn tuple(m: &mut MsgBuilder, kind: u16, src: SocketAddrV4, proto: u8) {
         m.begin_nested(kind).begin_nested(CTA_TUPLE_IP).attr(CTA_IP_V4_SRC, &src.ip().octets()).attr(2, &[10, 0, 9, 250]).end_nested();
-        m.begin_nested(CTA_TUPLE_PROTO).u8(CTA_PROTO_NUM, proto).u16_be(CTA_PROTO_SRC_PORT, src.port()).u16_be(3, 4000).end_nested().end_nested();
+        m.begin_nested(CTA_TUPLE_PROTO)
+            .u8(CTA_PROTO_NUM, proto)
+            .u16_be(CTA_PROTO_SRC_PORT, src.port())
+            .u16_be(3, 4000)
+            .end_nested()
+            .end_nested();
     }
 
     fn entry(reply_src: &str, proto: u8) -> Vec<u8> {

@@ -59,10 +59,8 @@ impl EbpfLb {
     }
 
     fn cgroup(inst: &Instance) -> Result<PathBuf, LbError> {
-        let root = shoal_ebpf::cgroup2_mount().ok_or_else(|| LbError::Unavailable {
-            kind: LbKind::Ebpf,
-            reason: "no cgroup v2 hierarchy is mounted".into(),
-        })?;
+        let root = shoal_ebpf::cgroup2_mount()
+            .ok_or_else(|| LbError::Unavailable { kind: LbKind::Ebpf, reason: "no cgroup v2 hierarchy is mounted".into() })?;
         Ok(inst.cgroup(&root))
     }
 
@@ -74,8 +72,11 @@ impl EbpfLb {
         shoal_ebpf::ensure_bpffs(&pins).map_err(ebpf_err("mount bpffs"))?;
         let opts = LoadOptions { pin_dir: Some(pins.clone()), ..LoadOptions::default() };
         let cgroup = Self::cgroup(inst)?;
-        std::fs::create_dir_all(&cgroup)
-            .map_err(|source| LbError::Io { what: "create cgroup", path: cgroup.display().to_string(), source })?;
+        std::fs::create_dir_all(&cgroup).map_err(|source| LbError::Io {
+            what: "create cgroup",
+            path: cgroup.display().to_string(),
+            source,
+        })?;
         let sock = SockLb::load(&opts).map_err(ebpf_err("load the socket LB"))?;
         let mut sock = sock.attach(&cgroup).map_err(ebpf_err(format!("attach the socket LB to {}", cgroup.display())))?;
         // `show` opens with an empty table: keep the published address an apply wrote.
@@ -129,14 +130,8 @@ impl EbpfLb {
         let Some(opts) = self.nat.table().options(key) else {
             return self.sock.remove_service(key).map_err(err("remove"));
         };
-        let backends: Vec<Backend> = self
-            .nat
-            .table()
-            .backends(key)
-            .unwrap_or_default()
-            .iter()
-            .map(|b| Backend { snat: None, ..*b })
-            .collect();
+        let backends: Vec<Backend> =
+            self.nat.table().backends(key).unwrap_or_default().iter().map(|b| Backend { snat: None, ..*b }).collect();
         self.sock.upsert_service(*key, ServiceOptions { published: true, ..opts }).map_err(err("publish"))?;
         self.sock.set_backends(key, &backends).map(drop).map_err(err("set the backends of"))
     }
@@ -214,9 +209,11 @@ impl EbpfLb {
             | LbOp::RemoveFrontend { kind: Kind::Vip, .. }
             | LbOp::AddBackend { kind: Kind::Vip, .. }
             | LbOp::RemoveBackend { kind: Kind::Vip, .. } => self.run_vip(op),
-            LbOp::AddFrontend { kind: Kind::Published, key, keep_client_ip } | LbOp::SetOptions { kind: Kind::Published, key, keep_client_ip } => {
-                self.nat.upsert_service(*key, ServiceOptions { keep_client_ip: *keep_client_ip, ..ServiceOptions::default() }).map_err(e("publish"))
-            }
+            LbOp::AddFrontend { kind: Kind::Published, key, keep_client_ip }
+            | LbOp::SetOptions { kind: Kind::Published, key, keep_client_ip } => self
+                .nat
+                .upsert_service(*key, ServiceOptions { keep_client_ip: *keep_client_ip, ..ServiceOptions::default() })
+                .map_err(e("publish")),
             LbOp::RemoveFrontend { kind: Kind::Published, key } => self.nat.remove_service(key).map_err(e("unpublish")),
             LbOp::AddBackend { kind: Kind::Published, key, target } => self
                 .nat
@@ -247,9 +244,7 @@ impl EbpfLb {
         let host = self.sock.host_node().map_err(ebpf_err("read the node-local clients' settings"))?;
         if desired.underlay.is_some() && host.and_then(|(_, a)| a) != desired.underlay {
             let root = shoal_ebpf::cgroup2_mount().unwrap_or_default();
-            self.sock
-                .attach_host(&root, desired.underlay)
-                .map_err(ebpf_err("set the published address of the node-local clients"))?;
+            self.sock.attach_host(&root, desired.underlay).map_err(ebpf_err("set the published address of the node-local clients"))?;
         }
         tracing::info!(attached = plan.attach.len(), detached = plan.detach.len(), "eBPF balancer rewired");
         Ok(())
@@ -262,11 +257,15 @@ impl EbpfLb {
         let mut changes = Vec::new();
         if shoal_ebpf::is_bpffs(&inst.pin_dir()).unwrap_or(false) {
             match SockLb::load(&opts) {
-                Ok(s) => errors.extend(s.teardown().into_iter().map(|e| LbError::Ebpf { what: "tear down the socket LB".into(), source: Box::new(e) })),
+                Ok(s) => errors.extend(
+                    s.teardown().into_iter().map(|e| LbError::Ebpf { what: "tear down the socket LB".into(), source: Box::new(e) }),
+                ),
                 Err(e) => errors.push(LbError::Ebpf { what: "load the socket LB for teardown".into(), source: Box::new(e) }),
             }
             match TcNat::load(&opts) {
-                Ok(n) => errors.extend(n.teardown().into_iter().map(|e| LbError::Ebpf { what: "tear down the NAT".into(), source: Box::new(e) })),
+                Ok(n) => {
+                    errors.extend(n.teardown().into_iter().map(|e| LbError::Ebpf { what: "tear down the NAT".into(), source: Box::new(e) }))
+                }
                 Err(e) => errors.push(LbError::Ebpf { what: "load the NAT for teardown".into(), source: Box::new(e) }),
             }
             changes.push(format!("lb remove ebpf pins {}", inst.pin_dir().display()));
@@ -276,7 +275,9 @@ impl EbpfLb {
             if cg.exists() {
                 match std::fs::remove_dir(&cg) {
                     Ok(()) => changes.push(format!("lb remove cgroup {}", cg.display())),
-                    Err(source) => errors.push(LbError::Io { what: "remove cgroup (tasks still in it?)", path: cg.display().to_string(), source }),
+                    Err(source) => {
+                        errors.push(LbError::Io { what: "remove cgroup (tasks still in it?)", path: cg.display().to_string(), source })
+                    }
                 }
             }
         }
@@ -437,14 +438,15 @@ mod tests {
     fn a_vip_reads_as_the_socket_record_with_the_copys_snat_and_disagreements_read_unfinished() {
         let lb = "10.0.9.250".parse().unwrap();
         let sock = [be("10.0.9.2:0", None, 1), be("10.0.9.3:0", None, 2), be("10.0.9.4:0", None, 1)];
-        let nat = [be("10.0.9.2:0", Some("10.0.9.250"), 1), be("10.0.9.3:0", Some("10.0.9.250"), 1), be("10.0.9.5:0", Some("10.0.9.250"), 1)];
+        let nat =
+            [be("10.0.9.2:0", Some("10.0.9.250"), 1), be("10.0.9.3:0", Some("10.0.9.250"), 1), be("10.0.9.5:0", Some("10.0.9.250"), 1)];
         let t = sorted(vip_targets(&sock, &nat));
         let got: Vec<_> = t.iter().map(|t| (t.addr.to_string(), t.snat, t.weight)).collect();
         let none = Ipv4Addr::UNSPECIFIED;
         assert_eq!(
             got,
             [
-                ("10.0.9.2:0".to_string(), lb, 1), // both alike
+                ("10.0.9.2:0".to_string(), lb, 1),   // both alike
                 ("10.0.9.3:0".to_string(), none, 2), // weights differ
                 ("10.0.9.4:0".to_string(), none, 1), // not in the copy
                 ("10.0.9.5:0".to_string(), none, 1), // only in the copy

@@ -30,7 +30,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use instance::Instance;
-pub use plan::{diff, desired, Frontend, Kind, LbOp, LbTable, Target};
+pub use plan::{desired, diff, Frontend, Kind, LbOp, LbTable, Target};
 
 use crate::state::NodeState;
 
@@ -368,10 +368,7 @@ pub fn show(node: &str) -> Result<ShowReport, LbError> {
             }
         }
     }
-    let frontends = programmed
-        .into_iter()
-        .map(|(kind, key, bes)| format!("{kind} {key} -> [{}]", bes.join(", ")))
-        .collect();
+    let frontends = programmed.into_iter().map(|(kind, key, bes)| format!("{kind} {key} -> [{}]", bes.join(", "))).collect();
     Ok(ShowReport { active: active.map(|k| k.to_string()), auto, probe, frontends })
 }
 

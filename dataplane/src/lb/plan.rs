@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 pub use shoal_ebpf::{Proto, ServiceKey};
 
 use crate::overlay::names;
-use crate::state::{Endpoint, NodeState, Protocol, PublishMode, EndpointMode};
+use crate::state::{Endpoint, EndpointMode, NodeState, Protocol, PublishMode};
 
 /// The port of a VIP frontend's key and of its backends: every destination port, kept as it is
 /// (the eBPF maps' own wildcard, so one value means it everywhere).
@@ -172,8 +172,7 @@ pub fn desired(state: &NodeState) -> LbTable {
         }
     }
     for svc in &state.services {
-        let healthy: Vec<&Endpoint> =
-            svc.backends.iter().filter_map(|id| state.endpoint(id)).filter(|e| e.healthy).collect();
+        let healthy: Vec<&Endpoint> = svc.backends.iter().filter_map(|id| state.endpoint(id)).filter(|e| e.healthy).collect();
         if svc.endpoint_mode == EndpointMode::Vip {
             for (net_name, vip) in &svc.vips {
                 let Some(lb) = state.network(net_name).and_then(|n| n.lb_addresses.get(&state.node)) else { continue };
@@ -202,8 +201,7 @@ pub fn desired(state: &NodeState) -> LbTable {
                     // Never SNATed (local backends with keep_client_ip); the address is only a
                     // fallback source for a backend that needs one.
                     let src = snat.unwrap_or_else(|| ingress.gateway());
-                    let bes: Vec<Target> =
-                        on_net.filter(|e| e.node == state.node).map(|e| target(e, p.target, src, &state.node)).collect();
+                    let bes: Vec<Target> = on_net.filter(|e| e.node == state.node).map(|e| target(e, p.target, src, &state.node)).collect();
                     if !bes.is_empty() {
                         insert(&mut t.published, key, true, bes);
                     }
@@ -229,13 +227,32 @@ impl LbOp {
 /// One change of a load balancer's table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LbOp {
-    AddFrontend { kind: Kind, key: ServiceKey, keep_client_ip: bool },
-    SetOptions { kind: Kind, key: ServiceKey, keep_client_ip: bool },
+    AddFrontend {
+        kind: Kind,
+        key: ServiceKey,
+        keep_client_ip: bool,
+    },
+    SetOptions {
+        kind: Kind,
+        key: ServiceKey,
+        keep_client_ip: bool,
+    },
     /// Removes the frontend and its backends.
-    RemoveFrontend { kind: Kind, key: ServiceKey },
+    RemoveFrontend {
+        kind: Kind,
+        key: ServiceKey,
+    },
     /// Adds a backend, or updates the one with the same address.
-    AddBackend { kind: Kind, key: ServiceKey, target: Target },
-    RemoveBackend { kind: Kind, key: ServiceKey, addr: SocketAddrV4 },
+    AddBackend {
+        kind: Kind,
+        key: ServiceKey,
+        target: Target,
+    },
+    RemoveBackend {
+        kind: Kind,
+        key: ServiceKey,
+        addr: SocketAddrV4,
+    },
 }
 
 impl fmt::Display for LbOp {
@@ -333,7 +350,10 @@ pub(crate) mod tests {
         assert_eq!(t.underlay, Some(ip("192.168.33.10")));
         assert_eq!(t.bridges, [("shb-4097".to_string(), ip("10.0.9.250"))].into_iter().collect());
         // One frontend per protocol carries every port, whatever the service lists.
-        assert_eq!(t.vips.keys().copied().collect::<Vec<_>>(), vec![ServiceKey::tcp(ip("10.0.9.100"), ANY_PORT), ServiceKey::udp(ip("10.0.9.100"), ANY_PORT)]);
+        assert_eq!(
+            t.vips.keys().copied().collect::<Vec<_>>(),
+            vec![ServiceKey::tcp(ip("10.0.9.100"), ANY_PORT), ServiceKey::udp(ip("10.0.9.100"), ANY_PORT)]
+        );
         for vip in t.vips.values() {
             assert_eq!(vip.backends.iter().map(|b| b.addr).collect::<Vec<_>>(), vec![sa("10.0.9.2:0"), sa("10.0.9.3:0"), sa("10.0.9.4:0")]);
             assert!(vip.backends.iter().all(|b| b.snat == ip("10.0.9.250")));

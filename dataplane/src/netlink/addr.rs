@@ -42,11 +42,9 @@ impl Netlink {
     }
 
     pub fn add_addr(&mut self, addr: Addr, link_name: &str) -> Result<(), NetlinkError> {
-        self.request(
-            RouteNetlinkMessage::NewAddress(addr_message(addr)),
-            NLM_F_CREATE | NLM_F_EXCL,
-            || format!("add address {}/{} to {link_name}", addr.ip, addr.prefix),
-        )
+        self.request(RouteNetlinkMessage::NewAddress(addr_message(addr)), NLM_F_CREATE | NLM_F_EXCL, || {
+            format!("add address {}/{} to {link_name}", addr.ip, addr.prefix)
+        })
     }
 
     pub fn delete_addr(&mut self, addr: Addr, link_name: &str) -> Result<(), NetlinkError> {

@@ -5,8 +5,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{
-    BridgeStpState, InfoBridge, InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage,
+    BridgeStpState, InfoBridge, InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
@@ -70,13 +69,7 @@ impl Netlink {
         Ok(self.links()?.into_iter().find(|l| l.name == name))
     }
 
-    pub fn add_bridge(
-        &mut self,
-        name: &str,
-        mtu: u32,
-        mac: Option<Mac>,
-        alias: &str,
-    ) -> Result<(), NetlinkError> {
+    pub fn add_bridge(&mut self, name: &str, mtu: u32, mac: Option<Mac>, alias: &str) -> Result<(), NetlinkError> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
         msg.attributes.push(LinkAttribute::Mtu(mtu));
@@ -86,14 +79,9 @@ impl Netlink {
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Bridge),
             // STP off and no forward delay: ports forward as soon as they come up.
-            LinkInfo::Data(InfoData::Bridge(vec![
-                InfoBridge::StpState(BridgeStpState::Disabled),
-                InfoBridge::ForwardDelay(0),
-            ])),
+            LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::StpState(BridgeStpState::Disabled), InfoBridge::ForwardDelay(0)])),
         ]));
-        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL, || {
-            format!("add bridge {name}")
-        })?;
+        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL, || format!("add bridge {name}"))?;
         self.set_alias(name, alias)
     }
 
@@ -116,10 +104,7 @@ impl Netlink {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(spec.name.clone()));
         msg.attributes.push(LinkAttribute::Mtu(spec.mtu));
-        msg.attributes.push(LinkAttribute::LinkInfo(vec![
-            LinkInfo::Kind(InfoKind::Vxlan),
-            LinkInfo::Data(InfoData::Vxlan(data)),
-        ]));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Vxlan), LinkInfo::Data(InfoData::Vxlan(data))]));
         self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL, || {
             format!("add vxlan {} (vni {}, local {})", spec.name, spec.vni, spec.local)
         })?;
@@ -157,10 +142,8 @@ impl Netlink {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
         msg.attributes.push(LinkAttribute::Mtu(mtu));
-        msg.attributes.push(LinkAttribute::LinkInfo(vec![
-            LinkInfo::Kind(InfoKind::Veth),
-            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
-        ]));
+        msg.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth), LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg)))]));
         self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL, || {
             format!("add veth {name} (peer {peer} in the task namespace)")
         })?;
@@ -203,23 +186,17 @@ impl Netlink {
     }
 
     pub fn set_mac(&mut self, name: &str, mac: Mac) -> Result<(), NetlinkError> {
-        self.set_link(name, vec![LinkAttribute::Address(mac.0.to_vec())], None, || {
-            format!("set mac {mac} on {name}")
-        })
+        self.set_link(name, vec![LinkAttribute::Address(mac.0.to_vec())], None, || format!("set mac {mac} on {name}"))
     }
 
     pub fn set_master(&mut self, name: &str, master_index: u32) -> Result<(), NetlinkError> {
-        self.set_link(name, vec![LinkAttribute::Controller(master_index)], None, || {
-            format!("attach {name} to bridge #{master_index}")
-        })
+        self.set_link(name, vec![LinkAttribute::Controller(master_index)], None, || format!("attach {name} to bridge #{master_index}"))
     }
 
     /// The alias is shoal's label on a kernel object: it is how a restarted agent knows what a
     /// link belongs to.
     pub fn set_alias(&mut self, name: &str, alias: &str) -> Result<(), NetlinkError> {
-        self.set_link(name, vec![LinkAttribute::IfAlias(alias.to_string())], None, || {
-            format!("set alias of {name}")
-        })
+        self.set_link(name, vec![LinkAttribute::IfAlias(alias.to_string())], None, || format!("set alias of {name}"))
     }
 }
 
@@ -240,9 +217,7 @@ fn parse_link(msg: LinkMessage) -> Link {
             LinkAttribute::Mtu(m) => link.mtu = m,
             LinkAttribute::Controller(m) => link.master = Some(m),
             LinkAttribute::IfAlias(a) => link.alias = Some(a),
-            LinkAttribute::Address(a) if a.len() == 6 => {
-                link.mac = Some(Mac([a[0], a[1], a[2], a[3], a[4], a[5]]))
-            }
+            LinkAttribute::Address(a) if a.len() == 6 => link.mac = Some(Mac([a[0], a[1], a[2], a[3], a[4], a[5]])),
             LinkAttribute::LinkInfo(infos) => link.kind = parse_kind(infos),
             _ => {}
         }
@@ -276,13 +251,7 @@ fn parse_kind(infos: Vec<LinkInfo>) -> LinkKind {
     match kind {
         Some(InfoKind::Bridge) => LinkKind::Bridge,
         Some(InfoKind::Veth) => LinkKind::Veth,
-        Some(InfoKind::Vxlan) => LinkKind::Vxlan(vxlan.unwrap_or(VxlanInfo {
-            vni: 0,
-            local: None,
-            port: 0,
-            learning: true,
-            proxy: false,
-        })),
+        Some(InfoKind::Vxlan) => LinkKind::Vxlan(vxlan.unwrap_or(VxlanInfo { vni: 0, local: None, port: 0, learning: true, proxy: false })),
         Some(other) => LinkKind::Other(format!("{other:?}").to_lowercase()),
         None => LinkKind::Other(String::new()),
     }

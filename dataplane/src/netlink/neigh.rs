@@ -3,9 +3,7 @@
 use std::net::Ipv4Addr;
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
-use netlink_packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
-};
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::{Mac, Netlink, NetlinkError};
@@ -43,17 +41,13 @@ impl Netlink {
     }
 
     pub fn add_fdb(&mut self, fdb: Fdb, link: &str) -> Result<(), NetlinkError> {
-        self.request(
-            RouteNetlinkMessage::NewNeighbour(fdb_message(fdb)),
-            NLM_F_CREATE | NLM_F_REPLACE,
-            || format!("add fdb {} dst {} on {link}", fdb.mac, fdb.dst),
-        )
+        self.request(RouteNetlinkMessage::NewNeighbour(fdb_message(fdb)), NLM_F_CREATE | NLM_F_REPLACE, || {
+            format!("add fdb {} dst {} on {link}", fdb.mac, fdb.dst)
+        })
     }
 
     pub fn delete_fdb(&mut self, fdb: Fdb, link: &str) -> Result<(), NetlinkError> {
-        self.request(RouteNetlinkMessage::DelNeighbour(fdb_message(fdb)), 0, || {
-            format!("delete fdb {} dst {} on {link}", fdb.mac, fdb.dst)
-        })
+        self.request(RouteNetlinkMessage::DelNeighbour(fdb_message(fdb)), 0, || format!("delete fdb {} dst {} on {link}", fdb.mac, fdb.dst))
     }
 
     /// Permanent IPv4 neighbour entries.
@@ -75,17 +69,13 @@ impl Netlink {
     }
 
     pub fn add_neigh(&mut self, neigh: Neigh, link: &str) -> Result<(), NetlinkError> {
-        self.request(
-            RouteNetlinkMessage::NewNeighbour(neigh_message(neigh)),
-            NLM_F_CREATE | NLM_F_EXCL,
-            || format!("add neighbour {} lladdr {} on {link}", neigh.ip, neigh.mac),
-        )
+        self.request(RouteNetlinkMessage::NewNeighbour(neigh_message(neigh)), NLM_F_CREATE | NLM_F_EXCL, || {
+            format!("add neighbour {} lladdr {} on {link}", neigh.ip, neigh.mac)
+        })
     }
 
     pub fn delete_neigh(&mut self, neigh: Neigh, link: &str) -> Result<(), NetlinkError> {
-        self.request(RouteNetlinkMessage::DelNeighbour(neigh_message(neigh)), 0, || {
-            format!("delete neighbour {} on {link}", neigh.ip)
-        })
+        self.request(RouteNetlinkMessage::DelNeighbour(neigh_message(neigh)), 0, || format!("delete neighbour {} on {link}", neigh.ip))
     }
 }
 
@@ -98,9 +88,7 @@ fn mac_and_ip(n: &NeighbourMessage) -> Option<(Mac, Ipv4Addr)> {
     // In AF_BRIDGE messages the destination is not typed by family, so it may arrive raw.
     let ip = n.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
-            Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-        }
+        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => Some(Ipv4Addr::new(b[0], b[1], b[2], b[3])),
         _ => None,
     })?;
     Some((mac, ip))

@@ -4,9 +4,7 @@
 use std::net::Ipv4Addr;
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
-};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::{Netlink, NetlinkError};
@@ -85,13 +83,13 @@ fn route_message(route: Route) -> RouteMessage {
     msg.header = RouteHeader {
         address_family: AddressFamily::Inet,
         destination_prefix_length: route.prefix,
-        table: if route.table < 256 { route.table as u8 } else { 252 /* RT_TABLE_COMPAT */ },
-        protocol: RouteProtocol::Other(SHOAL_PROTO),
-        scope: if route.gateway.is_none() && route.oif.is_some() {
-            RouteScope::Link
+        table: if route.table < 256 {
+            route.table as u8
         } else {
-            RouteScope::Universe
+            252 /* RT_TABLE_COMPAT */
         },
+        protocol: RouteProtocol::Other(SHOAL_PROTO),
+        scope: if route.gateway.is_none() && route.oif.is_some() { RouteScope::Link } else { RouteScope::Universe },
         kind: if route.is_unreachable() { RouteType::Unreachable } else { RouteType::Unicast },
         ..Default::default()
     };

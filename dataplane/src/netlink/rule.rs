@@ -55,9 +55,7 @@ impl Netlink {
     }
 
     pub fn delete_rule(&mut self, rule: &Rule) -> Result<(), NetlinkError> {
-        self.request(RouteNetlinkMessage::DelRule(rule_message(rule)), 0, || {
-            format!("delete rule {} iif {}", rule.priority, rule.iif)
-        })
+        self.request(RouteNetlinkMessage::DelRule(rule_message(rule)), 0, || format!("delete rule {} iif {}", rule.priority, rule.iif))
     }
 }
 

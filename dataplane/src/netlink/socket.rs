@@ -4,9 +4,7 @@
 //! namespace is opened on a short-lived thread that entered it (see [`crate::netns`]) and then used
 //! from anywhere.
 
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
@@ -38,12 +36,7 @@ impl Netlink {
 
     /// Sends a request that changes the kernel and waits for its ACK.
     /// `what` names the operation for the error ("add vxlan shv4097").
-    pub fn request(
-        &mut self,
-        msg: RouteNetlinkMessage,
-        flags: u16,
-        what: impl FnOnce() -> String,
-    ) -> Result<(), NetlinkError> {
+    pub fn request(&mut self, msg: RouteNetlinkMessage, flags: u16, what: impl FnOnce() -> String) -> Result<(), NetlinkError> {
         let seq = match self.send(msg, NLM_F_REQUEST | NLM_F_ACK | flags) {
             Ok(seq) => seq,
             Err(e) => return Err(NetlinkError::Io { what: what(), source: e }),
@@ -67,14 +60,8 @@ impl Netlink {
     }
 
     /// Sends a dump request and returns every message of the answer.
-    pub fn dump(
-        &mut self,
-        msg: RouteNetlinkMessage,
-        what: &str,
-    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
-        let seq = self
-            .send(msg, NLM_F_REQUEST | NLM_F_DUMP)
-            .map_err(|e| NetlinkError::Io { what: what.to_string(), source: e })?;
+    pub fn dump(&mut self, msg: RouteNetlinkMessage, what: &str) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        let seq = self.send(msg, NLM_F_REQUEST | NLM_F_DUMP).map_err(|e| NetlinkError::Io { what: what.to_string(), source: e })?;
         let mut out = Ok(Vec::new());
         self.receive(seq, |payload| match payload {
             NetlinkPayload::InnerMessage(m) => {
@@ -114,11 +101,7 @@ impl Netlink {
 
     /// Reads messages of sequence `seq`, handing each payload to `each` until it says the answer
     /// is complete.
-    fn receive(
-        &mut self,
-        seq: u32,
-        mut each: impl FnMut(NetlinkPayload<RouteNetlinkMessage>) -> bool,
-    ) -> Result<(), NetlinkError> {
+    fn receive(&mut self, seq: u32, mut each: impl FnMut(NetlinkPayload<RouteNetlinkMessage>) -> bool) -> Result<(), NetlinkError> {
         loop {
             let n = loop {
                 self.buf.clear();
@@ -184,10 +167,7 @@ mod tests {
         bytes.extend_from_slice(&len.to_ne_bytes());
         bytes.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
         bytes.extend_from_slice(text);
-        assert_eq!(
-            parse_extack(&bytes).as_deref(),
-            Some("VXLAN device with the specified VNI already exists")
-        );
+        assert_eq!(parse_extack(&bytes).as_deref(), Some("VXLAN device with the specified VNI already exists"));
     }
 
     #[test]

@@ -66,10 +66,7 @@ impl Indexes {
         if self.map.as_ref().is_none_or(|m| !m.contains_key(name)) {
             self.map = Some(nl.links()?.into_iter().map(|l| (l.name, l.index)).collect());
         }
-        self.map
-            .as_ref()
-            .and_then(|m| m.get(name).copied())
-            .ok_or_else(|| OverlayError::MissingLink(name.to_string()))
+        self.map.as_ref().and_then(|m| m.get(name).copied()).ok_or_else(|| OverlayError::MissingLink(name.to_string()))
     }
 
     fn forget(&mut self) {
@@ -214,7 +211,14 @@ fn configure_task(
         nl.set_up(ifname)?;
     }
     let Some(gateway) = gateway else { return Ok(()) };
-    let default = Route { table: crate::netlink::MAIN_TABLE, dst: std::net::Ipv4Addr::UNSPECIFIED, prefix: 0, oif: Some(link.index), gateway: Some(gateway), src: None };
+    let default = Route {
+        table: crate::netlink::MAIN_TABLE,
+        dst: std::net::Ipv4Addr::UNSPECIFIED,
+        prefix: 0,
+        oif: Some(link.index),
+        gateway: Some(gateway),
+        src: None,
+    };
     let mut have_route = false;
     for r in nl.shoal_routes()? {
         if r.prefix == 0 && r.gateway == Some(gateway) {

@@ -7,9 +7,9 @@ pub mod names;
 mod observe;
 mod op;
 mod plan;
-mod show;
 #[cfg(test)]
 mod plan_tests;
+mod show;
 
 pub use apply::{apply, ApplyErrors, Mode};
 pub use observe::{observe, Observed, TaskSide};

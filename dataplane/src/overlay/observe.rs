@@ -73,8 +73,7 @@ pub fn observe(nl: &mut Netlink, desired: &NodeState) -> Result<Observed, Overla
         bridge_nf: read_bridge_nf(),
         tasks: BTreeMap::new(),
     };
-    let mut wanted: Vec<String> =
-        desired.local_endpoints().filter_map(|e| e.netns.clone()).collect();
+    let mut wanted: Vec<String> = desired.local_endpoints().filter_map(|e| e.netns.clone()).collect();
     for link in &obs.links {
         if let Some((_, ns, _)) = link.alias.as_deref().and_then(names::parse_endpoint_alias) {
             wanted.push(ns.to_string());

@@ -22,29 +22,105 @@ pub enum Op {
     /// Bridged frames skip the IP netfilter hooks (`net.bridge.bridge-nf-call-*` = 0): shoal's
     /// rules act on routed traffic only, and the hooks cost every frame between two tasks.
     DisableBridgeNetfilter,
-    CreateBridge { name: String, mtu: u32, mac: Option<Mac>, alias: String },
-    CreateVxlan { name: String, vni: u32, local: Ipv4Addr, underlay: String, mtu: u32, alias: String },
-    DeleteLink { name: String },
-    SetMtu { link: String, mtu: u32 },
-    SetMac { link: String, mac: Mac },
-    SetMaster { link: String, master: String },
-    SetUp { link: String },
-    AddAddr { link: String, ip: Ipv4Addr, prefix: u8 },
-    DelAddr { link: String, ip: Ipv4Addr, prefix: u8 },
-    AddFdb { link: String, mac: Mac, dst: Ipv4Addr },
-    DelFdb { link: String, mac: Mac, dst: Ipv4Addr },
-    AddNeigh { link: String, ip: Ipv4Addr, mac: Mac },
-    DelNeigh { link: String, ip: Ipv4Addr, mac: Mac },
+    CreateBridge {
+        name: String,
+        mtu: u32,
+        mac: Option<Mac>,
+        alias: String,
+    },
+    CreateVxlan {
+        name: String,
+        vni: u32,
+        local: Ipv4Addr,
+        underlay: String,
+        mtu: u32,
+        alias: String,
+    },
+    DeleteLink {
+        name: String,
+    },
+    SetMtu {
+        link: String,
+        mtu: u32,
+    },
+    SetMac {
+        link: String,
+        mac: Mac,
+    },
+    SetMaster {
+        link: String,
+        master: String,
+    },
+    SetUp {
+        link: String,
+    },
+    AddAddr {
+        link: String,
+        ip: Ipv4Addr,
+        prefix: u8,
+    },
+    DelAddr {
+        link: String,
+        ip: Ipv4Addr,
+        prefix: u8,
+    },
+    AddFdb {
+        link: String,
+        mac: Mac,
+        dst: Ipv4Addr,
+    },
+    DelFdb {
+        link: String,
+        mac: Mac,
+        dst: Ipv4Addr,
+    },
+    AddNeigh {
+        link: String,
+        ip: Ipv4Addr,
+        mac: Mac,
+    },
+    DelNeigh {
+        link: String,
+        ip: Ipv4Addr,
+        mac: Mac,
+    },
     AddRoute(RouteSpec),
     DelRoute(RouteSpec),
-    AddRule { priority: u32, iif: String, table: u32 },
-    DelRule { priority: u32, iif: String, table: u32 },
-    CreateNetns { name: String },
-    DeleteNetns { name: String },
-    CreateVeth { host: String, netns: String, ifname: String, mtu: u32, mac: Mac, alias: String },
+    AddRule {
+        priority: u32,
+        iif: String,
+        table: u32,
+    },
+    DelRule {
+        priority: u32,
+        iif: String,
+        table: u32,
+    },
+    CreateNetns {
+        name: String,
+    },
+    DeleteNetns {
+        name: String,
+    },
+    CreateVeth {
+        host: String,
+        netns: String,
+        ifname: String,
+        mtu: u32,
+        mac: Mac,
+        alias: String,
+    },
     /// Inside the task namespace: the interface's MAC, MTU, its one address, up, and (for the
     /// first network, eth0) the default route via the network's gateway.
-    ConfigureTask { netns: String, ifname: String, ip: Ipv4Addr, prefix: u8, gateway: Option<Ipv4Addr>, mtu: u32, mac: Mac },
+    ConfigureTask {
+        netns: String,
+        ifname: String,
+        ip: Ipv4Addr,
+        prefix: u8,
+        gateway: Option<Ipv4Addr>,
+        mtu: u32,
+        mac: Mac,
+    },
 }
 
 impl fmt::Display for RouteSpec {

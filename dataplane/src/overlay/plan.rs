@@ -51,11 +51,7 @@ struct NetPlan {
 pub fn plan(desired: &NodeState, obs: &Observed) -> Result<Vec<Op>, PlanError> {
     desired.validate()?;
     let me = desired.self_node().expect("validated: node is in nodes");
-    let underlay = obs
-        .addrs
-        .iter()
-        .find(|a| a.ip == me.address)
-        .and_then(|a| obs.links.iter().find(|l| l.index == a.ifindex));
+    let underlay = obs.addrs.iter().find(|a| a.ip == me.address).and_then(|a| obs.links.iter().find(|l| l.index == a.ifindex));
     let underlay = match underlay {
         Some(l) => l,
         None if desired.networks.is_empty() => return Ok(Planner::new(obs).finish(desired, &[], false)),
@@ -74,12 +70,7 @@ pub fn plan(desired: &NodeState, obs: &Observed) -> Result<Vec<Op>, PlanError> {
         if net.mtu.is_some_and(|m| m > max_mtu) {
             errs.push(FieldError {
                 field: format!("networks[{i}].mtu"),
-                problem: format!(
-                    "{mtu} needs an underlay MTU of {}, but {} has {}",
-                    mtu + overhead,
-                    underlay.name,
-                    underlay.mtu
-                ),
+                problem: format!("{mtu} needs an underlay MTU of {}, but {} has {}", mtu + overhead, underlay.name, underlay.mtu),
                 fix: format!("use {max_mtu} or less, or leave it unset"),
             });
         }
@@ -181,8 +172,7 @@ impl<'a> Planner<'a> {
     }
 
     fn stale_links(&mut self, nets: &[NetPlan]) {
-        let wanted: HashSet<&str> =
-            nets.iter().flat_map(|n| [Some(n.bridge.as_str()), n.vxlan.as_deref()]).flatten().collect();
+        let wanted: HashSet<&str> = nets.iter().flat_map(|n| [Some(n.bridge.as_str()), n.vxlan.as_deref()]).flatten().collect();
         for l in &self.obs.links {
             let ours = names::is_shoal_alias(l.alias.as_deref());
             let overlay_link = l.name.starts_with(names::BRIDGE_PREFIX) || l.name.starts_with(names::VXLAN_PREFIX);
@@ -211,12 +201,7 @@ impl<'a> Planner<'a> {
                     self.ops.delete.push(Op::DeleteLink { name: n.bridge.clone() });
                 }
                 self.fresh.insert(n.bridge.clone());
-                self.ops.links.push(Op::CreateBridge {
-                    name: n.bridge.clone(),
-                    mtu: n.mtu,
-                    mac: n.bridge_mac,
-                    alias: n.alias.clone(),
-                });
+                self.ops.links.push(Op::CreateBridge { name: n.bridge.clone(), mtu: n.mtu, mac: n.bridge_mac, alias: n.alias.clone() });
                 self.ops.links.push(Op::SetUp { link: n.bridge.clone() });
             }
         }
@@ -228,9 +213,7 @@ impl<'a> Planner<'a> {
         let bridge_index = self.obs.link(&n.bridge).map(|l| l.index);
         let bridge_fresh = self.fresh.contains(&n.bridge);
         let current = self.obs.link(vxlan).filter(|l| match &l.kind {
-            LinkKind::Vxlan(v) => {
-                v.vni == n.vni && v.local == Some(local) && v.port == VXLAN_PORT && !v.learning && v.proxy
-            }
+            LinkKind::Vxlan(v) => v.vni == n.vni && v.local == Some(local) && v.port == VXLAN_PORT && !v.learning && v.proxy,
             _ => false,
         });
         match current {
@@ -340,9 +323,7 @@ impl<'a> Planner<'a> {
             }
         }
 
-        let shoal_link = |name: &str| {
-            name.starts_with(names::BRIDGE_PREFIX) || name.starts_with(names::VXLAN_PREFIX)
-        };
+        let shoal_link = |name: &str| name.starts_with(names::BRIDGE_PREFIX) || name.starts_with(names::VXLAN_PREFIX);
         let have_addrs: BTreeSet<_> = self
             .obs
             .addrs
@@ -417,10 +398,8 @@ impl<'a> Planner<'a> {
     }
 
     fn endpoints(&mut self, desired: &NodeState, nets: &[NetPlan]) {
-        let wanted: HashSet<(&str, &str)> = desired
-            .local_endpoints()
-            .filter_map(|e| e.netns.as_deref().map(|ns| (e.id.as_str(), ns)))
-            .collect();
+        let wanted: HashSet<(&str, &str)> =
+            desired.local_endpoints().filter_map(|e| e.netns.as_deref().map(|ns| (e.id.as_str(), ns))).collect();
         let wanted_ns: HashSet<&str> = wanted.iter().map(|(_, ns)| *ns).collect();
         let mut gone = HashSet::new();
         for l in &self.obs.links {
@@ -447,8 +426,8 @@ impl<'a> Planner<'a> {
             let alias = names::endpoint_alias(ep, &ifname);
             let task = self.obs.tasks.get(&ns);
             let link = self.obs.link(&host).filter(|_| !gone.contains(&host));
-            let intact = link.is_some_and(|l| l.alias.as_deref() == Some(alias.as_str()))
-                && task.is_some_and(|t| t.iface(&ifname).is_some());
+            let intact =
+                link.is_some_and(|l| l.alias.as_deref() == Some(alias.as_str())) && task.is_some_and(|t| t.iface(&ifname).is_some());
             // Only the first network routes the task's other traffic.
             let gateway = (ifname == names::TASK_IFNAME).then(|| net.gateway());
             let prefix = net.subnet.prefix_len();

@@ -28,9 +28,7 @@ fn state() -> NodeState {
             subnet: "10.0.9.0/24".parse().unwrap(),
             gateway: None,
             mtu: None,
-            lb_addresses: [("smgr".to_string(), ip("10.0.9.250")), ("snode1".to_string(), ip("10.0.9.251"))]
-                .into_iter()
-                .collect(),
+            lb_addresses: [("smgr".to_string(), ip("10.0.9.250")), ("snode1".to_string(), ip("10.0.9.251"))].into_iter().collect(),
             internal: false,
             local: false,
             encrypted: None,
@@ -183,7 +181,9 @@ impl Sim {
                 self.obs.routes.retain(|x| !(x.table == r.table && x.dst == r.dst && x.prefix == r.prefix && x.oif == oif));
                 assert_eq!(before, self.obs.routes.len() + 1, "no such route: {op}");
             }
-            Op::AddRule { priority, iif, table } => self.obs.rules.push(Rule { priority: *priority, iif: iif.clone(), action: RuleAction::Lookup(*table) }),
+            Op::AddRule { priority, iif, table } => {
+                self.obs.rules.push(Rule { priority: *priority, iif: iif.clone(), action: RuleAction::Lookup(*table) })
+            }
             Op::DelRule { priority, iif, table } => {
                 let r = Rule { priority: *priority, iif: iif.clone(), action: RuleAction::Lookup(*table) };
                 self.obs.rules.retain(|x| *x != r)
@@ -200,7 +200,16 @@ impl Sim {
                 let t = self.obs.tasks.get_mut(netns).expect("netns exists before its veth");
                 assert!(t.iface(ifname).is_none(), "{ifname} exists already: {op}");
                 let index = 2 + t.ifaces.len() as u32;
-                t.ifaces.push(Link { index, name: ifname.clone(), kind: LinkKind::Veth, mtu: *mtu, up: false, master: None, mac: Some(*mac), alias: None });
+                t.ifaces.push(Link {
+                    index,
+                    name: ifname.clone(),
+                    kind: LinkKind::Veth,
+                    mtu: *mtu,
+                    up: false,
+                    master: None,
+                    mac: Some(*mac),
+                    alias: None,
+                });
             }
             Op::ConfigureTask { netns, ifname, ip, prefix, gateway, mtu, mac } => {
                 let t = self.obs.tasks.get_mut(netns).expect("netns");
@@ -212,7 +221,8 @@ impl Sim {
                 t.addrs.retain(|a| a.ifindex != index);
                 t.addrs.push(Addr { ifindex: index, ip: *ip, prefix: *prefix });
                 if let Some(gw) = gateway {
-                    t.routes = vec![Route { table: 254, dst: Ipv4Addr::UNSPECIFIED, prefix: 0, oif: Some(index), gateway: Some(*gw), src: None }];
+                    t.routes =
+                        vec![Route { table: 254, dst: Ipv4Addr::UNSPECIFIED, prefix: 0, oif: Some(index), gateway: Some(*gw), src: None }];
                 }
             }
         }
@@ -259,7 +269,12 @@ fn fresh_node_gets_the_whole_overlay() {
     assert!(text.contains(&"add route unreachable 10.0.9.0/24 table 1000000000".to_string()));
     assert!(text.contains(&"add route 10.0.9.0/24 dev shb-4097 src 10.0.9.250 table 254".to_string()));
     // the bridge's MAC is derived from this node's LB address, so peers know it
-    assert!(ops.contains(&Op::CreateBridge { name: "shb-4097".into(), mtu: 1450, mac: Some(Mac::from_ipv4(ip("10.0.9.250"))), alias: "shoal net=backend".into() }));
+    assert!(ops.contains(&Op::CreateBridge {
+        name: "shb-4097".into(),
+        mtu: 1450,
+        mac: Some(Mac::from_ipv4(ip("10.0.9.250"))),
+        alias: "shoal net=backend".into()
+    }));
 }
 
 #[test]
@@ -619,7 +634,10 @@ fn one_namespace_joins_each_network_once() {
     let mut s = state();
     s.endpoints.push(ep("web.1b", "backend", "smgr", "10.0.9.9", Some("t-web1")));
     let err = s.validate().unwrap_err().to_string();
-    assert!(err.contains("endpoints[3].netns") && err.contains("namespace 't-web1' already has endpoint 'web.1' on network 'backend'"), "{err}");
+    assert!(
+        err.contains("endpoints[3].netns") && err.contains("namespace 't-web1' already has endpoint 'web.1' on network 'backend'"),
+        "{err}"
+    );
     assert!(err.contains("one endpoint per network per namespace"), "{err}");
 }
 
@@ -649,9 +667,15 @@ fn a_node_local_network_is_a_bridge_without_vxlan_and_knows_no_other_node() {
     assert!(sim.obs.link("shb-4098").is_some(), "the bridge is made");
     assert!(sim.obs.link("shv-4098").is_none(), "no VXLAN device for a node-local network");
     let gw_bridge = sim.obs.link("shb-4098").unwrap().index;
-    assert!(sim.obs.links.iter().any(|l| l.master == Some(gw_bridge) && l.name.starts_with(names::VETH_PREFIX)), "the local task is attached");
+    assert!(
+        sim.obs.links.iter().any(|l| l.master == Some(gw_bridge) && l.name.starts_with(names::VETH_PREFIX)),
+        "the local task is attached"
+    );
     assert!(!sim.obs.neighbours.iter().any(|n| n.ip == ip("172.18.0.3")), "the other node's task is not programmed");
-    assert!(sim.obs.tasks["t-big1"].routes.iter().any(|r| r.prefix == 0 && r.gateway == Some(ip("172.18.0.1"))), "its default route is the bridge");
+    assert!(
+        sim.obs.tasks["t-big1"].routes.iter().any(|r| r.prefix == 0 && r.gateway == Some(ip("172.18.0.1"))),
+        "its default route is the bridge"
+    );
     // Isolated from the overlays like any network.
     let isolation: Vec<_> = sim.obs.routes.iter().filter(|r| r.table == names::ISOLATION_TABLE).map(|r| r.dst).collect();
     assert!(isolation.contains(&ip("172.18.0.0")), "{isolation:?}");

@@ -9,8 +9,8 @@ use crate::netlink::{LinkKind, Mac};
 use crate::state::{Endpoint, Network, NodeInfo, NodeState};
 
 use super::names;
-use crate::crypt::plan::DEVICE as TUNNEL;
 use super::observe::Observed;
+use crate::crypt::plan::DEVICE as TUNNEL;
 
 /// Reconstructs the state the kernel holds. Remote endpoints are known only by VTEP, so their
 /// node is shown as that address and their id as `remote-<ip>`.
@@ -18,9 +18,10 @@ pub fn describe(obs: &Observed, node: &str) -> NodeState {
     let mut networks = Vec::new();
     let mut endpoints = Vec::new();
     let mut vteps = BTreeMap::new();
-    let local_addr = obs.addrs.iter().find(|a| {
-        obs.link_name(a.ifindex).is_some_and(|n| !n.starts_with("she-") && !n.starts_with("shb-") && n != "lo" && n != TUNNEL)
-    });
+    let local_addr = obs
+        .addrs
+        .iter()
+        .find(|a| obs.link_name(a.ifindex).is_some_and(|n| !n.starts_with("she-") && !n.starts_with("shb-") && n != "lo" && n != TUNNEL));
     if let Some(a) = local_addr {
         vteps.insert(a.ip, node.to_string());
     }
@@ -30,12 +31,7 @@ pub fn describe(obs: &Observed, node: &str) -> NodeState {
             continue;
         }
         let Some(bridge) = obs.link(&names::bridge(info.vni)) else { continue };
-        let name = bridge
-            .alias
-            .as_deref()
-            .and_then(|a| a.strip_prefix("shoal net="))
-            .unwrap_or(&bridge.name)
-            .to_string();
+        let name = bridge.alias.as_deref().and_then(|a| a.strip_prefix("shoal net=")).unwrap_or(&bridge.name).to_string();
         let table = names::network_table(info.vni);
         let Some(route) = obs.routes.iter().find(|r| r.table == table && r.oif.is_some()) else { continue };
         let internal = obs.routes.iter().any(|r| r.table == table && r.prefix == 0 && r.oif.is_none());
@@ -78,7 +74,17 @@ pub fn describe(obs: &Observed, node: &str) -> NodeState {
         // Its VXLAN runs from the tunnel device's address: an encrypted network.
         let encrypted = info.local.is_some_and(|ip| obs.addrs.iter().any(|a| a.ip == ip && obs.link_name(a.ifindex) == Some(TUNNEL)));
         let encrypted = encrypted.then_some(crate::state::Encryption::Wireguard);
-        networks.push(Network { name, vni: info.vni, subnet, gateway, mtu: Some(bridge.mtu), lb_addresses, internal, local: false, encrypted });
+        networks.push(Network {
+            name,
+            vni: info.vni,
+            subnet,
+            gateway,
+            mtu: Some(bridge.mtu),
+            lb_addresses,
+            internal,
+            local: false,
+            encrypted,
+        });
     }
     // Dumps come in kernel order; sort so two shows of the same state print the same text.
     endpoints.sort_by(|a, b| (&a.network, a.ip).cmp(&(&b.network, b.ip)));

@@ -198,22 +198,13 @@ impl Errors {
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 impl NodeState {
     /// Nothing desired: what teardown plans towards.
     pub fn empty() -> Self {
-        Self {
-            node: String::new(),
-            nodes: vec![],
-            networks: vec![],
-            endpoints: vec![],
-            services: vec![],
-            wireguard_private_key: None,
-        }
+        Self { node: String::new(), nodes: vec![], networks: vec![], endpoints: vec![], services: vec![], wireguard_private_key: None }
     }
 
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
@@ -262,11 +253,7 @@ impl NodeState {
 
     fn validate_nodes(&self, errs: &mut Errors) {
         if self.self_node().is_none() {
-            errs.push(
-                "node",
-                format!("'{}' is not one of `nodes`", self.node),
-                "add this node with its underlay address to `nodes`",
-            );
+            errs.push("node", format!("'{}' is not one of `nodes`", self.node), "add this node with its underlay address to `nodes`");
         }
         let mut names = HashSet::new();
         let mut addrs = HashMap::new();
@@ -278,10 +265,18 @@ impl NodeState {
                 errs.push(format!("nodes[{i}].name"), format!("node '{}' is listed twice", n.name), "list each node once");
             }
             if n.address.is_unspecified() || n.address.is_broadcast() || n.address.is_multicast() {
-                errs.push(format!("nodes[{i}].address"), format!("{} cannot be a VTEP address", n.address), "use the node's unicast underlay address");
+                errs.push(
+                    format!("nodes[{i}].address"),
+                    format!("{} cannot be a VTEP address", n.address),
+                    "use the node's unicast underlay address",
+                );
             }
             if let Some(other) = addrs.insert(n.address, &n.name) {
-                errs.push(format!("nodes[{i}].address"), format!("{} is also the address of node '{other}'", n.address), "give every node its own underlay address");
+                errs.push(
+                    format!("nodes[{i}].address"),
+                    format!("{} is also the address of node '{other}'", n.address),
+                    "give every node its own underlay address",
+                );
             }
         }
     }
@@ -298,7 +293,11 @@ impl NodeState {
                 errs.push(at("name"), format!("network '{}' is defined twice", net.name), "define each network once");
             }
             if net.vni == 0 || net.vni > VNI_MAX {
-                errs.push(at("vni"), format!("{} is outside 1..{VNI_MAX}", net.vni), "pick a VNI in 1..16777215 (shoal allocates from 4096)");
+                errs.push(
+                    at("vni"),
+                    format!("{} is outside 1..{VNI_MAX}", net.vni),
+                    "pick a VNI in 1..16777215 (shoal allocates from 4096)",
+                );
             } else if let Some(other) = vnis.insert(net.vni, &net.name) {
                 errs.push(at("vni"), format!("vni {} is already used by network '{other}'", net.vni), "give every network its own VNI");
             }
@@ -311,27 +310,47 @@ impl NodeState {
             }
             for (j, other) in self.networks.iter().enumerate().take(i) {
                 if subnet.contains(&other.subnet.network()) || other.subnet.trunc().contains(&subnet.network()) {
-                    errs.push(at("subnet"), format!("{} overlaps {} of network '{}' (networks[{j}])", net.subnet, other.subnet, other.name), "pick a subnet that overlaps no other network");
+                    errs.push(
+                        at("subnet"),
+                        format!("{} overlaps {} of network '{}' (networks[{j}])", net.subnet, other.subnet, other.name),
+                        "pick a subnet that overlaps no other network",
+                    );
                 }
             }
             for n in &self.nodes {
                 if subnet.contains(&n.address) {
-                    errs.push(at("subnet"), format!("{} contains the underlay address {} of node '{}'", net.subnet, n.address, n.name), "pick a subnet outside the underlay");
+                    errs.push(
+                        at("subnet"),
+                        format!("{} contains the underlay address {} of node '{}'", net.subnet, n.address, n.name),
+                        "pick a subnet outside the underlay",
+                    );
                 }
             }
             let gw = net.gateway();
             if !is_host_of(subnet, gw) {
-                errs.push(at("gateway"), format!("{gw} is not a host address of {}", net.subnet), "leave it unset (first host) or pick a host address inside the subnet");
+                errs.push(
+                    at("gateway"),
+                    format!("{gw} is not a host address of {}", net.subnet),
+                    "leave it unset (first host) or pick a host address inside the subnet",
+                );
             }
             if let Some(mtu) = net.mtu {
                 if mtu < MIN_MTU {
-                    errs.push(at("mtu"), format!("{mtu} is below {MIN_MTU}, the smallest MTU IPv6 and most stacks accept"), "leave it unset (underlay MTU - 50) or use 1280 or more");
+                    errs.push(
+                        at("mtu"),
+                        format!("{mtu} is below {MIN_MTU}, the smallest MTU IPv6 and most stacks accept"),
+                        "leave it unset (underlay MTU - 50) or use 1280 or more",
+                    );
                 } else if mtu > 65_535 - VXLAN_OVERHEAD {
                     errs.push(at("mtu"), format!("{mtu} is too large"), "leave it unset (underlay MTU - 50)");
                 }
             }
             if net.local && !net.lb_addresses.is_empty() {
-                errs.push(at("lb_addresses"), format!("network '{}' is node-local: nothing is balanced through it", net.name), "remove `lb_addresses` or `local`");
+                errs.push(
+                    at("lb_addresses"),
+                    format!("network '{}' is node-local: nothing is balanced through it", net.name),
+                    "remove `lb_addresses` or `local`",
+                );
             }
             let mut lb_ips = HashMap::new();
             for (node, ip) in &net.lb_addresses {
@@ -340,7 +359,11 @@ impl NodeState {
                     errs.push(&f, format!("node '{node}' is not one of `nodes`"), "use a node name from `nodes`");
                 }
                 if !is_host_of(subnet, *ip) || *ip == gw {
-                    errs.push(&f, format!("{ip} is not a free host address of {}", net.subnet), "pick a host address of the subnet other than the gateway");
+                    errs.push(
+                        &f,
+                        format!("{ip} is not a free host address of {}", net.subnet),
+                        "pick a host address of the subnet other than the gateway",
+                    );
                 }
                 if let Some(other) = lb_ips.insert(*ip, node) {
                     errs.push(&f, format!("{ip} is also the address of node '{other}'"), "give every node its own address");
@@ -367,30 +390,58 @@ impl NodeState {
                 errs.push(at("node"), format!("node '{}' is unknown", ep.node), "add the node to `nodes` or fix the endpoint's node");
             }
             match self.network(&ep.network) {
-                None => errs.push(at("network"), format!("network '{}' is unknown", ep.network), "add it to `networks` or fix the endpoint's network"),
+                None => errs.push(
+                    at("network"),
+                    format!("network '{}' is unknown", ep.network),
+                    "add it to `networks` or fix the endpoint's network",
+                ),
                 Some(net) => {
                     let subnet = net.subnet.trunc();
                     if !is_host_of(subnet, ep.ip) {
-                        errs.push(at("ip"), format!("{} is not a host address of {} (network '{}')", ep.ip, net.subnet, net.name), "pick an address inside the network's subnet");
+                        errs.push(
+                            at("ip"),
+                            format!("{} is not a host address of {} (network '{}')", ep.ip, net.subnet, net.name),
+                            "pick an address inside the network's subnet",
+                        );
                     } else if ep.ip == net.gateway() {
                         errs.push(at("ip"), format!("{} is the gateway of network '{}'", ep.ip, net.name), "pick another address");
                     } else if let Some((node, _)) = net.lb_addresses.iter().find(|(_, ip)| **ip == ep.ip) {
-                        errs.push(at("ip"), format!("{} is node '{node}''s address on network '{}'", ep.ip, net.name), "pick another address");
+                        errs.push(
+                            at("ip"),
+                            format!("{} is node '{node}''s address on network '{}'", ep.ip, net.name),
+                            "pick another address",
+                        );
                     }
                     if let Some(other) = ips.insert((ep.network.as_str(), ep.ip), &ep.id) {
-                        errs.push(at("ip"), format!("{} is also used by endpoint '{other}' on network '{}'", ep.ip, ep.network), "give every endpoint of a network its own address");
+                        errs.push(
+                            at("ip"),
+                            format!("{} is also used by endpoint '{other}' on network '{}'", ep.ip, ep.network),
+                            "give every endpoint of a network its own address",
+                        );
                     }
                     if let Some(other) = macs.insert((ep.network.as_str(), ep.mac()), &ep.id) {
-                        errs.push(at("mac"), format!("{} is also used by endpoint '{other}'", ep.mac()), "leave mac unset (derived from the IP) or make it unique");
+                        errs.push(
+                            at("mac"),
+                            format!("{} is also used by endpoint '{other}'", ep.mac()),
+                            "leave mac unset (derived from the IP) or make it unique",
+                        );
                     }
                 }
             }
             if ep.node == self.node {
                 match &ep.netns {
-                    None => errs.push(at("netns"), "an endpoint on this node needs a network namespace", "set netns to the task's namespace name"),
+                    None => errs.push(
+                        at("netns"),
+                        "an endpoint on this node needs a network namespace",
+                        "set netns to the task's namespace name",
+                    ),
                     Some(ns) => {
                         if netns::validate_name(ns).is_err() {
-                            errs.push(at("netns"), format!("'{ns}' is not a valid namespace name"), "use 1-64 characters of [A-Za-z0-9_.-]");
+                            errs.push(
+                                at("netns"),
+                                format!("'{ns}' is not a valid namespace name"),
+                                "use 1-64 characters of [A-Za-z0-9_.-]",
+                            );
                         }
                         if let Some(other) = namespaces.insert((ns, ep.network.as_str()), &ep.id) {
                             errs.push(
@@ -402,7 +453,11 @@ impl NodeState {
                         let n = per_ns.entry(ns).or_default();
                         *n += 1;
                         if *n == crate::overlay::names::MAX_TASK_IFACES + 1 {
-                            errs.push(at("netns"), format!("namespace '{ns}' has more than {} endpoints", crate::overlay::names::MAX_TASK_IFACES), "join at most 16 networks per task");
+                            errs.push(
+                                at("netns"),
+                                format!("namespace '{ns}' has more than {} endpoints", crate::overlay::names::MAX_TASK_IFACES),
+                                "join at most 16 networks per task",
+                            );
                         }
                     }
                 }

@@ -107,8 +107,7 @@ impl NodeState {
         if let Some(n) = &svc.ingress_network {
             return Some(n);
         }
-        let nets: BTreeSet<&str> =
-            svc.backends.iter().filter_map(|id| self.endpoint(id)).map(|e| e.network.as_str()).collect();
+        let nets: BTreeSet<&str> = svc.backends.iter().filter_map(|id| self.endpoint(id)).map(|e| e.network.as_str()).collect();
         match (nets.len(), svc.vips.len()) {
             (1, _) => nets.into_iter().next(),
             (0, 1) => svc.vips.keys().next().map(String::as_str),
@@ -120,8 +119,7 @@ impl NodeState {
         let mut names = HashSet::new();
         let mut vips: HashMap<(&str, Ipv4Addr), &str> = HashMap::new();
         let mut published: HashMap<(u16, Protocol), &str> = HashMap::new();
-        let endpoint_ips: HashSet<(&str, Ipv4Addr)> =
-            self.endpoints.iter().map(|e| (e.network.as_str(), e.ip)).collect();
+        let endpoint_ips: HashSet<(&str, Ipv4Addr)> = self.endpoints.iter().map(|e| (e.network.as_str(), e.ip)).collect();
         for (i, svc) in self.services.iter().enumerate() {
             let at = |f: &str| format!("services[{i}].{f}");
             if !valid_name(&svc.name) {
@@ -140,7 +138,11 @@ impl NodeState {
                     continue;
                 };
                 if !is_host_of(net.subnet.trunc(), *vip) || *vip == net.gateway() || net.lb_addresses.values().any(|a| a == vip) {
-                    errs.push(&f, format!("{vip} is not a free host address of {}", net.subnet), "pick an address of the subnet that is not the gateway or a node's LB address");
+                    errs.push(
+                        &f,
+                        format!("{vip} is not a free host address of {}", net.subnet),
+                        "pick an address of the subnet that is not the gateway or a node's LB address",
+                    );
                 } else if endpoint_ips.contains(&(net_name.as_str(), *vip)) {
                     errs.push(&f, format!("{vip} is also an endpoint's address on network '{net_name}'"), "give the VIP its own address");
                 }
@@ -148,7 +150,14 @@ impl NodeState {
                     errs.push(&f, format!("{vip} is also the VIP of service '{other}'"), "give every service its own VIP");
                 }
                 if !net.lb_addresses.contains_key(&self.node) {
-                    errs.push(format!("networks[{}].lb_addresses.{}", self.network_index(net_name), self.node), format!("service '{}' has a VIP on network '{net_name}' but node '{}' has no LB address there", svc.name, self.node), "give this node an LB address on the network");
+                    errs.push(
+                        format!("networks[{}].lb_addresses.{}", self.network_index(net_name), self.node),
+                        format!(
+                            "service '{}' has a VIP on network '{net_name}' but node '{}' has no LB address there",
+                            svc.name, self.node
+                        ),
+                        "give this node an LB address on the network",
+                    );
                 }
             }
             self.validate_ports(i, svc, &mut published, errs);
@@ -173,7 +182,11 @@ impl NodeState {
                 Some(0) => errs.push(at("published"), "port 0 is not a port", "use 1-65535, or leave it unset for a VIP-only port"),
                 Some(port) => {
                     if let Some(other) = published.insert((port, p.protocol), &svc.name) {
-                        errs.push(at("published"), format!("{port}/{} is already published by service '{other}'", p.protocol), "publish each port and protocol once per cluster");
+                        errs.push(
+                            at("published"),
+                            format!("{port}/{} is already published by service '{other}'", p.protocol),
+                            "publish each port and protocol once per cluster",
+                        );
                     }
                 }
                 None => {
@@ -181,7 +194,11 @@ impl NodeState {
                         errs.push(at("mode"), "mode host needs a published port", "set `published` or remove `mode`");
                     }
                     if p.keep_client_ip {
-                        errs.push(at("keep_client_ip"), "only published ports keep the client address", "set `published` or remove `keep_client_ip`");
+                        errs.push(
+                            at("keep_client_ip"),
+                            "only published ports keep the client address",
+                            "set `published` or remove `keep_client_ip`",
+                        );
                     }
                 }
             }
@@ -191,7 +208,17 @@ impl NodeState {
                 }
                 if let Some(net) = self.ingress_network(svc).and_then(|n| self.network(n)) {
                     if !net.lb_addresses.contains_key(&self.node) {
-                        errs.push(format!("networks[{}].lb_addresses.{}", self.network_index(&net.name), self.node), format!("service '{}' publishes {} through network '{}' but node '{}' has no LB address there", svc.name, p.published.unwrap_or(0), net.name, self.node), "give this node an LB address on the network (the source of mesh traffic)");
+                        errs.push(
+                            format!("networks[{}].lb_addresses.{}", self.network_index(&net.name), self.node),
+                            format!(
+                                "service '{}' publishes {} through network '{}' but node '{}' has no LB address there",
+                                svc.name,
+                                p.published.unwrap_or(0),
+                                net.name,
+                                self.node
+                            ),
+                            "give this node an LB address on the network (the source of mesh traffic)",
+                        );
                     }
                 }
             }
@@ -212,10 +239,18 @@ impl NodeState {
             };
             nets.insert(ep.network.as_str());
             if ep.weight == 0 {
-                errs.push(&f, format!("endpoint '{id}' has weight 0"), "use a weight of 1 or more, or mark the endpoint unhealthy to drain it");
+                errs.push(
+                    &f,
+                    format!("endpoint '{id}' has weight 0"),
+                    "use a weight of 1 or more, or mark the endpoint unhealthy to drain it",
+                );
             }
             if svc.endpoint_mode == EndpointMode::Vip && !svc.vips.is_empty() && !svc.vips.contains_key(&ep.network) {
-                errs.push(&f, format!("endpoint '{id}' is on network '{}', where service '{}' has no VIP", ep.network, svc.name), "attach the service to that network (`vips`) or pick an endpoint on one of its networks");
+                errs.push(
+                    &f,
+                    format!("endpoint '{id}' is on network '{}', where service '{}' has no VIP", ep.network, svc.name),
+                    "attach the service to that network (`vips`) or pick an endpoint on one of its networks",
+                );
             }
         }
         let publishes = svc.ports.iter().any(|p| p.published.is_some());
@@ -224,7 +259,11 @@ impl NodeState {
                 errs.push(format!("services[{i}].ingress_network"), format!("network '{n}' is unknown"), "name one of `networks`");
             }
             None if publishes && nets.len() > 1 => {
-                errs.push(format!("services[{i}].ingress_network"), format!("backends are on {} networks", nets.len()), "set ingress_network to the network published ports should use");
+                errs.push(
+                    format!("services[{i}].ingress_network"),
+                    format!("backends are on {} networks", nets.len()),
+                    "set ingress_network to the network published ports should use",
+                );
             }
             _ => {}
         }

@@ -38,8 +38,7 @@ impl NodeState {
     pub fn without_networks(&self, gone: &HashSet<&str>) -> NodeState {
         let mut s = self.clone();
         s.networks.retain(|n| !gone.contains(n.name.as_str()));
-        let removed: HashSet<String> =
-            s.endpoints.iter().filter(|e| gone.contains(e.network.as_str())).map(|e| e.id.clone()).collect();
+        let removed: HashSet<String> = s.endpoints.iter().filter(|e| gone.contains(e.network.as_str())).map(|e| e.id.clone()).collect();
         s.endpoints.retain(|e| !removed.contains(&e.id));
         s.services.retain(|svc| svc.ingress_network.as_deref().is_none_or(|n| !gone.contains(n)));
         for svc in &mut s.services {
@@ -57,17 +56,33 @@ impl NodeState {
             let at = |f: &str| format!("nodes[{i}].wireguard.{f}");
             let a = wg.address;
             if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() {
-                errs.push(at("address"), format!("{a} cannot be a tunnel address"), "use a unicast address outside the underlay and the networks (e.g. 10.254.0.x)");
+                errs.push(
+                    at("address"),
+                    format!("{a} cannot be a tunnel address"),
+                    "use a unicast address outside the underlay and the networks (e.g. 10.254.0.x)",
+                );
             }
             if let Some(other) = addrs.insert(a, &n.name) {
-                errs.push(at("address"), format!("{a} is also the tunnel address of node '{other}'"), "give every node its own tunnel address");
+                errs.push(
+                    at("address"),
+                    format!("{a} is also the tunnel address of node '{other}'"),
+                    "give every node its own tunnel address",
+                );
             }
             if let Some(m) = self.nodes.iter().find(|m| m.address == a) {
-                errs.push(at("address"), format!("{a} is the underlay address of node '{}'", m.name), "pick a tunnel address outside the underlay");
+                errs.push(
+                    at("address"),
+                    format!("{a} is the underlay address of node '{}'", m.name),
+                    "pick a tunnel address outside the underlay",
+                );
             }
             for net in &self.networks {
                 if net.subnet.trunc().contains(&a) {
-                    errs.push(at("address"), format!("{a} is inside {} of network '{}'", net.subnet, net.name), "pick a tunnel address outside every network");
+                    errs.push(
+                        at("address"),
+                        format!("{a} is inside {} of network '{}'", net.subnet, net.name),
+                        "pick a tunnel address outside every network",
+                    );
                 }
             }
             if let Some(other) = keys.insert(wg.public_key, &n.name) {
@@ -76,7 +91,11 @@ impl NodeState {
         }
         for (i, net) in self.networks.iter().enumerate() {
             if net.encrypted.is_some() && net.local {
-                errs.push(format!("networks[{i}].encrypted"), format!("network '{}' is node-local: nothing of it leaves the node", net.name), "remove `encrypted` or `local`");
+                errs.push(
+                    format!("networks[{i}].encrypted"),
+                    format!("network '{}' is node-local: nothing of it leaves the node", net.name),
+                    "remove `encrypted` or `local`",
+                );
             }
         }
         if !self.wants_encryption() {
@@ -101,8 +120,7 @@ impl NodeState {
             ),
             _ => {}
         }
-        let encrypted: HashSet<&str> =
-            self.networks.iter().filter(|n| n.encrypted.is_some()).map(|n| n.name.as_str()).collect();
+        let encrypted: HashSet<&str> = self.networks.iter().filter(|n| n.encrypted.is_some()).map(|n| n.name.as_str()).collect();
         for (i, ep) in self.endpoints.iter().enumerate() {
             if !encrypted.contains(ep.network.as_str()) {
                 continue;

@@ -79,11 +79,7 @@ pub struct Forwarder {
 impl Forwarder {
     /// A forwarder over the first [`MAX_UPSTREAMS`] of `upstreams`, waiting `timeout` for each.
     pub fn new(upstreams: &[SocketAddr], timeout: Duration) -> Self {
-        Self {
-            upstreams: upstreams.iter().take(MAX_UPSTREAMS).copied().collect(),
-            timeout,
-            preferred: Arc::new(AtomicUsize::new(0)),
-        }
+        Self { upstreams: upstreams.iter().take(MAX_UPSTREAMS).copied().collect(), timeout, preferred: Arc::new(AtomicUsize::new(0)) }
     }
 
     /// The upstreams in use.
@@ -121,12 +117,8 @@ impl Forwarder {
                 Transport::Tcp => tcp_exchange(upstream, &raw, id, &query.request).await,
             }
         };
-        let mut answer = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| ForwardError::Timeout {
-                upstream,
-                timeout: self.timeout,
-            })??;
+        let mut answer =
+            tokio::time::timeout(self.timeout, exchange).await.map_err(|_| ForwardError::Timeout { upstream, timeout: self.timeout })??;
         let code = ResponseCode::from_low(answer[3] & 0x0f);
         if matches!(code, ResponseCode::ServFail | ResponseCode::Refused) {
             return Err(ForwardError::Failed { upstream, code });
@@ -136,12 +128,7 @@ impl Forwarder {
     }
 }
 
-async fn udp_exchange(
-    upstream: SocketAddr,
-    raw: &[u8],
-    id: u16,
-    request: &Message,
-) -> Result<Vec<u8>, ForwardError> {
+async fn udp_exchange(upstream: SocketAddr, raw: &[u8], id: u16, request: &Message) -> Result<Vec<u8>, ForwardError> {
     let io = |source| ForwardError::Io { upstream, source };
     let local: SocketAddr = match upstream {
         SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
@@ -161,18 +148,10 @@ async fn udp_exchange(
     }
 }
 
-async fn tcp_exchange(
-    upstream: SocketAddr,
-    raw: &[u8],
-    id: u16,
-    request: &Message,
-) -> Result<Vec<u8>, ForwardError> {
+async fn tcp_exchange(upstream: SocketAddr, raw: &[u8], id: u16, request: &Message) -> Result<Vec<u8>, ForwardError> {
     let io = |source| ForwardError::Io { upstream, source };
     let mut stream = TcpStream::connect(upstream).await.map_err(io)?;
-    let len = u16::try_from(raw.len()).map_err(|_| ForwardError::BadAnswer {
-        upstream,
-        reason: "query longer than 65535 bytes",
-    })?;
+    let len = u16::try_from(raw.len()).map_err(|_| ForwardError::BadAnswer { upstream, reason: "query longer than 65535 bytes" })?;
     let mut framed = Vec::with_capacity(raw.len() + 2);
     framed.extend_from_slice(&len.to_be_bytes());
     framed.extend_from_slice(raw);
@@ -197,11 +176,11 @@ fn check(answer: &[u8], id: u16, request: &Message) -> Result<(), &'static str> 
     }
     let message = Message::from_vec(answer).map_err(|_| "does not parse")?;
     let same = message.queries.len() == request.queries.len()
-        && message.queries.iter().zip(&request.queries).all(|(a, b)| {
-            a.query_type() == b.query_type()
-                && a.query_class() == b.query_class()
-                && a.name() == b.name()
-        });
+        && message
+            .queries
+            .iter()
+            .zip(&request.queries)
+            .all(|(a, b)| a.query_type() == b.query_type() && a.query_class() == b.query_class() && a.name() == b.name());
     if !same {
         return Err("question differs");
     }

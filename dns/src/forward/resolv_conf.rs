@@ -13,7 +13,9 @@ pub const TASK_DNS_ADDR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0,
 /// The resolv.conf a task gets: the embedded DNS only, and `ndots:0` so single names
 /// (`web`) are asked as they are, without search domains.
 pub fn resolv_conf_for_task() -> String {
-    format!("# written by shoal: the embedded DNS answers service names and forwards the rest\nnameserver {TASK_DNS_ADDR}\noptions ndots:0\n")
+    format!(
+        "# written by shoal: the embedded DNS answers service names and forwards the rest\nnameserver {TASK_DNS_ADDR}\noptions ndots:0\n"
+    )
 }
 
 /// The `nameserver` lines of a resolv.conf, port 53, at most [`MAX_UPSTREAMS`]; entries that are
@@ -46,10 +48,7 @@ pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
 
 /// [`parse_resolv_conf`] of a file (the node's `/etc/resolv.conf` usually).
 pub fn upstreams_from_resolv_conf(path: &Path) -> Result<Vec<SocketAddr>, DnsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DnsError::ResolvConf {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| DnsError::ResolvConf { path: path.to_path_buf(), source })?;
     Ok(parse_resolv_conf(&text))
 }
 
@@ -62,11 +61,8 @@ mod tests {
         let text = "# comment\nsearch example.com\nnameserver 10.0.0.1\nnameserver fe80::1%eth0\n\
                     nameserver 10.0.0.1\nnameserver 2001:db8::53\nnameserver 10.0.0.3\nnameserver 10.0.0.4\n";
         let got = parse_resolv_conf(text);
-        let want: Vec<SocketAddr> = vec![
-            "10.0.0.1:53".parse().unwrap(),
-            "[2001:db8::53]:53".parse().unwrap(),
-            "10.0.0.3:53".parse().unwrap(),
-        ];
+        let want: Vec<SocketAddr> =
+            vec!["10.0.0.1:53".parse().unwrap(), "[2001:db8::53]:53".parse().unwrap(), "10.0.0.3:53".parse().unwrap()];
         assert_eq!(got, want);
     }
 

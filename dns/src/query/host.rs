@@ -13,19 +13,9 @@ use super::{reply::Reply, AnswerConfig};
 use crate::table::Tables;
 
 /// The local answer, or `None` to forward upstream.
-pub fn answer(
-    tables: &Tables,
-    cfg: &AnswerConfig,
-    request: &Message,
-    query: &Query,
-    name: &str,
-) -> Option<Reply> {
+pub fn answer(tables: &Tables, cfg: &AnswerConfig, request: &Message, query: &Query, name: &str) -> Option<Reply> {
     let domain = cfg.host_domain.as_str();
-    let inside = if name == domain {
-        Some("")
-    } else {
-        name.strip_suffix(domain).and_then(|rest| rest.strip_suffix('.'))
-    };
+    let inside = if name == domain { Some("") } else { name.strip_suffix(domain).and_then(|rest| rest.strip_suffix('.')) };
     let Some(rest) = inside else {
         if cfg.host_forward {
             return None;

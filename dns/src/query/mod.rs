@@ -49,12 +49,7 @@ pub struct AnswerConfig {
 
 impl Default for AnswerConfig {
     fn default() -> Self {
-        Self {
-            ttl: 5,
-            tasks_ttl: 2,
-            host_domain: "shoal".into(),
-            host_forward: false,
-        }
+        Self { ttl: 5, tasks_ttl: 2, host_domain: "shoal".into(), host_forward: false }
     }
 }
 
@@ -142,11 +137,7 @@ pub fn respond_general(tables: &Tables, view: View<'_>, cfg: &AnswerConfig, raw:
     };
     match answer {
         Some(reply) => Action::Reply(reply.encode(&request, transport)),
-        None => Action::Forward(ForwardQuery {
-            raw: raw.to_vec(),
-            request,
-            transport,
-        }),
+        None => Action::Forward(ForwardQuery { raw: raw.to_vec(), request, transport }),
     }
 }
 

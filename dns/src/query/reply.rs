@@ -55,8 +55,7 @@ impl Reply {
     /// Adds a PTR record.
     pub fn ptr(&mut self, owner: &Name, ttl: u32, target: &str) {
         if let Ok(target) = Name::from_ascii(target) {
-            self.message
-                .add_answer(Record::from_rdata(owner.clone(), ttl, RData::PTR(PTR(target))));
+            self.message.add_answer(Record::from_rdata(owner.clone(), ttl, RData::PTR(PTR(target))));
         }
     }
 
@@ -69,8 +68,7 @@ impl Reply {
             self.message.add_additional(address_record(&target, ttl, *ip));
         }
         let srv = SRV::new(0, 10, port, target);
-        self.message
-            .add_answer(Record::from_rdata(owner.clone(), ttl, RData::SRV(srv)));
+        self.message.add_answer(Record::from_rdata(owner.clone(), ttl, RData::SRV(srv)));
     }
 
     /// Encodes the response; on UDP, a response larger than the client accepts is replaced by

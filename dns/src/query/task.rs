@@ -13,14 +13,7 @@ use super::{reply::Reply, reverse, AnswerConfig};
 use crate::table::{NameEntry, Tables, TtlClass};
 
 /// The local answer, or `None` to forward upstream.
-pub fn answer(
-    tables: &Tables,
-    networks: &[String],
-    cfg: &AnswerConfig,
-    request: &Message,
-    query: &Query,
-    name: &str,
-) -> Option<Reply> {
+pub fn answer(tables: &Tables, networks: &[String], cfg: &AnswerConfig, request: &Message, query: &Query, name: &str) -> Option<Reply> {
     let qtype = query.query_type();
     if let Some(ip) = reverse::parse(name) {
         return reverse_answer(tables, networks, cfg, request, query, ip);
@@ -66,10 +59,7 @@ pub fn answer(
 /// The first network of the task (suffixed form first) that knows `name`.
 pub(super) fn find<'t>(tables: &'t Tables, networks: &[String], name: &str) -> Option<(&'t str, &'t NameEntry)> {
     for net in networks {
-        let Some(bare) = name
-            .strip_suffix(net.as_str())
-            .and_then(|rest| rest.strip_suffix('.'))
-        else {
+        let Some(bare) = name.strip_suffix(net.as_str()).and_then(|rest| rest.strip_suffix('.')) else {
             continue;
         };
         if let Some(table) = tables.network(net) {
@@ -103,22 +93,11 @@ fn looks_internal(tables: &Tables, name: &str) -> bool {
             return true;
         }
     }
-    name.match_indices('.')
-        .any(|(i, _)| tables.is_network_name(&name[i + 1..]))
+    name.match_indices('.').any(|(i, _)| tables.is_network_name(&name[i + 1..]))
 }
 
-fn reverse_answer(
-    tables: &Tables,
-    networks: &[String],
-    cfg: &AnswerConfig,
-    request: &Message,
-    query: &Query,
-    ip: IpAddr,
-) -> Option<Reply> {
-    let targets = networks
-        .iter()
-        .filter_map(|net| tables.network(net))
-        .find_map(|table| table.ptr(&ip))?;
+fn reverse_answer(tables: &Tables, networks: &[String], cfg: &AnswerConfig, request: &Message, query: &Query, ip: IpAddr) -> Option<Reply> {
+    let targets = networks.iter().filter_map(|net| tables.network(net)).find_map(|table| table.ptr(&ip))?;
     let mut reply = Reply::new(request, ResponseCode::NoError, true);
     if matches!(query.query_type(), RecordType::PTR | RecordType::ANY) {
         for target in targets {

@@ -14,13 +14,7 @@ use crate::{
 };
 
 fn service(name: &str, vip: Option<&str>, mode: EndpointMode) -> ServiceRecord {
-    ServiceRecord {
-        name: name.into(),
-        aliases: Vec::new(),
-        endpoint_mode: mode,
-        vip: vip.map(|v| v.parse().unwrap()),
-        ports: Vec::new(),
-    }
+    ServiceRecord { name: name.into(), aliases: Vec::new(), endpoint_mode: mode, vip: vip.map(|v| v.parse().unwrap()), ports: Vec::new() }
 }
 
 fn task(service: &str, slot: u64, id: &str, ip: &str, healthy: bool) -> TaskRecord {
@@ -38,17 +32,9 @@ fn task(service: &str, slot: u64, id: &str, ip: &str, healthy: bool) -> TaskReco
 pub(crate) fn fixture() -> Zone {
     let mut web = service("web", Some("10.0.1.2"), EndpointMode::Vip);
     web.aliases = vec!["www".into()];
-    web.ports = vec![PortRecord {
-        name: Some("http".into()),
-        protocol: PortProtocol::Tcp,
-        port: 80,
-    }];
+    web.ports = vec![PortRecord { name: Some("http".into()), protocol: PortProtocol::Tcp, port: 80 }];
     let mut db = service("db", None, EndpointMode::Dnsrr);
-    db.ports = vec![PortRecord {
-        name: None,
-        protocol: PortProtocol::Tcp,
-        port: 5432,
-    }];
+    db.ports = vec![PortRecord { name: None, protocol: PortProtocol::Tcp, port: 5432 }];
     let mut web1 = task("web", 1, "aaa", "10.0.1.3", true);
     web1.aliases = vec!["web-primary".into()];
     let mut web3 = task("web", 3, "ccc", "10.0.1.5", false);
@@ -72,10 +58,7 @@ pub(crate) fn fixture() -> Zone {
                 tasks: vec![task("api", 1, "fff", "10.0.2.3", true)],
             },
         ],
-        nodes: vec![NodeRecord {
-            name: "node1".into(),
-            address: "192.168.1.1".parse().unwrap(),
-        }],
+        nodes: vec![NodeRecord { name: "node1".into(), address: "192.168.1.1".parse().unwrap() }],
     }
 }
 
@@ -153,10 +136,7 @@ fn dnsrr_service_answers_task_ips() {
 #[test]
 fn service_alias_answers_like_the_service() {
     assert_eq!(ips(&ask(&["front"], "www", RecordType::A).unwrap().1), set(&["10.0.1.2"]));
-    assert_eq!(
-        ips(&ask(&["front"], "tasks.www", RecordType::A).unwrap().1),
-        set(&["10.0.1.3", "10.0.1.4"])
-    );
+    assert_eq!(ips(&ask(&["front"], "tasks.www", RecordType::A).unwrap().1), set(&["10.0.1.3", "10.0.1.4"]));
 }
 
 #[test]
@@ -173,10 +153,7 @@ fn network_suffix_and_case_do_not_matter() {
     for name in ["web.front", "WeB.FrOnT.", "WEB"] {
         assert_eq!(ips(&ask(&["front"], name, RecordType::A).unwrap().1), set(&["10.0.1.2"]), "{name}");
     }
-    assert_eq!(
-        ips(&ask(&["front"], "tasks.web.front", RecordType::A).unwrap().1),
-        set(&["10.0.1.3", "10.0.1.4"])
-    );
+    assert_eq!(ips(&ask(&["front"], "tasks.web.front", RecordType::A).unwrap().1), set(&["10.0.1.3", "10.0.1.4"]));
     assert_eq!(ips(&ask(&["front"], "web.2.bbb.front", RecordType::A).unwrap().1), set(&["10.0.1.4"]));
 }
 
@@ -264,11 +241,7 @@ fn several_answers_come_in_random_order() {
 
 fn big_zone(tasks: usize) -> Tables {
     let mut zone = Zone::default();
-    let mut net = NetworkZone {
-        name: "big".into(),
-        services: vec![service("many", None, EndpointMode::Dnsrr)],
-        tasks: Vec::new(),
-    };
+    let mut net = NetworkZone { name: "big".into(), services: vec![service("many", None, EndpointMode::Dnsrr)], tasks: Vec::new() };
     for i in 0..tasks {
         net.tasks.push(task("many", i as u64, &format!("t{i}"), &format!("10.9.{}.{}", i / 250, i % 250 + 1), true));
     }

@@ -52,15 +52,9 @@ impl Default for DnsConfig {
 impl DnsConfig {
     /// Checks the values and derives the answering parameters.
     pub(crate) fn validate(&self) -> Result<AnswerConfig, DnsError> {
-        let bad = |field, reason: &str| DnsError::Config {
-            field,
-            reason: reason.to_string(),
-        };
+        let bad = |field, reason: &str| DnsError::Config { field, reason: reason.to_string() };
         if self.upstreams.len() > MAX_UPSTREAMS {
-            tracing::warn!(
-                count = self.upstreams.len(),
-                "more than {MAX_UPSTREAMS} upstreams configured; using the first {MAX_UPSTREAMS}"
-            );
+            tracing::warn!(count = self.upstreams.len(), "more than {MAX_UPSTREAMS} upstreams configured; using the first {MAX_UPSTREAMS}");
         }
         if self.upstream_timeout.is_zero() {
             return Err(bad("upstream_timeout", "must be more than zero, e.g. 1500ms"));
@@ -77,13 +71,7 @@ impl DnsConfig {
         if self.tcp_idle_timeout.is_zero() {
             return Err(bad("tcp_idle_timeout", "must be more than zero, e.g. 10s"));
         }
-        let domain = crate::table::name::normalize("host domain", &self.host_domain, "")
-            .map_err(|e| bad("host_domain", &e.to_string()))?;
-        Ok(AnswerConfig {
-            ttl: self.ttl,
-            tasks_ttl: self.tasks_ttl,
-            host_domain: domain,
-            host_forward: self.host_forward,
-        })
+        let domain = crate::table::name::normalize("host domain", &self.host_domain, "").map_err(|e| bad("host_domain", &e.to_string()))?;
+        Ok(AnswerConfig { ttl: self.ttl, tasks_ttl: self.tasks_ttl, host_domain: domain, host_forward: self.host_forward })
     }
 }

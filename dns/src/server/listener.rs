@@ -76,9 +76,9 @@ impl Listener {
     /// first bytes), nothing when even the header is missing or it is a response.
     pub fn oversized(&self, start: &[u8]) -> Action {
         let action = match start {
-            [a, b, flags, ..] if start.len() >= 12 && flags & 0x80 == 0 => Action::Reply(
-                query::Reply::header_only(u16::from_be_bytes([*a, *b]), hickory_proto::op::ResponseCode::FormErr),
-            ),
+            [a, b, flags, ..] if start.len() >= 12 && flags & 0x80 == 0 => {
+                Action::Reply(query::Reply::header_only(u16::from_be_bytes([*a, *b]), hickory_proto::op::ResponseCode::FormErr))
+            }
             _ => Action::Drop,
         };
         self.stats.count(match action {

@@ -37,10 +37,8 @@ pub fn recv_batch(fd: RawFd, mut each: impl FnMut(&[u8], SockaddrStorage, bool))
             // sender's, and nix does not reset it (an IPv6 listener on the same thread would
             // then read cut addresses).
             let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-            let mut slices: Vec<[IoSliceMut<'_>; 1]> =
-                recv.bufs.chunks_mut(MAX_QUERY).map(|c| [IoSliceMut::new(c)]).collect();
-            let results = recvmmsg(fd, &mut headers, slices.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
-                .map_err(io::Error::from)?;
+            let mut slices: Vec<[IoSliceMut<'_>; 1]> = recv.bufs.chunks_mut(MAX_QUERY).map(|c| [IoSliceMut::new(c)]).collect();
+            let results = recvmmsg(fd, &mut headers, slices.iter_mut(), MsgFlags::MSG_DONTWAIT, None).map_err(io::Error::from)?;
             let mut count = 0;
             for (slot, msg) in got.iter_mut().zip(results) {
                 *slot = (msg.bytes, msg.address, msg.flags.contains(MsgFlags::MSG_TRUNC));
@@ -67,8 +65,7 @@ pub fn send_batch(fd: RawFd, replies: &[(SockaddrStorage, Vec<u8>)]) -> io::Resu
     let slices: Vec<[IoSlice<'_>; 1]> = replies.iter().map(|(_, b)| [IoSlice::new(b)]).collect();
     let addrs: Vec<Option<SockaddrStorage>> = replies.iter().map(|(a, _)| Some(*a)).collect();
     let cmsgs: [ControlMessage<'_>; 0] = [];
-    let results = sendmmsg(fd, &mut headers, slices.iter(), &addrs, cmsgs, MsgFlags::MSG_DONTWAIT)
-        .map_err(io::Error::from)?;
+    let results = sendmmsg(fd, &mut headers, slices.iter(), &addrs, cmsgs, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)?;
     Ok(results.count())
 }
 

@@ -4,9 +4,9 @@
 mod config;
 mod listener;
 mod mmsg;
+pub mod netns;
 mod runtime;
 mod stats;
-pub mod netns;
 mod tcp;
 mod udp;
 
@@ -22,9 +22,9 @@ use tokio::{sync::Semaphore, task::JoinHandle};
 use tracing::Instrument;
 
 pub use config::DnsConfig;
+use listener::{Listener, Scope, Shared};
 pub use stats::DnsStats;
 use stats::ListenerStats;
-use listener::{Listener, Scope, Shared};
 
 use crate::{
     error::DnsError,
@@ -94,11 +94,7 @@ impl DnsServer {
         let runtime = runtime::DnsRuntime::start(config.worker_threads)?;
         let forwarder = Forwarder::new(&config.upstreams, config.upstream_timeout);
         Ok(Self {
-            shared: Arc::new(Shared {
-                tables: ArcSwap::from_pointee(Tables::default()),
-                answer,
-                forwarder,
-            }),
+            shared: Arc::new(Shared { tables: ArcSwap::from_pointee(Tables::default()), answer, forwarder }),
             config,
             tasks: Mutex::new(HashMap::new()),
             hosts: Mutex::new(Vec::new()),
@@ -119,9 +115,7 @@ impl DnsServer {
         tracing::debug!(networks = zone.networks.len(), "DNS zone replaced");
         // Freeing a large table takes as long as building it: do it off the caller's path.
         if Arc::strong_count(&previous) == 1 {
-            let _ = std::thread::Builder::new()
-                .name("shoal-dns-free".into())
-                .spawn(move || drop(previous));
+            let _ = std::thread::Builder::new().name("shoal-dns-free".into()).spawn(move || drop(previous));
         }
         Ok(())
     }
@@ -137,12 +131,7 @@ impl DnsServer {
 
     /// Like [`DnsServer::attach_task`] but on `addr` in the current namespace (port 0 picks one);
     /// returns the bound address. For tests and benchmarks, or runtimes without namespaces.
-    pub async fn attach_task_at(
-        &self,
-        task_id: &str,
-        addr: SocketAddr,
-        networks: Vec<String>,
-    ) -> Result<SocketAddr, DnsError> {
+    pub async fn attach_task_at(&self, task_id: &str, addr: SocketAddr, networks: Vec<String>) -> Result<SocketAddr, DnsError> {
         self.check_new_task(task_id)?;
         let sockets = netns::bind(addr)?;
         self.start_task(task_id, sockets, networks)
@@ -151,9 +140,7 @@ impl DnsServer {
     /// Changes the networks a task sees (a network connected or disconnected).
     pub fn set_task_networks(&self, task_id: &str, networks: Vec<String>) -> Result<(), DnsError> {
         let tasks = self.lock_tasks();
-        let entry = tasks
-            .get(task_id)
-            .ok_or_else(|| DnsError::UnknownTask(task_id.to_string()))?;
+        let entry = tasks.get(task_id).ok_or_else(|| DnsError::UnknownTask(task_id.to_string()))?;
         entry.networks.store(Arc::new(lowercase(networks)));
         Ok(())
     }
@@ -162,10 +149,7 @@ impl DnsServer {
     /// closed, unless a forwarded query is still waiting for its upstream). Unknown ids are an
     /// error.
     pub async fn detach_task(&self, task_id: &str) -> Result<(), DnsError> {
-        let entry = self
-            .lock_tasks()
-            .remove(task_id)
-            .ok_or_else(|| DnsError::UnknownTask(task_id.to_string()))?;
+        let entry = self.lock_tasks().remove(task_id).ok_or_else(|| DnsError::UnknownTask(task_id.to_string()))?;
         entry.serving.stop().await;
         tracing::debug!(task = task_id, "task DNS detached");
         Ok(())
@@ -173,10 +157,7 @@ impl DnsServer {
 
     /// Ids of the attached tasks with their listening address.
     pub fn attached_tasks(&self) -> Vec<(String, SocketAddr)> {
-        self.lock_tasks()
-            .iter()
-            .map(|(id, entry)| (id.clone(), entry.serving.local_addr))
-            .collect()
+        self.lock_tasks().iter().map(|(id, entry)| (id.clone(), entry.serving.local_addr)).collect()
     }
 
     /// Query counters of one attached task.
@@ -229,10 +210,7 @@ impl DnsServer {
 
     fn start_task(&self, task_id: &str, sockets: netns::Sockets, networks: Vec<String>) -> Result<SocketAddr, DnsError> {
         let networks = Arc::new(ArcSwap::from_pointee(lowercase(networks)));
-        let scope = Scope::Task {
-            id: task_id.to_string(),
-            networks: networks.clone(),
-        };
+        let scope = Scope::Task { id: task_id.to_string(), networks: networks.clone() };
         let serving = self.spawn(sockets, scope)?;
         let local = serving.local_addr;
         let mut tasks = self.lock_tasks();
@@ -246,12 +224,8 @@ impl DnsServer {
     }
 
     fn spawn(&self, sockets: netns::Sockets, scope: Scope) -> Result<Serving, DnsError> {
-        let local_addr = sockets.udp.local_addr().map_err(|source| DnsError::Bind {
-            proto: "udp",
-            addr: TASK_DNS_SOCKET,
-            hint: "",
-            source,
-        })?;
+        let local_addr =
+            sockets.udp.local_addr().map_err(|source| DnsError::Bind { proto: "udp", addr: TASK_DNS_SOCKET, hint: "", source })?;
         let runtime = self.runtime.handle();
         let _guard = runtime.enter();
         let udp = tokio::net::UdpSocket::from_std(sockets.udp).map_err(|source| DnsError::Bind {
@@ -283,11 +257,7 @@ impl DnsServer {
             runtime.spawn(udp::serve(udp, listener.clone()).instrument(span.clone())),
             runtime.spawn(tcp::serve(tcp, listener).instrument(span)),
         ];
-        Ok(Serving {
-            local_addr,
-            handles,
-            stats,
-        })
+        Ok(Serving { local_addr, handles, stats })
     }
 
     fn lock_tasks(&self) -> MutexGuard<'_, HashMap<String, TaskEntry>> {
@@ -304,8 +274,5 @@ impl Drop for DnsServer {
 }
 
 fn lowercase(networks: Vec<String>) -> Vec<String> {
-    networks
-        .into_iter()
-        .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
-        .collect()
+    networks.into_iter().map(|n| n.trim_end_matches('.').to_ascii_lowercase()).collect()
 }

@@ -31,27 +31,12 @@ pub fn bind(addr: SocketAddr) -> Result<Sockets, DnsError> {
             ""
         }
     };
-    let udp = UdpSocket::bind(addr).map_err(|source| DnsError::Bind {
-        proto: "udp",
-        addr,
-        hint: hint(&source),
-        source,
-    })?;
+    let udp = UdpSocket::bind(addr).map_err(|source| DnsError::Bind { proto: "udp", addr, hint: hint(&source), source })?;
     // TCP on the port UDP got (when asked for port 0).
     let tcp_addr = udp.local_addr().unwrap_or(addr);
-    let tcp = TcpListener::bind(tcp_addr).map_err(|source| DnsError::Bind {
-        proto: "tcp",
-        addr: tcp_addr,
-        hint: hint(&source),
-        source,
-    })?;
+    let tcp = TcpListener::bind(tcp_addr).map_err(|source| DnsError::Bind { proto: "tcp", addr: tcp_addr, hint: hint(&source), source })?;
     for (proto, result) in [("udp", udp.set_nonblocking(true)), ("tcp", tcp.set_nonblocking(true))] {
-        result.map_err(|source| DnsError::Bind {
-            proto,
-            addr,
-            hint: "",
-            source,
-        })?;
+        result.map_err(|source| DnsError::Bind { proto, addr, hint: "", source })?;
     }
     Ok(Sockets { udp, tcp })
 }
@@ -67,26 +52,14 @@ pub async fn bind_in_netns(netns: &Path, addr: SocketAddr) -> Result<Sockets, Dn
         .spawn(move || {
             let _ = tx.send(enter_and_bind(&thread_path, addr));
         })
-        .map_err(|e| DnsError::OpenerThread {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-    rx.await.map_err(|_| DnsError::OpenerThread {
-        path,
-        reason: "the thread ended without a result".into(),
-    })?
+        .map_err(|e| DnsError::OpenerThread { path: path.clone(), reason: e.to_string() })?;
+    rx.await.map_err(|_| DnsError::OpenerThread { path, reason: "the thread ended without a result".into() })?
 }
 
 /// Runs on the dedicated thread: this thread alone moves into the namespace, then ends.
 fn enter_and_bind(path: &Path, addr: SocketAddr) -> Result<Sockets, DnsError> {
-    let file = File::open(path).map_err(|source| DnsError::OpenNetns {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| DnsError::EnterNetns {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = File::open(path).map_err(|source| DnsError::OpenNetns { path: path.to_path_buf(), source })?;
+    nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| DnsError::EnterNetns { path: path.to_path_buf(), source })?;
     if addr.ip().is_loopback() && !loopback_is_up() {
         return Err(DnsError::Bind {
             proto: "udp",
@@ -103,9 +76,7 @@ fn enter_and_bind(path: &Path, addr: SocketAddr) -> Result<Sockets, DnsError> {
 fn loopback_is_up() -> bool {
     use nix::net::if_::InterfaceFlags;
     match nix::ifaddrs::getifaddrs() {
-        Ok(addrs) => addrs
-            .filter(|a| a.interface_name == "lo")
-            .any(|a| a.flags.contains(InterfaceFlags::IFF_UP)),
+        Ok(addrs) => addrs.filter(|a| a.interface_name == "lo").any(|a| a.flags.contains(InterfaceFlags::IFF_UP)),
         // Cannot tell: let the bind decide.
         Err(_) => true,
     }

@@ -41,10 +41,7 @@ impl DnsRuntime {
                 // Dropping the runtime cancels whatever is still running on it.
             })
             .map_err(fail)?;
-        Ok(Self {
-            handle,
-            stop: Some(stop),
-        })
+        Ok(Self { handle, stop: Some(stop) })
     }
 
     /// The handle to spawn on.

@@ -37,11 +37,7 @@ pub async fn serve(socket: UdpSocket, listener: Arc<Listener>) {
                     if !mmsg::answerable(&src) {
                         return;
                     }
-                    let action = if cut {
-                        listener.oversized(raw)
-                    } else {
-                        listener.respond(raw, Transport::Udp)
-                    };
+                    let action = if cut { listener.oversized(raw) } else { listener.respond(raw, Transport::Udp) };
                     match action {
                         Action::Reply(bytes) => replies.push((src, bytes)),
                         Action::Drop => {}
@@ -75,9 +71,7 @@ pub async fn serve(socket: UdpSocket, listener: Arc<Listener>) {
 
 /// Sends the batch of replies; what the kernel does not take at once is sent one by one.
 async fn flush(socket: &UdpSocket, fd: i32, replies: &mut Vec<(SockaddrStorage, Vec<u8>)>) {
-    let sent = socket
-        .try_io(Interest::WRITABLE, || mmsg::send_batch(fd, replies))
-        .unwrap_or(0);
+    let sent = socket.try_io(Interest::WRITABLE, || mmsg::send_batch(fd, replies)).unwrap_or(0);
     for (dst, bytes) in replies.drain(..).skip(sent) {
         if let Some(dst) = mmsg::socket_addr(&dst) {
             send(socket, &bytes, dst).await;

@@ -120,10 +120,7 @@ mod tests {
                         aliases: vec![],
                     }],
                 },
-                NetworkZone {
-                    name: "b".into(),
-                    ..Default::default()
-                },
+                NetworkZone { name: "b".into(), ..Default::default() },
             ],
             nodes: vec![],
         }
@@ -151,10 +148,13 @@ mod tests {
         type Mutate = Box<dyn Fn(&mut Zone)>;
         let cases: Vec<(Mutate, &str)> = vec![
             (Box::new(|z| z.networks[0].services[0].vip = None), "has endpoint_mode vip but no vip"),
-            (Box::new(|z| {
-                let dup = z.networks[0].services[0].clone();
-                z.networks[0].services.push(dup)
-            }), "appears twice in network \"a\""),
+            (
+                Box::new(|z| {
+                    let dup = z.networks[0].services[0].clone();
+                    z.networks[0].services.push(dup)
+                }),
+                "appears twice in network \"a\"",
+            ),
             (Box::new(|z| z.networks[0].tasks[0].service = "nope".into()), "belongs to service \"nope\""),
             (Box::new(|z| z.networks[1].name = "A".into()), "network \"A\" appears twice"),
             (Box::new(|z| z.networks[0].services[0].aliases.push("bad name".into())), "service alias \"bad name\" in network \"a\""),

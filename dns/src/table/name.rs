@@ -17,39 +17,23 @@ pub fn normalize(what: &'static str, name: &str, place: &str) -> Result<String, 
 
 /// [`normalize`] without a copy when `name` is already lower-case without trailing dot.
 pub fn normalized<'a>(what: &'static str, name: &'a str, place: &str) -> Result<Cow<'a, str>, ZoneError> {
-    let bad = |reason: String| ZoneError::BadName {
-        what,
-        name: name.to_string(),
-        place: place.to_string(),
-        reason,
-    };
+    let bad = |reason: String| ZoneError::BadName { what, name: name.to_string(), place: place.to_string(), reason };
     let trimmed = name.strip_suffix('.').unwrap_or(name);
     if trimmed.is_empty() {
         return Err(bad("it is empty; give it a name".into()));
     }
     if trimmed.len() > MAX_NAME {
-        return Err(bad(format!(
-            "it is {} characters long, DNS allows {MAX_NAME}; shorten it",
-            trimmed.len()
-        )));
+        return Err(bad(format!("it is {} characters long, DNS allows {MAX_NAME}; shorten it", trimmed.len())));
     }
     for label in trimmed.split('.') {
         if label.is_empty() {
             return Err(bad("it has an empty label (two dots in a row); remove the extra dot".into()));
         }
         if label.len() > MAX_LABEL {
-            return Err(bad(format!(
-                "label {label:?} is {} characters long, DNS allows {MAX_LABEL}; shorten it",
-                label.len()
-            )));
+            return Err(bad(format!("label {label:?} is {} characters long, DNS allows {MAX_LABEL}; shorten it", label.len())));
         }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-        {
-            return Err(bad(format!(
-                "character {c:?} is not allowed; use letters, digits, '-' and '_'"
-            )));
+        if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+            return Err(bad(format!("character {c:?} is not allowed; use letters, digits, '-' and '_'")));
         }
     }
     if trimmed.len() == name.len() && !trimmed.bytes().any(|b| b.is_ascii_uppercase()) {

@@ -57,12 +57,7 @@ pub struct NameEntry {
 
 impl NameEntry {
     pub(crate) fn new(ttl: TtlClass) -> Self {
-        Self {
-            v4: Vec::new(),
-            v6: Vec::new(),
-            srv: Vec::new(),
-            ttl,
-        }
+        Self { v4: Vec::new(), v6: Vec::new(), srv: Vec::new(), ttl }
     }
 
     pub(crate) fn add_ip(&mut self, ip: IpAddr) {
@@ -156,10 +151,7 @@ impl NetworkTable {
         for svc in &zone.services {
             let key: Arc<str> = Arc::from(normalized("service name", &svc.name, &place)?.as_ref());
             if index.insert(key.clone(), keys.len()).is_some() {
-                return Err(ZoneError::DuplicateService {
-                    network: zone.name.clone(),
-                    service: svc.name.clone(),
-                });
+                return Err(ZoneError::DuplicateService { network: zone.name.clone(), service: svc.name.clone() });
             }
             keys.push(key);
         }
@@ -167,25 +159,17 @@ impl NetworkTable {
         for task in &zone.tasks {
             let service = normalized("task service", &task.service, &place)?;
             let Some(&i) = index.get(service.as_ref()) else {
-                return Err(ZoneError::UnknownService {
-                    network: zone.name.clone(),
-                    task: task.id.clone(),
-                    service: task.service.clone(),
-                });
+                return Err(ZoneError::UnknownService { network: zone.name.clone(), task: task.id.clone(), service: task.service.clone() });
             };
             groups[i].push(task);
         }
 
         // Per service: reuse or rebuild.
         let prev = previous.filter(|p| p.name == net);
-        let mut services: Map<Arc<str>, Arc<ServiceTable>> =
-            Map::with_capacity_and_hasher(zone.services.len(), Default::default());
+        let mut services: Map<Arc<str>, Arc<ServiceTable>> = Map::with_capacity_and_hasher(zone.services.len(), Default::default());
         let mut changed: Vec<Arc<str>> = Vec::new();
         for ((key, record), tasks) in keys.iter().zip(&zone.services).zip(&groups) {
-            let reused = prev
-                .and_then(|p| p.services.get(key))
-                .filter(|t| t.built_from(record, tasks))
-                .cloned();
+            let reused = prev.and_then(|p| p.services.get(key)).filter(|t| t.built_from(record, tasks)).cloned();
             let table = match reused {
                 Some(table) => table,
                 None => {
@@ -221,21 +205,12 @@ impl NetworkTable {
                         merged.owners.push(key.clone());
                     }
                     None => {
-                        names.insert(
-                            name.clone(),
-                            Merged {
-                                value: entry.clone(),
-                                owners: vec![key.clone()],
-                            },
-                        );
+                        names.insert(name.clone(), Merged { value: entry.clone(), owners: vec![key.clone()] });
                     }
                 }
             }
             for (ip, targets) in &service.ptr {
-                let merged = ptr.entry(*ip).or_insert_with(|| Merged {
-                    value: Vec::new(),
-                    owners: Vec::new(),
-                });
+                let merged = ptr.entry(*ip).or_insert_with(|| Merged { value: Vec::new(), owners: Vec::new() });
                 merge_targets(&mut merged.value, targets);
                 merged.owners.push(key.clone());
             }
@@ -273,12 +248,7 @@ impl NetworkTable {
                 .get(name.as_ref())
                 .map(|m| m.owners.iter().filter(|o| !is_changed(o)).cloned().collect())
                 .unwrap_or_default();
-            owners.extend(
-                changed
-                    .iter()
-                    .filter(|k| services.get(*k).is_some_and(|t| t.names.contains_key(name.as_ref())))
-                    .cloned(),
-            );
+            owners.extend(changed.iter().filter(|k| services.get(*k).is_some_and(|t| t.names.contains_key(name.as_ref()))).cloned());
             let mut value: Option<NameEntry> = None;
             for owner in &owners {
                 if let Some(entry) = services.get(owner).and_then(|t| t.names.get(name.as_ref())) {
@@ -295,17 +265,9 @@ impl NetworkTable {
         }
         let mut ptr = (*previous.ptr).clone();
         for ip in affected_ips {
-            let mut owners: Vec<Arc<str>> = previous
-                .ptr
-                .get(&ip)
-                .map(|m| m.owners.iter().filter(|o| !is_changed(o)).cloned().collect())
-                .unwrap_or_default();
-            owners.extend(
-                changed
-                    .iter()
-                    .filter(|k| services.get(*k).is_some_and(|t| t.ptr.contains_key(&ip)))
-                    .cloned(),
-            );
+            let mut owners: Vec<Arc<str>> =
+                previous.ptr.get(&ip).map(|m| m.owners.iter().filter(|o| !is_changed(o)).cloned().collect()).unwrap_or_default();
+            owners.extend(changed.iter().filter(|k| services.get(*k).is_some_and(|t| t.ptr.contains_key(&ip))).cloned());
             let mut value = Vec::new();
             for owner in &owners {
                 if let Some(targets) = services.get(owner).and_then(|t| t.ptr.get(&ip)) {
@@ -318,12 +280,7 @@ impl NetworkTable {
                 ptr.insert(ip, Arc::new(Merged { value, owners }));
             }
         }
-        Self {
-            name: net,
-            services: Arc::new(services),
-            names: Arc::new(names),
-            ptr: Arc::new(ptr),
-        }
+        Self { name: net, services: Arc::new(services), names: Arc::new(names), ptr: Arc::new(ptr) }
     }
 }
 

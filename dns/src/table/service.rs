@@ -36,19 +36,10 @@ impl ServiceTable {
 
     /// Validates and compiles service `key` (its normalised name) of network `net` (normalised;
     /// `display` is the network as the user wrote it).
-    pub fn build(
-        net: &str,
-        display: &str,
-        key: &str,
-        record: &ServiceRecord,
-        tasks: &[&TaskRecord],
-    ) -> Result<Self, ZoneError> {
+    pub fn build(net: &str, display: &str, key: &str, record: &ServiceRecord, tasks: &[&TaskRecord]) -> Result<Self, ZoneError> {
         let place = format!(" in network {display:?}");
         if record.endpoint_mode == EndpointMode::Vip && record.vip.is_none() {
-            return Err(ZoneError::MissingVip {
-                network: display.to_string(),
-                service: record.name.clone(),
-            });
+            return Err(ZoneError::MissingVip { network: display.to_string(), service: record.name.clone() });
         }
         let mut table = Self {
             record: record.clone(),
@@ -111,18 +102,10 @@ impl ServiceTable {
         }
         for (prefix, port) in &ports {
             let targets: Vec<SrvTarget> = match vip {
-                Some(vip) => vec![SrvTarget {
-                    target: format!("{key}.{net}."),
-                    port: *port,
-                    addrs: vec![vip],
-                }],
+                Some(vip) => vec![SrvTarget { target: format!("{key}.{net}."), port: *port, addrs: vec![vip] }],
                 None => healthy
                     .iter()
-                    .map(|(task_name, ip)| SrvTarget {
-                        target: format!("{task_name}.{net}."),
-                        port: *port,
-                        addrs: vec![*ip],
-                    })
+                    .map(|(task_name, ip)| SrvTarget { target: format!("{task_name}.{net}."), port: *port, addrs: vec![*ip] })
                     .collect(),
             };
             let ttl = if vip.is_some() { TtlClass::Stable } else { TtlClass::Tasks };

@@ -204,9 +204,6 @@ pub fn zone(web_tasks: &[&str]) -> Zone {
                 }],
             },
         ],
-        nodes: vec![shoal_dns::NodeRecord {
-            name: "node1".into(),
-            address: "127.0.0.1".parse().unwrap(),
-        }],
+        nodes: vec![shoal_dns::NodeRecord { name: "node1".into(), address: "127.0.0.1".parse().unwrap() }],
     }
 }

@@ -36,23 +36,13 @@ pub fn require_root() {
 
 /// Whether a program is on PATH.
 pub fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+    Command::new("sh").args(["-c", &format!("command -v {program}")]).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
 }
 
 /// Runs a command, panics with its output on failure.
 pub fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{args:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -88,11 +78,7 @@ impl Netns {
 
     /// Runs a command inside the namespace and returns stdout (no status check).
     pub fn exec(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let out = Command::new("ip").args(["netns", "exec", &self.name]).args(args).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -227,11 +213,7 @@ impl NodeServer {
         let thread = std::thread::spawn(move || {
             let file = File::open(&path).unwrap();
             nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             runtime.block_on(async move {
                 let server = std::sync::Arc::new(shoal_dns::DnsServer::new(config).unwrap());
                 for (id, netns, networks) in tasks {
@@ -243,11 +225,7 @@ impl NodeServer {
             });
         });
         let server = ready_rx.recv().expect("node server started");
-        Self {
-            server,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
+        Self { server, stop: Some(stop_tx), thread: Some(thread) }
     }
 }
 

@@ -25,7 +25,10 @@ use std::{
 use super::slots::{rebalance, slot_counts};
 use crate::{
     error::Error,
-    maps::{ref_value, ref_weight, BeKey, BeRefKey, BeVal, SvcKey, SvcVal, SLOT_LOCAL, SLOT_PARKED, SVC_F_KEEP_CLIENT_IP, SVC_F_PUBLISHED, SVC_F_VIP},
+    maps::{
+        ref_value, ref_weight, BeKey, BeRefKey, BeVal, SvcKey, SvcVal, SLOT_LOCAL, SLOT_PARKED, SVC_F_KEEP_CLIENT_IP, SVC_F_PUBLISHED,
+        SVC_F_VIP,
+    },
     model::{Backend, ServiceKey, ServiceOptions},
     plan::MapOp,
 };
@@ -66,12 +69,7 @@ struct Service {
 
 impl Service {
     fn val(&self) -> SvcVal {
-        SvcVal {
-            id: self.id,
-            count: self.lists[0].len() as u16,
-            local_count: self.lists[1].len() as u16,
-            flags: self.flags,
-        }
+        SvcVal { id: self.id, count: self.lists[0].len() as u16, local_count: self.lists[1].len() as u16, flags: self.flags }
     }
 
     fn position(&self, addr: SocketAddrV4) -> Option<usize> {
@@ -402,12 +400,7 @@ impl LbTable {
 /// One service as its map entries describe it: backends from the refs (and
 /// from counted slots without one), their data from any slot holding them,
 /// slot lists as found (invalid entries dropped), then brought to the weights.
-fn adopt_service(
-    v: &SvcVal,
-    refs: Vec<(SocketAddrV4, u16)>,
-    by_slot: &HashMap<BeKey, BeVal>,
-    limits: Limits,
-) -> Service {
+fn adopt_service(v: &SvcVal, refs: Vec<(SocketAddrV4, u16)>, by_slot: &HashMap<BeKey, BeVal>, limits: Limits) -> Service {
     let slot = |base: u32, i: u32| by_slot.get(&BeKey { svc_id: v.id, slot: base | i });
     let main: Vec<BeVal> = (0..u32::from(v.count)).filter_map(|i| slot(0, i)).copied().collect();
     let local: Vec<BeVal> = (0..u32::from(v.local_count)).filter_map(|i| slot(SLOT_LOCAL, i)).copied().collect();

@@ -22,9 +22,7 @@ fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a live, exclusively borrowed #[repr(C)] struct laid
     // out as the kernel's `union bpf_attr` member for `cmd`; its size is
     // passed along so the kernel reads (and writes) only within it.
-    let ret = unsafe {
-        libc::syscall(libc::SYS_bpf, cmd, attr as *mut T as *mut libc::c_void, std::mem::size_of::<T>())
-    };
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T as *mut libc::c_void, std::mem::size_of::<T>()) };
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -89,8 +87,7 @@ struct ObjGetAttr {
 
 /// BPF_OBJ_GET: open a pinned object.
 pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let mut attr = ObjGetAttr { pathname: c.as_ptr() as u64, ..ObjGetAttr::default() };
     let fd = sys_bpf(BPF_OBJ_GET, &mut attr)?;
     // SAFETY: BPF_OBJ_GET returned a new file descriptor that nothing else owns.
@@ -99,8 +96,7 @@ pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
 
 /// BPF_OBJ_PIN: pin the object `fd` refers to at `path` (on a bpffs).
 pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let mut attr = ObjGetAttr { pathname: c.as_ptr() as u64, bpf_fd: fd.as_raw_fd() as u32, ..ObjGetAttr::default() };
     sys_bpf(BPF_OBJ_PIN, &mut attr).map(drop)
 }
@@ -116,11 +112,7 @@ struct LinkUpdateAttr {
 
 /// BPF_LINK_UPDATE: atomically make `link` run `prog`.
 pub fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
-    let mut attr = LinkUpdateAttr {
-        link_fd: link.as_raw_fd() as u32,
-        new_prog_fd: prog.as_raw_fd() as u32,
-        ..LinkUpdateAttr::default()
-    };
+    let mut attr = LinkUpdateAttr { link_fd: link.as_raw_fd() as u32, new_prog_fd: prog.as_raw_fd() as u32, ..LinkUpdateAttr::default() };
     sys_bpf(BPF_LINK_UPDATE, &mut attr).map(drop)
 }
 

@@ -8,5 +8,5 @@ mod netns;
 mod tc_filter;
 
 pub use bpf::{link_detach, link_target, link_update, obj_get, obj_pin, test_run, test_run_repeat, LinkTarget};
-pub use tc_filter::{delete_ingress, list_ingress, TcFilter};
 pub use netns::netns_cookie;
+pub use tc_filter::{delete_ingress, list_ingress, TcFilter};

@@ -248,10 +248,7 @@ mod tests {
         payload.extend(attr(TCA_KIND, b"bpf\0"));
         payload.extend(attr(TCA_OPTIONS | 0x8000, &opts));
         let f = parse_filter(&payload).expect("a filter");
-        assert_eq!(
-            f,
-            TcFilter { priority: 0x5348, handle: 2, kind: "bpf".into(), name: Some("nat_reply".into()), prog_id: Some(42) }
-        );
+        assert_eq!(f, TcFilter { priority: 0x5348, handle: 2, kind: "bpf".into(), name: Some("nat_reply".into()), prog_id: Some(42) });
     }
 
     #[test]

@@ -42,7 +42,9 @@ impl Layout {
         let at = Path::new("/sys/fs/cgroup");
         match nix::mount::mount(Some("cgroup2"), at, Some("cgroup2"), nix::mount::MsFlags::empty(), None::<&str>) {
             Ok(()) => tracing::warn!(at = %at.display(), "no cgroup filesystem was visible: mounted cgroup2"),
-            Err(e) => tracing::warn!(at = %at.display(), error = %e, "no cgroup filesystem is visible and mounting cgroup2 failed: tasks get no cgroup, limits cannot be enforced"),
+            Err(e) => {
+                tracing::warn!(at = %at.display(), error = %e, "no cgroup filesystem is visible and mounting cgroup2 failed: tasks get no cgroup, limits cannot be enforced")
+            }
         }
         Layout::detect()
     }
@@ -103,7 +105,13 @@ pub fn plan(layout: &Layout, instance: &Path, task: &str, limits: &Limits) -> Re
     // (controller, flag, files in a v2 directory, files in a v1 one)
     type Files = Vec<(&'static str, String)>;
     let wanted: Vec<(&str, &str, Files, Files)> = [
-        (limits.memory_bytes > 0, "memory", "--limit-memory", vec![("memory.max", limits.memory_bytes.to_string())], vec![("memory.limit_in_bytes", limits.memory_bytes.to_string())]),
+        (
+            limits.memory_bytes > 0,
+            "memory",
+            "--limit-memory",
+            vec![("memory.max", limits.memory_bytes.to_string())],
+            vec![("memory.limit_in_bytes", limits.memory_bytes.to_string())],
+        ),
         (
             limits.nano_cpus > 0,
             "cpu",
@@ -142,7 +150,11 @@ pub fn plan(layout: &Layout, instance: &Path, task: &str, limits: &Limits) -> Re
                     }
                     p.writes.extend(v1_files.into_iter().map(|(f, v)| (dir.join(f), v)));
                 }
-                None => return Err(format!("{flag} cannot be enforced: this host has no {ctrl} cgroup controller (neither in cgroup v2 nor as a v1 hierarchy)")),
+                None => {
+                    return Err(format!(
+                        "{flag} cannot be enforced: this host has no {ctrl} cgroup controller (neither in cgroup v2 nor as a v1 hierarchy)"
+                    ))
+                }
             },
         }
     }
@@ -264,7 +276,10 @@ mod tests {
     fn a_limit_without_a_controller_is_an_error_naming_the_flag() {
         let l = Layout::parse_mountinfo(PURE_V2); // no controllers listed
         let err = plan(&l, Path::new("shoal/n1"), "t1", &Limits { memory_bytes: 1 << 30, ..Default::default() }).unwrap_err();
-        assert_eq!(err, "--limit-memory cannot be enforced: this host has no memory cgroup controller (neither in cgroup v2 nor as a v1 hierarchy)");
+        assert_eq!(
+            err,
+            "--limit-memory cannot be enforced: this host has no memory cgroup controller (neither in cgroup v2 nor as a v1 hierarchy)"
+        );
     }
 
     #[test]

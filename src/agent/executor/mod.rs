@@ -84,9 +84,14 @@ impl Executor for NamespaceExecutor {
         for stale in ["pid", "exit", shim::START_ERROR] {
             let _ = std::fs::remove_file(dir.join(stale));
         }
-        let spec = serde_json::to_vec_pretty(run).map_err(|e| ExecError::Io { id: run.id.clone(), what: "write spec", source: e.into() })?;
+        let spec =
+            serde_json::to_vec_pretty(run).map_err(|e| ExecError::Io { id: run.id.clone(), what: "write spec", source: e.into() })?;
         std::fs::write(dir.join("spec.json"), spec).map_err(io("write spec"))?;
-        cgroups::apply(&run.cgroups).map_err(|e| ExecError::Io { id: run.id.clone(), what: "set up cgroups", source: std::io::Error::other(e) })?;
+        cgroups::apply(&run.cgroups).map_err(|e| ExecError::Io {
+            id: run.id.clone(),
+            what: "set up cgroups",
+            source: std::io::Error::other(e),
+        })?;
         let out = append(&dir.join("stdout.log")).map_err(io("open stdout.log"))?;
         let err = append(&dir.join("stderr.log")).map_err(io("open stderr.log"))?;
         let mut cmd = Command::new(&self.shoal);
@@ -173,7 +178,11 @@ impl Executor for NamespaceExecutor {
     }
 
     fn run_inside(&self, id: &str, cmd: &str, timeout: Duration) -> Result<inside::Outcome, ExecError> {
-        let pid = self.pid(id).ok_or_else(|| ExecError::Io { id: id.into(), what: "run a command inside", source: std::io::Error::other("the task is not running") })?;
+        let pid = self.pid(id).ok_or_else(|| ExecError::Io {
+            id: id.into(),
+            what: "run a command inside",
+            source: std::io::Error::other("the task is not running"),
+        })?;
         inside::run_in(pid, cmd, timeout).map_err(|source| ExecError::Io { id: id.into(), what: "run a command inside (nsenter)", source })
     }
 

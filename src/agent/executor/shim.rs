@@ -80,21 +80,19 @@ pub fn run(dir: &Path) -> anyhow::Result<i32> {
 }
 
 fn run_task(dir: &Path) -> anyhow::Result<i32> {
-    let spec: TaskRun = serde_json::from_slice(&std::fs::read(dir.join("spec.json")).context("read spec.json")?)
-        .context("parse spec.json")?;
+    let spec: TaskRun =
+        serde_json::from_slice(&std::fs::read(dir.join("spec.json")).context("read spec.json")?).context("parse spec.json")?;
     let ns = shoal_dataplane::netns::open(&spec.netns).with_context(|| format!("task namespace {}", spec.netns))?;
     setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).context("enter the task's network namespace")?;
     // Before the fork, so the task's every process is in them (and limited) from the start.
     for cg in &spec.cgroups.join {
-        std::fs::write(cg.join("cgroup.procs"), std::process::id().to_string())
-            .with_context(|| format!("join cgroup {}", cg.display()))?;
+        std::fs::write(cg.join("cgroup.procs"), std::process::id().to_string()).with_context(|| format!("join cgroup {}", cg.display()))?;
     }
     std::fs::write(dir.join("resolv.conf"), &spec.resolv_conf)?;
     std::fs::write(dir.join("hosts"), &spec.hosts)?;
     unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWPID)
         .context("unshare mount, UTS and PID namespaces")?;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .context("make mounts private")?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).context("make mounts private")?;
     nix::unistd::sethostname(&spec.name).context("set hostname")?;
     let argv = argv(&spec)?;
 

@@ -74,10 +74,7 @@ mod tests {
     fn images_resolve() {
         assert_eq!(Image::resolve("shoal/whoami", &[]).unwrap(), Image::Whoami { args: vec![] });
         assert_eq!(Image::resolve("shoal/whoami:latest", &[]).unwrap(), Image::Whoami { args: vec![] });
-        assert_eq!(
-            Image::resolve("host", &["sleep".into(), "1".into()]).unwrap(),
-            Image::Host { argv: vec!["sleep".into(), "1".into()] }
-        );
+        assert_eq!(Image::resolve("host", &["sleep".into(), "1".into()]).unwrap(), Image::Host { argv: vec!["sleep".into(), "1".into()] });
         assert!(matches!(Image::resolve("host", &[]), Err(ImageError::NoCommand(_))));
         assert!(matches!(Image::resolve("nginx:1.27", &[]), Err(ImageError::Unknown(_))));
     }

@@ -68,7 +68,8 @@ impl Genl {
     /// Our fwmark services and their schedulers (not their destinations).
     pub fn services(&mut self) -> Result<BTreeMap<u32, String>, LbError> {
         let seq = self.sock.next_seq();
-        let answers = self.sock.transact(&msg::dump_services(self.family, seq), seq).map_err(|e| ipvs_err("dump services", ipvs_errno(&e)))?;
+        let answers =
+            self.sock.transact(&msg::dump_services(self.family, seq), seq).map_err(|e| ipvs_err("dump services", ipvs_errno(&e)))?;
         Ok(answers
             .iter()
             .filter_map(|a| msg::parse_service(&a.payload))
@@ -86,7 +87,9 @@ impl Genl {
         Ok(answers
             .iter()
             .filter_map(|a| msg::parse_dest(&a.payload))
-            .map(|d| (d.addr, ObservedDest { weight: d.weight, masq: d.fwd_method == msg::CONN_F_MASQ, active: d.active, inactive: d.inactive }))
+            .map(|d| {
+                (d.addr, ObservedDest { weight: d.weight, masq: d.fwd_method == msg::CONN_F_MASQ, active: d.active, inactive: d.inactive })
+            })
             .collect())
     }
 
@@ -184,7 +187,8 @@ pub fn run(genl: &mut Genl, ops: &[IpvsOp]) -> Result<(), (usize, LbError)> {
     while i < ops.len() {
         match &ops[i] {
             IpvsOp::Nft(_) => {
-                let lines: Vec<NftLine> = ops[i..].iter().map_while(|o| if let IpvsOp::Nft(l) = o { Some(l.clone()) } else { None }).collect();
+                let lines: Vec<NftLine> =
+                    ops[i..].iter().map_while(|o| if let IpvsOp::Nft(l) = o { Some(l.clone()) } else { None }).collect();
                 nft_commit(&lines).map_err(|e| (i, e))?;
                 i += lines.len();
             }

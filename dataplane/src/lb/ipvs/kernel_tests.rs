@@ -53,7 +53,12 @@ fn in_namespace<T: Send + 'static>(test: &str, f: impl FnOnce() -> T + Send + 's
 fn frontend(backends: &[(u8, u16)], port: u16) -> Frontend {
     let backends = backends
         .iter()
-        .map(|(b, weight)| Target { addr: SocketAddrV4::new(Ipv4Addr::new(10, 0, 9, *b), port), snat: Ipv4Addr::new(10, 0, 9, 250), local: *b == 2, weight: *weight })
+        .map(|(b, weight)| Target {
+            addr: SocketAddrV4::new(Ipv4Addr::new(10, 0, 9, *b), port),
+            snat: Ipv4Addr::new(10, 0, 9, 250),
+            local: *b == 2,
+            weight: *weight,
+        })
         .collect();
     Frontend { keep_client_ip: false, backends }
 }
@@ -79,17 +84,19 @@ fn shown(lb: &mut IpvsLb) -> Shown {
 #[test]
 #[ignore = "needs root: run by tests/run.sh"]
 fn ipvs_programs_what_reads_back_and_a_restart_changes_nothing() {
-    let Some((first, again, after_restart, shown, sysctls)) = in_namespace("ipvs_programs_what_reads_back_and_a_restart_changes_nothing", || {
-        let t = table();
-        let mut lb = IpvsLb::open().unwrap();
-        let first = lb.reconcile(&t, false).unwrap();
-        let again = lb.reconcile(&t, false).unwrap();
-        let mut restarted = IpvsLb::open().unwrap();
-        let after_restart = restarted.reconcile(&t, false).unwrap();
-        let shown = shown(&mut restarted);
-        restarted.teardown().unwrap();
-        (first, again, after_restart, shown, kernel::read_sysctls())
-    }) else {
+    let Some((first, again, after_restart, shown, sysctls)) =
+        in_namespace("ipvs_programs_what_reads_back_and_a_restart_changes_nothing", || {
+            let t = table();
+            let mut lb = IpvsLb::open().unwrap();
+            let first = lb.reconcile(&t, false).unwrap();
+            let again = lb.reconcile(&t, false).unwrap();
+            let mut restarted = IpvsLb::open().unwrap();
+            let after_restart = restarted.reconcile(&t, false).unwrap();
+            let shown = shown(&mut restarted);
+            restarted.teardown().unwrap();
+            (first, again, after_restart, shown, kernel::read_sysctls())
+        })
+    else {
         return;
     };
     assert!(first.iter().any(|l| l.starts_with("ipvs add service")), "{first:#?}");

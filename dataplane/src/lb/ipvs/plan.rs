@@ -61,16 +61,43 @@ pub type FrontendId = (Kind, ServiceKey);
 /// One change, in the order the applier runs them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IpvsOp {
-    Sysctl { name: &'static str, value: &'static str },
-    NewService { mark: u32, fe: FrontendId },
+    Sysctl {
+        name: &'static str,
+        value: &'static str,
+    },
+    NewService {
+        mark: u32,
+        fe: FrontendId,
+    },
     /// Fixes the scheduler of an adopted service.
-    SetService { mark: u32, fe: FrontendId },
+    SetService {
+        mark: u32,
+        fe: FrontendId,
+    },
     /// Removes the service and its destinations (`fe` None: an orphan no frontend reaches).
-    DelService { mark: u32, fe: Option<FrontendId> },
-    NewDest { mark: u32, fe: FrontendId, dest: SocketAddrV4, weight: u32 },
+    DelService {
+        mark: u32,
+        fe: Option<FrontendId>,
+    },
+    NewDest {
+        mark: u32,
+        fe: FrontendId,
+        dest: SocketAddrV4,
+        weight: u32,
+    },
     /// Weight 0 quiesces a removed backend that still has established connections.
-    SetDest { mark: u32, fe: FrontendId, dest: SocketAddrV4, weight: u32, active: u32 },
-    DelDest { mark: u32, fe: FrontendId, dest: SocketAddrV4 },
+    SetDest {
+        mark: u32,
+        fe: FrontendId,
+        dest: SocketAddrV4,
+        weight: u32,
+        active: u32,
+    },
+    DelDest {
+        mark: u32,
+        fe: FrontendId,
+        dest: SocketAddrV4,
+    },
     /// One line of the nftables batch (consecutive lines are committed as one transaction).
     Nft(NftLine),
 }
@@ -435,7 +462,10 @@ mod tests {
         let t = table();
         let ops = plan(&t, &Observed::default(), None);
         let lines = text(&ops);
-        assert_eq!(&lines[..3], ["sysctl net.ipv4.vs.conntrack=1", "sysctl net.ipv4.vs.expire_nodest_conn=1", "sysctl net.ipv4.vs.expire_quiescent_template=1"]);
+        assert_eq!(
+            &lines[..3],
+            ["sysctl net.ipv4.vs.conntrack=1", "sysctl net.ipv4.vs.expire_nodest_conn=1", "sysctl net.ipv4.vs.expire_quiescent_template=1"]
+        );
         let frontends = t.vips.len() + t.published.len();
         assert_eq!(ops.iter().filter(|o| matches!(o, IpvsOp::NewService { .. })).count(), frontends);
         // services and destinations exist before the first nft line steers to them
@@ -443,13 +473,28 @@ mod tests {
         let last_ipvs = ops.iter().rposition(|o| matches!(o, IpvsOp::NewService { .. } | IpvsOp::NewDest { .. })).unwrap();
         assert!(last_ipvs < first_nft, "{lines:#?}");
         assert!(ops[first_nft..].iter().all(|o| matches!(o, IpvsOp::Nft(_))), "{lines:#?}");
-        assert!(lines.contains(&"nft add rule ip shoal_ipvs mesh_snat oifname \"shb-4097\" snat to 10.0.9.250 comment \"snat shb-4097 10.0.9.250\"".to_string()));
+        assert!(lines.contains(
+            &"nft add rule ip shoal_ipvs mesh_snat oifname \"shb-4097\" snat to 10.0.9.250 comment \"snat shb-4097 10.0.9.250\""
+                .to_string()
+        ));
         let mark = assign_marks([vip80()].iter(), &TableObserved::default())[&vip80()];
         // a VIP's destinations have port 0: the packet's own port
-        assert!(lines.contains(&format!("ipvs add dest 10.0.9.3:0 masq weight 1 to fwmark {mark:#010x} (vip 10.0.9.100:*/tcp)")), "{lines:#?}");
+        assert!(
+            lines.contains(&format!("ipvs add dest 10.0.9.3:0 masq weight 1 to fwmark {mark:#010x} (vip 10.0.9.100:*/tcp)")),
+            "{lines:#?}"
+        );
         assert!(lines.contains(&format!("nft add element ip shoal_ipvs vips_any {{ 10.0.9.100 . tcp : {mark:#010x} }}")), "{lines:#?}");
-        assert!(lines.contains(&"nft add rule ip shoal_ipvs prerouting meta mark set ip daddr . meta l4proto map @vips_any comment \"shoal-vips-any\"".to_string()), "{lines:#?}");
-        assert!(lines.iter().any(|l| l.starts_with("nft add element ip shoal_ipvs published { 192.168.33.10 . tcp . 5000 : ")), "{lines:#?}");
+        assert!(
+            lines.contains(
+                &"nft add rule ip shoal_ipvs prerouting meta mark set ip daddr . meta l4proto map @vips_any comment \"shoal-vips-any\""
+                    .to_string()
+            ),
+            "{lines:#?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with("nft add element ip shoal_ipvs published { 192.168.33.10 . tcp . 5000 : ")),
+            "{lines:#?}"
+        );
         let obs = converge(&t);
         assert_eq!(plan(&t, &obs, None), vec![]);
         assert_eq!(obs.table.elements.len(), frontends);
@@ -507,7 +552,11 @@ mod tests {
             f.backends.retain(|b| b.addr.ip() != &ip("10.0.9.3"));
         }
         let ops = plan(&after, &obs, None);
-        assert!(ops.contains(&IpvsOp::SetDest { mark: m80, fe: vip80(), dest: sa("10.0.9.3:0"), weight: 0, active: 2 }), "{:#?}", text(&ops));
+        assert!(
+            ops.contains(&IpvsOp::SetDest { mark: m80, fe: vip80(), dest: sa("10.0.9.3:0"), weight: 0, active: 2 }),
+            "{:#?}",
+            text(&ops)
+        );
         assert!(ops.contains(&IpvsOp::DelDest { mark: m53, fe: udp, dest: sa("10.0.9.3:0") }));
         // no established connection: deleted at once
         let mesh = (Kind::Published, ServiceKey::tcp(ip("192.168.33.10"), 5000));
@@ -522,7 +571,11 @@ mod tests {
         // the backend comes back while draining: weight restored, not re-added
         obs.services.get_mut(&m80).unwrap().dests.get_mut(&sa("10.0.9.3:0")).unwrap().active = 1;
         let back = plan(&t, &obs, None);
-        assert!(back.contains(&IpvsOp::SetDest { mark: m80, fe: vip80(), dest: sa("10.0.9.3:0"), weight: 1, active: 1 }), "{:#?}", text(&back));
+        assert!(
+            back.contains(&IpvsOp::SetDest { mark: m80, fe: vip80(), dest: sa("10.0.9.3:0"), weight: 1, active: 1 }),
+            "{:#?}",
+            text(&back)
+        );
     }
 
     #[test]
@@ -531,7 +584,12 @@ mod tests {
             let mut t = table();
             for i in 0..n {
                 let key = ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + i), ANY_PORT);
-                let be = Target { addr: SocketAddrV4::new(Ipv4Addr::from(0x0a00_0900 + (i % 200)), ANY_PORT), snat: ip("10.0.9.250"), local: false, weight: 1 };
+                let be = Target {
+                    addr: SocketAddrV4::new(Ipv4Addr::from(0x0a00_0900 + (i % 200)), ANY_PORT),
+                    snat: ip("10.0.9.250"),
+                    local: false,
+                    weight: 1,
+                };
                 t.vips.insert(key, Frontend { keep_client_ip: false, backends: vec![be] });
             }
             let obs = converge(&t);
@@ -565,7 +623,10 @@ mod tests {
         after.published.retain(|k, _| k.port != 6000);
         let host = (Kind::Published, ServiceKey::tcp(ip("192.168.33.10"), 6000));
         let m = obs.table.elements[&host];
-        assert_eq!(plan(&after, &obs, None), vec![IpvsOp::Nft(NftLine::DeleteElement { kind: host.0, key: host.1 }), IpvsOp::DelService { mark: m, fe: Some(host) }]);
+        assert_eq!(
+            plan(&after, &obs, None),
+            vec![IpvsOp::Nft(NftLine::DeleteElement { kind: host.0, key: host.1 }), IpvsOp::DelService { mark: m, fe: Some(host) }]
+        );
         assert_eq!(diff(&t, &after).len(), 1);
         // a frontend left without backends keeps its service and element: nothing new is
         // scheduled (IPVS answers port unreachable) and established flows drain

@@ -61,9 +61,20 @@ pub enum NftLine {
     AddBaseChain(&'static str),
     AddChain(&'static str),
     FlushChain(&'static str),
-    AddRule { chain: &'static str, rule: String, comment: String },
-    AddElement { kind: Kind, key: ServiceKey, mark: u32 },
-    DeleteElement { kind: Kind, key: ServiceKey },
+    AddRule {
+        chain: &'static str,
+        rule: String,
+        comment: String,
+    },
+    AddElement {
+        kind: Kind,
+        key: ServiceKey,
+        mark: u32,
+    },
+    DeleteElement {
+        kind: Kind,
+        key: ServiceKey,
+    },
     AddSnatMark(u32),
     DeleteSnatMark(u32),
     /// A map or set this layout does not use.
@@ -91,7 +102,9 @@ impl fmt::Display for NftLine {
         match self {
             NftLine::AddTable => write!(f, "add table ip {TABLE}"),
             NftLine::DeleteTable => write!(f, "delete table ip {TABLE}"),
-            NftLine::AddMap(Kind::Vip) => write!(f, "add map ip {TABLE} {} {{ type ipv4_addr . inet_proto : mark ; }}", map_name(Kind::Vip)),
+            NftLine::AddMap(Kind::Vip) => {
+                write!(f, "add map ip {TABLE} {} {{ type ipv4_addr . inet_proto : mark ; }}", map_name(Kind::Vip))
+            }
             NftLine::AddMap(Kind::Published) => {
                 write!(f, "add map ip {TABLE} {} {{ type ipv4_addr . inet_proto . inet_service : mark ; }}", map_name(Kind::Published))
             }
@@ -110,7 +123,9 @@ impl fmt::Display for NftLine {
             NftLine::AddElement { kind, key, mark } => {
                 write!(f, "add element ip {TABLE} {} {{ {} : {mark:#010x} }}", map_name(*kind), element(*kind, key))
             }
-            NftLine::DeleteElement { kind, key } => write!(f, "delete element ip {TABLE} {} {{ {} }}", map_name(*kind), element(*kind, key)),
+            NftLine::DeleteElement { kind, key } => {
+                write!(f, "delete element ip {TABLE} {} {{ {} }}", map_name(*kind), element(*kind, key))
+            }
             NftLine::AddSnatMark(m) => write!(f, "add element ip {TABLE} {SNAT_SET} {{ {m:#010x} }}"),
             NftLine::DeleteSnatMark(m) => write!(f, "delete element ip {TABLE} {SNAT_SET} {{ {m:#010x} }}"),
             NftLine::DeleteSet(name) => write!(f, "delete set ip {TABLE} {name}"),
@@ -197,7 +212,8 @@ fn unwrap_elem(v: &Value) -> &Value {
 
 /// `address . protocol . port` of a published port, `address . protocol` of a VIP (every port).
 fn frontend(kind: Kind, key: &Value) -> Result<ServiceKey, String> {
-    let parts = unwrap_elem(key).get("concat").and_then(Value::as_array).ok_or_else(|| format!("element key {key} is not a concatenation"))?;
+    let parts =
+        unwrap_elem(key).get("concat").and_then(Value::as_array).ok_or_else(|| format!("element key {key} is not a concatenation"))?;
     let bad = || match kind {
         Kind::Vip => format!("element key {key} is not address . protocol"),
         Kind::Published => format!("element key {key} is not address . protocol . port"),
@@ -227,11 +243,16 @@ pub fn parse(json: &str) -> Result<TableObserved, String> {
             let kind = [Kind::Vip, Kind::Published].into_iter().find(|k| name == map_name(*k));
             for e in &elems {
                 if let Some(kind) = kind {
-                    let pair = e.as_array().filter(|p| p.len() == 2).ok_or_else(|| format!("map {name}: element {e} is not [key, mark]"))?;
-                    let mark = number(&pair[1]).and_then(|m| u32::try_from(m).ok()).ok_or_else(|| format!("map {name}: {} is not a mark", pair[1]))?;
+                    let pair =
+                        e.as_array().filter(|p| p.len() == 2).ok_or_else(|| format!("map {name}: element {e} is not [key, mark]"))?;
+                    let mark = number(&pair[1])
+                        .and_then(|m| u32::try_from(m).ok())
+                        .ok_or_else(|| format!("map {name}: {} is not a mark", pair[1]))?;
                     t.elements.insert((kind, frontend(kind, &pair[0])?), mark);
                 } else if name == SNAT_SET {
-                    let mark = number(unwrap_elem(e)).and_then(|m| u32::try_from(m).ok()).ok_or_else(|| format!("set {name}: {e} is not a mark"))?;
+                    let mark = number(unwrap_elem(e))
+                        .and_then(|m| u32::try_from(m).ok())
+                        .ok_or_else(|| format!("set {name}: {e} is not a mark"))?;
                     t.snat_marks.insert(mark);
                 }
             }
@@ -280,7 +301,11 @@ mod tests {
             lines.push(NftLine::AddRule { chain: PREROUTING, rule, comment: comment.into() });
         }
         lines.push(NftLine::AddChain(SNAT_CHAIN));
-        lines.push(NftLine::AddRule { chain: SNAT_CHAIN, rule: "oifname \"shb-4097\" snat to 10.0.9.250".into(), comment: "snat shb-4097 10.0.9.250".into() });
+        lines.push(NftLine::AddRule {
+            chain: SNAT_CHAIN,
+            rule: "oifname \"shb-4097\" snat to 10.0.9.250".into(),
+            comment: "snat shb-4097 10.0.9.250".into(),
+        });
         lines.push(NftLine::AddBaseChain(POSTROUTING));
         for (comment, rule) in base_rules(POSTROUTING) {
             lines.push(NftLine::AddRule { chain: POSTROUTING, rule, comment: comment.into() });
@@ -302,7 +327,10 @@ mod tests {
         );
         assert_eq!(NftLine::DeleteSnatMark(0x5e00_0042).to_string(), "delete element ip shoal_ipvs snat_marks { 0x5e000042 }");
         let vip = ServiceKey::udp(Ipv4Addr::new(10, 0, 9, 100), ANY_PORT);
-        assert_eq!(NftLine::AddElement { kind: Kind::Vip, key: vip, mark: 0x5e00_0043 }.to_string(), "add element ip shoal_ipvs vips_any { 10.0.9.100 . udp : 0x5e000043 }");
+        assert_eq!(
+            NftLine::AddElement { kind: Kind::Vip, key: vip, mark: 0x5e00_0043 }.to_string(),
+            "add element ip shoal_ipvs vips_any { 10.0.9.100 . udp : 0x5e000043 }"
+        );
         assert_eq!(NftLine::AddMap(Kind::Vip).to_string(), "add map ip shoal_ipvs vips_any { type ipv4_addr . inet_proto : mark ; }");
         assert_eq!(base_rules(PREROUTING)[0].1, "meta mark set ip daddr . meta l4proto map @vips_any");
         assert_eq!(NftLine::DeleteSet("vips".into()).to_string(), "delete set ip shoal_ipvs vips");
@@ -332,10 +360,12 @@ mod tests {
         assert!(t.snat_marks.contains(&7));
         let bad = r#"{"nftables": [{"map": {"name": "published", "table": "shoal_ipvs", "elem": [[{"concat": ["x", "tcp", 80]}, 1]]}}]}"#;
         assert!(parse(bad).unwrap_err().contains("address . protocol . port"));
-        let bad = r#"{"nftables": [{"map": {"name": "vips_any", "table": "shoal_ipvs", "elem": [[{"concat": ["10.0.9.100", "tcp", 80]}, 1]]}}]}"#;
+        let bad =
+            r#"{"nftables": [{"map": {"name": "vips_any", "table": "shoal_ipvs", "elem": [[{"concat": ["10.0.9.100", "tcp", 80]}, 1]]}}]}"#;
         assert!(parse(bad).unwrap_err().contains("is not address . protocol"));
         // the port-keyed map of the layout before: named (so it is deleted), its elements not ours
-        let old = r#"{"nftables": [{"map": {"name": "vips", "table": "shoal_ipvs", "elem": [[{"concat": ["10.0.9.100", "tcp", 80]}, 1]]}}]}"#;
+        let old =
+            r#"{"nftables": [{"map": {"name": "vips", "table": "shoal_ipvs", "elem": [[{"concat": ["10.0.9.100", "tcp", 80]}, 1]]}}]}"#;
         let t = parse(old).unwrap();
         assert!(t.sets.contains("vips") && t.elements.is_empty());
     }

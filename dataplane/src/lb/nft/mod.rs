@@ -22,8 +22,8 @@ use std::net::SocketAddrV4;
 use std::process::{Command, Stdio};
 
 pub use plan::{
-    batch_text, describe, parse_slot_map, plan, plan_teardown, plan_touched, slot_layout, slot_map, FrontendId, NftObserved, NftOp, MARK,
-    masq_set, MASQ_ANY_SET, MASQ_SET, MAX_SLOTS, TABLE, WEIGHTED_SLOTS,
+    batch_text, describe, masq_set, parse_slot_map, plan, plan_teardown, plan_touched, slot_layout, slot_map, FrontendId, NftObserved,
+    NftOp, MARK, MASQ_ANY_SET, MASQ_SET, MAX_SLOTS, TABLE, WEIGHTED_SLOTS,
 };
 
 use super::plan::LbTable;
@@ -107,8 +107,7 @@ impl NftLb {
 
     fn commit_phases(&mut self, ops: &[NftOp]) -> Result<(), LbError> {
         let nat_chain = |c: &str| NAT_CHAINS.contains(&c);
-        let in_process =
-            |o: &NftOp| o.is_element() || matches!(o, NftOp::FlushChain(c) | NftOp::AddRule { chain: c, .. } if nat_chain(c));
+        let in_process = |o: &NftOp| o.is_element() || matches!(o, NftOp::FlushChain(c) | NftOp::AddRule { chain: c, .. } if nat_chain(c));
         let after = |o: &NftOp| matches!(o, NftOp::DeleteSlotMap { .. });
         let before: Vec<NftOp> = ops.iter().filter(|o| !in_process(o) && !after(o)).cloned().collect();
         let middle: Vec<NftOp> = ops.iter().filter(|o| in_process(o)).cloned().collect();

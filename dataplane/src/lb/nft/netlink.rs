@@ -340,8 +340,8 @@ pub fn parse_error(msg_flags: u16, payload: &[u8]) -> Option<(i32, u32, Option<S
         let orig_len = u32::from_ne_bytes(orig[0..4].try_into().ok()?) as usize;
         let skip = if msg_flags & NLM_F_CAPPED != 0 { NLMSG_HDR_LEN } else { orig_len };
         let tlvs = payload.get(4 + ((skip + 3) & !3)..).unwrap_or_default();
-        message = wire::find(&wire::attrs(tlvs), NLMSGERR_ATTR_MSG)
-            .map(|a| String::from_utf8_lossy(a.data).trim_end_matches('\0').to_string());
+        message =
+            wire::find(&wire::attrs(tlvs), NLMSGERR_ATTR_MSG).map(|a| String::from_utf8_lossy(a.data).trim_end_matches('\0').to_string());
     }
     Some((-code, seq, message))
 }
@@ -483,7 +483,12 @@ mod tests {
     fn a_batch_is_begin_one_message_per_op_end_and_only_the_last_asks_for_an_ack() {
         let ops = vec![
             NftOp::DeleteSlots { kind: Kind::Vip, key: VIP, size: 3, slots: vec![0, 1, 2] },
-            NftOp::AddSlots { kind: Kind::Vip, key: VIP, size: 2, slots: vec![(0, "10.0.9.2:0".parse().unwrap()), (1, "10.0.9.4:0".parse().unwrap())] },
+            NftOp::AddSlots {
+                kind: Kind::Vip,
+                key: VIP,
+                size: 2,
+                slots: vec![(0, "10.0.9.2:0".parse().unwrap()), (1, "10.0.9.4:0".parse().unwrap())],
+            },
             NftOp::AddMasq((Kind::Vip, VIP)),
         ];
         let batch = encode(&ops, 100).unwrap();
@@ -511,7 +516,11 @@ mod tests {
         assert_eq!(elems.len(), 3);
         assert!(wire::find(&elems[0].nested(), NFTA_SET_ELEM_DATA).is_none());
         assert!(encode(&[NftOp::AddTable], 1).is_none());
-        assert!(encode(&[NftOp::AddRule { chain: "mesh_snat".into(), rule: "oifname \"x\" snat to 10.0.9.250".into(), comment: "c".into() }], 1).is_none());
+        assert!(encode(
+            &[NftOp::AddRule { chain: "mesh_snat".into(), rule: "oifname \"x\" snat to 10.0.9.250".into(), comment: "c".into() }],
+            1
+        )
+        .is_none());
     }
 
     #[test]
@@ -530,7 +539,10 @@ mod tests {
         let names: Vec<Vec<u8>> = exprs.iter().map(|e| wire::find(&e.nested(), NFTA_EXPR_NAME).unwrap().data.to_vec()).collect();
         assert_eq!(names, ["payload\0", "meta\0", "payload\0", "numgen\0", "lookup\0", "nat\0"].map(|s| s.as_bytes().to_vec()));
         let nat = wire::find(&exprs[5].nested(), NFTA_EXPR_DATA).unwrap().nested();
-        assert_eq!(nat.iter().map(|a| (a.kind, u32::from_be_bytes(a.data.try_into().unwrap()))).collect::<Vec<_>>(), vec![(1, 1), (2, 2), (3, 1), (4, 1), (5, 9), (6, 9), (7, 3)]);
+        assert_eq!(
+            nat.iter().map(|a| (a.kind, u32::from_be_bytes(a.data.try_into().unwrap()))).collect::<Vec<_>>(),
+            vec![(1, 1), (2, 2), (3, 1), (4, 1), (5, 9), (6, 9), (7, 3)]
+        );
         let msg = rule_message(5, false, "output", &mark, "shoal-mark");
         let exprs = wire::find(&wire::attrs(&msg[NLMSG_HDR_LEN + 4..]), NFTA_RULE_EXPRESSIONS).unwrap().nested();
         assert_eq!(exprs.len(), 7, "payload, meta, payload, lookup, meta, bitwise, meta");
@@ -572,7 +584,8 @@ mod tests {
 
     #[test]
     fn a_batch_too_large_for_one_send_falls_back() {
-        let big: Vec<NftOp> = (0..5000u32).map(|i| NftOp::AddMasq((Kind::Vip, ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + i), ANY_PORT)))).collect();
+        let big: Vec<NftOp> =
+            (0..5000u32).map(|i| NftOp::AddMasq((Kind::Vip, ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + i), ANY_PORT)))).collect();
         assert!(encode(&big, 1).is_none());
     }
 

@@ -110,7 +110,10 @@ mod tests {
         let obs = parse(LISTING).unwrap();
         assert!(obs.table);
         assert_eq!(obs.chains["prerouting"], vec!["shoal-mark", "shoal-vip_any_3"]);
-        assert_eq!(obs.sets.iter().map(String::as_str).collect::<Vec<_>>(), vec!["masq", "masq_any", "pub_3", "vip_3", "vip_any_3", "vips"]);
+        assert_eq!(
+            obs.sets.iter().map(String::as_str).collect::<Vec<_>>(),
+            vec!["masq", "masq_any", "pub_3", "vip_3", "vip_any_3", "vips"]
+        );
         let vip = ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 100), ANY_PORT);
         assert_eq!(obs.slots[&(Kind::Vip, vip)][&3][&0], "10.0.9.2:0".parse::<SocketAddrV4>().unwrap());
         let vip_udp = ServiceKey::udp(Ipv4Addr::new(10, 0, 9, 100), ANY_PORT);

@@ -92,16 +92,40 @@ pub enum NftOp {
     DeleteTable,
     /// The `masq` set of `kind`'s frontends ([`masq_set`]).
     AddMasqSet(Kind),
-    AddSlotMap { kind: Kind, size: u32 },
-    DeleteSlotMap { kind: Kind, size: u32 },
-    AddBaseChain { name: &'static str, hook: &'static str, priority: &'static str },
+    AddSlotMap {
+        kind: Kind,
+        size: u32,
+    },
+    DeleteSlotMap {
+        kind: Kind,
+        size: u32,
+    },
+    AddBaseChain {
+        name: &'static str,
+        hook: &'static str,
+        priority: &'static str,
+    },
     AddChain(String),
     FlushChain(String),
-    AddRule { chain: String, rule: String, comment: String },
+    AddRule {
+        chain: String,
+        rule: String,
+        comment: String,
+    },
     /// Elements of one frontend in map `<kind>_<size>`: (slot, backend; a VIP's backend port
     /// is not stored).
-    AddSlots { kind: Kind, key: ServiceKey, size: u32, slots: Vec<(u32, SocketAddrV4)> },
-    DeleteSlots { kind: Kind, key: ServiceKey, size: u32, slots: Vec<u32> },
+    AddSlots {
+        kind: Kind,
+        key: ServiceKey,
+        size: u32,
+        slots: Vec<(u32, SocketAddrV4)>,
+    },
+    DeleteSlots {
+        kind: Kind,
+        key: ServiceKey,
+        size: u32,
+        slots: Vec<u32>,
+    },
     AddMasq(FrontendId),
     DeleteMasq(FrontendId),
 }
@@ -447,13 +471,8 @@ fn plan_with(desired: &LbTable, want: &BTreeMap<FrontendId, WantFrontend>, obs: 
             }
         }
         let same = have.and_then(|h| h.get(&size));
-        let add: Vec<(u32, SocketAddrV4)> = f
-            .slots
-            .iter()
-            .enumerate()
-            .map(|(i, to)| (i as u32, *to))
-            .filter(|(i, to)| same.and_then(|m| m.get(i)) != Some(to))
-            .collect();
+        let add: Vec<(u32, SocketAddrV4)> =
+            f.slots.iter().enumerate().map(|(i, to)| (i as u32, *to)).filter(|(i, to)| same.and_then(|m| m.get(i)) != Some(to)).collect();
         if !add.is_empty() {
             ops.push(NftOp::AddSlots { kind: *kind, key: *key, size, slots: add });
         }
@@ -483,7 +502,13 @@ fn plan_with(desired: &LbTable, want: &BTreeMap<FrontendId, WantFrontend>, obs: 
 
 /// Brings chain `name` (a base chain when `hook` is given) to `rules` (rule, comment): made
 /// when missing, flushed and refilled when its comments differ, else untouched.
-fn chain_rules(ops: &mut Vec<NftOp>, obs: &NftObserved, name: &'static str, hook: Option<(&'static str, &'static str)>, rules: &[(String, String)]) {
+fn chain_rules(
+    ops: &mut Vec<NftOp>,
+    obs: &NftObserved,
+    name: &'static str,
+    hook: Option<(&'static str, &'static str)>,
+    rules: &[(String, String)],
+) {
     match obs.chains.get(name) {
         None => ops.push(match hook {
             Some((hook, priority)) => NftOp::AddBaseChain { name, hook, priority },
@@ -745,7 +770,9 @@ mod tests {
         let mut t = table();
         for i in 0..n {
             let key = ServiceKey::tcp(Ipv4Addr::from(0x0a60_0000 + i), ANY_PORT);
-            let backends = (0..3).map(|j| Target { addr: SocketAddrV4::new(Ipv4Addr::from(0x0a80_0000 + i * 3 + j), ANY_PORT), ..target("0.0.0.0:0", 1) }).collect();
+            let backends = (0..3)
+                .map(|j| Target { addr: SocketAddrV4::new(Ipv4Addr::from(0x0a80_0000 + i * 3 + j), ANY_PORT), ..target("0.0.0.0:0", 1) })
+                .collect();
             t.vips.insert(key, Frontend { keep_client_ip: false, backends });
         }
         t
@@ -763,8 +790,17 @@ mod tests {
         assert_eq!(text[0], "add table ip shoal");
         assert_eq!(text[1], "add set ip shoal masq { type ipv4_addr . inet_proto . inet_service ; }");
         assert_eq!(text[2], "add set ip shoal masq_any { type ipv4_addr . inet_proto ; }");
-        assert!(text.contains(&"add map ip shoal vip_any_3 { typeof ip daddr . meta l4proto . numgen random mod 3 : ip daddr ; }".to_string()), "{text:#?}");
-        assert!(text.contains(&"add map ip shoal pub_3 { typeof ip daddr . meta l4proto . th dport . numgen random mod 3 : ip daddr . tcp dport ; }".to_string()), "{text:#?}");
+        assert!(
+            text.contains(&"add map ip shoal vip_any_3 { typeof ip daddr . meta l4proto . numgen random mod 3 : ip daddr ; }".to_string()),
+            "{text:#?}"
+        );
+        assert!(
+            text.contains(
+                &"add map ip shoal pub_3 { typeof ip daddr . meta l4proto . th dport . numgen random mod 3 : ip daddr . tcp dport ; }"
+                    .to_string()
+            ),
+            "{text:#?}"
+        );
         // a VIP's slots hold addresses only: the client's port is kept
         assert!(text.contains(&"add element ip shoal vip_any_3 { 10.0.9.100 . tcp . 0 : 10.0.9.2, 10.0.9.100 . tcp . 1 : 10.0.9.3, 10.0.9.100 . tcp . 2 : 10.0.9.4 }".to_string()), "{text:#?}");
         assert!(text.contains(&"add element ip shoal vip_any_3 { 10.0.9.100 . udp . 0 : 10.0.9.2, 10.0.9.100 . udp . 1 : 10.0.9.3, 10.0.9.100 . udp . 2 : 10.0.9.4 }".to_string()), "{text:#?}");
@@ -772,7 +808,9 @@ mod tests {
         assert!(text.contains(&"add element ip shoal masq_any { 10.0.9.100 . tcp }".to_string()), "{text:#?}");
         assert!(text.contains(&"add element ip shoal masq_any { 10.0.9.100 . udp }".to_string()), "{text:#?}");
         assert!(text.contains(&"add element ip shoal masq { 192.168.33.10 . tcp . 5000 }".to_string()), "{text:#?}");
-        assert!(text.contains(&"add rule ip shoal mesh_snat oifname \"shb-4097\" snat to 10.0.9.250 comment \"snat shb-4097 10.0.9.250\"".to_string()));
+        assert!(text.contains(
+            &"add rule ip shoal mesh_snat oifname \"shb-4097\" snat to 10.0.9.250 comment \"snat shb-4097 10.0.9.250\"".to_string()
+        ));
         for chain in ["prerouting", "output"] {
             let rules: Vec<&String> = text.iter().filter(|l| l.starts_with(&format!("add rule ip shoal {chain} "))).collect();
             assert_eq!(rules.len(), 5, "mark, mark-any, pub_1, vip_any_3, pub_3: {text:#?}");
@@ -818,7 +856,10 @@ mod tests {
         // the same slot count: only the slot whose backend changed
         assert_eq!(
             text(&large),
-            vec!["delete element ip shoal vip_any_3 { 10.0.9.100 . tcp . 2 }", "add element ip shoal vip_any_3 { 10.0.9.100 . tcp . 2 : 10.0.9.5 }"]
+            vec![
+                "delete element ip shoal vip_any_3 { 10.0.9.100 . tcp . 2 }",
+                "add element ip shoal vip_any_3 { 10.0.9.100 . tcp . 2 : 10.0.9.5 }"
+            ]
         );
         // a published port's target port change is one slot too
         let t = big(10);
@@ -828,7 +869,10 @@ mod tests {
         after.published.get_mut(&web).unwrap().backends[1].addr = sa("10.0.9.3:81");
         assert_eq!(
             text(&plan(&after, &obs)),
-            vec!["delete element ip shoal pub_3 { 192.168.33.10 . tcp . 5000 . 1 }", "add element ip shoal pub_3 { 192.168.33.10 . tcp . 5000 . 1 : 10.0.9.3 . 81 }"]
+            vec![
+                "delete element ip shoal pub_3 { 192.168.33.10 . tcp . 5000 . 1 }",
+                "add element ip shoal pub_3 { 192.168.33.10 . tcp . 5000 . 1 : 10.0.9.3 . 81 }"
+            ]
         );
     }
 
@@ -849,8 +893,16 @@ mod tests {
         let t = text(&large_touched);
         // vip_any_2 is new: the map, the dnat rule in both nat chains, then the elements
         assert_eq!(t[0], "add map ip shoal vip_any_2 { typeof ip daddr . meta l4proto . numgen random mod 2 : ip daddr ; }");
-        assert!(t.contains(&"delete element ip shoal vip_any_3 { 10.0.9.100 . tcp . 0, 10.0.9.100 . tcp . 1, 10.0.9.100 . tcp . 2 }".to_string()), "{t:#?}");
-        assert!(t.contains(&"add element ip shoal vip_any_2 { 10.0.9.100 . tcp . 0 : 10.0.9.2, 10.0.9.100 . tcp . 1 : 10.0.9.4 }".to_string()), "{t:#?}");
+        assert!(
+            t.contains(
+                &"delete element ip shoal vip_any_3 { 10.0.9.100 . tcp . 0, 10.0.9.100 . tcp . 1, 10.0.9.100 . tcp . 2 }".to_string()
+            ),
+            "{t:#?}"
+        );
+        assert!(
+            t.contains(&"add element ip shoal vip_any_2 { 10.0.9.100 . tcp . 0 : 10.0.9.2, 10.0.9.100 . tcp . 1 : 10.0.9.4 }".to_string()),
+            "{t:#?}"
+        );
         let elements = large_touched.iter().filter(|o| o.is_element()).count();
         assert_eq!(elements, 2, "{t:#?}");
         // once vip_any_2 exists, the next change is elements only
@@ -883,7 +935,8 @@ mod tests {
         assert!(s.iter().filter(|x| **x == a.addr).count() <= 2, "{s:?}");
         assert!(s.iter().filter(|x| **x == heavy.addr).count() >= 62, "{s:?}");
         // more backends than the weighted slot count: one each (up to MAX_SLOTS)
-        let many: Vec<Target> = (0..100u32).map(|i| Target { weight: 1 + (i % 2) as u16, ..target(&format!("10.1.{}.{}:80", i / 200, i % 200), 1) }).collect();
+        let many: Vec<Target> =
+            (0..100u32).map(|i| Target { weight: 1 + (i % 2) as u16, ..target(&format!("10.1.{}.{}:80", i / 200, i % 200), 1) }).collect();
         let refs: Vec<&Target> = many.iter().collect();
         let s = slot_layout(&refs);
         assert_eq!(s.len(), 100);
@@ -897,7 +950,10 @@ mod tests {
         t.vips.get_mut(&VIP).unwrap().backends[1].weight = 3;
         let obs = converge(&t);
         let slots: Vec<&SocketAddrV4> = obs.slots[&(Kind::Vip, VIP)][&5].values().collect();
-        assert_eq!(slots, [sa("10.0.9.2:0"), sa("10.0.9.3:0"), sa("10.0.9.4:0"), sa("10.0.9.3:0"), sa("10.0.9.3:0")].iter().collect::<Vec<_>>());
+        assert_eq!(
+            slots,
+            [sa("10.0.9.2:0"), sa("10.0.9.3:0"), sa("10.0.9.4:0"), sa("10.0.9.3:0"), sa("10.0.9.3:0")].iter().collect::<Vec<_>>()
+        );
         assert!(obs.sets.contains("vip_any_5"));
     }
 
@@ -915,7 +971,12 @@ mod tests {
         let ops = plan(&after, &obs);
         assert!(ops.contains(&NftOp::AddMasq((Kind::Published, key))), "{ops:#?}");
         assert!(ops.contains(&NftOp::DeleteSlots { kind: Kind::Published, key, size: 1, slots: vec![0] }));
-        assert!(ops.contains(&NftOp::AddSlots { kind: Kind::Published, key, size: 2, slots: vec![(0, sa("10.0.9.3:80")), (1, sa("10.0.9.4:80"))] }));
+        assert!(ops.contains(&NftOp::AddSlots {
+            kind: Kind::Published,
+            key,
+            size: 2,
+            slots: vec![(0, sa("10.0.9.3:80")), (1, sa("10.0.9.4:80"))]
+        }));
     }
 
     #[test]
@@ -1067,9 +1128,15 @@ mod tests {
         assert_eq!(frontends, 5, "{lines:#?}");
         // maps vip_any_2, pub_2 come; pub_1, vip_any_3, pub_3 go; two chains rewritten
         assert_eq!(lines.len(), 5 + 2 + 3 + 2, "{lines:#?}");
-        assert!(lines.contains(&"nft: rewrite chain prerouting: shoal-mark, shoal-mark-any, shoal-vip_any_2, shoal-pub_2".to_string()), "{lines:#?}");
+        assert!(
+            lines.contains(&"nft: rewrite chain prerouting: shoal-mark, shoal-mark-any, shoal-vip_any_2, shoal-pub_2".to_string()),
+            "{lines:#?}"
+        );
         assert!(lines.contains(&"nft: vip 10.0.9.100:*/tcp: slots -3 +2 -> [10.0.9.3, 10.0.9.4]".to_string()), "{lines:#?}");
-        assert!(lines.contains(&"nft: published 192.168.33.10:5000/tcp: slots -3 +2 -> [10.0.9.3:80, 10.0.9.4:80]".to_string()), "{lines:#?}");
+        assert!(
+            lines.contains(&"nft: published 192.168.33.10:5000/tcp: slots -3 +2 -> [10.0.9.3:80, 10.0.9.4:80]".to_string()),
+            "{lines:#?}"
+        );
         assert!(describe(&plan(&t, &obs)).is_empty());
     }
 }

@@ -255,10 +255,7 @@ fn bad_input_is_refused_without_changes() {
     let mut m = FakeMaps::default();
     assert!(matches!(t.set_backends(&vip(1), &[be(1)]), Err(Error::UnknownService { .. })));
     m.apply(&t.upsert_service(vip(1), ServiceOptions::default()).unwrap());
-    assert!(matches!(
-        t.upsert_service(vip(2), ServiceOptions::default()),
-        Err(Error::ServiceTableFull { max: 1, .. })
-    ));
+    assert!(matches!(t.upsert_service(vip(2), ServiceOptions::default()), Err(Error::ServiceTableFull { max: 1, .. })));
     assert!(matches!(t.set_backends(&vip(1), &[be(1), be(1)]), Err(Error::DuplicateBackend { .. })));
     assert!(matches!(t.set_backends(&vip(1), &[be(1), be(2), be(3)]), Err(Error::TooManyBackends { .. })));
     assert_eq!(t.backends(&vip(1)).unwrap(), &[] as &[Backend]);
