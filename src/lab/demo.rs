@@ -185,7 +185,8 @@ pub fn run(t: &Topology) -> anyhow::Result<()> {
 
     step(&format!("done in {:.0} s. The lab stays up:", started.elapsed().as_secs_f64()));
     println!("    ip netns exec {} curl -s {}:5000", t.client.netns, mgr.address);
-    println!("    shoal --host {} service ps vote", daemons::host_arg(t, &mgr.name));
+    // -H/--host is an option of the cluster verbs, so it follows the verb.
+    println!("    shoal service --host {} ps vote", daemons::host_arg(t, &mgr.name));
     println!("    shoal lab status   |   shoal lab down");
     Ok(())
 }
