@@ -280,18 +280,7 @@ fn datapath(kinds: &[lb::LbKind], conns: usize) {
             rows.push(("VIP :8080 packet path vs task->tasks  ", median_rate(m[6].clone()), median_rate(m[4].clone())));
         }
         for (what, r, base) in rows {
-            println!(
-                "  {lb:<8} {what}: {:>6.0} vs {:>6.0} conn/s ({:.2}x)  p50 {:>5.0} vs {:>5.0} us ({:.2}x)  p99 {:>6.0} vs {:>6.0} us ({:.2}x)",
-                r.conns_per_sec,
-                base.conns_per_sec,
-                r.conns_per_sec / base.conns_per_sec,
-                r.p50_us,
-                base.p50_us,
-                r.p50_us / base.p50_us,
-                r.p99_us,
-                base.p99_us,
-                r.p99_us / base.p99_us
-            );
+            println!("  {lb:<8} {what}: {}", against(r, base));
         }
     }
 }
@@ -324,9 +313,16 @@ fn egress(lab: &Lab, conns: usize, rounds: usize) {
         direct.push(measure(&task, None, &target, conns));
     }
     set(true);
-    let (r, base) = (median_rate(via_nat), median_rate(direct));
     println!(
-        "mesh egress: task -> outside server through the node's masquerade vs a direct route: {:>6.0} vs {:>6.0} conn/s ({:.2}x)  p50 {:>5.0} vs {:>5.0} us ({:.2}x)  p99 {:>6.0} vs {:>6.0} us ({:.2}x)",
+        "mesh egress: task -> outside server through the node's masquerade vs a direct route: {}",
+        against(median_rate(via_nat), median_rate(direct))
+    );
+}
+
+/// "r vs base (ratio)" for the rate and both latencies.
+fn against(r: Rate, base: Rate) -> String {
+    format!(
+        "{:>6.0} vs {:>6.0} conn/s ({:.2}x)  p50 {:>5.0} vs {:>5.0} us ({:.2}x)  p99 {:>6.0} vs {:>6.0} us ({:.2}x)",
         r.conns_per_sec,
         base.conns_per_sec,
         r.conns_per_sec / base.conns_per_sec,
@@ -336,7 +332,7 @@ fn egress(lab: &Lab, conns: usize, rounds: usize) {
         r.p99_us,
         base.p99_us,
         r.p99_us / base.p99_us
-    );
+    )
 }
 
 fn median_rate(v: Vec<Rate>) -> Rate {
