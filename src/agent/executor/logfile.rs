@@ -6,7 +6,9 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use shoal_control::logs::read::{rotated_path, start_path};
@@ -188,31 +190,65 @@ impl RotatingWriter {
     }
 }
 
-/// Copies a pipe into a writer until every writer of the pipe is gone. A failing disk loses
-/// output (reported once on the shim's stderr) but the pipe is still drained, so the task
-/// never blocks on a full pipe.
-pub fn copy(mut from: impl Read, mut to: RotatingWriter) {
+/// Copies each pipe into its writer until every writer of the pipes is gone, or until
+/// `linger` after `ended()` first says the task is over (a process that escaped it may still
+/// hold a pipe). It polls on the calling thread: the shim has unshared its PID namespace, and
+/// such a process cannot start threads (clone fails with EINVAL). A failing disk loses output
+/// (reported once per stream on the shim's stderr), but the pipes are still drained, so the
+/// task never blocks on a full pipe.
+pub fn pump(streams: Vec<(File, RotatingWriter)>, mut ended: impl FnMut() -> bool, linger: Duration) {
+    let mut streams: Vec<(File, RotatingWriter, bool)> = streams.into_iter().map(|(f, w)| (f, w, false)).collect();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut reported = false;
-    let mut report = |e: LogFileError| {
-        if !std::mem::replace(&mut reported, true) {
+    let mut deadline: Option<Instant> = None;
+    let report = |reported: &mut bool, e: LogFileError| {
+        if !std::mem::replace(reported, true) {
             eprintln!("shoal task-exec: {e} (output is dropped until it works again)");
         }
     };
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if let Err(e) = to.push(&buf[..n]) {
-                    report(e);
-                }
+    while !streams.is_empty() {
+        if deadline.is_none() && ended() {
+            deadline = Some(Instant::now() + linger);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let mut fds: Vec<libc::pollfd> =
+            streams.iter().map(|(f, _, _)| libc::pollfd { fd: f.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+        // SAFETY: `fds` is a live array of `fds.len()` pollfd entries whose descriptors stay
+        // open (owned by `streams`) for the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 200) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+            break;
+        }
+        for i in (0..streams.len()).rev() {
+            if fds[i].revents == 0 {
+                continue;
+            }
+            let (pipe, w, reported) = &mut streams[i];
+            match pipe.read(&mut buf) {
+                Ok(0) => {
+                    let (_, mut w, mut reported) = streams.swap_remove(i);
+                    if let Err(e) = w.finish() {
+                        report(&mut reported, e);
+                    }
+                }
+                Ok(n) => {
+                    if let Err(e) = w.push(&buf[..n]) {
+                        report(reported, e);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => drop(streams.swap_remove(i)),
+            }
         }
     }
-    if let Err(e) = to.finish() {
-        report(e);
+    for (_, mut w, mut reported) in streams {
+        if let Err(e) = w.finish() {
+            report(&mut reported, e);
+        }
     }
 }
 
@@ -343,5 +379,57 @@ mod tests {
         }
         got.push_str(&read_stream(&base, Some(at), None).unwrap().0);
         assert_eq!(got, want);
+    }
+
+    fn pipe() -> (File, File) {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        (File::from(r), File::from(w))
+    }
+
+    #[test]
+    fn the_shims_pump_caps_both_streams_of_a_chatty_task() {
+        let d = tempfile::tempdir().unwrap();
+        let limits = LogLimits { max_size: 4096, max_file: 4 };
+        let (out_base, err_base) = (d.path().join("stdout.log"), d.path().join("stderr.log"));
+        let (out_r, mut out_w) = pipe();
+        let (err_r, mut err_w) = pipe();
+        // The "task": 100k lines on stdout in small writes, a few on stderr, then it exits.
+        let task = std::thread::spawn(move || {
+            for i in 0..100_000 {
+                write!(out_w, "tick {i}\n").unwrap();
+                if i % 10_000 == 0 {
+                    write!(err_w, "warn {i}\n").unwrap();
+                }
+            }
+        });
+        let streams =
+            vec![(out_r, RotatingWriter::open(&out_base, limits).unwrap()), (err_r, RotatingWriter::open(&err_base, limits).unwrap())];
+        pump(streams, || false, Duration::from_secs(60));
+        task.join().unwrap();
+        let files = sizes(d.path());
+        let out_files: Vec<_> = files.iter().filter(|(n, _)| n.starts_with("stdout")).collect();
+        assert_eq!(out_files.len(), 4, "max-file 4: {files:?}");
+        assert!(out_files.iter().all(|(_, s)| *s <= 4096), "{files:?}");
+        let kept = read_all(&out_base);
+        let lines: Vec<&str> = kept.lines().collect();
+        assert_eq!(lines.last(), Some(&"tick 99999"));
+        let first: u32 = lines[0].strip_prefix("tick ").unwrap().parse().unwrap();
+        let want: Vec<String> = (first..100_000).map(|i| format!("tick {i}")).collect();
+        assert_eq!(lines, want, "the newest lines, in order, none lost or repeated between kept files");
+        let written: u64 = (0..100_000u32).map(|i| format!("tick {i}\n").len() as u64).sum();
+        assert_eq!(read_stream(&out_base, None, Some(0)).unwrap().1, written, "the offset counts every byte ever written");
+        assert_eq!(read_all(&err_base).lines().count(), 10);
+    }
+
+    #[test]
+    fn the_pump_stops_after_the_linger_when_a_writer_outlives_the_task() {
+        let d = tempfile::tempdir().unwrap();
+        let (r, mut w) = pipe();
+        w.write_all(b"last words\n").unwrap();
+        let writer = RotatingWriter::open(&d.path().join("stdout.log"), LogLimits::default()).unwrap();
+        // `w` stays open: only the linger ends the pump.
+        pump(vec![(r, writer)], || true, Duration::from_millis(300));
+        assert_eq!(std::fs::read_to_string(d.path().join("stdout.log")).unwrap(), "last words\n");
+        drop(w);
     }
 }

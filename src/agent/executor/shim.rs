@@ -52,6 +52,18 @@ fn code(status: WaitStatus) -> Option<i32> {
     }
 }
 
+/// Whether `pid` has ended (without blocking); its status is kept in `status`.
+fn ended(pid: Pid, status: &mut Option<i32>) -> bool {
+    if status.is_none() {
+        match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(s) => *status = code(s),
+            Err(nix::Error::EINTR) => {}
+            Err(_) => *status = Some(255),
+        }
+    }
+    status.is_some()
+}
+
 fn wait_for(pid: Pid) -> i32 {
     loop {
         match waitpid(pid, None) {
@@ -111,23 +123,15 @@ fn run_task(dir: &Path) -> anyhow::Result<i32> {
         ForkResult::Parent { child } => {
             // Ours closed, the pipes end when every process of the task is gone.
             drop((out_w, err_w));
-            let (done, copied) = std::sync::mpsc::channel();
-            for (pipe, log) in [(out_r, out_log), (err_r, err_log)] {
-                let done = done.clone();
-                std::thread::spawn(move || {
-                    logfile::copy(std::fs::File::from(pipe), log);
-                    let _ = done.send(());
-                });
-            }
             std::fs::write(dir.join("pid"), child.as_raw().to_string())?;
             install_forwarding(child)?;
-            let status = wait_for(child);
             // All output is in the files before "exit" says the task ended. The PID namespace
-            // is gone with its init, so the pipes close; the timeout only guards against a
+            // is gone with its init, so the pipes close; the linger only guards against a
             // writer that escaped it.
-            for _ in 0..2 {
-                let _ = copied.recv_timeout(std::time::Duration::from_secs(2));
-            }
+            let mut status = None;
+            let streams = vec![(std::fs::File::from(out_r), out_log), (std::fs::File::from(err_r), err_log)];
+            logfile::pump(streams, || ended(child, &mut status), std::time::Duration::from_secs(2));
+            let status = status.unwrap_or_else(|| wait_for(child));
             std::fs::write(dir.join("exit"), status.to_string())?;
             Ok(status)
         }
