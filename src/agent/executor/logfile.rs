@@ -396,9 +396,9 @@ mod tests {
         // The "task": 100k lines on stdout in small writes, a few on stderr, then it exits.
         let task = std::thread::spawn(move || {
             for i in 0..100_000 {
-                write!(out_w, "tick {i}\n").unwrap();
+                writeln!(out_w, "tick {i}").unwrap();
                 if i % 10_000 == 0 {
-                    write!(err_w, "warn {i}\n").unwrap();
+                    writeln!(err_w, "warn {i}").unwrap();
                 }
             }
         });
