@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use shoal_dataplane::lb::Choice;
 
+use crate::agent::executor::logfile::LogLimits;
+
 pub const DEFAULT_FILE: &str = "/etc/shoal/daemon.json";
 
 /// What the file may set: every key is a `shoal daemon` flag name.
@@ -27,6 +29,9 @@ pub struct FileConfig {
     pub dns_upstream: Option<Vec<SocketAddr>>,
     pub lb: Option<String>,
     pub no_dns_upstream: Option<bool>,
+    /// "20m", as Docker's log-opts write it.
+    pub log_max_size: Option<String>,
+    pub log_max_file: Option<i64>,
 }
 
 /// The flags as given (`None`: not on the command line).
@@ -44,6 +49,8 @@ pub struct Flags {
     pub dns_upstream: Vec<SocketAddr>,
     pub lb: Option<Choice>,
     pub no_dns_upstream: bool,
+    pub log_max_size: Option<String>,
+    pub log_max_file: Option<i64>,
 }
 
 /// The daemon's resolved settings.
@@ -62,6 +69,8 @@ pub struct Settings {
     pub dns_upstream: Vec<SocketAddr>,
     pub lb: Choice,
     pub no_dns_upstream: bool,
+    /// Per task stream: rotate past this many bytes, keep this many files.
+    pub log_limits: LogLimits,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -112,6 +121,8 @@ pub fn resolve(flags: &Flags, file: Option<(&Path, &FileConfig)>) -> Result<Sett
         ("dns-upstream", !flags.dns_upstream.is_empty(), f.dns_upstream.is_some()),
         ("lb", flags.lb.is_some(), f.lb.is_some()),
         ("no-dns-upstream", flags.no_dns_upstream, f.no_dns_upstream.is_some()),
+        ("log-max-size", flags.log_max_size.is_some(), f.log_max_size.is_some()),
+        ("log-max-file", flags.log_max_file.is_some(), f.log_max_file.is_some()),
     ];
     let both: Vec<String> = given.iter().filter(|(_, a, b)| *a && *b).map(|(k, _, _)| k.to_string()).collect();
     if !both.is_empty() {
@@ -167,6 +178,19 @@ pub fn resolve(flags: &Flags, file: Option<(&Path, &FileConfig)>) -> Result<Sett
             message: format!("{heartbeat_ms} is outside 10..=60000 milliseconds"),
         });
     }
+    let defaults = LogLimits::default();
+    let max_size = match (&flags.log_max_size, &f.log_max_size) {
+        (Some(s), _) => parse_size(s).map_err(|m| flag("--log-max-size", m))?,
+        (None, Some(s)) => parse_size(s).map_err(|m| from_file("log-max-size", m))?,
+        (None, None) => defaults.max_size,
+    };
+    let max_file =
+        |n: i64| u32::try_from(n).ok().filter(|n| (1..=100).contains(n)).ok_or(format!("{n} is not a number of files between 1 and 100"));
+    let max_file = match (flags.log_max_file, f.log_max_file) {
+        (Some(n), _) => max_file(n).map_err(|m| flag("--log-max-file", m))?,
+        (None, Some(n)) => max_file(n).map_err(|m| from_file("log-max-file", m))?,
+        (None, None) => defaults.max_file,
+    };
     Ok(Settings {
         state_dir: flags.state_dir.clone().or(f.state_dir.clone()).unwrap_or_else(|| PathBuf::from("/var/lib/shoal")),
         socket: flags.socket.clone().or(f.socket.clone()).unwrap_or_else(|| PathBuf::from("/run/shoal/shoal.sock")),
@@ -180,7 +204,29 @@ pub fn resolve(flags: &Flags, file: Option<(&Path, &FileConfig)>) -> Result<Sett
         dns_upstream,
         lb,
         no_dns_upstream,
+        log_limits: LogLimits { max_size, max_file },
     })
+}
+
+/// A size as Docker's `max-size` takes it: bytes, or with k, m or g (powers of 1024), an
+/// optional trailing b, any case: "20m", "512k", "1GB", "4096".
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a size, e.g. 20m, 512k or 1g");
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (digits, unit) = match t.char_indices().last() {
+        Some((i, 'k')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm')) => (&t[..i], 1 << 20),
+        Some((i, 'g')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let bytes = n.checked_mul(unit).ok_or_else(bad)?;
+    // Below a few lines per file, rotation would churn for nothing.
+    if bytes < 1024 {
+        return Err(format!("{s:?} is too small: at least 1k"));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -199,6 +245,35 @@ mod tests {
         assert_eq!(s.listen_addr, "0.0.0.0:2377".parse().unwrap());
         assert_eq!(s.dns_host_addr, Some("127.0.0.1:8600".parse().unwrap()));
         assert_eq!((s.heartbeat_ms, s.drain_seconds, s.stop_grace_seconds, s.lb), (1000, 2.0, 10.0, Choice::Auto));
+        assert_eq!(s.log_limits, LogLimits { max_size: 20 << 20, max_file: 5 });
+    }
+
+    #[test]
+    fn log_limits_come_from_flags_or_the_file_not_both() {
+        let p = Path::new("/etc/shoal/daemon.json");
+        let f = file(r#"{"log-max-size": "512k", "log-max-file": 2}"#);
+        let s = resolve(&Flags::default(), Some((p, &f))).unwrap();
+        assert_eq!(s.log_limits, LogLimits { max_size: 512 << 10, max_file: 2 });
+        let flags = Flags { log_max_size: Some("1g".into()), log_max_file: Some(1), ..Default::default() };
+        assert_eq!(resolve(&flags, None).unwrap().log_limits, LogLimits { max_size: 1 << 30, max_file: 1 });
+        let err = resolve(&flags, Some((p, &f))).unwrap_err().to_string();
+        assert!(err.ends_with("log-max-size, log-max-file; keep one"), "{err}");
+    }
+
+    #[test]
+    fn bad_log_limits_name_the_key() {
+        let p = Path::new("/etc/shoal/daemon.json");
+        let err = |text: &str| resolve(&Flags::default(), Some((p, &file(text)))).unwrap_err().to_string();
+        assert_eq!(err(r#"{"log-max-size": "20x"}"#), "/etc/shoal/daemon.json log-max-size: \"20x\" is not a size, e.g. 20m, 512k or 1g");
+        assert!(err(r#"{"log-max-size": "10"}"#).contains("log-max-size: \"10\" is too small"));
+        assert!(err(r#"{"log-max-file": 0}"#).contains("log-max-file: 0 is not a number of files between 1 and 100"));
+        let flags = Flags { log_max_file: Some(-3), ..Default::default() };
+        assert!(resolve(&flags, None).unwrap_err().to_string().starts_with("flag --log-max-file: -3 is not"));
+        assert_eq!(parse_size("20M"), Ok(20 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("2kb"), Ok(2048));
+        assert!(parse_size("99999999999g").is_err());
+        assert!(parse_size("m").is_err());
     }
 
     #[test]

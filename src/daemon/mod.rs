@@ -61,6 +61,13 @@ pub struct DaemonArgs {
     /// Forward nothing upstream (names outside the cluster get SERVFAIL); for closed labs.
     #[arg(long, conflicts_with = "dns_upstream")]
     pub no_dns_upstream: bool,
+    /// Rotate a task's stdout/stderr log past this size: bytes, or k/m/g (Docker's `local`
+    /// log driver default) [20m].
+    #[arg(long)]
+    pub log_max_size: Option<String>,
+    /// Files kept per task stream, the current one included [5].
+    #[arg(long, allow_negative_numbers = true)]
+    pub log_max_file: Option<i64>,
 }
 
 impl DaemonArgs {
@@ -78,6 +85,8 @@ impl DaemonArgs {
             dns_upstream: self.dns_upstream.clone(),
             lb: self.lb,
             no_dns_upstream: self.no_dns_upstream,
+            log_max_size: self.log_max_size.clone(),
+            log_max_file: self.log_max_file,
         }
     }
 }
@@ -116,7 +125,7 @@ async fn serve(a: config::Settings) -> anyhow::Result<()> {
         cfg.hostname = h;
     }
     std::fs::create_dir_all(&a.state_dir).with_context(|| format!("create {}", a.state_dir.display()))?;
-    let exec = Arc::new(NamespaceExecutor::new(a.state_dir.join("tasks"))?);
+    let exec = Arc::new(NamespaceExecutor::new(a.state_dir.join("tasks"))?.with_log_limits(a.log_limits));
     cfg.logs = Some(LogSourceRef(Arc::new(TaskLogs(exec.clone()))));
     if let Some(dir) = a.socket.parent() {
         std::fs::create_dir_all(dir)?;

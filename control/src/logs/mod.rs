@@ -5,7 +5,8 @@
 //! its [`LogSource`]. No node listens for anything new, and a worker never talks to another.
 //!
 //! Reads are by byte offset per stream, so `--follow` is a loop of requests carrying the offsets
-//! the previous answer ended at, and an answer never splits a line.
+//! the previous answer ended at, and an answer never splits a line. The offsets count bytes
+//! since the task started, across the shim's log rotation ([`read`]).
 
 pub mod broker;
 pub mod read;
@@ -18,7 +19,8 @@ use std::sync::Arc;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogRead {
     pub task_id: String,
-    /// Byte offsets in stdout.log and stderr.log to read from; `None`: see `tail`.
+    /// Offsets in the stdout and stderr streams to read from (bytes since the task started,
+    /// rotated files included); `None`: see `tail`.
     pub from: Option<(u64, u64)>,
     /// With no offsets: only the last `tail` lines of each stream (`None`: everything).
     pub tail: Option<u64>,

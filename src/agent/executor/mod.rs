@@ -3,6 +3,7 @@
 
 pub mod cgroups;
 pub mod inside;
+pub mod logfile;
 pub mod shim;
 pub mod spec;
 
@@ -49,17 +50,25 @@ pub trait Executor: Send + Sync {
 }
 
 /// One directory per task under `root`: spec.json, pid (the task's init, host PID), exit,
-/// stdout.log, stderr.log, resolv.conf, hosts.
+/// stdout.log, stderr.log (and their rotated copies, see [`logfile`]), log-limits.json,
+/// resolv.conf, hosts.
 pub struct NamespaceExecutor {
     root: PathBuf,
     shoal: PathBuf,
+    log_limits: logfile::LogLimits,
 }
 
 impl NamespaceExecutor {
     pub fn new(root: impl Into<PathBuf>) -> std::io::Result<Self> {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
-        Ok(Self { root, shoal: std::env::current_exe()? })
+        Ok(Self { root, shoal: std::env::current_exe()?, log_limits: logfile::LogLimits::default() })
+    }
+
+    /// `--log-max-size`/`--log-max-file` for the tasks started from now on.
+    pub fn with_log_limits(mut self, limits: logfile::LogLimits) -> Self {
+        self.log_limits = limits;
+        self
     }
 
     fn dir(&self, id: &str) -> PathBuf {
@@ -92,14 +101,21 @@ impl Executor for NamespaceExecutor {
             what: "set up cgroups",
             source: std::io::Error::other(e),
         })?;
-        let out = append(&dir.join("stdout.log")).map_err(io("open stdout.log"))?;
+        let limits = serde_json::to_vec(&self.log_limits).map_err(|e| ExecError::Io {
+            id: run.id.clone(),
+            what: "write log limits",
+            source: e.into(),
+        })?;
+        std::fs::write(dir.join(logfile::LIMITS_FILE), limits).map_err(io("write log limits"))?;
+        // The workload's output goes through the shim's rotating writers; this file only gets
+        // the shim's own complaints (before the task exists, or a failing log disk).
         let err = append(&dir.join("stderr.log")).map_err(io("open stderr.log"))?;
         let mut cmd = Command::new(&self.shoal);
         cmd.arg("task-exec")
             .arg(&dir)
             .current_dir(&dir)
             .stdin(Stdio::null())
-            .stdout(out)
+            .stdout(Stdio::null())
             .stderr(err)
             // Its own session: the task outlives a daemon that is killed or restarted.
             .process_group(0);

@@ -2,10 +2,12 @@
 //! namespace, makes new mount, UTS and PID namespaces, and forks a tiny init (PID 1 inside) that
 //! starts the workload, forwards SIGTERM/SIGINT to it, reaps orphans and exits with the
 //! workload's status. The shim records the init's PID and, at the end, the exit code, in DIR:
-//! a restarted daemon reads them to adopt the task instead of killing it.
+//! a restarted daemon reads them to adopt the task instead of killing it. The workload's stdout
+//! and stderr are pipes the shim copies into `stdout.log`/`stderr.log`, capped and rotated
+//! ([`super::logfile`]).
 
 use std::ffi::CString;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -16,6 +18,7 @@ use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, 
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
+use super::logfile::{self, LogLimits, RotatingWriter};
 use super::spec::{Image, TaskRun};
 
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
@@ -47,6 +50,18 @@ fn code(status: WaitStatus) -> Option<i32> {
         WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
         _ => None,
     }
+}
+
+/// Whether `pid` has ended (without blocking); its status is kept in `status`.
+fn ended(pid: Pid, status: &mut Option<i32>) -> bool {
+    if status.is_none() {
+        match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(s) => *status = code(s),
+            Err(nix::Error::EINTR) => {}
+            Err(_) => *status = Some(255),
+        }
+    }
+    status.is_some()
 }
 
 fn wait_for(pid: Pid) -> i32 {
@@ -95,18 +110,37 @@ fn run_task(dir: &Path) -> anyhow::Result<i32> {
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).context("make mounts private")?;
     nix::unistd::sethostname(&spec.name).context("set hostname")?;
     let argv = argv(&spec)?;
+    let limits = LogLimits::read(dir);
+    let out_log = RotatingWriter::open(&dir.join("stdout.log"), limits)?;
+    let err_log = RotatingWriter::open(&dir.join("stderr.log"), limits)?;
+    // Close-on-exec: only the copies dup'ed onto fds 1 and 2 reach the workload.
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("make the stdout pipe")?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("make the stderr pipe")?;
 
     // SAFETY: the shim is single-threaded here (no runtime was started for task-exec), so the
     // child may run arbitrary code after fork.
     match unsafe { fork() }.context("fork the task's init")? {
         ForkResult::Parent { child } => {
+            // Ours closed, the pipes end when every process of the task is gone.
+            drop((out_w, err_w));
             std::fs::write(dir.join("pid"), child.as_raw().to_string())?;
             install_forwarding(child)?;
-            let status = wait_for(child);
+            // All output is in the files before "exit" says the task ended. The PID namespace
+            // is gone with its init, so the pipes close; the linger only guards against a
+            // writer that escaped it.
+            let mut status = None;
+            let streams = vec![(std::fs::File::from(out_r), out_log), (std::fs::File::from(err_r), err_log)];
+            logfile::pump(streams, || ended(child, &mut status), std::time::Duration::from_secs(2));
+            let status = status.unwrap_or_else(|| wait_for(child));
             std::fs::write(dir.join("exit"), status.to_string())?;
             Ok(status)
         }
         ForkResult::Child => {
+            drop((out_r, err_r, out_log, err_log));
+            if let Err(e) = onto_stdio(out_w, err_w) {
+                eprintln!("shoal task-exec: {e:#}");
+                std::process::exit(127);
+            }
             let status = match init(&spec, dir, &argv) {
                 Ok(s) => s,
                 Err(e) => {
@@ -117,6 +151,13 @@ fn run_task(dir: &Path) -> anyhow::Result<i32> {
             std::process::exit(status)
         }
     }
+}
+
+/// Makes the pipes the init's (and so the workload's) stdout and stderr.
+fn onto_stdio(out: OwnedFd, err: OwnedFd) -> anyhow::Result<()> {
+    nix::unistd::dup2_stdout(&out).context("pipe stdout")?;
+    nix::unistd::dup2_stderr(&err).context("pipe stderr")?;
+    Ok(())
 }
 
 fn argv(spec: &TaskRun) -> anyhow::Result<Vec<String>> {
