@@ -53,13 +53,7 @@ fn state(lab: &Lab, node: &str) -> Value {
 
 /// `shoal --netns NODE dataplane apply --lb LB`; (stdout, changes).
 fn apply(lab: &Lab, node: &str, lb: &str) -> (String, usize) {
-    let path = std::env::temp_dir().join(format!("{}-{node}-egress.json", lab.name));
-    std::fs::write(&path, serde_json::to_vec_pretty(&state(lab, node)).unwrap()).unwrap();
-    let out = shoal(&["--netns", &lab.node_ns(node), "dataplane", "apply", "--lb", lb, "--state", path.to_str().unwrap()]);
-    let _ = std::fs::remove_file(&path);
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "apply on {node} with {lb}:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let n = changes(&stdout);
+    let (n, stdout, _) = support::mesh::apply_with(lab, node, lb, &state(lab, node));
     (stdout, n)
 }
 

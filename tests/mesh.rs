@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddrV4, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -73,72 +73,19 @@ fn state(lab: &Lab, node: &str, unhealthy: &[&str]) -> Value {
     })
 }
 
-/// The lab plus what the test started in it; on drop: kill the servers, tear the data plane
-/// down on every node (eBPF pins and cgroups live outside the namespaces), then the lab goes.
-struct Mesh {
-    procs: Vec<Child>,
-    lab: Lab,
-    lb: &'static str,
-}
+/// The lab and what the test started in it (see [`MeshLab`]).
+type Mesh = MeshLab;
 
-impl Drop for Mesh {
-    fn drop(&mut self) {
-        for p in &mut self.procs {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
-        for n in NODES {
-            let out = shoal(&["--netns", &self.lab.node_ns(n), "dataplane", "teardown"]);
-            if !out.status.success() {
-                eprintln!("teardown {n}: {}", String::from_utf8_lossy(&out.stderr));
-            }
-        }
-    }
-}
-
-impl Mesh {
-    fn cgroup(&self, node: &str) -> String {
-        format!("{}/shoal/{}", cgroup2(), self.lab.node_ns(node))
-    }
-
-    /// `shoal --netns NODE dataplane apply --lb LB`; returns (changes, stderr).
-    fn apply(&self, node: &str, state: &Value) -> (usize, String) {
-        let path = std::env::temp_dir().join(format!("{}-{node}-mesh.json", self.lab.name));
-        std::fs::write(&path, serde_json::to_vec_pretty(state).unwrap()).unwrap();
-        let out = shoal(&["--netns", &self.lab.node_ns(node), "dataplane", "apply", "--lb", self.lb, "--state", path.to_str().unwrap()]);
-        let _ = std::fs::remove_file(&path);
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(out.status.success(), "apply on {node} failed:\n{stdout}\n{stderr}");
-        (changes(&stdout), stderr)
-    }
-
+impl MeshLab {
     fn apply_all(&self, unhealthy: &[&str]) -> Vec<usize> {
         NODES.iter().map(|n| self.apply(n, &state(&self.lab, n, unhealthy)).0).collect()
-    }
-
-    /// A command inside a task namespace, in the node's cgroup when the eBPF balancer made one
-    /// (its socket-level VIP balancing applies to processes there).
-    fn task_command(&self, node: &str, args: &[&str]) -> Command {
-        let ns = format!("/run/netns/{}", self.lab.task_ns(&format!("{node}-web")));
-        let cg = self.cgroup(node);
-        let mut c = Command::new("sh");
-        c.arg("-c")
-            .arg(
-                r#"cg=$1; ns=$2; shift 2; if [ -d "$cg" ]; then echo $$ > "$cg/cgroup.procs" || exit 1; fi; exec nsenter --net="$ns" "$@""#,
-            )
-            .arg("sh")
-            .arg(&cg)
-            .arg(&ns)
-            .args(args);
-        c
     }
 
     fn start_whoami(&mut self) {
         for n in NODES {
             for port in ["80", "81", "82"] {
                 let mut child = self
-                    .task_command(n, &[SHOAL, "whoami", "--name", &format!("{n}-web"), "--port", port])
+                    .task_command(n, &format!("{n}-web"), &[SHOAL, "whoami", "--name", &format!("{n}-web"), "--port", port])
                     .stdout(Stdio::piped())
                     .stderr(Stdio::inherit())
                     .spawn()
@@ -216,7 +163,7 @@ fn vip_names(mesh: &Mesh, from: &str, n: usize) -> BTreeSet<String> {
     let write_out = format!("\n%{{num_connects}} {END}\n");
     let mut args = vec!["curl", "-s", "-m", "3", "-H", "Connection: close", "-w", &write_out];
     args.extend(std::iter::repeat_n(url.as_str(), n));
-    let out = mesh.task_command(from, &args).output().unwrap();
+    let out = mesh.task_command(from, &format!("{from}-web"), &args).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let transfers: Vec<&str> = text.split_terminator(&format!("{END}\n")).collect();
     assert_eq!(
@@ -245,7 +192,7 @@ fn open_conn(ns: &str, addr: SocketAddrV4) -> TcpStream {
 
 fn routing_mesh(test: &str, lb: &'static str) {
     let lab = Lab::up(3);
-    let mut mesh = Mesh { procs: Vec::new(), lab, lb };
+    let mut mesh = MeshLab { procs: Vec::new(), lab, lb, nodes: &NODES };
     let first = NODES.iter().map(|n| mesh.apply(n, &state(&mesh.lab, n, &[]))).collect::<Vec<_>>();
     for (n, (changes, stderr)) in NODES.iter().zip(&first) {
         assert!(*changes > 0, "first apply on {n} changed nothing");
@@ -371,7 +318,7 @@ fn mesh_ipvs_routing_mesh_vip_drain_restart() {
 #[ignore = "needs root: run by tests/run.sh"]
 fn mesh_bad_service_input_names_the_field_and_changes_nothing() {
     let lab = Lab::up(3);
-    let mesh = Mesh { procs: Vec::new(), lab, lb: "nftables" };
+    let mesh = MeshLab { procs: Vec::new(), lab, lb: "nftables", nodes: &NODES };
     mesh.apply("smgr", &state(&mesh.lab, "smgr", &[]));
     let before = mesh.lab.show("smgr");
     type Edit = Box<dyn Fn(&mut Value)>;
@@ -433,7 +380,7 @@ fn mesh_auto_falls_back_when_pinned_ebpf_cannot_be_adopted() {
         return;
     }
     let lab = Lab::up(3);
-    let mesh = Mesh { procs: Vec::new(), lab, lb: "auto" };
+    let mesh = MeshLab { procs: Vec::new(), lab, lb: "auto", nodes: &NODES };
     // A pin directory whose service map is not a map.
     let pins = format!("/run/shoal/{}/bpf", mesh.lab.node_ns("smgr"));
     std::fs::create_dir_all(&pins).unwrap();

@@ -10,7 +10,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddrV4, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -58,61 +58,9 @@ fn state(lab: &Lab, node: &str, unhealthy: &[&str]) -> Value {
     })
 }
 
-/// The lab plus what the test started in it; on drop: kill the servers, tear the data plane
-/// down on every node (eBPF pins and cgroups live outside the namespaces), then the lab goes.
-struct Mesh {
-    procs: Vec<Child>,
-    lab: Lab,
-    lb: &'static str,
-}
-
-impl Drop for Mesh {
-    fn drop(&mut self) {
-        for p in &mut self.procs {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
-        for n in NODES {
-            let out = shoal(&["--netns", &self.lab.node_ns(n), "dataplane", "teardown"]);
-            if !out.status.success() {
-                eprintln!("teardown {n}: {}", String::from_utf8_lossy(&out.stderr));
-            }
-        }
-    }
-}
-
-impl Mesh {
-    /// `shoal --netns NODE dataplane apply --lb LB` (a new process each time: it adopts what
-    /// the last one left); returns the number of changes.
-    fn apply(&self, node: &str, state: &Value) -> usize {
-        let path = std::env::temp_dir().join(format!("{}-{node}-vip.json", self.lab.name));
-        std::fs::write(&path, serde_json::to_vec_pretty(state).unwrap()).unwrap();
-        let out = shoal(&["--netns", &self.lab.node_ns(node), "dataplane", "apply", "--lb", self.lb, "--state", path.to_str().unwrap()]);
-        let _ = std::fs::remove_file(&path);
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(out.status.success(), "apply on {node} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-        changes(&stdout)
-    }
-
+impl MeshLab {
     fn apply_all(&self, unhealthy: &[&str]) -> Vec<usize> {
-        NODES.iter().map(|n| self.apply(n, &state(&self.lab, n, unhealthy))).collect()
-    }
-
-    /// A command in task `task`'s network namespace and, when the eBPF balancer made one, in the
-    /// node's task cgroup (where its socket-level balancing applies), as a task runs.
-    fn task_command(&self, node: &str, task: &str, args: &[&str]) -> Command {
-        let ns = format!("/run/netns/{}", self.lab.task_ns(task));
-        let cg = format!("{}/shoal/{}", cgroup2(), self.lab.node_ns(node));
-        let mut c = Command::new("sh");
-        c.arg("-c")
-            .arg(
-                r#"cg=$1; ns=$2; shift 2; if [ -d "$cg" ]; then echo $$ > "$cg/cgroup.procs" || exit 1; fi; exec nsenter --net="$ns" "$@""#,
-            )
-            .arg("sh")
-            .arg(&cg)
-            .arg(&ns)
-            .args(args);
-        c
+        NODES.iter().map(|n| self.apply(n, &state(&self.lab, n, unhealthy)).0).collect()
     }
 
     /// whoami on every web replica, on each TCP port (each also answers UDP on its port).
@@ -251,7 +199,7 @@ fn vip(port: u16) -> SocketAddrV4 {
 
 fn vip_carries_every_port(test: &str, lb: &'static str) {
     let lab = Lab::up(3);
-    let mut mesh = Mesh { procs: Vec::new(), lab, lb };
+    let mut mesh = MeshLab { procs: Vec::new(), lab, lb, nodes: &NODES };
     for (n, c) in NODES.iter().zip(mesh.apply_all(&[])) {
         assert!(c > 0, "{test}: first apply on {n} changed nothing");
     }
