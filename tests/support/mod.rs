@@ -2,6 +2,7 @@
 //! when the test fails), running commands in namespaces, TCP across namespaces.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod mesh;
 pub mod shims;
 

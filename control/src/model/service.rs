@@ -122,6 +122,94 @@ pub struct ServiceSpec {
     /// What each task needs free on its node (`--reserve-*`); the scheduler places by it.
     #[serde(default)]
     pub reservations: ResourceReservations,
+    /// How tasks are replaced when this spec changes (`--update-*`).
+    #[serde(default)]
+    pub update: UpdateConfig,
+    /// How tasks are replaced on a rollback (`--rollback-*`).
+    #[serde(default)]
+    pub rollback: UpdateConfig,
+}
+
+/// swarmkit's UpdateConfig, used for both updates and rollbacks (Docker's defaults for both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateConfig {
+    /// Tasks replaced at once; 0 = all at once.
+    pub parallelism: u64,
+    /// Wait between batches.
+    pub delay_ms: u64,
+    pub failure_action: FailureAction,
+    /// How long a new task is watched for failure after it counts as updated.
+    pub monitor_ms: u64,
+    /// Share of updated tasks that may fail before `failure_action` applies (0.0 to 1.0).
+    pub max_failure_ratio: Ratio,
+    pub order: UpdateOrder,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> UpdateConfig {
+        UpdateConfig {
+            parallelism: 1,
+            delay_ms: 0,
+            failure_action: FailureAction::Pause,
+            monitor_ms: 5_000,
+            max_failure_ratio: Ratio(0.0),
+            order: UpdateOrder::StopFirst,
+        }
+    }
+}
+
+/// What an update does when too many new tasks fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureAction {
+    #[default]
+    Pause,
+    Continue,
+    Rollback,
+}
+
+/// Stop the old task before starting its replacement, or start the new one first (overlap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    #[default]
+    StopFirst,
+    StartFirst,
+}
+
+/// A fraction (Docker's `max_failure_ratio` is a float). Compared by bits so specs stay `Eq`:
+/// validation refuses NaN, so equal values have equal bits (except 0.0 and -0.0, also refused).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Ratio(pub f64);
+
+impl PartialEq for Ratio {
+    fn eq(&self, other: &Ratio) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for Ratio {}
+
+/// Where a service's last update or rollback stands (swarmkit's UpdateStatus).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateStatus {
+    pub state: UpdateState,
+    pub started_ms: u64,
+    /// Set once the update completed, paused or was rolled back.
+    pub completed_ms: Option<u64>,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateState {
+    Updating,
+    Paused,
+    Completed,
+    RollbackStarted,
+    RollbackPaused,
+    RollbackCompleted,
 }
 
 /// Per-task reservations; 0 = none.
@@ -177,6 +265,8 @@ impl ServiceSpec {
             healthcheck: None,
             limits: ResourceLimits::default(),
             reservations: ResourceReservations::default(),
+            update: UpdateConfig::default(),
+            rollback: UpdateConfig::default(),
         }
     }
 }
@@ -202,4 +292,9 @@ pub struct Service {
     pub vips: Vec<Vip>,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// The spec before the last update, for `service rollback` (swarmkit's PreviousSpec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_spec: Option<Box<ServiceSpec>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_status: Option<UpdateStatus>,
 }

@@ -159,7 +159,18 @@ impl ClusterState {
                 let id = self.ids.next_id();
                 self.services.insert(
                     id.clone(),
-                    Service { id: id.clone(), spec: spec.clone(), version: 1, network_ids, ports, vips, created_ms: now, updated_ms: now },
+                    Service {
+                        id: id.clone(),
+                        spec: spec.clone(),
+                        version: 1,
+                        network_ids,
+                        ports,
+                        vips,
+                        created_ms: now,
+                        updated_ms: now,
+                        previous_spec: None,
+                        update_status: None,
+                    },
                 );
                 Ok(Response::Created { id })
             }
