@@ -61,6 +61,8 @@ fn placement() {
         ca_key_pem: String::new(),
         task_history_limit: 5,
         heartbeat_period_ms: 1000,
+        cert_expiry_ms: shoal_control::ca::DEFAULT_CERT_EXPIRY.as_millis() as u64,
+        ca_rotation: None,
     };
     st.apply(&Request { now_ms: 1, cmd: Command::Init { cluster, node: node(0) } }).unwrap();
     for i in 1..1000 {
@@ -140,6 +142,7 @@ async fn cluster(n: usize, timing: RaftTiming) -> Vec<BenchNode> {
             default_addr_pool_mask_length: 24,
             force_new_cluster: false,
             task_history_limit: None,
+            cert_expiry_ms: None,
         }))
         .await
         .unwrap();

@@ -16,6 +16,8 @@ pub fn cluster() -> Cluster {
         ca_key_pem: String::new(),
         task_history_limit: 5,
         heartbeat_period_ms: 1000,
+        cert_expiry_ms: crate::ca::DEFAULT_CERT_EXPIRY.as_millis() as u64,
+        ca_rotation: None,
     }
 }
 

@@ -142,7 +142,8 @@ async fn worker_certificates_cannot_call_manager_rpcs() {
         cert_pem: read("certs/node.pem"),
         key_pem: read("certs/node.key"),
     };
-    let cfg = shoal_control::rpc::tls::client_config(&id).unwrap();
+    let creds = shoal_control::rpc::creds::Credentials::new(id.clone()).unwrap();
+    let cfg = shoal_control::rpc::tls::client_config(&creds, shoal_control::rpc::tls::Trust::AnyManager).unwrap();
     let mut client = shoal_control::rpc::tls::client(&ms[0].addr, cfg).unwrap();
     let err = client.api(ApiRequest::View).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");

@@ -78,6 +78,7 @@ async fn force_new_cluster_recovers_a_lost_quorum() {
             default_addr_pool_mask_length: 24,
             force_new_cluster: true,
             task_history_limit: None,
+            cert_expiry_ms: None,
         }))
         .await
         .unwrap();

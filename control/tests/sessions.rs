@@ -23,7 +23,8 @@ fn identity(node: &TestNode) -> TlsIdentity {
 
 /// Open a session to `addr` as the node with `id`; heartbeats are up to the caller.
 async fn open(addr: &str, id: &TlsIdentity) -> (mpsc::Sender<AgentMessage>, Inbound) {
-    let mut client = tls::client(addr, tls::client_config(id).unwrap()).unwrap();
+    let creds = shoal_control::rpc::creds::Credentials::new(id.clone()).unwrap();
+    let mut client = tls::client(addr, tls::client_config(&creds, tls::Trust::AnyManager).unwrap()).unwrap();
     let (tx, rx) = mpsc::channel(16);
     tx.send(AgentMessage::Heartbeat).await.unwrap();
     let inbound = client.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.expect("session opens").into_inner();

@@ -1,4 +1,4 @@
-//! `init`, `join`, `join-token`, `leave`.
+//! `init`, `join`, `join-token`, `update`, `leave`.
 
 use super::{Client, HostOpt};
 use crate::model::Role;
@@ -29,6 +29,20 @@ pub struct InitArgs {
     /// Tasks kept per slot.
     #[arg(long)]
     pub task_history_limit: Option<usize>,
+    /// Validity of node certificates, e.g. 2160h (90 days, the default) or 1m; nodes renew
+    /// theirs from half of it on.
+    #[arg(long, value_parser = super::args::parse_duration_ms)]
+    pub cert_expiry: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    pub host: HostOpt,
+    /// Validity of node certificates issued from now on (each node renews from half of its
+    /// current certificate's lifetime on).
+    #[arg(long, value_parser = super::args::parse_duration_ms)]
+    pub cert_expiry: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -76,6 +90,7 @@ pub async fn init(a: InitArgs) -> anyhow::Result<()> {
             default_addr_pool_mask_length: a.default_addr_pool_mask_length,
             force_new_cluster: a.force_new_cluster,
             task_history_limit: a.task_history_limit,
+            cert_expiry_ms: a.cert_expiry,
         }))
         .await?;
     let LocalReply::Initialized { node_id, worker_token, manager_addr, .. } = reply else { bail!("unexpected reply {reply:?}") };
@@ -120,6 +135,17 @@ pub async fn join_token(a: JoinTokenArgs) -> anyhow::Result<()> {
     };
     println!("To add a {} to this cluster, run the following command:\n", role.as_str());
     println!("    shoal join --token {token} {addr}\n");
+    Ok(())
+}
+
+/// `shoal update`: cluster-wide settings (Docker's `swarm update`).
+pub async fn update(a: UpdateArgs) -> anyhow::Result<()> {
+    if a.cert_expiry.is_none() {
+        bail!("nothing to update: give a setting, e.g. --cert-expiry 2160h");
+    }
+    let c = Client::from_host(&a.host.host)?;
+    c.propose(crate::state::Command::UpdateCluster { cert_expiry_ms: a.cert_expiry }).await?;
+    println!("Cluster updated.");
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! talks to dockerd; the node forwards cluster calls to the managers.
 
 mod args;
+mod ca_cmds;
 mod client;
 mod cluster_cmds;
 mod format;
@@ -36,6 +37,10 @@ pub enum Command {
     /// Print (or rotate) the join token for workers or managers.
     #[command(name = "join-token")]
     JoinToken(cluster_cmds::JoinTokenArgs),
+    /// Change cluster-wide settings (certificate lifetime).
+    Update(cluster_cmds::UpdateArgs),
+    /// Print the root CA certificate, or rotate the root CA (--rotate).
+    Ca(ca_cmds::CaArgs),
     /// Leave the cluster.
     Leave(cluster_cmds::LeaveArgs),
     /// Manage nodes.
@@ -73,6 +78,8 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Init(a) => cluster_cmds::init(a).await,
         Command::Join(a) => cluster_cmds::join(a).await,
         Command::JoinToken(a) => cluster_cmds::join_token(a).await,
+        Command::Update(a) => cluster_cmds::update(a).await,
+        Command::Ca(a) => ca_cmds::run(a).await,
         Command::Leave(a) => cluster_cmds::leave(a).await,
         Command::Node { host, cmd } => node_cmds::run(Client::from_host(&host.host)?, cmd).await,
         Command::Network { host, cmd } => network_cmds::run(Client::from_host(&host.host)?, cmd).await,

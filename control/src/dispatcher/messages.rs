@@ -24,6 +24,9 @@ pub enum SessionMessage {
         session_id: String,
         heartbeat_period_ms: u64,
         managers: Vec<String>,
+        /// The managers' node ids: the only certificates the agent takes for a manager.
+        #[serde(default)]
+        manager_ids: Vec<String>,
     },
     Update(AgentUpdate),
     /// The managers changed since `Hello` (one joined, left or moved): where to look for the
@@ -31,6 +34,13 @@ pub enum SessionMessage {
     /// other managers joined knows only the first one, and is lost when it dies.
     Managers {
         managers: Vec<String>,
+        #[serde(default)]
+        manager_ids: Vec<String>,
+    },
+    /// The CA roots nodes must trust now (sent first, then on change: a CA rotation). A node
+    /// whose trust differs renews its certificate at once, and takes the roots from the reply.
+    Trust {
+        ca_pem: String,
     },
     /// This manager is not the leader: connect to `leader` instead.
     Redirect {

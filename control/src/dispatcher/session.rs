@@ -28,12 +28,13 @@ pub fn open(mgr: Manager, node_id: String, mut inbound: Streaming<AgentMessage>)
     };
     let heartbeat_period_ms = mgr.liveness().period().as_millis() as u64;
     let session_id = crate::model::random_id();
-    let managers = mgr.manager_addrs();
+    let managers = (mgr.manager_addrs(), mgr.manager_ids());
     let _ = tx.try_send(Ok(SessionMessage::Hello {
         node_id: node_id.clone(),
         session_id: session_id.clone(),
         heartbeat_period_ms,
-        managers: managers.clone(),
+        managers: managers.0.clone(),
+        manager_ids: managers.1.clone(),
     }));
     mgr.liveness().seen(&node_id, tokio::time::Instant::now());
     // One session per node: this one closes any other, and closes when a newer one opens.
@@ -63,17 +64,26 @@ pub fn open(mgr: Manager, node_id: String, mut inbound: Streaming<AgentMessage>)
             let mut shutdown = mgr.shutdown_signal();
             let mut sent: Option<AgentView> = None;
             let mut sent_managers = managers;
+            let mut sent_trust = String::new();
             loop {
                 if !mgr.is_leader() {
                     let _ = tx.send(Ok(SessionMessage::Redirect { leader: mgr.leader_addr() })).await;
                     return;
                 }
-                let managers = mgr.manager_addrs();
+                let managers = (mgr.manager_addrs(), mgr.manager_ids());
                 if managers != sent_managers {
-                    if tx.send(Ok(SessionMessage::Managers { managers: managers.clone() })).await.is_err() {
+                    let (addrs, ids) = managers.clone();
+                    if tx.send(Ok(SessionMessage::Managers { managers: addrs, manager_ids: ids })).await.is_err() {
                         return;
                     }
                     sent_managers = managers;
+                }
+                let trust = shared.read(|s| s.cluster.as_ref().map(|c| c.trust_bundle()).unwrap_or_default());
+                if trust != sent_trust {
+                    if tx.send(Ok(SessionMessage::Trust { ca_pem: trust.clone() })).await.is_err() {
+                        return;
+                    }
+                    sent_trust = trust;
                 }
                 let version = *applied.borrow_and_update();
                 let (mut view, raft_id) = shared

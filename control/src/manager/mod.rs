@@ -15,7 +15,7 @@ pub use view::{redact, ClusterView};
 
 use crate::dispatcher::Liveness;
 use crate::rpc::messages::{ApiRequest, ApiResponse};
-use crate::rpc::tls::{self, TlsIdentity};
+use crate::rpc::tls;
 use crate::rpc::ControlClient;
 use crate::state::{Command, Response, StateError};
 use crate::store::crypto::DataKey;
@@ -49,6 +49,10 @@ pub enum ManagerError {
     Remote { addr: String, message: String },
     #[error("listening on {addr}: {message}")]
     Listen { addr: SocketAddr, message: String },
+    #[error(transparent)]
+    Ca(#[from] crate::ca::CaError),
+    #[error("this manager has no cluster yet")]
+    NoCluster,
 }
 
 /// Raft timing. Failover takes about one election timeout after the leader's last heartbeat.
@@ -79,7 +83,8 @@ pub struct ManagerConfig {
     pub advertise: String,
     /// Raft log, snapshots and the data key live here.
     pub dir: PathBuf,
-    pub tls: TlsIdentity,
+    /// The node's live certificate and trust (renewed in place).
+    pub creds: Arc<crate::rpc::creds::Credentials>,
     pub heartbeat_period: Duration,
     pub raft: RaftTiming,
     /// How long a write may wait for a commit.
@@ -134,7 +139,7 @@ impl Manager {
         }
         .validate()
         .map_err(|e| ManagerError::Raft(e.to_string()))?;
-        let client_tls = tls::client_config(&cfg.tls)?;
+        let client_tls = tls::client_config(&cfg.creds, tls::Trust::AnyManager)?;
         let faults = Arc::new(Faults::default());
         let net = network::NetworkFactory { tls: client_tls.clone(), faults: faults.clone() };
         let raft = Raft::new(cfg.raft_id, Arc::new(raft_cfg), net, log, sm).await.map_err(|e| ManagerError::Raft(e.to_string()))?;
@@ -238,6 +243,12 @@ impl Manager {
     pub fn manager_addrs(&self) -> Vec<String> {
         let m = self.inner.raft.metrics().borrow().clone();
         m.membership_config.membership().nodes().map(|(_, n)| n.addr.clone()).collect()
+    }
+
+    /// Node ids of the Raft members: the nodes agents may take for managers.
+    pub fn manager_ids(&self) -> Vec<String> {
+        let raft_ids: Vec<u64> = self.inner.raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        self.inner.shared.read(|s| s.nodes.values().filter(|n| raft_ids.contains(&n.raft_id)).map(|n| n.id.clone()).collect())
     }
 
     /// A gRPC client to another manager, authenticated as this node.
@@ -356,6 +367,20 @@ impl Manager {
                 Ok(ApiResponse::Done)
             }
             ApiRequest::Logs(req) => self.logs_request(req).await,
+            ApiRequest::RotateCa => {
+                let cluster = self.inner.shared.read(|s| s.cluster.clone()).ok_or(ManagerError::NoCluster)?;
+                let old = crate::ca::RootCa { cert_pem: cluster.ca_cert_pem.clone(), key_pem: cluster.ca_key_pem.clone() };
+                let (new, cross_signed_pem) = old.rotate(&cluster.id)?;
+                let rotation = crate::model::CaRotation {
+                    cert_pem: new.cert_pem,
+                    key_pem: new.key_pem,
+                    cross_signed_pem,
+                    started_ms: now_ms(),
+                    renewed: Default::default(),
+                };
+                let (result, index) = self.propose(Command::StartCaRotation { rotation }).await?;
+                Ok(ApiResponse::Committed { result, index })
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::rpc::messages::{
 };
 use crate::rpc::{caller, manager_caller, tls, Control, ControlServer};
 use std::pin::Pin;
+use std::time::Duration;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -18,15 +19,15 @@ struct Service {
 
 pub fn serve(mgr: Manager, listener: tokio::net::TcpListener) -> Result<tokio::task::JoinHandle<()>, ManagerError> {
     let addr = listener.local_addr().map_err(|e| ManagerError::Listen { addr: mgr.config().listen, message: e.to_string() })?;
-    let tls_cfg = tls::server_tls(&mgr.config().tls);
+    let tls_cfg = tls::server_config(&mgr.config().creds)?;
     let mut shutdown = mgr.shutdown_signal();
     let svc = ControlServer::new(Service { mgr: mgr.clone() }).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20);
+    // HTTP/2 keepalive: a peer that vanished without a FIN (half-open) is dropped in ~30 s.
     let router = tonic::transport::Server::builder()
-        .tls_config(tls_cfg)
-        .map_err(|e| ManagerError::Listen { addr, message: e.to_string() })?
-        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(svc);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = crate::rpc::accept::incoming(listener, tls_cfg, mgr.shutdown_signal());
     Ok(tokio::spawn(async move {
         let stop = async move {
             let _ = shutdown.wait_for(|s| *s).await;
@@ -35,6 +36,23 @@ pub fn serve(mgr: Manager, listener: tokio::net::TcpListener) -> Result<tokio::t
             tracing::error!(%addr, "manager gRPC server: {e}");
         }
     }))
+}
+
+/// A manager certificate is honoured only while the cluster state agrees: a demoted node keeps
+/// its certificate until it expires, and a removed one is refused for good (as etcd refuses
+/// removed members). A node the state does not know yet (a manager joining, its entry not yet
+/// replicated here) is let through: its certificate was issued by a manager just now.
+fn still_a_manager(mgr: &Manager, node_id: &str) -> Result<(), Status> {
+    let (removed, role) = mgr.shared().read(|s| (s.removed_nodes.contains(node_id), s.nodes.get(node_id).map(|n| n.role)));
+    if removed {
+        return Err(Status::permission_denied(format!(
+            "node {node_id} was removed from the cluster: its certificate is no longer accepted"
+        )));
+    }
+    if role == Some(Role::Worker) {
+        return Err(Status::permission_denied(format!("node {node_id} was demoted: it is no longer a manager")));
+    }
+    Ok(())
 }
 
 fn cluster_id(mgr: &Manager) -> String {
@@ -51,11 +69,12 @@ impl Control for Service {
 
     async fn renew(&self, request: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
         let id = caller(&request, &cluster_id(&self.mgr))?;
-        self.mgr.handle_renew(&id.node_id, request.into_inner()).map(Response::new)
+        self.mgr.handle_renew(&id.node_id, request.into_inner()).await.map(Response::new)
     }
 
     async fn raft(&self, request: Request<RaftRpc>) -> Result<Response<RaftReply>, Status> {
-        manager_caller(&request, &cluster_id(&self.mgr))?;
+        let id = manager_caller(&request, &cluster_id(&self.mgr))?;
+        still_a_manager(&self.mgr, &id.node_id)?;
         let raft = self.mgr.raft();
         let reply = match request.into_inner() {
             RaftRpc::Append(r) => RaftReply::Append(raft.append_entries(r).await),
@@ -67,10 +86,7 @@ impl Control for Service {
 
     async fn api(&self, request: Request<ApiRequest>) -> Result<Response<ApiResponse>, Status> {
         let id = manager_caller(&request, &cluster_id(&self.mgr))?;
-        let role = self.mgr.shared().read(|s| s.nodes.get(&id.node_id).map(|n| n.role));
-        if role == Some(Role::Worker) {
-            return Err(Status::permission_denied(format!("node {} was demoted: it is no longer a manager", id.node_id)));
-        }
+        still_a_manager(&self.mgr, &id.node_id)?;
         self.mgr.handle_api(request.into_inner()).await.map(Response::new).map_err(|e| Status::unavailable(e.to_string()))
     }
 

@@ -20,6 +20,9 @@ pub struct ClusterView {
 pub fn redact(mut state: ClusterState) -> ClusterState {
     if let Some(c) = state.cluster.as_mut() {
         c.ca_key_pem.clear();
+        if let Some(r) = c.ca_rotation.as_mut() {
+            r.key_pem.clear();
+        }
         c.worker_token.clear();
         c.manager_token.clear();
     }

@@ -40,4 +40,52 @@ pub struct Cluster {
     pub task_history_limit: usize,
     /// Agents' heartbeat period in milliseconds.
     pub heartbeat_period_ms: u64,
+    /// Lifetime of node certificates (`--cert-expiry`); nodes renew from half of it on.
+    #[serde(default = "default_cert_expiry_ms")]
+    pub cert_expiry_ms: u64,
+    /// A root CA rotation under way (`shoal ca --rotate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_rotation: Option<CaRotation>,
+}
+
+/// The new root of a CA rotation. Managers sign with it (presenting the cross-signed
+/// certificate beside, for nodes that trust only the old root), every node trusts both roots,
+/// and once every node that is not down holds a certificate of the new root it replaces the
+/// old one, which is then trusted no more.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaRotation {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// The new root's certificate signed by the old root.
+    pub cross_signed_pem: String,
+    pub started_ms: u64,
+    /// Nodes that hold a certificate of the new root.
+    pub renewed: std::collections::BTreeSet<NodeId>,
+}
+
+fn default_cert_expiry_ms() -> u64 {
+    crate::ca::DEFAULT_CERT_EXPIRY.as_millis() as u64
+}
+
+impl Cluster {
+    pub fn cert_expiry(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.cert_expiry_ms)
+    }
+
+    /// The CA that signs node certificates now, and the certificates to present after a node
+    /// certificate it signed (the cross-signed root during a rotation, else none).
+    pub fn signing_ca(&self) -> (crate::ca::RootCa, String) {
+        match &self.ca_rotation {
+            Some(r) => (crate::ca::RootCa { cert_pem: r.cert_pem.clone(), key_pem: r.key_pem.clone() }, r.cross_signed_pem.clone()),
+            None => (crate::ca::RootCa { cert_pem: self.ca_cert_pem.clone(), key_pem: self.ca_key_pem.clone() }, String::new()),
+        }
+    }
+
+    /// The roots every node must trust: the current one, and the new one during a rotation.
+    pub fn trust_bundle(&self) -> String {
+        match &self.ca_rotation {
+            Some(r) => format!("{}\n{}", self.ca_cert_pem.trim_end(), r.cert_pem),
+            None => self.ca_cert_pem.clone(),
+        }
+    }
 }

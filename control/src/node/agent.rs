@@ -31,16 +31,21 @@ pub struct AgentChannels {
 pub type ManagersHook = Box<dyn Fn(&[String]) + Send + Sync>;
 
 pub struct AgentConfig {
-    pub tls: tls::TlsIdentity,
+    pub creds: Arc<crate::rpc::creds::Credentials>,
     pub managers: Arc<Mutex<Vec<String>>>,
     pub heartbeat_period: Duration,
     pub logs: Option<crate::logs::LogSourceRef>,
     /// Called with the managers when a session tells of a different set (to persist them).
     pub on_managers: Option<ManagersHook>,
+    /// The CA roots the cluster says to trust (the renewal loop compares them with its own).
+    pub trust: watch::Sender<String>,
 }
 
 impl AgentConfig {
-    fn learn_managers(&self, managers: Vec<String>) {
+    fn learn_managers(&self, managers: Vec<String>, ids: Vec<String>) {
+        if !ids.is_empty() {
+            self.creds.set_managers(ids.into_iter().collect());
+        }
         if managers.is_empty() {
             return;
         }
@@ -60,7 +65,7 @@ pub async fn run(
     mut ch: AgentChannels,
     mut shutdown: watch::Receiver<bool>,
 ) -> mpsc::Receiver<Vec<(String, TaskStatus)>> {
-    let client_cfg = match tls::client_config(&cfg.tls) {
+    let client_cfg = match tls::client_config(&cfg.creds, tls::Trust::CurrentManagers) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("agent TLS config: {e}");
@@ -152,9 +157,9 @@ async fn session(
                 None => return Ended::Shutdown,
             },
             m = inbound.message() => match m {
-                Ok(Some(SessionMessage::Hello { managers, heartbeat_period_ms, .. })) => {
+                Ok(Some(SessionMessage::Hello { managers, manager_ids, heartbeat_period_ms, .. })) => {
                     ch.connected.send_replace(true);
-                    cfg.learn_managers(managers);
+                    cfg.learn_managers(managers, manager_ids);
                     let p = Duration::from_millis(heartbeat_period_ms.max(10));
                     if p != *period {
                         *period = p;
@@ -169,7 +174,10 @@ async fn session(
                     ch.view.send_replace(Arc::new(super::agent::AgentSnapshot { version: u.version, view: view.clone() }));
                     let _ = ch.updates.send(u);
                 }
-                Ok(Some(SessionMessage::Managers { managers })) => cfg.learn_managers(managers),
+                Ok(Some(SessionMessage::Managers { managers, manager_ids })) => cfg.learn_managers(managers, manager_ids),
+                Ok(Some(SessionMessage::Trust { ca_pem })) => {
+                    cfg.trust.send_replace(ca_pem);
+                }
                 Ok(Some(SessionMessage::Redirect { leader })) => return Ended::Redirect(leader),
                 Ok(Some(SessionMessage::Logs { request_id, reads })) => answer_logs(cfg.logs.clone(), request_id, reads, out_tx.clone()),
                 Ok(None) => return Ended::Failed,

@@ -15,6 +15,9 @@ pub struct InitOptions {
     pub default_addr_pool_mask_length: u8,
     pub force_new_cluster: bool,
     pub task_history_limit: Option<usize>,
+    /// Node certificates' lifetime (`--cert-expiry`); None = 90 days.
+    #[serde(default)]
+    pub cert_expiry_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

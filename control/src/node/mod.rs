@@ -8,6 +8,7 @@ pub mod api;
 mod identity;
 pub mod local_socket;
 mod recover;
+mod renew;
 
 pub use agent::AgentSnapshot;
 pub use api::{InitOptions, JoinOptions, LocalReply, LocalRequest, LocalResponse, NodeInfo};
@@ -16,6 +17,7 @@ use crate::ca::{self, JoinToken, RootCa};
 use crate::dispatcher::messages::AgentUpdate;
 use crate::manager::{Manager, ManagerConfig, ManagerError, RaftTiming};
 use crate::model::{random_id, Availability, Cluster, Node, NodeState, Role, TaskStatus};
+use crate::rpc::creds::Credentials;
 use crate::rpc::messages::{ApiRequest, ApiResponse, JoinRequest, RenewRequest};
 use crate::rpc::tls::{self, TlsIdentity};
 use crate::state::Command;
@@ -93,7 +95,8 @@ pub enum NodeError {
 
 struct Joined {
     id: Identity,
-    tls: TlsIdentity,
+    /// The node's certificate, key and CA, live: renewal and role changes swap them here.
+    creds: Arc<Credentials>,
     manager: Option<Manager>,
     agent_stop: watch::Sender<bool>,
     managers: Arc<Mutex<Vec<String>>>,
@@ -138,8 +141,9 @@ impl NodeControl {
         };
         if let Some((id, tls)) = node.inner.paths.load()? {
             let mut g = node.inner.joined.lock().await;
-            let manager = if id.role == Role::Manager { Some(node.start_manager(&id, &tls).await?) } else { None };
-            *g = Some(node.start_agent(id, tls, manager));
+            let creds = Credentials::new(tls)?;
+            let manager = if id.role == Role::Manager { Some(node.start_manager(&id, &creds).await?) } else { None };
+            *g = Some(node.start_agent(id, creds, manager));
         }
         if let Some(path) = node.inner.cfg.socket.clone() {
             let listener = local_socket::bind(&path).map_err(|source| NodeError::Socket { path: path.display().to_string(), source })?;
@@ -249,7 +253,7 @@ impl NodeControl {
         Ok((ip.clone(), format!("{ip}:{port}"), listen))
     }
 
-    async fn start_manager(&self, id: &Identity, tls: &TlsIdentity) -> Result<Manager, NodeError> {
+    async fn start_manager(&self, id: &Identity, creds: &Arc<Credentials>) -> Result<Manager, NodeError> {
         let cfg = ManagerConfig {
             raft_id: id.raft_id,
             node_id: id.node_id.clone(),
@@ -257,7 +261,7 @@ impl NodeControl {
             listen: id.listen,
             advertise: id.manager_addr.clone(),
             dir: self.inner.paths.raft(),
-            tls: tls.clone(),
+            creds: creds.clone(),
             heartbeat_period: Duration::from_millis(id.heartbeat_period_ms.max(10)),
             raft: self.inner.cfg.raft.clone(),
             write_timeout: Duration::from_secs(5),
@@ -265,11 +269,12 @@ impl NodeControl {
         Ok(Manager::start(cfg).await?)
     }
 
-    fn start_agent(&self, id: Identity, tls: TlsIdentity, manager: Option<Manager>) -> Joined {
+    fn start_agent(&self, id: Identity, creds: Arc<Credentials>, manager: Option<Manager>) -> Joined {
         let (agent_stop, stop_rx) = watch::channel(false);
         let managers = Arc::new(Mutex::new(id.managers.clone()));
         let reports = self.inner.reports_rx.lock().unwrap_or_else(|p| p.into_inner()).take();
         let (role_tx, role_rx) = watch::channel(Some(id.role));
+        let (trust_tx, trust_rx) = watch::channel(String::new());
         if let Some(reports) = reports {
             let ch = agent::AgentChannels {
                 updates: self.inner.updates.clone(),
@@ -279,7 +284,7 @@ impl NodeControl {
                 connected: self.inner.connected.clone(),
             };
             let cfg = agent::AgentConfig {
-                tls: tls.clone(),
+                creds: creds.clone(),
                 managers: managers.clone(),
                 heartbeat_period: Duration::from_millis(id.heartbeat_period_ms.max(10)),
                 logs: self.inner.cfg.logs.clone(),
@@ -291,6 +296,7 @@ impl NodeControl {
                         }
                     }
                 })),
+                trust: trust_tx,
             };
             let inner = self.inner.clone();
             let stop = stop_rx.clone();
@@ -300,8 +306,9 @@ impl NodeControl {
                 *inner.reports_rx.lock().unwrap_or_else(|p| p.into_inner()) = Some(reports);
             });
         }
+        tokio::spawn(renew::run(self.clone(), creds.clone(), trust_rx, stop_rx.clone()));
         tokio::spawn(role_watch(self.clone(), role_rx, stop_rx));
-        Joined { id, tls, manager, agent_stop, managers }
+        Joined { id, creds, manager, agent_stop, managers }
     }
 
     async fn init(&self, o: InitOptions) -> Result<LocalReply, NodeError> {
@@ -328,14 +335,18 @@ impl NodeControl {
                 message: format!("{mask} must be 8-29 and not shorter than every pool's prefix"),
             });
         }
+        let cert_expiry = match o.cert_expiry_ms {
+            None => ca::DEFAULT_CERT_EXPIRY,
+            Some(ms) => ca::check_cert_expiry(ms).map_err(|message| NodeError::Invalid { field: "cert-expiry", message })?,
+        };
         let cluster_id = random_id();
         let node_id = random_id();
         let raft_id = (rand::random::<u64>() >> 1).max(1);
         let ca = RootCa::generate(&cluster_id)?;
         let digest = ca.digest();
         let (key_pem, csr) = ca::new_node_key()?;
-        let cert_pem = ca.issue(&csr, &node_id, Role::Manager, &cluster_id)?;
-        let tls = TlsIdentity { ca_pem: ca.cert_pem.clone(), cert_pem, key_pem };
+        let cert_pem = ca.issue(&csr, &node_id, Role::Manager, &cluster_id, cert_expiry)?;
+        let creds = Credentials::new(TlsIdentity { ca_pem: ca.cert_pem.clone(), cert_pem, key_pem })?;
         let heartbeat_period_ms = self.inner.cfg.heartbeat_period.as_millis() as u64;
         let id = Identity {
             node_id: node_id.clone(),
@@ -349,7 +360,7 @@ impl NodeControl {
             heartbeat_period_ms,
         };
         let _ = std::fs::remove_dir_all(self.inner.paths.raft());
-        let manager = self.start_manager(&id, &tls).await?;
+        let manager = self.start_manager(&id, &creds).await?;
         manager.initialize().await?;
         let mut metrics = manager.raft().metrics();
         let _ = tokio::time::timeout(Duration::from_secs(10), metrics.wait_for(|m| m.current_leader == Some(raft_id))).await;
@@ -365,6 +376,8 @@ impl NodeControl {
             ca_key_pem: ca.key_pem.clone(),
             task_history_limit: o.task_history_limit.unwrap_or(5),
             heartbeat_period_ms,
+            cert_expiry_ms: cert_expiry.as_millis() as u64,
+            ca_rotation: None,
         };
         let node = Node {
             id: node_id.clone(),
@@ -384,8 +397,8 @@ impl NodeControl {
         let (worker_token, manager_token) = (cluster.worker_token.clone(), cluster.manager_token.clone());
         let (r, _) = manager.propose(Command::Init { cluster, node }).await?;
         r.map_err(|e| NodeError::Recover(e.to_string()))?;
-        self.inner.paths.save(&id, &tls)?;
-        *g = Some(self.start_agent(id, tls, Some(manager)));
+        self.inner.paths.save(&id, &creds.identity())?;
+        *g = Some(self.start_agent(id, creds, Some(manager)));
         tracing::info!(node = %node_id, cluster = %cluster_id, "cluster initialised");
         Ok(LocalReply::Initialized { node_id, worker_token, manager_token, manager_addr })
     }
@@ -422,8 +435,9 @@ impl NodeControl {
             }
             Ok(Ok(r)) => r.into_inner(),
         };
-        let ca_pem = pinned.ca_pem().unwrap_or(resp.ca_cert_pem.clone());
-        if ca::ca_digest(&resp.ca_cert_pem) != token.ca_digest {
+        // The roots to trust: the one the token pins (first), and a new one during a rotation.
+        let ca_pem = if resp.ca_cert_pem.is_empty() { pinned.ca_pem().unwrap_or_default() } else { resp.ca_cert_pem.clone() };
+        if ca::ca_digest(&ca_pem) != token.ca_digest {
             return Err(NodeError::Join { remote, message: "the cluster CA in the reply does not match the token".into() });
         }
         let tls = TlsIdentity { ca_pem, cert_pem: resp.cert_pem, key_pem };
@@ -443,13 +457,14 @@ impl NodeControl {
             heartbeat_period_ms: resp.heartbeat_period_ms,
         };
         self.inner.paths.save(&id, &tls)?;
+        let creds = Credentials::new(tls)?;
         let manager = if id.role == Role::Manager {
             let _ = std::fs::remove_dir_all(self.inner.paths.raft());
-            Some(self.start_manager(&id, &tls).await?)
+            Some(self.start_manager(&id, &creds).await?)
         } else {
             None
         };
-        *g = Some(self.start_agent(id, tls, manager));
+        *g = Some(self.start_agent(id, creds, manager));
         tracing::info!(node = %resp.node_id, role = resp.role.as_str(), "joined cluster");
         Ok(LocalReply::Joined { node_id: resp.node_id, role: resp.role })
     }
@@ -470,6 +485,28 @@ impl NodeControl {
         Ok(LocalReply::Left)
     }
 
+    /// A fresh certificate for `creds` (renewal). None when nothing was changed: the node left,
+    /// or its role changed meanwhile (the role change brings its own certificate).
+    async fn renew_certificate(&self, creds: &Arc<Credentials>) -> Result<Option<u64>, NodeError> {
+        let (managers, role) = {
+            let g = self.inner.joined.lock().await;
+            let Some(j) = g.as_ref().filter(|j| Arc::ptr_eq(&j.creds, creds)) else { return Ok(None) };
+            let managers = j.managers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            (managers, j.id.role)
+        };
+        let r = fetch_certificate(creds, &managers).await?;
+        let g = self.inner.joined.lock().await;
+        let Some(j) = g.as_ref().filter(|j| Arc::ptr_eq(&j.creds, creds) && j.id.role == role && r.role == role) else { return Ok(None) };
+        let mut tls = creds.identity();
+        tls.cert_pem = r.cert_pem;
+        if !r.ca_pem.is_empty() {
+            tls.ca_pem = r.ca_pem;
+        }
+        creds.replace(tls)?;
+        self.inner.paths.save(&j.id, &creds.identity())?;
+        Ok(ca::validity_ms(&creds.identity().cert_pem).map(|(_, na)| na))
+    }
+
     /// After a promote or demote: get a certificate with the new role, then start or stop the
     /// manager role. The leader adds or removes the Raft voter.
     async fn change_role(&self, role: Role) -> Result<(), NodeError> {
@@ -479,36 +516,25 @@ impl NodeControl {
             return Ok(());
         }
         let managers = j.managers.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let csr = {
-            let key = rcgen::KeyPair::from_pem(&j.tls.key_pem).map_err(ca::CaError::Load)?;
-            let params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(ca::CaError::Generate)?;
-            params.serialize_request(&key).and_then(|c| c.pem()).map_err(ca::CaError::Generate)?
-        };
-        let cfg = tls::client_config(&j.tls)?;
-        let mut renewed = None;
-        for addr in &managers {
-            let mut client = tls::client(addr, cfg.clone())?;
-            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(5), client.renew(RenewRequest { csr_pem: csr.clone() })).await {
-                renewed = Some(r.into_inner());
-                break;
-            }
-        }
-        let Some(r) = renewed else {
-            return Err(NodeError::Join { remote: managers.join(","), message: "could not renew the node certificate".into() });
-        };
+        let r = fetch_certificate(&j.creds, &managers).await?;
         if r.role != role {
             return Ok(());
         }
-        j.tls.cert_pem = r.cert_pem;
+        let mut tls = j.creds.identity();
+        tls.cert_pem = r.cert_pem;
+        if !r.ca_pem.is_empty() {
+            tls.ca_pem = r.ca_pem;
+        }
+        j.creds.replace(tls)?;
         j.id.role = role;
         // The managers the agent learned since the join (saved by it), not those of the join.
         j.id.managers = j.managers.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        self.inner.paths.save(&j.id, &j.tls)?;
+        self.inner.paths.save(&j.id, &j.creds.identity())?;
         match role {
             Role::Manager => {
                 let _ = std::fs::remove_dir_all(self.inner.paths.raft());
-                let (id, tls) = (j.id.clone(), j.tls.clone());
-                j.manager = Some(self.start_manager(&id, &tls).await?);
+                let (id, creds) = (j.id.clone(), j.creds.clone());
+                j.manager = Some(self.start_manager(&id, &creds).await?);
                 tracing::info!("promoted: manager role started");
             }
             Role::Worker => {
@@ -521,6 +547,27 @@ impl NodeControl {
         }
         Ok(())
     }
+}
+
+/// A fresh certificate for this node's key from any manager that answers, with the role the
+/// cluster gives the node now.
+async fn fetch_certificate(creds: &Arc<Credentials>, managers: &[String]) -> Result<crate::rpc::messages::RenewResponse, NodeError> {
+    let csr = {
+        let key = rcgen::KeyPair::from_pem(&creds.identity().key_pem).map_err(ca::CaError::Load)?;
+        let params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(ca::CaError::Generate)?;
+        params.serialize_request(&key).and_then(|c| c.pem()).map_err(ca::CaError::Generate)?
+    };
+    let cfg = tls::client_config(creds, tls::Trust::AnyManager)?;
+    let mut last = String::from("no manager known");
+    for addr in managers {
+        let mut client = tls::client(addr, cfg.clone())?;
+        match tokio::time::timeout(Duration::from_secs(5), client.renew(RenewRequest { csr_pem: csr.clone() })).await {
+            Ok(Ok(r)) => return Ok(r.into_inner()),
+            Ok(Err(status)) => last = format!("{addr}: {}", status.message()),
+            Err(_) => last = format!("{addr}: timed out"),
+        }
+    }
+    Err(NodeError::Join { remote: managers.join(","), message: format!("could not renew the node certificate: {last}") })
 }
 
 async fn role_watch(node: NodeControl, mut role: watch::Receiver<Option<Role>>, mut stop: watch::Receiver<bool>) {

@@ -19,8 +19,8 @@ pub async fn force_new_cluster(node: &NodeControl, _o: InitOptions) -> Result<Lo
     crate::store::recover::rebuild_single_member(&dir, j.id.raft_id, &j.id.manager_addr, &j.id.node_id, crate::manager::now_ms())
         .await
         .map_err(|e| NodeError::Recover(e.to_string()))?;
-    let (id, tls) = (j.id.clone(), j.tls.clone());
-    let manager = node.start_manager(&id, &tls).await?;
+    let (id, creds) = (j.id.clone(), j.creds.clone());
+    let manager = node.start_manager(&id, &creds).await?;
     let mut metrics = manager.raft().metrics();
     let _ = tokio::time::timeout(Duration::from_secs(15), metrics.wait_for(|m| m.current_leader == Some(id.raft_id))).await;
     j.managers.lock().unwrap_or_else(|p| p.into_inner()).clone_from(&vec![id.manager_addr.clone()]);

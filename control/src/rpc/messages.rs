@@ -51,8 +51,12 @@ pub struct RenewRequest {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RenewResponse {
+    /// The node certificate, followed by the cross-signed root during a CA rotation.
     pub cert_pem: String,
     pub role: Role,
+    /// The roots the node must trust now (both during a rotation).
+    #[serde(default)]
+    pub ca_pem: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -86,6 +90,8 @@ pub enum ApiRequest {
     RemoveVoter { raft_id: u64 },
     /// Task output (`service logs`), gathered by the leader from the nodes that ran the tasks.
     Logs(crate::logs::LogsRequest),
+    /// Start a root CA rotation (`shoal ca --rotate`).
+    RotateCa,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -1,8 +1,11 @@
 //! The control plane's gRPC service (tonic, JSON-coded messages) and its mutual TLS.
 
+pub mod accept;
 pub mod codec;
+pub mod creds;
 pub mod messages;
 pub mod tls;
+mod verify;
 
 #[allow(clippy::all, missing_docs, unused_qualifications)]
 mod generated {

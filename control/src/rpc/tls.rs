@@ -1,14 +1,19 @@
 //! TLS material and configs. Servers present `node cert + CA` and ask for (optional) client
 //! certificates signed by the cluster CA; every RPC then checks the caller's role. Clients use
 //! our own connector so that a joining node can pin the CA by the digest in its join token.
+//! Both sides read the node's live `Credentials`, so a renewed certificate is used from the
+//! next handshake on.
 
-use crate::ca::{digest_der, pem_certs, pem_key, MANAGER_SAN};
+use super::creds::Credentials;
+use super::verify::ClusterVerifier;
+pub use super::verify::Trust;
+use crate::ca::{digest_der, MANAGER_SAN};
 use crate::rpc::ControlClient;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -40,26 +45,25 @@ pub fn install_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-pub fn server_tls(id: &TlsIdentity) -> tonic::transport::ServerTlsConfig {
-    let chain = format!("{}\n{}", id.cert_pem.trim_end(), id.ca_pem);
-    tonic::transport::ServerTlsConfig::new()
-        .identity(tonic::transport::Identity::from_pem(chain, &id.key_pem))
-        .client_ca_root(tonic::transport::Certificate::from_pem(&id.ca_pem))
-        .client_auth_optional(true)
+/// Server config: presents the node's current certificate, verifies callers' certificates (when
+/// they send one) against the current cluster CAs.
+pub fn server_config(creds: &Arc<Credentials>) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(ClusterVerifier::new(creds.clone(), Trust::AnyManager))
+        .with_cert_resolver(creds.clone());
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(cfg))
 }
 
-/// Client config trusting only the cluster CA, presenting the node certificate.
-pub fn client_config(id: &TlsIdentity) -> Result<Arc<ClientConfig>, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for c in pem_certs(&id.ca_pem) {
-        roots.add(c)?;
-    }
-    let certs = pem_certs(&id.cert_pem);
-    let key = pem_key(&id.key_pem).ok_or_else(|| TlsError::Material("node key is not a PEM private key".into()))?;
+/// Client config trusting only the cluster CAs (and, among their certificates, only current
+/// managers), presenting the node's current certificate.
+pub fn client_config(creds: &Arc<Credentials>, trust: Trust) -> Result<Arc<ClientConfig>, TlsError> {
     let mut cfg = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)?;
+        .dangerous()
+        .with_custom_certificate_verifier(ClusterVerifier::new(creds.clone(), trust))
+        .with_client_cert_resolver(creds.clone());
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -116,7 +120,9 @@ impl ServerCertVerifier for PinnedCa {
         let v = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
             .build()
             .map_err(|e| rustls::Error::General(e.to_string()))?;
-        v.verify_server_cert(end_entity, &[], server_name, ocsp, now)?;
+        // With the other certificates the server sent: during a CA rotation its certificate
+        // comes from the new root, and the cross-signed certificate links it to the pinned one.
+        v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(ca.clone().into_owned());
         Ok(ServerCertVerified::assertion())
     }

@@ -1,7 +1,7 @@
 //! One command at a time. Every fallible step comes before the first change.
 
 use super::{limits, validate, ClusterState, Command, Response, StateError};
-use crate::model::{Network, NodeState, Role, Secret, Service, ServiceMode, TaskState};
+use crate::model::{CaRotation, Network, NodeState, Role, Secret, Service, ServiceMode, TaskState};
 
 impl ClusterState {
     pub(super) fn apply_command(&mut self, now: u64, cmd: &Command) -> Result<Response, StateError> {
@@ -54,6 +54,7 @@ impl ClusterState {
                 }
                 let id = n.id.clone();
                 self.nodes.remove(&id);
+                self.removed_nodes.insert(id.clone());
                 for net in self.networks.values_mut() {
                     net.lb_addrs.remove(&id);
                 }
@@ -105,6 +106,38 @@ impl ClusterState {
                 match role {
                     Role::Worker => c.worker_token = token.clone(),
                     Role::Manager => c.manager_token = token.clone(),
+                }
+                Ok(Response::Ok)
+            }
+            Command::UpdateCluster { cert_expiry_ms } => {
+                let expiry =
+                    cert_expiry_ms.map(crate::ca::check_cert_expiry).transpose().map_err(|m| StateError::invalid("cert-expiry", m))?;
+                let c = self.cluster.as_mut().ok_or(StateError::NotInitialised)?;
+                if let Some(e) = expiry {
+                    c.cert_expiry_ms = e.as_millis() as u64;
+                }
+                Ok(Response::Ok)
+            }
+            Command::StartCaRotation { rotation } => {
+                let c = self.cluster.as_mut().ok_or(StateError::NotInitialised)?;
+                if c.ca_rotation.is_some() {
+                    return Err(StateError::FailedPrecondition("a CA rotation is already in progress: wait for it to finish".into()));
+                }
+                if crate::ca::pem_certs(&rotation.cert_pem).len() != 1 || crate::ca::pem_certs(&rotation.cross_signed_pem).len() != 1 {
+                    return Err(StateError::invalid(
+                        "rotation",
+                        "the new root and its cross-signed certificate must be one PEM certificate each",
+                    ));
+                }
+                c.ca_rotation = Some(CaRotation { renewed: Default::default(), ..rotation.clone() });
+                Ok(Response::Ok)
+            }
+            Command::CertIssued { node, ca_digest } => {
+                let c = self.cluster.as_mut().ok_or(StateError::NotInitialised)?;
+                if let Some(r) = c.ca_rotation.as_mut() {
+                    if crate::ca::ca_digest(&r.cert_pem) == *ca_digest && self.nodes.contains_key(node) {
+                        r.renewed.insert(node.clone());
+                    }
                 }
                 Ok(Response::Ok)
             }

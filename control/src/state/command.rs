@@ -1,6 +1,6 @@
 //! Commands: the payload of every Raft log entry.
 
-use crate::model::{Availability, Cluster, NetworkSpec, Node, NodeState, Role, SecretSpec, ServiceSpec, TaskId, TaskStatus};
+use crate::model::{Availability, CaRotation, Cluster, NetworkSpec, Node, NodeState, Role, SecretSpec, ServiceSpec, TaskId, TaskStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -32,6 +32,19 @@ pub enum Command {
     SetJoinToken {
         role: Role,
         token: String,
+    },
+    /// `shoal update`: cluster-wide settings; `None` leaves a setting as it is.
+    UpdateCluster {
+        cert_expiry_ms: Option<u64>,
+    },
+    /// `shoal ca --rotate`: the new root (made by the manager that took the request).
+    StartCaRotation {
+        rotation: CaRotation,
+    },
+    /// A manager issued `node` a certificate signed by the root with digest `ca_digest`.
+    CertIssued {
+        node: String,
+        ca_digest: String,
     },
     CreateNetwork {
         spec: NetworkSpec,

@@ -6,6 +6,7 @@
 mod apply;
 #[cfg(test)]
 mod bounds_tests;
+mod ca_rotation;
 mod command;
 mod error;
 pub mod limits;
@@ -19,7 +20,7 @@ pub use error::StateError;
 
 use crate::model::{Cluster, IdGen, Network, NetworkId, Node, NodeId, Secret, SecretId, Service, ServiceId, Task, TaskId};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
@@ -30,6 +31,10 @@ pub struct ClusterState {
     pub tasks: BTreeMap<TaskId, Task>,
     pub secrets: BTreeMap<SecretId, Secret>,
     pub ids: IdGen,
+    /// Nodes removed with `node rm`: their certificates stay valid until they expire, and are
+    /// refused by id (etcd's removed-member check).
+    #[serde(default)]
+    pub removed_nodes: BTreeSet<NodeId>,
     /// Bumped by every successful command.
     pub version: u64,
 }
@@ -47,11 +52,13 @@ impl ClusterState {
                 }
                 results.push(r);
             }
+            self.finish_ca_rotation();
             self.reconcile(req.now_ms);
             return Ok(Response::Batch(results));
         }
         let resp = self.apply_command(req.now_ms, &req.cmd)?;
         self.version += 1;
+        self.finish_ca_rotation();
         self.reconcile(req.now_ms);
         Ok(resp)
     }

@@ -40,6 +40,11 @@ impl TestNode {
     }
 
     pub async fn init(&self) -> (String, String) {
+        self.init_with(None).await
+    }
+
+    /// `init` with node certificates valid for `cert_expiry_ms`.
+    pub async fn init_with(&self, cert_expiry_ms: Option<u64>) -> (String, String) {
         let r = self
             .node
             .handle(LocalRequest::Init(InitOptions {
@@ -49,6 +54,7 @@ impl TestNode {
                 default_addr_pool_mask_length: 24,
                 force_new_cluster: false,
                 task_history_limit: None,
+                cert_expiry_ms,
             }))
             .await
             .unwrap();
