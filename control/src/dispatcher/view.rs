@@ -2,7 +2,7 @@
 //! such views. Pure: the dispatcher keeps the last view it sent per session and sends the diff.
 
 use super::messages::{AgentUpdate, Assignment, NetworkInfo, ServiceEndpoint, TaskEndpoint};
-use crate::model::{Role, TaskState};
+use crate::model::{NodeState, Role, TaskState};
 use crate::state::ClusterState;
 use std::collections::BTreeMap;
 
@@ -52,6 +52,14 @@ impl EndpointTable {
                     weight: t.weight,
                 },
             );
+        }
+        // A node with a load-balancer address on a network balances on it (the routing mesh on
+        // ingress, every node): the replies to that address come back over the overlay, so the
+        // node is a peer of the network even with no task on it.
+        for n in state.networks.values().filter(|n| !n.spec.node_local) {
+            for node in n.lb_addrs.keys().filter_map(|id| state.nodes.get(id)).filter(|node| node.state != NodeState::Down) {
+                peers.entry(n.id.clone()).or_default().insert(node.id.clone(), node.addr.clone());
+            }
         }
         let networks = state
             .networks
@@ -226,6 +234,35 @@ mod tests {
         w.ok(Command::RemoveService { service: "web".into() });
         step(&w, &mut agent, &mut sent);
         assert!(agent.services.is_empty());
+    }
+
+    /// A node that balances on a network (its load-balancer address there) is a peer of it
+    /// with no task on it: else the other nodes cannot send replies back to that address, and
+    /// the routing mesh dies on a node whose last task of a published service went away.
+    #[test]
+    fn nodes_that_balance_on_a_network_are_its_peers_without_tasks() {
+        let mut w = World::new(3);
+        let mut s = ServiceSpec::new("web", "nginx");
+        s.mode = ServiceMode::Replicated { replicas: 1 };
+        s.placement.constraints = vec!["node.id==n1".into()];
+        s.endpoint.ports = vec![crate::model::PortConfig {
+            protocol: crate::model::Protocol::Tcp,
+            target: 80,
+            published: Some(8080),
+            mode: crate::model::PublishMode::Ingress,
+        }];
+        w.create(s);
+        w.report_all(crate::model::TaskState::Running);
+        let ingress = w.state.ingress_network().unwrap().id.clone();
+        let all: Vec<String> = w.state.nodes.keys().cloned().collect();
+        assert!(all.len() >= 3);
+        for node in &all {
+            let peers: Vec<String> = view(&w, node).networks[&ingress].peers.keys().cloned().collect();
+            assert_eq!(peers, all, "as seen from {node}");
+        }
+        w.ok(Command::SetNodeState { node: "n3".into(), state: crate::model::NodeState::Down, message: String::new() });
+        let peers: Vec<String> = view(&w, "n1").networks[&ingress].peers.keys().cloned().collect();
+        assert!(!peers.contains(&"n3".to_string()) && peers.len() == all.len() - 1, "a down node is no peer: {peers:?}");
     }
 
     #[test]
