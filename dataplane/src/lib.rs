@@ -7,6 +7,7 @@
 
 pub mod crypt;
 pub mod egress;
+pub mod guard;
 pub mod lb;
 pub mod netlink;
 pub mod netns;

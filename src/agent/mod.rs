@@ -38,6 +38,8 @@ pub struct AgentConfig {
     pub cgroups: (executor::cgroups::Layout, PathBuf),
     /// Which load balancer (auto probes the kernel).
     pub lb: shoal_dataplane::lb::Choice,
+    /// The node's own control ports, which its tasks must not reach.
+    pub control_ports: shoal_dataplane::guard::ControlPorts,
 }
 
 fn now_ms() -> u64 {
@@ -99,7 +101,7 @@ pub async fn run(
     let stopping: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut reported: HashMap<String, TaskState> = HashMap::new();
     let mut failures = 0u32;
-    let worker = match worker::Worker::spawn(cfg.lb) {
+    let worker = match worker::Worker::spawn(cfg.lb, cfg.control_ports.clone()) {
         Ok(w) => w,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the data plane worker");
@@ -366,6 +368,7 @@ mod tests {
                 PathBuf::from("shoal/test"),
             ),
             lb: Default::default(),
+            control_ports: Default::default(),
         };
         let run = task_run(&a, &cfg).expect("a task run");
         assert!(run.name.len() <= shoal_control::model::HOST_NAME_MAX, "hostname {} is {} bytes", run.name, run.name.len());

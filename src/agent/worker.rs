@@ -6,6 +6,7 @@ use std::sync::mpsc;
 use std::thread;
 
 use shoal_dataplane::egress;
+use shoal_dataplane::guard::{self, ControlPorts};
 use shoal_dataplane::lb::{self, Choice, Instance, LbTable, LoadBalancer};
 use shoal_dataplane::overlay;
 use shoal_dataplane::state::NodeState;
@@ -20,11 +21,20 @@ pub struct Worker {
 
 impl Worker {
     /// The thread is started from the caller's thread, so it lives in the same network namespace.
-    pub fn spawn(choice: Choice) -> std::io::Result<Worker> {
+    pub fn spawn(choice: Choice, control: ControlPorts) -> std::io::Result<Worker> {
         let (tx, rx) = mpsc::channel::<(NodeState, oneshot::Sender<Applied>)>();
         thread::Builder::new().name("dataplane".into()).spawn(move || {
-            let mut held =
-                Held { lb: None, attached: None, last: None, broken: Default::default(), warned: false, egress: None, egress_error: None };
+            let mut held = Held {
+                lb: None,
+                attached: None,
+                last: None,
+                broken: Default::default(),
+                warned: false,
+                egress: None,
+                egress_error: None,
+                control,
+                guard: None,
+            };
             for (desired, reply) in rx {
                 let _ = reply.send(held.apply(&desired, choice));
             }
@@ -56,6 +66,10 @@ struct Held {
     egress: Option<egress::Egress>,
     /// The last egress failure reported (each new one is logged once).
     egress_error: Option<String>,
+    /// The node's control ports, kept from its tasks by the guard.
+    control: ControlPorts,
+    /// The guard the kernel was last brought to (read back on repair passes and changes).
+    guard: Option<guard::Guard>,
 }
 
 impl Held {
@@ -68,9 +82,10 @@ impl Held {
 
     fn apply(&mut self, desired: &NodeState, choice: Choice) -> Applied {
         let t0 = std::time::Instant::now();
+        let want = lb::desired(desired);
+        self.guard(desired, self.last.as_ref() == Some(&want))?;
         let overlay = overlay::reconcile(desired).map_err(|e| e.to_string())?;
         let t1 = t0.elapsed();
-        let want = lb::desired(desired);
         self.egress(desired, self.last.as_ref() == Some(&want));
         // The balancer opens on the first pass, services or not, and stays open (its tables
         // emptied when the last service goes): a new service is then programmed in milliseconds
@@ -127,6 +142,26 @@ impl Held {
         self.last = Some(want);
         tracing::debug!(overlay_ms = t1.as_millis() as u64, lb_ms = (t0.elapsed() - t1).as_millis() as u64, "reconcile timing");
         Ok((overlay.ops.len(), changes))
+    }
+
+    /// The guard (VXLAN only from peers, for their VNIs; tasks off control ports) comes before
+    /// any overlay is built or changed, and a pass fails without it: isolation fails closed.
+    fn guard(&mut self, desired: &NodeState, repair: bool) -> Result<(), String> {
+        let want = guard::desired(desired, &self.control);
+        if !repair && self.guard.as_ref() == Some(&want) {
+            return Ok(());
+        }
+        self.guard = None;
+        match guard::reconcile(desired, &self.control) {
+            Ok(op) => {
+                if let Some(op) = op {
+                    tracing::info!("{op}");
+                }
+                self.guard = Some(want);
+                Ok(())
+            }
+            Err(e) => Err(format!("{e}: no overlay is built without it")),
+        }
     }
 
     /// Egress (masquerade of task traffic leaving the overlay). A failure here does not hold

@@ -155,6 +155,15 @@ async fn serve(a: config::Settings) -> anyhow::Result<()> {
     let agent = {
         let (node, stop_rx, dns) = (node.clone(), stop_rx.clone(), dns.clone());
         let lb = a.lb;
+        // The manager API (this daemon's and Swarm's usual port) and gossip; the host DNS
+        // listener too when it is not on loopback (tasks cannot reach the node's loopback).
+        let mut control_ports = shoal_dataplane::guard::ControlPorts::default();
+        control_ports.tcp.extend([a.listen_addr.port(), 2377, 7946]);
+        control_ports.udp.insert(7946);
+        if let Some(dns) = a.dns_host_addr.filter(|d| !d.ip().is_loopback()) {
+            control_ports.udp.insert(dns.port());
+            control_ports.tcp.insert(dns.port());
+        }
         let (drain, grace) = (Duration::from_secs_f64(a.drain_seconds), Duration::from_secs_f64(a.stop_grace_seconds));
         tokio::spawn(async move {
             // The agent starts once this node belongs to a cluster (after init or join).
@@ -173,7 +182,7 @@ async fn serve(a: config::Settings) -> anyhow::Result<()> {
                     tracing::warn!(cgroup = %cg.display(), error = %e, "cannot create the node's task cgroup");
                 }
             }
-            let cfg = AgentConfig { node_id, self_addr, drain, stop_grace: grace, cgroups: (layout, instance), lb };
+            let cfg = AgentConfig { node_id, self_addr, drain, stop_grace: grace, cgroups: (layout, instance), lb, control_ports };
             agent::run(node, cfg, exec, dns, stop_rx).await;
         })
     };
