@@ -26,7 +26,8 @@ pub fn zone(view: &AgentView) -> Zone {
             .filter(|s| s.networks.iter().any(|n| n == &net.id || n == &net.name))
             .map(|s| ServiceRecord {
                 name: s.name.clone(),
-                aliases: vec![],
+                // Docker's network aliases (a stack's short service names), on this network only.
+                aliases: s.aliases.get(&net.id).cloned().unwrap_or_default(),
                 endpoint_mode: match s.mode {
                     CtlMode::Vip => EndpointMode::Vip,
                     CtlMode::Dnsrr => EndpointMode::Dnsrr,
