@@ -188,9 +188,10 @@ impl ShortOrLong for Port {
                 }
             }
         };
+        let range = |r: &str| port_range(r).map_err(|e| format!("{s:?}: {e}"));
         let (published, target) = match rest.split_once(':') {
-            Some((p, t)) => (if p.is_empty() { None } else { Some(port_range(p)?) }, port_range(t)?),
-            None => (None, port_range(rest)?),
+            Some((p, t)) => (if p.is_empty() { None } else { Some(range(p)?) }, range(t)?),
+            None => (None, range(rest)?),
         };
         if let Some(p) = published {
             if p.1 - p.0 != target.1 - target.0 && target.0 != target.1 {

@@ -48,8 +48,10 @@ pub fn load(sources: &[Source], vars: &Vars) -> Result<Loaded, StackError> {
     let mut merged: Option<serde_json::Value> = None;
     let mut unset = BTreeSet::new();
     for src in sources {
-        let mut v: serde_json::Value =
-            serde_saphyr::from_str(&src.text).map_err(|e| StackError::Yaml { file: src.name.clone(), reason: e.to_string() })?;
+        // YAML 1.2 booleans: a network called `n` or a value `no` stays a string.
+        let options = serde_saphyr::options! { strict_booleans: true };
+        let mut v: serde_json::Value = serde_saphyr::from_str_with_options(&src.text, options)
+            .map_err(|e| StackError::Yaml { file: src.name.clone(), reason: e.to_string() })?;
         if !v.is_object() {
             return Err(StackError::NotAMapping { file: src.name.clone() });
         }
