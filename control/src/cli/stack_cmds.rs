@@ -181,6 +181,14 @@ async fn deploy(c: &Client, files: &[String], prune: bool, resolve_image: &str, 
     let spec = stack::convert(name, &loaded.file, &stack::Context { project_dir, vars: &vars, read: &read })?;
     let v = c.view().await?;
     let steps = stack::plan(&spec, &v.state, prune)?;
+    for s in spec.secrets.iter().filter(|s| !s.external) {
+        if v.state.secrets.values().any(|x| x.spec.name == s.spec.name) {
+            eprintln!(
+                "Secret {} exists: kept as it is (secrets cannot change; to deploy new content, give it another name: in the file)",
+                s.spec.name
+            );
+        }
+    }
     // The whole deploy on a copy of the state: a spec the cluster refuses stops it here,
     // before anything is proposed.
     let mut trial = v.state.clone();

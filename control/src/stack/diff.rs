@@ -86,7 +86,9 @@ pub fn plan(desired: &StackSpec, state: &ClusterState, prune: bool) -> Result<Ve
             }
             None => steps.push(Step::CreateSecret(s.spec.clone())),
             Some(_) if s.external => {}
-            Some(x) if in_stack(&x.spec.labels, stack) && x.spec.data == s.spec.data => {}
+            // The CLI's view of the state carries no secret data (it reads empty): such a secret
+            // is kept as it is, and the CLI says so.
+            Some(x) if in_stack(&x.spec.labels, stack) && (x.spec.data.is_empty() || x.spec.data == s.spec.data) => {}
             Some(x) if in_stack(&x.spec.labels, stack) => {
                 return Err(StackError::invalid(
                     path,
