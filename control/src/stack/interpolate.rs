@@ -70,7 +70,7 @@ pub fn substitute(s: &str, vars: &Vars, unset: &mut BTreeSet<String>) -> Result<
                     j += 1;
                 }
                 if depth != 0 {
-                    return Err(format!("invalid interpolation format in {s:?}: \"${{\" is not closed (write $$ for a literal $)"));
+                    return Err(format!("invalid interpolation format at {}: \"${{\" is not closed (write $$ for a literal $)", at(&chars, i)));
                 }
                 let inner: String = chars[i + 2..j - 1].iter().collect();
                 out.push_str(&braced(&inner, s, vars, unset)?);
@@ -86,11 +86,18 @@ pub fn substitute(s: &str, vars: &Vars, unset: &mut BTreeSet<String>) -> Result<
                 i = j;
             }
             _ => {
-                return Err(format!("invalid interpolation format in {s:?}: a lone \"$\" (write $$ for a literal $)"));
+                return Err(format!("invalid interpolation format at {}: a lone \"$\" (write $$ for a literal $)", at(&chars, i)));
             }
         }
     }
     Ok(out)
+}
+
+/// Where in a (possibly long, multi-line) string the mistake is: up to 24 characters from it.
+fn at(chars: &[char], i: usize) -> String {
+    let end = (i + 24).min(chars.len());
+    let snippet: String = chars[i..end].iter().collect();
+    format!("{snippet:?}{}", if end < chars.len() { "..." } else { "" })
 }
 
 fn lookup(name: &str, vars: &Vars, unset: &mut BTreeSet<String>) -> String {

@@ -359,3 +359,25 @@ fn aliases_must_be_on_the_service_s_networks_and_be_dns_names() {
     let err = w.apply(Command::UpdateService { service: "app_web".into(), spec }).unwrap_err().to_string();
     assert!(err.contains("\"bad name\" is not a DNS name"), "{err}");
 }
+
+#[test]
+fn the_demo_s_stack_file_deploys() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/demo/app-stack.yml")).unwrap();
+    let mut vars = Vars::new();
+    let loaded = load(&[Source { name: "app-stack.yml".into(), text: text.clone() }], &vars).unwrap();
+    let spec = convert("app", &loaded.file, &Context { project_dir: corpus(), vars: &vars, read: &read }).unwrap();
+    let web = service(&spec, "app_web");
+    assert!(web.args[2].contains("\"$%d\\r\\n%s\\r\\n\""), "$$ became $ in the program");
+    assert!(web.env.contains(&"VERSION=v1".to_string()));
+    assert_eq!(web.network_aliases["app_back"], ["web"]);
+    assert_eq!(service(&spec, "app_worker").networks, ["app_back"]);
+    let mut w = World::new(2);
+    let steps = plan(&spec, &w.state, false).unwrap();
+    apply_all(&mut w, &steps);
+    // The rollout of the README: only the web service changes.
+    vars.insert("WEB_VERSION".into(), "v2".into());
+    let loaded = load(&[Source { name: "app-stack.yml".into(), text }], &vars).unwrap();
+    let v2 = convert("app", &loaded.file, &Context { project_dir: corpus(), vars: &vars, read: &read }).unwrap();
+    let steps = plan(&v2, &w.state, false).unwrap();
+    assert_eq!(steps.iter().map(Step::describe).collect::<Vec<_>>(), ["Updating service app_web"]);
+}
