@@ -195,7 +195,13 @@ fn a_stack_on_two_networks_resolves_short_names_redeploys_only_what_changed_and_
     // stack rm: services, networks and the secret, and nothing of anyone else's.
     c.cli("smgr", &["network", "create", "--driver", "overlay", "keepme"]);
     let out = c.cli("smgr", &["stack", "rm", "app"]);
-    for line in ["Removing service app_web", "Removing service app_worker", "Removing network app_back", "Removing network app_front", "Removing secret app_token"] {
+    for line in [
+        "Removing service app_web",
+        "Removing service app_worker",
+        "Removing network app_back",
+        "Removing network app_front",
+        "Removing secret app_token",
+    ] {
         assert!(out.contains(line), "{line:?} missing from:\n{out}");
     }
     assert!(!c.cli("smgr", &["service", "ls"]).contains("app_"));

@@ -52,7 +52,9 @@ pub fn run(t: &Topology, mgr: &str) -> anyhow::Result<()> {
     step("shoal stack deploy -c tests/demo/app-stack.yml app: web (python3) + redis + worker, on networks front and back");
     let deployed = Instant::now();
     indent(&deploy(t, mgr, &file, "v1")?);
-    wait("the stack's 5 tasks running", Duration::from_secs(60), || shoal(t, mgr, &["stack", "ps", "app"]).is_ok_and(|o| running(&o) == 5))?;
+    wait("the stack's 5 tasks running", Duration::from_secs(60), || {
+        shoal(t, mgr, &["stack", "ps", "app"]).is_ok_and(|o| running(&o) == 5)
+    })?;
     wait("web answering on every node's :8080", Duration::from_secs(60), || {
         nodes.iter().all(|n| get(t, n).is_some_and(|b| b.starts_with("v1 ")))
     })?;
@@ -100,11 +102,7 @@ pub fn run(t: &Topology, mgr: &str) -> anyhow::Result<()> {
     let v2 = a.iter().filter(|x| x.as_deref().is_some_and(|b| b.starts_with("v2 "))).count();
     done?;
     if updater {
-        println!(
-            "    rolled out in {:.1} s: {} requests, {v2} answered by v2, {failed} failed",
-            rollout.elapsed().as_secs_f64(),
-            a.len()
-        );
+        println!("    rolled out in {:.1} s: {} requests, {v2} answered by v2, {failed} failed", rollout.elapsed().as_secs_f64(), a.len());
     } else {
         println!("    the spec of app_web is v2, but this build has no rolling updater yet: its tasks keep running v1");
         println!("    ({} requests meanwhile, {failed} failed)", a.len());

@@ -59,7 +59,9 @@ pub enum StackCmd {
 
 pub async fn run(c: Client, cmd: StackCmd) -> anyhow::Result<()> {
     match cmd {
-        StackCmd::Deploy { compose_file, prune, resolve_image, detach: _, name } => deploy(&c, &compose_file, prune, &resolve_image, &name).await,
+        StackCmd::Deploy { compose_file, prune, resolve_image, detach: _, name } => {
+            deploy(&c, &compose_file, prune, &resolve_image, &name).await
+        }
         StackCmd::Ls { format } => {
             let v = c.view().await?;
             let mut stacks: BTreeMap<&str, usize> = BTreeMap::new();
@@ -194,9 +196,7 @@ async fn deploy(c: &Client, files: &[String], prune: bool, resolve_image: &str, 
     let mut trial = v.state.clone();
     let now_ms = crate::manager::now_ms();
     for step in &steps {
-        trial
-            .apply(&Request { now_ms, cmd: step.command() })
-            .map_err(|e| anyhow!("{}: {e} (nothing was changed)", step.describe()))?;
+        trial.apply(&Request { now_ms, cmd: step.command() }).map_err(|e| anyhow!("{}: {e} (nothing was changed)", step.describe()))?;
     }
     if steps.is_empty() {
         println!("Stack {name} is up to date: nothing to change");

@@ -315,10 +315,7 @@ impl ShortOrLong for ServiceVolume {
             Some(src) if src.starts_with('/') || src.starts_with('.') || src.starts_with('~') => "bind",
             Some(_) => "volume",
         };
-        let read_only = match mode {
-            None => None,
-            Some(m) => Some(Bool(m.split(',').any(|o| o == "ro"))),
-        };
+        let read_only = mode.map(|m| Bool(m.split(',').any(|o| o == "ro")));
         Ok(ServiceVolume {
             kind: kind.into(),
             source: source.map(String::from),

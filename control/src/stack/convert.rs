@@ -8,8 +8,8 @@ use super::de::{Duration, StringOrList};
 use super::error::StackError;
 use super::interpolate::Vars;
 use crate::model::{
-    EndpointMode, FailureAction, HealthCheck, NetworkSpec, PortConfig, Protocol, PublishMode, Ratio, RestartCondition, SecretSpec, ServiceMode,
-    ServiceSpec, UpdateConfig, UpdateOrder,
+    EndpointMode, FailureAction, HealthCheck, NetworkSpec, PortConfig, Protocol, PublishMode, Ratio, RestartCondition, SecretSpec,
+    ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -71,7 +71,10 @@ pub fn check_stack_name(stack: &str) -> Result<(), StackError> {
 fn check_key(path: &str, key: &str) -> Result<(), StackError> {
     let ok = key.starts_with(|c: char| c.is_ascii_alphanumeric()) && key.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
     if !ok {
-        return Err(StackError::invalid(path, format!("{key:?} is not a valid name: use letters, digits, '_', '.', '-', starting with a letter or digit")));
+        return Err(StackError::invalid(
+            path,
+            format!("{key:?} is not a valid name: use letters, digits, '_', '.', '-', starting with a letter or digit"),
+        ));
     }
     Ok(())
 }
@@ -98,7 +101,7 @@ pub fn convert(stack: &str, file: &ComposeFile, ctx: &Context) -> Result<StackSp
     for (key, svc) in &file.services {
         let path = format!("services.{key}");
         check_key(&path, key)?;
-        let spec = service(stack, key, svc, &path, file, ctx, &network_names, &secret_names, &mut unsupported)?;
+        let spec = service(stack, key, svc, &path, ctx, &network_names, &secret_names, &mut unsupported)?;
         for n in service_network_keys(svc) {
             used_networks.insert(n);
         }
@@ -161,7 +164,9 @@ fn network_names(stack: &str, file: &ComposeFile) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = file
         .networks
         .iter()
-        .map(|(k, d)| (k.clone(), object_name(stack, k, d.as_ref().and_then(|d| d.external.as_ref()), d.as_ref().and_then(|d| d.name.as_ref()))))
+        .map(|(k, d)| {
+            (k.clone(), object_name(stack, k, d.as_ref().and_then(|d| d.external.as_ref()), d.as_ref().and_then(|d| d.name.as_ref())))
+        })
         .collect();
     out.entry("default".into()).or_insert_with(|| format!("{stack}_default"));
     out
@@ -187,9 +192,18 @@ fn network(stack: &str, key: &str, def: Option<&compose::NetworkDef>, u: &mut Un
     let name = object_name(stack, key, d.external.as_ref(), d.name.as_ref());
     let driver = d.driver.clone().unwrap_or_else(|| "overlay".into());
     if driver != "overlay" {
-        return Err(StackError::invalid(format!("{path}.driver"), format!("{driver:?}: shoal networks are overlays: use driver: overlay or leave it out")));
+        return Err(StackError::invalid(
+            format!("{path}.driver"),
+            format!("{driver:?}: shoal networks are overlays: use driver: overlay or leave it out"),
+        ));
     }
-    let mut spec = NetworkSpec { name, driver, attachable: d.attachable.is_some_and(|a| a.0), internal: d.internal.is_some_and(|i| i.0), ..Default::default() };
+    let mut spec = NetworkSpec {
+        name,
+        driver,
+        attachable: d.attachable.is_some_and(|a| a.0),
+        internal: d.internal.is_some_and(|i| i.0),
+        ..Default::default()
+    };
     spec.options = d.driver_opts.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
     spec.labels = labels(stack, &d.labels);
     if let Some(ipam) = &d.ipam {
@@ -205,10 +219,14 @@ fn network(stack: &str, key: &str, def: Option<&compose::NetworkDef>, u: &mut Un
         if let Some(pool) = ipam.config.first() {
             let p = format!("{path}.ipam.config[0]");
             if let Some(s) = &pool.subnet {
-                spec.subnet = Some(s.parse().map_err(|_| StackError::invalid(format!("{p}.subnet"), format!("{s:?} is not an IPv4 subnet like 10.0.9.0/24")))?);
+                spec.subnet =
+                    Some(s.parse().map_err(|_| {
+                        StackError::invalid(format!("{p}.subnet"), format!("{s:?} is not an IPv4 subnet like 10.0.9.0/24"))
+                    })?);
             }
             if let Some(g) = &pool.gateway {
-                spec.gateway = Some(g.parse().map_err(|_| StackError::invalid(format!("{p}.gateway"), format!("{g:?} is not an IPv4 address")))?);
+                spec.gateway =
+                    Some(g.parse().map_err(|_| StackError::invalid(format!("{p}.gateway"), format!("{g:?} is not an IPv4 address")))?);
             }
             if pool.ip_range.is_some() {
                 u.add(format!("{p}.ip_range (address ranges)"));
@@ -231,13 +249,18 @@ fn secret(stack: &str, key: &str, def: &compose::FileObjectDef, ctx: &Context, u
     let path = format!("secrets.{key}");
     let external = def.external.as_ref().is_some_and(|e| e.external);
     let name = object_name(stack, key, def.external.as_ref(), def.name.as_ref());
-    for (set, what) in [(def.driver.is_some(), "driver"), (def.driver_opts.is_some(), "driver_opts"), (def.template_driver.is_some(), "template_driver")] {
+    for (set, what) in
+        [(def.driver.is_some(), "driver"), (def.driver_opts.is_some(), "driver_opts"), (def.template_driver.is_some(), "template_driver")]
+    {
         if set {
             u.add(format!("{path}.{what} (secret drivers)"));
         }
     }
     if def.content.is_some() {
-        return Err(StackError::invalid(format!("{path}.content"), "content is for configs: give a secret a file or an environment variable"));
+        return Err(StackError::invalid(
+            format!("{path}.content"),
+            "content is for configs: give a secret a file or an environment variable",
+        ));
     }
     let data = if external {
         vec![]
@@ -247,7 +270,9 @@ fn secret(stack: &str, key: &str, def: &compose::FileObjectDef, ctx: &Context, u
     } else if let Some(var) = &def.environment {
         ctx.vars
             .get(var)
-            .ok_or_else(|| StackError::invalid(format!("{path}.environment"), format!("the variable {var} is not set: set it or use file:")))?
+            .ok_or_else(|| {
+                StackError::invalid(format!("{path}.environment"), format!("the variable {var} is not set: set it or use file:"))
+            })?
             .clone()
             .into_bytes()
     } else {
@@ -262,7 +287,6 @@ fn service(
     key: &str,
     svc: &compose::Service,
     path: &str,
-    file: &ComposeFile,
     ctx: &Context,
     network_names: &BTreeMap<String, String>,
     secret_names: &BTreeMap<String, String>,
@@ -282,7 +306,10 @@ fn service(
     // Networks, each with the service's own name as an alias (Docker's stack convention).
     for n in service_network_keys(svc) {
         let name = network_names.get(&n).ok_or_else(|| {
-            StackError::invalid(format!("{path}.networks.{n}"), format!("network {n:?} is not declared: add it under the top-level networks key"))
+            StackError::invalid(
+                format!("{path}.networks.{n}"),
+                format!("network {n:?} is not declared: add it under the top-level networks key"),
+            )
         })?;
         let mut aliases = vec![key.to_string()];
         if let Some(att) = svc.networks.as_ref().and_then(|m| m.0.get(&n)) {
@@ -328,7 +355,6 @@ fn service(
         }
         spec.secrets.push(name.clone());
     }
-    let _ = file;
     if let Some(h) = &svc.healthcheck {
         spec.healthcheck = healthcheck(h, &format!("{path}.healthcheck"), u)?;
     }
@@ -395,8 +421,10 @@ fn environment(svc: &compose::Service, path: &str, ctx: &Context) -> Result<Vec<
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !f.required.0 => continue,
             Err(e) => return Err(StackError::invalid(format!("{path}.env_file[{i}]"), format!("reading {}: {e}", p.display()))),
         };
-        let text = String::from_utf8(text).map_err(|_| StackError::invalid(format!("{path}.env_file[{i}]"), format!("{} is not UTF-8 text", p.display())))?;
-        let parsed = super::envfile::parse(&text).map_err(|e| StackError::invalid(format!("{path}.env_file[{i}]"), format!("{}: {e}", p.display())))?;
+        let text = String::from_utf8(text)
+            .map_err(|_| StackError::invalid(format!("{path}.env_file[{i}]"), format!("{} is not UTF-8 text", p.display())))?;
+        let parsed = super::envfile::parse(&text)
+            .map_err(|e| StackError::invalid(format!("{path}.env_file[{i}]"), format!("{}: {e}", p.display())))?;
         env.extend(parsed);
     }
     for (k, v) in svc.environment.iter().flat_map(|e| e.0.iter()) {
@@ -480,7 +508,12 @@ fn healthcheck(h: &compose::Healthcheck, path: &str, u: &mut Unsupported) -> Res
         u.add(format!("{path}.start_interval (health check start intervals)"));
     }
     let cmd = match &h.test {
-        None => return Err(StackError::invalid(format!("{path}.test"), "is required: give the command, e.g. [\"CMD\", \"curl\", \"-f\", \"http://localhost\"]")),
+        None => {
+            return Err(StackError::invalid(
+                format!("{path}.test"),
+                "is required: give the command, e.g. [\"CMD\", \"curl\", \"-f\", \"http://localhost\"]",
+            ))
+        }
         Some(StringOrList::String(s)) => s.clone(),
         Some(StringOrList::List(l)) => match l.split_first() {
             Some((first, rest)) if first == "CMD" => {
@@ -488,7 +521,12 @@ fn healthcheck(h: &compose::Healthcheck, path: &str, u: &mut Unsupported) -> Res
             }
             Some((first, rest)) if first == "CMD-SHELL" && rest.len() == 1 => rest[0].clone(),
             Some((first, [])) if first == "NONE" => return Ok(None),
-            _ => return Err(StackError::invalid(format!("{path}.test"), "use [\"CMD\", args...], [\"CMD-SHELL\", \"command\"], [\"NONE\"] or a string")),
+            _ => {
+                return Err(StackError::invalid(
+                    format!("{path}.test"),
+                    "use [\"CMD\", args...], [\"CMD-SHELL\", \"command\"], [\"NONE\"] or a string",
+                ))
+            }
         },
     };
     let mut out = HealthCheck::new(cmd);
@@ -611,7 +649,9 @@ fn update_config(c: &compose::UpdateConfig, path: &str) -> Result<UpdateConfig, 
             "pause" => FailureAction::Pause,
             "continue" => FailureAction::Continue,
             "rollback" => FailureAction::Rollback,
-            other => return Err(StackError::invalid(format!("{path}.failure_action"), format!("{other:?}: use pause, continue or rollback"))),
+            other => {
+                return Err(StackError::invalid(format!("{path}.failure_action"), format!("{other:?}: use pause, continue or rollback")))
+            }
         };
     }
     if let Some(r) = c.max_failure_ratio {

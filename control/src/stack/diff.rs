@@ -61,7 +61,10 @@ pub fn plan(desired: &StackSpec, state: &ClusterState, prune: bool) -> Result<Ve
             None if n.external => {
                 return Err(StackError::invalid(
                     path,
-                    format!("network {:?} is declared external but does not exist: create it with `shoal network create --driver overlay {}`", n.spec.name, n.spec.name),
+                    format!(
+                        "network {:?} is declared external but does not exist: create it with `shoal network create --driver overlay {}`",
+                        n.spec.name, n.spec.name
+                    ),
                 ))
             }
             None => steps.push(Step::CreateNetwork(n.spec.clone())),
@@ -70,7 +73,10 @@ pub fn plan(desired: &StackSpec, state: &ClusterState, prune: bool) -> Result<Ve
             Some(_) => {
                 return Err(StackError::invalid(
                     path,
-                    format!("network {:?} exists and is not part of stack {stack}: remove it, or mark it external: true to use it", n.spec.name),
+                    format!(
+                        "network {:?} exists and is not part of stack {stack}: remove it, or mark it external: true to use it",
+                        n.spec.name
+                    ),
                 ))
             }
         }
@@ -81,7 +87,10 @@ pub fn plan(desired: &StackSpec, state: &ClusterState, prune: bool) -> Result<Ve
             None if s.external => {
                 return Err(StackError::invalid(
                     path,
-                    format!("secret {:?} is declared external but does not exist: create it with `shoal secret create {} FILE`", s.spec.name, s.spec.name),
+                    format!(
+                        "secret {:?} is declared external but does not exist: create it with `shoal secret create {} FILE`",
+                        s.spec.name, s.spec.name
+                    ),
                 ))
             }
             None => steps.push(Step::CreateSecret(s.spec.clone())),
@@ -92,13 +101,19 @@ pub fn plan(desired: &StackSpec, state: &ClusterState, prune: bool) -> Result<Ve
             Some(x) if in_stack(&x.spec.labels, stack) => {
                 return Err(StackError::invalid(
                     path,
-                    format!("secret {:?} exists with other content, and secrets cannot change: give the new content another name (name: {}_v2)", x.spec.name, x.spec.name),
+                    format!(
+                        "secret {:?} exists with other content, and secrets cannot change: give the new content another name (name: {}_v2)",
+                        x.spec.name, x.spec.name
+                    ),
                 ))
             }
             Some(_) => {
                 return Err(StackError::invalid(
                     path,
-                    format!("secret {:?} exists and is not part of stack {stack}: remove it, or mark it external: true to use it", s.spec.name),
+                    format!(
+                        "secret {:?} exists and is not part of stack {stack}: remove it, or mark it external: true to use it",
+                        s.spec.name
+                    ),
                 ))
             }
         }
@@ -133,8 +148,10 @@ pub fn plan(desired: &StackSpec, state: &ClusterState, prune: bool) -> Result<Ve
 /// The steps of `stack rm`: its services, then its networks and secrets (never external ones:
 /// those carry no stack label).
 pub fn remove_plan(stack: &str, state: &ClusterState) -> Vec<Step> {
-    let mut services: Vec<&str> = state.services.values().filter(|s| in_stack(&s.spec.labels, stack)).map(|s| s.spec.name.as_str()).collect();
-    let mut networks: Vec<&str> = state.networks.values().filter(|n| in_stack(&n.spec.labels, stack)).map(|n| n.spec.name.as_str()).collect();
+    let mut services: Vec<&str> =
+        state.services.values().filter(|s| in_stack(&s.spec.labels, stack)).map(|s| s.spec.name.as_str()).collect();
+    let mut networks: Vec<&str> =
+        state.networks.values().filter(|n| in_stack(&n.spec.labels, stack)).map(|n| n.spec.name.as_str()).collect();
     let mut secrets: Vec<&str> = state.secrets.values().filter(|s| in_stack(&s.spec.labels, stack)).map(|s| s.spec.name.as_str()).collect();
     services.sort();
     networks.sort();

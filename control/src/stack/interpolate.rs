@@ -70,7 +70,10 @@ pub fn substitute(s: &str, vars: &Vars, unset: &mut BTreeSet<String>) -> Result<
                     j += 1;
                 }
                 if depth != 0 {
-                    return Err(format!("invalid interpolation format at {}: \"${{\" is not closed (write $$ for a literal $)", at(&chars, i)));
+                    return Err(format!(
+                        "invalid interpolation format at {}: \"${{\" is not closed (write $$ for a literal $)",
+                        at(&chars, i)
+                    ));
                 }
                 let inner: String = chars[i + 2..j - 1].iter().collect();
                 out.push_str(&braced(&inner, s, vars, unset)?);
@@ -133,7 +136,9 @@ fn braced(inner: &str, whole: &str, vars: &Vars, unset: &mut BTreeSet<String>) -
     } else if rest.is_empty() {
         ("", "")
     } else {
-        return Err(format!("invalid interpolation format in {whole:?}: \"${{{inner}}}\": use ${{VAR}}, ${{VAR:-default}} or ${{VAR:?error}}"));
+        return Err(format!(
+            "invalid interpolation format in {whole:?}: \"${{{inner}}}\": use ${{VAR}}, ${{VAR:-default}} or ${{VAR:?error}}"
+        ));
     };
     let empty = value.is_none_or(|v| v.is_empty());
     Ok(match op {
@@ -200,7 +205,10 @@ mod tests {
 
     #[test]
     fn required_and_malformed() {
-        assert_eq!(sub("${NOPE:?set NOPE to the db host}").unwrap_err(), "required variable NOPE is missing a value: set NOPE to the db host");
+        assert_eq!(
+            sub("${NOPE:?set NOPE to the db host}").unwrap_err(),
+            "required variable NOPE is missing a value: set NOPE to the db host"
+        );
         assert!(sub("${EMPTY:?}").unwrap_err().contains("required variable EMPTY"));
         assert!(sub("${EMPTY?}").is_ok(), "set but empty passes ?");
         assert!(sub("${TAG").unwrap_err().contains("not closed"));

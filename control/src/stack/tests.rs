@@ -114,7 +114,11 @@ fn a_version_3_file_converts_every_key() {
     assert_eq!(worker.networks, ["app_default"], "a service that names no network is on the stack's default network");
 
     let nets: Vec<(&str, &str, bool)> = spec.networks.iter().map(|n| (n.key.as_str(), n.spec.name.as_str(), n.external)).collect();
-    assert_eq!(nets, [("back", "app_back", false), ("default", "app_default", false), ("front", "app_front", false)], "unused networks are not made");
+    assert_eq!(
+        nets,
+        [("back", "app_back", false), ("default", "app_default", false), ("front", "app_front", false)],
+        "unused networks are not made"
+    );
     let front = &spec.networks[2].spec;
     assert!(front.attachable && !front.internal);
     assert_eq!(front.options["com.example.opt"], "1");
@@ -138,7 +142,11 @@ fn a_compose_specification_file_with_long_forms_anchors_and_extensions() {
     let front = service(&spec, "s_front");
     assert_eq!(front.image, "host", "from the anchor");
     assert_eq!(front.args, ["python3", "-m", "http.server", "8000"]);
-    assert_eq!(front.env, ["FROM_FILE=yes", "LOG_LEVEL=debug", "PORT=8000", "REGION=eu"], "merge key, env_file long form; an optional file may be missing");
+    assert_eq!(
+        front.env,
+        ["FROM_FILE=yes", "LOG_LEVEL=debug", "PORT=8000", "REGION=eu"],
+        "merge key, env_file long form; an optional file may be missing"
+    );
     assert_eq!(
         front.endpoint.ports,
         [
@@ -197,7 +205,10 @@ fn keys_shoal_cannot_run_yet_are_parsed_and_refused_by_name() {
     }
     assert_eq!(keys.len(), expected.len(), "{err}");
     let text = err.to_string();
-    assert!(text.starts_with("shoal does not support these keys yet; remove them from the file to deploy (nothing was changed):"), "{text}");
+    assert!(
+        text.starts_with("shoal does not support these keys yet; remove them from the file to deploy (nothing was changed):"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -209,7 +220,8 @@ fn every_mistake_in_the_corpus_names_its_path_and_the_fix() {
     let mut failures = vec![];
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
-        let want = text.lines().next().and_then(|l| l.strip_prefix("# error: ")).unwrap_or_else(|| panic!("{}: no # error: line", f.display()));
+        let want =
+            text.lines().next().and_then(|l| l.strip_prefix("# error: ")).unwrap_or_else(|| panic!("{}: no # error: line", f.display()));
         let src = Source { name: f.file_name().unwrap().to_string_lossy().into(), text: text.clone() };
         let vars = test_vars();
         let got = load(&[src], &vars).and_then(|l| convert("app", &l.file, &Context { project_dir: corpus(), vars: &vars, read: &read }));
@@ -300,7 +312,11 @@ fn a_redeploy_changes_only_what_changed() {
     }
 
     // A service left out of the file stays without --prune and goes with it.
-    let smaller = inline("app", &APP.replace("command: [sleep, '1000']", "command: [sleep, '2000']").replace("  redis:\n    image: host\n    command: [redis-server]\n    networks: [back]\n", ""));
+    let smaller = inline(
+        "app",
+        &APP.replace("command: [sleep, '1000']", "command: [sleep, '2000']")
+            .replace("  redis:\n    image: host\n    command: [redis-server]\n    networks: [back]\n", ""),
+    );
     assert!(plan(&smaller, &w.state, false).unwrap().is_empty());
     assert_eq!(plan(&smaller, &w.state, true).unwrap(), [Step::RemoveService("app_redis".into())]);
 
@@ -328,13 +344,18 @@ fn a_redeploy_changes_only_what_changed() {
 #[test]
 fn conflicts_with_objects_outside_the_stack_are_refused() {
     let mut w = World::new(1);
-    w.ok(Command::CreateNetwork { spec: crate::model::NetworkSpec { name: "app_front".into(), driver: "overlay".into(), ..Default::default() } });
+    w.ok(Command::CreateNetwork {
+        spec: crate::model::NetworkSpec { name: "app_front".into(), driver: "overlay".into(), ..Default::default() },
+    });
     let err = plan(&inline("app", APP), &w.state, false).unwrap_err().to_string();
     assert!(err.starts_with("networks.front: network \"app_front\" exists and is not part of stack app"), "{err}");
 
     let ext = "services:\n  a:\n    image: host\n    networks: [n]\nnetworks:\n  n:\n    external: true\n";
     let err = plan(&inline("app", ext), &w.state, false).unwrap_err().to_string();
-    assert!(err.contains("networks.n: network \"n\" is declared external but does not exist: create it with `shoal network create"), "{err}");
+    assert!(
+        err.contains("networks.n: network \"n\" is declared external but does not exist: create it with `shoal network create"),
+        "{err}"
+    );
 
     let mut w = World::new(1);
     let steps = plan(&inline("app", APP), &w.state, false).unwrap();

@@ -270,7 +270,10 @@ fn check_network_aliases(spec: &ServiceSpec) -> Result<(), StateError> {
         for a in aliases {
             let label_ok = |l: &str| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if a.len() > 253 || !a.split('.').all(label_ok) {
-                return Err(StateError::invalid(field, format!("{a:?} is not a DNS name: use letters, digits, '-' and '_', up to 63 per dot-separated label")));
+                return Err(StateError::invalid(
+                    field,
+                    format!("{a:?} is not a DNS name: use letters, digits, '-' and '_', up to 63 per dot-separated label"),
+                ));
             }
         }
     }
