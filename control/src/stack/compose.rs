@@ -194,7 +194,7 @@ impl ShortOrLong for Port {
             None => (None, range(rest)?),
         };
         if let Some(p) = published {
-            if p.1 - p.0 != target.1 - target.0 && target.0 != target.1 {
+            if p.1.saturating_sub(p.0) != target.1.saturating_sub(target.0) && target.0 != target.1 {
                 return Err(format!("{s:?}: the published and target ranges differ in length"));
             }
         }

@@ -475,7 +475,7 @@ fn ports(p: &Port, path: &str, u: &mut Unsupported) -> Result<Vec<PortConfig>, S
         }
     };
     let (t0, t1) = p.target;
-    let count = t1 - t0 + 1;
+    let count = t1.saturating_sub(t0).saturating_add(1);
     if count > 1024 {
         return Err(StackError::invalid(format!("{path}.target"), format!("a range of {count} ports: publish at most 1024 per entry")));
     }
@@ -483,7 +483,7 @@ fn ports(p: &Port, path: &str, u: &mut Unsupported) -> Result<Vec<PortConfig>, S
         if p0 < 0 {
             return Err(StackError::invalid(format!("{path}.published"), "is not a port or a range like 8000-8010"));
         }
-        if p1 - p0 + 1 != count {
+        if p1.saturating_sub(p0).saturating_add(1) != count {
             return Err(StackError::invalid(format!("{path}.published"), "the published range and the target range differ in length"));
         }
     }
@@ -534,7 +534,10 @@ fn healthcheck(h: &compose::Healthcheck, path: &str, u: &mut Unsupported) -> Res
     out.timeout_ms = ms(&h.timeout).unwrap_or(out.timeout_ms);
     out.start_period_ms = ms(&h.start_period).unwrap_or(out.start_period_ms);
     if let Some(r) = h.retries {
-        out.retries = u32::try_from(r.0).map_err(|_| StackError::invalid(format!("{path}.retries"), format!("{}: use 1 or more", r.0)))?;
+        out.retries = u32::try_from(r.0)
+            .ok()
+            .filter(|r| *r >= 1)
+            .ok_or_else(|| StackError::invalid(format!("{path}.retries"), format!("{}: use 1 or more", r.0)))?;
     }
     Ok(Some(out))
 }

@@ -402,3 +402,71 @@ fn the_demo_s_stack_file_deploys() {
     let steps = plan(&v2, &w.state, false).unwrap();
     assert_eq!(steps.iter().map(Step::describe).collect::<Vec<_>>(), ["Updating service app_web"]);
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    /// Scalars a user might write anywhere, including the extremes.
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e20f64..1e20).prop_map(Value::from),
+            any::<bool>().prop_map(Value::from),
+            Just(Value::Null),
+            "[0-9:/a-z.-]{0,12}".prop_map(Value::from),
+            Just(json!("9223372036854775807-9223372036854775807")),
+            Just(json!("0-9223372036854775807:1")),
+            Just(json!("${X:-1}")),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let keys = prop_oneof![
+            Just("image"),
+            Just("command"),
+            Just("ports"),
+            Just("target"),
+            Just("published"),
+            Just("deploy"),
+            Just("replicas"),
+            Just("resources"),
+            Just("limits"),
+            Just("cpus"),
+            Just("memory"),
+            Just("networks"),
+            Just("aliases"),
+            Just("healthcheck"),
+            Just("retries"),
+            Just("interval"),
+            Just("environment"),
+            Just("secrets"),
+            Just("mode"),
+            Just("restart_policy"),
+            Just("update_config"),
+            Just("max_failure_ratio"),
+        ];
+        scalar().prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(keys.clone().prop_map(String::from), inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+        /// Any service body gives a spec or an error, never a panic.
+        #[test]
+        fn any_service_body(body in value()) {
+            let file = json!({"services": {"web": body}}).to_string(); // JSON is YAML
+            let vars = Vars::new();
+            if let Ok(l) = load(&[Source { name: "p.yml".into(), text: file }], &vars) {
+                let _ = convert("p", &l.file, &Context { project_dir: corpus(), vars: &vars, read: &read });
+            }
+        }
+    }
+}
