@@ -108,6 +108,16 @@ fn a_stack_on_two_networks_resolves_short_names_redeploys_only_what_changed_and_
     let out = shoal(&["stack", "--host", &host, "deploy", "-c", bad.to_str().unwrap(), "app"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("services.web.hostname (task hostnames)"), "{err}");
+    // One the cluster refuses (tried whole before anything is made): named by its path too.
+    std::fs::write(
+        &bad,
+        STACK.replace("      replicas: 2\n", "      replicas: 2\n      resources:\n        limits:\n          memory: 1M\n"),
+    )
+    .unwrap();
+    let out = shoal(&["stack", "--host", &host, "deploy", "-c", bad.to_str().unwrap(), "app"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("services.web.deploy.resources.limits.memory: invalid limit-memory"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
     assert_eq!(c.cli("smgr", &["stack", "ls"]).lines().count(), 1, "a refused file made nothing");
     assert!(!c.cli("smgr", &["network", "ls"]).contains("app_"), "a refused file made no network");
 

@@ -28,9 +28,6 @@ pub enum StackCmd {
         /// used by the name the file gives, whatever the value.
         #[arg(long, default_value = "always")]
         resolve_image: String,
-        /// Return at once (the default: shoal does not wait for a stack to converge).
-        #[arg(long, short = 'd', default_value_t = true)]
-        detach: bool,
         name: String,
     },
     /// List stacks.
@@ -59,9 +56,7 @@ pub enum StackCmd {
 
 pub async fn run(c: Client, cmd: StackCmd) -> anyhow::Result<()> {
     match cmd {
-        StackCmd::Deploy { compose_file, prune, resolve_image, detach: _, name } => {
-            deploy(&c, &compose_file, prune, &resolve_image, &name).await
-        }
+        StackCmd::Deploy { compose_file, prune, resolve_image, name } => deploy(&c, &compose_file, prune, &resolve_image, &name).await,
         StackCmd::Ls { format } => {
             let v = c.view().await?;
             let mut stacks: BTreeMap<&str, usize> = BTreeMap::new();
@@ -196,7 +191,9 @@ async fn deploy(c: &Client, files: &[String], prune: bool, resolve_image: &str, 
     let mut trial = v.state.clone();
     let now_ms = crate::manager::now_ms();
     for step in &steps {
-        trial.apply(&Request { now_ms, cmd: step.command() }).map_err(|e| anyhow!("{}: {e} (nothing was changed)", step.describe()))?;
+        if let Err(e) = trial.apply(&Request { now_ms, cmd: step.command() }) {
+            bail!("{}: {e} ({}: nothing was changed)", stack::refused_at(&spec, step, &e), step.describe());
+        }
     }
     if steps.is_empty() {
         println!("Stack {name} is up to date: nothing to change");

@@ -7,6 +7,7 @@
 //! (`convert`), and compared with the cluster to get the commands of a deploy (`diff`). The
 //! CLI (`cli::stack_cmds`) does the reading and the proposing.
 
+mod blame;
 mod compose;
 mod convert;
 mod de;
@@ -19,6 +20,7 @@ mod merge;
 #[cfg(test)]
 mod tests;
 
+pub use blame::refused_at;
 pub use compose::ComposeFile;
 pub use convert::{check_stack_name, convert, Context, StackNetwork, StackSecret, StackSpec, IMAGE_LABEL, NAMESPACE_LABEL};
 pub use diff::{in_stack, plan, remove_plan, Step};
