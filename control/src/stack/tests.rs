@@ -470,3 +470,36 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn docker_s_voting_app_is_read_whole_and_its_mounts_refused_by_name() {
+    let err = deploy_spec("voteapp", &["example-voting-app-stack.yml"], &Vars::new()).unwrap_err();
+    let StackError::Unsupported { keys } = &err else { panic!("{err}") };
+    assert_eq!(
+        keys,
+        &[
+            "volumes.db-data (volumes and mounts)",
+            "services.db.volumes (volumes and mounts)",
+            "services.visualizer.stop_grace_period (per-service stop grace periods)",
+            "services.visualizer.volumes (volumes and mounts)",
+        ]
+    );
+    // Without its mounts it deploys: Docker's constraint spelling with spaces, the ignored
+    // depends_on, ports on the routing mesh.
+    let text = std::fs::read_to_string(corpus().join("example-voting-app-stack.yml")).unwrap();
+    let text = text
+        .replace("    volumes:\n      - db-data:/var/lib/postgresql/data\n", "")
+        .replace("    stop_grace_period: 1m30s\n    volumes:\n      - \"/var/run/docker.sock:/var/run/docker.sock\"\n", "")
+        .replace("volumes:\n  db-data:\n", "");
+    let vars = Vars::new();
+    let loaded = load(&[Source { name: "voting.yml".into(), text }], &vars).unwrap();
+    assert_eq!(loaded.ignored, ["services.result.depends_on", "services.vote.depends_on", "services.worker.depends_on"]);
+    let spec = convert("voteapp", &loaded.file, &Context { project_dir: corpus(), vars: &vars, read: &read }).unwrap();
+    assert_eq!(service(&spec, "voteapp_worker").labels["APP"], "VOTING");
+    assert_eq!(service(&spec, "voteapp_visualizer").networks, ["voteapp_default"]);
+    let mut w = World::new(2);
+    let steps = plan(&spec, &w.state, false).unwrap();
+    assert_eq!(steps.len(), 3 + 6, "{steps:?}");
+    apply_all(&mut w, &steps);
+    assert!(plan(&spec, &w.state, false).unwrap().is_empty());
+}
