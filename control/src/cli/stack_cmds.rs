@@ -178,6 +178,9 @@ async fn deploy(c: &Client, files: &[String], prune: bool, resolve_image: &str, 
     let spec = stack::convert(name, &loaded.file, &stack::Context { project_dir, vars: &vars, read: &read })?;
     let v = c.view().await?;
     let steps = stack::plan(&spec, &v.state, prune)?;
+    for note in stack::network_drift(&spec, &v.state) {
+        eprintln!("WARN: {note}");
+    }
     for s in spec.secrets.iter().filter(|s| !s.external) {
         if v.state.secrets.values().any(|x| x.spec.name == s.spec.name) {
             eprintln!(

@@ -161,3 +161,40 @@ pub fn remove_plan(stack: &str, state: &ClusterState) -> Vec<Step> {
     steps.extend(secrets.into_iter().map(|n| Step::RemoveSecret(n.into())));
     steps
 }
+
+/// The stack's existing networks whose settings in the file differ from the cluster's: networks
+/// cannot be changed in place, so a redeploy keeps them as they are, and the CLI says so.
+pub fn network_drift(desired: &StackSpec, state: &ClusterState) -> Vec<String> {
+    let mut out = vec![];
+    for n in desired.networks.iter().filter(|n| !n.external) {
+        let Some(x) = state.networks.values().find(|x| x.spec.name == n.spec.name && in_stack(&x.spec.labels, &desired.name)) else {
+            continue;
+        };
+        let (a, b) = (&x.spec, &n.spec);
+        let mut what = vec![];
+        if a.attachable != b.attachable {
+            what.push("attachable");
+        }
+        if a.internal != b.internal {
+            what.push("internal");
+        }
+        if a.options != b.options {
+            what.push("driver_opts");
+        }
+        if b.subnet.is_some() && a.subnet != b.subnet || b.gateway.is_some() && a.gateway != b.gateway {
+            what.push("ipam");
+        }
+        if a.labels != b.labels {
+            what.push("labels");
+        }
+        if !what.is_empty() {
+            out.push(format!(
+                "networks.{}: network {} exists with other settings ({}); it is kept as it is (networks cannot change in place: `shoal stack rm` and deploy again to apply them)",
+                n.key,
+                b.name,
+                what.join(", ")
+            ));
+        }
+    }
+    out
+}

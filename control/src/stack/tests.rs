@@ -297,6 +297,13 @@ fn a_redeploy_changes_only_what_changed() {
     );
     apply_all(&mut w, &steps);
     assert!(plan(&spec, &w.state, false).unwrap().is_empty(), "redeploying the same file changes nothing");
+    assert!(network_drift(&spec, &w.state).is_empty());
+    let drift = network_drift(&inline("app", &APP.replace("  front:\n", "  front:\n    attachable: true\n")), &w.state);
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert!(
+        drift[0].starts_with("networks.front: network app_front exists with other settings (attachable); it is kept as it is"),
+        "{drift:?}"
+    );
 
     let changed = inline("app", &APP.replace("command: [sleep, '1000']", "command: [sleep, '2000']"));
     let steps = plan(&changed, &w.state, true).unwrap();
