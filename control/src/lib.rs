@@ -15,6 +15,7 @@ pub mod node;
 pub mod orchestrator;
 pub mod rpc;
 pub mod scheduler;
+pub mod stack;
 pub mod state;
 pub mod store;
 #[cfg(test)]

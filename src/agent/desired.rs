@@ -227,6 +227,7 @@ mod tests {
                     vips: vec![shoal_control::model::Vip { network_id: net.into(), addr: vip.parse().unwrap(), prefix: 24 }],
                     ports: vec![],
                     networks: vec![net.into()],
+                    aliases: Default::default(),
                 },
             );
         }
@@ -243,6 +244,7 @@ mod tests {
                 ],
                 ports: vec![],
                 networks: vec!["backend".into(), "private".into()],
+                aliases: Default::default(),
             },
         );
         let att = |net: &str, addr: &str| shoal_control::model::NetworkAttachment {

@@ -26,7 +26,8 @@ pub fn zone(view: &AgentView) -> Zone {
             .filter(|s| s.networks.iter().any(|n| n == &net.id || n == &net.name))
             .map(|s| ServiceRecord {
                 name: s.name.clone(),
-                aliases: vec![],
+                // Docker's network aliases (a stack's short service names), on this network only.
+                aliases: s.aliases.get(&net.id).cloned().unwrap_or_default(),
                 endpoint_mode: match s.mode {
                     CtlMode::Vip => EndpointMode::Vip,
                     CtlMode::Dnsrr => EndpointMode::Dnsrr,
@@ -97,5 +98,50 @@ mod tests {
     fn empty_view_gives_an_empty_zone() {
         let z = zone(&AgentView::default());
         assert!(z.networks.is_empty() && z.nodes.is_empty());
+    }
+
+    #[test]
+    fn a_service_s_aliases_are_served_only_on_their_own_network() {
+        use shoal_control::dispatcher::messages::{NetworkInfo, ServiceEndpoint};
+        use shoal_control::model::Vip;
+        let net = |id: &str, subnet: &str| NetworkInfo {
+            id: id.into(),
+            name: format!("app_{id}"),
+            vni: 4100,
+            subnet: subnet.parse().unwrap(),
+            gateway: "10.0.0.1".parse().unwrap(),
+            ingress: false,
+            internal: false,
+            node_local: false,
+            options: Default::default(),
+            lb_addrs: Default::default(),
+            peers: Default::default(),
+        };
+        let mut view = AgentView::default();
+        view.networks.insert("front".into(), net("front", "10.0.1.0/24"));
+        view.networks.insert("back".into(), net("back", "10.0.2.0/24"));
+        view.services.insert(
+            "s1".into(),
+            ServiceEndpoint {
+                id: "s1".into(),
+                name: "app_worker".into(),
+                mode: CtlMode::Vip,
+                vips: vec![
+                    Vip { network_id: "front".into(), addr: "10.0.1.5".parse().unwrap(), prefix: 24 },
+                    Vip { network_id: "back".into(), addr: "10.0.2.5".parse().unwrap(), prefix: 24 },
+                ],
+                ports: vec![],
+                networks: vec!["front".into(), "back".into()],
+                aliases: [("front".to_string(), vec!["worker".to_string()]), ("back".into(), vec!["worker".into(), "jobs".into()])].into(),
+            },
+        );
+        let z = zone(&view);
+        let aliases = |net: &str| -> Vec<String> {
+            z.networks.iter().find(|n| n.name == net).unwrap().services.iter().find(|s| s.name == "app_worker").unwrap().aliases.clone()
+        };
+        assert_eq!(aliases("app_front"), ["worker"]);
+        assert_eq!(aliases("app_back"), ["worker", "jobs"]);
+        // The DNS builds it: the aliases are valid names and answer the service's VIP there.
+        shoal_dns::table::Tables::build(&z, None).expect("a zone with aliases builds");
     }
 }

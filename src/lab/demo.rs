@@ -1,7 +1,8 @@
 //! `shoal lab demo`: the README's main command. A 3-node lab, `shoal daemon` on every node,
 //! `init` + `join`, an overlay network, a published service of `shoal/whoami`, curl through the
-//! routing mesh on every node, DNS from inside a task, scaling, and a worker killed while curl
-//! keeps answering. The lab stays up for exploring.
+//! routing mesh on every node, DNS from inside a task, scaling, an application deployed as a
+//! stack and updated while curl runs (`demo_stack`), and a worker killed while curl keeps
+//! answering. The lab stays up for exploring.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -12,12 +13,12 @@ use anyhow::{bail, Context};
 use super::exec::command_in;
 use super::{daemons, up, Topology};
 
-fn step(text: &str) {
+pub(super) fn step(text: &str) {
     println!("\n==> {text}");
 }
 
 /// Runs a cluster verb of this binary against a lab node, showing its output.
-fn shoal(t: &Topology, node: &str, args: &[&str]) -> anyhow::Result<String> {
+pub(super) fn shoal(t: &Topology, node: &str, args: &[&str]) -> anyhow::Result<String> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg(args[0]).arg("--host").arg(daemons::host_arg(t, node)).args(&args[1..]);
     let out = cmd.output().with_context(|| format!("run shoal {}", args.join(" ")))?;
@@ -28,7 +29,7 @@ fn shoal(t: &Topology, node: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(stdout)
 }
 
-fn indent(text: &str) {
+pub(super) fn indent(text: &str) {
     for line in text.lines() {
         println!("    {line}");
     }
@@ -41,7 +42,7 @@ fn curl(t: &Topology, target: &str) -> Option<String> {
     body.lines().find_map(|l| l.strip_prefix("Name:")).map(|n| n.trim().to_string())
 }
 
-fn wait(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> anyhow::Result<Duration> {
+pub(super) fn wait(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> anyhow::Result<Duration> {
     let start = Instant::now();
     while start.elapsed() < limit {
         if ok() {
@@ -155,6 +156,8 @@ pub fn run(t: &Topology) -> anyhow::Result<()> {
     })?;
     indent(&shoal(t, &mgr.name, &["service", "ps", "vote"])?);
 
+    super::demo_stack::run(t, &mgr.name)?;
+
     let victim = t.nodes.last().context("a lab node")?;
     step(&format!("kill {}: its daemon dies and its underlay link goes down; curl keeps answering", victim.name));
     daemons::kill_daemon(t, &victim.name);
@@ -185,6 +188,8 @@ pub fn run(t: &Topology) -> anyhow::Result<()> {
 
     step(&format!("done in {:.0} s. The lab stays up:", started.elapsed().as_secs_f64()));
     println!("    ip netns exec {} curl -s {}:5000", t.client.netns, mgr.address);
+    println!("    ip netns exec {} curl -s {}:8080", t.client.netns, mgr.address);
+    println!("    shoal stack --host {} ps app", daemons::host_arg(t, &mgr.name));
     // -H/--host is an option of the cluster verbs, so it follows the verb.
     println!("    shoal service --host {} ps vote", daemons::host_arg(t, &mgr.name));
     println!("    shoal lab status   |   shoal lab down");

@@ -4,6 +4,7 @@
 
 pub mod daemons;
 pub mod demo;
+mod demo_stack;
 pub mod exec;
 pub mod overlay_demo;
 pub mod topology;

@@ -97,7 +97,12 @@ pub fn ports_text(ports: &[crate::model::PortConfig]) -> String {
 }
 
 pub fn service_table(v: &ClusterView) -> String {
-    let mut services: Vec<_> = v.state.services.values().collect();
+    service_table_where(v, |_| true)
+}
+
+/// The services `keep` selects (a stack's, for `stack services`).
+pub fn service_table_where(v: &ClusterView, keep: impl Fn(&crate::model::Service) -> bool) -> String {
+    let mut services: Vec<_> = v.state.services.values().filter(|s| keep(s)).collect();
     services.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
     let rows = services
         .iter()

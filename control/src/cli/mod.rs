@@ -13,6 +13,7 @@ mod node_cmds;
 mod progress;
 mod secret_cmds;
 mod service_cmds;
+mod stack_cmds;
 
 pub use args::{parse_port, parse_publish};
 pub use client::Client;
@@ -64,6 +65,13 @@ pub enum Command {
         #[command(subcommand)]
         cmd: service_cmds::ServiceCmd,
     },
+    /// Manage stacks: applications from Compose files.
+    Stack {
+        #[command(flatten)]
+        host: HostOpt,
+        #[command(subcommand)]
+        cmd: stack_cmds::StackCmd,
+    },
     /// Manage secrets.
     Secret {
         #[command(flatten)]
@@ -84,6 +92,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Node { host, cmd } => node_cmds::run(Client::from_host(&host.host)?, cmd).await,
         Command::Network { host, cmd } => network_cmds::run(Client::from_host(&host.host)?, cmd).await,
         Command::Service { host, cmd } => service_cmds::run(Client::from_host(&host.host)?, cmd).await,
+        Command::Stack { host, cmd } => stack_cmds::run(Client::from_host(&host.host)?, cmd).await,
         Command::Secret { host, cmd } => secret_cmds::run(Client::from_host(&host.host)?, cmd).await,
     }
 }

@@ -92,6 +92,10 @@ pub struct ServiceEndpoint {
     pub vips: Vec<Vip>,
     pub ports: Vec<PortConfig>,
     pub networks: Vec<String>,
+    /// Extra DNS names of the service, by network id (resolved from the spec's
+    /// `network_aliases`); served only on that network.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aliases: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -96,6 +96,12 @@ impl EndpointTable {
                         vips: s.vips.clone(),
                         ports: s.ports.clone(),
                         networks: s.network_ids.clone(),
+                        aliases: s
+                            .spec
+                            .network_aliases
+                            .iter()
+                            .filter_map(|(net, names)| Some((state.find_network(net).ok()?.id.clone(), names.clone())))
+                            .collect(),
                     },
                 )
             })

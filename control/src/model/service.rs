@@ -107,6 +107,11 @@ pub struct ServiceSpec {
     pub mode: ServiceMode,
     /// Network names or ids.
     pub networks: Vec<String>,
+    /// Extra DNS names of the service on some of its networks, keyed by the network as written
+    /// in `networks` (Docker's NetworkAttachmentConfig.Aliases; a stack makes each service's
+    /// short name an alias on its networks).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub network_aliases: BTreeMap<String, Vec<String>>,
     pub endpoint: EndpointSpec,
     pub placement: Placement,
     pub restart: RestartPolicy,
@@ -258,6 +263,7 @@ impl ServiceSpec {
             labels: BTreeMap::new(),
             mode: ServiceMode::Replicated { replicas: 1 },
             networks: vec![],
+            network_aliases: BTreeMap::new(),
             endpoint: EndpointSpec::default(),
             placement: Placement::default(),
             restart: RestartPolicy::default(),

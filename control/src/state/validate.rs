@@ -211,6 +211,7 @@ pub fn check_service(spec: &ServiceSpec, state: &ClusterState) -> Result<(), Sta
             return Err(StateError::invalid(format!("networks[{i}]"), format!("network {n:?} is listed twice")));
         }
     }
+    check_network_aliases(spec)?;
     if let Err((i, e)) = crate::scheduler::constraint::parse_all(&spec.placement.constraints) {
         return Err(StateError::invalid(format!("constraints[{i}]"), e));
     }
@@ -252,6 +253,29 @@ pub fn check_service(spec: &ServiceSpec, state: &ClusterState) -> Result<(), Sta
         state.find_secret(s).map_err(|_| {
             StateError::invalid(format!("secrets[{i}]"), format!("secret {s:?} not found: create it with `shoal secret create`"))
         })?;
+    }
+    Ok(())
+}
+
+/// Aliases name a network the service is on, and each is a DNS name the embedded DNS serves
+/// (a bad one would fail the whole zone on every node).
+fn check_network_aliases(spec: &ServiceSpec) -> Result<(), StateError> {
+    check_map("network-aliases", &spec.network_aliases.iter().map(|(k, v)| (k.clone(), v.join(","))).collect())?;
+    for (net, aliases) in &spec.network_aliases {
+        let field = format!("network-aliases[{net:.32}]");
+        if !spec.networks.contains(net) {
+            return Err(StateError::invalid(field, format!("the service is not on network {net:?}: add it to the service's networks")));
+        }
+        check_list(&field, aliases.iter().map(String::as_str))?;
+        for a in aliases {
+            let label_ok = |l: &str| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if a.len() > 253 || !a.split('.').all(label_ok) {
+                return Err(StateError::invalid(
+                    field,
+                    format!("{a:?} is not a DNS name: use letters, digits, '-' and '_', up to 63 per dot-separated label"),
+                ));
+            }
+        }
     }
     Ok(())
 }
