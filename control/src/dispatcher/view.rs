@@ -105,14 +105,13 @@ impl AgentView {
                 continue;
             }
             let Some(svc) = state.services.get(&t.service_id) else { continue };
-            let secrets = svc
-                .spec
-                .secrets
-                .iter()
-                .filter_map(|name| state.find_secret(name).ok().map(|s| (name.clone(), s.spec.data.clone())))
-                .collect();
+            // The spec the task was made from: during a rolling update the old tasks keep
+            // theirs (their health check, their secrets) until they are replaced.
+            let spec = svc.spec_for(t.service_version);
+            let secrets =
+                spec.secrets.iter().filter_map(|name| state.find_secret(name).ok().map(|s| (name.clone(), s.spec.data.clone()))).collect();
             assignments
-                .insert(t.id.clone(), Assignment { task: t.clone(), service_name: svc.spec.name.clone(), spec: svc.spec.clone(), secrets });
+                .insert(t.id.clone(), Assignment { task: t.clone(), service_name: svc.spec.name.clone(), spec: spec.clone(), secrets });
         }
         AgentView {
             role: state.nodes.get(node_id).map(|n| n.role),
