@@ -169,7 +169,8 @@ pub fn service_ps_table(v: &ClusterView, service_ids: &[String], now_ms: u64) ->
             rows.push(vec![
                 short(&t.id),
                 name,
-                svc.spec.image.clone(),
+                // The image this task runs: history rows of a rolling update show the old one.
+                svc.spec_for(t.service_version).image.clone(),
                 node,
                 title(t.desired_state.as_str()),
                 current,

@@ -12,6 +12,8 @@ mod node_cmds;
 mod progress;
 mod secret_cmds;
 mod service_cmds;
+mod service_update;
+mod update_flags;
 
 pub use args::{parse_port, parse_publish};
 pub use client::Client;
