@@ -339,6 +339,7 @@ async fn follow(c: &Client, id: &str, rollback_asked: bool, min_version: u64) ->
     let tty = std::io::stdout().is_terminal();
     let mut drawn = 0usize;
     let mut last: Vec<String> = vec![];
+    let mut announced: Vec<String> = vec![];
     loop {
         let v = c.view().await?;
         if v.state.services.get(id).is_some_and(|s| s.version < min_version) {
@@ -357,10 +358,20 @@ async fn follow(c: &Client, id: &str, rollback_asked: bool, min_version: u64) ->
             out.flush()?;
             drawn = lines.len();
         }
+        if !tty {
+            // Without a terminal only the last drawing is printed; a rollback's reason is
+            // printed as it starts, as Docker's does.
+            for l in lines.iter().filter(|l| l.starts_with("rollback: ")) {
+                if !announced.contains(l) {
+                    println!("{l}");
+                    announced.push(l.clone());
+                }
+            }
+        }
         last = lines;
         let finished = outcome != super::progress::Outcome::Waiting;
         if finished && !tty {
-            for l in &last {
+            for l in last.iter().filter(|l| !announced.contains(l)) {
                 println!("{l}");
             }
         }

@@ -13,7 +13,7 @@ pub struct UpdateArgs {
     #[arg(long)]
     pub image: Option<String>,
     /// The command's arguments, as one shell-quoted string (`--args "serve --port 80"`).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub args: Option<String>,
     /// Add or replace an environment variable (KEY=VALUE).
     #[arg(long)]
@@ -51,6 +51,7 @@ pub struct UpdateArgs {
     /// Remove a placement constraint (as written).
     #[arg(long)]
     pub constraint_rm: Vec<String>,
+    /// Number of tasks.
     #[arg(long, allow_negative_numbers = true)]
     pub replicas: Option<i64>,
     /// Maximum tasks per node (0 = unlimited).
@@ -62,12 +63,16 @@ pub struct UpdateArgs {
     /// Command to run to check health.
     #[arg(long)]
     pub health_cmd: Option<String>,
+    /// Time between health checks (ms|s|m|h).
     #[arg(long)]
     pub health_interval: Option<String>,
+    /// Maximum time one check may take (ms|s|m|h).
     #[arg(long)]
     pub health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy.
     #[arg(long)]
     pub health_retries: Option<u32>,
+    /// Start period during which failures do not count (ms|s|m|h).
     #[arg(long)]
     pub health_start_period: Option<String>,
     /// Remove the health check.
@@ -91,10 +96,13 @@ pub struct UpdateArgs {
     /// none, on-failure or any
     #[arg(long)]
     pub restart_condition: Option<String>,
+    /// Wait between restarts (ms|s|m|h).
     #[arg(long)]
     pub restart_delay: Option<String>,
+    /// Restarts before giving up (0 = unlimited).
     #[arg(long)]
     pub restart_max_attempts: Option<u64>,
+    /// Window in which restarts are counted (ms|s|m|h).
     #[arg(long)]
     pub restart_window: Option<String>,
     #[command(flatten)]
