@@ -49,7 +49,8 @@ impl Load {
                         sent += 1;
                         let at = Instant::now();
                         if let Err(e) = get(target) {
-                            failures.push(format!("{target} after {:?}: {e}", at.elapsed()));
+                            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                            failures.push(format!("{target} at {:.3} after {:?}: {e}", t.as_secs_f64(), at.elapsed()));
                         }
                         std::thread::sleep(Duration::from_millis(10));
                     }
@@ -85,12 +86,22 @@ fn answers(c: &Cluster, n: usize) -> std::collections::BTreeSet<String> {
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..n {
             for (_, addr) in NODES {
-                seen.insert(get(format!("{addr}:5000").parse().unwrap()).unwrap_or_else(|e| format!("error: {e}")));
+                seen.insert(get(format!("{addr}:5000").parse().unwrap()).unwrap_or_else(|e| format!("error from {addr}: {e}")));
             }
         }
         seen
     });
     h.join().unwrap()
+}
+
+/// Names of the tasks meant to run (as whoami answers them).
+fn live_names(c: &Cluster) -> std::collections::BTreeSet<String> {
+    c.cli("smgr", &["service", "ps", "--format", "json", "web"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|t| t["desired_state"] == "running")
+        .map(|t| format!("web.{}.{}", t["slot"], t["id"].as_str().unwrap()))
+        .collect()
 }
 
 /// The VIP client task's verdicts (`ok`/`FAIL` lines) so far.
@@ -122,14 +133,19 @@ fn update_rolling_update_of_a_published_service_fails_no_request() {
     let load = Load::start(&c, 5000);
     let started = Instant::now();
     // Stop-first, one task at a time (3 replicas: two serve while the third is replaced).
-    let out = c.cli("smgr", &["service", "update", "--update-delay", "1s", "--update-monitor", "1s", "--args", "--name v2", "web"]);
+    let old = live_names(&c);
+    let out = c.cli("smgr", &["service", "update", "--update-delay", "1s", "--update-monitor", "1s", "--env-add", "VERSION=2", "web"]);
     let stop_first = started.elapsed();
     assert!(out.starts_with("web\n"), "{out}");
     assert!(out.contains("overall progress: 3 out of 3 tasks") && out.contains("verify: Service converged"), "{out}");
-    assert_eq!(answers(&c, 3), ["v2".to_string()].into(), "every node answers from the new tasks only");
+    let new = live_names(&c);
+    assert!(old.is_disjoint(&new), "every task was replaced: {old:?} -> {new:?}");
+    let seen = answers(&c, 3);
+    assert!(seen.is_subset(&new), "every node answers from the new tasks only: {seen:?}, tasks {new:?}");
     let svc = inspect(&c, "web");
     assert_eq!(svc["update_status"]["state"], "completed", "{svc:#}");
-    assert_eq!(svc["previous_spec"]["args"], serde_json::json!([]), "{svc:#}");
+    assert_eq!(svc["previous_spec"]["env"], serde_json::json!([]), "{svc:#}");
+    assert_eq!(svc["spec"]["env"], serde_json::json!(["VERSION=2"]), "{svc:#}");
     // Each slot shows its new task on top and the replaced one below it.
     let ps = c.cli("smgr", &["service", "ps", "web"]);
     assert_eq!(running(&ps), 3, "{ps}");
@@ -138,10 +154,9 @@ fn update_rolling_update_of_a_published_service_fails_no_request() {
     }
     // Start-first: the new task runs before the old one leaves.
     let started = Instant::now();
-    let out = c.cli("smgr", &["service", "update", "--update-order", "start-first", "--update-monitor", "1s", "--args", "--name v3", "web"]);
+    let out = c.cli("smgr", &["service", "update", "--update-order", "start-first", "--update-monitor", "1s", "--image", "whoami", "web"]);
     let start_first = started.elapsed();
     assert!(out.contains("verify: Service converged"), "{out}");
-    assert_eq!(answers(&c, 3), ["v3".to_string()].into());
     std::thread::sleep(Duration::from_secs(1));
     let results = load.finish();
 
@@ -153,6 +168,20 @@ fn update_rolling_update_of_a_published_service_fails_no_request() {
         eprintln!("{node}:5000: {sent} requests, {} failed", failed.len());
     }
     eprintln!("VIP from a task: {} requests, {} failed", vip_during.len(), vip_failed.len());
+    let newer = live_names(&c);
+    assert!(new.is_disjoint(&newer), "{new:?} -> {newer:?}");
+    let seen = answers(&c, 3);
+    for (node, _, failed) in &results {
+        eprintln!("{node}: {failed:#?}");
+    }
+    if !seen.is_subset(&newer) {
+        for (n, _) in NODES {
+            eprintln!("=== {n}\n{}", c.lab.show(n));
+        }
+        eprintln!("{}", c.cli("smgr", &["service", "ps", "--format", "json", "web"]));
+    }
+    assert!(seen.is_subset(&newer), "every node answers from the new tasks only: {seen:?}, tasks {newer:?}");
+    assert!(c.cli("smgr", &["service", "ps", "web"]).lines().filter(|l| l.contains("\\_ web.")).any(|l| l.contains("shoal/whoami")), "history rows show the image they ran");
     for (node, sent, failed) in &results {
         assert!(*sent > 100, "{node}: only {sent} requests during the updates");
         assert!(failed.is_empty(), "{node}:5000 failed {} of {sent} requests during the rolling updates: {failed:#?}", failed.len());
