@@ -179,6 +179,10 @@ fn update_rolling_update_of_a_published_service_fails_no_request() {
             eprintln!("=== {n}\n{}", c.lab.show(n));
         }
         eprintln!("{}", c.cli("smgr", &["service", "ps", "--format", "json", "web"]));
+        if std::env::var("UPD_DEBUG").is_ok() {
+            eprintln!("DEBUG lab {} client ns {}", c.lab.name, c.lab.node_ns("client"));
+            std::thread::sleep(Duration::from_secs(240));
+        }
     }
     assert!(seen.is_subset(&newer), "every node answers from the new tasks only: {seen:?}, tasks {newer:?}");
     assert!(c.cli("smgr", &["service", "ps", "web"]).lines().filter(|l| l.contains("\\_ web.")).any(|l| l.contains("shoal/whoami")), "history rows show the image they ran");

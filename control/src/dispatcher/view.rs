@@ -57,6 +57,16 @@ impl EndpointTable {
             .networks
             .values()
             .map(|n| {
+                let mut peers = peers.remove(&n.id).unwrap_or_default();
+                if n.spec.ingress {
+                    // Every node answers on published ports (the routing mesh) and sends to
+                    // the backends from its load-balancer address on ingress, tasks or not:
+                    // each is a peer of the others there, or replies to a node whose last task
+                    // left (a rolling update moved it) would have nowhere to go.
+                    for node in n.lb_addrs.keys().filter_map(|id| state.nodes.get(id)).filter(|x| x.state != crate::model::NodeState::Down) {
+                        peers.insert(node.id.clone(), node.addr.clone());
+                    }
+                }
                 (
                     n.id.clone(),
                     NetworkInfo {
@@ -70,7 +80,7 @@ impl EndpointTable {
                         node_local: n.spec.node_local,
                         options: n.spec.options.clone(),
                         lb_addrs: n.lb_addrs.clone(),
-                        peers: peers.remove(&n.id).unwrap_or_default(),
+                        peers,
                     },
                 )
             })
@@ -194,6 +204,20 @@ mod tests {
 
     fn view(w: &World, node: &str) -> AgentView {
         AgentView::for_node(&w.state, node, &EndpointTable::from_state(&w.state))
+    }
+
+    #[test]
+    fn every_node_is_an_ingress_peer_even_without_tasks() {
+        let mut w = World::new(2);
+        let mut s = ServiceSpec::new("web", "nginx");
+        s.endpoint.ports = vec![crate::cli::parse_publish("5000:80").unwrap()];
+        w.create(s);
+        let table = EndpointTable::from_state(&w.state);
+        let ingress = table.networks.values().find(|n| n.ingress).unwrap();
+        // One task, on one node; the mesh of the other two still reaches it and hears back.
+        assert_eq!(ingress.peers.len(), 3, "{:?}", ingress.peers);
+        let backend = table.networks.values().find(|n| !n.ingress && !n.node_local);
+        assert!(backend.is_none_or(|n| n.peers.len() <= 1));
     }
 
     #[test]
