@@ -2,6 +2,7 @@
 //! they are judged against.
 
 pub mod cluster;
+pub mod update;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCommand {
@@ -12,11 +13,20 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// Rolling updates of a published 10-replica service (parallelism 2) under continuous
+    /// requests through every node: failed requests, and the time an update takes beyond the
+    /// delays and monitor window it is configured to wait.
+    Update {
+        /// Updates measured.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Cluster { rounds } => cluster::run(rounds),
+        BenchCommand::Update { rounds } => update::run(rounds),
     }
 }
 

@@ -1,0 +1,146 @@
+//! Rolling updates on a 3-node lab cluster (issue 18, item 7): a published whoami service of 10
+//! replicas updated 2 at a time with a delay between batches, while clients send requests
+//! without pause through every node's published port. Printed: the requests that failed (goal
+//! 0), and how long each update took against what its settings make it wait (the delays
+//! between its 5 batches and the last monitor window), from the same run: the difference is
+//! the updater's own overhead, per batch (goal under 1 s).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::cluster::{cluster_up, poll, shoal};
+use super::percentiles;
+use crate::lab::exec::command_in;
+
+const REPLICAS: u64 = 10;
+const PARALLELISM: u64 = 2;
+const DELAY_MS: u64 = 1_000;
+const MONITOR_MS: u64 = 1_000;
+const PORT: u16 = 5300;
+
+/// Clients in the lab's client namespace, one per node, one request after the other.
+struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(client_ns: &str, addrs: &[String]) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let threads = addrs
+            .iter()
+            .map(|addr| {
+                let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+                let (ns, url) = (client_ns.to_string(), format!("http://{addr}:{PORT}/"));
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        let ok = command_in(&ns, "curl")
+                            .and_then(|mut c| Ok(c.args(["-sf", "-o", "/dev/null", "--max-time", "2", &url]).status()?))
+                            .is_ok_and(|s| s.success());
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        if !ok {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { stop, sent, failed, threads }
+    }
+
+    /// (requests, failed) so far.
+    fn counts(&self) -> (usize, usize) {
+        (self.sent.load(Ordering::SeqCst), self.failed.load(Ordering::SeqCst))
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn update_state(t: &crate::lab::Topology, mgr: &str) -> String {
+    shoal(t, mgr, &["service", "inspect", "web"])
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v[0]["update_status"]["state"].as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+pub fn run(rounds: usize) -> anyhow::Result<()> {
+    let (t, guard) = cluster_up("bupd")?;
+    let mgr = t.nodes[0].name.clone();
+    let replicas = REPLICAS.to_string();
+    let publish = format!("{PORT}:80");
+    let (parallelism, delay, monitor) = (PARALLELISM.to_string(), format!("{DELAY_MS}ms"), format!("{MONITOR_MS}ms"));
+    shoal(
+        &t,
+        &mgr,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "web",
+            "--replicas",
+            &replicas,
+            "-p",
+            &publish,
+            "--network",
+            "backend",
+            "--update-parallelism",
+            &parallelism,
+            "--update-delay",
+            &delay,
+            "--update-monitor",
+            &monitor,
+            "shoal/whoami",
+        ],
+    )?;
+    let addrs: Vec<String> = t.nodes.iter().map(|n| n.address.to_string()).collect();
+    poll(Duration::from_secs(60), || {
+        shoal(&t, &mgr, &["service", "ls"]).is_ok_and(|o| o.contains(&format!("{REPLICAS}/{REPLICAS}")))
+            && addrs.iter().all(|a| super::cluster::curl_ok(&t, a, PORT))
+    })?;
+
+    let batches = REPLICAS.div_ceil(PARALLELISM);
+    // The updater waits `delay` after every batch but the last, then the monitor window.
+    let configured_ms = (batches - 1) * DELAY_MS + MONITOR_MS;
+    let load = Load::start(&t.client.netns, &addrs);
+    let mut totals = Vec::new();
+    for r in 0..rounds {
+        let start = Instant::now();
+        shoal(&t, &mgr, &["service", "update", "--detach", "--env-add", &format!("ROUND={r}"), "web"])?;
+        poll(Duration::from_secs(120), || update_state(&t, &mgr) == "completed")?;
+        totals.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    let (sent, failed) = load.counts();
+    drop(load);
+
+    let (p50, p99) = percentiles(&mut totals);
+    let per_batch = |total: f64| (total - configured_ms as f64) / batches as f64;
+    println!(
+        "rolling update of {REPLICAS} published replicas on a 3-node lab, parallelism {PARALLELISM}, delay {DELAY_MS} ms, monitor {MONITOR_MS} ms, {rounds} rounds:"
+    );
+    println!("  failed requests through every node's published port   {failed} of {sent}   (goal 0)");
+    println!(
+        "  update time            p50 {p50:7.0} ms  p99 {p99:7.0} ms   against {configured_ms} ms configured (ratio p50 {:.2})",
+        p50 / configured_ms as f64
+    );
+    println!(
+        "  overhead per batch     p50 {:7.0} ms  p99 {:7.0} ms   (goal < 1000 ms; {batches} batches)",
+        per_batch(p50),
+        per_batch(p99)
+    );
+    drop(guard);
+    Ok(())
+}
