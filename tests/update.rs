@@ -28,11 +28,14 @@ fn get(addr: SocketAddr) -> Result<String, String> {
     body.lines().find_map(|l| l.strip_prefix("Name:")).map(|n| n.trim().to_string()).ok_or_else(|| "answer without a name".into())
 }
 
+/// A client thread's outcome: requests sent, and each failure.
+type Outcome = (usize, Vec<String>);
+
 /// Clients in the lab's client namespace, one per node, each sending requests to that node's
 /// published port one after the other until stopped.
 struct Load {
     stop: Arc<AtomicBool>,
-    threads: Vec<(String, std::thread::JoinHandle<(usize, Vec<String>)>)>,
+    threads: Vec<(String, std::thread::JoinHandle<Outcome>)>,
 }
 
 impl Load {
@@ -65,7 +68,11 @@ impl Load {
     /// Stops the clients: (requests sent, failures) per node.
     fn finish(mut self) -> Vec<(String, usize, Vec<String>)> {
         self.stop.store(true, Ordering::SeqCst);
-        std::mem::take(&mut self.threads).into_iter().map(|(n, h)| (n, h.join().expect("client thread"))).map(|(n, (s, f))| (n, s, f)).collect()
+        std::mem::take(&mut self.threads)
+            .into_iter()
+            .map(|(n, h)| (n, h.join().expect("client thread")))
+            .map(|(n, (s, f))| (n, s, f))
+            .collect()
     }
 }
 
@@ -179,7 +186,10 @@ fn update_rolling_update_of_a_published_service_fails_no_request() {
         eprintln!("{}", c.cli("smgr", &["service", "ps", "--format", "json", "web"]));
     }
     assert!(seen.is_subset(&newer), "every node answers from the new tasks only: {seen:?}, tasks {newer:?}");
-    assert!(c.cli("smgr", &["service", "ps", "web"]).lines().filter(|l| l.contains("\\_ web.")).any(|l| l.contains("shoal/whoami")), "history rows show the image they ran");
+    assert!(
+        c.cli("smgr", &["service", "ps", "web"]).lines().filter(|l| l.contains("\\_ web.")).any(|l| l.contains("shoal/whoami")),
+        "history rows show the image they ran"
+    );
     for (node, sent, failed) in &results {
         assert!(*sent > 100, "{node}: only {sent} requests during the updates");
         assert!(failed.is_empty(), "{node}:5000 failed {} of {sent} requests during the rolling updates: {failed:#?}", failed.len());

@@ -24,6 +24,8 @@ struct Load {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicUsize>,
     failed: Arc<AtomicUsize>,
+    /// curl's exit code of each failure (7 refused, 28 timed out, 52/56 cut off).
+    codes: Arc<std::sync::Mutex<Vec<i32>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -32,25 +34,27 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicUsize::new(0));
         let failed = Arc::new(AtomicUsize::new(0));
+        let codes = Arc::new(std::sync::Mutex::new(Vec::new()));
         let threads = addrs
             .iter()
             .map(|addr| {
-                let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+                let (stop, sent, failed, codes) = (stop.clone(), sent.clone(), failed.clone(), codes.clone());
                 let (ns, url) = (client_ns.to_string(), format!("http://{addr}:{PORT}/"));
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::SeqCst) {
-                        let ok = command_in(&ns, "curl")
-                            .and_then(|mut c| Ok(c.args(["-sf", "-o", "/dev/null", "--max-time", "2", &url]).status()?))
-                            .is_ok_and(|s| s.success());
+                        let status = command_in(&ns, "curl")
+                            .and_then(|mut c| Ok(c.args(["-sf", "-o", "/dev/null", "--max-time", "2", &url]).status()?));
                         sent.fetch_add(1, Ordering::SeqCst);
-                        if !ok {
+                        if !status.as_ref().is_ok_and(|s| s.success()) {
                             failed.fetch_add(1, Ordering::SeqCst);
+                            let code = status.ok().and_then(|s| s.code()).unwrap_or(-1);
+                            codes.lock().unwrap_or_else(|p| p.into_inner()).push(code);
                         }
                     }
                 })
             })
             .collect();
-        Load { stop, sent, failed, threads }
+        Load { stop, sent, failed, codes, threads }
     }
 
     /// (requests, failed) so far.
@@ -124,6 +128,7 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
         totals.push(start.elapsed().as_secs_f64() * 1000.0);
     }
     let (sent, failed) = load.counts();
+    let codes = load.codes.lock().unwrap_or_else(|p| p.into_inner()).clone();
     drop(load);
 
     let (p50, p99) = percentiles(&mut totals);
@@ -131,13 +136,13 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     println!(
         "rolling update of {REPLICAS} published replicas on a 3-node lab, parallelism {PARALLELISM}, delay {DELAY_MS} ms, monitor {MONITOR_MS} ms, {rounds} rounds:"
     );
-    println!("  failed requests through every node's published port   {failed} of {sent}   (goal 0)");
+    println!("  failed requests through every node's published port   {failed} of {sent}   (goal 0; curl exit codes {codes:?})");
     println!(
         "  update time            p50 {p50:7.0} ms  p99 {p99:7.0} ms   against {configured_ms} ms configured (ratio p50 {:.2})",
         p50 / configured_ms as f64
     );
     println!(
-        "  overhead per batch     p50 {:7.0} ms  p99 {:7.0} ms   (goal < 1000 ms; {batches} batches)",
+        "  overhead per batch     p50 {:7.0} ms  p99 {:7.0} ms   (goal < 1000 ms; {batches} batches; stop-first includes the lab's 500 ms --drain-seconds)",
         per_batch(p50),
         per_batch(p99)
     );

@@ -196,7 +196,9 @@ pub fn apply(old: &ServiceSpec, a: &UpdateArgs) -> anyhow::Result<ServiceSpec> {
     if let Some(n) = a.replicas {
         match s.mode {
             ServiceMode::Replicated { .. } => s.mode = ServiceMode::Replicated { replicas: n },
-            ServiceMode::Global => anyhow::bail!("invalid --replicas: service {} is global; only replicated services have replicas", old.name),
+            ServiceMode::Global => {
+                anyhow::bail!("invalid --replicas: service {} is global; only replicated services have replicas", old.name)
+            }
         }
     }
     if let Some(n) = a.replicas_max_per_node {
@@ -252,7 +254,10 @@ fn remove_port(ports: &mut Vec<PortConfig>, p: &str, service: &str) -> anyhow::R
     }
     if ports.len() == before {
         let have = super::format::ports_text(ports);
-        anyhow::bail!("invalid --publish-rm {p:?}: service {service} publishes no such port (it publishes {})", if have.is_empty() { "none".into() } else { have });
+        anyhow::bail!(
+            "invalid --publish-rm {p:?}: service {service} publishes no such port (it publishes {})",
+            if have.is_empty() { "none".into() } else { have }
+        );
     }
     Ok(())
 }
@@ -272,7 +277,9 @@ fn health(s: &mut ServiceSpec, a: &UpdateArgs) -> anyhow::Result<()> {
     }
     let Some(h) = s.healthcheck.as_mut() else {
         if tuning {
-            anyhow::bail!("--health-interval, --health-timeout, --health-retries and --health-start-period need a health check: add --health-cmd");
+            anyhow::bail!(
+                "--health-interval, --health-timeout, --health-retries and --health-start-period need a health check: add --health-cmd"
+            );
         }
         return Ok(());
     };
@@ -365,7 +372,10 @@ mod tests {
         assert_eq!(s.args, vec!["serve", "--name", "a b"]);
         assert_eq!(s.env, vec!["NODE_ENV=development".to_string()]);
         assert_eq!(s.labels["tier"], "front");
-        assert_eq!(s.endpoint.ports.iter().map(|p| (p.target, p.protocol)).collect::<Vec<_>>(), vec![(90, Protocol::Tcp), (53, Protocol::Udp)]);
+        assert_eq!(
+            s.endpoint.ports.iter().map(|p| (p.target, p.protocol)).collect::<Vec<_>>(),
+            vec![(90, Protocol::Tcp), (53, Protocol::Udp)]
+        );
         assert_eq!(s.networks, vec!["back".to_string()]);
         assert_eq!(s.secrets, vec!["db".to_string()]);
         assert_eq!(s.placement.constraints, vec!["node.role==worker".to_string()]);
@@ -377,7 +387,12 @@ mod tests {
 
     #[test]
     fn health_and_resources() {
-        let a = UpdateArgs { health_cmd: Some("curl -f localhost".into()), health_interval: Some("2s".into()), limit_memory: Some("256M".into()), ..args("web") };
+        let a = UpdateArgs {
+            health_cmd: Some("curl -f localhost".into()),
+            health_interval: Some("2s".into()),
+            limit_memory: Some("256M".into()),
+            ..args("web")
+        };
         let s = apply(&base(), &a).unwrap();
         let h = s.healthcheck.clone().unwrap();
         assert_eq!((h.cmd.as_str(), h.interval_ms, h.retries), ("curl -f localhost", 2_000, 3));

@@ -63,7 +63,8 @@ impl EndpointTable {
                     // the backends from its load-balancer address on ingress, tasks or not:
                     // each is a peer of the others there, or replies to a node whose last task
                     // left (a rolling update moved it) would have nowhere to go.
-                    for node in n.lb_addrs.keys().filter_map(|id| state.nodes.get(id)).filter(|x| x.state != crate::model::NodeState::Down) {
+                    for node in n.lb_addrs.keys().filter_map(|id| state.nodes.get(id)).filter(|x| x.state != crate::model::NodeState::Down)
+                    {
                         peers.insert(node.id.clone(), node.addr.clone());
                     }
                 }

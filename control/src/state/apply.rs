@@ -21,12 +21,18 @@ impl ClusterState {
                     crate::model::NetworkSpec { name: "ingress".into(), driver: "overlay".into(), ingress: true, ..Default::default() };
                 let (vni, subnet, gateway) = crate::allocator::plan_network(self, &spec)?;
                 let id = self.ids.next_id();
-                self.networks.insert(id.clone(), Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now, last_task_addr: None });
+                self.networks.insert(
+                    id.clone(),
+                    Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now, last_task_addr: None },
+                );
                 // The gateway bridge, like Swarm's `docker_gwbridge`: tasks of services that
                 // name no network get loopback and egress through it.
                 let (spec, vni, subnet, gateway) = crate::allocator::plan_gateway_network(self)?;
                 let id = self.ids.next_id();
-                self.networks.insert(id.clone(), Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now, last_task_addr: None });
+                self.networks.insert(
+                    id.clone(),
+                    Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now, last_task_addr: None },
+                );
                 Ok(Response::Ok)
             }
             Command::AddNode { node } => {
@@ -127,7 +133,16 @@ impl ClusterState {
                 let id = self.ids.next_id();
                 self.networks.insert(
                     id.clone(),
-                    Network { id: id.clone(), spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now, last_task_addr: None },
+                    Network {
+                        id: id.clone(),
+                        spec,
+                        vni,
+                        subnet,
+                        gateway,
+                        lb_addrs: Default::default(),
+                        created_ms: now,
+                        last_task_addr: None,
+                    },
                 );
                 Ok(Response::Created { id })
             }
