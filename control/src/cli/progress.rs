@@ -138,4 +138,85 @@ mod tests {
         assert_eq!(lines[0], "overall progress: 3 out of 3 tasks");
         assert_eq!(lines[3], format!("3/3: running   [{}>]", "=".repeat(50)));
     }
+
+    fn update(w: &mut World, image: &str, failure_action: crate::model::FailureAction) {
+        let sid = w.state.services.keys().next().unwrap().clone();
+        let mut s = w.state.services[&sid].spec.clone();
+        s.image = image.into();
+        s.update.failure_action = failure_action;
+        s.update.monitor_ms = 5_000;
+        w.ok(crate::state::Command::UpdateService { service: "web".into(), spec: s });
+    }
+
+    fn stop_shut_down(w: &mut World) {
+        let ids: Vec<String> = w
+            .state
+            .tasks
+            .values()
+            .filter(|t| t.desired_state == TaskState::Shutdown && !t.status.state.is_terminal())
+            .map(|t| t.id.clone())
+            .collect();
+        for id in ids {
+            w.report(&id, TaskState::Shutdown);
+        }
+    }
+
+    #[test]
+    fn an_update_counts_new_tasks_and_waits_out_the_monitor_window() {
+        let mut w = World::new(1);
+        let mut s = ServiceSpec::new("web", "whoami:1");
+        s.mode = ServiceMode::Replicated { replicas: 2 };
+        let sid = w.create(s);
+        w.report_all(TaskState::Running);
+        update(&mut w, "whoami:2", crate::model::FailureAction::Pause);
+        let (lines, outcome) = render(&view(&w), &sid, false, w.now);
+        assert_eq!(outcome, Outcome::Waiting);
+        assert_eq!(lines[0], "overall progress: 0 out of 2 tasks", "old tasks do not count: {lines:?}");
+        for _ in 0..2 {
+            stop_shut_down(&mut w);
+            w.report_all(TaskState::Running);
+        }
+        let (lines, outcome) = render(&view(&w), &sid, false, w.now);
+        assert_eq!(lines[0], "overall progress: 2 out of 2 tasks");
+        assert_eq!(lines.last().unwrap(), "verify: Waiting 5 seconds to verify that tasks are stable...");
+        assert_eq!(outcome, Outcome::Waiting, "until the monitor window ends");
+        w.now += 5_000;
+        w.ok(crate::state::Command::Tick);
+        assert_eq!(render(&view(&w), &sid, false, w.now).1, Outcome::Converged);
+    }
+
+    #[test]
+    fn a_paused_or_rolled_back_update_is_dockers_error() {
+        let mut w = World::new(1);
+        let mut s = ServiceSpec::new("web", "whoami:1");
+        s.mode = ServiceMode::Replicated { replicas: 2 };
+        s.rollback.monitor_ms = 0;
+        let sid = w.create(s);
+        w.report_all(TaskState::Running);
+        update(&mut w, "whoami:2", crate::model::FailureAction::Rollback);
+        stop_shut_down(&mut w);
+        let new = w.live(&sid).into_iter().find(|t| t.status.state < TaskState::Running).unwrap().id.clone();
+        w.report(&new, TaskState::Failed);
+        let (lines, outcome) = render(&view(&w), &sid, false, w.now);
+        assert_eq!(lines[0], format!("rollback: update rolled back due to failure or early termination of task {new}"));
+        assert!(lines[1].starts_with("overall progress: rolling back update: "), "{lines:?}");
+        assert_eq!(outcome, Outcome::Waiting);
+        for _ in 0..3 {
+            stop_shut_down(&mut w);
+            w.report_all(TaskState::Running);
+        }
+        let (_, outcome) = render(&view(&w), &sid, false, w.now);
+        assert_eq!(outcome, Outcome::Failed("service rolled back: rollback completed".into()));
+        assert_eq!(render(&view(&w), &sid, true, w.now).1, Outcome::Converged, "the goal of `service rollback`");
+        // A paused update.
+        update(&mut w, "whoami:3", crate::model::FailureAction::Pause);
+        stop_shut_down(&mut w);
+        let new = w.live(&sid).into_iter().find(|t| t.status.state < TaskState::Running).unwrap().id.clone();
+        w.report(&new, TaskState::Failed);
+        let (_, outcome) = render(&view(&w), &sid, false, w.now);
+        assert_eq!(
+            outcome,
+            Outcome::Failed(format!("service update paused: update paused due to failure or early termination of task {new}"))
+        );
+    }
 }
