@@ -20,13 +20,17 @@ pub enum BenchCommand {
         /// Updates measured.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Give the service a health check (an HTTP request to the task itself every 100 ms), so
+        /// a new task joins the load balancers only once it answers.
+        #[arg(long)]
+        health_check: bool,
     },
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Cluster { rounds } => cluster::run(rounds),
-        BenchCommand::Update { rounds } => update::run(rounds),
+        BenchCommand::Update { rounds, health_check } => update::run(rounds, health_check),
     }
 }
 

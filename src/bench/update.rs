@@ -80,36 +80,41 @@ fn update_state(t: &crate::lab::Topology, mgr: &str) -> String {
         .unwrap_or_default()
 }
 
-pub fn run(rounds: usize) -> anyhow::Result<()> {
+pub fn run(rounds: usize, health_check: bool) -> anyhow::Result<()> {
     let (t, guard) = cluster_up("bupd")?;
     let mgr = t.nodes[0].name.clone();
     let replicas = REPLICAS.to_string();
     let publish = format!("{PORT}:80");
     let (parallelism, delay, monitor) = (PARALLELISM.to_string(), format!("{DELAY_MS}ms"), format!("{MONITOR_MS}ms"));
-    shoal(
-        &t,
-        &mgr,
-        &[
-            "service",
-            "create",
-            "--detach",
-            "--name",
-            "web",
-            "--replicas",
-            &replicas,
-            "-p",
-            &publish,
-            "--network",
-            "backend",
-            "--update-parallelism",
-            &parallelism,
-            "--update-delay",
-            &delay,
-            "--update-monitor",
-            &monitor,
-            "shoal/whoami",
-        ],
-    )?;
+    let health: &[&str] = if health_check {
+        &["--health-cmd", "curl -sf -o /dev/null --max-time 1 http://127.0.0.1/", "--health-interval", "100ms"]
+    } else {
+        &[]
+    };
+    let create: Vec<&str> = [
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "web",
+        "--replicas",
+        &replicas,
+        "-p",
+        &publish,
+        "--network",
+        "backend",
+        "--update-parallelism",
+        &parallelism,
+        "--update-delay",
+        &delay,
+        "--update-monitor",
+        &monitor,
+    ]
+    .into_iter()
+    .chain(health.iter().copied())
+    .chain(["shoal/whoami"])
+    .collect();
+    shoal(&t, &mgr, &create)?;
     let addrs: Vec<String> = t.nodes.iter().map(|n| n.address.to_string()).collect();
     poll(Duration::from_secs(60), || {
         shoal(&t, &mgr, &["service", "ls"]).is_ok_and(|o| o.contains(&format!("{REPLICAS}/{REPLICAS}")))
@@ -134,7 +139,8 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     let (p50, p99) = percentiles(&mut totals);
     let per_batch = |total: f64| (total - configured_ms as f64) / batches as f64;
     println!(
-        "rolling update of {REPLICAS} published replicas on a 3-node lab, parallelism {PARALLELISM}, delay {DELAY_MS} ms, monitor {MONITOR_MS} ms, {rounds} rounds:"
+        "rolling update of {REPLICAS} published replicas on a 3-node lab, parallelism {PARALLELISM}, delay {DELAY_MS} ms, monitor {MONITOR_MS} ms, {}, {rounds} rounds:",
+        if health_check { "health check every 100 ms" } else { "no health check" }
     );
     println!("  failed requests through every node's published port   {failed} of {sent}   (goal 0; curl exit codes {codes:?})");
     println!(

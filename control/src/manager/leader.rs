@@ -45,13 +45,16 @@ async fn liveness_loop(mgr: Manager) {
 }
 
 /// Proposes a `Tick` when a deadline of the state has come (a restart delay, an update's delay
-/// or monitor window). Polled often enough that an update batch waits at most this long beyond
-/// its delay.
+/// or monitor window): it sleeps until the next deadline it knows of, and at most `TICK_POLL`
+/// (a command may bring a nearer one meanwhile).
 async fn tick_loop(mgr: Manager) {
     let mut shutdown = mgr.shutdown_signal();
     loop {
+        let now = now_ms();
+        let next = mgr.shared().read(|s| s.next_deadline(now));
+        let wait = next.map_or(TICK_POLL, |at| Duration::from_millis(at.saturating_sub(now)).clamp(Duration::from_millis(1), TICK_POLL));
         tokio::select! {
-            _ = tokio::time::sleep(TICK_POLL) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
         if !mgr.is_leader() {
