@@ -263,4 +263,9 @@ fn update_whose_health_check_fails_rolls_back_by_itself() {
     assert_eq!(svc["spec"]["image"], "shoal/whoami");
     assert_eq!(svc["update_status"]["state"], "rollback_completed");
     assert_eq!(svc["update_status"]["message"], "rollback completed");
+    let pretty = c.cli("smgr", &["service", "inspect", "--pretty", "web"]);
+    assert!(
+        pretty.contains("UpdateStatus:\n State:\t\trollback_completed\n") && pretty.contains(" Message:\trollback completed"),
+        "{pretty}"
+    );
 }

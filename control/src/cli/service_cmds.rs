@@ -102,8 +102,12 @@ pub enum ServiceCmd {
         format: String,
         services: Vec<String>,
     },
-    /// Show services in detail (JSON).
-    Inspect { services: Vec<String> },
+    /// Show services in detail (JSON, or Docker's text with --pretty).
+    Inspect {
+        #[arg(long)]
+        pretty: bool,
+        services: Vec<String>,
+    },
     /// Scale replicated services: SERVICE=REPLICAS...
     Scale {
         #[arg(long, short = 'd')]
@@ -262,13 +266,18 @@ pub async fn run(c: Client, cmd: ServiceCmd) -> anyhow::Result<()> {
                 print!("{}", service_ps_table(&v, &ids, crate::manager::now_ms()));
             }
         }
-        ServiceCmd::Inspect { services } => {
+        ServiceCmd::Inspect { pretty, services } => {
             let v = c.view().await?;
             let mut out = vec![];
             for s in &services {
                 out.push(v.state.find_service(s).map_err(|e| anyhow::anyhow!("Error response from daemon: {e}"))?.clone());
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            if pretty {
+                let now = crate::manager::now_ms();
+                println!("{}", out.iter().map(|s| super::format::service_pretty(s, now)).collect::<Vec<_>>().join("\n"));
+            } else {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
         }
         ServiceCmd::Scale { detach, targets } => {
             let mut scaled = vec![];
