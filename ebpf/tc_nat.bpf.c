@@ -181,8 +181,11 @@ SHOAL_INLINE int balance(struct __sk_buff *skb, const struct pkt *p, enum nat_pa
 	if (found) {
 		f = *found;
 		/* A UDP flow whose backend left moves to another one; TCP flows
-		 * stay until they end (graceful drain). */
-		if (p->proto == IPPROTO_UDP &&
+		 * stay until they end (graceful drain). A TCP SYN on a tracked
+		 * tuple is a new connection that reuses a client port: it must
+		 * not follow the old one to a backend that left (a rolling
+		 * update would time it out). */
+		if ((p->proto == IPPROTO_UDP || is_tcp_open(p)) &&
 		    !backend_present(&nat_be_ref, f.svc_id, f.be_addr, f.be_port)) {
 			forget_flow(&fk, &f);
 			found = NULL;

@@ -168,11 +168,18 @@ fn removed_backend_keeps_tcp_flows_but_gets_no_new_ones() {
         .expect("some flow lands on backend 5");
 
     nat.remove_backend(&key, backend(5).addr).unwrap();
-    assert_eq!(tuple(&run(&mut nat, TcHook::Ingress, &tcp(flow, front))).1, backend(5).addr, "TCP flow dropped");
+    // The flow's next segment (an ACK: it is established) still goes to its backend.
+    let segment = tcp_flags(flow, front, false, true);
+    assert_eq!(tuple(&run(&mut nat, TcHook::Ingress, &segment)).1, backend(5).addr, "TCP flow dropped");
     for p in 31000..31050 {
         let c = SocketAddrV4::new(CLIENT, p);
         assert_eq!(tuple(&run(&mut nat, TcHook::Ingress, &tcp(c, front))).1, backend(6).addr);
     }
+    // A new connection (SYN) that reuses the tuple once the client's port comes round again is a
+    // new flow: it must not follow the old one to the backend that left (a rolling update timed
+    // such connections out).
+    assert_eq!(tuple(&run(&mut nat, TcHook::Ingress, &tcp(flow, front))).1, backend(6).addr, "a new connection went to a removed backend");
+    assert_eq!(tuple(&run(&mut nat, TcHook::Ingress, &segment)).1, backend(6).addr, "and its next segments follow it");
 }
 
 #[test]

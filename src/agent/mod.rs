@@ -167,14 +167,22 @@ pub async fn run(
         let running: BTreeSet<String> = states.iter().filter(|(_, s)| **s == ProcessState::Running).map(|(id, _)| id.clone()).collect();
 
         // 1. Stop what is no longer wanted: it left the endpoint table already (it is not
-        //    running-and-desired), so after the drain period no new flow reaches it.
+        //    running-and-desired), so after the drain period no new flow reaches it. The drain
+        //    starts once this node's load balancer has let go of it (step 3), not before: a slow
+        //    data-plane pass must not eat into it.
+        let mut to_stop = Vec::new();
         for id in &running {
             let wanted = v.assignments.get(id).is_some_and(|a| a.task.desired_state <= TaskState::Running);
             if wanted || !stopping.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone()) {
                 continue;
             }
-            stop_task(exec.clone(), ctl.clone(), cfg.clone(), stopping.clone(), id.clone(), true);
+            to_stop.push(id.clone());
         }
+        let start_drains = |ids: Vec<String>| {
+            for id in ids {
+                stop_task(exec.clone(), ctl.clone(), cfg.clone(), stopping.clone(), id, true);
+            }
+        };
 
         // 2. DNS first (in memory, fast): a withdrawn task stops being an answer at once.
         if let Err(e) = dns.set_zone(&zone::zone(v)) {
@@ -183,7 +191,9 @@ pub async fn run(
 
         // 3. The kernel, from the whole view. Tasks still stopping keep their network.
         let desired = desired::node_state(v, &cfg.node_id, cfg.self_addr, &running);
-        match worker.apply(desired).await {
+        let applied = worker.apply(desired).await;
+        start_drains(std::mem::take(&mut to_stop));
+        match applied {
             Ok((overlay, lb)) => {
                 failures = 0;
                 if overlay + lb > 0 {

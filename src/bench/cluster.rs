@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use super::percentiles;
 use crate::lab::{self, daemons, exec::command_in, Topology};
 
-struct LabGuard(Topology);
+pub(super) struct LabGuard(pub(super) Topology);
 
 impl Drop for LabGuard {
     fn drop(&mut self) {
@@ -19,7 +19,7 @@ impl Drop for LabGuard {
     }
 }
 
-fn shoal(t: &Topology, node: &str, args: &[&str]) -> anyhow::Result<String> {
+pub(super) fn shoal(t: &Topology, node: &str, args: &[&str]) -> anyhow::Result<String> {
     let out =
         Command::new(std::env::current_exe()?).arg(args[0]).arg("--host").arg(daemons::host_arg(t, node)).args(&args[1..]).output()?;
     if !out.status.success() {
@@ -28,7 +28,7 @@ fn shoal(t: &Topology, node: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn curl_ok(t: &Topology, addr: &str, port: u16) -> bool {
+pub(super) fn curl_ok(t: &Topology, addr: &str, port: u16) -> bool {
     command_in(&t.client.netns, "curl")
         .and_then(|mut c| Ok(c.args(["-s", "-o", "/dev/null", "--max-time", "1", &format!("http://{addr}:{port}/")]).status()?))
         .is_ok_and(|s| s.success())
@@ -41,7 +41,7 @@ fn dig(ns: &str, name: &str) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-fn poll(limit: Duration, mut ok: impl FnMut() -> bool) -> anyhow::Result<f64> {
+pub(super) fn poll(limit: Duration, mut ok: impl FnMut() -> bool) -> anyhow::Result<f64> {
     let start = Instant::now();
     while start.elapsed() < limit {
         if ok() {
@@ -84,8 +84,10 @@ fn tasks_by_node(t: &Topology) -> Vec<(String, String, Vec<String>)> {
     v
 }
 
-pub fn run(rounds: usize) -> anyhow::Result<()> {
-    let t = lab::topology(&format!("bench{}", std::process::id() % 100_000), 3)?;
+/// A 3-node lab with a daemon on each, joined into one cluster, and an overlay `backend`.
+/// The lab goes down when the guard drops.
+pub(super) fn cluster_up(prefix: &str) -> anyhow::Result<(Topology, LabGuard)> {
+    let t = lab::topology(&format!("{prefix}{}", std::process::id() % 100_000), 3)?;
     let guard = LabGuard(t.clone());
     lab::up(&t)?;
     for n in &t.nodes {
@@ -99,6 +101,12 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     }
     poll(Duration::from_secs(20), || shoal(&t, &mgr, &["node", "ls"]).is_ok_and(|o| o.matches("Ready").count() == 3))?;
     shoal(&t, &mgr, &["network", "create", "--driver", "overlay", "backend"])?;
+    Ok((t, guard))
+}
+
+pub fn run(rounds: usize) -> anyhow::Result<()> {
+    let (t, guard) = cluster_up("bench")?;
+    let mgr = t.nodes[0].name.clone();
 
     // 1. service create -> answering through every node.
     let mut create = Vec::new();

@@ -2,6 +2,7 @@
 //! they are judged against.
 
 pub mod cluster;
+pub mod update;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCommand {
@@ -12,11 +13,24 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// Rolling updates of a published 10-replica service (parallelism 2) under continuous
+    /// requests through every node: failed requests, and the time an update takes beyond the
+    /// delays and monitor window it is configured to wait.
+    Update {
+        /// Updates measured.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Give the service a health check (an HTTP request to the task itself every 100 ms), so
+        /// a new task joins the load balancers only once it answers.
+        #[arg(long)]
+        health_check: bool,
+    },
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Cluster { rounds } => cluster::run(rounds),
+        BenchCommand::Update { rounds, health_check } => update::run(rounds, health_check),
     }
 }
 

@@ -61,6 +61,16 @@ impl AddressPool {
         None
     }
 
+    /// The first free address after `after`, wrapping around to the start of the subnet once
+    /// past its end; None when the subnet is full.
+    pub fn allocate_after(&mut self, after: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
+        let (first, last) = (self.first(), self.last());
+        let start = after.map(u32::from).filter(|a| (first..last).contains(a)).map_or(first, |a| a + 1);
+        let a = (start..=last).chain(first..start).find(|a| !self.used.contains(a))?;
+        self.used.insert(a);
+        Some(Ipv4Addr::from(a))
+    }
+
     pub fn prefix(&self) -> u8 {
         self.subnet.prefix_len()
     }
@@ -73,6 +83,24 @@ impl AddressPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn after_gives_the_next_free_one_and_wraps() {
+        let mut p = AddressPool::new("10.0.0.0/29".parse().unwrap());
+        p.reserve("10.0.0.1".parse().unwrap());
+        let a = |s: &str| Some(s.parse::<Ipv4Addr>().unwrap());
+        assert_eq!(p.allocate_after(None), a("10.0.0.2"));
+        assert_eq!(p.allocate_after(a("10.0.0.2")), a("10.0.0.3"));
+        p.release("10.0.0.2".parse().unwrap());
+        assert_eq!(p.allocate_after(a("10.0.0.3")), a("10.0.0.4"), "not the one just freed");
+        assert_eq!(p.allocate_after(a("10.0.0.4")), a("10.0.0.5"));
+        assert_eq!(p.allocate_after(a("10.0.0.5")), a("10.0.0.6"));
+        assert_eq!(p.allocate_after(a("10.0.0.6")), a("10.0.0.2"), "wraps to the freed one");
+        assert_eq!(p.allocate_after(a("10.0.0.2")), None, "full");
+        // An address outside the subnet starts from the beginning.
+        p.release("10.0.0.4".parse().unwrap());
+        assert_eq!(p.allocate_after(a("192.168.0.1")), a("10.0.0.4"));
+    }
 
     #[test]
     fn gives_lowest_free_and_skips_reserved() {

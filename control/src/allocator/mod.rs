@@ -188,6 +188,8 @@ pub fn allocate_tasks(state: &mut ClusterState, now_ms: u64) {
         return;
     }
     let mut pools = pools(state);
+    // Task addresses are given in turn through each subnet (see `Network::last_task_addr`).
+    let mut last: BTreeMap<String, std::net::Ipv4Addr> = BTreeMap::new();
     for id in needs {
         let Some(task) = state.tasks.get(&id) else { continue };
         let Some(service) = state.services.get(&task.service_id) else { continue };
@@ -198,8 +200,10 @@ pub fn allocate_tasks(state: &mut ClusterState, now_ms: u64) {
                 failed = Some(format!("network {net} is gone"));
                 break;
             };
-            match pool.allocate() {
+            let after = last.get(net).copied().or_else(|| state.networks.get(net).and_then(|n| n.last_task_addr));
+            match pool.allocate_after(after) {
                 Some(addr) => {
+                    last.insert(net.clone(), addr);
                     attachments.push(NetworkAttachment { network_id: net.clone(), addr, prefix: pool.prefix(), mac: mac_for(addr) })
                 }
                 None => {
@@ -222,6 +226,11 @@ pub fn allocate_tasks(state: &mut ClusterState, now_ms: u64) {
                 task.networks = attachments;
                 task.status = crate::model::TaskStatus::new(TaskState::Pending, "pending task scheduling", now_ms);
             }
+        }
+    }
+    for (net, addr) in last {
+        if let Some(n) = state.networks.get_mut(&net) {
+            n.last_task_addr = Some(addr);
         }
     }
 }

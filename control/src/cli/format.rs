@@ -174,7 +174,8 @@ pub fn service_ps_table(v: &ClusterView, service_ids: &[String], now_ms: u64) ->
             rows.push(vec![
                 short(&t.id),
                 name,
-                svc.spec.image.clone(),
+                // The image this task runs: history rows of a rolling update show the old one.
+                svc.spec_for(t.service_version).image.clone(),
                 node,
                 title(t.desired_state.as_str()),
                 current,
@@ -184,6 +185,118 @@ pub fn service_ps_table(v: &ClusterView, service_ids: &[String], now_ms: u64) ->
         }
     }
     table(&["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"], &rows)
+}
+
+/// Docker's duration text: `5s`, `1m30s`, `250ms`.
+fn duration(ms: u64) -> String {
+    if ms == 0 {
+        return "0s".into();
+    }
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, m, s, rest) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    let mut out = String::new();
+    if h > 0 {
+        let _ = write!(out, "{h}h");
+    }
+    if m > 0 {
+        let _ = write!(out, "{m}m");
+    }
+    if s > 0 || rest > 0 {
+        if rest > 0 {
+            let _ = write!(out, "{}s", format!("{s}.{rest:03}").trim_end_matches('0'));
+        } else {
+            let _ = write!(out, "{s}s");
+        }
+    }
+    out
+}
+
+fn update_config(out: &mut String, c: &crate::model::UpdateConfig, order_label: &str) {
+    let action = match c.failure_action {
+        crate::model::FailureAction::Pause => "pause",
+        crate::model::FailureAction::Continue => "continue",
+        crate::model::FailureAction::Rollback => "rollback",
+    };
+    let order = match c.order {
+        crate::model::UpdateOrder::StopFirst => "stop-first",
+        crate::model::UpdateOrder::StartFirst => "start-first",
+    };
+    let _ = writeln!(out, " Parallelism:\t{}", c.parallelism);
+    if c.delay_ms > 0 {
+        let _ = writeln!(out, " Delay:\t\t{}", duration(c.delay_ms));
+    }
+    let _ = writeln!(out, " On failure:\t{action}");
+    let _ = writeln!(out, " Monitoring Period: {}", duration(c.monitor_ms));
+    let _ = writeln!(out, " Max failure ratio: {}", c.max_failure_ratio.0);
+    let _ = writeln!(out, " {order_label}:\t{order}");
+}
+
+/// `service inspect --pretty`: Docker's human-readable form, update status included.
+pub fn service_pretty(s: &crate::model::Service, now_ms: u64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "ID:\t\t{}", s.id);
+    let _ = writeln!(out, "Name:\t\t{}", s.spec.name);
+    if !s.spec.labels.is_empty() {
+        let _ = writeln!(out, "Labels:");
+        for (k, v) in &s.spec.labels {
+            let _ = writeln!(out, " {k}={v}");
+        }
+    }
+    match s.spec.mode {
+        ServiceMode::Replicated { replicas } => {
+            let _ = writeln!(out, "Service Mode:\tReplicated\n Replicas:\t{replicas}");
+        }
+        ServiceMode::Global => {
+            let _ = writeln!(out, "Service Mode:\tGlobal");
+        }
+    }
+    if let Some(st) = &s.update_status {
+        let state = serde_json::to_value(st.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        let _ = writeln!(out, "UpdateStatus:\n State:\t\t{state}\n Started:\t{}", ago(st.started_ms, now_ms));
+        if let Some(done) = st.completed_ms {
+            let _ = writeln!(out, " Completed:\t{}", ago(done, now_ms));
+        }
+        let _ = writeln!(out, " Message:\t{}", st.message);
+    }
+    let _ = writeln!(out, "Placement:");
+    if !s.spec.placement.constraints.is_empty() {
+        let _ = writeln!(out, " Constraints:\t{:?}", s.spec.placement.constraints);
+    }
+    let _ = writeln!(out, "UpdateConfig:");
+    update_config(&mut out, &s.spec.update, "Update order");
+    let _ = writeln!(out, "RollbackConfig:");
+    update_config(&mut out, &s.spec.rollback, "Rollback order");
+    let _ = writeln!(out, "ContainerSpec:\n Image:\t\t{}", s.spec.image);
+    if !s.spec.args.is_empty() {
+        let _ = writeln!(out, " Args:\t\t{}", s.spec.args.join(" "));
+    }
+    if !s.spec.env.is_empty() {
+        let _ = writeln!(out, " Env:\t\t{}", s.spec.env.join(" "));
+    }
+    let mode = match s.spec.endpoint.mode {
+        crate::model::EndpointMode::Vip => "vip",
+        crate::model::EndpointMode::Dnsrr => "dnsrr",
+    };
+    let _ = writeln!(out, "Endpoint Mode:\t{mode}");
+    if !s.ports.is_empty() {
+        let _ = writeln!(out, "Ports:");
+        for p in &s.ports {
+            let publish = match p.mode {
+                crate::model::PublishMode::Ingress => "ingress",
+                crate::model::PublishMode::Host => "host",
+            };
+            let _ = writeln!(
+                out,
+                " PublishedPort = {}\n  Protocol = {}\n  TargetPort = {}\n  PublishMode = {publish}",
+                p.published.map(|x| x.to_string()).unwrap_or_default(),
+                p.protocol.as_str(),
+                p.target
+            );
+        }
+    }
+    out
 }
 
 pub fn network_table(v: &ClusterView) -> String {
@@ -239,5 +352,24 @@ mod tests {
         assert_eq!(ago(0, 5000), "5 seconds ago");
         assert_eq!(ago(0, 90_000), "About a minute ago");
         assert_eq!(ago(0, 600_000), "10 minutes ago");
+    }
+
+    #[test]
+    fn pretty_inspect_shows_the_update_status_and_settings() {
+        let mut w = crate::testkit::World::new(1);
+        let mut spec = crate::model::ServiceSpec::new("web", "whoami:1");
+        spec.update.delay_ms = 10_000;
+        w.create(spec.clone());
+        w.report_all(TaskState::Running);
+        spec.image = "whoami:2".into();
+        w.ok(crate::state::Command::UpdateService { service: "web".into(), spec });
+        let s = w.state.services.values().next().unwrap();
+        let text = service_pretty(s, w.now + 3_000);
+        assert!(text.contains("UpdateStatus:\n State:\t\tupdating\n Started:\t3 seconds ago\n Message:\tupdate in progress\n"), "{text}");
+        assert!(text.contains(" Delay:\t\t10s\n On failure:\tpause\n Monitoring Period: 5s\n"), "{text}");
+        assert!(text.contains(" Update order:\tstop-first") && text.contains(" Rollback order:\tstop-first"), "{text}");
+        assert!(text.contains(" Image:\t\twhoami:2"), "{text}");
+        assert_eq!(duration(90_500), "1m30.5s");
+        assert_eq!(duration(250), "250ms");
     }
 }

@@ -13,7 +13,9 @@ mod node_cmds;
 mod progress;
 mod secret_cmds;
 mod service_cmds;
+mod service_update;
 mod stack_cmds;
+mod update_flags;
 
 pub use args::{parse_port, parse_publish};
 pub use client::Client;

@@ -1,4 +1,4 @@
-//! `service create|ls|ps|inspect|scale|rm`.
+//! `service create|ls|ps|inspect|scale|update|rollback|rm`.
 
 use super::args::{parse_duration_ms, parse_kv, parse_publish};
 use super::format::{service_ps_table, service_table};
@@ -75,6 +75,8 @@ pub struct CreateArgs {
     /// Memory each task needs free on its node, e.g. 256M.
     #[arg(long)]
     pub reserve_memory: Option<String>,
+    #[command(flatten)]
+    pub policy: super::update_flags::UpdatePolicyArgs,
     /// Return at once instead of waiting for the service to converge.
     #[arg(long, short = 'd')]
     pub detach: bool,
@@ -100,13 +102,27 @@ pub enum ServiceCmd {
         format: String,
         services: Vec<String>,
     },
-    /// Show services in detail (JSON).
-    Inspect { services: Vec<String> },
+    /// Show services in detail (JSON, or Docker's text with --pretty).
+    Inspect {
+        #[arg(long)]
+        pretty: bool,
+        services: Vec<String>,
+    },
     /// Scale replicated services: SERVICE=REPLICAS...
     Scale {
         #[arg(long, short = 'd')]
         detach: bool,
         targets: Vec<String>,
+    },
+    /// Update a service: its tasks are replaced by `--update-*` (a rolling update).
+    Update(Box<super::service_update::UpdateArgs>),
+    /// Roll a service back to its previous spec.
+    Rollback {
+        #[arg(long, short = 'd')]
+        detach: bool,
+        #[arg(long, short = 'q')]
+        quiet: bool,
+        service: String,
     },
     /// Remove services.
     Rm { services: Vec<String> },
@@ -183,6 +199,7 @@ pub fn build_spec(a: &CreateArgs) -> anyhow::Result<ServiceSpec> {
     if let Some(m) = &a.reserve_memory {
         s.reservations.memory_bytes = super::args::parse_bytes(m).map_err(|e| anyhow::anyhow!("invalid --reserve-memory: {e}"))?;
     }
+    a.policy.apply(&mut s.update, &mut s.rollback)?;
     Ok(s)
 }
 
@@ -216,9 +233,11 @@ pub async fn run(c: Client, cmd: ServiceCmd) -> anyhow::Result<()> {
             };
             println!("{id}");
             if !a.detach {
-                wait_converged(&c, &id).await?;
+                follow(&c, &id, false, 0).await?;
             }
         }
+        ServiceCmd::Update(a) => update(&c, *a).await?,
+        ServiceCmd::Rollback { detach, quiet, service } => rollback(&c, &service, None, detach || quiet).await?,
         ServiceCmd::Ls { format, quiet } => {
             let v = c.view().await?;
             if quiet {
@@ -247,13 +266,18 @@ pub async fn run(c: Client, cmd: ServiceCmd) -> anyhow::Result<()> {
                 print!("{}", service_ps_table(&v, &ids, crate::manager::now_ms()));
             }
         }
-        ServiceCmd::Inspect { services } => {
+        ServiceCmd::Inspect { pretty, services } => {
             let v = c.view().await?;
             let mut out = vec![];
             for s in &services {
                 out.push(v.state.find_service(s).map_err(|e| anyhow::anyhow!("Error response from daemon: {e}"))?.clone());
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            if pretty {
+                let now = crate::manager::now_ms();
+                println!("{}", out.iter().map(|s| super::format::service_pretty(s, now)).collect::<Vec<_>>().join("\n"));
+            } else {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
         }
         ServiceCmd::Scale { detach, targets } => {
             let mut scaled = vec![];
@@ -268,7 +292,7 @@ pub async fn run(c: Client, cmd: ServiceCmd) -> anyhow::Result<()> {
                 let v = c.view().await?;
                 for name in scaled {
                     if let Ok(s) = v.state.find_service(&name) {
-                        wait_converged(&c, &s.id.clone()).await?;
+                        follow(&c, &s.id.clone(), false, 0).await?;
                     }
                 }
             }
@@ -284,14 +308,54 @@ pub async fn run(c: Client, cmd: ServiceCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Redraw the progress until every task runs.
-async fn wait_converged(c: &Client, id: &str) -> anyhow::Result<()> {
+/// `service update`: the new spec from the flags, sent with the version it was read at.
+async fn update(c: &Client, a: super::service_update::UpdateArgs) -> anyhow::Result<()> {
+    let v = c.view().await?;
+    let svc = v.state.find_service(&a.service).map_err(|e| anyhow::anyhow!("Error response from daemon: {e}"))?.clone();
+    let version = a.version.unwrap_or(svc.version);
+    let spec = super::service_update::apply(&svc.spec, &a)?;
+    if a.rollback {
+        if spec != svc.spec {
+            anyhow::bail!("--rollback cannot be combined with flags that change the service: roll back first, then update");
+        }
+        return rollback(c, &svc.id, Some(version), a.detach || a.quiet).await;
+    }
+    let changed = spec != svc.spec;
+    c.propose(Command::UpdateServiceAt { service: svc.id.clone(), version, spec }).await?;
+    println!("{}", a.service);
+    if !(a.detach || a.quiet) {
+        follow(c, &svc.id, false, if changed { version + 1 } else { version }).await?;
+    }
+    Ok(())
+}
+
+/// `service rollback` (and `service update --rollback`).
+async fn rollback(c: &Client, service: &str, version: Option<u64>, detach: bool) -> anyhow::Result<()> {
+    let v = c.view().await?;
+    let svc = v.state.find_service(service).map_err(|e| anyhow::anyhow!("Error response from daemon: {e}"))?.clone();
+    c.propose(Command::RollbackService { service: svc.id.clone(), version }).await?;
+    println!("{}", svc.spec.name);
+    if !detach {
+        follow(c, &svc.id, true, svc.version + 1).await?;
+    }
+    Ok(())
+}
+
+/// Redraw the progress until the service converges (every slot runs a ready task of its
+/// current spec, no update in flight), or fail with Docker's message when the update paused or
+/// rolled back. `min_version`: views older than the change just made are skipped.
+async fn follow(c: &Client, id: &str, rollback_asked: bool, min_version: u64) -> anyhow::Result<()> {
     let tty = std::io::stdout().is_terminal();
     let mut drawn = 0usize;
     let mut last: Vec<String> = vec![];
+    let mut announced: Vec<String> = vec![];
     loop {
         let v = c.view().await?;
-        let (lines, done) = super::progress::render(&v, id);
+        if v.state.services.get(id).is_some_and(|s| s.version < min_version) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let (lines, outcome) = super::progress::render(&v, id, rollback_asked, crate::manager::now_ms());
         if tty && lines != last {
             let mut out = std::io::stdout().lock();
             if drawn > 0 {
@@ -303,15 +367,30 @@ async fn wait_converged(c: &Client, id: &str) -> anyhow::Result<()> {
             out.flush()?;
             drawn = lines.len();
         }
-        last = lines;
-        if done {
-            if !tty {
-                for l in &last {
+        if !tty {
+            // Without a terminal only the last drawing is printed; a rollback's reason is
+            // printed as it starts, as Docker's does.
+            for l in lines.iter().filter(|l| l.starts_with("rollback: ")) {
+                if !announced.contains(l) {
                     println!("{l}");
+                    announced.push(l.clone());
                 }
             }
-            println!("verify: Service converged");
-            return Ok(());
+        }
+        last = lines;
+        let finished = outcome != super::progress::Outcome::Waiting;
+        if finished && !tty {
+            for l in last.iter().filter(|l| !announced.contains(l)) {
+                println!("{l}");
+            }
+        }
+        match outcome {
+            super::progress::Outcome::Converged => {
+                println!("verify: Service converged");
+                return Ok(());
+            }
+            super::progress::Outcome::Failed(e) => anyhow::bail!(e),
+            super::progress::Outcome::Waiting => {}
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

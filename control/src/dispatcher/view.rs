@@ -65,6 +65,7 @@ impl EndpointTable {
             .networks
             .values()
             .map(|n| {
+                let peers = peers.remove(&n.id).unwrap_or_default();
                 (
                     n.id.clone(),
                     NetworkInfo {
@@ -78,7 +79,7 @@ impl EndpointTable {
                         node_local: n.spec.node_local,
                         options: n.spec.options.clone(),
                         lb_addrs: n.lb_addrs.clone(),
-                        peers: peers.remove(&n.id).unwrap_or_default(),
+                        peers,
                     },
                 )
             })
@@ -119,14 +120,13 @@ impl AgentView {
                 continue;
             }
             let Some(svc) = state.services.get(&t.service_id) else { continue };
-            let secrets = svc
-                .spec
-                .secrets
-                .iter()
-                .filter_map(|name| state.find_secret(name).ok().map(|s| (name.clone(), s.spec.data.clone())))
-                .collect();
+            // The spec the task was made from: during a rolling update the old tasks keep
+            // theirs (their health check, their secrets) until they are replaced.
+            let spec = svc.spec_for(t.service_version);
+            let secrets =
+                spec.secrets.iter().filter_map(|name| state.find_secret(name).ok().map(|s| (name.clone(), s.spec.data.clone()))).collect();
             assignments
-                .insert(t.id.clone(), Assignment { task: t.clone(), service_name: svc.spec.name.clone(), spec: svc.spec.clone(), secrets });
+                .insert(t.id.clone(), Assignment { task: t.clone(), service_name: svc.spec.name.clone(), spec: spec.clone(), secrets });
         }
         AgentView {
             role: state.nodes.get(node_id).map(|n| n.role),
@@ -209,6 +209,20 @@ mod tests {
 
     fn view(w: &World, node: &str) -> AgentView {
         AgentView::for_node(&w.state, node, &EndpointTable::from_state(&w.state))
+    }
+
+    #[test]
+    fn every_node_is_an_ingress_peer_even_without_tasks() {
+        let mut w = World::new(2);
+        let mut s = ServiceSpec::new("web", "nginx");
+        s.endpoint.ports = vec![crate::cli::parse_publish("5000:80").unwrap()];
+        w.create(s);
+        let table = EndpointTable::from_state(&w.state);
+        let ingress = table.networks.values().find(|n| n.ingress).unwrap();
+        // One task, on one node; the mesh of the other two still reaches it and hears back.
+        assert_eq!(ingress.peers.len(), 3, "{:?}", ingress.peers);
+        let backend = table.networks.values().find(|n| !n.ingress && !n.node_local);
+        assert!(backend.is_none_or(|n| n.peers.len() <= 1));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Work only the leader does, in background loops: mark silent nodes down, fire restart-delay
-//! ticks, and keep the Raft voters equal to the nodes whose role is manager.
+//! Work only the leader does, in background loops: mark silent nodes down, fire ticks for
+//! restart delays and rolling updates, and keep the Raft voters equal to the nodes whose role is manager.
 
 use super::{now_ms, Manager, ManagerError};
 use crate::model::{NodeState, Role};
@@ -44,27 +44,32 @@ async fn liveness_loop(mgr: Manager) {
     }
 }
 
+/// Proposes a `Tick` when a deadline of the state has come (a restart delay, an update's delay
+/// or monitor window): it sleeps until the next deadline it knows of, and at most `TICK_POLL`
+/// (a command may bring a nearer one meanwhile).
 async fn tick_loop(mgr: Manager) {
     let mut shutdown = mgr.shutdown_signal();
     loop {
+        let now = now_ms();
+        let next = mgr.shared().read(|s| s.next_deadline(now));
+        let wait = next.map_or(TICK_POLL, |at| Duration::from_millis(at.saturating_sub(now)).clamp(Duration::from_millis(1), TICK_POLL));
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
         if !mgr.is_leader() {
             continue;
         }
         let now = now_ms();
-        let due = mgr.shared().read(|s| {
-            s.tasks.values().any(|t| {
-                t.status.state == crate::model::TaskState::Pending && t.node_id.is_none() && t.not_before_ms > 0 && t.not_before_ms <= now
-            })
-        });
-        if due {
-            let _ = mgr.propose(Command::Tick).await;
+        if mgr.shared().read(|s| s.is_due(now)) {
+            if let Err(e) = mgr.propose(Command::Tick).await {
+                tracing::debug!("tick: {e}");
+            }
         }
     }
 }
+
+const TICK_POLL: Duration = Duration::from_millis(100);
 
 async fn membership_loop(mgr: Manager) {
     let mut shutdown = mgr.shutdown_signal();

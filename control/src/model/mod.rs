@@ -13,9 +13,9 @@ pub use network::{Network, NetworkSpec, GATEWAY_NETWORK, GATEWAY_SUBNETS};
 pub use node::{Availability, Node, NodeResources, NodeState, Role};
 pub use secret::{Secret, SecretSpec};
 pub use service::{
-    EndpointMode, EndpointSpec, FailureAction, HealthCheck, Placement, PortConfig, Protocol, PublishMode, Ratio, ResourceLimits,
-    ResourceReservations, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder, UpdateState,
-    UpdateStatus, Vip,
+    EndpointMode, EndpointSpec, FailureAction, HealthCheck, Placement, PortConfig, Protocol, PublishMode, Ratio, Replacement,
+    ResourceLimits, ResourceReservations, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder,
+    UpdateProgress, UpdateState, UpdateStatus, Vip,
 };
 pub use task::{mac_for, Health, NetworkAttachment, Task, TaskState, TaskStatus, HOST_NAME_MAX};
 

@@ -38,6 +38,12 @@ pub struct Network {
     /// One load-balancer address per node that has tasks on this network.
     pub lb_addrs: BTreeMap<super::NodeId, Ipv4Addr>,
     pub created_ms: u64,
+    /// The last address given to a task. The next task gets the next free one after it, not
+    /// the lowest free (Docker's IPAM does the same): an address freed by a task that just
+    /// ended (a rolling update) is not given at once to a task on another node while switches
+    /// and caches still send it to the old one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_task_addr: Option<Ipv4Addr>,
 }
 
 /// The name of the gateway bridge network made at `init` (see [`NetworkSpec::node_local`]).

@@ -133,6 +133,10 @@ pub struct ServiceSpec {
     /// How tasks are replaced on a rollback (`--rollback-*`).
     #[serde(default)]
     pub rollback: UpdateConfig,
+    /// Bumped by `service update --force` (Docker's ForceUpdate): a spec that differs only in
+    /// it still replaces every task.
+    #[serde(default)]
+    pub force_update: u64,
 }
 
 /// swarmkit's UpdateConfig, used for both updates and rollbacks (Docker's defaults for both).
@@ -204,6 +208,62 @@ pub struct UpdateStatus {
     /// Set once the update completed, paused or was rolled back.
     pub completed_ms: Option<u64>,
     pub message: String,
+    /// The updater's own bookkeeping. swarmkit keeps it in the leader's memory; here it is
+    /// replicated state, so a new leader carries on the same update from the same point.
+    #[serde(default)]
+    pub progress: UpdateProgress,
+}
+
+impl UpdateStatus {
+    pub fn new(state: UpdateState, message: impl Into<String>, now_ms: u64) -> UpdateStatus {
+        UpdateStatus { state, started_ms: now_ms, completed_ms: None, message: message.into(), progress: UpdateProgress::default() }
+    }
+
+    /// An update or a rollback is replacing tasks.
+    pub fn is_active(&self) -> bool {
+        matches!(self.state, UpdateState::Updating | UpdateState::RollbackStarted)
+    }
+
+    pub fn is_rollback(&self) -> bool {
+        matches!(self.state, UpdateState::RollbackStarted | UpdateState::RollbackPaused | UpdateState::RollbackCompleted)
+    }
+}
+
+/// How far an update has come: the batch in flight, the new tasks being watched, the failures.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateProgress {
+    /// Slots that needed new tasks when the update started (the denominator of the failure ratio).
+    pub total: u64,
+    /// The batch being replaced.
+    pub batch: Vec<Replacement>,
+    /// No batch starts before this (`delay` after the previous one).
+    pub next_batch_ms: u64,
+    /// When the last batch finished; the update completes `monitor` after it.
+    pub last_batch_done_ms: u64,
+    /// New tasks still in their monitor window: task id -> when it counted as updated (running
+    /// and healthy), 0 while it has not yet.
+    pub watched: BTreeMap<super::TaskId, u64>,
+    /// New tasks that failed before or within their monitor window.
+    pub failed: Vec<super::TaskId>,
+    /// Slots already replaced by this update (replica slot, or node of a global service):
+    /// each slot is replaced once, even when its new task failed.
+    pub done: Vec<(u64, Option<super::NodeId>)>,
+    /// When the update next needs a pass that no task report will bring (a delay or the last
+    /// monitor window ending): the leader proposes a `Tick` then.
+    pub due_ms: Option<u64>,
+}
+
+/// One slot being replaced: its old tasks and its new one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replacement {
+    /// The replica slot (0 for a global service's task).
+    pub slot: u64,
+    /// The node of a global service's slot.
+    pub node: Option<super::NodeId>,
+    /// Tasks of the older spec that this replacement ends.
+    pub old: Vec<super::TaskId>,
+    /// The new task; `None` while a stop-first replacement waits for the old ones to end.
+    pub new: Option<super::TaskId>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,7 +333,27 @@ impl ServiceSpec {
             reservations: ResourceReservations::default(),
             update: UpdateConfig::default(),
             rollback: UpdateConfig::default(),
+            force_update: 0,
         }
+    }
+
+    /// Whether tasks made from `self` and from `other` are the same, so that moving from one to
+    /// the other replaces no task (swarmkit compares the TaskSpec and the endpoint). The name,
+    /// the replica count, the service labels and the update and rollback settings are the
+    /// service's own, not its tasks'.
+    pub fn same_tasks(&self, other: &ServiceSpec) -> bool {
+        let strip = |s: &ServiceSpec| ServiceSpec {
+            name: String::new(),
+            mode: match s.mode {
+                ServiceMode::Replicated { .. } => ServiceMode::Replicated { replicas: 0 },
+                ServiceMode::Global => ServiceMode::Global,
+            },
+            labels: BTreeMap::new(),
+            update: UpdateConfig::default(),
+            rollback: UpdateConfig::default(),
+            ..s.clone()
+        };
+        strip(self) == strip(other)
     }
 }
 
@@ -303,4 +383,44 @@ pub struct Service {
     pub previous_spec: Option<Box<ServiceSpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_status: Option<UpdateStatus>,
+    /// Which tasks `spec` makes: tasks carry it as their `service_version`, and a task whose
+    /// number differs is replaced by the updater. It changes only when what tasks run changes
+    /// (`ServiceSpec::same_tasks`), so a scale or a new update delay replaces nothing; a spec
+    /// that returns to one still run by some task (a rollback) takes that spec's number back.
+    #[serde(default)]
+    pub spec_version: u64,
+    /// Older specs that some task still runs, by spec version: each task runs the spec it was
+    /// made from until the updater replaces it. Dropped once no task refers to them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub task_specs: BTreeMap<u64, ServiceSpec>,
+}
+
+impl Service {
+    /// The spec a task of this service runs: the one of its `service_version`.
+    pub fn spec_for(&self, service_version: u64) -> &ServiceSpec {
+        if service_version == self.spec_version {
+            return &self.spec;
+        }
+        self.task_specs.get(&service_version).unwrap_or(&self.spec)
+    }
+
+    /// Make `spec` the service's spec, keeping the current one for the tasks that still run
+    /// it, and give it its spec version: the current one if its tasks are the same, the one of
+    /// an older spec still run by tasks if it is that one, else `fresh`.
+    pub fn set_spec(&mut self, spec: ServiceSpec, fresh: u64) {
+        if self.spec.same_tasks(&spec) {
+            self.spec = spec;
+            return;
+        }
+        let old = std::mem::replace(&mut self.spec, spec);
+        self.task_specs.insert(self.spec_version, old);
+        let back = self.task_specs.iter().find(|(_, s)| s.same_tasks(&self.spec)).map(|(v, _)| *v);
+        self.spec_version = match back {
+            Some(v) => {
+                self.task_specs.remove(&v);
+                v
+            }
+            None => fresh,
+        };
+    }
 }

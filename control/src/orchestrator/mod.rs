@@ -1,14 +1,16 @@
 //! The orchestrator: makes the set of tasks match the services. Replicated services get one
 //! live task per slot `1..=replicas`; global services one per eligible node. Tasks that end are
 //! restarted by the restart policy (condition, delay, max attempts in a window); tasks on down
-//! or drained nodes are replaced; each slot keeps a bounded history.
+//! or drained nodes are replaced; each slot keeps a bounded history. When a spec changes what
+//! tasks run, the updater (`update`) replaces the older tasks slot by slot.
 
 mod restart;
+pub mod update;
 
 use crate::model::{Availability, NodeState, ServiceMode, Task, TaskState, TaskStatus};
 use crate::scheduler::constraint::{parse_all, Constraint};
 use crate::state::ClusterState;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Slot key: replicated slots by number, global ones by node.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -30,12 +32,41 @@ pub fn reconcile(state: &mut ClusterState, now: u64) {
         for ids in slots.values_mut() {
             ids.sort_by_key(|id| state.tasks.get(id).map(|t| t.seq).unwrap_or(0));
         }
+        adopt_unversioned_tasks(state, &sid);
         handle_current_tasks(state, &sid, &mut slots, now);
+        let held = update::run(state, &sid, &mut slots, now);
         match state.services[&sid].spec.mode {
-            ServiceMode::Replicated { replicas } => scale_replicated(state, &sid, &mut slots, replicas.max(0) as u64, now),
-            ServiceMode::Global => converge_global(state, &sid, &mut slots, now),
+            ServiceMode::Replicated { replicas } => scale_replicated(state, &sid, &mut slots, replicas.max(0) as u64, &held, now),
+            ServiceMode::Global => converge_global(state, &sid, &mut slots, &held, now),
         }
         trim_history(state, &slots);
+        forget_unused_specs(state, &sid);
+    }
+}
+
+/// A service from before spec versions (state written by an older shoal): its spec is the one
+/// every task runs, as nothing replaced tasks then.
+fn adopt_unversioned_tasks(state: &mut ClusterState, sid: &str) {
+    let Some(s) = state.services.get_mut(sid) else { return };
+    if s.spec_version != 0 {
+        return;
+    }
+    s.spec_version = s.version.max(1);
+    let v = s.spec_version;
+    for t in state.tasks.values_mut().filter(|t| t.service_id == sid) {
+        t.service_version = v;
+    }
+}
+
+/// Older specs are kept while some task runs them (its assignment carries its own spec).
+fn forget_unused_specs(state: &mut ClusterState, sid: &str) {
+    let Some(s) = state.services.get(sid) else { return };
+    if s.task_specs.is_empty() {
+        return;
+    }
+    let used: std::collections::BTreeSet<u64> = state.tasks.values().filter(|t| t.service_id == sid).map(|t| t.service_version).collect();
+    if let Some(s) = state.services.get_mut(sid) {
+        s.task_specs.retain(|v, _| used.contains(v));
     }
 }
 
@@ -109,7 +140,14 @@ fn handle_current_tasks(state: &mut ClusterState, sid: &str, slots: &mut BTreeMa
     }
 }
 
-fn scale_replicated(state: &mut ClusterState, sid: &str, slots: &mut BTreeMap<SlotKey, Vec<String>>, replicas: u64, now: u64) {
+fn scale_replicated(
+    state: &mut ClusterState,
+    sid: &str,
+    slots: &mut BTreeMap<SlotKey, Vec<String>>,
+    replicas: u64,
+    held: &BTreeSet<SlotKey>,
+    now: u64,
+) {
     for (key, ids) in slots.iter() {
         if let SlotKey::Replica(slot) = key {
             if *slot > replicas {
@@ -125,6 +163,9 @@ fn scale_replicated(state: &mut ClusterState, sid: &str, slots: &mut BTreeMap<Sl
     }
     for slot in 1..=replicas {
         let key = SlotKey::Replica(slot);
+        if held.contains(&key) {
+            continue;
+        }
         let has = slots.get(&key).is_some_and(|ids| current(state, ids).is_some());
         if !has {
             let id = new_task(state, sid, slot, None, now, 0, vec![]);
@@ -143,7 +184,7 @@ fn eligible_for_global(state: &ClusterState, constraints: &[Constraint]) -> Vec<
         .collect()
 }
 
-fn converge_global(state: &mut ClusterState, sid: &str, slots: &mut BTreeMap<SlotKey, Vec<String>>, now: u64) {
+fn converge_global(state: &mut ClusterState, sid: &str, slots: &mut BTreeMap<SlotKey, Vec<String>>, held: &BTreeSet<SlotKey>, now: u64) {
     let constraints = parse_all(&state.services[sid].spec.placement.constraints).unwrap_or_default();
     let eligible = eligible_for_global(state, &constraints);
     for (key, ids) in slots.iter() {
@@ -161,6 +202,9 @@ fn converge_global(state: &mut ClusterState, sid: &str, slots: &mut BTreeMap<Slo
     }
     for node in eligible {
         let key = SlotKey::Node(node.clone());
+        if held.contains(&key) {
+            continue;
+        }
         let has = slots.get(&key).is_some_and(|ids| current(state, ids).is_some());
         if !has {
             let id = new_task(state, sid, 0, Some(node), now, 0, vec![]);
@@ -171,7 +215,8 @@ fn converge_global(state: &mut ClusterState, sid: &str, slots: &mut BTreeMap<Slo
 
 fn new_task(state: &mut ClusterState, sid: &str, slot: u64, node: Option<String>, now: u64, not_before: u64, restarts: Vec<u64>) -> String {
     let id = state.ids.next_id();
-    let version = state.services.get(sid).map(|s| s.version).unwrap_or(0);
+    // Tasks run the service's current spec (its spec version), whichever path makes them.
+    let version = state.services.get(sid).map(|s| s.spec_version).unwrap_or(0);
     let task = Task {
         id: id.clone(),
         service_id: sid.to_string(),

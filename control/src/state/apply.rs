@@ -1,7 +1,7 @@
 //! One command at a time. Every fallible step comes before the first change.
 
 use super::{limits, validate, ClusterState, Command, Response, StateError};
-use crate::model::{CaRotation, Network, NodeState, Role, Secret, Service, ServiceMode, TaskState};
+use crate::model::{CaRotation, Network, NodeState, Role, Secret, Service, ServiceMode, ServiceSpec, TaskState, UpdateState};
 
 impl ClusterState {
     pub(super) fn apply_command(&mut self, now: u64, cmd: &Command) -> Result<Response, StateError> {
@@ -21,12 +21,18 @@ impl ClusterState {
                     crate::model::NetworkSpec { name: "ingress".into(), driver: "overlay".into(), ingress: true, ..Default::default() };
                 let (vni, subnet, gateway) = crate::allocator::plan_network(self, &spec)?;
                 let id = self.ids.next_id();
-                self.networks.insert(id.clone(), Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now });
+                self.networks.insert(
+                    id.clone(),
+                    Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now, last_task_addr: None },
+                );
                 // The gateway bridge, like Swarm's `docker_gwbridge`: tasks of services that
                 // name no network get loopback and egress through it.
                 let (spec, vni, subnet, gateway) = crate::allocator::plan_gateway_network(self)?;
                 let id = self.ids.next_id();
-                self.networks.insert(id.clone(), Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now });
+                self.networks.insert(
+                    id.clone(),
+                    Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now, last_task_addr: None },
+                );
                 Ok(Response::Ok)
             }
             Command::AddNode { node } => {
@@ -160,7 +166,16 @@ impl ClusterState {
                 let id = self.ids.next_id();
                 self.networks.insert(
                     id.clone(),
-                    Network { id: id.clone(), spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now },
+                    Network {
+                        id: id.clone(),
+                        spec,
+                        vni,
+                        subnet,
+                        gateway,
+                        lb_addrs: Default::default(),
+                        created_ms: now,
+                        last_task_addr: None,
+                    },
                 );
                 Ok(Response::Created { id })
             }
@@ -203,25 +218,19 @@ impl ClusterState {
                         updated_ms: now,
                         previous_spec: None,
                         update_status: None,
+                        spec_version: 1,
+                        task_specs: Default::default(),
                     },
                 );
                 Ok(Response::Created { id })
             }
-            Command::UpdateService { service, spec } => {
-                let old = self.find_service(service)?.clone();
-                validate::check_service(spec, self)?;
-                if spec.name != old.spec.name {
-                    return Err(StateError::invalid("name", "a service cannot be renamed"));
-                }
-                let network_ids = crate::allocator::service_networks(self, spec)?;
-                let (ports, vips) = crate::allocator::plan_service_endpoint(self, spec, &network_ids, Some(&old))?;
-                let s = self.services.get_mut(&old.id).ok_or_else(|| StateError::not_found("service", service))?;
-                s.spec = spec.clone();
-                s.network_ids = network_ids;
-                s.ports = ports;
-                s.vips = vips;
-                s.version += 1;
-                s.updated_ms = now;
+            Command::UpdateService { service, spec } => self.update_service(service, spec, None, now),
+            Command::UpdateServiceAt { service, version, spec } => self.update_service(service, spec, Some(*version), now),
+            Command::RollbackService { service, version } => {
+                let s = self.find_service(service)?;
+                check_version(s, *version)?;
+                let id = s.id.clone();
+                crate::orchestrator::update::roll_back(self, &id, now, "manually requested rollback".into())?;
                 Ok(Response::Ok)
             }
             Command::ScaleService { service, replicas } => {
@@ -302,5 +311,62 @@ impl ClusterState {
             Command::Tick => Ok(Response::Ok),
             Command::Batch(_) => Err(StateError::invalid("batch", "batches do not nest")),
         }
+    }
+}
+
+impl ClusterState {
+    /// `service update` and a stack's redeploy: the whole new spec, guarded by the version it
+    /// was read at when one is given. When what tasks run changed, an update starts (and any
+    /// update or rollback in progress gives way to it); the old spec is kept for rollback.
+    fn update_service(&mut self, service: &str, spec: &ServiceSpec, version: Option<u64>, now: u64) -> Result<Response, StateError> {
+        let old = self.find_service(service)?.clone();
+        check_version(&old, version)?;
+        validate::check_service(spec, self)?;
+        if spec.name != old.spec.name {
+            return Err(StateError::invalid("name", "a service cannot be renamed"));
+        }
+        if matches!(
+            (&old.spec.mode, &spec.mode),
+            (ServiceMode::Global, ServiceMode::Replicated { .. }) | (ServiceMode::Replicated { .. }, ServiceMode::Global)
+        ) {
+            return Err(StateError::invalid("mode", "a service's mode cannot change: remove it and create it again"));
+        }
+        // A paused update resumes with the next `service update`, even one that changes nothing
+        // (as Docker's).
+        let paused = old.update_status.as_ref().is_some_and(|st| matches!(st.state, UpdateState::Paused | UpdateState::RollbackPaused));
+        if *spec == old.spec && !paused {
+            return Ok(Response::Ok);
+        }
+        let network_ids = crate::allocator::service_networks(self, spec)?;
+        let (ports, vips) = crate::allocator::plan_service_endpoint(self, spec, &network_ids, Some(&old))?;
+        let s = self.services.get_mut(&old.id).ok_or_else(|| StateError::not_found("service", service))?;
+        s.version += 1;
+        let fresh = s.version;
+        s.set_spec(spec.clone(), fresh);
+        s.previous_spec = Some(Box::new(old.spec.clone()));
+        s.network_ids = network_ids;
+        s.ports = ports;
+        s.vips = vips;
+        s.updated_ms = now;
+        if s.spec_version != old.spec_version || paused {
+            crate::orchestrator::update::start(s, now);
+        } else if s.update_status.as_ref().is_some_and(|st| !st.is_active()) {
+            // As swarmkit: a new spec clears the last update's outcome (a paused update stays
+            // paused only until the next `service update`).
+            s.update_status = None;
+        }
+        Ok(Response::Ok)
+    }
+}
+
+/// Optimistic concurrency (the Engine API's `?version=`): a change made from an older read of
+/// the service would silently undo what happened since.
+fn check_version(s: &Service, version: Option<u64>) -> Result<(), StateError> {
+    match version {
+        Some(v) if v != s.version => Err(StateError::Conflict(format!(
+            "update out of sequence: service {} is at version {}, this change was made from version {v}: inspect it again and retry",
+            s.spec.name, s.version
+        ))),
+        _ => Ok(()),
     }
 }

@@ -25,6 +25,31 @@ fn scale_is_bounded_like_create() {
 }
 
 #[test]
+fn update_and_rollback_settings_are_bounded() {
+    let mut w = World::new(0);
+    w.create(ServiceSpec::new("web", "nginx"));
+    let base = ServiceSpec::new("web", "nginx:2");
+    let update = |s: ServiceSpec| Command::UpdateService { service: "web".into(), spec: s };
+    for (r, field) in [(1.5, "update-max-failure-ratio"), (f64::NAN, "update-max-failure-ratio"), (-0.0, "update-max-failure-ratio")] {
+        let mut s = base.clone();
+        s.update.max_failure_ratio = crate::model::Ratio(r);
+        refused(&mut w, update(s), field);
+    }
+    let mut s = base.clone();
+    s.update.delay_ms = u64::MAX;
+    refused(&mut w, update(s), "update-delay");
+    let mut s = base.clone();
+    s.rollback.monitor_ms = u64::MAX;
+    refused(&mut w, update(s), "rollback-monitor");
+    let mut s = base.clone();
+    s.rollback.parallelism = u64::MAX;
+    refused(&mut w, update(s), "rollback-parallelism");
+    let mut s = base.clone();
+    s.mode = ServiceMode::Global;
+    refused(&mut w, update(s), "mode");
+}
+
+#[test]
 fn extreme_spec_numbers_name_the_field() {
     let mut w = World::new(0);
     let base = ServiceSpec::new("web", "nginx");
@@ -150,6 +175,17 @@ mod property {
             spec().prop_map(|spec| Command::CreateService { spec }),
             spec().prop_map(|spec| Command::UpdateService { service: "base".into(), spec: ServiceSpec { name: "base".into(), ..spec } }),
             replicas().prop_map(|replicas| Command::ScaleService { service: "base".into(), replicas }),
+            (spec(), any::<u64>(), any::<u64>(), any::<u64>(), proptest::num::f64::ANY).prop_map(|(spec, p, d, m, r)| {
+                let mut s = ServiceSpec { name: "base".into(), ..spec };
+                s.update.parallelism = p;
+                s.update.delay_ms = d;
+                s.update.monitor_ms = m;
+                s.update.max_failure_ratio = crate::model::Ratio(r);
+                s.rollback = s.update;
+                Command::UpdateServiceAt { service: "base".into(), version: 1 + p % 3, spec: s }
+            }),
+            Just(Command::RollbackService { service: "base".into(), version: None }),
+            Just(Command::Tick),
             size(MAX_SECRET_BYTES).prop_map(|n| Command::CreateSecret {
                 spec: SecretSpec { name: "s".into(), labels: Default::default(), data: vec![7; n] }
             }),

@@ -55,9 +55,23 @@ pub enum Command {
     CreateService {
         spec: ServiceSpec,
     },
+    /// A whole new spec (a stack's redeploy); when it changes what tasks run, the updater
+    /// replaces them by `spec.update`.
     UpdateService {
         service: String,
         spec: ServiceSpec,
+    },
+    /// `service update`: as `UpdateService`, refused unless the service is still at
+    /// `version` (the version it was read at; the Engine API's `?version=`).
+    UpdateServiceAt {
+        service: String,
+        version: u64,
+        spec: ServiceSpec,
+    },
+    /// `service rollback`: back to the previous spec, tasks replaced by `spec.rollback`.
+    RollbackService {
+        service: String,
+        version: Option<u64>,
     },
     ScaleService {
         service: String,
@@ -77,7 +91,8 @@ pub enum Command {
         node: String,
         updates: Vec<(TaskId, TaskStatus)>,
     },
-    /// Nothing but a reconcile at `now` (restart delays that came due).
+    /// Nothing but a reconcile at `now` (restart delays, update delays and monitor windows
+    /// that came due).
     Tick,
     /// Several commands in one log entry (the leader batches concurrent writes); each
     /// succeeds or fails on its own.

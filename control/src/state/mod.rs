@@ -37,6 +37,9 @@ pub struct ClusterState {
     pub removed_nodes: BTreeSet<NodeId>,
     /// Bumped by every successful command.
     pub version: u64,
+    /// The leader's clock at the last reconcile: a deadline at or before it has had its pass.
+    #[serde(default)]
+    pub reconciled_ms: u64,
 }
 
 impl ClusterState {
@@ -69,19 +72,34 @@ impl ClusterState {
         if self.cluster.is_none() {
             return;
         }
+        self.reconciled_ms = self.reconciled_ms.max(now_ms);
         crate::orchestrator::reconcile(self, now_ms);
         crate::allocator::allocate_tasks(self, now_ms);
         crate::scheduler::schedule(self, now_ms);
         crate::allocator::allocate_lb_addrs(self);
     }
 
-    /// The earliest time a waiting task (restart delay) becomes due, if any.
+    /// The earliest time after `now_ms` that a reconcile has something to do that no command
+    /// will bring: a restart delay ending, an update's delay or last monitor window ending.
     pub fn next_deadline(&self, now_ms: u64) -> Option<u64> {
-        self.tasks
+        self.deadlines().filter(|at| *at > now_ms).min()
+    }
+
+    /// Whether some deadline has come and had no reconcile since (the leader then proposes a
+    /// `Tick`; a deadline whose pass could not act, a restart no node can take, asks once).
+    pub fn is_due(&self, now_ms: u64) -> bool {
+        self.deadlines().any(|at| at <= now_ms && at > self.reconciled_ms)
+    }
+
+    fn deadlines(&self) -> impl Iterator<Item = u64> + '_ {
+        let restarts = self
+            .tasks
             .values()
-            .filter(|t| t.node_id.is_none() && !t.status.state.is_terminal() && t.not_before_ms > now_ms)
-            .map(|t| t.not_before_ms)
-            .min()
+            .filter(|t| t.status.state == crate::model::TaskState::Pending && t.node_id.is_none() && t.not_before_ms > 0)
+            .map(|t| t.not_before_ms);
+        let updates =
+            self.services.values().filter_map(|s| s.update_status.as_ref().filter(|st| st.is_active()).and_then(|st| st.progress.due_ms));
+        restarts.chain(updates)
     }
 
     pub fn task_history_limit(&self) -> usize {

@@ -99,6 +99,8 @@ fn check_service_bounds(spec: &ServiceSpec) -> Result<(), StateError> {
     at_most("restart-delay", spec.restart.delay_ms, MAX_DURATION_MS, " ms")?;
     at_most("restart-window", spec.restart.window_ms, MAX_WINDOW_MS, " ms")?;
     at_most("restart-max-attempts", spec.restart.max_attempts, MAX_RETRIES, "")?;
+    check_update_config("update", &spec.update)?;
+    check_update_config("rollback", &spec.rollback)?;
     if let Some(h) = &spec.healthcheck {
         check_string("health-cmd", &h.cmd, MAX_STRING_BYTES)?;
         at_most("health-retries", u64::from(h.retries), MAX_RETRIES, "")?;
@@ -107,6 +109,19 @@ fn check_service_bounds(spec: &ServiceSpec) -> Result<(), StateError> {
     let size = serde_json::to_vec(spec).map(|v| v.len()).unwrap_or(usize::MAX);
     if size > MAX_SPEC_BYTES {
         return Err(StateError::invalid("spec", format!("{size} bytes encoded is more than the limit of {MAX_SPEC_BYTES}")));
+    }
+    Ok(())
+}
+
+/// `--update-*` and `--rollback-*` (`which` is "update" or "rollback").
+fn check_update_config(which: &str, c: &crate::model::UpdateConfig) -> Result<(), StateError> {
+    at_most(&format!("{which}-parallelism"), c.parallelism, MAX_REPLICAS as u64, "")?;
+    at_most(&format!("{which}-delay"), c.delay_ms, MAX_DURATION_MS, " ms")?;
+    at_most(&format!("{which}-monitor"), c.monitor_ms, MAX_DURATION_MS, " ms")?;
+    let r = c.max_failure_ratio.0;
+    // -0.0 is refused with NaN: `Ratio` compares by bits, so only one zero may exist.
+    if !(0.0..=1.0).contains(&r) || r.is_sign_negative() {
+        return Err(StateError::invalid(format!("{which}-max-failure-ratio"), format!("{r} is not a fraction: use 0 to 1, e.g. 0.2")));
     }
     Ok(())
 }
