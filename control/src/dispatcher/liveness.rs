@@ -9,6 +9,11 @@ use tokio::time::Instant;
 /// Missed heartbeats before a node is marked down.
 pub const GRACE: u32 = 3;
 
+/// What a new leader gives nodes it has not heard from yet, at the least: their agents may still
+/// be on the old leader, which they give up within the session's keepalive (about 6 s) if it
+/// went silent. Marking them down sooner would move tasks that are running fine.
+pub const FAILOVER_GRACE: Duration = Duration::from_secs(15);
+
 pub struct Liveness {
     period: Duration,
     last_seen: Mutex<HashMap<String, Instant>>,
@@ -36,8 +41,10 @@ impl Liveness {
 
     pub fn expired(&self, node: &str, now: Instant) -> bool {
         let since = *self.since.lock().unwrap_or_else(|p| p.into_inner());
-        let last = self.last_seen.lock().unwrap_or_else(|p| p.into_inner()).get(node).copied().unwrap_or(since).max(since);
-        now.saturating_duration_since(last) > self.period * GRACE
+        match self.last_seen.lock().unwrap_or_else(|p| p.into_inner()).get(node).copied().filter(|l| *l >= since) {
+            Some(last) => now.saturating_duration_since(last) > self.period * GRACE,
+            None => now.saturating_duration_since(since) > (self.period * GRACE).max(FAILOVER_GRACE),
+        }
     }
 }
 
@@ -56,10 +63,14 @@ mod tests {
         assert!(!l.expired("b", Instant::now()), "unknown nodes get a grace period from the start");
         tokio::time::advance(Duration::from_millis(1200)).await;
         assert!(!l.expired("a", Instant::now()));
-        assert!(l.expired("b", Instant::now()));
         tokio::time::advance(Duration::from_millis(400)).await;
-        assert!(l.expired("a", Instant::now()));
+        assert!(l.expired("a", Instant::now()), "a node heard from is down after 3 missed heartbeats");
+        assert!(!l.expired("b", Instant::now()), "a node not heard from since the leader took over gets the failover grace");
+        tokio::time::advance(FAILOVER_GRACE).await;
+        assert!(l.expired("b", Instant::now()));
         l.reset_all(Instant::now());
         assert!(!l.expired("a", Instant::now()), "a new leader gives a fresh grace period");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(!l.expired("a", Instant::now()), "long enough for agents to leave a silent old leader");
     }
 }

@@ -14,6 +14,13 @@ pub struct Sessions {
 impl Sessions {
     /// Record `session` as `node`'s only one, closing the one it replaces. The receiver turns
     /// true when this session is replaced in turn.
+    /// Close every open session (the manager stepped down: agents go find the leader).
+    pub fn close_all(&self) {
+        for (_, (_, close)) in self.open.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+            close.send_replace(true);
+        }
+    }
+
     pub fn register(&self, node: &str, session: &str) -> watch::Receiver<bool> {
         let (tx, rx) = watch::channel(false);
         let old = self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(node.to_string(), (session.to_string(), tx));

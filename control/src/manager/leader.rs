@@ -16,10 +16,18 @@ async fn liveness_loop(mgr: Manager) {
     let period = mgr.config().heartbeat_period;
     let mut shutdown = mgr.shutdown_signal();
     let mut was_leader = false;
+    let mut stepped_down = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period / 2) => {}
             _ = shutdown.changed() => return,
+        }
+        if !mgr.raft_alive() && !stepped_down {
+            // The Raft core stopped under a live server. Step down: no session may stay on a
+            // manager that drops every report while the new leader reschedules its tasks.
+            tracing::error!("the Raft core stopped: stepping down and closing every agent session");
+            mgr.sessions().close_all();
+            stepped_down = true;
         }
         let leader = mgr.is_leader();
         if leader && !was_leader {

@@ -194,6 +194,12 @@ impl Manager {
         }
     }
 
+    /// Fault injection for tests: stop the Raft core alone, as a storage error or a panic in it
+    /// would, leaving the server, the sessions and everything else running.
+    pub async fn kill_raft_core(&self) {
+        let _ = self.inner.raft.shutdown().await;
+    }
+
     pub fn raft(&self) -> &Raft {
         &self.inner.raft
     }
@@ -228,12 +234,22 @@ impl Manager {
         self.inner.shutdown.subscribe()
     }
 
+    /// Whether this manager leads. Never from a Raft core that has stopped (a storage error, a
+    /// full disk, a panic): its last metrics would still say leader while nothing commits.
     pub fn is_leader(&self) -> bool {
-        self.inner.raft.metrics().borrow().current_leader == Some(self.inner.cfg.raft_id)
+        self.raft_alive() && self.inner.raft.metrics().borrow().current_leader == Some(self.inner.cfg.raft_id)
     }
 
-    /// Address of the current leader, if known.
+    /// Whether the Raft core still runs (its metrics channel closes when it stops).
+    pub fn raft_alive(&self) -> bool {
+        self.inner.raft.metrics().has_changed().is_ok()
+    }
+
+    /// Address of the current leader, if known (none from a stopped Raft core).
     pub fn leader_addr(&self) -> Option<String> {
+        if !self.raft_alive() {
+            return None;
+        }
         let m = self.inner.raft.metrics().borrow().clone();
         let leader = m.current_leader?;
         m.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())

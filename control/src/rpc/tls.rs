@@ -178,7 +178,12 @@ pub fn client(addr: &str, cfg: Arc<ClientConfig>) -> Result<ControlClient<Channe
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| TlsError::Connect { addr: addr.to_string(), message: e.to_string() })?
         .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // HTTP/2 pings: a manager that went silent (blackholed, frozen, half-open) is given up
+        // within about 6 s, and the agent's session moves to another manager.
+        .http2_keep_alive_interval(Duration::from_secs(3))
+        .keep_alive_timeout(Duration::from_secs(3))
+        .keep_alive_while_idle(true);
     let connector = tower::service_fn(move |uri: http::Uri| {
         let cfg = cfg.clone();
         async move {
