@@ -14,9 +14,18 @@ use std::time::Duration;
 use support::cluster::*;
 use support::*;
 
-/// Sends one VXLAN packet from namespace `from` to `node:4789`: VNI `vni`, carrying an Ethernet
-/// frame to `mac` with an IPv4/UDP datagram from `src_ip` to `dst_ip:port` saying `payload`.
-fn inject(from: &str, node: &str, vni: u32, mac: &str, src_ip: &str, dst_ip: &str, port: u16, payload: &str) {
+/// A crafted packet: VNI `vni`, carrying an Ethernet frame to `mac` with an IPv4/UDP datagram
+/// from 10.99.0.1 to `ip:9999` saying `payload`.
+struct Crafted<'a> {
+    vni: u32,
+    mac: &'a str,
+    ip: &'a str,
+    payload: &'a str,
+}
+
+/// Sends `p` (three times) from namespace `from` to `node:4789`.
+fn inject(from: &str, node: &str, p: Crafted) {
+    let (vni, mac, src_ip, dst_ip, port, payload) = (p.vni, p.mac, "10.99.0.1", p.ip, 9999u16, p.payload);
     let script = r#"
 import socket, struct, sys
 node, vni, mac, src, dst, port, payload = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]), sys.argv[7].encode()
@@ -171,19 +180,19 @@ fn crafted_vxlan_reaches_no_network_it_is_not_sent_by_a_peer_of_and_tasks_stay_o
 
     // A peer of red (snode2) reaches red's task on snode1: the filter lets real peers through.
     let l = Listener::start(&red_ns, 9999);
-    inject(&snode2_ns, snode1_addr, red_vni, &red_mac, "10.99.0.1", &red_ip, 9999, "from-a-peer");
+    inject(&snode2_ns, snode1_addr, Crafted { vni: red_vni, mac: &red_mac, ip: &red_ip, payload: "from-a-peer" });
     assert!(l.received().contains("from-a-peer"), "a crafted packet from a real peer of red must arrive (the test's packet is valid)");
     // An underlay host outside the cluster does not.
     let l = Listener::start(&red_ns, 9999);
-    inject(&outsider, snode1_addr, red_vni, &red_mac, "10.99.0.1", &red_ip, 9999, "from-outside");
+    inject(&outsider, snode1_addr, Crafted { vni: red_vni, mac: &red_mac, ip: &red_ip, payload: "from-outside" });
     assert_eq!(l.received(), "", "VXLAN from a host that is no VTEP of the cluster reached a task");
     // A cluster node that shares no network blue with snode1 does not reach blue.
     let l = Listener::start(&blue_ns, 9999);
-    inject(&snode2_ns, snode1_addr, blue_vni, &blue_mac, "10.99.0.1", &blue_ip, 9999, "wrong-vni");
+    inject(&snode2_ns, snode1_addr, Crafted { vni: blue_vni, mac: &blue_mac, ip: &blue_ip, payload: "wrong-vni" });
     assert_eq!(l.received(), "", "VXLAN for a VNI the sender does not share with the node reached a task");
     // Nor does a task, sending to its own node's underlay address.
     let l = Listener::start(&blue_ns, 9999);
-    inject(&red_ns, snode1_addr, blue_vni, &blue_mac, "10.99.0.1", &blue_ip, 9999, "from-a-task");
+    inject(&red_ns, snode1_addr, Crafted { vni: blue_vni, mac: &blue_mac, ip: &blue_ip, payload: "from-a-task" });
     assert_eq!(l.received(), "", "VXLAN sent by a task of another network reached blue");
 
     // A task on the manager cannot open the manager port of its own node, by the node's
