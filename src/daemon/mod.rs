@@ -68,6 +68,10 @@ pub struct DaemonArgs {
     /// Files kept per task stream, the current one included [5].
     #[arg(long, allow_negative_numbers = true)]
     pub log_max_file: Option<i64>,
+    /// A registry reached over plain HTTP when pulling images, host[:port]; repeatable
+    /// (daemon.json: `insecure-registries`, a list) [none].
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
 }
 
 impl DaemonArgs {
@@ -87,6 +91,7 @@ impl DaemonArgs {
             no_dns_upstream: self.no_dns_upstream,
             log_max_size: self.log_max_size.clone(),
             log_max_file: self.log_max_file,
+            insecure_registries: self.insecure_registries.clone(),
         }
     }
 }

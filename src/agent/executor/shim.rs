@@ -169,6 +169,7 @@ fn argv(spec: &TaskRun) -> anyhow::Result<Vec<String>> {
             v
         }
         Image::Host { argv } | Image::Rootfs { argv, .. } => argv.clone(),
+        Image::Oci(o) => o.argv.clone(),
     })
 }
 

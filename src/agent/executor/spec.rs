@@ -32,6 +32,26 @@ pub enum Image {
     Host { argv: Vec<String> },
     /// A root filesystem imported with `shoal image import` (pivot_root into it).
     Rootfs { root: PathBuf, argv: Vec<String> },
+    /// An image from the node's image store, run by the OCI runtime on its own overlayfs root.
+    Oci(OciImage),
+}
+
+/// What the OCI runtime needs of an image, resolved when the task is made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciImage {
+    /// The image's id (config digest): `shoal image rm` refuses while a task uses it.
+    pub image_id: String,
+    /// The unpacked layers, top first (overlayfs lowerdir order).
+    pub layers: Vec<PathBuf>,
+    /// Entrypoint + Cmd, or the service's args in place of Cmd.
+    pub argv: Vec<String>,
+    /// The image's Env with the service's on top.
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +73,7 @@ impl Image {
             "host" if command.is_empty() => Err(ImageError::NoCommand(image.into())),
             "host" => Ok(Image::Host { argv: command.to_vec() }),
             _ => {
-                let root = crate::image::dir(name);
+                let root = crate::image::rootfs::dir(name);
                 if !root.is_dir() {
                     return Err(ImageError::Unknown(image.into()));
                 }
