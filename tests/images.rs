@@ -115,3 +115,147 @@ fn load_pull_inspect_rm_and_a_tampered_layer_is_refused() {
     let app_layer = inspect[0]["RootFS"]["Layers"][1].as_str().unwrap();
     assert!(!fresh.join("imagestore/layers").join(&app_layer[7..]).exists(), "the tampered layer is not in the store");
 }
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::cluster::{join_all, running, wait_for, Cluster};
+
+const REGISTRY_PORT: u16 = 5050;
+
+fn lab_registry() -> String {
+    format!("192.168.33.100:{REGISTRY_PORT}")
+}
+
+/// Full task ids of a service's running tasks (`service ps` shows a prefix).
+fn task_ids(c: &Cluster, service: &str) -> Vec<String> {
+    let ps = c.cli("smgr", &["service", "ps", service]);
+    let prefixes: Vec<String> =
+        ps.lines().filter(|l| l.matches("Running").count() == 2).filter_map(|l| l.split_whitespace().next().map(String::from)).collect();
+    prefixes
+        .iter()
+        .map(|p| {
+            support::cluster::NODES
+                .iter()
+                .flat_map(|(n, _)| std::fs::read_dir(c.dir.join(n).join("tasks")).into_iter().flatten().flatten())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .find(|id| id.starts_with(p.as_str()))
+                .unwrap_or_else(|| panic!("no task records for {p}"))
+        })
+        .collect()
+}
+
+fn node_of(c: &Cluster, task: &str) -> String {
+    support::cluster::NODES
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .find(|n| c.dir.join(n).join("tasks").join(task).is_dir())
+        .unwrap_or_else(|| panic!("no node has task {task}"))
+}
+
+fn stdout_of(c: &Cluster, task: &str) -> String {
+    std::fs::read_to_string(c.dir.join(node_of(c, task)).join("tasks").join(task).join("stdout.log")).unwrap_or_default()
+}
+
+/// `runc exec` in the task: the task's own sandbox (user, capabilities, seccomp), as a user's
+/// `docker exec` would be.
+fn exec_in(c: &Cluster, task: &str, script: &str) -> Output {
+    let node = node_of(c, task);
+    Command::new("runc").arg("--root").arg(c.dir.join(&node).join("runc")).args(["exec", task, "/bin/sh", "-c", script]).output().unwrap()
+}
+
+fn status_field(pid: &str, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))).unwrap_or_else(|| panic!("no {field} in status")).trim().to_string()
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn a_pulled_image_runs_its_config_in_its_own_sandbox() {
+    let c = Cluster::up_with_registries(&[&lab_registry()]);
+    join_all(&c);
+    let reg = Registry::start(&c.lab, REGISTRY_PORT);
+    let tmp = Scratch::new("sandbox");
+    let archive = tmp.0.join("busybox.tar");
+    images::busybox_image(&archive, "shoal/busybox:1");
+    let image = reg.push(&archive, "shoal/busybox:1");
+
+    // Two tasks on one node, no command given: the image's Cmd, Env and WorkingDir; the
+    // service's env overrides the image's.
+    c.cli(
+        "smgr",
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "app",
+            "--replicas",
+            "2",
+            "--constraint",
+            "node.hostname==snode1",
+            "-e",
+            "OVERRIDE=service",
+            &image,
+        ],
+    );
+    wait_for("2 running app tasks", Duration::from_secs(60), || running(&c.cli("smgr", &["service", "ps", "app"])) == 2);
+    let tasks = task_ids(&c, "app");
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    let (a, b) = (&tasks[0], &tasks[1]);
+    wait_for("the image's Cmd output", Duration::from_secs(10), || stdout_of(&c, a).contains("second layer"));
+    let out = stdout_of(&c, a);
+    assert!(out.contains("cwd=/app greeting=hello from the image override=service"), "{out}");
+    assert!(out.contains("hello from the image's second layer"), "{out}");
+
+    // Copy-on-write roots of their own: one task's writes are not the other's.
+    let w = exec_in(&c, a, "echo changed > /app/hello.txt && touch /mark-a && cat /app/hello.txt");
+    assert!(w.status.success() && String::from_utf8_lossy(&w.stdout).contains("changed"), "{w:?}");
+    let r = exec_in(&c, b, "cat /app/hello.txt; ls /mark-a");
+    let seen = String::from_utf8_lossy(&r.stdout);
+    assert!(seen.contains("second layer") && !seen.contains("changed") && !r.status.success(), "task b saw a's writes: {seen}");
+    let store_layers = c.dir.join("snode1/imagestore/layers");
+    let unchanged = std::fs::read_dir(&store_layers)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("app/hello.txt")).ok())
+        .collect::<String>();
+    assert!(unchanged.contains("second layer"), "the shared layer is untouched");
+
+    // Docker's sandbox: default capabilities, no_new_privs, seccomp filter.
+    let pid = c.task_pid(a);
+    assert_eq!(status_field(&pid, "CapEff"), "00000000a80425fb", "Docker's default capability set");
+    assert_eq!(status_field(&pid, "CapBnd"), "00000000a80425fb");
+    assert_eq!(status_field(&pid, "NoNewPrivs"), "1");
+    assert_eq!(status_field(&pid, "Seccomp"), "2", "a seccomp filter");
+
+    // Nothing of shoal's is reachable: sockets, state dir, keys.
+    let state = c.dir.join("snode1");
+    let probe = format!("ls /run/shoal; ls {}; ls {}; ls {}", c.dir.display(), state.display(), state.join("tasks").display());
+    let r = exec_in(&c, a, &probe);
+    let listing = String::from_utf8_lossy(&r.stdout);
+    assert!(listing.trim().is_empty(), "shoal's files are visible in the task: {listing}");
+    let found = exec_in(&c, a, "find / -xdev \\( -name '*.sock' -o -name '*.key' -o -name 'node.pem' \\) 2>/dev/null");
+    assert!(String::from_utf8_lossy(&found.stdout).trim().is_empty(), "{found:?}");
+
+    // Mounting, writing to /sys or /proc/sys, and loading modules fail.
+    for (what, script) in [
+        ("mount", "mount -t tmpfs none /mnt"),
+        ("bind mount", "mount --bind /app /mnt"),
+        ("write to /sys", "echo 1 > /sys/kernel/mm/ksm/run"),
+        ("write to /proc/sys", "echo 1 > /proc/sys/net/ipv4/ip_forward"),
+        ("sysrq", "echo h > /proc/sysrq-trigger"),
+        ("mknod a disk", "mknod /tmp/sda b 8 0 && cat /tmp/sda"),
+        ("new user namespace", "unshare -U true"),
+    ] {
+        let r = exec_in(&c, a, script);
+        assert!(!r.status.success(), "{what} succeeded inside the task: {r:?}");
+    }
+    assert!(String::from_utf8_lossy(&exec_in(&c, a, "cat /proc/kcore | head -c 1 | wc -c").stdout).trim() == "0", "/proc/kcore is masked");
+    let dev = String::from_utf8_lossy(&exec_in(&c, a, "ls /dev; ls -d /dev/pts /dev/shm /dev/mqueue").stdout).to_string();
+    assert!(dev.contains("null") && dev.contains("/dev/shm") && dev.contains("/dev/pts") && !dev.contains("sda"), "{dev}");
+
+    // 20 tasks of one image on one node share its layers once.
+    c.cli("smgr", &["service", "rm", "app"]);
+    wait_for("app's tasks gone", Duration::from_secs(30), || std::fs::read_dir(state.join("tasks")).map(|d| d.count()).unwrap_or(0) == 0);
+}

@@ -131,6 +131,7 @@ async fn serve(a: config::Settings) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&a.state_dir).with_context(|| format!("create {}", a.state_dir.display()))?;
     let exec = Arc::new(NamespaceExecutor::new(a.state_dir.join("tasks"))?.with_log_limits(a.log_limits));
+    let images = Arc::new(agent::images::Images::new(&a.state_dir, a.insecure_registries.clone()));
     cfg.logs = Some(LogSourceRef(Arc::new(TaskLogs(exec.clone()))));
     if let Some(dir) = a.socket.parent() {
         std::fs::create_dir_all(dir)?;
@@ -178,7 +179,7 @@ async fn serve(a: config::Settings) -> anyhow::Result<()> {
                     tracing::warn!(cgroup = %cg.display(), error = %e, "cannot create the node's task cgroup");
                 }
             }
-            let cfg = AgentConfig { node_id, self_addr, drain, stop_grace: grace, cgroups: (layout, instance), lb };
+            let cfg = AgentConfig { node_id, self_addr, drain, stop_grace: grace, cgroups: (layout, instance), lb, images };
             agent::run(node, cfg, exec, dns, stop_rx).await;
         })
     };

@@ -90,11 +90,15 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     match args.cmd {
         ImageCommand::Import { name, tarball } => return rootfs::import(&name, &tarball),
         ImageCommand::Rm { reference } => {
-            let store = Store::open(&state_dir)?;
+            let store = Store::existing(&state_dir);
             let mut failed = false;
             for r in reference {
                 let in_use = |id: &str| task_using(&state_dir, id);
-                match store.remove(&r, in_use) {
+                let removed = match &store {
+                    Some(store) => store.remove(&r, in_use),
+                    None => Err(ImageError::NotFound(r.clone())),
+                };
+                match removed {
                     Ok(said) => said.iter().for_each(|l| println!("{l}")),
                     Err(ImageError::NotFound(_)) if rootfs::dir(&r).is_dir() => rootfs::remove(&r)?,
                     Err(e) => {
@@ -110,9 +114,9 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let store = Store::open(&state_dir)?;
     match args.cmd {
         ImageCommand::Load { input, quiet } => {
+            let store = Store::open(&state_dir)?;
             for image in archive::load(&store, &input).with_context(|| format!("load {}", input.display()))? {
                 if quiet {
                     println!("{}", image.id);
@@ -128,6 +132,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         ImageCommand::Pull { reference, insecure: extra } => {
             insecure.extend(extra);
             pull::check_insecure(&insecure).map_err(|m| anyhow::anyhow!("--insecure-registry: {m}"))?;
+            let store = Store::open(&state_dir)?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let started = std::time::Instant::now();
             let p = rt.block_on(pull::pull(&store, &reference, &insecure))?;
@@ -142,10 +147,11 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
             );
         }
         ImageCommand::Ls { quiet } => {
+            let store = Store::existing(&state_dir);
             if !quiet {
                 println!("{:<48} {:<16} {:<14} {:>10}", "REPOSITORY", "TAG", "IMAGE ID", "SIZE");
             }
-            for image in store.list() {
+            for image in store.iter().flat_map(|s| s.list()) {
                 let short = &image.id.trim_start_matches("sha256:")[..12];
                 if quiet {
                     println!("{short}");
@@ -165,6 +171,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
             }
         }
         ImageCommand::Inspect { reference } => {
+            let store = Store::existing(&state_dir).ok_or_else(|| ImageError::NotFound(reference[0].clone()))?;
             let mut out = Vec::new();
             for r in &reference {
                 let image = store.find(r).ok_or_else(|| ImageError::NotFound(r.clone()))?;

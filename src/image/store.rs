@@ -68,6 +68,12 @@ impl Store {
         Ok(Store { root })
     }
 
+    /// The node's store when it has one (reading commands do not make it).
+    pub fn existing(state_dir: &Path) -> Option<Store> {
+        let root = state_dir.join("imagestore");
+        root.join("images").is_dir().then_some(Store { root })
+    }
+
     /// A store whose directories exist already (from [`Store::root`]).
     pub fn at(root: PathBuf) -> Store {
         Store { root }

@@ -1,9 +1,11 @@
-//! Runs task processes. The trait leaves room for an OCI runtime (runc) later; the built-in
-//! executor uses Linux namespaces directly through the `task-exec` shim.
+//! Runs task processes through the `task-exec` shim: image tasks with the OCI runtime (runc,
+//! see [`oci`]) on their own overlayfs roots; the built-in `shoal/whoami`, `host` and flat
+//! imported root filesystems with Linux namespaces directly.
 
 pub mod cgroups;
 pub mod inside;
 pub mod logfile;
+pub mod oci;
 pub mod shim;
 pub mod spec;
 
@@ -96,6 +98,12 @@ impl Executor for NamespaceExecutor {
         let spec =
             serde_json::to_vec_pretty(run).map_err(|e| ExecError::Io { id: run.id.clone(), what: "write spec", source: e.into() })?;
         std::fs::write(dir.join("spec.json"), spec).map_err(io("write spec"))?;
+        if let Image::Oci(img) = &run.image {
+            let netns = shoal_dataplane::netns::path(&run.netns);
+            let config = oci::config::render(&oci::config::build(run, img, &dir, &netns))
+                .map_err(|e| ExecError::Start { id: run.id.clone(), reason: e })?;
+            std::fs::write(dir.join("config.json"), config).map_err(io("write config.json"))?;
+        }
         cgroups::apply(&run.cgroups).map_err(|e| ExecError::Io {
             id: run.id.clone(),
             what: "set up cgroups",
@@ -185,6 +193,18 @@ impl Executor for NamespaceExecutor {
         // The task's cgroups are empty once its processes ended.
         if let Ok(spec) = std::fs::read(self.dir(id).join("spec.json")) {
             if let Ok(run) = serde_json::from_slice::<TaskRun>(&spec) {
+                if matches!(run.image, Image::Oci(_)) {
+                    // runc's record of the container and the cgroups it made.
+                    let out = Command::new(oci::RUNC)
+                        .arg("--root")
+                        .arg(oci::runtime_root(&self.root))
+                        .args(["delete", "--force", id])
+                        .stdin(Stdio::null())
+                        .output();
+                    if let Some(out) = out.ok().filter(|o| !o.status.success()) {
+                        tracing::debug!(task = %id, error = %String::from_utf8_lossy(&out.stderr).trim(), "runc delete");
+                    }
+                }
                 for d in run.cgroups.mkdirs.iter().rev() {
                     let _ = std::fs::remove_dir(d);
                 }
@@ -199,6 +219,21 @@ impl Executor for NamespaceExecutor {
             what: "run a command inside",
             source: std::io::Error::other("the task is not running"),
         })?;
+        let oci = std::fs::read(self.dir(id).join("spec.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<TaskRun>(&b).ok())
+            .is_some_and(|r| matches!(r.image, Image::Oci(_)));
+        if oci {
+            // Inside the container's sandbox (its user, capabilities, seccomp, cgroups), as
+            // `docker exec` runs a health check.
+            let mut c = Command::new(oci::RUNC);
+            c.arg("--root").arg(oci::runtime_root(&self.root)).args(["exec", id, "/bin/sh", "-c", cmd]);
+            return inside::run_command(c, timeout).map_err(|source| ExecError::Io {
+                id: id.into(),
+                what: "run a command inside (runc exec)",
+                source,
+            });
+        }
         inside::run_in(pid, cmd, timeout).map_err(|source| ExecError::Io { id: id.into(), what: "run a command inside (nsenter)", source })
     }
 

@@ -33,7 +33,7 @@ extern "C" fn forward(sig: libc::c_int) {
     }
 }
 
-fn install_forwarding(to: Pid) -> anyhow::Result<()> {
+pub(super) fn install_forwarding(to: Pid) -> anyhow::Result<()> {
     FORWARD_TO.store(to.as_raw(), Ordering::SeqCst);
     let action = SigAction::new(SigHandler::Handler(forward), SaFlags::SA_RESTART, SigSet::empty());
     for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
@@ -53,7 +53,7 @@ fn code(status: WaitStatus) -> Option<i32> {
 }
 
 /// Whether `pid` has ended (without blocking); its status is kept in `status`.
-fn ended(pid: Pid, status: &mut Option<i32>) -> bool {
+pub(super) fn ended(pid: Pid, status: &mut Option<i32>) -> bool {
     if status.is_none() {
         match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
             Ok(s) => *status = code(s),
@@ -64,7 +64,7 @@ fn ended(pid: Pid, status: &mut Option<i32>) -> bool {
     status.is_some()
 }
 
-fn wait_for(pid: Pid) -> i32 {
+pub(super) fn wait_for(pid: Pid) -> i32 {
     loop {
         match waitpid(pid, None) {
             Ok(status) => {
@@ -97,6 +97,9 @@ pub fn run(dir: &Path) -> anyhow::Result<i32> {
 fn run_task(dir: &Path) -> anyhow::Result<i32> {
     let spec: TaskRun =
         serde_json::from_slice(&std::fs::read(dir.join("spec.json")).context("read spec.json")?).context("parse spec.json")?;
+    if let Image::Oci(img) = &spec.image {
+        return super::oci::shim::run(dir, &spec, img);
+    }
     let ns = shoal_dataplane::netns::open(&spec.netns).with_context(|| format!("task namespace {}", spec.netns))?;
     setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).context("enter the task's network namespace")?;
     // Before the fork, so the task's every process is in them (and limited) from the start.
@@ -169,7 +172,7 @@ fn argv(spec: &TaskRun) -> anyhow::Result<Vec<String>> {
             v
         }
         Image::Host { argv } | Image::Rootfs { argv, .. } => argv.clone(),
-        Image::Oci(o) => o.argv.clone(),
+        Image::Oci(_) => anyhow::bail!("an image task is run by the OCI runtime"),
     })
 }
 

@@ -52,6 +52,10 @@ pub struct OciImage {
     pub gid: u32,
     #[serde(default)]
     pub additional_gids: Vec<u32>,
+    /// The task's cgroup relative to the cgroup roots (`/shoal/<instance>/<task>`), where the
+    /// runtime puts it: the one the shim joined, under the node's (eBPF socket LB) cgroup.
+    #[serde(default)]
+    pub cgroups_path: String,
 }
 
 #[derive(Debug, thiserror::Error)]

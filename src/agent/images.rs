@@ -1,0 +1,135 @@
+//! The images of the tasks this node runs. A service's image resolves to what the executor
+//! runs: the built-ins (`shoal/whoami`, `host`), an image in the node's store (run by the OCI
+//! runtime with the image's config), or a flat imported root filesystem. An image the store
+//! lacks is pulled first, once for every task that waits on it, as Swarm's agent does; a pull
+//! that fails rejects the task with the registry's reason.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::agent::executor::oci::{process, read_from_layers};
+use crate::agent::executor::spec::{Image, OciImage};
+use crate::image::{ImageRecord, Store};
+
+enum Pull {
+    Running,
+    Failed(String),
+}
+
+pub struct Images {
+    state_dir: PathBuf,
+    insecure: Vec<String>,
+    pulls: Mutex<HashMap<String, Pull>>,
+    /// Told when a pull ends, so the agent starts (or rejects) its tasks at once.
+    pub wake: tokio::sync::Notify,
+}
+
+/// What a task's image is, now.
+pub enum Resolved {
+    Ready(Image),
+    /// Being pulled; the task waits (Preparing).
+    Pulling,
+}
+
+/// A service's image, command and environment, as the task will run them.
+pub struct Wanted<'a> {
+    pub image: &'a str,
+    pub args: &'a [String],
+    pub env: &'a [(String, String)],
+    pub hostname: &'a str,
+    pub cgroups_path: String,
+}
+
+impl Images {
+    pub fn new(state_dir: &Path, insecure: Vec<String>) -> Images {
+        Images { state_dir: state_dir.to_path_buf(), insecure, pulls: Mutex::default(), wake: tokio::sync::Notify::new() }
+    }
+
+    fn is_builtin(image: &str) -> bool {
+        let name = image.split(':').next().unwrap_or(image);
+        matches!(name, "shoal/whoami" | "whoami" | "host")
+    }
+
+    /// Resolves `w.image`; starts a pull (on the current tokio runtime) when it is missing.
+    pub fn resolve(self: &Arc<Self>, w: &Wanted) -> Result<Resolved, String> {
+        if Self::is_builtin(w.image) {
+            return Image::resolve(w.image, w.args).map(Resolved::Ready).map_err(|e| e.to_string());
+        }
+        let store = Store::open(&self.state_dir).map_err(|e| e.to_string())?;
+        if let Some(record) = store.find(w.image) {
+            return oci_image(&store, &record, w).map(|i| Resolved::Ready(Image::Oci(i)));
+        }
+        if crate::image::rootfs::dir(w.image.split(':').next().unwrap_or(w.image)).is_dir() {
+            return Image::resolve(w.image, w.args).map(Resolved::Ready).map_err(|e| e.to_string());
+        }
+        crate::image::reference::ImageRef::parse(w.image).map_err(|e| e.to_string())?;
+        let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
+        match pulls.remove(w.image) {
+            Some(Pull::Failed(reason)) => return Err(reason),
+            Some(Pull::Running) => {
+                pulls.insert(w.image.to_string(), Pull::Running);
+                return Ok(Resolved::Pulling);
+            }
+            None => {}
+        }
+        pulls.insert(w.image.to_string(), Pull::Running);
+        drop(pulls);
+        self.spawn_pull(w.image.to_string());
+        Ok(Resolved::Pulling)
+    }
+
+    fn spawn_pull(self: &Arc<Self>, image: String) {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let result = match Store::open(&me.state_dir) {
+                Ok(store) => crate::image::pull::pull(&store, &image, &me.insecure).await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let mut pulls = me.pulls.lock().unwrap_or_else(|p| p.into_inner());
+            match result {
+                Ok(()) => {
+                    tracing::info!(image = %image, ms = started.elapsed().as_millis() as u64, "image pulled");
+                    pulls.remove(&image);
+                }
+                Err(e) => {
+                    tracing::warn!(image = %image, error = %e, "image pull failed");
+                    pulls.insert(image, Pull::Failed(e));
+                }
+            }
+            drop(pulls);
+            me.wake.notify_one();
+        });
+    }
+}
+
+/// The executor's view of a stored image for one task: Entrypoint/Cmd with the service's args
+/// in place of Cmd, the image's Env under the service's, WorkingDir, User looked up in the
+/// image's own /etc/passwd and /etc/group.
+pub fn oci_image(store: &Store, record: &ImageRecord, w: &Wanted) -> Result<OciImage, String> {
+    let config = store.config(record).map_err(|e| e.to_string())?;
+    let c = config.config().clone().unwrap_or_default();
+    let argv = process::argv(&c.entrypoint().clone().unwrap_or_default(), &c.cmd().clone().unwrap_or_default(), w.args);
+    if argv.is_empty() {
+        return Err(format!("image '{}' has no Entrypoint or Cmd: give the command (service create ... IMAGE CMD...)", w.image));
+    }
+    let mut layers = Vec::new();
+    for l in record.layers.iter().rev() {
+        layers.push(store.layer_dir(l).map_err(|e| e.to_string())?);
+    }
+    let passwd = read_from_layers(&layers, "etc/passwd").unwrap_or_default();
+    let group = read_from_layers(&layers, "etc/group").unwrap_or_default();
+    let user = process::user(c.user().as_deref().unwrap_or(""), &passwd, &group).map_err(|e| format!("image '{}': {e}", w.image))?;
+    Ok(OciImage {
+        image_id: record.id.clone(),
+        layers,
+        argv,
+        env: process::env(&c.env().clone().unwrap_or_default(), w.env, w.hostname),
+        cwd: c.working_dir().clone().filter(|d| !d.is_empty()).unwrap_or_else(|| "/".into()),
+        uid: user.uid,
+        gid: user.gid,
+        additional_gids: user.additional_gids,
+        cgroups_path: w.cgroups_path.clone(),
+    })
+}
