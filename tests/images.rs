@@ -259,3 +259,99 @@ fn a_pulled_image_runs_its_config_in_its_own_sandbox() {
     c.cli("smgr", &["service", "rm", "app"]);
     wait_for("app's tasks gone", Duration::from_secs(30), || std::fs::read_dir(state.join("tasks")).map(|d| d.count()).unwrap_or(0) == 0);
 }
+
+fn pids_of(c: &Cluster, tasks: &[String]) -> Vec<String> {
+    tasks.iter().map(|t| c.task_pid(t)).collect()
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn redis_answers_redis_cli_by_name_through_a_daemon_kill() {
+    let c = Cluster::up_with_registries(&[&lab_registry()]);
+    join_all(&c);
+    let reg = Registry::start(&c.lab, REGISTRY_PORT);
+    let tmp = Scratch::new("redis");
+    let (server, client) = (tmp.0.join("redis.tar"), tmp.0.join("redis-cli.tar"));
+    images::redis_image(&server, "shoal/redis:7");
+    images::redis_cli_image(&client, "shoal/redis-cli:7");
+    let server = reg.push(&server, "shoal/redis:7");
+    let client = reg.push(&client, "shoal/redis-cli:7");
+
+    c.cli("smgr", &["network", "create", "--driver", "overlay", "backend"]);
+    // The server's own Entrypoint and Cmd; the client's Entrypoint (redis-cli) with our args in
+    // place of its Cmd: PING by service name (the VIP) twenty times a second, forever.
+    c.cli(
+        "smgr",
+        &["service", "create", "--detach", "--name", "redis", "--network", "backend", "--constraint", "node.hostname==snode1", &server],
+    );
+    wait_for("redis running", Duration::from_secs(60), || running(&c.cli("smgr", &["service", "ps", "redis"])) == 1);
+    c.cli(
+        "smgr",
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "cli",
+            "--network",
+            "backend",
+            "--constraint",
+            "node.hostname==snode2",
+            "--",
+            &client,
+            "-h",
+            "redis",
+            "-r",
+            "-1",
+            "-i",
+            "0.05",
+            "ping",
+        ],
+    );
+    wait_for("cli running", Duration::from_secs(60), || running(&c.cli("smgr", &["service", "ps", "cli"])) == 1);
+    let cli = task_ids(&c, "cli").remove(0);
+    let pongs = |c: &Cluster| stdout_of(c, &cli).matches("PONG").count();
+    wait_for("PONGs from redis through the VIP", Duration::from_secs(20), || pongs(&c) >= 3);
+
+    // Crash-only: both daemons killed, the PINGs go on; restarted daemons adopt the tasks. (The
+    // harness's managers mark a node down after 3 heartbeats of 200 ms: restart within that.)
+    let tasks = vec![task_ids(&c, "redis").remove(0), cli.clone()];
+    let before = pids_of(&c, &tasks);
+    let mut c = c;
+    c.kill_daemon(1);
+    c.kill_daemon(2);
+    let at_kill = pongs(&c);
+    std::thread::sleep(Duration::from_millis(400));
+    let while_down = pongs(&c);
+    assert!(while_down >= at_kill + 4, "PINGs stopped while the daemons were down: {at_kill} -> {while_down}");
+    for i in [1, 2] {
+        let d = c.start_daemon(i);
+        c.daemons[i] = Some(d);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(pids_of(&c, &tasks), before, "the restarted daemons replaced tasks instead of adopting them");
+    assert_eq!(running(&c.cli("smgr", &["service", "ps", "redis"])), 1);
+    assert_eq!(running(&c.cli("smgr", &["service", "ps", "cli"])), 1);
+    let after = pongs(&c);
+    assert!(after >= while_down + 20, "PINGs after the restart: {while_down} -> {after}");
+    let log = stdout_of(&c, &cli);
+    assert!(!log.contains("Error") && !log.contains("Could not connect"), "{log}");
+
+    // A pull failure rejects the task with the registry's reason.
+    let missing = format!("{}/shoal/missing:1", reg.addr);
+    c.cli("smgr", &["service", "create", "--detach", "--name", "ghost", "--restart-condition", "none", &missing]);
+    let rejected = || -> Option<String> {
+        let ps = c.cli("smgr", &["service", "ps", "--format", "json", "ghost"]);
+        ps.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|t| t["status"]["state"] == "rejected")
+            .map(|t| t["status"]["err"].as_str().unwrap_or("").to_string())
+    };
+    wait_for("the task rejected", Duration::from_secs(30), || rejected().is_some());
+    let err = rejected().unwrap();
+    assert!(err.contains("pull") && err.contains("shoal/missing") && err.to_lowercase().contains("manifest unknown"), "{err}");
+
+    for s in ["cli", "redis", "ghost"] {
+        c.cli("smgr", &["service", "rm", s]);
+    }
+}
