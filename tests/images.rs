@@ -196,6 +196,13 @@ fn a_pulled_image_runs_its_config_in_its_own_sandbox() {
             "node.hostname==snode1",
             "-e",
             "OVERRIDE=service",
+            // Health checks run inside the task (runc exec); limits hold on its cgroup.
+            "--health-cmd",
+            "test -f hello.txt && test \"$GREETING\" = 'hello from the image'",
+            "--health-interval",
+            "200ms",
+            "--limit-memory",
+            "64M",
             &image,
         ],
     );
@@ -203,6 +210,12 @@ fn a_pulled_image_runs_its_config_in_its_own_sandbox() {
     let tasks = task_ids(&c, "app");
     assert_eq!(tasks.len(), 2, "{tasks:?}");
     let (a, b) = (&tasks[0], &tasks[1]);
+    wait_for("both tasks healthy", Duration::from_secs(20), || c.cli("smgr", &["service", "ps", "app"]).matches("(healthy)").count() == 2);
+    let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", c.task_pid(a))).unwrap();
+    let memory = cgroups.lines().find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string())).expect("a memory cgroup");
+    let limit = std::fs::read_to_string(format!("/sys/fs/cgroup/memory{memory}/memory.limit_in_bytes")).unwrap();
+    assert_eq!(limit.trim(), (64u64 << 20).to_string(), "the task's memory cgroup ({memory}) carries --limit-memory");
+    assert!(memory.ends_with(a.as_str()), "the task's own cgroup: {memory}");
     wait_for("the image's Cmd output", Duration::from_secs(10), || stdout_of(&c, a).contains("second layer"));
     let out = stdout_of(&c, a);
     assert!(out.contains("cwd=/app greeting=hello from the image override=service"), "{out}");

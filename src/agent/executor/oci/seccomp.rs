@@ -79,8 +79,20 @@ const CLONE_NAMESPACES: u64 = 0x7E02_0000;
 const EPERM: i64 = 1;
 const ENOSYS: i64 = 38;
 
-/// The OCI `linux.seccomp` object for a task holding `caps` (`CAP_...`).
+/// The OCI `linux.seccomp` object for a task holding `caps` (`CAP_...`); the filter for a
+/// capability set is worked out once per process.
 pub fn for_task(caps: &[String]) -> Value {
+    static CACHE: std::sync::Mutex<Vec<(Vec<String>, Value)>> = std::sync::Mutex::new(Vec::new());
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, v)) = cache.iter().find(|(c, _)| c == caps) {
+        return v.clone();
+    }
+    let v = resolve(caps);
+    cache.push((caps.to_vec(), v.clone()));
+    v
+}
+
+fn resolve(caps: &[String]) -> Value {
     let profile: Value = serde_json::from_str(PROFILE).expect("the vendored seccomp profile is JSON");
     let arch_names: Vec<String> = profile["archMap"]
         .as_array()
