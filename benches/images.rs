@@ -14,7 +14,6 @@
 //! SHOAL_BENCH_ROUNDS (default 20) sets the samples of 1.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::path::{Path, PathBuf};

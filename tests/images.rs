@@ -268,7 +268,26 @@ fn a_pulled_image_runs_its_config_in_its_own_sandbox() {
     let dev = String::from_utf8_lossy(&exec_in(&c, a, "ls /dev; ls -d /dev/pts /dev/shm /dev/mqueue").stdout).to_string();
     assert!(dev.contains("null") && dev.contains("/dev/shm") && dev.contains("/dev/pts") && !dev.contains("sda"), "{dev}");
 
-    // 20 tasks of one image on one node share its layers once.
+    // The `host` debugging image gets the same: shoal's files covered, Docker's capabilities,
+    // no_new_privs.
+    let script = format!(
+        "echo state:$(ls -A {} 2>/dev/null | wc -l) run:$(ls -A /run/shoal | wc -l); grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; \
+         mount -t tmpfs none /mnt 2>/dev/null && echo MOUNTED; pwd; sleep 3600",
+        state.display()
+    );
+    c.cli(
+        "smgr",
+        &["service", "create", "--detach", "--name", "dbg", "--constraint", "node.hostname==snode1", "host", "sh", "-c", &script],
+    );
+    wait_for("the host task running", Duration::from_secs(30), || running(&c.cli("smgr", &["service", "ps", "dbg"])) == 1);
+    let dbg = task_ids(&c, "dbg").remove(0);
+    wait_for("the host task's output", Duration::from_secs(10), || stdout_of(&c, &dbg).contains("NoNewPrivs"));
+    let out = stdout_of(&c, &dbg);
+    assert!(out.contains("state:0 run:0"), "shoal's files are visible to a host task: {out}");
+    assert!(out.contains("CapEff:\t00000000a80425fb") && out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(!out.contains("MOUNTED") && out.lines().any(|l| l == "/"), "{out}");
+    c.cli("smgr", &["service", "rm", "dbg"]);
+
     c.cli("smgr", &["service", "rm", "app"]);
     wait_for("app's tasks gone", Duration::from_secs(30), || std::fs::read_dir(state.join("tasks")).map(|d| d.count()).unwrap_or(0) == 0);
 }

@@ -345,6 +345,7 @@ fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<Option<TaskRun>, String
         hosts: format!("127.0.0.1\tlocalhost\n{ip}\t{name}\n"),
         cgroups,
         name,
+        hidden: Vec::new(),
     }))
 }
 

@@ -6,7 +6,7 @@ pub mod config;
 mod notify;
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,7 +130,12 @@ async fn serve(a: config::Settings) -> anyhow::Result<()> {
         cfg.hostname = h;
     }
     std::fs::create_dir_all(&a.state_dir).with_context(|| format!("create {}", a.state_dir.display()))?;
-    let exec = Arc::new(NamespaceExecutor::new(a.state_dir.join("tasks"))?.with_log_limits(a.log_limits));
+    // Tasks that see the host's filesystem (`host`, `shoal/whoami`) get these covered.
+    let mut hidden = vec![a.state_dir.clone(), PathBuf::from("/etc/shoal"), PathBuf::from("/run/shoal")];
+    hidden.extend(a.socket.parent().map(Path::to_path_buf));
+    hidden.sort();
+    hidden.dedup();
+    let exec = Arc::new(NamespaceExecutor::new(a.state_dir.join("tasks"))?.with_log_limits(a.log_limits).with_hidden(hidden));
     let images = Arc::new(agent::images::Images::new(&a.state_dir, a.insecure_registries.clone()));
     cfg.logs = Some(LogSourceRef(Arc::new(TaskLogs(exec.clone()))));
     if let Some(dir) = a.socket.parent() {

@@ -58,13 +58,20 @@ pub struct NamespaceExecutor {
     root: PathBuf,
     shoal: PathBuf,
     log_limits: logfile::LogLimits,
+    hidden: Vec<PathBuf>,
 }
 
 impl NamespaceExecutor {
     pub fn new(root: impl Into<PathBuf>) -> std::io::Result<Self> {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
-        Ok(Self { root, shoal: std::env::current_exe()?, log_limits: logfile::LogLimits::default() })
+        Ok(Self { root, shoal: std::env::current_exe()?, log_limits: logfile::LogLimits::default(), hidden: Vec::new() })
+    }
+
+    /// The node's own paths that tasks seeing the host's filesystem must not see.
+    pub fn with_hidden(mut self, paths: Vec<PathBuf>) -> Self {
+        self.hidden = paths;
+        self
     }
 
     /// `--log-max-size`/`--log-max-file` for the tasks started from now on.
@@ -95,6 +102,7 @@ impl Executor for NamespaceExecutor {
         for stale in ["pid", "exit", shim::START_ERROR] {
             let _ = std::fs::remove_file(dir.join(stale));
         }
+        let run = &TaskRun { hidden: self.hidden.clone(), ..run.clone() };
         let spec =
             serde_json::to_vec_pretty(run).map_err(|e| ExecError::Io { id: run.id.clone(), what: "write spec", source: e.into() })?;
         std::fs::write(dir.join("spec.json"), spec).map_err(io("write spec"))?;

@@ -21,6 +21,10 @@ pub struct TaskRun {
     /// The task's cgroups (made by the executor, joined by the shim) and their limits.
     #[serde(default)]
     pub cgroups: super::cgroups::CgroupPlan,
+    /// Paths of the node (state directory, API socket directory, config) covered inside tasks
+    /// that see the host's filesystem (`host`, `shoal/whoami`); set by the executor.
+    #[serde(default)]
+    pub hidden: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -124,6 +124,7 @@ mod tests {
             resolv_conf: String::new(),
             hosts: String::new(),
             cgroups: Default::default(),
+            hidden: vec![],
         };
         (run, img)
     }
