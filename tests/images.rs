@@ -288,6 +288,20 @@ fn a_pulled_image_runs_its_config_in_its_own_sandbox() {
     assert!(!out.contains("MOUNTED") && out.lines().any(|l| l == "/"), "{out}");
     c.cli("smgr", &["service", "rm", "dbg"]);
 
+    // A command the image does not have: the task fails with the runtime's reason.
+    c.cli("smgr", &["service", "create", "--detach", "--name", "bad", "--restart-condition", "none", &image, "/no/such/binary"]);
+    let failed = || -> Option<String> {
+        c.cli("smgr", &["service", "ps", "--format", "json", "bad"])
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|t| t["status"]["state"] == "failed")
+            .map(|t| t["status"]["err"].as_str().unwrap_or("").to_string())
+    };
+    wait_for("the bad task failed", Duration::from_secs(30), || failed().is_some());
+    let err = failed().unwrap();
+    assert!(err.contains("/no/such/binary") && err.contains("no such file or directory"), "{err}");
+    c.cli("smgr", &["service", "rm", "bad"]);
+
     c.cli("smgr", &["service", "rm", "app"]);
     wait_for("app's tasks gone", Duration::from_secs(30), || std::fs::read_dir(state.join("tasks")).map(|d| d.count()).unwrap_or(0) == 0);
 }

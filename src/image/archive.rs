@@ -48,12 +48,20 @@ fn read(dir: &Path, rel: &str) -> Result<(PathBuf, Vec<u8>), ImageError> {
     Ok((path, bytes))
 }
 
-/// `rel` under `dir`, refusing names that climb out of it.
+/// `rel` under `dir`, refusing names that climb out of it, by `..` or through a symlink the
+/// archive holds.
 fn inside(dir: &Path, rel: &str) -> Result<PathBuf, ImageError> {
     if Path::new(rel).components().any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir)) {
         return Err(ImageError::format(rel, "path leaves the archive"));
     }
-    Ok(dir.join(rel))
+    let path = dir.join(rel);
+    let (Ok(real), Ok(root)) = (path.canonicalize(), dir.canonicalize()) else {
+        return Err(ImageError::format(rel, "not in the archive"));
+    };
+    if !real.starts_with(&root) {
+        return Err(ImageError::format(rel, "path leaves the archive"));
+    }
+    Ok(real)
 }
 
 fn parse_config(name: &str, bytes: &[u8]) -> Result<ImageConfiguration, ImageError> {
@@ -160,4 +168,90 @@ fn pick_platform(dir: &Path, digest: &str) -> Result<PathBuf, ImageError> {
     });
     let m = ours.ok_or_else(|| ImageError::format(digest, format!("no manifest for linux/{} in the index", std::env::consts::ARCH)))?;
     verified(dir, "manifest", m.digest().as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::store::sha256;
+
+    fn tar_of(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_uid(nix::unistd::geteuid().as_raw().into());
+            h.set_gid(nix::unistd::getegid().as_raw().into());
+            h.set_mtime(0);
+            h.set_cksum();
+            b.append_data(&mut h, name, data.as_slice()).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// A `docker save` archive of one image with one layer; `tamper` changes the layer after its
+    /// diff id was taken.
+    fn saved(tamper: bool) -> (Vec<u8>, String) {
+        let layer = tar_of(&[("etc/motd", b"from the layer\n".to_vec())]);
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": { "Cmd": ["/bin/sh"], "WorkingDir": "/srv" },
+            "rootfs": { "type": "layers", "diff_ids": [sha256(&layer)] },
+        }))
+        .unwrap();
+        let id = sha256(&config);
+        let layer = if tamper { tar_of(&[("etc/motd", b"from somebody else\n".to_vec())]) } else { layer };
+        let manifest = serde_json::to_vec(&serde_json::json!([
+            { "Config": format!("{}.json", &id[7..]), "RepoTags": ["app:1"], "Layers": ["l1/layer.tar"] }
+        ]))
+        .unwrap();
+        let archive = tar_of(&[(&format!("{}.json", &id[7..]), config), ("l1/layer.tar", layer), ("manifest.json", manifest)]);
+        (archive, id)
+    }
+
+    #[test]
+    fn a_docker_save_archive_loads_with_its_tags_and_layers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let (archive, id) = saved(false);
+        let file = tmp.path().join("app.tar.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &archive).unwrap();
+        std::fs::write(&file, gz.finish().unwrap()).unwrap();
+        let loaded = load(&store, &file).unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].id, id);
+        assert_eq!(loaded[0].repo_tags, vec!["docker.io/library/app:1".to_string()]);
+        let layer = store.layer_dir(&loaded[0].layers[0]).unwrap();
+        assert_eq!(std::fs::read_to_string(layer.join("etc/motd")).unwrap(), "from the layer\n");
+        let config = store.config(&store.find("app:1").unwrap()).unwrap();
+        assert_eq!(config.config().as_ref().unwrap().working_dir().as_deref(), Some("/srv"));
+        assert!(std::fs::read_dir(store.root().join("tmp")).unwrap().next().is_none(), "scratch space is cleaned up");
+    }
+
+    #[test]
+    fn a_tampered_layer_is_refused_and_nothing_is_recorded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let (archive, _) = saved(true);
+        let file = tmp.path().join("app.tar");
+        std::fs::write(&file, archive).unwrap();
+        let err = load(&store, &file).unwrap_err().to_string();
+        assert!(err.contains("refusing it"), "{err}");
+        assert!(store.list().is_empty());
+        assert!(std::fs::read_dir(store.root().join("layers")).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn other_files_are_not_images() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let file = tmp.path().join("x.tar");
+        std::fs::write(&file, tar_of(&[("hello.txt", b"hi".to_vec())])).unwrap();
+        let err = load(&store, &file).unwrap_err().to_string();
+        assert!(err.contains("neither a `docker save` archive"), "{err}");
+        std::fs::write(&file, b"not a tar at all").unwrap();
+        assert!(load(&store, &file).is_err());
+    }
 }
