@@ -251,7 +251,9 @@ pub async fn run(
                     let (state, err) = if code == 0 {
                         (TaskState::Complete, None)
                     } else {
-                        (TaskState::Failed, Some(format!("task exited with code {code}")))
+                        // A start that failed after the executor stopped waiting still says why.
+                        let why = exec.start_error(id).map(|e| format!("task {id}: {e}"));
+                        (TaskState::Failed, Some(why.unwrap_or_else(|| format!("task exited with code {code}"))))
                     };
                     reports.push((id.clone(), status(state, &format!("exit {code}"), err)));
                 }

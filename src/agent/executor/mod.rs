@@ -47,6 +47,10 @@ pub trait Executor: Send + Sync {
     fn remove(&self, id: &str);
     /// The task's stdout and stderr files, while this node holds its records.
     fn log_paths(&self, id: &str) -> Option<(PathBuf, PathBuf)>;
+    /// Why the task never started, when it did not (runc's or the shim's reason).
+    fn start_error(&self, _id: &str) -> Option<String> {
+        None
+    }
     /// Runs `sh -c cmd` inside the running task (health checks).
     fn run_inside(&self, id: &str, cmd: &str, timeout: Duration) -> Result<inside::Outcome, ExecError>;
 }
@@ -243,6 +247,10 @@ impl Executor for NamespaceExecutor {
             });
         }
         inside::run_in(pid, cmd, timeout).map_err(|source| ExecError::Io { id: id.into(), what: "run a command inside (nsenter)", source })
+    }
+
+    fn start_error(&self, id: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir(id).join(shim::START_ERROR)).ok()
     }
 
     fn log_paths(&self, id: &str) -> Option<(PathBuf, PathBuf)> {
