@@ -22,10 +22,26 @@ pub fn runtime_root(tasks: &Path) -> PathBuf {
     tasks.parent().unwrap_or(tasks).join("runc")
 }
 
-/// overlayfs options for `layers` (top first) with the task's upper and work directories.
-pub fn overlay_options(layers: &[PathBuf], dir: &Path) -> String {
-    let lower: Vec<String> = layers.iter().map(|l| l.display().to_string()).collect();
-    format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), dir.join("upper").display(), dir.join("work").display())
+/// mount(2) takes one page of options.
+const MAX_OPTIONS: usize = 4095;
+
+/// overlayfs options for `layers` (top first) with the task's upper and work directories, and
+/// the directory to mount from: layers that share a directory (the store's) are named relative
+/// to it, so an image of up to ~60 layers fits in the page mount(2) takes.
+pub fn overlay_options(layers: &[PathBuf], dir: &Path) -> Result<(String, Option<PathBuf>), String> {
+    let base = layers.first().and_then(|l| l.parent()).filter(|b| layers.iter().all(|l| l.parent() == Some(*b)));
+    let lower: Vec<String> = layers
+        .iter()
+        .map(|l| match base {
+            Some(b) => l.strip_prefix(b).unwrap_or(l).display().to_string(),
+            None => l.display().to_string(),
+        })
+        .collect();
+    let options = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), dir.join("upper").display(), dir.join("work").display());
+    if options.len() > MAX_OPTIONS {
+        return Err(format!("the image's {} layers are more than one overlayfs mount can stack", layers.len()));
+    }
+    Ok((options, base.map(Path::to_path_buf)))
 }
 
 /// The file the image has at `path` (e.g. `etc/passwd`), looking through the layers top first;
@@ -49,8 +65,15 @@ mod tests {
 
     #[test]
     fn overlay_stacks_layers_top_first() {
-        let o = overlay_options(&[PathBuf::from("/s/l/top"), PathBuf::from("/s/l/base")], Path::new("/s/tasks/t1"));
-        assert_eq!(o, "lowerdir=/s/l/top:/s/l/base,upperdir=/s/tasks/t1/upper,workdir=/s/tasks/t1/work");
+        let (o, base) = overlay_options(&[PathBuf::from("/s/l/top"), PathBuf::from("/s/l/base")], Path::new("/s/tasks/t1")).unwrap();
+        assert_eq!(o, "lowerdir=top:base,upperdir=/s/tasks/t1/upper,workdir=/s/tasks/t1/work");
+        assert_eq!(base, Some(PathBuf::from("/s/l")));
+        let (o, base) = overlay_options(&[PathBuf::from("/a/top"), PathBuf::from("/b/base")], Path::new("/t")).unwrap();
+        assert_eq!((o.as_str(), base), ("lowerdir=/a/top:/b/base,upperdir=/t/upper,workdir=/t/work", None));
+        let many: Vec<PathBuf> = (0..70).map(|i| PathBuf::from(format!("/var/lib/shoal/imagestore/layers/{i:064}"))).collect();
+        let err = overlay_options(&many, Path::new("/t")).unwrap_err();
+        assert_eq!(err, "the image's 70 layers are more than one overlayfs mount can stack");
+        assert!(overlay_options(&many[..50], Path::new("/t")).is_ok());
         assert_eq!(runtime_root(Path::new("/var/lib/shoal/tasks")), PathBuf::from("/var/lib/shoal/runc"));
     }
 

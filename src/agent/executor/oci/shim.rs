@@ -30,9 +30,14 @@ pub fn run(dir: &Path, spec: &TaskRun, img: &OciImage) -> anyhow::Result<i32> {
     for d in ["upper", "work", "rootfs"] {
         std::fs::create_dir_all(dir.join(d)).with_context(|| format!("create {d}"))?;
     }
-    let options = super::overlay_options(&img.layers, dir);
-    mount(Some("overlay"), &dir.join("rootfs"), Some("overlay"), MsFlags::empty(), Some(options.as_str()))
-        .with_context(|| format!("mount the task's overlayfs root ({options})"))?;
+    let (options, base) = super::overlay_options(&img.layers, dir).map_err(anyhow::Error::msg)?;
+    // Relative lowerdirs resolve against the working directory at mount time.
+    if let Some(base) = &base {
+        std::env::set_current_dir(base).with_context(|| format!("chdir {}", base.display()))?;
+    }
+    let mounted = mount(Some("overlay"), &dir.join("rootfs"), Some("overlay"), MsFlags::empty(), Some(options.as_str()));
+    std::env::set_current_dir(dir).context("chdir back to the task directory")?;
+    mounted.with_context(|| format!("mount the task's overlayfs root ({options})"))?;
 
     let limits = LogLimits::read(dir);
     let out_log = RotatingWriter::open(&dir.join("stdout.log"), limits)?;
