@@ -119,6 +119,37 @@ fn load_pull_inspect_rm_and_a_tampered_layer_is_refused() {
 use std::process::Command;
 use std::time::Duration;
 
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn a_registry_with_basic_auth_takes_docker_login_credentials() {
+    let lab = Lab::up(1);
+    let reg = Registry::start_with_auth(&lab, 5052, "shoal", "s3cret");
+    let tmp = Scratch::new("auth");
+    let archive = tmp.0.join("busybox.tar");
+    images::busybox_image(&archive, "private/busybox:1");
+    let name = reg.push_as(&archive, "private/busybox:1", Some("shoal:s3cret"));
+    let pull = |docker_config: &Path| {
+        Command::new(support::SHOAL)
+            .args(["--netns", &lab.node_ns("smgr"), "image", "--state-dir"])
+            .arg(tmp.0.join("state"))
+            .args(["pull", "--insecure-registry", &reg.addr, &name])
+            .env("DOCKER_CONFIG", docker_config)
+            .output()
+            .unwrap()
+    };
+    // No credentials: the registry's answer, named.
+    let out = pull(&tmp.0.join("no-login"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&name) && err.to_lowercase().contains("not authorized"), "{err}");
+    // What `docker login` writes: ~/.docker/config.json, auths.<registry>.auth = base64(user:pass).
+    let login = tmp.0.join("login");
+    std::fs::create_dir_all(&login).unwrap();
+    let auth = format!("{{\"auths\": {{\"{}\": {{\"auth\": \"c2hvYWw6czNjcmV0\"}}}}}}", reg.addr);
+    std::fs::write(login.join("config.json"), auth).unwrap();
+    let out = ok(pull(&login), "image pull with credentials");
+    assert!(out.contains("2 of 2 layers fetched"), "{out}");
+}
+
 use support::cluster::{join_all, running, wait_for, Cluster};
 
 const REGISTRY_PORT: u16 = 5050;

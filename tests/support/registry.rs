@@ -18,6 +18,15 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(lab: &Lab, port: u16) -> Registry {
+        Registry::start_with(lab, port, None)
+    }
+
+    /// A registry that wants HTTP basic auth (`htpasswd`, bcrypt) for `user`/`password`.
+    pub fn start_with_auth(lab: &Lab, port: u16, user: &str, password: &str) -> Registry {
+        Registry::start_with(lab, port, Some((user, password)))
+    }
+
+    fn start_with(lab: &Lab, port: u16, auth: Option<(&str, &str)>) -> Registry {
         let ns = lab.task_ns("client");
         let addr = format!("192.168.33.100:{port}");
         let dir = PathBuf::from(format!("/tmp/shoal-registry-{}-{port}", lab.name));
@@ -27,6 +36,23 @@ impl Registry {
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
             dir.join("data").display()
         );
+        let mut config = config;
+        if let Some((user, password)) = auth {
+            // bcrypt, as the registry's htpasswd wants it, from the host's libcrypt.
+            let out = Command::new("python3")
+                .args([
+                    "-W",
+                    "ignore",
+                    "-c",
+                    "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+                    password,
+                ])
+                .output()
+                .expect("python3 for a bcrypt hash");
+            assert!(out.status.success(), "bcrypt: {}", String::from_utf8_lossy(&out.stderr));
+            std::fs::write(dir.join("htpasswd"), format!("{user}:{}", String::from_utf8_lossy(&out.stdout).trim())).unwrap();
+            config.push_str(&format!("auth:\n  htpasswd:\n    realm: shoal-lab\n    path: {}\n", dir.join("htpasswd").display()));
+        }
         std::fs::write(dir.join("config.yml"), config).unwrap();
         let log = std::fs::File::create(dir.join("registry.log")).unwrap();
         // `ip netns exec` execs the registry itself: the child's PID is the registry's.
@@ -47,13 +73,18 @@ impl Registry {
 
     /// Pushes a `docker save` archive as `name` (`repo:tag`); returns its full reference.
     pub fn push(&self, archive: &Path, name: &str) -> String {
+        self.push_as(archive, name, None)
+    }
+
+    /// [`Registry::push`] with `user:password` credentials.
+    pub fn push_as(&self, archive: &Path, name: &str, creds: Option<&str>) -> String {
         let dest = format!("{}/{name}", self.addr);
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "skopeo", "copy", "--quiet", "--dest-tls-verify=false"])
-            .arg(format!("docker-archive:{}", archive.display()))
-            .arg(format!("docker://{dest}"))
-            .output()
-            .expect("run skopeo");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns, "skopeo", "copy", "--quiet", "--dest-tls-verify=false"]);
+        if let Some(c) = creds {
+            cmd.arg(format!("--dest-creds={c}"));
+        }
+        let out = cmd.arg(format!("docker-archive:{}", archive.display())).arg(format!("docker://{dest}")).output().expect("run skopeo");
         assert!(out.status.success(), "skopeo copy to {dest}: {}", String::from_utf8_lossy(&out.stderr));
         dest
     }
