@@ -83,11 +83,26 @@ fn failed(r: &ImageRef, e: impl std::fmt::Display) -> ImageError {
     ImageError::Pull { reference: r.full(), message: e.to_string() }
 }
 
+/// Whether `registry` (`host[:port]`) is on this host's loopback: Docker reaches those over
+/// plain HTTP without being told.
+fn is_loopback(registry: &str) -> bool {
+    let host = registry.rsplit_once(':').map_or(registry, |(h, p)| if p.parse::<u16>().is_ok() { h } else { registry });
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Pulls `reference` into the store (layers it has are kept, not fetched).
 pub async fn pull(store: &Store, reference: &str, insecure: &[String]) -> Result<Pulled, ImageError> {
+    use tracing::Instrument;
     let r = ImageRef::parse(reference)?;
     let span = tracing::info_span!("pull", image = %r.full());
-    let _enter = span.enter();
+    let mut insecure = insecure.to_vec();
+    if is_loopback(r.registry()) {
+        insecure.push(r.registry().to_string());
+    }
+    pull_ref(store, r, &insecure).instrument(span).await
+}
+
+async fn pull_ref(store: &Store, r: ImageRef, insecure: &[String]) -> Result<Pulled, ImageError> {
     let client = client(insecure);
     let auth = auth_for(r.registry());
     let (manifest, manifest_digest, list_digest) =
@@ -157,6 +172,12 @@ mod tests {
             let e = check_insecure(&[bad.into()]).unwrap_err();
             assert!(e.contains("is not a registry host[:port]"), "{e}");
         }
+    }
+
+    #[test]
+    fn loopback_registries_are_plain_http_as_with_docker() {
+        assert!(is_loopback("localhost:5000") && is_loopback("127.0.0.1:5000") && is_loopback("127.0.0.1"));
+        assert!(!is_loopback("192.168.33.100:5000") && !is_loopback("docker.io") && !is_loopback("localhost.example:5000"));
     }
 
     #[test]
