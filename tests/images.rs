@@ -266,6 +266,13 @@ fn a_pulled_image_runs_its_config_in_its_own_sandbox() {
         .collect::<String>();
     assert!(unchanged.contains("second layer"), "the shared layer is untouched");
 
+    // The image stays while tasks use it (docker rmi's conflict), and is listed.
+    let node_state = c.dir.join("snode1");
+    let rm = crate::image(None, &node_state, &["rm", &image]);
+    let err = String::from_utf8_lossy(&rm.stderr);
+    assert!(!rm.status.success() && err.contains("is used by task"), "{err}");
+    assert!(ok(crate::image(None, &node_state, &["ls"]), "image ls").contains("192.168.33.100:5050/shoal/busybox"));
+
     // Docker's sandbox: default capabilities, no_new_privs, seccomp filter.
     let pid = c.task_pid(a);
     assert_eq!(status_field(&pid, "CapEff"), "00000000a80425fb", "Docker's default capability set");
