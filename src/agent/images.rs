@@ -131,5 +131,6 @@ pub fn oci_image(store: &Store, record: &ImageRecord, w: &Wanted) -> Result<OciI
         gid: user.gid,
         additional_gids: user.additional_gids,
         cgroups_path: w.cgroups_path.clone(),
+        stop_signal: c.stop_signal().clone(),
     })
 }

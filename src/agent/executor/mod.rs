@@ -161,7 +161,16 @@ impl Executor for NamespaceExecutor {
 
     fn stop(&self, id: &str, grace: Duration) -> Result<ProcessState, ExecError> {
         if let Some(pid) = self.pid(id) {
-            let _ = kill(pid, Signal::SIGTERM);
+            // The image's StopSignal, as `docker stop` sends it; SIGTERM otherwise.
+            let signal = std::fs::read(self.dir(id).join("spec.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<TaskRun>(&b).ok())
+                .and_then(|r| match r.image {
+                    Image::Oci(img) => img.stop_signal.as_deref().and_then(oci::process::stop_signal),
+                    _ => None,
+                })
+                .unwrap_or(Signal::SIGTERM);
+            let _ = kill(pid, signal);
             let deadline = Instant::now() + grace;
             while Instant::now() < deadline && matches!(self.state(id), ProcessState::Running) {
                 std::thread::sleep(Duration::from_millis(20));

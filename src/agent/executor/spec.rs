@@ -60,6 +60,9 @@ pub struct OciImage {
     /// runtime puts it: the one the shim joined, under the node's (eBPF socket LB) cgroup.
     #[serde(default)]
     pub cgroups_path: String,
+    /// The image's StopSignal (`docker stop` sends it instead of SIGTERM).
+    #[serde(default)]
+    pub stop_signal: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

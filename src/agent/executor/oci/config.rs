@@ -114,6 +114,7 @@ mod tests {
             gid: 1000,
             additional_gids: vec![2000],
             cgroups_path: "/shoal/n1/t1".into(),
+            stop_signal: None,
         };
         let run = TaskRun {
             id: "t1".into(),

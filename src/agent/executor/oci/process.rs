@@ -29,6 +29,17 @@ pub fn env(image: &[String], service: &[(String, String)], hostname: &str) -> Ve
     out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
+/// An image's StopSignal (`SIGQUIT`, `QUIT`, `3`) as a signal; None when it names none.
+pub fn stop_signal(s: &str) -> Option<nix::sys::signal::Signal> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n).ok();
+    }
+    let name = s.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") { name } else { format!("SIG{name}") };
+    name.parse().ok()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub uid: u32,
@@ -113,6 +124,16 @@ mod tests {
         let e = env(&s(&["PATH=/bin", "A=image", "B=image"]), &[("B".into(), "service".into()), ("C".into(), "x=y".into())], "h1");
         assert_eq!(e, s(&["PATH=/bin", "HOSTNAME=h1", "A=image", "B=service", "C=x=y"]));
         assert!(env(&[], &[], "h").contains(&"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()));
+    }
+
+    #[test]
+    fn stop_signals_read_like_docker() {
+        use nix::sys::signal::Signal;
+        assert_eq!(stop_signal("SIGQUIT"), Some(Signal::SIGQUIT));
+        assert_eq!(stop_signal("quit"), Some(Signal::SIGQUIT));
+        assert_eq!(stop_signal("15"), Some(Signal::SIGTERM));
+        assert_eq!(stop_signal("SIGNOPE"), None);
+        assert_eq!(stop_signal("99"), None);
     }
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/app:/bin/sh\n";
