@@ -369,6 +369,8 @@ fn redis_answers_redis_cli_by_name_through_a_daemon_kill() {
         &["service", "create", "--detach", "--name", "redis", "--network", "backend", "--constraint", "node.hostname==snode1", &server],
     );
     wait_for("redis running", Duration::from_secs(60), || running(&c.cli("smgr", &["service", "ps", "redis"])) == 1);
+    // The image's HEALTHCHECK runs (the service gave none).
+    wait_for("redis healthy", Duration::from_secs(20), || c.cli("smgr", &["service", "ps", "redis"]).contains("(healthy)"));
     c.cli(
         "smgr",
         &[

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use crate::agent::executor::oci::{process, read_from_layers};
 use crate::agent::executor::spec::{Image, OciImage};
 use crate::image::{ImageRecord, Store};
+use shoal_control::model::HealthCheck;
 
 enum Pull {
     Running,
@@ -21,6 +22,8 @@ pub struct Images {
     state_dir: PathBuf,
     insecure: Vec<String>,
     pulls: Mutex<HashMap<String, Pull>>,
+    /// The image HEALTHCHECK of each image reference tasks use, read once from the store.
+    health: Mutex<HashMap<String, Option<HealthCheck>>>,
     /// Told when a pull ends, so the agent starts (or rejects) its tasks at once.
     pub wake: tokio::sync::Notify,
 }
@@ -43,7 +46,30 @@ pub struct Wanted<'a> {
 
 impl Images {
     pub fn new(state_dir: &Path, insecure: Vec<String>) -> Images {
-        Images { state_dir: state_dir.to_path_buf(), insecure, pulls: Mutex::default(), wake: tokio::sync::Notify::new() }
+        Images {
+            state_dir: state_dir.to_path_buf(),
+            insecure,
+            pulls: Mutex::default(),
+            health: Mutex::default(),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The HEALTHCHECK of the stored image `image` names (None for built-ins, images without
+    /// one, or `NONE`).
+    pub fn healthcheck(&self, image: &str) -> Option<HealthCheck> {
+        if Self::is_builtin(image) {
+            return None;
+        }
+        let mut cache = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = cache.get(image) {
+            return h.clone();
+        }
+        let store = Store::existing(&self.state_dir)?;
+        let record = store.find(image)?;
+        let h = store.read_blob(&record.id).ok().and_then(|b| image_healthcheck(&b));
+        cache.insert(image.to_string(), h.clone());
+        h
     }
 
     fn is_builtin(image: &str) -> bool {
@@ -133,4 +159,54 @@ pub fn oci_image(store: &Store, record: &ImageRecord, w: &Wanted) -> Result<OciI
         cgroups_path: w.cgroups_path.clone(),
         stop_signal: c.stop_signal().clone(),
     })
+}
+
+/// Docker's `config.Healthcheck` of an image config (oci-spec leaves it out): `CMD-SHELL cmd`
+/// runs as is, `CMD arg...` quoted for the shell, `NONE` turns it off; durations are
+/// nanoseconds, zero meaning Docker's default.
+pub fn image_healthcheck(config: &[u8]) -> Option<HealthCheck> {
+    let v: serde_json::Value = serde_json::from_slice(config).ok()?;
+    let h = v.get("config")?.get("Healthcheck")?;
+    let test: Vec<&str> = h.get("Test")?.as_array()?.iter().filter_map(|s| s.as_str()).collect();
+    let cmd = match test.split_first()? {
+        (&"CMD-SHELL", [cmd]) => cmd.to_string(),
+        (&"CMD", args) if !args.is_empty() => args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" "),
+        _ => return None,
+    };
+    let mut check = HealthCheck::new(cmd);
+    let ms = |key: &str| h.get(key).and_then(|n| n.as_u64()).map(|ns| ns / 1_000_000).filter(|ms| *ms > 0);
+    check.interval_ms = ms("Interval").unwrap_or(check.interval_ms);
+    check.timeout_ms = ms("Timeout").unwrap_or(check.timeout_ms);
+    check.start_period_ms = ms("StartPeriod").unwrap_or(check.start_period_ms);
+    check.retries = h.get("Retries").and_then(|n| n.as_u64()).filter(|n| *n > 0).map_or(check.retries, |n| n.min(u32::MAX as u64) as u32);
+    Some(check)
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_healthchecks_read_like_docker() {
+        let cfg = |h: serde_json::Value| serde_json::to_vec(&serde_json::json!({ "config": { "Healthcheck": h } })).unwrap();
+        let h = image_healthcheck(&cfg(serde_json::json!({
+            "Test": ["CMD-SHELL", "curl -f localhost || exit 1"], "Interval": 200_000_000u64, "Retries": 5
+        })))
+        .unwrap();
+        assert_eq!(h.cmd, "curl -f localhost || exit 1");
+        assert_eq!((h.interval_ms, h.timeout_ms, h.retries, h.start_period_ms), (200, 30_000, 5, 0));
+        let h = image_healthcheck(&cfg(serde_json::json!({ "Test": ["CMD", "redis-cli", "ping", "it's"] }))).unwrap();
+        assert_eq!(h.cmd, "redis-cli ping 'it'\\''s'");
+        assert!(image_healthcheck(&cfg(serde_json::json!({ "Test": ["NONE"] }))).is_none());
+        assert!(image_healthcheck(br#"{"config": {}}"#).is_none());
+        assert!(image_healthcheck(b"junk").is_none());
+    }
 }

@@ -53,10 +53,15 @@ fn status(state: TaskState, message: &str, err: Option<String>) -> TaskStatus {
     s
 }
 
+/// The task's health check: the service's, else its image's HEALTHCHECK (as Docker does).
+fn healthcheck(a: &Assignment, cfg: &AgentConfig) -> Option<shoal_control::model::HealthCheck> {
+    a.spec.healthcheck.clone().or_else(|| cfg.images.healthcheck(&a.spec.image))
+}
+
 /// A running task's status; with a health check it starts as `starting` (not yet an endpoint).
-fn running_status(a: &Assignment, message: &str) -> TaskStatus {
+fn running_status(a: &Assignment, cfg: &AgentConfig, message: &str) -> TaskStatus {
     let mut s = status(TaskState::Running, message, None);
-    if a.spec.healthcheck.is_some() {
+    if healthcheck(a, cfg).is_some() {
         s.health = Some(a.task.status.health.filter(|h| *h != Health::Unhealthy).unwrap_or(Health::Starting));
     }
     s
@@ -238,14 +243,14 @@ pub async fn run(
                     let started = tokio::task::spawn_blocking(move || e.start(&run)).await;
                     match (started, exec.state(id)) {
                         (Ok(Ok(())), ProcessState::Running) => {
-                            reports.push((id.clone(), running_status(a, "started")));
+                            reports.push((id.clone(), running_status(a, &cfg, "started")));
                         }
                         (Ok(Err(err)), _) => reports.push((id.clone(), status(TaskState::Failed, "start failed", Some(err.to_string())))),
                         _ => {} // exited at once: reported below on the next pass
                     }
                 }
                 ProcessState::Running if a.task.status.state < TaskState::Running && reported.get(id) != Some(&TaskState::Running) => {
-                    reports.push((id.clone(), running_status(a, "running")));
+                    reports.push((id.clone(), running_status(a, &cfg, "running")));
                 }
                 ProcessState::Exited(code) if reported.get(id).is_none_or(|s| !s.is_terminal()) => {
                     let (state, err) = if code == 0 {
@@ -271,7 +276,7 @@ pub async fn run(
             .filter(|a| a.task.desired_state == TaskState::Running && !a.task.status.state.is_terminal())
             .filter(|a| running.contains(&a.task.id) && !stopping_now.contains(&a.task.id))
             .filter_map(|a| {
-                let check = a.spec.healthcheck.clone()?;
+                let check = healthcheck(a, &cfg)?;
                 let started = if a.task.status.timestamp_ms > 0 { a.task.status.timestamp_ms } else { now };
                 let initial = match a.task.status.health {
                     Some(h @ Health::Healthy) => health::HealthState::adopted(h, started),

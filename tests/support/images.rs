@@ -188,6 +188,12 @@ pub fn redis_image(out: &Path, tag: &str) -> String {
             "Cmd": ["--protected-mode", "no", "--save", "", "--appendonly", "no"],
             "WorkingDir": "/tmp",
             "ExposedPorts": { "6379/tcp": {} },
+            // Docker's HEALTHCHECK (redis answers PING with +PONG), every 200 ms.
+            "Healthcheck": {
+                "Test": ["CMD-SHELL", "printf 'PING\\r\\n' | nc -w 1 127.0.0.1 6379 | grep -q PONG"],
+                "Interval": 200_000_000u64,
+                "Retries": 3,
+            },
         }),
     )
 }
