@@ -247,6 +247,9 @@ fn a_pulled_image_runs_its_config_in_its_own_sandbox() {
     let limit = std::fs::read_to_string(format!("/sys/fs/cgroup/memory{memory}/memory.limit_in_bytes")).unwrap();
     assert_eq!(limit.trim(), (64u64 << 20).to_string(), "the task's memory cgroup ({memory}) carries --limit-memory");
     assert!(memory.ends_with(a.as_str()), "the task's own cgroup: {memory}");
+    // In the cgroup v2 tree too, under the node's cgroup where the eBPF socket LB attaches.
+    let unified = cgroups.lines().find_map(|l| l.strip_prefix("0::")).expect("a cgroup v2 path");
+    assert!(unified.starts_with("/shoal/") && unified.ends_with(a.as_str()), "{unified}");
     wait_for("the image's Cmd output", Duration::from_secs(10), || stdout_of(&c, a).contains("second layer"));
     let out = stdout_of(&c, a);
     assert!(out.contains("cwd=/app greeting=hello from the image override=service"), "{out}");
