@@ -193,6 +193,82 @@ fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::store::sha256;
+
+    /// A store holding one image (one empty layer with /etc/passwd) with this config section.
+    fn store_with(dir: &Path, config: serde_json::Value) -> Store {
+        let store = Store::open(dir).unwrap();
+        let layer = sha256(b"layer");
+        let ldir = store.layer_dir(&layer).unwrap();
+        std::fs::create_dir_all(ldir.join("etc")).unwrap();
+        std::fs::write(ldir.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nweb:x:33:33::/var/www:/bin/sh\n").unwrap();
+        let cfg = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux", "config": config,
+            "rootfs": { "type": "layers", "diff_ids": [layer] },
+        }))
+        .unwrap();
+        let id = sha256(&cfg);
+        store.put_blob("config", &id, &cfg).unwrap();
+        store.commit(&id, vec![layer], &["docker.io/library/web:1".into()], &[]).unwrap();
+        store
+    }
+
+    fn wanted<'a>(image: &'a str, args: &'a [String], env: &'a [(String, String)]) -> Wanted<'a> {
+        Wanted { image, args, env, hostname: "web.1.t1", cgroups_path: "/shoal/n1/t1".into() }
+    }
+
+    #[test]
+    fn a_stored_image_runs_its_config_under_the_services_overrides() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store_with(
+            tmp.path(),
+            serde_json::json!({
+                "Entrypoint": ["/entry"], "Cmd": ["serve"], "Env": ["PATH=/bin", "MODE=image"],
+                "WorkingDir": "/var/www", "User": "web", "StopSignal": "SIGQUIT",
+            }),
+        );
+        let record = store.find("web:1").unwrap();
+        let env = vec![("MODE".to_string(), "service".to_string())];
+        let img = oci_image(&store, &record, &wanted("web:1", &[], &env)).unwrap();
+        assert_eq!(img.argv, vec!["/entry".to_string(), "serve".into()]);
+        assert_eq!(img.env, vec!["PATH=/bin".to_string(), "HOSTNAME=web.1.t1".into(), "MODE=service".into()]);
+        assert_eq!((img.cwd.as_str(), img.uid, img.gid), ("/var/www", 33, 33));
+        assert_eq!(img.stop_signal.as_deref(), Some("SIGQUIT"));
+        assert_eq!(img.layers, vec![store.layer_dir(&record.layers[0]).unwrap()]);
+        let args = vec!["debug".to_string()];
+        assert_eq!(oci_image(&store, &record, &wanted("web:1", &args, &[])).unwrap().argv, vec!["/entry".to_string(), "debug".into()]);
+    }
+
+    #[test]
+    fn an_image_without_a_command_or_with_an_unknown_user_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store_with(tmp.path(), serde_json::json!({}));
+        let record = store.find("web:1").unwrap();
+        let err = oci_image(&store, &record, &wanted("web:1", &[], &[])).unwrap_err();
+        assert!(err.contains("has no Entrypoint or Cmd"), "{err}");
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store_with(tmp.path(), serde_json::json!({ "Cmd": ["x"], "User": "nobody" }));
+        let record = store.find("web:1").unwrap();
+        let err = oci_image(&store, &record, &wanted("web:1", &[], &[])).unwrap_err();
+        assert_eq!(err, "image 'web:1': user 'nobody' is not in the image's /etc/passwd");
+    }
+
+    #[tokio::test]
+    async fn a_missing_image_is_pulled_once_and_a_failed_pull_rejects_with_the_reason() {
+        let tmp = tempfile::tempdir().unwrap();
+        let images = Arc::new(Images::new(tmp.path(), vec![]));
+        // Nothing listens on loopback port 1: the pull fails at once, without leaving the host.
+        let image = "127.0.0.1:1/app:1";
+        let wake = images.wake.notified();
+        assert!(matches!(images.resolve(&wanted(image, &[], &[])), Ok(Resolved::Pulling)));
+        assert!(matches!(images.resolve(&wanted(image, &[], &[])), Ok(Resolved::Pulling)), "one pull for every waiting task");
+        tokio::time::timeout(std::time::Duration::from_secs(20), wake).await.expect("the pull ends and wakes the agent");
+        let err = images.resolve(&wanted(image, &[], &[])).err().expect("the failure, once");
+        assert!(err.starts_with("pull 127.0.0.1:1/app:1: "), "{err}");
+        assert!(matches!(images.resolve(&wanted(image, &[], &[])), Ok(Resolved::Pulling)), "the next task tries again");
+        assert!(matches!(images.resolve(&wanted("host", &["true".into()], &[])), Ok(Resolved::Ready(Image::Host { .. }))));
+        assert!(images.resolve(&wanted("Bad Name", &[], &[])).is_err());
+    }
 
     #[test]
     fn image_healthchecks_read_like_docker() {
