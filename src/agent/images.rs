@@ -86,8 +86,9 @@ impl Images {
         if let Some(record) = store.find(w.image) {
             return oci_image(&store, &record, w).map(|i| Resolved::Ready(Image::Oci(i)));
         }
-        if crate::image::rootfs::dir(w.image.split(':').next().unwrap_or(w.image)).is_dir() {
-            return Image::resolve(w.image, w.args).map(Resolved::Ready).map_err(|e| e.to_string());
+        let flat = crate::image::rootfs::dir(w.image.split(':').next().unwrap_or(w.image));
+        if flat.is_dir() {
+            return rootfs_image(&flat, w).map(|i| Resolved::Ready(Image::Oci(i)));
         }
         crate::image::reference::ImageRef::parse(w.image).map_err(|e| e.to_string())?;
         let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
@@ -158,6 +159,30 @@ pub fn oci_image(store: &Store, record: &ImageRecord, w: &Wanted) -> Result<OciI
         additional_gids: user.additional_gids,
         cgroups_path: w.cgroups_path.clone(),
         stop_signal: c.stop_signal().clone(),
+    })
+}
+
+/// A flat root filesystem from `shoal image import` runs like an image of one layer with no
+/// config: the service's command, as root, at /, in the same sandbox and with a copy-on-write
+/// root of its own.
+pub fn rootfs_image(root: &Path, w: &Wanted) -> Result<OciImage, String> {
+    if w.args.is_empty() {
+        return Err(format!(
+            "image '{}' is a root filesystem without a config: give the command (service create ... IMAGE CMD...)",
+            w.image
+        ));
+    }
+    Ok(OciImage {
+        image_id: format!("rootfs:{}", w.image),
+        layers: vec![root.to_path_buf()],
+        argv: w.args.to_vec(),
+        env: process::env(&[], w.env, w.hostname),
+        cwd: "/".into(),
+        uid: 0,
+        gid: 0,
+        additional_gids: Vec::new(),
+        cgroups_path: w.cgroups_path.clone(),
+        stop_signal: None,
     })
 }
 

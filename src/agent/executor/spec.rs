@@ -34,7 +34,9 @@ pub enum Image {
     Whoami { args: Vec<String> },
     /// A command from the host's filesystem.
     Host { argv: Vec<String> },
-    /// A root filesystem imported with `shoal image import` (pivot_root into it).
+    /// A root filesystem imported with `shoal image import`, pivot_root into it: how tasks of
+    /// imported root filesystems ran before they ran under runc (as [`Image::Oci`]); kept so
+    /// a daemon adopts and stops such tasks after an upgrade.
     Rootfs { root: PathBuf, argv: Vec<String> },
     /// An image from the node's image store, run by the OCI runtime on its own overlayfs root.
     Oci(OciImage),
@@ -67,7 +69,7 @@ pub struct OciImage {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("image '{0}': unknown; use shoal/whoami, host, or a name imported with `shoal image import`")]
+    #[error("image '{0}' is not a built-in image (shoal/whoami, host)")]
     Unknown(String),
     #[error("image '{0}' needs a command (service create ... IMAGE CMD...)")]
     NoCommand(String),
@@ -76,23 +78,15 @@ pub enum ImageError {
 pub const IMAGE_DIR: &str = "/var/lib/shoal/images";
 
 impl Image {
-    /// Resolves a service's image reference and command.
+    /// Resolves a built-in image (`shoal/whoami`, `host`) and its command; images from the store
+    /// and imported root filesystems are resolved by the agent (`agent::images`).
     pub fn resolve(image: &str, command: &[String]) -> Result<Image, ImageError> {
         let name = image.split(':').next().unwrap_or(image);
         match name {
             "shoal/whoami" | "whoami" => Ok(Image::Whoami { args: command.to_vec() }),
             "host" if command.is_empty() => Err(ImageError::NoCommand(image.into())),
             "host" => Ok(Image::Host { argv: command.to_vec() }),
-            _ => {
-                let root = crate::image::rootfs::dir(name);
-                if !root.is_dir() {
-                    return Err(ImageError::Unknown(image.into()));
-                }
-                if command.is_empty() {
-                    return Err(ImageError::NoCommand(image.into()));
-                }
-                Ok(Image::Rootfs { root, argv: command.to_vec() })
-            }
+            _ => Err(ImageError::Unknown(image.into())),
         }
     }
 }
