@@ -118,6 +118,8 @@ impl Images {
             match result {
                 Ok(()) => {
                     tracing::info!(image = %image, ms = started.elapsed().as_millis() as u64, "image pulled");
+                    // The tag may name another image now: its HEALTHCHECK is read again.
+                    me.health.lock().unwrap_or_else(|p| p.into_inner()).remove(&image);
                     pulls.remove(&image);
                 }
                 Err(e) => {
