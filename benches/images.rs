@@ -79,6 +79,10 @@ fn main() {
             }
             samples.push(t.elapsed().as_secs_f64() * 1000.0);
             c.cli("smgr", &["service", "rm", &name]);
+            // Each sample on a quiet node: the task gone (its address may be handed out again)
+            // before the next one is created.
+            let tasks = c.dir.join("snode1/tasks");
+            wait_for("the task gone", Duration::from_secs(30), || std::fs::read_dir(&tasks).map(|d| d.count()).unwrap_or(0) == 0);
         }
     }
     let runc_ms = bare_runc(&c, &tmp, rounds);
