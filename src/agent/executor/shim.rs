@@ -178,6 +178,11 @@ fn argv(spec: &TaskRun) -> anyhow::Result<Vec<String>> {
 
 /// PID 1 of the task's PID namespace.
 fn init(spec: &TaskRun, dir: &Path, argv: &[String]) -> anyhow::Result<i32> {
+    // A mount namespace of the task's own: what it mounts (its /proc, the covers over shoal's
+    // files) must not change the shim's view, which still writes pid, exit and the logs in the
+    // task directory.
+    unshare(CloneFlags::CLONE_NEWNS).context("unshare the task's mount namespace")?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).context("make mounts private")?;
     let etc = match &spec.image {
         Image::Rootfs { root, .. } => {
             enter_rootfs(root)?;
