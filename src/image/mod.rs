@@ -100,7 +100,15 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
                 };
                 match removed {
                     Ok(said) => said.iter().for_each(|l| println!("{l}")),
-                    Err(ImageError::NotFound(_)) if rootfs::dir(&r).is_dir() => rootfs::remove(&r)?,
+                    Err(ImageError::NotFound(_)) if rootfs::dir(&r).is_dir() => {
+                        // Its directory is the lower layer of its tasks' roots.
+                        if let Some(task) = task_using(&state_dir, &format!("rootfs:{r}")) {
+                            eprintln!("Error: {}", ImageError::InUse { reference: r.clone(), task });
+                            failed = true;
+                            continue;
+                        }
+                        rootfs::remove(&r)?
+                    }
                     Err(e) => {
                         eprintln!("Error: {e}");
                         failed = true;
