@@ -175,7 +175,8 @@ pub fn rootfs_image(root: &Path, w: &Wanted) -> Result<OciImage, String> {
         ));
     }
     Ok(OciImage {
-        image_id: format!("rootfs:{}", w.image),
+        // The name `shoal image rm` takes (a tag, if the service gave one, is not part of it).
+        image_id: format!("rootfs:{}", w.image.split(':').next().unwrap_or(w.image)),
         layers: vec![root.to_path_buf()],
         argv: w.args.to_vec(),
         env: process::env(&[], w.env, w.hostname),
