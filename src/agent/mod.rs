@@ -9,6 +9,7 @@
 pub mod desired;
 pub mod executor;
 pub mod health;
+pub mod images;
 pub mod logs;
 pub mod worker;
 pub mod zone;
@@ -24,7 +25,7 @@ use shoal_control::model::{Health, TaskState, TaskStatus};
 use shoal_control::node::NodeControl;
 use tokio::sync::watch;
 
-use executor::{Executor, Image, ProcessState, TaskRun};
+use executor::{Executor, ProcessState, TaskRun};
 
 pub struct AgentConfig {
     pub node_id: String,
@@ -40,6 +41,8 @@ pub struct AgentConfig {
     pub lb: shoal_dataplane::lb::Choice,
     /// The node's own control ports, which its tasks must not reach.
     pub control_ports: shoal_dataplane::guard::ControlPorts,
+    /// The node's images (and the pulls under way).
+    pub images: Arc<images::Images>,
 }
 
 fn now_ms() -> u64 {
@@ -52,10 +55,15 @@ fn status(state: TaskState, message: &str, err: Option<String>) -> TaskStatus {
     s
 }
 
+/// The task's health check: the service's, else its image's HEALTHCHECK (as Docker does).
+fn healthcheck(a: &Assignment, cfg: &AgentConfig) -> Option<shoal_control::model::HealthCheck> {
+    a.spec.healthcheck.clone().or_else(|| cfg.images.healthcheck(&a.spec.image))
+}
+
 /// A running task's status; with a health check it starts as `starting` (not yet an endpoint).
-fn running_status(a: &Assignment, message: &str) -> TaskStatus {
+fn running_status(a: &Assignment, cfg: &AgentConfig, message: &str) -> TaskStatus {
     let mut s = status(TaskState::Running, message, None);
-    if a.spec.healthcheck.is_some() {
+    if healthcheck(a, cfg).is_some() {
         s.health = Some(a.task.status.health.filter(|h| *h != Health::Unhealthy).unwrap_or(Health::Starting));
     }
     s
@@ -120,6 +128,8 @@ pub async fn run(
         tokio::select! {
             _ = view.changed() => {}
             v = verdicts.recv() => verdict = v,
+            // A pull ended: start (or reject) the tasks that waited on it now.
+            _ = cfg.images.wake.notified() => last = None,
             _ = tokio::time::sleep(pause) => {}
             _ = shutdown.changed() => return,
         }
@@ -226,7 +236,14 @@ pub async fn run(
             match exec.state(id) {
                 ProcessState::Unknown if a.task.not_before_ms <= now_ms() => {
                     let run = match task_run(a, &cfg) {
-                        Ok(run) => run,
+                        Ok(Some(run)) => run,
+                        Ok(None) => {
+                            // Swarm's Preparing: the image is being pulled.
+                            if reported.get(id) != Some(&TaskState::Preparing) {
+                                reports.push((id.clone(), status(TaskState::Preparing, "preparing: pulling the image", None)));
+                            }
+                            continue;
+                        }
                         Err(e) => {
                             reports.push((id.clone(), status(TaskState::Rejected, "rejected", Some(e.to_string()))));
                             continue;
@@ -238,20 +255,22 @@ pub async fn run(
                     let started = tokio::task::spawn_blocking(move || e.start(&run)).await;
                     match (started, exec.state(id)) {
                         (Ok(Ok(())), ProcessState::Running) => {
-                            reports.push((id.clone(), running_status(a, "started")));
+                            reports.push((id.clone(), running_status(a, &cfg, "started")));
                         }
                         (Ok(Err(err)), _) => reports.push((id.clone(), status(TaskState::Failed, "start failed", Some(err.to_string())))),
                         _ => {} // exited at once: reported below on the next pass
                     }
                 }
                 ProcessState::Running if a.task.status.state < TaskState::Running && reported.get(id) != Some(&TaskState::Running) => {
-                    reports.push((id.clone(), running_status(a, "running")));
+                    reports.push((id.clone(), running_status(a, &cfg, "running")));
                 }
                 ProcessState::Exited(code) if reported.get(id).is_none_or(|s| !s.is_terminal()) => {
                     let (state, err) = if code == 0 {
                         (TaskState::Complete, None)
                     } else {
-                        (TaskState::Failed, Some(format!("task exited with code {code}")))
+                        // A start that failed after the executor stopped waiting still says why.
+                        let why = exec.start_error(id).map(|e| format!("task {id}: {e}"));
+                        (TaskState::Failed, Some(why.unwrap_or_else(|| format!("task exited with code {code}"))))
                     };
                     reports.push((id.clone(), status(state, &format!("exit {code}"), err)));
                 }
@@ -269,7 +288,7 @@ pub async fn run(
             .filter(|a| a.task.desired_state == TaskState::Running && !a.task.status.state.is_terminal())
             .filter(|a| running.contains(&a.task.id) && !stopping_now.contains(&a.task.id))
             .filter_map(|a| {
-                let check = a.spec.healthcheck.clone()?;
+                let check = healthcheck(a, &cfg)?;
                 let started = if a.task.status.timestamp_ms > 0 { a.task.status.timestamp_ms } else { now };
                 let initial = match a.task.status.health {
                     Some(h @ Health::Healthy) => health::HealthState::adopted(h, started),
@@ -312,20 +331,31 @@ async fn attach_dns(dns: &shoal_dns::DnsServer, a: &Assignment, v: &shoal_contro
     }
 }
 
-fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<TaskRun, String> {
+/// The task as the executor runs it, or None while its image is being pulled.
+fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<Option<TaskRun>, String> {
     // The hostname (<= 64 bytes: a long service name is cut short, never refused by the kernel).
     let name = a.task.hostname(&a.service_name);
-    let image = Image::resolve(&a.spec.image, &a.spec.args).map_err(|e| e.to_string())?;
     let (layout, instance) = &cfg.cgroups;
-    let cgroups = executor::cgroups::plan(layout, instance, &a.task.id, &a.spec.limits)?;
-    let env = a
+    let env: Vec<(String, String)> = a
         .spec
         .env
         .iter()
         .map(|kv| kv.split_once('=').map_or((kv.clone(), String::new()), |(k, v)| (k.to_string(), v.to_string())))
         .collect();
+    let wanted = images::Wanted {
+        image: &a.spec.image,
+        args: &a.spec.args,
+        env: &env,
+        hostname: &name,
+        cgroups_path: format!("/{}", instance.join(&a.task.id).display()),
+    };
+    let image = match cfg.images.resolve(&wanted)? {
+        images::Resolved::Ready(image) => image,
+        images::Resolved::Pulling => return Ok(None),
+    };
+    let cgroups = executor::cgroups::plan(layout, instance, &a.task.id, &a.spec.limits)?;
     let ip = a.task.networks.first().map(|n| n.addr.to_string()).unwrap_or_default();
-    Ok(TaskRun {
+    Ok(Some(TaskRun {
         id: a.task.id.clone(),
         netns: desired::task_netns(&a.task.id),
         image,
@@ -334,13 +364,15 @@ fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<TaskRun, String> {
         hosts: format!("127.0.0.1\tlocalhost\n{ip}\t{name}\n"),
         cgroups,
         name,
-    })
+        hidden: Vec::new(),
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use shoal_control::model::{ServiceSpec, Task};
+    use std::path::Path;
 
     #[test]
     fn a_long_service_name_still_gives_a_valid_hostname() {
@@ -373,14 +405,12 @@ mod tests {
             self_addr: Ipv4Addr::LOCALHOST,
             drain: Duration::ZERO,
             stop_grace: Duration::ZERO,
-            cgroups: (
-                executor::cgroups::Layout { v2: None, v2_controllers: Default::default(), v1: Default::default() },
-                PathBuf::from("shoal/test"),
-            ),
+            cgroups: (executor::cgroups::Layout::default(), PathBuf::from("shoal/test")),
             lb: Default::default(),
             control_ports: Default::default(),
+            images: Arc::new(images::Images::new(Path::new("/nonexistent"), vec![])),
         };
-        let run = task_run(&a, &cfg).expect("a task run");
+        let run = task_run(&a, &cfg).expect("a task run").expect("no pull for a built-in image");
         assert!(run.name.len() <= shoal_control::model::HOST_NAME_MAX, "hostname {} is {} bytes", run.name, run.name.len());
         assert!(run.name.ends_with(".1.abcdefghijklmnopqrstuvwxy"), "{}", run.name);
         assert!(run.hosts.contains(&run.name), "/etc/hosts names the hostname");

@@ -39,9 +39,8 @@ pub enum Command {
     /// Kernel features of this host (VXLAN, nftables, eBPF hooks, IPVS, ESP, WireGuard, TUN) and
     /// the backends shoal will pick.
     Doctor,
-    /// Node-local root filesystems for tasks.
-    #[command(subcommand)]
-    Image(crate::image::ImageCommand),
+    /// Images on this node: load, pull, ls, inspect, rm (and import for flat root filesystems).
+    Image(crate::image::ImageArgs),
     /// Benchmarks that need the whole product running (as root).
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),

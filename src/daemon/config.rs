@@ -32,6 +32,8 @@ pub struct FileConfig {
     /// "20m", as Docker's log-opts write it.
     pub log_max_size: Option<String>,
     pub log_max_file: Option<i64>,
+    /// Registries pulled from over plain HTTP (Docker's key of the same name).
+    pub insecure_registries: Option<Vec<String>>,
 }
 
 /// The flags as given (`None`: not on the command line).
@@ -51,6 +53,7 @@ pub struct Flags {
     pub no_dns_upstream: bool,
     pub log_max_size: Option<String>,
     pub log_max_file: Option<i64>,
+    pub insecure_registries: Vec<String>,
 }
 
 /// The daemon's resolved settings.
@@ -71,6 +74,8 @@ pub struct Settings {
     pub no_dns_upstream: bool,
     /// Per task stream: rotate past this many bytes, keep this many files.
     pub log_limits: LogLimits,
+    /// Registries pulled from over plain HTTP, host[:port].
+    pub insecure_registries: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -123,6 +128,7 @@ pub fn resolve(flags: &Flags, file: Option<(&Path, &FileConfig)>) -> Result<Sett
         ("no-dns-upstream", flags.no_dns_upstream, f.no_dns_upstream.is_some()),
         ("log-max-size", flags.log_max_size.is_some(), f.log_max_size.is_some()),
         ("log-max-file", flags.log_max_file.is_some(), f.log_max_file.is_some()),
+        ("insecure-registries", !flags.insecure_registries.is_empty(), f.insecure_registries.is_some()),
     ];
     let both: Vec<String> = given.iter().filter(|(_, a, b)| *a && *b).map(|(k, _, _)| k.to_string()).collect();
     if !both.is_empty() {
@@ -191,6 +197,17 @@ pub fn resolve(flags: &Flags, file: Option<(&Path, &FileConfig)>) -> Result<Sett
         (None, Some(n)) => max_file(n).map_err(|m| from_file("log-max-file", m))?,
         (None, None) => defaults.max_file,
     };
+    let insecure_registries = match (&flags.insecure_registries, &f.insecure_registries) {
+        (v, _) if !v.is_empty() => {
+            crate::image::pull::check_insecure(v).map_err(|m| flag("--insecure-registry", m))?;
+            v.clone()
+        }
+        (_, Some(v)) => {
+            crate::image::pull::check_insecure(v).map_err(|m| from_file("insecure-registries", m))?;
+            v.clone()
+        }
+        _ => Vec::new(),
+    };
     Ok(Settings {
         state_dir: flags.state_dir.clone().or(f.state_dir.clone()).unwrap_or_else(|| PathBuf::from("/var/lib/shoal")),
         socket: flags.socket.clone().or(f.socket.clone()).unwrap_or_else(|| PathBuf::from("/run/shoal/shoal.sock")),
@@ -205,6 +222,7 @@ pub fn resolve(flags: &Flags, file: Option<(&Path, &FileConfig)>) -> Result<Sett
         lb,
         no_dns_upstream,
         log_limits: LogLimits { max_size, max_file },
+        insecure_registries,
     })
 }
 
@@ -274,6 +292,22 @@ mod tests {
         assert_eq!(parse_size("2kb"), Ok(2048));
         assert!(parse_size("99999999999g").is_err());
         assert!(parse_size("m").is_err());
+    }
+
+    #[test]
+    fn insecure_registries_come_from_a_flag_or_the_file() {
+        let p = Path::new("/etc/shoal/daemon.json");
+        let f = file(r#"{"insecure-registries": ["192.168.33.100:5050", "lab.local"]}"#);
+        let s = resolve(&Flags::default(), Some((p, &f))).unwrap();
+        assert_eq!(s.insecure_registries, vec!["192.168.33.100:5050".to_string(), "lab.local".into()]);
+        assert!(resolve(&Flags::default(), None).unwrap().insecure_registries.is_empty());
+        let err = resolve(&Flags::default(), Some((p, &file(r#"{"insecure-registries": ["http://lab:5000"]}"#)))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/etc/shoal/daemon.json insecure-registries: \"http://lab:5000\" is not a registry host[:port], e.g. 192.168.33.100:5000"
+        );
+        let flags = Flags { insecure_registries: vec!["lab:5000".into()], ..Default::default() };
+        assert!(resolve(&flags, Some((p, &f))).unwrap_err().to_string().ends_with("insecure-registries; keep one"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ pub mod config;
 mod notify;
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +68,10 @@ pub struct DaemonArgs {
     /// Files kept per task stream, the current one included [5].
     #[arg(long, allow_negative_numbers = true)]
     pub log_max_file: Option<i64>,
+    /// A registry reached over plain HTTP when pulling images, host[:port]; repeatable
+    /// (daemon.json: `insecure-registries`, a list) [none].
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
 }
 
 impl DaemonArgs {
@@ -87,6 +91,7 @@ impl DaemonArgs {
             no_dns_upstream: self.no_dns_upstream,
             log_max_size: self.log_max_size.clone(),
             log_max_file: self.log_max_file,
+            insecure_registries: self.insecure_registries.clone(),
         }
     }
 }
@@ -125,7 +130,13 @@ async fn serve(a: config::Settings) -> anyhow::Result<()> {
         cfg.hostname = h;
     }
     std::fs::create_dir_all(&a.state_dir).with_context(|| format!("create {}", a.state_dir.display()))?;
-    let exec = Arc::new(NamespaceExecutor::new(a.state_dir.join("tasks"))?.with_log_limits(a.log_limits));
+    // Tasks that see the host's filesystem (`host`, `shoal/whoami`) get these covered.
+    let mut hidden = vec![a.state_dir.clone(), PathBuf::from("/etc/shoal"), PathBuf::from("/run/shoal")];
+    hidden.extend(a.socket.parent().map(Path::to_path_buf));
+    hidden.sort();
+    hidden.dedup();
+    let exec = Arc::new(NamespaceExecutor::new(a.state_dir.join("tasks"))?.with_log_limits(a.log_limits).with_hidden(hidden));
+    let images = Arc::new(agent::images::Images::new(&a.state_dir, a.insecure_registries.clone()));
     cfg.logs = Some(LogSourceRef(Arc::new(TaskLogs(exec.clone()))));
     if let Some(dir) = a.socket.parent() {
         std::fs::create_dir_all(dir)?;
@@ -182,7 +193,7 @@ async fn serve(a: config::Settings) -> anyhow::Result<()> {
                     tracing::warn!(cgroup = %cg.display(), error = %e, "cannot create the node's task cgroup");
                 }
             }
-            let cfg = AgentConfig { node_id, self_addr, drain, stop_grace: grace, cgroups: (layout, instance), lb, control_ports };
+            let cfg = AgentConfig { node_id, self_addr, drain, stop_grace: grace, cgroups: (layout, instance), lb, control_ports, images };
             agent::run(node, cfg, exec, dns, stop_rx).await;
         })
     };

@@ -1,107 +1,243 @@
-//! `shoal image import NAME rootfs.tar | ls | rm NAME`: node-local root filesystems for tasks
-//! (like `docker load`: import on every node that may run the task).
+//! Images on this node: `shoal image load|pull|ls|inspect|rm` over the node's content-addressed
+//! store ([`store`]), which the agent also pulls into before it starts a task. `shoal image
+//! import` keeps the older flat root filesystems ([`rootfs`]).
+//!
+//! The commands work on the node's state directory directly (as `docker load` works on the
+//! local engine's): `--state-dir`, else the daemon.json's `state-dir`, else /var/lib/shoal.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+pub mod archive;
+pub mod error;
+pub mod layer;
+pub mod pull;
+pub mod reference;
+pub mod rootfs;
+pub mod store;
 
-use anyhow::{bail, Context};
-use clap::Subcommand;
+use std::path::PathBuf;
 
-use crate::agent::executor::spec::IMAGE_DIR;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+pub use error::ImageError;
+pub use store::{ImageRecord, Store};
+
+#[derive(Args, Debug)]
+pub struct ImageArgs {
+    /// The node's state directory (`shoal daemon --state-dir`); default: the daemon.json's, else
+    /// /var/lib/shoal.
+    #[arg(long, global = true)]
+    pub state_dir: Option<PathBuf>,
+    /// The daemon's config file, for `state-dir` and `insecure-registries` (default
+    /// /etc/shoal/daemon.json when it exists).
+    #[arg(long, global = true)]
+    pub config_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: ImageCommand,
+}
 
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
-    /// Unpack a root filesystem tarball as image NAME (replaces an image of that name at once).
+    /// Load images from a `docker save` archive or an OCI image layout (tar, gzip or zstd).
+    Load {
+        #[arg(short = 'i', long = "input")]
+        input: PathBuf,
+        /// Print only the loaded image ids.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Pull an image from a registry (Docker Hub by default).
+    Pull {
+        reference: String,
+        /// Also reach this registry over plain HTTP (as the daemon's `insecure-registries`).
+        #[arg(long = "insecure-registry")]
+        insecure: Vec<String>,
+    },
+    /// List images.
+    #[command(alias = "list")]
+    Ls {
+        /// Only image ids.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// An image's details as JSON (`docker image inspect`'s fields).
+    Inspect {
+        #[arg(required = true)]
+        reference: Vec<String>,
+    },
+    /// Remove images (a tag; the image and its unshared layers with its last tag).
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        reference: Vec<String>,
+    },
+    /// Unpack a flat root filesystem tarball as image NAME (no image config: give the command).
     Import { name: String, tarball: PathBuf },
-    /// List imported images.
-    Ls,
-    /// Remove an image.
-    Rm { name: String },
 }
 
-/// Where image `name` lives; the executor resolves names the same way.
-pub fn dir(name: &str) -> PathBuf {
-    Path::new(IMAGE_DIR).join(name.replace('/', "_"))
+/// The state directory and insecure registries the daemon would use.
+fn settings(args: &ImageArgs) -> anyhow::Result<(PathBuf, Vec<String>)> {
+    let file = crate::daemon::config::load(args.config_file.as_deref())?;
+    let (state, insecure) = match &file {
+        Some((_, f)) => (f.state_dir.clone(), f.insecure_registries.clone().unwrap_or_default()),
+        None => (None, Vec::new()),
+    };
+    let state = args.state_dir.clone().or(state).unwrap_or_else(|| PathBuf::from("/var/lib/shoal"));
+    Ok((state, insecure))
 }
 
-fn check_name(name: &str) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && !matches!(name, "host" | "whoami" | "shoal/whoami")
-        && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-' | '/'));
-    if !ok {
-        bail!("image name '{name}': use lowercase letters, digits and . _ - / (not host or shoal/whoami)");
+pub fn run(args: ImageArgs) -> anyhow::Result<()> {
+    let (state_dir, mut insecure) = settings(&args)?;
+    match args.cmd {
+        ImageCommand::Import { name, tarball } => return rootfs::import(&name, &tarball),
+        ImageCommand::Rm { reference } => {
+            let store = Store::existing(&state_dir);
+            let mut failed = false;
+            for r in reference {
+                let in_use = |id: &str| task_using(&state_dir, id);
+                let removed = match &store {
+                    Some(store) => store.remove(&r, in_use),
+                    None => Err(ImageError::NotFound(r.clone())),
+                };
+                match removed {
+                    Ok(said) => said.iter().for_each(|l| println!("{l}")),
+                    Err(ImageError::NotFound(_)) if rootfs::dir(&r).is_dir() => {
+                        // Its directory is the lower layer of its tasks' roots.
+                        if let Some(task) = task_using(&state_dir, &format!("rootfs:{r}")) {
+                            eprintln!("Error: {}", ImageError::InUse { reference: r.clone(), task });
+                            failed = true;
+                            continue;
+                        }
+                        rootfs::remove(&r)?
+                    }
+                    Err(e) => {
+                        eprintln!("Error: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                anyhow::bail!("some images were not removed");
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
+    match args.cmd {
+        ImageCommand::Load { input, quiet } => {
+            let store = Store::open(&state_dir)?;
+            for image in archive::load(&store, &input).with_context(|| format!("load {}", input.display()))? {
+                if quiet {
+                    println!("{}", image.id);
+                } else if image.repo_tags.is_empty() {
+                    println!("Loaded image ID: {}", image.id);
+                }
+                for t in image.repo_tags.iter().filter(|_| !quiet) {
+                    let (repo, tag) = reference::ImageRef::parse(t).map(|r| r.familiar()).unwrap_or_default();
+                    println!("Loaded image: {repo}:{tag}");
+                }
+            }
+        }
+        ImageCommand::Pull { reference, insecure: extra } => {
+            insecure.extend(extra);
+            pull::check_insecure(&insecure).map_err(|m| anyhow::anyhow!("--insecure-registry: {m}"))?;
+            let store = Store::open(&state_dir)?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let started = std::time::Instant::now();
+            let p = rt.block_on(pull::pull(&store, &reference, &insecure))?;
+            println!("Digest: {}", p.digest);
+            println!(
+                "Pulled {} ({} of {} layers fetched, {} bytes in {:.2}s)",
+                reference::ImageRef::parse(&reference)?.full(),
+                p.fetched_layers,
+                p.image.layers.len(),
+                p.fetched_bytes,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        ImageCommand::Ls { quiet } => {
+            let store = Store::existing(&state_dir);
+            if !quiet {
+                println!("{:<48} {:<16} {:<14} {:>10}", "REPOSITORY", "TAG", "IMAGE ID", "SIZE");
+            }
+            for image in store.iter().flat_map(|s| s.list()) {
+                let short = &image.id.trim_start_matches("sha256:")[..12];
+                if quiet {
+                    println!("{short}");
+                    continue;
+                }
+                let names: Vec<(String, String)> = if image.repo_tags.is_empty() {
+                    vec![("<none>".into(), "<none>".into())]
+                } else {
+                    image.repo_tags.iter().filter_map(|t| reference::ImageRef::parse(t).ok()).map(|r| r.familiar()).collect()
+                };
+                for (repo, tag) in names {
+                    println!("{repo:<48} {tag:<16} {short:<14} {:>10}", human(image.size));
+                }
+            }
+            for name in rootfs::list().into_iter().filter(|_| !quiet) {
+                println!("{name:<48} {:<16} {:<14} {:>10}", "<rootfs>", "-", "-");
+            }
+        }
+        ImageCommand::Inspect { reference } => {
+            let store = Store::existing(&state_dir).ok_or_else(|| ImageError::NotFound(reference[0].clone()))?;
+            let mut out = Vec::new();
+            for r in &reference {
+                let image = store.find(r).ok_or_else(|| ImageError::NotFound(r.clone()))?;
+                let config = store.config(&image)?;
+                out.push(inspect(&image, &config));
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        ImageCommand::Import { .. } | ImageCommand::Rm { .. } => unreachable!("handled above"),
     }
     Ok(())
 }
 
-pub fn run(cmd: ImageCommand) -> anyhow::Result<()> {
-    match cmd {
-        ImageCommand::Import { name, tarball } => {
-            check_name(&name)?;
-            if !tarball.is_file() {
-                bail!("tarball {}: no such file", tarball.display());
-            }
-            let dest = dir(&name);
-            let staging = dest.with_extension("importing");
-            let _ = std::fs::remove_dir_all(&staging);
-            std::fs::create_dir_all(&staging).with_context(|| format!("create {}", staging.display()))?;
-            let out = Command::new("tar").arg("-xf").arg(&tarball).arg("-C").arg(&staging).output().context("run tar")?;
-            if !out.status.success() {
-                let _ = std::fs::remove_dir_all(&staging);
-                bail!("unpack {}: {}", tarball.display(), String::from_utf8_lossy(&out.stderr).trim());
-            }
-            // Swap in whole: a failed import leaves the old image as it was.
-            let old = dest.with_extension("old");
-            let _ = std::fs::remove_dir_all(&old);
-            if dest.exists() {
-                std::fs::rename(&dest, &old)?;
-            }
-            std::fs::rename(&staging, &dest)?;
-            let _ = std::fs::remove_dir_all(&old);
-            println!("imported {name} ({})", dest.display());
+/// The task on this node (if any) whose records use image `id`.
+pub fn task_using(state_dir: &std::path::Path, id: &str) -> Option<String> {
+    let tasks = state_dir.join("tasks");
+    std::fs::read_dir(tasks).into_iter().flatten().flatten().find_map(|e| {
+        let run: crate::agent::executor::TaskRun = serde_json::from_slice(&std::fs::read(e.path().join("spec.json")).ok()?).ok()?;
+        match run.image {
+            crate::agent::executor::Image::Oci(o) if o.image_id == id => Some(run.id),
+            _ => None,
         }
-        ImageCommand::Ls => {
-            println!("IMAGE");
-            let mut names: Vec<String> = std::fs::read_dir(IMAGE_DIR)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|e| e.path().is_dir())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| !n.ends_with(".importing") && !n.ends_with(".old"))
-                .collect();
-            names.sort();
-            for n in names {
-                println!("{}", n.replace('_', "/"));
-            }
-        }
-        ImageCommand::Rm { name } => {
-            check_name(&name)?;
-            let d = dir(&name);
-            if !d.is_dir() {
-                bail!("image '{name}' is not imported here (shoal image ls)");
-            }
-            std::fs::remove_dir_all(&d).with_context(|| format!("remove {}", d.display()))?;
-            println!("removed {name}");
-        }
-    }
-    Ok(())
+    })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// `docker image inspect`'s shape for the fields shoal has.
+fn inspect(image: &ImageRecord, config: &oci_spec::image::ImageConfiguration) -> serde_json::Value {
+    let c = config.config().clone().unwrap_or_default();
+    serde_json::json!({
+        "Id": image.id,
+        "RepoTags": image.repo_tags.iter().filter_map(|t| reference::ImageRef::parse(t).ok()).map(|r| {
+            let (repo, tag) = r.familiar();
+            format!("{repo}:{tag}")
+        }).collect::<Vec<_>>(),
+        "RepoDigests": image.repo_digests,
+        "Created": config.created(),
+        "Architecture": config.architecture().to_string(),
+        "Os": config.os().to_string(),
+        "Config": {
+            "User": c.user().clone().unwrap_or_default(),
+            "Env": c.env().clone().unwrap_or_default(),
+            "Entrypoint": c.entrypoint(),
+            "Cmd": c.cmd(),
+            "WorkingDir": c.working_dir().clone().unwrap_or_default(),
+            "ExposedPorts": c.exposed_ports().clone().unwrap_or_default().into_iter().map(|p| (p, serde_json::json!({}))).collect::<serde_json::Map<_, _>>(),
+            "Labels": c.labels(),
+            "StopSignal": c.stop_signal(),
+        },
+        "RootFS": { "Type": "layers", "Layers": image.layers },
+        "Size": image.size,
+    })
+}
 
-    #[test]
-    fn names_are_checked() {
-        assert!(check_name("busybox").is_ok());
-        assert!(check_name("library/busybox").is_ok());
-        assert!(check_name("host").is_err());
-        assert!(check_name("Busybox").is_err());
-        assert!(check_name("../etc").is_err());
-        assert!(check_name("").is_err());
-        assert_eq!(dir("library/busybox"), Path::new(IMAGE_DIR).join("library_busybox"));
+fn human(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1}GB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1}MB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1}kB", b as f64 / 1024.0),
+        b => format!("{b}B"),
     }
 }

@@ -16,14 +16,22 @@ pub struct Cluster {
     pub lab: Lab,
     pub dir: PathBuf,
     pub daemons: Vec<Option<Child>>,
+    /// Registries the daemons pull from over plain HTTP (`insecure-registries`).
+    pub insecure_registries: Vec<String>,
 }
 
 impl Cluster {
     pub fn up() -> Cluster {
+        Cluster::up_with_registries(&[])
+    }
+
+    /// A cluster whose daemons pull from these registries over plain HTTP (a lab registry).
+    pub fn up_with_registries(insecure: &[&str]) -> Cluster {
         let lab = Lab::up(3);
         let dir = PathBuf::from(format!("/run/shoal/test-{}", lab.name));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut c = Cluster { lab, dir, daemons: Vec::new() };
+        let insecure_registries = insecure.iter().map(|s| s.to_string()).collect();
+        let mut c = Cluster { lab, dir, daemons: Vec::new(), insecure_registries };
         for i in 0..NODES.len() {
             let d = c.start_daemon(i);
             c.daemons.push(Some(d));
@@ -52,10 +60,13 @@ impl Cluster {
         if i == NODES.len() - 1 {
             // The last node takes its settings from a config file (daemon.json), the rest by flag.
             let file = self.dir.join(format!("{node}.json"));
-            let json = serde_json::json!({
+            let mut json = serde_json::json!({
                 "state-dir": state, "socket": sock, "listen-addr": format!("{addr}:2377"), "hostname": node,
                 "heartbeat-ms": 200, "drain-seconds": 0.2, "stop-grace-seconds": 2, "no-dns-upstream": true,
             });
+            if !self.insecure_registries.is_empty() {
+                json["insecure-registries"] = serde_json::json!(self.insecure_registries);
+            }
             std::fs::write(&file, json.to_string()).unwrap();
             cmd.arg("--config-file").arg(&file);
         } else {
@@ -65,6 +76,9 @@ impl Cluster {
                 .args(["--heartbeat-ms", "200", "--drain-seconds", "0.2", "--stop-grace-seconds", "2"])
                 // Lab rule: nothing is addressed outside the lab, not even forwarded DNS.
                 .arg("--no-dns-upstream");
+            for r in &self.insecure_registries {
+                cmd.args(["--insecure-registry", r]);
+            }
         }
         cmd.stdout(Stdio::null()).stderr(log).spawn().expect("spawn shoal daemon")
     }

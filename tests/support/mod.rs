@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod images;
 pub mod mesh;
+pub mod registry;
 pub mod shims;
 
 use std::io::{Read, Write};

@@ -24,6 +24,9 @@ pub struct Layout {
     pub v2_controllers: BTreeSet<String>,
     /// v1 controller -> its hierarchy's mount point.
     pub v1: BTreeMap<String, PathBuf>,
+    /// The other v1 hierarchies (devices, freezer, cpuset, ...): the OCI runtime puts image
+    /// tasks in them too, so cleanup looks there as well.
+    pub v1_other: Vec<PathBuf>,
 }
 
 const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
@@ -72,10 +75,15 @@ impl Layout {
             match fstype {
                 Some("cgroup2") if l.v2.is_none() => l.v2 = Some(mp),
                 Some("cgroup") => {
+                    let mut ours = false;
                     for opt in superopts.split(',') {
                         if CONTROLLERS.contains(&opt) {
                             l.v1.entry(opt.to_string()).or_insert_with(|| mp.clone());
+                            ours = true;
                         }
+                    }
+                    if !ours && !l.v1_other.contains(&mp) {
+                        l.v1_other.push(mp);
                     }
                 }
                 _ => {}
@@ -188,7 +196,7 @@ pub fn apply(p: &CgroupPlan) -> Result<(), String> {
 /// every v1 hierarchy. Returns what could not be removed.
 pub fn remove_instance(layout: &Layout, instance: &Path) -> Vec<String> {
     let mut failures = Vec::new();
-    let mut roots: Vec<&PathBuf> = layout.v2.iter().chain(layout.v1.values()).collect();
+    let mut roots: Vec<&PathBuf> = layout.v2.iter().chain(layout.v1.values()).chain(&layout.v1_other).collect();
     roots.sort();
     roots.dedup();
     for root in roots {

@@ -42,13 +42,15 @@ const MAX_OUTPUT: u64 = 4096;
 /// Runs `sh -c cmd` in the network, mount, UTS and PID namespaces of `pid`; kills it (our own
 /// child, by PID) after `timeout`.
 pub fn run_in(pid: Pid, cmd: &str, timeout: Duration) -> std::io::Result<Outcome> {
+    let mut c = Command::new("nsenter");
+    c.args(["--target", &pid.to_string(), "--net", "--mount", "--uts", "--pid", "--", "/bin/sh", "-c", cmd]);
+    run_command(c, timeout)
+}
+
+/// Runs `command` (which enters the task: nsenter, `runc exec`), bounded in time and output.
+pub fn run_command(mut command: Command, timeout: Duration) -> std::io::Result<Outcome> {
     let (mut reader, writer) = std::io::pipe()?;
-    let mut child = Command::new("nsenter")
-        .args(["--target", &pid.to_string(), "--net", "--mount", "--uts", "--pid", "--", "/bin/sh", "-c", cmd])
-        .stdin(Stdio::null())
-        .stdout(writer.try_clone()?)
-        .stderr(writer)
-        .spawn()?;
+    let mut child = command.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer).spawn()?;
     // Read while it runs (a full pipe would stall it); a background process the command left
     // holding the pipe only keeps this thread, never the caller.
     let collect = std::thread::spawn(move || {

@@ -1,9 +1,11 @@
-//! Runs task processes. The trait leaves room for an OCI runtime (runc) later; the built-in
-//! executor uses Linux namespaces directly through the `task-exec` shim.
+//! Runs task processes through the `task-exec` shim: image tasks with the OCI runtime (runc,
+//! see [`oci`]) on their own overlayfs roots; the built-in `shoal/whoami`, `host` and flat
+//! imported root filesystems with Linux namespaces directly.
 
 pub mod cgroups;
 pub mod inside;
 pub mod logfile;
+pub mod oci;
 pub mod shim;
 pub mod spec;
 
@@ -45,6 +47,10 @@ pub trait Executor: Send + Sync {
     fn remove(&self, id: &str);
     /// The task's stdout and stderr files, while this node holds its records.
     fn log_paths(&self, id: &str) -> Option<(PathBuf, PathBuf)>;
+    /// Why the task never started, when it did not (runc's or the shim's reason).
+    fn start_error(&self, _id: &str) -> Option<String> {
+        None
+    }
     /// Runs `sh -c cmd` inside the running task (health checks).
     fn run_inside(&self, id: &str, cmd: &str, timeout: Duration) -> Result<inside::Outcome, ExecError>;
 }
@@ -56,13 +62,20 @@ pub struct NamespaceExecutor {
     root: PathBuf,
     shoal: PathBuf,
     log_limits: logfile::LogLimits,
+    hidden: Vec<PathBuf>,
 }
 
 impl NamespaceExecutor {
     pub fn new(root: impl Into<PathBuf>) -> std::io::Result<Self> {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
-        Ok(Self { root, shoal: std::env::current_exe()?, log_limits: logfile::LogLimits::default() })
+        Ok(Self { root, shoal: std::env::current_exe()?, log_limits: logfile::LogLimits::default(), hidden: Vec::new() })
+    }
+
+    /// The node's own paths that tasks seeing the host's filesystem must not see.
+    pub fn with_hidden(mut self, paths: Vec<PathBuf>) -> Self {
+        self.hidden = paths;
+        self
     }
 
     /// `--log-max-size`/`--log-max-file` for the tasks started from now on.
@@ -93,9 +106,16 @@ impl Executor for NamespaceExecutor {
         for stale in ["pid", "exit", shim::START_ERROR] {
             let _ = std::fs::remove_file(dir.join(stale));
         }
+        let run = &TaskRun { hidden: self.hidden.clone(), ..run.clone() };
         let spec =
             serde_json::to_vec_pretty(run).map_err(|e| ExecError::Io { id: run.id.clone(), what: "write spec", source: e.into() })?;
         std::fs::write(dir.join("spec.json"), spec).map_err(io("write spec"))?;
+        if let Image::Oci(img) = &run.image {
+            let netns = shoal_dataplane::netns::path(&run.netns);
+            let config = oci::config::render(&oci::config::build(run, img, &dir, &netns))
+                .map_err(|e| ExecError::Start { id: run.id.clone(), reason: e })?;
+            std::fs::write(dir.join("config.json"), config).map_err(io("write config.json"))?;
+        }
         cgroups::apply(&run.cgroups).map_err(|e| ExecError::Io {
             id: run.id.clone(),
             what: "set up cgroups",
@@ -141,7 +161,16 @@ impl Executor for NamespaceExecutor {
 
     fn stop(&self, id: &str, grace: Duration) -> Result<ProcessState, ExecError> {
         if let Some(pid) = self.pid(id) {
-            let _ = kill(pid, Signal::SIGTERM);
+            // The image's StopSignal, as `docker stop` sends it; SIGTERM otherwise.
+            let signal = std::fs::read(self.dir(id).join("spec.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<TaskRun>(&b).ok())
+                .and_then(|r| match r.image {
+                    Image::Oci(img) => img.stop_signal.as_deref().and_then(oci::process::stop_signal),
+                    _ => None,
+                })
+                .unwrap_or(Signal::SIGTERM);
+            let _ = kill(pid, signal);
             let deadline = Instant::now() + grace;
             while Instant::now() < deadline && matches!(self.state(id), ProcessState::Running) {
                 std::thread::sleep(Duration::from_millis(20));
@@ -185,6 +214,18 @@ impl Executor for NamespaceExecutor {
         // The task's cgroups are empty once its processes ended.
         if let Ok(spec) = std::fs::read(self.dir(id).join("spec.json")) {
             if let Ok(run) = serde_json::from_slice::<TaskRun>(&spec) {
+                if matches!(run.image, Image::Oci(_)) {
+                    // runc's record of the container and the cgroups it made.
+                    let out = Command::new(oci::RUNC)
+                        .arg("--root")
+                        .arg(oci::runtime_root(&self.root))
+                        .args(["delete", "--force", id])
+                        .stdin(Stdio::null())
+                        .output();
+                    if let Some(out) = out.ok().filter(|o| !o.status.success()) {
+                        tracing::debug!(task = %id, error = %String::from_utf8_lossy(&out.stderr).trim(), "runc delete");
+                    }
+                }
                 for d in run.cgroups.mkdirs.iter().rev() {
                     let _ = std::fs::remove_dir(d);
                 }
@@ -199,7 +240,26 @@ impl Executor for NamespaceExecutor {
             what: "run a command inside",
             source: std::io::Error::other("the task is not running"),
         })?;
+        let oci = std::fs::read(self.dir(id).join("spec.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<TaskRun>(&b).ok())
+            .is_some_and(|r| matches!(r.image, Image::Oci(_)));
+        if oci {
+            // Inside the container's sandbox (its user, capabilities, seccomp, cgroups), as
+            // `docker exec` runs a health check.
+            let mut c = Command::new(oci::RUNC);
+            c.arg("--root").arg(oci::runtime_root(&self.root)).args(["exec", id, "/bin/sh", "-c", cmd]);
+            return inside::run_command(c, timeout).map_err(|source| ExecError::Io {
+                id: id.into(),
+                what: "run a command inside (runc exec)",
+                source,
+            });
+        }
         inside::run_in(pid, cmd, timeout).map_err(|source| ExecError::Io { id: id.into(), what: "run a command inside (nsenter)", source })
+    }
+
+    fn start_error(&self, id: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir(id).join(shim::START_ERROR)).ok()
     }
 
     fn log_paths(&self, id: &str) -> Option<(PathBuf, PathBuf)> {

@@ -33,7 +33,7 @@ extern "C" fn forward(sig: libc::c_int) {
     }
 }
 
-fn install_forwarding(to: Pid) -> anyhow::Result<()> {
+pub(super) fn install_forwarding(to: Pid) -> anyhow::Result<()> {
     FORWARD_TO.store(to.as_raw(), Ordering::SeqCst);
     let action = SigAction::new(SigHandler::Handler(forward), SaFlags::SA_RESTART, SigSet::empty());
     for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
@@ -53,7 +53,7 @@ fn code(status: WaitStatus) -> Option<i32> {
 }
 
 /// Whether `pid` has ended (without blocking); its status is kept in `status`.
-fn ended(pid: Pid, status: &mut Option<i32>) -> bool {
+pub(super) fn ended(pid: Pid, status: &mut Option<i32>) -> bool {
     if status.is_none() {
         match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
             Ok(s) => *status = code(s),
@@ -64,7 +64,7 @@ fn ended(pid: Pid, status: &mut Option<i32>) -> bool {
     status.is_some()
 }
 
-fn wait_for(pid: Pid) -> i32 {
+pub(super) fn wait_for(pid: Pid) -> i32 {
     loop {
         match waitpid(pid, None) {
             Ok(status) => {
@@ -97,6 +97,9 @@ pub fn run(dir: &Path) -> anyhow::Result<i32> {
 fn run_task(dir: &Path) -> anyhow::Result<i32> {
     let spec: TaskRun =
         serde_json::from_slice(&std::fs::read(dir.join("spec.json")).context("read spec.json")?).context("parse spec.json")?;
+    if let Image::Oci(img) = &spec.image {
+        return super::oci::shim::run(dir, &spec, img);
+    }
     let ns = shoal_dataplane::netns::open(&spec.netns).with_context(|| format!("task namespace {}", spec.netns))?;
     setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).context("enter the task's network namespace")?;
     // Before the fork, so the task's every process is in them (and limited) from the start.
@@ -169,11 +172,17 @@ fn argv(spec: &TaskRun) -> anyhow::Result<Vec<String>> {
             v
         }
         Image::Host { argv } | Image::Rootfs { argv, .. } => argv.clone(),
+        Image::Oci(_) => anyhow::bail!("an image task is run by the OCI runtime"),
     })
 }
 
 /// PID 1 of the task's PID namespace.
 fn init(spec: &TaskRun, dir: &Path, argv: &[String]) -> anyhow::Result<i32> {
+    // A mount namespace of the task's own: what it mounts (its /proc, the covers over shoal's
+    // files) must not change the shim's view, which still writes pid, exit and the logs in the
+    // task directory.
+    unshare(CloneFlags::CLONE_NEWNS).context("unshare the task's mount namespace")?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).context("make mounts private")?;
     let etc = match &spec.image {
         Image::Rootfs { root, .. } => {
             enter_rootfs(root)?;
@@ -196,6 +205,14 @@ fn init(spec: &TaskRun, dir: &Path, argv: &[String]) -> anyhow::Result<i32> {
         mount(Some(&src), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .with_context(|| format!("bind {} over {}", src.display(), target.display()))?;
     }
+    // The host's filesystem is the image of `host` and `shoal/whoami`: shoal's own files (state
+    // directory with its keys and task records, API socket, config) are covered by empty
+    // read-only mounts, and the task starts at / rather than in its (hidden) task directory.
+    for path in spec.hidden.iter().filter(|p| p.is_dir()) {
+        let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        mount(Some("tmpfs"), path, Some("tmpfs"), flags, Some("size=4k,mode=000")).with_context(|| format!("hide {}", path.display()))?;
+    }
+    std::env::set_current_dir("/").context("chdir /")?;
     let cargs: Vec<CString> = argv.iter().map(|a| CString::new(a.as_str())).collect::<Result<_, _>>()?;
     let env: Vec<CString> = std::env::vars()
         .filter(|(k, _)| k == "PATH")
@@ -206,6 +223,10 @@ fn init(spec: &TaskRun, dir: &Path, argv: &[String]) -> anyhow::Result<i32> {
     // SAFETY: still single-threaded (a forked child of a single-threaded process).
     match unsafe { fork() }.context("fork the workload")? {
         ForkResult::Child => {
+            if let Err(e) = confine() {
+                eprintln!("shoal task-exec: {e:#}");
+                std::process::exit(127);
+            }
             let err = nix::unistd::execvpe(&cargs[0], &cargs, &env).unwrap_err();
             eprintln!("shoal task-exec: exec {}: {err}", argv[0]);
             std::process::exit(127);
@@ -229,6 +250,25 @@ fn init(spec: &TaskRun, dir: &Path, argv: &[String]) -> anyhow::Result<i32> {
         }
     }
 }
+
+/// Docker's default capabilities as a bounding set (a root workload's capabilities after exec
+/// are the bounding set) and no_new_privs, for the workloads this shim runs itself.
+fn confine() -> anyhow::Result<()> {
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40);
+    for cap in (0..=last).filter(|c| DOCKER_CAPS & (1u64 << c) == 0) {
+        // SAFETY: prctl(PR_CAPBSET_DROP, cap) takes two integers and touches no memory of ours.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("drop capability {cap} from the bounding set"));
+        }
+    }
+    nix::sys::prctl::set_no_new_privs().context("set no_new_privs")?;
+    Ok(())
+}
+
+/// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE, NET_RAW,
+/// SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP: Docker's default set, as /proc/PID/status shows it.
+pub const DOCKER_CAPS: u64 = 0xa804_25fb;
 
 fn enter_rootfs(root: &Path) -> anyhow::Result<()> {
     mount(Some(root), root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).context("bind the rootfs")?;

@@ -21,6 +21,10 @@ pub struct TaskRun {
     /// The task's cgroups (made by the executor, joined by the shim) and their limits.
     #[serde(default)]
     pub cgroups: super::cgroups::CgroupPlan,
+    /// Paths of the node (state directory, API socket directory, config) covered inside tasks
+    /// that see the host's filesystem (`host`, `shoal/whoami`); set by the executor.
+    #[serde(default)]
+    pub hidden: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,13 +34,42 @@ pub enum Image {
     Whoami { args: Vec<String> },
     /// A command from the host's filesystem.
     Host { argv: Vec<String> },
-    /// A root filesystem imported with `shoal image import` (pivot_root into it).
+    /// A root filesystem imported with `shoal image import`, pivot_root into it: how tasks of
+    /// imported root filesystems ran before they ran under runc (as [`Image::Oci`]); kept so
+    /// a daemon adopts and stops such tasks after an upgrade.
     Rootfs { root: PathBuf, argv: Vec<String> },
+    /// An image from the node's image store, run by the OCI runtime on its own overlayfs root.
+    Oci(OciImage),
+}
+
+/// What the OCI runtime needs of an image, resolved when the task is made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciImage {
+    /// The image's id (config digest): `shoal image rm` refuses while a task uses it.
+    pub image_id: String,
+    /// The unpacked layers, top first (overlayfs lowerdir order).
+    pub layers: Vec<PathBuf>,
+    /// Entrypoint + Cmd, or the service's args in place of Cmd.
+    pub argv: Vec<String>,
+    /// The image's Env with the service's on top.
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
+    /// The task's cgroup relative to the cgroup roots (`/shoal/<instance>/<task>`), where the
+    /// runtime puts it: the one the shim joined, under the node's (eBPF socket LB) cgroup.
+    #[serde(default)]
+    pub cgroups_path: String,
+    /// The image's StopSignal (`docker stop` sends it instead of SIGTERM).
+    #[serde(default)]
+    pub stop_signal: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("image '{0}': unknown; use shoal/whoami, host, or a name imported with `shoal image import`")]
+    #[error("image '{0}' is not a built-in image (shoal/whoami, host)")]
     Unknown(String),
     #[error("image '{0}' needs a command (service create ... IMAGE CMD...)")]
     NoCommand(String),
@@ -45,23 +78,15 @@ pub enum ImageError {
 pub const IMAGE_DIR: &str = "/var/lib/shoal/images";
 
 impl Image {
-    /// Resolves a service's image reference and command.
+    /// Resolves a built-in image (`shoal/whoami`, `host`) and its command; images from the store
+    /// and imported root filesystems are resolved by the agent (`agent::images`).
     pub fn resolve(image: &str, command: &[String]) -> Result<Image, ImageError> {
         let name = image.split(':').next().unwrap_or(image);
         match name {
             "shoal/whoami" | "whoami" => Ok(Image::Whoami { args: command.to_vec() }),
             "host" if command.is_empty() => Err(ImageError::NoCommand(image.into())),
             "host" => Ok(Image::Host { argv: command.to_vec() }),
-            _ => {
-                let root = crate::image::dir(name);
-                if !root.is_dir() {
-                    return Err(ImageError::Unknown(image.into()));
-                }
-                if command.is_empty() {
-                    return Err(ImageError::NoCommand(image.into()));
-                }
-                Ok(Image::Rootfs { root, argv: command.to_vec() })
-            }
+            _ => Err(ImageError::Unknown(image.into())),
         }
     }
 }

@@ -1,0 +1,160 @@
+//! The OCI runtime bundle's `config.json` for one task (pure: unit-tested without root), Docker's
+//! sandbox: the default capability set, no_new_privs, the default seccomp filter, /proc with
+//! Docker's masked and read-only paths, a read-only /sys, a minimal /dev with /dev/pts,
+//! /dev/shm and /dev/mqueue, the device cgroup's default list, and the task's own network
+//! namespace (made by the data plane) joined by path. Nothing of the node is mounted in but the
+//! task's own resolv.conf, hosts and hostname files.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::seccomp;
+use crate::agent::executor::spec::{OciImage, TaskRun};
+
+/// Docker's default capabilities (moby `oci/caps/defaults.go`).
+pub const DEFAULT_CAPS: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Docker's masked paths (moby `oci/defaults.go`).
+pub const MASKED: [&str; 11] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+pub const READONLY: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// `config.json` for `run` whose image is `img`, with its bundle in `dir` (rootfs at
+/// `dir/rootfs`) and its network namespace at `netns`.
+pub fn build(run: &TaskRun, img: &OciImage, dir: &Path, netns: &Path) -> serde_json::Value {
+    let caps: Vec<String> = DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
+    let bind = |file: &str, dest: &str| json!({ "destination": dest, "type": "bind", "source": dir.join(file), "options": ["rbind", "rprivate", "rw"] });
+    json!({
+        "ociVersion": "1.0.2",
+        "hostname": run.name,
+        "root": { "path": dir.join("rootfs"), "readonly": false },
+        "process": {
+            "terminal": false,
+            "user": { "uid": img.uid, "gid": img.gid, "additionalGids": img.additional_gids },
+            "args": img.argv,
+            "env": img.env,
+            "cwd": if img.cwd.is_empty() { "/" } else { &img.cwd },
+            "capabilities": { "bounding": caps, "effective": caps, "permitted": caps },
+            "noNewPrivileges": true,
+            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 20000, "soft": 20000 }],
+        },
+        "mounts": [
+            { "destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"] },
+            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+            { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
+              "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
+            { "destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+            { "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"] },
+            { "destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"] },
+            bind("resolv.conf", "/etc/resolv.conf"),
+            bind("hosts", "/etc/hosts"),
+            bind("hostname", "/etc/hostname"),
+        ],
+        "linux": {
+            "namespaces": [
+                { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" },
+                { "type": "network", "path": netns },
+            ],
+            "cgroupsPath": img.cgroups_path,
+            "resources": { "devices": [{ "allow": false, "access": "rwm" }] },
+            "maskedPaths": MASKED,
+            "readonlyPaths": READONLY,
+            "seccomp": seccomp::for_task(&caps),
+        },
+    })
+}
+
+/// Checks the document against the runtime spec's types (oci-spec) and renders it.
+pub fn render(config: &serde_json::Value) -> Result<Vec<u8>, String> {
+    let spec: oci_spec::runtime::Spec = serde_json::from_value(config.clone()).map_err(|e| format!("runtime config: {e}"))?;
+    serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn task() -> (TaskRun, OciImage) {
+        let img = OciImage {
+            image_id: "sha256:00".into(),
+            layers: vec![PathBuf::from("/s/layers/b"), PathBuf::from("/s/layers/a")],
+            argv: vec!["/bin/sh".into(), "-c".into(), "true".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/app".into(),
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![2000],
+            cgroups_path: "/shoal/n1/t1".into(),
+            stop_signal: None,
+        };
+        let run = TaskRun {
+            id: "t1".into(),
+            name: "web.1.t1".into(),
+            netns: "shoal-t-t1".into(),
+            image: crate::agent::executor::Image::Oci(img.clone()),
+            env: vec![],
+            resolv_conf: String::new(),
+            hosts: String::new(),
+            cgroups: Default::default(),
+            hidden: vec![],
+        };
+        (run, img)
+    }
+
+    #[test]
+    fn the_sandbox_is_dockers() {
+        let (run, img) = task();
+        let c = build(&run, &img, Path::new("/s/tasks/t1"), Path::new("/run/netns/shoal-t-t1"));
+        let spec: oci_spec::runtime::Spec = serde_json::from_slice(&render(&c).unwrap()).unwrap();
+        let p = spec.process().as_ref().unwrap();
+        assert_eq!(p.args().as_ref().unwrap(), &img.argv);
+        assert_eq!(p.cwd(), Path::new("/app"));
+        assert_eq!((p.user().uid(), p.user().gid()), (1000, 1000));
+        assert_eq!(p.no_new_privileges(), Some(true));
+        let eff = p.capabilities().as_ref().unwrap().effective().as_ref().unwrap();
+        assert_eq!(eff.len(), 14);
+        assert!(!eff.contains(&oci_spec::runtime::Capability::SysAdmin));
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(linux.masked_paths().as_ref().unwrap().contains(&"/proc/kcore".to_string()));
+        assert!(linux.readonly_paths().as_ref().unwrap().contains(&"/proc/sys".to_string()));
+        assert!(linux.seccomp().is_some());
+        let ns = linux.namespaces().as_ref().unwrap();
+        assert!(ns.iter().any(|n| n.path().as_deref() == Some(Path::new("/run/netns/shoal-t-t1"))));
+        let mounts = spec.mounts().as_ref().unwrap();
+        let sys = mounts.iter().find(|m| m.destination() == Path::new("/sys")).unwrap();
+        assert!(sys.options().as_ref().unwrap().contains(&"ro".to_string()));
+        // Only the task's own files are bound in: nothing of the node's state directory.
+        let binds: Vec<_> = mounts.iter().filter(|m| m.typ().as_deref() == Some("bind")).map(|m| m.source().clone().unwrap()).collect();
+        assert!(binds.iter().all(|s| s.starts_with("/s/tasks/t1")), "{binds:?}");
+        assert_eq!(spec.root().as_ref().unwrap().path(), Path::new("/s/tasks/t1/rootfs"));
+    }
+}
