@@ -63,6 +63,7 @@ fn placement() {
         heartbeat_period_ms: 1000,
         cert_expiry_ms: shoal_control::ca::DEFAULT_CERT_EXPIRY.as_millis() as u64,
         ca_rotation: None,
+        autolock_key: None,
     };
     st.apply(&Request { now_ms: 1, cmd: Command::Init { cluster, node: node(0) } }).unwrap();
     for i in 1..1000 {
@@ -143,6 +144,7 @@ async fn cluster(n: usize, timing: RaftTiming) -> Vec<BenchNode> {
             force_new_cluster: false,
             task_history_limit: None,
             cert_expiry_ms: None,
+            autolock: false,
         }))
         .await
         .unwrap();

@@ -18,6 +18,7 @@ pub fn cluster() -> Cluster {
         heartbeat_period_ms: 1000,
         cert_expiry_ms: crate::ca::DEFAULT_CERT_EXPIRY.as_millis() as u64,
         ca_rotation: None,
+        autolock_key: None,
     }
 }
 

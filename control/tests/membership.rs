@@ -79,6 +79,7 @@ async fn force_new_cluster_recovers_a_lost_quorum() {
             force_new_cluster: true,
             task_history_limit: None,
             cert_expiry_ms: None,
+            autolock: false,
         }))
         .await
         .unwrap();

@@ -33,6 +33,28 @@ pub struct InitArgs {
     /// theirs from half of it on.
     #[arg(long, value_parser = super::args::parse_duration_ms)]
     pub cert_expiry: Option<u64>,
+    /// Seal the managers' keys under an unlock key: a restarted manager serves nothing until
+    /// `shoal unlock`.
+    #[arg(long)]
+    pub autolock: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct UnlockArgs {
+    #[command(flatten)]
+    pub host: HostOpt,
+}
+
+#[derive(Args, Debug)]
+pub struct UnlockKeyArgs {
+    #[command(flatten)]
+    pub host: HostOpt,
+    /// Make a new unlock key (the old one no longer unlocks managers that restart later).
+    #[arg(long)]
+    pub rotate: bool,
+    /// Print only the key.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -43,6 +65,9 @@ pub struct UpdateArgs {
     /// current certificate's lifetime on).
     #[arg(long, value_parser = super::args::parse_duration_ms)]
     pub cert_expiry: Option<u64>,
+    /// Turn autolock on or off (--autolock=true|false).
+    #[arg(long)]
+    pub autolock: Option<bool>,
 }
 
 #[derive(Args, Debug)]
@@ -91,13 +116,58 @@ pub async fn init(a: InitArgs) -> anyhow::Result<()> {
             force_new_cluster: a.force_new_cluster,
             task_history_limit: a.task_history_limit,
             cert_expiry_ms: a.cert_expiry,
+            autolock: a.autolock,
         }))
         .await?;
-    let LocalReply::Initialized { node_id, worker_token, manager_addr, .. } = reply else { bail!("unexpected reply {reply:?}") };
+    let LocalReply::Initialized { node_id, worker_token, manager_addr, unlock_key, .. } = reply else {
+        bail!("unexpected reply {reply:?}")
+    };
     println!("Cluster initialized: current node ({node_id}) is now a manager.\n");
     println!("To add a worker to this cluster, run the following command:\n");
     println!("    shoal join --token {worker_token} {manager_addr}\n");
     println!("To add a manager to this cluster, run 'shoal join-token manager' and follow the instructions.\n");
+    if let Some(key) = unlock_key {
+        print_unlock_key(&key);
+    }
+    Ok(())
+}
+
+fn print_unlock_key(key: &str) {
+    println!("To unlock a cluster manager after it restarts, run the `shoal unlock`");
+    println!("command and provide the following key:\n");
+    println!("    {key}\n");
+    println!("Please remember to store this key in a password manager, since without it you");
+    println!("will not be able to restart the manager.");
+}
+
+/// `shoal unlock`: reads the unlock key from stdin (as `docker swarm unlock` does).
+pub async fn unlock(a: UnlockArgs) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        eprint!("Please enter unlock key: ");
+    }
+    let mut key = String::new();
+    std::io::stdin().read_line(&mut key)?;
+    let c = Client::from_host(&a.host.host)?;
+    c.call(LocalRequest::Unlock { key: key.trim().to_string() }).await?;
+    Ok(())
+}
+
+/// `shoal unlock-key [--rotate] [-q]`.
+pub async fn unlock_key(a: UnlockKeyArgs) -> anyhow::Result<()> {
+    let c = Client::from_host(&a.host.host)?;
+    let ApiResponse::UnlockKey(key) = c.api(ApiRequest::UnlockKey { rotate: a.rotate }).await? else { bail!("unexpected reply") };
+    let Some(key) = key else {
+        bail!("Error response from daemon: no unlock key is set: turn autolock on with `shoal update --autolock=true`")
+    };
+    if a.quiet {
+        println!("{key}");
+    } else {
+        if a.rotate {
+            println!("Successfully rotated manager unlock key.\n");
+        }
+        print_unlock_key(&key);
+    }
     Ok(())
 }
 
@@ -140,11 +210,19 @@ pub async fn join_token(a: JoinTokenArgs) -> anyhow::Result<()> {
 
 /// `shoal update`: cluster-wide settings (Docker's `swarm update`).
 pub async fn update(a: UpdateArgs) -> anyhow::Result<()> {
-    if a.cert_expiry.is_none() {
-        bail!("nothing to update: give a setting, e.g. --cert-expiry 2160h");
+    if a.cert_expiry.is_none() && a.autolock.is_none() {
+        bail!("nothing to update: give a setting, e.g. --cert-expiry 2160h or --autolock=true");
     }
     let c = Client::from_host(&a.host.host)?;
-    c.propose(crate::state::Command::UpdateCluster { cert_expiry_ms: a.cert_expiry }).await?;
+    if a.cert_expiry.is_some() {
+        c.propose(crate::state::Command::UpdateCluster { cert_expiry_ms: a.cert_expiry, autolock: None }).await?;
+    }
+    if let Some(on) = a.autolock {
+        let ApiResponse::UnlockKey(key) = c.api(ApiRequest::SetAutolock(on)).await? else { bail!("unexpected reply") };
+        if let Some(key) = key {
+            print_unlock_key(&key);
+        }
+    }
     println!("Cluster updated.");
     Ok(())
 }

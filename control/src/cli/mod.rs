@@ -42,6 +42,11 @@ pub enum Command {
     JoinToken(cluster_cmds::JoinTokenArgs),
     /// Change cluster-wide settings (certificate lifetime).
     Update(cluster_cmds::UpdateArgs),
+    /// Unlock a manager restarted with autolock on (the key is read from stdin).
+    Unlock(cluster_cmds::UnlockArgs),
+    /// Print (or rotate) the unlock key.
+    #[command(name = "unlock-key")]
+    UnlockKey(cluster_cmds::UnlockKeyArgs),
     /// Print the root CA certificate, or rotate the root CA (--rotate).
     Ca(ca_cmds::CaArgs),
     /// Leave the cluster.
@@ -90,6 +95,8 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::JoinToken(a) => cluster_cmds::join_token(a).await,
         Command::Update(a) => cluster_cmds::update(a).await,
         Command::Ca(a) => ca_cmds::run(a).await,
+        Command::Unlock(a) => cluster_cmds::unlock(a).await,
+        Command::UnlockKey(a) => cluster_cmds::unlock_key(a).await,
         Command::Leave(a) => cluster_cmds::leave(a).await,
         Command::Node { host, cmd } => node_cmds::run(Client::from_host(&host.host)?, cmd).await,
         Command::Network { host, cmd } => network_cmds::run(Client::from_host(&host.host)?, cmd).await,

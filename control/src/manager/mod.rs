@@ -89,6 +89,8 @@ pub struct ManagerConfig {
     pub raft: RaftTiming,
     /// How long a write may wait for a commit.
     pub write_timeout: Duration,
+    /// The unlock key while autolock is on: the Raft data key is sealed under it.
+    pub unlock: Option<crate::store::crypto::UnlockKey>,
 }
 
 #[derive(Clone)]
@@ -109,6 +111,7 @@ struct Inner {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     proposals: tokio::sync::mpsc::UnboundedSender<batch::Proposal>,
     logs: crate::logs::broker::Broker,
+    data_key: DataKey,
 }
 
 pub fn now_ms() -> u64 {
@@ -124,7 +127,8 @@ impl Manager {
             path: cfg.dir.display().to_string(),
             source,
         })?;
-        let key = DataKey::load_or_create(&cfg.dir.join("data.key"))?;
+        let key = DataKey::load_or_create_locked(&cfg.dir.join("data.key"), cfg.unlock.as_ref())?;
+        let data_key = key.clone();
         let log = LogStore::open(&cfg.dir.join("raft.redb"), key.clone())?;
         let sm = StateMachineStore::open(&cfg.dir.join("snapshots"), key)?;
         let shared = sm.shared();
@@ -163,6 +167,7 @@ impl Manager {
                 tasks: Mutex::new(vec![batcher]),
                 proposals,
                 logs: Default::default(),
+                data_key,
             }),
         };
         let server = server::serve(mgr.clone(), listener)?;
@@ -192,6 +197,11 @@ impl Manager {
             t.abort();
             let _ = t.await;
         }
+    }
+
+    /// Write the Raft data key again, sealed under `unlock` (autolock) or plain.
+    pub fn store_data_key(&self, unlock: Option<&crate::store::crypto::UnlockKey>) -> Result<(), ManagerError> {
+        Ok(self.inner.data_key.store(&self.inner.cfg.dir.join("data.key"), unlock)?)
     }
 
     /// Fault injection for tests: stop the Raft core alone, as a storage error or a panic in it
@@ -383,6 +393,28 @@ impl Manager {
                 Ok(ApiResponse::Done)
             }
             ApiRequest::Logs(req) => self.logs_request(req).await,
+            ApiRequest::SetAutolock(on) => {
+                let key = on.then(|| crate::store::crypto::UnlockKey::random().to_string());
+                let setting = match &key {
+                    Some(k) => crate::state::Autolock::Key(k.clone()),
+                    None => crate::state::Autolock::Off,
+                };
+                let (result, _) = self.propose(Command::UpdateCluster { cert_expiry_ms: None, autolock: Some(setting) }).await?;
+                result?;
+                Ok(ApiResponse::UnlockKey(key))
+            }
+            ApiRequest::UnlockKey { rotate } => {
+                let current = self.inner.shared.read(|s| s.cluster.as_ref().and_then(|c| c.autolock_key.clone()));
+                if current.is_none() || !rotate {
+                    return Ok(ApiResponse::UnlockKey(current));
+                }
+                let key = crate::store::crypto::UnlockKey::random().to_string();
+                let (result, _) = self
+                    .propose(Command::UpdateCluster { cert_expiry_ms: None, autolock: Some(crate::state::Autolock::Key(key.clone())) })
+                    .await?;
+                result?;
+                Ok(ApiResponse::UnlockKey(Some(key)))
+            }
             ApiRequest::RotateCa => {
                 let cluster = self.inner.shared.read(|s| s.cluster.clone()).ok_or(ManagerError::NoCluster)?;
                 let old = crate::ca::RootCa { cert_pem: cluster.ca_cert_pem.clone(), key_pem: cluster.ca_key_pem.clone() };

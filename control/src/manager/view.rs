@@ -20,6 +20,10 @@ pub struct ClusterView {
 pub fn redact(mut state: ClusterState) -> ClusterState {
     if let Some(c) = state.cluster.as_mut() {
         c.ca_key_pem.clear();
+        // Whether autolock is on stays visible; the key itself only through `unlock-key`.
+        if c.autolock_key.is_some() {
+            c.autolock_key = Some(String::new());
+        }
         if let Some(r) = c.ca_rotation.as_mut() {
             r.key_pem.clear();
         }

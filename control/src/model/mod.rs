@@ -43,6 +43,9 @@ pub struct Cluster {
     /// Lifetime of node certificates (`--cert-expiry`); nodes renew from half of it on.
     #[serde(default = "default_cert_expiry_ms")]
     pub cert_expiry_ms: u64,
+    /// Autolock's unlock key (`SWMKEY-1-...`); managers seal their key files under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autolock_key: Option<String>,
     /// A root CA rotation under way (`shoal ca --rotate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_rotation: Option<CaRotation>,

@@ -18,6 +18,9 @@ pub struct InitOptions {
     /// Node certificates' lifetime (`--cert-expiry`); None = 90 days.
     #[serde(default)]
     pub cert_expiry_ms: Option<u64>,
+    /// `--autolock`: seal the managers' keys under an unlock key.
+    #[serde(default)]
+    pub autolock: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -34,7 +37,13 @@ pub struct JoinOptions {
 pub enum LocalRequest {
     Init(InitOptions),
     Join(JoinOptions),
-    Leave { force: bool },
+    Leave {
+        force: bool,
+    },
+    /// `shoal unlock`: the cluster's unlock key.
+    Unlock {
+        key: String,
+    },
     Api(ApiRequest),
     Info,
 }
@@ -52,8 +61,20 @@ pub struct NodeInfo {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum LocalReply {
-    Initialized { node_id: String, worker_token: String, manager_token: String, manager_addr: String },
-    Joined { node_id: String, role: Role },
+    Initialized {
+        node_id: String,
+        worker_token: String,
+        manager_token: String,
+        manager_addr: String,
+        /// With `--autolock`: the key that unlocks a restarted manager.
+        #[serde(default)]
+        unlock_key: Option<String>,
+    },
+    Unlocked,
+    Joined {
+        node_id: String,
+        role: Role,
+    },
     Left,
     Api(ApiResponse),
     Info(NodeInfo),

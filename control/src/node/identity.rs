@@ -2,6 +2,7 @@
 
 use crate::model::Role;
 use crate::rpc::tls::TlsIdentity;
+use crate::store::crypto::UnlockKey;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -31,6 +32,9 @@ pub struct IdentityError {
 
 pub struct Paths {
     pub dir: PathBuf,
+    /// The cluster's unlock key while autolock is on (managers only): the node key is written
+    /// sealed under it.
+    pub unlock: std::sync::Mutex<Option<UnlockKey>>,
 }
 
 impl Paths {
@@ -76,7 +80,11 @@ impl Paths {
     pub fn save(&self, id: &Identity, tls: &TlsIdentity) -> Result<(), IdentityError> {
         write_private(&self.ca(), tls.ca_pem.as_bytes())?;
         write_private(&self.cert(), tls.cert_pem.as_bytes())?;
-        write_private(&self.key(), tls.key_pem.as_bytes())?;
+        let unlock = self.unlock.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match unlock {
+            Some(k) => write_private(&self.key(), &k.seal(tls.key_pem.as_bytes()))?,
+            None => write_private(&self.key(), tls.key_pem.as_bytes())?,
+        }
         self.save_identity(id)
     }
 
@@ -96,6 +104,7 @@ impl Paths {
         self.save_identity(&id)
     }
 
+    /// The identity and certificates; the key as on disk (sealed text while autolock is on).
     pub fn load(&self) -> Result<Option<(Identity, TlsIdentity)>, IdentityError> {
         let Some(id) = self.load_identity()? else { return Ok(None) };
         let tls = TlsIdentity { ca_pem: read(self.ca())?, cert_pem: read(self.cert())?, key_pem: read(self.key())? };

@@ -91,6 +91,12 @@ pub enum NodeError {
     Socket { path: String, source: std::io::Error },
     #[error("{0}")]
     Recover(String),
+    #[error("Swarm is encrypted and needs to be unlocked before it can be used. Please use `shoal unlock` to unlock it.")]
+    Locked,
+    #[error("Error: swarm is not locked")]
+    NotLocked,
+    #[error("invalid key: the unlock key is wrong (or was rotated: use the key that was current when this manager stopped)")]
+    BadUnlockKey,
 }
 
 struct Joined {
@@ -111,6 +117,9 @@ struct Inner {
     cfg: NodeConfig,
     paths: Paths,
     joined: tokio::sync::Mutex<Option<Joined>>,
+    /// A manager restarted with autolock on: its identity and certificates, its key still
+    /// sealed. It serves nothing until `unlock`.
+    locked: tokio::sync::Mutex<Option<(Identity, TlsIdentity)>>,
     updates: broadcast::Sender<AgentUpdate>,
     view: watch::Sender<Arc<AgentSnapshot>>,
     connected: watch::Sender<bool>,
@@ -129,9 +138,10 @@ impl NodeControl {
         let (reports_tx, reports_rx) = mpsc::channel(1024);
         let node = NodeControl {
             inner: Arc::new(Inner {
-                paths: Paths { dir: config.state_dir.clone() },
+                paths: Paths { dir: config.state_dir.clone(), unlock: Default::default() },
                 cfg: config,
                 joined: tokio::sync::Mutex::new(None),
+                locked: tokio::sync::Mutex::new(None),
                 updates: broadcast::channel(1024).0,
                 view: watch::channel(Arc::new(AgentSnapshot::default())).0,
                 connected: watch::channel(false).0,
@@ -139,11 +149,20 @@ impl NodeControl {
                 reports_rx: Mutex::new(Some(reports_rx)),
             }),
         };
-        if let Some((id, tls)) = node.inner.paths.load()? {
+        if let Some((id, tls)) = node.inner.paths.load()?.filter(|(_, tls)| {
+            let sealed = crate::store::crypto::is_sealed(tls.key_pem.as_bytes());
+            if sealed {
+                tracing::warn!("this manager is locked (autolock): run `shoal unlock` with the cluster's unlock key");
+            }
+            !sealed
+        }) {
             let mut g = node.inner.joined.lock().await;
             let creds = Credentials::new(tls)?;
             let manager = if id.role == Role::Manager { Some(node.start_manager(&id, &creds).await?) } else { None };
             *g = Some(node.start_agent(id, creds, manager));
+        }
+        if let Some((id, tls)) = node.inner.paths.load()?.filter(|(_, tls)| crate::store::crypto::is_sealed(tls.key_pem.as_bytes())) {
+            *node.inner.locked.lock().await = Some((id, tls));
         }
         if let Some(path) = node.inner.cfg.socket.clone() {
             let listener = local_socket::bind(&path).map_err(|source| NodeError::Socket { path: path.display().to_string(), source })?;
@@ -204,7 +223,15 @@ impl NodeControl {
 
     /// Serve one local API request.
     pub async fn handle(&self, req: LocalRequest) -> Result<LocalReply, NodeError> {
+        if self.inner.locked.lock().await.is_some() {
+            match req {
+                LocalRequest::Unlock { key } => return self.unlock(&key).await,
+                LocalRequest::Info => {}
+                _ => return Err(NodeError::Locked),
+            }
+        }
         match req {
+            LocalRequest::Unlock { .. } => Err(NodeError::NotLocked),
             LocalRequest::Init(o) => self.init(o).await,
             LocalRequest::Join(o) => self.join(o).await,
             LocalRequest::Leave { force } => self.leave(force).await,
@@ -265,8 +292,11 @@ impl NodeControl {
             heartbeat_period: Duration::from_millis(id.heartbeat_period_ms.max(10)),
             raft: self.inner.cfg.raft.clone(),
             write_timeout: Duration::from_secs(5),
+            unlock: self.inner.paths.unlock.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         };
-        Ok(Manager::start(cfg).await?)
+        let manager = Manager::start(cfg).await?;
+        tokio::spawn(autolock_watch(self.clone(), manager.clone()));
+        Ok(manager)
     }
 
     fn start_agent(&self, id: Identity, creds: Arc<Credentials>, manager: Option<Manager>) -> Joined {
@@ -289,7 +319,7 @@ impl NodeControl {
                 heartbeat_period: Duration::from_millis(id.heartbeat_period_ms.max(10)),
                 logs: self.inner.cfg.logs.clone(),
                 on_managers: Some(Box::new({
-                    let paths = Paths { dir: self.inner.paths.dir.clone() };
+                    let paths = Paths { dir: self.inner.paths.dir.clone(), unlock: Default::default() };
                     move |managers| {
                         if let Err(e) = paths.save_managers(managers) {
                             tracing::warn!("remembering the managers: {e}");
@@ -339,6 +369,7 @@ impl NodeControl {
             None => ca::DEFAULT_CERT_EXPIRY,
             Some(ms) => ca::check_cert_expiry(ms).map_err(|message| NodeError::Invalid { field: "cert-expiry", message })?,
         };
+        let unlock = o.autolock.then(crate::store::crypto::UnlockKey::random);
         let cluster_id = random_id();
         let node_id = random_id();
         let raft_id = (rand::random::<u64>() >> 1).max(1);
@@ -378,6 +409,7 @@ impl NodeControl {
             heartbeat_period_ms,
             cert_expiry_ms: cert_expiry.as_millis() as u64,
             ca_rotation: None,
+            autolock_key: unlock.as_ref().map(|k| k.to_string()),
         };
         let node = Node {
             id: node_id.clone(),
@@ -400,7 +432,7 @@ impl NodeControl {
         self.inner.paths.save(&id, &creds.identity())?;
         *g = Some(self.start_agent(id, creds, Some(manager)));
         tracing::info!(node = %node_id, cluster = %cluster_id, "cluster initialised");
-        Ok(LocalReply::Initialized { node_id, worker_token, manager_token, manager_addr })
+        Ok(LocalReply::Initialized { node_id, worker_token, manager_token, manager_addr, unlock_key: unlock.map(|k| k.to_string()) })
     }
 
     async fn join(&self, o: JoinOptions) -> Result<LocalReply, NodeError> {
@@ -485,6 +517,38 @@ impl NodeControl {
         Ok(LocalReply::Left)
     }
 
+    /// `shoal unlock`: open the node key and the Raft data key with the cluster's unlock key,
+    /// then start the manager and the agent as a restart would have.
+    async fn unlock(&self, key: &str) -> Result<LocalReply, NodeError> {
+        let mut locked = self.inner.locked.lock().await;
+        let Some((id, mut tls)) = locked.clone() else { return Err(NodeError::NotLocked) };
+        let unlock = crate::store::crypto::UnlockKey::parse(key).ok_or(NodeError::BadUnlockKey)?;
+        let plain = unlock.unseal(tls.key_pem.as_bytes()).ok_or(NodeError::BadUnlockKey)?;
+        tls.key_pem = String::from_utf8(plain).map_err(|_| NodeError::BadUnlockKey)?;
+        *self.inner.paths.unlock.lock().unwrap_or_else(|p| p.into_inner()) = Some(unlock);
+        let creds = Credentials::new(tls)?;
+        let mut g = self.inner.joined.lock().await;
+        let manager = if id.role == Role::Manager { Some(self.start_manager(&id, &creds).await?) } else { None };
+        *g = Some(self.start_agent(id, creds, manager));
+        *locked = None;
+        tracing::info!("unlocked: manager and agent started");
+        Ok(LocalReply::Unlocked)
+    }
+
+    /// Autolock turned on, off, or its key rotated: write the node key and the Raft data key
+    /// again, sealed under the new key or plain.
+    async fn reseal(&self, unlock: Option<crate::store::crypto::UnlockKey>) -> Result<(), NodeError> {
+        let g = self.inner.joined.lock().await;
+        let Some(j) = g.as_ref().filter(|j| j.id.role == Role::Manager) else { return Ok(()) };
+        *self.inner.paths.unlock.lock().unwrap_or_else(|p| p.into_inner()) = unlock.clone();
+        self.inner.paths.save(&j.id, &j.creds.identity())?;
+        if let Some(m) = &j.manager {
+            m.store_data_key(unlock.as_ref())?;
+        }
+        tracing::info!(autolock = unlock.is_some(), "node key and Raft data key written again");
+        Ok(())
+    }
+
     /// A fresh certificate for `creds` (renewal). None when nothing was changed: the node left,
     /// or its role changed meanwhile (the role change brings its own certificate).
     async fn renew_certificate(&self, creds: &Arc<Credentials>) -> Result<Option<u64>, NodeError> {
@@ -527,6 +591,10 @@ impl NodeControl {
         }
         j.creds.replace(tls)?;
         j.id.role = role;
+        if role == Role::Worker {
+            // Autolock is for managers: a worker's key is kept plain.
+            *self.inner.paths.unlock.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
         // The managers the agent learned since the join (saved by it), not those of the join.
         j.id.managers = j.managers.lock().unwrap_or_else(|p| p.into_inner()).clone();
         self.inner.paths.save(&j.id, &j.creds.identity())?;
@@ -546,6 +614,28 @@ impl NodeControl {
             }
         }
         Ok(())
+    }
+}
+
+/// Keeps the manager's key files sealed under the cluster's current unlock key (or plain when
+/// autolock is off), following the replicated state, until the manager stops.
+async fn autolock_watch(node: NodeControl, manager: Manager) {
+    let shared = manager.shared();
+    let mut applied = shared.subscribe();
+    let mut shutdown = manager.shutdown_signal();
+    loop {
+        let want = shared.read(|s| s.cluster.as_ref().and_then(|c| c.autolock_key.clone()));
+        let have = node.inner.paths.unlock.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|k| k.to_string());
+        if want != have && shared.read(|s| s.cluster.is_some()) {
+            let key = want.as_deref().and_then(crate::store::crypto::UnlockKey::parse);
+            if let Err(e) = node.reseal(key).await {
+                tracing::warn!("autolock: writing the key files again: {e}");
+            }
+        }
+        tokio::select! {
+            r = applied.changed() => if r.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
     }
 }
 

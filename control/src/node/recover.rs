@@ -33,5 +33,11 @@ pub async fn force_new_cluster(node: &NodeControl, _o: InitOptions) -> Result<Lo
         _ => Default::default(),
     };
     tracing::warn!(node = %id.node_id, "forced a new one-manager cluster from this manager's state");
-    Ok(LocalReply::Initialized { node_id: id.node_id.clone(), worker_token, manager_token, manager_addr: id.manager_addr })
+    Ok(LocalReply::Initialized {
+        node_id: id.node_id.clone(),
+        worker_token,
+        manager_token,
+        manager_addr: id.manager_addr,
+        unlock_key: None,
+    })
 }

@@ -92,13 +92,25 @@ pub enum ApiRequest {
     Logs(crate::logs::LogsRequest),
     /// Start a root CA rotation (`shoal ca --rotate`).
     RotateCa,
+    /// Turn autolock on (a new key) or off.
+    SetAutolock(bool),
+    /// The current unlock key, optionally rotated first (`shoal unlock-key [--rotate]`).
+    UnlockKey { rotate: bool },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ApiResponse {
-    Committed { result: Result<Response, StateError>, index: u64 },
+    Committed {
+        result: Result<Response, StateError>,
+        index: u64,
+    },
     View(Box<crate::manager::ClusterView>),
-    JoinTokens { worker: String, manager: String },
+    JoinTokens {
+        worker: String,
+        manager: String,
+    },
     Done,
     Logs(crate::logs::LogsReply),
+    /// The unlock key after the change (None: autolock is off).
+    UnlockKey(Option<String>),
 }

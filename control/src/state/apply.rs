@@ -115,12 +115,22 @@ impl ClusterState {
                 }
                 Ok(Response::Ok)
             }
-            Command::UpdateCluster { cert_expiry_ms } => {
+            Command::UpdateCluster { cert_expiry_ms, autolock } => {
                 let expiry =
                     cert_expiry_ms.map(crate::ca::check_cert_expiry).transpose().map_err(|m| StateError::invalid("cert-expiry", m))?;
+                if let Some(super::command::Autolock::Key(k)) = autolock {
+                    if crate::store::crypto::UnlockKey::parse(k).is_none() {
+                        return Err(StateError::invalid("autolock", "the unlock key is not SWMKEY-1-<key>"));
+                    }
+                }
                 let c = self.cluster.as_mut().ok_or(StateError::NotInitialised)?;
                 if let Some(e) = expiry {
                     c.cert_expiry_ms = e.as_millis() as u64;
+                }
+                match autolock {
+                    Some(super::command::Autolock::Key(k)) => c.autolock_key = Some(k.clone()),
+                    Some(super::command::Autolock::Off) => c.autolock_key = None,
+                    None => {}
                 }
                 Ok(Response::Ok)
             }

@@ -36,6 +36,9 @@ pub enum Command {
     /// `shoal update`: cluster-wide settings; `None` leaves a setting as it is.
     UpdateCluster {
         cert_expiry_ms: Option<u64>,
+        /// Autolock on with this key (or the key rotated), or off; `None` leaves it.
+        #[serde(default)]
+        autolock: Option<Autolock>,
     },
     /// `shoal ca --rotate`: the new root (made by the manager that took the request).
     StartCaRotation {
@@ -97,6 +100,15 @@ pub enum Command {
     /// Several commands in one log entry (the leader batches concurrent writes); each
     /// succeeds or fails on its own.
     Batch(Vec<Command>),
+}
+
+/// Autolock's setting in `UpdateCluster` (an enum, not `Option<Option<_>>`: serde cannot tell
+/// `Some(None)` from `None`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Autolock {
+    Off,
+    /// On, with this unlock key (`SWMKEY-1-...`).
+    Key(String),
 }
 
 /// A command with the leader's clock, so replicas agree on time.

@@ -15,7 +15,7 @@ mod lookup;
 mod tests;
 pub mod validate;
 
-pub use command::{Command, Request, Response};
+pub use command::{Autolock, Command, Request, Response};
 pub use error::StateError;
 
 use crate::model::{Cluster, IdGen, Network, NetworkId, Node, NodeId, Secret, SecretId, Service, ServiceId, Task, TaskId};

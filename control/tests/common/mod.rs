@@ -55,6 +55,7 @@ impl TestNode {
                 force_new_cluster: false,
                 task_history_limit: None,
                 cert_expiry_ms,
+                autolock: false,
             }))
             .await
             .unwrap();

@@ -51,6 +51,9 @@ pub fn run_in(pid: Pid, cmd: &str, timeout: Duration) -> std::io::Result<Outcome
 pub fn run_command(mut command: Command, timeout: Duration) -> std::io::Result<Outcome> {
     let (mut reader, writer) = std::io::pipe()?;
     let mut child = command.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer).spawn()?;
+    // The Command keeps its copies of the pipe's write end: drop them, or the reader never
+    // sees the end of the output.
+    drop(command);
     // Read while it runs (a full pipe would stall it); a background process the command left
     // holding the pipe only keeps this thread, never the caller.
     let collect = std::thread::spawn(move || {
