@@ -1,0 +1,783 @@
+//! One function per endpoint: decode the request, ask the node (the same local API the shoal
+//! CLI uses), answer in Docker's shape. The decisions live in the pure modules beside.
+
+use super::convert;
+use super::error::EngineError;
+use super::filters::Filters;
+use super::resolve::resolve;
+use super::route::{Route, API_VERSION, MIN_API_VERSION};
+use super::spec::from_docker;
+use crate::logs::LogsRequest;
+use crate::manager::ClusterView;
+use crate::model::{Availability, NetworkSpec, Role, SecretSpec, ServiceMode, TaskState};
+use crate::node::{InitOptions, JoinOptions, LocalReply, LocalRequest, NodeControl, NodeInfo};
+use crate::rpc::messages::{ApiRequest, ApiResponse};
+use crate::state::{Command, Response};
+use base64::Engine as _;
+use bollard_stubs::models as d;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use tokio::sync::mpsc;
+
+/// What the daemon knows about itself that the cluster state does not say.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub hostname: String,
+    /// This node's underlay address (`--advertise-addr`), the default for `swarm init`.
+    pub advertise_addr: String,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    pub node: NodeControl,
+    pub cfg: EngineConfig,
+}
+
+/// An answer before it becomes HTTP.
+pub enum Reply {
+    Json(u16, Vec<u8>),
+    Empty(u16),
+    Ping { swarm: String },
+    /// Docker's multiplexed log stream, written as it comes.
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+fn json<T: serde::Serialize>(status: u16, v: &T) -> Result<Reply, EngineError> {
+    serde_json::to_vec(v).map(|b| Reply::Json(status, b)).map_err(|e| EngineError::Internal(format!("encode reply: {e}")))
+}
+
+fn body<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> Result<T, EngineError> {
+    let b = if b.is_empty() { b"{}".as_slice() } else { b };
+    serde_json::from_slice(b).map_err(|e| EngineError::bad(format!("invalid {what} in the request body: {e}")))
+}
+
+fn flag(q: &BTreeMap<String, String>, k: &str) -> bool {
+    q.get(k).is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True" | "TRUE"))
+}
+
+impl Engine {
+    async fn call(&self, req: LocalRequest) -> Result<LocalReply, EngineError> {
+        Ok(self.node.handle(req).await?)
+    }
+
+    async fn api(&self, req: ApiRequest) -> Result<ApiResponse, EngineError> {
+        match self.call(LocalRequest::Api(req)).await? {
+            LocalReply::Api(a) => Ok(a),
+            other => Err(EngineError::Internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    async fn view(&self) -> Result<ClusterView, EngineError> {
+        match self.api(ApiRequest::View).await? {
+            ApiResponse::View(v) => Ok(*v),
+            other => Err(EngineError::Internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    async fn propose(&self, cmd: Command) -> Result<Response, EngineError> {
+        match self.api(ApiRequest::Propose(cmd)).await? {
+            ApiResponse::Committed { result, .. } => Ok(result?),
+            other => Err(EngineError::Internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    async fn info_local(&self) -> Result<NodeInfo, EngineError> {
+        match self.call(LocalRequest::Info).await? {
+            LocalReply::Info(i) => Ok(i),
+            other => Err(EngineError::Internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    pub async fn handle(&self, route: Route, q: &BTreeMap<String, String>, b: &[u8]) -> Result<Reply, EngineError> {
+        use Route::*;
+        match route {
+            Ping => {
+                let i = self.info_local().await?;
+                let swarm = match (i.node_id, i.role) {
+                    (Some(_), Some(Role::Manager)) => "active/manager",
+                    (Some(_), _) => "active/worker",
+                    _ => "inactive",
+                };
+                Ok(Reply::Ping { swarm: swarm.into() })
+            }
+            Version => json(200, &self.version()),
+            Info => json(200, &self.info().await?),
+            SwarmInspect => self.swarm_inspect().await,
+            SwarmInit => self.swarm_init(b).await,
+            SwarmJoin => self.swarm_join(b).await,
+            SwarmLeave => {
+                self.call(LocalRequest::Leave { force: flag(q, "force") }).await?;
+                Ok(Reply::Empty(200))
+            }
+            SwarmUpdate => self.swarm_update(q, b).await,
+            SwarmUnlockKey => Err(EngineError::NotFound("no unlock key is set: shoal does not support autolock".into())),
+            SwarmUnlock => Err(EngineError::bad("swarm is not locked: shoal does not support autolock")),
+            NodeList => self.node_list(q).await,
+            NodeInspect(n) => {
+                let v = self.view().await?;
+                let node = find_node(&v, &n)?;
+                json(200, &convert::node(node, v.leader == Some(node.raft_id)))
+            }
+            NodeUpdate(n) => self.node_update(&n, q, b).await,
+            NodeDelete(n) => {
+                let v = self.view().await?;
+                let id = find_node(&v, &n)?.id.clone();
+                self.propose(Command::RemoveNode { node: id, force: flag(q, "force") }).await?;
+                Ok(Reply::Empty(200))
+            }
+            ServiceList => self.service_list(q).await,
+            ServiceCreate => {
+                let spec = from_docker(&body::<d::ServiceSpec>(b, "service spec")?)?;
+                match self.propose(Command::CreateService { spec }).await? {
+                    Response::Created { id } => json(201, &d::ServiceCreateResponse { id: Some(id), warnings: None }),
+                    other => Err(EngineError::Internal(format!("unexpected result {other:?}"))),
+                }
+            }
+            ServiceInspect(s) => {
+                let v = self.view().await?;
+                let svc = find_service(&v, &s)?;
+                json(200, &convert::service(&v.state, svc, false))
+            }
+            ServiceUpdate(s) => self.service_update(&s, q, b).await,
+            ServiceDelete(s) => {
+                let v = self.view().await?;
+                let id = find_service(&v, &s)?.id.clone();
+                self.propose(Command::RemoveService { service: id }).await?;
+                Ok(Reply::Empty(200))
+            }
+            ServiceLogs(s) => {
+                let v = self.view().await?;
+                let id = find_service(&v, &s)?.id.clone();
+                self.logs(id, v, q)
+            }
+            TaskList => self.task_list(q).await,
+            TaskInspect(t) => {
+                let v = self.view().await?;
+                let task = resolve("task", &t, v.state.tasks.values().map(|t| (t.id.as_str(), t.id.as_str(), t)))?;
+                json(200, &convert::task(&v.state, task))
+            }
+            TaskLogs(t) => {
+                let v = self.view().await?;
+                let id = resolve("task", &t, v.state.tasks.values().map(|t| (t.id.as_str(), t.id.as_str(), t)))?.id.clone();
+                self.logs(id, v, q)
+            }
+            NetworkList => {
+                let v = self.view().await?;
+                let f = Filters::parse(q.get("filters").map(String::as_str), &["name", "id", "label", "driver", "scope", "type"])?;
+                let out: Vec<d::Network> = v
+                    .state
+                    .networks
+                    .values()
+                    .filter(|n| f.any("name", |x| n.spec.name.contains(x)) && f.any("id", |x| n.id.starts_with(x)))
+                    .filter(|n| f.labels("label", &n.spec.labels) && f.any("driver", |x| n.spec.driver == x))
+                    .filter(|n| f.any("scope", |x| x == if n.spec.node_local { "local" } else { "swarm" }))
+                    .filter(|_| f.any("type", |x| x == "custom"))
+                    .map(convert::network)
+                    .collect();
+                json(200, &out)
+            }
+            NetworkCreate => self.network_create(b).await,
+            NetworkInspect(n) => {
+                let v = self.view().await?;
+                json(200, &convert::network(find_network(&v, &n)?))
+            }
+            NetworkDelete(n) => {
+                let v = self.view().await?;
+                let id = find_network(&v, &n)?.id.clone();
+                self.propose(Command::RemoveNetwork { network: id }).await?;
+                Ok(Reply::Empty(204))
+            }
+            SecretList => {
+                let v = self.view().await?;
+                let f = Filters::parse(q.get("filters").map(String::as_str), &["name", "names", "id", "label"])?;
+                let out: Vec<d::Secret> = v
+                    .state
+                    .secrets
+                    .values()
+                    .filter(|s| f.any("name", |x| s.spec.name.starts_with(x)) && f.any("names", |x| s.spec.name == x))
+                    .filter(|s| f.any("id", |x| s.id.starts_with(x)) && f.labels("label", &s.spec.labels))
+                    .map(convert::secret)
+                    .collect();
+                json(200, &out)
+            }
+            SecretCreate => {
+                let s: d::SecretSpec = body(b, "secret spec")?;
+                if s.driver.is_some() || s.templating.is_some() {
+                    return Err(EngineError::bad("Driver and Templating are not supported by shoal: leave them out of the secret spec"));
+                }
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(s.data.unwrap_or_default())
+                    .map_err(|e| EngineError::bad(format!("Data is not base64: {e}")))?;
+                let spec = SecretSpec { name: s.name.unwrap_or_default(), labels: s.labels.unwrap_or_default().into_iter().collect(), data };
+                match self.propose(Command::CreateSecret { spec }).await? {
+                    Response::Created { id } => json(201, &serde_json::json!({ "ID": id })),
+                    other => Err(EngineError::Internal(format!("unexpected result {other:?}"))),
+                }
+            }
+            SecretInspect(s) => {
+                let v = self.view().await?;
+                json(200, &convert::secret(find_secret(&v, &s)?))
+            }
+            SecretUpdate(_) => Err(EngineError::NotImplemented(
+                "shoal cannot update a secret in place: remove it and create it again".into(),
+            )),
+            SecretDelete(s) => {
+                let v = self.view().await?;
+                let id = find_secret(&v, &s)?.id.clone();
+                self.propose(Command::RemoveSecret { secret: id }).await?;
+                Ok(Reply::Empty(204))
+            }
+            // shoal has no configs: the list is truthfully empty, and making one is refused.
+            ConfigList => {
+                self.view().await?;
+                Filters::parse(q.get("filters").map(String::as_str), &["name", "names", "id", "label"])?;
+                json(200, &Vec::<serde_json::Value>::new())
+            }
+            ConfigCreate | ConfigUpdate(_) => {
+                Err(EngineError::NotImplemented("configs are not supported by shoal: use a secret, or put the file in the image".into()))
+            }
+            ConfigInspect(c) | ConfigDelete(c) => Err(EngineError::NotFound(format!("config {c} not found"))),
+            Distribution(image) => Err(EngineError::NotFound(format!(
+                "shoal does not query registries: no digest for {image}; each node uses {image} as it finds it"
+            ))),
+        }
+    }
+
+    fn version(&self) -> d::SystemVersion {
+        let ver = format!("shoal-{}", env!("CARGO_PKG_VERSION"));
+        d::SystemVersion {
+            platform: Some(d::SystemVersionPlatform { name: "shoal".into() }),
+            components: Some(vec![d::SystemVersionComponents { name: "Engine".into(), version: ver.clone(), details: None }]),
+            version: Some(ver),
+            api_version: Some(format!("{}.{}", API_VERSION.0, API_VERSION.1)),
+            min_api_version: Some(format!("{}.{}", MIN_API_VERSION.0, MIN_API_VERSION.1)),
+            os: Some("linux".into()),
+            arch: Some(go_arch().into()),
+            kernel_version: Some(kernel_version()),
+            experimental: Some(false),
+            ..Default::default()
+        }
+    }
+
+    async fn info(&self) -> Result<d::SystemInfo, EngineError> {
+        let i = self.info_local().await?;
+        let mut swarm = d::SwarmInfo {
+            node_id: Some(i.node_id.clone().unwrap_or_default()),
+            node_addr: Some(if i.node_id.is_some() { self.cfg.advertise_addr.clone() } else { String::new() }),
+            local_node_state: Some(if i.node_id.is_some() { d::LocalNodeState::ACTIVE } else { d::LocalNodeState::INACTIVE }),
+            control_available: Some(i.role == Some(Role::Manager)),
+            error: Some(String::new()),
+            remote_managers: Some(i.managers.iter().map(|a| d::PeerNode { node_id: None, addr: Some(a.clone()) }).collect()),
+            ..Default::default()
+        };
+        if i.role == Some(Role::Manager) {
+            if let Ok(v) = self.view().await {
+                swarm.nodes = Some(v.state.nodes.len() as i64);
+                swarm.managers = Some(v.state.nodes.values().filter(|n| n.role == Role::Manager).count() as i64);
+                swarm.remote_managers = Some(
+                    v.state
+                        .nodes
+                        .values()
+                        .filter(|n| n.role == Role::Manager)
+                        .map(|n| d::PeerNode { node_id: Some(n.id.clone()), addr: n.manager_addr.clone() })
+                        .collect(),
+                );
+                if let Some(c) = &v.state.cluster {
+                    swarm.cluster = Some(d::ClusterInfo {
+                        id: Some(c.id.clone()),
+                        version: Some(d::ObjectVersion { index: Some(v.state.version) }),
+                        created_at: Some(convert::date(c.created_ms)),
+                        updated_at: Some(convert::date(c.created_ms)),
+                        spec: Some(swarm_spec(c)),
+                        root_rotation_in_progress: Some(c.ca_rotation.is_some()),
+                        default_addr_pool: Some(c.default_addr_pool.iter().map(|p| p.to_string()).collect()),
+                        subnet_size: Some(c.subnet_size as u32),
+                        data_path_port: Some(4789),
+                        tls_info: None,
+                    });
+                }
+            }
+        }
+        let ver = format!("shoal-{}", env!("CARGO_PKG_VERSION"));
+        Ok(d::SystemInfo {
+            id: Some(i.node_id.unwrap_or_default()),
+            name: Some(self.cfg.hostname.clone()),
+            server_version: Some(ver),
+            operating_system: Some(os_name()),
+            os_type: Some("linux".into()),
+            architecture: Some(std::env::consts::ARCH.into()),
+            kernel_version: Some(kernel_version()),
+            ncpu: Some(std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1)),
+            containers: Some(0),
+            images: Some(0),
+            swarm: Some(swarm),
+            ..Default::default()
+        })
+    }
+
+    async fn swarm_inspect(&self) -> Result<Reply, EngineError> {
+        let v = self.view().await?;
+        let c = v.state.cluster.as_ref().ok_or_else(|| EngineError::Unavailable(super::error::NOT_IN_SWARM.into()))?;
+        let (worker, manager) = match self.api(ApiRequest::JoinTokens { rotate: None }).await? {
+            ApiResponse::JoinTokens { worker, manager } => (worker, manager),
+            other => return Err(EngineError::Internal(format!("unexpected reply {other:?}"))),
+        };
+        json(
+            200,
+            &d::Swarm {
+                id: Some(c.id.clone()),
+                version: Some(d::ObjectVersion { index: Some(v.state.version) }),
+                created_at: Some(convert::date(c.created_ms)),
+                updated_at: Some(convert::date(c.created_ms)),
+                spec: Some(swarm_spec(c)),
+                root_rotation_in_progress: Some(c.ca_rotation.is_some()),
+                default_addr_pool: Some(c.default_addr_pool.iter().map(|p| p.to_string()).collect()),
+                subnet_size: Some(c.subnet_size as u32),
+                data_path_port: Some(4789),
+                join_tokens: Some(d::JoinTokens { worker: Some(worker), manager: Some(manager) }),
+                tls_info: None,
+            },
+        )
+    }
+
+    async fn swarm_init(&self, b: &[u8]) -> Result<Reply, EngineError> {
+        let r: d::SwarmInitRequest = body(b, "swarm init request")?;
+        let spec = r.spec.clone().unwrap_or_default();
+        if spec.encryption_config.and_then(|e| e.auto_lock_managers).unwrap_or(false) {
+            return Err(EngineError::NotImplemented("autolock is not supported by shoal: init without --autolock".into()));
+        }
+        if r.data_path_addr.as_deref().is_some_and(|a| !a.is_empty()) {
+            return Err(EngineError::NotImplemented("--data-path-addr is not supported by shoal: VXLAN uses the advertise address".into()));
+        }
+        let expiry = spec.ca_config.and_then(|c| c.node_cert_expiry).filter(|n| *n > 0);
+        let opts = InitOptions {
+            advertise_addr: r
+                .advertise_addr
+                .clone()
+                .filter(|a| !a.is_empty())
+                .unwrap_or_else(|| crate::cli::default_advertise(r.listen_addr.as_deref())),
+            listen_addr: r.listen_addr.filter(|a| !a.is_empty()),
+            default_addr_pool: r.default_addr_pool.unwrap_or_default(),
+            default_addr_pool_mask_length: match r.subnet_size {
+                None | Some(0) => 24,
+                Some(n) => u8::try_from(n).map_err(|_| EngineError::bad(format!("SubnetSize: {n} is not a prefix length (8 to 29)")))?,
+            },
+            force_new_cluster: r.force_new_cluster.unwrap_or(false),
+            task_history_limit: spec
+                .orchestration
+                .and_then(|o| o.task_history_retention_limit)
+                .filter(|n| *n >= 0)
+                .map(|n| n as usize),
+            cert_expiry_ms: expiry.map(|n| n as u64 / 1_000_000),
+        };
+        match self.call(LocalRequest::Init(opts)).await? {
+            LocalReply::Initialized { node_id, .. } => json(200, &node_id),
+            other => Err(EngineError::Internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    async fn swarm_join(&self, b: &[u8]) -> Result<Reply, EngineError> {
+        let r: d::SwarmJoinRequest = body(b, "swarm join request")?;
+        let remote = r.remote_addrs.unwrap_or_default().into_iter().next().ok_or_else(|| EngineError::bad("RemoteAddrs is empty: give a manager's address"))?;
+        let token = r.join_token.filter(|t| !t.is_empty()).ok_or_else(|| EngineError::bad("JoinToken is missing: give --token"))?;
+        let opts = JoinOptions {
+            token,
+            remote,
+            advertise_addr: r.advertise_addr.filter(|a| !a.is_empty()),
+            listen_addr: r.listen_addr.filter(|a| !a.is_empty()),
+        };
+        self.call(LocalRequest::Join(opts)).await?;
+        Ok(Reply::Empty(200))
+    }
+
+    async fn swarm_update(&self, q: &BTreeMap<String, String>, b: &[u8]) -> Result<Reply, EngineError> {
+        let spec: d::SwarmSpec = body(b, "swarm spec")?;
+        let v = self.view().await?;
+        let c = v.state.cluster.as_ref().ok_or_else(|| EngineError::Unavailable(super::error::NOT_IN_SWARM.into()))?;
+        if let Some(want) = q.get("version") {
+            if want.parse::<u64>().ok() != Some(v.state.version) {
+                return Err(EngineError::bad(format!(
+                    "update out of sequence: version {want} is not the swarm's current version {}; inspect it again",
+                    v.state.version
+                )));
+            }
+        }
+        if spec.encryption_config.as_ref().and_then(|e| e.auto_lock_managers).unwrap_or(false) || flag(q, "rotateManagerUnlockKey") {
+            return Err(EngineError::NotImplemented("autolock is not supported by shoal".into()));
+        }
+        let ca = spec.ca_config.clone().unwrap_or_default();
+        if ca.external_cas.as_ref().is_some_and(|e| !e.is_empty()) || ca.signing_ca_cert.as_ref().is_some_and(|s| !s.is_empty()) {
+            return Err(EngineError::NotImplemented("external or supplied root CAs are not supported by shoal; use --rotate".into()));
+        }
+        if let Some(ns) = ca.node_cert_expiry.filter(|n| *n > 0) {
+            let ms = ns as u64 / 1_000_000;
+            if ms != c.cert_expiry_ms {
+                self.propose(Command::UpdateCluster { cert_expiry_ms: Some(ms) }).await?;
+            }
+        }
+        for (k, role) in [("rotateWorkerToken", Role::Worker), ("rotateManagerToken", Role::Manager)] {
+            if flag(q, k) {
+                self.api(ApiRequest::JoinTokens { rotate: Some(role) }).await?;
+            }
+        }
+        if ca.force_rotate.unwrap_or(0) > 0 {
+            self.api(ApiRequest::RotateCa).await?;
+        }
+        Ok(Reply::Empty(200))
+    }
+
+    async fn node_list(&self, q: &BTreeMap<String, String>) -> Result<Reply, EngineError> {
+        let v = self.view().await?;
+        let f = Filters::parse(q.get("filters").map(String::as_str), &["id", "label", "name", "role", "membership", "node.label"])?;
+        let out: Vec<d::Node> = v
+            .state
+            .nodes
+            .values()
+            .filter(|n| f.any("id", |x| n.id.starts_with(x)) && f.any("name", |x| n.hostname.starts_with(x)))
+            .filter(|n| f.labels("node.label", &n.labels) && f.labels("label", &BTreeMap::new()))
+            .filter(|n| f.any("role", |x| x == if n.role == Role::Manager { "manager" } else { "worker" }))
+            .filter(|_| f.any("membership", |x| x == "accepted"))
+            .map(|n| convert::node(n, v.leader == Some(n.raft_id)))
+            .collect();
+        json(200, &out)
+    }
+
+    async fn node_update(&self, n: &str, q: &BTreeMap<String, String>, b: &[u8]) -> Result<Reply, EngineError> {
+        let spec: d::NodeSpec = body(b, "node spec")?;
+        let v = self.view().await?;
+        let node = find_node(&v, n)?;
+        check_version(q, node.updated_ms, "node", &node.hostname)?;
+        let role = match spec.role {
+            Some(d::NodeSpecRoleEnum::MANAGER) => Some(Role::Manager),
+            Some(d::NodeSpecRoleEnum::WORKER) => Some(Role::Worker),
+            _ => None,
+        }
+        .filter(|r| *r != node.role);
+        let availability = match spec.availability {
+            Some(d::NodeSpecAvailabilityEnum::ACTIVE) => Some(Availability::Active),
+            Some(d::NodeSpecAvailabilityEnum::PAUSE) => Some(Availability::Pause),
+            Some(d::NodeSpecAvailabilityEnum::DRAIN) => Some(Availability::Drain),
+            _ => None,
+        }
+        .filter(|a| *a != node.availability);
+        // Docker sends the whole label set; shoal's command takes the difference.
+        let want: BTreeMap<String, String> = spec.labels.unwrap_or_default().into_iter().collect();
+        let label_add: BTreeMap<String, String> = want.iter().filter(|(k, v)| node.labels.get(*k) != Some(v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let label_rm: Vec<String> = node.labels.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
+        if role.is_none() && availability.is_none() && label_add.is_empty() && label_rm.is_empty() {
+            return Ok(Reply::Empty(200));
+        }
+        self.propose(Command::UpdateNode { node: node.id.clone(), availability, role, label_add, label_rm }).await?;
+        Ok(Reply::Empty(200))
+    }
+
+    async fn service_list(&self, q: &BTreeMap<String, String>) -> Result<Reply, EngineError> {
+        let v = self.view().await?;
+        let f = Filters::parse(q.get("filters").map(String::as_str), &["id", "label", "name", "mode"])?;
+        let status = flag(q, "status");
+        let out: Vec<d::Service> = v
+            .state
+            .services
+            .values()
+            .filter(|s| f.any("id", |x| s.id.starts_with(x)) && f.any("name", |x| s.spec.name.starts_with(x)))
+            .filter(|s| f.labels("label", &s.spec.labels))
+            .filter(|s| f.any("mode", |x| x == if s.spec.mode == ServiceMode::Global { "global" } else { "replicated" }))
+            .map(|s| convert::service(&v.state, s, status))
+            .collect();
+        json(200, &out)
+    }
+
+    async fn service_update(&self, s: &str, q: &BTreeMap<String, String>, b: &[u8]) -> Result<Reply, EngineError> {
+        let v = self.view().await?;
+        let svc = find_service(&v, s)?;
+        let want = q.get("version").ok_or_else(|| EngineError::bad("version is missing: give ?version= from service inspect"))?;
+        check_version(q, svc.version, "service", &svc.spec.name).map_err(|_| {
+            EngineError::bad(format!(
+                "update out of sequence: version {want} of service {} is not its current version {}; inspect it again",
+                svc.spec.name, svc.version
+            ))
+        })?;
+        let spec = match q.get("rollback").map(String::as_str) {
+            Some("previous") => *svc.previous_spec.clone().ok_or_else(|| {
+                EngineError::bad(format!("service {} does not have a previous spec to roll back to", svc.spec.name))
+            })?,
+            None | Some("") => from_docker(&body::<d::ServiceSpec>(b, "service spec")?)?,
+            Some(o) => return Err(EngineError::bad(format!("rollback={o}: the only value is \"previous\""))),
+        };
+        // A change of replicas alone is a scale, which needs no rolling update.
+        let mut only_scale = svc.spec.clone();
+        only_scale.mode = spec.mode.clone();
+        let cmd = match (&spec.mode, only_scale == spec && svc.spec.mode != spec.mode) {
+            (ServiceMode::Replicated { replicas }, true) if matches!(svc.spec.mode, ServiceMode::Replicated { .. }) => {
+                Command::ScaleService { service: svc.id.clone(), replicas: *replicas }
+            }
+            _ => Command::UpdateService { service: svc.id.clone(), spec },
+        };
+        self.propose(cmd).await?;
+        json(200, &serde_json::json!({ "Warnings": null }))
+    }
+
+    async fn task_list(&self, q: &BTreeMap<String, String>) -> Result<Reply, EngineError> {
+        let v = self.view().await?;
+        let f = Filters::parse(
+            q.get("filters").map(String::as_str),
+            &["id", "name", "service", "node", "label", "desired-state", "_up-to-date"],
+        )?;
+        // Services and nodes may be named; dockerd resolves them first, and an unknown one is an error.
+        let services: Vec<String> = f.get("service").iter().map(|s| find_service(&v, s).map(|s| s.id.clone())).collect::<Result<_, _>>()?;
+        let nodes: Vec<String> = f.get("node").iter().map(|n| find_node(&v, n).map(|n| n.id.clone())).collect::<Result<_, _>>()?;
+        let up_to_date = f.get("_up-to-date").iter().any(|x| x == "true" || x == "1");
+        let st = &v.state;
+        let out: Vec<d::Task> = st
+            .tasks
+            .values()
+            .filter(|t| f.any("id", |x| t.id.starts_with(x)))
+            .filter(|t| services.is_empty() || services.contains(&t.service_id))
+            .filter(|t| nodes.is_empty() || t.node_id.as_ref().is_some_and(|n| nodes.contains(n)))
+            .filter(|t| {
+                f.any("desired-state", |x| match x {
+                    "running" => t.desired_state == TaskState::Running,
+                    "shutdown" => t.desired_state.is_terminal(),
+                    "accepted" => t.desired_state == TaskState::Accepted,
+                    _ => false,
+                })
+            })
+            .filter(|t| {
+                let svc = st.services.get(&t.service_id);
+                let name = svc.map(|s| task_name(s, t)).unwrap_or_default();
+                f.any("name", |x| name.starts_with(x))
+                    && svc.is_none_or(|s| f.labels("label", &s.spec.labels))
+                    && (!up_to_date || svc.is_some_and(|s| t.service_version == s.version))
+            })
+            .map(|t| convert::task(st, t))
+            .collect();
+        json(200, &out)
+    }
+
+    async fn network_create(&self, b: &[u8]) -> Result<Reply, EngineError> {
+        let r: d::NetworkCreateRequest = body(b, "network create request")?;
+        if r.enable_ipv6.unwrap_or(false) {
+            return Err(EngineError::NotImplemented("IPv6 networks are not supported by shoal".into()));
+        }
+        if r.config_only.unwrap_or(false) || r.config_from.is_some() {
+            return Err(EngineError::NotImplemented("--config-only and --config-from are not supported by shoal".into()));
+        }
+        if r.scope.as_deref().is_some_and(|s| !s.is_empty() && s != "swarm") {
+            return Err(EngineError::bad(format!("scope {:?}: shoal networks are swarm-scoped; leave --scope out", r.scope.unwrap_or_default())));
+        }
+        let ipam = r.ipam.clone().unwrap_or_default();
+        let cfgs = ipam.config.unwrap_or_default();
+        if cfgs.len() > 1 {
+            return Err(EngineError::bad("IPAM.Config: shoal takes one --subnet per network"));
+        }
+        let (subnet, gateway) = match cfgs.first() {
+            None => (None, None),
+            Some(c) => {
+                let subnet = c.subnet.as_deref().filter(|s| !s.is_empty()).map(|s| s.parse().map_err(|e| EngineError::bad(format!("--subnet {s:?}: {e}")))).transpose()?;
+                let gateway = c.gateway.as_deref().filter(|s| !s.is_empty()).map(|s| s.parse().map_err(|e| EngineError::bad(format!("--gateway {s:?}: {e}")))).transpose()?;
+                (subnet, gateway)
+            }
+        };
+        let spec = NetworkSpec {
+            name: r.name.clone(),
+            // Docker's default driver is bridge; on a swarm-scoped network it means overlay.
+            driver: r.driver.filter(|d| !d.is_empty() && d != "bridge").unwrap_or_else(|| "overlay".into()),
+            subnet,
+            gateway,
+            attachable: r.attachable.unwrap_or(false),
+            ingress: r.ingress.unwrap_or(false),
+            internal: r.internal.unwrap_or(false),
+            node_local: false,
+            options: r.options.unwrap_or_default().into_iter().collect(),
+            labels: r.labels.unwrap_or_default().into_iter().collect(),
+        };
+        match self.propose(Command::CreateNetwork { spec }).await? {
+            Response::Created { id } => json(201, &serde_json::json!({ "Id": id, "Warning": "" })),
+            other => Err(EngineError::Internal(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    /// `service logs` / `task logs`: the node's log broker read (once, or in rounds with
+    /// `follow`), written in Docker's multiplexed format with the details prefix the docker CLI
+    /// parses to name each line's task and node.
+    fn logs(&self, target: String, v: ClusterView, q: &BTreeMap<String, String>) -> Result<Reply, EngineError> {
+        if flag(q, "timestamps") {
+            return Err(EngineError::NotImplemented("shoal does not record log timestamps: leave out --timestamps".into()));
+        }
+        if q.get("since").is_some_and(|s| !s.is_empty() && s != "0") || q.get("until").is_some_and(|s| !s.is_empty() && s != "0") {
+            return Err(EngineError::NotImplemented("shoal does not record log timestamps: leave out --since and --until".into()));
+        }
+        let tail = match q.get("tail").map(String::as_str) {
+            None | Some("") | Some("all") => None,
+            Some(n) => Some(n.parse::<u64>().map_err(|_| EngineError::bad(format!("tail {n:?}: give a number of lines or \"all\"")))?),
+        };
+        let (out, err) = (flag(q, "stdout"), flag(q, "stderr"));
+        if !out && !err {
+            return Err(EngineError::bad("you must choose at least one stream: stdout=1 or stderr=1"));
+        }
+        let details = flag(q, "details");
+        let follow = flag(q, "follow");
+        let (tx, rx) = mpsc::channel(64);
+        let engine = self.clone();
+        let mut tasks: BTreeMap<String, (String, String)> =
+            v.state.tasks.values().map(|t| (t.id.clone(), (t.node_id.clone().unwrap_or_default(), t.service_id.clone()))).collect();
+        tokio::spawn(async move {
+            let mut req = LogsRequest { target, tail, cursors: BTreeMap::new(), follow_up: false };
+            loop {
+                let reply = match engine.api(ApiRequest::Logs(req.clone())).await {
+                    Ok(ApiResponse::Logs(r)) => r,
+                    Ok(_) | Err(_) => return,
+                };
+                for t in &reply.tasks {
+                    if t.log.error.is_some() {
+                        continue;
+                    }
+                    if !tasks.contains_key(&t.log.task_id) {
+                        if let Ok(v) = engine.view().await {
+                            tasks.extend(v.state.tasks.values().map(|t| (t.id.clone(), (t.node_id.clone().unwrap_or_default(), t.service_id.clone()))));
+                        }
+                    }
+                    let (node, service) = tasks.get(&t.log.task_id).cloned().unwrap_or_default();
+                    let prefix = details.then(|| log_details(&node, &service, &t.log.task_id));
+                    for (stream, text, on) in [(1u8, &t.log.stdout, out), (2u8, &t.log.stderr, err)] {
+                        if !on {
+                            continue;
+                        }
+                        for line in text.lines() {
+                            if tx.send(frame(stream, prefix.as_deref(), line)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    req.cursors.insert(t.log.task_id.clone(), t.log.next);
+                }
+                if !follow {
+                    return;
+                }
+                req.follow_up = true;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        });
+        Ok(Reply::Stream(rx))
+    }
+}
+
+/// Docker's `--details` prefix of a service log line (the CLI parses it to name the task).
+pub fn log_details(node: &str, service: &str, task: &str) -> String {
+    format!("com.docker.swarm.node.id={node},com.docker.swarm.service.id={service},com.docker.swarm.task.id={task}")
+}
+
+/// One line in Docker's stdcopy framing: stream byte, three zeros, big-endian length, payload.
+pub fn frame(stream: u8, details: Option<&str>, line: &str) -> Bytes {
+    let mut payload = String::with_capacity(line.len() + 1);
+    if let Some(d) = details {
+        payload.push_str(d);
+        payload.push(' ');
+    }
+    payload.push_str(line);
+    payload.push('\n');
+    let mut out = Vec::with_capacity(8 + payload.len());
+    out.extend_from_slice(&[stream, 0, 0, 0]);
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload.as_bytes());
+    Bytes::from(out)
+}
+
+fn check_version(q: &BTreeMap<String, String>, current: u64, kind: &str, name: &str) -> Result<(), EngineError> {
+    match q.get("version") {
+        None => Ok(()),
+        Some(v) if v.parse::<u64>().ok() == Some(current) => Ok(()),
+        Some(v) => Err(EngineError::bad(format!(
+            "update out of sequence: version {v} of {kind} {name} is not its current version {current}; inspect it again"
+        ))),
+    }
+}
+
+fn task_name(s: &crate::model::Service, t: &crate::model::Task) -> String {
+    match s.spec.mode {
+        ServiceMode::Global => format!("{}.{}.{}", s.spec.name, t.node_id.clone().unwrap_or_default(), t.id),
+        ServiceMode::Replicated { .. } => format!("{}.{}.{}", s.spec.name, t.slot, t.id),
+    }
+}
+
+fn swarm_spec(c: &crate::model::Cluster) -> d::SwarmSpec {
+    d::SwarmSpec {
+        name: Some("default".into()),
+        labels: Some(Default::default()),
+        orchestration: Some(d::SwarmSpecOrchestration { task_history_retention_limit: Some(c.task_history_limit as i64) }),
+        dispatcher: Some(d::SwarmSpecDispatcher { heartbeat_period: Some(c.heartbeat_period_ms as i64 * 1_000_000) }),
+        ca_config: Some(d::SwarmSpecCaConfig { node_cert_expiry: Some(c.cert_expiry_ms as i64 * 1_000_000), ..Default::default() }),
+        encryption_config: Some(d::SwarmSpecEncryptionConfig { auto_lock_managers: Some(false) }),
+        ..Default::default()
+    }
+}
+
+fn find_node<'a>(v: &'a ClusterView, n: &str) -> Result<&'a crate::model::Node, EngineError> {
+    resolve("node", n, v.state.nodes.values().map(|x| (x.id.as_str(), x.hostname.as_str(), x)))
+}
+
+fn find_service<'a>(v: &'a ClusterView, s: &str) -> Result<&'a crate::model::Service, EngineError> {
+    resolve("service", s, v.state.services.values().map(|x| (x.id.as_str(), x.spec.name.as_str(), x)))
+}
+
+fn find_network<'a>(v: &'a ClusterView, n: &str) -> Result<&'a crate::model::Network, EngineError> {
+    resolve("network", n, v.state.networks.values().map(|x| (x.id.as_str(), x.spec.name.as_str(), x)))
+}
+
+fn find_secret<'a>(v: &'a ClusterView, s: &str) -> Result<&'a crate::model::Secret, EngineError> {
+    resolve("secret", s, v.state.secrets.values().map(|x| (x.id.as_str(), x.spec.name.as_str(), x)))
+}
+
+fn kernel_version() -> String {
+    nix_uname().map(|u| u.1).unwrap_or_default()
+}
+
+fn nix_uname() -> Option<(String, String)> {
+    let s = std::fs::read_to_string("/proc/sys/kernel/ostype").ok()?;
+    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    Some((s.trim().to_string(), r.trim().to_string()))
+}
+
+fn os_name() -> String {
+    std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())))
+        .unwrap_or_else(|| "Linux".into())
+}
+
+/// Go's GOARCH names, which Docker reports.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdcopy_frames_with_details() {
+        let f = frame(1, Some(&log_details("n1", "s1", "t1")), "hello");
+        let payload = "com.docker.swarm.node.id=n1,com.docker.swarm.service.id=s1,com.docker.swarm.task.id=t1 hello\n";
+        assert_eq!(&f[..4], &[1, 0, 0, 0]);
+        assert_eq!(u32::from_be_bytes(f[4..8].try_into().unwrap()) as usize, payload.len());
+        assert_eq!(&f[8..], payload.as_bytes());
+        let e = frame(2, None, "oops");
+        assert_eq!((e[0], &e[8..]), (2, b"oops\n".as_slice()));
+    }
+
+    #[test]
+    fn versions_are_checked_exactly() {
+        let mut q = BTreeMap::new();
+        assert!(check_version(&q, 7, "node", "a").is_ok());
+        q.insert("version".to_string(), "7".to_string());
+        assert!(check_version(&q, 7, "node", "a").is_ok());
+        q.insert("version".to_string(), "6".to_string());
+        let e = check_version(&q, 7, "node", "a").unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert!(e.to_string().contains("out of sequence"));
+    }
+}
