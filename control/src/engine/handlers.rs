@@ -547,7 +547,7 @@ impl Engine {
                 let name = svc.map(|s| task_name(s, t)).unwrap_or_default();
                 f.any("name", |x| name.starts_with(x))
                     && svc.is_none_or(|s| f.labels("label", &s.spec.labels))
-                    && (!up_to_date || svc.is_some_and(|s| t.service_version == s.version))
+                    && (!up_to_date || svc.is_some_and(|s| is_up_to_date(s, t)))
             })
             .map(|t| convert::task(st, t))
             .collect();
@@ -683,6 +683,24 @@ pub fn frame(stream: u8, details: Option<&str>, line: &str) -> Bytes {
     Bytes::from(out)
 }
 
+/// The `_up-to-date` filter (what `docker service create|update|scale` watches converge):
+/// swarmkit's "the task is not dirty", i.e. it runs the service's current spec, replicas aside.
+/// Tasks record the service version they were made at, and every change (a scale too) bumps
+/// it, so an older task is dirty only when the last update changed more than the replicas.
+pub fn is_up_to_date(s: &crate::model::Service, t: &crate::model::Task) -> bool {
+    if t.service_version >= s.version {
+        return true;
+    }
+    match &s.previous_spec {
+        None => true,
+        Some(prev) => {
+            let mut prev = (**prev).clone();
+            prev.mode = s.spec.mode.clone();
+            prev == s.spec
+        }
+    }
+}
+
 fn check_version(q: &BTreeMap<String, String>, current: u64, kind: &str, name: &str) -> Result<(), EngineError> {
     match q.get("version") {
         None => Ok(()),
@@ -767,6 +785,33 @@ mod tests {
         assert_eq!(&f[8..], payload.as_bytes());
         let e = frame(2, None, "oops");
         assert_eq!((e[0], &e[8..]), (2, b"oops\n".as_slice()));
+    }
+
+    #[test]
+    fn a_scale_leaves_tasks_up_to_date_and_a_spec_change_does_not() {
+        use crate::model::{ServiceSpec, Task};
+        let mut w = crate::testkit::World::new(1);
+        let sid = w.create(ServiceSpec::new("web", "nginx:1"));
+        w.ok(Command::ScaleService { service: sid.clone(), replicas: 2 });
+        w.ok(Command::ScaleService { service: sid.clone(), replicas: 1 });
+        let mut s = w.state.services[&sid].clone();
+        assert_eq!(s.version, 3);
+        let t = |v: u64| -> Task {
+            let mut t = w.live(&sid)[0].clone();
+            t.service_version = v;
+            t
+        };
+        assert!(is_up_to_date(&s, &t(3)));
+        assert!(is_up_to_date(&s, &t(2)), "no previous spec: only scales happened");
+        let mut prev = s.spec.clone();
+        prev.mode = ServiceMode::Replicated { replicas: 5 };
+        s.previous_spec = Some(Box::new(prev));
+        assert!(is_up_to_date(&s, &t(2)), "the last change was replicas only");
+        let mut prev = s.spec.clone();
+        prev.image = "nginx:0".into();
+        s.previous_spec = Some(Box::new(prev));
+        assert!(!is_up_to_date(&s, &t(2)), "made from the old image");
+        assert!(is_up_to_date(&s, &t(3)));
     }
 
     #[test]
