@@ -213,7 +213,7 @@ fn the_docker_cli_runs_a_swarm_of_shoal_daemons() {
     wait_for("talker's line in docker service logs", Duration::from_secs(30), || {
         d.ok(&c, "smgr", &["service", "logs", "talker"]).contains("hello from talker")
     });
-    let logs = d.ok(&c, "smgr", &["service", "logs", "talker"]);
+    let logs = d.ok(&c, "smgr", &["service", "logs", "--no-trunc", "talker"]);
     let shoal_logs = c.cli("smgr", &["service", "logs", "talker"]);
     let prefix = |s: &str| s.lines().find(|l| l.contains("hello from talker")).unwrap().split('|').next().unwrap().trim().to_string();
     assert_eq!(prefix(&logs), prefix(&shoal_logs), "docker:\n{logs}\nshoal:\n{shoal_logs}");
