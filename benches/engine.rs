@@ -59,9 +59,7 @@ fn main() {
 
     let docker_cmd = |args: &[&str]| {
         let mut cmd = Command::new(&docker);
-        cmd.args(args)
-            .env("DOCKER_HOST", format!("unix://{}", c.engine_sock("smgr").display()))
-            .env("DOCKER_CONFIG", config.path());
+        cmd.args(args).env("DOCKER_HOST", format!("unix://{}", c.engine_sock("smgr").display())).env("DOCKER_CONFIG", config.path());
         cmd
     };
     let shoal_cmd = |args: &[&str]| {
@@ -70,7 +68,8 @@ fn main() {
         cmd
     };
     let cases: [(&str, &[&str]); 2] = [("service ls", &["service", "ls"]), ("node ls", &["node", "ls"])];
-    let version = Command::new(&docker).args(["version", "--format", "{{.Client.Version}}"]).env("DOCKER_HOST", "unix:///nonexistent").output();
+    let version =
+        Command::new(&docker).args(["version", "--format", "{{.Client.Version}}"]).env("DOCKER_HOST", "unix:///nonexistent").output();
     let version = version.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
     println!("engine bench: docker client {version} ({}), {rounds} rounds x {runs} runs, 3 nodes, 1 service x 3 tasks", docker.display());
     for (name, args) in cases {

@@ -105,7 +105,8 @@ fn the_docker_cli_runs_a_swarm_of_shoal_daemons() {
     let c = Cluster::up();
 
     // Ping and version negotiation, before any swarm: unversioned and prefixed paths.
-    let ping = Command::new("curl").args(["-s", "-i", "--unix-socket"]).arg(c.engine_sock("smgr")).arg("http://localhost/_ping").output().unwrap();
+    let ping =
+        Command::new("curl").args(["-s", "-i", "--unix-socket"]).arg(c.engine_sock("smgr")).arg("http://localhost/_ping").output().unwrap();
     let ping = String::from_utf8_lossy(&ping.stdout).to_lowercase();
     assert!(ping.contains("api-version: 1.41") && ping.contains("swarm: inactive") && ping.ends_with("ok"), "{ping}");
     let (code, body) = curl(&c, "smgr", "GET", "/v1.99/info");
@@ -167,7 +168,11 @@ fn the_docker_cli_runs_a_swarm_of_shoal_daemons() {
     assert!(c.cli("smgr", &["network", "ls"]).contains("front"));
 
     // The seed's service, with the progress display converging.
-    let out = d.ok(&c, "smgr", &["service", "create", "--name", "vote", "--replicas", "3", "-p", "5000:80", "--network", "front", "shoal/whoami"]);
+    let out = d.ok(
+        &c,
+        "smgr",
+        &["service", "create", "--name", "vote", "--replicas", "3", "-p", "5000:80", "--network", "front", "shoal/whoami"],
+    );
     // 20.10 says "verify: Service converged", newer clients name the service id.
     assert!(out.lines().any(|l| l.starts_with("verify: Service") && l.ends_with("converged")), "{out}");
     let ls = d.ok(&c, "smgr", &["service", "ls"]);
@@ -204,7 +209,9 @@ fn the_docker_cli_runs_a_swarm_of_shoal_daemons() {
     // scale, update, rollback without a previous spec.
     let out = d.ok(&c, "smgr", &["service", "scale", "vote=2"]);
     assert!(out.contains("vote scaled to 2"), "{out}");
-    wait_for("vote at 2/2 in shoal's list", Duration::from_secs(30), || c.cli("smgr", &["service", "ls"]).lines().any(|l| l.contains("vote") && l.contains("2/2")));
+    wait_for("vote at 2/2 in shoal's list", Duration::from_secs(30), || {
+        c.cli("smgr", &["service", "ls"]).lines().any(|l| l.contains("vote") && l.contains("2/2"))
+    });
     d.ok(&c, "smgr", &["service", "update", "--detach", "--label-add", "tier=front", "vote"]);
     let labels = d.ok(&c, "smgr", &["service", "inspect", "vote", "--format", "{{json .Spec.Labels}}"]);
     assert_eq!(json(labels.trim())["tier"], "front");

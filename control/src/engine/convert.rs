@@ -119,11 +119,7 @@ pub fn service_spec(s: &m::ServiceSpec) -> d::ServiceSpec {
     let networks: Vec<d::NetworkAttachmentConfig> = s
         .networks
         .iter()
-        .map(|n| d::NetworkAttachmentConfig {
-            target: Some(n.clone()),
-            aliases: s.network_aliases.get(n).cloned(),
-            driver_opts: None,
-        })
+        .map(|n| d::NetworkAttachmentConfig { target: Some(n.clone()), aliases: s.network_aliases.get(n).cloned(), driver_opts: None })
         .collect();
     d::ServiceSpec {
         name: Some(s.name.clone()),
@@ -253,7 +249,10 @@ pub fn service(st: &ClusterState, s: &m::Service, with_status: bool) -> d::Servi
             virtual_ips: Some(
                 s.vips
                     .iter()
-                    .map(|v| d::ServiceEndpointVirtualIps { network_id: Some(v.network_id.clone()), addr: Some(format!("{}/{}", v.addr, v.prefix)) })
+                    .map(|v| d::ServiceEndpointVirtualIps {
+                        network_id: Some(v.network_id.clone()),
+                        addr: Some(format!("{}/{}", v.addr, v.prefix)),
+                    })
                     .collect(),
             ),
         }),
@@ -361,5 +360,45 @@ pub fn secret(s: &m::Secret) -> d::Secret {
         created_at: Some(date(s.created_ms)),
         updated_at: Some(date(s.created_ms)),
         spec: Some(d::SecretSpec { name: Some(s.spec.name.clone()), labels: labels(&s.spec.labels), ..Default::default() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Command;
+    use crate::testkit::World;
+
+    #[test]
+    fn docker_field_names_and_dates() {
+        assert_eq!(date(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        let mut w = World::new(1);
+        let mut spec = m::ServiceSpec::new("vote", "vote:latest");
+        spec.endpoint.ports.push(m::PortConfig { protocol: Protocol::Tcp, target: 80, published: Some(5000), mode: PublishMode::Ingress });
+        let sid = w.create(spec);
+        w.report_all(TaskState::Running);
+        let st = &w.state;
+        let mgr = st.nodes.values().find(|n| n.role == Role::Manager).unwrap();
+        let n = serde_json::to_value(node(mgr, true)).unwrap();
+        assert_eq!(n["ManagerStatus"]["Leader"], true);
+        assert_eq!(n["Spec"]["Role"], "manager");
+        assert_eq!(n["Status"]["State"], "ready");
+        assert_eq!(n["Description"]["Hostname"], mgr.hostname.as_str());
+        let s = serde_json::to_value(service(st, &st.services[&sid], true)).unwrap();
+        assert_eq!(s["Spec"]["Name"], "vote");
+        assert_eq!(s["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"], "vote:latest");
+        assert_eq!(s["Spec"]["Mode"]["Replicated"]["Replicas"], 1);
+        assert_eq!(s["Endpoint"]["Ports"][0]["PublishedPort"], 5000);
+        assert_eq!(s["Endpoint"]["Ports"][0]["PublishMode"], "ingress");
+        assert_eq!(s["ServiceStatus"]["RunningTasks"], 1);
+        let t = st.tasks.values().next().unwrap();
+        let tj = serde_json::to_value(task(st, t)).unwrap();
+        assert_eq!(tj["Status"]["State"], "running");
+        assert_eq!(tj["DesiredState"], "running");
+        assert_eq!(tj["Slot"], 1);
+        assert_eq!(tj["Spec"]["ContainerSpec"]["Image"], "vote:latest");
+        w.ok(Command::ScaleService { service: sid.clone(), replicas: 0 });
+        let s = service(&w.state, &w.state.services[&sid], true);
+        assert_eq!(s.service_status.unwrap().desired_tasks, Some(0));
     }
 }

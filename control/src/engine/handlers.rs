@@ -3,13 +3,12 @@
 
 use super::convert;
 use super::error::EngineError;
-use super::filters::Filters;
-use super::resolve::resolve;
+use super::lists;
 use super::route::{Route, API_VERSION, MIN_API_VERSION};
 use super::spec::from_docker;
 use crate::logs::LogsRequest;
 use crate::manager::ClusterView;
-use crate::model::{Availability, NetworkSpec, Role, SecretSpec, ServiceMode, TaskState};
+use crate::model::{NetworkSpec, Role, SecretSpec};
 use crate::node::{InitOptions, JoinOptions, LocalReply, LocalRequest, NodeControl, NodeInfo};
 use crate::rpc::messages::{ApiRequest, ApiResponse};
 use crate::state::{Command, Response};
@@ -37,7 +36,9 @@ pub struct Engine {
 pub enum Reply {
     Json(u16, Vec<u8>),
     Empty(u16),
-    Ping { swarm: String },
+    Ping {
+        swarm: String,
+    },
     /// Docker's multiplexed log stream, written as it comes.
     Stream(mpsc::Receiver<Bytes>),
 }
@@ -49,6 +50,10 @@ fn json<T: serde::Serialize>(status: u16, v: &T) -> Result<Reply, EngineError> {
 fn body<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> Result<T, EngineError> {
     let b = if b.is_empty() { b"{}".as_slice() } else { b };
     serde_json::from_slice(b).map_err(|e| EngineError::bad(format!("invalid {what} in the request body: {e}")))
+}
+
+fn filters(q: &BTreeMap<String, String>) -> Option<&str> {
+    q.get("filters").map(String::as_str)
 }
 
 fn flag(q: &BTreeMap<String, String>, k: &str) -> bool {
@@ -112,20 +117,26 @@ impl Engine {
             SwarmUpdate => self.swarm_update(q, b).await,
             SwarmUnlockKey => Err(EngineError::NotFound("no unlock key is set: shoal does not support autolock".into())),
             SwarmUnlock => Err(EngineError::bad("swarm is not locked: shoal does not support autolock")),
-            NodeList => self.node_list(q).await,
+            NodeList => {
+                let v = self.view().await?;
+                json(200, &lists::nodes(&v.state, v.leader, filters(q))?)
+            }
             NodeInspect(n) => {
                 let v = self.view().await?;
-                let node = find_node(&v, &n)?;
+                let node = lists::find_node(&v.state, &n)?;
                 json(200, &convert::node(node, v.leader == Some(node.raft_id)))
             }
             NodeUpdate(n) => self.node_update(&n, q, b).await,
             NodeDelete(n) => {
                 let v = self.view().await?;
-                let id = find_node(&v, &n)?.id.clone();
+                let id = lists::find_node(&v.state, &n)?.id.clone();
                 self.propose(Command::RemoveNode { node: id, force: flag(q, "force") }).await?;
                 Ok(Reply::Empty(200))
             }
-            ServiceList => self.service_list(q).await,
+            ServiceList => {
+                let v = self.view().await?;
+                json(200, &lists::services(&v.state, filters(q), flag(q, "status"))?)
+            }
             ServiceCreate => {
                 let spec = from_docker(&body::<d::ServiceSpec>(b, "service spec")?)?;
                 match self.propose(Command::CreateService { spec }).await? {
@@ -135,70 +146,53 @@ impl Engine {
             }
             ServiceInspect(s) => {
                 let v = self.view().await?;
-                let svc = find_service(&v, &s)?;
+                let svc = lists::find_service(&v.state, &s)?;
                 json(200, &convert::service(&v.state, svc, false))
             }
             ServiceUpdate(s) => self.service_update(&s, q, b).await,
             ServiceDelete(s) => {
                 let v = self.view().await?;
-                let id = find_service(&v, &s)?.id.clone();
+                let id = lists::find_service(&v.state, &s)?.id.clone();
                 self.propose(Command::RemoveService { service: id }).await?;
                 Ok(Reply::Empty(200))
             }
             ServiceLogs(s) => {
                 let v = self.view().await?;
-                let id = find_service(&v, &s)?.id.clone();
+                let id = lists::find_service(&v.state, &s)?.id.clone();
                 self.logs(id, v, q)
             }
-            TaskList => self.task_list(q).await,
+            TaskList => {
+                let v = self.view().await?;
+                json(200, &lists::tasks(&v.state, filters(q))?)
+            }
             TaskInspect(t) => {
                 let v = self.view().await?;
-                let task = resolve("task", &t, v.state.tasks.values().map(|t| (t.id.as_str(), t.id.as_str(), t)))?;
+                let task = lists::find_task(&v.state, &t)?;
                 json(200, &convert::task(&v.state, task))
             }
             TaskLogs(t) => {
                 let v = self.view().await?;
-                let id = resolve("task", &t, v.state.tasks.values().map(|t| (t.id.as_str(), t.id.as_str(), t)))?.id.clone();
+                let id = lists::find_task(&v.state, &t)?.id.clone();
                 self.logs(id, v, q)
             }
             NetworkList => {
                 let v = self.view().await?;
-                let f = Filters::parse(q.get("filters").map(String::as_str), &["name", "id", "label", "driver", "scope", "type"])?;
-                let out: Vec<d::Network> = v
-                    .state
-                    .networks
-                    .values()
-                    .filter(|n| f.any("name", |x| n.spec.name.contains(x)) && f.any("id", |x| n.id.starts_with(x)))
-                    .filter(|n| f.labels("label", &n.spec.labels) && f.any("driver", |x| n.spec.driver == x))
-                    .filter(|n| f.any("scope", |x| x == if n.spec.node_local { "local" } else { "swarm" }))
-                    .filter(|_| f.any("type", |x| x == "custom"))
-                    .map(convert::network)
-                    .collect();
-                json(200, &out)
+                json(200, &lists::networks(&v.state, filters(q))?)
             }
             NetworkCreate => self.network_create(b).await,
             NetworkInspect(n) => {
                 let v = self.view().await?;
-                json(200, &convert::network(find_network(&v, &n)?))
+                json(200, &convert::network(lists::find_network(&v.state, &n)?))
             }
             NetworkDelete(n) => {
                 let v = self.view().await?;
-                let id = find_network(&v, &n)?.id.clone();
+                let id = lists::find_network(&v.state, &n)?.id.clone();
                 self.propose(Command::RemoveNetwork { network: id }).await?;
                 Ok(Reply::Empty(204))
             }
             SecretList => {
                 let v = self.view().await?;
-                let f = Filters::parse(q.get("filters").map(String::as_str), &["name", "names", "id", "label"])?;
-                let out: Vec<d::Secret> = v
-                    .state
-                    .secrets
-                    .values()
-                    .filter(|s| f.any("name", |x| s.spec.name.starts_with(x)) && f.any("names", |x| s.spec.name == x))
-                    .filter(|s| f.any("id", |x| s.id.starts_with(x)) && f.labels("label", &s.spec.labels))
-                    .map(convert::secret)
-                    .collect();
-                json(200, &out)
+                json(200, &lists::secrets(&v.state, filters(q))?)
             }
             SecretCreate => {
                 let s: d::SecretSpec = body(b, "secret spec")?;
@@ -208,7 +202,8 @@ impl Engine {
                 let data = base64::engine::general_purpose::STANDARD
                     .decode(s.data.unwrap_or_default())
                     .map_err(|e| EngineError::bad(format!("Data is not base64: {e}")))?;
-                let spec = SecretSpec { name: s.name.unwrap_or_default(), labels: s.labels.unwrap_or_default().into_iter().collect(), data };
+                let spec =
+                    SecretSpec { name: s.name.unwrap_or_default(), labels: s.labels.unwrap_or_default().into_iter().collect(), data };
                 match self.propose(Command::CreateSecret { spec }).await? {
                     Response::Created { id } => json(201, &serde_json::json!({ "ID": id })),
                     other => Err(EngineError::Internal(format!("unexpected result {other:?}"))),
@@ -216,21 +211,21 @@ impl Engine {
             }
             SecretInspect(s) => {
                 let v = self.view().await?;
-                json(200, &convert::secret(find_secret(&v, &s)?))
+                json(200, &convert::secret(lists::find_secret(&v.state, &s)?))
             }
-            SecretUpdate(_) => Err(EngineError::NotImplemented(
-                "shoal cannot update a secret in place: remove it and create it again".into(),
-            )),
+            SecretUpdate(_) => {
+                Err(EngineError::NotImplemented("shoal cannot update a secret in place: remove it and create it again".into()))
+            }
             SecretDelete(s) => {
                 let v = self.view().await?;
-                let id = find_secret(&v, &s)?.id.clone();
+                let id = lists::find_secret(&v.state, &s)?.id.clone();
                 self.propose(Command::RemoveSecret { secret: id }).await?;
                 Ok(Reply::Empty(204))
             }
             // shoal has no configs: the list is truthfully empty, and making one is refused.
             ConfigList => {
                 self.view().await?;
-                Filters::parse(q.get("filters").map(String::as_str), &["name", "names", "id", "label"])?;
+                super::filters::Filters::parse(q.get("filters").map(String::as_str), &["name", "names", "id", "label"])?;
                 json(200, &Vec::<serde_json::Value>::new())
             }
             ConfigCreate | ConfigUpdate(_) => {
@@ -363,11 +358,7 @@ impl Engine {
                 Some(n) => u8::try_from(n).map_err(|_| EngineError::bad(format!("SubnetSize: {n} is not a prefix length (8 to 29)")))?,
             },
             force_new_cluster: r.force_new_cluster.unwrap_or(false),
-            task_history_limit: spec
-                .orchestration
-                .and_then(|o| o.task_history_retention_limit)
-                .filter(|n| *n >= 0)
-                .map(|n| n as usize),
+            task_history_limit: spec.orchestration.and_then(|o| o.task_history_retention_limit).filter(|n| *n >= 0).map(|n| n as usize),
             cert_expiry_ms: expiry.map(|n| n as u64 / 1_000_000),
         };
         match self.call(LocalRequest::Init(opts)).await? {
@@ -378,7 +369,12 @@ impl Engine {
 
     async fn swarm_join(&self, b: &[u8]) -> Result<Reply, EngineError> {
         let r: d::SwarmJoinRequest = body(b, "swarm join request")?;
-        let remote = r.remote_addrs.unwrap_or_default().into_iter().next().ok_or_else(|| EngineError::bad("RemoteAddrs is empty: give a manager's address"))?;
+        let remote = r
+            .remote_addrs
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .ok_or_else(|| EngineError::bad("RemoteAddrs is empty: give a manager's address"))?;
         let token = r.join_token.filter(|t| !t.is_empty()).ok_or_else(|| EngineError::bad("JoinToken is missing: give --token"))?;
         let opts = JoinOptions {
             token,
@@ -426,132 +422,25 @@ impl Engine {
         Ok(Reply::Empty(200))
     }
 
-    async fn node_list(&self, q: &BTreeMap<String, String>) -> Result<Reply, EngineError> {
-        let v = self.view().await?;
-        let f = Filters::parse(q.get("filters").map(String::as_str), &["id", "label", "name", "role", "membership", "node.label"])?;
-        let out: Vec<d::Node> = v
-            .state
-            .nodes
-            .values()
-            .filter(|n| f.any("id", |x| n.id.starts_with(x)) && f.any("name", |x| n.hostname.starts_with(x)))
-            .filter(|n| f.labels("node.label", &n.labels) && f.labels("label", &BTreeMap::new()))
-            .filter(|n| f.any("role", |x| x == if n.role == Role::Manager { "manager" } else { "worker" }))
-            .filter(|_| f.any("membership", |x| x == "accepted"))
-            .map(|n| convert::node(n, v.leader == Some(n.raft_id)))
-            .collect();
-        json(200, &out)
-    }
-
     async fn node_update(&self, n: &str, q: &BTreeMap<String, String>, b: &[u8]) -> Result<Reply, EngineError> {
         let spec: d::NodeSpec = body(b, "node spec")?;
         let v = self.view().await?;
-        let node = find_node(&v, n)?;
-        check_version(q, node.updated_ms, "node", &node.hostname)?;
-        let role = match spec.role {
-            Some(d::NodeSpecRoleEnum::MANAGER) => Some(Role::Manager),
-            Some(d::NodeSpecRoleEnum::WORKER) => Some(Role::Worker),
-            _ => None,
+        let node = lists::find_node(&v.state, n)?;
+        lists::check_version(q.get("version").map(String::as_str), node.updated_ms, "node", &node.hostname)?;
+        if let Some(cmd) = lists::node_update(node, &spec) {
+            self.propose(cmd).await?;
         }
-        .filter(|r| *r != node.role);
-        let availability = match spec.availability {
-            Some(d::NodeSpecAvailabilityEnum::ACTIVE) => Some(Availability::Active),
-            Some(d::NodeSpecAvailabilityEnum::PAUSE) => Some(Availability::Pause),
-            Some(d::NodeSpecAvailabilityEnum::DRAIN) => Some(Availability::Drain),
-            _ => None,
-        }
-        .filter(|a| *a != node.availability);
-        // Docker sends the whole label set; shoal's command takes the difference.
-        let want: BTreeMap<String, String> = spec.labels.unwrap_or_default().into_iter().collect();
-        let label_add: BTreeMap<String, String> = want.iter().filter(|(k, v)| node.labels.get(*k) != Some(v)).map(|(k, v)| (k.clone(), v.clone())).collect();
-        let label_rm: Vec<String> = node.labels.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
-        if role.is_none() && availability.is_none() && label_add.is_empty() && label_rm.is_empty() {
-            return Ok(Reply::Empty(200));
-        }
-        self.propose(Command::UpdateNode { node: node.id.clone(), availability, role, label_add, label_rm }).await?;
         Ok(Reply::Empty(200))
-    }
-
-    async fn service_list(&self, q: &BTreeMap<String, String>) -> Result<Reply, EngineError> {
-        let v = self.view().await?;
-        let f = Filters::parse(q.get("filters").map(String::as_str), &["id", "label", "name", "mode"])?;
-        let status = flag(q, "status");
-        let out: Vec<d::Service> = v
-            .state
-            .services
-            .values()
-            .filter(|s| f.any("id", |x| s.id.starts_with(x)) && f.any("name", |x| s.spec.name.starts_with(x)))
-            .filter(|s| f.labels("label", &s.spec.labels))
-            .filter(|s| f.any("mode", |x| x == if s.spec.mode == ServiceMode::Global { "global" } else { "replicated" }))
-            .map(|s| convert::service(&v.state, s, status))
-            .collect();
-        json(200, &out)
     }
 
     async fn service_update(&self, s: &str, q: &BTreeMap<String, String>, b: &[u8]) -> Result<Reply, EngineError> {
         let v = self.view().await?;
-        let svc = find_service(&v, s)?;
-        let want = q.get("version").ok_or_else(|| EngineError::bad("version is missing: give ?version= from service inspect"))?;
-        check_version(q, svc.version, "service", &svc.spec.name).map_err(|_| {
-            EngineError::bad(format!(
-                "update out of sequence: version {want} of service {} is not its current version {}; inspect it again",
-                svc.spec.name, svc.version
-            ))
+        let svc = lists::find_service(&v.state, s)?;
+        let cmd = lists::service_update(svc, q.get("version").map(String::as_str), q.get("rollback").map(String::as_str), || {
+            from_docker(&body::<d::ServiceSpec>(b, "service spec")?)
         })?;
-        let spec = match q.get("rollback").map(String::as_str) {
-            Some("previous") => *svc.previous_spec.clone().ok_or_else(|| {
-                EngineError::bad(format!("service {} does not have a previous spec to roll back to", svc.spec.name))
-            })?,
-            None | Some("") => from_docker(&body::<d::ServiceSpec>(b, "service spec")?)?,
-            Some(o) => return Err(EngineError::bad(format!("rollback={o}: the only value is \"previous\""))),
-        };
-        // A change of replicas alone is a scale, which needs no rolling update.
-        let mut only_scale = svc.spec.clone();
-        only_scale.mode = spec.mode.clone();
-        let cmd = match (&spec.mode, only_scale == spec && svc.spec.mode != spec.mode) {
-            (ServiceMode::Replicated { replicas }, true) if matches!(svc.spec.mode, ServiceMode::Replicated { .. }) => {
-                Command::ScaleService { service: svc.id.clone(), replicas: *replicas }
-            }
-            _ => Command::UpdateService { service: svc.id.clone(), spec },
-        };
         self.propose(cmd).await?;
         json(200, &serde_json::json!({ "Warnings": null }))
-    }
-
-    async fn task_list(&self, q: &BTreeMap<String, String>) -> Result<Reply, EngineError> {
-        let v = self.view().await?;
-        let f = Filters::parse(
-            q.get("filters").map(String::as_str),
-            &["id", "name", "service", "node", "label", "desired-state", "_up-to-date"],
-        )?;
-        // Services and nodes may be named; dockerd resolves them first, and an unknown one is an error.
-        let services: Vec<String> = f.get("service").iter().map(|s| find_service(&v, s).map(|s| s.id.clone())).collect::<Result<_, _>>()?;
-        let nodes: Vec<String> = f.get("node").iter().map(|n| find_node(&v, n).map(|n| n.id.clone())).collect::<Result<_, _>>()?;
-        let up_to_date = f.get("_up-to-date").iter().any(|x| x == "true" || x == "1");
-        let st = &v.state;
-        let out: Vec<d::Task> = st
-            .tasks
-            .values()
-            .filter(|t| f.any("id", |x| t.id.starts_with(x)))
-            .filter(|t| services.is_empty() || services.contains(&t.service_id))
-            .filter(|t| nodes.is_empty() || t.node_id.as_ref().is_some_and(|n| nodes.contains(n)))
-            .filter(|t| {
-                f.any("desired-state", |x| match x {
-                    "running" => t.desired_state == TaskState::Running,
-                    "shutdown" => t.desired_state.is_terminal(),
-                    "accepted" => t.desired_state == TaskState::Accepted,
-                    _ => false,
-                })
-            })
-            .filter(|t| {
-                let svc = st.services.get(&t.service_id);
-                let name = svc.map(|s| task_name(s, t)).unwrap_or_default();
-                f.any("name", |x| name.starts_with(x))
-                    && svc.is_none_or(|s| f.labels("label", &s.spec.labels))
-                    && (!up_to_date || svc.is_some_and(|s| is_up_to_date(s, t)))
-            })
-            .map(|t| convert::task(st, t))
-            .collect();
-        json(200, &out)
     }
 
     async fn network_create(&self, b: &[u8]) -> Result<Reply, EngineError> {
@@ -563,7 +452,10 @@ impl Engine {
             return Err(EngineError::NotImplemented("--config-only and --config-from are not supported by shoal".into()));
         }
         if r.scope.as_deref().is_some_and(|s| !s.is_empty() && s != "swarm") {
-            return Err(EngineError::bad(format!("scope {:?}: shoal networks are swarm-scoped; leave --scope out", r.scope.unwrap_or_default())));
+            return Err(EngineError::bad(format!(
+                "scope {:?}: shoal networks are swarm-scoped; leave --scope out",
+                r.scope.unwrap_or_default()
+            )));
         }
         let ipam = r.ipam.clone().unwrap_or_default();
         let cfgs = ipam.config.unwrap_or_default();
@@ -573,8 +465,18 @@ impl Engine {
         let (subnet, gateway) = match cfgs.first() {
             None => (None, None),
             Some(c) => {
-                let subnet = c.subnet.as_deref().filter(|s| !s.is_empty()).map(|s| s.parse().map_err(|e| EngineError::bad(format!("--subnet {s:?}: {e}")))).transpose()?;
-                let gateway = c.gateway.as_deref().filter(|s| !s.is_empty()).map(|s| s.parse().map_err(|e| EngineError::bad(format!("--gateway {s:?}: {e}")))).transpose()?;
+                let subnet = c
+                    .subnet
+                    .as_deref()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().map_err(|e| EngineError::bad(format!("--subnet {s:?}: {e}"))))
+                    .transpose()?;
+                let gateway = c
+                    .gateway
+                    .as_deref()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().map_err(|e| EngineError::bad(format!("--gateway {s:?}: {e}"))))
+                    .transpose()?;
                 (subnet, gateway)
             }
         };
@@ -634,7 +536,12 @@ impl Engine {
                     }
                     if !tasks.contains_key(&t.log.task_id) {
                         if let Ok(v) = engine.view().await {
-                            tasks.extend(v.state.tasks.values().map(|t| (t.id.clone(), (t.node_id.clone().unwrap_or_default(), t.service_id.clone()))));
+                            tasks.extend(
+                                v.state
+                                    .tasks
+                                    .values()
+                                    .map(|t| (t.id.clone(), (t.node_id.clone().unwrap_or_default(), t.service_id.clone()))),
+                            );
                         }
                     }
                     let (node, service) = tasks.get(&t.log.task_id).cloned().unwrap_or_default();
@@ -683,41 +590,6 @@ pub fn frame(stream: u8, details: Option<&str>, line: &str) -> Bytes {
     Bytes::from(out)
 }
 
-/// The `_up-to-date` filter (what `docker service create|update|scale` watches converge):
-/// swarmkit's "the task is not dirty", i.e. it runs the service's current spec, replicas aside.
-/// Tasks record the service version they were made at, and every change (a scale too) bumps
-/// it, so an older task is dirty only when the last update changed more than the replicas.
-pub fn is_up_to_date(s: &crate::model::Service, t: &crate::model::Task) -> bool {
-    if t.service_version >= s.version {
-        return true;
-    }
-    match &s.previous_spec {
-        None => true,
-        Some(prev) => {
-            let mut prev = (**prev).clone();
-            prev.mode = s.spec.mode.clone();
-            prev == s.spec
-        }
-    }
-}
-
-fn check_version(q: &BTreeMap<String, String>, current: u64, kind: &str, name: &str) -> Result<(), EngineError> {
-    match q.get("version") {
-        None => Ok(()),
-        Some(v) if v.parse::<u64>().ok() == Some(current) => Ok(()),
-        Some(v) => Err(EngineError::bad(format!(
-            "update out of sequence: version {v} of {kind} {name} is not its current version {current}; inspect it again"
-        ))),
-    }
-}
-
-fn task_name(s: &crate::model::Service, t: &crate::model::Task) -> String {
-    match s.spec.mode {
-        ServiceMode::Global => format!("{}.{}.{}", s.spec.name, t.node_id.clone().unwrap_or_default(), t.id),
-        ServiceMode::Replicated { .. } => format!("{}.{}.{}", s.spec.name, t.slot, t.id),
-    }
-}
-
 fn swarm_spec(c: &crate::model::Cluster) -> d::SwarmSpec {
     d::SwarmSpec {
         name: Some("default".into()),
@@ -728,22 +600,6 @@ fn swarm_spec(c: &crate::model::Cluster) -> d::SwarmSpec {
         encryption_config: Some(d::SwarmSpecEncryptionConfig { auto_lock_managers: Some(false) }),
         ..Default::default()
     }
-}
-
-fn find_node<'a>(v: &'a ClusterView, n: &str) -> Result<&'a crate::model::Node, EngineError> {
-    resolve("node", n, v.state.nodes.values().map(|x| (x.id.as_str(), x.hostname.as_str(), x)))
-}
-
-fn find_service<'a>(v: &'a ClusterView, s: &str) -> Result<&'a crate::model::Service, EngineError> {
-    resolve("service", s, v.state.services.values().map(|x| (x.id.as_str(), x.spec.name.as_str(), x)))
-}
-
-fn find_network<'a>(v: &'a ClusterView, n: &str) -> Result<&'a crate::model::Network, EngineError> {
-    resolve("network", n, v.state.networks.values().map(|x| (x.id.as_str(), x.spec.name.as_str(), x)))
-}
-
-fn find_secret<'a>(v: &'a ClusterView, s: &str) -> Result<&'a crate::model::Secret, EngineError> {
-    resolve("secret", s, v.state.secrets.values().map(|x| (x.id.as_str(), x.spec.name.as_str(), x)))
 }
 
 fn kernel_version() -> String {
@@ -785,44 +641,5 @@ mod tests {
         assert_eq!(&f[8..], payload.as_bytes());
         let e = frame(2, None, "oops");
         assert_eq!((e[0], &e[8..]), (2, b"oops\n".as_slice()));
-    }
-
-    #[test]
-    fn a_scale_leaves_tasks_up_to_date_and_a_spec_change_does_not() {
-        use crate::model::{ServiceSpec, Task};
-        let mut w = crate::testkit::World::new(1);
-        let sid = w.create(ServiceSpec::new("web", "nginx:1"));
-        w.ok(Command::ScaleService { service: sid.clone(), replicas: 2 });
-        w.ok(Command::ScaleService { service: sid.clone(), replicas: 1 });
-        let mut s = w.state.services[&sid].clone();
-        assert_eq!(s.version, 3);
-        let t = |v: u64| -> Task {
-            let mut t = w.live(&sid)[0].clone();
-            t.service_version = v;
-            t
-        };
-        assert!(is_up_to_date(&s, &t(3)));
-        assert!(is_up_to_date(&s, &t(2)), "no previous spec: only scales happened");
-        let mut prev = s.spec.clone();
-        prev.mode = ServiceMode::Replicated { replicas: 5 };
-        s.previous_spec = Some(Box::new(prev));
-        assert!(is_up_to_date(&s, &t(2)), "the last change was replicas only");
-        let mut prev = s.spec.clone();
-        prev.image = "nginx:0".into();
-        s.previous_spec = Some(Box::new(prev));
-        assert!(!is_up_to_date(&s, &t(2)), "made from the old image");
-        assert!(is_up_to_date(&s, &t(3)));
-    }
-
-    #[test]
-    fn versions_are_checked_exactly() {
-        let mut q = BTreeMap::new();
-        assert!(check_version(&q, 7, "node", "a").is_ok());
-        q.insert("version".to_string(), "7".to_string());
-        assert!(check_version(&q, 7, "node", "a").is_ok());
-        q.insert("version".to_string(), "6".to_string());
-        let e = check_version(&q, 7, "node", "a").unwrap_err();
-        assert_eq!(e.status(), 400);
-        assert!(e.to_string().contains("out of sequence"));
     }
 }

@@ -6,6 +6,7 @@
 //!
 //! - [`route`]: version prefix and path to an endpoint (pure)
 //! - [`filters`], [`resolve`]: Docker's `filters` parameter and name/ID/prefix lookup (pure)
+//! - [`lists`]: the list endpoints' answers and the updates' commands from the state (pure)
 //! - [`convert`], [`spec`]: the model to and from Docker's JSON (bollard-stubs' types; pure)
 //! - [`handlers`]: one function per endpoint (asks the node)
 //! - this file: HTTP/1.1 over the unix socket (hyper)
@@ -14,6 +15,7 @@ pub mod convert;
 pub mod error;
 pub mod filters;
 pub mod handlers;
+pub mod lists;
 pub mod resolve;
 pub mod route;
 pub mod spec;

@@ -3,10 +3,13 @@
 
 use super::error::EngineError;
 
+/// `(major, minor)` of an API version, e.g. (1, 41).
+pub type ApiVersion = (u32, u32);
+
 /// The newest API version served: Docker 20.10's, the client in Debian bookworm.
-pub const API_VERSION: (u32, u32) = (1, 41);
+pub const API_VERSION: ApiVersion = (1, 41);
 /// The oldest API version accepted (dockerd 20.10's minimum).
-pub const MIN_API_VERSION: (u32, u32) = (1, 24);
+pub const MIN_API_VERSION: ApiVersion = (1, 24);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -51,7 +54,7 @@ pub enum Route {
 }
 
 /// `/v1.41/services` → (Some((1, 41)), "/services"); `/services` → (None, "/services").
-pub fn split_version(path: &str) -> Result<(Option<(u32, u32)>, &str), EngineError> {
+pub fn split_version(path: &str) -> Result<(Option<ApiVersion>, &str), EngineError> {
     let Some(rest) = path.strip_prefix("/v") else { return Ok((None, path)) };
     let (ver, tail) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),

@@ -3,9 +3,7 @@
 //! set, never dropped in silence; the empty defaults the CLI always sends are accepted.
 
 use super::error::EngineError;
-use crate::model::{
-    self as m, EndpointMode, HealthCheck, PortConfig, Protocol, PublishMode, RestartCondition, ServiceMode, ServiceSpec,
-};
+use crate::model::{self as m, EndpointMode, HealthCheck, PortConfig, Protocol, PublishMode, RestartCondition, ServiceMode, ServiceSpec};
 use bollard_stubs::models as d;
 
 fn unsupported(path: &str) -> EngineError {
@@ -74,7 +72,9 @@ pub fn from_docker(s: &d::ServiceSpec) -> Result<ServiceSpec, EngineError> {
         let cmd = match test.first().map(String::as_str) {
             None | Some("NONE") => None,
             Some("CMD-SHELL") => Some(test[1..].join(" ")),
-            Some("CMD") => Some(shlex::try_join(test[1..].iter().map(String::as_str)).map_err(|e| EngineError::bad(format!("HealthCheck.Test: {e}")))?),
+            Some("CMD") => Some(
+                shlex::try_join(test[1..].iter().map(String::as_str)).map_err(|e| EngineError::bad(format!("HealthCheck.Test: {e}")))?,
+            ),
             Some(other) => return Err(EngineError::bad(format!("HealthCheck.Test: {other:?} is not CMD, CMD-SHELL or NONE"))),
         };
         if let Some(cmd) = cmd {
@@ -103,7 +103,9 @@ pub fn from_docker(s: &d::ServiceSpec) -> Result<ServiceSpec, EngineError> {
     if let Some(r) = &tt.restart_policy {
         let p = "TaskTemplate.RestartPolicy";
         spec.restart.condition = match r.condition {
-            None | Some(d::TaskSpecRestartPolicyConditionEnum::EMPTY) | Some(d::TaskSpecRestartPolicyConditionEnum::ANY) => RestartCondition::Any,
+            None | Some(d::TaskSpecRestartPolicyConditionEnum::EMPTY) | Some(d::TaskSpecRestartPolicyConditionEnum::ANY) => {
+                RestartCondition::Any
+            }
             Some(d::TaskSpecRestartPolicyConditionEnum::NONE) => RestartCondition::None,
             Some(d::TaskSpecRestartPolicyConditionEnum::ON_FAILURE) => RestartCondition::OnFailure,
         };
@@ -120,7 +122,8 @@ pub fn from_docker(s: &d::ServiceSpec) -> Result<ServiceSpec, EngineError> {
     }
     // Networks: the task template's (current clients) or the spec's (deprecated) list.
     for n in tt.networks.iter().flatten().chain(s.networks.iter().flatten()) {
-        let target = n.target.clone().filter(|t| !t.is_empty()).ok_or_else(|| EngineError::bad("TaskTemplate.Networks[].Target is missing"))?;
+        let target =
+            n.target.clone().filter(|t| !t.is_empty()).ok_or_else(|| EngineError::bad("TaskTemplate.Networks[].Target is missing"))?;
         if let Some(a) = n.aliases.clone().filter(|a| !a.is_empty()) {
             spec.network_aliases.insert(target.clone(), a);
         }
@@ -128,7 +131,9 @@ pub fn from_docker(s: &d::ServiceSpec) -> Result<ServiceSpec, EngineError> {
     }
     spec.mode = match &s.mode {
         None => ServiceMode::Replicated { replicas: 1 },
-        Some(mo) if mo.replicated_job.is_some() || mo.global_job.is_some() => return Err(unsupported("Mode.ReplicatedJob / Mode.GlobalJob (jobs)")),
+        Some(mo) if mo.replicated_job.is_some() || mo.global_job.is_some() => {
+            return Err(unsupported("Mode.ReplicatedJob / Mode.GlobalJob (jobs)"))
+        }
         Some(mo) if mo.global.is_some() => ServiceMode::Global,
         Some(mo) => ServiceMode::Replicated { replicas: mo.replicated.as_ref().and_then(|r| r.replicas).unwrap_or(1) },
     };
@@ -211,7 +216,10 @@ mod tests {
         assert_eq!((s.name.as_str(), s.image.as_str()), ("vote", "vote:latest"));
         assert_eq!(s.args, ["python", "app.py"]);
         assert_eq!(s.mode, ServiceMode::Replicated { replicas: 3 });
-        assert_eq!(s.endpoint.ports, vec![PortConfig { protocol: Protocol::Tcp, target: 80, published: Some(5000), mode: PublishMode::Ingress }]);
+        assert_eq!(
+            s.endpoint.ports,
+            vec![PortConfig { protocol: Protocol::Tcp, target: 80, published: Some(5000), mode: PublishMode::Ingress }]
+        );
         assert_eq!(s.update, m::UpdateConfig::default());
     }
 
