@@ -6,7 +6,6 @@
 //! SHOAL_BENCH_ROUNDS (default 5) interleaved rounds of SHOAL_BENCH_RUNS (default 20) runs each.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::path::PathBuf;

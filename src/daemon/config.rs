@@ -282,6 +282,18 @@ mod tests {
     }
 
     #[test]
+    fn the_engine_socket_can_be_moved_or_turned_off() {
+        let p = Path::new("/etc/shoal/daemon.json");
+        let s = resolve(&Flags::default(), Some((p, &file(r#"{"engine-socket": "off"}"#)))).unwrap();
+        assert_eq!(s.engine_socket, None);
+        let flags = Flags { engine_socket: Some("/run/x/docker.sock".into()), ..Default::default() };
+        assert_eq!(resolve(&flags, None).unwrap().engine_socket, Some(PathBuf::from("/run/x/docker.sock")));
+        let flags = Flags { engine_socket: Some("docker.sock".into()), ..Default::default() };
+        let err = resolve(&flags, None).unwrap_err().to_string();
+        assert!(err.starts_with("flag --engine-socket: \"docker.sock\" is not an absolute socket path or \"off\""), "{err}");
+    }
+
+    #[test]
     fn bad_log_limits_name_the_key() {
         let p = Path::new("/etc/shoal/daemon.json");
         let err = |text: &str| resolve(&Flags::default(), Some((p, &file(text)))).unwrap_err().to_string();
