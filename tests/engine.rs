@@ -226,6 +226,34 @@ fn the_docker_cli_runs_a_swarm_of_shoal_daemons() {
     let prefix = |s: &str| s.lines().find(|l| l.contains("hello from talker")).unwrap().split('|').next().unwrap().trim().to_string();
     assert_eq!(prefix(&logs), prefix(&shoal_logs), "docker:\n{logs}\nshoal:\n{shoal_logs}");
     assert!(prefix(&logs).starts_with("talker.1."), "{logs}");
+    // --follow streams: the line arrives and the stream stays open until the client goes.
+    let mut follow = Command::new(&d.bin)
+        .args(["service", "logs", "--follow", "--raw", "talker"])
+        .env("DOCKER_HOST", format!("unix://{}", c.engine_sock("smgr").display()))
+        .env("DOCKER_CONFIG", d.config.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(10)).expect("a line from docker service logs --follow");
+    assert_eq!(first, "hello from talker");
+    assert!(follow.try_wait().unwrap().is_none(), "--follow ended by itself");
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+    // docker node ps: the tasks on one node, by the node's name.
+    let node = logs.split('@').nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let nps = d.ok(&c, "smgr", &["node", "ps", &node]);
+    assert!(nps.lines().any(|l| l.contains("talker.1") && l.contains("Running")), "{nps}");
 
     // Secrets; configs are refused by name.
     let out = d.run(&c, "smgr", &["secret", "create", "db_pw", "-"], Some("s3cret"));
@@ -254,6 +282,13 @@ fn the_docker_cli_runs_a_swarm_of_shoal_daemons() {
     wait_for("front removed", Duration::from_secs(20), || !c.cli("smgr", &["network", "ls"]).contains("front"));
 }
 
+/// `shoal swarm VERB ...` against a node (SHOAL_HOST, as a user's shell would set it).
+fn shoal_swarm(c: &Cluster, node: &str, args: &[&str]) -> String {
+    let out = Command::new(SHOAL).arg("swarm").args(args).env("SHOAL_HOST", c.host(node)).output().unwrap();
+    assert!(out.status.success(), "shoal swarm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 const STACK: &str = r#"
 version: "3.8"
 services:
@@ -273,7 +308,21 @@ fn docker_stack_deploy_runs_a_compose_file_on_shoal() {
     require_root();
     let d = Docker::new();
     let c = Cluster::up();
-    join_all(&c);
+    // The seed's commands with `docker` replaced by `shoal`: Docker's spelling of the verbs.
+    let out = shoal_swarm(&c, "smgr", &["init", "--listen-addr", "192.168.33.10:2377"]);
+    assert!(out.contains("Cluster initialized"), "{out}");
+    let token = shoal_swarm(&c, "smgr", &["join-token", "-q", "worker"]).trim().to_string();
+    for node in ["snode1", "snode2"] {
+        let out = shoal_swarm(&c, node, &["join", "--token", &token, "192.168.33.10:2377"]);
+        assert!(out.contains("joined a cluster as a worker"), "{out}");
+    }
+    let err = Command::new(SHOAL).args(["swarm", "unlock-key"]).output().unwrap();
+    assert!(!err.status.success() && String::from_utf8_lossy(&err.stderr).contains("shoal does not support autolock"));
+    wait_for("3 ready nodes", Duration::from_secs(20), || {
+        d.ok(&c, "smgr", &["node", "ls"]).lines().filter(|l| l.contains("Ready")).count() == 3
+    });
+    let addr = d.ok(&c, "smgr", &["node", "inspect", "self", "--format", "{{.ManagerStatus.Addr}}"]);
+    assert_eq!(addr.trim(), "192.168.33.10:2377", "the advertise address comes from --listen-addr");
     let file = c.dir.join("stack.yml");
     std::fs::write(&file, STACK).unwrap();
     let out = d.ok(&c, "smgr", &["stack", "deploy", "-c", file.to_str().unwrap(), "app"]);

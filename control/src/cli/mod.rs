@@ -124,7 +124,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             SwarmCmd::Ca(a) => ca_cmds::run(a).await,
             SwarmCmd::Leave(a) => cluster_cmds::leave(a).await,
             SwarmCmd::Unlock | SwarmCmd::UnlockKey { .. } => {
-                anyhow::bail!("Error: shoal does not support autolock: managers keep their Raft key unlocked, so there is no unlock key")
+                anyhow::bail!("shoal does not support autolock: managers keep their Raft key unlocked, so there is no unlock key")
             }
         },
         Command::Init(a) => cluster_cmds::init(a).await,
