@@ -280,6 +280,27 @@ fn the_docker_cli_runs_a_swarm_of_shoal_daemons() {
     assert!(!c.cli("smgr", &["service", "ls"]).contains("vote"));
     d.ok(&c, "smgr", &["network", "rm", "front"]);
     wait_for("front removed", Duration::from_secs(20), || !c.cli("smgr", &["network", "ls"]).contains("front"));
+
+    // Swarm settings and tokens.
+    d.ok(&c, "smgr", &["swarm", "update", "--cert-expiry", "48h"]);
+    let expiry = d.ok(&c, "smgr", &["info", "--format", "{{.Swarm.Cluster.Spec.CAConfig.NodeCertExpiry}}"]);
+    assert_eq!(expiry.trim(), "48h0m0s");
+    let out = d.ok(&c, "smgr", &["swarm", "join-token", "--rotate", "-q", "worker"]);
+    let rotated = out.trim();
+    assert!(rotated.starts_with("SWMTKN-1-") && rotated != token, "{out}");
+    assert_eq!(c.cli("smgr", &["join-token", "-q", "worker"]).trim(), rotated);
+
+    // A worker leaves; once down it is removed by name.
+    let out = d.ok(&c, "snode2", &["swarm", "leave"]);
+    assert!(out.contains("Node left the swarm."), "{out}");
+    wait_for("snode2 down", Duration::from_secs(30), || {
+        d.ok(&c, "smgr", &["node", "ls"]).lines().any(|l| l.contains("snode2") && l.contains("Down"))
+    });
+    d.ok(&c, "smgr", &["node", "rm", "snode2"]);
+    assert!(!c.cli("smgr", &["node", "ls"]).contains("snode2"));
+    let (_, ping) = curl(&c, "snode2", "GET", "/_ping");
+    assert_eq!(ping, "OK");
+    assert_eq!(d.ok(&c, "snode2", &["info", "--format", "{{.Swarm.LocalNodeState}}"]).trim(), "inactive");
 }
 
 /// `shoal swarm VERB ...` against a node (SHOAL_HOST, as a user's shell would set it).

@@ -280,7 +280,7 @@ impl Engine {
                 if let Some(c) = &v.state.cluster {
                     swarm.cluster = Some(d::ClusterInfo {
                         id: Some(c.id.clone()),
-                        version: Some(d::ObjectVersion { index: Some(v.state.version) }),
+                        version: Some(d::ObjectVersion { index: Some(c.created_ms) }),
                         created_at: Some(convert::date(c.created_ms)),
                         updated_at: Some(convert::date(c.created_ms)),
                         spec: Some(swarm_spec(c)),
@@ -321,7 +321,7 @@ impl Engine {
             200,
             &d::Swarm {
                 id: Some(c.id.clone()),
-                version: Some(d::ObjectVersion { index: Some(v.state.version) }),
+                version: Some(d::ObjectVersion { index: Some(c.created_ms) }),
                 created_at: Some(convert::date(c.created_ms)),
                 updated_at: Some(convert::date(c.created_ms)),
                 spec: Some(swarm_spec(c)),
@@ -390,14 +390,9 @@ impl Engine {
         let spec: d::SwarmSpec = body(b, "swarm spec")?;
         let v = self.view().await?;
         let c = v.state.cluster.as_ref().ok_or_else(|| EngineError::Unavailable(super::error::NOT_IN_SWARM.into()))?;
-        if let Some(want) = q.get("version") {
-            if want.parse::<u64>().ok() != Some(v.state.version) {
-                return Err(EngineError::bad(format!(
-                    "update out of sequence: version {want} is not the swarm's current version {}; inspect it again",
-                    v.state.version
-                )));
-            }
-        }
+        // `?version=` is not compared: the cluster object has no version of its own (the
+        // state's moves with every task report, which would refuse most updates), and the
+        // settings this applies are each set whole.
         if spec.encryption_config.as_ref().and_then(|e| e.auto_lock_managers).unwrap_or(false) || flag(q, "rotateManagerUnlockKey") {
             return Err(EngineError::NotImplemented("autolock is not supported by shoal".into()));
         }
