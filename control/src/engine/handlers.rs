@@ -17,6 +17,7 @@ use bollard_stubs::models as d;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// What the daemon knows about itself that the cluster state does not say.
 #[derive(Clone, Debug)]
@@ -159,7 +160,7 @@ impl Engine {
             ServiceLogs(s) => {
                 let v = self.view().await?;
                 let id = lists::find_service(&v.state, &s)?.id.clone();
-                self.logs(id, v, q)
+                self.logs(id, v, q).await
             }
             TaskList => {
                 let v = self.view().await?;
@@ -173,7 +174,7 @@ impl Engine {
             TaskLogs(t) => {
                 let v = self.view().await?;
                 let id = lists::find_task(&v.state, &t)?.id.clone();
-                self.logs(id, v, q)
+                self.logs(id, v, q).await
             }
             NetworkList => {
                 let v = self.view().await?;
@@ -497,7 +498,7 @@ impl Engine {
     /// `service logs` / `task logs`: the node's log broker read (once, or in rounds with
     /// `follow`), written in Docker's multiplexed format with the details prefix the docker CLI
     /// parses to name each line's task and node.
-    fn logs(&self, target: String, v: ClusterView, q: &BTreeMap<String, String>) -> Result<Reply, EngineError> {
+    async fn logs(&self, target: String, v: ClusterView, q: &BTreeMap<String, String>) -> Result<Reply, EngineError> {
         if flag(q, "timestamps") {
             return Err(EngineError::NotImplemented("shoal does not record log timestamps: leave out --timestamps".into()));
         }
@@ -514,52 +515,74 @@ impl Engine {
         }
         let details = flag(q, "details");
         let follow = flag(q, "follow");
+        let mut req = LogsRequest { target, tail, cursors: BTreeMap::new(), follow_up: false };
+        // The first read is made before answering, so a failure is an HTTP error, not a
+        // stream that ends empty.
+        let first = match self.api(ApiRequest::Logs(req.clone())).await? {
+            ApiResponse::Logs(r) => r,
+            other => return Err(EngineError::Internal(format!("unexpected reply {other:?}"))),
+        };
         let (tx, rx) = mpsc::channel(64);
         let engine = self.clone();
         let mut tasks: BTreeMap<String, (String, String)> =
             v.state.tasks.values().map(|t| (t.id.clone(), (t.node_id.clone().unwrap_or_default(), t.service_id.clone()))).collect();
-        tokio::spawn(async move {
-            let mut req = LogsRequest { target, tail, cursors: BTreeMap::new(), follow_up: false };
-            loop {
-                let reply = match engine.api(ApiRequest::Logs(req.clone())).await {
-                    Ok(ApiResponse::Logs(r)) => r,
-                    Ok(_) | Err(_) => return,
-                };
-                for t in &reply.tasks {
-                    if t.log.error.is_some() {
-                        continue;
-                    }
-                    if !tasks.contains_key(&t.log.task_id) {
-                        if let Ok(v) = engine.view().await {
-                            tasks.extend(
-                                v.state
-                                    .tasks
-                                    .values()
-                                    .map(|t| (t.id.clone(), (t.node_id.clone().unwrap_or_default(), t.service_id.clone()))),
-                            );
-                        }
-                    }
-                    let (node, service) = tasks.get(&t.log.task_id).cloned().unwrap_or_default();
-                    let prefix = details.then(|| log_details(&node, &service, &t.log.task_id));
-                    for (stream, text, on) in [(1u8, &t.log.stdout, out), (2u8, &t.log.stderr, err)] {
-                        if !on {
-                            continue;
-                        }
-                        for line in text.lines() {
-                            if tx.send(frame(stream, prefix.as_deref(), line)).await.is_err() {
+        let span = tracing::debug_span!("service_logs", target = %req.target);
+        tokio::spawn(
+            async move {
+                let mut next = Some(first);
+                loop {
+                    let reply = match next.take() {
+                        Some(r) => r,
+                        None => match engine.api(ApiRequest::Logs(req.clone())).await {
+                            Ok(ApiResponse::Logs(r)) => r,
+                            Ok(other) => {
+                                tracing::warn!(reply = ?other, "unexpected reply to a log read");
                                 return;
                             }
+                            Err(e) => {
+                                tracing::debug!(error = %e, "log follow ended");
+                                return;
+                            }
+                        },
+                    };
+                    for t in &reply.tasks {
+                        if t.log.error.is_some() {
+                            continue;
                         }
+                        if !tasks.contains_key(&t.log.task_id) {
+                            if let Ok(v) = engine.view().await {
+                                tasks.extend(
+                                    v.state
+                                        .tasks
+                                        .values()
+                                        .map(|t| (t.id.clone(), (t.node_id.clone().unwrap_or_default(), t.service_id.clone()))),
+                                );
+                            }
+                        }
+                        let (node, service) = tasks.get(&t.log.task_id).cloned().unwrap_or_default();
+                        let prefix = details.then(|| log_details(&node, &service, &t.log.task_id));
+                        for (stream, text, on) in [(1u8, &t.log.stdout, out), (2u8, &t.log.stderr, err)] {
+                            if !on {
+                                continue;
+                            }
+                            for line in text.lines() {
+                                if tx.send(frame(stream, prefix.as_deref(), line)).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        req.cursors.insert(t.log.task_id.clone(), t.log.next);
                     }
-                    req.cursors.insert(t.log.task_id.clone(), t.log.next);
+                    // A follower that went away with nothing new to send is noticed here.
+                    if !follow || tx.is_closed() {
+                        return;
+                    }
+                    req.follow_up = true;
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 }
-                if !follow {
-                    return;
-                }
-                req.follow_up = true;
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
-        });
+            .instrument(span),
+        );
         Ok(Reply::Stream(rx))
     }
 }
