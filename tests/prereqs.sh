@@ -52,6 +52,26 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$status" = 0 ] || exit "$status"
 fi
 
+# The Docker CLI that tests/engine.rs drives against shoal's Engine API: Debian's docker.io
+# 20.10 client (API 1.41), extracted alone from the package. dockerd and containerd are never
+# installed or started. It goes to its own directory; /usr/local/bin/docker points at it only
+# when the host has no docker client of its own.
+docker_dir=/usr/local/lib/shoal/docker.io
+if [ ! -x "$docker_dir/docker" ]; then
+  echo "prereqs: extracting the docker client from Debian's docker.io package"
+  tmp=$(mktemp -d)
+  # apt-get download runs as the _apt user when it can: give it a directory it may write.
+  chmod 755 "$tmp"
+  ( cd "$tmp" && apt-get download -qq docker.io >/dev/null 2>&1 ) || { apt-get update -qq && ( cd "$tmp" && apt-get download -qq docker.io ); }
+  mkdir -p "$tmp/x" "$docker_dir"
+  dpkg-deb --fsys-tarfile "$tmp"/docker.io_*.deb | tar -x -C "$tmp/x" ./usr/bin/docker
+  install -m 0755 "$tmp/x/usr/bin/docker" "$docker_dir/docker"
+  rm -rf "$tmp"
+fi
+if ! command -v docker >/dev/null 2>&1; then
+  ln -sf "$docker_dir/docker" /usr/local/bin/docker
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 fi

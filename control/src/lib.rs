@@ -8,6 +8,7 @@ pub mod allocator;
 pub mod ca;
 pub mod cli;
 pub mod dispatcher;
+pub mod engine;
 pub mod logs;
 pub mod manager;
 pub mod model;

@@ -12,6 +12,8 @@ use shoal_dataplane::lb::Choice;
 use crate::agent::executor::logfile::LogLimits;
 
 pub const DEFAULT_FILE: &str = "/etc/shoal/daemon.json";
+/// Where the Docker Engine API is served unless `engine-socket` says otherwise.
+pub const DEFAULT_ENGINE_SOCKET: &str = "/run/shoal/docker.sock";
 
 /// What the file may set: every key is a `shoal daemon` flag name.
 #[derive(Debug, Default, Deserialize)]
@@ -19,6 +21,7 @@ pub const DEFAULT_FILE: &str = "/etc/shoal/daemon.json";
 pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     pub socket: Option<PathBuf>,
+    pub engine_socket: Option<String>,
     pub listen_addr: Option<String>,
     pub advertise_addr: Option<Ipv4Addr>,
     pub heartbeat_ms: Option<u64>,
@@ -41,6 +44,7 @@ pub struct FileConfig {
 pub struct Flags {
     pub state_dir: Option<PathBuf>,
     pub socket: Option<PathBuf>,
+    pub engine_socket: Option<String>,
     pub listen_addr: Option<String>,
     pub advertise_addr: Option<Ipv4Addr>,
     pub heartbeat_ms: Option<u64>,
@@ -61,6 +65,8 @@ pub struct Flags {
 pub struct Settings {
     pub state_dir: PathBuf,
     pub socket: PathBuf,
+    /// The Docker Engine API's socket; None: not served ("off").
+    pub engine_socket: Option<PathBuf>,
     pub listen_addr: SocketAddr,
     pub advertise_addr: Option<Ipv4Addr>,
     pub heartbeat_ms: u64,
@@ -116,6 +122,7 @@ pub fn resolve(flags: &Flags, file: Option<(&Path, &FileConfig)>) -> Result<Sett
     let given = [
         ("state-dir", flags.state_dir.is_some(), f.state_dir.is_some()),
         ("socket", flags.socket.is_some(), f.socket.is_some()),
+        ("engine-socket", flags.engine_socket.is_some(), f.engine_socket.is_some()),
         ("listen-addr", flags.listen_addr.is_some(), f.listen_addr.is_some()),
         ("advertise-addr", flags.advertise_addr.is_some(), f.advertise_addr.is_some()),
         ("heartbeat-ms", flags.heartbeat_ms.is_some(), f.heartbeat_ms.is_some()),
@@ -152,6 +159,18 @@ pub fn resolve(flags: &Flags, file: Option<(&Path, &FileConfig)>) -> Result<Sett
         (Some(s), _) => dns_host(s).map_err(|m| flag("--dns-host-addr", m))?,
         (None, Some(s)) => dns_host(s).map_err(|m| from_file("dns-host-addr", m))?,
         (None, None) => Some(SocketAddr::from(([127, 0, 0, 1], 8600))),
+    };
+    let engine_socket = |s: &str| -> Result<Option<PathBuf>, String> {
+        match s {
+            "off" => Ok(None),
+            s if s.starts_with('/') => Ok(Some(PathBuf::from(s))),
+            s => Err(format!("{s:?} is not an absolute socket path or \"off\", e.g. /run/shoal/docker.sock")),
+        }
+    };
+    let engine_socket = match (&flags.engine_socket, &f.engine_socket) {
+        (Some(s), _) => engine_socket(s).map_err(|m| flag("--engine-socket", m))?,
+        (None, Some(s)) => engine_socket(s).map_err(|m| from_file("engine-socket", m))?,
+        (None, None) => Some(PathBuf::from(DEFAULT_ENGINE_SOCKET)),
     };
     let lb = match (flags.lb, &f.lb) {
         (Some(c), _) => c,
@@ -211,6 +230,7 @@ pub fn resolve(flags: &Flags, file: Option<(&Path, &FileConfig)>) -> Result<Sett
     Ok(Settings {
         state_dir: flags.state_dir.clone().or(f.state_dir.clone()).unwrap_or_else(|| PathBuf::from("/var/lib/shoal")),
         socket: flags.socket.clone().or(f.socket.clone()).unwrap_or_else(|| PathBuf::from("/run/shoal/shoal.sock")),
+        engine_socket,
         listen_addr,
         advertise_addr: flags.advertise_addr.or(f.advertise_addr),
         heartbeat_ms,
@@ -262,6 +282,7 @@ mod tests {
         assert_eq!(s.state_dir, PathBuf::from("/var/lib/shoal"));
         assert_eq!(s.listen_addr, "0.0.0.0:2377".parse().unwrap());
         assert_eq!(s.dns_host_addr, Some("127.0.0.1:8600".parse().unwrap()));
+        assert_eq!(s.engine_socket, Some(PathBuf::from("/run/shoal/docker.sock")));
         assert_eq!((s.heartbeat_ms, s.drain_seconds, s.stop_grace_seconds, s.lb), (1000, 2.0, 10.0, Choice::Auto));
         assert_eq!(s.log_limits, LogLimits { max_size: 20 << 20, max_file: 5 });
     }
@@ -276,6 +297,18 @@ mod tests {
         assert_eq!(resolve(&flags, None).unwrap().log_limits, LogLimits { max_size: 1 << 30, max_file: 1 });
         let err = resolve(&flags, Some((p, &f))).unwrap_err().to_string();
         assert!(err.ends_with("log-max-size, log-max-file; keep one"), "{err}");
+    }
+
+    #[test]
+    fn the_engine_socket_can_be_moved_or_turned_off() {
+        let p = Path::new("/etc/shoal/daemon.json");
+        let s = resolve(&Flags::default(), Some((p, &file(r#"{"engine-socket": "off"}"#)))).unwrap();
+        assert_eq!(s.engine_socket, None);
+        let flags = Flags { engine_socket: Some("/run/x/docker.sock".into()), ..Default::default() };
+        assert_eq!(resolve(&flags, None).unwrap().engine_socket, Some(PathBuf::from("/run/x/docker.sock")));
+        let flags = Flags { engine_socket: Some("docker.sock".into()), ..Default::default() };
+        let err = resolve(&flags, None).unwrap_err().to_string();
+        assert!(err.starts_with("flag --engine-socket: \"docker.sock\" is not an absolute socket path or \"off\""), "{err}");
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub struct DaemonArgs {
     /// The local API socket the CLI talks to [/run/shoal/shoal.sock].
     #[arg(long)]
     pub socket: Option<PathBuf>,
+    /// The Docker Engine API socket (`DOCKER_HOST=unix://PATH docker service ls`); "off"
+    /// disables it [/run/shoal/docker.sock].
+    #[arg(long)]
+    pub engine_socket: Option<String>,
     /// Manager listen address, used on `init`/`join` when they give none [0.0.0.0:2377].
     #[arg(long)]
     pub listen_addr: Option<String>,
@@ -79,6 +83,7 @@ impl DaemonArgs {
         config::Flags {
             state_dir: self.state_dir.clone(),
             socket: self.socket.clone(),
+            engine_socket: self.engine_socket.clone(),
             listen_addr: self.listen_addr.clone(),
             advertise_addr: self.advertise_addr,
             heartbeat_ms: self.heartbeat_ms,
@@ -142,7 +147,20 @@ async fn serve(a: config::Settings) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let engine_hostname = cfg.hostname.clone();
     let node = NodeControl::start(cfg, stop_rx.clone()).await?;
+    if let Some(path) = &a.engine_socket {
+        // The cluster does not depend on it: a socket that cannot be bound (another daemon's
+        // on this host) is reported and the node runs on.
+        match shoal_control::engine::bind(path) {
+            Ok(l) => {
+                let cfg = shoal_control::engine::EngineConfig { hostname: engine_hostname.clone(), advertise_addr: self_addr.to_string() };
+                tokio::spawn(shoal_control::engine::serve(node.clone(), cfg, l, stop_rx.clone()));
+                tracing::info!(socket = %path.display(), "Docker Engine API served");
+            }
+            Err(e) => tracing::warn!(socket = %path.display(), error = %e, "Docker Engine API not served"),
+        }
+    }
     tracing::info!(socket = %a.socket.display(), addr = %self_addr, "shoal daemon running");
     notify::notify("READY=1");
 
@@ -208,5 +226,8 @@ async fn serve(a: config::Settings) -> anyhow::Result<()> {
     agent.abort();
     node.stop().await;
     let _ = std::fs::remove_file(&a.socket);
+    if let Some(path) = &a.engine_socket {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(())
 }

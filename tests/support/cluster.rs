@@ -46,6 +46,11 @@ impl Cluster {
         self.dir.join(format!("{node}.sock"))
     }
 
+    /// The node's Docker Engine API socket (`DOCKER_HOST=unix://...`).
+    pub fn engine_sock(&self, node: &str) -> PathBuf {
+        self.dir.join(format!("{node}-docker.sock"))
+    }
+
     pub fn host(&self, node: &str) -> String {
         format!("unix://{}", self.sock(node).display())
     }
@@ -57,11 +62,12 @@ impl Cluster {
         cmd.args(["--netns", &self.lab.node_ns(node), "--log-level", "info", "daemon"]);
         let state = self.dir.join(node);
         let sock = self.sock(node);
+        let engine = self.engine_sock(node);
         if i == NODES.len() - 1 {
             // The last node takes its settings from a config file (daemon.json), the rest by flag.
             let file = self.dir.join(format!("{node}.json"));
             let mut json = serde_json::json!({
-                "state-dir": state, "socket": sock, "listen-addr": format!("{addr}:2377"), "hostname": node,
+                "state-dir": state, "socket": sock, "engine-socket": engine, "listen-addr": format!("{addr}:2377"), "hostname": node,
                 "heartbeat-ms": 200, "drain-seconds": 0.2, "stop-grace-seconds": 2, "no-dns-upstream": true,
             });
             if !self.insecure_registries.is_empty() {
@@ -72,6 +78,7 @@ impl Cluster {
         } else {
             cmd.args(["--state-dir", state.to_str().unwrap()])
                 .args(["--socket", sock.to_str().unwrap()])
+                .args(["--engine-socket", engine.to_str().unwrap()])
                 .args(["--listen-addr", &format!("{addr}:2377"), "--hostname", node])
                 .args(["--heartbeat-ms", "200", "--drain-seconds", "0.2", "--stop-grace-seconds", "2"])
                 // Lab rule: nothing is addressed outside the lab, not even forwarded DNS.

@@ -11,9 +11,10 @@ use clap::Args;
 pub struct InitArgs {
     #[command(flatten)]
     pub host: HostOpt,
-    /// Address other nodes reach this one on (ip or ip:port).
+    /// Address other nodes reach this one on (ip or ip:port) [the --listen-addr IP when it
+    /// names one, else the daemon's --advertise-addr].
     #[arg(long)]
-    pub advertise_addr: String,
+    pub advertise_addr: Option<String>,
     /// Manager listen address.
     #[arg(long)]
     pub listen_addr: Option<String>,
@@ -109,7 +110,7 @@ pub async fn init(a: InitArgs) -> anyhow::Result<()> {
     let c = Client::from_host(&a.host.host)?;
     let reply = c
         .call(LocalRequest::Init(InitOptions {
-            advertise_addr: a.advertise_addr,
+            advertise_addr: a.advertise_addr.unwrap_or_else(|| default_advertise(a.listen_addr.as_deref())),
             listen_addr: a.listen_addr,
             default_addr_pool: a.default_addr_pool,
             default_addr_pool_mask_length: a.default_addr_pool_mask_length,
@@ -232,4 +233,25 @@ pub async fn leave(a: LeaveArgs) -> anyhow::Result<()> {
     c.call(LocalRequest::Leave { force: a.force }).await?;
     println!("Node left the cluster.");
     Ok(())
+}
+
+/// Docker's rule for `swarm init` without `--advertise-addr`: the listen address's IP when it
+/// names one (`--listen-addr 192.168.33.10:2377`); empty (the daemon's own address) otherwise.
+pub fn default_advertise(listen: Option<&str>) -> String {
+    let ip = listen.and_then(|l| l.parse::<std::net::SocketAddr>().map(|s| s.ip()).or_else(|_| l.parse::<std::net::IpAddr>()).ok());
+    match ip {
+        Some(ip) if !ip.is_unspecified() => ip.to_string(),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod advertise_tests {
+    #[test]
+    fn advertise_defaults_to_a_specific_listen_ip() {
+        assert_eq!(super::default_advertise(Some("192.168.33.10:2377")), "192.168.33.10");
+        assert_eq!(super::default_advertise(Some("192.168.33.10")), "192.168.33.10");
+        assert_eq!(super::default_advertise(Some("0.0.0.0:2377")), "");
+        assert_eq!(super::default_advertise(None), "");
+    }
 }

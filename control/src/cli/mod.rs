@@ -19,6 +19,7 @@ mod update_flags;
 
 pub use args::{parse_port, parse_publish};
 pub use client::Client;
+pub use cluster_cmds::default_advertise;
 pub use format::{node_table, service_ps_table, service_table};
 
 use clap::{Args, Subcommand};
@@ -79,6 +80,9 @@ pub enum Command {
         #[command(subcommand)]
         cmd: stack_cmds::StackCmd,
     },
+    /// Docker's spelling of the cluster verbs: `shoal swarm init|join|join-token|update|ca|leave`.
+    #[command(subcommand)]
+    Swarm(SwarmCmd),
     /// Manage secrets.
     Secret {
         #[command(flatten)]
@@ -88,8 +92,42 @@ pub enum Command {
     },
 }
 
+/// `docker swarm ...`: the same verbs as shoal's top-level ones, so a seed's `docker swarm init`
+/// works with `docker` replaced by `shoal`.
+#[derive(Subcommand, Debug)]
+pub enum SwarmCmd {
+    /// Initialise a swarm with this node as the first manager (= `shoal init`).
+    Init(cluster_cmds::InitArgs),
+    /// Join a swarm as a worker or manager (= `shoal join`).
+    Join(cluster_cmds::JoinArgs),
+    /// Print (or rotate) a join token (= `shoal join-token`).
+    #[command(name = "join-token")]
+    JoinToken(cluster_cmds::JoinTokenArgs),
+    /// Change swarm settings (= `shoal update`).
+    Update(cluster_cmds::UpdateArgs),
+    /// Print or rotate the root CA (= `shoal ca`).
+    Ca(ca_cmds::CaArgs),
+    /// Leave the swarm (= `shoal leave`).
+    Leave(cluster_cmds::LeaveArgs),
+    /// Unlock a manager restarted with autolock on (= `shoal unlock`).
+    Unlock(cluster_cmds::UnlockArgs),
+    /// Print (or rotate) the unlock key (= `shoal unlock-key`).
+    #[command(name = "unlock-key")]
+    UnlockKey(cluster_cmds::UnlockKeyArgs),
+}
+
 pub async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
+        Command::Swarm(s) => match s {
+            SwarmCmd::Init(a) => cluster_cmds::init(a).await,
+            SwarmCmd::Join(a) => cluster_cmds::join(a).await,
+            SwarmCmd::JoinToken(a) => cluster_cmds::join_token(a).await,
+            SwarmCmd::Update(a) => cluster_cmds::update(a).await,
+            SwarmCmd::Ca(a) => ca_cmds::run(a).await,
+            SwarmCmd::Leave(a) => cluster_cmds::leave(a).await,
+            SwarmCmd::Unlock(a) => cluster_cmds::unlock(a).await,
+            SwarmCmd::UnlockKey(a) => cluster_cmds::unlock_key(a).await,
+        },
         Command::Init(a) => cluster_cmds::init(a).await,
         Command::Join(a) => cluster_cmds::join(a).await,
         Command::JoinToken(a) => cluster_cmds::join_token(a).await,

@@ -349,7 +349,9 @@ impl NodeControl {
         if g.is_some() {
             return Err(NodeError::AlreadyJoined);
         }
-        let (ip, manager_addr, listen) = self.addrs(Some(&o.advertise_addr), o.listen_addr.as_deref())?;
+        // Empty: the daemon's own advertise address (`swarm init` with neither flag).
+        let advertise = Some(o.advertise_addr.as_str()).filter(|a| !a.is_empty());
+        let (ip, manager_addr, listen) = self.addrs(advertise, o.listen_addr.as_deref())?;
         let mut pools = vec![];
         for p in if o.default_addr_pool.is_empty() { vec!["10.0.0.0/8".to_string()] } else { o.default_addr_pool.clone() } {
             let net: ipnet::Ipv4Net = p.parse().map_err(|_| NodeError::Invalid {

@@ -1,0 +1,358 @@
+//! The list endpoints' answers and the update endpoints' commands, as pure functions of the
+//! replicated state: filters applied in dockerd's way, names resolved, and Docker's whole-object
+//! updates turned into shoal's commands.
+
+use super::convert;
+use super::error::EngineError;
+use super::filters::Filters;
+use super::resolve::resolve;
+use crate::model::{Availability, Network, Node, Role, Secret, Service, ServiceMode, ServiceSpec, Task, TaskState};
+use crate::state::{ClusterState, Command};
+use bollard_stubs::models as d;
+use std::collections::BTreeMap;
+
+pub fn find_node<'a>(st: &'a ClusterState, n: &str) -> Result<&'a Node, EngineError> {
+    resolve("node", n, st.nodes.values().map(|x| (x.id.as_str(), x.hostname.as_str(), x)))
+}
+
+pub fn find_service<'a>(st: &'a ClusterState, s: &str) -> Result<&'a Service, EngineError> {
+    resolve("service", s, st.services.values().map(|x| (x.id.as_str(), x.spec.name.as_str(), x)))
+}
+
+pub fn find_network<'a>(st: &'a ClusterState, n: &str) -> Result<&'a Network, EngineError> {
+    resolve("network", n, st.networks.values().map(|x| (x.id.as_str(), x.spec.name.as_str(), x)))
+}
+
+pub fn find_secret<'a>(st: &'a ClusterState, s: &str) -> Result<&'a Secret, EngineError> {
+    resolve("secret", s, st.secrets.values().map(|x| (x.id.as_str(), x.spec.name.as_str(), x)))
+}
+
+pub fn find_task<'a>(st: &'a ClusterState, t: &str) -> Result<&'a Task, EngineError> {
+    resolve("task", t, st.tasks.values().map(|x| (x.id.as_str(), x.id.as_str(), x)))
+}
+
+/// `GET /nodes`; `leader` is the Raft id of the leader, if known.
+pub fn nodes(st: &ClusterState, leader: Option<u64>, filters: Option<&str>) -> Result<Vec<d::Node>, EngineError> {
+    let f = Filters::parse(filters, &["id", "label", "name", "role", "membership", "node.label"])?;
+    // "label" is dockerd's engine labels, which shoal nodes do not have.
+    let no_engine_labels = BTreeMap::new();
+    Ok(st
+        .nodes
+        .values()
+        .filter(|n| f.any("id", |x| n.id.starts_with(x)) && f.any("name", |x| n.hostname.starts_with(x)))
+        .filter(|n| f.labels("node.label", &n.labels) && f.labels("label", &no_engine_labels))
+        .filter(|n| f.any("role", |x| x == if n.role == Role::Manager { "manager" } else { "worker" }))
+        .filter(|_| f.any("membership", |x| x == "accepted"))
+        .map(|n| convert::node(n, leader == Some(n.raft_id)))
+        .collect())
+}
+
+/// `GET /services`; `status` adds the running/desired counts (`?status=true`).
+pub fn services(st: &ClusterState, filters: Option<&str>, status: bool) -> Result<Vec<d::Service>, EngineError> {
+    let f = Filters::parse(filters, &["id", "label", "name", "mode"])?;
+    Ok(st
+        .services
+        .values()
+        .filter(|s| f.any("id", |x| s.id.starts_with(x)) && f.any("name", |x| s.spec.name.starts_with(x)))
+        .filter(|s| f.labels("label", &s.spec.labels))
+        .filter(|s| f.any("mode", |x| x == if s.spec.mode == ServiceMode::Global { "global" } else { "replicated" }))
+        .map(|s| convert::service(st, s, status))
+        .collect())
+}
+
+/// `GET /tasks`. Services and nodes in the filter may be named; as dockerd does, they are
+/// resolved first and an unknown one is an error.
+pub fn tasks(st: &ClusterState, filters: Option<&str>) -> Result<Vec<d::Task>, EngineError> {
+    let f = Filters::parse(filters, &["id", "name", "service", "node", "label", "desired-state", "_up-to-date"])?;
+    let services: Vec<String> = f.get("service").iter().map(|s| find_service(st, s).map(|s| s.id.clone())).collect::<Result<_, _>>()?;
+    let nodes: Vec<String> = f.get("node").iter().map(|n| find_node(st, n).map(|n| n.id.clone())).collect::<Result<_, _>>()?;
+    for s in f.get("desired-state") {
+        if !matches!(s.as_str(), "running" | "shutdown" | "accepted") {
+            return Err(EngineError::bad(format!("invalid filter 'desired-state={s}': use running, shutdown or accepted")));
+        }
+    }
+    let up_to_date = f.get("_up-to-date").iter().any(|x| x == "true" || x == "1");
+    Ok(st
+        .tasks
+        .values()
+        .filter(|t| f.any("id", |x| t.id.starts_with(x)))
+        .filter(|t| services.is_empty() || services.contains(&t.service_id))
+        .filter(|t| nodes.is_empty() || t.node_id.as_ref().is_some_and(|n| nodes.contains(n)))
+        .filter(|t| {
+            f.any("desired-state", |x| match x {
+                "running" => t.desired_state == TaskState::Running,
+                "shutdown" => t.desired_state.is_terminal(),
+                _ => t.desired_state == TaskState::Accepted,
+            })
+        })
+        .filter(|t| {
+            let svc = st.services.get(&t.service_id);
+            let name = svc.map(|s| task_name(s, t)).unwrap_or_default();
+            f.any("name", |x| name.starts_with(x))
+                && svc.is_none_or(|s| f.labels("label", &s.spec.labels))
+                && (!up_to_date || svc.is_some_and(|s| is_up_to_date(s, t)))
+        })
+        .map(|t| convert::task(st, t))
+        .collect())
+}
+
+pub fn networks(st: &ClusterState, filters: Option<&str>) -> Result<Vec<d::Network>, EngineError> {
+    let f = Filters::parse(filters, &["name", "id", "label", "driver", "scope", "type"])?;
+    Ok(st
+        .networks
+        .values()
+        .filter(|n| f.any("name", |x| n.spec.name.contains(x)) && f.any("id", |x| n.id.starts_with(x)))
+        .filter(|n| f.labels("label", &n.spec.labels) && f.any("driver", |x| n.spec.driver == x))
+        .filter(|n| f.any("scope", |x| x == if n.spec.node_local { "local" } else { "swarm" }))
+        .filter(|_| f.any("type", |x| x == "custom"))
+        .map(convert::network)
+        .collect())
+}
+
+pub fn secrets(st: &ClusterState, filters: Option<&str>) -> Result<Vec<d::Secret>, EngineError> {
+    let f = Filters::parse(filters, &["name", "names", "id", "label"])?;
+    Ok(st
+        .secrets
+        .values()
+        .filter(|s| f.any("name", |x| s.spec.name.starts_with(x)) && f.any("names", |x| s.spec.name == x))
+        .filter(|s| f.any("id", |x| s.id.starts_with(x)) && f.labels("label", &s.spec.labels))
+        .map(convert::secret)
+        .collect())
+}
+
+/// The task name the docker CLI shows (`vote.1.<id>`; global: `<service>.<node>.<id>`).
+pub fn task_name(s: &Service, t: &Task) -> String {
+    match s.spec.mode {
+        ServiceMode::Global => format!("{}.{}.{}", s.spec.name, t.node_id.clone().unwrap_or_default(), t.id),
+        ServiceMode::Replicated { .. } => format!("{}.{}.{}", s.spec.name, t.slot, t.id),
+    }
+}
+
+/// The `_up-to-date` filter (what `docker service create|update|scale` watches converge):
+/// swarmkit's "the task is not dirty", i.e. it runs the service's current spec, replicas aside.
+/// Tasks record the service version they were made at, and every change (a scale too) bumps
+/// it, so an older task is dirty only when the last update changed more than the replicas.
+pub fn is_up_to_date(s: &Service, t: &Task) -> bool {
+    if t.service_version >= s.version {
+        return true;
+    }
+    match &s.previous_spec {
+        None => true,
+        Some(prev) => {
+            let mut prev = (**prev).clone();
+            prev.mode = s.spec.mode.clone();
+            prev == s.spec
+        }
+    }
+}
+
+/// `?version=` of an update against the object's current version (optimistic concurrency).
+pub fn check_version(version: Option<&str>, current: u64, kind: &str, name: &str) -> Result<(), EngineError> {
+    match version {
+        None => Ok(()),
+        Some(v) if v.parse::<u64>().ok() == Some(current) => Ok(()),
+        Some(v) => Err(EngineError::bad(format!(
+            "update out of sequence: version {v} of {kind} {name} is not its current version {current}; inspect it again"
+        ))),
+    }
+}
+
+/// `POST /nodes/{id}/update`: Docker sends the whole spec; shoal's command carries what
+/// changed (None: nothing did).
+pub fn node_update(node: &Node, spec: &d::NodeSpec) -> Option<Command> {
+    let role = match spec.role {
+        Some(d::NodeSpecRoleEnum::MANAGER) => Some(Role::Manager),
+        Some(d::NodeSpecRoleEnum::WORKER) => Some(Role::Worker),
+        _ => None,
+    }
+    .filter(|r| *r != node.role);
+    let availability = match spec.availability {
+        Some(d::NodeSpecAvailabilityEnum::ACTIVE) => Some(Availability::Active),
+        Some(d::NodeSpecAvailabilityEnum::PAUSE) => Some(Availability::Pause),
+        Some(d::NodeSpecAvailabilityEnum::DRAIN) => Some(Availability::Drain),
+        _ => None,
+    }
+    .filter(|a| *a != node.availability);
+    let want: BTreeMap<String, String> = spec.labels.clone().unwrap_or_default().into_iter().collect();
+    let label_add: BTreeMap<String, String> =
+        want.iter().filter(|(k, v)| node.labels.get(*k) != Some(v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let label_rm: Vec<String> = node.labels.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
+    if role.is_none() && availability.is_none() && label_add.is_empty() && label_rm.is_empty() {
+        return None;
+    }
+    Some(Command::UpdateNode { node: node.id.clone(), availability, role, label_add, label_rm })
+}
+
+/// `POST /services/{id}/update`: the spec to apply (the body's, or the previous one with
+/// `rollback=previous`), checked against `?version=`, as a command. A change of replicas alone
+/// is a scale, which needs no rolling update.
+pub fn service_update(
+    svc: &Service,
+    version: Option<&str>,
+    rollback: Option<&str>,
+    body: impl FnOnce() -> Result<ServiceSpec, EngineError>,
+) -> Result<Command, EngineError> {
+    let want = version.ok_or_else(|| EngineError::bad("version is missing: give ?version= from service inspect"))?;
+    check_version(Some(want), svc.version, "service", &svc.spec.name)?;
+    let spec = match rollback {
+        Some("previous") => *svc
+            .previous_spec
+            .clone()
+            .ok_or_else(|| EngineError::bad(format!("service {} does not have a previous spec to roll back to", svc.spec.name)))?,
+        None | Some("") => body()?,
+        Some(o) => return Err(EngineError::bad(format!("rollback={o}: the only value is \"previous\""))),
+    };
+    let mut same_but_mode = svc.spec.clone();
+    same_but_mode.mode = spec.mode.clone();
+    match (&svc.spec.mode, &spec.mode) {
+        (ServiceMode::Replicated { replicas: old }, ServiceMode::Replicated { replicas }) if same_but_mode == spec && old != replicas => {
+            Ok(Command::ScaleService { service: svc.id.clone(), replicas: *replicas })
+        }
+        _ => Ok(Command::UpdateService { service: svc.id.clone(), spec }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{NetworkSpec, SecretSpec};
+    use crate::testkit::World;
+
+    fn world() -> (World, String) {
+        let mut w = World::new(2);
+        w.ok(Command::CreateNetwork {
+            spec: NetworkSpec {
+                name: "front".into(),
+                driver: "overlay".into(),
+                subnet: None,
+                gateway: None,
+                attachable: false,
+                ingress: false,
+                internal: false,
+                node_local: false,
+                options: Default::default(),
+                labels: [("com.docker.stack.namespace".to_string(), "app".to_string())].into(),
+            },
+        });
+        let mut spec = ServiceSpec::new("vote", "vote:latest");
+        spec.mode = ServiceMode::Replicated { replicas: 3 };
+        spec.labels.insert("com.docker.stack.namespace".into(), "app".into());
+        let sid = w.create(spec);
+        w.create(ServiceSpec::new("redis", "redis:7"));
+        w.report_all(TaskState::Running);
+        w.ok(Command::CreateSecret { spec: SecretSpec { name: "db_pw".into(), labels: Default::default(), data: b"x".to_vec() } });
+        (w, sid)
+    }
+
+    #[test]
+    fn service_list_filters_and_status() {
+        let (w, _) = world();
+        let all = services(&w.state, None, true).unwrap();
+        assert_eq!(all.len(), 2);
+        let vote = services(&w.state, Some(r#"{"name":{"vo":true}}"#), true).unwrap();
+        assert_eq!(vote.len(), 1, "name filters are prefixes");
+        let st = vote[0].service_status.as_ref().unwrap();
+        assert_eq!((st.running_tasks, st.desired_tasks), (Some(3), Some(3)));
+        let stack = services(&w.state, Some(r#"{"label":["com.docker.stack.namespace=app"]}"#), false).unwrap();
+        assert_eq!(stack.len(), 1);
+        assert!(stack[0].service_status.is_none());
+        assert_eq!(services(&w.state, Some(r#"{"mode":["global"]}"#), false).unwrap().len(), 0);
+        assert_eq!(services(&w.state, Some(r#"{"replicas":["3"]}"#), false).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn task_list_resolves_services_and_nodes_by_name() {
+        let (w, sid) = world();
+        let by_name = tasks(&w.state, Some(r#"{"service":{"vote":true},"desired-state":{"running":true}}"#)).unwrap();
+        assert_eq!(by_name.len(), 3);
+        assert!(by_name.iter().all(|t| t.service_id.as_deref() == Some(sid.as_str())));
+        let prefix = &sid[..6];
+        assert_eq!(tasks(&w.state, Some(&format!(r#"{{"service":["{prefix}"]}}"#))).unwrap().len(), 3);
+        let e = tasks(&w.state, Some(r#"{"service":["nosuch"]}"#)).unwrap_err();
+        assert_eq!((e.status(), e.to_string()), (404, "service nosuch not found".to_string()));
+        let node = by_name[0].node_id.clone().unwrap();
+        let on_node = tasks(&w.state, Some(&format!(r#"{{"node":["{node}"]}}"#))).unwrap();
+        assert!(!on_node.is_empty() && on_node.iter().all(|t| t.node_id.as_deref() == Some(node.as_str())));
+        assert_eq!(tasks(&w.state, Some(r#"{"desired-state":["sleeping"]}"#)).unwrap_err().status(), 400);
+        assert_eq!(tasks(&w.state, Some(r#"{"_up-to-date":["true"],"service":["vote"]}"#)).unwrap().len(), 3);
+        let stack = tasks(&w.state, Some(r#"{"label":["com.docker.stack.namespace=app"]}"#)).unwrap();
+        assert_eq!(stack.len(), 3, "a task's labels filter is its service's, as swarmkit's");
+    }
+
+    #[test]
+    fn node_network_and_secret_lists() {
+        let (w, _) = world();
+        assert_eq!(nodes(&w.state, None, None).unwrap().len(), 3);
+        let managers = nodes(&w.state, None, Some(r#"{"role":["manager"]}"#)).unwrap();
+        assert_eq!(managers.len(), 1);
+        assert!(managers[0].manager_status.is_some());
+        assert_eq!(networks(&w.state, Some(r#"{"name":["ron"]}"#)).unwrap().len(), 1, "network names match as substrings");
+        assert_eq!(networks(&w.state, Some(r#"{"label":["com.docker.stack.namespace=app"]}"#)).unwrap().len(), 1);
+        assert_eq!(secrets(&w.state, Some(r#"{"names":["db_pw"]}"#)).unwrap().len(), 1);
+        assert_eq!(secrets(&w.state, Some(r#"{"names":["db"]}"#)).unwrap().len(), 0, "names is exact");
+    }
+
+    #[test]
+    fn node_update_sends_only_the_difference() {
+        let (w, _) = world();
+        let n = w.state.nodes.values().find(|n| n.role == Role::Worker).unwrap();
+        let spec = convert::node(n, false).spec.unwrap();
+        assert!(node_update(n, &spec).is_none(), "the spec as inspected changes nothing");
+        let mut promote = spec.clone();
+        promote.role = Some(d::NodeSpecRoleEnum::MANAGER);
+        promote.labels = Some([("zone".to_string(), "east".to_string())].into());
+        match node_update(n, &promote) {
+            Some(Command::UpdateNode { role, availability, label_add, label_rm, .. }) => {
+                assert_eq!((role, availability), (Some(Role::Manager), None));
+                assert_eq!(label_add.get("zone").map(String::as_str), Some("east"));
+                assert!(label_rm.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn service_update_checks_the_version_and_scales_when_only_replicas_change() {
+        let (w, sid) = world();
+        let svc = &w.state.services[&sid];
+        let v = svc.version.to_string();
+        let mut scaled = svc.spec.clone();
+        scaled.mode = ServiceMode::Replicated { replicas: 5 };
+        let cmd = service_update(svc, Some(&v), None, || Ok(scaled.clone())).unwrap();
+        assert_eq!(cmd, Command::ScaleService { service: sid.clone(), replicas: 5 });
+        let mut changed = svc.spec.clone();
+        changed.env.push("A=1".into());
+        assert!(matches!(service_update(svc, Some(&v), None, || Ok(changed.clone())).unwrap(), Command::UpdateService { .. }));
+        let e = service_update(svc, Some("1000"), None, || Ok(changed.clone())).unwrap_err();
+        assert!(e.to_string().contains("out of sequence"), "{e}");
+        assert!(service_update(svc, None, None, || Ok(changed.clone())).unwrap_err().to_string().contains("version is missing"));
+        let e = service_update(svc, Some(&v), Some("previous"), || unreachable!()).unwrap_err();
+        assert!(e.to_string().contains("does not have a previous spec"), "{e}");
+    }
+
+    #[test]
+    fn a_scale_leaves_tasks_up_to_date_and_a_spec_change_does_not() {
+        let mut w = World::new(1);
+        let sid = w.create(ServiceSpec::new("web", "nginx:1"));
+        w.ok(Command::ScaleService { service: sid.clone(), replicas: 2 });
+        w.ok(Command::ScaleService { service: sid.clone(), replicas: 1 });
+        let mut s = w.state.services[&sid].clone();
+        assert_eq!(s.version, 3);
+        let t = |v: u64| -> Task {
+            let mut t = w.live(&sid)[0].clone();
+            t.service_version = v;
+            t
+        };
+        assert!(is_up_to_date(&s, &t(3)));
+        assert!(is_up_to_date(&s, &t(2)), "no previous spec: only scales happened");
+        let mut prev = s.spec.clone();
+        prev.mode = ServiceMode::Replicated { replicas: 5 };
+        s.previous_spec = Some(Box::new(prev));
+        assert!(is_up_to_date(&s, &t(2)), "the last change was replicas only");
+        let mut prev = s.spec.clone();
+        prev.image = "nginx:0".into();
+        s.previous_spec = Some(Box::new(prev));
+        assert!(!is_up_to_date(&s, &t(2)), "made from the old image");
+        assert!(is_up_to_date(&s, &t(3)));
+    }
+}

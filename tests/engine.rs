@@ -1,0 +1,367 @@
+//! End-to-end: Docker's own CLI drives a 3-node shoal cluster through the Engine API each
+//! daemon serves (`--engine-socket`), and what it shows is checked against the shoal CLI and
+//! curl on the same socket. The client is Debian's docker.io 20.10 (API 1.41), extracted alone
+//! by tests/prereqs.sh; no dockerd runs. Run as root by tests/run.sh.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use support::cluster::*;
+use support::*;
+
+/// Debian's 20.10 client when prereqs extracted it, else `SHOAL_DOCKER`, else `docker` on PATH.
+fn docker_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("SHOAL_DOCKER") {
+        return p.into();
+    }
+    let debian = Path::new("/usr/local/lib/shoal/docker.io/docker");
+    if debian.exists() {
+        debian.into()
+    } else {
+        "docker".into()
+    }
+}
+
+struct Docker {
+    bin: PathBuf,
+    /// A config directory of its own, so the host user's ~/.docker is neither read nor written.
+    config: tempfile::TempDir,
+}
+
+impl Docker {
+    fn new() -> Docker {
+        Docker { bin: docker_bin(), config: tempfile::tempdir().unwrap() }
+    }
+
+    fn run(&self, c: &Cluster, node: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new("timeout");
+        cmd.arg("120").arg(&self.bin).args(args);
+        cmd.env("DOCKER_HOST", format!("unix://{}", c.engine_sock(node).display()))
+            .env("DOCKER_CONFIG", self.config.path())
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_API_VERSION")
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run the docker client (tests/prereqs.sh installs it)");
+        if let Some(s) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// A docker command that must succeed; its stdout.
+    fn ok(&self, c: &Cluster, node: &str, args: &[&str]) -> String {
+        let out = self.run(c, node, args, None);
+        assert!(
+            out.status.success(),
+            "docker {args:?} on {node} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A docker command that must fail; its stderr.
+    fn fails(&self, c: &Cluster, node: &str, args: &[&str]) -> String {
+        let out = self.run(c, node, args, None);
+        assert!(!out.status.success(), "docker {args:?} on {node} succeeded:\n{}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stderr).unwrap()
+    }
+}
+
+/// curl on the node's engine socket; (status, body).
+fn curl(c: &Cluster, node: &str, method: &str, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-X", method, "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(c.engine_sock(node))
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_string())
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// An HTTP GET through the routing mesh from inside a node's namespace.
+fn http_get(c: &Cluster, node: &str, addr: &str) -> bool {
+    let out = in_ns(&c.lab.node_ns(node), &["curl", "-s", "-m", "3", &format!("http://{addr}/")]);
+    out.status.success() && !out.stdout.is_empty()
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn the_docker_cli_runs_a_swarm_of_shoal_daemons() {
+    require_root();
+    let d = Docker::new();
+    let c = Cluster::up();
+
+    // Ping and version negotiation, before any swarm: unversioned and prefixed paths.
+    let ping =
+        Command::new("curl").args(["-s", "-i", "--unix-socket"]).arg(c.engine_sock("smgr")).arg("http://localhost/_ping").output().unwrap();
+    let ping = String::from_utf8_lossy(&ping.stdout).to_lowercase();
+    assert!(ping.contains("api-version: 1.41") && ping.contains("swarm: inactive") && ping.ends_with("ok"), "{ping}");
+    let (code, body) = curl(&c, "smgr", "GET", "/v1.99/info");
+    assert_eq!(code, 400, "{body}");
+    assert!(json(&body)["message"].as_str().unwrap().contains("Maximum supported API version is 1.41"), "{body}");
+    let (code, body) = curl(&c, "smgr", "GET", "/v1.41/nodes");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("docker swarm init"), "{body}");
+
+    // The seed's init and the join command it prints.
+    let out = d.ok(&c, "smgr", &["swarm", "init", "--listen-addr", "192.168.33.10:2377"]);
+    assert!(out.contains("Swarm initialized: current node (") && out.contains("is now a manager"), "{out}");
+    let join = out.lines().map(str::trim).find(|l| l.starts_with("docker swarm join --token")).unwrap_or_else(|| panic!("{out}"));
+    assert!(join.ends_with("192.168.33.10:2377"), "{join}");
+    let token = join.split_whitespace().nth(4).unwrap();
+    assert_eq!(d.ok(&c, "smgr", &["swarm", "join-token", "-q", "worker"]).trim(), token);
+    for node in ["snode1", "snode2"] {
+        let out = d.ok(&c, node, &["swarm", "join", "--token", token, "192.168.33.10:2377"]);
+        assert!(out.contains("This node joined a swarm as a worker."), "{out}");
+    }
+    wait_for("3 ready nodes in docker node ls", Duration::from_secs(30), || {
+        d.ok(&c, "smgr", &["node", "ls"]).lines().filter(|l| l.contains("Ready") && l.contains("Active")).count() == 3
+    });
+    let ls = d.ok(&c, "smgr", &["node", "ls"]);
+    let me = ls.lines().find(|l| l.contains(" * ")).unwrap_or_else(|| panic!("no current node marked: {ls}"));
+    assert!(me.contains("smgr") && me.contains("Leader"), "{ls}");
+    let shoal_ls = c.cli("smgr", &["node", "ls"]);
+    for node in ["smgr", "snode1", "snode2"] {
+        assert!(ls.contains(node) && shoal_ls.contains(node), "{ls}\n{shoal_ls}");
+    }
+    // A worker is not a manager, in Docker's words.
+    let err = d.fails(&c, "snode2", &["node", "ls"]);
+    assert!(err.contains("This node is not a swarm manager"), "{err}");
+    let info = d.ok(&c, "snode2", &["info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}} {{.Swarm.NodeAddr}}"]);
+    assert_eq!(info.trim(), "active false 192.168.33.30");
+
+    // node update, promote, demote; shoal sees the same.
+    d.ok(&c, "smgr", &["node", "update", "--label-add", "zone=east", "snode2"]);
+    let labels = d.ok(&c, "smgr", &["node", "inspect", "snode2", "--format", "{{json .Spec.Labels}}"]);
+    assert_eq!(json(labels.trim())["zone"], "east");
+    assert!(c.cli("smgr", &["node", "inspect", "snode2"]).contains("east"));
+    let out = d.ok(&c, "smgr", &["node", "promote", "snode1"]);
+    assert!(out.contains("Node snode1 promoted to a manager in the swarm."), "{out}");
+    wait_for("snode1 reachable as a manager", Duration::from_secs(30), || {
+        d.ok(&c, "smgr", &["node", "ls"]).lines().any(|l| l.contains("snode1") && l.contains("Reachable"))
+    });
+    assert_eq!(d.ok(&c, "smgr", &["node", "inspect", "snode1", "--format", "{{.Spec.Role}}"]).trim(), "manager");
+    let out = d.ok(&c, "smgr", &["node", "demote", "snode1"]);
+    assert!(out.contains("Manager snode1 demoted in the swarm."), "{out}");
+    wait_for("snode1 a worker again", Duration::from_secs(30), || {
+        d.ok(&c, "smgr", &["node", "inspect", "snode1", "--format", "{{.Spec.Role}}"]).trim() == "worker"
+    });
+
+    // Networks.
+    let id = d.ok(&c, "smgr", &["network", "create", "-d", "overlay", "front"]).trim().to_string();
+    assert_eq!(id.len(), 25, "{id}");
+    assert_eq!(d.ok(&c, "smgr", &["network", "inspect", "front", "--format", "{{.Scope}} {{.Driver}}"]).trim(), "swarm overlay");
+    assert!(d.ok(&c, "smgr", &["network", "ls", "--filter", "driver=overlay"]).contains("front"));
+    assert!(c.cli("smgr", &["network", "ls"]).contains("front"));
+
+    // The seed's service, with the progress display converging.
+    let out = d.ok(
+        &c,
+        "smgr",
+        &["service", "create", "--name", "vote", "--replicas", "3", "-p", "5000:80", "--network", "front", "shoal/whoami"],
+    );
+    // 20.10 says "verify: Service converged", newer clients name the service id.
+    assert!(out.lines().any(|l| l.starts_with("verify: Service") && l.ends_with("converged")), "{out}");
+    let ls = d.ok(&c, "smgr", &["service", "ls"]);
+    let line = ls.lines().find(|l| l.contains("vote")).unwrap_or_else(|| panic!("{ls}"));
+    assert!(line.contains("replicated") && line.contains("3/3") && line.contains("*:5000->80/tcp"), "{ls}");
+    let shoal_ls = c.cli("smgr", &["service", "ls"]);
+    assert!(shoal_ls.lines().any(|l| l.contains("vote") && l.contains("3/3")), "{shoal_ls}");
+    let ps = d.ok(&c, "smgr", &["service", "ps", "-q", "--filter", "desired-state=running", "vote"]);
+    let mut docker_ids: Vec<&str> = ps.lines().collect();
+    docker_ids.sort();
+    let shoal_ps = c.cli("smgr", &["service", "ps", "vote"]);
+    assert_eq!(running(&shoal_ps), 3, "{shoal_ps}");
+    for id in &docker_ids {
+        assert!(shoal_ps.contains(&id[..12]), "task {id} from docker is not in shoal's list:\n{shoal_ps}");
+    }
+    assert_eq!(docker_ids.len(), 3, "{ps}");
+    for (node, addr) in NODES {
+        assert!(http_get(&c, node, &format!("{addr}:5000")), "the mesh does not answer on {node}");
+    }
+    assert_eq!(d.ok(&c, "smgr", &["service", "inspect", "vote", "--format", "{{.Spec.Mode.Replicated.Replicas}}"]).trim(), "3");
+
+    // What the Swarm visualizer polls, without a version prefix.
+    let (code, body) = curl(&c, "smgr", "GET", "/services");
+    assert_eq!(code, 200);
+    assert_eq!(json(&body)[0]["Spec"]["Name"], "vote");
+    let (_, body) = curl(&c, "smgr", "GET", "/nodes");
+    assert_eq!(json(&body).as_array().unwrap().len(), 3);
+    let (_, body) = curl(&c, "smgr", "GET", "/tasks");
+    let tasks = json(&body);
+    assert!(tasks.as_array().unwrap().iter().filter(|t| t["Status"]["State"] == "running").count() >= 3, "{body}");
+    let (code, body) = curl(&c, "smgr", "GET", "/v1.41/services/nosuch");
+    assert_eq!((code, json(&body)["message"].as_str().unwrap()), (404, "service nosuch not found"));
+
+    // scale, update, rollback without a previous spec.
+    let out = d.ok(&c, "smgr", &["service", "scale", "vote=2"]);
+    assert!(out.contains("vote scaled to 2"), "{out}");
+    wait_for("vote at 2/2 in shoal's list", Duration::from_secs(30), || {
+        c.cli("smgr", &["service", "ls"]).lines().any(|l| l.contains("vote") && l.contains("2/2"))
+    });
+    d.ok(&c, "smgr", &["service", "update", "--detach", "--label-add", "tier=front", "vote"]);
+    let labels = d.ok(&c, "smgr", &["service", "inspect", "vote", "--format", "{{json .Spec.Labels}}"]);
+    assert_eq!(json(labels.trim())["tier"], "front");
+
+    // Logs in Docker's format, naming task and node, as shoal's CLI shows them.
+    d.ok(&c, "smgr", &["service", "create", "--name", "talker", "--detach", "host", "sh", "-c", "echo hello from talker; sleep 100000"]);
+    wait_for("talker's line in docker service logs", Duration::from_secs(30), || {
+        d.ok(&c, "smgr", &["service", "logs", "talker"]).contains("hello from talker")
+    });
+    let logs = d.ok(&c, "smgr", &["service", "logs", "--no-trunc", "talker"]);
+    let shoal_logs = c.cli("smgr", &["service", "logs", "talker"]);
+    let prefix = |s: &str| s.lines().find(|l| l.contains("hello from talker")).unwrap().split('|').next().unwrap().trim().to_string();
+    assert_eq!(prefix(&logs), prefix(&shoal_logs), "docker:\n{logs}\nshoal:\n{shoal_logs}");
+    assert!(prefix(&logs).starts_with("talker.1."), "{logs}");
+    // --follow streams: the line arrives and the stream stays open until the client goes.
+    let mut follow = Command::new(&d.bin)
+        .args(["service", "logs", "--follow", "--raw", "talker"])
+        .env("DOCKER_HOST", format!("unix://{}", c.engine_sock("smgr").display()))
+        .env("DOCKER_CONFIG", d.config.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(10)).expect("a line from docker service logs --follow");
+    assert_eq!(first, "hello from talker");
+    assert!(follow.try_wait().unwrap().is_none(), "--follow ended by itself");
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+    // docker node ps: the tasks on one node, by the node's name.
+    let node = logs.split('@').nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let nps = d.ok(&c, "smgr", &["node", "ps", &node]);
+    assert!(nps.lines().any(|l| l.contains("talker.1") && l.contains("Running")), "{nps}");
+
+    // Secrets; configs are refused by name.
+    let out = d.run(&c, "smgr", &["secret", "create", "db_pw", "-"], Some("s3cret"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(d.ok(&c, "smgr", &["secret", "ls"]).contains("db_pw"));
+    assert!(c.cli("smgr", &["secret", "ls"]).contains("db_pw"));
+    d.ok(&c, "smgr", &["secret", "rm", "db_pw"]);
+    assert!(!c.cli("smgr", &["secret", "ls"]).contains("db_pw"));
+    let cfg = c.dir.join("app.conf");
+    std::fs::write(&cfg, "x=1\n").unwrap();
+    let err = d.fails(&c, "smgr", &["config", "create", "app", cfg.to_str().unwrap()]);
+    assert!(err.contains("configs are not supported by shoal"), "{err}");
+    let err = d.fails(&c, "smgr", &["swarm", "unlock-key"]);
+    assert!(err.contains("autolock"), "{err}");
+
+    // Bad input names the field and changes nothing.
+    let err = d.fails(&c, "smgr", &["service", "create", "--name", "bad", "--mount", "type=volume,target=/data", "shoal/whoami"]);
+    assert!(err.contains("Mounts") && err.contains("not supported"), "{err}");
+    assert!(!d.ok(&c, "smgr", &["service", "ls"]).contains("bad"));
+
+    // rm, and both CLIs agree the services are gone.
+    d.ok(&c, "smgr", &["service", "rm", "vote", "talker"]);
+    assert!(!d.ok(&c, "smgr", &["service", "ls"]).contains("vote"));
+    assert!(!c.cli("smgr", &["service", "ls"]).contains("vote"));
+    d.ok(&c, "smgr", &["network", "rm", "front"]);
+    wait_for("front removed", Duration::from_secs(20), || !c.cli("smgr", &["network", "ls"]).contains("front"));
+
+    // Swarm settings and tokens.
+    d.ok(&c, "smgr", &["swarm", "update", "--cert-expiry", "48h"]);
+    let expiry = d.ok(&c, "smgr", &["info", "--format", "{{.Swarm.Cluster.Spec.CAConfig.NodeCertExpiry}}"]);
+    assert_eq!(expiry.trim(), "48h0m0s");
+    let out = d.ok(&c, "smgr", &["swarm", "join-token", "--rotate", "-q", "worker"]);
+    let rotated = out.trim();
+    assert!(rotated.starts_with("SWMTKN-1-") && rotated != token, "{out}");
+    assert_eq!(c.cli("smgr", &["join-token", "-q", "worker"]).trim(), rotated);
+
+    // A worker leaves; once down it is removed by name.
+    let out = d.ok(&c, "snode2", &["swarm", "leave"]);
+    assert!(out.contains("Node left the swarm."), "{out}");
+    wait_for("snode2 down", Duration::from_secs(30), || {
+        d.ok(&c, "smgr", &["node", "ls"]).lines().any(|l| l.contains("snode2") && l.contains("Down"))
+    });
+    d.ok(&c, "smgr", &["node", "rm", "snode2"]);
+    assert!(!c.cli("smgr", &["node", "ls"]).contains("snode2"));
+    let (_, ping) = curl(&c, "snode2", "GET", "/_ping");
+    assert_eq!(ping, "OK");
+    assert_eq!(d.ok(&c, "snode2", &["info", "--format", "{{.Swarm.LocalNodeState}}"]).trim(), "inactive");
+}
+
+/// `shoal swarm VERB ...` against a node (SHOAL_HOST, as a user's shell would set it).
+fn shoal_swarm(c: &Cluster, node: &str, args: &[&str]) -> String {
+    let out = Command::new(SHOAL).arg("swarm").args(args).env("SHOAL_HOST", c.host(node)).output().unwrap();
+    assert!(out.status.success(), "shoal swarm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+const STACK: &str = r#"
+version: "3.8"
+services:
+  web:
+    image: shoal/whoami
+    ports: ["5080:80"]
+    networks: [front]
+    deploy:
+      replicas: 2
+networks:
+  front:
+"#;
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn docker_stack_deploy_runs_a_compose_file_on_shoal() {
+    require_root();
+    let d = Docker::new();
+    let c = Cluster::up();
+    // The seed's commands with `docker` replaced by `shoal`: Docker's spelling of the verbs.
+    let out = shoal_swarm(&c, "smgr", &["init", "--listen-addr", "192.168.33.10:2377"]);
+    assert!(out.contains("Cluster initialized"), "{out}");
+    let token = shoal_swarm(&c, "smgr", &["join-token", "-q", "worker"]).trim().to_string();
+    for node in ["snode1", "snode2"] {
+        let out = shoal_swarm(&c, node, &["join", "--token", &token, "192.168.33.10:2377"]);
+        assert!(out.contains("joined a cluster as a worker"), "{out}");
+    }
+    let err = Command::new(SHOAL).args(["swarm", "unlock-key"]).output().unwrap();
+    assert!(!err.status.success() && String::from_utf8_lossy(&err.stderr).contains("shoal does not support autolock"));
+    wait_for("3 ready nodes", Duration::from_secs(20), || {
+        d.ok(&c, "smgr", &["node", "ls"]).lines().filter(|l| l.contains("Ready")).count() == 3
+    });
+    let addr = d.ok(&c, "smgr", &["node", "inspect", "self", "--format", "{{.ManagerStatus.Addr}}"]);
+    assert_eq!(addr.trim(), "192.168.33.10:2377", "the advertise address comes from --listen-addr");
+    let file = c.dir.join("stack.yml");
+    std::fs::write(&file, STACK).unwrap();
+    let out = d.ok(&c, "smgr", &["stack", "deploy", "-c", file.to_str().unwrap(), "app"]);
+    assert!(out.contains("Creating network app_front") && out.contains("Creating service app_web"), "{out}");
+    wait_for("app_web at 2/2", Duration::from_secs(40), || {
+        d.ok(&c, "smgr", &["stack", "services", "app"]).lines().any(|l| l.contains("app_web") && l.contains("2/2"))
+    });
+    assert!(c.cli("smgr", &["service", "ls"]).lines().any(|l| l.contains("app_web") && l.contains("2/2")));
+    let ps = d.ok(&c, "smgr", &["stack", "ps", "--filter", "desired-state=running", "app"]);
+    assert_eq!(ps.lines().filter(|l| l.contains("app_web.") && l.contains("Running")).count(), 2, "{ps}");
+    for (node, addr) in NODES {
+        assert!(http_get(&c, node, &format!("{addr}:5080")), "the stack's port does not answer on {node}");
+    }
+    assert!(d.ok(&c, "smgr", &["stack", "ls"]).contains("app"));
+    let out = d.ok(&c, "smgr", &["stack", "rm", "app"]);
+    assert!(out.contains("Removing service app_web") && out.contains("Removing network app_front"), "{out}");
+    wait_for("the stack gone", Duration::from_secs(20), || {
+        let ls = c.cli("smgr", &["service", "ls"]);
+        !ls.contains("app_web") && !c.cli("smgr", &["network", "ls"]).contains("app_front")
+    });
+}
