@@ -21,7 +21,8 @@ pub enum NetworkCmd {
         /// Tasks on this network get no egress: they reach the cluster's networks only.
         #[arg(long)]
         internal: bool,
-        /// Driver options (KEY=VALUE). `encrypted` is refused: overlays cannot be encrypted yet.
+        /// Driver options (KEY=VALUE). `encrypted` (or `encrypted=wireguard`): traffic between
+        /// nodes only inside WireGuard tunnels, never in plaintext (IPsec is not built yet).
         #[arg(long = "opt", short = 'o')]
         opt: Vec<String>,
         #[arg(long)]

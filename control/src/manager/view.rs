@@ -29,5 +29,9 @@ pub fn redact(mut state: ClusterState) -> ClusterState {
     for s in state.secrets.values_mut() {
         s.spec.data.clear();
     }
+    // WireGuard private keys reach only their own node, over its dispatcher session.
+    for w in state.wireguard.values_mut() {
+        w.private_key.clear();
+    }
     state
 }

@@ -7,6 +7,7 @@ mod node;
 mod secret;
 mod service;
 mod task;
+mod wireguard;
 
 pub use ids::{random_id, IdGen, NetworkId, NodeId, SecretId, ServiceId, TaskId};
 pub use network::{Network, NetworkSpec, GATEWAY_NETWORK, GATEWAY_SUBNETS};
@@ -17,6 +18,7 @@ pub use service::{
     ResourceLimits, ResourceReservations, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder,
     UpdateProgress, UpdateState, UpdateStatus, Vip,
 };
+pub use wireguard::{generate_private_key, public_key_of, EncryptionBackend, WireGuardIdentity, ENCRYPTED_OPTION};
 pub use task::{mac_for, Health, NetworkAttachment, Task, TaskState, TaskStatus, HOST_NAME_MAX};
 
 use serde::{Deserialize, Serialize};

@@ -23,7 +23,7 @@ impl ClusterState {
                 let id = self.ids.next_id();
                 self.networks.insert(
                     id.clone(),
-                    Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now, last_task_addr: None },
+                    Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now, last_task_addr: None, encryption: None },
                 );
                 // The gateway bridge, like Swarm's `docker_gwbridge`: tasks of services that
                 // name no network get loopback and egress through it.
@@ -31,7 +31,7 @@ impl ClusterState {
                 let id = self.ids.next_id();
                 self.networks.insert(
                     id.clone(),
-                    Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now, last_task_addr: None },
+                    Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now, last_task_addr: None, encryption: None },
                 );
                 Ok(Response::Ok)
             }
@@ -60,6 +60,7 @@ impl ClusterState {
                 }
                 let id = n.id.clone();
                 self.nodes.remove(&id);
+                self.wireguard.remove(&id);
                 self.removed_nodes.insert(id.clone());
                 for net in self.networks.values_mut() {
                     net.lb_addrs.remove(&id);
@@ -163,11 +164,17 @@ impl ClusterState {
                 if spec.driver.is_empty() {
                     spec.driver = "overlay".into();
                 }
+                let encryption = spec
+                    .options
+                    .get(crate::model::ENCRYPTED_OPTION)
+                    .map(|v| crate::model::EncryptionBackend::from_option(v).map_err(|m| StateError::invalid("opt encrypted", m)))
+                    .transpose()?;
                 let id = self.ids.next_id();
                 self.networks.insert(
                     id.clone(),
                     Network {
                         id: id.clone(),
+                        encryption,
                         spec,
                         vni,
                         subnet,
@@ -308,6 +315,7 @@ impl ClusterState {
                 }
                 Ok(Response::Ok)
             }
+            Command::IssueWireGuard { node, private_key } => self.issue_wireguard(now, node, private_key),
             Command::Tick => Ok(Response::Ok),
             Command::Batch(_) => Err(StateError::invalid("batch", "batches do not nest")),
         }

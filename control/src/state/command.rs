@@ -86,6 +86,13 @@ pub enum Command {
     RemoveSecret {
         secret: String,
     },
+    /// A manager issues `node` its WireGuard identity (a fresh key pair; the tunnel address is
+    /// given here, deterministically): the first time an encrypted network needs it, and again
+    /// on rotation (the address stays).
+    IssueWireGuard {
+        node: String,
+        private_key: String,
+    },
     /// Task states reported by the agent of `node`.
     TaskStatus {
         node: String,
