@@ -45,7 +45,7 @@ fn wireguard(view: &AgentView) -> Result<(PrivateKey, BTreeMap<String, NodeWireG
     let peers = wg
         .peers
         .iter()
-        .filter_map(|(id, p)| Some((id.clone(), NodeWireGuard { public_key: Key::from_base64(&p.public_key).ok()?, address: p.address })))
+        .filter_map(|(id, p)| Some((id.clone(), NodeWireGuard { public_key: Key::from_base64(&p.public_key).ok()?, address: p.address, preshared_key: None })))
         .collect();
     Ok((private, peers))
 }
