@@ -45,7 +45,14 @@ fn wireguard(view: &AgentView) -> Result<(PrivateKey, BTreeMap<String, NodeWireG
     let peers = wg
         .peers
         .iter()
-        .filter_map(|(id, p)| Some((id.clone(), NodeWireGuard { public_key: Key::from_base64(&p.public_key).ok()?, address: p.address, preshared_key: None })))
+        .filter_map(|(id, p)| {
+            let wg = NodeWireGuard {
+                public_key: Key::from_base64(&p.public_key).ok()?,
+                address: p.address,
+                preshared_key: PrivateKey::from_base64(&p.preshared_key).ok(),
+            };
+            Some((id.clone(), wg))
+        })
         .collect();
     Ok((private, peers))
 }
@@ -355,7 +362,11 @@ mod tests {
         for (i, n) in keys.iter().enumerate() {
             let k = shoal_control::model::generate_private_key();
             let public_key = shoal_control::model::public_key_of(&k).unwrap();
-            peers.insert(n.to_string(), WireGuardPeer { public_key, address: Ipv4Addr::new(10, 255, 0, i as u8 + 1) });
+            peers.insert(n.to_string(), WireGuardPeer {
+                    public_key,
+                    address: Ipv4Addr::new(10, 255, 0, i as u8 + 1),
+                    preshared_key: if *n == "n1" { String::new() } else { shoal_control::model::generate_seed() },
+                });
             privates.insert(n.to_string(), k);
         }
         if let Some(k) = privates.get("n1") {
@@ -388,6 +399,8 @@ mod tests {
         assert_eq!(s.networks[0].encrypted, Some(Encryption::Wireguard));
         assert_eq!(s.wireguard_private_key.as_ref().unwrap().expose().to_base64(), privates["n1"]);
         assert!(s.nodes.iter().all(|n| n.wireguard.is_some()), "{:?}", s.nodes);
+        let psk = |n: &str| s.nodes.iter().find(|x| x.name == n).and_then(|x| x.wireguard.as_ref()?.preshared_key.clone());
+        assert!(psk("n2").is_some() && psk("n1").is_none(), "the pair key with n2 reaches the tunnel");
         assert!(s.endpoints.iter().any(|e| e.node == "n2"), "the peer's task is reachable through the tunnel");
         assert_eq!(encryption_waits(&view), None);
     }

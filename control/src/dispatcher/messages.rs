@@ -128,11 +128,21 @@ impl std::fmt::Debug for WireGuardView {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireGuardPeer {
     /// Base64.
     pub public_key: String,
     pub address: Ipv4Addr,
+    /// The key this node shares with that peer alone (base64), empty for itself or before the
+    /// managers issued one. Secret: `Debug` never prints it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub preshared_key: String,
+}
+
+impl std::fmt::Debug for WireGuardPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireGuardPeer").field("public_key", &self.public_key).field("address", &self.address).finish()
+    }
 }
 
 /// One step of the stream: `full` replaces everything the agent has; otherwise the upserts and

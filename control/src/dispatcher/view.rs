@@ -142,7 +142,13 @@ impl AgentView {
                 peers: state
                     .wireguard
                     .iter()
-                    .map(|(id, w)| (id.clone(), WireGuardPeer { public_key: w.public_key.clone(), address: w.address }))
+                    .map(|(id, w)| {
+                        let preshared_key = match &state.pair_keys {
+                            Some(k) if id != node_id => k.pair_key(node_id, id),
+                            _ => String::new(),
+                        };
+                        (id.clone(), WireGuardPeer { public_key: w.public_key.clone(), address: w.address, preshared_key })
+                    })
                     .collect(),
             }),
         }
@@ -335,6 +341,15 @@ mod tests {
         assert_eq!(agent, v1);
         assert!(v1.diff(&v1, 3).is_empty());
         assert!(!format!("{w1:?}").contains(&w1.private_key), "Debug prints the private key");
+        // Pair keys: each node gets those of its own pairs, the same on both sides, and a
+        // rotation changes them.
+        w.ok(Command::RotatePairKeys { seed: crate::model::generate_seed() });
+        let (p1, p2) = (view(&w, "n1").wireguard.unwrap().peers, view(&w, "n2").wireguard.unwrap().peers);
+        assert!(p1["n1"].preshared_key.is_empty() && !p1["n2"].preshared_key.is_empty());
+        assert_eq!(p1["n2"].preshared_key, p2["n1"].preshared_key);
+        assert!(!format!("{p1:?}").contains(&p1["n2"].preshared_key));
+        w.ok(Command::RotatePairKeys { seed: crate::model::generate_seed() });
+        assert_ne!(view(&w, "n1").wireguard.unwrap().peers["n2"].preshared_key, p1["n2"].preshared_key);
     }
 
     #[test]

@@ -33,5 +33,8 @@ pub fn redact(mut state: ClusterState) -> ClusterState {
     for w in state.wireguard.values_mut() {
         w.private_key.clear();
     }
+    if let Some(k) = state.pair_keys.as_mut() {
+        k.seed.clear();
+    }
     state
 }

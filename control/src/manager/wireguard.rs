@@ -3,7 +3,7 @@
 //! draw random numbers and stay deterministic) through an `IssueWireGuard` command.
 
 use super::Manager;
-use crate::model::generate_private_key;
+use crate::model::{generate_private_key, generate_seed};
 use crate::state::Command;
 use std::time::Duration;
 
@@ -16,6 +16,13 @@ pub async fn issue_loop(mgr: Manager) {
         }
         if !mgr.is_leader() {
             continue;
+        }
+        let now = super::now_ms();
+        if mgr.shared().read(|s| s.pair_keys_due(now)) {
+            match mgr.propose(Command::RotatePairKeys { seed: generate_seed() }).await {
+                Ok(_) => tracing::info!("rotated the node pairs' WireGuard preshared keys"),
+                Err(e) => tracing::warn!("rotating the node pairs' keys: {e}"),
+            }
         }
         let missing = mgr.shared().read(|s| s.nodes_missing_wireguard());
         if missing.is_empty() {

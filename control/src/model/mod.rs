@@ -18,7 +18,9 @@ pub use service::{
     ResourceLimits, ResourceReservations, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder,
     UpdateProgress, UpdateState, UpdateStatus, Vip,
 };
-pub use wireguard::{generate_private_key, public_key_of, EncryptionBackend, WireGuardIdentity, ENCRYPTED_OPTION};
+pub use wireguard::{
+    generate_private_key, generate_seed, public_key_of, EncryptionBackend, PairKeySeed, WireGuardIdentity, ENCRYPTED_OPTION, PAIR_KEY_ROTATION_MS,
+};
 pub use task::{mac_for, Health, NetworkAttachment, Task, TaskState, TaskStatus, HOST_NAME_MAX};
 
 use serde::{Deserialize, Serialize};

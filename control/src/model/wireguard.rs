@@ -62,6 +62,44 @@ impl std::fmt::Debug for WireGuardIdentity {
     }
 }
 
+/// The managers' secret from which every node pair's preshared key is derived (one per
+/// rotation). Only managers hold it; each node gets the keys of its own pairs alone, so no node
+/// can compute another pair's key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairKeySeed {
+    /// Base64, 32 random bytes.
+    pub seed: String,
+    pub issued_ms: u64,
+    /// Bumped by every rotation (shown by `network inspect` as the key generation).
+    pub generation: u64,
+}
+
+impl std::fmt::Debug for PairKeySeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PairKeySeed").field("seed", &"(secret)").field("issued_ms", &self.issued_ms).field("generation", &self.generation).finish()
+    }
+}
+
+/// Every node pair's keys are rotated this often unless asked sooner (Docker rotates its one
+/// cluster-wide key every 12 hours).
+pub const PAIR_KEY_ROTATION_MS: u64 = 12 * 3600 * 1000;
+
+impl PairKeySeed {
+    /// The preshared key of the pair (`a`, `b`), the same from either side, base64.
+    pub fn pair_key(&self, a: &str, b: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        let mut h = Sha256::new();
+        h.update(b"shoal wireguard pair key v1\0");
+        h.update(self.seed.as_bytes());
+        for id in [lo, hi] {
+            h.update((id.len() as u64).to_be_bytes());
+            h.update(id.as_bytes());
+        }
+        STANDARD.encode(h.finalize())
+    }
+}
+
 /// A fresh private key from the OS's random source, in base64 (clamped as `wg genkey` does).
 pub fn generate_private_key() -> String {
     let mut k: [u8; 32] = rand::random();
@@ -79,9 +117,26 @@ pub fn public_key_of(private_key: &str) -> Result<String, String> {
     Ok(STANDARD.encode(x25519_dalek::PublicKey::from(&secret).to_bytes()))
 }
 
+/// A fresh pair-key seed (32 random bytes, base64).
+pub fn generate_seed() -> String {
+    STANDARD.encode(rand::random::<[u8; 32]>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pair_key_is_the_same_from_both_sides_and_differs_per_pair_and_seed() {
+        let s = PairKeySeed { seed: generate_seed(), issued_ms: 0, generation: 1 };
+        assert_eq!(s.pair_key("a", "b"), s.pair_key("b", "a"));
+        assert_ne!(s.pair_key("a", "b"), s.pair_key("a", "c"));
+        assert_ne!(s.pair_key("ab", "c"), s.pair_key("a", "bc"), "ids are length-prefixed");
+        let t = PairKeySeed { seed: generate_seed(), ..s.clone() };
+        assert_ne!(s.pair_key("a", "b"), t.pair_key("a", "b"));
+        assert_eq!(STANDARD.decode(s.pair_key("a", "b")).unwrap().len(), 32);
+        assert!(!format!("{s:?}").contains(&s.seed));
+    }
 
     #[test]
     fn option_values() {

@@ -316,6 +316,14 @@ impl ClusterState {
                 Ok(Response::Ok)
             }
             Command::IssueWireGuard { node, private_key } => self.issue_wireguard(now, node, private_key),
+            Command::RotatePairKeys { seed } => self.rotate_pair_keys(now, seed),
+            Command::RequestKeyRotation => {
+                if !self.networks.values().any(|n| n.is_encrypted()) {
+                    return Err(StateError::FailedPrecondition("no network is encrypted: there are no keys to rotate".into()));
+                }
+                self.key_rotation_requested_ms = Some(now);
+                Ok(Response::Ok)
+            }
             Command::Tick => Ok(Response::Ok),
             Command::Batch(_) => Err(StateError::invalid("batch", "batches do not nest")),
         }

@@ -93,6 +93,12 @@ pub enum Command {
         node: String,
         private_key: String,
     },
+    /// A manager rotates every node pair's preshared key: a fresh seed they are derived from.
+    RotatePairKeys {
+        seed: String,
+    },
+    /// `network update --rotate-keys`: rotate the pair keys now (the leader issues a new seed).
+    RequestKeyRotation,
     /// Task states reported by the agent of `node`.
     TaskStatus {
         node: String,

@@ -40,6 +40,12 @@ pub struct ClusterState {
     /// blanked in every client view (`manager::redact`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub wireguard: BTreeMap<NodeId, crate::model::WireGuardIdentity>,
+    /// The seed of the node pairs' preshared keys (managers only; blanked in client views).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair_keys: Option<crate::model::PairKeySeed>,
+    /// A rotation of the pair keys was asked for at this time (`network update --rotate-keys`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_rotation_requested_ms: Option<u64>,
     /// Bumped by every successful command.
     pub version: u64,
     /// The leader's clock at the last reconcile: a deadline at or before it has had its pass.

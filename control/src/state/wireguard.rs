@@ -3,7 +3,7 @@
 //! replica picks the same).
 
 use super::{ClusterState, Response, StateError};
-use crate::model::{public_key_of, WireGuardIdentity};
+use crate::model::{public_key_of, WireGuardIdentity, PAIR_KEY_ROTATION_MS};
 use std::net::Ipv4Addr;
 
 /// Tunnel addresses come from here: outside Docker's and shoal's default pools' usual start
@@ -18,6 +18,30 @@ impl ClusterState {
             return Vec::new();
         }
         self.nodes.keys().filter(|id| !self.wireguard.contains_key(*id)).cloned().collect()
+    }
+
+    /// Whether the leader should issue a fresh pair-key seed at `now`: the first once a network
+    /// is encrypted, then every [`PAIR_KEY_ROTATION_MS`] and when a rotation was asked for.
+    pub fn pair_keys_due(&self, now: u64) -> bool {
+        if !self.networks.values().any(|n| n.is_encrypted()) {
+            return false;
+        }
+        match &self.pair_keys {
+            None => true,
+            Some(k) => now >= k.issued_ms.saturating_add(PAIR_KEY_ROTATION_MS) || self.key_rotation_requested_ms.is_some_and(|r| r >= k.issued_ms),
+        }
+    }
+
+    pub(super) fn rotate_pair_keys(&mut self, now: u64, seed: &str) -> Result<Response, StateError> {
+        let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, seed.trim())
+            .map_err(|e| StateError::invalid("seed", format!("not base64: {e}")))?;
+        if bytes.len() != 32 {
+            return Err(StateError::invalid("seed", format!("{} bytes: want 32", bytes.len())));
+        }
+        let generation = self.pair_keys.as_ref().map_or(0, |k| k.generation) + 1;
+        self.pair_keys = Some(crate::model::PairKeySeed { seed: seed.trim().to_string(), issued_ms: now, generation });
+        self.key_rotation_requested_ms = None;
+        Ok(Response::Ok)
     }
 
     pub(super) fn issue_wireguard(&mut self, now: u64, node: &str, private_key: &str) -> Result<Response, StateError> {
@@ -96,6 +120,30 @@ mod tests {
         assert!(err.contains("another node has this key"), "{err}");
         let err = w.apply(Command::IssueWireGuard { node: "ghost".into(), private_key: key }).unwrap_err().to_string();
         assert!(err.contains("ghost"), "{err}");
+        assert_eq!(w.state, before);
+    }
+
+    #[test]
+    fn pair_keys_are_due_first_then_every_12_hours_and_on_request() {
+        let mut w = World::new(1);
+        assert!(!w.state.pair_keys_due(w.now));
+        let err = w.apply(Command::RequestKeyRotation).unwrap_err().to_string();
+        assert!(err.contains("no network is encrypted"), "{err}");
+        encrypted(&mut w, "secure");
+        assert!(w.state.pair_keys_due(w.now));
+        w.ok(Command::RotatePairKeys { seed: crate::model::generate_seed() });
+        let first = w.state.pair_keys.clone().unwrap();
+        assert_eq!(first.generation, 1);
+        assert!(!w.state.pair_keys_due(w.now));
+        assert!(w.state.pair_keys_due(first.issued_ms + crate::model::PAIR_KEY_ROTATION_MS));
+        w.ok(Command::RequestKeyRotation);
+        assert!(w.state.pair_keys_due(w.now));
+        w.ok(Command::RotatePairKeys { seed: crate::model::generate_seed() });
+        assert_eq!(w.state.pair_keys.as_ref().unwrap().generation, 2);
+        assert!(!w.state.pair_keys_due(w.now));
+        let before = w.state.clone();
+        let err = w.apply(Command::RotatePairKeys { seed: "c2hvcnQ=".into() }).unwrap_err().to_string();
+        assert!(err.contains("seed") && err.contains("want 32"), "{err}");
         assert_eq!(w.state, before);
     }
 
