@@ -61,11 +61,13 @@ fn wireguard(view: &AgentView) -> Result<(PrivateKey, BTreeMap<String, NodeWireG
 /// (this node's key is on its way from the managers), `Err(why)` never here: it is on an
 /// encrypted network and this node cannot encrypt (`refused`, from the data plane). The task
 /// is then rejected with that reason (`service ps` shows it), never run in plaintext.
-pub fn encryption_gate(view: &AgentView, networks: &[shoal_control::model::NetworkAttachment], refused: Option<&str>) -> Result<bool, String> {
-    let encrypted: Vec<&str> = networks
-        .iter()
-        .filter_map(|att| view.networks.get(&att.network_id).filter(|n| is_encrypted(n)).map(|n| n.name.as_str()))
-        .collect();
+pub fn encryption_gate(
+    view: &AgentView,
+    networks: &[shoal_control::model::NetworkAttachment],
+    refused: Option<&str>,
+) -> Result<bool, String> {
+    let encrypted: Vec<&str> =
+        networks.iter().filter_map(|att| view.networks.get(&att.network_id).filter(|n| is_encrypted(n)).map(|n| n.name.as_str())).collect();
     if encrypted.is_empty() {
         return Ok(true);
     }
@@ -362,18 +364,26 @@ mod tests {
         for (i, n) in keys.iter().enumerate() {
             let k = shoal_control::model::generate_private_key();
             let public_key = shoal_control::model::public_key_of(&k).unwrap();
-            peers.insert(n.to_string(), WireGuardPeer {
+            peers.insert(
+                n.to_string(),
+                WireGuardPeer {
                     public_key,
                     address: Ipv4Addr::new(10, 255, 0, i as u8 + 1),
                     preshared_key: if *n == "n1" { String::new() } else { shoal_control::model::generate_seed() },
-                });
+                },
+            );
             privates.insert(n.to_string(), k);
         }
         if let Some(k) = privates.get("n1") {
             view.wireguard = Some(WireGuardView { private_key: k.clone(), address: peers["n1"].address, peers: peers.clone() });
         }
         for (task, node, addr) in [("t1", "n1", "10.0.20.5"), ("t2", "n2", "10.0.20.6")] {
-            let att = shoal_control::model::NetworkAttachment { network_id: "secure".into(), addr: addr.parse().unwrap(), prefix: 24, mac: String::new() };
+            let att = shoal_control::model::NetworkAttachment {
+                network_id: "secure".into(),
+                addr: addr.parse().unwrap(),
+                prefix: 24,
+                mac: String::new(),
+            };
             view.endpoints.insert(
                 task.into(),
                 shoal_control::dispatcher::messages::TaskEndpoint {

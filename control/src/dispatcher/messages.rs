@@ -124,7 +124,11 @@ pub struct WireGuardView {
 
 impl std::fmt::Debug for WireGuardView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WireGuardView").field("private_key", &"(secret)").field("address", &self.address).field("peers", &self.peers).finish()
+        f.debug_struct("WireGuardView")
+            .field("private_key", &"(secret)")
+            .field("address", &self.address)
+            .field("peers", &self.peers)
+            .finish()
     }
 }
 

@@ -18,10 +18,11 @@ pub use service::{
     ResourceLimits, ResourceReservations, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder,
     UpdateProgress, UpdateState, UpdateStatus, Vip,
 };
-pub use wireguard::{
-    generate_private_key, generate_seed, public_key_of, EncryptionBackend, PairKeySeed, WireGuardIdentity, ENCRYPTED_OPTION, PAIR_KEY_ROTATION_MS,
-};
 pub use task::{mac_for, Health, NetworkAttachment, Task, TaskState, TaskStatus, HOST_NAME_MAX};
+pub use wireguard::{
+    generate_private_key, generate_seed, public_key_of, EncryptionBackend, PairKeySeed, WireGuardIdentity, ENCRYPTED_OPTION,
+    PAIR_KEY_ROTATION_MS,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -76,7 +76,11 @@ pub struct PairKeySeed {
 
 impl std::fmt::Debug for PairKeySeed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PairKeySeed").field("seed", &"(secret)").field("issued_ms", &self.issued_ms).field("generation", &self.generation).finish()
+        f.debug_struct("PairKeySeed")
+            .field("seed", &"(secret)")
+            .field("issued_ms", &self.issued_ms)
+            .field("generation", &self.generation)
+            .finish()
     }
 }
 

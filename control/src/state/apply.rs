@@ -23,7 +23,17 @@ impl ClusterState {
                 let id = self.ids.next_id();
                 self.networks.insert(
                     id.clone(),
-                    Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now, last_task_addr: None, encryption: None },
+                    Network {
+                        id,
+                        spec,
+                        vni,
+                        subnet,
+                        gateway,
+                        lb_addrs: Default::default(),
+                        created_ms: now,
+                        last_task_addr: None,
+                        encryption: None,
+                    },
                 );
                 // The gateway bridge, like Swarm's `docker_gwbridge`: tasks of services that
                 // name no network get loopback and egress through it.
@@ -31,7 +41,17 @@ impl ClusterState {
                 let id = self.ids.next_id();
                 self.networks.insert(
                     id.clone(),
-                    Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now, last_task_addr: None, encryption: None },
+                    Network {
+                        id,
+                        spec,
+                        vni,
+                        subnet,
+                        gateway,
+                        lb_addrs: Default::default(),
+                        created_ms: now,
+                        last_task_addr: None,
+                        encryption: None,
+                    },
                 );
                 Ok(Response::Ok)
             }

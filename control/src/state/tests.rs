@@ -362,7 +362,10 @@ fn an_encrypted_network_records_its_backend_and_one_it_cannot_run_is_refused_nev
         let mut spec = NetworkSpec { name: "secure".into(), driver: "overlay".into(), ..Default::default() };
         spec.options.insert("encrypted".into(), value.into());
         let err = w.apply(Command::CreateNetwork { spec }).unwrap_err().to_string();
-        assert!(err.contains("opt encrypted") && err.contains(&format!("--opt encrypted={value}")) && err.contains("use --opt encrypted"), "{err}");
+        assert!(
+            err.contains("opt encrypted") && err.contains(&format!("--opt encrypted={value}")) && err.contains("use --opt encrypted"),
+            "{err}"
+        );
         assert_eq!(w.state, before, "a refused network changed the state");
     }
 }

@@ -317,7 +317,10 @@ pub fn check_network(spec: &NetworkSpec) -> Result<(), StateError> {
         let asked = if v.is_empty() { "--opt encrypted".to_string() } else { format!("--opt encrypted={v}") };
         crate::model::EncryptionBackend::from_option(v).map_err(|m| StateError::invalid("opt encrypted", format!("{asked}: {m}")))?;
         if spec.node_local {
-            return Err(StateError::invalid("opt encrypted", format!("{asked}: a node-local network never leaves the node: remove the option")));
+            return Err(StateError::invalid(
+                "opt encrypted",
+                format!("{asked}: a node-local network never leaves the node: remove the option"),
+            ));
         }
     }
     Ok(())

@@ -28,7 +28,9 @@ impl ClusterState {
         }
         match &self.pair_keys {
             None => true,
-            Some(k) => now >= k.issued_ms.saturating_add(PAIR_KEY_ROTATION_MS) || self.key_rotation_requested_ms.is_some_and(|r| r >= k.issued_ms),
+            Some(k) => {
+                now >= k.issued_ms.saturating_add(PAIR_KEY_ROTATION_MS) || self.key_rotation_requested_ms.is_some_and(|r| r >= k.issued_ms)
+            }
         }
     }
 
@@ -52,9 +54,9 @@ impl ClusterState {
         }
         let address = match self.wireguard.get(&id) {
             Some(old) => old.address,
-            None => self.free_tunnel_address().ok_or_else(|| {
-                StateError::Exhausted(format!("no free tunnel address left in {}/{}", TUNNEL_POOL.0, TUNNEL_POOL.1))
-            })?,
+            None => self
+                .free_tunnel_address()
+                .ok_or_else(|| StateError::Exhausted(format!("no free tunnel address left in {}/{}", TUNNEL_POOL.0, TUNNEL_POOL.1)))?,
         };
         self.wireguard.insert(id, WireGuardIdentity { private_key: private_key.trim().to_string(), public_key, address, issued_ms: now });
         Ok(Response::Ok)
@@ -65,9 +67,7 @@ impl ClusterState {
         let size = 1u32 << (32 - TUNNEL_POOL.1);
         let nodes: Vec<Ipv4Addr> = self.nodes.values().filter_map(|n| n.addr.parse().ok()).collect();
         (1..size - 1).map(|i| Ipv4Addr::from(base + i)).find(|a| {
-            !self.wireguard.values().any(|w| w.address == *a)
-                && !self.networks.values().any(|n| n.subnet.contains(a))
-                && !nodes.contains(a)
+            !self.wireguard.values().any(|w| w.address == *a) && !self.networks.values().any(|n| n.subnet.contains(a)) && !nodes.contains(a)
         })
     }
 }

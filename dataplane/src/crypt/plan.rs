@@ -131,9 +131,10 @@ pub fn plan_device(want: &Tunnel, have: &DeviceConfig) -> Vec<WgOp> {
         ops.push(WgOp::RemovePeer { key: *key });
     }
     for (key, p) in &want.peers {
-        let ok = have.peers.get(key).is_some_and(|h| {
-            h.endpoint == Some(p.endpoint) && h.allowed_ips == BTreeSet::from([(p.address, 32)]) && h.psk == p.psk
-        });
+        let ok = have
+            .peers
+            .get(key)
+            .is_some_and(|h| h.endpoint == Some(p.endpoint) && h.allowed_ips == BTreeSet::from([(p.address, 32)]) && h.psk == p.psk);
         if !ok {
             ops.push(WgOp::SetPeer { key: *key, node: p.node.clone(), endpoint: p.endpoint, address: p.address, psk: p.psk.clone() });
         }
