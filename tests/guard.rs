@@ -16,6 +16,7 @@ use support::*;
 
 /// Sends one VXLAN packet from namespace `from` to `node:4789`: VNI `vni`, carrying an Ethernet
 /// frame to `mac` with an IPv4/UDP datagram from `src_ip` to `dst_ip:port` saying `payload`.
+#[allow(clippy::too_many_arguments)] // one crafted packet's every field, named at the call
 fn inject(from: &str, node: &str, vni: u32, mac: &str, src_ip: &str, dst_ip: &str, port: u16, payload: &str) {
     let script = r#"
 import socket, struct, sys
