@@ -203,6 +203,7 @@ impl Held {
         }
         *shared = refused.clone();
         drop(shared);
+        // Encryption runs (or is not wanted): the state applies as it is.
         refused?;
         let names: HashSet<&str> = desired.networks.iter().filter(|n| n.encrypted.is_some()).map(|n| n.name.as_str()).collect();
         Some(desired.without_networks(&names))
