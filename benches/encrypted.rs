@@ -113,8 +113,20 @@ fn main() {
                 .into_iter()
                 .enumerate()
         {
-            run(Command::new("ip").args(["netns", "exec", &ns(node), &boringtun, "--disable-drop-privileges", "-l", "/dev/null", dev]));
+            // In the foreground, as our child: ended by PID when the bench ends (daemonized, it
+            // would outlive the bench).
+            let child = Command::new("ip")
+                .args(["netns", "exec", &ns(node), &boringtun, "--foreground", "--disable-drop-privileges", "-l", "/dev/null", dev])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start boringtun-cli");
+            bench.children.push(child);
             let sock = std::path::PathBuf::from(format!("/var/run/wireguard/{dev}.sock"));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while !sock.exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
             let req = format!(
                 "set=1\nprivate_key={}\nlisten_port=51821\npublic_key={}\nendpoint={peer_ul}:51821\nallowed_ip={peer_addr}/32\n\n",
                 bk[i].expose().to_hex(),

@@ -5,8 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use shoal_control::dispatcher::AgentView;
-use shoal_control::model::{EndpointMode as CtlMode, Protocol as CtlProtocol, PublishMode as CtlPublish, TaskState};
-use shoal_dataplane::state::{Endpoint, EndpointMode, Network, NodeInfo, NodeState, PortConfig, Protocol, PublishMode, Service};
+use shoal_control::model::{EndpointMode as CtlMode, Protocol as CtlProtocol, PublishMode as CtlPublish, TaskState, ENCRYPTED_OPTION};
+use shoal_dataplane::crypt::key::{Key, PrivateKey};
+use shoal_dataplane::state::{
+    Encryption, Endpoint, EndpointMode, Network, NodeInfo, NodeState, NodeWireGuard, PortConfig, Protocol, PublishMode, Service,
+};
 
 /// The task's network namespace: task ids are unique in the cluster, and so on the machine.
 pub fn task_netns(task_id: &str) -> String {
@@ -26,6 +29,52 @@ pub fn endpoint_id(task_id: &str, index: usize, network: &str) -> String {
 /// `ip` or `ip:port` -> ip.
 fn ip_of(addr: &str) -> Option<Ipv4Addr> {
     addr.rsplit_once(':').map_or(addr, |(ip, _)| ip).parse().ok()
+}
+
+/// Whether a network of the view asks for encryption.
+pub fn is_encrypted(n: &shoal_control::dispatcher::messages::NetworkInfo) -> bool {
+    n.options.contains_key(ENCRYPTED_OPTION)
+}
+
+/// This node's WireGuard private key and every node's public key and tunnel address, from the
+/// managers. `Err` says why this node has no usable identity yet (encrypted networks then wait:
+/// they are left out of the desired state, never built in plaintext).
+fn wireguard(view: &AgentView) -> Result<(PrivateKey, BTreeMap<String, NodeWireGuard>), String> {
+    let wg = view.wireguard.as_ref().ok_or("waiting for this node's WireGuard key from the managers")?;
+    let private = PrivateKey::from_base64(&wg.private_key).map_err(|e| format!("the managers' WireGuard key for this node: {e}"))?;
+    let peers = wg
+        .peers
+        .iter()
+        .filter_map(|(id, p)| {
+            let wg = NodeWireGuard {
+                public_key: Key::from_base64(&p.public_key).ok()?,
+                address: p.address,
+                preshared_key: PrivateKey::from_base64(&p.preshared_key).ok(),
+            };
+            Some((id.clone(), wg))
+        })
+        .collect();
+    Ok((private, peers))
+}
+
+/// Whether a task may start as far as encryption goes: `Ok(true)` yes, `Ok(false)` not yet
+/// (this node's key is on its way from the managers), `Err(why)` never here: it is on an
+/// encrypted network and this node cannot encrypt (`refused`, from the data plane). The task
+/// is then rejected with that reason (`service ps` shows it), never run in plaintext.
+pub fn encryption_gate(
+    view: &AgentView,
+    networks: &[shoal_control::model::NetworkAttachment],
+    refused: Option<&str>,
+) -> Result<bool, String> {
+    let encrypted: Vec<&str> =
+        networks.iter().filter_map(|att| view.networks.get(&att.network_id).filter(|n| is_encrypted(n)).map(|n| n.name.as_str())).collect();
+    if encrypted.is_empty() {
+        return Ok(true);
+    }
+    if let Some(why) = refused {
+        return Err(format!("encrypted network '{}' cannot run on this node: {why}", encrypted.join("', '")));
+    }
+    Ok(encryption_waits(view).is_none())
 }
 
 /// Tasks of this node that must have their network (a process runs, or is about to).
@@ -68,10 +117,15 @@ pub fn node_state(view: &AgentView, node_id: &str, self_addr: Ipv4Addr, running:
             lb_addresses: n.lb_addrs.iter().filter(|(node, _)| nodes.contains_key(*node)).map(|(k, v)| (k.clone(), *v)).collect(),
             internal: n.internal,
             local: n.node_local,
-            // The control plane cannot create encrypted networks yet (refused at create).
-            encrypted: None,
+            encrypted: is_encrypted(n).then_some(Encryption::Wireguard),
         })
         .collect();
+    let identity = if networks.iter().any(|n| n.encrypted.is_some()) { Some(wireguard(view)) } else { None };
+    let peers = match &identity {
+        Some(Ok((_, peers))) => peers.clone(),
+        _ => BTreeMap::new(),
+    };
+    let encrypted_net = |name: &str| networks.iter().any(|n| n.name == name && n.encrypted.is_some());
 
     let mut endpoints = Vec::new();
     let local = attached_tasks(view, running);
@@ -98,6 +152,11 @@ pub fn node_state(view: &AgentView, node_id: &str, self_addr: Ipv4Addr, running:
                 continue;
             }
             let Some(network) = net_name(&att.network_id) else { continue };
+            // A node the managers have not issued a key yet is not reachable on an encrypted
+            // network: its endpoints join once it has one.
+            if encrypted_net(&network) && !peers.contains_key(&ep.node_id) {
+                continue;
+            }
             endpoints.push(Endpoint {
                 id: endpoint_id(&ep.task_id, i, &network),
                 network,
@@ -111,13 +170,31 @@ pub fn node_state(view: &AgentView, node_id: &str, self_addr: Ipv4Addr, running:
         }
     }
     let services = services(view, node_id, &endpoints);
-    NodeState {
+    let state = NodeState {
         node: node_id.to_string(),
-        nodes: nodes.into_iter().map(|(name, address)| NodeInfo { name, address, wireguard: None }).collect(),
+        nodes: nodes.into_iter().map(|(name, address)| NodeInfo { wireguard: peers.get(&name).cloned(), name, address }).collect(),
         networks,
         endpoints,
         services,
-        wireguard_private_key: None,
+        wireguard_private_key: identity.as_ref().and_then(|i| i.as_ref().ok()).map(|(k, _)| k.clone()),
+    };
+    match identity {
+        Some(Err(why)) => {
+            tracing::info!(node = %node_id, "encrypted networks wait: {why}");
+            let encrypted: std::collections::HashSet<&str> =
+                state.networks.iter().filter(|n| n.encrypted.is_some()).map(|n| n.name.as_str()).collect();
+            state.without_networks(&encrypted)
+        }
+        _ => state,
+    }
+}
+
+/// Why this node cannot have encrypted networks yet (no identity from the managers), if so.
+pub fn encryption_waits(view: &AgentView) -> Option<String> {
+    if view.networks.values().any(is_encrypted) {
+        wireguard(view).err()
+    } else {
+        None
     }
 }
 
@@ -271,6 +348,103 @@ mod tests {
         let vips: Vec<_> = s.services.iter().map(|s| (s.name.as_str(), s.vips.len(), s.backends.len())).collect();
         assert_eq!(vips, vec![("both", 1, 1), ("db", 0, 0), ("web", 1, 0)]);
         assert!(s.networks.iter().any(|n| n.name == "net-private" && n.internal));
+    }
+
+    /// n1 (here) and n2 with a task each on the encrypted network `secure`; `keys` says which
+    /// nodes the managers issued an identity to.
+    fn encrypted_view(keys: &[&str]) -> (AgentView, BTreeMap<String, String>) {
+        use shoal_control::dispatcher::messages::{WireGuardPeer, WireGuardView};
+        let mut view = AgentView::default();
+        let mut net = network("secure", 4100, "10.0.20.0/24", &[("n1", "10.0.20.250"), ("n2", "10.0.20.251")]);
+        net.options.insert("encrypted".into(), String::new());
+        net.peers = [("n1".to_string(), "192.168.33.10".to_string()), ("n2".to_string(), "192.168.33.20".to_string())].into();
+        view.networks.insert("secure".into(), net);
+        let mut privates = BTreeMap::new();
+        let mut peers = BTreeMap::new();
+        for (i, n) in keys.iter().enumerate() {
+            let k = shoal_control::model::generate_private_key();
+            let public_key = shoal_control::model::public_key_of(&k).unwrap();
+            peers.insert(
+                n.to_string(),
+                WireGuardPeer {
+                    public_key,
+                    address: Ipv4Addr::new(10, 255, 0, i as u8 + 1),
+                    preshared_key: if *n == "n1" { String::new() } else { shoal_control::model::generate_seed() },
+                },
+            );
+            privates.insert(n.to_string(), k);
+        }
+        if let Some(k) = privates.get("n1") {
+            view.wireguard = Some(WireGuardView { private_key: k.clone(), address: peers["n1"].address, peers: peers.clone() });
+        }
+        for (task, node, addr) in [("t1", "n1", "10.0.20.5"), ("t2", "n2", "10.0.20.6")] {
+            let att = shoal_control::model::NetworkAttachment {
+                network_id: "secure".into(),
+                addr: addr.parse().unwrap(),
+                prefix: 24,
+                mac: String::new(),
+            };
+            view.endpoints.insert(
+                task.into(),
+                shoal_control::dispatcher::messages::TaskEndpoint {
+                    task_id: task.into(),
+                    service_id: "s".into(),
+                    name: format!("s.1.{task}"),
+                    node_id: node.into(),
+                    node_addr: if node == "n1" { "192.168.33.10".into() } else { "192.168.33.20".into() },
+                    addresses: vec![att],
+                    health: None,
+                    weight: 1,
+                },
+            );
+        }
+        (view, privates)
+    }
+
+    #[test]
+    fn an_encrypted_network_carries_the_managers_keys_into_a_valid_state() {
+        let (view, privates) = encrypted_view(&["n1", "n2"]);
+        let s = node_state(&view, "n1", Ipv4Addr::new(192, 168, 33, 10), &BTreeSet::new());
+        assert!(s.validate().is_ok(), "{:?}", s.validate());
+        assert_eq!(s.networks[0].encrypted, Some(Encryption::Wireguard));
+        assert_eq!(s.wireguard_private_key.as_ref().unwrap().expose().to_base64(), privates["n1"]);
+        assert!(s.nodes.iter().all(|n| n.wireguard.is_some()), "{:?}", s.nodes);
+        let psk = |n: &str| s.nodes.iter().find(|x| x.name == n).and_then(|x| x.wireguard.as_ref()?.preshared_key.clone());
+        assert!(psk("n2").is_some() && psk("n1").is_none(), "the pair key with n2 reaches the tunnel");
+        assert!(s.endpoints.iter().any(|e| e.node == "n2"), "the peer's task is reachable through the tunnel");
+        assert_eq!(encryption_waits(&view), None);
+    }
+
+    #[test]
+    fn without_its_key_a_node_builds_nothing_of_an_encrypted_network_and_a_peer_without_one_is_left_out() {
+        let (view, _) = encrypted_view(&["n2"]);
+        let s = node_state(&view, "n1", Ipv4Addr::new(192, 168, 33, 10), &BTreeSet::new());
+        assert!(s.validate().is_ok(), "{:?}", s.validate());
+        assert!(s.networks.is_empty() && s.endpoints.is_empty(), "{s:?}");
+        assert!(encryption_waits(&view).unwrap().contains("waiting for this node's WireGuard key"));
+
+        let (view, _) = encrypted_view(&["n1"]);
+        let s = node_state(&view, "n1", Ipv4Addr::new(192, 168, 33, 10), &BTreeSet::new());
+        assert!(s.validate().is_ok(), "{:?}", s.validate());
+        assert_eq!(s.networks.len(), 1);
+        assert!(s.endpoints.iter().all(|e| e.node != "n2"), "n2 has no key yet: {:?}", s.endpoints);
+    }
+
+    #[test]
+    fn a_task_on_an_encrypted_network_waits_for_keys_and_is_refused_where_encryption_cannot_run() {
+        let (mut view, _) = encrypted_view(&["n1", "n2"]);
+        let a = vec![shoal_control::model::NetworkAttachment {
+            network_id: "secure".into(),
+            addr: "10.0.20.5".parse().unwrap(),
+            prefix: 24,
+            mac: String::new(),
+        }];
+        assert_eq!(encryption_gate(&view, &a, None), Ok(true));
+        let err = encryption_gate(&view, &a, Some("this node cannot encrypt: no TUN device")).unwrap_err();
+        assert!(err.contains("encrypted network 'net-secure' cannot run on this node") && err.contains("no TUN device"), "{err}");
+        view.wireguard = None;
+        assert_eq!(encryption_gate(&view, &a, None), Ok(false));
+        assert_eq!(encryption_gate(&view, &[], Some("no TUN")), Ok(true));
     }
 
     #[test]

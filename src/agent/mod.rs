@@ -235,6 +235,14 @@ pub async fn run(
             }
             match exec.state(id) {
                 ProcessState::Unknown if a.task.not_before_ms <= now_ms() => {
+                    match desired::encryption_gate(v, &a.task.networks, worker.encryption_refused().as_deref()) {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) => {
+                            reports.push((id.clone(), status(TaskState::Rejected, "rejected", Some(e))));
+                            continue;
+                        }
+                    }
                     let run = match task_run(a, &cfg) {
                         Ok(Some(run)) => run,
                         Ok(None) => {

@@ -2,9 +2,11 @@
 //! pinned) and applies desired states in order. Opening the eBPF balancer costs more than a
 //! second (probe, verify, load), so it happens once, not on every reconcile.
 
-use std::sync::mpsc;
+use std::collections::HashSet;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
+use shoal_dataplane::crypt;
 use shoal_dataplane::egress;
 use shoal_dataplane::guard::{self, ControlPorts};
 use shoal_dataplane::lb::{self, Choice, Instance, LbTable, LoadBalancer};
@@ -17,12 +19,16 @@ pub type Applied = Result<(usize, usize), String>;
 
 pub struct Worker {
     tx: mpsc::Sender<(NodeState, oneshot::Sender<Applied>)>,
+    /// Why this node cannot encrypt (set by the last pass), if it cannot.
+    crypt_refused: Arc<Mutex<Option<String>>>,
 }
 
 impl Worker {
     /// The thread is started from the caller's thread, so it lives in the same network namespace.
     pub fn spawn(choice: Choice, control: ControlPorts) -> std::io::Result<Worker> {
         let (tx, rx) = mpsc::channel::<(NodeState, oneshot::Sender<Applied>)>();
+        let crypt_refused: Arc<Mutex<Option<String>>> = Arc::default();
+        let refused = crypt_refused.clone();
         thread::Builder::new().name("dataplane".into()).spawn(move || {
             let mut held = Held {
                 lb: None,
@@ -34,12 +40,21 @@ impl Worker {
                 egress_error: None,
                 control,
                 guard: None,
+                crypt: None,
+                crypt_clean: false,
+                refused,
             };
             for (desired, reply) in rx {
                 let _ = reply.send(held.apply(&desired, choice));
             }
         })?;
-        Ok(Worker { tx })
+        Ok(Worker { tx, crypt_refused })
+    }
+
+    /// Why this node cannot run encrypted networks (no WireGuard: no kernel module and no TUN
+    /// device), as the last pass found; `None` when it can or none is wanted.
+    pub fn encryption_refused(&self) -> Option<String> {
+        self.crypt_refused.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub async fn apply(&self, desired: NodeState) -> Applied {
@@ -70,6 +85,12 @@ struct Held {
     control: ControlPorts,
     /// The guard the kernel was last brought to (read back on repair passes and changes).
     guard: Option<guard::Guard>,
+    /// The backend the last encryption pass brought up, to log a change once.
+    crypt: Option<crypt::Backend>,
+    /// No encrypted network is wanted and the tunnel is known to be gone.
+    crypt_clean: bool,
+    /// Shared with [`Worker::encryption_refused`].
+    refused: Arc<Mutex<Option<String>>>,
 }
 
 impl Held {
@@ -82,6 +103,10 @@ impl Held {
 
     fn apply(&mut self, desired: &NodeState, choice: Choice) -> Applied {
         let t0 = std::time::Instant::now();
+        // Encryption first, and its fail-closed table before any overlay: a node that cannot
+        // encrypt attaches nothing of an encrypted network (never plaintext).
+        let stripped = self.encryption(desired);
+        let desired = stripped.as_ref().unwrap_or(desired);
         let want = lb::desired(desired);
         self.guard(desired, self.last.as_ref() == Some(&want))?;
         let overlay = overlay::reconcile(desired).map_err(|e| e.to_string())?;
@@ -142,6 +167,46 @@ impl Held {
         self.last = Some(want);
         tracing::debug!(overlay_ms = t1.as_millis() as u64, lb_ms = (t0.elapsed() - t1).as_millis() as u64, "reconcile timing");
         Ok((overlay.ops.len(), changes))
+    }
+
+    /// Brings the WireGuard tunnel to `desired`. `Some(state)`: this node cannot encrypt, and
+    /// that state (without the encrypted networks) is what the pass applies instead.
+    fn encryption(&mut self, desired: &NodeState) -> Option<NodeState> {
+        // Nothing encrypted, and nothing of ours left from before (checked once per process):
+        // no tunnel work on every pass.
+        if !desired.wants_encryption() && self.crypt_clean {
+            return None;
+        }
+        if desired.validate().is_err() {
+            return None; // the overlay pass reports what is wrong, and builds nothing
+        }
+        self.crypt_clean = !desired.wants_encryption();
+        let (backend, refused) = match crypt::reconcile(desired, crypt::Choice::Auto, false) {
+            Ok(report) => {
+                for change in &report.changes {
+                    tracing::info!(node = %desired.node, "encryption: {change}");
+                }
+                (report.backend, None)
+            }
+            Err(crypt::CryptError::Unavailable(why)) => (None, Some(format!("this node cannot encrypt: {why}"))),
+            Err(e) => (None, Some(format!("encryption failed on this node: {e}"))),
+        };
+        if backend != self.crypt {
+            if let Some(b) = backend {
+                tracing::info!(node = %desired.node, backend = %b, "encrypted networks run over {b}");
+            }
+            self.crypt = backend;
+        }
+        let mut shared = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        if refused.is_some() && *shared != refused {
+            tracing::warn!(node = %desired.node, "{}: its encrypted networks are not attached", refused.as_deref().unwrap_or_default());
+        }
+        *shared = refused.clone();
+        drop(shared);
+        // Encryption runs (or is not wanted): the state applies as it is.
+        refused?;
+        let names: HashSet<&str> = desired.networks.iter().filter(|n| n.encrypted.is_some()).map(|n| n.name.as_str()).collect();
+        Some(desired.without_networks(&names))
     }
 
     /// The guard (VXLAN only from peers, for their VNIs; tasks off control ports) comes before

@@ -41,7 +41,7 @@ pub fn choose(findings: &[Finding], lb: &ProbeReport) -> Choices {
     let wireguard = if has(findings, Feature::WireGuard) {
         Ok("kernel WireGuard".to_string())
     } else if has(findings, Feature::Tun) {
-        Ok("boringtun on a TUN device (no kernel WireGuard)".to_string())
+        Ok("userspace WireGuard (gotatun on a TUN device; no kernel WireGuard)".to_string())
     } else {
         Err(format!(
             "neither kernel WireGuard ({}) nor TUN ({})",
@@ -91,7 +91,7 @@ mod tests {
     #[test]
     fn this_machine_kind_gets_boringtun_and_no_ipsec() {
         let c = choose(&findings(&[Feature::Ipvs, Feature::Esp, Feature::WireGuard]), &lb(true, true, false));
-        assert_eq!(c.wireguard.as_deref(), Ok("boringtun on a TUN device (no kernel WireGuard)"));
+        assert_eq!(c.wireguard.as_deref(), Ok("userspace WireGuard (gotatun on a TUN device; no kernel WireGuard)"));
         assert_eq!(c.ipsec, Err("no ESP: no esp".to_string()));
         assert_eq!(c.lb.as_ref().unwrap().0, LbKind::Ebpf);
     }

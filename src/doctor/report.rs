@@ -33,9 +33,11 @@ pub fn render(kernel: &str, findings: &[Finding], choices: &Choices) -> String {
         };
         let _ = writeln!(out, "    --lb {:<11} {v}", kind.to_string());
     }
-    let _ = writeln!(out, "  encryption (not built yet; what this kernel allows):");
-    let _ = writeln!(out, "    wireguard      {}", verdict(&choices.wireguard));
-    let _ = writeln!(out, "    ipsec          {}", verdict(&choices.ipsec));
+    // `--opt encrypted` networks run over WireGuard (the only backend built); what this node
+    // would run them on, or why it would refuse their tasks.
+    let _ = writeln!(out, "  encryption       {}", verdict(&choices.wireguard));
+    let _ = writeln!(out, "    --opt encrypted=wireguard  {}", verdict(&choices.wireguard));
+    let _ = writeln!(out, "    --opt encrypted=ipsec      not built yet (this kernel: {})", verdict(&choices.ipsec));
     out
 }
 
@@ -72,6 +74,7 @@ mod tests {
         assert_eq!(first, "kernel 6.1.0-test: has vxlan bridge veth tun nftables ebpf-sockaddr ebpf-tc esp wireguard; missing ipvs");
         assert!(text.contains("no: no IPVS family"), "{text}");
         assert!(text.contains("load balancer    ebpf (probed: best available)"), "{text}");
-        assert!(text.contains("wireguard      kernel WireGuard"), "{text}");
+        assert!(text.contains("encryption       kernel WireGuard"), "{text}");
+        assert!(text.contains("--opt encrypted=ipsec      not built yet (this kernel: XFRM ESP, AES-GCM)"), "{text}");
     }
 }

@@ -111,6 +111,44 @@ pub struct TaskEndpoint {
     pub weight: u32,
 }
 
+/// This node's WireGuard identity and every other node's public half, for encrypted networks.
+/// Sent only on this node's own session (the private key is its alone); kept in memory.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireGuardView {
+    /// Base64.
+    pub private_key: String,
+    pub address: Ipv4Addr,
+    /// Every node with an identity (this one included): node id -> public key and address.
+    pub peers: BTreeMap<String, WireGuardPeer>,
+}
+
+impl std::fmt::Debug for WireGuardView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireGuardView")
+            .field("private_key", &"(secret)")
+            .field("address", &self.address)
+            .field("peers", &self.peers)
+            .finish()
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireGuardPeer {
+    /// Base64.
+    pub public_key: String,
+    pub address: Ipv4Addr,
+    /// The key this node shares with that peer alone (base64), empty for itself or before the
+    /// managers issued one. Secret: `Debug` never prints it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub preshared_key: String,
+}
+
+impl std::fmt::Debug for WireGuardPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireGuardPeer").field("public_key", &self.public_key).field("address", &self.address).finish()
+    }
+}
+
 /// One step of the stream: `full` replaces everything the agent has; otherwise the upserts and
 /// removals apply on top of version `version - n`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +164,10 @@ pub struct AgentUpdate {
     pub removed_services: Vec<String>,
     pub endpoints: Vec<TaskEndpoint>,
     pub removed_endpoints: Vec<String>,
+    /// This node's WireGuard view, when it changed (or on a full update). It is only ever
+    /// replaced, never removed: a node keeps its identity until it leaves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard: Option<WireGuardView>,
 }
 
 impl AgentUpdate {
@@ -140,5 +182,6 @@ impl AgentUpdate {
             && self.removed_services.is_empty()
             && self.endpoints.is_empty()
             && self.removed_endpoints.is_empty()
+            && self.wireguard.is_none()
     }
 }

@@ -1,7 +1,7 @@
 //! What one agent sees of the cluster, computed from the state, and the delta between two
 //! such views. Pure: the dispatcher keeps the last view it sent per session and sends the diff.
 
-use super::messages::{AgentUpdate, Assignment, NetworkInfo, ServiceEndpoint, TaskEndpoint};
+use super::messages::{AgentUpdate, Assignment, NetworkInfo, ServiceEndpoint, TaskEndpoint, WireGuardPeer, WireGuardView};
 use crate::model::{NodeState, Role, TaskState};
 use crate::state::ClusterState;
 use std::collections::BTreeMap;
@@ -13,6 +13,8 @@ pub struct AgentView {
     pub networks: BTreeMap<String, NetworkInfo>,
     pub services: BTreeMap<String, ServiceEndpoint>,
     pub endpoints: BTreeMap<String, TaskEndpoint>,
+    /// This node's WireGuard identity and its peers' (once a network is encrypted).
+    pub wireguard: Option<WireGuardView>,
 }
 
 /// The endpoint table (services, endpoints, networks) shared by all agents.
@@ -134,6 +136,21 @@ impl AgentView {
             networks: table.networks.clone(),
             services: table.services.clone(),
             endpoints: table.endpoints.clone(),
+            wireguard: state.wireguard.get(node_id).map(|me| WireGuardView {
+                private_key: me.private_key.clone(),
+                address: me.address,
+                peers: state
+                    .wireguard
+                    .iter()
+                    .map(|(id, w)| {
+                        let preshared_key = match &state.pair_keys {
+                            Some(k) if id != node_id => k.pair_key(node_id, id),
+                            _ => String::new(),
+                        };
+                        (id.clone(), WireGuardPeer { public_key: w.public_key.clone(), address: w.address, preshared_key })
+                    })
+                    .collect(),
+            }),
         }
     }
 
@@ -146,6 +163,7 @@ impl AgentView {
             networks: self.networks.values().cloned().collect(),
             services: self.services.values().cloned().collect(),
             endpoints: self.endpoints.values().cloned().collect(),
+            wireguard: self.wireguard.clone(),
             ..Default::default()
         }
     }
@@ -160,6 +178,9 @@ impl AgentView {
         diff_map(&old.networks, &self.networks, &mut u.networks, &mut u.removed_networks);
         diff_map(&old.services, &self.services, &mut u.services, &mut u.removed_services);
         diff_map(&old.endpoints, &self.endpoints, &mut u.endpoints, &mut u.removed_endpoints);
+        if self.wireguard != old.wireguard {
+            u.wireguard = self.wireguard.clone();
+        }
         u
     }
 
@@ -175,6 +196,9 @@ impl AgentView {
         apply_map(&mut self.networks, &u.networks, &u.removed_networks, |n| n.id.clone());
         apply_map(&mut self.services, &u.services, &u.removed_services, |s| s.id.clone());
         apply_map(&mut self.endpoints, &u.endpoints, &u.removed_endpoints, |e| e.task_id.clone());
+        if u.wireguard.is_some() {
+            self.wireguard = u.wireguard.clone();
+        }
     }
 }
 
@@ -291,6 +315,41 @@ mod tests {
         w.create(ServiceSpec::new("web", "nginx"));
         let a = view(&w, "n1");
         assert!(a.diff(&a, 7).is_empty());
+    }
+
+    #[test]
+    fn a_wireguard_private_key_goes_only_to_its_node_and_changes_arrive_as_deltas() {
+        let mut w = World::new(1);
+        let mut spec = crate::model::NetworkSpec { name: "secure".into(), driver: "overlay".into(), ..Default::default() };
+        spec.options.insert("encrypted".into(), String::new());
+        w.ok(Command::CreateNetwork { spec });
+        let before = view(&w, "n1");
+        assert!(before.wireguard.is_none());
+        for n in w.state.nodes_missing_wireguard() {
+            w.ok(Command::IssueWireGuard { node: n, private_key: crate::model::generate_private_key() });
+        }
+        let (v1, v2) = (view(&w, "n1"), view(&w, "n2"));
+        let (w1, w2) = (v1.wireguard.clone().unwrap(), v2.wireguard.clone().unwrap());
+        assert_eq!(w1.private_key, w.state.wireguard["n1"].private_key);
+        assert_eq!(w2.private_key, w.state.wireguard["n2"].private_key);
+        assert_eq!(w1.peers, w2.peers, "both see every node's public half");
+        assert_eq!(w1.peers.len(), 2);
+        let json = serde_json::to_string(&v2.diff(&before, 2)).unwrap();
+        assert!(!json.contains(&w1.private_key), "n2's stream carries n1's private key");
+        let mut agent = before.clone();
+        agent.apply(&v1.diff(&before, 2));
+        assert_eq!(agent, v1);
+        assert!(v1.diff(&v1, 3).is_empty());
+        assert!(!format!("{w1:?}").contains(&w1.private_key), "Debug prints the private key");
+        // Pair keys: each node gets those of its own pairs, the same on both sides, and a
+        // rotation changes them.
+        w.ok(Command::RotatePairKeys { seed: crate::model::generate_seed() });
+        let (p1, p2) = (view(&w, "n1").wireguard.unwrap().peers, view(&w, "n2").wireguard.unwrap().peers);
+        assert!(p1["n1"].preshared_key.is_empty() && !p1["n2"].preshared_key.is_empty());
+        assert_eq!(p1["n2"].preshared_key, p2["n1"].preshared_key);
+        assert!(!format!("{p1:?}").contains(&p1["n2"].preshared_key));
+        w.ok(Command::RotatePairKeys { seed: crate::model::generate_seed() });
+        assert_ne!(view(&w, "n1").wireguard.unwrap().peers["n2"].preshared_key, p1["n2"].preshared_key);
     }
 
     #[test]

@@ -9,7 +9,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 pub fn spawn_loops(mgr: Manager) -> Vec<tokio::task::JoinHandle<()>> {
-    vec![tokio::spawn(liveness_loop(mgr.clone())), tokio::spawn(tick_loop(mgr.clone())), tokio::spawn(membership_loop(mgr))]
+    vec![
+        tokio::spawn(liveness_loop(mgr.clone())),
+        tokio::spawn(tick_loop(mgr.clone())),
+        tokio::spawn(membership_loop(mgr.clone())),
+        tokio::spawn(super::wireguard::issue_loop(mgr)),
+    ]
 }
 
 async fn liveness_loop(mgr: Manager) {

@@ -9,6 +9,7 @@ mod leader;
 mod network;
 mod server;
 mod view;
+mod wireguard;
 
 pub use faults::Faults;
 pub use view::{redact, ClusterView};

@@ -33,5 +33,12 @@ pub fn redact(mut state: ClusterState) -> ClusterState {
     for s in state.secrets.values_mut() {
         s.spec.data.clear();
     }
+    // WireGuard private keys reach only their own node, over its dispatcher session.
+    for w in state.wireguard.values_mut() {
+        w.private_key.clear();
+    }
+    if let Some(k) = state.pair_keys.as_mut() {
+        k.seed.clear();
+    }
     state
 }

@@ -7,6 +7,7 @@ mod node;
 mod secret;
 mod service;
 mod task;
+mod wireguard;
 
 pub use ids::{random_id, IdGen, NetworkId, NodeId, SecretId, ServiceId, TaskId};
 pub use network::{Network, NetworkSpec, GATEWAY_NETWORK, GATEWAY_SUBNETS};
@@ -18,6 +19,10 @@ pub use service::{
     UpdateProgress, UpdateState, UpdateStatus, Vip,
 };
 pub use task::{mac_for, Health, NetworkAttachment, Task, TaskState, TaskStatus, HOST_NAME_MAX};
+pub use wireguard::{
+    generate_private_key, generate_seed, public_key_of, EncryptionBackend, PairKeySeed, WireGuardIdentity, ENCRYPTED_OPTION,
+    PAIR_KEY_ROTATION_MS,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -44,6 +44,17 @@ pub struct Network {
     /// and caches still send it to the old one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_task_addr: Option<Ipv4Addr>,
+    /// The backend chosen at create for `--opt encrypted` (shown by `network inspect`); `None`
+    /// for a plaintext network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<super::EncryptionBackend>,
+}
+
+impl Network {
+    /// Whether the network's traffic between nodes must be encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.encryption.is_some() || self.spec.options.contains_key(super::ENCRYPTED_OPTION)
+    }
 }
 
 /// The name of the gateway bridge network made at `init` (see [`NetworkSpec::node_local`]).

@@ -23,7 +23,17 @@ impl ClusterState {
                 let id = self.ids.next_id();
                 self.networks.insert(
                     id.clone(),
-                    Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now, last_task_addr: None },
+                    Network {
+                        id,
+                        spec,
+                        vni,
+                        subnet,
+                        gateway,
+                        lb_addrs: Default::default(),
+                        created_ms: now,
+                        last_task_addr: None,
+                        encryption: None,
+                    },
                 );
                 // The gateway bridge, like Swarm's `docker_gwbridge`: tasks of services that
                 // name no network get loopback and egress through it.
@@ -31,7 +41,17 @@ impl ClusterState {
                 let id = self.ids.next_id();
                 self.networks.insert(
                     id.clone(),
-                    Network { id, spec, vni, subnet, gateway, lb_addrs: Default::default(), created_ms: now, last_task_addr: None },
+                    Network {
+                        id,
+                        spec,
+                        vni,
+                        subnet,
+                        gateway,
+                        lb_addrs: Default::default(),
+                        created_ms: now,
+                        last_task_addr: None,
+                        encryption: None,
+                    },
                 );
                 Ok(Response::Ok)
             }
@@ -60,6 +80,7 @@ impl ClusterState {
                 }
                 let id = n.id.clone();
                 self.nodes.remove(&id);
+                self.wireguard.remove(&id);
                 self.removed_nodes.insert(id.clone());
                 for net in self.networks.values_mut() {
                     net.lb_addrs.remove(&id);
@@ -173,11 +194,17 @@ impl ClusterState {
                 if spec.driver.is_empty() {
                     spec.driver = "overlay".into();
                 }
+                let encryption = spec
+                    .options
+                    .get(crate::model::ENCRYPTED_OPTION)
+                    .map(|v| crate::model::EncryptionBackend::from_option(v).map_err(|m| StateError::invalid("opt encrypted", m)))
+                    .transpose()?;
                 let id = self.ids.next_id();
                 self.networks.insert(
                     id.clone(),
                     Network {
                         id: id.clone(),
+                        encryption,
                         spec,
                         vni,
                         subnet,
@@ -316,6 +343,15 @@ impl ClusterState {
                         t.status.timestamp_ms = now;
                     }
                 }
+                Ok(Response::Ok)
+            }
+            Command::IssueWireGuard { node, private_key } => self.issue_wireguard(now, node, private_key),
+            Command::RotatePairKeys { seed } => self.rotate_pair_keys(now, seed),
+            Command::RequestKeyRotation => {
+                if !self.networks.values().any(|n| n.is_encrypted()) {
+                    return Err(StateError::FailedPrecondition("no network is encrypted: there are no keys to rotate".into()));
+                }
+                self.key_rotation_requested_ms = Some(now);
                 Ok(Response::Ok)
             }
             Command::Tick => Ok(Response::Ok),

@@ -89,6 +89,19 @@ pub enum Command {
     RemoveSecret {
         secret: String,
     },
+    /// A manager issues `node` its WireGuard identity (a fresh key pair; the tunnel address is
+    /// given here, deterministically): the first time an encrypted network needs it, and again
+    /// on rotation (the address stays).
+    IssueWireGuard {
+        node: String,
+        private_key: String,
+    },
+    /// A manager rotates every node pair's preshared key: a fresh seed they are derived from.
+    RotatePairKeys {
+        seed: String,
+    },
+    /// `network update --rotate-keys`: rotate the pair keys now (the leader issues a new seed).
+    RequestKeyRotation,
     /// Task states reported by the agent of `node`.
     TaskStatus {
         node: String,

@@ -14,6 +14,7 @@ mod lookup;
 #[cfg(test)]
 mod tests;
 pub mod validate;
+mod wireguard;
 
 pub use command::{Autolock, Command, Request, Response};
 pub use error::StateError;
@@ -35,6 +36,16 @@ pub struct ClusterState {
     /// refused by id (etcd's removed-member check).
     #[serde(default)]
     pub removed_nodes: BTreeSet<NodeId>,
+    /// Each node's WireGuard identity (encrypted networks), by node id. Private keys are
+    /// blanked in every client view (`manager::redact`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub wireguard: BTreeMap<NodeId, crate::model::WireGuardIdentity>,
+    /// The seed of the node pairs' preshared keys (managers only; blanked in client views).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair_keys: Option<crate::model::PairKeySeed>,
+    /// A rotation of the pair keys was asked for at this time (`network update --rotate-keys`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_rotation_requested_ms: Option<u64>,
     /// Bumped by every successful command.
     pub version: u64,
     /// The leader's clock at the last reconcile: a deadline at or before it has had its pass.

@@ -347,14 +347,25 @@ fn every_node_gets_an_ingress_lb_address_tasks_or_not() {
 }
 
 #[test]
-fn an_encrypted_network_is_refused_never_made_in_plaintext() {
+fn an_encrypted_network_records_its_backend_and_one_it_cannot_run_is_refused_never_made_in_plaintext() {
     let mut w = World::new(0);
-    for value in ["", "wireguard", "ipsec"] {
+    for (i, value) in ["", "wireguard"].into_iter().enumerate() {
+        let mut spec = NetworkSpec { name: format!("secure{i}"), driver: "overlay".into(), ..Default::default() };
+        spec.options.insert("encrypted".into(), value.into());
+        w.ok(Command::CreateNetwork { spec });
+        let n = w.state.find_network(&format!("secure{i}")).unwrap();
+        assert_eq!(n.encryption, Some(crate::model::EncryptionBackend::Wireguard));
+        assert!(n.is_encrypted());
+    }
+    for value in ["ipsec", "rot13"] {
         let before = w.state.clone();
         let mut spec = NetworkSpec { name: "secure".into(), driver: "overlay".into(), ..Default::default() };
         spec.options.insert("encrypted".into(), value.into());
         let err = w.apply(Command::CreateNetwork { spec }).unwrap_err().to_string();
-        assert!(err.contains("opt encrypted") && err.contains("remove the option"), "{err}");
+        assert!(
+            err.contains("opt encrypted") && err.contains(&format!("--opt encrypted={value}")) && err.contains("use --opt encrypted"),
+            "{err}"
+        );
         assert_eq!(w.state, before, "a refused network changed the state");
     }
 }

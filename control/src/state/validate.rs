@@ -311,14 +311,17 @@ pub fn check_network(spec: &NetworkSpec) -> Result<(), StateError> {
     if spec.gateway.is_some() && spec.subnet.is_none() {
         return Err(StateError::invalid("gateway", "a gateway needs an explicit --subnet"));
     }
-    // Fail closed (Docker's CVE-2023-28841 ran "encrypted" overlays in plaintext): until shoal
-    // can encrypt an overlay, a network that asks for it is refused, never made in the clear.
-    if let Some(v) = spec.options.get("encrypted") {
+    // Fail closed (Docker's CVE-2023-28841 ran "encrypted" overlays in plaintext): a backend
+    // shoal cannot run is refused at create, never made in the clear.
+    if let Some(v) = spec.options.get(crate::model::ENCRYPTED_OPTION) {
         let asked = if v.is_empty() { "--opt encrypted".to_string() } else { format!("--opt encrypted={v}") };
-        return Err(StateError::invalid(
-            "opt encrypted",
-            format!("{asked}: shoal cannot encrypt overlay networks yet, and never runs one in plaintext that asked for encryption: remove the option"),
-        ));
+        crate::model::EncryptionBackend::from_option(v).map_err(|m| StateError::invalid("opt encrypted", format!("{asked}: {m}")))?;
+        if spec.node_local {
+            return Err(StateError::invalid(
+                "opt encrypted",
+                format!("{asked}: a node-local network never leaves the node: remove the option"),
+            ));
+        }
     }
     Ok(())
 }

@@ -27,6 +27,7 @@ const DEVICE_LISTEN_PORT: u16 = 6;
 const DEVICE_PEERS: u16 = 8;
 
 const PEER_PUBLIC_KEY: u16 = 1;
+const PEER_PRESHARED_KEY: u16 = 2;
 const PEER_FLAGS: u16 = 3;
 const PEER_ENDPOINT: u16 = 4;
 const PEER_ALLOWEDIPS: u16 = 9;
@@ -88,8 +89,10 @@ pub fn set_device(family: u16, seq: u32, ifname: &str, ops: &[WgOp]) -> Vec<u8> 
                 WgOp::RemovePeer { key } => {
                     m.attr(PEER_PUBLIC_KEY, &key.0).u32_ne(PEER_FLAGS, PEER_F_REMOVE_ME);
                 }
-                WgOp::SetPeer { key, endpoint, address, .. } => {
+                WgOp::SetPeer { key, endpoint, address, psk, .. } => {
                     m.attr(PEER_PUBLIC_KEY, &key.0).u32_ne(PEER_FLAGS, PEER_F_REPLACE_ALLOWEDIPS);
+                    // Zeros clear it.
+                    m.attr(PEER_PRESHARED_KEY, &psk.as_ref().map_or([0; 32], |k| k.expose().0));
                     m.attr(PEER_ENDPOINT, &sockaddr_in(*endpoint));
                     m.begin_nested(PEER_ALLOWEDIPS).begin_nested(0);
                     m.u16_ne(ALLOWEDIP_FAMILY, AF_INET).attr(ALLOWEDIP_IPADDR, &address.octets()).u8(ALLOWEDIP_CIDR_MASK, 32);
@@ -125,6 +128,9 @@ pub fn parse_device(payloads: &[Vec<u8>]) -> DeviceConfig {
                             continue;
                         };
                         let entry = cfg.peers.entry(Key(key)).or_insert_with(ObservedPeer::default);
+                        if let Some(k) = wire::find(&attrs, PEER_PRESHARED_KEY).and_then(|k| <[u8; 32]>::try_from(k.data).ok()) {
+                            entry.psk = (k != [0; 32]).then(|| PrivateKey::from_bytes(k));
+                        }
                         if let Some(e) = wire::find(&attrs, PEER_ENDPOINT) {
                             entry.endpoint = parse_sockaddr_in(e.data);
                         }
@@ -220,13 +226,14 @@ mod tests {
         let ops = vec![
             WgOp::SetPrivateKey(private.clone()),
             WgOp::SetPort(51820),
-            WgOp::SetPeer { key: peer, node: "snode1".into(), endpoint, address },
+            WgOp::SetPeer { key: peer, node: "snode1".into(), endpoint, address, psk: Some(PrivateKey::from_bytes([7; 32])) },
         ];
         let cfg = parse_device(&[answer(&ops)]);
         assert_eq!(cfg.private_key, Some(private));
         assert_eq!(cfg.port, 51820);
         assert_eq!(cfg.peers[&peer].endpoint, Some(endpoint));
         assert_eq!(cfg.peers[&peer].allowed_ips, single(address));
+        assert_eq!(cfg.peers[&peer].psk, Some(PrivateKey::from_bytes([7; 32])), "the preshared key reads back");
         let sa = sockaddr_in(endpoint);
         assert_eq!(&sa[2..4], &51820u16.to_be_bytes(), "the port is in network order");
     }

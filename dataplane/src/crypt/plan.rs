@@ -38,6 +38,8 @@ pub struct Peer {
     pub endpoint: SocketAddrV4,
     /// The peer's tunnel address: its only allowed IP (/32).
     pub address: Ipv4Addr,
+    /// The key shared with this peer alone (none: no preshared key).
+    pub psk: Option<PrivateKey>,
 }
 
 /// The tunnel `state` asks for: None when no network is encrypted. Expects a validated state.
@@ -54,7 +56,12 @@ pub fn desired(state: &NodeState) -> Option<Tunnel> {
         .filter(|n| n.name != state.node)
         .filter_map(|n| {
             let wg = n.wireguard.as_ref()?;
-            let peer = Peer { node: n.name.clone(), endpoint: SocketAddrV4::new(n.address, PORT), address: wg.address };
+            let peer = Peer {
+                node: n.name.clone(),
+                endpoint: SocketAddrV4::new(n.address, PORT),
+                address: wg.address,
+                psk: wg.preshared_key.clone(),
+            };
             Some((wg.public_key, peer))
         })
         .collect();
@@ -74,6 +81,8 @@ pub struct DeviceConfig {
 pub struct ObservedPeer {
     pub endpoint: Option<SocketAddrV4>,
     pub allowed_ips: BTreeSet<(Ipv4Addr, u8)>,
+    /// None when unset (the device reads it back as zeros).
+    pub psk: Option<PrivateKey>,
 }
 
 /// One change to the device's WireGuard configuration.
@@ -87,6 +96,8 @@ pub enum WgOp {
         node: String,
         endpoint: SocketAddrV4,
         address: Ipv4Addr,
+        /// Set as given; `None` clears it.
+        psk: Option<PrivateKey>,
     },
     RemovePeer {
         key: Key,
@@ -98,8 +109,9 @@ impl fmt::Display for WgOp {
         match self {
             WgOp::SetPrivateKey(k) => write!(f, "wireguard {DEVICE}: set private key (public key {})", k.public_key()),
             WgOp::SetPort(p) => write!(f, "wireguard {DEVICE}: listen port {p}"),
-            WgOp::SetPeer { key, node, endpoint, address } => {
-                write!(f, "wireguard {DEVICE}: peer {node} {key} endpoint {endpoint} allowed-ips {address}/32")
+            WgOp::SetPeer { key, node, endpoint, address, psk } => {
+                let psk = if psk.is_some() { " preshared-key (secret)" } else { "" };
+                write!(f, "wireguard {DEVICE}: peer {node} {key} endpoint {endpoint} allowed-ips {address}/32{psk}")
             }
             WgOp::RemovePeer { key } => write!(f, "wireguard {DEVICE}: remove peer {key}"),
         }
@@ -119,9 +131,12 @@ pub fn plan_device(want: &Tunnel, have: &DeviceConfig) -> Vec<WgOp> {
         ops.push(WgOp::RemovePeer { key: *key });
     }
     for (key, p) in &want.peers {
-        let ok = have.peers.get(key).is_some_and(|h| h.endpoint == Some(p.endpoint) && h.allowed_ips == BTreeSet::from([(p.address, 32)]));
+        let ok = have
+            .peers
+            .get(key)
+            .is_some_and(|h| h.endpoint == Some(p.endpoint) && h.allowed_ips == BTreeSet::from([(p.address, 32)]) && h.psk == p.psk);
         if !ok {
-            ops.push(WgOp::SetPeer { key: *key, node: p.node.clone(), endpoint: p.endpoint, address: p.address });
+            ops.push(WgOp::SetPeer { key: *key, node: p.node.clone(), endpoint: p.endpoint, address: p.address, psk: p.psk.clone() });
         }
     }
     ops

@@ -46,10 +46,11 @@ fn run(dev: &mut DeviceConfig, ops: &[WgOp]) {
             WgOp::RemovePeer { key } => {
                 dev.peers.remove(key);
             }
-            WgOp::SetPeer { key, endpoint, address, .. } => {
+            WgOp::SetPeer { key, endpoint, address, psk, .. } => {
                 let p = dev.peers.entry(*key).or_default();
                 p.endpoint = Some(*endpoint);
                 p.allowed_ips = BTreeSet::from([(*address, 32)]);
+                p.psk = psk.clone();
             }
         }
     }
@@ -163,4 +164,22 @@ fn fail_closed_rules_drop_only_encrypted_vnis_off_the_tunnel() {
     assert!(!script.contains("4097"), "the plain network's VXLAN must pass: {script}");
     // Nothing encrypted: the table goes.
     assert_eq!(nft_script(&FailClosed::default()), format!("add table ip {TABLE}\ndelete table ip {TABLE}\n"));
+}
+
+#[test]
+fn a_rotated_preshared_key_is_one_set_peer_per_peer_and_never_shows() {
+    let mut s = state(0, true);
+    let t = desired(&s).unwrap();
+    let mut dev = DeviceConfig::default();
+    let ops = plan_device(&t, &dev);
+    run(&mut dev, &ops);
+    let psk = crate::crypt::key::PrivateKey::from_bytes([42; 32]);
+    s.nodes[1].wireguard.as_mut().unwrap().preshared_key = Some(psk.clone());
+    let ops = plan_device(&desired(&s).unwrap(), &dev);
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert!(matches!(&ops[0], WgOp::SetPeer { node, psk: Some(_), .. } if node == "snode1"));
+    let secret = psk.expose().to_base64();
+    assert!(!ops[0].to_string().contains(&secret) && !format!("{:?}", ops[0]).contains(&secret));
+    run(&mut dev, &ops);
+    assert!(plan_device(&desired(&s).unwrap(), &dev).is_empty(), "re-plan after the rotation is empty");
 }

@@ -25,9 +25,10 @@ pub fn set_request(ops: &[WgOp]) -> String {
     for op in ops {
         match op {
             WgOp::RemovePeer { key } => s.push_str(&format!("public_key={}\nremove=true\n", key.to_hex())),
-            WgOp::SetPeer { key, endpoint, address, .. } => s.push_str(&format!(
-                "public_key={}\nendpoint={endpoint}\nreplace_allowed_ips=true\nallowed_ip={address}/32\n",
-                key.to_hex()
+            WgOp::SetPeer { key, endpoint, address, psk, .. } => s.push_str(&format!(
+                "public_key={}\npreshared_key={}\nendpoint={endpoint}\nreplace_allowed_ips=true\nallowed_ip={address}/32\n",
+                key.to_hex(),
+                psk.as_ref().map_or(Key([0; 32]), |k| *k.expose()).to_hex()
             )),
             _ => {}
         }
@@ -56,6 +57,11 @@ pub fn parse_get(text: &str) -> Result<DeviceConfig, String> {
                 let key = Key::from_hex(v).ok_or_else(|| format!("bad public_key '{v}'"))?;
                 cfg.peers.insert(key, ObservedPeer::default());
                 peer = Some(key);
+            }
+            "preshared_key" => {
+                let p = peer.and_then(|k| cfg.peers.get_mut(&k)).ok_or("preshared_key before public_key")?;
+                let key = Key::from_hex(v).ok_or("bad preshared_key")?;
+                p.psk = (key.0 != [0; 32]).then(|| PrivateKey::from_bytes(key.0));
             }
             "endpoint" => {
                 let p = peer.and_then(|k| cfg.peers.get_mut(&k)).ok_or("endpoint before public_key")?;
@@ -121,7 +127,7 @@ mod tests {
         let endpoint: SocketAddrV4 = "192.168.33.20:51820".parse().unwrap();
         let ops = vec![
             WgOp::SetPort(51820),
-            WgOp::SetPeer { key: peer, node: "snode1".into(), endpoint, address: "10.254.0.2".parse().unwrap() },
+            WgOp::SetPeer { key: peer, node: "snode1".into(), endpoint, address: "10.254.0.2".parse().unwrap(), psk: None },
             WgOp::SetPrivateKey(private.clone()),
             WgOp::RemovePeer { key: Key([1; 32]) },
         ];
@@ -129,10 +135,12 @@ mod tests {
         // Device keys first, then peers; the request ends with a blank line.
         assert!(req.starts_with(&format!("set=1\nlisten_port=51820\nprivate_key={}\n", "07".repeat(32))), "{req}");
         assert!(req.ends_with("\n\n"));
+        assert!(req.contains(&format!("preshared_key={}\n", "00".repeat(32))), "no preshared key clears it: {req}");
         let answer = format!(
-            "private_key={}\nlisten_port=51820\npublic_key={}\nendpoint=192.168.33.20:51820\nallowed_ip=10.254.0.2/32\nlast_handshake_time_sec=0\nerrno=0\n\n",
+            "private_key={}\nlisten_port=51820\npublic_key={}\npreshared_key={}\nendpoint=192.168.33.20:51820\nallowed_ip=10.254.0.2/32\nlast_handshake_time_sec=0\nerrno=0\n\n",
             "07".repeat(32),
-            "09".repeat(32)
+            "09".repeat(32),
+            "08".repeat(32)
         );
         let cfg = parse_get(&answer).unwrap();
         assert_eq!(cfg.private_key, Some(private));
@@ -140,6 +148,7 @@ mod tests {
         let p = &cfg.peers[&peer];
         assert_eq!(p.endpoint, Some(endpoint));
         assert_eq!(p.allowed_ips, BTreeSet::from([("10.254.0.2".parse().unwrap(), 32)]));
+        assert_eq!(p.psk, Some(PrivateKey::from_bytes([8; 32])));
         assert!(parse_get("errno=19\n\n").unwrap_err().contains("19"));
     }
 }

@@ -721,7 +721,11 @@ fn with_encrypted() -> NodeState {
     let mut s = state();
     let keys: Vec<PrivateKey> = (1..=3u8).map(|i| PrivateKey::from_bytes([i; 32])).collect();
     for (i, n) in s.nodes.iter_mut().enumerate() {
-        n.wireguard = Some(crate::state::NodeWireGuard { public_key: keys[i].public_key(), address: ip(&format!("10.254.0.{}", i + 1)) });
+        n.wireguard = Some(crate::state::NodeWireGuard {
+            public_key: keys[i].public_key(),
+            address: ip(&format!("10.254.0.{}", i + 1)),
+            preshared_key: None,
+        });
     }
     s.wireguard_private_key = Some(keys[0].clone());
     s.networks.push(Network {

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use super::{Errors, NodeState};
-use crate::crypt::key::Key;
+use crate::crypt::key::{Key, PrivateKey};
 
 /// How a network's traffic between nodes is protected. Only WireGuard so far; IPsec is the
 /// other backend the issue names.
@@ -24,6 +24,12 @@ pub struct NodeWireGuard {
     pub public_key: Key,
     /// The node's address inside the tunnels: encrypted networks' VXLAN runs between these.
     pub address: Ipv4Addr,
+    /// The key this node shares with that peer alone (WireGuard's preshared key), mixed into
+    /// every handshake between the two: the managers issue one per node pair and rotate it.
+    /// Changing it keeps the current session, so the next handshake takes the new key and no
+    /// packet is lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preshared_key: Option<PrivateKey>,
 }
 
 impl NodeState {
