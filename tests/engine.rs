@@ -215,6 +215,24 @@ fn the_docker_cli_runs_a_swarm_of_shoal_daemons() {
     d.ok(&c, "smgr", &["service", "update", "--detach", "--label-add", "tier=front", "vote"]);
     let labels = d.ok(&c, "smgr", &["service", "inspect", "vote", "--format", "{{json .Spec.Labels}}"]);
     assert_eq!(json(labels.trim())["tier"], "front");
+    // A rolling update through the updater, with Docker's progress display, then Docker's
+    // rollback: the tasks are replaced each time (shoal's history shows the old ones shut down).
+    let env = |d: &Docker| d.ok(&c, "smgr", &["service", "inspect", "vote", "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Env}}"]);
+    let shut_down = || c.cli("smgr", &["service", "ps", "vote"]).lines().filter(|l| l.contains("Shutdown")).count();
+    let before = shut_down();
+    d.ok(&c, "smgr", &["service", "update", "--env-add", "COLOR=blue", "vote"]);
+    assert!(env(&d).contains("COLOR=blue"), "{}", env(&d));
+    wait_for("both vote tasks replaced by the update", Duration::from_secs(60), || {
+        shut_down() >= before + 2 && running(&c.cli("smgr", &["service", "ps", "vote"])) == 2
+    });
+    let after_update = shut_down();
+    d.ok(&c, "smgr", &["service", "rollback", "vote"]);
+    assert!(!env(&d).contains("COLOR=blue"), "rolled back: {}", env(&d));
+    wait_for("both vote tasks replaced by the rollback", Duration::from_secs(60), || {
+        shut_down() >= after_update + 2 && running(&c.cli("smgr", &["service", "ps", "vote"])) == 2
+    });
+    let status = d.ok(&c, "smgr", &["service", "inspect", "vote", "--format", "{{json .UpdateStatus}}"]);
+    assert!(status.contains("rollback_completed"), "{status}");
 
     // Logs in Docker's format, naming task and node, as shoal's CLI shows them.
     d.ok(&c, "smgr", &["service", "create", "--name", "talker", "--detach", "host", "sh", "-c", "echo hello from talker; sleep 100000"]);
@@ -266,8 +284,16 @@ fn the_docker_cli_runs_a_swarm_of_shoal_daemons() {
     std::fs::write(&cfg, "x=1\n").unwrap();
     let err = d.fails(&c, "smgr", &["config", "create", "app", cfg.to_str().unwrap()]);
     assert!(err.contains("configs are not supported by shoal"), "{err}");
+    // Autolock through Docker's CLI: off at first (no key), on with the key docker prints, the
+    // same key from `unlock-key -q`, and off again.
     let err = d.fails(&c, "smgr", &["swarm", "unlock-key"]);
-    assert!(err.contains("autolock"), "{err}");
+    assert!(err.contains("no unlock key is set"), "{err}");
+    let out = d.ok(&c, "smgr", &["swarm", "update", "--autolock=true"]);
+    let key = out.split_whitespace().find(|w| w.starts_with("SWMKEY-1-")).unwrap_or_else(|| panic!("no key printed:\n{out}")).to_string();
+    assert_eq!(d.ok(&c, "smgr", &["swarm", "unlock-key", "-q"]).trim(), key);
+    assert_eq!(c.cli("smgr", &["unlock-key", "-q"]).trim(), key, "shoal's CLI gives the same key");
+    d.ok(&c, "smgr", &["swarm", "update", "--autolock=false"]);
+    assert!(d.fails(&c, "smgr", &["swarm", "unlock-key"]).contains("no unlock key is set"));
 
     // Bad input names the field and changes nothing.
     let err = d.fails(&c, "smgr", &["service", "create", "--name", "bad", "--mount", "type=volume,target=/data", "shoal/whoami"]);
@@ -337,8 +363,8 @@ fn docker_stack_deploy_runs_a_compose_file_on_shoal() {
         let out = shoal_swarm(&c, node, &["join", "--token", &token, "192.168.33.10:2377"]);
         assert!(out.contains("joined a cluster as a worker"), "{out}");
     }
-    let err = Command::new(SHOAL).args(["swarm", "unlock-key"]).output().unwrap();
-    assert!(!err.status.success() && String::from_utf8_lossy(&err.stderr).contains("shoal does not support autolock"));
+    let err = shoal(&["swarm", "unlock-key", "--host", &c.host("smgr")]);
+    assert!(!err.status.success() && String::from_utf8_lossy(&err.stderr).contains("no unlock key is set"), "{err:?}");
     wait_for("3 ready nodes", Duration::from_secs(20), || {
         d.ok(&c, "smgr", &["node", "ls"]).lines().filter(|l| l.contains("Ready")).count() == 3
     });

@@ -627,7 +627,7 @@ fn swarm_spec(c: &crate::model::Cluster) -> d::SwarmSpec {
         orchestration: Some(d::SwarmSpecOrchestration { task_history_retention_limit: Some(c.task_history_limit as i64) }),
         dispatcher: Some(d::SwarmSpecDispatcher { heartbeat_period: Some(c.heartbeat_period_ms as i64 * 1_000_000) }),
         ca_config: Some(d::SwarmSpecCaConfig { node_cert_expiry: Some(c.cert_expiry_ms as i64 * 1_000_000), ..Default::default() }),
-        encryption_config: Some(d::SwarmSpecEncryptionConfig { auto_lock_managers: Some(false) }),
+        encryption_config: Some(d::SwarmSpecEncryptionConfig { auto_lock_managers: Some(c.autolock_key.is_some()) }),
         ..Default::default()
     }
 }

@@ -128,22 +128,12 @@ pub fn task_name(s: &Service, t: &Task) -> String {
     }
 }
 
-/// The `_up-to-date` filter (what `docker service create|update|scale` watches converge):
-/// swarmkit's "the task is not dirty", i.e. it runs the service's current spec, replicas aside.
-/// Tasks record the service version they were made at, and every change (a scale too) bumps
-/// it, so an older task is dirty only when the last update changed more than the replicas.
+/// The `_up-to-date` filter (what `docker service create|update|scale|rollback` watches
+/// converge): swarmkit's "the task is not dirty", i.e. it runs the service's current spec. Tasks
+/// carry the spec version they run (the updater's), which a scale or a change of update settings
+/// leaves as it is.
 pub fn is_up_to_date(s: &Service, t: &Task) -> bool {
-    if t.service_version >= s.version {
-        return true;
-    }
-    match &s.previous_spec {
-        None => true,
-        Some(prev) => {
-            let mut prev = (**prev).clone();
-            prev.mode = s.spec.mode.clone();
-            prev == s.spec
-        }
-    }
+    t.service_version == s.spec_version
 }
 
 /// `?version=` of an update against the object's current version (optimistic concurrency).
@@ -194,11 +184,17 @@ pub fn service_update(
 ) -> Result<Command, EngineError> {
     let want = version.ok_or_else(|| EngineError::bad("version is missing: give ?version= from service inspect"))?;
     check_version(Some(want), svc.version, "service", &svc.spec.name)?;
+    // The version goes into the command too: the state machine refuses it if another update
+    // committed since this view was read.
+    let at = svc.version;
     let spec = match rollback {
-        Some("previous") => *svc
-            .previous_spec
-            .clone()
-            .ok_or_else(|| EngineError::bad(format!("service {} does not have a previous spec to roll back to", svc.spec.name)))?,
+        Some("previous") => {
+            if svc.previous_spec.is_none() {
+                return Err(EngineError::bad(format!("service {} does not have a previous spec to roll back to", svc.spec.name)));
+            }
+            // The updater's rollback: tasks replaced by the restored spec's rollback settings.
+            return Ok(Command::RollbackService { service: svc.id.clone(), version: Some(at) });
+        }
         None | Some("") => body()?,
         Some(o) => return Err(EngineError::bad(format!("rollback={o}: the only value is \"previous\""))),
     };
@@ -208,7 +204,7 @@ pub fn service_update(
         (ServiceMode::Replicated { replicas: old }, ServiceMode::Replicated { replicas }) if same_but_mode == spec && old != replicas => {
             Ok(Command::ScaleService { service: svc.id.clone(), replicas: *replicas })
         }
-        _ => Ok(Command::UpdateService { service: svc.id.clone(), spec }),
+        _ => Ok(Command::UpdateServiceAt { service: svc.id.clone(), version: at, spec }),
     }
 }
 
@@ -322,7 +318,10 @@ mod tests {
         assert_eq!(cmd, Command::ScaleService { service: sid.clone(), replicas: 5 });
         let mut changed = svc.spec.clone();
         changed.env.push("A=1".into());
-        assert!(matches!(service_update(svc, Some(&v), None, || Ok(changed.clone())).unwrap(), Command::UpdateService { .. }));
+        assert!(matches!(
+            service_update(svc, Some(&v), None, || Ok(changed.clone())).unwrap(),
+            Command::UpdateServiceAt { version, .. } if version.to_string() == v
+        ));
         let e = service_update(svc, Some("1000"), None, || Ok(changed.clone())).unwrap_err();
         assert!(e.to_string().contains("out of sequence"), "{e}");
         assert!(service_update(svc, None, None, || Ok(changed.clone())).unwrap_err().to_string().contains("version is missing"));
@@ -336,23 +335,15 @@ mod tests {
         let sid = w.create(ServiceSpec::new("web", "nginx:1"));
         w.ok(Command::ScaleService { service: sid.clone(), replicas: 2 });
         w.ok(Command::ScaleService { service: sid.clone(), replicas: 1 });
-        let mut s = w.state.services[&sid].clone();
-        assert_eq!(s.version, 3);
-        let t = |v: u64| -> Task {
-            let mut t = w.live(&sid)[0].clone();
-            t.service_version = v;
-            t
-        };
-        assert!(is_up_to_date(&s, &t(3)));
-        assert!(is_up_to_date(&s, &t(2)), "no previous spec: only scales happened");
-        let mut prev = s.spec.clone();
-        prev.mode = ServiceMode::Replicated { replicas: 5 };
-        s.previous_spec = Some(Box::new(prev));
-        assert!(is_up_to_date(&s, &t(2)), "the last change was replicas only");
-        let mut prev = s.spec.clone();
-        prev.image = "nginx:0".into();
-        s.previous_spec = Some(Box::new(prev));
-        assert!(!is_up_to_date(&s, &t(2)), "made from the old image");
-        assert!(is_up_to_date(&s, &t(3)));
+        let before = w.live(&sid)[0].clone();
+        assert!(is_up_to_date(&w.state.services[&sid], &before), "scales replace nothing: the task is up to date");
+        let mut spec = w.state.services[&sid].spec.clone();
+        spec.image = "nginx:2".into();
+        w.ok(Command::UpdateService { service: sid.clone(), spec });
+        let s = w.state.services[&sid].clone();
+        assert!(!is_up_to_date(&s, &before), "made from the old image");
+        let mut fresh = before.clone();
+        fresh.service_version = s.spec_version;
+        assert!(is_up_to_date(&s, &fresh));
     }
 }
