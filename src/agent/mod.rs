@@ -354,6 +354,7 @@ fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<Option<TaskRun>, String
         images::Resolved::Pulling => return Ok(None),
     };
     let cgroups = executor::cgroups::plan(layout, instance, &a.task.id, &a.spec.limits)?;
+    let files = carried_files(a)?;
     let ip = a.task.networks.first().map(|n| n.addr.to_string()).unwrap_or_default();
     Ok(Some(TaskRun {
         id: a.task.id.clone(),
@@ -365,7 +366,22 @@ fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<Option<TaskRun>, String
         cgroups,
         name,
         hidden: Vec::new(),
+        files,
     }))
+}
+
+/// The task's secrets and configs as files, with the data the dispatcher sent with the
+/// assignment (it holds only those of this node's tasks, and only in memory).
+fn carried_files(a: &Assignment) -> Result<Vec<executor::spec::CarriedFile>, String> {
+    let secrets = a.spec.secrets.iter().map(|r| ("secret", r, r.secret_path(), a.secrets.get(&r.source)));
+    let configs = a.spec.configs.iter().map(|r| ("config", r, r.config_path(), a.configs.get(&r.source)));
+    secrets
+        .chain(configs)
+        .map(|(what, r, target, data)| {
+            let data = data.ok_or_else(|| format!("{what} {:?} was not sent with the task: it was removed", r.source))?;
+            Ok(executor::spec::CarriedFile { target, uid: r.uid, gid: r.gid, mode: r.mode, data: data.clone() })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -399,6 +415,7 @@ mod tests {
             service_name: service.clone(),
             spec: ServiceSpec::new(service, "shoal/whoami"),
             secrets: Default::default(),
+            configs: Default::default(),
         };
         let cfg = AgentConfig {
             node_id: "n1".into(),

@@ -159,3 +159,73 @@ mod tests {
         assert!(parse_duration_ms("5s3").is_err());
     }
 }
+
+/// `--secret NAME` or `--secret source=NAME,target=FILE,uid=U,gid=G,mode=0400` (mode in octal),
+/// as Docker reads it; `flag` names the option in errors.
+pub fn parse_file_ref(s: &str, flag: &str) -> Result<crate::model::FileRef, String> {
+    if !s.contains('=') {
+        if s.is_empty() || s.contains(',') {
+            return Err(format!("invalid {flag} {s:?}: give a name, or source=NAME[,target=FILE,uid=0,gid=0,mode=0444]"));
+        }
+        return Ok(crate::model::FileRef::named(s));
+    }
+    let mut r = crate::model::FileRef::named("");
+    let mut target = None;
+    for part in s.split(',') {
+        let (k, v) = part.split_once('=').ok_or_else(|| format!("invalid {flag} {s:?}: {part:?} is not key=value"))?;
+        let num = |what: &str| v.parse::<u32>().map_err(|_| format!("invalid {flag} {what} {v:?}: give a number, e.g. {what}=1000"));
+        match k.trim().to_ascii_lowercase().as_str() {
+            "source" | "src" => r.source = v.to_string(),
+            "target" => target = Some(v.to_string()),
+            "uid" => r.uid = num("uid")?,
+            "gid" => r.gid = num("gid")?,
+            "mode" => {
+                r.mode = u32::from_str_radix(v, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| format!("invalid {flag} mode {v:?}: give octal permission bits, e.g. mode=0400"))?
+            }
+            other => return Err(format!("invalid {flag} {s:?}: unknown key {other:?} (source, target, uid, gid, mode)")),
+        }
+    }
+    if r.source.is_empty() {
+        return Err(format!("invalid {flag} {s:?}: source=NAME is missing"));
+    }
+    r.target = target.unwrap_or_else(|| r.source.clone());
+    Ok(r)
+}
+
+/// `--config NAME` or its long form: as [`parse_file_ref`], with Docker's default target `/NAME`.
+pub fn parse_config_ref(s: &str, flag: &str) -> Result<crate::model::FileRef, String> {
+    let mut r = parse_file_ref(s, flag)?;
+    let explicit = s.split(',').any(|p| p.trim_start().to_ascii_lowercase().starts_with("target="));
+    if !explicit {
+        r.target = format!("/{}", r.source);
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod file_ref_tests {
+    use super::*;
+    use crate::model::FileRef;
+
+    #[test]
+    fn secrets_read_in_short_and_long_form() {
+        assert_eq!(parse_file_ref("pw", "--secret").unwrap(), FileRef::named("pw"));
+        let r = parse_file_ref("source=pw,target=db/pass,uid=70,gid=71,mode=0400", "--secret").unwrap();
+        assert_eq!(r, FileRef { source: "pw".into(), target: "db/pass".into(), uid: 70, gid: 71, mode: 0o400 });
+        assert_eq!(parse_file_ref("src=pw", "--secret").unwrap(), FileRef::named("pw"));
+        assert_eq!(parse_config_ref("site.conf", "--config").unwrap(), FileRef::config_named("site.conf"));
+        assert_eq!(parse_config_ref("source=c,target=/etc/app.conf", "--config").unwrap().target, "/etc/app.conf");
+        for (bad, says) in [
+            ("target=x", "source=NAME is missing"),
+            ("source=pw,mode=999", "mode"),
+            ("source=pw,uid=-1", "uid"),
+            ("source=pw,owner=1", "unknown key \"owner\""),
+        ] {
+            let e = parse_file_ref(bad, "--secret").unwrap_err();
+            assert!(e.contains(says) && e.contains("--secret"), "{bad}: {e}");
+        }
+    }
+}

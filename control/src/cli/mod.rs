@@ -11,6 +11,7 @@ mod logs_cmd;
 mod network_cmds;
 mod node_cmds;
 mod progress;
+mod config_cmds;
 mod secret_cmds;
 mod service_cmds;
 mod service_update;
@@ -81,6 +82,13 @@ pub enum Command {
         #[command(subcommand)]
         cmd: secret_cmds::SecretCmd,
     },
+    /// Manage configs.
+    Config {
+        #[command(flatten)]
+        host: HostOpt,
+        #[command(subcommand)]
+        cmd: config_cmds::ConfigCmd,
+    },
 }
 
 pub async fn run(cmd: Command) -> anyhow::Result<()> {
@@ -96,5 +104,6 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Service { host, cmd } => service_cmds::run(Client::from_host(&host.host)?, cmd).await,
         Command::Stack { host, cmd } => stack_cmds::run(Client::from_host(&host.host)?, cmd).await,
         Command::Secret { host, cmd } => secret_cmds::run(Client::from_host(&host.host)?, cmd).await,
+        Command::Config { host, cmd } => config_cmds::run(Client::from_host(&host.host)?, cmd).await,
     }
 }

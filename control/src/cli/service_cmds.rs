@@ -1,7 +1,7 @@
 //! `service create|ls|ps|inspect|scale|update|rollback|rm`.
 
 use super::args::{parse_duration_ms, parse_kv, parse_publish};
-use super::format::{service_ps_table, service_table};
+use super::format::service_table;
 use super::Client;
 use crate::model::{EndpointMode, RestartCondition, ServiceMode, ServiceSpec};
 use crate::state::{Command, Response};
@@ -43,8 +43,14 @@ pub struct CreateArgs {
     pub restart_window: Option<String>,
     #[arg(long)]
     pub replicas_max_per_node: Option<u64>,
+    /// A secret as a file in the tasks: NAME, or source=NAME,target=FILE,uid=0,gid=0,mode=0444
+    /// (target relative to /run/secrets).
     #[arg(long)]
     pub secret: Vec<String>,
+    /// A config as a file in the tasks: NAME, or source=NAME,target=/PATH,uid=0,gid=0,mode=0444
+    /// (target /NAME by default).
+    #[arg(long)]
+    pub config: Vec<String>,
     /// Command to run to check health (`/bin/sh -c` inside the task; exit 0 = healthy).
     #[arg(long)]
     pub health_cmd: Option<String>,
@@ -100,6 +106,12 @@ pub enum ServiceCmd {
     Ps {
         #[arg(long, default_value = "table")]
         format: String,
+        /// Full task ids.
+        #[arg(long)]
+        no_trunc: bool,
+        /// desired-state=running|shutdown|accepted, node=NODE, name=NAME, id=ID.
+        #[arg(long, short = 'f')]
+        filter: Vec<String>,
         services: Vec<String>,
     },
     /// Show services in detail (JSON, or Docker's text with --pretty).
@@ -178,7 +190,8 @@ pub fn build_spec(a: &CreateArgs) -> anyhow::Result<ServiceSpec> {
     if let Some(w) = &a.restart_window {
         s.restart.window_ms = parse_duration_ms(w).map_err(|e| anyhow::anyhow!("invalid --restart-window: {e}"))?;
     }
-    s.secrets = a.secret.clone();
+    s.configs = a.config.iter().map(|x| super::args::parse_config_ref(x, "--config")).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
+    s.secrets = a.secret.iter().map(|x| super::args::parse_file_ref(x, "--secret")).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
     s.healthcheck = health_check(a)?;
     if let Some(cpu) = a.limit_cpu {
         if !(cpu.is_finite() && cpu > 0.0) {
@@ -252,7 +265,8 @@ pub async fn run(c: Client, cmd: ServiceCmd) -> anyhow::Result<()> {
                 print!("{}", service_table(&v));
             }
         }
-        ServiceCmd::Ps { format, services } => {
+        ServiceCmd::Ps { format, no_trunc, filter, services } => {
+            let opts = super::format::PsOptions::parse(no_trunc, &filter).map_err(anyhow::Error::msg)?;
             let v = c.view().await?;
             let mut ids = vec![];
             for s in &services {
@@ -263,7 +277,7 @@ pub async fn run(c: Client, cmd: ServiceCmd) -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string(t)?);
                 }
             } else {
-                print!("{}", service_ps_table(&v, &ids, crate::manager::now_ms()));
+                print!("{}", super::format::service_ps_table_with(&v, &ids, crate::manager::now_ms(), &opts));
             }
         }
         ServiceCmd::Inspect { pretty, services } => {

@@ -45,6 +45,12 @@ pub struct UpdateArgs {
     /// Take a secret from the tasks.
     #[arg(long)]
     pub secret_rm: Vec<String>,
+    /// Give the tasks a config.
+    #[arg(long)]
+    pub config_add: Vec<String>,
+    /// Take a config from the tasks.
+    #[arg(long)]
+    pub config_rm: Vec<String>,
     /// Add a placement constraint.
     #[arg(long)]
     pub constraint_add: Vec<String>,
@@ -178,12 +184,21 @@ pub fn apply(old: &ServiceSpec, a: &UpdateArgs) -> anyhow::Result<ServiceSpec> {
         }
     }
     for x in &a.secret_rm {
-        s.secrets.retain(|y| y != x);
+        s.secrets.retain(|y| &y.source != x);
     }
     for x in &a.secret_add {
-        if !s.secrets.contains(x) {
-            s.secrets.push(x.clone());
-        }
+        let r = super::args::parse_file_ref(x, "--secret-add").map_err(anyhow::Error::msg)?;
+        // One file per target: the new reference replaces the old one there.
+        s.secrets.retain(|y| y.target != r.target);
+        s.secrets.push(r);
+    }
+    for x in &a.config_rm {
+        s.configs.retain(|y| &y.source != x);
+    }
+    for x in &a.config_add {
+        let r = super::args::parse_config_ref(x, "--config-add").map_err(anyhow::Error::msg)?;
+        s.configs.retain(|y| y.config_path() != r.config_path());
+        s.configs.push(r);
     }
     for c in &a.constraint_rm {
         s.placement.constraints.retain(|y| y.replace(' ', "") != c.replace(' ', ""));
@@ -377,7 +392,7 @@ mod tests {
             vec![(90, Protocol::Tcp), (53, Protocol::Udp)]
         );
         assert_eq!(s.networks, vec!["back".to_string()]);
-        assert_eq!(s.secrets, vec!["db".to_string()]);
+        assert_eq!(s.secrets, vec![crate::model::FileRef::named("db")]);
         assert_eq!(s.placement.constraints, vec!["node.role==worker".to_string()]);
         assert_eq!(s.mode, ServiceMode::Replicated { replicas: 4 });
         assert_eq!(s.force_update, 1);

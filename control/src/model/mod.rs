@@ -1,6 +1,8 @@
 //! The cluster's data model: what the Raft state machine holds and what the API returns.
 //! Plain data, serde-serialisable, no behaviour beyond small helpers.
 
+mod config;
+mod file_ref;
 mod ids;
 mod network;
 mod node;
@@ -8,7 +10,9 @@ mod secret;
 mod service;
 mod task;
 
-pub use ids::{random_id, IdGen, NetworkId, NodeId, SecretId, ServiceId, TaskId};
+pub use file_ref::{FileRef, DEFAULT_FILE_MODE, SECRETS_DIR};
+pub use config::{Config, ConfigSpec};
+pub use ids::{random_id, ConfigId, IdGen, NetworkId, NodeId, SecretId, ServiceId, TaskId};
 pub use network::{Network, NetworkSpec, GATEWAY_NETWORK, GATEWAY_SUBNETS};
 pub use node::{Availability, Node, NodeResources, NodeState, Role};
 pub use secret::{Secret, SecretSpec};

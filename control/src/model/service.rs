@@ -115,8 +115,11 @@ pub struct ServiceSpec {
     pub endpoint: EndpointSpec,
     pub placement: Placement,
     pub restart: RestartPolicy,
-    /// Secret names.
-    pub secrets: Vec<String>,
+    /// Secrets as files in the tasks (`--secret`).
+    pub secrets: Vec<super::FileRef>,
+    /// Configs as files in the tasks (`--config`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<super::FileRef>,
     /// Docker's HEALTHCHECK: a task is an endpoint only once healthy, and is replaced when it
     /// turns unhealthy. Absent in specs written before health checks existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -328,6 +331,7 @@ impl ServiceSpec {
             placement: Placement::default(),
             restart: RestartPolicy::default(),
             secrets: vec![],
+            configs: vec![],
             healthcheck: None,
             limits: ResourceLimits::default(),
             reservations: ResourceReservations::default(),

@@ -100,7 +100,10 @@ fn a_version_3_file_converts_every_key() {
     assert_eq!(api.env, ["DEBUG=false", "FROM_SHELL=from the shell", "MODE=api", "WORKERS=4"]);
     assert_eq!(api.networks, ["app_back"]);
     assert_eq!(api.network_aliases["app_back"], ["api", "api-internal", "backend-api"]);
-    assert_eq!(api.secrets, ["app_db_password", "shared_token"], "stack secrets are prefixed, external ones are not");
+    let sources: Vec<&str> = api.secrets.iter().map(|r| r.source.as_str()).collect();
+    assert_eq!(sources, ["app_db_password", "shared_token"], "stack secrets are prefixed, external ones are not");
+    let targets: Vec<String> = api.secrets.iter().map(|r| r.secret_path()).collect();
+    assert_eq!(targets, ["/run/secrets/db_password", "/run/secrets/shared_token"], "files are named by the Compose key");
     assert_eq!(api.healthcheck.as_ref().unwrap().cmd, "redis-cli ping");
     assert_eq!(api.mode, ServiceMode::Global);
     assert_eq!(api.limits.memory_bytes, 256 << 20);
@@ -162,7 +165,7 @@ fn a_compose_specification_file_with_long_forms_anchors_and_extensions() {
     assert_eq!(front.update.order, UpdateOrder::StartFirst);
     let cache = service(&spec, "s_cache");
     assert_eq!(cache.args, ["redis-server", "--port", "6379", "--protected-mode", "no"]);
-    assert_eq!(cache.secrets, ["s_api_key"]);
+    assert_eq!(cache.secrets.iter().map(|r| r.source.as_str()).collect::<Vec<_>>(), ["s_api_key"]);
     assert_eq!((cache.mode.clone(), cache.endpoint.mode), (ServiceMode::Global, EndpointMode::Dnsrr));
     assert_eq!(cache.labels["tier"], "cache");
     assert_eq!(spec.secrets[0].spec.data, b"k-123", "a secret from an environment variable");

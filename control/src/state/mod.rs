@@ -18,7 +18,7 @@ pub mod validate;
 pub use command::{Command, Request, Response};
 pub use error::StateError;
 
-use crate::model::{Cluster, IdGen, Network, NetworkId, Node, NodeId, Secret, SecretId, Service, ServiceId, Task, TaskId};
+use crate::model::{Cluster, Config, ConfigId, IdGen, Network, NetworkId, Node, NodeId, Secret, SecretId, Service, ServiceId, Task, TaskId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,6 +30,8 @@ pub struct ClusterState {
     pub services: BTreeMap<ServiceId, Service>,
     pub tasks: BTreeMap<TaskId, Task>,
     pub secrets: BTreeMap<SecretId, Secret>,
+    #[serde(default)]
+    pub configs: BTreeMap<ConfigId, Config>,
     pub ids: IdGen,
     /// Nodes removed with `node rm`: their certificates stay valid until they expire, and are
     /// refused by id (etcd's removed-member check).

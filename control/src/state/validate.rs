@@ -85,7 +85,17 @@ fn check_service_bounds(spec: &ServiceSpec) -> Result<(), StateError> {
     check_list("env", spec.env.iter().map(String::as_str))?;
     check_map("labels", &spec.labels)?;
     check_list("networks", spec.networks.iter().map(String::as_str))?;
-    check_list("secrets", spec.secrets.iter().map(String::as_str))?;
+    check_list("secrets", spec.secrets.iter().map(|r| r.source.as_str()))?;
+    check_list("configs", spec.configs.iter().map(|r| r.source.as_str()))?;
+    check_file_refs("secrets", &spec.secrets, crate::model::FileRef::secret_path)?;
+    check_file_refs("configs", &spec.configs, crate::model::FileRef::config_path)?;
+    let mut paths: Vec<String> = spec.secrets.iter().map(|r| r.secret_path()).collect();
+    for (i, r) in spec.configs.iter().enumerate() {
+        if paths.contains(&r.config_path()) {
+            return Err(StateError::invalid(format!("configs[{i}].target"), format!("{} is also a secret's target: give one of them another target=", r.config_path())));
+        }
+        paths.push(r.config_path());
+    }
     check_list("constraints", spec.placement.constraints.iter().map(String::as_str))?;
     if spec.endpoint.ports.len() > MAX_ENTRIES {
         return Err(StateError::invalid("ports", format!("{} entries is more than the limit of {MAX_ENTRIES}", spec.endpoint.ports.len())));
@@ -264,7 +274,12 @@ pub fn check_service(spec: &ServiceSpec, state: &ClusterState) -> Result<(), Sta
             return Err(StateError::invalid("health-start-period", format!("{} ms: use at most 24h", h.start_period_ms)));
         }
     }
-    for (i, s) in spec.secrets.iter().enumerate() {
+    for (i, s) in spec.configs.iter().map(|r| &r.source).enumerate() {
+        state.find_config(s).map_err(|_| {
+            StateError::invalid(format!("configs[{i}]"), format!("config {s:?} not found: create it with `shoal config create`"))
+        })?;
+    }
+    for (i, s) in spec.secrets.iter().map(|r| &r.source).enumerate() {
         state.find_secret(s).map_err(|_| {
             StateError::invalid(format!("secrets[{i}]"), format!("secret {s:?} not found: create it with `shoal secret create`"))
         })?;
@@ -319,6 +334,25 @@ pub fn check_network(spec: &NetworkSpec) -> Result<(), StateError> {
             "opt encrypted",
             format!("{asked}: shoal cannot encrypt overlay networks yet, and never runs one in plaintext that asked for encryption: remove the option"),
         ));
+    }
+    Ok(())
+}
+
+/// Each secret's (config's) file: a plain relative or absolute path, no `..`, one per file.
+fn check_file_refs(what: &str, refs: &[crate::model::FileRef], path: fn(&crate::model::FileRef) -> String) -> Result<(), StateError> {
+    let mut seen = BTreeSet::new();
+    for (i, r) in refs.iter().enumerate() {
+        let field = format!("{what}[{i}].target");
+        let t = &r.target;
+        if t.is_empty() || t.len() > 4096 || t.contains('\0') || t.split('/').any(|c| c == ".." || c == ".") || t.ends_with('/') {
+            return Err(StateError::invalid(field, format!("{t:?} is not a file path: give a name like db_password or an absolute path without . or ..")));
+        }
+        if r.mode > 0o7777 {
+            return Err(StateError::invalid(format!("{what}[{i}].mode"), format!("{:o} is not permission bits: use e.g. 0400", r.mode)));
+        }
+        if !seen.insert(path(r)) {
+            return Err(StateError::invalid(field, format!("{} is the target of two {what}: give one of them another target=", path(r))));
+        }
     }
     Ok(())
 }

@@ -101,6 +101,12 @@ impl NamespaceExecutor {
 impl Executor for NamespaceExecutor {
     fn start(&self, run: &TaskRun) -> Result<(), ExecError> {
         let io = |what| move |source| ExecError::Io { id: run.id.clone(), what, source };
+        if !run.files.is_empty() && !matches!(run.image, Image::Oci(_)) {
+            return Err(ExecError::Start {
+                id: run.id.clone(),
+                reason: "secrets and configs reach tasks of images only, not of the built-in host and shoal/whoami".into(),
+            });
+        }
         let dir = self.dir(&run.id);
         std::fs::create_dir_all(&dir).map_err(io("create task dir"))?;
         for stale in ["pid", "exit", shim::START_ERROR] {
@@ -134,12 +140,19 @@ impl Executor for NamespaceExecutor {
         cmd.arg("task-exec")
             .arg(&dir)
             .current_dir(&dir)
-            .stdin(Stdio::null())
+            .stdin(if run.files.is_empty() { Stdio::null() } else { Stdio::piped() })
             .stdout(Stdio::null())
             .stderr(err)
             // Its own session: the task outlives a daemon that is killed or restarted.
             .process_group(0);
-        let child = cmd.spawn().map_err(io("spawn task-exec"))?;
+        let mut child = cmd.spawn().map_err(io("spawn task-exec"))?;
+        // Secrets and configs go to the shim through a pipe, never through a file. A shim that
+        // failed before reading them reports why in START_ERROR below.
+        if let Some(mut stdin) = child.stdin.take() {
+            if let Err(e) = spec::write_files(&mut stdin, &run.files) {
+                tracing::debug!(task = %run.id, error = %e, "hand the task's files to the shim");
+            }
+        }
         // The shim is reaped by a thread so it never lingers as a zombie of the daemon.
         std::thread::spawn(move || {
             let mut child = child;

@@ -73,15 +73,18 @@ pub(super) fn service(
         let name = secret_names.get(&r.source).ok_or_else(|| {
             StackError::invalid(&p, format!("secret {:?} is not declared: add it under the top-level secrets key", r.source))
         })?;
-        if r.target.as_ref().is_some_and(|t| t != &r.source) {
-            u.add(format!("{p}.target (secret file names other than the secret's key)"));
-        }
-        for (set, what) in [(r.uid.is_some(), "uid"), (r.gid.is_some(), "gid"), (r.mode.is_some(), "mode")] {
-            if set {
-                u.add(format!("{p}.{what} (secret file ownership and mode)"));
+        // The file is named by the key the Compose file uses, not the stack-prefixed object.
+        let mut f = crate::model::FileRef::named(name.clone());
+        f.target = r.target.clone().unwrap_or_else(|| r.source.clone());
+        for (v, what, slot) in [(&r.uid, "uid", &mut f.uid), (&r.gid, "gid", &mut f.gid)] {
+            if let Some(v) = v {
+                *slot = v.0.trim().parse().map_err(|_| StackError::invalid(format!("{p}.{what}"), format!("{:?} is not a user or group number", v.0)))?;
             }
         }
-        spec.secrets.push(name.clone());
+        if let Some(m) = &r.mode {
+            f.mode = file_mode(m.0).ok_or_else(|| StackError::invalid(format!("{p}.mode"), format!("{} is not permission bits: write them in octal, e.g. 0440", m.0)))?;
+        }
+        spec.secrets.push(f);
     }
     if let Some(h) = &svc.healthcheck {
         spec.healthcheck = healthcheck(h, &format!("{path}.healthcheck"), u)?;
@@ -264,4 +267,12 @@ fn healthcheck(h: &compose::Healthcheck, path: &str, u: &mut Unsupported) -> Res
             .ok_or_else(|| StackError::invalid(format!("{path}.retries"), format!("{}: use 1 or more", r.0)))?;
     }
     Ok(Some(out))
+}
+
+/// A Compose file's `mode: 0440` is octal (Docker's YAML 1.1 loader reads it so); a YAML 1.2
+/// reader hands us 440, so digits that are all octal are read as octal, as the user wrote them.
+fn file_mode(v: i64) -> Option<u32> {
+    let digits = v.to_string();
+    let m = if digits.chars().all(|c| ('0'..='7').contains(&c)) { u32::from_str_radix(&digits, 8).ok()? } else { u32::try_from(v).ok()? };
+    (m <= 0o7777).then_some(m)
 }

@@ -52,7 +52,7 @@ pub const READONLY: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sy
 pub fn build(run: &TaskRun, img: &OciImage, dir: &Path, netns: &Path) -> serde_json::Value {
     let caps: Vec<String> = DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
     let bind = |file: &str, dest: &str| json!({ "destination": dest, "type": "bind", "source": dir.join(file), "options": ["rbind", "rprivate", "rw"] });
-    json!({
+    let mut c = json!({
         "ociVersion": "1.0.2",
         "hostname": run.name,
         "root": { "path": dir.join("rootfs"), "readonly": false },
@@ -89,7 +89,11 @@ pub fn build(run: &TaskRun, img: &OciImage, dir: &Path, netns: &Path) -> serde_j
             "readonlyPaths": READONLY,
             "seccomp": seccomp::for_task(&caps),
         },
-    })
+    });
+    if let Some(m) = c["mounts"].as_array_mut() {
+        m.extend(super::carry::mounts(&run.files, dir));
+    }
+    c
 }
 
 /// Checks the document against the runtime spec's types (oci-spec) and renders it.
@@ -126,6 +130,7 @@ mod tests {
             hosts: String::new(),
             cgroups: Default::default(),
             hidden: vec![],
+            files: vec![],
         };
         (run, img)
     }

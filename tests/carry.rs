@@ -1,0 +1,191 @@
+//! What a service carries into its tasks, through the product: secrets as files on a tmpfs at
+//! /run/secrets/<target> with their owner and mode, only in the tasks of services that reference
+//! them, never in the clear on a node's disk.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use support::cluster::{join_all, running, wait_for, Cluster, NODES};
+use support::images;
+use support::registry::Registry;
+use support::shoal;
+
+const REGISTRY_PORT: u16 = 5050;
+
+fn lab_registry() -> String {
+    format!("192.168.33.100:{REGISTRY_PORT}")
+}
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let p = PathBuf::from(format!("/tmp/shoal-carry-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A cluster verb expected to fail: its stderr.
+fn refused(c: &Cluster, args: &[&str]) -> String {
+    let host = c.host("smgr");
+    let mut full: Vec<&str> = args.to_vec();
+    full.insert(1, "--host");
+    full.insert(2, &host);
+    let out = shoal(&full);
+    assert!(!out.status.success(), "shoal {full:?} should have been refused:\n{}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Full ids of a service's running tasks.
+fn task_ids(c: &Cluster, service: &str) -> Vec<String> {
+    let ps = c.cli("smgr", &["service", "ps", "--no-trunc", service]);
+    ps.lines().filter(|l| l.matches("Running").count() == 2).filter_map(|l| l.split_whitespace().next().map(String::from)).collect()
+}
+
+fn node_of(c: &Cluster, task: &str) -> String {
+    NODES
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .find(|n| c.dir.join(n).join("tasks").join(task).is_dir())
+        .unwrap_or_else(|| panic!("no node has task {task}"))
+}
+
+/// `runc exec` in the task, as a user's `docker exec` would be.
+fn exec_in(c: &Cluster, task: &str, script: &str) -> Output {
+    let node = node_of(c, task);
+    Command::new("runc").arg("--root").arg(c.dir.join(&node).join("runc")).args(["exec", task, "/bin/sh", "-c", script]).output().unwrap()
+}
+
+fn exec_ok(c: &Cluster, task: &str, script: &str) -> String {
+    let out = exec_in(c, task, script);
+    assert!(out.status.success(), "{script} in {task}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every regular file under `dir` that contains `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = vec![];
+    let Ok(entries) = std::fs::read_dir(dir) else { return found };
+    for e in entries.flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            found.extend(files_containing(&e.path(), needle));
+        } else if t.is_file() {
+            if let Ok(data) = std::fs::read(e.path()) {
+                if data.windows(needle.len()).any(|w| w == needle) {
+                    found.push(e.path());
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn a_secret_is_a_tmpfs_file_in_its_services_tasks_only_and_never_on_disk() {
+    let c = Cluster::up_with_registries(&[&lab_registry()]);
+    join_all(&c);
+    let reg = Registry::start(&c.lab, REGISTRY_PORT);
+    let tmp = Scratch::new("secret");
+    let archive = tmp.0.join("busybox.tar");
+    images::busybox_image(&archive, "shoal/busybox:1");
+    let image = reg.push(&archive, "shoal/busybox:1");
+
+    // `echo "myDBPassword" | docker secret create psql_pass -`, from a file here.
+    const SECRET: &str = "myDBPassword-9f3a";
+    let file = tmp.0.join("pass");
+    std::fs::write(&file, SECRET).unwrap();
+    c.cli("smgr", &["secret", "create", "--label", "env=prod", "psql_pass", file.to_str().unwrap()]);
+    let inspect: serde_json::Value = serde_json::from_str(&c.cli("smgr", &["secret", "inspect", "psql_pass"])).unwrap();
+    assert_eq!(inspect[0]["Spec"]["Name"], "psql_pass");
+    assert_eq!(inspect[0]["Spec"]["Labels"]["env"], "prod");
+    assert!(!inspect.to_string().contains(SECRET), "secret inspect shows metadata only: {inspect}");
+
+    // Bad input names its field and makes nothing.
+    let e = refused(&c, &["service", "create", "--name", "bad", "--secret", "source=psql_pass,mode=999", &image]);
+    assert!(e.contains("--secret") && e.contains("mode"), "{e}");
+    let e = refused(&c, &["service", "create", "--name", "bad", "--secret", "nope", &image]);
+    assert!(e.contains("secrets[0]") && e.contains("\"nope\" not found"), "{e}");
+    let e = refused(&c, &["service", "create", "--name", "bad", "--secret", "source=psql_pass,target=../etc/passwd", &image]);
+    assert!(e.contains("secrets[0].target"), "{e}");
+    assert!(!c.cli("smgr", &["service", "ls"]).contains("bad"), "a refused service is not made");
+
+    // The short form and the long form, on one node with a task of another service.
+    c.cli(
+        "smgr",
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "db",
+            "--constraint",
+            "node.hostname==snode1",
+            "--secret",
+            "psql_pass",
+            "--secret",
+            "source=psql_pass,target=db/pass,uid=70,gid=71,mode=0400",
+            "-e",
+            "POSTGRES_PASSWORD_FILE=/run/secrets/psql_pass",
+            &image,
+        ],
+    );
+    c.cli("smgr", &["service", "create", "--detach", "--name", "other", "--constraint", "node.hostname==snode1", &image]);
+    wait_for("db and other running", Duration::from_secs(60), || {
+        running(&c.cli("smgr", &["service", "ps", "db"])) == 1 && running(&c.cli("smgr", &["service", "ps", "other"])) == 1
+    });
+    let db = &task_ids(&c, "db")[0];
+    let other = &task_ids(&c, "other")[0];
+
+    assert_eq!(exec_ok(&c, db, "cat \"$POSTGRES_PASSWORD_FILE\""), SECRET);
+    assert_eq!(exec_ok(&c, db, "stat -c '%a %u %g' /run/secrets/psql_pass /run/secrets/db/pass"), "444 0 0\n400 70 71\n");
+    let mounts = exec_ok(&c, db, "grep /run/secrets /proc/mounts");
+    for target in ["/run/secrets/psql_pass", "/run/secrets/db/pass"] {
+        let line = mounts.lines().find(|l| l.split_whitespace().nth(1) == Some(target)).unwrap_or_else(|| panic!("{target}: {mounts}"));
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[2], "tmpfs", "{line}");
+        assert!(fields[3].split(',').any(|o| o == "ro"), "read-only: {line}");
+    }
+    let w = exec_in(&c, db, "echo changed > /run/secrets/psql_pass");
+    assert!(!w.status.success(), "the secret file refuses writes");
+    // Not in another service's task on the same node.
+    let o = exec_in(&c, other, "ls /run/secrets");
+    assert!(!o.status.success(), "another service's task has no /run/secrets: {}", String::from_utf8_lossy(&o.stdout));
+
+    // Never in the clear on a node's disk: state directories (Raft log and snapshots, task
+    // records, runc's state).
+    for (node, _) in NODES {
+        let found = files_containing(&c.dir.join(node), SECRET.as_bytes());
+        assert!(found.is_empty(), "{node} has the secret in the clear in {found:?}");
+    }
+    // The node's mount table does not have the task's tmpfs.
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!host_mounts.contains(&format!("{db}/carry")), "the tmpfs is in the task's mount namespace only");
+
+    // A secret in use cannot be removed.
+    let e = refused(&c, &["secret", "rm", "psql_pass"]);
+    assert!(e.contains("in use by service db"), "{e}");
+
+    // A new task (service update --secret-rm) no longer has it.
+    c.cli("smgr", &["service", "update", "--detach", "--secret-rm", "psql_pass", "db"]);
+    wait_for("db replaced", Duration::from_secs(60), || {
+        let t = task_ids(&c, "db");
+        t.len() == 1 && &t[0] != db
+    });
+    let db2 = &task_ids(&c, "db")[0];
+    let o = exec_in(&c, db2, "ls /run/secrets");
+    assert!(!o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    c.cli("smgr", &["secret", "rm", "psql_pass"]);
+}
