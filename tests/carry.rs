@@ -113,7 +113,19 @@ fn a_secret_is_a_tmpfs_file_in_its_services_tasks_only_and_never_on_disk() {
     assert_eq!(inspect[0]["Spec"]["Labels"]["env"], "prod");
     assert!(!inspect.to_string().contains(SECRET), "secret inspect shows metadata only: {inspect}");
 
+    // A config, shown by inspect (its data too, as Docker does).
+    let conf = tmp.0.join("app.conf");
+    std::fs::write(&conf, "listen 8080;\n").unwrap();
+    c.cli("smgr", &["config", "create", "app.conf", conf.to_str().unwrap()]);
+    let ci: serde_json::Value = serde_json::from_str(&c.cli("smgr", &["config", "inspect", "app.conf"])).unwrap();
+    assert_eq!(ci[0]["Spec"]["Data"], "bGlzdGVuIDgwODA7Cg==", "{ci}");
+    assert!(c.cli("smgr", &["config", "ls"]).contains("app.conf"));
+
     // Bad input names its field and makes nothing.
+    let e = refused(&c, &["service", "create", "--name", "bad", "--config", "nope", &image]);
+    assert!(e.contains("configs[0]") && e.contains("\"nope\" not found"), "{e}");
+    let e = refused(&c, &["service", "create", "--name", "bad", "--config", "source=app.conf,uid=x", &image]);
+    assert!(e.contains("--config") && e.contains("uid"), "{e}");
     let e = refused(&c, &["service", "create", "--name", "bad", "--secret", "source=psql_pass,mode=999", &image]);
     assert!(e.contains("--secret") && e.contains("mode"), "{e}");
     let e = refused(&c, &["service", "create", "--name", "bad", "--secret", "nope", &image]);
@@ -137,6 +149,10 @@ fn a_secret_is_a_tmpfs_file_in_its_services_tasks_only_and_never_on_disk() {
             "psql_pass",
             "--secret",
             "source=psql_pass,target=db/pass,uid=70,gid=71,mode=0400",
+            "--config",
+            "app.conf",
+            "--config",
+            "source=app.conf,target=/etc/app/app.conf,uid=1000,mode=0440",
             "-e",
             "POSTGRES_PASSWORD_FILE=/run/secrets/psql_pass",
             &image,
@@ -158,6 +174,10 @@ fn a_secret_is_a_tmpfs_file_in_its_services_tasks_only_and_never_on_disk() {
         assert_eq!(fields[2], "tmpfs", "{line}");
         assert!(fields[3].split(',').any(|o| o == "ro"), "read-only: {line}");
     }
+    assert_eq!(exec_ok(&c, db, "cat /app.conf /etc/app/app.conf"), "listen 8080;\nlisten 8080;\n");
+    assert_eq!(exec_ok(&c, db, "stat -c '%a %u %g' /app.conf /etc/app/app.conf"), "444 0 0\n440 1000 0\n");
+    let e = refused(&c, &["config", "rm", "app.conf"]);
+    assert!(e.contains("in use by service db"), "{e}");
     let w = exec_in(&c, db, "echo changed > /run/secrets/psql_pass");
     assert!(!w.status.success(), "the secret file refuses writes");
     // Not in another service's task on the same node.
