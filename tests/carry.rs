@@ -209,3 +209,102 @@ fn a_secret_is_a_tmpfs_file_in_its_services_tasks_only_and_never_on_disk() {
     assert!(!o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     c.cli("smgr", &["secret", "rm", "psql_pass"]);
 }
+
+/// `shoal volume --state-dir STATE ARGS...` on a node.
+fn volume(c: &Cluster, node: &str, args: &[&str]) -> Output {
+    let state = c.dir.join(node);
+    let mut full = vec!["volume", "--state-dir", state.to_str().unwrap()];
+    full.extend(args);
+    shoal(&full)
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn volumes_outlive_tasks_binds_are_read_only_when_asked_and_tmpfs_is_bounded() {
+    let c = Cluster::up_with_registries(&[&lab_registry()]);
+    join_all(&c);
+    let reg = Registry::start(&c.lab, REGISTRY_PORT);
+    let tmp = Scratch::new("mounts");
+    let archive = tmp.0.join("busybox.tar");
+    images::busybox_image(&archive, "shoal/busybox:1");
+    let image = reg.push(&archive, "shoal/busybox:1");
+    let host_dir = tmp.0.join("site");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("index.html"), "from the host\n").unwrap();
+    let bind = format!("type=bind,src={},dst=/site,readonly", host_dir.display());
+
+    // Bad input names its field and makes nothing.
+    let e = refused(&c, &["service", "create", "--name", "bad", "--mount", "type=tmpfs,src=x,dst=/t", &image]);
+    assert!(e.contains("mounts[0].source"), "{e}");
+    let e = refused(&c, &["service", "create", "--name", "bad", "--mount", "type=bind,src=relative,dst=/t", &image]);
+    assert!(e.contains("mounts[0].source"), "{e}");
+    let e = refused(&c, &["service", "create", "--name", "bad", "--mount", "type=volume,src=v,dst=/t,tmpfs-size=1m", &image]);
+    assert!(e.contains("mounts[0].tmpfs-size") && e.contains("type=tmpfs"), "{e}");
+    let e = refused(&c, &["service", "create", "--name", "bad", "--mount", "type=volume,src=v,dst=/t,volume-driver=nfs", &image]);
+    assert!(e.contains("mounts[0].volume-driver"), "{e}");
+    let e = refused(&c, &["service", "create", "--name", "bad", "--mount", "type=bind,src=/x", &image]);
+    assert!(e.contains("--mount") && e.contains("target"), "{e}");
+
+    c.cli(
+        "smgr",
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "db",
+            "--constraint",
+            "node.hostname==snode1",
+            // The image has /app/hello.txt: a new volume there is filled with it.
+            "--mount",
+            "type=volume,src=db-data,dst=/app",
+            "--mount",
+            &bind,
+            "--mount",
+            "type=tmpfs,dst=/cache,tmpfs-size=1m,tmpfs-mode=1770",
+            &image,
+            "sleep",
+            "3600",
+        ],
+    );
+    wait_for("db running", Duration::from_secs(60), || running(&c.cli("smgr", &["service", "ps", "db"])) == 1);
+    let first = task_ids(&c, "db")[0].clone();
+    assert_eq!(node_of(&c, &first), "snode1");
+    assert_eq!(exec_ok(&c, &first, "cat /app/hello.txt"), "hello from the image's second layer\n", "the volume was filled from the image");
+    exec_ok(&c, &first, "echo kept > /app/row");
+    assert_eq!(exec_ok(&c, &first, "cat /site/index.html"), "from the host\n");
+    let w = exec_in(&c, &first, "echo x > /site/index.html");
+    assert!(!w.status.success(), "a read-only bind refuses writes");
+    assert!(String::from_utf8_lossy(&w.stderr).contains("Read-only"), "{w:?}");
+    assert_eq!(exec_ok(&c, &first, "stat -c %a /cache"), "1770\n");
+    let big = exec_in(&c, &first, "dd if=/dev/zero of=/cache/big bs=1024 count=2048");
+    assert!(!big.status.success(), "a 1m tmpfs refuses 2 MiB");
+    assert!(String::from_utf8_lossy(&big.stderr).contains("No space left"), "{big:?}");
+
+    // The volume on its node.
+    let ls = volume(&c, "snode1", &["ls"]);
+    assert!(String::from_utf8_lossy(&ls.stdout).lines().any(|l| l.starts_with("local") && l.ends_with(" db-data")), "{ls:?}");
+    let inspect: serde_json::Value = serde_json::from_slice(&volume(&c, "snode1", &["inspect", "db-data"]).stdout).unwrap();
+    assert_eq!(inspect[0]["Driver"], "local");
+    let rm = volume(&c, "snode1", &["rm", "db-data"]);
+    assert!(!rm.status.success() && String::from_utf8_lossy(&rm.stderr).contains("in use"), "{rm:?}");
+
+    // Its replacement on the same node reads what the first task wrote.
+    c.cli("smgr", &["service", "update", "--detach", "--force", "db"]);
+    wait_for("db replaced", Duration::from_secs(60), || {
+        let t = task_ids(&c, "db");
+        t.len() == 1 && t[0] != first
+    });
+    let second = task_ids(&c, "db")[0].clone();
+    assert_eq!(exec_ok(&c, &second, "cat /app/row"), "kept\n");
+
+    // A bind source that does not exist: the task is refused with the reason.
+    c.cli("smgr", &["service", "create", "--detach", "--name", "nobind", "--mount", "type=bind,src=/nonexistent-shoal,dst=/x", &image]);
+    wait_for("the reason in service ps", Duration::from_secs(30), || {
+        c.cli("smgr", &["service", "ps", "--no-trunc", "nobind"]).contains("bind source path does not exist: /nonexistent-shoal")
+    });
+
+    c.cli("smgr", &["service", "rm", "db", "nobind"]);
+    wait_for("db's task gone", Duration::from_secs(30), || volume(&c, "snode1", &["rm", "db-data"]).status.success());
+    assert!(!String::from_utf8_lossy(&volume(&c, "snode1", &["ls"]).stdout).contains("db-data"));
+}

@@ -11,6 +11,7 @@ pub mod executor;
 pub mod health;
 pub mod images;
 pub mod logs;
+pub mod volumes;
 pub mod worker;
 pub mod zone;
 
@@ -367,6 +368,7 @@ fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<Option<TaskRun>, String
         name,
         hidden: Vec::new(),
         files,
+        mounts: a.spec.mounts.iter().map(|m| executor::spec::TaskMount { spec: m.clone(), host: PathBuf::new(), populate: false }).collect(),
     }))
 }
 

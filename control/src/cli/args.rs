@@ -229,3 +229,84 @@ mod file_ref_tests {
         }
     }
 }
+
+/// `--mount type=bind|volume|tmpfs,src=...,dst=...,readonly,...` as Docker reads it.
+pub fn parse_mount(s: &str, flag: &str) -> Result<crate::model::Mount, String> {
+    use crate::model::{Mount, MountKind};
+    let mut m = Mount::new(MountKind::Volume, "", "");
+    let mut kind = None;
+    let bad = |what: &str, v: &str, fix: &str| format!("invalid {flag} {what} {v:?}: {fix}");
+    let boolean = |what: &str, v: Option<&str>| match v.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(_) => Err(bad(what, v.unwrap_or(""), "use true or false")),
+    };
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let (k, v) = match part.split_once('=') {
+            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v)),
+            None => (part.trim().to_ascii_lowercase(), None),
+        };
+        let val = || v.ok_or_else(|| format!("invalid {flag} {s:?}: {k} needs a value ({k}=...)"));
+        match k.as_str() {
+            "type" => {
+                kind = Some(match val()? {
+                    "bind" => MountKind::Bind,
+                    "volume" => MountKind::Volume,
+                    "tmpfs" => MountKind::Tmpfs,
+                    other => return Err(bad("type", other, "use bind, volume or tmpfs")),
+                })
+            }
+            "source" | "src" => m.source = val()?.to_string(),
+            "target" | "destination" | "dst" => m.target = val()?.to_string(),
+            "readonly" | "ro" => m.readonly = boolean("readonly", v)?,
+            "volume-nocopy" => m.volume_nocopy = boolean("volume-nocopy", v)?,
+            "volume-driver" => m.volume_driver = Some(val()?.to_string()),
+            "bind-propagation" => m.bind_propagation = Some(val()?.to_string()),
+            "tmpfs-size" => m.tmpfs_size = parse_bytes(val()?).map_err(|e| bad("tmpfs-size", v.unwrap_or(""), &e))?,
+            "tmpfs-mode" => {
+                let v = val()?;
+                m.tmpfs_mode =
+                    Some(u32::from_str_radix(v, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| bad("tmpfs-mode", v, "give octal bits, e.g. 1770"))?)
+            }
+            "volume-opt" | "volume-label" => {
+                return Err(format!("invalid {flag} {s:?}: {k} is not supported (shoal's local volumes are directories on the node)"))
+            }
+            other => {
+                return Err(format!(
+                    "invalid {flag} {s:?}: unknown key {other:?} (type, source, target, readonly, volume-driver, volume-nocopy, tmpfs-size, tmpfs-mode, bind-propagation)"
+                ))
+            }
+        }
+    }
+    m.kind = kind.unwrap_or(MountKind::Volume);
+    if m.target.is_empty() {
+        return Err(format!("invalid {flag} {s:?}: target=PATH is missing"));
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod mount_tests {
+    use super::*;
+    use crate::model::MountKind;
+
+    #[test]
+    fn mounts_read_like_docker() {
+        let m = parse_mount("type=bind,src=/srv/data,dst=/data,readonly", "--mount").unwrap();
+        assert_eq!((m.kind, m.source.as_str(), m.target.as_str(), m.readonly), (MountKind::Bind, "/srv/data", "/data", true));
+        let m = parse_mount("source=db-data,target=/var/lib/postgresql/data,volume-nocopy", "--mount").unwrap();
+        assert_eq!((m.kind, m.volume_nocopy), (MountKind::Volume, true));
+        let m = parse_mount("type=tmpfs,dst=/cache,tmpfs-size=1m,tmpfs-mode=1770", "--mount").unwrap();
+        assert_eq!((m.tmpfs_size, m.tmpfs_mode), (1 << 20, Some(0o1770)));
+        for (bad, says) in [
+            ("type=nfs,dst=/x", "type"),
+            ("type=bind,src=/x", "target=PATH is missing"),
+            ("type=tmpfs,dst=/x,tmpfs-mode=99", "tmpfs-mode"),
+            ("type=bind,src=/x,dst=/y,readonly=maybe", "readonly"),
+            ("type=volume,dst=/y,color=red", "unknown key \"color\""),
+        ] {
+            let e = parse_mount(bad, "--mount").unwrap_err();
+            assert!(e.contains("--mount") && e.contains(says), "{bad}: {e}");
+        }
+    }
+}

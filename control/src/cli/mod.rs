@@ -20,7 +20,7 @@ mod update_flags;
 
 pub use args::{parse_port, parse_publish};
 pub use client::Client;
-pub use format::{node_table, service_ps_table, service_table};
+pub use format::{node_table, rfc3339, service_ps_table, service_table};
 
 use clap::{Args, Subcommand};
 

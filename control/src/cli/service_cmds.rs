@@ -51,6 +51,9 @@ pub struct CreateArgs {
     /// (target /NAME by default).
     #[arg(long)]
     pub config: Vec<String>,
+    /// type=bind|volume|tmpfs,src=...,dst=...[,readonly][,volume-nocopy][,tmpfs-size=..][,tmpfs-mode=..][,bind-propagation=..]
+    #[arg(long)]
+    pub mount: Vec<String>,
     /// Command to run to check health (`/bin/sh -c` inside the task; exit 0 = healthy).
     #[arg(long)]
     pub health_cmd: Option<String>,
@@ -190,6 +193,7 @@ pub fn build_spec(a: &CreateArgs) -> anyhow::Result<ServiceSpec> {
     if let Some(w) = &a.restart_window {
         s.restart.window_ms = parse_duration_ms(w).map_err(|e| anyhow::anyhow!("invalid --restart-window: {e}"))?;
     }
+    s.mounts = a.mount.iter().map(|x| super::args::parse_mount(x, "--mount")).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
     s.configs = a.config.iter().map(|x| super::args::parse_config_ref(x, "--config")).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
     s.secrets = a.secret.iter().map(|x| super::args::parse_file_ref(x, "--secret")).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
     s.healthcheck = health_check(a)?;

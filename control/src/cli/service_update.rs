@@ -45,6 +45,12 @@ pub struct UpdateArgs {
     /// Take a secret from the tasks.
     #[arg(long)]
     pub secret_rm: Vec<String>,
+    /// Add a mount (as --mount).
+    #[arg(long)]
+    pub mount_add: Vec<String>,
+    /// Remove the mount at this target path.
+    #[arg(long)]
+    pub mount_rm: Vec<String>,
     /// Give the tasks a config.
     #[arg(long)]
     pub config_add: Vec<String>,
@@ -191,6 +197,17 @@ pub fn apply(old: &ServiceSpec, a: &UpdateArgs) -> anyhow::Result<ServiceSpec> {
         // One file per target: the new reference replaces the old one there.
         s.secrets.retain(|y| y.target != r.target);
         s.secrets.push(r);
+    }
+    for x in &a.mount_rm {
+        if !s.mounts.iter().any(|m| &m.target == x) {
+            anyhow::bail!("invalid --mount-rm {x:?}: no mount has that target (give the target path)");
+        }
+        s.mounts.retain(|m| &m.target != x);
+    }
+    for x in &a.mount_add {
+        let m = super::args::parse_mount(x, "--mount-add").map_err(anyhow::Error::msg)?;
+        s.mounts.retain(|y| y.target != m.target);
+        s.mounts.push(m);
     }
     for x in &a.config_rm {
         s.configs.retain(|y| &y.source != x);

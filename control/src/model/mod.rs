@@ -4,6 +4,7 @@
 mod config;
 mod file_ref;
 mod ids;
+mod mount;
 mod network;
 mod node;
 mod secret;
@@ -12,6 +13,7 @@ mod task;
 
 pub use file_ref::{FileRef, DEFAULT_FILE_MODE, SECRETS_DIR};
 pub use config::{Config, ConfigSpec};
+pub use mount::{Mount, MountKind, PROPAGATIONS};
 pub use ids::{random_id, ConfigId, IdGen, NetworkId, NodeId, SecretId, ServiceId, TaskId};
 pub use network::{Network, NetworkSpec, GATEWAY_NETWORK, GATEWAY_SUBNETS};
 pub use node::{Availability, Node, NodeResources, NodeState, Role};

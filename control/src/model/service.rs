@@ -117,6 +117,9 @@ pub struct ServiceSpec {
     pub restart: RestartPolicy,
     /// Secrets as files in the tasks (`--secret`).
     pub secrets: Vec<super::FileRef>,
+    /// Bind mounts, volumes and tmpfs mounts of each task (`--mount`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<super::Mount>,
     /// Configs as files in the tasks (`--config`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub configs: Vec<super::FileRef>,
@@ -332,6 +335,7 @@ impl ServiceSpec {
             restart: RestartPolicy::default(),
             secrets: vec![],
             configs: vec![],
+            mounts: vec![],
             healthcheck: None,
             limits: ResourceLimits::default(),
             reservations: ResourceReservations::default(),

@@ -87,6 +87,7 @@ fn check_service_bounds(spec: &ServiceSpec) -> Result<(), StateError> {
     check_list("networks", spec.networks.iter().map(String::as_str))?;
     check_list("secrets", spec.secrets.iter().map(|r| r.source.as_str()))?;
     check_list("configs", spec.configs.iter().map(|r| r.source.as_str()))?;
+    check_mounts(&spec.mounts)?;
     check_file_refs("secrets", &spec.secrets, crate::model::FileRef::secret_path)?;
     check_file_refs("configs", &spec.configs, crate::model::FileRef::config_path)?;
     let mut paths: Vec<String> = spec.secrets.iter().map(|r| r.secret_path()).collect();
@@ -352,6 +353,62 @@ fn check_file_refs(what: &str, refs: &[crate::model::FileRef], path: fn(&crate::
         }
         if !seen.insert(path(r)) {
             return Err(StateError::invalid(field, format!("{} is the target of two {what}: give one of them another target=", path(r))));
+        }
+    }
+    Ok(())
+}
+
+/// `--mount`: absolute targets, one mount per target; a bind's source is an absolute host path,
+/// a volume's a name, a tmpfs has none; options only of their own type.
+fn check_mounts(mounts: &[crate::model::Mount]) -> Result<(), StateError> {
+    use crate::model::MountKind;
+    if mounts.len() > MAX_ENTRIES {
+        return Err(StateError::invalid("mounts", format!("{} entries is more than the limit of {MAX_ENTRIES}", mounts.len())));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, m) in mounts.iter().enumerate() {
+        let f = |what: &str| format!("mounts[{i}].{what}");
+        let plain = |p: &str| p.starts_with('/') && p.len() <= 4096 && !p.contains('\0') && !p.split('/').any(|c| c == "..");
+        if !plain(&m.target) || m.target == "/" {
+            return Err(StateError::invalid(f("target"), format!("{:?} is not an absolute path inside the task: use e.g. dst=/data", m.target)));
+        }
+        if !seen.insert(m.target.trim_end_matches('/')) {
+            return Err(StateError::invalid(f("target"), format!("{} is the target of two mounts", m.target)));
+        }
+        let kind = m.kind.as_str();
+        match m.kind {
+            MountKind::Bind if !plain(&m.source) => {
+                return Err(StateError::invalid(f("source"), format!("{:?}: a bind mount needs an absolute host path, e.g. src=/srv/data", m.source)))
+            }
+            MountKind::Volume if !m.source.is_empty() => check_name(&f("source"), &m.source)?,
+            MountKind::Tmpfs if !m.source.is_empty() => {
+                return Err(StateError::invalid(f("source"), "a tmpfs mount has no source: remove src="));
+            }
+            _ => {}
+        }
+        let wrong = |opt: &str, for_kind: &str| StateError::invalid(f(opt), format!("{opt} is for type={for_kind}, not type={kind}"));
+        if m.kind != MountKind::Bind && m.bind_propagation.is_some() {
+            return Err(wrong("bind-propagation", "bind"));
+        }
+        if let Some(p) = &m.bind_propagation {
+            if !crate::model::PROPAGATIONS.contains(&p.as_str()) {
+                return Err(StateError::invalid(f("bind-propagation"), format!("{p:?}: use one of {}", crate::model::PROPAGATIONS.join(", "))));
+            }
+        }
+        if m.kind != MountKind::Volume && (m.volume_nocopy || m.volume_driver.is_some()) {
+            return Err(wrong(if m.volume_nocopy { "volume-nocopy" } else { "volume-driver" }, "volume"));
+        }
+        if let Some(d) = m.volume_driver.as_deref().filter(|d| *d != "local") {
+            return Err(StateError::invalid(f("volume-driver"), format!("{d:?}: only the local driver exists")));
+        }
+        if m.kind != MountKind::Tmpfs && (m.tmpfs_size > 0 || m.tmpfs_mode.is_some()) {
+            return Err(wrong(if m.tmpfs_size > 0 { "tmpfs-size" } else { "tmpfs-mode" }, "tmpfs"));
+        }
+        if m.tmpfs_size > MAX_MEMORY_BYTES {
+            return Err(StateError::invalid(f("tmpfs-size"), format!("{} bytes is more than 1 PiB", m.tmpfs_size)));
+        }
+        if m.tmpfs_mode.is_some_and(|m| m > 0o7777) {
+            return Err(StateError::invalid(f("tmpfs-mode"), "not permission bits: use e.g. 1777"));
         }
     }
     Ok(())

@@ -88,6 +88,38 @@ impl NamespaceExecutor {
         self.root.join(id)
     }
 
+    /// Bind sources must exist (Docker refuses the task with the reason); volumes are made on
+    /// first use, an anonymous one per task and mount.
+    fn resolve_mounts(&self, run: &TaskRun) -> Result<Vec<spec::TaskMount>, ExecError> {
+        use shoal_control::model::MountKind;
+        let volumes = crate::agent::volumes::root(self.root.parent().unwrap_or(&self.root));
+        let mut out = Vec::with_capacity(run.mounts.len());
+        for (i, m) in run.mounts.iter().enumerate() {
+            let mut m = m.clone();
+            match m.spec.kind {
+                MountKind::Bind => {
+                    m.host = PathBuf::from(&m.spec.source);
+                    if !m.host.exists() {
+                        return Err(ExecError::Start {
+                            id: run.id.clone(),
+                            reason: format!("invalid mount config for type \"bind\": bind source path does not exist: {}", m.spec.source),
+                        });
+                    }
+                }
+                MountKind::Volume => {
+                    let name = if m.spec.source.is_empty() { format!("{}-{i}", run.id) } else { m.spec.source.clone() };
+                    let (data, new) = crate::agent::volumes::ensure(&volumes, &name)
+                        .map_err(|e| ExecError::Start { id: run.id.clone(), reason: e.to_string() })?;
+                    m.host = data;
+                    m.populate = new && !m.spec.volume_nocopy;
+                }
+                MountKind::Tmpfs => {}
+            }
+            out.push(m);
+        }
+        Ok(out)
+    }
+
     fn pid(&self, id: &str) -> Option<Pid> {
         let text = std::fs::read_to_string(self.dir(id).join("pid")).ok()?;
         let pid = Pid::from_raw(text.trim().parse().ok()?);
@@ -101,18 +133,19 @@ impl NamespaceExecutor {
 impl Executor for NamespaceExecutor {
     fn start(&self, run: &TaskRun) -> Result<(), ExecError> {
         let io = |what| move |source| ExecError::Io { id: run.id.clone(), what, source };
-        if !run.files.is_empty() && !matches!(run.image, Image::Oci(_)) {
+        if !(run.files.is_empty() && run.mounts.is_empty()) && !matches!(run.image, Image::Oci(_)) {
             return Err(ExecError::Start {
                 id: run.id.clone(),
-                reason: "secrets and configs reach tasks of images only, not of the built-in host and shoal/whoami".into(),
+                reason: "secrets, configs and mounts reach tasks of images only, not of the built-in host and shoal/whoami".into(),
             });
         }
+        let mounts = self.resolve_mounts(run)?;
         let dir = self.dir(&run.id);
         std::fs::create_dir_all(&dir).map_err(io("create task dir"))?;
         for stale in ["pid", "exit", shim::START_ERROR] {
             let _ = std::fs::remove_file(dir.join(stale));
         }
-        let run = &TaskRun { hidden: self.hidden.clone(), ..run.clone() };
+        let run = &TaskRun { hidden: self.hidden.clone(), mounts, ..run.clone() };
         let spec =
             serde_json::to_vec_pretty(run).map_err(|e| ExecError::Io { id: run.id.clone(), what: "write spec", source: e.into() })?;
         std::fs::write(dir.join("spec.json"), spec).map_err(io("write spec"))?;

@@ -30,6 +30,22 @@ pub struct TaskRun {
     /// of the task's own mount namespace, gone with the task.
     #[serde(default)]
     pub files: Vec<CarriedFile>,
+    /// `--mount`s, resolved to host paths by the executor.
+    #[serde(default)]
+    pub mounts: Vec<TaskMount>,
+}
+
+/// One `--mount` of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskMount {
+    pub spec: shoal_control::model::Mount,
+    /// The host directory bound in (a bind's source, a volume's data directory); set by the
+    /// executor.
+    #[serde(default)]
+    pub host: PathBuf,
+    /// A volume made for this task: the shim fills it from the image's content at the target.
+    #[serde(default)]
+    pub populate: bool,
 }
 
 /// One file a task carries (a secret or a config), bound read-only at `target`.

@@ -10,7 +10,8 @@ use anyhow::Context;
 use nix::mount::{mount, MsFlags};
 use serde_json::{json, Value};
 
-use crate::agent::executor::spec::CarriedFile;
+use crate::agent::executor::spec::{CarriedFile, TaskMount};
+use shoal_control::model::MountKind;
 
 /// The tmpfs in the task directory (a mount point only: empty on the disk).
 pub const DIR: &str = "carry";
@@ -30,6 +31,47 @@ pub fn mounts(files: &[CarriedFile], dir: &Path) -> Vec<Value> {
                     "options": ["rbind", "rprivate", "ro", "nosuid", "nodev", "noexec"] })
         })
         .collect()
+}
+
+/// The task's `--mount`s for `config.json` (pure): binds and volumes as binds of their host
+/// directory, tmpfs with Docker's options (noexec, nosuid, nodev, mode 1777 unless told).
+pub fn task_mounts(mounts: &[TaskMount]) -> Vec<Value> {
+    mounts
+        .iter()
+        .map(|m| {
+            let rw = if m.spec.readonly { "ro" } else { "rw" };
+            match m.spec.kind {
+                MountKind::Tmpfs => {
+                    let mut o = vec!["nosuid".to_string(), "nodev".into(), "noexec".into(), rw.into()];
+                    if m.spec.tmpfs_size > 0 {
+                        o.push(format!("size={}", m.spec.tmpfs_size));
+                    }
+                    o.push(format!("mode={:o}", m.spec.tmpfs_mode.unwrap_or(0o1777)));
+                    json!({ "destination": m.spec.target, "type": "tmpfs", "source": "tmpfs", "options": o })
+                }
+                MountKind::Bind | MountKind::Volume => {
+                    let propagation = m.spec.bind_propagation.as_deref().unwrap_or("rprivate");
+                    json!({ "destination": m.spec.target, "type": "bind", "source": m.host, "options": ["rbind", propagation, rw] })
+                }
+            }
+        })
+        .collect()
+}
+
+/// Fills new volumes from the image's content at their targets (under the mounted `rootfs`), as
+/// Docker copies an image's directory into an empty volume.
+pub fn populate(rootfs: &Path, mounts: &[TaskMount]) -> anyhow::Result<()> {
+    for m in mounts.iter().filter(|m| m.populate) {
+        let from = rootfs.join(m.spec.target.trim_start_matches('/'));
+        if !from.is_dir() {
+            continue;
+        }
+        let out = std::process::Command::new("cp").arg("-a").arg(format!("{}/.", from.display())).arg(&m.host).output().context("run cp")?;
+        if !out.status.success() {
+            anyhow::bail!("fill volume {} from the image's {}: {}", m.host.display(), m.spec.target, String::from_utf8_lossy(&out.stderr).trim());
+        }
+    }
+    Ok(())
 }
 
 /// Size of the tmpfs: the files, a page each for rounding, and room for the inodes.

@@ -91,6 +91,8 @@ pub fn build(run: &TaskRun, img: &OciImage, dir: &Path, netns: &Path) -> serde_j
         },
     });
     if let Some(m) = c["mounts"].as_array_mut() {
+        m.extend(super::carry::task_mounts(&run.mounts));
+        // After the mounts, so a secret may sit inside a mounted directory.
         m.extend(super::carry::mounts(&run.files, dir));
     }
     c
@@ -131,6 +133,7 @@ mod tests {
             cgroups: Default::default(),
             hidden: vec![],
             files: vec![],
+            mounts: vec![],
         };
         (run, img)
     }

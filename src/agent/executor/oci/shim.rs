@@ -41,6 +41,7 @@ pub fn run(dir: &Path, spec: &TaskRun, img: &OciImage) -> anyhow::Result<i32> {
     let mounted = mount(Some("overlay"), &dir.join("rootfs"), Some("overlay"), MsFlags::empty(), Some(options.as_str()));
     std::env::set_current_dir(dir).context("chdir back to the task directory")?;
     mounted.with_context(|| format!("mount the task's overlayfs root ({options})"))?;
+    super::carry::populate(&dir.join("rootfs"), &spec.mounts)?;
 
     let limits = LogLimits::read(dir);
     let out_log = RotatingWriter::open(&dir.join("stdout.log"), limits)?;
