@@ -308,3 +308,84 @@ fn volumes_outlive_tasks_binds_are_read_only_when_asked_and_tmpfs_is_bounded() {
     wait_for("db's task gone", Duration::from_secs(30), || volume(&c, "snode1", &["rm", "db-data"]).status.success());
     assert!(!String::from_utf8_lossy(&volume(&c, "snode1", &["ls"]).stdout).contains("db-data"));
 }
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn hostname_user_workdir_entrypoint_dns_caps_and_stop_grace_take_effect() {
+    let c = Cluster::up_with_registries(&[&lab_registry()]);
+    join_all(&c);
+    let reg = Registry::start(&c.lab, REGISTRY_PORT);
+    let tmp = Scratch::new("flags");
+    let archive = tmp.0.join("busybox.tar");
+    images::busybox_image(&archive, "shoal/busybox:1");
+    let image = reg.push(&archive, "shoal/busybox:1");
+
+    for (flag, value, says) in [
+        ("--hostname", "bad host", "hostname"),
+        ("--workdir", "relative", "workdir"),
+        ("--cap-drop", "FLY", "cap-drop"),
+        ("--dns", "not-an-ip", "dns"),
+        ("--stop-grace-period", "soon", "--stop-grace-period"),
+        ("--user", "a:b:c", "user"),
+    ] {
+        let e = refused(&c, &["service", "create", "--name", "bad", flag, value, &image]);
+        assert!(e.contains(says), "{flag} {value}: {e}");
+    }
+
+    let env_file = tmp.0.join("app.env");
+    std::fs::write(&env_file, "# settings\nFROM_FILE=yes\n").unwrap();
+    c.cli(
+        "smgr",
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "app",
+            "--hostname",
+            "db-primary",
+            "--user",
+            "app",
+            "--workdir",
+            "/tmp",
+            "--entrypoint",
+            "/bin/sleep",
+            "--cap-drop",
+            "chown",
+            "--dns-search",
+            "corp.example",
+            "--dns-option",
+            "ndots:2",
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "--stop-grace-period",
+            "5s",
+            "--read-only",
+            &image,
+            "3600",
+        ],
+    );
+    wait_for("app running", Duration::from_secs(60), || running(&c.cli("smgr", &["service", "ps", "app"])) == 1);
+    let t = task_ids(&c, "app")[0].clone();
+    assert_eq!(exec_ok(&c, &t, "hostname"), "db-primary\n");
+    assert_eq!(exec_ok(&c, &t, "id -un; pwd; echo $FROM_FILE"), "app\n/tmp\nyes\n");
+    assert_eq!(exec_ok(&c, &t, "tr '\\0' ' ' < /proc/1/cmdline"), "/bin/sleep 3600 ");
+    let resolv = exec_ok(&c, &t, "cat /etc/resolv.conf");
+    assert!(resolv.contains("search corp.example") && resolv.contains("options ndots:2") && !resolv.contains("ndots:0"), "{resolv}");
+    // Docker's bounding set (a80425fb) without CAP_CHOWN (bit 0).
+    assert!(exec_ok(&c, &t, "grep CapBnd /proc/1/status").contains("00000000a80425fa"));
+    let w = exec_in(&c, &t, "touch /app/x");
+    assert!(!w.status.success() && String::from_utf8_lossy(&w.stderr).contains("Read-only"), "--read-only root: {w:?}");
+    let inspect: serde_json::Value = serde_json::from_str(&c.cli("smgr", &["service", "inspect", "app"])).unwrap();
+    assert_eq!(inspect[0]["spec"]["container"]["hostname"], "db-primary", "{inspect}");
+
+    // sleep as PID 1 ignores SIGTERM: the stop waits the service's 5 s (the node's default is
+    // 2 s), then SIGKILL.
+    let pid = c.task_pid(&t);
+    let start = std::time::Instant::now();
+    c.cli("smgr", &["service", "rm", "app"]);
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(Path::new(&format!("/proc/{pid}")).exists(), "still running 3.5 s after the stop began");
+    wait_for("the task killed after its grace period", Duration::from_secs(15), || !Path::new(&format!("/proc/{pid}")).exists());
+    assert!(start.elapsed() >= Duration::from_secs(5), "killed after {:?}", start.elapsed());
+}

@@ -54,6 +54,42 @@ pub struct CreateArgs {
     /// type=bind|volume|tmpfs,src=...,dst=...[,readonly][,volume-nocopy][,tmpfs-size=..][,tmpfs-mode=..][,bind-propagation=..]
     #[arg(long)]
     pub mount: Vec<String>,
+    /// Read environment variables from a file (KEY=value lines, # comments).
+    #[arg(long)]
+    pub env_file: Vec<String>,
+    /// The tasks' hostname.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// user[:group] the command runs as.
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Working directory of the command.
+    #[arg(long, short = 'w')]
+    pub workdir: Option<String>,
+    /// Replace the image's ENTRYPOINT (a shell-quoted string).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Time to wait after the stop signal before SIGKILL (ms|s|m|h).
+    #[arg(long)]
+    pub stop_grace_period: Option<String>,
+    /// Mount the task's root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Add Linux capabilities (NET_ADMIN, ALL...).
+    #[arg(long)]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities.
+    #[arg(long)]
+    pub cap_drop: Vec<String>,
+    /// DNS servers (after the embedded DNS).
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// DNS search domains.
+    #[arg(long)]
+    pub dns_search: Vec<String>,
+    /// DNS options (ndots:2, timeout:1...).
+    #[arg(long)]
+    pub dns_option: Vec<String>,
     /// Command to run to check health (`/bin/sh -c` inside the task; exit 0 = healthy).
     #[arg(long)]
     pub health_cmd: Option<String>,
@@ -153,7 +189,24 @@ pub fn build_spec(a: &CreateArgs) -> anyhow::Result<ServiceSpec> {
     });
     let mut s = ServiceSpec::new(name, a.image.clone());
     s.args = a.args.clone();
-    s.env = a.env.clone();
+    s.env = env_files(&a.env_file)?;
+    s.env.extend(a.env.iter().cloned());
+    let k = &mut s.container;
+    k.hostname = a.hostname.clone();
+    k.user = a.user.clone();
+    k.workdir = a.workdir.clone();
+    if let Some(e) = &a.entrypoint {
+        k.entrypoint = Some(shlex::split(e).ok_or_else(|| anyhow::anyhow!("invalid --entrypoint {e:?}: unclosed quote"))?);
+    }
+    if let Some(g) = &a.stop_grace_period {
+        k.stop_grace_ms = Some(parse_duration_ms(g).map_err(|e| anyhow::anyhow!("invalid --stop-grace-period: {e}"))?);
+    }
+    k.read_only = a.read_only;
+    k.cap_add = a.cap_add.iter().map(|c| crate::model::normalize_cap(c)).collect();
+    k.cap_drop = a.cap_drop.iter().map(|c| crate::model::normalize_cap(c)).collect();
+    k.dns = a.dns.clone();
+    k.dns_search = a.dns_search.clone();
+    k.dns_options = a.dns_option.clone();
     s.labels = a.label.iter().map(|l| parse_kv(l)).collect();
     s.mode = match a.mode.as_str() {
         "replicated" => ServiceMode::Replicated { replicas: a.replicas.unwrap_or(1) },
@@ -412,4 +465,21 @@ async fn follow(c: &Client, id: &str, rollback_asked: bool, min_version: u64) ->
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `--env-file`: `KEY=value` lines, blank lines and `#` comments skipped; a bare `KEY` takes the
+/// value from this environment (as Docker).
+pub fn env_files(files: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut out = vec![];
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("invalid --env-file {f}: {e}"))?;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            if line.contains('=') {
+                out.push(line.to_string());
+            } else if let Ok(v) = std::env::var(line) {
+                out.push(format!("{line}={v}"));
+            }
+        }
+    }
+    Ok(out)
 }

@@ -2,6 +2,7 @@
 //! Plain data, serde-serialisable, no behaviour beyond small helpers.
 
 mod config;
+mod container;
 mod file_ref;
 mod ids;
 mod mount;
@@ -13,6 +14,7 @@ mod task;
 
 pub use file_ref::{FileRef, DEFAULT_FILE_MODE, SECRETS_DIR};
 pub use config::{Config, ConfigSpec};
+pub use container::{normalize_cap, ContainerOpts};
 pub use mount::{Mount, MountKind, PROPAGATIONS};
 pub use ids::{random_id, ConfigId, IdGen, NetworkId, NodeId, SecretId, ServiceId, TaskId};
 pub use network::{Network, NetworkSpec, GATEWAY_NETWORK, GATEWAY_SUBNETS};

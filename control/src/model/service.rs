@@ -117,6 +117,9 @@ pub struct ServiceSpec {
     pub restart: RestartPolicy,
     /// Secrets as files in the tasks (`--secret`).
     pub secrets: Vec<super::FileRef>,
+    /// How the task's process runs (`--hostname`, `--user`, `--workdir`, `--entrypoint`...).
+    #[serde(default, skip_serializing_if = "super::ContainerOpts::is_default")]
+    pub container: super::ContainerOpts,
     /// Bind mounts, volumes and tmpfs mounts of each task (`--mount`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<super::Mount>,
@@ -336,6 +339,7 @@ impl ServiceSpec {
             secrets: vec![],
             configs: vec![],
             mounts: vec![],
+            container: Default::default(),
             healthcheck: None,
             limits: ResourceLimits::default(),
             reservations: ResourceReservations::default(),

@@ -88,6 +88,7 @@ fn check_service_bounds(spec: &ServiceSpec) -> Result<(), StateError> {
     check_list("secrets", spec.secrets.iter().map(|r| r.source.as_str()))?;
     check_list("configs", spec.configs.iter().map(|r| r.source.as_str()))?;
     check_mounts(&spec.mounts)?;
+    check_container(&spec.container)?;
     check_file_refs("secrets", &spec.secrets, crate::model::FileRef::secret_path)?;
     check_file_refs("configs", &spec.configs, crate::model::FileRef::config_path)?;
     let mut paths: Vec<String> = spec.secrets.iter().map(|r| r.secret_path()).collect();
@@ -409,6 +410,66 @@ fn check_mounts(mounts: &[crate::model::Mount]) -> Result<(), StateError> {
         }
         if m.tmpfs_mode.is_some_and(|m| m > 0o7777) {
             return Err(StateError::invalid(f("tmpfs-mode"), "not permission bits: use e.g. 1777"));
+        }
+    }
+    Ok(())
+}
+
+/// Capabilities this kernel knows by name (Docker refuses unknown ones).
+const CAPS: [&str; 41] = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
+    "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+];
+
+/// `--hostname`, `--user`, `--workdir`, `--entrypoint`, `--stop-grace-period`, `--cap-*`, `--dns*`.
+fn check_container(c: &crate::model::ContainerOpts) -> Result<(), StateError> {
+    if let Some(h) = &c.hostname {
+        let ok = !h.is_empty()
+            && h.len() <= crate::model::HOST_NAME_MAX
+            && h.split('.').all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-'));
+        if !ok {
+            return Err(StateError::invalid("hostname", format!("{h:?} is not a hostname: use letters, digits, '-' and '.', at most 64 bytes")));
+        }
+    }
+    if let Some(u) = &c.user {
+        let ok = !u.is_empty() && u.len() <= 256 && u.split(':').count() <= 2 && u.split(':').all(|p| !p.is_empty() && !p.contains(char::is_whitespace));
+        if !ok {
+            return Err(StateError::invalid("user", format!("{u:?} is not user[:group]: use e.g. app or 1000:1000")));
+        }
+    }
+    if let Some(w) = &c.workdir {
+        if !w.starts_with('/') || w.contains('\0') || w.len() > 4096 {
+            return Err(StateError::invalid("workdir", format!("{w:?} is not an absolute path: use e.g. /app")));
+        }
+    }
+    if let Some(e) = &c.entrypoint {
+        check_list("entrypoint", e.iter().map(String::as_str))?;
+    }
+    if let Some(g) = c.stop_grace_ms {
+        if g > MAX_DURATION_MS {
+            return Err(StateError::invalid("stop-grace-period", format!("{g} ms: use at most 24h")));
+        }
+    }
+    for (field, caps) in [("cap-add", &c.cap_add), ("cap-drop", &c.cap_drop)] {
+        for cap in caps {
+            if cap != "ALL" && !CAPS.contains(&cap.as_str()) {
+                return Err(StateError::invalid(field, format!("{cap:?} is not a capability: use a name like NET_ADMIN or ALL")));
+            }
+        }
+    }
+    for d in &c.dns {
+        if d.parse::<std::net::IpAddr>().is_err() {
+            return Err(StateError::invalid("dns", format!("{d:?} is not an IP address: use e.g. 10.0.0.2")));
+        }
+    }
+    for (field, list) in [("dns-search", &c.dns_search), ("dns-option", &c.dns_options)] {
+        check_list(field, list.iter().map(String::as_str))?;
+        if let Some(bad) = list.iter().find(|s| s.is_empty() || s.contains(char::is_whitespace)) {
+            return Err(StateError::invalid(field, format!("{bad:?}: one word each, e.g. ndots:2")));
         }
     }
     Ok(())

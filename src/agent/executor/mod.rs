@@ -216,6 +216,12 @@ impl Executor for NamespaceExecutor {
                     _ => None,
                 })
                 .unwrap_or(Signal::SIGTERM);
+            // The service's --stop-grace-period, when it set one, over the node's default.
+            let grace = std::fs::read(self.dir(id).join("spec.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<TaskRun>(&b).ok())
+                .and_then(|r| r.stop_grace_ms)
+                .map_or(grace, Duration::from_millis);
             let _ = kill(pid, signal);
             let deadline = Instant::now() + grace;
             while Instant::now() < deadline && matches!(self.state(id), ProcessState::Running) {

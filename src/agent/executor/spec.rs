@@ -30,6 +30,17 @@ pub struct TaskRun {
     /// of the task's own mount namespace, gone with the task.
     #[serde(default)]
     pub files: Vec<CarriedFile>,
+    /// `--read-only`: the root filesystem is mounted read-only.
+    #[serde(default)]
+    pub read_only: bool,
+    /// `--cap-add` / `--cap-drop` over Docker's default set.
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// `--stop-grace-period`: over the node's default.
+    #[serde(default)]
+    pub stop_grace_ms: Option<u64>,
     /// `--mount`s, resolved to host paths by the executor.
     #[serde(default)]
     pub mounts: Vec<TaskMount>,
