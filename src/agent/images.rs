@@ -158,7 +158,8 @@ pub fn oci_image(store: &Store, record: &ImageRecord, w: &Wanted) -> Result<OciI
     }
     let passwd = read_from_layers(&layers, "etc/passwd").unwrap_or_default();
     let group = read_from_layers(&layers, "etc/group").unwrap_or_default();
-    let user = process::user(w.user.or(c.user().as_deref()).unwrap_or(""), &passwd, &group).map_err(|e| format!("image '{}': {e}", w.image))?;
+    let user =
+        process::user(w.user.or(c.user().as_deref()).unwrap_or(""), &passwd, &group).map_err(|e| format!("image '{}': {e}", w.image))?;
     Ok(OciImage {
         image_id: record.id.clone(),
         layers,

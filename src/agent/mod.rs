@@ -376,7 +376,12 @@ fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<Option<TaskRun>, String
         cap_add: k.cap_add.clone(),
         cap_drop: k.cap_drop.clone(),
         stop_grace_ms: k.stop_grace_ms,
-        mounts: a.spec.mounts.iter().map(|m| executor::spec::TaskMount { spec: m.clone(), host: PathBuf::new(), populate: false }).collect(),
+        mounts: a
+            .spec
+            .mounts
+            .iter()
+            .map(|m| executor::spec::TaskMount { spec: m.clone(), host: PathBuf::new(), populate: false })
+            .collect(),
     }))
 }
 

@@ -54,7 +54,8 @@ pub fn ensure(volumes: &Path, name: &str) -> Result<(PathBuf, bool), VolumeError
         created_at: shoal_control::cli::rfc3339(now),
         scope: "local".into(),
     };
-    let meta = serde_json::to_vec_pretty(&info).map_err(|e| VolumeError::Io { name: name.into(), what: "write meta.json", source: e.into() })?;
+    let meta =
+        serde_json::to_vec_pretty(&info).map_err(|e| VolumeError::Io { name: name.into(), what: "write meta.json", source: e.into() })?;
     std::fs::write(dir.join(META), meta).map_err(io("write meta.json"))?;
     Ok((data, true))
 }

@@ -63,7 +63,9 @@ pub async fn run(c: Client, cmd: ConfigCmd) -> anyhow::Result<()> {
                 .state
                 .configs
                 .values()
-                .map(|s| vec![s.id.clone(), s.spec.name.clone(), super::format::ago(s.created_ms, now), super::format::ago(s.created_ms, now)])
+                .map(|s| {
+                    vec![s.id.clone(), s.spec.name.clone(), super::format::ago(s.created_ms, now), super::format::ago(s.created_ms, now)]
+                })
                 .collect();
             print!("{}", super::format::table(&["ID", "NAME", "CREATED", "UPDATED"], &rows));
         }

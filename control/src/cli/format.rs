@@ -165,7 +165,8 @@ impl PsOptions {
     pub fn parse(no_trunc: bool, filters: &[String]) -> Result<PsOptions, String> {
         let mut out = PsOptions { no_trunc, filters: vec![] };
         for f in filters {
-            let (k, v) = f.split_once('=').ok_or_else(|| format!("invalid --filter {f:?}: use KEY=VALUE (desired-state, node, name, id)"))?;
+            let (k, v) =
+                f.split_once('=').ok_or_else(|| format!("invalid --filter {f:?}: use KEY=VALUE (desired-state, node, name, id)"))?;
             let k = k.trim().to_ascii_lowercase();
             if !matches!(k.as_str(), "desired-state" | "node" | "name" | "id") {
                 return Err(format!("invalid --filter {f:?}: unknown key {k:?} (desired-state, node, name, id)"));
@@ -183,9 +184,10 @@ impl PsOptions {
         keys.into_iter().all(|key| {
             self.filters.iter().filter(|(k, _)| k == key).any(|(_, want)| match key {
                 "desired-state" => t.desired_state.as_str().eq_ignore_ascii_case(want),
-                "node" => t.node_id.as_deref().is_some_and(|n| {
-                    n.starts_with(want.as_str()) || v.state.nodes.get(n).is_some_and(|node| &node.hostname == want)
-                }),
+                "node" => t
+                    .node_id
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with(want.as_str()) || v.state.nodes.get(n).is_some_and(|node| &node.hostname == want)),
                 "name" => name.starts_with(want.as_str()),
                 "id" => t.id.starts_with(want.as_str()),
                 _ => true,
@@ -343,7 +345,8 @@ pub fn service_pretty(s: &crate::model::Service, now_ms: u64) -> String {
     if !s.spec.secrets.is_empty() {
         let _ = writeln!(out, " Secrets:");
         for r in &s.spec.secrets {
-            let _ = writeln!(out, "  Target:\t{}\n   Source:\t{}\n   UID:\t{} GID: {} Mode: {:04o}", r.target, r.source, r.uid, r.gid, r.mode);
+            let _ =
+                writeln!(out, "  Target:\t{}\n   Source:\t{}\n   UID:\t{} GID: {} Mode: {:04o}", r.target, r.source, r.uid, r.gid, r.mode);
         }
     }
     let mode = match s.spec.endpoint.mode {

@@ -247,8 +247,10 @@ pub fn build_spec(a: &CreateArgs) -> anyhow::Result<ServiceSpec> {
         s.restart.window_ms = parse_duration_ms(w).map_err(|e| anyhow::anyhow!("invalid --restart-window: {e}"))?;
     }
     s.mounts = a.mount.iter().map(|x| super::args::parse_mount(x, "--mount")).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
-    s.configs = a.config.iter().map(|x| super::args::parse_config_ref(x, "--config")).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
-    s.secrets = a.secret.iter().map(|x| super::args::parse_file_ref(x, "--secret")).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
+    s.configs =
+        a.config.iter().map(|x| super::args::parse_config_ref(x, "--config")).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
+    s.secrets =
+        a.secret.iter().map(|x| super::args::parse_file_ref(x, "--secret")).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
     s.healthcheck = health_check(a)?;
     if let Some(cpu) = a.limit_cpu {
         if !(cpu.is_finite() && cpu > 0.0) {

@@ -123,10 +123,16 @@ impl AgentView {
             // The spec the task was made from: during a rolling update the old tasks keep
             // theirs (their health check, their secrets) until they are replaced.
             let spec = svc.spec_for(t.service_version);
-            let secrets =
-                spec.secrets.iter().filter_map(|r| state.find_secret(&r.source).ok().map(|s| (r.source.clone(), s.spec.data.clone()))).collect();
-            let configs =
-                spec.configs.iter().filter_map(|r| state.find_config(&r.source).ok().map(|s| (r.source.clone(), s.spec.data.clone()))).collect();
+            let secrets = spec
+                .secrets
+                .iter()
+                .filter_map(|r| state.find_secret(&r.source).ok().map(|s| (r.source.clone(), s.spec.data.clone())))
+                .collect();
+            let configs = spec
+                .configs
+                .iter()
+                .filter_map(|r| state.find_config(&r.source).ok().map(|s| (r.source.clone(), s.spec.data.clone())))
+                .collect();
             assignments.insert(
                 t.id.clone(),
                 Assignment { task: t.clone(), service_name: svc.spec.name.clone(), spec: spec.clone(), secrets, configs },

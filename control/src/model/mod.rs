@@ -12,11 +12,11 @@ mod secret;
 mod service;
 mod task;
 
-pub use file_ref::{FileRef, DEFAULT_FILE_MODE, SECRETS_DIR};
 pub use config::{Config, ConfigSpec};
 pub use container::{normalize_cap, ContainerOpts};
-pub use mount::{Mount, MountKind, PROPAGATIONS};
+pub use file_ref::{FileRef, DEFAULT_FILE_MODE, SECRETS_DIR};
 pub use ids::{random_id, ConfigId, IdGen, NetworkId, NodeId, SecretId, ServiceId, TaskId};
+pub use mount::{Mount, MountKind, PROPAGATIONS};
 pub use network::{Network, NetworkSpec, GATEWAY_NETWORK, GATEWAY_SUBNETS};
 pub use node::{Availability, Node, NodeResources, NodeState, Role};
 pub use secret::{Secret, SecretSpec};

@@ -18,7 +18,9 @@ pub mod validate;
 pub use command::{Command, Request, Response};
 pub use error::StateError;
 
-use crate::model::{Cluster, Config, ConfigId, IdGen, Network, NetworkId, Node, NodeId, Secret, SecretId, Service, ServiceId, Task, TaskId};
+use crate::model::{
+    Cluster, Config, ConfigId, IdGen, Network, NetworkId, Node, NodeId, Secret, SecretId, Service, ServiceId, Task, TaskId,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -94,7 +94,10 @@ fn check_service_bounds(spec: &ServiceSpec) -> Result<(), StateError> {
     let mut paths: Vec<String> = spec.secrets.iter().map(|r| r.secret_path()).collect();
     for (i, r) in spec.configs.iter().enumerate() {
         if paths.contains(&r.config_path()) {
-            return Err(StateError::invalid(format!("configs[{i}].target"), format!("{} is also a secret's target: give one of them another target=", r.config_path())));
+            return Err(StateError::invalid(
+                format!("configs[{i}].target"),
+                format!("{} is also a secret's target: give one of them another target=", r.config_path()),
+            ));
         }
         paths.push(r.config_path());
     }
@@ -347,7 +350,10 @@ fn check_file_refs(what: &str, refs: &[crate::model::FileRef], path: fn(&crate::
         let field = format!("{what}[{i}].target");
         let t = &r.target;
         if t.is_empty() || t.len() > 4096 || t.contains('\0') || t.split('/').any(|c| c == ".." || c == ".") || t.ends_with('/') {
-            return Err(StateError::invalid(field, format!("{t:?} is not a file path: give a name like db_password or an absolute path without . or ..")));
+            return Err(StateError::invalid(
+                field,
+                format!("{t:?} is not a file path: give a name like db_password or an absolute path without . or .."),
+            ));
         }
         if r.mode > 0o7777 {
             return Err(StateError::invalid(format!("{what}[{i}].mode"), format!("{:o} is not permission bits: use e.g. 0400", r.mode)));
@@ -371,7 +377,10 @@ fn check_mounts(mounts: &[crate::model::Mount]) -> Result<(), StateError> {
         let f = |what: &str| format!("mounts[{i}].{what}");
         let plain = |p: &str| p.starts_with('/') && p.len() <= 4096 && !p.contains('\0') && !p.split('/').any(|c| c == "..");
         if !plain(&m.target) || m.target == "/" {
-            return Err(StateError::invalid(f("target"), format!("{:?} is not an absolute path inside the task: use e.g. dst=/data", m.target)));
+            return Err(StateError::invalid(
+                f("target"),
+                format!("{:?} is not an absolute path inside the task: use e.g. dst=/data", m.target),
+            ));
         }
         if !seen.insert(m.target.trim_end_matches('/')) {
             return Err(StateError::invalid(f("target"), format!("{} is the target of two mounts", m.target)));
@@ -379,7 +388,10 @@ fn check_mounts(mounts: &[crate::model::Mount]) -> Result<(), StateError> {
         let kind = m.kind.as_str();
         match m.kind {
             MountKind::Bind if !plain(&m.source) => {
-                return Err(StateError::invalid(f("source"), format!("{:?}: a bind mount needs an absolute host path, e.g. src=/srv/data", m.source)))
+                return Err(StateError::invalid(
+                    f("source"),
+                    format!("{:?}: a bind mount needs an absolute host path, e.g. src=/srv/data", m.source),
+                ))
             }
             MountKind::Volume if !m.source.is_empty() => check_name(&f("source"), &m.source)?,
             MountKind::Tmpfs if !m.source.is_empty() => {
@@ -393,7 +405,10 @@ fn check_mounts(mounts: &[crate::model::Mount]) -> Result<(), StateError> {
         }
         if let Some(p) = &m.bind_propagation {
             if !crate::model::PROPAGATIONS.contains(&p.as_str()) {
-                return Err(StateError::invalid(f("bind-propagation"), format!("{p:?}: use one of {}", crate::model::PROPAGATIONS.join(", "))));
+                return Err(StateError::invalid(
+                    f("bind-propagation"),
+                    format!("{p:?}: use one of {}", crate::model::PROPAGATIONS.join(", ")),
+                ));
             }
         }
         if m.kind != MountKind::Volume && (m.volume_nocopy || m.volume_driver.is_some()) {
@@ -417,12 +432,47 @@ fn check_mounts(mounts: &[crate::model::Mount]) -> Result<(), StateError> {
 
 /// Capabilities this kernel knows by name (Docker refuses unknown ones).
 const CAPS: [&str; 41] = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
-    "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
-    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
 ];
 
 /// `--hostname`, `--user`, `--workdir`, `--entrypoint`, `--stop-grace-period`, `--cap-*`, `--dns*`.
@@ -432,11 +482,17 @@ fn check_container(c: &crate::model::ContainerOpts) -> Result<(), StateError> {
             && h.len() <= crate::model::HOST_NAME_MAX
             && h.split('.').all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-'));
         if !ok {
-            return Err(StateError::invalid("hostname", format!("{h:?} is not a hostname: use letters, digits, '-' and '.', at most 64 bytes")));
+            return Err(StateError::invalid(
+                "hostname",
+                format!("{h:?} is not a hostname: use letters, digits, '-' and '.', at most 64 bytes"),
+            ));
         }
     }
     if let Some(u) = &c.user {
-        let ok = !u.is_empty() && u.len() <= 256 && u.split(':').count() <= 2 && u.split(':').all(|p| !p.is_empty() && !p.contains(char::is_whitespace));
+        let ok = !u.is_empty()
+            && u.len() <= 256
+            && u.split(':').count() <= 2
+            && u.split(':').all(|p| !p.is_empty() && !p.contains(char::is_whitespace));
         if !ok {
             return Err(StateError::invalid("user", format!("{u:?} is not user[:group]: use e.g. app or 1000:1000")));
         }

@@ -133,7 +133,8 @@ impl NamespaceExecutor {
 impl Executor for NamespaceExecutor {
     fn start(&self, run: &TaskRun) -> Result<(), ExecError> {
         let io = |what| move |source| ExecError::Io { id: run.id.clone(), what, source };
-        if !(run.files.is_empty() && run.mounts.is_empty()) && !matches!(run.image, Image::Oci(_)) {
+        let carries = !run.files.is_empty() || !run.mounts.is_empty();
+        if carries && !matches!(run.image, Image::Oci(_)) {
             return Err(ExecError::Start {
                 id: run.id.clone(),
                 reason: "secrets, configs and mounts reach tasks of images only, not of the built-in host and shoal/whoami".into(),

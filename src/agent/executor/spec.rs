@@ -100,9 +100,10 @@ pub fn read_files(r: &mut impl std::io::Read, files: &mut [CarriedFile], max: us
     for f in files.iter_mut() {
         let mut len = [0u8; 8];
         r.read_exact(&mut len)?;
-        let len = usize::try_from(u64::from_le_bytes(len)).ok().filter(|l| *l <= max).ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: more than {max} bytes", f.target))
-        })?;
+        let len = usize::try_from(u64::from_le_bytes(len))
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: more than {max} bytes", f.target)))?;
         f.data = vec![0; len];
         r.read_exact(&mut f.data)?;
     }

@@ -78,11 +78,16 @@ pub(super) fn service(
         f.target = r.target.clone().unwrap_or_else(|| r.source.clone());
         for (v, what, slot) in [(&r.uid, "uid", &mut f.uid), (&r.gid, "gid", &mut f.gid)] {
             if let Some(v) = v {
-                *slot = v.0.trim().parse().map_err(|_| StackError::invalid(format!("{p}.{what}"), format!("{:?} is not a user or group number", v.0)))?;
+                *slot =
+                    v.0.trim()
+                        .parse()
+                        .map_err(|_| StackError::invalid(format!("{p}.{what}"), format!("{:?} is not a user or group number", v.0)))?;
             }
         }
         if let Some(m) = &r.mode {
-            f.mode = file_mode(m.0).ok_or_else(|| StackError::invalid(format!("{p}.mode"), format!("{} is not permission bits: write them in octal, e.g. 0440", m.0)))?;
+            f.mode = file_mode(m.0).ok_or_else(|| {
+                StackError::invalid(format!("{p}.mode"), format!("{} is not permission bits: write them in octal, e.g. 0440", m.0))
+            })?;
         }
         spec.secrets.push(f);
     }

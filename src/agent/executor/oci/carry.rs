@@ -66,9 +66,15 @@ pub fn populate(rootfs: &Path, mounts: &[TaskMount]) -> anyhow::Result<()> {
         if !from.is_dir() {
             continue;
         }
-        let out = std::process::Command::new("cp").arg("-a").arg(format!("{}/.", from.display())).arg(&m.host).output().context("run cp")?;
+        let out =
+            std::process::Command::new("cp").arg("-a").arg(format!("{}/.", from.display())).arg(&m.host).output().context("run cp")?;
         if !out.status.success() {
-            anyhow::bail!("fill volume {} from the image's {}: {}", m.host.display(), m.spec.target, String::from_utf8_lossy(&out.stderr).trim());
+            anyhow::bail!(
+                "fill volume {} from the image's {}: {}",
+                m.host.display(),
+                m.spec.target,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
     }
     Ok(())
@@ -90,7 +96,8 @@ pub fn write(at: &Path, files: &[CarriedFile]) -> anyhow::Result<()> {
         let path = at.join(name(i));
         std::fs::write(&path, &f.data).with_context(|| format!("write {}", f.target))?;
         std::os::unix::fs::chown(&path, Some(f.uid), Some(f.gid)).with_context(|| format!("chown {} to {}:{}", f.target, f.uid, f.gid))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode)).with_context(|| format!("chmod {} {:o}", f.target, f.mode))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode))
+            .with_context(|| format!("chmod {} {:o}", f.target, f.mode))?;
     }
     Ok(())
 }
@@ -108,7 +115,11 @@ mod tests {
         assert!(m[0]["options"].as_array().unwrap().contains(&json!("ro")));
         assert!(tmpfs_bytes(&[f]) >= 4096 * 2);
         // The data never reaches the node's disk through spec.json.
-        let run_json = serde_json::to_string(&CarriedFile { data: b"s3cret".to_vec(), ..CarriedFile { target: "/x".into(), uid: 0, gid: 0, mode: 0, data: vec![] } }).unwrap();
+        let run_json = serde_json::to_string(&CarriedFile {
+            data: b"s3cret".to_vec(),
+            ..CarriedFile { target: "/x".into(), uid: 0, gid: 0, mode: 0, data: vec![] }
+        })
+        .unwrap();
         assert!(!run_json.contains("s3cret") && !run_json.contains("115,51"), "{run_json}");
     }
 
