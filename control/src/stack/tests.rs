@@ -193,11 +193,6 @@ fn keys_shoal_cannot_run_yet_are_parsed_and_refused_by_name() {
         "volumes.data (volumes and mounts)",
         "configs.app_config (configs)",
         "configs.external_config (configs)",
-        "services.app.entrypoint",
-        "services.app.hostname",
-        "services.app.user",
-        "services.app.working_dir",
-        "services.app.stop_grace_period",
         "services.app.volumes",
         "services.app.configs",
         "services.app.labels",
@@ -490,7 +485,6 @@ fn docker_s_voting_app_is_read_whole_and_its_mounts_refused_by_name() {
         &[
             "volumes.db-data (volumes and mounts)",
             "services.db.volumes (volumes and mounts)",
-            "services.visualizer.stop_grace_period (per-service stop grace periods)",
             "services.visualizer.volumes (volumes and mounts)",
         ]
     );
@@ -512,4 +506,50 @@ fn docker_s_voting_app_is_read_whole_and_its_mounts_refused_by_name() {
     assert_eq!(steps.len(), 3 + 6, "{steps:?}");
     apply_all(&mut w, &steps);
     assert!(plan(&spec, &w.state, false).unwrap().is_empty());
+}
+
+#[test]
+fn container_keys_map_to_the_service_spec() {
+    let spec = inline(
+        "app",
+        "
+services:
+  db:
+    image: postgres
+    entrypoint: docker-entrypoint.sh -c
+    hostname: db-primary
+    user: '999:999'
+    working_dir: /var/lib/postgresql
+    stop_grace_period: 1m30s
+    read_only: true
+    cap_add: [NET_ADMIN]
+    cap_drop: [chown]
+    dns: 10.0.0.2
+    dns_search: [corp.example]
+    dns_opt: [ndots:2]
+    secrets:
+      - source: pw
+        target: db/pass
+        uid: '70'
+        mode: 0400
+secrets:
+  pw:
+    file: ./db_password.txt
+",
+    );
+    let db = service(&spec, "app_db");
+    let k = &db.container;
+    assert_eq!(k.entrypoint.as_deref(), Some(&["docker-entrypoint.sh".to_string(), "-c".to_string()][..]));
+    assert_eq!(
+        (k.hostname.as_deref(), k.user.as_deref(), k.workdir.as_deref()),
+        (Some("db-primary"), Some("999:999"), Some("/var/lib/postgresql"))
+    );
+    assert_eq!((k.stop_grace_ms, k.read_only), (Some(90_000), true));
+    assert_eq!((k.cap_add.clone(), k.cap_drop.clone()), (vec!["CAP_NET_ADMIN".to_string()], vec!["CAP_CHOWN".to_string()]));
+    assert_eq!(
+        (k.dns.clone(), k.dns_search.clone(), k.dns_options.clone()),
+        (vec!["10.0.0.2".to_string()], vec!["corp.example".to_string()], vec!["ndots:2".to_string()])
+    );
+    let s = &db.secrets[0];
+    assert_eq!((s.source.as_str(), s.secret_path().as_str(), s.uid, s.mode), ("app_pw", "/run/secrets/db/pass", 70, 0o400));
 }
