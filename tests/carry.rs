@@ -378,6 +378,19 @@ fn hostname_user_workdir_entrypoint_dns_caps_and_stop_grace_take_effect() {
     assert!(!w.status.success() && String::from_utf8_lossy(&w.stderr).contains("Read-only"), "--read-only root: {w:?}");
     let inspect: serde_json::Value = serde_json::from_str(&c.cli("smgr", &["service", "inspect", "app"])).unwrap();
     assert_eq!(inspect[0]["spec"]["container"]["hostname"], "db-primary", "{inspect}");
+    let pretty = c.cli("smgr", &["service", "inspect", "--pretty", "app"]);
+    assert!(pretty.contains("Hostname:\t\tdb-primary") && pretty.contains("StopGracePeriod: 5s"), "{pretty}");
+
+    // node ps and service ps filters.
+    let node = node_of(&c, &t);
+    let on_node = c.cli("smgr", &["node", "ps", "--no-trunc", &node]);
+    assert!(on_node.lines().any(|l| l.starts_with(t.as_str()) && l.contains("app.1")), "{on_node}");
+    let other = NODES.iter().map(|(n, _)| *n).find(|n| *n != node).unwrap();
+    assert!(!c.cli("smgr", &["node", "ps", other]).contains("app.1"));
+    assert!(c.cli("smgr", &["service", "ps", "--filter", "desired-state=running", "--filter", "name=app.1", "app"]).contains("app.1"));
+    assert_eq!(c.cli("smgr", &["service", "ps", "--filter", "desired-state=shutdown", "app"]).lines().count(), 1, "the header only");
+    let e = refused(&c, &["service", "ps", "--filter", "colour=red", "app"]);
+    assert!(e.contains("--filter") && e.contains("colour"), "{e}");
 
     // sleep as PID 1 ignores SIGTERM: the stop waits the service's 5 s (the node's default is
     // 2 s), then SIGKILL.

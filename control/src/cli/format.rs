@@ -342,6 +342,43 @@ pub fn service_pretty(s: &crate::model::Service, now_ms: u64) -> String {
     if !s.spec.env.is_empty() {
         let _ = writeln!(out, " Env:\t\t{}", s.spec.env.join(" "));
     }
+    let k = &s.spec.container;
+    for (label, v) in [("Hostname", &k.hostname), ("User", &k.user), ("Dir", &k.workdir)] {
+        if let Some(v) = v {
+            let _ = writeln!(out, " {label}:\t\t{v}");
+        }
+    }
+    if let Some(e) = &k.entrypoint {
+        let _ = writeln!(out, " Entrypoint:\t{}", e.join(" "));
+    }
+    if let Some(g) = k.stop_grace_ms {
+        let _ = writeln!(out, " StopGracePeriod: {}", duration(g));
+    }
+    if k.read_only {
+        let _ = writeln!(out, " Read Only:\ttrue");
+    }
+    if !k.cap_add.is_empty() || !k.cap_drop.is_empty() {
+        let _ = writeln!(out, " Capabilities:\n  Add: {}\n  Drop: {}", k.cap_add.join(", "), k.cap_drop.join(", "));
+    }
+    if !s.spec.mounts.is_empty() {
+        let _ = writeln!(out, "Mounts:");
+        for m in &s.spec.mounts {
+            let _ = writeln!(
+                out,
+                " Target:\t{}\n  Source:\t{}\n  ReadOnly:\t{}\n  Type:\t\t{}",
+                m.target,
+                m.source,
+                m.readonly,
+                m.kind.as_str()
+            );
+        }
+    }
+    if !s.spec.configs.is_empty() {
+        let _ = writeln!(out, " Configs:");
+        for r in &s.spec.configs {
+            let _ = writeln!(out, "  Target:\t{}\n   Source:\t{}", r.config_path(), r.source);
+        }
+    }
     if !s.spec.secrets.is_empty() {
         let _ = writeln!(out, " Secrets:");
         for r in &s.spec.secrets {
