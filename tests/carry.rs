@@ -327,6 +327,9 @@ fn hostname_user_workdir_entrypoint_dns_caps_and_stop_grace_take_effect() {
         ("--dns", "not-an-ip", "dns"),
         ("--stop-grace-period", "soon", "--stop-grace-period"),
         ("--user", "a:b:c", "user"),
+        ("--ulimit", "bogus=1", "ulimit"),
+        ("--ulimit", "nofile=10:5", "ulimit"),
+        ("--sysctl", "kernel.panic=1", "sysctl"),
     ] {
         let e = refused(&c, &["service", "create", "--name", "bad", flag, value, &image]);
         assert!(e.contains(says), "{flag} {value}: {e}");
@@ -361,6 +364,14 @@ fn hostname_user_workdir_entrypoint_dns_caps_and_stop_grace_take_effect() {
             "--stop-grace-period",
             "5s",
             "--read-only",
+            "--sysctl",
+            "net.ipv4.ip_unprivileged_port_start=80",
+            "--ulimit",
+            "nofile=1024:2048",
+            "--group",
+            "nogroup",
+            "--container-label",
+            "tier=db",
             &image,
             "3600",
         ],
@@ -374,6 +385,8 @@ fn hostname_user_workdir_entrypoint_dns_caps_and_stop_grace_take_effect() {
     assert!(resolv.contains("search corp.example") && resolv.contains("options ndots:2") && !resolv.contains("ndots:0"), "{resolv}");
     // Docker's bounding set (a80425fb) without CAP_CHOWN (bit 0).
     assert!(exec_ok(&c, &t, "grep CapBnd /proc/1/status").contains("00000000a80425fa"));
+    assert_eq!(exec_ok(&c, &t, "cat /proc/sys/net/ipv4/ip_unprivileged_port_start; ulimit -n; ulimit -Hn"), "80\n1024\n2048\n");
+    assert!(exec_ok(&c, &t, "id -G").split_whitespace().any(|g| g == "65534"), "--group nogroup");
     let w = exec_in(&c, &t, "touch /app/x");
     assert!(!w.status.success() && String::from_utf8_lossy(&w.stderr).contains("Read-only"), "--read-only root: {w:?}");
     let inspect: serde_json::Value = serde_json::from_str(&c.cli("smgr", &["service", "inspect", "app"])).unwrap();

@@ -353,6 +353,7 @@ fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<Option<TaskRun>, String
         user: k.user.as_deref(),
         workdir: k.workdir.as_deref(),
         entrypoint: k.entrypoint.as_deref(),
+        groups: &k.groups,
     };
     let image = match cfg.images.resolve(&wanted)? {
         images::Resolved::Ready(image) => image,
@@ -376,6 +377,8 @@ fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<Option<TaskRun>, String
         cap_add: k.cap_add.clone(),
         cap_drop: k.cap_drop.clone(),
         stop_grace_ms: k.stop_grace_ms,
+        sysctls: k.sysctls.clone(),
+        ulimits: k.ulimits.clone(),
         mounts: a
             .spec
             .mounts

@@ -205,6 +205,17 @@ pub fn parse_config_ref(s: &str, flag: &str) -> Result<crate::model::FileRef, St
     Ok(r)
 }
 
+/// `--ulimit nofile=1024:2048` (one number sets both).
+pub fn parse_ulimit(s: &str) -> Result<(String, u64, u64), String> {
+    let (name, v) = s.split_once('=').ok_or_else(|| format!("invalid --ulimit {s:?}: use NAME=SOFT[:HARD], e.g. nofile=1024:2048"))?;
+    let num = |x: &str| x.parse::<u64>().map_err(|_| format!("invalid --ulimit {s:?}: {x:?} is not a number"));
+    let (soft, hard) = match v.split_once(':') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => (num(v)?, num(v)?),
+    };
+    Ok((name.to_string(), soft, hard))
+}
+
 #[cfg(test)]
 mod file_ref_tests {
     use super::*;

@@ -90,6 +90,18 @@ pub struct CreateArgs {
     /// DNS options (ndots:2, timeout:1...).
     #[arg(long)]
     pub dns_option: Vec<String>,
+    /// Kernel parameters of the task's namespaces (net.ipv4.ip_forward=1).
+    #[arg(long)]
+    pub sysctl: Vec<String>,
+    /// Resource limits: name=soft[:hard] (nofile=1024:2048).
+    #[arg(long)]
+    pub ulimit: Vec<String>,
+    /// Supplementary groups of the command's user.
+    #[arg(long)]
+    pub group: Vec<String>,
+    /// Labels of the tasks' containers.
+    #[arg(long)]
+    pub container_label: Vec<String>,
     /// Command to run to check health (`/bin/sh -c` inside the task; exit 0 = healthy).
     #[arg(long)]
     pub health_cmd: Option<String>,
@@ -207,6 +219,10 @@ pub fn build_spec(a: &CreateArgs) -> anyhow::Result<ServiceSpec> {
     k.dns = a.dns.clone();
     k.dns_search = a.dns_search.clone();
     k.dns_options = a.dns_option.clone();
+    k.sysctls = a.sysctl.iter().map(|s| super::args::parse_kv(s)).collect();
+    k.ulimits = a.ulimit.iter().map(|u| super::args::parse_ulimit(u)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
+    k.groups = a.group.clone();
+    k.labels = a.container_label.iter().map(|s| super::args::parse_kv(s)).collect();
     s.labels = a.label.iter().map(|l| parse_kv(l)).collect();
     s.mode = match a.mode.as_str() {
         "replicated" => ServiceMode::Replicated { replicas: a.replicas.unwrap_or(1) },

@@ -3,6 +3,7 @@
 //! `--stop-grace-period`, `--read-only`, `--cap-add/--cap-drop`, `--dns*`.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -33,7 +34,39 @@ pub struct ContainerOpts {
     pub dns_search: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dns_options: Vec<String>,
+    /// `--sysctl` (namespaced kernel parameters: net.*, kernel.shm*, kernel.msg*, fs.mqueue.*).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
+    /// `--ulimit name=soft[:hard]`: (name, soft, hard).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<(String, u64, u64)>,
+    /// `--group`: supplementary groups (names from the image's /etc/group, or numbers).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// `--container-label`: labels of the tasks' containers (metadata).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
+
+/// Resource limits `--ulimit` takes (RLIMIT_<NAME>), as Docker.
+pub const ULIMITS: [&str; 16] = [
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
 
 impl ContainerOpts {
     pub fn is_default(&self) -> bool {

@@ -13,7 +13,7 @@ mod service;
 mod task;
 
 pub use config::{Config, ConfigSpec};
-pub use container::{normalize_cap, ContainerOpts};
+pub use container::{normalize_cap, ContainerOpts, ULIMITS};
 pub use file_ref::{FileRef, DEFAULT_FILE_MODE, SECRETS_DIR};
 pub use ids::{random_id, ConfigId, IdGen, NetworkId, NodeId, SecretId, ServiceId, TaskId};
 pub use mount::{Mount, MountKind, PROPAGATIONS};

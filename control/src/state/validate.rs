@@ -517,6 +517,30 @@ fn check_container(c: &crate::model::ContainerOpts) -> Result<(), StateError> {
             }
         }
     }
+    for (name, soft, hard) in &c.ulimits {
+        if !crate::model::ULIMITS.contains(&name.as_str()) {
+            return Err(StateError::invalid("ulimit", format!("{name:?} is not a limit: use one of {}", crate::model::ULIMITS.join(", "))));
+        }
+        if soft > hard {
+            return Err(StateError::invalid("ulimit", format!("{name}: soft limit {soft} is above the hard limit {hard}")));
+        }
+    }
+    check_map("sysctl", &c.sysctls)?;
+    for k in c.sysctls.keys() {
+        let namespaced = k.starts_with("net.")
+            || k.starts_with("kernel.shm")
+            || k.starts_with("kernel.msg")
+            || k.starts_with("fs.mqueue.")
+            || k == "kernel.sem";
+        if !namespaced {
+            return Err(StateError::invalid(
+                "sysctl",
+                format!("{k:?} is not namespaced: a task may set net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*"),
+            ));
+        }
+    }
+    check_list("group", c.groups.iter().map(String::as_str))?;
+    check_map("container-label", &c.labels)?;
     for d in &c.dns {
         if d.parse::<std::net::IpAddr>().is_err() {
             return Err(StateError::invalid("dns", format!("{d:?} is not an IP address: use e.g. 10.0.0.2")));

@@ -38,6 +38,11 @@ pub struct TaskRun {
     pub cap_add: Vec<String>,
     #[serde(default)]
     pub cap_drop: Vec<String>,
+    /// `--sysctl` and `--ulimit` (name, soft, hard).
+    #[serde(default)]
+    pub sysctls: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub ulimits: Vec<(String, u64, u64)>,
     /// `--stop-grace-period`: over the node's default.
     #[serde(default)]
     pub stop_grace_ms: Option<u64>,

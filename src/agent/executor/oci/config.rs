@@ -64,7 +64,7 @@ pub fn build(run: &TaskRun, img: &OciImage, dir: &Path, netns: &Path) -> serde_j
             "cwd": if img.cwd.is_empty() { "/" } else { &img.cwd },
             "capabilities": { "bounding": caps, "effective": caps, "permitted": caps },
             "noNewPrivileges": true,
-            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 20000, "soft": 20000 }],
+            "rlimits": rlimits(&run.ulimits),
         },
         "mounts": [
             { "destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"] },
@@ -88,6 +88,7 @@ pub fn build(run: &TaskRun, img: &OciImage, dir: &Path, netns: &Path) -> serde_j
             "maskedPaths": MASKED,
             "readonlyPaths": READONLY,
             "seccomp": seccomp::for_task(&caps),
+            "sysctl": run.sysctls,
         },
     });
     if let Some(m) = c["mounts"].as_array_mut() {
@@ -112,6 +113,17 @@ pub fn capabilities(add: &[String], drop: &[String]) -> Vec<String> {
     }
     caps.retain(|c| !drop.contains(c));
     caps
+}
+
+/// Docker's default open-file limit, with the service's `--ulimit`s over it.
+fn rlimits(ulimits: &[(String, u64, u64)]) -> Vec<serde_json::Value> {
+    let mut out: Vec<(String, u64, u64)> = vec![("RLIMIT_NOFILE".into(), 20000, 20000)];
+    for (name, soft, hard) in ulimits {
+        let t = format!("RLIMIT_{}", name.to_ascii_uppercase());
+        out.retain(|(n, _, _)| n != &t);
+        out.push((t, *soft, *hard));
+    }
+    out.into_iter().map(|(t, soft, hard)| json!({ "type": t, "soft": soft, "hard": hard })).collect()
 }
 
 /// Every capability runc knows on this kernel's generation.
@@ -199,6 +211,8 @@ mod tests {
             cap_add: vec![],
             cap_drop: vec![],
             stop_grace_ms: None,
+            sysctls: Default::default(),
+            ulimits: vec![],
         };
         (run, img)
     }
