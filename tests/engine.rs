@@ -282,8 +282,13 @@ fn the_docker_cli_runs_a_swarm_of_shoal_daemons() {
     assert!(!c.cli("smgr", &["secret", "ls"]).contains("db_pw"));
     let cfg = c.dir.join("app.conf");
     std::fs::write(&cfg, "x=1\n").unwrap();
-    let err = d.fails(&c, "smgr", &["config", "create", "app", cfg.to_str().unwrap()]);
-    assert!(err.contains("configs are not supported by shoal"), "{err}");
+    let id = d.ok(&c, "smgr", &["config", "create", "app", cfg.to_str().unwrap()]).trim().to_string();
+    assert!(d.ok(&c, "smgr", &["config", "ls"]).contains("app"));
+    assert!(c.cli("smgr", &["config", "ls"]).contains("app"), "shoal sees docker's config");
+    let data = d.ok(&c, "smgr", &["config", "inspect", "app", "--format", "{{json .Spec.Data}}"]);
+    assert_eq!(data.trim(), "\"eD0xCg==\"", "Docker shows a config's data (base64 of x=1\\n)");
+    assert_eq!(d.ok(&c, "smgr", &["config", "rm", &id]).trim(), id);
+    assert!(!c.cli("smgr", &["config", "ls"]).contains("app"));
     // Autolock through Docker's CLI: off at first (no key), on with the key docker prints, the
     // same key from `unlock-key -q`, and off again.
     let err = d.fails(&c, "smgr", &["swarm", "unlock-key"]);
@@ -380,8 +385,9 @@ fn docker_stack_deploy_runs_a_compose_file_on_shoal() {
     assert!(c.cli("smgr", &["service", "ls"]).lines().any(|l| l.contains("app_web") && l.contains("2/2")));
     let ps = d.ok(&c, "smgr", &["stack", "ps", "--filter", "desired-state=running", "app"]);
     assert_eq!(ps.lines().filter(|l| l.contains("app_web.") && l.contains("Running")).count(), 2, "{ps}");
+    // Running is each task's own report; every node's balancer follows within moments.
     for (node, addr) in NODES {
-        assert!(http_get(&c, node, &format!("{addr}:5080")), "the stack's port does not answer on {node}");
+        wait_for(&format!("the stack's port to answer on {node}"), Duration::from_secs(15), || http_get(&c, node, &format!("{addr}:5080")));
     }
     assert!(d.ok(&c, "smgr", &["stack", "ls"]).contains("app"));
     let out = d.ok(&c, "smgr", &["stack", "rm", "app"]);

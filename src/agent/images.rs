@@ -42,6 +42,12 @@ pub struct Wanted<'a> {
     pub env: &'a [(String, String)],
     pub hostname: &'a str,
     pub cgroups_path: String,
+    /// `--user`, `--workdir`, `--entrypoint` over the image's.
+    pub user: Option<&'a str>,
+    pub workdir: Option<&'a str>,
+    pub entrypoint: Option<&'a [String]>,
+    /// `--group`: supplementary groups.
+    pub groups: &'a [String],
 }
 
 impl Images {
@@ -139,7 +145,12 @@ impl Images {
 pub fn oci_image(store: &Store, record: &ImageRecord, w: &Wanted) -> Result<OciImage, String> {
     let config = store.config(record).map_err(|e| e.to_string())?;
     let c = config.config().clone().unwrap_or_default();
-    let argv = process::argv(&c.entrypoint().clone().unwrap_or_default(), &c.cmd().clone().unwrap_or_default(), w.args);
+    // `--entrypoint` replaces the image's Entrypoint and drops its Cmd, as Docker does.
+    let (entrypoint, cmd) = match w.entrypoint {
+        Some(e) => (e.to_vec(), vec![]),
+        None => (c.entrypoint().clone().unwrap_or_default(), c.cmd().clone().unwrap_or_default()),
+    };
+    let argv = process::argv(&entrypoint, &cmd, w.args);
     if argv.is_empty() {
         return Err(format!("image '{}' has no Entrypoint or Cmd: give the command (service create ... IMAGE CMD...)", w.image));
     }
@@ -149,16 +160,30 @@ pub fn oci_image(store: &Store, record: &ImageRecord, w: &Wanted) -> Result<OciI
     }
     let passwd = read_from_layers(&layers, "etc/passwd").unwrap_or_default();
     let group = read_from_layers(&layers, "etc/group").unwrap_or_default();
-    let user = process::user(c.user().as_deref().unwrap_or(""), &passwd, &group).map_err(|e| format!("image '{}': {e}", w.image))?;
+    let user =
+        process::user(w.user.or(c.user().as_deref()).unwrap_or(""), &passwd, &group).map_err(|e| format!("image '{}': {e}", w.image))?;
+    let mut additional_gids = user.additional_gids;
+    for g in w.groups {
+        let gid = g.parse::<u32>().ok().or_else(|| {
+            group.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() >= 3 && f[0] == g).then(|| f[2].parse().ok()).flatten()
+            })
+        });
+        let gid = gid.ok_or_else(|| format!("--group {g:?}: no such group in the image's /etc/group"))?;
+        if !additional_gids.contains(&gid) {
+            additional_gids.push(gid);
+        }
+    }
     Ok(OciImage {
         image_id: record.id.clone(),
         layers,
         argv,
         env: process::env(&c.env().clone().unwrap_or_default(), w.env, w.hostname),
-        cwd: c.working_dir().clone().filter(|d| !d.is_empty()).unwrap_or_else(|| "/".into()),
+        cwd: w.workdir.map(String::from).or_else(|| c.working_dir().clone().filter(|d| !d.is_empty())).unwrap_or_else(|| "/".into()),
         uid: user.uid,
         gid: user.gid,
-        additional_gids: user.additional_gids,
+        additional_gids,
         cgroups_path: w.cgroups_path.clone(),
         stop_signal: c.stop_signal().clone(),
     })
@@ -242,7 +267,17 @@ mod tests {
     }
 
     fn wanted<'a>(image: &'a str, args: &'a [String], env: &'a [(String, String)]) -> Wanted<'a> {
-        Wanted { image, args, env, hostname: "web.1.t1", cgroups_path: "/shoal/n1/t1".into() }
+        Wanted {
+            image,
+            args,
+            env,
+            hostname: "web.1.t1",
+            cgroups_path: "/shoal/n1/t1".into(),
+            user: None,
+            workdir: None,
+            entrypoint: None,
+            groups: &[],
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod executor;
 pub mod health;
 pub mod images;
 pub mod logs;
+pub mod volumes;
 pub mod worker;
 pub mod zone;
 
@@ -342,7 +343,8 @@ async fn attach_dns(dns: &shoal_dns::DnsServer, a: &Assignment, v: &shoal_contro
 /// The task as the executor runs it, or None while its image is being pulled.
 fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<Option<TaskRun>, String> {
     // The hostname (<= 64 bytes: a long service name is cut short, never refused by the kernel).
-    let name = a.task.hostname(&a.service_name);
+    let k = &a.spec.container;
+    let name = k.hostname.clone().unwrap_or_else(|| a.task.hostname(&a.service_name));
     let (layout, instance) = &cfg.cgroups;
     let env: Vec<(String, String)> = a
         .spec
@@ -356,24 +358,80 @@ fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<Option<TaskRun>, String
         env: &env,
         hostname: &name,
         cgroups_path: format!("/{}", instance.join(&a.task.id).display()),
+        user: k.user.as_deref(),
+        workdir: k.workdir.as_deref(),
+        entrypoint: k.entrypoint.as_deref(),
+        groups: &k.groups,
     };
     let image = match cfg.images.resolve(&wanted)? {
         images::Resolved::Ready(image) => image,
         images::Resolved::Pulling => return Ok(None),
     };
     let cgroups = executor::cgroups::plan(layout, instance, &a.task.id, &a.spec.limits)?;
+    let files = carried_files(a)?;
     let ip = a.task.networks.first().map(|n| n.addr.to_string()).unwrap_or_default();
     Ok(Some(TaskRun {
         id: a.task.id.clone(),
         netns: desired::task_netns(&a.task.id),
         image,
         env,
-        resolv_conf: shoal_dns::resolv_conf_for_task(),
+        resolv_conf: resolv_conf(k),
         hosts: format!("127.0.0.1\tlocalhost\n{ip}\t{name}\n"),
         cgroups,
         name,
         hidden: Vec::new(),
+        files,
+        read_only: k.read_only,
+        cap_add: k.cap_add.clone(),
+        cap_drop: k.cap_drop.clone(),
+        stop_grace_ms: k.stop_grace_ms,
+        sysctls: k.sysctls.clone(),
+        ulimits: k.ulimits.clone(),
+        mounts: a
+            .spec
+            .mounts
+            .iter()
+            .map(|m| executor::spec::TaskMount { spec: m.clone(), host: PathBuf::new(), populate: false })
+            .collect(),
     }))
+}
+
+/// The embedded DNS first (it answers service names and forwards the rest), then `--dns`
+/// servers, `--dns-search` and `--dns-option`.
+fn resolv_conf(k: &shoal_control::model::ContainerOpts) -> String {
+    let mut s = shoal_dns::resolv_conf_for_task();
+    if k.dns.is_empty() && k.dns_search.is_empty() && k.dns_options.is_empty() {
+        return s;
+    }
+    let mut options = vec!["ndots:0".to_string()];
+    for o in &k.dns_options {
+        let key = o.split(':').next().unwrap_or("");
+        options.retain(|x| x.split(':').next() != Some(key));
+        options.push(o.clone());
+    }
+    s = s.lines().filter(|l| !l.starts_with("options")).map(|l| format!("{l}\n")).collect();
+    for d in &k.dns {
+        s.push_str(&format!("nameserver {d}\n"));
+    }
+    if !k.dns_search.is_empty() {
+        s.push_str(&format!("search {}\n", k.dns_search.join(" ")));
+    }
+    s.push_str(&format!("options {}\n", options.join(" ")));
+    s
+}
+
+/// The task's secrets and configs as files, with the data the dispatcher sent with the
+/// assignment (it holds only those of this node's tasks, and only in memory).
+fn carried_files(a: &Assignment) -> Result<Vec<executor::spec::CarriedFile>, String> {
+    let secrets = a.spec.secrets.iter().map(|r| ("secret", r, r.secret_path(), a.secrets.get(&r.source)));
+    let configs = a.spec.configs.iter().map(|r| ("config", r, r.config_path(), a.configs.get(&r.source)));
+    secrets
+        .chain(configs)
+        .map(|(what, r, target, data)| {
+            let data = data.ok_or_else(|| format!("{what} {:?} was not sent with the task: it was removed", r.source))?;
+            Ok(executor::spec::CarriedFile { target, uid: r.uid, gid: r.gid, mode: r.mode, data: data.clone() })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -407,6 +465,7 @@ mod tests {
             service_name: service.clone(),
             spec: ServiceSpec::new(service, "shoal/whoami"),
             secrets: Default::default(),
+            configs: Default::default(),
         };
         let cfg = AgentConfig {
             node_id: "n1".into(),

@@ -41,6 +41,8 @@ pub enum Command {
     Doctor,
     /// Images on this node: load, pull, ls, inspect, rm (and import for flat root filesystems).
     Image(crate::image::ImageArgs),
+    /// This node's local volumes: ls, inspect, rm.
+    Volume(crate::agent::volumes::VolumeArgs),
     /// Benchmarks that need the whole product running (as root).
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -70,6 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Doctor => crate::doctor::run(),
         Command::Bench(cmd) => crate::bench::run(cmd),
         Command::Image(cmd) => crate::image::run(cmd),
+        Command::Volume(args) => crate::agent::volumes::run(args),
         Command::TaskExec { dir } => std::process::exit(crate::agent::executor::shim::run(&dir).unwrap_or_else(|e| {
             eprintln!("shoal task-exec: {e:#}");
             127

@@ -107,7 +107,10 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
     if let Some((path, _)) = &file {
         tracing::info!(file = %path.display(), "settings read from the config file");
     }
-    let rt = tokio::runtime::Runtime::new()?;
+    // The manager's request futures hold whole service specs across awaits; unoptimised
+    // builds lay them out on the stack and overflowed tokio's 2 MiB default under the
+    // Engine API's swarm update. 8 MiB is the main thread's size.
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(8 << 20).build()?;
     rt.block_on(serve(settings))
 }
 

@@ -159,3 +159,165 @@ mod tests {
         assert!(parse_duration_ms("5s3").is_err());
     }
 }
+
+/// `--secret NAME` or `--secret source=NAME,target=FILE,uid=U,gid=G,mode=0400` (mode in octal),
+/// as Docker reads it; `flag` names the option in errors.
+pub fn parse_file_ref(s: &str, flag: &str) -> Result<crate::model::FileRef, String> {
+    if !s.contains('=') {
+        if s.is_empty() || s.contains(',') {
+            return Err(format!("invalid {flag} {s:?}: give a name, or source=NAME[,target=FILE,uid=0,gid=0,mode=0444]"));
+        }
+        return Ok(crate::model::FileRef::named(s));
+    }
+    let mut r = crate::model::FileRef::named("");
+    let mut target = None;
+    for part in s.split(',') {
+        let (k, v) = part.split_once('=').ok_or_else(|| format!("invalid {flag} {s:?}: {part:?} is not key=value"))?;
+        let num = |what: &str| v.parse::<u32>().map_err(|_| format!("invalid {flag} {what} {v:?}: give a number, e.g. {what}=1000"));
+        match k.trim().to_ascii_lowercase().as_str() {
+            "source" | "src" => r.source = v.to_string(),
+            "target" => target = Some(v.to_string()),
+            "uid" => r.uid = num("uid")?,
+            "gid" => r.gid = num("gid")?,
+            "mode" => {
+                r.mode = u32::from_str_radix(v, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| format!("invalid {flag} mode {v:?}: give octal permission bits, e.g. mode=0400"))?
+            }
+            other => return Err(format!("invalid {flag} {s:?}: unknown key {other:?} (source, target, uid, gid, mode)")),
+        }
+    }
+    if r.source.is_empty() {
+        return Err(format!("invalid {flag} {s:?}: source=NAME is missing"));
+    }
+    r.target = target.unwrap_or_else(|| r.source.clone());
+    Ok(r)
+}
+
+/// `--config NAME` or its long form: as [`parse_file_ref`], with Docker's default target `/NAME`.
+pub fn parse_config_ref(s: &str, flag: &str) -> Result<crate::model::FileRef, String> {
+    let mut r = parse_file_ref(s, flag)?;
+    let explicit = s.split(',').any(|p| p.trim_start().to_ascii_lowercase().starts_with("target="));
+    if !explicit {
+        r.target = format!("/{}", r.source);
+    }
+    Ok(r)
+}
+
+/// `--ulimit nofile=1024:2048` (one number sets both).
+pub fn parse_ulimit(s: &str) -> Result<(String, u64, u64), String> {
+    let (name, v) = s.split_once('=').ok_or_else(|| format!("invalid --ulimit {s:?}: use NAME=SOFT[:HARD], e.g. nofile=1024:2048"))?;
+    let num = |x: &str| x.parse::<u64>().map_err(|_| format!("invalid --ulimit {s:?}: {x:?} is not a number"));
+    let (soft, hard) = match v.split_once(':') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => (num(v)?, num(v)?),
+    };
+    Ok((name.to_string(), soft, hard))
+}
+
+#[cfg(test)]
+mod file_ref_tests {
+    use super::*;
+    use crate::model::FileRef;
+
+    #[test]
+    fn secrets_read_in_short_and_long_form() {
+        assert_eq!(parse_file_ref("pw", "--secret").unwrap(), FileRef::named("pw"));
+        let r = parse_file_ref("source=pw,target=db/pass,uid=70,gid=71,mode=0400", "--secret").unwrap();
+        assert_eq!(r, FileRef { source: "pw".into(), target: "db/pass".into(), uid: 70, gid: 71, mode: 0o400 });
+        assert_eq!(parse_file_ref("src=pw", "--secret").unwrap(), FileRef::named("pw"));
+        assert_eq!(parse_config_ref("site.conf", "--config").unwrap(), FileRef::config_named("site.conf"));
+        assert_eq!(parse_config_ref("source=c,target=/etc/app.conf", "--config").unwrap().target, "/etc/app.conf");
+        for (bad, says) in [
+            ("target=x", "source=NAME is missing"),
+            ("source=pw,mode=999", "mode"),
+            ("source=pw,uid=-1", "uid"),
+            ("source=pw,owner=1", "unknown key \"owner\""),
+        ] {
+            let e = parse_file_ref(bad, "--secret").unwrap_err();
+            assert!(e.contains(says) && e.contains("--secret"), "{bad}: {e}");
+        }
+    }
+}
+
+/// `--mount type=bind|volume|tmpfs,src=...,dst=...,readonly,...` as Docker reads it.
+pub fn parse_mount(s: &str, flag: &str) -> Result<crate::model::Mount, String> {
+    use crate::model::{Mount, MountKind};
+    let mut m = Mount::new(MountKind::Volume, "", "");
+    let mut kind = None;
+    let bad = |what: &str, v: &str, fix: &str| format!("invalid {flag} {what} {v:?}: {fix}");
+    let boolean = |what: &str, v: Option<&str>| match v.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(_) => Err(bad(what, v.unwrap_or(""), "use true or false")),
+    };
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let (k, v) = match part.split_once('=') {
+            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v)),
+            None => (part.trim().to_ascii_lowercase(), None),
+        };
+        let val = || v.ok_or_else(|| format!("invalid {flag} {s:?}: {k} needs a value ({k}=...)"));
+        match k.as_str() {
+            "type" => {
+                kind = Some(match val()? {
+                    "bind" => MountKind::Bind,
+                    "volume" => MountKind::Volume,
+                    "tmpfs" => MountKind::Tmpfs,
+                    other => return Err(bad("type", other, "use bind, volume or tmpfs")),
+                })
+            }
+            "source" | "src" => m.source = val()?.to_string(),
+            "target" | "destination" | "dst" => m.target = val()?.to_string(),
+            "readonly" | "ro" => m.readonly = boolean("readonly", v)?,
+            "volume-nocopy" => m.volume_nocopy = boolean("volume-nocopy", v)?,
+            "volume-driver" => m.volume_driver = Some(val()?.to_string()),
+            "bind-propagation" => m.bind_propagation = Some(val()?.to_string()),
+            "tmpfs-size" => m.tmpfs_size = parse_bytes(val()?).map_err(|e| bad("tmpfs-size", v.unwrap_or(""), &e))?,
+            "tmpfs-mode" => {
+                let v = val()?;
+                m.tmpfs_mode =
+                    Some(u32::from_str_radix(v, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| bad("tmpfs-mode", v, "give octal bits, e.g. 1770"))?)
+            }
+            "volume-opt" | "volume-label" => {
+                return Err(format!("invalid {flag} {s:?}: {k} is not supported (shoal's local volumes are directories on the node)"))
+            }
+            other => {
+                return Err(format!(
+                    "invalid {flag} {s:?}: unknown key {other:?} (type, source, target, readonly, volume-driver, volume-nocopy, tmpfs-size, tmpfs-mode, bind-propagation)"
+                ))
+            }
+        }
+    }
+    m.kind = kind.unwrap_or(MountKind::Volume);
+    if m.target.is_empty() {
+        return Err(format!("invalid {flag} {s:?}: target=PATH is missing"));
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod mount_tests {
+    use super::*;
+    use crate::model::MountKind;
+
+    #[test]
+    fn mounts_read_like_docker() {
+        let m = parse_mount("type=bind,src=/srv/data,dst=/data,readonly", "--mount").unwrap();
+        assert_eq!((m.kind, m.source.as_str(), m.target.as_str(), m.readonly), (MountKind::Bind, "/srv/data", "/data", true));
+        let m = parse_mount("source=db-data,target=/var/lib/postgresql/data,volume-nocopy", "--mount").unwrap();
+        assert_eq!((m.kind, m.volume_nocopy), (MountKind::Volume, true));
+        let m = parse_mount("type=tmpfs,dst=/cache,tmpfs-size=1m,tmpfs-mode=1770", "--mount").unwrap();
+        assert_eq!((m.tmpfs_size, m.tmpfs_mode), (1 << 20, Some(0o1770)));
+        for (bad, says) in [
+            ("type=nfs,dst=/x", "type"),
+            ("type=bind,src=/x", "target=PATH is missing"),
+            ("type=tmpfs,dst=/x,tmpfs-mode=99", "tmpfs-mode"),
+            ("type=bind,src=/x,dst=/y,readonly=maybe", "readonly"),
+            ("type=volume,dst=/y,color=red", "unknown key \"color\""),
+        ] {
+            let e = parse_mount(bad, "--mount").unwrap_err();
+            assert!(e.contains("--mount") && e.contains(says), "{bad}: {e}");
+        }
+    }
+}

@@ -33,6 +33,21 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A time in milliseconds since the epoch as RFC 3339 in UTC (Docker's CreatedAt).
+pub fn rfc3339(ms: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
 pub fn short(id: &str) -> String {
     id.chars().take(12).collect()
 }
@@ -134,6 +149,55 @@ pub fn service_table_where(v: &ClusterView, keep: impl Fn(&crate::model::Service
 
 /// `service ps`: newest task of each slot first, its history below as `\_ name`.
 pub fn service_ps_table(v: &ClusterView, service_ids: &[String], now_ms: u64) -> String {
+    service_ps_table_with(v, service_ids, now_ms, &PsOptions::default())
+}
+
+/// `service ps --no-trunc --filter KEY=VALUE...` (and `node ps`).
+#[derive(Clone, Debug, Default)]
+pub struct PsOptions {
+    pub no_trunc: bool,
+    /// Docker's filters: values of one key are alternatives, keys must all match.
+    pub filters: Vec<(String, String)>,
+}
+
+impl PsOptions {
+    /// Reads `--filter` values, naming the bad one.
+    pub fn parse(no_trunc: bool, filters: &[String]) -> Result<PsOptions, String> {
+        let mut out = PsOptions { no_trunc, filters: vec![] };
+        for f in filters {
+            let (k, v) =
+                f.split_once('=').ok_or_else(|| format!("invalid --filter {f:?}: use KEY=VALUE (desired-state, node, name, id)"))?;
+            let k = k.trim().to_ascii_lowercase();
+            if !matches!(k.as_str(), "desired-state" | "node" | "name" | "id") {
+                return Err(format!("invalid --filter {f:?}: unknown key {k:?} (desired-state, node, name, id)"));
+            }
+            if k == "desired-state" && !matches!(v, "running" | "shutdown" | "accepted" | "ready" | "complete") {
+                return Err(format!("invalid --filter {f:?}: desired-state is running, shutdown, accepted, ready or complete"));
+            }
+            out.filters.push((k, v.to_string()));
+        }
+        Ok(out)
+    }
+
+    fn keeps(&self, v: &ClusterView, t: &Task, name: &str) -> bool {
+        let keys: std::collections::BTreeSet<&str> = self.filters.iter().map(|(k, _)| k.as_str()).collect();
+        keys.into_iter().all(|key| {
+            self.filters.iter().filter(|(k, _)| k == key).any(|(_, want)| match key {
+                "desired-state" => t.desired_state.as_str().eq_ignore_ascii_case(want),
+                "node" => t
+                    .node_id
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with(want.as_str()) || v.state.nodes.get(n).is_some_and(|node| &node.hostname == want)),
+                "name" => name.starts_with(want.as_str()),
+                "id" => t.id.starts_with(want.as_str()),
+                _ => true,
+            })
+        })
+    }
+}
+
+/// [`service_ps_table`] with Docker's options.
+pub fn service_ps_table_with(v: &ClusterView, service_ids: &[String], now_ms: u64, opts: &PsOptions) -> String {
     let mut rows = vec![];
     for sid in service_ids {
         let Some(svc) = v.state.services.get(sid) else { continue };
@@ -150,6 +214,9 @@ pub fn service_ps_table(v: &ClusterView, service_ids: &[String], now_ms: u64) ->
             } else {
                 format!("{}.{}", svc.spec.name, t.node_id.clone().unwrap_or_default())
             };
+            if !opts.keeps(v, t, &base) {
+                continue;
+            }
             let name = if prev.as_ref() == Some(&key) { format!(" \\_ {base}") } else { base };
             prev = Some(key);
             let node = t.node_id.as_ref().and_then(|n| v.state.nodes.get(n)).map(|n| n.hostname.clone()).unwrap_or_default();
@@ -172,7 +239,7 @@ pub fn service_ps_table(v: &ClusterView, service_ids: &[String], now_ms: u64) ->
             });
             let error = if error.is_empty() { String::new() } else { format!("\"{error}\"") };
             rows.push(vec![
-                short(&t.id),
+                if opts.no_trunc { t.id.clone() } else { short(&t.id) },
                 name,
                 // The image this task runs: history rows of a rolling update show the old one.
                 svc.spec_for(t.service_version).image.clone(),
@@ -275,6 +342,50 @@ pub fn service_pretty(s: &crate::model::Service, now_ms: u64) -> String {
     if !s.spec.env.is_empty() {
         let _ = writeln!(out, " Env:\t\t{}", s.spec.env.join(" "));
     }
+    let k = &s.spec.container;
+    for (label, v) in [("Hostname", &k.hostname), ("User", &k.user), ("Dir", &k.workdir)] {
+        if let Some(v) = v {
+            let _ = writeln!(out, " {label}:\t\t{v}");
+        }
+    }
+    if let Some(e) = &k.entrypoint {
+        let _ = writeln!(out, " Entrypoint:\t{}", e.join(" "));
+    }
+    if let Some(g) = k.stop_grace_ms {
+        let _ = writeln!(out, " StopGracePeriod: {}", duration(g));
+    }
+    if k.read_only {
+        let _ = writeln!(out, " Read Only:\ttrue");
+    }
+    if !k.cap_add.is_empty() || !k.cap_drop.is_empty() {
+        let _ = writeln!(out, " Capabilities:\n  Add: {}\n  Drop: {}", k.cap_add.join(", "), k.cap_drop.join(", "));
+    }
+    if !s.spec.mounts.is_empty() {
+        let _ = writeln!(out, "Mounts:");
+        for m in &s.spec.mounts {
+            let _ = writeln!(
+                out,
+                " Target:\t{}\n  Source:\t{}\n  ReadOnly:\t{}\n  Type:\t\t{}",
+                m.target,
+                m.source,
+                m.readonly,
+                m.kind.as_str()
+            );
+        }
+    }
+    if !s.spec.configs.is_empty() {
+        let _ = writeln!(out, " Configs:");
+        for r in &s.spec.configs {
+            let _ = writeln!(out, "  Target:\t{}\n   Source:\t{}", r.config_path(), r.source);
+        }
+    }
+    if !s.spec.secrets.is_empty() {
+        let _ = writeln!(out, " Secrets:");
+        for r in &s.spec.secrets {
+            let _ =
+                writeln!(out, "  Target:\t{}\n   Source:\t{}\n   UID:\t{} GID: {} Mode: {:04o}", r.target, r.source, r.uid, r.gid, r.mode);
+        }
+    }
     let mode = match s.spec.endpoint.mode {
         crate::model::EndpointMode::Vip => "vip",
         crate::model::EndpointMode::Dnsrr => "dnsrr",
@@ -371,5 +482,21 @@ mod tests {
         assert!(text.contains(" Image:\t\twhoami:2"), "{text}");
         assert_eq!(duration(90_500), "1m30.5s");
         assert_eq!(duration(250), "250ms");
+    }
+}
+
+#[cfg(test)]
+mod ps_options_tests {
+    use super::PsOptions;
+
+    #[test]
+    fn ps_filters_read_like_docker_and_bad_ones_name_the_filter() {
+        let o = PsOptions::parse(true, &["desired-state=running".into(), "node=snode1".into()]).unwrap();
+        assert!(o.no_trunc);
+        assert_eq!(o.filters, vec![("desired-state".to_string(), "running".to_string()), ("node".to_string(), "snode1".to_string())]);
+        for (bad, says) in [("color=red", "unknown key"), ("desired-state=dancing", "desired-state is"), ("node", "KEY=VALUE")] {
+            let e = PsOptions::parse(false, &[bad.to_string()]).unwrap_err();
+            assert!(e.contains("--filter") && e.contains(says), "{bad}: {e}");
+        }
     }
 }

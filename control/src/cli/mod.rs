@@ -6,6 +6,7 @@ mod args;
 mod ca_cmds;
 mod client;
 mod cluster_cmds;
+mod config_cmds;
 mod format;
 mod logs_cmd;
 mod network_cmds;
@@ -20,7 +21,7 @@ mod update_flags;
 pub use args::{parse_port, parse_publish};
 pub use client::Client;
 pub use cluster_cmds::default_advertise;
-pub use format::{node_table, service_ps_table, service_table};
+pub use format::{node_table, rfc3339, service_ps_table, service_table};
 
 use clap::{Args, Subcommand};
 
@@ -90,6 +91,13 @@ pub enum Command {
         #[command(subcommand)]
         cmd: secret_cmds::SecretCmd,
     },
+    /// Manage configs.
+    Config {
+        #[command(flatten)]
+        host: HostOpt,
+        #[command(subcommand)]
+        cmd: config_cmds::ConfigCmd,
+    },
 }
 
 /// `docker swarm ...`: the same verbs as shoal's top-level ones, so a seed's `docker swarm init`
@@ -141,5 +149,6 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Service { host, cmd } => service_cmds::run(Client::from_host(&host.host)?, cmd).await,
         Command::Stack { host, cmd } => stack_cmds::run(Client::from_host(&host.host)?, cmd).await,
         Command::Secret { host, cmd } => secret_cmds::run(Client::from_host(&host.host)?, cmd).await,
+        Command::Config { host, cmd } => config_cmds::run(Client::from_host(&host.host)?, cmd).await,
     }
 }

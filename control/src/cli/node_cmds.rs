@@ -19,6 +19,16 @@ pub enum NodeCmd {
     },
     /// Show nodes in detail (JSON).
     Inspect { nodes: Vec<String> },
+    /// List the tasks on nodes (this node by default).
+    Ps {
+        /// Full task ids.
+        #[arg(long)]
+        no_trunc: bool,
+        /// desired-state=running|shutdown|accepted, name=NAME, id=ID.
+        #[arg(long, short = 'f')]
+        filter: Vec<String>,
+        nodes: Vec<String>,
+    },
     /// Make nodes managers.
     Promote { nodes: Vec<String> },
     /// Make managers workers.
@@ -62,6 +72,27 @@ pub async fn run(c: Client, cmd: NodeCmd) -> anyhow::Result<()> {
                 };
                 print!("{}", node_table(&v, me.as_deref()));
             }
+        }
+        NodeCmd::Ps { no_trunc, filter, nodes } => {
+            let mut opts = super::format::PsOptions::parse(no_trunc, &filter).map_err(anyhow::Error::msg)?;
+            let v = c.view().await?;
+            let nodes = if nodes.is_empty() {
+                match c.call(LocalRequest::Info).await? {
+                    LocalReply::Info(i) => i.node_id.into_iter().collect(),
+                    _ => vec![],
+                }
+            } else {
+                nodes
+            };
+            if nodes.is_empty() {
+                anyhow::bail!("this daemon is not in a swarm: name a node (shoal node ps NODE)");
+            }
+            for n in &nodes {
+                let id = v.state.find_node(n).map_err(|e| anyhow::anyhow!("Error response from daemon: {e}"))?.id.clone();
+                opts.filters.push(("node".into(), id));
+            }
+            let ids: Vec<String> = v.state.services.keys().cloned().collect();
+            print!("{}", super::format::service_ps_table_with(&v, &ids, crate::manager::now_ms(), &opts));
         }
         NodeCmd::Inspect { nodes } => {
             let v = c.view().await?;

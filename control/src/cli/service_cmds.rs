@@ -1,7 +1,7 @@
 //! `service create|ls|ps|inspect|scale|update|rollback|rm`.
 
 use super::args::{parse_duration_ms, parse_kv, parse_publish};
-use super::format::{service_ps_table, service_table};
+use super::format::service_table;
 use super::Client;
 use crate::model::{EndpointMode, RestartCondition, ServiceMode, ServiceSpec};
 use crate::state::{Command, Response};
@@ -43,8 +43,65 @@ pub struct CreateArgs {
     pub restart_window: Option<String>,
     #[arg(long)]
     pub replicas_max_per_node: Option<u64>,
+    /// A secret as a file in the tasks: NAME, or source=NAME,target=FILE,uid=0,gid=0,mode=0444
+    /// (target relative to /run/secrets).
     #[arg(long)]
     pub secret: Vec<String>,
+    /// A config as a file in the tasks: NAME, or source=NAME,target=/PATH,uid=0,gid=0,mode=0444
+    /// (target /NAME by default).
+    #[arg(long)]
+    pub config: Vec<String>,
+    /// type=bind|volume|tmpfs,src=...,dst=...[,readonly][,volume-nocopy][,tmpfs-size=..][,tmpfs-mode=..][,bind-propagation=..]
+    #[arg(long)]
+    pub mount: Vec<String>,
+    /// Read environment variables from a file (KEY=value lines, # comments).
+    #[arg(long)]
+    pub env_file: Vec<String>,
+    /// The tasks' hostname.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// user[:group] the command runs as.
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Working directory of the command.
+    #[arg(long, short = 'w')]
+    pub workdir: Option<String>,
+    /// Replace the image's ENTRYPOINT (a shell-quoted string).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Time to wait after the stop signal before SIGKILL (ms|s|m|h).
+    #[arg(long)]
+    pub stop_grace_period: Option<String>,
+    /// Mount the task's root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Add Linux capabilities (NET_ADMIN, ALL...).
+    #[arg(long)]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities.
+    #[arg(long)]
+    pub cap_drop: Vec<String>,
+    /// DNS servers (after the embedded DNS).
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// DNS search domains.
+    #[arg(long)]
+    pub dns_search: Vec<String>,
+    /// DNS options (ndots:2, timeout:1...).
+    #[arg(long)]
+    pub dns_option: Vec<String>,
+    /// Kernel parameters of the task's namespaces (net.ipv4.ip_forward=1).
+    #[arg(long)]
+    pub sysctl: Vec<String>,
+    /// Resource limits: name=soft[:hard] (nofile=1024:2048).
+    #[arg(long)]
+    pub ulimit: Vec<String>,
+    /// Supplementary groups of the command's user.
+    #[arg(long)]
+    pub group: Vec<String>,
+    /// Labels of the tasks' containers.
+    #[arg(long)]
+    pub container_label: Vec<String>,
     /// Command to run to check health (`/bin/sh -c` inside the task; exit 0 = healthy).
     #[arg(long)]
     pub health_cmd: Option<String>,
@@ -100,6 +157,12 @@ pub enum ServiceCmd {
     Ps {
         #[arg(long, default_value = "table")]
         format: String,
+        /// Full task ids.
+        #[arg(long)]
+        no_trunc: bool,
+        /// desired-state=running|shutdown|accepted, node=NODE, name=NAME, id=ID.
+        #[arg(long, short = 'f')]
+        filter: Vec<String>,
         services: Vec<String>,
     },
     /// Show services in detail (JSON, or Docker's text with --pretty).
@@ -138,7 +201,28 @@ pub fn build_spec(a: &CreateArgs) -> anyhow::Result<ServiceSpec> {
     });
     let mut s = ServiceSpec::new(name, a.image.clone());
     s.args = a.args.clone();
-    s.env = a.env.clone();
+    s.env = env_files(&a.env_file)?;
+    s.env.extend(a.env.iter().cloned());
+    let k = &mut s.container;
+    k.hostname = a.hostname.clone();
+    k.user = a.user.clone();
+    k.workdir = a.workdir.clone();
+    if let Some(e) = &a.entrypoint {
+        k.entrypoint = Some(shlex::split(e).ok_or_else(|| anyhow::anyhow!("invalid --entrypoint {e:?}: unclosed quote"))?);
+    }
+    if let Some(g) = &a.stop_grace_period {
+        k.stop_grace_ms = Some(parse_duration_ms(g).map_err(|e| anyhow::anyhow!("invalid --stop-grace-period: {e}"))?);
+    }
+    k.read_only = a.read_only;
+    k.cap_add = a.cap_add.iter().map(|c| crate::model::normalize_cap(c)).collect();
+    k.cap_drop = a.cap_drop.iter().map(|c| crate::model::normalize_cap(c)).collect();
+    k.dns = a.dns.clone();
+    k.dns_search = a.dns_search.clone();
+    k.dns_options = a.dns_option.clone();
+    k.sysctls = a.sysctl.iter().map(|s| super::args::parse_kv(s)).collect();
+    k.ulimits = a.ulimit.iter().map(|u| super::args::parse_ulimit(u)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
+    k.groups = a.group.clone();
+    k.labels = a.container_label.iter().map(|s| super::args::parse_kv(s)).collect();
     s.labels = a.label.iter().map(|l| parse_kv(l)).collect();
     s.mode = match a.mode.as_str() {
         "replicated" => ServiceMode::Replicated { replicas: a.replicas.unwrap_or(1) },
@@ -178,7 +262,11 @@ pub fn build_spec(a: &CreateArgs) -> anyhow::Result<ServiceSpec> {
     if let Some(w) = &a.restart_window {
         s.restart.window_ms = parse_duration_ms(w).map_err(|e| anyhow::anyhow!("invalid --restart-window: {e}"))?;
     }
-    s.secrets = a.secret.clone();
+    s.mounts = a.mount.iter().map(|x| super::args::parse_mount(x, "--mount")).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
+    s.configs =
+        a.config.iter().map(|x| super::args::parse_config_ref(x, "--config")).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
+    s.secrets =
+        a.secret.iter().map(|x| super::args::parse_file_ref(x, "--secret")).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
     s.healthcheck = health_check(a)?;
     if let Some(cpu) = a.limit_cpu {
         if !(cpu.is_finite() && cpu > 0.0) {
@@ -252,7 +340,8 @@ pub async fn run(c: Client, cmd: ServiceCmd) -> anyhow::Result<()> {
                 print!("{}", service_table(&v));
             }
         }
-        ServiceCmd::Ps { format, services } => {
+        ServiceCmd::Ps { format, no_trunc, filter, services } => {
+            let opts = super::format::PsOptions::parse(no_trunc, &filter).map_err(anyhow::Error::msg)?;
             let v = c.view().await?;
             let mut ids = vec![];
             for s in &services {
@@ -263,7 +352,7 @@ pub async fn run(c: Client, cmd: ServiceCmd) -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string(t)?);
                 }
             } else {
-                print!("{}", service_ps_table(&v, &ids, crate::manager::now_ms()));
+                print!("{}", super::format::service_ps_table_with(&v, &ids, crate::manager::now_ms(), &opts));
             }
         }
         ServiceCmd::Inspect { pretty, services } => {
@@ -394,4 +483,21 @@ async fn follow(c: &Client, id: &str, rollback_asked: bool, min_version: u64) ->
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `--env-file`: `KEY=value` lines, blank lines and `#` comments skipped; a bare `KEY` takes the
+/// value from this environment (as Docker).
+pub fn env_files(files: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut out = vec![];
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("invalid --env-file {f}: {e}"))?;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            if line.contains('=') {
+                out.push(line.to_string());
+            } else if let Ok(v) = std::env::var(line) {
+                out.push(format!("{line}={v}"));
+            }
+        }
+    }
+    Ok(out)
 }

@@ -45,6 +45,55 @@ pub struct UpdateArgs {
     /// Take a secret from the tasks.
     #[arg(long)]
     pub secret_rm: Vec<String>,
+    /// The tasks' hostname.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// user[:group] the command runs as.
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Working directory of the command.
+    #[arg(long, short = 'w')]
+    pub workdir: Option<String>,
+    /// Replace the image's ENTRYPOINT (a shell-quoted string; "" restores the image's).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Time to wait after the stop signal before SIGKILL (ms|s|m|h).
+    #[arg(long)]
+    pub stop_grace_period: Option<String>,
+    /// Mount the root filesystem read-only (true|false).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub read_only: Option<bool>,
+    /// Add Linux capabilities.
+    #[arg(long)]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities.
+    #[arg(long)]
+    pub cap_drop: Vec<String>,
+    /// Add or remove DNS servers, search domains, options.
+    #[arg(long)]
+    pub dns_add: Vec<String>,
+    #[arg(long)]
+    pub dns_rm: Vec<String>,
+    #[arg(long)]
+    pub dns_search_add: Vec<String>,
+    #[arg(long)]
+    pub dns_search_rm: Vec<String>,
+    #[arg(long)]
+    pub dns_option_add: Vec<String>,
+    #[arg(long)]
+    pub dns_option_rm: Vec<String>,
+    /// Add a mount (as --mount).
+    #[arg(long)]
+    pub mount_add: Vec<String>,
+    /// Remove the mount at this target path.
+    #[arg(long)]
+    pub mount_rm: Vec<String>,
+    /// Give the tasks a config.
+    #[arg(long)]
+    pub config_add: Vec<String>,
+    /// Take a config from the tasks.
+    #[arg(long)]
+    pub config_rm: Vec<String>,
     /// Add a placement constraint.
     #[arg(long)]
     pub constraint_add: Vec<String>,
@@ -178,12 +227,77 @@ pub fn apply(old: &ServiceSpec, a: &UpdateArgs) -> anyhow::Result<ServiceSpec> {
         }
     }
     for x in &a.secret_rm {
-        s.secrets.retain(|y| y != x);
+        s.secrets.retain(|y| &y.source != x);
     }
     for x in &a.secret_add {
-        if !s.secrets.contains(x) {
-            s.secrets.push(x.clone());
+        let r = super::args::parse_file_ref(x, "--secret-add").map_err(anyhow::Error::msg)?;
+        // One file per target: the new reference replaces the old one there.
+        s.secrets.retain(|y| y.target != r.target);
+        s.secrets.push(r);
+    }
+    let k = &mut s.container;
+    if let Some(h) = &a.hostname {
+        k.hostname = Some(h.clone()).filter(|h| !h.is_empty());
+    }
+    if let Some(u) = &a.user {
+        k.user = Some(u.clone()).filter(|u| !u.is_empty());
+    }
+    if let Some(w) = &a.workdir {
+        k.workdir = Some(w.clone()).filter(|w| !w.is_empty());
+    }
+    if let Some(e) = &a.entrypoint {
+        let argv = shlex::split(e).ok_or_else(|| anyhow::anyhow!("invalid --entrypoint {e:?}: unclosed quote"))?;
+        k.entrypoint = Some(argv).filter(|v| !v.is_empty());
+    }
+    if let Some(g) = &a.stop_grace_period {
+        k.stop_grace_ms = Some(super::args::parse_duration_ms(g).map_err(|e| anyhow::anyhow!("invalid --stop-grace-period: {e}"))?);
+    }
+    if let Some(r) = a.read_only {
+        k.read_only = r;
+    }
+    // Docker: an added capability leaves the drop list and the other way round.
+    for c in a.cap_add.iter().map(|c| crate::model::normalize_cap(c)) {
+        k.cap_drop.retain(|x| x != &c);
+        if !k.cap_add.contains(&c) {
+            k.cap_add.push(c);
         }
+    }
+    for c in a.cap_drop.iter().map(|c| crate::model::normalize_cap(c)) {
+        k.cap_add.retain(|x| x != &c);
+        if !k.cap_drop.contains(&c) {
+            k.cap_drop.push(c);
+        }
+    }
+    for (list, add, rm) in [
+        (&mut k.dns, &a.dns_add, &a.dns_rm),
+        (&mut k.dns_search, &a.dns_search_add, &a.dns_search_rm),
+        (&mut k.dns_options, &a.dns_option_add, &a.dns_option_rm),
+    ] {
+        list.retain(|x| !rm.contains(x));
+        for x in add {
+            if !list.contains(x) {
+                list.push(x.clone());
+            }
+        }
+    }
+    for x in &a.mount_rm {
+        if !s.mounts.iter().any(|m| &m.target == x) {
+            anyhow::bail!("invalid --mount-rm {x:?}: no mount has that target (give the target path)");
+        }
+        s.mounts.retain(|m| &m.target != x);
+    }
+    for x in &a.mount_add {
+        let m = super::args::parse_mount(x, "--mount-add").map_err(anyhow::Error::msg)?;
+        s.mounts.retain(|y| y.target != m.target);
+        s.mounts.push(m);
+    }
+    for x in &a.config_rm {
+        s.configs.retain(|y| &y.source != x);
+    }
+    for x in &a.config_add {
+        let r = super::args::parse_config_ref(x, "--config-add").map_err(anyhow::Error::msg)?;
+        s.configs.retain(|y| y.config_path() != r.config_path());
+        s.configs.push(r);
     }
     for c in &a.constraint_rm {
         s.placement.constraints.retain(|y| y.replace(' ', "") != c.replace(' ', ""));
@@ -353,6 +467,37 @@ mod tests {
     }
 
     #[test]
+    fn container_options_update_like_docker() {
+        let a = UpdateArgs {
+            hostname: Some("db".into()),
+            entrypoint: Some("/bin/sh -c".into()),
+            stop_grace_period: Some("30s".into()),
+            read_only: Some(true),
+            cap_add: vec!["net_admin".into()],
+            cap_drop: vec!["CHOWN".into()],
+            dns_option_add: vec!["ndots:2".into()],
+            ..args("web")
+        };
+        let s = apply(&base(), &a).unwrap();
+        let k = &s.container;
+        assert_eq!(k.hostname.as_deref(), Some("db"));
+        assert_eq!(k.entrypoint.as_deref(), Some(&["/bin/sh".to_string(), "-c".to_string()][..]));
+        assert_eq!((k.stop_grace_ms, k.read_only), (Some(30_000), true));
+        assert_eq!((k.cap_add.clone(), k.cap_drop.clone()), (vec!["CAP_NET_ADMIN".to_string()], vec!["CAP_CHOWN".to_string()]));
+        let s2 = apply(
+            &s,
+            &UpdateArgs {
+                cap_add: vec!["CHOWN".into()],
+                entrypoint: Some(String::new()),
+                dns_option_rm: vec!["ndots:2".into()],
+                ..args("web")
+            },
+        )
+        .unwrap();
+        assert!(s2.container.cap_drop.is_empty() && s2.container.entrypoint.is_none() && s2.container.dns_options.is_empty());
+    }
+
+    #[test]
     fn lists_add_and_remove() {
         let a = UpdateArgs {
             args: Some("serve --name 'a b'".into()),
@@ -377,7 +522,7 @@ mod tests {
             vec![(90, Protocol::Tcp), (53, Protocol::Udp)]
         );
         assert_eq!(s.networks, vec!["back".to_string()]);
-        assert_eq!(s.secrets, vec!["db".to_string()]);
+        assert_eq!(s.secrets, vec![crate::model::FileRef::named("db")]);
         assert_eq!(s.placement.constraints, vec!["node.role==worker".to_string()]);
         assert_eq!(s.mode, ServiceMode::Replicated { replicas: 4 });
         assert_eq!(s.force_update, 1);

@@ -61,6 +61,9 @@ pub struct Assignment {
     pub spec: ServiceSpec,
     /// Secrets the task references: name -> data.
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// Configs the task references: name -> data.
+    #[serde(default)]
+    pub configs: BTreeMap<String, Vec<u8>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -125,10 +125,20 @@ impl AgentView {
             // The spec the task was made from: during a rolling update the old tasks keep
             // theirs (their health check, their secrets) until they are replaced.
             let spec = svc.spec_for(t.service_version);
-            let secrets =
-                spec.secrets.iter().filter_map(|name| state.find_secret(name).ok().map(|s| (name.clone(), s.spec.data.clone()))).collect();
-            assignments
-                .insert(t.id.clone(), Assignment { task: t.clone(), service_name: svc.spec.name.clone(), spec: spec.clone(), secrets });
+            let secrets = spec
+                .secrets
+                .iter()
+                .filter_map(|r| state.find_secret(&r.source).ok().map(|s| (r.source.clone(), s.spec.data.clone())))
+                .collect();
+            let configs = spec
+                .configs
+                .iter()
+                .filter_map(|r| state.find_config(&r.source).ok().map(|s| (r.source.clone(), s.spec.data.clone())))
+                .collect();
+            assignments.insert(
+                t.id.clone(),
+                Assignment { task: t.clone(), service_name: svc.spec.name.clone(), spec: spec.clone(), secrets, configs },
+            );
         }
         AgentView {
             role: state.nodes.get(node_id).map(|n| n.role),
@@ -359,7 +369,7 @@ mod tests {
             spec: crate::model::SecretSpec { name: "pw".into(), labels: Default::default(), data: b"x".to_vec() },
         });
         let mut s = ServiceSpec::new("db", "postgres");
-        s.secrets = vec!["pw".into()];
+        s.secrets = vec![crate::model::FileRef::named("pw")];
         s.placement.constraints = vec!["node.id==n2".into()];
         w.create(s);
         assert_eq!(view(&w, "n2").assignments.values().next().unwrap().secrets["pw"], b"x");

@@ -134,13 +134,13 @@ pub fn service_spec(s: &m::ServiceSpec) -> d::ServiceSpec {
                         .iter()
                         .map(|n| d::TaskSpecContainerSpecSecrets {
                             file: Some(d::TaskSpecContainerSpecFile {
-                                name: Some(n.clone()),
-                                uid: Some("0".into()),
-                                gid: Some("0".into()),
-                                mode: Some(0o444),
+                                name: Some(n.target.clone()),
+                                uid: Some(n.uid.to_string()),
+                                gid: Some(n.gid.to_string()),
+                                mode: Some(n.mode),
                             }),
                             secret_id: None,
-                            secret_name: Some(n.clone()),
+                            secret_name: Some(n.source.clone()),
                         })
                         .collect()
                 }),
@@ -360,6 +360,23 @@ pub fn secret(s: &m::Secret) -> d::Secret {
         created_at: Some(date(s.created_ms)),
         updated_at: Some(date(s.created_ms)),
         spec: Some(d::SecretSpec { name: Some(s.spec.name.clone()), labels: labels(&s.spec.labels), ..Default::default() }),
+    }
+}
+
+/// Configs are not secret: Docker shows their data (base64) in `config inspect`.
+pub fn config(c: &m::Config) -> d::Config {
+    use base64::Engine;
+    d::Config {
+        id: Some(c.id.clone()),
+        version: version(c.created_ms),
+        created_at: Some(date(c.created_ms)),
+        updated_at: Some(date(c.created_ms)),
+        spec: Some(d::ConfigSpec {
+            name: Some(c.spec.name.clone()),
+            labels: labels(&c.spec.labels),
+            data: Some(base64::engine::general_purpose::STANDARD.encode(&c.spec.data)),
+            ..Default::default()
+        }),
     }
 }
 

@@ -231,16 +231,41 @@ impl Engine {
                 self.propose(Command::RemoveSecret { secret: id }).await?;
                 Ok(Reply::Empty(204))
             }
-            // shoal has no configs: the list is truthfully empty, and making one is refused.
             ConfigList => {
-                self.view().await?;
-                super::filters::Filters::parse(q.get("filters").map(String::as_str), &["name", "names", "id", "label"])?;
-                json(200, &Vec::<serde_json::Value>::new())
+                let v = self.view().await?;
+                json(200, &lists::configs(&v.state, filters(q))?)
             }
-            ConfigCreate | ConfigUpdate(_) => {
-                Err(EngineError::NotImplemented("configs are not supported by shoal: use a secret, or put the file in the image".into()))
+            ConfigCreate => {
+                let s: d::ConfigSpec = body(b, "config spec")?;
+                if s.templating.is_some() {
+                    return Err(EngineError::bad("Templating is not supported by shoal: leave it out of the config spec"));
+                }
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(s.data.unwrap_or_default())
+                    .map_err(|e| EngineError::bad(format!("Data is not base64: {e}")))?;
+                let spec = crate::model::ConfigSpec {
+                    name: s.name.unwrap_or_default(),
+                    labels: s.labels.unwrap_or_default().into_iter().collect(),
+                    data,
+                };
+                match self.propose(Command::CreateConfig { spec }).await? {
+                    Response::Created { id } => json(201, &serde_json::json!({ "ID": id })),
+                    other => Err(EngineError::Internal(format!("unexpected result {other:?}"))),
+                }
             }
-            ConfigInspect(c) | ConfigDelete(c) => Err(EngineError::NotFound(format!("config {c} not found"))),
+            ConfigInspect(c) => {
+                let v = self.view().await?;
+                json(200, &convert::config(lists::find_config(&v.state, &c)?))
+            }
+            ConfigUpdate(_) => {
+                Err(EngineError::NotImplemented("shoal cannot update a config in place: remove it and create it again".into()))
+            }
+            ConfigDelete(c) => {
+                let v = self.view().await?;
+                let id = lists::find_config(&v.state, &c)?.id.clone();
+                self.propose(Command::RemoveConfig { config: id }).await?;
+                Ok(Reply::Empty(204))
+            }
             Distribution(image) => Err(EngineError::NotFound(format!(
                 "shoal does not query registries: no digest for {image}; each node uses {image} as it finds it"
             ))),

@@ -27,6 +27,21 @@ pub fn find_secret<'a>(st: &'a ClusterState, s: &str) -> Result<&'a Secret, Engi
     resolve("secret", s, st.secrets.values().map(|x| (x.id.as_str(), x.spec.name.as_str(), x)))
 }
 
+pub fn find_config<'a>(st: &'a ClusterState, c: &str) -> Result<&'a crate::model::Config, EngineError> {
+    resolve("config", c, st.configs.values().map(|x| (x.id.as_str(), x.spec.name.as_str(), x)))
+}
+
+pub fn configs(st: &ClusterState, filters: Option<&str>) -> Result<Vec<d::Config>, EngineError> {
+    let f = Filters::parse(filters, &["name", "names", "id", "label"])?;
+    Ok(st
+        .configs
+        .values()
+        .filter(|s| f.any("name", |x| s.spec.name.starts_with(x)) && f.any("names", |x| s.spec.name == x))
+        .filter(|s| f.any("id", |x| s.id.starts_with(x)) && f.labels("label", &s.spec.labels))
+        .map(convert::config)
+        .collect())
+}
+
 pub fn find_task<'a>(st: &'a ClusterState, t: &str) -> Result<&'a Task, EngineError> {
     resolve("task", t, st.tasks.values().map(|x| (x.id.as_str(), x.id.as_str(), x)))
 }

@@ -58,14 +58,25 @@ pub fn from_docker(s: &d::ServiceSpec) -> Result<ServiceSpec, EngineError> {
             .clone()
             .or_else(|| sec.secret_id.clone())
             .ok_or_else(|| EngineError::bad(format!("TaskTemplate.ContainerSpec.Secrets[{i}].SecretName is missing")))?;
+        let mut r = crate::model::FileRef::named(n);
         if let Some(f) = &sec.file {
-            if f.name.as_ref().is_some_and(|t| t != &n) {
-                return Err(EngineError::bad(format!(
-                    "TaskTemplate.ContainerSpec.Secrets[{i}].File.Name: shoal mounts a secret under its own name ({n}); drop target="
-                )));
+            let field = |what: &str, v: &str| {
+                EngineError::bad(format!("TaskTemplate.ContainerSpec.Secrets[{i}].File.{what}: {v:?} is not a number"))
+            };
+            if let Some(t) = f.name.as_ref().filter(|t| !t.is_empty()) {
+                r.target = t.clone();
+            }
+            if let Some(u) = f.uid.as_ref().filter(|u| !u.is_empty()) {
+                r.uid = u.parse().map_err(|_| field("UID", u))?;
+            }
+            if let Some(g) = f.gid.as_ref().filter(|g| !g.is_empty()) {
+                r.gid = g.parse().map_err(|_| field("GID", g))?;
+            }
+            if let Some(m) = f.mode {
+                r.mode = m;
             }
         }
-        spec.secrets.push(n);
+        spec.secrets.push(r);
     }
     if let Some(h) = &c.health_check {
         let test = h.test.clone().unwrap_or_default();
@@ -230,7 +241,7 @@ mod tests {
         s.mode = ServiceMode::Global;
         s.networks = vec!["front".into()];
         s.network_aliases.insert("front".into(), vec!["www".into()]);
-        s.secrets = vec!["db_pw".into()];
+        s.secrets = vec![crate::model::FileRef::named("db_pw")];
         s.healthcheck = Some(HealthCheck::new("curl -f localhost"));
         s.limits.memory_bytes = 256 << 20;
         s.placement.constraints = vec!["node.role==worker".into()];

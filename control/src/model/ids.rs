@@ -8,6 +8,7 @@ pub type NetworkId = String;
 pub type ServiceId = String;
 pub type TaskId = String;
 pub type SecretId = String;
+pub type ConfigId = String;
 
 /// Deterministic id generator (state-machine side).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -1,7 +1,11 @@
 //! The cluster's data model: what the Raft state machine holds and what the API returns.
 //! Plain data, serde-serialisable, no behaviour beyond small helpers.
 
+mod config;
+mod container;
+mod file_ref;
 mod ids;
+mod mount;
 mod network;
 mod node;
 mod secret;
@@ -9,7 +13,11 @@ mod service;
 mod task;
 mod wireguard;
 
-pub use ids::{random_id, IdGen, NetworkId, NodeId, SecretId, ServiceId, TaskId};
+pub use config::{Config, ConfigSpec};
+pub use container::{normalize_cap, ContainerOpts, ULIMITS};
+pub use file_ref::{FileRef, DEFAULT_FILE_MODE, SECRETS_DIR};
+pub use ids::{random_id, ConfigId, IdGen, NetworkId, NodeId, SecretId, ServiceId, TaskId};
+pub use mount::{Mount, MountKind, PROPAGATIONS};
 pub use network::{Network, NetworkSpec, GATEWAY_NETWORK, GATEWAY_SUBNETS};
 pub use node::{Availability, Node, NodeResources, NodeState, Role};
 pub use secret::{Secret, SecretSpec};

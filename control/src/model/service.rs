@@ -115,8 +115,17 @@ pub struct ServiceSpec {
     pub endpoint: EndpointSpec,
     pub placement: Placement,
     pub restart: RestartPolicy,
-    /// Secret names.
-    pub secrets: Vec<String>,
+    /// Secrets as files in the tasks (`--secret`).
+    pub secrets: Vec<super::FileRef>,
+    /// How the task's process runs (`--hostname`, `--user`, `--workdir`, `--entrypoint`...).
+    #[serde(default, skip_serializing_if = "super::ContainerOpts::is_default")]
+    pub container: super::ContainerOpts,
+    /// Bind mounts, volumes and tmpfs mounts of each task (`--mount`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<super::Mount>,
+    /// Configs as files in the tasks (`--config`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<super::FileRef>,
     /// Docker's HEALTHCHECK: a task is an endpoint only once healthy, and is replaced when it
     /// turns unhealthy. Absent in specs written before health checks existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -328,6 +337,9 @@ impl ServiceSpec {
             placement: Placement::default(),
             restart: RestartPolicy::default(),
             secrets: vec![],
+            configs: vec![],
+            mounts: vec![],
+            container: Default::default(),
             healthcheck: None,
             limits: ResourceLimits::default(),
             reservations: ResourceReservations::default(),

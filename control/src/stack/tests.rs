@@ -100,7 +100,10 @@ fn a_version_3_file_converts_every_key() {
     assert_eq!(api.env, ["DEBUG=false", "FROM_SHELL=from the shell", "MODE=api", "WORKERS=4"]);
     assert_eq!(api.networks, ["app_back"]);
     assert_eq!(api.network_aliases["app_back"], ["api", "api-internal", "backend-api"]);
-    assert_eq!(api.secrets, ["app_db_password", "shared_token"], "stack secrets are prefixed, external ones are not");
+    let sources: Vec<&str> = api.secrets.iter().map(|r| r.source.as_str()).collect();
+    assert_eq!(sources, ["app_db_password", "shared_token"], "stack secrets are prefixed, external ones are not");
+    let targets: Vec<String> = api.secrets.iter().map(|r| r.secret_path()).collect();
+    assert_eq!(targets, ["/run/secrets/db_password", "/run/secrets/shared_token"], "files are named by the Compose key");
     assert_eq!(api.healthcheck.as_ref().unwrap().cmd, "redis-cli ping");
     assert_eq!(api.mode, ServiceMode::Global);
     assert_eq!(api.limits.memory_bytes, 256 << 20);
@@ -162,7 +165,7 @@ fn a_compose_specification_file_with_long_forms_anchors_and_extensions() {
     assert_eq!(front.update.order, UpdateOrder::StartFirst);
     let cache = service(&spec, "s_cache");
     assert_eq!(cache.args, ["redis-server", "--port", "6379", "--protected-mode", "no"]);
-    assert_eq!(cache.secrets, ["s_api_key"]);
+    assert_eq!(cache.secrets.iter().map(|r| r.source.as_str()).collect::<Vec<_>>(), ["s_api_key"]);
     assert_eq!((cache.mode.clone(), cache.endpoint.mode), (ServiceMode::Global, EndpointMode::Dnsrr));
     assert_eq!(cache.labels["tier"], "cache");
     assert_eq!(spec.secrets[0].spec.data, b"k-123", "a secret from an environment variable");
@@ -190,11 +193,6 @@ fn keys_shoal_cannot_run_yet_are_parsed_and_refused_by_name() {
         "volumes.data (volumes and mounts)",
         "configs.app_config (configs)",
         "configs.external_config (configs)",
-        "services.app.entrypoint",
-        "services.app.hostname",
-        "services.app.user",
-        "services.app.working_dir",
-        "services.app.stop_grace_period",
         "services.app.volumes",
         "services.app.configs",
         "services.app.labels",
@@ -487,7 +485,6 @@ fn docker_s_voting_app_is_read_whole_and_its_mounts_refused_by_name() {
         &[
             "volumes.db-data (volumes and mounts)",
             "services.db.volumes (volumes and mounts)",
-            "services.visualizer.stop_grace_period (per-service stop grace periods)",
             "services.visualizer.volumes (volumes and mounts)",
         ]
     );
@@ -509,4 +506,50 @@ fn docker_s_voting_app_is_read_whole_and_its_mounts_refused_by_name() {
     assert_eq!(steps.len(), 3 + 6, "{steps:?}");
     apply_all(&mut w, &steps);
     assert!(plan(&spec, &w.state, false).unwrap().is_empty());
+}
+
+#[test]
+fn container_keys_map_to_the_service_spec() {
+    let spec = inline(
+        "app",
+        "
+services:
+  db:
+    image: postgres
+    entrypoint: docker-entrypoint.sh -c
+    hostname: db-primary
+    user: '999:999'
+    working_dir: /var/lib/postgresql
+    stop_grace_period: 1m30s
+    read_only: true
+    cap_add: [NET_ADMIN]
+    cap_drop: [chown]
+    dns: 10.0.0.2
+    dns_search: [corp.example]
+    dns_opt: [ndots:2]
+    secrets:
+      - source: pw
+        target: db/pass
+        uid: '70'
+        mode: 0400
+secrets:
+  pw:
+    file: ./db_password.txt
+",
+    );
+    let db = service(&spec, "app_db");
+    let k = &db.container;
+    assert_eq!(k.entrypoint.as_deref(), Some(&["docker-entrypoint.sh".to_string(), "-c".to_string()][..]));
+    assert_eq!(
+        (k.hostname.as_deref(), k.user.as_deref(), k.workdir.as_deref()),
+        (Some("db-primary"), Some("999:999"), Some("/var/lib/postgresql"))
+    );
+    assert_eq!((k.stop_grace_ms, k.read_only), (Some(90_000), true));
+    assert_eq!((k.cap_add.clone(), k.cap_drop.clone()), (vec!["CAP_NET_ADMIN".to_string()], vec!["CAP_CHOWN".to_string()]));
+    assert_eq!(
+        (k.dns.clone(), k.dns_search.clone(), k.dns_options.clone()),
+        (vec!["10.0.0.2".to_string()], vec!["corp.example".to_string()], vec!["ndots:2".to_string()])
+    );
+    let s = &db.secrets[0];
+    assert_eq!((s.source.as_str(), s.secret_path().as_str(), s.uid, s.mode), ("app_pw", "/run/secrets/db/pass", 70, 0o400));
 }

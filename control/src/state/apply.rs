@@ -1,7 +1,7 @@
 //! One command at a time. Every fallible step comes before the first change.
 
 use super::{limits, validate, ClusterState, Command, Response, StateError};
-use crate::model::{CaRotation, Network, NodeState, Role, Secret, Service, ServiceMode, ServiceSpec, TaskState, UpdateState};
+use crate::model::{CaRotation, Config, Network, NodeState, Role, Secret, Service, ServiceMode, ServiceSpec, TaskState, UpdateState};
 
 impl ClusterState {
     pub(super) fn apply_command(&mut self, now: u64, cmd: &Command) -> Result<Response, StateError> {
@@ -291,6 +291,31 @@ impl ClusterState {
                 self.services.remove(&id);
                 Ok(Response::Ok)
             }
+            Command::CreateConfig { spec } => {
+                validate::check_name("name", &spec.name)?;
+                if spec.data.len() > limits::MAX_SECRET_BYTES {
+                    return Err(StateError::invalid(
+                        "data",
+                        format!("{} bytes is more than the limit of {} (500 KiB, as Docker)", spec.data.len(), limits::MAX_SECRET_BYTES),
+                    ));
+                }
+                validate::check_map("labels", &spec.labels)?;
+                if self.configs.values().any(|s| s.spec.name == spec.name) {
+                    return Err(StateError::exists("config", &spec.name));
+                }
+                let id = self.ids.next_id();
+                self.configs.insert(id.clone(), Config { id: id.clone(), spec: spec.clone(), created_ms: now });
+                Ok(Response::Created { id })
+            }
+            Command::RemoveConfig { config } => {
+                let s = self.find_config(config)?;
+                if let Some(svc) = self.services.values().find(|svc| svc.spec.configs.iter().any(|r| r.source == s.spec.name)) {
+                    return Err(StateError::FailedPrecondition(format!("config {} is in use by service {}", s.spec.name, svc.spec.name)));
+                }
+                let id = s.id.clone();
+                self.configs.remove(&id);
+                Ok(Response::Ok)
+            }
             Command::CreateSecret { spec } => {
                 validate::check_name("name", &spec.name)?;
                 if spec.data.len() > limits::MAX_SECRET_BYTES {
@@ -309,7 +334,7 @@ impl ClusterState {
             }
             Command::RemoveSecret { secret } => {
                 let s = self.find_secret(secret)?;
-                if let Some(svc) = self.services.values().find(|svc| svc.spec.secrets.contains(&s.spec.name)) {
+                if let Some(svc) = self.services.values().find(|svc| svc.spec.secrets.iter().any(|r| r.source == s.spec.name)) {
                     return Err(StateError::FailedPrecondition(format!("secret {} is in use by service {}", s.spec.name, svc.spec.name)));
                 }
                 let id = s.id.clone();

@@ -1,6 +1,8 @@
 //! Commands: the payload of every Raft log entry.
 
-use crate::model::{Availability, CaRotation, Cluster, NetworkSpec, Node, NodeState, Role, SecretSpec, ServiceSpec, TaskId, TaskStatus};
+use crate::model::{
+    Availability, CaRotation, Cluster, ConfigSpec, NetworkSpec, Node, NodeState, Role, SecretSpec, ServiceSpec, TaskId, TaskStatus,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -82,6 +84,12 @@ pub enum Command {
     },
     RemoveService {
         service: String,
+    },
+    CreateConfig {
+        spec: ConfigSpec,
+    },
+    RemoveConfig {
+        config: String,
     },
     CreateSecret {
         spec: SecretSpec,

@@ -32,6 +32,10 @@ impl ClusterState {
         find(&self.services, "service", key, |s| &s.spec.name)
     }
 
+    pub fn find_config(&self, key: &str) -> Result<&crate::model::Config, StateError> {
+        find(&self.configs, "config", key, |s| &s.spec.name)
+    }
+
     pub fn find_secret(&self, key: &str) -> Result<&Secret, StateError> {
         find(&self.secrets, "secret", key, |s| &s.spec.name)
     }

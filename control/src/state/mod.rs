@@ -19,7 +19,9 @@ mod wireguard;
 pub use command::{Autolock, Command, Request, Response};
 pub use error::StateError;
 
-use crate::model::{Cluster, IdGen, Network, NetworkId, Node, NodeId, Secret, SecretId, Service, ServiceId, Task, TaskId};
+use crate::model::{
+    Cluster, Config, ConfigId, IdGen, Network, NetworkId, Node, NodeId, Secret, SecretId, Service, ServiceId, Task, TaskId,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,6 +33,8 @@ pub struct ClusterState {
     pub services: BTreeMap<ServiceId, Service>,
     pub tasks: BTreeMap<TaskId, Task>,
     pub secrets: BTreeMap<SecretId, Secret>,
+    #[serde(default)]
+    pub configs: BTreeMap<ConfigId, Config>,
     pub ids: IdGen,
     /// Nodes removed with `node rm`: their certificates stay valid until they expire, and are
     /// refused by id (etcd's removed-member check).

@@ -56,7 +56,7 @@ fn bad_service_specs_name_the_field_and_change_nothing() {
     s.endpoint.ports = vec![port(80, Some(80))];
     refused(&mut w, s, "endpoint-mode");
     let mut s = base;
-    s.secrets = vec!["missing".into()];
+    s.secrets = vec![crate::model::FileRef::named("missing")];
     refused(&mut w, s, "secrets[0]");
 }
 

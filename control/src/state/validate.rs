@@ -85,7 +85,22 @@ fn check_service_bounds(spec: &ServiceSpec) -> Result<(), StateError> {
     check_list("env", spec.env.iter().map(String::as_str))?;
     check_map("labels", &spec.labels)?;
     check_list("networks", spec.networks.iter().map(String::as_str))?;
-    check_list("secrets", spec.secrets.iter().map(String::as_str))?;
+    check_list("secrets", spec.secrets.iter().map(|r| r.source.as_str()))?;
+    check_list("configs", spec.configs.iter().map(|r| r.source.as_str()))?;
+    check_mounts(&spec.mounts)?;
+    check_container(&spec.container)?;
+    check_file_refs("secrets", &spec.secrets, crate::model::FileRef::secret_path)?;
+    check_file_refs("configs", &spec.configs, crate::model::FileRef::config_path)?;
+    let mut paths: Vec<String> = spec.secrets.iter().map(|r| r.secret_path()).collect();
+    for (i, r) in spec.configs.iter().enumerate() {
+        if paths.contains(&r.config_path()) {
+            return Err(StateError::invalid(
+                format!("configs[{i}].target"),
+                format!("{} is also a secret's target: give one of them another target=", r.config_path()),
+            ));
+        }
+        paths.push(r.config_path());
+    }
     check_list("constraints", spec.placement.constraints.iter().map(String::as_str))?;
     if spec.endpoint.ports.len() > MAX_ENTRIES {
         return Err(StateError::invalid("ports", format!("{} entries is more than the limit of {MAX_ENTRIES}", spec.endpoint.ports.len())));
@@ -264,7 +279,12 @@ pub fn check_service(spec: &ServiceSpec, state: &ClusterState) -> Result<(), Sta
             return Err(StateError::invalid("health-start-period", format!("{} ms: use at most 24h", h.start_period_ms)));
         }
     }
-    for (i, s) in spec.secrets.iter().enumerate() {
+    for (i, s) in spec.configs.iter().map(|r| &r.source).enumerate() {
+        state.find_config(s).map_err(|_| {
+            StateError::invalid(format!("configs[{i}]"), format!("config {s:?} not found: create it with `shoal config create`"))
+        })?;
+    }
+    for (i, s) in spec.secrets.iter().map(|r| &r.source).enumerate() {
         state.find_secret(s).map_err(|_| {
             StateError::invalid(format!("secrets[{i}]"), format!("secret {s:?} not found: create it with `shoal secret create`"))
         })?;
@@ -321,6 +341,218 @@ pub fn check_network(spec: &NetworkSpec) -> Result<(), StateError> {
                 "opt encrypted",
                 format!("{asked}: a node-local network never leaves the node: remove the option"),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Each secret's (config's) file: a plain relative or absolute path, no `..`, one per file.
+fn check_file_refs(what: &str, refs: &[crate::model::FileRef], path: fn(&crate::model::FileRef) -> String) -> Result<(), StateError> {
+    let mut seen = BTreeSet::new();
+    for (i, r) in refs.iter().enumerate() {
+        let field = format!("{what}[{i}].target");
+        let t = &r.target;
+        if t.is_empty() || t.len() > 4096 || t.contains('\0') || t.split('/').any(|c| c == ".." || c == ".") || t.ends_with('/') {
+            return Err(StateError::invalid(
+                field,
+                format!("{t:?} is not a file path: give a name like db_password or an absolute path without . or .."),
+            ));
+        }
+        if r.mode > 0o7777 {
+            return Err(StateError::invalid(format!("{what}[{i}].mode"), format!("{:o} is not permission bits: use e.g. 0400", r.mode)));
+        }
+        if !seen.insert(path(r)) {
+            return Err(StateError::invalid(field, format!("{} is the target of two {what}: give one of them another target=", path(r))));
+        }
+    }
+    Ok(())
+}
+
+/// `--mount`: absolute targets, one mount per target; a bind's source is an absolute host path,
+/// a volume's a name, a tmpfs has none; options only of their own type.
+fn check_mounts(mounts: &[crate::model::Mount]) -> Result<(), StateError> {
+    use crate::model::MountKind;
+    if mounts.len() > MAX_ENTRIES {
+        return Err(StateError::invalid("mounts", format!("{} entries is more than the limit of {MAX_ENTRIES}", mounts.len())));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, m) in mounts.iter().enumerate() {
+        let f = |what: &str| format!("mounts[{i}].{what}");
+        let plain = |p: &str| p.starts_with('/') && p.len() <= 4096 && !p.contains('\0') && !p.split('/').any(|c| c == "..");
+        if !plain(&m.target) || m.target == "/" {
+            return Err(StateError::invalid(
+                f("target"),
+                format!("{:?} is not an absolute path inside the task: use e.g. dst=/data", m.target),
+            ));
+        }
+        if !seen.insert(m.target.trim_end_matches('/')) {
+            return Err(StateError::invalid(f("target"), format!("{} is the target of two mounts", m.target)));
+        }
+        let kind = m.kind.as_str();
+        match m.kind {
+            MountKind::Bind if !plain(&m.source) => {
+                return Err(StateError::invalid(
+                    f("source"),
+                    format!("{:?}: a bind mount needs an absolute host path, e.g. src=/srv/data", m.source),
+                ))
+            }
+            MountKind::Volume if !m.source.is_empty() => check_name(&f("source"), &m.source)?,
+            MountKind::Tmpfs if !m.source.is_empty() => {
+                return Err(StateError::invalid(f("source"), "a tmpfs mount has no source: remove src="));
+            }
+            _ => {}
+        }
+        let wrong = |opt: &str, for_kind: &str| StateError::invalid(f(opt), format!("{opt} is for type={for_kind}, not type={kind}"));
+        if m.kind != MountKind::Bind && m.bind_propagation.is_some() {
+            return Err(wrong("bind-propagation", "bind"));
+        }
+        if let Some(p) = &m.bind_propagation {
+            if !crate::model::PROPAGATIONS.contains(&p.as_str()) {
+                return Err(StateError::invalid(
+                    f("bind-propagation"),
+                    format!("{p:?}: use one of {}", crate::model::PROPAGATIONS.join(", ")),
+                ));
+            }
+        }
+        if m.kind != MountKind::Volume && (m.volume_nocopy || m.volume_driver.is_some()) {
+            return Err(wrong(if m.volume_nocopy { "volume-nocopy" } else { "volume-driver" }, "volume"));
+        }
+        if let Some(d) = m.volume_driver.as_deref().filter(|d| *d != "local") {
+            return Err(StateError::invalid(f("volume-driver"), format!("{d:?}: only the local driver exists")));
+        }
+        if m.kind != MountKind::Tmpfs && (m.tmpfs_size > 0 || m.tmpfs_mode.is_some()) {
+            return Err(wrong(if m.tmpfs_size > 0 { "tmpfs-size" } else { "tmpfs-mode" }, "tmpfs"));
+        }
+        if m.tmpfs_size > MAX_MEMORY_BYTES {
+            return Err(StateError::invalid(f("tmpfs-size"), format!("{} bytes is more than 1 PiB", m.tmpfs_size)));
+        }
+        if m.tmpfs_mode.is_some_and(|m| m > 0o7777) {
+            return Err(StateError::invalid(f("tmpfs-mode"), "not permission bits: use e.g. 1777"));
+        }
+    }
+    Ok(())
+}
+
+/// Capabilities this kernel knows by name (Docker refuses unknown ones).
+const CAPS: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// `--hostname`, `--user`, `--workdir`, `--entrypoint`, `--stop-grace-period`, `--cap-*`, `--dns*`.
+fn check_container(c: &crate::model::ContainerOpts) -> Result<(), StateError> {
+    if let Some(h) = &c.hostname {
+        let ok = !h.is_empty()
+            && h.len() <= crate::model::HOST_NAME_MAX
+            && h.split('.').all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-'));
+        if !ok {
+            return Err(StateError::invalid(
+                "hostname",
+                format!("{h:?} is not a hostname: use letters, digits, '-' and '.', at most 64 bytes"),
+            ));
+        }
+    }
+    if let Some(u) = &c.user {
+        let ok = !u.is_empty()
+            && u.len() <= 256
+            && u.split(':').count() <= 2
+            && u.split(':').all(|p| !p.is_empty() && !p.contains(char::is_whitespace));
+        if !ok {
+            return Err(StateError::invalid("user", format!("{u:?} is not user[:group]: use e.g. app or 1000:1000")));
+        }
+    }
+    if let Some(w) = &c.workdir {
+        if !w.starts_with('/') || w.contains('\0') || w.len() > 4096 {
+            return Err(StateError::invalid("workdir", format!("{w:?} is not an absolute path: use e.g. /app")));
+        }
+    }
+    if let Some(e) = &c.entrypoint {
+        check_list("entrypoint", e.iter().map(String::as_str))?;
+    }
+    if let Some(g) = c.stop_grace_ms {
+        if g > MAX_DURATION_MS {
+            return Err(StateError::invalid("stop-grace-period", format!("{g} ms: use at most 24h")));
+        }
+    }
+    for (field, caps) in [("cap-add", &c.cap_add), ("cap-drop", &c.cap_drop)] {
+        for cap in caps {
+            if cap != "ALL" && !CAPS.contains(&cap.as_str()) {
+                return Err(StateError::invalid(field, format!("{cap:?} is not a capability: use a name like NET_ADMIN or ALL")));
+            }
+        }
+    }
+    for (name, soft, hard) in &c.ulimits {
+        if !crate::model::ULIMITS.contains(&name.as_str()) {
+            return Err(StateError::invalid("ulimit", format!("{name:?} is not a limit: use one of {}", crate::model::ULIMITS.join(", "))));
+        }
+        if soft > hard {
+            return Err(StateError::invalid("ulimit", format!("{name}: soft limit {soft} is above the hard limit {hard}")));
+        }
+    }
+    check_map("sysctl", &c.sysctls)?;
+    for k in c.sysctls.keys() {
+        let namespaced = k.starts_with("net.")
+            || k.starts_with("kernel.shm")
+            || k.starts_with("kernel.msg")
+            || k.starts_with("fs.mqueue.")
+            || k == "kernel.sem";
+        if !namespaced {
+            return Err(StateError::invalid(
+                "sysctl",
+                format!("{k:?} is not namespaced: a task may set net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*"),
+            ));
+        }
+    }
+    check_list("group", c.groups.iter().map(String::as_str))?;
+    check_map("container-label", &c.labels)?;
+    for d in &c.dns {
+        if d.parse::<std::net::IpAddr>().is_err() {
+            return Err(StateError::invalid("dns", format!("{d:?} is not an IP address: use e.g. 10.0.0.2")));
+        }
+    }
+    for (field, list) in [("dns-search", &c.dns_search), ("dns-option", &c.dns_options)] {
+        check_list(field, list.iter().map(String::as_str))?;
+        if let Some(bad) = list.iter().find(|s| s.is_empty() || s.contains(char::is_whitespace)) {
+            return Err(StateError::invalid(field, format!("{bad:?}: one word each, e.g. ndots:2")));
         }
     }
     Ok(())

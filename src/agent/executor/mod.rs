@@ -88,6 +88,38 @@ impl NamespaceExecutor {
         self.root.join(id)
     }
 
+    /// Bind sources must exist (Docker refuses the task with the reason); volumes are made on
+    /// first use, an anonymous one per task and mount.
+    fn resolve_mounts(&self, run: &TaskRun) -> Result<Vec<spec::TaskMount>, ExecError> {
+        use shoal_control::model::MountKind;
+        let volumes = crate::agent::volumes::root(self.root.parent().unwrap_or(&self.root));
+        let mut out = Vec::with_capacity(run.mounts.len());
+        for (i, m) in run.mounts.iter().enumerate() {
+            let mut m = m.clone();
+            match m.spec.kind {
+                MountKind::Bind => {
+                    m.host = PathBuf::from(&m.spec.source);
+                    if !m.host.exists() {
+                        return Err(ExecError::Start {
+                            id: run.id.clone(),
+                            reason: format!("invalid mount config for type \"bind\": bind source path does not exist: {}", m.spec.source),
+                        });
+                    }
+                }
+                MountKind::Volume => {
+                    let name = if m.spec.source.is_empty() { format!("{}-{i}", run.id) } else { m.spec.source.clone() };
+                    let (data, new) = crate::agent::volumes::ensure(&volumes, &name)
+                        .map_err(|e| ExecError::Start { id: run.id.clone(), reason: e.to_string() })?;
+                    m.host = data;
+                    m.populate = new && !m.spec.volume_nocopy;
+                }
+                MountKind::Tmpfs => {}
+            }
+            out.push(m);
+        }
+        Ok(out)
+    }
+
     fn pid(&self, id: &str) -> Option<Pid> {
         let text = std::fs::read_to_string(self.dir(id).join("pid")).ok()?;
         let pid = Pid::from_raw(text.trim().parse().ok()?);
@@ -101,12 +133,20 @@ impl NamespaceExecutor {
 impl Executor for NamespaceExecutor {
     fn start(&self, run: &TaskRun) -> Result<(), ExecError> {
         let io = |what| move |source| ExecError::Io { id: run.id.clone(), what, source };
+        let carries = !run.files.is_empty() || !run.mounts.is_empty();
+        if carries && !matches!(run.image, Image::Oci(_)) {
+            return Err(ExecError::Start {
+                id: run.id.clone(),
+                reason: "secrets, configs and mounts reach tasks of images only, not of the built-in host and shoal/whoami".into(),
+            });
+        }
+        let mounts = self.resolve_mounts(run)?;
         let dir = self.dir(&run.id);
         std::fs::create_dir_all(&dir).map_err(io("create task dir"))?;
         for stale in ["pid", "exit", shim::START_ERROR] {
             let _ = std::fs::remove_file(dir.join(stale));
         }
-        let run = &TaskRun { hidden: self.hidden.clone(), ..run.clone() };
+        let run = &TaskRun { hidden: self.hidden.clone(), mounts, ..run.clone() };
         let spec =
             serde_json::to_vec_pretty(run).map_err(|e| ExecError::Io { id: run.id.clone(), what: "write spec", source: e.into() })?;
         std::fs::write(dir.join("spec.json"), spec).map_err(io("write spec"))?;
@@ -134,12 +174,19 @@ impl Executor for NamespaceExecutor {
         cmd.arg("task-exec")
             .arg(&dir)
             .current_dir(&dir)
-            .stdin(Stdio::null())
+            .stdin(if run.files.is_empty() { Stdio::null() } else { Stdio::piped() })
             .stdout(Stdio::null())
             .stderr(err)
             // Its own session: the task outlives a daemon that is killed or restarted.
             .process_group(0);
-        let child = cmd.spawn().map_err(io("spawn task-exec"))?;
+        let mut child = cmd.spawn().map_err(io("spawn task-exec"))?;
+        // Secrets and configs go to the shim through a pipe, never through a file. A shim that
+        // failed before reading them reports why in START_ERROR below.
+        if let Some(mut stdin) = child.stdin.take() {
+            if let Err(e) = spec::write_files(&mut stdin, &run.files) {
+                tracing::debug!(task = %run.id, error = %e, "hand the task's files to the shim");
+            }
+        }
         // The shim is reaped by a thread so it never lingers as a zombie of the daemon.
         std::thread::spawn(move || {
             let mut child = child;
@@ -170,6 +217,12 @@ impl Executor for NamespaceExecutor {
                     _ => None,
                 })
                 .unwrap_or(Signal::SIGTERM);
+            // The service's --stop-grace-period, when it set one, over the node's default.
+            let grace = std::fs::read(self.dir(id).join("spec.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<TaskRun>(&b).ok())
+                .and_then(|r| r.stop_grace_ms)
+                .map_or(grace, Duration::from_millis);
             let _ = kill(pid, signal);
             let deadline = Instant::now() + grace;
             while Instant::now() < deadline && matches!(self.state(id), ProcessState::Running) {

@@ -78,6 +78,9 @@ pub(super) fn wait_for(pid: Pid) -> i32 {
     }
 }
 
+/// A secret's or config's data: Docker's limit is 500 KiB; this bounds what the shim reads.
+const MAX_FILE_BYTES: usize = 1 << 20;
+
 /// The file in DIR that says why the shim could not make the task (before its init ran).
 pub const START_ERROR: &str = "start-error";
 
@@ -95,8 +98,12 @@ pub fn run(dir: &Path) -> anyhow::Result<i32> {
 }
 
 fn run_task(dir: &Path) -> anyhow::Result<i32> {
-    let spec: TaskRun =
+    let mut spec: TaskRun =
         serde_json::from_slice(&std::fs::read(dir.join("spec.json")).context("read spec.json")?).context("parse spec.json")?;
+    if !spec.files.is_empty() {
+        super::spec::read_files(&mut std::io::stdin().lock(), &mut spec.files, MAX_FILE_BYTES)
+            .context("read the task's secrets and configs from the daemon")?;
+    }
     if let Image::Oci(img) = &spec.image {
         return super::oci::shim::run(dir, &spec, img);
     }

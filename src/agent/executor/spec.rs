@@ -25,6 +25,94 @@ pub struct TaskRun {
     /// that see the host's filesystem (`host`, `shoal/whoami`); set by the executor.
     #[serde(default)]
     pub hidden: Vec<PathBuf>,
+    /// Secrets (and configs) as files in the task. Their data is never in spec.json: the
+    /// executor hands it to the shim through a pipe and the shim writes it only into a tmpfs
+    /// of the task's own mount namespace, gone with the task.
+    #[serde(default)]
+    pub files: Vec<CarriedFile>,
+    /// `--read-only`: the root filesystem is mounted read-only.
+    #[serde(default)]
+    pub read_only: bool,
+    /// `--cap-add` / `--cap-drop` over Docker's default set.
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// `--sysctl` and `--ulimit` (name, soft, hard).
+    #[serde(default)]
+    pub sysctls: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub ulimits: Vec<(String, u64, u64)>,
+    /// `--stop-grace-period`: over the node's default.
+    #[serde(default)]
+    pub stop_grace_ms: Option<u64>,
+    /// `--mount`s, resolved to host paths by the executor.
+    #[serde(default)]
+    pub mounts: Vec<TaskMount>,
+}
+
+/// One `--mount` of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskMount {
+    pub spec: shoal_control::model::Mount,
+    /// The host directory bound in (a bind's source, a volume's data directory); set by the
+    /// executor.
+    #[serde(default)]
+    pub host: PathBuf,
+    /// A volume made for this task: the shim fills it from the image's content at the target.
+    #[serde(default)]
+    pub populate: bool,
+}
+
+/// One file a task carries (a secret or a config), bound read-only at `target`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarriedFile {
+    /// Absolute path inside the task.
+    pub target: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    /// Never serialized: spec.json is on the node's disk.
+    #[serde(skip)]
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for CarriedFile {
+    // The data stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CarriedFile")
+            .field("target", &self.target)
+            .field("uid", &self.uid)
+            .field("gid", &self.gid)
+            .field("mode", &format_args!("{:o}", self.mode))
+            .field("bytes", &self.data.len())
+            .finish()
+    }
+}
+
+/// The carried files' data as the executor writes it to the shim's stdin: for each file in
+/// order, its length (u64, little-endian) then its bytes.
+pub fn write_files(w: &mut impl std::io::Write, files: &[CarriedFile]) -> std::io::Result<()> {
+    for f in files {
+        w.write_all(&(f.data.len() as u64).to_le_bytes())?;
+        w.write_all(&f.data)?;
+    }
+    w.flush()
+}
+
+/// Reads what [`write_files`] wrote into `files` (whose metadata came from spec.json).
+pub fn read_files(r: &mut impl std::io::Read, files: &mut [CarriedFile], max: usize) -> std::io::Result<()> {
+    for f in files.iter_mut() {
+        let mut len = [0u8; 8];
+        r.read_exact(&mut len)?;
+        let len = usize::try_from(u64::from_le_bytes(len))
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: more than {max} bytes", f.target)))?;
+        f.data = vec![0; len];
+        r.read_exact(&mut f.data)?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

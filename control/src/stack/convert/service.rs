@@ -73,19 +73,28 @@ pub(super) fn service(
         let name = secret_names.get(&r.source).ok_or_else(|| {
             StackError::invalid(&p, format!("secret {:?} is not declared: add it under the top-level secrets key", r.source))
         })?;
-        if r.target.as_ref().is_some_and(|t| t != &r.source) {
-            u.add(format!("{p}.target (secret file names other than the secret's key)"));
-        }
-        for (set, what) in [(r.uid.is_some(), "uid"), (r.gid.is_some(), "gid"), (r.mode.is_some(), "mode")] {
-            if set {
-                u.add(format!("{p}.{what} (secret file ownership and mode)"));
+        // The file is named by the key the Compose file uses, not the stack-prefixed object.
+        let mut f = crate::model::FileRef::named(name.clone());
+        f.target = r.target.clone().unwrap_or_else(|| r.source.clone());
+        for (v, what, slot) in [(&r.uid, "uid", &mut f.uid), (&r.gid, "gid", &mut f.gid)] {
+            if let Some(v) = v {
+                *slot =
+                    v.0.trim()
+                        .parse()
+                        .map_err(|_| StackError::invalid(format!("{p}.{what}"), format!("{:?} is not a user or group number", v.0)))?;
             }
         }
-        spec.secrets.push(name.clone());
+        if let Some(m) = &r.mode {
+            f.mode = file_mode(m.0).ok_or_else(|| {
+                StackError::invalid(format!("{p}.mode"), format!("{} is not permission bits: write them in octal, e.g. 0440", m.0))
+            })?;
+        }
+        spec.secrets.push(f);
     }
     if let Some(h) = &svc.healthcheck {
         spec.healthcheck = healthcheck(h, &format!("{path}.healthcheck"), u)?;
     }
+    container(&mut spec.container, svc, path)?;
     spec.labels.insert(IMAGE_LABEL.into(), image);
     if let Some(d) = &svc.deploy {
         deploy(&mut spec, d, &format!("{path}.deploy"), u)?;
@@ -96,11 +105,6 @@ pub(super) fn service(
 
 fn service_unsupported(svc: &compose::Service, path: &str, u: &mut Unsupported) {
     let present = [
-        (svc.entrypoint.is_some(), "entrypoint", "entrypoints"),
-        (svc.hostname.is_some(), "hostname", "task hostnames"),
-        (svc.user.is_some(), "user", "users"),
-        (svc.working_dir.is_some(), "working_dir", "working directories"),
-        (svc.stop_grace_period.is_some(), "stop_grace_period", "per-service stop grace periods"),
         (!svc.volumes.is_empty(), "volumes", "volumes and mounts"),
         (!svc.configs.is_empty(), "configs", "configs"),
         (svc.labels.as_ref().is_some_and(|l| !l.0.is_empty()), "labels", "container labels: service labels go under deploy.labels"),
@@ -108,16 +112,10 @@ fn service_unsupported(svc: &compose::Service, path: &str, u: &mut Unsupported) 
         (svc.tty.is_some(), "tty", "terminals"),
         (svc.stdin_open.is_some(), "stdin_open", "terminals"),
         (svc.init.is_some(), "init", "an init process"),
-        (svc.read_only.is_some(), "read_only", "read-only root filesystems"),
         (svc.sysctls.is_some(), "sysctls", "sysctls"),
         (svc.ulimits.is_some(), "ulimits", "ulimits"),
         (svc.logging.is_some(), "logging", "log drivers"),
-        (svc.dns.is_some(), "dns", "custom DNS servers"),
-        (svc.dns_search.is_some(), "dns_search", "custom DNS search domains"),
-        (svc.dns_opt.is_some(), "dns_opt", "custom DNS options"),
         (svc.extra_hosts.is_some(), "extra_hosts", "extra /etc/hosts entries"),
-        (svc.cap_add.is_some(), "cap_add", "capability changes"),
-        (svc.cap_drop.is_some(), "cap_drop", "capability changes"),
         (svc.tmpfs.is_some(), "tmpfs", "tmpfs mounts"),
         (svc.isolation.is_some(), "isolation", "isolation modes"),
         (svc.credential_spec.is_some(), "credential_spec", "credential specs"),
@@ -264,4 +262,44 @@ fn healthcheck(h: &compose::Healthcheck, path: &str, u: &mut Unsupported) -> Res
             .ok_or_else(|| StackError::invalid(format!("{path}.retries"), format!("{}: use 1 or more", r.0)))?;
     }
     Ok(Some(out))
+}
+
+/// A Compose file's `mode: 0440` is octal (Docker's YAML 1.1 loader reads it so); a YAML 1.2
+/// reader hands us 440, so digits that are all octal are read as octal, as the user wrote them.
+fn file_mode(v: i64) -> Option<u32> {
+    let digits = v.to_string();
+    let m = if digits.chars().all(|c| ('0'..='7').contains(&c)) { u32::from_str_radix(&digits, 8).ok()? } else { u32::try_from(v).ok()? };
+    (m <= 0o7777).then_some(m)
+}
+
+/// `entrypoint`, `hostname`, `user`, `working_dir`, `stop_grace_period`, `read_only`, `dns*`,
+/// `cap_add`/`cap_drop`: the same fields `service create` sets (validated there by field).
+fn container(k: &mut crate::model::ContainerOpts, svc: &compose::Service, path: &str) -> Result<(), StackError> {
+    if let Some(e) = &svc.entrypoint {
+        k.entrypoint = Some(words(e, &format!("{path}.entrypoint"))?);
+    }
+    k.hostname = svc.hostname.clone();
+    k.user = svc.user.as_ref().map(|u| u.0.clone());
+    k.workdir = svc.working_dir.clone();
+    k.stop_grace_ms = svc.stop_grace_period.as_ref().map(|d| d.ms);
+    if let Some(r) = &svc.read_only {
+        k.read_only = r.as_bool().ok_or_else(|| StackError::invalid(format!("{path}.read_only"), "use true or false"))?;
+    }
+    let list = |v: &Option<serde_json::Value>, key: &str| -> Result<Vec<String>, StackError> {
+        match v {
+            None => Ok(vec![]),
+            Some(serde_json::Value::String(s)) => Ok(vec![s.clone()]),
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .map(|x| x.as_str().map(String::from).ok_or_else(|| StackError::invalid(format!("{path}.{key}"), "give strings")))
+                .collect(),
+            Some(_) => Err(StackError::invalid(format!("{path}.{key}"), "give a string or a list of strings")),
+        }
+    };
+    k.dns = list(&svc.dns, "dns")?;
+    k.dns_search = list(&svc.dns_search, "dns_search")?;
+    k.dns_options = list(&svc.dns_opt, "dns_opt")?;
+    k.cap_add = list(&svc.cap_add, "cap_add")?.iter().map(|c| crate::model::normalize_cap(c)).collect();
+    k.cap_drop = list(&svc.cap_drop, "cap_drop")?.iter().map(|c| crate::model::normalize_cap(c)).collect();
+    Ok(())
 }

@@ -50,12 +50,12 @@ pub const READONLY: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sy
 /// `config.json` for `run` whose image is `img`, with its bundle in `dir` (rootfs at
 /// `dir/rootfs`) and its network namespace at `netns`.
 pub fn build(run: &TaskRun, img: &OciImage, dir: &Path, netns: &Path) -> serde_json::Value {
-    let caps: Vec<String> = DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
+    let caps = capabilities(&run.cap_add, &run.cap_drop);
     let bind = |file: &str, dest: &str| json!({ "destination": dest, "type": "bind", "source": dir.join(file), "options": ["rbind", "rprivate", "rw"] });
-    json!({
+    let mut c = json!({
         "ociVersion": "1.0.2",
         "hostname": run.name,
-        "root": { "path": dir.join("rootfs"), "readonly": false },
+        "root": { "path": dir.join("rootfs"), "readonly": run.read_only },
         "process": {
             "terminal": false,
             "user": { "uid": img.uid, "gid": img.gid, "additionalGids": img.additional_gids },
@@ -64,7 +64,7 @@ pub fn build(run: &TaskRun, img: &OciImage, dir: &Path, netns: &Path) -> serde_j
             "cwd": if img.cwd.is_empty() { "/" } else { &img.cwd },
             "capabilities": { "bounding": caps, "effective": caps, "permitted": caps },
             "noNewPrivileges": true,
-            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 20000, "soft": 20000 }],
+            "rlimits": rlimits(&run.ulimits),
         },
         "mounts": [
             { "destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"] },
@@ -88,9 +88,88 @@ pub fn build(run: &TaskRun, img: &OciImage, dir: &Path, netns: &Path) -> serde_j
             "maskedPaths": MASKED,
             "readonlyPaths": READONLY,
             "seccomp": seccomp::for_task(&caps),
+            "sysctl": run.sysctls,
         },
-    })
+    });
+    if let Some(m) = c["mounts"].as_array_mut() {
+        m.extend(super::carry::task_mounts(&run.mounts));
+        // After the mounts, so a secret may sit inside a mounted directory.
+        m.extend(super::carry::mounts(&run.files, dir));
+    }
+    c
 }
+
+/// Docker's default set with `--cap-add` then `--cap-drop` applied (`ALL` is every capability).
+pub fn capabilities(add: &[String], drop: &[String]) -> Vec<String> {
+    let all = || ALL_CAPS.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+    let mut caps: Vec<String> = if add.iter().any(|c| c == "ALL") { all() } else { DEFAULT_CAPS.iter().map(|c| c.to_string()).collect() };
+    for c in add.iter().filter(|c| *c != "ALL") {
+        if !caps.contains(c) {
+            caps.push(c.clone());
+        }
+    }
+    if drop.iter().any(|c| c == "ALL") {
+        caps.retain(|c| add.contains(c));
+    }
+    caps.retain(|c| !drop.contains(c));
+    caps
+}
+
+/// Docker's default open-file limit, with the service's `--ulimit`s over it.
+fn rlimits(ulimits: &[(String, u64, u64)]) -> Vec<serde_json::Value> {
+    let mut out: Vec<(String, u64, u64)> = vec![("RLIMIT_NOFILE".into(), 20000, 20000)];
+    for (name, soft, hard) in ulimits {
+        let t = format!("RLIMIT_{}", name.to_ascii_uppercase());
+        out.retain(|(n, _, _)| n != &t);
+        out.push((t, *soft, *hard));
+    }
+    out.into_iter().map(|(t, soft, hard)| json!({ "type": t, "soft": soft, "hard": hard })).collect()
+}
+
+/// Every capability runc knows on this kernel's generation.
+const ALL_CAPS: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
 
 /// Checks the document against the runtime spec's types (oci-spec) and renders it.
 pub fn render(config: &serde_json::Value) -> Result<Vec<u8>, String> {
@@ -126,6 +205,14 @@ mod tests {
             hosts: String::new(),
             cgroups: Default::default(),
             hidden: vec![],
+            files: vec![],
+            mounts: vec![],
+            read_only: false,
+            cap_add: vec![],
+            cap_drop: vec![],
+            stop_grace_ms: None,
+            sysctls: Default::default(),
+            ulimits: vec![],
         };
         (run, img)
     }
@@ -156,5 +243,14 @@ mod tests {
         let binds: Vec<_> = mounts.iter().filter(|m| m.typ().as_deref() == Some("bind")).map(|m| m.source().clone().unwrap()).collect();
         assert!(binds.iter().all(|s| s.starts_with("/s/tasks/t1")), "{binds:?}");
         assert_eq!(spec.root().as_ref().unwrap().path(), Path::new("/s/tasks/t1/rootfs"));
+    }
+
+    #[test]
+    fn cap_add_and_drop_apply_over_dockers_default() {
+        let s = |v: &[&str]| v.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        let c = capabilities(&s(&["CAP_NET_ADMIN"]), &s(&["CAP_NET_RAW", "CAP_CHOWN"]));
+        assert!(c.contains(&"CAP_NET_ADMIN".to_string()) && !c.contains(&"CAP_NET_RAW".to_string()) && c.len() == 13);
+        assert_eq!(capabilities(&s(&["CAP_KILL"]), &s(&["ALL"])), s(&["CAP_KILL"]));
+        assert_eq!(capabilities(&s(&["ALL"]), &[]).len(), 41);
     }
 }

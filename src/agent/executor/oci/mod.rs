@@ -13,6 +13,7 @@
 //! its own in the task directory; the shim mounts it in a mount namespace of its own, so it
 //! never shows in the node's.
 
+pub mod carry;
 pub mod config;
 pub mod process;
 pub mod seccomp;

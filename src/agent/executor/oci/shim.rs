@@ -27,6 +27,9 @@ pub fn run(dir: &Path, spec: &TaskRun, img: &OciImage) -> anyhow::Result<i32> {
     // The task's root exists only here and in the container: never in the node's mount table.
     unshare(CloneFlags::CLONE_NEWNS).context("unshare the mount namespace")?;
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).context("make mounts private")?;
+    if !spec.files.is_empty() {
+        super::carry::write(&dir.join(super::carry::DIR), &spec.files)?;
+    }
     for d in ["upper", "work", "rootfs"] {
         std::fs::create_dir_all(dir.join(d)).with_context(|| format!("create {d}"))?;
     }
@@ -38,6 +41,7 @@ pub fn run(dir: &Path, spec: &TaskRun, img: &OciImage) -> anyhow::Result<i32> {
     let mounted = mount(Some("overlay"), &dir.join("rootfs"), Some("overlay"), MsFlags::empty(), Some(options.as_str()));
     std::env::set_current_dir(dir).context("chdir back to the task directory")?;
     mounted.with_context(|| format!("mount the task's overlayfs root ({options})"))?;
+    super::carry::populate(&dir.join("rootfs"), &spec.mounts)?;
 
     let limits = LogLimits::read(dir);
     let out_log = RotatingWriter::open(&dir.join("stdout.log"), limits)?;

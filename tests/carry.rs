@@ -1,0 +1,420 @@
+//! What a service carries into its tasks, through the product: secrets as files on a tmpfs at
+//! /run/secrets/<target> with their owner and mode, only in the tasks of services that reference
+//! them, never in the clear on a node's disk.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use support::cluster::{join_all, running, wait_for, Cluster, NODES};
+use support::images;
+use support::registry::Registry;
+use support::shoal;
+
+const REGISTRY_PORT: u16 = 5050;
+
+fn lab_registry() -> String {
+    format!("192.168.33.100:{REGISTRY_PORT}")
+}
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let p = PathBuf::from(format!("/tmp/shoal-carry-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A cluster verb expected to fail: its stderr.
+fn refused(c: &Cluster, args: &[&str]) -> String {
+    let host = c.host("smgr");
+    let mut full: Vec<&str> = args.to_vec();
+    full.insert(1, "--host");
+    full.insert(2, &host);
+    let out = shoal(&full);
+    assert!(!out.status.success(), "shoal {full:?} should have been refused:\n{}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Full ids of a service's running tasks.
+fn task_ids(c: &Cluster, service: &str) -> Vec<String> {
+    let ps = c.cli("smgr", &["service", "ps", "--no-trunc", service]);
+    ps.lines().filter(|l| l.matches("Running").count() == 2).filter_map(|l| l.split_whitespace().next().map(String::from)).collect()
+}
+
+fn node_of(c: &Cluster, task: &str) -> String {
+    NODES
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .find(|n| c.dir.join(n).join("tasks").join(task).is_dir())
+        .unwrap_or_else(|| panic!("no node has task {task}"))
+}
+
+/// `runc exec` in the task, as a user's `docker exec` would be.
+fn exec_in(c: &Cluster, task: &str, script: &str) -> Output {
+    let node = node_of(c, task);
+    Command::new("runc").arg("--root").arg(c.dir.join(&node).join("runc")).args(["exec", task, "/bin/sh", "-c", script]).output().unwrap()
+}
+
+fn exec_ok(c: &Cluster, task: &str, script: &str) -> String {
+    let out = exec_in(c, task, script);
+    assert!(out.status.success(), "{script} in {task}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every regular file under `dir` that contains `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = vec![];
+    let Ok(entries) = std::fs::read_dir(dir) else { return found };
+    for e in entries.flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            found.extend(files_containing(&e.path(), needle));
+        } else if t.is_file() {
+            if let Ok(data) = std::fs::read(e.path()) {
+                if data.windows(needle.len()).any(|w| w == needle) {
+                    found.push(e.path());
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn a_secret_is_a_tmpfs_file_in_its_services_tasks_only_and_never_on_disk() {
+    let c = Cluster::up_with_registries(&[&lab_registry()]);
+    join_all(&c);
+    let reg = Registry::start(&c.lab, REGISTRY_PORT);
+    let tmp = Scratch::new("secret");
+    let archive = tmp.0.join("busybox.tar");
+    images::busybox_image(&archive, "shoal/busybox:1");
+    let image = reg.push(&archive, "shoal/busybox:1");
+
+    // `echo "myDBPassword" | docker secret create psql_pass -`, from a file here.
+    const SECRET: &str = "myDBPassword-9f3a";
+    let file = tmp.0.join("pass");
+    std::fs::write(&file, SECRET).unwrap();
+    c.cli("smgr", &["secret", "create", "--label", "env=prod", "psql_pass", file.to_str().unwrap()]);
+    let inspect: serde_json::Value = serde_json::from_str(&c.cli("smgr", &["secret", "inspect", "psql_pass"])).unwrap();
+    assert_eq!(inspect[0]["Spec"]["Name"], "psql_pass");
+    assert_eq!(inspect[0]["Spec"]["Labels"]["env"], "prod");
+    assert!(!inspect.to_string().contains(SECRET), "secret inspect shows metadata only: {inspect}");
+
+    // A config, shown by inspect (its data too, as Docker does).
+    let conf = tmp.0.join("app.conf");
+    std::fs::write(&conf, "listen 8080;\n").unwrap();
+    c.cli("smgr", &["config", "create", "app.conf", conf.to_str().unwrap()]);
+    let ci: serde_json::Value = serde_json::from_str(&c.cli("smgr", &["config", "inspect", "app.conf"])).unwrap();
+    assert_eq!(ci[0]["Spec"]["Data"], "bGlzdGVuIDgwODA7Cg==", "{ci}");
+    assert!(c.cli("smgr", &["config", "ls"]).contains("app.conf"));
+
+    // Bad input names its field and makes nothing.
+    let e = refused(&c, &["service", "create", "--name", "bad", "--config", "nope", &image]);
+    assert!(e.contains("configs[0]") && e.contains("\"nope\" not found"), "{e}");
+    let e = refused(&c, &["service", "create", "--name", "bad", "--config", "source=app.conf,uid=x", &image]);
+    assert!(e.contains("--config") && e.contains("uid"), "{e}");
+    let e = refused(&c, &["service", "create", "--name", "bad", "--secret", "source=psql_pass,mode=999", &image]);
+    assert!(e.contains("--secret") && e.contains("mode"), "{e}");
+    let e = refused(&c, &["service", "create", "--name", "bad", "--secret", "nope", &image]);
+    assert!(e.contains("secrets[0]") && e.contains("\"nope\" not found"), "{e}");
+    let e = refused(&c, &["service", "create", "--name", "bad", "--secret", "source=psql_pass,target=../etc/passwd", &image]);
+    assert!(e.contains("secrets[0].target"), "{e}");
+    assert!(!c.cli("smgr", &["service", "ls"]).contains("bad"), "a refused service is not made");
+
+    // The short form and the long form, on one node with a task of another service.
+    c.cli(
+        "smgr",
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "db",
+            "--constraint",
+            "node.hostname==snode1",
+            "--secret",
+            "psql_pass",
+            "--secret",
+            "source=psql_pass,target=db/pass,uid=70,gid=71,mode=0400",
+            "--config",
+            "app.conf",
+            "--config",
+            "source=app.conf,target=/etc/app/app.conf,uid=1000,mode=0440",
+            "-e",
+            "POSTGRES_PASSWORD_FILE=/run/secrets/psql_pass",
+            &image,
+        ],
+    );
+    c.cli("smgr", &["service", "create", "--detach", "--name", "other", "--constraint", "node.hostname==snode1", &image]);
+    wait_for("db and other running", Duration::from_secs(60), || {
+        running(&c.cli("smgr", &["service", "ps", "db"])) == 1 && running(&c.cli("smgr", &["service", "ps", "other"])) == 1
+    });
+    let db = &task_ids(&c, "db")[0];
+    let other = &task_ids(&c, "other")[0];
+
+    assert_eq!(exec_ok(&c, db, "cat \"$POSTGRES_PASSWORD_FILE\""), SECRET);
+    assert_eq!(exec_ok(&c, db, "stat -c '%a %u %g' /run/secrets/psql_pass /run/secrets/db/pass"), "444 0 0\n400 70 71\n");
+    let mounts = exec_ok(&c, db, "grep /run/secrets /proc/mounts");
+    for target in ["/run/secrets/psql_pass", "/run/secrets/db/pass"] {
+        let line = mounts.lines().find(|l| l.split_whitespace().nth(1) == Some(target)).unwrap_or_else(|| panic!("{target}: {mounts}"));
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[2], "tmpfs", "{line}");
+        assert!(fields[3].split(',').any(|o| o == "ro"), "read-only: {line}");
+    }
+    assert_eq!(exec_ok(&c, db, "cat /app.conf /etc/app/app.conf"), "listen 8080;\nlisten 8080;\n");
+    assert_eq!(exec_ok(&c, db, "stat -c '%a %u %g' /app.conf /etc/app/app.conf"), "444 0 0\n440 1000 0\n");
+    let e = refused(&c, &["config", "rm", "app.conf"]);
+    assert!(e.contains("in use by service db"), "{e}");
+    let w = exec_in(&c, db, "echo changed > /run/secrets/psql_pass");
+    assert!(!w.status.success(), "the secret file refuses writes");
+    // Not in another service's task on the same node.
+    let o = exec_in(&c, other, "ls /run/secrets");
+    assert!(!o.status.success(), "another service's task has no /run/secrets: {}", String::from_utf8_lossy(&o.stdout));
+
+    // Never in the clear on a node's disk: state directories (Raft log and snapshots, task
+    // records, runc's state).
+    for (node, _) in NODES {
+        let found = files_containing(&c.dir.join(node), SECRET.as_bytes());
+        assert!(found.is_empty(), "{node} has the secret in the clear in {found:?}");
+    }
+    // The node's mount table does not have the task's tmpfs.
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!host_mounts.contains(&format!("{db}/carry")), "the tmpfs is in the task's mount namespace only");
+
+    // A secret in use cannot be removed.
+    let e = refused(&c, &["secret", "rm", "psql_pass"]);
+    assert!(e.contains("in use by service db"), "{e}");
+
+    // A new task (service update --secret-rm) no longer has it.
+    c.cli("smgr", &["service", "update", "--detach", "--secret-rm", "psql_pass", "db"]);
+    wait_for("db replaced", Duration::from_secs(60), || {
+        let t = task_ids(&c, "db");
+        t.len() == 1 && &t[0] != db
+    });
+    let db2 = &task_ids(&c, "db")[0];
+    let o = exec_in(&c, db2, "ls /run/secrets");
+    assert!(!o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    c.cli("smgr", &["secret", "rm", "psql_pass"]);
+}
+
+/// `shoal volume --state-dir STATE ARGS...` on a node.
+fn volume(c: &Cluster, node: &str, args: &[&str]) -> Output {
+    let state = c.dir.join(node);
+    let mut full = vec!["volume", "--state-dir", state.to_str().unwrap()];
+    full.extend(args);
+    shoal(&full)
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn volumes_outlive_tasks_binds_are_read_only_when_asked_and_tmpfs_is_bounded() {
+    let c = Cluster::up_with_registries(&[&lab_registry()]);
+    join_all(&c);
+    let reg = Registry::start(&c.lab, REGISTRY_PORT);
+    let tmp = Scratch::new("mounts");
+    let archive = tmp.0.join("busybox.tar");
+    images::busybox_image(&archive, "shoal/busybox:1");
+    let image = reg.push(&archive, "shoal/busybox:1");
+    let host_dir = tmp.0.join("site");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("index.html"), "from the host\n").unwrap();
+    let bind = format!("type=bind,src={},dst=/site,readonly", host_dir.display());
+
+    // Bad input names its field and makes nothing.
+    let e = refused(&c, &["service", "create", "--name", "bad", "--mount", "type=tmpfs,src=x,dst=/t", &image]);
+    assert!(e.contains("mounts[0].source"), "{e}");
+    let e = refused(&c, &["service", "create", "--name", "bad", "--mount", "type=bind,src=relative,dst=/t", &image]);
+    assert!(e.contains("mounts[0].source"), "{e}");
+    let e = refused(&c, &["service", "create", "--name", "bad", "--mount", "type=volume,src=v,dst=/t,tmpfs-size=1m", &image]);
+    assert!(e.contains("mounts[0].tmpfs-size") && e.contains("type=tmpfs"), "{e}");
+    let e = refused(&c, &["service", "create", "--name", "bad", "--mount", "type=volume,src=v,dst=/t,volume-driver=nfs", &image]);
+    assert!(e.contains("mounts[0].volume-driver"), "{e}");
+    let e = refused(&c, &["service", "create", "--name", "bad", "--mount", "type=bind,src=/x", &image]);
+    assert!(e.contains("--mount") && e.contains("target"), "{e}");
+
+    c.cli(
+        "smgr",
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "db",
+            "--constraint",
+            "node.hostname==snode1",
+            // The image has /app/hello.txt: a new volume there is filled with it.
+            "--mount",
+            "type=volume,src=db-data,dst=/app",
+            "--mount",
+            &bind,
+            "--mount",
+            "type=tmpfs,dst=/cache,tmpfs-size=1m,tmpfs-mode=1770",
+            &image,
+            "sleep",
+            "3600",
+        ],
+    );
+    wait_for("db running", Duration::from_secs(60), || running(&c.cli("smgr", &["service", "ps", "db"])) == 1);
+    let first = task_ids(&c, "db")[0].clone();
+    assert_eq!(node_of(&c, &first), "snode1");
+    assert_eq!(exec_ok(&c, &first, "cat /app/hello.txt"), "hello from the image's second layer\n", "the volume was filled from the image");
+    exec_ok(&c, &first, "echo kept > /app/row");
+    assert_eq!(exec_ok(&c, &first, "cat /site/index.html"), "from the host\n");
+    let w = exec_in(&c, &first, "echo x > /site/index.html");
+    assert!(!w.status.success(), "a read-only bind refuses writes");
+    assert!(String::from_utf8_lossy(&w.stderr).contains("Read-only"), "{w:?}");
+    assert_eq!(exec_ok(&c, &first, "stat -c %a /cache"), "1770\n");
+    let big = exec_in(&c, &first, "dd if=/dev/zero of=/cache/big bs=1024 count=2048");
+    assert!(!big.status.success(), "a 1m tmpfs refuses 2 MiB");
+    assert!(String::from_utf8_lossy(&big.stderr).contains("No space left"), "{big:?}");
+
+    // The volume on its node.
+    let ls = volume(&c, "snode1", &["ls"]);
+    assert!(String::from_utf8_lossy(&ls.stdout).lines().any(|l| l.starts_with("local") && l.ends_with(" db-data")), "{ls:?}");
+    let inspect: serde_json::Value = serde_json::from_slice(&volume(&c, "snode1", &["inspect", "db-data"]).stdout).unwrap();
+    assert_eq!(inspect[0]["Driver"], "local");
+    let rm = volume(&c, "snode1", &["rm", "db-data"]);
+    assert!(!rm.status.success() && String::from_utf8_lossy(&rm.stderr).contains("in use"), "{rm:?}");
+
+    // Its replacement on the same node reads what the first task wrote.
+    c.cli("smgr", &["service", "update", "--detach", "--force", "db"]);
+    wait_for("db replaced", Duration::from_secs(60), || {
+        let t = task_ids(&c, "db");
+        t.len() == 1 && t[0] != first
+    });
+    let second = task_ids(&c, "db")[0].clone();
+    assert_eq!(exec_ok(&c, &second, "cat /app/row"), "kept\n");
+
+    // A bind source that does not exist: the task is refused with the reason.
+    c.cli("smgr", &["service", "create", "--detach", "--name", "nobind", "--mount", "type=bind,src=/nonexistent-shoal,dst=/x", &image]);
+    wait_for("the reason in service ps", Duration::from_secs(30), || {
+        c.cli("smgr", &["service", "ps", "--no-trunc", "nobind"]).contains("bind source path does not exist: /nonexistent-shoal")
+    });
+
+    c.cli("smgr", &["service", "rm", "db", "nobind"]);
+    wait_for("db's task gone", Duration::from_secs(30), || volume(&c, "snode1", &["rm", "db-data"]).status.success());
+    assert!(!String::from_utf8_lossy(&volume(&c, "snode1", &["ls"]).stdout).contains("db-data"));
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn hostname_user_workdir_entrypoint_dns_caps_and_stop_grace_take_effect() {
+    let c = Cluster::up_with_registries(&[&lab_registry()]);
+    join_all(&c);
+    let reg = Registry::start(&c.lab, REGISTRY_PORT);
+    let tmp = Scratch::new("flags");
+    let archive = tmp.0.join("busybox.tar");
+    images::busybox_image(&archive, "shoal/busybox:1");
+    let image = reg.push(&archive, "shoal/busybox:1");
+
+    for (flag, value, says) in [
+        ("--hostname", "bad host", "hostname"),
+        ("--workdir", "relative", "workdir"),
+        ("--cap-drop", "FLY", "cap-drop"),
+        ("--dns", "not-an-ip", "dns"),
+        ("--stop-grace-period", "soon", "--stop-grace-period"),
+        ("--user", "a:b:c", "user"),
+        ("--ulimit", "bogus=1", "ulimit"),
+        ("--ulimit", "nofile=10:5", "ulimit"),
+        ("--sysctl", "kernel.panic=1", "sysctl"),
+    ] {
+        let e = refused(&c, &["service", "create", "--name", "bad", flag, value, &image]);
+        assert!(e.contains(says), "{flag} {value}: {e}");
+    }
+
+    let env_file = tmp.0.join("app.env");
+    std::fs::write(&env_file, "# settings\nFROM_FILE=yes\n").unwrap();
+    c.cli(
+        "smgr",
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "app",
+            "--hostname",
+            "db-primary",
+            "--user",
+            "app",
+            "--workdir",
+            "/tmp",
+            "--entrypoint",
+            "/bin/sleep",
+            "--cap-drop",
+            "chown",
+            "--dns-search",
+            "corp.example",
+            "--dns-option",
+            "ndots:2",
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "--stop-grace-period",
+            "5s",
+            "--read-only",
+            "--sysctl",
+            "net.ipv4.ip_unprivileged_port_start=80",
+            "--ulimit",
+            "nofile=1024:2048",
+            "--group",
+            "nogroup",
+            "--container-label",
+            "tier=db",
+            &image,
+            "3600",
+        ],
+    );
+    wait_for("app running", Duration::from_secs(60), || running(&c.cli("smgr", &["service", "ps", "app"])) == 1);
+    let t = task_ids(&c, "app")[0].clone();
+    assert_eq!(exec_ok(&c, &t, "hostname"), "db-primary\n");
+    assert_eq!(exec_ok(&c, &t, "id -un; pwd; echo $FROM_FILE"), "app\n/tmp\nyes\n");
+    assert_eq!(exec_ok(&c, &t, "tr '\\0' ' ' < /proc/1/cmdline"), "/bin/sleep 3600 ");
+    let resolv = exec_ok(&c, &t, "cat /etc/resolv.conf");
+    assert!(resolv.contains("search corp.example") && resolv.contains("options ndots:2") && !resolv.contains("ndots:0"), "{resolv}");
+    // Docker's bounding set (a80425fb) without CAP_CHOWN (bit 0).
+    assert!(exec_ok(&c, &t, "grep CapBnd /proc/1/status").contains("00000000a80425fa"));
+    assert_eq!(exec_ok(&c, &t, "cat /proc/sys/net/ipv4/ip_unprivileged_port_start"), "80\n");
+    // The workload's own limits (runc exec may set its process's soft limit otherwise).
+    let limits = exec_ok(&c, &t, "grep 'open files' /proc/1/limits");
+    assert_eq!(limits.split_whitespace().collect::<Vec<_>>()[3..5], ["1024", "2048"], "{limits}");
+    assert!(exec_ok(&c, &t, "id -G").split_whitespace().any(|g| g == "65534"), "--group nogroup");
+    let w = exec_in(&c, &t, "touch /app/x");
+    assert!(!w.status.success() && String::from_utf8_lossy(&w.stderr).contains("Read-only"), "--read-only root: {w:?}");
+    let inspect: serde_json::Value = serde_json::from_str(&c.cli("smgr", &["service", "inspect", "app"])).unwrap();
+    assert_eq!(inspect[0]["spec"]["container"]["hostname"], "db-primary", "{inspect}");
+    let pretty = c.cli("smgr", &["service", "inspect", "--pretty", "app"]);
+    assert!(pretty.contains("Hostname:\t\tdb-primary") && pretty.contains("StopGracePeriod: 5s"), "{pretty}");
+
+    // node ps and service ps filters.
+    let node = node_of(&c, &t);
+    let on_node = c.cli("smgr", &["node", "ps", "--no-trunc", &node]);
+    assert!(on_node.lines().any(|l| l.starts_with(t.as_str()) && l.contains("app.1")), "{on_node}");
+    let other = NODES.iter().map(|(n, _)| *n).find(|n| *n != node).unwrap();
+    assert!(!c.cli("smgr", &["node", "ps", other]).contains("app.1"));
+    assert!(c.cli("smgr", &["service", "ps", "--filter", "desired-state=running", "--filter", "name=app.1", "app"]).contains("app.1"));
+    assert_eq!(c.cli("smgr", &["service", "ps", "--filter", "desired-state=shutdown", "app"]).lines().count(), 1, "the header only");
+    let e = refused(&c, &["service", "ps", "--filter", "colour=red", "app"]);
+    assert!(e.contains("--filter") && e.contains("colour"), "{e}");
+
+    // sleep as PID 1 ignores SIGTERM: the stop waits the service's 5 s (the node's default is
+    // 2 s), then SIGKILL.
+    let pid = c.task_pid(&t);
+    let start = std::time::Instant::now();
+    c.cli("smgr", &["service", "rm", "app"]);
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(Path::new(&format!("/proc/{pid}")).exists(), "still running 3.5 s after the stop began");
+    wait_for("the task killed after its grace period", Duration::from_secs(15), || !Path::new(&format!("/proc/{pid}")).exists());
+    assert!(start.elapsed() >= Duration::from_secs(5), "killed after {:?}", start.elapsed());
+}
