@@ -42,7 +42,18 @@ impl Keys {
     }
 }
 
+/// One preshared key per node pair, `[a][b] == [b][a]` (the managers' scheme in miniature).
+fn pair_keys() -> Vec<Vec<String>> {
+    let k = Keys::new();
+    let pick = |i: usize, j: usize| k.0[i + j - 1].0.clone();
+    (0..NODES.len()).map(|i| (0..NODES.len()).map(|j| if i == j { String::new() } else { pick(i.min(j), i.max(j)) }).collect()).collect()
+}
+
 fn state(lab: &Lab, keys: &Keys, node: &str) -> Value {
+    state_with_psks(lab, keys, node, None)
+}
+
+fn state_with_psks(lab: &Lab, keys: &Keys, node: &str, psks: Option<&[Vec<String>]>) -> Value {
     let mut endpoints = Vec::new();
     for (i, n) in NODES.iter().enumerate() {
         for (net, _, third) in [SECURE, PLAIN] {
@@ -57,8 +68,11 @@ fn state(lab: &Lab, keys: &Keys, node: &str) -> Value {
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            json!({"name": n, "address": format!("192.168.33.{}", 10 * (i + 1)),
-                              "wireguard": {"public_key": keys.0[i].1, "address": format!("10.254.0.{}", i + 1)}})
+            let mut wg = json!({"public_key": keys.0[i].1, "address": format!("10.254.0.{}", i + 1)});
+            if let Some(p) = psks.filter(|_| i != me) {
+                wg["preshared_key"] = json!(p[me][i]);
+            }
+            json!({"name": n, "address": format!("192.168.33.{}", 10 * (i + 1)), "wireguard": wg})
         })
         .collect();
     json!({
@@ -338,6 +352,35 @@ fn suite(test: &str, wg: &str) {
     // injection on the plain VNI does (the injection is sound).
     assert!(inject_reaches_task(&lab, PLAIN, 9101), "{test}: the control injection on the plain network did not arrive");
     assert!(!inject_reaches_task(&lab, SECURE, 9102), "{test}: plaintext VXLAN for the encrypted VNI reached its task");
+
+    // Pair keys rotated three times under `ping -i 0.02`, node by node as agents take them:
+    // the running sessions carry on (the new key is for the next handshake), nothing is lost,
+    // and a re-apply with the new keys changes nothing (the tunnel holds them).
+    let pinger = std::process::Command::new("ip")
+        .args(["netns", "exec", &task(&lab, "smgr", SECURE), "ping", "-i", "0.02", "-c", "150", &ip_of(1, SECURE)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ping");
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(500));
+        let psks = pair_keys();
+        for n in NODES {
+            let out = apply(&lab, n, &state_with_psks(&lab, &keys, n, Some(&psks)), wg, &[]);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success() && stdout.contains("preshared-key (secret)"), "{test}: key rotation on {n}:\n{stdout}");
+        }
+        for n in NODES {
+            let out = apply(&lab, n, &state_with_psks(&lab, &keys, n, Some(&psks)), wg, &[]);
+            assert_eq!(changes(&String::from_utf8_lossy(&out.stdout)), 0, "{test}: the tunnel on {n} does not hold the new pair keys");
+        }
+    }
+    let out = pinger.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("150 packets transmitted, 150 received"), "{test}: packets lost while pair keys rotated:\n{text}");
+    assert!(
+        tcp_round_trip(&task(&lab, "smgr", SECURE), &task(&lab, "snode1", SECURE), &ip_of(1, SECURE), 7301),
+        "{test}: TCP after the key rotations"
+    );
 
     // Exact MTU: a DF packet of the MTU passes, one byte more does not.
     let src = task(&lab, "smgr", SECURE);

@@ -16,6 +16,7 @@ pub mod plan;
 #[cfg(test)]
 mod plan_tests;
 pub mod uapi;
+mod uapi_server;
 pub mod userspace;
 
 use std::collections::BTreeSet;

@@ -20,6 +20,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::plan::DEVICE;
+use super::uapi_server::{apply_set, serve_connection, SetJob};
 use super::CryptError;
 
 pub const PID_FILE: &str = "pid";
@@ -138,9 +139,11 @@ async fn serve_async(dir: &Path) -> Result<(), CryptError> {
         .map_err(|e| CryptError::Io { what: format!("listen on {}", sock.display()), source: e })?;
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| CryptError::Io { what: format!("chmod {}", sock.display()), source: e })?;
+    let (sets_tx, mut sets) = tokio::sync::mpsc::channel::<SetJob>(4);
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            client.clone().wrap_read_write(stream);
+            let (gets, sets) = (client.clone(), sets_tx.clone());
+            std::thread::spawn(move || serve_connection(stream, gets, sets));
         }
     });
     std::fs::write(dir.join(PID_FILE), std::process::id().to_string())
@@ -148,10 +151,22 @@ async fn serve_async(dir: &Path) -> Result<(), CryptError> {
     tracing::info!(device = DEVICE, dir = %dir.display(), "userspace WireGuard ready");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| CryptError::Io { what: "wait for SIGTERM".into(), source: e })?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-        _ = device.wait() => tracing::warn!("the userspace WireGuard device stopped"),
+    loop {
+        // The device is borrowed by `wait` only inside the select, so a `set` is applied
+        // after it, with the device free.
+        let (set, reply) = tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = device.wait() => {
+                tracing::warn!("the userspace WireGuard device stopped");
+                break;
+            }
+            job = sets.recv() => match job {
+                Some(job) => job,
+                None => break,
+            },
+        };
+        let _ = reply.send(apply_set(&device, set).await);
     }
     device.stop().await;
     let _ = std::fs::remove_file(&sock);
