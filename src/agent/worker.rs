@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use shoal_dataplane::crypt;
 use shoal_dataplane::egress;
@@ -17,38 +18,71 @@ use tokio::sync::oneshot;
 /// What one pass changed: overlay operations and load-balancer changes.
 pub type Applied = Result<(usize, usize), String>;
 
+/// How long the agent waits for one pass. Netlink receives are bounded (10 s each), so this
+/// is a pass that is stuck somewhere else: the agent says so and goes on (reports, starts,
+/// stops) instead of freezing with it, and asks again on its next round.
+pub const PASS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One data-plane pass over a desired state. [`Held`] is the kernel's; tests bring their own.
+/// Made and used on the worker's thread alone, so it need not be `Send`.
+pub trait Pass: 'static {
+    fn apply(&mut self, desired: &NodeState) -> Applied;
+    /// Why this node cannot run encrypted networks, as the last pass found.
+    fn encryption_refused(&self) -> Option<String> {
+        None
+    }
+}
+
+type Job = (NodeState, oneshot::Sender<Applied>);
+
 pub struct Worker {
-    tx: mpsc::Sender<(NodeState, oneshot::Sender<Applied>)>,
-    /// Why this node cannot encrypt (set by the last pass), if it cannot.
+    tx: mpsc::Sender<Job>,
+    /// Why this node cannot encrypt (set after each pass), if it cannot.
     crypt_refused: Arc<Mutex<Option<String>>>,
+    timeout: Duration,
 }
 
 impl Worker {
     /// The thread is started from the caller's thread, so it lives in the same network namespace.
     pub fn spawn(choice: Choice, control: ControlPorts) -> std::io::Result<Worker> {
-        let (tx, rx) = mpsc::channel::<(NodeState, oneshot::Sender<Applied>)>();
+        Worker::spawn_with(move || Held::new(choice, control.clone()), PASS_TIMEOUT)
+    }
+
+    /// A worker running passes made by `make`: once at the start, and again after a pass
+    /// panicked (the panicking pass's caches cannot be trusted, so the next pass starts from
+    /// nothing and repairs the whole state).
+    pub fn spawn_with<P: Pass>(make: impl Fn() -> P + Send + 'static, timeout: Duration) -> std::io::Result<Worker> {
+        let (tx, rx) = mpsc::channel::<Job>();
         let crypt_refused: Arc<Mutex<Option<String>>> = Arc::default();
         let refused = crypt_refused.clone();
         thread::Builder::new().name("dataplane".into()).spawn(move || {
-            let mut held = Held {
-                lb: None,
-                attached: None,
-                last: None,
-                broken: Default::default(),
-                warned: false,
-                egress: None,
-                egress_error: None,
-                control,
-                guard: None,
-                crypt: None,
-                crypt_clean: false,
-                refused,
-            };
-            for (desired, reply) in rx {
-                let _ = reply.send(held.apply(&desired, choice));
+            let mut pass = make();
+            while let Ok(mut job) = rx.recv() {
+                // Only the newest desired state matters: older ones still waiting are answered
+                // without a pass of their own.
+                while let Ok(newer) = rx.try_recv() {
+                    let _ = job.1.send(Err("superseded by a newer desired state before its pass".into()));
+                    job = newer;
+                }
+                let (desired, reply) = job;
+                let out = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pass.apply(&desired))) {
+                    Ok(out) => out,
+                    Err(panic) => {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "no message".into());
+                        tracing::error!(panic = %what, "the data plane pass panicked: starting over with a full repair");
+                        pass = make();
+                        Err(format!("the data plane pass panicked ({what}); the next pass repairs everything"))
+                    }
+                };
+                *refused.lock().unwrap_or_else(|p| p.into_inner()) = pass.encryption_refused();
+                let _ = reply.send(out);
             }
         })?;
-        Ok(Worker { tx, crypt_refused })
+        Ok(Worker { tx, crypt_refused, timeout })
     }
 
     /// Why this node cannot run encrypted networks (no WireGuard: no kernel module and no TUN
@@ -60,7 +94,10 @@ impl Worker {
     pub async fn apply(&self, desired: NodeState) -> Applied {
         let (reply, answer) = oneshot::channel();
         self.tx.send((desired, reply)).map_err(|_| "the data plane worker stopped".to_string())?;
-        answer.await.map_err(|_| "the data plane worker stopped".to_string())?
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(answer) => answer.map_err(|_| "the data plane worker stopped".to_string())?,
+            Err(_) => Err(format!("the data plane pass did not finish within {:?}; it is still running", self.timeout)),
+        }
     }
 }
 
@@ -89,11 +126,41 @@ struct Held {
     crypt: Option<crypt::Backend>,
     /// No encrypted network is wanted and the tunnel is known to be gone.
     crypt_clean: bool,
-    /// Shared with [`Worker::encryption_refused`].
-    refused: Arc<Mutex<Option<String>>>,
+    /// Why this node cannot encrypt (read by [`Worker::encryption_refused`] after each pass).
+    refused: Option<String>,
+    choice: Choice,
+}
+
+impl Pass for Held {
+    fn apply(&mut self, desired: &NodeState) -> Applied {
+        let choice = self.choice;
+        Held::apply(self, desired, choice)
+    }
+
+    fn encryption_refused(&self) -> Option<String> {
+        self.refused.clone()
+    }
 }
 
 impl Held {
+    fn new(choice: Choice, control: ControlPorts) -> Held {
+        Held {
+            lb: None,
+            attached: None,
+            last: None,
+            broken: Default::default(),
+            warned: false,
+            egress: None,
+            egress_error: None,
+            control,
+            guard: None,
+            crypt: None,
+            crypt_clean: false,
+            refused: None,
+            choice,
+        }
+    }
+
     /// Opens the chosen balancer (see [`lb::open_choice`]: under `auto`, one that cannot open
     /// here is skipped for the next, and not tried again by this process).
     fn open(&mut self, choice: Choice, desired: &NodeState, want: &LbTable) -> Result<Box<dyn LoadBalancer>, lb::LbError> {
@@ -150,7 +217,7 @@ impl Held {
                 Err(e) => return Err(e.to_string()),
             }
         }
-        let handle = self.lb.as_mut().expect("opened above");
+        let Some(handle) = self.lb.as_mut() else { return Err("the load balancer is not open".into()) };
         let applied = match &self.last {
             Some(prev) if *prev != want => handle.apply_ops(&want, &lb::diff(prev, &want)),
             _ => handle.reconcile(&want, false),
@@ -197,12 +264,10 @@ impl Held {
             }
             self.crypt = backend;
         }
-        let mut shared = self.refused.lock().unwrap_or_else(|p| p.into_inner());
-        if refused.is_some() && *shared != refused {
+        if refused.is_some() && self.refused != refused {
             tracing::warn!(node = %desired.node, "{}: its encrypted networks are not attached", refused.as_deref().unwrap_or_default());
         }
-        *shared = refused.clone();
-        drop(shared);
+        self.refused = refused.clone();
         // Encryption runs (or is not wanted): the state applies as it is.
         refused?;
         let names: HashSet<&str> = desired.networks.iter().filter(|n| n.encrypted.is_some()).map(|n| n.name.as_str()).collect();
@@ -254,5 +319,84 @@ impl Held {
                 self.egress = None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A pass that panics on a node named "boom", sleeps on "slow", and counts its makings.
+    struct Fake {
+        made: usize,
+        started: Option<std::sync::mpsc::Sender<()>>,
+    }
+
+    impl Pass for Fake {
+        fn apply(&mut self, desired: &NodeState) -> Applied {
+            match desired.node.as_str() {
+                "boom" => panic!("index out of bounds"),
+                "slow" => {
+                    if let Some(s) = &self.started {
+                        let _ = s.send(());
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                    Ok((0, 0))
+                }
+                _ => Ok((self.made, 1)),
+            }
+        }
+    }
+
+    fn state(node: &str) -> NodeState {
+        NodeState { node: node.into(), nodes: vec![], networks: vec![], endpoints: vec![], services: vec![], wireguard_private_key: None }
+    }
+
+    fn worker(timeout: Duration) -> Worker {
+        worker_telling(timeout, None)
+    }
+
+    fn worker_telling(timeout: Duration, started: Option<std::sync::mpsc::Sender<()>>) -> Worker {
+        let made = Arc::new(AtomicUsize::new(0));
+        Worker::spawn_with(move || Fake { made: made.fetch_add(1, Ordering::SeqCst) + 1, started: started.clone() }, timeout).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_pass_is_an_error_and_the_next_pass_starts_fresh() {
+        let w = worker(Duration::from_secs(5));
+        assert_eq!(w.apply(state("a")).await, Ok((1, 1)), "the first pass, first making");
+        let err = w.apply(state("boom")).await.unwrap_err();
+        assert!(err.contains("panicked (index out of bounds)") && err.contains("repairs everything"), "{err}");
+        // The worker lives on, with a fresh pass (made a second time).
+        assert_eq!(w.apply(state("a")).await, Ok((2, 1)));
+    }
+
+    #[tokio::test]
+    async fn a_pass_longer_than_the_timeout_is_reported_and_the_worker_goes_on() {
+        let w = worker(Duration::from_millis(50));
+        let err = w.apply(state("slow")).await.unwrap_err();
+        assert!(err.contains("did not finish within 50ms"), "{err}");
+        // The stuck pass finishes in its own time; the next request is served after it.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(w.apply(state("a")).await, Ok((1, 1)));
+    }
+
+    #[tokio::test]
+    async fn states_waiting_behind_a_pass_are_superseded_by_the_newest() {
+        let (tx, started) = std::sync::mpsc::channel();
+        let w = Arc::new(worker_telling(Duration::from_secs(5), Some(tx)));
+        let first = tokio::spawn({
+            let w = w.clone();
+            async move { w.apply(state("slow")).await }
+        });
+        // Once the slow pass runs, three more states queue behind it; only the last gets a pass.
+        tokio::task::spawn_blocking(move || started.recv().unwrap()).await.unwrap();
+        let (b, c, d) = tokio::join!(w.apply(state("x")), w.apply(state("y")), w.apply(state("z")));
+        assert_eq!(first.await.unwrap(), Ok((0, 0)));
+        for r in [&b, &c] {
+            assert!(r.as_ref().is_err_and(|e| e.contains("superseded")), "{r:?}");
+        }
+        assert_eq!(d, Ok((1, 1)));
     }
 }

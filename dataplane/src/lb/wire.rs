@@ -187,6 +187,18 @@ impl WireError {
 }
 
 /// A blocking netlink socket of one protocol.
+/// A receive timeout, said in words (the raw error is EAGAIN's "temporarily unavailable").
+fn said_timeout(e: std::io::Error) -> std::io::Error {
+    if crate::netlink::timed_out(&e) {
+        let after = crate::netlink::RECV_TIMEOUT;
+        return std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the kernel did not answer within {after:?} (receive timed out)"),
+        );
+    }
+    e
+}
+
 pub struct RawSocket {
     socket: Socket,
     seq: u32,
@@ -198,6 +210,7 @@ impl RawSocket {
         let mut socket = Socket::new(protocol)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
+        crate::netlink::bound_receives(&socket, crate::netlink::RECV_TIMEOUT)?;
         Ok(Self { socket, seq: 1, buf: vec![0; 1 << 16] })
     }
 
@@ -211,7 +224,7 @@ impl RawSocket {
         self.socket.send(msg, 0)?;
         let mut out = Vec::new();
         loop {
-            let n = self.socket.recv(&mut &mut self.buf[..], 0)?;
+            let n = self.socket.recv(&mut &mut self.buf[..], 0).map_err(said_timeout)?;
             let mut b = &self.buf[..n];
             while b.len() >= NLMSG_HDR_LEN {
                 let len = u32::from_ne_bytes(b[0..4].try_into().unwrap_or_default()) as usize;
@@ -246,7 +259,7 @@ impl RawSocket {
         let mut seen = 0;
         let mut first_err = None;
         while seen < acks {
-            let n = self.socket.recv(&mut &mut self.buf[..], 0).map_err(|e| (seen, WireError::Io(e)))?;
+            let n = self.socket.recv(&mut &mut self.buf[..], 0).map_err(|e| (seen, WireError::Io(said_timeout(e))))?;
             let mut b = &self.buf[..n];
             while b.len() >= NLMSG_HDR_LEN {
                 let len = u32::from_ne_bytes(b[0..4].try_into().unwrap_or_default()) as usize;

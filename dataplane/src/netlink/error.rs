@@ -44,6 +44,8 @@ pub enum NetlinkError {
     Io { what: String, source: std::io::Error },
     #[error("cannot decode a netlink message: {0}")]
     Decode(String),
+    #[error("the kernel did not answer netlink request {seq} within {after:?} (receive timed out)")]
+    TimedOut { seq: u32, after: std::time::Duration },
     #[error("{0}")]
     Kernel(KernelError),
 }

@@ -16,4 +16,4 @@ pub use mac::Mac;
 pub use neigh::{Fdb, Neigh};
 pub use route::{Route, MAIN_TABLE, SHOAL_PROTO};
 pub use rule::{Rule, RuleAction};
-pub use socket::Netlink;
+pub use socket::{bound_receives, timed_out, Netlink, RECV_TIMEOUT};

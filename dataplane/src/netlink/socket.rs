@@ -10,6 +10,23 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use super::error::{KernelError, NetlinkError};
 
+/// How long a netlink receive waits for the kernel. The kernel answers a request while it is
+/// sent, so a longer wait means a lost answer (or a request that asked for none): the pass fails
+/// with this in its error instead of hanging the data plane worker forever.
+pub const RECV_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Bounds every receive on `fd` by `after` (SO_RCVTIMEO): a receive that waits longer fails
+/// with `WouldBlock`.
+pub fn bound_receives(fd: &impl std::os::fd::AsFd, after: std::time::Duration) -> std::io::Result<()> {
+    let tv = nix::sys::time::TimeVal::new(after.as_secs() as _, after.subsec_micros() as _);
+    nix::sys::socket::setsockopt(fd, nix::sys::socket::sockopt::ReceiveTimeout, &tv).map_err(std::io::Error::from)
+}
+
+/// Whether a receive error is [`bound_receives`]' timeout.
+pub fn timed_out(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+}
+
 /// Attribute of an NLMSG_ERROR message carrying the kernel's human-readable reason.
 const NLMSGERR_ATTR_MSG: u16 = 1;
 /// Size of `struct nlmsghdr` echoed back in an error when the socket has CAP_ACK set.
@@ -19,11 +36,18 @@ pub struct Netlink {
     socket: Socket,
     seq: u32,
     buf: Vec<u8>,
+    /// What a receive waits at most (see [`RECV_TIMEOUT`]).
+    timeout: std::time::Duration,
 }
 
 impl Netlink {
     /// Opens a socket in the calling thread's network namespace.
     pub fn open() -> Result<Self, NetlinkError> {
+        Self::open_with_timeout(RECV_TIMEOUT)
+    }
+
+    /// [`Netlink::open`] with another bound on receives (tests use a short one).
+    pub fn open_with_timeout(timeout: std::time::Duration) -> Result<Self, NetlinkError> {
         let mut socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Open)?;
         socket.bind_auto().map_err(NetlinkError::Open)?;
         socket.connect(&SocketAddr::new(0, 0)).map_err(NetlinkError::Open)?;
@@ -31,7 +55,8 @@ impl Netlink {
         // already exists") and for errors without our whole request echoed back.
         let _ = socket.set_ext_ack(true);
         let _ = socket.set_cap_ack(true);
-        Ok(Self { socket, seq: 0, buf: vec![0; 1 << 16] })
+        bound_receives(&socket, timeout).map_err(NetlinkError::Open)?;
+        Ok(Self { socket, seq: 0, buf: vec![0; 1 << 16], timeout })
     }
 
     /// Sends a request that changes the kernel and waits for its ACK.
@@ -108,6 +133,7 @@ impl Netlink {
                 match self.socket.recv(&mut self.buf, 0) {
                     Ok(n) => break n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) if timed_out(&e) => return Err(NetlinkError::TimedOut { seq, after: self.timeout }),
                     Err(e) => return Err(NetlinkError::Io { what: "receive".into(), source: e }),
                 }
             };
@@ -158,6 +184,32 @@ fn parse_extack(echoed: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request the kernel never answers (a successful change sent without NLM_F_ACK) fails
+    /// the receive with the timeout, instead of hanging the data plane worker. In a network
+    /// namespace of the test thread's own, which goes away with the thread.
+    #[test]
+    #[ignore = "needs root: run by tests/run.sh"]
+    fn a_receive_the_kernel_never_answers_times_out() {
+        assert!(nix::unistd::geteuid().is_root(), "needs root: run by tests/run.sh");
+        std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare a network namespace");
+            let mut nl = Netlink::open_with_timeout(std::time::Duration::from_millis(300)).unwrap();
+            let mut link = netlink_packet_route::link::LinkMessage::default();
+            link.header.index = 1; // lo, changed in nothing
+            let seq = nl.send(RouteNetlinkMessage::SetLink(link), NLM_F_REQUEST).unwrap();
+            let t0 = std::time::Instant::now();
+            let err = nl.receive(seq, |_| true).unwrap_err();
+            assert!(matches!(err, NetlinkError::TimedOut { .. }), "{err}");
+            assert!(err.to_string().contains("did not answer"), "{err}");
+            // Liveness, not speed: it returned rather than waiting for ever.
+            assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+            // The socket still works after a timeout.
+            assert!(!nl.dump(RouteNetlinkMessage::GetLink(Default::default()), "dump links").unwrap().is_empty());
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn extack_message_is_found_after_the_echoed_header() {

@@ -163,6 +163,9 @@ pub(crate) fn parse_error(flags: u16, payload: &[u8]) -> Option<io::Error> {
     })
 }
 
+/// How long a receive waits for the kernel's answer.
+const RECV_TIMEOUT_SECS: i64 = 10;
+
 struct Socket(OwnedFd);
 
 impl Socket {
@@ -186,6 +189,22 @@ impl Socket {
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             );
         }
+        // A lost answer fails the pass after 10 s instead of hanging it (as the data plane's
+        // other netlink sockets).
+        let tv = libc::timeval { tv_sec: RECV_TIMEOUT_SECS, tv_usec: 0 };
+        // SAFETY: `tv` is a live timeval and its size is passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.0.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
         Ok(sock)
     }
 
@@ -205,6 +224,10 @@ impl Socket {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
+                }
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    let msg = format!("the kernel did not answer a tc filter request within {RECV_TIMEOUT_SECS} s (receive timed out)");
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, msg));
                 }
                 return Err(e);
             }

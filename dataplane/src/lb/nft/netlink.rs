@@ -356,6 +356,10 @@ pub struct Session {
 }
 
 fn io_refused(e: std::io::Error) -> Refused {
+    if crate::netlink::timed_out(&e) {
+        let message = format!("the kernel did not answer the nftables batch within {:?} (receive timed out)", crate::netlink::RECV_TIMEOUT);
+        return Refused { op: 0, errno: libc::ETIMEDOUT, message: Some(message) };
+    }
     Refused { op: 0, errno: e.raw_os_error().unwrap_or(libc::EIO), message: Some(e.to_string()) }
 }
 
@@ -367,6 +371,7 @@ impl Session {
         // Best effort: the kernel's words with an error, and acks without the message echoed.
         let _ = socket.set_ext_ack(true);
         let _ = socket.set_cap_ack(true);
+        crate::netlink::bound_receives(&socket, crate::netlink::RECV_TIMEOUT).map_err(io_refused)?;
         Ok(Self { socket, seq: 1 })
     }
 
