@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::ServerConfig;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
-use tokio_rustls::server::TlsStream;
+
+use super::conn::Conn;
 
 /// A handshake must finish within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -20,7 +21,7 @@ pub fn incoming(
     listener: TcpListener,
     cfg: Arc<ServerConfig>,
     mut shutdown: watch::Receiver<bool>,
-) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
     let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
@@ -48,7 +49,7 @@ pub fn incoming(
                 let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(tls)).await;
+                        let _ = tx.send(Ok(Conn::new(tls))).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, "manager port: TLS handshake failed: {e}"),
                     Err(_) => tracing::debug!(%peer, "manager port: TLS handshake timed out"),

@@ -2,6 +2,7 @@
 
 pub mod accept;
 pub mod codec;
+pub mod conn;
 pub mod creds;
 pub mod messages;
 pub mod tls;
@@ -21,7 +22,11 @@ use tonic::{Request, Status};
 
 /// Who is calling, from the client certificate the TLS layer verified against the cluster CA.
 pub fn caller<T>(req: &Request<T>, cluster_id: &str) -> Result<PeerIdentity, Status> {
-    let certs = req.peer_certs().ok_or_else(|| Status::unauthenticated("a node certificate is required: join the cluster first"))?;
+    let certs = req
+        .extensions()
+        .get::<conn::PeerInfo>()
+        .and_then(|p| p.certs.clone())
+        .ok_or_else(|| Status::unauthenticated("a node certificate is required: join the cluster first"))?;
     let leaf = certs.first().ok_or_else(|| Status::unauthenticated("no client certificate"))?;
     let id = peer_identity(leaf).ok_or_else(|| Status::unauthenticated("the client certificate is not a shoal node certificate"))?;
     if !cluster_id.is_empty() && id.cluster_id != cluster_id {
