@@ -103,11 +103,11 @@ fn a_stack_on_two_networks_resolves_short_names_redeploys_only_what_changed_and_
 
     // A file the cluster cannot run changes nothing, and says which key.
     let bad = dir.join("bad.yml");
-    std::fs::write(&bad, STACK.replace("    networks: [front]\n", "    networks: [front]\n    hostname: web-host\n")).unwrap();
+    std::fs::write(&bad, STACK.replace("    networks: [front]\n", "    networks: [front]\n    tty: true\n")).unwrap();
     let host = c.host("smgr");
     let out = shoal(&["stack", "--host", &host, "deploy", "-c", bad.to_str().unwrap(), "app"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("services.web.hostname (task hostnames)"), "{err}");
+    assert!(!out.status.success() && err.contains("services.web.tty (terminals)"), "{err}");
     // One the cluster refuses (tried whole before anything is made): named by its path too.
     std::fs::write(
         &bad,
