@@ -150,6 +150,44 @@ fn a_registry_with_basic_auth_takes_docker_login_credentials() {
     assert!(out.contains("2 of 2 layers fetched"), "{out}");
 }
 
+/// The bearer flow: the registry sends clients to a token server, which wants `docker login`'s
+/// credentials and answers a signed token the registry checks.
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn a_registry_with_token_auth_gets_a_bearer_token_for_docker_login_credentials() {
+    let lab = Lab::up(1);
+    let tokens = support::token::TokenServer::start(&lab.task_ns("client"), "192.168.33.100", 5055, "shoal", "s3cret");
+    let reg = Registry::start_with_tokens(&lab, 5054, &tokens);
+    let tmp = Scratch::new("token");
+    let archive = tmp.0.join("busybox.tar");
+    images::busybox_image(&archive, "private/busybox:1");
+    let name = reg.push_as(&archive, "private/busybox:1", Some("shoal:s3cret"));
+    let issued_by_push = tokens.issued.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(issued_by_push >= 1, "skopeo's push went through the token server");
+    let pull = |docker_config: &Path| {
+        Command::new(support::SHOAL)
+            .args(["--netns", &lab.node_ns("smgr"), "image", "--state-dir"])
+            .arg(tmp.0.join("state"))
+            .args(["pull", "--insecure-registry", &reg.addr, &name])
+            .env("DOCKER_CONFIG", docker_config)
+            .output()
+            .unwrap()
+    };
+    // No credentials: the token server refuses, and the pull fails naming the image.
+    let out = pull(&tmp.0.join("no-login"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&name), "{err}");
+    assert!(tokens.refused.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the pull without credentials asked the token server: {err}");
+    // `docker login`'s credentials: a token is issued for the pull, and the image arrives.
+    let login = tmp.0.join("login");
+    std::fs::create_dir_all(&login).unwrap();
+    let auth = format!("{{\"auths\": {{\"{}\": {{\"auth\": \"c2hvYWw6czNjcmV0\"}}}}}}", reg.addr);
+    std::fs::write(login.join("config.json"), auth).unwrap();
+    let out = ok(pull(&login), "image pull with a bearer token");
+    assert!(out.contains("2 of 2 layers fetched"), "{out}");
+    assert!(tokens.issued.load(std::sync::atomic::Ordering::SeqCst) > issued_by_push, "the pull got its own token");
+}
+
 use support::cluster::{join_all, running, wait_for, Cluster};
 
 const REGISTRY_PORT: u16 = 5050;

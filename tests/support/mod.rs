@@ -7,6 +7,7 @@ pub mod images;
 pub mod mesh;
 pub mod registry;
 pub mod shims;
+pub mod token;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

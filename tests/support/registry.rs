@@ -18,15 +18,20 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(lab: &Lab, port: u16) -> Registry {
-        Registry::start_with(lab, port, None)
+        Registry::start_with(lab, port, None, None)
     }
 
     /// A registry that wants HTTP basic auth (`htpasswd`, bcrypt) for `user`/`password`.
     pub fn start_with_auth(lab: &Lab, port: u16, user: &str, password: &str) -> Registry {
-        Registry::start_with(lab, port, Some((user, password)))
+        Registry::start_with(lab, port, Some((user, password)), None)
     }
 
-    fn start_with(lab: &Lab, port: u16, auth: Option<(&str, &str)>) -> Registry {
+    /// A registry that wants bearer tokens from `tokens` (Docker's token authentication).
+    pub fn start_with_tokens(lab: &Lab, port: u16, tokens: &super::token::TokenServer) -> Registry {
+        Registry::start_with(lab, port, None, Some(tokens))
+    }
+
+    fn start_with(lab: &Lab, port: u16, auth: Option<(&str, &str)>, tokens: Option<&super::token::TokenServer>) -> Registry {
         let ns = lab.task_ns("client");
         let addr = format!("192.168.33.100:{port}");
         let dir = PathBuf::from(format!("/tmp/shoal-registry-{}-{port}", lab.name));
@@ -52,6 +57,9 @@ impl Registry {
             assert!(out.status.success(), "bcrypt: {}", String::from_utf8_lossy(&out.stderr));
             std::fs::write(dir.join("htpasswd"), format!("{user}:{}", String::from_utf8_lossy(&out.stdout).trim())).unwrap();
             config.push_str(&format!("auth:\n  htpasswd:\n    realm: shoal-lab\n    path: {}\n", dir.join("htpasswd").display()));
+        }
+        if let Some(t) = tokens {
+            config.push_str(&t.registry_auth(&dir.join("token-bundle.pem")));
         }
         std::fs::write(dir.join("config.yml"), config).unwrap();
         let log = std::fs::File::create(dir.join("registry.log")).unwrap();
