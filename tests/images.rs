@@ -348,10 +348,10 @@ fn a_pulled_image_runs_its_config_in_its_own_sandbox() {
     assert!(dev.contains("null") && dev.contains("/dev/shm") && dev.contains("/dev/pts") && !dev.contains("sda"), "{dev}");
 
     // The `host` debugging image gets the same: shoal's files covered, Docker's capabilities,
-    // no_new_privs.
+    // no_new_privs, Docker's seccomp profile (a user namespace refused, as Docker refuses it).
     let script = format!(
-        "echo state:$(ls -A {} 2>/dev/null | wc -l) run:$(ls -A /run/shoal | wc -l); grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; \
-         mount -t tmpfs none /mnt 2>/dev/null && echo MOUNTED; pwd; sleep 3600",
+        "echo state:$(ls -A {} 2>/dev/null | wc -l) run:$(ls -A /run/shoal | wc -l); grep -E '^(CapEff|NoNewPrivs|Seccomp)' /proc/self/status; \
+         mount -t tmpfs none /mnt 2>/dev/null && echo MOUNTED; unshare -U true 2>/dev/null && echo USERNS; pwd; sleep 3600",
         state.display()
     );
     c.cli(
@@ -364,7 +364,8 @@ fn a_pulled_image_runs_its_config_in_its_own_sandbox() {
     let out = stdout_of(&c, &dbg);
     assert!(out.contains("state:0 run:0"), "shoal's files are visible to a host task: {out}");
     assert!(out.contains("CapEff:\t00000000a80425fb") && out.contains("NoNewPrivs:\t1"), "{out}");
-    assert!(!out.contains("MOUNTED") && out.lines().any(|l| l == "/"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "a seccomp filter on the host task: {out}");
+    assert!(!out.contains("MOUNTED") && !out.contains("USERNS") && out.lines().any(|l| l == "/"), "{out}");
     c.cli("smgr", &["service", "rm", "dbg"]);
 
     // A command the image does not have: the task fails with the runtime's reason.

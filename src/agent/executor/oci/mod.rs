@@ -17,6 +17,7 @@ pub mod carry;
 pub mod config;
 pub mod process;
 pub mod seccomp;
+pub mod seccomp_bpf;
 pub mod shim;
 
 use std::path::{Path, PathBuf};

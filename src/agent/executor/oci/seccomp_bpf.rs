@@ -1,0 +1,186 @@
+//! The tasks' seccomp filter for the workloads the shim runs itself (the built-in `host` and
+//! `shoal/whoami` images), which no OCI runtime compiles for us: the same resolved profile as
+//! runc gets ([`super::seccomp::for_task`]), compiled to BPF with `seccompiler` (rust-vmm's
+//! compiler, used by Firecracker) and installed by the workload's process just before exec.
+//!
+//! seccompiler gives a filter one action for matches and one for the rest, and the profile has
+//! three (allow, EPERM, ENOSYS): so one filter per action. The allow list comes first, with the
+//! profile's default for the rest; each errno group after it, with `allow` for the rest. The
+//! kernel runs every filter and takes the strictest answer, and among equal ones (ERRNO) the
+//! latest filter's: so a call the allow list refuses with ENOSYS but an EPERM rule names gets
+//! EPERM, as libseccomp's single filter would answer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use seccompiler::{BpfProgram, TargetArch};
+use serde_json::{json, Value};
+
+fn arch() -> Result<TargetArch, String> {
+    match std::env::consts::ARCH {
+        "x86_64" => Ok(TargetArch::x86_64),
+        "aarch64" => Ok(TargetArch::aarch64),
+        other => Err(format!("no seccomp compiler for architecture {other}")),
+    }
+}
+
+/// The profile's action as seccompiler's JSON spells it; `None` for one it has no use for.
+fn action(name: &str, errno: Option<u64>) -> Option<Value> {
+    match name {
+        "SCMP_ACT_ALLOW" => Some(json!("allow")),
+        "SCMP_ACT_ERRNO" => Some(json!({ "errno": errno.unwrap_or(1) })),
+        "SCMP_ACT_KILL" | "SCMP_ACT_KILL_THREAD" => Some(json!("kill_thread")),
+        "SCMP_ACT_KILL_PROCESS" => Some(json!("kill_process")),
+        "SCMP_ACT_TRAP" => Some(json!("trap")),
+        "SCMP_ACT_LOG" => Some(json!("log")),
+        _ => None,
+    }
+}
+
+fn condition(arg: &Value) -> Option<Value> {
+    let (value, two) = (arg["value"].as_u64()?, arg["valueTwo"].as_u64().unwrap_or(0));
+    let (op, val) = match arg["op"].as_str()? {
+        "SCMP_CMP_EQ" => (json!("eq"), value),
+        "SCMP_CMP_NE" => (json!("ne"), value),
+        "SCMP_CMP_LT" => (json!("lt"), value),
+        "SCMP_CMP_LE" => (json!("le"), value),
+        "SCMP_CMP_GT" => (json!("gt"), value),
+        "SCMP_CMP_GE" => (json!("ge"), value),
+        // libseccomp: (arg & value) == valueTwo.
+        "SCMP_CMP_MASKED_EQ" => (json!({ "masked_eq": value }), two),
+        _ => return None,
+    };
+    Some(json!({ "index": arg["index"].as_u64()?, "type": "qword", "op": op, "val": val }))
+}
+
+fn compile(arch: TargetArch, mismatch: &Value, matched: &Value, rules: &[Value]) -> Result<BpfProgram, String> {
+    let doc = json!({ "f": { "mismatch_action": mismatch, "match_action": matched, "filter": rules } });
+    let mut map = seccompiler::compile_from_json(doc.to_string().as_bytes(), arch).map_err(|e| e.to_string())?;
+    map.remove("f").ok_or_else(|| "the compiler returned no filter".to_string())
+}
+
+/// Whether seccompiler's table knows `name` on `arch` (the profile names calls of newer kernels
+/// and other architectures; a call the table does not know cannot be named in a filter, and
+/// falls to the default action, as with a libseccomp that does not know it either).
+fn known(arch: TargetArch, name: &str) -> bool {
+    static SEEN: Mutex<Option<HashMap<String, bool>>> = Mutex::new(None);
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    *seen
+        .get_or_insert_with(HashMap::new)
+        .entry(name.to_string())
+        .or_insert_with(|| compile(arch, &json!("allow"), &json!({ "errno": 1 }), &[json!({ "syscall": name })]).is_ok())
+}
+
+/// The BPF programs for `profile` (an OCI `linux.seccomp`), in the order to install them.
+pub fn programs(profile: &Value) -> Result<Vec<BpfProgram>, String> {
+    let arch = arch()?;
+    let default = action(profile["defaultAction"].as_str().unwrap_or(""), profile["defaultErrnoRet"].as_u64())
+        .ok_or_else(|| format!("unsupported seccomp default action {}", profile["defaultAction"]))?;
+    // Rules grouped by their action, allow first.
+    let mut groups: BTreeMap<(u8, String), (Value, Vec<Value>)> = BTreeMap::new();
+    for rule in profile["syscalls"].as_array().into_iter().flatten() {
+        let Some(act) = action(rule["action"].as_str().unwrap_or(""), rule["errnoRet"].as_u64()) else {
+            return Err(format!("unsupported seccomp action {}", rule["action"]));
+        };
+        let args: Vec<Value> = rule["args"].as_array().map(|a| a.iter().filter_map(condition).collect()).unwrap_or_default();
+        if rule["args"].as_array().is_some_and(|a| a.len() != args.len()) {
+            return Err(format!("unsupported seccomp condition in {rule}"));
+        }
+        let key = (u8::from(act != json!("allow")), act.to_string());
+        let entry = groups.entry(key).or_insert_with(|| (act.clone(), Vec::new()));
+        for name in rule["names"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            if !known(arch, name) {
+                continue;
+            }
+            let mut r = json!({ "syscall": name });
+            if !args.is_empty() {
+                r["args"] = json!(args);
+            }
+            entry.1.push(r);
+        }
+    }
+    let mut out = Vec::new();
+    for ((refusing, _), (act, rules)) in groups {
+        let mismatch = if refusing == 0 { default.clone() } else { json!("allow") };
+        if rules.is_empty() && refusing == 1 {
+            continue;
+        }
+        out.push(compile(arch, &mismatch, &act, &rules)?);
+    }
+    if out.is_empty() {
+        out.push(compile(arch, &default, &json!("allow"), &[])?);
+    }
+    Ok(out)
+}
+
+/// Installs `programs` on the calling thread (no_new_privs must be set, or CAP_SYS_ADMIN held).
+pub fn install(programs: &[BpfProgram]) -> Result<(), String> {
+    for p in programs {
+        seccompiler::apply_filter(p).map_err(|e| format!("install the seccomp filter: {e}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn default_profile() -> Value {
+        let caps: Vec<String> = super::super::config::DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
+        super::super::seccomp::for_task(&caps)
+    }
+
+    #[test]
+    fn docker_s_default_profile_compiles_to_one_program_per_action() {
+        let p = programs(&default_profile()).unwrap();
+        // allow (default ENOSYS), EPERM (the calls Docker gates on CAP_SYS_ADMIN), ENOSYS (clone3).
+        assert_eq!(p.len(), 3, "{} programs", p.len());
+        assert!(p.iter().all(|prog| !prog.is_empty() && prog.len() < 4096), "within the kernel's BPF_MAXINSNS");
+    }
+
+    #[test]
+    fn an_unknown_action_is_refused_not_dropped() {
+        let mut prof = default_profile();
+        prof["syscalls"][0]["action"] = json!("SCMP_ACT_NOTIFY");
+        assert!(programs(&prof).unwrap_err().contains("SCMP_ACT_NOTIFY"));
+    }
+
+    /// In a forked child: the filter installed, a gated call (unshare of a user namespace)
+    /// fails with EPERM, clone3 with ENOSYS, and ordinary calls work.
+    #[test]
+    fn installed_in_a_child_it_refuses_what_docker_refuses() {
+        let progs = programs(&default_profile()).unwrap();
+        // SAFETY: the child only makes syscalls and exits; it touches no lock the parent holds
+        // (the programs were built before the fork).
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let code = (|| {
+                    nix::sys::prctl::set_no_new_privs().ok()?;
+                    install(&progs).ok()?;
+                    let userns = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER);
+                    if userns != Err(nix::Error::EPERM) {
+                        return Some(2);
+                    }
+                    // SAFETY: clone3 with a null argument only returns an error here.
+                    let r = unsafe { libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0usize) };
+                    if r != -1 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS) {
+                        return Some(3);
+                    }
+                    nix::unistd::getpid();
+                    std::fs::read_to_string("/proc/self/status").ok().filter(|s| s.contains("Seccomp:\t2")).map(|_| 0)
+                })()
+                .unwrap_or(1);
+                // SAFETY: _exit ends the child without running the parent's atexit handlers.
+                unsafe { libc::_exit(code) };
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(
+                    status,
+                    nix::sys::wait::WaitStatus::Exited(child, 0),
+                    "1: install failed, 2: unshare allowed, 3: clone3 not ENOSYS"
+                );
+            }
+        }
+    }
+}
