@@ -455,11 +455,8 @@ fn docker_service_create_carries_mounts_configs_and_container_options() {
     assert!(err.contains("--mount") && err.contains("target is required"), "{err}");
     let err = d.fails(&c, "smgr", &["service", "create", "--name", "bad", "--mount", "type=volume,src=data,dst=data", &image]);
     assert!(err.contains("invalid TaskTemplate.ContainerSpec.Mounts[0].Target (--mount)"), "{err}");
-    let err = d.fails(&c, "smgr", &["service", "create", "--name", "bad", "--ulimit", "nofile=10:5", &image]);
-    assert!(
-        err.contains("TaskTemplate.ContainerSpec.Ulimits (--ulimit)") && err.contains("soft limit 10 is above the hard limit 5"),
-        "{err}"
-    );
+    let err = d.fails(&c, "smgr", &["service", "create", "--name", "bad", "--sysctl", "kernel.panic=1", &image]);
+    assert!(err.contains("invalid TaskTemplate.ContainerSpec.Sysctls (--sysctl)") && err.contains("not namespaced"), "{err}");
     assert!(!d.ok(&c, "smgr", &["service", "ls"]).contains("bad"));
     assert!(!c.cli("smgr", &["service", "ls"]).contains("bad"));
 
