@@ -595,7 +595,7 @@ fn docker_service_create_carries_mounts_configs_and_container_options() {
     d.ok(&c, "smgr", &["service", "update", "--detach", "--label-add", "tier=back", "carry"]);
     assert_eq!(d.ok(&c, "smgr", &["service", "inspect", "carry", "--format", "{{index .Spec.Labels \"tier\"}}"]).trim(), "back");
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(task_ids(&c, "carry"), [t2.clone()], "a label change replaces no task");
+    assert_eq!(task_ids(&c, "carry"), [t2], "a label change replaces no task");
 
     d.ok(&c, "smgr", &["service", "rm", "carry"]);
     wait_for("carry gone", Duration::from_secs(30), || !c.cli("smgr", &["service", "ls"]).contains("carry"));

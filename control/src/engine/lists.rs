@@ -189,7 +189,7 @@ pub fn node_update(node: &Node, spec: &d::NodeSpec) -> Option<Command> {
 }
 
 /// `list` in `old`'s order when it holds the same entries.
-fn same_entries_in_old_order<T: PartialEq + Clone>(old: &[T], list: &mut Vec<T>) {
+fn same_entries_in_old_order<T: PartialEq + Clone>(old: &[T], list: &mut [T]) {
     let mut rest: Vec<&T> = old.iter().collect();
     let same = old.len() == list.len()
         && list.iter().all(|x| match rest.iter().position(|o| *o == x) {
