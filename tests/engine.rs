@@ -10,6 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use support::cluster::*;
+use support::registry::Registry;
 use support::*;
 
 /// Debian's 20.10 client when prereqs extracted it, else `SHOAL_DOCKER`, else `docker` on PATH.
@@ -300,10 +301,16 @@ fn the_docker_cli_runs_a_swarm_of_shoal_daemons() {
     d.ok(&c, "smgr", &["swarm", "update", "--autolock=false"]);
     assert!(d.fails(&c, "smgr", &["swarm", "unlock-key"]).contains("no unlock key is set"));
 
-    // Bad input names the field and changes nothing.
-    let err = d.fails(&c, "smgr", &["service", "create", "--name", "bad", "--mount", "type=volume,target=/data", "shoal/whoami"]);
-    assert!(err.contains("Mounts") && err.contains("not supported"), "{err}");
+    // Bad input names the field (Docker's path and flag) and changes nothing; a field shoal
+    // does not have is refused by its path, never dropped.
+    let err = d.fails(&c, "smgr", &["service", "create", "--name", "bad", "--mount", "type=volume,src=data,dst=data", "shoal/whoami"]);
+    assert!(err.contains("invalid TaskTemplate.ContainerSpec.Mounts[0].Target (--mount)") && err.contains("absolute path"), "{err}");
+    let err = d.fails(&c, "smgr", &["service", "create", "--name", "bad", "--tty", "shoal/whoami"]);
+    assert!(err.contains("TaskTemplate.ContainerSpec.TTY is not supported by shoal"), "{err}");
+    let err = d.fails(&c, "smgr", &["service", "create", "--name", "bad", "--log-driver", "syslog", "shoal/whoami"]);
+    assert!(err.contains("TaskTemplate.LogDriver is not supported by shoal"), "{err}");
     assert!(!d.ok(&c, "smgr", &["service", "ls"]).contains("bad"));
+    assert!(!c.cli("smgr", &["service", "ls"]).contains("bad"));
 
     // rm, and both CLIs agree the services are gone.
     d.ok(&c, "smgr", &["service", "rm", "vote", "talker"]);
@@ -396,4 +403,201 @@ fn docker_stack_deploy_runs_a_compose_file_on_shoal() {
         let ls = c.cli("smgr", &["service", "ls"]);
         !ls.contains("app_web") && !c.cli("smgr", &["network", "ls"]).contains("app_front")
     });
+}
+
+/// Full ids of a service's running tasks (shoal's view).
+fn task_ids(c: &Cluster, service: &str) -> Vec<String> {
+    let ps = c.cli("smgr", &["service", "ps", "--no-trunc", service]);
+    ps.lines().filter(|l| l.matches("Running").count() == 2).filter_map(|l| l.split_whitespace().next().map(String::from)).collect()
+}
+
+fn node_of(c: &Cluster, task: &str) -> String {
+    NODES
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .find(|n| c.dir.join(n).join("tasks").join(task).is_dir())
+        .unwrap_or_else(|| panic!("no node has task {task}"))
+}
+
+/// `runc exec` in the task, as a user's `docker exec` would be.
+fn exec_in(c: &Cluster, task: &str, script: &str) -> Output {
+    let node = node_of(c, task);
+    Command::new("runc").arg("--root").arg(c.dir.join(&node).join("runc")).args(["exec", task, "/bin/sh", "-c", script]).output().unwrap()
+}
+
+fn exec_ok(c: &Cluster, task: &str, script: &str) -> String {
+    let out = exec_in(c, task, script);
+    assert!(out.status.success(), "{script} in {task}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The lab registry's port for this file's tests (tests/carry.rs uses 5050 on its own lab).
+const REGISTRY_PORT: u16 = 5051;
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn docker_service_create_carries_mounts_configs_and_container_options() {
+    require_root();
+    let d = Docker::new();
+    let c = Cluster::up_with_registries(&[&format!("192.168.33.100:{REGISTRY_PORT}")]);
+    join_all(&c);
+    let reg = Registry::start(&c.lab, REGISTRY_PORT);
+    let archive = c.dir.join("busybox.tar");
+    support::images::busybox_image(&archive, "shoal/busybox:1");
+    let image = reg.push(&archive, "shoal/busybox:1");
+    let conf = c.dir.join("app.conf");
+    std::fs::write(&conf, "listen 8080;\n").unwrap();
+    let config_id = d.ok(&c, "smgr", &["config", "create", "appcfg", conf.to_str().unwrap()]).trim().to_string();
+
+    // A bad mount fails naming its field and makes nothing: the CLI's own check (no target),
+    // then shoal's (a relative target), in Docker's words.
+    let err = d.fails(&c, "smgr", &["service", "create", "--name", "bad", "--mount", "type=volume,src=data", &image]);
+    assert!(err.contains("--mount") && err.contains("target is required"), "{err}");
+    let err = d.fails(&c, "smgr", &["service", "create", "--name", "bad", "--mount", "type=volume,src=data,dst=data", &image]);
+    assert!(err.contains("invalid TaskTemplate.ContainerSpec.Mounts[0].Target (--mount)"), "{err}");
+    let err = d.fails(&c, "smgr", &["service", "create", "--name", "bad", "--sysctl", "kernel.panic=1", &image]);
+    assert!(err.contains("invalid TaskTemplate.ContainerSpec.Sysctls (--sysctl)") && err.contains("not namespaced"), "{err}");
+    assert!(!d.ok(&c, "smgr", &["service", "ls"]).contains("bad"));
+    assert!(!c.cli("smgr", &["service", "ls"]).contains("bad"));
+
+    d.ok(
+        &c,
+        "smgr",
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "carry",
+            "--mount",
+            "type=volume,src=data,dst=/data",
+            "--mount",
+            "type=tmpfs,dst=/scratch",
+            "--config",
+            "src=appcfg,target=/etc/app.conf",
+            "--hostname",
+            "carry-host",
+            "--user",
+            "1000:1000",
+            "--workdir",
+            "/tmp",
+            "--read-only",
+            "--cap-drop",
+            "NET_RAW",
+            "--dns-option",
+            "ndots:2",
+            "--stop-grace-period",
+            "3s",
+            "--sysctl",
+            "net.ipv4.ip_local_port_range=20000 30000",
+            "--ulimit",
+            "nofile=512:1024",
+            "--group",
+            "44",
+            "--container-label",
+            "tier=db",
+            &image,
+            "sleep",
+            "3600",
+        ],
+    );
+    wait_for("carry running", Duration::from_secs(60), || task_ids(&c, "carry").len() == 1);
+    let t = task_ids(&c, "carry")[0].clone();
+
+    // What the task sees.
+    assert_eq!(exec_ok(&c, &t, "hostname"), "carry-host\n");
+    assert_eq!(exec_ok(&c, &t, "id -u; id -g; pwd"), "1000\n1000\n/tmp\n");
+    assert!(exec_ok(&c, &t, "id -G").split_whitespace().any(|g| g == "44"), "--group 44");
+    assert_eq!(exec_ok(&c, &t, "tr '\\0' ' ' < /proc/1/cmdline"), "sleep 3600 ");
+    let limits = exec_ok(&c, &t, "grep 'open files' /proc/1/limits");
+    assert_eq!(limits.split_whitespace().collect::<Vec<_>>()[3..5], ["512", "1024"], "{limits}");
+    assert_eq!(exec_ok(&c, &t, "cat /proc/sys/net/ipv4/ip_local_port_range"), "20000\t30000\n");
+    assert!(exec_ok(&c, &t, "cat /etc/resolv.conf").contains("options ndots:2"));
+    // Docker's bounding set (a80425fb) without CAP_NET_RAW (bit 13).
+    assert!(exec_ok(&c, &t, "grep CapBnd /proc/1/status").contains("00000000a80405fb"));
+    assert_eq!(exec_ok(&c, &t, "cat /etc/app.conf"), "listen 8080;\n");
+    let w = exec_in(&c, &t, "touch /x");
+    assert!(!w.status.success() && String::from_utf8_lossy(&w.stderr).contains("Read-only"), "--read-only root: {w:?}");
+    assert_eq!(exec_ok(&c, &t, "echo kept > /scratch/f && cat /scratch/f"), "kept\n", "the tmpfs is writable");
+    let mounts = exec_ok(&c, &t, "cat /proc/mounts");
+    let mount_type = |target: &str| {
+        mounts.lines().find(|l| l.split_whitespace().nth(1) == Some(target)).map(|l| l.split_whitespace().nth(2).unwrap().to_string())
+    };
+    assert_eq!(mount_type("/scratch").as_deref(), Some("tmpfs"), "{mounts}");
+    assert!(mount_type("/data").is_some(), "the volume is mounted: {mounts}");
+
+    // docker service inspect shows every field, the config with its ID...
+    let inspect =
+        |d: &Docker| json(&d.ok(&c, "smgr", &["service", "inspect", "carry", "--format", "{{json .Spec.TaskTemplate.ContainerSpec}}"]));
+    let cs = inspect(&d);
+    assert_eq!(
+        (cs["Hostname"].as_str(), cs["User"].as_str(), cs["Dir"].as_str()),
+        (Some("carry-host"), Some("1000:1000"), Some("/tmp")),
+        "{cs}"
+    );
+    assert_eq!(cs["ReadOnly"], true);
+    assert_eq!(cs["Args"], serde_json::json!(["sleep", "3600"]));
+    assert_eq!(cs["StopGracePeriod"], 3_000_000_000u64);
+    assert_eq!(cs["CapabilityDrop"], serde_json::json!(["CAP_NET_RAW"]));
+    assert_eq!(cs["DNSConfig"]["Options"], serde_json::json!(["ndots:2"]));
+    assert_eq!(cs["Sysctls"]["net.ipv4.ip_local_port_range"], "20000 30000");
+    assert_eq!(cs["Ulimits"], serde_json::json!([{"Name": "nofile", "Soft": 512, "Hard": 1024}]));
+    assert_eq!(cs["Groups"], serde_json::json!(["44"]));
+    assert_eq!(cs["Labels"]["tier"], "db");
+    let targets: Vec<(&str, &str)> =
+        cs["Mounts"].as_array().unwrap().iter().map(|m| (m["Type"].as_str().unwrap(), m["Target"].as_str().unwrap())).collect();
+    assert_eq!(targets, [("volume", "/data"), ("tmpfs", "/scratch")], "{cs}");
+    assert_eq!(cs["Mounts"][0]["Source"], "data");
+    assert_eq!(cs["Configs"][0]["ConfigName"], "appcfg");
+    assert_eq!(cs["Configs"][0]["ConfigID"].as_str(), Some(config_id.as_str()));
+    assert_eq!(cs["Configs"][0]["File"]["Name"], "/etc/app.conf");
+    // ... and the shoal CLI agrees.
+    let shoal_spec = |c: &Cluster| json(&c.cli("smgr", &["service", "inspect", "carry"]))[0]["spec"].clone();
+    let s = shoal_spec(&c);
+    let k = &s["container"];
+    assert_eq!(
+        (k["hostname"].as_str(), k["user"].as_str(), k["workdir"].as_str()),
+        (Some("carry-host"), Some("1000:1000"), Some("/tmp")),
+        "{s}"
+    );
+    assert_eq!((k["read_only"].as_bool(), k["stop_grace_ms"].as_u64()), (Some(true), Some(3000)));
+    assert_eq!(k["cap_drop"], serde_json::json!(["CAP_NET_RAW"]));
+    assert_eq!(k["dns_options"], serde_json::json!(["ndots:2"]));
+    assert_eq!(k["sysctls"]["net.ipv4.ip_local_port_range"], "20000 30000");
+    assert_eq!(k["ulimits"], serde_json::json!([["nofile", 512, 1024]]));
+    assert_eq!(k.get("entrypoint"), None, "IMAGE sleep 3600 are arguments, not an entrypoint");
+    assert_eq!(s["args"], serde_json::json!(["sleep", "3600"]));
+    let shoal_mounts: Vec<(&str, &str)> =
+        s["mounts"].as_array().unwrap().iter().map(|m| (m["type"].as_str().unwrap(), m["target"].as_str().unwrap())).collect();
+    assert_eq!(shoal_mounts, targets);
+    assert_eq!((s["configs"][0]["source"].as_str(), s["configs"][0]["target"].as_str()), (Some("appcfg"), Some("/etc/app.conf")));
+    let pretty = c.cli("smgr", &["service", "inspect", "--pretty", "carry"]);
+    assert!(pretty.contains("carry-host") && pretty.contains("/scratch"), "{pretty}");
+
+    // docker service update --mount-rm: the CLI sends back the whole spec it read; the tmpfs
+    // goes, everything else stays, and the task is replaced by one without it.
+    d.ok(&c, "smgr", &["service", "update", "--detach", "--mount-rm", "/scratch", "carry"]);
+    let cs = inspect(&d);
+    let targets: Vec<&str> = cs["Mounts"].as_array().unwrap().iter().map(|m| m["Target"].as_str().unwrap()).collect();
+    assert_eq!(targets, ["/data"], "{cs}");
+    assert_eq!((cs["Hostname"].as_str(), cs["Configs"][0]["ConfigName"].as_str()), (Some("carry-host"), Some("appcfg")), "{cs}");
+    assert_eq!(shoal_spec(&c)["mounts"].as_array().unwrap().len(), 1);
+    wait_for("carry's task replaced", Duration::from_secs(60), || {
+        let ids = task_ids(&c, "carry");
+        ids.len() == 1 && ids[0] != t
+    });
+    let t2 = task_ids(&c, "carry")[0].clone();
+    let mounts = exec_ok(&c, &t2, "cat /proc/mounts");
+    assert!(!mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/scratch")), "{mounts}");
+    assert_eq!(exec_ok(&c, &t2, "hostname; id -u; cat /etc/app.conf"), "carry-host\n1000\nlisten 8080;\n");
+
+    // An update of the labels only keeps the task (the CLI re-sorts lists; shoal sees no change).
+    d.ok(&c, "smgr", &["service", "update", "--detach", "--label-add", "tier=back", "carry"]);
+    assert_eq!(d.ok(&c, "smgr", &["service", "inspect", "carry", "--format", "{{index .Spec.Labels \"tier\"}}"]).trim(), "back");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(task_ids(&c, "carry"), [t2], "a label change replaces no task");
+
+    d.ok(&c, "smgr", &["service", "rm", "carry"]);
+    wait_for("carry gone", Duration::from_secs(30), || !c.cli("smgr", &["service", "ls"]).contains("carry"));
+    wait_for("appcfg no longer in use", Duration::from_secs(30), || d.run(&c, "smgr", &["config", "rm", "appcfg"], None).status.success());
 }

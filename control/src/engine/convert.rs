@@ -125,35 +125,7 @@ pub fn service_spec(s: &m::ServiceSpec) -> d::ServiceSpec {
         name: Some(s.name.clone()),
         labels: labels(&s.labels),
         task_template: Some(d::TaskSpec {
-            container_spec: Some(d::TaskSpecContainerSpec {
-                image: Some(s.image.clone()),
-                args: (!s.args.is_empty()).then(|| s.args.clone()),
-                env: (!s.env.is_empty()).then(|| s.env.clone()),
-                secrets: (!s.secrets.is_empty()).then(|| {
-                    s.secrets
-                        .iter()
-                        .map(|n| d::TaskSpecContainerSpecSecrets {
-                            file: Some(d::TaskSpecContainerSpecFile {
-                                name: Some(n.target.clone()),
-                                uid: Some(n.uid.to_string()),
-                                gid: Some(n.gid.to_string()),
-                                mode: Some(n.mode),
-                            }),
-                            secret_id: None,
-                            secret_name: Some(n.source.clone()),
-                        })
-                        .collect()
-                }),
-                health_check: s.healthcheck.as_ref().map(|h| d::HealthConfig {
-                    test: Some(vec!["CMD-SHELL".into(), h.cmd.clone()]),
-                    interval: Some(h.interval_ms as i64 * 1_000_000),
-                    timeout: Some(h.timeout_ms as i64 * 1_000_000),
-                    retries: Some(h.retries as i64),
-                    start_period: Some(h.start_period_ms as i64 * 1_000_000),
-                    start_interval: None,
-                }),
-                ..Default::default()
-            }),
+            container_spec: Some(super::container::to_docker(s)),
             resources: Some(d::TaskSpecResources {
                 limits: Some(d::Limit {
                     nano_cpus: (s.limits.nano_cpus > 0).then_some(s.limits.nano_cpus as i64),
@@ -182,7 +154,7 @@ pub fn service_spec(s: &m::ServiceSpec) -> d::ServiceSpec {
                 max_replicas: (s.placement.max_replicas_per_node > 0).then_some(s.placement.max_replicas_per_node as i64),
                 ..Default::default()
             }),
-            force_update: Some(0),
+            force_update: Some(s.force_update),
             runtime: Some("container".into()),
             networks: (!networks.is_empty()).then_some(networks),
             ..Default::default()
@@ -236,8 +208,23 @@ pub fn service_status(st: &ClusterState, s: &m::Service) -> d::ServiceServiceSta
     d::ServiceServiceStatus { running_tasks: Some(running), desired_tasks: Some(desired), completed_tasks: Some(0) }
 }
 
+/// The IDs of the secrets and configs a spec names, beside their names as dockerd shows them
+/// (the docker CLI sends both back on update; shoal reads the name).
+fn with_ids(st: &ClusterState, mut spec: d::ServiceSpec) -> d::ServiceSpec {
+    let c = spec.task_template.as_mut().and_then(|t| t.container_spec.as_mut());
+    if let Some(c) = c {
+        for r in c.secrets.iter_mut().flatten() {
+            r.secret_id = r.secret_name.as_deref().and_then(|n| st.find_secret(n).ok()).map(|x| x.id.clone());
+        }
+        for r in c.configs.iter_mut().flatten() {
+            r.config_id = r.config_name.as_deref().and_then(|n| st.find_config(n).ok()).map(|x| x.id.clone());
+        }
+    }
+    spec
+}
+
 pub fn service(st: &ClusterState, s: &m::Service, with_status: bool) -> d::Service {
-    let spec = service_spec(&s.spec);
+    let spec = with_ids(st, service_spec(&s.spec));
     d::Service {
         id: Some(s.id.clone()),
         version: version(s.version),
@@ -294,11 +281,8 @@ pub fn task_state(s: TaskState) -> d::TaskState {
 
 pub fn task(st: &ClusterState, t: &m::Task) -> d::Task {
     let svc = st.services.get(&t.service_id);
-    // A task made from the spec before the last update shows that spec's image.
-    let spec = svc.map(|s| match (&s.previous_spec, t.service_version < s.version) {
-        (Some(prev), true) => service_spec(prev),
-        _ => service_spec(&s.spec),
-    });
+    // A task shows the spec it was made from (an older one until the updater replaces it).
+    let spec = svc.map(|s| with_ids(st, service_spec(s.spec_for(t.service_version))));
     d::Task {
         id: Some(t.id.clone()),
         version: version(t.seq),

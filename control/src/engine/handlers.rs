@@ -5,7 +5,6 @@ use super::convert;
 use super::error::EngineError;
 use super::lists;
 use super::route::{Route, API_VERSION, MIN_API_VERSION};
-use super::spec::from_docker;
 use crate::logs::LogsRequest;
 use crate::manager::ClusterView;
 use crate::model::{NetworkSpec, Role, SecretSpec};
@@ -87,6 +86,15 @@ impl Engine {
         }
     }
 
+    /// A service command: the model's validation (run by the state machine, as for the shoal
+    /// CLI) names what is wrong by Docker's path in `spec`.
+    async fn propose_spec(&self, cmd: Command, spec: &crate::model::ServiceSpec) -> Result<Response, EngineError> {
+        match self.api(ApiRequest::Propose(cmd)).await? {
+            ApiResponse::Committed { result, .. } => result.map_err(|e| super::paths::in_docker_terms(e, spec)),
+            other => Err(EngineError::Internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
     async fn info_local(&self) -> Result<NodeInfo, EngineError> {
         match self.call(LocalRequest::Info).await? {
             LocalReply::Info(i) => Ok(i),
@@ -147,8 +155,8 @@ impl Engine {
                 json(200, &lists::services(&v.state, filters(q), flag(q, "status"))?)
             }
             ServiceCreate => {
-                let spec = from_docker(&body::<d::ServiceSpec>(b, "service spec")?)?;
-                match self.propose(Command::CreateService { spec }).await? {
+                let spec = super::spec::parse(b)?;
+                match self.propose_spec(Command::CreateService { spec: spec.clone() }, &spec).await? {
                     Response::Created { id } => json(201, &d::ServiceCreateResponse { id: Some(id), warnings: None }),
                     other => Err(EngineError::Internal(format!("unexpected result {other:?}"))),
                 }
@@ -470,9 +478,13 @@ impl Engine {
         let v = self.view().await?;
         let svc = lists::find_service(&v.state, s)?;
         let cmd = lists::service_update(svc, q.get("version").map(String::as_str), q.get("rollback").map(String::as_str), || {
-            from_docker(&body::<d::ServiceSpec>(b, "service spec")?)
+            super::spec::parse(b)
         })?;
-        self.propose(cmd).await?;
+        let spec = match &cmd {
+            Command::UpdateServiceAt { spec, .. } => spec.clone(),
+            _ => svc.spec.clone(),
+        };
+        self.propose_spec(cmd, &spec).await?;
         json(200, &serde_json::json!({ "Warnings": null }))
     }
 

@@ -188,6 +188,38 @@ pub fn node_update(node: &Node, spec: &d::NodeSpec) -> Option<Command> {
     Some(Command::UpdateNode { node: node.id.clone(), availability, role, label_add, label_rm })
 }
 
+/// `list` in `old`'s order when it holds the same entries.
+fn same_entries_in_old_order<T: PartialEq + Clone>(old: &[T], list: &mut [T]) {
+    let mut rest: Vec<&T> = old.iter().collect();
+    let same = old.len() == list.len()
+        && list.iter().all(|x| match rest.iter().position(|o| *o == x) {
+            Some(i) => {
+                rest.swap_remove(i);
+                true
+            }
+            None => false,
+        });
+    if same {
+        list.clone_from_slice(old);
+    }
+}
+
+/// The docker CLI's `service update` re-sorts lists whose order means nothing (mounts by
+/// source, ulimits by name, capabilities) whatever flags were given. Where such a list holds
+/// the same entries as the current spec, it keeps the current order, so `update --label-add`
+/// or `--replicas` replaces no task.
+pub fn keep_order(current: &ServiceSpec, mut new: ServiceSpec) -> ServiceSpec {
+    same_entries_in_old_order(&current.mounts, &mut new.mounts);
+    same_entries_in_old_order(&current.secrets, &mut new.secrets);
+    same_entries_in_old_order(&current.configs, &mut new.configs);
+    let (c, n) = (&current.container, &mut new.container);
+    same_entries_in_old_order(&c.ulimits, &mut n.ulimits);
+    same_entries_in_old_order(&c.cap_add, &mut n.cap_add);
+    same_entries_in_old_order(&c.cap_drop, &mut n.cap_drop);
+    same_entries_in_old_order(&c.groups, &mut n.groups);
+    new
+}
+
 /// `POST /services/{id}/update`: the spec to apply (the body's, or the previous one with
 /// `rollback=previous`), checked against `?version=`, as a command. A change of replicas alone
 /// is a scale, which needs no rolling update.
@@ -210,7 +242,7 @@ pub fn service_update(
             // The updater's rollback: tasks replaced by the restored spec's rollback settings.
             return Ok(Command::RollbackService { service: svc.id.clone(), version: Some(at) });
         }
-        None | Some("") => body()?,
+        None | Some("") => keep_order(&svc.spec, body()?),
         Some(o) => return Err(EngineError::bad(format!("rollback={o}: the only value is \"previous\""))),
     };
     let mut same_but_mode = svc.spec.clone();

@@ -7,18 +7,26 @@
 //! - [`route`]: version prefix and path to an endpoint (pure)
 //! - [`filters`], [`resolve`]: Docker's `filters` parameter and name/ID/prefix lookup (pure)
 //! - [`lists`]: the list endpoints' answers and the updates' commands from the state (pure)
-//! - [`convert`], [`spec`]: the model to and from Docker's JSON (bollard-stubs' types; pure)
+//! - [`convert`], [`spec`]: the model to and from Docker's JSON (bollard-stubs' types; pure),
+//!   with [`container`] and [`mounts`] for the container spec both ways, [`refuse`] for the
+//!   fields shoal does not have, [`strict`] for keys no model knows and Go's spellings, and
+//!   [`paths`] for the model's validation errors in Docker's field names
 //! - [`handlers`]: one function per endpoint (asks the node)
 //! - this file: HTTP/1.1 over the unix socket (hyper)
 
+pub mod container;
 pub mod convert;
 pub mod error;
 pub mod filters;
 pub mod handlers;
 pub mod lists;
+pub mod mounts;
+pub mod paths;
+pub mod refuse;
 pub mod resolve;
 pub mod route;
 pub mod spec;
+pub mod strict;
 
 pub use error::EngineError;
 pub use handlers::{Engine, EngineConfig};
