@@ -377,6 +377,7 @@ fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<Option<TaskRun>, String
         env,
         resolv_conf: resolv_conf(k),
         hosts: format!("127.0.0.1\tlocalhost\n{ip}\t{name}\n"),
+        seccomp: vec![],
         cgroups,
         name,
         hidden: Vec::new(),

@@ -146,7 +146,12 @@ impl Executor for NamespaceExecutor {
         for stale in ["pid", "exit", shim::START_ERROR] {
             let _ = std::fs::remove_file(dir.join(stale));
         }
-        let run = &TaskRun { hidden: self.hidden.clone(), mounts, ..run.clone() };
+        let seccomp = match &run.image {
+            Image::Oci(_) => vec![],
+            _ => oci::seccomp_bpf::default_packed()
+                .map_err(|e| ExecError::Start { id: run.id.clone(), reason: format!("the task's seccomp filter: {e}") })?,
+        };
+        let run = &TaskRun { hidden: self.hidden.clone(), mounts, seccomp, ..run.clone() };
         let spec =
             serde_json::to_vec_pretty(run).map_err(|e| ExecError::Io { id: run.id.clone(), what: "write spec", source: e.into() })?;
         std::fs::write(dir.join("spec.json"), spec).map_err(io("write spec"))?;

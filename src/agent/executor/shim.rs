@@ -227,12 +227,6 @@ fn init(spec: &TaskRun, dir: &Path, argv: &[String]) -> anyhow::Result<i32> {
         .chain([("HOSTNAME".to_string(), spec.name.clone())])
         .map(|(k, v)| CString::new(format!("{k}={v}")))
         .collect::<Result<_, _>>()?;
-    // Docker's default seccomp profile, as runc gets it for image tasks: compiled here, before
-    // the fork, and installed by the workload's process last before exec. A filter that cannot
-    // be built fails the task (never a task without one).
-    let caps: Vec<String> = super::oci::config::DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
-    let filters = super::oci::seccomp_bpf::programs(&super::oci::seccomp::for_task(&caps))
-        .map_err(|e| anyhow::anyhow!("the task's seccomp filter: {e}"))?;
     // SAFETY: still single-threaded (a forked child of a single-threaded process).
     match unsafe { fork() }.context("fork the workload")? {
         ForkResult::Child => {
@@ -240,7 +234,9 @@ fn init(spec: &TaskRun, dir: &Path, argv: &[String]) -> anyhow::Result<i32> {
                 eprintln!("shoal task-exec: {e:#}");
                 std::process::exit(127);
             }
-            if let Err(e) = super::oci::seccomp_bpf::install(&filters) {
+            // Docker's default seccomp profile, compiled by the executor (spec.json), installed
+            // last before exec. Without one the task does not start.
+            if let Err(e) = super::oci::seccomp_bpf::install(&spec.seccomp) {
                 eprintln!("shoal task-exec: {e}");
                 std::process::exit(127);
             }

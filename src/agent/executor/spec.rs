@@ -30,6 +30,10 @@ pub struct TaskRun {
     /// of the task's own mount namespace, gone with the task.
     #[serde(default)]
     pub files: Vec<CarriedFile>,
+    /// The seccomp programs the shim installs for workloads it runs itself (`host`,
+    /// `shoal/whoami`), packed (see `oci::seccomp_bpf`); set by the executor.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seccomp: Vec<Vec<u64>>,
     /// `--read-only`: the root filesystem is mounted read-only.
     #[serde(default)]
     pub read_only: bool,

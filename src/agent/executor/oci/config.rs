@@ -205,6 +205,7 @@ mod tests {
             hosts: String::new(),
             cgroups: Default::default(),
             hidden: vec![],
+            seccomp: vec![],
             files: vec![],
             mounts: vec![],
             read_only: false,

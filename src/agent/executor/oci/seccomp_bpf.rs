@@ -10,8 +10,7 @@
 //! latest filter's: so a call the allow list refuses with ENOSYS but an EPERM rule names gets
 //! EPERM, as libseccomp's single filter would answer.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 
 use seccompiler::{BpfProgram, TargetArch};
 use serde_json::{json, Value};
@@ -59,16 +58,29 @@ fn compile(arch: TargetArch, mismatch: &Value, matched: &Value, rules: &[Value])
     map.remove("f").ok_or_else(|| "the compiler returned no filter".to_string())
 }
 
-/// Whether seccompiler's table knows `name` on `arch` (the profile names calls of newer kernels
-/// and other architectures; a call the table does not know cannot be named in a filter, and
-/// falls to the default action, as with a libseccomp that does not know it either).
-fn known(arch: TargetArch, name: &str) -> bool {
-    static SEEN: Mutex<Option<HashMap<String, bool>>> = Mutex::new(None);
-    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-    *seen
-        .get_or_insert_with(HashMap::new)
-        .entry(name.to_string())
-        .or_insert_with(|| compile(arch, &json!("allow"), &json!({ "errno": 1 }), &[json!({ "syscall": name })]).is_ok())
+/// [`compile`], leaving out calls seccompiler's table does not know on `arch` (the profile
+/// names calls of newer kernels and other architectures): such a call cannot be named in a
+/// filter and falls to the default action, as with a libseccomp that does not know it either.
+/// The compiler names one unknown call per attempt; a profile has a handful.
+fn compile_known(arch: TargetArch, mismatch: &Value, matched: &Value, mut rules: Vec<Value>) -> Result<BpfProgram, String> {
+    loop {
+        match compile(arch, mismatch, matched, &rules) {
+            Ok(p) => return Ok(p),
+            Err(e) => {
+                let unknown = e
+                    .split_once("Invalid syscall name: ")
+                    .map(|(_, r)| r)
+                    .and_then(|r| r.split_once(" for given arch"))
+                    .map(|(n, _)| n.to_string());
+                let Some(name) = unknown else { return Err(e) };
+                let before = rules.len();
+                rules.retain(|r| r["syscall"] != name.as_str());
+                if rules.len() == before {
+                    return Err(e);
+                }
+            }
+        }
+    }
 }
 
 /// The BPF programs for `profile` (an OCI `linux.seccomp`), in the order to install them.
@@ -89,9 +101,6 @@ pub fn programs(profile: &Value) -> Result<Vec<BpfProgram>, String> {
         let key = (u8::from(act != json!("allow")), act.to_string());
         let entry = groups.entry(key).or_insert_with(|| (act.clone(), Vec::new()));
         for name in rule["names"].as_array().into_iter().flatten().filter_map(Value::as_str) {
-            if !known(arch, name) {
-                continue;
-            }
             let mut r = json!({ "syscall": name });
             if !args.is_empty() {
                 r["args"] = json!(args);
@@ -105,7 +114,7 @@ pub fn programs(profile: &Value) -> Result<Vec<BpfProgram>, String> {
         if rules.is_empty() && refusing == 1 {
             continue;
         }
-        out.push(compile(arch, &mismatch, &act, &rules)?);
+        out.push(compile_known(arch, &mismatch, &act, rules)?);
     }
     if out.is_empty() {
         out.push(compile(arch, &default, &json!("allow"), &[])?);
@@ -113,10 +122,36 @@ pub fn programs(profile: &Value) -> Result<Vec<BpfProgram>, String> {
     Ok(out)
 }
 
-/// Installs `programs` on the calling thread (no_new_privs must be set, or CAP_SYS_ADMIN held).
-pub fn install(programs: &[BpfProgram]) -> Result<(), String> {
-    for p in programs {
-        seccompiler::apply_filter(p).map_err(|e| format!("install the seccomp filter: {e}"))?;
+/// The programs of Docker's default profile for Docker's default capabilities, each
+/// instruction packed in a u64 (code, jt, jf, k) as the task's spec.json carries them: compiled
+/// once per daemon (it takes tens of milliseconds in a debug build), not once per task start.
+pub fn default_packed() -> Result<Vec<Vec<u64>>, String> {
+    static ONCE: std::sync::OnceLock<Result<Vec<Vec<u64>>, String>> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let caps: Vec<String> = super::config::DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
+        let progs = programs(&super::seccomp::for_task(&caps))?;
+        Ok(progs.iter().map(|p| p.iter().map(pack).collect()).collect())
+    })
+    .clone()
+}
+
+fn pack(i: &seccompiler::sock_filter) -> u64 {
+    (u64::from(i.code) << 48) | (u64::from(i.jt) << 40) | (u64::from(i.jf) << 32) | u64::from(i.k)
+}
+
+fn unpack(v: u64) -> seccompiler::sock_filter {
+    seccompiler::sock_filter { code: (v >> 48) as u16, jt: (v >> 40) as u8, jf: (v >> 32) as u8, k: v as u32 }
+}
+
+/// Installs packed programs on the calling thread, in order (no_new_privs must be set, or
+/// CAP_SYS_ADMIN held). No program at all is refused: a task is never left without a filter.
+pub fn install(packed: &[Vec<u64>]) -> Result<(), String> {
+    if packed.is_empty() {
+        return Err("no seccomp filter was given for the task".into());
+    }
+    for p in packed {
+        let prog: BpfProgram = p.iter().copied().map(unpack).collect();
+        seccompiler::apply_filter(&prog).map_err(|e| format!("install the seccomp filter: {e}"))?;
     }
     Ok(())
 }
@@ -139,6 +174,16 @@ mod tests {
     }
 
     #[test]
+    fn packing_round_trips_and_an_empty_set_is_refused() {
+        let prog = &programs(&default_profile()).unwrap()[0];
+        for i in prog {
+            let back = unpack(pack(i));
+            assert_eq!((back.code, back.jt, back.jf, back.k), (i.code, i.jt, i.jf, i.k));
+        }
+        assert!(install(&[]).unwrap_err().contains("no seccomp filter"));
+    }
+
+    #[test]
     fn an_unknown_action_is_refused_not_dropped() {
         let mut prof = default_profile();
         prof["syscalls"][0]["action"] = json!("SCMP_ACT_NOTIFY");
@@ -149,7 +194,7 @@ mod tests {
     /// fails with EPERM, clone3 with ENOSYS, and ordinary calls work.
     #[test]
     fn installed_in_a_child_it_refuses_what_docker_refuses() {
-        let progs = programs(&default_profile()).unwrap();
+        let progs = default_packed().unwrap();
         // SAFETY: the child only makes syscalls and exits; it touches no lock the parent holds
         // (the programs were built before the fork).
         match unsafe { nix::unistd::fork() }.unwrap() {
