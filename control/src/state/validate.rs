@@ -420,6 +420,11 @@ fn check_mounts(mounts: &[crate::model::Mount]) -> Result<(), StateError> {
         if let Some(d) = m.volume_driver.as_deref().filter(|d| *d != "local") {
             return Err(StateError::invalid(f("volume-driver"), format!("{d:?}: only the local driver exists")));
         }
+        if m.kind != MountKind::Volume && (!m.volume_opts.is_empty() || !m.volume_labels.is_empty()) {
+            return Err(wrong(if m.volume_opts.is_empty() { "volume-label" } else { "volume-opt" }, "volume"));
+        }
+        crate::model::check_volume_opts(&m.volume_opts).map_err(|(k, why)| StateError::invalid(f(&format!("volume-opt.{k}")), why))?;
+        check_map(&f("volume-label"), &m.volume_labels)?;
         if m.kind != MountKind::Tmpfs && (m.tmpfs_size > 0 || m.tmpfs_mode.is_some()) {
             return Err(wrong(if m.tmpfs_size > 0 { "tmpfs-size" } else { "tmpfs-mode" }, "tmpfs"));
         }
