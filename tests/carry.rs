@@ -418,3 +418,70 @@ fn hostname_user_workdir_entrypoint_dns_caps_and_stop_grace_take_effect() {
     wait_for("the task killed after its grace period", Duration::from_secs(15), || !Path::new(&format!("/proc/{pid}")).exists());
     assert!(start.elapsed() >= Duration::from_secs(5), "killed after {:?}", start.elapsed());
 }
+
+/// Processes of a task in the zombie state, from its own /proc.
+fn zombies(c: &Cluster, task: &str) -> Vec<String> {
+    let out = exec_ok(c, task, "for s in /proc/[0-9]*/status; do grep -q '^State:.*Z' $s 2>/dev/null && grep '^Name:' $s; done; true");
+    out.lines().map(|l| l.trim_start_matches("Name:").trim().to_string()).collect()
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn init_is_pid_1_forwards_to_the_command_and_reaps_orphaned_zombies() {
+    let c = Cluster::up_with_registries(&[&lab_registry()]);
+    join_all(&c);
+    let reg = Registry::start(&c.lab, REGISTRY_PORT);
+    let tmp = Scratch::new("init");
+    let archive = tmp.0.join("busybox.tar");
+    images::busybox_image(&archive, "shoal/busybox:1");
+    let image = reg.push(&archive, "shoal/busybox:1");
+
+    // The command leaves an orphan behind: a child that exits after a second, its parent gone
+    // at once. The orphan becomes PID 1's; only an init reaps it.
+    let orphan = "sh -c 'sleep 1 &'; exec sleep 3600";
+    for (name, init) in [("with-init", true), ("without", false)] {
+        let mut args = vec!["service", "create", "--detach", "--name", name, "--constraint", "node.hostname==snode1"];
+        if init {
+            // A long grace period: the stop below must end it with SIGTERM, not SIGKILL.
+            args.extend(["--init", "--stop-grace-period", "30s"]);
+        }
+        args.extend([image.as_str(), "sh", "-c", orphan]);
+        c.cli("smgr", &args);
+    }
+    wait_for("both running", Duration::from_secs(60), || task_ids(&c, "with-init").len() == 1 && task_ids(&c, "without").len() == 1);
+    let t = task_ids(&c, "with-init")[0].clone();
+    let bare = task_ids(&c, "without")[0].clone();
+
+    // tini is PID 1, the command its child.
+    assert_eq!(exec_ok(&c, &t, "tr '\\0' ' ' < /proc/1/cmdline"), format!("/sbin/docker-init -- sh -c {orphan} "));
+    let children = exec_ok(&c, &t, "for s in /proc/[0-9]*/status; do grep -q '^PPid:\\s*1$' $s && grep '^Name:' $s; done; true");
+    assert!(children.lines().any(|l| l.ends_with("sleep")), "the command is PID 1's child: {children}");
+    let w = exec_in(&c, &t, "echo x > /sbin/docker-init");
+    assert!(!w.status.success(), "the init binary is read-only in the task");
+
+    // After the orphan exits: reaped under the init, a zombie without it.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(zombies(&c, &t), Vec::<String>::new(), "tini reaped the orphan");
+    assert_eq!(zombies(&c, &bare), ["sleep"], "without --init the orphan stays a zombie (the control)");
+
+    // Signals reach the command: a stop ends the task at SIGTERM, well before the grace period.
+    let inspect: serde_json::Value = serde_json::from_str(&c.cli("smgr", &["service", "inspect", "with-init"])).unwrap();
+    assert_eq!(inspect[0]["spec"]["container"]["init"], true, "{inspect}");
+    assert!(c.cli("smgr", &["service", "inspect", "--pretty", "with-init"]).contains("Init:\t\ttrue"));
+    assert!(!c.cli("smgr", &["service", "inspect", "--pretty", "without"]).contains("Init:"));
+    let pid = c.task_pid(&t);
+    let start = std::time::Instant::now();
+    c.cli("smgr", &["service", "rm", "with-init"]);
+    wait_for("the task ended", Duration::from_secs(25), || !Path::new(&format!("/proc/{pid}")).exists());
+    assert!(start.elapsed() < Duration::from_secs(10), "tini passed SIGTERM to sleep, which ended: {:?}", start.elapsed());
+
+    // --init by service update: the next task has tini as PID 1.
+    c.cli("smgr", &["service", "update", "--detach", "--init", "without"]);
+    wait_for("without replaced", Duration::from_secs(60), || {
+        let now = task_ids(&c, "without");
+        now.len() == 1 && now[0] != bare
+    });
+    let t2 = task_ids(&c, "without")[0].clone();
+    assert!(exec_ok(&c, &t2, "tr '\\0' ' ' < /proc/1/cmdline").starts_with("/sbin/docker-init -- "), "--init by service update");
+    c.cli("smgr", &["service", "rm", "without"]);
+}

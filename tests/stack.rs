@@ -363,3 +363,75 @@ fn a_stack_volume_outlives_its_task_configs_land_at_their_targets_and_stack_rm_r
     assert!(String::from_utf8_lossy(&volume(&c, "snode1", &["ls"]).stdout).contains("app_data"), "stack rm keeps volumes");
     wait_for("the volume free to remove", Duration::from_secs(30), || volume(&c, "snode1", &["rm", "app_data"]).status.success());
 }
+
+/// Zones of the nodes running a service's tasks: `zone -> tasks`.
+fn tasks_per_zone(c: &Cluster, service: &str, zone_of: &BTreeMap<&str, &str>) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    let ps = c.cli("smgr", &["service", "ps", service]);
+    for line in ps.lines().filter(|l| l.matches("Running").count() == 2) {
+        let node = line.split_whitespace().find(|w| zone_of.contains_key(w)).unwrap_or_else(|| panic!("no node in {line}"));
+        *out.entry(zone_of[node].to_string()).or_default() += 1;
+    }
+    out
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn placement_preferences_spread_tasks_over_a_node_label_s_values() {
+    let c = Cluster::up();
+    join_all(&c);
+    let zone_of = BTreeMap::from([("smgr", "a"), ("snode1", "a"), ("snode2", "b")]);
+    for (node, zone) in &zone_of {
+        c.cli("smgr", &["node", "update", "--label-add", &format!("zone={zone}"), node]);
+    }
+    let host = c.host("smgr");
+    let out = shoal(&["service", "--host", &host, "create", "--name", "bad", "--placement-pref", "spread=node.hostname", "shoal/whoami"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--placement-pref") && err.contains("node label"), "{err}");
+
+    // 4 replicas over zone=a,a,b: 2 in each zone, so the lone b node takes half (a spread over
+    // nodes gives it one task or two, by the chance of node ids).
+    c.cli(
+        "smgr",
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "web",
+            "--replicas",
+            "4",
+            "--placement-pref",
+            "spread=node.labels.zone",
+            "shoal/whoami",
+        ],
+    );
+    let even = BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 2)]);
+    wait_for("4 tasks running", Duration::from_secs(40), || running(&c.cli("smgr", &["service", "ps", "web"])) == 4);
+    assert_eq!(tasks_per_zone(&c, "web", &zone_of), even);
+    let pretty = c.cli("smgr", &["service", "inspect", "--pretty", "web"]);
+    assert!(pretty.contains("Preferences:\t[\"Spread=node.labels.zone\"]"), "{pretty}");
+    let inspect: serde_json::Value = serde_json::from_str(&c.cli("smgr", &["service", "inspect", "web"])).unwrap();
+    assert_eq!(inspect[0]["spec"]["placement"]["preferences"][0]["spread"], "node.labels.zone", "{inspect}");
+
+    // Removed by update: the spec has none left.
+    c.cli("smgr", &["service", "update", "--detach", "--placement-pref-rm", "spread=node.labels.zone", "web"]);
+    let inspect: serde_json::Value = serde_json::from_str(&c.cli("smgr", &["service", "inspect", "web"])).unwrap();
+    assert!(inspect[0]["spec"]["placement"]["preferences"].is_null(), "{inspect}");
+    c.cli("smgr", &["service", "rm", "web"]);
+
+    // The same from a stack file: 6 replicas are 3 per zone, 3 on snode2 (over nodes: 2 each).
+    let dir = c.dir.join("spread");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("spread.yml");
+    std::fs::write(
+        &file,
+        "services:\n  api:\n    image: shoal/whoami\n    deploy:\n      replicas: 6\n      placement:\n        preferences:\n          - spread: node.labels.zone\n",
+    )
+    .unwrap();
+    deploy(&c, &file, &[]);
+    wait_for("the stack's 6 tasks running", Duration::from_secs(40), || running(&c.cli("smgr", &["service", "ps", "app_api"])) == 6);
+    assert_eq!(tasks_per_zone(&c, "app_api", &zone_of), BTreeMap::from([("a".to_string(), 3), ("b".to_string(), 3)]));
+    c.cli("smgr", &["stack", "rm", "app"]);
+    wait_for("every task gone", Duration::from_secs(30), || task_namespaces(&c).is_empty());
+}

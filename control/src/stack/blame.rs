@@ -74,6 +74,7 @@ fn service_key(field: &str) -> String {
         "container-label" => ".labels".into(),
         "constraints" => indexed(".deploy.placement.constraints"),
         "max-replicas" => ".deploy.placement.max_replicas_per_node".into(),
+        "placement-pref" => indexed(".deploy.placement.preferences"),
         "replicas" => ".deploy.replicas".into(),
         "ports" => ".ports".into(),
         "endpoint-mode" => ".deploy.endpoint_mode".into(),

@@ -79,6 +79,10 @@ fn a_version_3_file_converts_every_key() {
     assert_eq!(web.mode, ServiceMode::Replicated { replicas: 4 }, "the process environment wins over .env");
     assert_eq!(web.placement.constraints, ["node.role==worker", "node.labels.zone==a"]);
     assert_eq!(web.placement.max_replicas_per_node, 2);
+    assert_eq!(
+        web.placement.preferences.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["spread=node.labels.rack", "spread=node.labels.host"]
+    );
     assert_eq!((web.limits.nano_cpus, web.limits.memory_bytes, web.limits.pids), (500_000_000, 512 << 20, 100));
     assert_eq!((web.reservations.nano_cpus, web.reservations.memory_bytes), (250_000_000, 128 << 20));
     assert_eq!(web.restart.condition, RestartCondition::OnFailure);
@@ -281,8 +285,10 @@ fn mounts_configs_and_container_keys_map_to_the_service_spec() {
     );
     assert_eq!(k.ulimits, [("nofile".to_string(), 20000, 40000), ("nproc".to_string(), 65535, 65535)]);
     assert_eq!(k.groups, ["mail", "1234"]);
+    assert!(k.init, "init: true");
     let web = service(&spec, "app_web");
     assert_eq!(web.container.sysctls["net.ipv4.ip_unprivileged_port_start"], "80", "the list form");
+    assert!(!web.container.init);
     assert_eq!(web.configs[0].config_path(), "/tuned.conf", "a relative target is under /");
 
     let configs: Vec<(&str, &str, bool, &[u8])> =

@@ -102,6 +102,12 @@ fn check_service_bounds(spec: &ServiceSpec) -> Result<(), StateError> {
         paths.push(r.config_path());
     }
     check_list("constraints", spec.placement.constraints.iter().map(String::as_str))?;
+    if spec.placement.preferences.len() > crate::model::MAX_PREFERENCES {
+        return Err(StateError::invalid("placement-pref", format!("at most {} preferences", crate::model::MAX_PREFERENCES)));
+    }
+    for (i, p) in spec.placement.preferences.iter().enumerate() {
+        p.check().map_err(|why| StateError::invalid(format!("placement-pref[{i}]"), why))?;
+    }
     if spec.endpoint.ports.len() > MAX_ENTRIES {
         return Err(StateError::invalid("ports", format!("{} entries is more than the limit of {MAX_ENTRIES}", spec.endpoint.ports.len())));
     }

@@ -108,7 +108,7 @@ impl NamespaceExecutor {
                 }
                 MountKind::Volume => {
                     let name = if m.spec.source.is_empty() { format!("{}-{i}", run.id) } else { m.spec.source.clone() };
-                    let (data, new) = crate::agent::volumes::ensure(&volumes, &name)
+                    let (data, new) = crate::agent::volumes::ensure(&volumes, &name, &m.spec.volume_opts, &m.spec.volume_labels)
                         .map_err(|e| ExecError::Start { id: run.id.clone(), reason: e.to_string() })?;
                     m.host = data;
                     m.populate = new && !m.spec.volume_nocopy;
@@ -130,6 +130,14 @@ impl NamespaceExecutor {
     }
 }
 
+/// Never without the init the service asked for: why an image task with `--init` cannot start
+/// on this node. Tasks that see the host's filesystem (`host`, `shoal/whoami`) always have the
+/// shim's own init as PID 1, which reaps orphans and forwards signals.
+fn missing_init(run: &TaskRun) -> Option<String> {
+    let init = run.init.as_deref().filter(|_| matches!(run.image, Image::Oci(_)))?;
+    (!init.is_file()).then(|| format!("--init: {} is missing on this node: install Debian's tini package", init.display()))
+}
+
 impl Executor for NamespaceExecutor {
     fn start(&self, run: &TaskRun) -> Result<(), ExecError> {
         let io = |what| move |source| ExecError::Io { id: run.id.clone(), what, source };
@@ -139,6 +147,9 @@ impl Executor for NamespaceExecutor {
                 id: run.id.clone(),
                 reason: "secrets, configs and mounts reach tasks of images only, not of the built-in host and shoal/whoami".into(),
             });
+        }
+        if let Some(reason) = missing_init(run) {
+            return Err(ExecError::Start { id: run.id.clone(), reason });
         }
         let mounts = self.resolve_mounts(run)?;
         let dir = self.dir(&run.id);

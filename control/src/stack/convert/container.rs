@@ -1,5 +1,5 @@
 //! The keys that say how each task's process runs (Docker's ContainerSpec): `entrypoint`,
-//! `hostname`, `user`, `working_dir`, `stop_grace_period`, `read_only`, `dns*`, `cap_add`,
+//! `hostname`, `user`, `working_dir`, `stop_grace_period`, `read_only`, `init`, `dns*`, `cap_add`,
 //! `cap_drop`, `sysctls`, `ulimits`, `group_add`, `labels` (the containers'; the service's are
 //! `deploy.labels`). The same fields `service create` sets, validated there by field.
 
@@ -19,6 +19,7 @@ pub(super) fn container(k: &mut ContainerOpts, svc: &compose::Service, path: &st
     if let Some(r) = &svc.read_only {
         k.read_only = r.as_bool().ok_or_else(|| StackError::invalid(format!("{path}.read_only"), "use true or false"))?;
     }
+    k.init = svc.init.is_some_and(|i| i.0);
     let list = |v: &Option<serde_json::Value>, key: &str| -> Result<Vec<String>, StackError> {
         match v {
             None => Ok(vec![]),

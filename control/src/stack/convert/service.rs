@@ -83,7 +83,6 @@ pub(super) fn service(
 
 fn service_unsupported(svc: &compose::Service, path: &str, u: &mut Unsupported) {
     let present = [
-        (svc.init.is_some_and(|i| i.0), "init", "an init process"),
         (svc.stop_signal.is_some(), "stop_signal", "stop signals"),
         (svc.tty.is_some(), "tty", "terminals"),
         (svc.stdin_open.is_some(), "stdin_open", "terminals"),
