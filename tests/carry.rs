@@ -485,3 +485,75 @@ fn init_is_pid_1_forwards_to_the_command_and_reaps_orphaned_zombies() {
     assert!(exec_ok(&c, &t2, "tr '\\0' ' ' < /proc/1/cmdline").starts_with("/sbin/docker-init -- "), "--init by service update");
     c.cli("smgr", &["service", "rm", "without"]);
 }
+
+/// Runs `script` with `sh -c` in a task's mount namespace (a task of the host's binaries has no
+/// runc container to exec into).
+fn in_mount_ns(c: &Cluster, task: &str, script: &str) -> Output {
+    let pid = c.task_pid(task);
+    Command::new("nsenter").args(["-t", &pid, "-m", "--", "sh", "-c", script]).output().unwrap()
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn a_host_task_gets_its_secrets_on_a_tmpfs_of_its_own_and_configs_are_refused_with_the_reason() {
+    let c = Cluster::up();
+    join_all(&c);
+    let tmp = Scratch::new("host");
+    const SECRET: &str = "host-task-secret-51c2";
+    let file = tmp.0.join("pw");
+    std::fs::write(&file, SECRET).unwrap();
+    c.cli("smgr", &["secret", "create", "pw", file.to_str().unwrap()]);
+    let conf = tmp.0.join("app.conf");
+    std::fs::write(&conf, "x\n").unwrap();
+    c.cli("smgr", &["config", "create", "app.conf", conf.to_str().unwrap()]);
+    let on_snode1 = ["--constraint", "node.hostname==snode1"];
+    let mut args = vec!["service", "create", "--detach", "--name", "h"];
+    args.extend(on_snode1);
+    args.extend(["--secret", "pw", "--secret", "source=pw,target=db/pass,uid=70,gid=71,mode=0400", "host", "sleep", "3600"]);
+    c.cli("smgr", &args);
+    let mut args = vec!["service", "create", "--detach", "--name", "other"];
+    args.extend(on_snode1);
+    args.extend(["host", "sleep", "3600"]);
+    c.cli("smgr", &args);
+    wait_for("h and other running", Duration::from_secs(40), || task_ids(&c, "h").len() == 1 && task_ids(&c, "other").len() == 1);
+    let h = task_ids(&c, "h")[0].clone();
+    let other = task_ids(&c, "other")[0].clone();
+
+    let run = |task: &str, script: &str| {
+        let out = in_mount_ns(&c, task, script);
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(run(&h, "cat /run/secrets/pw"), SECRET);
+    assert_eq!(run(&h, "stat -c '%a %u %g' /run/secrets/pw /run/secrets/db/pass"), "444 0 0\n400 70 71\n");
+    // The task's own /proc: its PID 1's mount table.
+    let mounts = run(&h, "cat /proc/1/mounts");
+    for target in ["/run/secrets/pw", "/run/secrets/db/pass"] {
+        let line = mounts.lines().find(|l| l.split_whitespace().nth(1) == Some(target)).unwrap_or_else(|| panic!("{target}: {mounts}"));
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[2], "tmpfs", "{line}");
+        assert!(fields[3].split(',').any(|o| o == "ro"), "read-only: {line}");
+    }
+    assert!(!in_mount_ns(&c, &h, "echo changed > /run/secrets/pw").status.success(), "the secret file refuses writes");
+    // The task still sees the host's /run (its own /run binds it back), and the host sees
+    // nothing of the task's.
+    assert!(run(&h, "ls /run").lines().any(|l| l == "netns"), "the host's /run entries are there");
+    assert!(!Path::new("/run/secrets/pw").exists(), "nothing was made in the host's /run");
+    let o = in_mount_ns(&c, &other, "ls /run/secrets/pw");
+    assert!(!o.status.success(), "another service's task on the node has no such file");
+    for (node, _) in NODES {
+        let found = files_containing(&c.dir.join(node), SECRET.as_bytes());
+        assert!(found.is_empty(), "{node} has the secret in the clear in {found:?}");
+    }
+
+    // A config lands outside /run: a host task cannot have it, and says why.
+    let mut args = vec!["service", "create", "--detach", "--name", "conf"];
+    args.extend(on_snode1);
+    args.extend(["--config", "app.conf", "host", "sleep", "3600"]);
+    c.cli("smgr", &args);
+    wait_for("the reason in service ps", Duration::from_secs(30), || {
+        c.cli("smgr", &["service", "ps", "--no-trunc", "conf"])
+            .contains("/app.conf: a task of image host or shoal/whoami runs on the host's filesystem")
+    });
+    c.cli("smgr", &["service", "rm", "h", "other", "conf"]);
+}

@@ -61,10 +61,10 @@ pub struct UpdateArgs {
     #[arg(long)]
     pub stop_grace_period: Option<String>,
     /// Mount the root filesystem read-only (true|false).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub read_only: Option<bool>,
     /// Run an init (tini) as PID 1 of the tasks (true|false).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub init: Option<bool>,
     /// Add Linux capabilities.
     #[arg(long)]
@@ -469,6 +469,20 @@ mod tests {
 
     fn args(service: &str) -> UpdateArgs {
         UpdateArgs { service: service.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn boolean_flags_take_no_value_or_an_equals_sign() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: UpdateArgs,
+        }
+        let c = Cli::try_parse_from(["update", "--init", "--read-only", "web"]).unwrap();
+        assert_eq!((c.a.init, c.a.read_only, c.a.service.as_str()), (Some(true), Some(true), "web"));
+        let c = Cli::try_parse_from(["update", "--init=false", "web"]).unwrap();
+        assert_eq!((c.a.init, c.a.read_only), (Some(false), None));
     }
 
     #[test]
