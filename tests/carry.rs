@@ -557,3 +557,88 @@ fn a_host_task_gets_its_secrets_on_a_tmpfs_of_its_own_and_configs_are_refused_wi
     });
     c.cli("smgr", &["service", "rm", "h", "other", "conf"]);
 }
+
+/// Unmounts a volume's device the test made the node mount, if it is still mounted at the end
+/// (a failed test), before the cluster's directory is removed.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        if table.lines().any(|l| l.split(' ').nth(4) == Some(self.0.to_str().unwrap_or(""))) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn a_volume_with_the_local_driver_s_options_is_a_mounted_device_kept_until_volume_rm() {
+    let c = Cluster::up_with_registries(&[&lab_registry()]);
+    join_all(&c);
+    let reg = Registry::start(&c.lab, REGISTRY_PORT);
+    let tmp = Scratch::new("volopt");
+    let archive = tmp.0.join("busybox.tar");
+    images::busybox_image(&archive, "shoal/busybox:1");
+    let image = reg.push(&archive, "shoal/busybox:1");
+    let data = c.dir.join("snode1/volumes/fast/_data");
+    let _unmount = Unmount(data.clone());
+
+    let e = refused(&c, &["service", "create", "--name", "bad", "--mount", "type=volume,src=v,dst=/v,volume-opt=size=1m", &image]);
+    assert!(e.contains("volume-opt") && e.contains("\"size\""), "{e}");
+    let e = refused(&c, &["service", "create", "--name", "bad", "--mount", "type=volume,src=v,dst=/v,volume-opt=type=tmpfs", &image]);
+    assert!(e.contains("mounts[0].volume-opt.device"), "{e}");
+    let e = refused(&c, &["service", "create", "--name", "bad", "--mount", "type=tmpfs,dst=/v,volume-opt=type=tmpfs", &image]);
+    assert!(e.contains("mounts[0].volume-opt") && e.contains("type=volume"), "{e}");
+
+    let mount =
+        "type=volume,src=fast,dst=/fast,volume-opt=type=tmpfs,volume-opt=device=tmpfs,volume-opt=o=size=64m,volume-label=tier=cache";
+    c.cli(
+        "smgr",
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "cache",
+            "--constraint",
+            "node.hostname==snode1",
+            "--mount",
+            mount,
+            &image,
+            "sleep",
+            "3600",
+        ],
+    );
+    wait_for("cache running", Duration::from_secs(60), || task_ids(&c, "cache").len() == 1);
+    let first = task_ids(&c, "cache")[0].clone();
+    // The task's /fast is the tmpfs the node mounted as the volume, 64 MiB.
+    let df = exec_ok(&c, &first, "df -k /fast | tail -1");
+    assert_eq!(df.split_whitespace().nth(1), Some("65536"), "{df}");
+    let host_table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line =
+        host_table.lines().find(|l| l.split(' ').nth(4) == data.to_str()).unwrap_or_else(|| panic!("{} not mounted", data.display()));
+    assert!(line.contains(" - tmpfs tmpfs "), "{line}");
+    let inspect: serde_json::Value = serde_json::from_slice(&volume(&c, "snode1", &["inspect", "fast"]).stdout).unwrap();
+    assert_eq!(inspect[0]["Options"], serde_json::json!({"type": "tmpfs", "device": "tmpfs", "o": "size=64m"}), "{inspect}");
+    assert_eq!(inspect[0]["Labels"]["tier"], "cache", "{inspect}");
+    let svc: serde_json::Value = serde_json::from_str(&c.cli("smgr", &["service", "inspect", "cache"])).unwrap();
+    assert_eq!(svc[0]["spec"]["mounts"][0]["volume_opts"]["o"], "size=64m", "{svc}");
+
+    // Kept mounted across the task's replacement on the node: the new task reads the old one's file.
+    exec_ok(&c, &first, "echo kept > /fast/row");
+    c.cli("smgr", &["service", "update", "--detach", "--force", "cache"]);
+    wait_for("cache replaced", Duration::from_secs(60), || {
+        let t = task_ids(&c, "cache");
+        t.len() == 1 && t[0] != first
+    });
+    let second = task_ids(&c, "cache")[0].clone();
+    assert_eq!(exec_ok(&c, &second, "cat /fast/row"), "kept\n");
+
+    // volume rm unmounts it once no task uses it.
+    c.cli("smgr", &["service", "rm", "cache"]);
+    wait_for("the volume free to remove", Duration::from_secs(30), || volume(&c, "snode1", &["rm", "fast"]).status.success());
+    let host_table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!host_table.lines().any(|l| l.split(' ').nth(4) == data.to_str()), "unmounted by volume rm");
+    assert!(!data.exists());
+}
