@@ -54,7 +54,7 @@ pub struct CreateArgs {
     /// (target /NAME by default).
     #[arg(long)]
     pub config: Vec<String>,
-    /// type=bind|volume|tmpfs,src=...,dst=...[,readonly][,volume-nocopy][,tmpfs-size=..][,tmpfs-mode=..][,bind-propagation=..]
+    /// type=bind|volume|tmpfs,src=...,dst=...[,readonly][,volume-nocopy][,volume-opt=type|device|o=..][,volume-label=K=V][,tmpfs-size=..][,tmpfs-mode=..][,bind-propagation=..]
     #[arg(long)]
     pub mount: Vec<String>,
     /// Read environment variables from a file (KEY=value lines, # comments).
