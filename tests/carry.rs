@@ -418,3 +418,227 @@ fn hostname_user_workdir_entrypoint_dns_caps_and_stop_grace_take_effect() {
     wait_for("the task killed after its grace period", Duration::from_secs(15), || !Path::new(&format!("/proc/{pid}")).exists());
     assert!(start.elapsed() >= Duration::from_secs(5), "killed after {:?}", start.elapsed());
 }
+
+/// Processes of a task in the zombie state, from its own /proc.
+fn zombies(c: &Cluster, task: &str) -> Vec<String> {
+    let out = exec_ok(c, task, "for s in /proc/[0-9]*/status; do grep -q '^State:.*Z' $s 2>/dev/null && grep '^Name:' $s; done; true");
+    out.lines().map(|l| l.trim_start_matches("Name:").trim().to_string()).collect()
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn init_is_pid_1_forwards_to_the_command_and_reaps_orphaned_zombies() {
+    let c = Cluster::up_with_registries(&[&lab_registry()]);
+    join_all(&c);
+    let reg = Registry::start(&c.lab, REGISTRY_PORT);
+    let tmp = Scratch::new("init");
+    let archive = tmp.0.join("busybox.tar");
+    images::busybox_image(&archive, "shoal/busybox:1");
+    let image = reg.push(&archive, "shoal/busybox:1");
+
+    // The command leaves an orphan behind: a child that exits after a second, its parent gone
+    // at once. The orphan becomes PID 1's; only an init reaps it.
+    let orphan = "sh -c 'sleep 1 &'; exec sleep 3600";
+    for (name, init) in [("with-init", true), ("without", false)] {
+        let mut args = vec!["service", "create", "--detach", "--name", name, "--constraint", "node.hostname==snode1"];
+        if init {
+            // A long grace period: the stop below must end it with SIGTERM, not SIGKILL.
+            args.extend(["--init", "--stop-grace-period", "30s"]);
+        }
+        args.extend([image.as_str(), "sh", "-c", orphan]);
+        c.cli("smgr", &args);
+    }
+    wait_for("both running", Duration::from_secs(60), || task_ids(&c, "with-init").len() == 1 && task_ids(&c, "without").len() == 1);
+    let t = task_ids(&c, "with-init")[0].clone();
+    let bare = task_ids(&c, "without")[0].clone();
+
+    // tini is PID 1, the command its child.
+    assert_eq!(exec_ok(&c, &t, "tr '\\0' ' ' < /proc/1/cmdline"), format!("/sbin/docker-init -- sh -c {orphan} "));
+    let children = exec_ok(&c, &t, "for s in /proc/[0-9]*/status; do grep -q '^PPid:\\s*1$' $s && grep '^Name:' $s; done; true");
+    assert!(children.lines().any(|l| l.ends_with("sleep")), "the command is PID 1's child: {children}");
+    let w = exec_in(&c, &t, "echo x > /sbin/docker-init");
+    assert!(!w.status.success(), "the init binary is read-only in the task");
+
+    // After the orphan exits: reaped under the init, a zombie without it.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(zombies(&c, &t), Vec::<String>::new(), "tini reaped the orphan");
+    assert_eq!(zombies(&c, &bare), ["sleep"], "without --init the orphan stays a zombie (the control)");
+
+    // Signals reach the command: a stop ends the task at SIGTERM, well before the grace period.
+    let inspect: serde_json::Value = serde_json::from_str(&c.cli("smgr", &["service", "inspect", "with-init"])).unwrap();
+    assert_eq!(inspect[0]["spec"]["container"]["init"], true, "{inspect}");
+    assert!(c.cli("smgr", &["service", "inspect", "--pretty", "with-init"]).contains("Init:\t\ttrue"));
+    assert!(!c.cli("smgr", &["service", "inspect", "--pretty", "without"]).contains("Init:"));
+    let pid = c.task_pid(&t);
+    let start = std::time::Instant::now();
+    c.cli("smgr", &["service", "rm", "with-init"]);
+    wait_for("the task ended", Duration::from_secs(25), || !Path::new(&format!("/proc/{pid}")).exists());
+    assert!(start.elapsed() < Duration::from_secs(10), "tini passed SIGTERM to sleep, which ended: {:?}", start.elapsed());
+
+    // --init by service update: the next task has tini as PID 1.
+    c.cli("smgr", &["service", "update", "--detach", "--init", "without"]);
+    wait_for("without replaced", Duration::from_secs(60), || {
+        let now = task_ids(&c, "without");
+        now.len() == 1 && now[0] != bare
+    });
+    let t2 = task_ids(&c, "without")[0].clone();
+    assert!(exec_ok(&c, &t2, "tr '\\0' ' ' < /proc/1/cmdline").starts_with("/sbin/docker-init -- "), "--init by service update");
+    c.cli("smgr", &["service", "rm", "without"]);
+}
+
+/// Runs `script` with `sh -c` in a task's mount namespace (a task of the host's binaries has no
+/// runc container to exec into).
+fn in_mount_ns(c: &Cluster, task: &str, script: &str) -> Output {
+    let pid = c.task_pid(task);
+    Command::new("nsenter").args(["-t", &pid, "-m", "--", "sh", "-c", script]).output().unwrap()
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn a_host_task_gets_its_secrets_on_a_tmpfs_of_its_own_and_configs_are_refused_with_the_reason() {
+    let c = Cluster::up();
+    join_all(&c);
+    let tmp = Scratch::new("host");
+    const SECRET: &str = "host-task-secret-51c2";
+    let file = tmp.0.join("pw");
+    std::fs::write(&file, SECRET).unwrap();
+    c.cli("smgr", &["secret", "create", "pw", file.to_str().unwrap()]);
+    let conf = tmp.0.join("app.conf");
+    std::fs::write(&conf, "x\n").unwrap();
+    c.cli("smgr", &["config", "create", "app.conf", conf.to_str().unwrap()]);
+    let on_snode1 = ["--constraint", "node.hostname==snode1"];
+    let mut args = vec!["service", "create", "--detach", "--name", "h"];
+    args.extend(on_snode1);
+    args.extend(["--secret", "pw", "--secret", "source=pw,target=db/pass,uid=70,gid=71,mode=0400", "host", "sleep", "3600"]);
+    c.cli("smgr", &args);
+    let mut args = vec!["service", "create", "--detach", "--name", "other"];
+    args.extend(on_snode1);
+    args.extend(["host", "sleep", "3600"]);
+    c.cli("smgr", &args);
+    wait_for("h and other running", Duration::from_secs(40), || task_ids(&c, "h").len() == 1 && task_ids(&c, "other").len() == 1);
+    let h = task_ids(&c, "h")[0].clone();
+    let other = task_ids(&c, "other")[0].clone();
+
+    let run = |task: &str, script: &str| {
+        let out = in_mount_ns(&c, task, script);
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(run(&h, "cat /run/secrets/pw"), SECRET);
+    assert_eq!(run(&h, "stat -c '%a %u %g' /run/secrets/pw /run/secrets/db/pass"), "444 0 0\n400 70 71\n");
+    // The task's own /proc: its PID 1's mount table.
+    let mounts = run(&h, "cat /proc/1/mounts");
+    for target in ["/run/secrets/pw", "/run/secrets/db/pass"] {
+        let line = mounts.lines().find(|l| l.split_whitespace().nth(1) == Some(target)).unwrap_or_else(|| panic!("{target}: {mounts}"));
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[2], "tmpfs", "{line}");
+        assert!(fields[3].split(',').any(|o| o == "ro"), "read-only: {line}");
+    }
+    assert!(!in_mount_ns(&c, &h, "echo changed > /run/secrets/pw").status.success(), "the secret file refuses writes");
+    // The task still sees the host's /run (its own /run binds it back), and the host sees
+    // nothing of the task's.
+    assert!(run(&h, "ls /run").lines().any(|l| l == "netns"), "the host's /run entries are there");
+    assert!(!Path::new("/run/secrets/pw").exists(), "nothing was made in the host's /run");
+    let o = in_mount_ns(&c, &other, "ls /run/secrets/pw");
+    assert!(!o.status.success(), "another service's task on the node has no such file");
+    for (node, _) in NODES {
+        let found = files_containing(&c.dir.join(node), SECRET.as_bytes());
+        assert!(found.is_empty(), "{node} has the secret in the clear in {found:?}");
+    }
+
+    // A config lands outside /run: a host task cannot have it, and says why.
+    let mut args = vec!["service", "create", "--detach", "--name", "conf"];
+    args.extend(on_snode1);
+    args.extend(["--config", "app.conf", "host", "sleep", "3600"]);
+    c.cli("smgr", &args);
+    wait_for("the reason in service ps", Duration::from_secs(30), || {
+        c.cli("smgr", &["service", "ps", "--no-trunc", "conf"])
+            .contains("/app.conf: a task of image host or shoal/whoami runs on the host's filesystem")
+    });
+    c.cli("smgr", &["service", "rm", "h", "other", "conf"]);
+}
+
+/// Unmounts a volume's device the test made the node mount, if it is still mounted at the end
+/// (a failed test), before the cluster's directory is removed.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        if table.lines().any(|l| l.split(' ').nth(4) == Some(self.0.to_str().unwrap_or(""))) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn a_volume_with_the_local_driver_s_options_is_a_mounted_device_kept_until_volume_rm() {
+    let c = Cluster::up_with_registries(&[&lab_registry()]);
+    join_all(&c);
+    let reg = Registry::start(&c.lab, REGISTRY_PORT);
+    let tmp = Scratch::new("volopt");
+    let archive = tmp.0.join("busybox.tar");
+    images::busybox_image(&archive, "shoal/busybox:1");
+    let image = reg.push(&archive, "shoal/busybox:1");
+    let data = c.dir.join("snode1/volumes/fast/_data");
+    let _unmount = Unmount(data.clone());
+
+    let e = refused(&c, &["service", "create", "--name", "bad", "--mount", "type=volume,src=v,dst=/v,volume-opt=size=1m", &image]);
+    assert!(e.contains("volume-opt") && e.contains("\"size\""), "{e}");
+    let e = refused(&c, &["service", "create", "--name", "bad", "--mount", "type=volume,src=v,dst=/v,volume-opt=type=tmpfs", &image]);
+    assert!(e.contains("mounts[0].volume-opt.device"), "{e}");
+    let e = refused(&c, &["service", "create", "--name", "bad", "--mount", "type=tmpfs,dst=/v,volume-opt=type=tmpfs", &image]);
+    assert!(e.contains("mounts[0].volume-opt") && e.contains("type=volume"), "{e}");
+
+    let mount =
+        "type=volume,src=fast,dst=/fast,volume-opt=type=tmpfs,volume-opt=device=tmpfs,volume-opt=o=size=64m,volume-label=tier=cache";
+    c.cli(
+        "smgr",
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "cache",
+            "--constraint",
+            "node.hostname==snode1",
+            "--mount",
+            mount,
+            &image,
+            "sleep",
+            "3600",
+        ],
+    );
+    wait_for("cache running", Duration::from_secs(60), || task_ids(&c, "cache").len() == 1);
+    let first = task_ids(&c, "cache")[0].clone();
+    // The task's /fast is the tmpfs the node mounted as the volume, 64 MiB.
+    let df = exec_ok(&c, &first, "df -k /fast | tail -1");
+    assert_eq!(df.split_whitespace().nth(1), Some("65536"), "{df}");
+    let host_table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line =
+        host_table.lines().find(|l| l.split(' ').nth(4) == data.to_str()).unwrap_or_else(|| panic!("{} not mounted", data.display()));
+    assert!(line.contains(" - tmpfs tmpfs "), "{line}");
+    let inspect: serde_json::Value = serde_json::from_slice(&volume(&c, "snode1", &["inspect", "fast"]).stdout).unwrap();
+    assert_eq!(inspect[0]["Options"], serde_json::json!({"type": "tmpfs", "device": "tmpfs", "o": "size=64m"}), "{inspect}");
+    assert_eq!(inspect[0]["Labels"]["tier"], "cache", "{inspect}");
+    let svc: serde_json::Value = serde_json::from_str(&c.cli("smgr", &["service", "inspect", "cache"])).unwrap();
+    assert_eq!(svc[0]["spec"]["mounts"][0]["volume_opts"]["o"], "size=64m", "{svc}");
+
+    // Kept mounted across the task's replacement on the node: the new task reads the old one's file.
+    exec_ok(&c, &first, "echo kept > /fast/row");
+    c.cli("smgr", &["service", "update", "--detach", "--force", "cache"]);
+    wait_for("cache replaced", Duration::from_secs(60), || {
+        let t = task_ids(&c, "cache");
+        t.len() == 1 && t[0] != first
+    });
+    let second = task_ids(&c, "cache")[0].clone();
+    assert_eq!(exec_ok(&c, &second, "cat /fast/row"), "kept\n");
+
+    // volume rm unmounts it once no task uses it.
+    c.cli("smgr", &["service", "rm", "cache"]);
+    wait_for("the volume free to remove", Duration::from_secs(30), || volume(&c, "snode1", &["rm", "fast"]).status.success());
+    let host_table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!host_table.lines().any(|l| l.split(' ').nth(4) == data.to_str()), "unmounted by volume rm");
+    assert!(!data.exists());
+}

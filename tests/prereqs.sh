@@ -17,7 +17,7 @@ packages=(
   clang llvm libbpf-dev bpftool libclang-dev pkg-config protobuf-compiler
   iperf3 dnsutils curl netcat-openbsd dnsperf dnsmasq-base busybox-static tar
   redis-server redis-tools python3
-  runc docker-registry skopeo gzip
+  runc docker-registry skopeo gzip tini
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -2,7 +2,9 @@
 //! stack of three services on two networks whose tasks reach each other by short name (and only
 //! on the networks they share), a redeploy that changes one service and leaves the others'
 //! specs and tasks alone, `--prune`, a refused file that changes nothing, and `stack rm` removing
-//! everything the stack made. Run as root by tests/run.sh.
+//! everything the stack made. A stack whose image tasks carry a named volume, a bind, a tmpfs,
+//! configs and container keys: the volume outlives a redeploy's replacement task on its node,
+//! and `stack rm` removes the configs it made. Run as root by tests/run.sh.
 
 mod support;
 
@@ -11,6 +13,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::cluster::*;
+use support::images;
+use support::registry::Registry;
 use support::*;
 
 const STACK: &str = r#"
@@ -103,11 +107,11 @@ fn a_stack_on_two_networks_resolves_short_names_redeploys_only_what_changed_and_
 
     // A file the cluster cannot run changes nothing, and says which key.
     let bad = dir.join("bad.yml");
-    std::fs::write(&bad, STACK.replace("    networks: [front]\n", "    networks: [front]\n    tty: true\n")).unwrap();
+    std::fs::write(&bad, STACK.replace("    networks: [front]\n", "    networks: [front]\n    stop_signal: SIGINT\n")).unwrap();
     let host = c.host("smgr");
     let out = shoal(&["stack", "--host", &host, "deploy", "-c", bad.to_str().unwrap(), "app"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("services.web.tty (terminals)"), "{err}");
+    assert!(!out.status.success() && err.contains("services.web.stop_signal (stop signals)"), "{err}");
     // One the cluster refuses (tried whole before anything is made): named by its path too.
     std::fs::write(
         &bad,
@@ -222,4 +226,212 @@ fn a_stack_on_two_networks_resolves_short_names_redeploys_only_what_changed_and_
     let out = shoal(&["stack", "--host", &host, "ps", "app"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("Nothing found in stack: app"));
     wait_for("every task of the stack gone", Duration::from_secs(30), || task_namespaces(&c).is_empty());
+}
+
+const CARRY: &str = r#"
+version: "3.9"
+services:
+  db:
+    image: ${IMAGE}
+    command: [sleep, "3600"]
+    volumes:
+      - data:/data
+      - ./site:/site:ro
+    tmpfs: /scratch:size=1m
+    configs:
+      - source: app_conf
+        target: /etc/app/app.conf
+        uid: "1000"
+        mode: 0440
+      - greeting
+    sysctls:
+      - net.ipv4.ip_unprivileged_port_start=80
+    ulimits:
+      nofile: {soft: 1024, hard: 2048}
+    labels: [tier=db]
+    deploy:
+      placement:
+        constraints: [node.hostname==snode1]
+volumes:
+  data:
+    labels: [com.example.kept=yes]
+configs:
+  app_conf:
+    file: ./app.conf
+  greeting:
+    content: "hello ${WHO:-world}\n"
+"#;
+
+/// Full ids of a service's tasks that are running (both state columns say so).
+fn running_tasks(c: &Cluster, service: &str) -> Vec<String> {
+    let ps = c.cli("smgr", &["service", "ps", "--no-trunc", service]);
+    ps.lines().filter(|l| l.matches("Running").count() == 2).filter_map(|l| l.split_whitespace().next().map(String::from)).collect()
+}
+
+/// `runc exec` in an image task on `node`, as a user's `docker exec` would be.
+fn exec_in(c: &Cluster, node: &str, task: &str, script: &str) -> std::process::Output {
+    Command::new("runc").arg("--root").arg(c.dir.join(node).join("runc")).args(["exec", task, "/bin/sh", "-c", script]).output().unwrap()
+}
+
+fn exec_ok(c: &Cluster, node: &str, task: &str, script: &str) -> String {
+    let out = exec_in(c, node, task, script);
+    assert!(out.status.success(), "{script} in {task}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `shoal volume --state-dir STATE ARGS...` on a node.
+fn volume(c: &Cluster, node: &str, args: &[&str]) -> std::process::Output {
+    let state = c.dir.join(node);
+    let mut full = vec!["volume", "--state-dir", state.to_str().unwrap()];
+    full.extend(args);
+    shoal(&full)
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn a_stack_volume_outlives_its_task_configs_land_at_their_targets_and_stack_rm_removes_its_configs() {
+    const REGISTRY_PORT: u16 = 5051;
+    let registry = format!("192.168.33.100:{REGISTRY_PORT}");
+    let c = Cluster::up_with_registries(&[&registry]);
+    join_all(&c);
+    let reg = Registry::start(&c.lab, REGISTRY_PORT);
+    let dir = c.dir.join("carry-stack");
+    std::fs::create_dir_all(dir.join("site")).unwrap();
+    let archive = dir.join("busybox.tar");
+    images::busybox_image(&archive, "shoal/busybox:1");
+    let image = reg.push(&archive, "shoal/busybox:1");
+    std::fs::write(dir.join("site/index.html"), "from the host\n").unwrap();
+    std::fs::write(dir.join("app.conf"), "listen 8080;\n").unwrap();
+    let file = dir.join("app.yml");
+    std::fs::write(&file, CARRY.replace("${IMAGE}", &image)).unwrap();
+
+    let out = deploy(&c, &file, &[]);
+    for line in ["Creating network app_default", "Creating config app_app_conf", "Creating config app_greeting", "Creating service app_db"]
+    {
+        assert!(out.contains(line), "{line:?} missing from:\n{out}");
+    }
+    wait_for("db running", Duration::from_secs(60), || running_tasks(&c, "app_db").len() == 1);
+    let first = running_tasks(&c, "app_db")[0].clone();
+    assert!(c.dir.join("snode1/tasks").join(&first).is_dir(), "placed by the file's constraint");
+
+    // Configs at their targets with their owner and mode; the default target is /<key>.
+    assert_eq!(exec_ok(&c, "snode1", &first, "cat /etc/app/app.conf /greeting"), "listen 8080;\nhello world\n");
+    assert_eq!(exec_ok(&c, "snode1", &first, "stat -c '%a %u' /etc/app/app.conf /greeting"), "440 1000\n444 0\n");
+    // The relative bind is the project directory's, read-only; the tmpfs is bounded.
+    assert_eq!(exec_ok(&c, "snode1", &first, "cat /site/index.html"), "from the host\n");
+    assert!(!exec_in(&c, "snode1", &first, "echo x > /site/index.html").status.success(), "a :ro bind refuses writes");
+    let big = exec_in(&c, "snode1", &first, "dd if=/dev/zero of=/scratch/big bs=1024 count=2048");
+    assert!(String::from_utf8_lossy(&big.stderr).contains("No space left"), "tmpfs size=1m: {big:?}");
+    assert_eq!(exec_ok(&c, "snode1", &first, "cat /proc/sys/net/ipv4/ip_unprivileged_port_start"), "80\n");
+    let limits = exec_ok(&c, "snode1", &first, "grep 'open files' /proc/1/limits");
+    assert_eq!(limits.split_whitespace().collect::<Vec<_>>()[3..5], ["1024", "2048"], "{limits}");
+    let inspect: serde_json::Value = serde_json::from_str(&c.cli("smgr", &["service", "inspect", "app_db"])).unwrap();
+    assert_eq!(inspect[0]["spec"]["container"]["labels"]["tier"], "db", "{inspect}");
+
+    // The named volume is the stack's, on the task's node, written by the first task.
+    exec_ok(&c, "snode1", &first, "echo kept > /data/row");
+    let ls = String::from_utf8_lossy(&volume(&c, "snode1", &["ls"]).stdout).into_owned();
+    assert!(ls.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["local", "app_data"]), "{ls}");
+
+    // A redeploy that changes the service replaces its task on the same node: it reads the row.
+    std::fs::write(&file, CARRY.replace("${IMAGE}", &image).replace("\"3600\"", "\"3601\"")).unwrap();
+    assert_eq!(deploy(&c, &file, &[]).trim(), "Updating service app_db");
+    wait_for("db replaced", Duration::from_secs(60), || {
+        let t = running_tasks(&c, "app_db");
+        t.len() == 1 && t[0] != first
+    });
+    let second = running_tasks(&c, "app_db")[0].clone();
+    assert_eq!(exec_ok(&c, "snode1", &second, "cat /data/row"), "kept\n", "the volume outlived the task it was made for");
+
+    // A config's content cannot change under the same name: refused, nothing changed.
+    std::fs::write(dir.join("app.conf"), "listen 9090;\n").unwrap();
+    let host = c.host("smgr");
+    let out = shoal(&["stack", "--host", &host, "deploy", "-c", file.to_str().unwrap(), "app"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("configs.app_conf: config \"app_app_conf\" exists with other content"), "{err}");
+
+    // stack rm: the service, the network and both configs; the volume stays on its node, as
+    // Docker keeps volumes.
+    let out = c.cli("smgr", &["stack", "rm", "app"]);
+    for line in ["Removing service app_db", "Removing network app_default", "Removing config app_app_conf", "Removing config app_greeting"]
+    {
+        assert!(out.contains(line), "{line:?} missing from:\n{out}");
+    }
+    let configs = c.cli("smgr", &["config", "ls"]);
+    assert!(!configs.contains("app_"), "{configs}");
+    wait_for("the stack's task gone", Duration::from_secs(30), || task_namespaces(&c).is_empty());
+    assert!(String::from_utf8_lossy(&volume(&c, "snode1", &["ls"]).stdout).contains("app_data"), "stack rm keeps volumes");
+    wait_for("the volume free to remove", Duration::from_secs(30), || volume(&c, "snode1", &["rm", "app_data"]).status.success());
+}
+
+/// Zones of the nodes running a service's tasks: `zone -> tasks`.
+fn tasks_per_zone(c: &Cluster, service: &str, zone_of: &BTreeMap<&str, &str>) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    let ps = c.cli("smgr", &["service", "ps", service]);
+    for line in ps.lines().filter(|l| l.matches("Running").count() == 2) {
+        let node = line.split_whitespace().find(|w| zone_of.contains_key(w)).unwrap_or_else(|| panic!("no node in {line}"));
+        *out.entry(zone_of[node].to_string()).or_default() += 1;
+    }
+    out
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh"]
+fn placement_preferences_spread_tasks_over_a_node_label_s_values() {
+    let c = Cluster::up();
+    join_all(&c);
+    let zone_of = BTreeMap::from([("smgr", "a"), ("snode1", "a"), ("snode2", "b")]);
+    for (node, zone) in &zone_of {
+        c.cli("smgr", &["node", "update", "--label-add", &format!("zone={zone}"), node]);
+    }
+    let host = c.host("smgr");
+    let out = shoal(&["service", "--host", &host, "create", "--name", "bad", "--placement-pref", "spread=node.hostname", "shoal/whoami"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--placement-pref") && err.contains("node label"), "{err}");
+
+    // 4 replicas over zone=a,a,b: 2 in each zone, so the lone b node takes half (a spread over
+    // nodes gives it one task or two, by the chance of node ids).
+    c.cli(
+        "smgr",
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "web",
+            "--replicas",
+            "4",
+            "--placement-pref",
+            "spread=node.labels.zone",
+            "shoal/whoami",
+        ],
+    );
+    let even = BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 2)]);
+    wait_for("4 tasks running", Duration::from_secs(40), || running(&c.cli("smgr", &["service", "ps", "web"])) == 4);
+    assert_eq!(tasks_per_zone(&c, "web", &zone_of), even);
+    let pretty = c.cli("smgr", &["service", "inspect", "--pretty", "web"]);
+    assert!(pretty.contains("Preferences:\t[\"Spread=node.labels.zone\"]"), "{pretty}");
+    let inspect: serde_json::Value = serde_json::from_str(&c.cli("smgr", &["service", "inspect", "web"])).unwrap();
+    assert_eq!(inspect[0]["spec"]["placement"]["preferences"][0]["spread"], "node.labels.zone", "{inspect}");
+
+    // Removed by update: the spec has none left.
+    c.cli("smgr", &["service", "update", "--detach", "--placement-pref-rm", "spread=node.labels.zone", "web"]);
+    let inspect: serde_json::Value = serde_json::from_str(&c.cli("smgr", &["service", "inspect", "web"])).unwrap();
+    assert!(inspect[0]["spec"]["placement"]["preferences"].is_null(), "{inspect}");
+    c.cli("smgr", &["service", "rm", "web"]);
+
+    // The same from a stack file: 6 replicas are 3 per zone, 3 on snode2 (over nodes: 2 each).
+    let dir = c.dir.join("spread");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("spread.yml");
+    std::fs::write(
+        &file,
+        "services:\n  api:\n    image: shoal/whoami\n    deploy:\n      replicas: 6\n      placement:\n        preferences:\n          - spread: node.labels.zone\n",
+    )
+    .unwrap();
+    deploy(&c, &file, &[]);
+    wait_for("the stack's 6 tasks running", Duration::from_secs(40), || running(&c.cli("smgr", &["service", "ps", "app_api"])) == 6);
+    assert_eq!(tasks_per_zone(&c, "app_api", &zone_of), BTreeMap::from([("a".to_string(), 3), ("b".to_string(), 3)]));
+    c.cli("smgr", &["stack", "rm", "app"]);
+    wait_for("every task gone", Duration::from_secs(30), || task_namespaces(&c).is_empty());
 }

@@ -394,6 +394,7 @@ fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<Option<TaskRun>, String
             .iter()
             .map(|m| executor::spec::TaskMount { spec: m.clone(), host: PathBuf::new(), populate: false })
             .collect(),
+        init: k.init.then(|| PathBuf::from(executor::spec::INIT_BINARY)),
     }))
 }
 

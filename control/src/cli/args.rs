@@ -280,11 +280,22 @@ pub fn parse_mount(s: &str, flag: &str) -> Result<crate::model::Mount, String> {
                     Some(u32::from_str_radix(v, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| bad("tmpfs-mode", v, "give octal bits, e.g. 1770"))?)
             }
             "volume-opt" | "volume-label" => {
-                return Err(format!("invalid {flag} {s:?}: {k} is not supported (shoal's local volumes are directories on the node)"))
+                // `volume-opt=o=size=64m`: the first `=` ends the option's name.
+                let (name, value) = val()?
+                    .split_once('=')
+                    .ok_or_else(|| format!("invalid {flag} {s:?}: {k} takes NAME=VALUE, e.g. {k}=type=tmpfs"))?;
+                if k == "volume-opt" {
+                    if !crate::model::VOLUME_OPTS.contains(&name) {
+                        return Err(bad("volume-opt", name, "the local driver takes type, device and o"));
+                    }
+                    m.volume_opts.insert(name.to_string(), value.to_string());
+                } else {
+                    m.volume_labels.insert(name.to_string(), value.to_string());
+                }
             }
             other => {
                 return Err(format!(
-                    "invalid {flag} {s:?}: unknown key {other:?} (type, source, target, readonly, volume-driver, volume-nocopy, tmpfs-size, tmpfs-mode, bind-propagation)"
+                    "invalid {flag} {s:?}: unknown key {other:?} (type, source, target, readonly, volume-driver, volume-opt, volume-label, volume-nocopy, tmpfs-size, tmpfs-mode, bind-propagation)"
                 ))
             }
         }
@@ -307,6 +318,13 @@ mod mount_tests {
         assert_eq!((m.kind, m.source.as_str(), m.target.as_str(), m.readonly), (MountKind::Bind, "/srv/data", "/data", true));
         let m = parse_mount("source=db-data,target=/var/lib/postgresql/data,volume-nocopy", "--mount").unwrap();
         assert_eq!((m.kind, m.volume_nocopy), (MountKind::Volume, true));
+        let m = parse_mount(
+            "type=volume,src=fast,dst=/v,volume-opt=type=tmpfs,volume-opt=device=tmpfs,volume-opt=o=size=64m,volume-label=tier=db",
+            "--mount",
+        )
+        .unwrap();
+        assert_eq!(m.volume_opts.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(), ["device=tmpfs", "o=size=64m", "type=tmpfs"]);
+        assert_eq!(m.volume_labels["tier"], "db");
         let m = parse_mount("type=tmpfs,dst=/cache,tmpfs-size=1m,tmpfs-mode=1770", "--mount").unwrap();
         assert_eq!((m.tmpfs_size, m.tmpfs_mode), (1 << 20, Some(0o1770)));
         for (bad, says) in [
@@ -315,6 +333,8 @@ mod mount_tests {
             ("type=tmpfs,dst=/x,tmpfs-mode=99", "tmpfs-mode"),
             ("type=bind,src=/x,dst=/y,readonly=maybe", "readonly"),
             ("type=volume,dst=/y,color=red", "unknown key \"color\""),
+            ("type=volume,src=v,dst=/y,volume-opt=size=1m", "volume-opt \"size\""),
+            ("type=volume,src=v,dst=/y,volume-opt=type", "volume-opt takes NAME=VALUE"),
         ] {
             let e = parse_mount(bad, "--mount").unwrap_err();
             assert!(e.contains("--mount") && e.contains(says), "{bad}: {e}");

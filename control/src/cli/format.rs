@@ -331,6 +331,10 @@ pub fn service_pretty(s: &crate::model::Service, now_ms: u64) -> String {
     if !s.spec.placement.constraints.is_empty() {
         let _ = writeln!(out, " Constraints:\t{:?}", s.spec.placement.constraints);
     }
+    if !s.spec.placement.preferences.is_empty() {
+        let prefs: Vec<String> = s.spec.placement.preferences.iter().map(|p| format!("Spread={}", p.spread)).collect();
+        let _ = writeln!(out, " Preferences:\t{prefs:?}");
+    }
     let _ = writeln!(out, "UpdateConfig:");
     update_config(&mut out, &s.spec.update, "Update order");
     let _ = writeln!(out, "RollbackConfig:");
@@ -356,6 +360,9 @@ pub fn service_pretty(s: &crate::model::Service, now_ms: u64) -> String {
     }
     if k.read_only {
         let _ = writeln!(out, " Read Only:\ttrue");
+    }
+    if k.init {
+        let _ = writeln!(out, " Init:\t\ttrue");
     }
     if !k.cap_add.is_empty() || !k.cap_drop.is_empty() {
         let _ = writeln!(out, " Capabilities:\n  Add: {}\n  Drop: {}", k.cap_add.join(", "), k.cap_drop.join(", "));

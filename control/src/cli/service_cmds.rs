@@ -23,6 +23,9 @@ pub struct CreateArgs {
     pub publish: Vec<String>,
     #[arg(long)]
     pub constraint: Vec<String>,
+    /// Spread tasks over a node label's values: spread=node.labels.<label> (repeat to nest).
+    #[arg(long)]
+    pub placement_pref: Vec<String>,
     #[arg(long)]
     pub network: Vec<String>,
     #[arg(long = "env", short = 'e')]
@@ -51,7 +54,7 @@ pub struct CreateArgs {
     /// (target /NAME by default).
     #[arg(long)]
     pub config: Vec<String>,
-    /// type=bind|volume|tmpfs,src=...,dst=...[,readonly][,volume-nocopy][,tmpfs-size=..][,tmpfs-mode=..][,bind-propagation=..]
+    /// type=bind|volume|tmpfs,src=...,dst=...[,readonly][,volume-nocopy][,volume-opt=type|device|o=..][,volume-label=K=V][,tmpfs-size=..][,tmpfs-mode=..][,bind-propagation=..]
     #[arg(long)]
     pub mount: Vec<String>,
     /// Read environment variables from a file (KEY=value lines, # comments).
@@ -75,6 +78,9 @@ pub struct CreateArgs {
     /// Mount the task's root filesystem read-only.
     #[arg(long)]
     pub read_only: bool,
+    /// Run an init (tini) as PID 1 that reaps zombies and forwards signals to the command.
+    #[arg(long)]
+    pub init: bool,
     /// Add Linux capabilities (NET_ADMIN, ALL...).
     #[arg(long)]
     pub cap_add: Vec<String>,
@@ -214,6 +220,7 @@ pub fn build_spec(a: &CreateArgs) -> anyhow::Result<ServiceSpec> {
         k.stop_grace_ms = Some(parse_duration_ms(g).map_err(|e| anyhow::anyhow!("invalid --stop-grace-period: {e}"))?);
     }
     k.read_only = a.read_only;
+    k.init = a.init;
     k.cap_add = a.cap_add.iter().map(|c| crate::model::normalize_cap(c)).collect();
     k.cap_drop = a.cap_drop.iter().map(|c| crate::model::normalize_cap(c)).collect();
     k.dns = a.dns.clone();
@@ -244,6 +251,11 @@ pub fn build_spec(a: &CreateArgs) -> anyhow::Result<ServiceSpec> {
         s.endpoint.ports.push(parse_publish(p).map_err(|e| anyhow::anyhow!("invalid --publish {p:?}: {e}"))?);
     }
     s.placement.constraints = a.constraint.clone();
+    s.placement.preferences = a
+        .placement_pref
+        .iter()
+        .map(|p| crate::model::PlacementPreference::parse(p).map_err(|e| anyhow::anyhow!("invalid --placement-pref: {e}")))
+        .collect::<Result<_, _>>()?;
     s.placement.max_replicas_per_node = a.replicas_max_per_node.unwrap_or(0);
     if let Some(c) = &a.restart_condition {
         s.restart.condition = match c.as_str() {

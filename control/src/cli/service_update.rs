@@ -61,8 +61,11 @@ pub struct UpdateArgs {
     #[arg(long)]
     pub stop_grace_period: Option<String>,
     /// Mount the root filesystem read-only (true|false).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub read_only: Option<bool>,
+    /// Run an init (tini) as PID 1 of the tasks (true|false).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub init: Option<bool>,
     /// Add Linux capabilities.
     #[arg(long)]
     pub cap_add: Vec<String>,
@@ -100,6 +103,12 @@ pub struct UpdateArgs {
     /// Remove a placement constraint (as written).
     #[arg(long)]
     pub constraint_rm: Vec<String>,
+    /// Add a placement preference (spread=node.labels.<label>), after the others.
+    #[arg(long)]
+    pub placement_pref_add: Vec<String>,
+    /// Remove a placement preference (spread=node.labels.<label>).
+    #[arg(long)]
+    pub placement_pref_rm: Vec<String>,
     /// Number of tasks.
     #[arg(long, allow_negative_numbers = true)]
     pub replicas: Option<i64>,
@@ -255,6 +264,9 @@ pub fn apply(old: &ServiceSpec, a: &UpdateArgs) -> anyhow::Result<ServiceSpec> {
     if let Some(r) = a.read_only {
         k.read_only = r;
     }
+    if let Some(i) = a.init {
+        k.init = i;
+    }
     // Docker: an added capability leaves the drop list and the other way round.
     for c in a.cap_add.iter().map(|c| crate::model::normalize_cap(c)) {
         k.cap_drop.retain(|x| x != &c);
@@ -306,6 +318,15 @@ pub fn apply(old: &ServiceSpec, a: &UpdateArgs) -> anyhow::Result<ServiceSpec> {
         if !s.placement.constraints.contains(c) {
             s.placement.constraints.push(c.clone());
         }
+    }
+    // Docker removes first, then adds at the end (the order of nested preferences matters).
+    for p in &a.placement_pref_rm {
+        let p = crate::model::PlacementPreference::parse(p).map_err(|e| anyhow::anyhow!("invalid --placement-pref-rm: {e}"))?;
+        s.placement.preferences.retain(|x| !x.spread.eq_ignore_ascii_case(&p.spread));
+    }
+    for p in &a.placement_pref_add {
+        let p = crate::model::PlacementPreference::parse(p).map_err(|e| anyhow::anyhow!("invalid --placement-pref-add: {e}"))?;
+        s.placement.preferences.push(p);
     }
     if let Some(n) = a.replicas {
         match s.mode {
@@ -451,6 +472,20 @@ mod tests {
     }
 
     #[test]
+    fn boolean_flags_take_no_value_or_an_equals_sign() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: UpdateArgs,
+        }
+        let c = Cli::try_parse_from(["update", "--init", "--read-only", "web"]).unwrap();
+        assert_eq!((c.a.init, c.a.read_only, c.a.service.as_str()), (Some(true), Some(true), "web"));
+        let c = Cli::try_parse_from(["update", "--init=false", "web"]).unwrap();
+        assert_eq!((c.a.init, c.a.read_only), (Some(false), None));
+    }
+
+    #[test]
     fn the_seeds_rolling_deployment() {
         // docker service update --image myapp:1.2.1 --env-add NODE_ENV=production --publish-rm 8080 web
         let a = UpdateArgs {
@@ -473,6 +508,7 @@ mod tests {
             entrypoint: Some("/bin/sh -c".into()),
             stop_grace_period: Some("30s".into()),
             read_only: Some(true),
+            init: Some(true),
             cap_add: vec!["net_admin".into()],
             cap_drop: vec!["CHOWN".into()],
             dns_option_add: vec!["ndots:2".into()],
@@ -482,7 +518,7 @@ mod tests {
         let k = &s.container;
         assert_eq!(k.hostname.as_deref(), Some("db"));
         assert_eq!(k.entrypoint.as_deref(), Some(&["/bin/sh".to_string(), "-c".to_string()][..]));
-        assert_eq!((k.stop_grace_ms, k.read_only), (Some(30_000), true));
+        assert_eq!((k.stop_grace_ms, k.read_only, k.init), (Some(30_000), true, true));
         assert_eq!((k.cap_add.clone(), k.cap_drop.clone()), (vec!["CAP_NET_ADMIN".to_string()], vec!["CAP_CHOWN".to_string()]));
         let s2 = apply(
             &s,
@@ -528,6 +564,19 @@ mod tests {
         assert_eq!(s.force_update, 1);
         let s2 = apply(&s, &UpdateArgs { constraint_rm: vec!["node.role == worker".into()], ..args("web") }).unwrap();
         assert!(s2.placement.constraints.is_empty());
+        let s3 = apply(
+            &s2,
+            &UpdateArgs { placement_pref_add: vec!["spread=node.labels.zone".into(), "spread=node.labels.rack".into()], ..args("web") },
+        )
+        .unwrap();
+        assert_eq!(
+            s3.placement.preferences.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["spread=node.labels.zone", "spread=node.labels.rack"]
+        );
+        let s4 = apply(&s3, &UpdateArgs { placement_pref_rm: vec!["spread=node.labels.zone".into()], ..args("web") }).unwrap();
+        assert_eq!(s4.placement.preferences.iter().map(ToString::to_string).collect::<Vec<_>>(), ["spread=node.labels.rack"]);
+        let e = apply(&s4, &UpdateArgs { placement_pref_add: vec!["spread=node.role".into()], ..args("web") }).unwrap_err().to_string();
+        assert!(e.contains("--placement-pref-add") && e.contains("node label"), "{e}");
     }
 
     #[test]

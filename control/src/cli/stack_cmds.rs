@@ -49,7 +49,7 @@ pub enum StackCmd {
         quiet: bool,
         name: String,
     },
-    /// Remove stacks: their services, networks and secrets.
+    /// Remove stacks: their services, networks, secrets and configs.
     #[command(alias = "remove", alias = "down")]
     Rm { names: Vec<String> },
 }
@@ -148,8 +148,9 @@ fn read_sources(files: &[String]) -> anyhow::Result<(Vec<Source>, PathBuf)> {
         sources.push(Source { name: f.clone(), text });
     }
     let first = files.first().filter(|f| *f != "-").map(Path::new);
+    // Absolute: a relative bind source becomes a host path every node reads the same way.
     let dir = match first.and_then(Path::parent) {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        Some(p) if !p.as_os_str().is_empty() => std::path::absolute(p)?,
         _ => std::env::current_dir()?,
     };
     Ok((sources, dir))

@@ -129,6 +129,7 @@ fn opts(c: &d::TaskSpecContainerSpec) -> Result<ContainerOpts, EngineError> {
         ulimits: vec![],
         groups: c.groups.clone().unwrap_or_default(),
         labels: c.labels.clone().unwrap_or_default().into_iter().collect(),
+        init: c.init.unwrap_or(false),
     };
     for (i, u) in c.ulimits.iter().flatten().enumerate() {
         let p = format!("{P}.Ulimits[{i}]");
@@ -200,6 +201,7 @@ pub fn to_docker(s: &ServiceSpec) -> d::TaskSpecContainerSpec {
         user: k.user.clone(),
         groups: list(&k.groups),
         read_only: k.read_only.then_some(true),
+        init: k.init.then_some(true),
         mounts: (!s.mounts.is_empty()).then(|| s.mounts.iter().map(mounts::to_docker).collect()),
         stop_grace_period: k.stop_grace_ms.map(ns),
         health_check: s.healthcheck.as_ref().map(|h| d::HealthConfig {

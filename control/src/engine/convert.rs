@@ -152,6 +152,15 @@ pub fn service_spec(s: &m::ServiceSpec) -> d::ServiceSpec {
             placement: Some(d::TaskSpecPlacement {
                 constraints: (!s.placement.constraints.is_empty()).then(|| s.placement.constraints.clone()),
                 max_replicas: (s.placement.max_replicas_per_node > 0).then_some(s.placement.max_replicas_per_node as i64),
+                preferences: (!s.placement.preferences.is_empty()).then(|| {
+                    s.placement
+                        .preferences
+                        .iter()
+                        .map(|p| d::TaskSpecPlacementPreferences {
+                            spread: Some(d::TaskSpecPlacementSpread { spread_descriptor: Some(p.spread.clone()) }),
+                        })
+                        .collect()
+                }),
                 ..Default::default()
             }),
             force_update: Some(s.force_update),

@@ -46,20 +46,13 @@ pub fn from_docker(i: usize, m: &d::Mount) -> Result<Mount, EngineError> {
     }
     if let Some(v) = &m.volume_options {
         out.volume_nocopy = v.no_copy.unwrap_or(false);
-        if v.labels.as_ref().is_some_and(|l| !l.is_empty()) {
-            return Err(refused(&format!("{p}.VolumeOptions.Labels"), "shoal's local volumes carry no labels: leave volume-label out"));
-        }
+        out.volume_labels = v.labels.clone().unwrap_or_default().into_iter().collect();
         if v.subpath.as_deref().is_some_and(|s| !s.is_empty()) {
             return Err(refused(&format!("{p}.VolumeOptions.Subpath"), "mount the whole volume (leave volume-subpath out)"));
         }
         if let Some(dc) = &v.driver_config {
             out.volume_driver = dc.name.clone().filter(|n| !n.is_empty());
-            if dc.options.as_ref().is_some_and(|o| !o.is_empty()) {
-                return Err(refused(
-                    &format!("{p}.VolumeOptions.DriverConfig.Options"),
-                    "shoal's local volumes are directories on the node and take no options: leave volume-opt out",
-                ));
-            }
+            out.volume_opts = dc.options.clone().unwrap_or_default().into_iter().collect();
         }
     }
     if let Some(t) = &m.tmpfs_options {
@@ -100,11 +93,17 @@ pub fn to_docker(m: &Mount) -> d::Mount {
             propagation: Some(p.parse().unwrap_or(d::MountBindOptionsPropagationEnum::EMPTY)),
             ..Default::default()
         }),
-        volume_options: (m.volume_nocopy || m.volume_driver.is_some()).then(|| d::MountVolumeOptions {
-            no_copy: m.volume_nocopy.then_some(true),
-            driver_config: m.volume_driver.as_ref().map(|n| d::MountVolumeOptionsDriverConfig { name: Some(n.clone()), options: None }),
-            ..Default::default()
-        }),
+        volume_options: (m.volume_nocopy || m.volume_driver.is_some() || !m.volume_opts.is_empty() || !m.volume_labels.is_empty()).then(
+            || d::MountVolumeOptions {
+                no_copy: m.volume_nocopy.then_some(true),
+                labels: (!m.volume_labels.is_empty()).then(|| m.volume_labels.clone().into_iter().collect()),
+                driver_config: (m.volume_driver.is_some() || !m.volume_opts.is_empty()).then(|| d::MountVolumeOptionsDriverConfig {
+                    name: m.volume_driver.clone(),
+                    options: (!m.volume_opts.is_empty()).then(|| m.volume_opts.clone().into_iter().collect()),
+                }),
+                ..Default::default()
+            },
+        ),
         tmpfs_options: (m.tmpfs_size > 0 || m.tmpfs_mode.is_some()).then(|| d::MountTmpfsOptions {
             size_bytes: (m.tmpfs_size > 0).then(|| i64::try_from(m.tmpfs_size).unwrap_or(i64::MAX)),
             mode: m.tmpfs_mode.map(i64::from),
@@ -145,17 +144,26 @@ mod tests {
     }
 
     #[test]
+    fn volume_labels_and_driver_options_are_carried_both_ways() {
+        let v = parse(
+            r#"{"Type":"volume","Source":"fast","Target":"/x","VolumeOptions":{"Labels":{"tier":"hot"},"DriverConfig":{"Name":"local","Options":{"type":"tmpfs","device":"tmpfs","o":"size=64m"}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(v.volume_labels.get("tier").map(String::as_str), Some("hot"));
+        assert_eq!(v.volume_opts.get("o").map(String::as_str), Some("size=64m"));
+        let back = to_docker(&v);
+        let vo = back.volume_options.unwrap();
+        assert_eq!(vo.labels.unwrap().get("tier").map(String::as_str), Some("hot"));
+        assert_eq!(vo.driver_config.unwrap().options.unwrap().get("type").map(String::as_str), Some("tmpfs"));
+    }
+
+    #[test]
     fn what_shoal_cannot_do_is_refused_by_path() {
         for (json, path) in [
             (r#"{"Type":"npipe","Source":"/a","Target":"/b"}"#, "Mounts[0].Type"),
             (r#"{"Type":"cluster","Source":"a","Target":"/b"}"#, "Mounts[0].Type"),
             (r#"{"Source":"a","Target":"/b"}"#, "Mounts[0].Type is missing"),
             (r#"{"Type":"volume","Source":"a"}"#, "Mounts[0].Target is missing"),
-            (r#"{"Type":"volume","Target":"/x","VolumeOptions":{"Labels":{"a":"b"},"DriverConfig":{}}}"#, "Mounts[0].VolumeOptions.Labels"),
-            (
-                r#"{"Type":"volume","Target":"/x","VolumeOptions":{"DriverConfig":{"Options":{"o":"1"}}}}"#,
-                "Mounts[0].VolumeOptions.DriverConfig.Options",
-            ),
             (r#"{"Type":"bind","Source":"/a","Target":"/b","BindOptions":{"NonRecursive":true}}"#, "Mounts[0].BindOptions.NonRecursive"),
             (r#"{"Type":"tmpfs","Target":"/b","Consistency":"cached"}"#, "Mounts[0].Consistency"),
             (r#"{"Type":"tmpfs","Target":"/b","TmpfsOptions":{"SizeBytes":-1}}"#, "Mounts[0].TmpfsOptions.SizeBytes"),

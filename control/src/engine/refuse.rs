@@ -70,9 +70,6 @@ pub fn container(c: &d::TaskSpecContainerSpec) -> Result<(), EngineError> {
     if let Some(i @ (Isolation::PROCESS | Isolation::HYPERV)) = c.isolation {
         return Err(unsupported(&format!("{p}.Isolation"), &format!("{i} is Windows isolation: leave --isolation out")));
     }
-    if c.init == Some(true) {
-        return Err(unsupported(&format!("{p}.Init"), "the task's program runs as its PID 1: leave --init out"));
-    }
     Ok(())
 }
 
@@ -107,9 +104,6 @@ pub fn task_template(tt: &d::TaskSpec) -> Result<(), EngineError> {
         }
     }
     if let Some(p) = &tt.placement {
-        if set(&p.preferences) {
-            return Err(unsupported("TaskTemplate.Placement.Preferences", "shoal spreads tasks over nodes: leave --placement-pref out"));
-        }
         if set(&p.platforms) {
             return Err(unsupported(
                 "TaskTemplate.Placement.Platforms",

@@ -58,6 +58,14 @@ pub fn from_docker(s: &d::ServiceSpec) -> Result<ServiceSpec, EngineError> {
     if let Some(p) = &tt.placement {
         spec.placement.constraints = p.constraints.clone().unwrap_or_default();
         spec.placement.max_replicas_per_node = nonneg(p.max_replicas, "TaskTemplate.Placement.MaxReplicas")?.unwrap_or(0);
+        for (i, pref) in p.preferences.iter().flatten().enumerate() {
+            let path = format!("TaskTemplate.Placement.Preferences[{i}].Spread.SpreadDescriptor");
+            let spread = pref.spread.as_ref().and_then(|s| s.spread_descriptor.clone()).filter(|s| !s.is_empty());
+            let spread = spread.ok_or_else(|| EngineError::bad(format!("{path} is missing: give e.g. spread=node.labels.zone")))?;
+            let pref = m::PlacementPreference { spread };
+            pref.check().map_err(|e| EngineError::bad(format!("invalid {path} (--placement-pref): {e}")))?;
+            spec.placement.preferences.push(pref);
+        }
     }
     // Networks: the task template's (current clients) or the spec's (deprecated) list.
     for n in tt.networks.iter().flatten().chain(s.networks.iter().flatten()) {
@@ -198,6 +206,7 @@ mod tests {
             ulimits: vec![("nofile".into(), 512, 1024), ("memlock".into(), u64::MAX, u64::MAX)],
             groups: vec!["44".into()],
             labels: [("role".to_string(), "db".to_string())].into(),
+            init: false,
         };
         let mut hc = HealthCheck::new("test -e /tmp");
         hc.interval_ms = 2000;
@@ -334,6 +343,25 @@ mod tests {
         assert_eq!(s.container.ulimits, [("memlock".to_string(), u64::MAX, u64::MAX)]);
     }
 
+    /// The fields the model gained with --init, --placement-pref and volume-opt/volume-label.
+    #[test]
+    fn init_placement_preferences_and_volume_options_round_trip() {
+        let mut s = ServiceSpec::new("web", "busybox:1");
+        s.container.init = true;
+        s.placement.preferences = vec![
+            m::PlacementPreference { spread: "node.labels.zone".into() },
+            m::PlacementPreference { spread: "node.labels.rack".into() },
+        ];
+        let mut v = m::Mount::new(m::MountKind::Volume, "fast", "/data");
+        v.volume_driver = Some("local".into());
+        v.volume_opts = [("type".to_string(), "tmpfs".to_string()), ("device".to_string(), "tmpfs".to_string())].into();
+        v.volume_labels = [("tier".to_string(), "hot".to_string())].into();
+        s.mounts = vec![v];
+        let d = super::super::convert::service_spec(&s);
+        assert_eq!(d.task_template.as_ref().unwrap().container_spec.as_ref().unwrap().init, Some(true));
+        assert_eq!(from_docker(&d).unwrap(), s);
+    }
+
     #[test]
     fn round_trip_through_docker_shape() {
         let mut s = ServiceSpec::new("web", "nginx:1");
@@ -433,7 +461,6 @@ mod tests {
             (cs("Hosts"), json!(["10.0.0.1 a"]), "TaskTemplate.ContainerSpec.Hosts"),
             (cs("OomScoreAdj"), json!(-500), "TaskTemplate.ContainerSpec.OomScoreAdj"),
             (cs("Isolation"), json!("process"), "TaskTemplate.ContainerSpec.Isolation"),
-            (cs("Init"), json!(true), "TaskTemplate.ContainerSpec.Init"),
             (
                 cs("HealthCheck"),
                 json!({"Test": ["CMD", "true"], "StartInterval": 1_000_000}),
@@ -443,19 +470,14 @@ mod tests {
             (cs("Configs"), json!([{"File": {"Name": "/a"}}]), "TaskTemplate.ContainerSpec.Configs[0].ConfigName"),
             (cs("Configs"), json!([{"ConfigName": "c", "File": {"UID": "root"}}]), "TaskTemplate.ContainerSpec.Configs[0].File.UID"),
             (cs("Mounts"), json!([{"Type": "npipe", "Source": "/a", "Target": "/b"}]), "TaskTemplate.ContainerSpec.Mounts[0].Type"),
-            (
-                cs("Mounts"),
-                json!([{"Type": "volume", "Target": "/b", "VolumeOptions": {"Labels": {"a": "b"}}}]),
-                "TaskTemplate.ContainerSpec.Mounts[0].VolumeOptions.Labels",
-            ),
             (cs("Ulimits"), json!([{"Name": "nofile", "Soft": -2, "Hard": 1}]), "TaskTemplate.ContainerSpec.Ulimits[0].Soft"),
             (cs("StopGracePeriod"), json!(-1), "TaskTemplate.ContainerSpec.StopGracePeriod"),
             (cs("Sparkle"), json!(true), "TaskTemplate.ContainerSpec.Sparkle is not a field"),
             (vec!["TaskTemplate", "LogDriver"], json!({"Name": "json-file"}), "TaskTemplate.LogDriver"),
             (
                 vec!["TaskTemplate", "Placement", "Preferences"],
-                json!([{"Spread": {"SpreadDescriptor": "node.labels.az"}}]),
-                "TaskTemplate.Placement.Preferences",
+                json!([{"Spread": {"SpreadDescriptor": "engine.labels.az"}}]),
+                "TaskTemplate.Placement.Preferences[0].Spread.SpreadDescriptor",
             ),
             (
                 vec!["TaskTemplate", "Placement", "Platforms"],

@@ -1,6 +1,6 @@
 //! How each task's process runs, beyond image and command: Docker's `ContainerSpec` fields that
 //! `service create` sets with `--hostname`, `--user`, `--workdir`, `--entrypoint`,
-//! `--stop-grace-period`, `--read-only`, `--cap-add/--cap-drop`, `--dns*`.
+//! `--stop-grace-period`, `--read-only`, `--init`, `--cap-add/--cap-drop`, `--dns*`.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -23,6 +23,10 @@ pub struct ContainerOpts {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_grace_ms: Option<u64>,
     pub read_only: bool,
+    /// `--init`: an init process (tini, Docker's docker-init) is PID 1 of each task: it reaps
+    /// orphaned zombies and forwards signals to the command, its only child.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
     /// Capabilities as `CAP_NAME` (or `ALL`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cap_add: Vec<String>,

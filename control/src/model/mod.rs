@@ -8,6 +8,7 @@ mod ids;
 mod mount;
 mod network;
 mod node;
+mod placement;
 mod secret;
 mod service;
 mod task;
@@ -17,9 +18,10 @@ pub use config::{Config, ConfigSpec};
 pub use container::{normalize_cap, ContainerOpts, ULIMITS};
 pub use file_ref::{FileRef, DEFAULT_FILE_MODE, SECRETS_DIR};
 pub use ids::{random_id, ConfigId, IdGen, NetworkId, NodeId, SecretId, ServiceId, TaskId};
-pub use mount::{Mount, MountKind, PROPAGATIONS};
+pub use mount::{check_volume_opts, Mount, MountKind, PROPAGATIONS, VOLUME_OPTS};
 pub use network::{Network, NetworkSpec, GATEWAY_NETWORK, GATEWAY_SUBNETS};
 pub use node::{Availability, Node, NodeResources, NodeState, Role};
+pub use placement::{PlacementPreference, MAX_PREFERENCES};
 pub use secret::{Secret, SecretSpec};
 pub use service::{
     EndpointMode, EndpointSpec, FailureAction, HealthCheck, Placement, PortConfig, Protocol, PublishMode, Ratio, Replacement,

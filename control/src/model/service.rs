@@ -71,6 +71,9 @@ pub struct Placement {
     pub constraints: Vec<String>,
     /// 0 = unlimited.
     pub max_replicas_per_node: u64,
+    /// `--placement-pref`: spread over node labels, in order (after the constraints).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferences: Vec<super::PlacementPreference>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

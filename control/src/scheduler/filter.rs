@@ -182,6 +182,11 @@ impl NodeLoad {
         true
     }
 
+    /// Tasks of `service` on the node.
+    pub fn tasks_of(&self, service: &str, pos: usize) -> u64 {
+        self.per_service.get(service).map_or(0, |c| c[pos])
+    }
+
     pub fn fits(&self, pos: usize, service: &str, ports: &[(Protocol, i64)], max: u64, r: Reservation, why: &mut Rejections) -> bool {
         self.fits_with(pos, self.per_service.get(service), ports, max, r, why)
     }

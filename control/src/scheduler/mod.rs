@@ -1,9 +1,12 @@
 //! The scheduler: places PENDING tasks on nodes. Filters (node ready, availability active,
-//! constraints, max replicas per node, host-mode port conflicts, reserved CPU and memory), then spread: fewest tasks of
-//! this service, then fewest tasks overall, then node id (for determinism).
+//! constraints, max replicas per node, host-mode port conflicts, reserved CPU and memory), then
+//! the service's placement preferences narrow the nodes to one branch of node-label values
+//! (`spread`), then spread: fewest tasks of this service, then fewest tasks overall, then node
+//! id (for determinism).
 
 pub mod constraint;
 mod filter;
+mod spread;
 
 use crate::model::{PublishMode, TaskState, TaskStatus};
 use crate::state::ClusterState;
@@ -48,7 +51,12 @@ pub fn schedule(state: &mut ClusterState, now: u64) {
                 Some(node) => load.position(node).filter(|pos| {
                     candidates.nodes.contains(pos) && load.fits(*pos, &sid, &host_ports, max_per_node, reserve, &mut rejections)
                 }),
-                None => load.best(&candidates.nodes, &sid, &host_ports, max_per_node, reserve, &mut rejections),
+                None => {
+                    let branch = spread_branch(state, service, &candidates.nodes, &load, &host_ports, reserve);
+                    // An empty branch (no node with room) still goes through `best` for the reasons.
+                    let nodes = branch.as_deref().filter(|b| !b.is_empty()).unwrap_or(&candidates.nodes);
+                    load.best(nodes, &sid, &host_ports, max_per_node, reserve, &mut rejections)
+                }
             };
             let Some(task) = state.tasks.get_mut(&tid) else { continue };
             match choice {
@@ -63,6 +71,34 @@ pub fn schedule(state: &mut ClusterState, now: u64) {
             }
         }
     }
+}
+
+/// The candidates the service's placement preferences leave for its next task, or `None`
+/// when it has none.
+fn spread_branch(
+    state: &ClusterState,
+    service: &crate::model::Service,
+    candidates: &[usize],
+    load: &NodeLoad,
+    host_ports: &[(crate::model::Protocol, i64)],
+    reserve: Reservation,
+) -> Option<Vec<usize>> {
+    let prefs = &service.spec.placement.preferences;
+    if prefs.is_empty() {
+        return None;
+    }
+    let nodes: Vec<&crate::model::Node> = state.nodes.values().collect();
+    let max = service.spec.placement.max_replicas_per_node;
+    let spread_nodes: Vec<spread::SpreadNode> = candidates
+        .iter()
+        .map(|&pos| spread::SpreadNode {
+            pos,
+            values: prefs.iter().map(|p| p.label().and_then(|l| nodes[pos].labels.get(l)).cloned().unwrap_or_default()).collect(),
+            tasks: load.tasks_of(&service.id, pos),
+            fits: load.fits(pos, &service.id, host_ports, max, reserve, &mut filter::Rejections::default()),
+        })
+        .collect();
+    Some(spread::branch(&spread_nodes, prefs.len()))
 }
 
 fn host_ports_of(s: &crate::model::Service) -> Vec<(crate::model::Protocol, i64)> {

@@ -204,3 +204,93 @@ fn nodes_that_did_not_report_resources_are_not_checked() {
     let sid = w.create(s);
     assert_eq!(per_node(&w, &sid).values().sum::<usize>(), 2);
 }
+
+fn label(w: &mut World, node: &str, k: &str, v: &str) {
+    w.ok(Command::UpdateNode {
+        node: node.into(),
+        availability: None,
+        role: None,
+        label_add: BTreeMap::from([(k.into(), v.into())]),
+        label_rm: vec![],
+    });
+}
+
+fn zones(w: &World, sid: &str) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for t in w.live(sid) {
+        let node = &w.state.nodes[t.node_id.as_ref().unwrap()];
+        *m.entry(node.labels.get("zone").cloned().unwrap_or_default()).or_default() += 1;
+    }
+    m
+}
+
+fn spread_over(label: &str) -> crate::model::PlacementPreference {
+    crate::model::PlacementPreference::parse(&format!("spread=node.labels.{label}")).unwrap()
+}
+
+#[test]
+fn placement_preferences_spread_over_label_values_not_nodes() {
+    // zone=a,a,b: 4 replicas are 2 in zone a and 2 on the one node of zone b.
+    let mut w = World::new(2);
+    for (n, z) in [("n1", "a"), ("n2", "a"), ("n3", "b")] {
+        label(&mut w, n, "zone", z);
+    }
+    let mut s = spec("web", 4);
+    s.placement.preferences = vec![spread_over("zone")];
+    let sid = w.create(s.clone());
+    assert_eq!(zones(&w, &sid), BTreeMap::from([("a".into(), 2), ("b".into(), 2)]));
+    assert_eq!(per_node(&w, &sid), BTreeMap::from([("n1".into(), 1), ("n2".into(), 1), ("n3".into(), 2)]));
+    // Without the preference the same service spreads over nodes.
+    let plain = w.create(spec("plain", 6));
+    assert_eq!(per_node(&w, &plain).values().copied().collect::<Vec<_>>(), [2, 2, 2]);
+    // Scaling up keeps the zones even.
+    let mut up = w.state.services[&sid].spec.clone();
+    up.mode = ServiceMode::Replicated { replicas: 6 };
+    w.ok(Command::UpdateService { service: sid.clone(), spec: up });
+    assert_eq!(zones(&w, &sid), BTreeMap::from([("a".into(), 3), ("b".into(), 3)]));
+}
+
+#[test]
+fn constraints_apply_before_preferences_and_unlabelled_nodes_are_a_group() {
+    let mut w = World::new(3);
+    label(&mut w, "n2", "zone", "a");
+    label(&mut w, "n3", "zone", "a");
+    // n4 has no zone; n1 is the manager, kept out by the constraint.
+    let mut s = spec("web", 4);
+    s.placement.constraints = vec!["node.role==worker".into()];
+    s.placement.preferences = vec![spread_over("zone")];
+    let sid = w.create(s);
+    assert_eq!(zones(&w, &sid), BTreeMap::from([("".into(), 2), ("a".into(), 2)]));
+    assert!(!per_node(&w, &sid).contains_key("n1"));
+}
+
+#[test]
+fn nested_preferences_and_a_full_group() {
+    let mut w = World::new(3);
+    for (n, z, r) in [("n1", "a", "r1"), ("n2", "a", "r2"), ("n3", "b", "r1"), ("n4", "b", "r1")] {
+        label(&mut w, n, "zone", z);
+        label(&mut w, n, "rack", r);
+    }
+    let mut s = spec("web", 4);
+    s.placement.preferences = vec![spread_over("zone"), spread_over("rack")];
+    let sid = w.create(s);
+    assert_eq!(per_node(&w, &sid), BTreeMap::from([("n1".into(), 1), ("n2".into(), 1), ("n3".into(), 1), ("n4".into(), 1)]));
+    // With at most one task per node, zone b (two nodes) is full after 2: the rest go to a
+    // until it is full too, then the tasks wait with the reason.
+    let mut s = spec("capped", 5);
+    s.placement.preferences = vec![spread_over("zone")];
+    s.placement.max_replicas_per_node = 1;
+    let capped = w.create(s);
+    assert_eq!(w.live(&capped).iter().filter(|t| t.node_id.is_some()).count(), 4);
+    let waiting = w.live(&capped).into_iter().find(|t| t.node_id.is_none()).unwrap();
+    assert!(waiting.status.message.contains("at max replicas per node"), "{}", waiting.status.message);
+}
+
+#[test]
+fn a_bad_preference_is_refused_naming_the_field() {
+    let mut w = World::new(1);
+    let mut s = spec("web", 1);
+    s.placement.preferences = vec![crate::model::PlacementPreference { spread: "engine.labels.zone".into() }];
+    let err = w.apply(Command::CreateService { spec: s }).unwrap_err().to_string();
+    assert!(err.contains("placement-pref[0]") && err.contains("spread over a node label"), "{err}");
+}

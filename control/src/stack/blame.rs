@@ -34,7 +34,11 @@ pub fn refused_at(spec: &StackSpec, step: &Step, err: &StateError) -> String {
             let key = spec.secrets.iter().find(|x| x.spec.name == s.name).map_or(s.name.as_str(), |x| x.key.as_str());
             format!("secrets.{key}")
         }
-        Step::RemoveService(_) | Step::RemoveNetwork(_) | Step::RemoveSecret(_) => String::new(),
+        Step::CreateConfig(c) => {
+            let key = spec.configs.iter().find(|x| x.spec.name == c.name).map_or(c.name.as_str(), |x| x.key.as_str());
+            format!("configs.{key}")
+        }
+        Step::RemoveService(_) | Step::RemoveNetwork(_) | Step::RemoveSecret(_) | Step::RemoveConfig(_) => String::new(),
     }
 }
 
@@ -52,8 +56,25 @@ fn service_key(field: &str) -> String {
         "labels" => ".deploy.labels".into(),
         "networks" | "network-aliases" => ".networks".into(),
         "secrets" => indexed(".secrets"),
+        "configs" => indexed(".configs"),
+        "mounts" => indexed(".volumes"),
+        "hostname" => ".hostname".into(),
+        "user" => ".user".into(),
+        "workdir" => ".working_dir".into(),
+        "entrypoint" => ".entrypoint".into(),
+        "stop-grace-period" => ".stop_grace_period".into(),
+        "cap-add" => ".cap_add".into(),
+        "cap-drop" => ".cap_drop".into(),
+        "dns" => ".dns".into(),
+        "dns-search" => ".dns_search".into(),
+        "dns-option" => ".dns_opt".into(),
+        "sysctl" => ".sysctls".into(),
+        "ulimit" => ".ulimits".into(),
+        "group" => ".group_add".into(),
+        "container-label" => ".labels".into(),
         "constraints" => indexed(".deploy.placement.constraints"),
         "max-replicas" => ".deploy.placement.max_replicas_per_node".into(),
+        "placement-pref" => indexed(".deploy.placement.preferences"),
         "replicas" => ".deploy.replicas".into(),
         "ports" => ".ports".into(),
         "endpoint-mode" => ".deploy.endpoint_mode".into(),
@@ -83,7 +104,7 @@ mod tests {
 
     #[test]
     fn state_fields_map_to_file_paths() {
-        let spec = StackSpec { name: "app".into(), networks: vec![], secrets: vec![], services: vec![] };
+        let spec = StackSpec { name: "app".into(), networks: vec![], secrets: vec![], configs: vec![], services: vec![] };
         let step = Step::CreateService(ServiceSpec::new("app_web", "x"));
         let at = |field: &str| refused_at(&spec, &step, &StateError::invalid(field, "m"));
         assert_eq!(at("limit-memory"), "services.web.deploy.resources.limits.memory");
@@ -91,6 +112,8 @@ mod tests {
         assert_eq!(at("health-retries"), "services.web.healthcheck.retries");
         assert_eq!(at("update-parallelism"), "services.web.deploy.update_config");
         assert_eq!(at("something-new"), "services.web");
+        assert_eq!(at("mounts[2].source"), "services.web.volumes[2]");
+        assert_eq!(at("sysctl"), "services.web.sysctls");
         let not_found = StateError::not_found("network", "x");
         assert_eq!(refused_at(&spec, &step, &not_found), "services.web");
     }

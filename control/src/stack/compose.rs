@@ -51,15 +51,22 @@ pub struct Service {
     pub user: Option<Scalar>,
     pub working_dir: Option<String>,
     pub stop_grace_period: Option<Duration>,
+    /// Labels of the tasks' containers (`deploy.labels` are the service's).
     pub labels: Option<ListOrMap>,
+    pub init: Option<Bool>,
+    /// `- net.core.somaxconn=1024` or `net.core.somaxconn: 1024`.
+    pub sysctls: Option<ListOrMap>,
+    /// `nofile: 1024` or `nofile: {soft: 1024, hard: 2048}`.
+    pub ulimits: Option<BTreeMap<String, Either<Ulimit>>>,
+    /// Supplementary groups (Compose Specification; names or numbers).
+    pub group_add: Option<Vec<Scalar>>,
+    /// `tmpfs: /run` or a list, each `PATH[:size=...,mode=...]`.
+    pub tmpfs: Option<StringOrList>,
     // Keys Swarm honours that shoal does not run yet: kept as data so the refusal names them.
     pub stop_signal: Option<serde_json::Value>,
     pub tty: Option<serde_json::Value>,
     pub stdin_open: Option<serde_json::Value>,
-    pub init: Option<serde_json::Value>,
     pub read_only: Option<serde_json::Value>,
-    pub sysctls: Option<serde_json::Value>,
-    pub ulimits: Option<serde_json::Value>,
     pub logging: Option<serde_json::Value>,
     pub dns: Option<serde_json::Value>,
     pub dns_search: Option<serde_json::Value>,
@@ -67,11 +74,35 @@ pub struct Service {
     pub extra_hosts: Option<serde_json::Value>,
     pub cap_add: Option<serde_json::Value>,
     pub cap_drop: Option<serde_json::Value>,
-    pub tmpfs: Option<serde_json::Value>,
     pub isolation: Option<serde_json::Value>,
     pub credential_spec: Option<serde_json::Value>,
-    pub group_add: Option<serde_json::Value>,
     pub extends: Option<serde_json::Value>,
+}
+
+/// One resource limit: a number (soft and hard alike) or `{soft, hard}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ulimit {
+    pub soft: i64,
+    pub hard: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UlimitLong {
+    pub soft: Int,
+    pub hard: Int,
+}
+
+impl ShortOrLong for Ulimit {
+    type Long = UlimitLong;
+    const EXPECTING: &'static str = "a number or {soft: N, hard: N}";
+    fn short(s: &str) -> Result<Ulimit, String> {
+        let n: i64 = s.trim().parse().map_err(|_| format!("{s:?} is not a whole number"))?;
+        Ok(Ulimit { soft: n, hard: n })
+    }
+    fn long(l: UlimitLong) -> Ulimit {
+        Ulimit { soft: l.soft.0, hard: l.hard.0 }
+    }
 }
 
 /// `env_file: a.env`, `[a.env, b.env]`, or `[{path: a.env, required: false}]`.
@@ -299,13 +330,18 @@ pub struct TmpfsOptions {
 impl ShortOrLong for ServiceVolume {
     type Long = ServiceVolume;
     const EXPECTING: &'static str = "a mount like \"data:/path[:ro]\" or a mapping with type, source and target";
+    /// Docker's reading: `target`, `source:target` or `source:target:options`; a source that
+    /// starts with `/`, `.` or `~` is a host path (bind), any other a volume's name.
     fn short(s: &str) -> Result<ServiceVolume, String> {
         let parts: Vec<&str> = s.split(':').collect();
-        let (source, target, mode) = match parts.as_slice() {
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(format!("{s:?}: empty section between colons: write [source:]target[:options]"));
+        }
+        let (source, target, options) = match parts.as_slice() {
             [t] => (None, *t, None),
             [s, t] => (Some(*s), *t, None),
             [s, t, m] => (Some(*s), *t, Some(*m)),
-            _ => return Err(format!("{s:?} is not [source:]target[:mode]")),
+            _ => return Err(format!("{s:?} is not [source:]target[:options]")),
         };
         if !target.starts_with('/') {
             return Err(format!("{s:?}: the target {target:?} must be an absolute path"));
@@ -315,17 +351,34 @@ impl ShortOrLong for ServiceVolume {
             Some(src) if src.starts_with('/') || src.starts_with('.') || src.starts_with('~') => "bind",
             Some(_) => "volume",
         };
-        let read_only = mode.map(|m| Bool(m.split(',').any(|o| o == "ro")));
-        Ok(ServiceVolume {
+        let mut v = ServiceVolume {
             kind: kind.into(),
             source: source.map(String::from),
             target: target.into(),
-            read_only,
+            read_only: None,
             consistency: None,
             bind: None,
             volume: None,
             tmpfs: None,
-        })
+        };
+        for o in options.iter().flat_map(|m| m.split(',')) {
+            match o {
+                "ro" => v.read_only = Some(Bool(true)),
+                "rw" => v.read_only = Some(Bool(false)),
+                "nocopy" => v.volume = Some(VolumeOptions { nocopy: Some(Bool(true)), subpath: None }),
+                p if crate::model::PROPAGATIONS.contains(&p) => {
+                    v.bind = Some(BindOptions { propagation: Some(p.into()), create_host_path: None, selinux: None })
+                }
+                // SELinux relabelling and macOS consistency hints: nothing to do on these hosts.
+                "z" | "Z" | "cached" | "delegated" | "consistent" => {}
+                other => {
+                    return Err(format!(
+                        "{s:?}: unknown option {other:?}: use ro, rw, nocopy or a bind propagation (rprivate, rshared, rslave, ...)"
+                    ))
+                }
+            }
+        }
+        Ok(v)
     }
     fn long(l: ServiceVolume) -> ServiceVolume {
         l

@@ -1,11 +1,12 @@
 //! A stack against the cluster: the commands that make the cluster match the file, and nothing
 //! for what already does. A redeploy of an unchanged file is empty; a changed service is one
 //! `UpdateService` with its whole new spec (the updater rolls its tasks); `--prune` removes the
-//! stack's services the file no longer has.
+//! stack's services the file no longer has. Secrets and configs cannot change: new content needs
+//! a new name.
 
 use super::convert::{StackSpec, NAMESPACE_LABEL};
 use super::error::StackError;
-use crate::model::{NetworkSpec, SecretSpec, ServiceSpec};
+use crate::model::{ConfigSpec, NetworkSpec, SecretSpec, ServiceSpec};
 use crate::state::{ClusterState, Command};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,11 +14,13 @@ use std::collections::{BTreeMap, BTreeSet};
 pub enum Step {
     CreateNetwork(NetworkSpec),
     CreateSecret(SecretSpec),
+    CreateConfig(ConfigSpec),
     CreateService(ServiceSpec),
     UpdateService(ServiceSpec),
     RemoveService(String),
     RemoveNetwork(String),
     RemoveSecret(String),
+    RemoveConfig(String),
 }
 
 impl Step {
@@ -25,11 +28,13 @@ impl Step {
         match self {
             Step::CreateNetwork(spec) => Command::CreateNetwork { spec: spec.clone() },
             Step::CreateSecret(spec) => Command::CreateSecret { spec: spec.clone() },
+            Step::CreateConfig(spec) => Command::CreateConfig { spec: spec.clone() },
             Step::CreateService(spec) => Command::CreateService { spec: spec.clone() },
             Step::UpdateService(spec) => Command::UpdateService { service: spec.name.clone(), spec: spec.clone() },
             Step::RemoveService(name) => Command::RemoveService { service: name.clone() },
             Step::RemoveNetwork(name) => Command::RemoveNetwork { network: name.clone() },
             Step::RemoveSecret(name) => Command::RemoveSecret { secret: name.clone() },
+            Step::RemoveConfig(name) => Command::RemoveConfig { config: name.clone() },
         }
     }
 
@@ -38,11 +43,13 @@ impl Step {
         match self {
             Step::CreateNetwork(s) => format!("Creating network {}", s.name),
             Step::CreateSecret(s) => format!("Creating secret {}", s.name),
+            Step::CreateConfig(s) => format!("Creating config {}", s.name),
             Step::CreateService(s) => format!("Creating service {}", s.name),
             Step::UpdateService(s) => format!("Updating service {}", s.name),
             Step::RemoveService(n) => format!("Removing service {n}"),
             Step::RemoveNetwork(n) => format!("Removing network {n}"),
             Step::RemoveSecret(n) => format!("Removing secret {n}"),
+            Step::RemoveConfig(n) => format!("Removing config {n}"),
         }
     }
 }
@@ -51,7 +58,7 @@ pub fn in_stack(labels: &BTreeMap<String, String>, stack: &str) -> bool {
     labels.get(NAMESPACE_LABEL).is_some_and(|s| s == stack)
 }
 
-/// The steps of `stack deploy`, in order: networks, secrets, services, then pruning.
+/// The steps of `stack deploy`, in order: networks, secrets, configs, services, then pruning.
 pub fn plan(desired: &StackSpec, state: &ClusterState, prune: bool) -> Result<Vec<Step>, StackError> {
     let stack = &desired.name;
     let mut steps = vec![];
@@ -118,6 +125,41 @@ pub fn plan(desired: &StackSpec, state: &ClusterState, prune: bool) -> Result<Ve
             }
         }
     }
+    for c in &desired.configs {
+        let path = format!("configs.{}", c.key);
+        match state.configs.values().find(|x| x.spec.name == c.spec.name) {
+            None if c.external => {
+                return Err(StackError::invalid(
+                    path,
+                    format!(
+                        "config {:?} is declared external but does not exist: create it with `shoal config create {} FILE`",
+                        c.spec.name, c.spec.name
+                    ),
+                ))
+            }
+            None => steps.push(Step::CreateConfig(c.spec.clone())),
+            Some(_) if c.external => {}
+            Some(x) if in_stack(&x.spec.labels, stack) && x.spec.data == c.spec.data => {}
+            Some(x) if in_stack(&x.spec.labels, stack) => {
+                return Err(StackError::invalid(
+                    path,
+                    format!(
+                        "config {:?} exists with other content, and configs cannot change: give the new content another name (name: {}_v2)",
+                        x.spec.name, x.spec.name
+                    ),
+                ))
+            }
+            Some(_) => {
+                return Err(StackError::invalid(
+                    path,
+                    format!(
+                        "config {:?} exists and is not part of stack {stack}: remove it, or mark it external: true to use it",
+                        c.spec.name
+                    ),
+                ))
+            }
+        }
+    }
     let wanted: BTreeSet<&str> = desired.services.iter().map(|s| s.name.as_str()).collect();
     for spec in &desired.services {
         match state.services.values().find(|x| x.spec.name == spec.name) {
@@ -145,20 +187,23 @@ pub fn plan(desired: &StackSpec, state: &ClusterState, prune: bool) -> Result<Ve
     Ok(steps)
 }
 
-/// The steps of `stack rm`: its services, then its networks and secrets (never external ones:
-/// those carry no stack label).
+/// The steps of `stack rm`: its services, then its networks, secrets and configs (never
+/// external ones: those carry no stack label).
 pub fn remove_plan(stack: &str, state: &ClusterState) -> Vec<Step> {
     let mut services: Vec<&str> =
         state.services.values().filter(|s| in_stack(&s.spec.labels, stack)).map(|s| s.spec.name.as_str()).collect();
     let mut networks: Vec<&str> =
         state.networks.values().filter(|n| in_stack(&n.spec.labels, stack)).map(|n| n.spec.name.as_str()).collect();
     let mut secrets: Vec<&str> = state.secrets.values().filter(|s| in_stack(&s.spec.labels, stack)).map(|s| s.spec.name.as_str()).collect();
+    let mut configs: Vec<&str> = state.configs.values().filter(|s| in_stack(&s.spec.labels, stack)).map(|s| s.spec.name.as_str()).collect();
     services.sort();
     networks.sort();
     secrets.sort();
+    configs.sort();
     let mut steps: Vec<Step> = services.into_iter().map(|n| Step::RemoveService(n.into())).collect();
     steps.extend(networks.into_iter().map(|n| Step::RemoveNetwork(n.into())));
     steps.extend(secrets.into_iter().map(|n| Step::RemoveSecret(n.into())));
+    steps.extend(configs.into_iter().map(|n| Step::RemoveConfig(n.into())));
     steps
 }
 

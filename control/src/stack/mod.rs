@@ -22,7 +22,7 @@ mod tests;
 
 pub use blame::refused_at;
 pub use compose::ComposeFile;
-pub use convert::{check_stack_name, convert, Context, StackNetwork, StackSecret, StackSpec, IMAGE_LABEL, NAMESPACE_LABEL};
+pub use convert::{check_stack_name, convert, Context, StackConfig, StackNetwork, StackSecret, StackSpec, IMAGE_LABEL, NAMESPACE_LABEL};
 pub use diff::{in_stack, network_drift, plan, remove_plan, Step};
 pub use error::StackError;
 pub use interpolate::Vars;

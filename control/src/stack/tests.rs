@@ -79,6 +79,10 @@ fn a_version_3_file_converts_every_key() {
     assert_eq!(web.mode, ServiceMode::Replicated { replicas: 4 }, "the process environment wins over .env");
     assert_eq!(web.placement.constraints, ["node.role==worker", "node.labels.zone==a"]);
     assert_eq!(web.placement.max_replicas_per_node, 2);
+    assert_eq!(
+        web.placement.preferences.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["spread=node.labels.rack", "spread=node.labels.host"]
+    );
     assert_eq!((web.limits.nano_cpus, web.limits.memory_bytes, web.limits.pids), (500_000_000, 512 << 20, 100));
     assert_eq!((web.reservations.nano_cpus, web.reservations.memory_bytes), (250_000_000, 128 << 20));
     assert_eq!(web.restart.condition, RestartCondition::OnFailure);
@@ -190,16 +194,17 @@ fn keys_shoal_cannot_run_yet_are_parsed_and_refused_by_name() {
     let err = deploy_spec("app", &["unsupported.yml"], &test_vars()).unwrap_err();
     let StackError::Unsupported { keys } = &err else { panic!("{err}") };
     let expected = [
-        "volumes.data (volumes and mounts)",
-        "configs.app_config (configs)",
-        "configs.external_config (configs)",
-        "services.app.volumes",
-        "services.app.configs",
-        "services.app.labels",
-        "services.app.deploy.placement.preferences",
+        "services.app.stop_signal (stop signals)",
+        "services.app.tty (terminals)",
+        "services.app.logging (log drivers)",
+        "services.app.extra_hosts (extra /etc/hosts entries)",
+        "services.app.volumes[0].volume.subpath (mounting part of a volume)",
+        "services.app.volumes[1].bind.create_host_path (a swarm task never creates its bind source)",
+        "services.app.deploy.mode: replicated-job (jobs)",
+        "configs.tmpl.template_driver (config templates)",
     ];
     for want in expected {
-        assert!(keys.iter().any(|k| k.starts_with(want)), "{want} is not named in:\n{err}");
+        assert!(keys.iter().any(|k| k == want), "{want} is not named in:\n{err}");
     }
     assert_eq!(keys.len(), expected.len(), "{err}");
     let text = err.to_string();
@@ -207,6 +212,150 @@ fn keys_shoal_cannot_run_yet_are_parsed_and_refused_by_name() {
         text.starts_with("shoal does not support these keys yet; remove them from the file to deploy (nothing was changed):"),
         "{text}"
     );
+}
+
+#[test]
+fn mounts_configs_and_container_keys_map_to_the_service_spec() {
+    use crate::model::{FileRef, Mount, MountKind};
+    let mut vars = test_vars();
+    vars.insert("HOME".into(), "/home/op".into());
+    let (spec, loaded) = deploy_spec("app", &["carry.yml"], &vars).unwrap();
+    assert!(loaded.ignored.is_empty(), "{:?}", loaded.ignored);
+    let db = service(&spec, "app_db");
+    let dir = corpus().canonicalize().unwrap();
+    let parent = dir.parent().unwrap();
+    let stack_labels = |extra: &[(&str, &str)]| {
+        let mut m: std::collections::BTreeMap<String, String> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        m.insert(NAMESPACE_LABEL.into(), "app".into());
+        m
+    };
+    let mut want = vec![];
+    let mut m = Mount::new(MountKind::Volume, "app_db-data", "/var/lib/postgresql/data");
+    m.volume_labels = stack_labels(&[]);
+    want.push(m);
+    let mut m = Mount::new(MountKind::Bind, &dir.join("initdb").to_string_lossy(), "/docker-entrypoint-initdb.d");
+    m.readonly = true;
+    want.push(m);
+    want.push(Mount::new(MountKind::Volume, "", "/var/log/pg"));
+    let mut m = Mount::new(MountKind::Volume, "shared-logs", "/logs");
+    m.volume_nocopy = true;
+    m.volume_labels = stack_labels(&[]);
+    want.push(m);
+    let mut m = Mount::new(MountKind::Bind, "/home/op/backups", "/backups");
+    m.bind_propagation = Some("rslave".into());
+    want.push(m);
+    want.push(Mount::new(MountKind::Volume, "ext", "/ext"));
+    let mut m = Mount::new(MountKind::Volume, "app_fast", "/fast");
+    m.volume_nocopy = true;
+    m.volume_opts =
+        [("type", "tmpfs"), ("device", "tmpfs"), ("o", "size=64m")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    m.volume_labels = stack_labels(&[("com.example.tier", "fast")]);
+    want.push(m);
+    let mut m = Mount::new(MountKind::Bind, &parent.join("shared").to_string_lossy(), "/shared");
+    m.readonly = true;
+    m.bind_propagation = Some("rshared".into());
+    want.push(m);
+    let mut m = Mount::new(MountKind::Tmpfs, "", "/cache");
+    (m.tmpfs_size, m.tmpfs_mode) = (64 << 20, Some(0o1770));
+    want.push(m);
+    let mut m = Mount::new(MountKind::Tmpfs, "", "/run");
+    m.tmpfs_size = 16 << 20;
+    want.push(m);
+    want.push(Mount::new(MountKind::Tmpfs, "", "/tmp"));
+    assert_eq!(db.mounts.len(), want.len(), "{:#?}", db.mounts);
+    for (i, (got, want)) in db.mounts.iter().zip(&want).enumerate() {
+        assert_eq!(got, want, "volumes[{i}]");
+    }
+    assert_eq!(
+        db.configs,
+        [
+            FileRef { source: "app_app_config".into(), target: "/app_config".into(), uid: 0, gid: 0, mode: 0o444 },
+            FileRef { source: "app_tuned".into(), target: "/etc/postgresql/tuned.conf".into(), uid: 999, gid: 999, mode: 0o440 },
+            FileRef { source: "site-wide.conf".into(), target: "/shared_conf".into(), uid: 0, gid: 0, mode: 0o444 },
+        ],
+        "configs are the stack's objects, files named by the Compose key"
+    );
+    let k = &db.container;
+    assert_eq!(k.labels, std::collections::BTreeMap::from([("com.example.container".to_string(), "db".to_string())]));
+    assert_eq!(db.labels["com.example.service"], "db", "deploy.labels are the service's");
+    assert!(!db.labels.contains_key("com.example.container"), "labels are the containers'");
+    assert_eq!(
+        k.sysctls.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+        ["net.core.somaxconn=1024", "net.ipv4.tcp_syncookies=0"]
+    );
+    assert_eq!(k.ulimits, [("nofile".to_string(), 20000, 40000), ("nproc".to_string(), 65535, 65535)]);
+    assert_eq!(k.groups, ["mail", "1234"]);
+    assert!(k.init, "init: true");
+    let web = service(&spec, "app_web");
+    assert_eq!(web.container.sysctls["net.ipv4.ip_unprivileged_port_start"], "80", "the list form");
+    assert!(!web.container.init);
+    assert_eq!(web.configs[0].config_path(), "/tuned.conf", "a relative target is under /");
+
+    let configs: Vec<(&str, &str, bool, &[u8])> =
+        spec.configs.iter().map(|c| (c.key.as_str(), c.spec.name.as_str(), c.external, c.spec.data.as_slice())).collect();
+    assert_eq!(
+        configs,
+        [
+            ("app_config", "app_app_config", false, &std::fs::read(corpus().join("web.env")).unwrap()[..]),
+            ("shared_conf", "site-wide.conf", true, &b""[..]),
+            ("tuned", "app_tuned", false, &b"shared_buffers = 128MB\n"[..]),
+        ],
+        "content is interpolated; external configs are only named"
+    );
+    assert_eq!(spec.configs[2].spec.labels[NAMESPACE_LABEL], "app");
+
+    // What the cluster makes of it: configs first, the services accept every field.
+    let mut w = World::new(2);
+    w.ok(Command::CreateConfig {
+        spec: crate::model::ConfigSpec { name: "site-wide.conf".into(), labels: Default::default(), data: b"x".to_vec() },
+    });
+    let steps = plan(&spec, &w.state, false).unwrap();
+    assert_eq!(
+        steps.iter().map(Step::describe).collect::<Vec<_>>(),
+        [
+            "Creating network app_default",
+            "Creating config app_app_config",
+            "Creating config app_tuned",
+            "Creating service app_db",
+            "Creating service app_web"
+        ]
+    );
+    apply_all(&mut w, &steps);
+    assert!(plan(&spec, &w.state, false).unwrap().is_empty(), "a redeploy changes nothing");
+    let rm: Vec<String> = remove_plan("app", &w.state).iter().map(Step::describe).collect();
+    assert_eq!(
+        rm,
+        [
+            "Removing service app_db",
+            "Removing service app_web",
+            "Removing network app_default",
+            "Removing config app_app_config",
+            "Removing config app_tuned"
+        ],
+        "stack rm removes the configs it made, never an external one"
+    );
+}
+
+#[test]
+fn a_changed_config_is_refused_and_an_external_one_must_exist() {
+    let yaml = "services:\n  web:\n    image: nginx\n    configs: [site]\nconfigs:\n  site:\n    content: v1\n";
+    let mut w = World::new(1);
+    let steps = plan(&inline("app", yaml), &w.state, false).unwrap();
+    apply_all(&mut w, &steps);
+    let err = plan(&inline("app", &yaml.replace("v1", "v2")), &w.state, false).unwrap_err().to_string();
+    assert!(err.contains("configs.site: config \"app_site\" exists with other content, and configs cannot change"), "{err}");
+    let err = plan(&inline("other", &yaml.replace("content: v1", "external: true")), &w.state, false).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "configs.site: config \"site\" is declared external but does not exist: create it with `shoal config create site FILE`"
+        ),
+        "{err}"
+    );
+    w.ok(Command::CreateConfig {
+        spec: crate::model::ConfigSpec { name: "app2_site".into(), labels: Default::default(), data: b"v1".to_vec() },
+    });
+    let err = plan(&inline("app2", yaml), &w.state, false).unwrap_err().to_string();
+    assert!(err.contains("config \"app2_site\" exists and is not part of stack app2"), "{err}");
 }
 
 #[test]
@@ -452,6 +601,18 @@ mod never_panics {
             Just("restart_policy"),
             Just("update_config"),
             Just("max_failure_ratio"),
+            Just("volumes"),
+            Just("source"),
+            Just("type"),
+            Just("tmpfs"),
+            Just("size"),
+            Just("configs"),
+            Just("sysctls"),
+            Just("ulimits"),
+            Just("soft"),
+            Just("hard"),
+            Just("group_add"),
+            Just("labels"),
         ];
         scalar().prop_recursive(4, 48, 6, move |inner| {
             prop_oneof![
@@ -477,30 +638,26 @@ mod never_panics {
 }
 
 #[test]
-fn docker_s_voting_app_is_read_whole_and_its_mounts_refused_by_name() {
-    let err = deploy_spec("voteapp", &["example-voting-app-stack.yml"], &Vars::new()).unwrap_err();
-    let StackError::Unsupported { keys } = &err else { panic!("{err}") };
-    assert_eq!(
-        keys,
-        &[
-            "volumes.db-data (volumes and mounts)",
-            "services.db.volumes (volumes and mounts)",
-            "services.visualizer.volumes (volumes and mounts)",
-        ]
-    );
-    // Without its mounts it deploys: Docker's constraint spelling with spaces, the ignored
-    // depends_on, ports on the routing mesh.
-    let text = std::fs::read_to_string(corpus().join("example-voting-app-stack.yml")).unwrap();
-    let text = text
-        .replace("    volumes:\n      - db-data:/var/lib/postgresql/data\n", "")
-        .replace("    stop_grace_period: 1m30s\n    volumes:\n      - \"/var/run/docker.sock:/var/run/docker.sock\"\n", "")
-        .replace("volumes:\n  db-data:\n", "");
-    let vars = Vars::new();
-    let loaded = load(&[Source { name: "voting.yml".into(), text }], &vars).unwrap();
+fn docker_s_voting_app_deploys_whole_with_its_volume() {
+    let (spec, loaded) = deploy_spec("voteapp", &["example-voting-app-stack.yml"], &Vars::new()).unwrap();
     assert_eq!(loaded.ignored, ["services.result.depends_on", "services.vote.depends_on", "services.worker.depends_on"]);
-    let spec = convert("voteapp", &loaded.file, &Context { project_dir: corpus(), vars: &vars, read: &read }).unwrap();
+    let db = service(&spec, "voteapp_db");
+    assert_eq!(db.mounts.len(), 1);
+    let m = &db.mounts[0];
+    assert_eq!(
+        (m.kind, m.source.as_str(), m.target.as_str(), m.readonly),
+        (crate::model::MountKind::Volume, "voteapp_db-data", "/var/lib/postgresql/data", false),
+        "a named volume is the stack's, <stack>_<name>"
+    );
+    assert_eq!(db.placement.constraints, ["node.role == manager"], "Docker's spelling with spaces");
+    let viz = service(&spec, "voteapp_visualizer");
+    assert_eq!(
+        (viz.mounts[0].kind, viz.mounts[0].source.as_str(), viz.mounts[0].target.as_str()),
+        (crate::model::MountKind::Bind, "/var/run/docker.sock", "/var/run/docker.sock")
+    );
+    assert_eq!(viz.container.stop_grace_ms, Some(90_000));
+    assert_eq!(viz.networks, ["voteapp_default"]);
     assert_eq!(service(&spec, "voteapp_worker").labels["APP"], "VOTING");
-    assert_eq!(service(&spec, "voteapp_visualizer").networks, ["voteapp_default"]);
     let mut w = World::new(2);
     let steps = plan(&spec, &w.state, false).unwrap();
     assert_eq!(steps.len(), 3 + 6, "{steps:?}");

@@ -102,6 +102,12 @@ fn check_service_bounds(spec: &ServiceSpec) -> Result<(), StateError> {
         paths.push(r.config_path());
     }
     check_list("constraints", spec.placement.constraints.iter().map(String::as_str))?;
+    if spec.placement.preferences.len() > crate::model::MAX_PREFERENCES {
+        return Err(StateError::invalid("placement-pref", format!("at most {} preferences", crate::model::MAX_PREFERENCES)));
+    }
+    for (i, p) in spec.placement.preferences.iter().enumerate() {
+        p.check().map_err(|why| StateError::invalid(format!("placement-pref[{i}]"), why))?;
+    }
     if spec.endpoint.ports.len() > MAX_ENTRIES {
         return Err(StateError::invalid("ports", format!("{} entries is more than the limit of {MAX_ENTRIES}", spec.endpoint.ports.len())));
     }
@@ -420,6 +426,11 @@ fn check_mounts(mounts: &[crate::model::Mount]) -> Result<(), StateError> {
         if let Some(d) = m.volume_driver.as_deref().filter(|d| *d != "local") {
             return Err(StateError::invalid(f("volume-driver"), format!("{d:?}: only the local driver exists")));
         }
+        if m.kind != MountKind::Volume && (!m.volume_opts.is_empty() || !m.volume_labels.is_empty()) {
+            return Err(wrong(if m.volume_opts.is_empty() { "volume-label" } else { "volume-opt" }, "volume"));
+        }
+        crate::model::check_volume_opts(&m.volume_opts).map_err(|(k, why)| StateError::invalid(f(&format!("volume-opt.{k}")), why))?;
+        check_map(&f("volume-label"), &m.volume_labels)?;
         if m.kind != MountKind::Tmpfs && (m.tmpfs_size > 0 || m.tmpfs_mode.is_some()) {
             return Err(wrong(if m.tmpfs_size > 0 { "tmpfs-size" } else { "tmpfs-mode" }, "tmpfs"));
         }

@@ -3,6 +3,7 @@
 //! imported root filesystems with Linux namespaces directly.
 
 pub mod cgroups;
+mod host_carry;
 pub mod inside;
 pub mod logfile;
 pub mod oci;
@@ -108,7 +109,7 @@ impl NamespaceExecutor {
                 }
                 MountKind::Volume => {
                     let name = if m.spec.source.is_empty() { format!("{}-{i}", run.id) } else { m.spec.source.clone() };
-                    let (data, new) = crate::agent::volumes::ensure(&volumes, &name)
+                    let (data, new) = crate::agent::volumes::ensure(&volumes, &name, &m.spec.volume_opts, &m.spec.volume_labels)
                         .map_err(|e| ExecError::Start { id: run.id.clone(), reason: e.to_string() })?;
                     m.host = data;
                     m.populate = new && !m.spec.volume_nocopy;
@@ -130,15 +131,41 @@ impl NamespaceExecutor {
     }
 }
 
+/// What a task of the host's binaries (`host`, `shoal/whoami`) cannot carry: it sees the host's
+/// filesystem, where shoal makes no files, so it gets its secrets under /run (a /run of its
+/// own) and nothing else; configs elsewhere and mounts need an image.
+fn not_for_host_binaries(run: &TaskRun) -> Option<String> {
+    match &run.image {
+        Image::Oci(_) => None,
+        _ if !run.mounts.is_empty() => Some(format!(
+            "mounts reach tasks of images only: a task of image host or shoal/whoami runs on the host's filesystem (mount {} needs an image: shoal image load or pull)",
+            run.mounts[0].spec.target
+        )),
+        Image::Rootfs { .. } if !run.files.is_empty() => Some("secrets and configs reach tasks of images only".into()),
+        _ => host_carry::outside_run(&run.files).map(|t| {
+            format!(
+                "{t}: a task of image host or shoal/whoami runs on the host's filesystem and gets its secrets under /run/secrets only: a config or another target needs an image (shoal image load or pull)"
+            )
+        }),
+    }
+}
+
+/// Never without the init the service asked for: why an image task with `--init` cannot start
+/// on this node. Tasks that see the host's filesystem (`host`, `shoal/whoami`) always have the
+/// shim's own init as PID 1, which reaps orphans and forwards signals.
+fn missing_init(run: &TaskRun) -> Option<String> {
+    let init = run.init.as_deref().filter(|_| matches!(run.image, Image::Oci(_)))?;
+    (!init.is_file()).then(|| format!("--init: {} is missing on this node: install Debian's tini package", init.display()))
+}
+
 impl Executor for NamespaceExecutor {
     fn start(&self, run: &TaskRun) -> Result<(), ExecError> {
         let io = |what| move |source| ExecError::Io { id: run.id.clone(), what, source };
-        let carries = !run.files.is_empty() || !run.mounts.is_empty();
-        if carries && !matches!(run.image, Image::Oci(_)) {
-            return Err(ExecError::Start {
-                id: run.id.clone(),
-                reason: "secrets, configs and mounts reach tasks of images only, not of the built-in host and shoal/whoami".into(),
-            });
+        if let Some(reason) = not_for_host_binaries(run) {
+            return Err(ExecError::Start { id: run.id.clone(), reason });
+        }
+        if let Some(reason) = missing_init(run) {
+            return Err(ExecError::Start { id: run.id.clone(), reason });
         }
         let mounts = self.resolve_mounts(run)?;
         let dir = self.dir(&run.id);

@@ -197,6 +197,11 @@ fn init(spec: &TaskRun, dir: &Path, argv: &[String]) -> anyhow::Result<i32> {
         }
         _ => Path::new("/etc").to_path_buf(),
     };
+    // Secrets (under /run only: the executor refused any other target), before the task's own
+    // /proc: the host's /run is bound back through the host's /proc.
+    if !spec.files.is_empty() && !matches!(spec.image, Image::Rootfs { .. }) {
+        super::host_carry::carry(dir, &spec.files)?;
+    }
     mount(Some("proc"), "/proc", Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>)
         .context("mount /proc")?;
     for file in ["resolv.conf", "hosts"] {

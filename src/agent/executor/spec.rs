@@ -53,7 +53,17 @@ pub struct TaskRun {
     /// `--mount`s, resolved to host paths by the executor.
     #[serde(default)]
     pub mounts: Vec<TaskMount>,
+    /// `--init`: the node's init binary (tini), bound read-only at [`INIT_TARGET`] in an image
+    /// task and run as its PID 1 with the command as its child.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<PathBuf>,
 }
+
+/// Where `--init` finds tini on a node (Debian's `tini` package: static, so it runs in any
+/// image).
+pub const INIT_BINARY: &str = "/usr/bin/tini-static";
+/// Where an image task sees it (Docker's path for its docker-init).
+pub const INIT_TARGET: &str = "/sbin/docker-init";
 
 /// One `--mount` of a task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -44,8 +44,10 @@ pub(super) fn deploy(spec: &mut ServiceSpec, d: &compose::Deploy, path: &str, u:
     }
     if let Some(p) = &d.placement {
         spec.placement.constraints = p.constraints.clone();
-        if !p.preferences.is_empty() {
-            u.add(format!("{path}.placement.preferences (placement preferences)"));
+        for (i, pref) in p.preferences.iter().enumerate() {
+            let pref = crate::model::PlacementPreference { spread: pref.spread.clone() };
+            pref.check().map_err(|why| StackError::invalid(format!("{path}.placement.preferences[{i}].spread"), why))?;
+            spec.placement.preferences.push(pref);
         }
         if let Some(m) = p.max_replicas_per_node {
             spec.placement.max_replicas_per_node = nonneg(m.0, &format!("{path}.placement.max_replicas_per_node"))?;

@@ -1,17 +1,21 @@
-//! A parsed Compose file to the objects of one stack: `<stack>_<name>` networks, secrets and
-//! services labelled `com.docker.stack.namespace=<stack>`, each service's own name an alias on
-//! its networks. Pure: files it needs (env_file, secret files) come through `Context::read`.
-//! Keys shoal cannot honour yet are collected and refused together, never dropped.
+//! A parsed Compose file to the objects of one stack: `<stack>_<name>` networks, secrets, configs
+//! and services labelled `com.docker.stack.namespace=<stack>`, each service's own name an alias
+//! on its networks; named volumes are `<stack>_<name>` too, made by each node on first use.
+//! Pure: files it needs (env_file, secret and config files) come through `Context::read`. Keys
+//! shoal cannot honour yet are collected and refused together, never dropped.
 
 use super::compose::{self, ComposeFile};
 use super::error::StackError;
 use super::interpolate::Vars;
-use crate::model::{NetworkSpec, SecretSpec, ServiceSpec};
+use crate::model::{ConfigSpec, NetworkSpec, SecretSpec, ServiceSpec};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+mod container;
 mod deploy;
+mod mounts;
 mod objects;
+mod refs;
 mod service;
 
 /// Docker's label naming the stack an object belongs to.
@@ -44,13 +48,30 @@ pub struct StackSecret {
     pub external: bool,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackConfig {
+    pub key: String,
+    /// For an external config, only the name is meaningful.
+    pub spec: ConfigSpec,
+    pub external: bool,
+}
+
 /// Everything one stack deploys.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StackSpec {
     pub name: String,
     pub networks: Vec<StackNetwork>,
     pub secrets: Vec<StackSecret>,
+    pub configs: Vec<StackConfig>,
     pub services: Vec<ServiceSpec>,
+}
+
+/// The names the file's keys stand for in this stack.
+struct Names {
+    networks: BTreeMap<String, String>,
+    secrets: BTreeMap<String, String>,
+    configs: BTreeMap<String, String>,
+    volumes: BTreeMap<String, mounts::StackVolume>,
 }
 
 /// A stack name: it prefixes every object, so it follows Docker's object-name rule.
@@ -89,25 +110,28 @@ fn labels(stack: &str, declared: &Option<super::de::ListOrMap>) -> BTreeMap<Stri
 pub fn convert(stack: &str, file: &ComposeFile, ctx: &Context) -> Result<StackSpec, StackError> {
     check_stack_name(stack)?;
     let mut unsupported = Unsupported::default();
-    top_level_unsupported(file, &mut unsupported);
     let mut services = vec![];
     let mut used_networks: BTreeSet<String> = BTreeSet::new();
     let mut used_secrets: BTreeSet<String> = BTreeSet::new();
+    let mut used_configs: BTreeSet<String> = BTreeSet::new();
     if file.services.is_empty() {
         return Err(StackError::invalid("services", "the file has no services: a stack needs at least one"));
     }
-    let secret_names = secret_names(stack, file);
-    let network_names = network_names(stack, file);
+    let names = Names {
+        networks: network_names(stack, file),
+        secrets: file_object_names(stack, &file.secrets),
+        configs: file_object_names(stack, &file.configs),
+        volumes: mounts::declared(stack, file)?,
+    };
     for (key, svc) in &file.services {
         let path = format!("services.{key}");
         check_key(&path, key)?;
-        let spec = service::service(stack, key, svc, &path, ctx, &network_names, &secret_names, &mut unsupported)?;
+        let spec = service::service(stack, key, svc, &path, ctx, &names, &mut unsupported)?;
         for n in service_network_keys(svc) {
             used_networks.insert(n);
         }
-        for s in &svc.secrets {
-            used_secrets.insert(s.0.source.clone());
-        }
+        used_secrets.extend(svc.secrets.iter().map(|s| s.0.source.clone()));
+        used_configs.extend(svc.configs.iter().map(|s| s.0.source.clone()));
         services.push(spec);
     }
     let mut networks = vec![];
@@ -116,11 +140,14 @@ pub fn convert(stack: &str, file: &ComposeFile, ctx: &Context) -> Result<StackSp
     }
     let mut secrets = vec![];
     for key in &used_secrets {
-        let def = &file.secrets[key];
-        secrets.push(objects::secret(stack, key, def, ctx, &mut unsupported)?);
+        secrets.push(objects::secret(stack, key, &file.secrets[key], ctx, &mut unsupported)?);
+    }
+    let mut configs = vec![];
+    for key in &used_configs {
+        configs.push(objects::config(stack, key, &file.configs[key], ctx, &mut unsupported)?);
     }
     unsupported.check()?;
-    Ok(StackSpec { name: stack.to_string(), networks, secrets, services })
+    Ok(StackSpec { name: stack.to_string(), networks, secrets, configs, services })
 }
 
 /// Paths of keys present in the file that shoal cannot honour yet, with why.
@@ -141,17 +168,8 @@ impl Unsupported {
     }
 }
 
-fn top_level_unsupported(file: &ComposeFile, u: &mut Unsupported) {
-    for k in file.volumes.keys() {
-        u.add(format!("volumes.{k} (volumes and mounts)"));
-    }
-    for k in file.configs.keys() {
-        u.add(format!("configs.{k} (configs)"));
-    }
-}
-
-/// The name of a network or secret: `<stack>_<key>`, or its `name:`; an external one is
-/// named by its key (or `name:`) alone.
+/// The name of a network, secret, config or volume: `<stack>_<key>`, or its `name:`; an
+/// external one is named by its key (or `name:`) alone.
 fn object_name(stack: &str, key: &str, external: Option<&compose::External>, name: Option<&String>) -> String {
     match (external.filter(|e| e.external), name) {
         (Some(e), n) => e.name.clone().or_else(|| n.cloned()).unwrap_or_else(|| key.to_string()),
@@ -172,8 +190,8 @@ fn network_names(stack: &str, file: &ComposeFile) -> BTreeMap<String, String> {
     out
 }
 
-fn secret_names(stack: &str, file: &ComposeFile) -> BTreeMap<String, String> {
-    file.secrets.iter().map(|(k, d)| (k.clone(), object_name(stack, k, d.external.as_ref(), d.name.as_ref()))).collect()
+fn file_object_names(stack: &str, defs: &BTreeMap<String, compose::FileObjectDef>) -> BTreeMap<String, String> {
+    defs.iter().map(|(k, d)| (k.clone(), object_name(stack, k, d.external.as_ref(), d.name.as_ref()))).collect()
 }
 
 /// The network keys a service is on: its list, or `default` when it names none.

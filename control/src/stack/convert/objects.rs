@@ -1,7 +1,7 @@
-//! A stack's networks and secrets from their top-level definitions.
+//! A stack's networks, secrets and configs from their top-level definitions.
 
-use super::{labels, object_name, Context, StackNetwork, StackSecret, Unsupported};
-use crate::model::{NetworkSpec, SecretSpec};
+use super::{labels, object_name, Context, StackConfig, StackNetwork, StackSecret, Unsupported};
+use crate::model::{ConfigSpec, NetworkSpec, SecretSpec};
 use crate::stack::compose;
 use crate::stack::error::StackError;
 
@@ -74,20 +74,57 @@ pub(super) fn secret(
     u: &mut Unsupported,
 ) -> Result<StackSecret, StackError> {
     let path = format!("secrets.{key}");
-    let external = def.external.as_ref().is_some_and(|e| e.external);
-    let name = object_name(stack, key, def.external.as_ref(), def.name.as_ref());
-    for (set, what) in
-        [(def.driver.is_some(), "driver"), (def.driver_opts.is_some(), "driver_opts"), (def.template_driver.is_some(), "template_driver")]
-    {
-        if set {
-            u.add(format!("{path}.{what} (secret drivers)"));
-        }
-    }
     if def.content.is_some() {
         return Err(StackError::invalid(
             format!("{path}.content"),
             "content is for configs: give a secret a file or an environment variable",
         ));
+    }
+    let (name, external, data) = file_object(stack, key, def, ctx, &path, "secret", u)?;
+    Ok(StackSecret { key: key.to_string(), spec: SecretSpec { name, labels: labels(stack, &def.labels), data }, external })
+}
+
+pub(super) fn config(
+    stack: &str,
+    key: &str,
+    def: &compose::FileObjectDef,
+    ctx: &Context,
+    u: &mut Unsupported,
+) -> Result<StackConfig, StackError> {
+    let path = format!("configs.{key}");
+    let (name, external, data) = file_object(stack, key, def, ctx, &path, "config", u)?;
+    Ok(StackConfig { key: key.to_string(), spec: ConfigSpec { name, labels: labels(stack, &def.labels), data }, external })
+}
+
+/// A secret's or config's name, whether it is external, and its content: from `file:` (a path
+/// from the project directory), `environment:` (a variable's value) or, for a config,
+/// `content:` (inline, interpolated like the rest of the file).
+fn file_object(
+    stack: &str,
+    key: &str,
+    def: &compose::FileObjectDef,
+    ctx: &Context,
+    path: &str,
+    what: &str,
+    u: &mut Unsupported,
+) -> Result<(String, bool, Vec<u8>), StackError> {
+    let external = def.external.as_ref().is_some_and(|e| e.external);
+    let name = object_name(stack, key, def.external.as_ref(), def.name.as_ref());
+    for (set, field, why) in [
+        (def.driver.is_some(), "driver", "drivers"),
+        (def.driver_opts.is_some(), "driver_opts", "drivers"),
+        (def.template_driver.is_some(), "template_driver", "templates"),
+    ] {
+        if set {
+            u.add(format!("{path}.{field} ({what} {why})"));
+        }
+    }
+    let sources = [def.file.is_some(), def.environment.is_some(), def.content.is_some()].iter().filter(|s| **s).count();
+    if external && sources > 0 {
+        return Err(StackError::invalid(path, format!("an external {what} exists already: remove file, environment or content")));
+    }
+    if sources > 1 {
+        return Err(StackError::invalid(path, format!("give the {what} one of file, environment or content")));
     }
     let data = if external {
         vec![]
@@ -102,8 +139,12 @@ pub(super) fn secret(
             })?
             .clone()
             .into_bytes()
+    } else if let Some(c) = &def.content {
+        c.clone().into_bytes()
+    } else if what == "secret" {
+        return Err(StackError::invalid(path, "give the secret a file:, an environment: variable, or external: true"));
     } else {
-        return Err(StackError::invalid(&path, "give the secret a file:, an environment: variable, or external: true"));
+        return Err(StackError::invalid(path, "give the config a file:, content:, an environment: variable, or external: true"));
     };
-    Ok(StackSecret { key: key.to_string(), spec: SecretSpec { name, labels: labels(stack, &def.labels), data }, external })
+    Ok((name, external, data))
 }

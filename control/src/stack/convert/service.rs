@@ -2,22 +2,20 @@
 //! secrets, health check; `deploy` is in `deploy.rs`.
 
 use super::deploy::{deploy, ms};
-use super::{service_network_keys, Context, Unsupported, IMAGE_LABEL, NAMESPACE_LABEL};
+use super::{service_network_keys, Context, Names, Unsupported, IMAGE_LABEL, NAMESPACE_LABEL};
 use crate::model::{HealthCheck, PortConfig, Protocol, PublishMode, ServiceSpec};
 use crate::stack::compose::{self, Port};
 use crate::stack::de::StringOrList;
 use crate::stack::error::StackError;
 use std::collections::BTreeMap;
 
-#[allow(clippy::too_many_arguments)]
 pub(super) fn service(
     stack: &str,
     key: &str,
     svc: &compose::Service,
     path: &str,
     ctx: &Context,
-    network_names: &BTreeMap<String, String>,
-    secret_names: &BTreeMap<String, String>,
+    names: &Names,
     u: &mut Unsupported,
 ) -> Result<ServiceSpec, StackError> {
     let image = svc
@@ -25,6 +23,7 @@ pub(super) fn service(
         .clone()
         .filter(|i| !i.trim().is_empty())
         .ok_or_else(|| StackError::invalid(format!("{path}.image"), "is required: a stack runs images, it does not build them"))?;
+    let Names { networks: network_names, secrets: secret_names, configs: config_names, volumes } = names;
     let mut spec = ServiceSpec::new(format!("{stack}_{key}"), image.clone());
     service_unsupported(svc, path, u);
     if let Some(cmd) = &svc.command {
@@ -67,34 +66,13 @@ pub(super) fn service(
     for (i, p) in svc.ports.iter().enumerate() {
         spec.endpoint.ports.extend(ports(&p.0, &format!("{path}.ports[{i}]"), u)?);
     }
-    for (i, s) in svc.secrets.iter().enumerate() {
-        let p = format!("{path}.secrets[{i}]");
-        let r = &s.0;
-        let name = secret_names.get(&r.source).ok_or_else(|| {
-            StackError::invalid(&p, format!("secret {:?} is not declared: add it under the top-level secrets key", r.source))
-        })?;
-        // The file is named by the key the Compose file uses, not the stack-prefixed object.
-        let mut f = crate::model::FileRef::named(name.clone());
-        f.target = r.target.clone().unwrap_or_else(|| r.source.clone());
-        for (v, what, slot) in [(&r.uid, "uid", &mut f.uid), (&r.gid, "gid", &mut f.gid)] {
-            if let Some(v) = v {
-                *slot =
-                    v.0.trim()
-                        .parse()
-                        .map_err(|_| StackError::invalid(format!("{p}.{what}"), format!("{:?} is not a user or group number", v.0)))?;
-            }
-        }
-        if let Some(m) = &r.mode {
-            f.mode = file_mode(m.0).ok_or_else(|| {
-                StackError::invalid(format!("{p}.mode"), format!("{} is not permission bits: write them in octal, e.g. 0440", m.0))
-            })?;
-        }
-        spec.secrets.push(f);
-    }
+    spec.secrets = super::refs::file_refs(&svc.secrets, "secrets", secret_names, path)?;
+    spec.configs = super::refs::file_refs(&svc.configs, "configs", config_names, path)?;
+    spec.mounts = super::mounts::mounts(svc, path, &ctx.project_dir, ctx.vars.get("HOME").map(String::as_str), volumes, u)?;
     if let Some(h) = &svc.healthcheck {
         spec.healthcheck = healthcheck(h, &format!("{path}.healthcheck"), u)?;
     }
-    container(&mut spec.container, svc, path)?;
+    super::container::container(&mut spec.container, svc, path)?;
     spec.labels.insert(IMAGE_LABEL.into(), image);
     if let Some(d) = &svc.deploy {
         deploy(&mut spec, d, &format!("{path}.deploy"), u)?;
@@ -105,21 +83,13 @@ pub(super) fn service(
 
 fn service_unsupported(svc: &compose::Service, path: &str, u: &mut Unsupported) {
     let present = [
-        (!svc.volumes.is_empty(), "volumes", "volumes and mounts"),
-        (!svc.configs.is_empty(), "configs", "configs"),
-        (svc.labels.as_ref().is_some_and(|l| !l.0.is_empty()), "labels", "container labels: service labels go under deploy.labels"),
         (svc.stop_signal.is_some(), "stop_signal", "stop signals"),
         (svc.tty.is_some(), "tty", "terminals"),
         (svc.stdin_open.is_some(), "stdin_open", "terminals"),
-        (svc.init.is_some(), "init", "an init process"),
-        (svc.sysctls.is_some(), "sysctls", "sysctls"),
-        (svc.ulimits.is_some(), "ulimits", "ulimits"),
         (svc.logging.is_some(), "logging", "log drivers"),
         (svc.extra_hosts.is_some(), "extra_hosts", "extra /etc/hosts entries"),
-        (svc.tmpfs.is_some(), "tmpfs", "tmpfs mounts"),
         (svc.isolation.is_some(), "isolation", "isolation modes"),
         (svc.credential_spec.is_some(), "credential_spec", "credential specs"),
-        (svc.group_add.is_some(), "group_add", "supplementary groups"),
         (svc.extends.is_some(), "extends", "extends"),
     ];
     for (set, key, what) in present {
@@ -130,7 +100,7 @@ fn service_unsupported(svc: &compose::Service, path: &str, u: &mut Unsupported) 
 }
 
 /// `command` as the task's argument list: a string is split as a shell would (no expansion).
-fn words(cmd: &StringOrList, path: &str) -> Result<Vec<String>, StackError> {
+pub(super) fn words(cmd: &StringOrList, path: &str) -> Result<Vec<String>, StackError> {
     match cmd {
         StringOrList::List(l) => Ok(l.clone()),
         StringOrList::String(s) => shlex::split(s).ok_or_else(|| StackError::invalid(path, format!("{s:?} has an unclosed quote"))),
@@ -266,40 +236,8 @@ fn healthcheck(h: &compose::Healthcheck, path: &str, u: &mut Unsupported) -> Res
 
 /// A Compose file's `mode: 0440` is octal (Docker's YAML 1.1 loader reads it so); a YAML 1.2
 /// reader hands us 440, so digits that are all octal are read as octal, as the user wrote them.
-fn file_mode(v: i64) -> Option<u32> {
+pub(super) fn file_mode(v: i64) -> Option<u32> {
     let digits = v.to_string();
     let m = if digits.chars().all(|c| ('0'..='7').contains(&c)) { u32::from_str_radix(&digits, 8).ok()? } else { u32::try_from(v).ok()? };
     (m <= 0o7777).then_some(m)
-}
-
-/// `entrypoint`, `hostname`, `user`, `working_dir`, `stop_grace_period`, `read_only`, `dns*`,
-/// `cap_add`/`cap_drop`: the same fields `service create` sets (validated there by field).
-fn container(k: &mut crate::model::ContainerOpts, svc: &compose::Service, path: &str) -> Result<(), StackError> {
-    if let Some(e) = &svc.entrypoint {
-        k.entrypoint = Some(words(e, &format!("{path}.entrypoint"))?);
-    }
-    k.hostname = svc.hostname.clone();
-    k.user = svc.user.as_ref().map(|u| u.0.clone());
-    k.workdir = svc.working_dir.clone();
-    k.stop_grace_ms = svc.stop_grace_period.as_ref().map(|d| d.ms);
-    if let Some(r) = &svc.read_only {
-        k.read_only = r.as_bool().ok_or_else(|| StackError::invalid(format!("{path}.read_only"), "use true or false"))?;
-    }
-    let list = |v: &Option<serde_json::Value>, key: &str| -> Result<Vec<String>, StackError> {
-        match v {
-            None => Ok(vec![]),
-            Some(serde_json::Value::String(s)) => Ok(vec![s.clone()]),
-            Some(serde_json::Value::Array(a)) => a
-                .iter()
-                .map(|x| x.as_str().map(String::from).ok_or_else(|| StackError::invalid(format!("{path}.{key}"), "give strings")))
-                .collect(),
-            Some(_) => Err(StackError::invalid(format!("{path}.{key}"), "give a string or a list of strings")),
-        }
-    };
-    k.dns = list(&svc.dns, "dns")?;
-    k.dns_search = list(&svc.dns_search, "dns_search")?;
-    k.dns_options = list(&svc.dns_opt, "dns_opt")?;
-    k.cap_add = list(&svc.cap_add, "cap_add")?.iter().map(|c| crate::model::normalize_cap(c)).collect();
-    k.cap_drop = list(&svc.cap_drop, "cap_drop")?.iter().map(|c| crate::model::normalize_cap(c)).collect();
-    Ok(())
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::seccomp;
-use crate::agent::executor::spec::{OciImage, TaskRun};
+use crate::agent::executor::spec::{OciImage, TaskRun, INIT_TARGET};
 
 /// Docker's default capabilities (moby `oci/caps/defaults.go`).
 pub const DEFAULT_CAPS: [&str; 14] = [
@@ -52,6 +52,11 @@ pub const READONLY: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sy
 pub fn build(run: &TaskRun, img: &OciImage, dir: &Path, netns: &Path) -> serde_json::Value {
     let caps = capabilities(&run.cap_add, &run.cap_drop);
     let bind = |file: &str, dest: &str| json!({ "destination": dest, "type": "bind", "source": dir.join(file), "options": ["rbind", "rprivate", "rw"] });
+    // `--init`: tini is PID 1 and runs the command as its child (`docker-init -- ARGS`).
+    let args: Vec<String> = match &run.init {
+        Some(_) => [INIT_TARGET.to_string(), "--".to_string()].into_iter().chain(img.argv.iter().cloned()).collect(),
+        None => img.argv.clone(),
+    };
     let mut c = json!({
         "ociVersion": "1.0.2",
         "hostname": run.name,
@@ -59,7 +64,7 @@ pub fn build(run: &TaskRun, img: &OciImage, dir: &Path, netns: &Path) -> serde_j
         "process": {
             "terminal": false,
             "user": { "uid": img.uid, "gid": img.gid, "additionalGids": img.additional_gids },
-            "args": img.argv,
+            "args": args,
             "env": img.env,
             "cwd": if img.cwd.is_empty() { "/" } else { &img.cwd },
             "capabilities": { "bounding": caps, "effective": caps, "permitted": caps },
@@ -92,6 +97,9 @@ pub fn build(run: &TaskRun, img: &OciImage, dir: &Path, netns: &Path) -> serde_j
         },
     });
     if let Some(m) = c["mounts"].as_array_mut() {
+        if let Some(init) = &run.init {
+            m.push(json!({ "destination": INIT_TARGET, "type": "bind", "source": init, "options": ["rbind", "rprivate", "ro", "nosuid", "nodev"] }));
+        }
         m.extend(super::carry::task_mounts(&run.mounts));
         // After the mounts, so a secret may sit inside a mounted directory.
         m.extend(super::carry::mounts(&run.files, dir));
@@ -214,6 +222,7 @@ mod tests {
             stop_grace_ms: None,
             sysctls: Default::default(),
             ulimits: vec![],
+            init: None,
         };
         (run, img)
     }
@@ -244,6 +253,30 @@ mod tests {
         let binds: Vec<_> = mounts.iter().filter(|m| m.typ().as_deref() == Some("bind")).map(|m| m.source().clone().unwrap()).collect();
         assert!(binds.iter().all(|s| s.starts_with("/s/tasks/t1")), "{binds:?}");
         assert_eq!(spec.root().as_ref().unwrap().path(), Path::new("/s/tasks/t1/rootfs"));
+    }
+
+    #[test]
+    fn init_is_pid_1_bound_read_only_with_the_command_as_its_child() {
+        let (mut run, img) = task();
+        run.init = Some(PathBuf::from("/usr/bin/tini-static"));
+        let c = build(&run, &img, Path::new("/s/tasks/t1"), Path::new("/run/netns/shoal-t-t1"));
+        let spec: oci_spec::runtime::Spec = serde_json::from_slice(&render(&c).unwrap()).unwrap();
+        let args = spec.process().as_ref().unwrap().args().clone().unwrap();
+        assert_eq!(args, ["/sbin/docker-init", "--", "/bin/sh", "-c", "true"]);
+        let m = spec.mounts().as_ref().unwrap().iter().find(|m| m.destination() == Path::new("/sbin/docker-init")).unwrap();
+        assert_eq!(m.source().as_deref(), Some(Path::new("/usr/bin/tini-static")));
+        assert!(m.options().as_ref().unwrap().contains(&"ro".to_string()));
+    }
+
+    #[test]
+    fn a_missing_init_refuses_the_task_naming_the_file() {
+        let (mut run, _) = task();
+        assert_eq!(crate::agent::executor::missing_init(&run), None);
+        run.init = Some(PathBuf::from("/nonexistent/tini-static"));
+        assert_eq!(
+            crate::agent::executor::missing_init(&run).as_deref(),
+            Some("--init: /nonexistent/tini-static is missing on this node: install Debian's tini package")
+        );
     }
 
     #[test]
