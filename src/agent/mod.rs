@@ -11,6 +11,7 @@ pub mod executor;
 pub mod health;
 pub mod images;
 pub mod logs;
+pub mod ready;
 pub mod volumes;
 pub mod worker;
 pub mod zone;
@@ -70,6 +71,39 @@ fn running_status(a: &Assignment, cfg: &AgentConfig, message: &str) -> TaskStatu
     s
 }
 
+/// Reports `report` (Running) for a started task once its program listens on every port in
+/// `ports`, or after [`ready::READY_LIMIT`]; nothing if the process ends first (the agent's pass
+/// reports the exit).
+fn report_when_listening(
+    ctl: NodeControl,
+    exec: Arc<dyn Executor>,
+    awaiting: Arc<Mutex<HashSet<String>>>,
+    id: String,
+    pid: i32,
+    ports: std::collections::BTreeSet<u16>,
+    report: TaskStatus,
+) {
+    tokio::spawn(async move {
+        let t0 = std::time::Instant::now();
+        let listening = loop {
+            if ready::ready(pid, &ports) {
+                break true;
+            }
+            if t0.elapsed() >= ready::READY_LIMIT || exec.state(&id) != ProcessState::Running {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        if exec.state(&id) == ProcessState::Running {
+            if !listening {
+                tracing::info!(task = %id, ?ports, "not listening after {:?}: reported running anyway", ready::READY_LIMIT);
+            }
+            ctl.report(vec![(id.clone(), report)]).await;
+        }
+        awaiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    });
+}
+
 /// Withdraws a task (it is out of the endpoint table already), waits the drain period, then
 /// stops its process. `report` says whether to report Shutdown at the end.
 fn stop_task(
@@ -108,6 +142,8 @@ pub async fn run(
     let cfg = Arc::new(cfg);
     let mut view = ctl.view();
     let stopping: Arc<Mutex<HashSet<String>>> = Arc::default();
+    // Started tasks waiting for their program to listen before they report Running (ready.rs).
+    let awaiting: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut reported: HashMap<String, TaskState> = HashMap::new();
     let mut failures = 0u32;
     let worker = match worker::Worker::spawn(cfg.lb, cfg.control_ports.clone()) {
@@ -264,13 +300,25 @@ pub async fn run(
                     let started = tokio::task::spawn_blocking(move || e.start(&run)).await;
                     match (started, exec.state(id)) {
                         (Ok(Ok(())), ProcessState::Running) => {
-                            reports.push((id.clone(), running_status(a, &cfg, "started")));
+                            let ports = ready::tcp_ports(&a.spec);
+                            match exec.task_pid(id) {
+                                Some(pid) if healthcheck(a, &cfg).is_none() && !ports.is_empty() => {
+                                    awaiting.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone());
+                                    let report = running_status(a, &cfg, "started");
+                                    report_when_listening(ctl.clone(), exec.clone(), awaiting.clone(), id.clone(), pid, ports, report);
+                                }
+                                _ => reports.push((id.clone(), running_status(a, &cfg, "started"))),
+                            }
                         }
                         (Ok(Err(err)), _) => reports.push((id.clone(), status(TaskState::Failed, "start failed", Some(err.to_string())))),
                         _ => {} // exited at once: reported below on the next pass
                     }
                 }
-                ProcessState::Running if a.task.status.state < TaskState::Running && reported.get(id) != Some(&TaskState::Running) => {
+                ProcessState::Running
+                    if a.task.status.state < TaskState::Running
+                        && reported.get(id) != Some(&TaskState::Running)
+                        && !awaiting.lock().unwrap_or_else(|p| p.into_inner()).contains(id) =>
+                {
                     reports.push((id.clone(), running_status(a, &cfg, "running")));
                 }
                 ProcessState::Exited(code) if reported.get(id).is_none_or(|s| !s.is_terminal()) => {

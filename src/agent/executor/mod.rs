@@ -54,6 +54,10 @@ pub trait Executor: Send + Sync {
     }
     /// Runs `sh -c cmd` inside the running task (health checks).
     fn run_inside(&self, id: &str, cmd: &str, timeout: Duration) -> Result<inside::Outcome, ExecError>;
+    /// The host PID of the task's first process, while it runs (for readiness: its sockets).
+    fn task_pid(&self, _id: &str) -> Option<i32> {
+        None
+    }
 }
 
 /// One directory per task under `root`: spec.json, pid (the task's init, host PID), exit,
@@ -159,6 +163,10 @@ fn missing_init(run: &TaskRun) -> Option<String> {
 }
 
 impl Executor for NamespaceExecutor {
+    fn task_pid(&self, id: &str) -> Option<i32> {
+        self.pid(id).map(|p| p.as_raw())
+    }
+
     fn start(&self, run: &TaskRun) -> Result<(), ExecError> {
         let io = |what| move |source| ExecError::Io { id: run.id.clone(), what, source };
         if let Some(reason) = not_for_host_binaries(run) {
