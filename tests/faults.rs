@@ -434,7 +434,8 @@ impl NftFault {
     fn apply(c: &Cluster, node: &str, input: &[String], output: &[String]) -> NftFault {
         let ns = c.lab.node_ns(node);
         let chain = |name: &str, hook: &str, rules: &[String]| {
-            format!("chain {name} {{ type filter hook {hook} priority -400; policy accept; {} }}\n", rules.join("; "))
+            let rules: String = rules.iter().map(|r| format!("{r}; ")).collect();
+            format!("chain {name} {{ type filter hook {hook} priority -400; policy accept; {rules}}}\n")
         };
         let script = format!("table inet {FAULT_TABLE} {{\n{}{}}}\n", chain("in", "input", input), chain("out", "output", output));
         nft(&ns, &script);

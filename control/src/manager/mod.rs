@@ -318,6 +318,18 @@ impl Manager {
     /// applied that index too, so a read right after sees the write. Concurrent writes on the
     /// leader are batched into one log entry (one fsync).
     pub async fn propose(&self, cmd: Command) -> Result<(Result<Response, StateError>, u64), ManagerError> {
+        self.propose_from(cmd, true).await
+    }
+
+    /// Commit a decision only the leader may take (a node is down, a key is issued): never
+    /// forwarded, since a manager that lost the leadership meanwhile decided on what it saw as
+    /// leader (its agents gone to the new leader look dead from here), and the new leader
+    /// would commit that.
+    pub async fn propose_as_leader(&self, cmd: Command) -> Result<(Result<Response, StateError>, u64), ManagerError> {
+        self.propose_from(cmd, false).await
+    }
+
+    async fn propose_from(&self, cmd: Command, forward: bool) -> Result<(Result<Response, StateError>, u64), ManagerError> {
         let timeout = self.inner.cfg.write_timeout;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.inner.proposals.send((cmd.clone(), tx)).map_err(|_| ManagerError::Raft("manager is shutting down".into()))?;
@@ -329,6 +341,7 @@ impl Manager {
             batch::Outcome::Done(result, index) => Ok((result, index)),
             batch::Outcome::Failed(e) => Err(ManagerError::Raft(e)),
             batch::Outcome::Refused(e) => Err(ManagerError::Disk(e)),
+            batch::Outcome::Forward(_) if !forward => Err(ManagerError::NotLeader),
             batch::Outcome::Forward(leader) => {
                 let addr = leader.ok_or(ManagerError::NoLeader)?;
                 let mut client = self.client_for(&addr)?;
