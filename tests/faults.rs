@@ -677,7 +677,7 @@ impl SmallDisk {
             let mut len = free - leave;
             let file = self.mount.join(format!("filler-{n}"));
             // The file system needs some of what it calls free for the file's own metadata.
-            while !Process::new("fallocate").args(["-l", &len.to_string()]).arg(&file).status().is_ok_and(|s| s.success()) {
+            while !Process::new("fallocate").args(["-l", &len.to_string()]).arg(&file).output().is_ok_and(|o| o.status.success()) {
                 len /= 2;
                 if len < (64 << 10) {
                     return;
