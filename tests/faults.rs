@@ -125,7 +125,8 @@ fn three_managers_and_web(c: &Cluster) -> Setup {
         assert!(out.contains("joined a cluster as a manager"), "{out}");
     }
     wait_for("3 managers, one leading", Duration::from_secs(60), || {
-        try_cli(c, "smgr", &["node", "ls"]).is_some_and(|ls| ls.contains("Leader") && ls.matches("Reachable").count() == 2 && ls.matches("Ready").count() == 3)
+        try_cli(c, "smgr", &["node", "ls"])
+            .is_some_and(|ls| ls.contains("Leader") && ls.matches("Reachable").count() == 2 && ls.matches("Ready").count() == 3)
     });
     c.cli("smgr", &["service", "create", "--detach", "--name", "web", "--replicas", &REPLICAS.to_string(), "shoal/whoami"]);
     wait_for("web's tasks running", Duration::from_secs(60), || {
@@ -260,7 +261,14 @@ impl Workload {
                         let end = self.epoch.elapsed();
                         for key in KEYS {
                             let value = v.state.nodes.get(&self.reg).and_then(|n| n.labels.get(key).cloned());
-                            shared.events.push(Event { client: 100 + i, key: key.into(), op: Op::Read(value.clone()), start, end, outcome: Outcome::Ok });
+                            shared.events.push(Event {
+                                client: 100 + i,
+                                key: key.into(),
+                                op: Op::Read(value.clone()),
+                                start,
+                                end,
+                                outcome: Outcome::Ok,
+                            });
                             finals.insert(key.to_string(), value);
                         }
                         shared.duplicates.extend(doubled(&v));
@@ -292,7 +300,6 @@ impl Workload {
             duplicates: shared.duplicates,
             odd: shared.odd,
             refusals: shared.refusals,
-            served: shared.served,
             final_served,
         }
     }
@@ -382,7 +389,6 @@ struct Summary {
     duplicates: Vec<String>,
     odd: Vec<String>,
     refusals: Vec<(usize, Duration, String)>,
-    served: Vec<(usize, Duration, u64)>,
     final_served: Vec<(String, u64)>,
 }
 
@@ -500,7 +506,8 @@ fn partition_test(fault: &str, rules: impl Fn(&str) -> (Vec<String>, Vec<String>
     drop(cut);
     let t1 = Instant::now();
     let all: Vec<&str> = NODES.iter().map(|(n, _)| *n).collect();
-    let healed = agents_back(&c, t1, &all, &all, |_, _, _| true).unwrap_or_else(|| panic!("{fault}: after the heal, the agents were not all on the leader within 30 s"));
+    let healed = agents_back(&c, t1, &all, &all, |_, _, _| true)
+        .unwrap_or_else(|| panic!("{fault}: after the heal, the agents were not all on the leader within 30 s"));
     std::thread::sleep(Duration::from_secs(3));
     let s = w.finish(&c, fault);
     s.print(&format!("of the other nodes on the new leader {back:?} after the cut, all three on the leader {healed:?} after the heal"));
@@ -508,7 +515,7 @@ fn partition_test(fault: &str, rules: impl Fn(&str) -> (Vec<String>, Vec<String>
     assert!(healed <= AGENTS_BACK, "{fault}: after the heal the agents took {healed:?} to be on the leader (goal: {AGENTS_BACK:?})");
     assert!(acked_during > 0, "{fault}: no write was acknowledged while {old} was cut off: the other two managers should have gone on");
     s.assert_goals(&c);
-    let ls = c.cli(&others[0], &["node", "ls"]);
+    let ls = c.cli(others[0], &["node", "ls"]);
     assert_eq!(ls.matches("Ready").count(), 3, "{fault}: no node may be marked down:\n{ls}");
 }
 
@@ -541,8 +548,8 @@ fn session_port(c: &Cluster, leader: &str, node_id: &str, agent_addr: &str) -> O
     plain
         .lines()
         .filter(|l| l.contains("agent session opened") && l.contains(node_id))
-        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix(&format!("peer={agent_addr}:")).and_then(|p| p.parse().ok())))
-        .last()
+        .rev()
+        .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix(&format!("peer={agent_addr}:")).and_then(|p| p.parse().ok())))
 }
 
 fn strip_ansi(s: &str) -> String {
@@ -654,7 +661,7 @@ struct SmallDisk {
 impl SmallDisk {
     fn free(&self) -> u64 {
         let st = nix::sys::statvfs::statvfs(&self.mount).expect("statvfs");
-        st.blocks_available() as u64 * st.fragment_size() as u64
+        st.blocks_available().saturating_mul(st.fragment_size())
     }
 
     fn fillers(&self) -> Vec<PathBuf> {
@@ -759,9 +766,9 @@ fn faults_a_leader_whose_disk_fills_refuses_writes_naming_the_disk_and_takes_the
     s.print(&format!("not moved; writes acknowledged again {again:?} after space returned, {} refused", s.refusals.len()));
     assert_eq!(written_while_full, 0, "{fault}: writes were acknowledged while the leader's disk was full");
     let raft_dir = lab.disk.mount.join("raft");
-    for client in 0..NODES.len() {
+    for (client, (node, _)) in NODES.iter().enumerate() {
         let msg = s.refusals.iter().find(|(c, _, _)| *c == client).map(|(_, _, m)| m.clone());
-        let msg = msg.unwrap_or_else(|| panic!("{fault}: a write through {} was never refused", NODES[client].0));
+        let msg = msg.unwrap_or_else(|| panic!("{fault}: a write through {node} was never refused"));
         assert!(msg.contains(&raft_dir.display().to_string()), "{fault}: the refusal names the disk: {msg}");
     }
     assert!(s.refusals.iter().all(|(_, at, _)| *at >= full_at && *at <= unfill_at + Duration::from_secs(1)), "refusals only while full");

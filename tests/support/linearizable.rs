@@ -263,8 +263,13 @@ fn check_register(ops: &[RegOp]) -> Result<(), String> {
 
 fn overlapping(ops: &[RegOp], i: usize) -> String {
     let o = &ops[i];
-    let near: Vec<&str> =
-        ops.iter().enumerate().filter(|(j, x)| *j != i && x.start <= o.end && o.start <= x.end).map(|(_, x)| x.shown.as_str()).take(8).collect();
+    let near: Vec<&str> = ops
+        .iter()
+        .enumerate()
+        .filter(|(j, x)| *j != i && x.start <= o.end && o.start <= x.end)
+        .map(|(_, x)| x.shown.as_str())
+        .take(8)
+        .collect();
     if near.is_empty() {
         "none".into()
     } else {
@@ -461,9 +466,10 @@ mod tests {
             .filter(|&i| matches!(h[i].op, Op::Read(_)))
             .find_map(|i| {
                 let rd = &h[i];
-                let a = h.iter().filter(|b| b.key == rd.key && acked(b) && b.end < rd.start).find_map(|b| {
-                    h.iter().find(|a| a.key == rd.key && acked(a) && a.end < b.start)
-                })?;
+                let a = h
+                    .iter()
+                    .filter(|b| b.key == rd.key && acked(b) && b.end < rd.start)
+                    .find_map(|b| h.iter().find(|a| a.key == rd.key && acked(a) && a.end < b.start))?;
                 let Op::Write(v) = &a.op else { return None };
                 Some((i, v.clone()))
             })

@@ -16,7 +16,12 @@ type Out = Pin<Box<dyn Stream<Item = Result<SessionMessage, Status>> + Send + 's
 
 /// `peer`: the agent's address and port as this manager sees them (logged, so an operator can
 /// match a session to a connection in `ss`).
-pub fn open(mgr: Manager, node_id: String, peer: Option<std::net::SocketAddr>, mut inbound: Streaming<AgentMessage>) -> Result<Out, Status> {
+pub fn open(
+    mgr: Manager,
+    node_id: String,
+    peer: Option<std::net::SocketAddr>,
+    mut inbound: Streaming<AgentMessage>,
+) -> Result<Out, Status> {
     let (tx, rx) = mpsc::channel::<Result<SessionMessage, Status>>(64);
     let out: Out = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
     if !mgr.is_leader() {

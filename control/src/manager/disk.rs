@@ -35,7 +35,7 @@ impl DiskGuard {
     /// through (with a warning): the append itself will say what is wrong.
     pub fn check(&self) -> Result<(), DiskError> {
         match nix::sys::statvfs::statvfs(&self.dir) {
-            Ok(st) => admit(&self.dir, st.blocks_available() as u64 * st.fragment_size() as u64, self.reserve),
+            Ok(st) => admit(&self.dir, st.blocks_available().saturating_mul(st.fragment_size()), self.reserve),
             Err(e) => {
                 tracing::warn!(dir = %self.dir.display(), "reading the free space of the Raft log's disk: {e}");
                 Ok(())

@@ -46,8 +46,11 @@ async fn liveness_loop(mgr: Manager) {
         }
         let nodes: Vec<(String, NodeState)> = mgr.shared().read(|s| s.nodes.values().map(|n| (n.id.clone(), n.state)).collect());
         let now = tokio::time::Instant::now();
-        let expired: Vec<String> =
-            nodes.into_iter().filter(|(node, state)| *state != NodeState::Down && mgr.liveness().expired(node, now)).map(|(n, _)| n).collect();
+        let expired: Vec<String> = nodes
+            .into_iter()
+            .filter(|(node, state)| *state != NodeState::Down && mgr.liveness().expired(node, now))
+            .map(|(n, _)| n)
+            .collect();
         if expired.is_empty() {
             continue;
         }

@@ -42,7 +42,10 @@ impl Manager {
         let mut client = self.client_for(&addr)?;
         let reply = tokio::time::timeout(READ_TIMEOUT, client.api(ApiRequest::View))
             .await
-            .map_err(|_| ManagerError::Remote { addr: addr.clone(), message: format!("the leader did not answer a read within {READ_TIMEOUT:?}") })?
+            .map_err(|_| ManagerError::Remote {
+                addr: addr.clone(),
+                message: format!("the leader did not answer a read within {READ_TIMEOUT:?}"),
+            })?
             .map_err(|s| ManagerError::Remote { addr: addr.clone(), message: s.message().to_string() })?
             .into_inner();
         let leader_view = match reply {
