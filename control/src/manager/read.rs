@@ -38,6 +38,12 @@ impl Manager {
             Err(Confirm::Failed(e)) => return Err(e),
             Err(Confirm::NotLeader) => {}
         }
+        if !self.raft_alive() {
+            return Err(ManagerError::Raft(
+                "this manager's Raft core has stopped (a storage error: see its log), so it knows no leader to read through; restart it"
+                    .into(),
+            ));
+        }
         let addr = self.leader_addr().ok_or(ManagerError::NoLeader)?;
         let mut client = self.client_for(&addr)?;
         let reply = tokio::time::timeout(READ_TIMEOUT, client.api(ApiRequest::View))
