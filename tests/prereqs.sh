@@ -18,6 +18,7 @@ packages=(
   iperf3 dnsutils curl netcat-openbsd dnsperf dnsmasq-base busybox-static tar
   redis-server redis-tools python3
   runc docker-registry skopeo gzip tini
+  e2fsprogs
 )
 
 if [ "$(id -u)" != 0 ]; then

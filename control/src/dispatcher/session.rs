@@ -14,7 +14,14 @@ use tonic::{Status, Streaming};
 
 type Out = Pin<Box<dyn Stream<Item = Result<SessionMessage, Status>> + Send + 'static>>;
 
-pub fn open(mgr: Manager, node_id: String, mut inbound: Streaming<AgentMessage>) -> Result<Out, Status> {
+/// `peer`: the agent's address and port as this manager sees them (logged, so an operator can
+/// match a session to a connection in `ss`).
+pub fn open(
+    mgr: Manager,
+    node_id: String,
+    peer: Option<std::net::SocketAddr>,
+    mut inbound: Streaming<AgentMessage>,
+) -> Result<Out, Status> {
     let (tx, rx) = mpsc::channel::<Result<SessionMessage, Status>>(64);
     let out: Out = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
     if !mgr.is_leader() {
@@ -40,7 +47,8 @@ pub fn open(mgr: Manager, node_id: String, mut inbound: Streaming<AgentMessage>)
     // One session per node: this one closes any other, and closes when a newer one opens.
     let replaced = mgr.sessions().register(&node_id, &session_id);
     mgr.logs().attach(&node_id, &session_id, tx.clone());
-    tracing::info!(node = %node_id, session = %session_id, "agent session opened");
+    let peer = peer.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into());
+    tracing::info!(node = %node_id, session = %session_id, %peer, "agent session opened");
     if node.state != NodeState::Ready {
         let m = mgr.clone();
         let n = node_id.clone();

@@ -22,6 +22,7 @@ async fn liveness_loop(mgr: Manager) {
     let mut shutdown = mgr.shutdown_signal();
     let mut was_leader = false;
     let mut stepped_down = false;
+    let mut unconfirmed_warned = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period / 2) => {}
@@ -45,13 +46,29 @@ async fn liveness_loop(mgr: Manager) {
         }
         let nodes: Vec<(String, NodeState)> = mgr.shared().read(|s| s.nodes.values().map(|n| (n.id.clone(), n.state)).collect());
         let now = tokio::time::Instant::now();
-        for (node, state) in nodes {
-            if state != NodeState::Down && mgr.liveness().expired(&node, now) {
-                tracing::warn!(%node, "heartbeat failure: marking node down");
-                let cmd = Command::SetNodeState { node, state: NodeState::Down, message: "heartbeat failure".into() };
-                if let Err(e) = mgr.propose(cmd).await {
-                    tracing::warn!("marking node down: {e}");
-                }
+        let expired: Vec<String> = nodes
+            .into_iter()
+            .filter(|(node, state)| *state != NodeState::Down && mgr.liveness().expired(node, now))
+            .map(|(n, _)| n)
+            .collect();
+        if expired.is_empty() {
+            continue;
+        }
+        // Silence from agents is also what a leader cut off from the others hears. It judges
+        // nodes dead only while a quorum still follows it (a heartbeat round, now): a deposed
+        // leader that does not know it yet marks nothing down.
+        if let Err(e) = mgr.raft().get_read_log_id().await {
+            if unconfirmed_warned.is_none_or(|at: tokio::time::Instant| at.elapsed() > Duration::from_secs(5)) {
+                tracing::warn!(nodes = ?expired, "nodes silent, but this manager cannot confirm it still leads, so it marks none down: {e}");
+                unconfirmed_warned = Some(tokio::time::Instant::now());
+            }
+            continue;
+        }
+        for node in expired {
+            tracing::warn!(%node, "heartbeat failure: marking node down");
+            let cmd = Command::SetNodeState { node, state: NodeState::Down, message: "heartbeat failure".into() };
+            if let Err(e) = mgr.propose_as_leader(cmd).await {
+                tracing::warn!("marking node down: {e}");
             }
         }
     }
@@ -75,7 +92,7 @@ async fn tick_loop(mgr: Manager) {
         }
         let now = now_ms();
         if mgr.shared().read(|s| s.is_due(now)) {
-            if let Err(e) = mgr.propose(Command::Tick).await {
+            if let Err(e) = mgr.propose_as_leader(Command::Tick).await {
                 tracing::debug!("tick: {e}");
             }
         }

@@ -3,10 +3,12 @@
 //! the dispatcher's liveness checks, restart-delay ticks and Raft membership changes.
 
 mod batch;
+pub mod disk;
 pub mod faults;
 mod join;
 mod leader;
 mod network;
+mod read;
 mod server;
 mod view;
 mod wireguard;
@@ -54,6 +56,14 @@ pub enum ManagerError {
     Ca(#[from] crate::ca::CaError),
     #[error("this manager has no cluster yet")]
     NoCluster,
+    #[error("this manager is not the leader (an election may be under way): ask the leader, or try again")]
+    NotLeader,
+    #[error(
+        "too few managers answer to confirm the current state: a read needs more than half of the managers online and reachable (try again, or recover with `shoal init --force-new-cluster` on a surviving manager)"
+    )]
+    NoQuorum,
+    #[error(transparent)]
+    Disk(#[from] disk::DiskError),
 }
 
 /// Raft timing. Failover takes about one election timeout after the leader's last heartbeat.
@@ -92,6 +102,8 @@ pub struct ManagerConfig {
     pub write_timeout: Duration,
     /// The unlock key while autolock is on: the Raft data key is sealed under it.
     pub unlock: Option<crate::store::crypto::UnlockKey>,
+    /// Free space kept on the Raft log's disk: below it, writes are refused (`disk`).
+    pub disk_reserve: u64,
 }
 
 #[derive(Clone)]
@@ -113,6 +125,7 @@ struct Inner {
     proposals: tokio::sync::mpsc::UnboundedSender<batch::Proposal>,
     logs: crate::logs::broker::Broker,
     data_key: DataKey,
+    disk: disk::DiskGuard,
 }
 
 pub fn now_ms() -> u64 {
@@ -153,7 +166,9 @@ impl Manager {
             .map_err(|e| ManagerError::Listen { addr: cfg.listen, message: e.to_string() })?;
         let (shutdown, _) = watch::channel(false);
         let (proposals, proposals_rx) = tokio::sync::mpsc::unbounded_channel();
-        let batcher = tokio::spawn(batch::run(raft.clone(), proposals_rx));
+        let disk = disk::DiskGuard::new(&cfg.dir, cfg.disk_reserve);
+        let proposer = batch::Proposer { raft: raft.clone(), raft_id: cfg.raft_id, disk: disk.clone() };
+        let batcher = tokio::spawn(batch::run(proposer, proposals_rx));
         let mgr = Manager {
             inner: Arc::new(Inner {
                 liveness: Liveness::new(cfg.heartbeat_period),
@@ -169,6 +184,7 @@ impl Manager {
                 proposals,
                 logs: Default::default(),
                 data_key,
+                disk,
             }),
         };
         let server = server::serve(mgr.clone(), listener)?;
@@ -225,6 +241,11 @@ impl Manager {
 
     pub fn config(&self) -> &ManagerConfig {
         &self.inner.cfg
+    }
+
+    /// The free-space check of this manager's Raft log disk.
+    pub fn disk(&self) -> &disk::DiskGuard {
+        &self.inner.disk
     }
 
     pub fn liveness(&self) -> &Liveness {
@@ -297,6 +318,18 @@ impl Manager {
     /// applied that index too, so a read right after sees the write. Concurrent writes on the
     /// leader are batched into one log entry (one fsync).
     pub async fn propose(&self, cmd: Command) -> Result<(Result<Response, StateError>, u64), ManagerError> {
+        self.propose_from(cmd, true).await
+    }
+
+    /// Commit a decision only the leader may take (a node is down, a key is issued): never
+    /// forwarded, since a manager that lost the leadership meanwhile decided on what it saw as
+    /// leader (its agents gone to the new leader look dead from here), and the new leader
+    /// would commit that.
+    pub async fn propose_as_leader(&self, cmd: Command) -> Result<(Result<Response, StateError>, u64), ManagerError> {
+        self.propose_from(cmd, false).await
+    }
+
+    async fn propose_from(&self, cmd: Command, forward: bool) -> Result<(Result<Response, StateError>, u64), ManagerError> {
         let timeout = self.inner.cfg.write_timeout;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.inner.proposals.send((cmd.clone(), tx)).map_err(|_| ManagerError::Raft("manager is shutting down".into()))?;
@@ -307,6 +340,8 @@ impl Manager {
         match outcome {
             batch::Outcome::Done(result, index) => Ok((result, index)),
             batch::Outcome::Failed(e) => Err(ManagerError::Raft(e)),
+            batch::Outcome::Refused(e) => Err(ManagerError::Disk(e)),
+            batch::Outcome::Forward(_) if !forward => Err(ManagerError::NotLeader),
             batch::Outcome::Forward(leader) => {
                 let addr = leader.ok_or(ManagerError::NoLeader)?;
                 let mut client = self.client_for(&addr)?;
@@ -362,6 +397,15 @@ impl Manager {
             .map_err(|s| ManagerError::Remote { addr, message: s.message().to_string() })
     }
 
+    /// Serve one API request from another manager: as `handle_api`, except that a read is
+    /// answered only by the leader (the manager that asks is reading through it: see `read`).
+    pub async fn handle_peer_api(&self, req: ApiRequest) -> Result<ApiResponse, ManagerError> {
+        match req {
+            ApiRequest::View => Ok(ApiResponse::View(Box::new(self.leader_view().await?))),
+            other => self.handle_api(other).await,
+        }
+    }
+
     /// Serve one API request (from the local socket or another manager).
     pub async fn handle_api(&self, req: ApiRequest) -> Result<ApiResponse, ManagerError> {
         match req {
@@ -369,7 +413,7 @@ impl Manager {
                 let (result, index) = self.propose(cmd).await?;
                 Ok(ApiResponse::Committed { result, index })
             }
-            ApiRequest::View => Ok(ApiResponse::View(Box::new(self.view()))),
+            ApiRequest::View => Ok(ApiResponse::View(Box::new(self.read_view().await?))),
             ApiRequest::JoinTokens { rotate } => {
                 if let Some(role) = rotate {
                     let digest = self.inner.shared.read(|s| s.cluster.as_ref().map(|c| crate::ca::ca_digest(&c.ca_cert_pem)));

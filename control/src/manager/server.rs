@@ -76,7 +76,21 @@ impl Control for Service {
         let id = manager_caller(&request, &cluster_id(&self.mgr))?;
         still_a_manager(&self.mgr, &id.node_id)?;
         let raft = self.mgr.raft();
-        let reply = match request.into_inner() {
+        let rpc = request.into_inner();
+        // A follower takes no entries it may not be able to write (see `disk`); the leader
+        // retries them, and they land once space returns.
+        let writes = match &rpc {
+            RaftRpc::Append(r) => !r.entries.is_empty(),
+            RaftRpc::Snapshot(_) => true,
+            RaftRpc::Vote(_) => false,
+        };
+        if writes {
+            if let Err(e) = self.mgr.disk().check() {
+                tracing::warn!(leader = %id.node_id, "refusing Raft entries: {e}");
+                return Err(Status::resource_exhausted(format!("manager {}: {e}", self.mgr.config().advertise)));
+            }
+        }
+        let reply = match rpc {
             RaftRpc::Append(r) => RaftReply::Append(raft.append_entries(r).await),
             RaftRpc::Vote(r) => RaftReply::Vote(raft.vote(r).await),
             RaftRpc::Snapshot(r) => RaftReply::Snapshot(raft.install_snapshot(r).await),
@@ -87,14 +101,15 @@ impl Control for Service {
     async fn api(&self, request: Request<ApiRequest>) -> Result<Response<ApiResponse>, Status> {
         let id = manager_caller(&request, &cluster_id(&self.mgr))?;
         still_a_manager(&self.mgr, &id.node_id)?;
-        self.mgr.handle_api(request.into_inner()).await.map(Response::new).map_err(|e| Status::unavailable(e.to_string()))
+        self.mgr.handle_peer_api(request.into_inner()).await.map(Response::new).map_err(|e| Status::unavailable(e.to_string()))
     }
 
     type SessionStream = SessionStream;
 
     async fn session(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<SessionStream>, Status> {
         let id = caller(&request, &cluster_id(&self.mgr))?;
-        let stream = crate::dispatcher::session::open(self.mgr.clone(), id.node_id, request.into_inner())?;
+        let peer = request.remote_addr();
+        let stream = crate::dispatcher::session::open(self.mgr.clone(), id.node_id, peer, request.into_inner())?;
         Ok(Response::new(stream))
     }
 }

@@ -19,7 +19,7 @@ pub async fn issue_loop(mgr: Manager) {
         }
         let now = super::now_ms();
         if mgr.shared().read(|s| s.pair_keys_due(now)) {
-            match mgr.propose(Command::RotatePairKeys { seed: generate_seed() }).await {
+            match mgr.propose_as_leader(Command::RotatePairKeys { seed: generate_seed() }).await {
                 Ok(_) => tracing::info!("rotated the node pairs' WireGuard preshared keys"),
                 Err(e) => tracing::warn!("rotating the node pairs' keys: {e}"),
             }
@@ -30,7 +30,7 @@ pub async fn issue_loop(mgr: Manager) {
         }
         let cmds: Vec<Command> =
             missing.iter().map(|node| Command::IssueWireGuard { node: node.clone(), private_key: generate_private_key() }).collect();
-        match mgr.propose(Command::Batch(cmds)).await {
+        match mgr.propose_as_leader(Command::Batch(cmds)).await {
             Ok(_) => tracing::info!(nodes = ?missing, "issued WireGuard identities"),
             Err(e) => tracing::warn!(nodes = ?missing, "issuing WireGuard identities: {e}"),
         }

@@ -25,6 +25,8 @@ pub struct AgentChannels {
     pub role: watch::Sender<Option<Role>>,
     /// Whether a session is up right now.
     pub connected: watch::Sender<bool>,
+    /// The session that is up, and with which manager.
+    pub session: watch::Sender<Option<super::AgentSession>>,
 }
 
 /// Told the managers when a session brings a different set.
@@ -73,6 +75,8 @@ pub async fn run(
         }
     };
     let mut next: Option<String> = None;
+    // The manager whose session just failed: tried last, since it is likely still gone.
+    let mut failed: Option<String> = None;
     let mut rotation = 0usize;
     let mut pending: Vec<(String, TaskStatus)> = vec![];
     let mut period = cfg.heartbeat_period;
@@ -90,11 +94,13 @@ pub async fn run(
                     continue;
                 }
                 rotation += 1;
-                list[rotation % list.len()].clone()
+                pick(&list, rotation, failed.as_deref())
             }
         };
         let outcome = session(&addr, client_cfg.clone(), &cfg, &mut ch, &mut pending, &mut period, &mut shutdown).await;
         ch.connected.send_replace(false);
+        ch.session.send_replace(None);
+        failed = matches!(outcome, Ended::Failed).then(|| addr.clone());
         match outcome {
             Ended::Redirect(Some(leader)) if leader != addr => next = Some(leader),
             Ended::Shutdown => return ch.reports,
@@ -106,6 +112,17 @@ pub async fn run(
             }
         }
     }
+}
+
+/// The next manager to try: the `rotation`th of the list, passing over the one that just
+/// failed while there is another (after a leader vanished, the agent goes to a live manager
+/// first, which redirects it to the new leader, instead of waiting out a connect timeout).
+fn pick(list: &[String], rotation: usize, failed: Option<&str>) -> String {
+    let candidates: Vec<&String> = list.iter().filter(|a| Some(a.as_str()) != failed).collect();
+    if candidates.is_empty() {
+        return list[rotation % list.len()].clone();
+    }
+    candidates[rotation % candidates.len()].clone()
 }
 
 enum Ended {
@@ -157,8 +174,13 @@ async fn session(
                 None => return Ended::Shutdown,
             },
             m = inbound.message() => match m {
-                Ok(Some(SessionMessage::Hello { managers, manager_ids, heartbeat_period_ms, .. })) => {
+                Ok(Some(SessionMessage::Hello { managers, manager_ids, heartbeat_period_ms, session_id, .. })) => {
                     ch.connected.send_replace(true);
+                    ch.session.send_replace(Some(super::AgentSession {
+                        manager: addr.to_string(),
+                        session_id,
+                        since_ms: crate::manager::now_ms(),
+                    }));
                     cfg.learn_managers(managers, manager_ids);
                     let p = Duration::from_millis(heartbeat_period_ms.max(10));
                     if p != *period {
@@ -220,4 +242,21 @@ fn answer_logs(
             Err(e) => tracing::warn!("reading task logs: {e}"),
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick;
+
+    #[test]
+    fn the_manager_that_just_failed_is_tried_last() {
+        let list: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        for rotation in 0..6 {
+            assert_ne!(pick(&list, rotation, Some("b")), "b");
+        }
+        let picked: std::collections::BTreeSet<String> = (0..6).map(|r| pick(&list, r, Some("b"))).collect();
+        assert_eq!(picked.len(), 2, "the others are both tried");
+        assert_eq!(pick(&list[..1], 3, Some("a")), "a", "the only manager is tried again");
+        assert_eq!(pick(&list, 4, None), "b");
+    }
 }

@@ -48,6 +48,16 @@ pub enum LocalRequest {
     Info,
 }
 
+/// The agent's dispatcher session: the manager it is with (the leader when it opened) and
+/// since when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSession {
+    /// `ip:port` of the manager.
+    pub manager: String,
+    pub session_id: String,
+    pub since_ms: u64,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NodeInfo {
     pub node_id: Option<String>,
@@ -57,6 +67,9 @@ pub struct NodeInfo {
     pub manager_addr: Option<String>,
     pub connected: bool,
     pub view_version: u64,
+    /// The agent's session, while one is up.
+    #[serde(default)]
+    pub session: Option<AgentSession>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

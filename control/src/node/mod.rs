@@ -11,7 +11,7 @@ mod recover;
 mod renew;
 
 pub use agent::AgentSnapshot;
-pub use api::{InitOptions, JoinOptions, LocalReply, LocalRequest, LocalResponse, NodeInfo};
+pub use api::{AgentSession, InitOptions, JoinOptions, LocalReply, LocalRequest, LocalResponse, NodeInfo};
 
 use crate::ca::{self, JoinToken, RootCa};
 use crate::dispatcher::messages::AgentUpdate;
@@ -44,6 +44,8 @@ pub struct NodeConfig {
     /// Where this node's task logs are read for `service logs` (`None`: the node answers that
     /// it keeps no logs).
     pub logs: Option<crate::logs::LogSourceRef>,
+    /// Free space a manager keeps on its Raft log's disk; below it, it refuses writes.
+    pub disk_reserve: u64,
 }
 
 impl NodeConfig {
@@ -57,6 +59,7 @@ impl NodeConfig {
             hostname: nix_hostname(),
             raft: RaftTiming::default(),
             logs: None,
+            disk_reserve: crate::manager::disk::DEFAULT_RESERVE,
         }
     }
 }
@@ -123,6 +126,7 @@ struct Inner {
     updates: broadcast::Sender<AgentUpdate>,
     view: watch::Sender<Arc<AgentSnapshot>>,
     connected: watch::Sender<bool>,
+    session: watch::Sender<Option<AgentSession>>,
     reports_tx: mpsc::Sender<Reports>,
     reports_rx: Mutex<Option<mpsc::Receiver<Reports>>>,
 }
@@ -145,6 +149,7 @@ impl NodeControl {
                 updates: broadcast::channel(1024).0,
                 view: watch::channel(Arc::new(AgentSnapshot::default())).0,
                 connected: watch::channel(false).0,
+                session: watch::channel(None).0,
                 reports_tx,
                 reports_rx: Mutex::new(Some(reports_rx)),
             }),
@@ -254,6 +259,7 @@ impl NodeControl {
                     manager_addr: j.map(|j| j.id.manager_addr.clone()),
                     connected: *self.inner.connected.borrow(),
                     view_version: self.inner.view.borrow().version,
+                    session: self.inner.session.borrow().clone(),
                 }))
             }
         }
@@ -293,6 +299,7 @@ impl NodeControl {
             raft: self.inner.cfg.raft.clone(),
             write_timeout: Duration::from_secs(5),
             unlock: self.inner.paths.unlock.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            disk_reserve: self.inner.cfg.disk_reserve,
         };
         let manager = Manager::start(cfg).await?;
         tokio::spawn(autolock_watch(self.clone(), manager.clone()));
@@ -312,6 +319,7 @@ impl NodeControl {
                 reports,
                 role: role_tx,
                 connected: self.inner.connected.clone(),
+                session: self.inner.session.clone(),
             };
             let cfg = agent::AgentConfig {
                 creds: creds.clone(),

@@ -91,6 +91,14 @@ impl TestNode {
         }
     }
 
+    /// A read through this manager; fails while it reaches no leader (reads are linearizable).
+    pub async fn view(&self) -> Result<shoal_control::manager::ClusterView, String> {
+        match self.api(ApiRequest::View).await? {
+            ApiResponse::View(v) => Ok(*v),
+            other => panic!("{other:?}"),
+        }
+    }
+
     pub async fn state(&self) -> ClusterState {
         match self.api(ApiRequest::View).await.unwrap() {
             ApiResponse::View(v) => v.state,
