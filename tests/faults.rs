@@ -582,7 +582,13 @@ fn faults_a_half_open_agent_session_is_given_up_and_the_agent_is_back_within_sec
     let before = session(&c, agent).expect("the agent has a session");
     assert_eq!(before.manager, lead_addr, "{agent}'s agent is on the leader");
     let agent_id = info(&c.sock(agent)).and_then(|i| i.node_id).expect("a node id");
-    let port = session_port(&c, &lead, &agent_id, addr_of(agent)).unwrap_or_else(|| panic!("no session of {agent} in {lead}'s log"));
+    // The agent knows its session before the manager has logged it: wait for the line.
+    let mut port = None;
+    wait_for("the session's line in the leader's log", Duration::from_secs(10), || {
+        port = session_port(&c, &lead, &agent_id, addr_of(agent));
+        port.is_some()
+    });
+    let port = port.unwrap_or_else(|| panic!("no session of {agent} in {lead}'s log"));
     // Only that flow, only from the leader to the agent: the agent's socket stays open and its
     // heartbeats still reach the leader, but nothing comes back.
     let cut = NftFault::apply(&c, &lead, &[], &[format!("ip daddr {} tcp sport 2377 tcp dport {port} drop", addr_of(agent))]);

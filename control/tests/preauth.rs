@@ -31,9 +31,10 @@ async fn a_peer_without_a_certificate_may_send_only_a_small_join() {
     // 1 MiB in a join: the connection is closed before the manager reads it all.
     let (cfg, _) = tls::join_config(&digest).unwrap();
     let err = tls::client(&ms[0].addr, cfg).unwrap().join(join_request(&worker_token, 1 << 20)).await.unwrap_err();
-    // (Without the budget the manager read all of it and answered InvalidArgument.)
+    // (Without the budget the manager read all of it and answered InvalidArgument.) Cut off,
+    // the client sees the transport fail: a reset, or a broken pipe while it still sends.
     assert!(
-        err.code() != tonic::Code::InvalidArgument && format!("{err:?}").contains("ConnectionReset"),
+        err.code() != tonic::Code::InvalidArgument && err.message().contains("transport error"),
         "the join was read and judged, not cut off: {err:?}"
     );
 

@@ -108,7 +108,7 @@ impl Control for Service {
 
     async fn session(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<SessionStream>, Status> {
         let id = caller(&request, &cluster_id(&self.mgr))?;
-        let peer = request.remote_addr();
+        let peer = crate::rpc::conn::remote_addr(&request);
         let stream = crate::dispatcher::session::open(self.mgr.clone(), id.node_id, peer, request.into_inner())?;
         Ok(Response::new(stream))
     }

@@ -21,6 +21,13 @@ pub const UNKNOWN_PEER_BUDGET: usize = 64 << 10;
 pub struct PeerInfo {
     /// The peer's certificate chain, leaf first; `None`: it presented none.
     pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// The peer's address (tonic's own `remote_addr` cannot see through the wrapper).
+    pub remote: Option<std::net::SocketAddr>,
+}
+
+/// The address of the peer that sent `request`, if it came over the manager port.
+pub fn remote_addr<T>(request: &tonic::Request<T>) -> Option<std::net::SocketAddr> {
+    request.extensions().get::<PeerInfo>().and_then(|p| p.remote)
 }
 
 pub struct Conn {
@@ -34,7 +41,8 @@ impl Conn {
     pub fn new(inner: TlsStream<TcpStream>) -> Conn {
         let certs = inner.get_ref().1.peer_certificates().filter(|c| !c.is_empty()).map(|c| Arc::new(c.to_vec()));
         let budget = certs.is_none().then_some(UNKNOWN_PEER_BUDGET);
-        Conn { inner, peer: PeerInfo { certs }, budget }
+        let remote = inner.get_ref().0.peer_addr().ok();
+        Conn { inner, peer: PeerInfo { certs, remote }, budget }
     }
 }
 
