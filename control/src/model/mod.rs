@@ -15,7 +15,7 @@ mod task;
 mod wireguard;
 
 pub use config::{Config, ConfigSpec};
-pub use container::{normalize_cap, ContainerOpts, ULIMITS};
+pub use container::{normalize_cap, ContainerOpts, CAPABILITIES, ULIMITS};
 pub use file_ref::{FileRef, DEFAULT_FILE_MODE, SECRETS_DIR};
 pub use ids::{random_id, ConfigId, IdGen, NetworkId, NodeId, SecretId, ServiceId, TaskId};
 pub use mount::{check_volume_opts, Mount, MountKind, PROPAGATIONS, VOLUME_OPTS};

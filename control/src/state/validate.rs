@@ -444,51 +444,6 @@ fn check_mounts(mounts: &[crate::model::Mount]) -> Result<(), StateError> {
     Ok(())
 }
 
-/// Capabilities this kernel knows by name (Docker refuses unknown ones).
-const CAPS: [&str; 41] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
 /// `--hostname`, `--user`, `--workdir`, `--entrypoint`, `--stop-grace-period`, `--cap-*`, `--dns*`.
 fn check_container(c: &crate::model::ContainerOpts) -> Result<(), StateError> {
     if let Some(h) = &c.hostname {
@@ -526,7 +481,7 @@ fn check_container(c: &crate::model::ContainerOpts) -> Result<(), StateError> {
     }
     for (field, caps) in [("cap-add", &c.cap_add), ("cap-drop", &c.cap_drop)] {
         for cap in caps {
-            if cap != "ALL" && !CAPS.contains(&cap.as_str()) {
+            if cap != "ALL" && !crate::model::CAPABILITIES.contains(&cap.as_str()) {
                 return Err(StateError::invalid(field, format!("{cap:?} is not a capability: use a name like NET_ADMIN or ALL")));
             }
         }

@@ -109,7 +109,7 @@ pub fn build(run: &TaskRun, img: &OciImage, dir: &Path, netns: &Path) -> serde_j
 
 /// Docker's default set with `--cap-add` then `--cap-drop` applied (`ALL` is every capability).
 pub fn capabilities(add: &[String], drop: &[String]) -> Vec<String> {
-    let all = || ALL_CAPS.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+    let all = || shoal_control::model::CAPABILITIES.iter().map(|c| c.to_string()).collect::<Vec<_>>();
     let mut caps: Vec<String> = if add.iter().any(|c| c == "ALL") { all() } else { DEFAULT_CAPS.iter().map(|c| c.to_string()).collect() };
     for c in add.iter().filter(|c| *c != "ALL") {
         if !caps.contains(c) {
@@ -133,51 +133,6 @@ fn rlimits(ulimits: &[(String, u64, u64)]) -> Vec<serde_json::Value> {
     }
     out.into_iter().map(|(t, soft, hard)| json!({ "type": t, "soft": soft, "hard": hard })).collect()
 }
-
-/// Every capability runc knows on this kernel's generation.
-const ALL_CAPS: [&str; 41] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
 
 /// Checks the document against the runtime spec's types (oci-spec) and renders it.
 pub fn render(config: &serde_json::Value) -> Result<Vec<u8>, String> {
