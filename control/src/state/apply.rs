@@ -292,14 +292,7 @@ impl ClusterState {
                 Ok(Response::Ok)
             }
             Command::CreateConfig { spec } => {
-                validate::check_name("name", &spec.name)?;
-                if spec.data.len() > limits::MAX_SECRET_BYTES {
-                    return Err(StateError::invalid(
-                        "data",
-                        format!("{} bytes is more than the limit of {} (500 KiB, as Docker)", spec.data.len(), limits::MAX_SECRET_BYTES),
-                    ));
-                }
-                validate::check_map("labels", &spec.labels)?;
+                check_file_object(&spec.name, &spec.data, &spec.labels)?;
                 if self.configs.values().any(|s| s.spec.name == spec.name) {
                     return Err(StateError::exists("config", &spec.name));
                 }
@@ -317,14 +310,7 @@ impl ClusterState {
                 Ok(Response::Ok)
             }
             Command::CreateSecret { spec } => {
-                validate::check_name("name", &spec.name)?;
-                if spec.data.len() > limits::MAX_SECRET_BYTES {
-                    return Err(StateError::invalid(
-                        "data",
-                        format!("{} bytes is more than the limit of {} (500 KiB, as Docker)", spec.data.len(), limits::MAX_SECRET_BYTES),
-                    ));
-                }
-                validate::check_map("labels", &spec.labels)?;
+                check_file_object(&spec.name, &spec.data, &spec.labels)?;
                 if self.secrets.values().any(|s| s.spec.name == spec.name) {
                     return Err(StateError::exists("secret", &spec.name));
                 }
@@ -440,4 +426,17 @@ fn check_version(s: &Service, version: Option<u64>) -> Result<(), StateError> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// What a secret and a config must both be: a valid name, at most 500 KiB of data (as
+/// Docker), labels within the limits.
+fn check_file_object(name: &str, data: &[u8], labels: &std::collections::BTreeMap<String, String>) -> Result<(), StateError> {
+    validate::check_name("name", name)?;
+    if data.len() > limits::MAX_SECRET_BYTES {
+        return Err(StateError::invalid(
+            "data",
+            format!("{} bytes is more than the limit of {} (500 KiB, as Docker)", data.len(), limits::MAX_SECRET_BYTES),
+        ));
+    }
+    validate::check_map("labels", labels)
 }
