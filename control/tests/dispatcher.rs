@@ -215,3 +215,52 @@ async fn agents_learn_of_managers_that_join_after_their_session_opened() {
     saved.sort();
     assert_eq!(saved, addrs, "the worker's node.json does not list the managers it learned");
 }
+
+/// A stop waits until every connected node's data plane holds the view without the task
+/// (`NodeControl::settled`): not while one node has not applied it, at once when it has (a
+/// node whose view did not change since counts), and no longer for a node that went away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_waits_for_every_node_to_apply_the_withdrawal() {
+    use std::time::Duration;
+    let (ms, mut ws, _, _) = cluster(1, 2).await;
+    let mut agents = vec![sim_agent(ms[0].node.clone())];
+    for w in &ws {
+        agents.push(sim_agent(w.node.clone()));
+    }
+    eventually("all nodes ready", 20, || async { ms[0].state().await.nodes.values().all(|n| n.state == NodeState::Ready).then_some(()) })
+        .await;
+    ms[0].propose(Command::CreateService { spec: spec("web", 3) }).await.unwrap().unwrap();
+    for n in ms.iter().chain(ws.iter()) {
+        eventually("three endpoints on every node", 20, || async { (n.node.view().borrow().view.endpoints.len() == 3).then_some(()) }).await;
+    }
+    // Scale down: one task leaves the endpoint table.
+    let service = ms[0].state().await.services.keys().next().unwrap().clone();
+    ms[0].propose(Command::ScaleService { service, replicas: 2 }).await.unwrap().unwrap();
+    for n in ms.iter().chain(ws.iter()) {
+        eventually("two endpoints on every node", 20, || async { (n.node.view().borrow().view.endpoints.len() == 2).then_some(()) }).await;
+    }
+    let withdrawn = ms[0].node.view().borrow().version;
+    // The manager and the first worker applied it; the second worker has not said so.
+    ms[0].node.applied(withdrawn);
+    ws[0].node.applied(ws[0].node.view().borrow().version);
+    assert!(!ms[0].node.settled(withdrawn, Duration::from_millis(1500)).await, "settled while a node has not applied the withdrawal");
+    ws[1].node.applied(ws[1].node.view().borrow().version);
+    assert!(ms[0].node.settled(withdrawn, Duration::from_secs(5)).await, "every node applied it: settled");
+
+    // A later version that changed the second worker's view only after it applied: waited for;
+    // then the node goes away and is no longer waited for.
+    ms[0].propose(Command::CreateService { spec: spec("api", 3) }).await.unwrap().unwrap();
+    for n in ms.iter().chain(ws.iter()) {
+        eventually("five endpoints on every node", 20, || async { (n.node.view().borrow().view.endpoints.len() == 5).then_some(()) }).await;
+    }
+    let later = ms[0].node.view().borrow().version;
+    ms[0].node.applied(later);
+    ws[0].node.applied(ws[0].node.view().borrow().version);
+    assert!(!ms[0].node.settled(later, Duration::from_millis(1500)).await, "settled while a node has not applied the later view");
+    let gone = ws.pop().unwrap();
+    gone.kill().await;
+    assert!(ms[0].node.settled(later, Duration::from_secs(10)).await, "a node that went away is not waited for");
+    for a in agents {
+        a.abort();
+    }
+}

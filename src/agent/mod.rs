@@ -104,8 +104,23 @@ fn report_when_listening(
     });
 }
 
-/// Withdraws a task (it is out of the endpoint table already), waits the drain period, then
-/// stops its process. `report` says whether to report Shutdown at the end.
+/// How long a stop waits for the task to leave the endpoint table, then for every node's load
+/// balancers to let go of it (a little over the leader's own wait, so its answer arrives).
+const SETTLE_LIMIT: Duration = Duration::from_secs(6);
+
+/// The version of the first view in which task `id` is no endpoint (at once for a task the
+/// managers stopped; for one this agent failed, once the managers took the report), or None
+/// after `limit`.
+async fn withdrawn_at(ctl: &NodeControl, id: &str, limit: Duration) -> Option<u64> {
+    let mut view = ctl.view();
+    let snap = tokio::time::timeout(limit, view.wait_for(|s| !s.view.endpoints.contains_key(id))).await.ok()?.ok()?;
+    Some(snap.version)
+}
+
+/// Stops a withdrawn task: once every node's load balancers and DNS let go of it (each node's
+/// data plane applied a view without it: none can pick it for a new flow), waits the drain
+/// period for the flows it has, then stops its process. `report` says whether to report
+/// Shutdown at the end.
 fn stop_task(
     exec: Arc<dyn Executor>,
     ctl: NodeControl,
@@ -115,6 +130,16 @@ fn stop_task(
     report: bool,
 ) {
     tokio::spawn(async move {
+        let t0 = tokio::time::Instant::now();
+        let settled = match withdrawn_at(&ctl, &id, SETTLE_LIMIT).await {
+            Some(version) => ctl.settled(version, SETTLE_LIMIT).await,
+            None => false,
+        };
+        if settled {
+            tracing::debug!(task = %id, waited = ?t0.elapsed(), "every node let go of the task");
+        } else {
+            tracing::warn!(task = %id, waited = ?t0.elapsed(), "not every node is known to have let go of the task: stopping it anyway");
+        }
         tokio::time::sleep(cfg.drain).await;
         let grace = cfg.stop_grace;
         let e = exec.clone();
@@ -239,6 +264,10 @@ pub async fn run(
         // 3. The kernel, from the whole view. Tasks still stopping keep their network.
         let desired = desired::node_state(v, &cfg.node_id, cfg.self_addr, &running);
         let applied = worker.apply(desired).await;
+        if applied.is_ok() {
+            // Before the drains start: a stop waits for every node, this one included.
+            ctl.applied(snapshot.version);
+        }
         start_drains(std::mem::take(&mut to_stop));
         match applied {
             Ok((overlay, lb)) => {

@@ -14,6 +14,11 @@ pub enum AgentMessage {
     TaskStatus { updates: Vec<(String, TaskStatus)> },
     /// The answer to `SessionMessage::Logs`.
     Logs { request_id: String, logs: Vec<crate::logs::TaskLog> },
+    /// The node's data plane (load balancers, DNS) holds the view of `version` now.
+    Applied { version: u64 },
+    /// Answer with `SessionMessage::Settled` once every node's data plane holds `version` (or
+    /// after a while, with the version they all hold).
+    AwaitSettled { version: u64 },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -50,6 +55,11 @@ pub enum SessionMessage {
     Logs {
         request_id: String,
         reads: Vec<crate::logs::LogRead>,
+    },
+    /// Every connected node's data plane holds the view of `version` (the answer to
+    /// `AgentMessage::AwaitSettled`).
+    Settled {
+        version: u64,
     },
 }
 

@@ -66,6 +66,7 @@ pub fn open(
         let node_id = node_id.clone();
         let tx = tx.clone();
         let mut replaced = replaced.clone();
+        let session = session_id.clone();
         tokio::spawn(async move {
             let shared = mgr.shared();
             let mut applied = shared.subscribe();
@@ -93,9 +94,10 @@ pub fn open(
                     }
                     sent_trust = trust;
                 }
-                let version = *applied.borrow_and_update();
-                let (mut view, raft_id) = shared
-                    .read(|s| (AgentView::for_node(s, &node_id, &EndpointTable::from_state(s)), s.nodes.get(&node_id).map(|n| n.raft_id)));
+                applied.borrow_and_update();
+                let (version, (mut view, raft_id)) = shared.read_at(|s| {
+                    (AgentView::for_node(s, &node_id, &EndpointTable::from_state(s)), s.nodes.get(&node_id).map(|n| n.raft_id))
+                });
                 // A demoted manager keeps its manager role until it has left the Raft voters,
                 // or the joint configuration could never commit without it.
                 if view.role == Some(crate::model::Role::Worker) {
@@ -108,7 +110,10 @@ pub fn open(
                     None => view.full_update(version),
                     Some(old) => view.diff(old, version),
                 };
-                if !update.is_empty() {
+                if update.is_empty() {
+                    mgr.sessions().progress(&node_id, &session, |p| p.unchanged(version));
+                } else {
+                    mgr.sessions().progress(&node_id, &session, |p| p.sent(version));
                     if tx.send(Ok(SessionMessage::Update(update))).await.is_err() {
                         return;
                     }
@@ -128,6 +133,10 @@ pub fn open(
             }
         });
     }
+    // Settling: answer the agent's latest `AwaitSettled` (one waiter per session, however
+    // many the agent sends).
+    let (await_tx, await_rx) = tokio::sync::watch::channel(0u64);
+    tokio::spawn(answer_settled(mgr.clone(), node_id.clone(), await_rx, tx.clone()));
     // Inbound: heartbeats and task reports, until the agent or a newer session ends it.
     tokio::spawn(async move {
         let mut replaced = replaced;
@@ -161,6 +170,10 @@ pub fn open(
                     }
                 }
                 Ok(Some(AgentMessage::Logs { request_id, logs })) => mgr.logs().answer(&request_id, logs),
+                Ok(Some(AgentMessage::Applied { version })) => mgr.sessions().progress(&node_id, &session_id, |p| p.acked(version)),
+                Ok(Some(AgentMessage::AwaitSettled { version })) => {
+                    await_tx.send_if_modified(|w| std::mem::replace(w, version.max(*w)) < version);
+                }
                 Ok(None) | Err(_) => break,
             }
         }
@@ -170,6 +183,32 @@ pub fn open(
         let _ = closed_tx.send(true);
     });
     Ok(out)
+}
+
+/// How long the leader waits for every data plane to hold a version before it answers with
+/// the version they do hold: a node whose data plane is stuck must not hold stops up forever.
+pub const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Answers each version the agent waits for with `Settled` once every open session's data
+/// plane holds it, or after [`SETTLE_WAIT`] with what they hold (naming the nodes behind).
+async fn answer_settled(
+    mgr: Manager,
+    node_id: String,
+    mut wanted: tokio::sync::watch::Receiver<u64>,
+    tx: mpsc::Sender<Result<SessionMessage, Status>>,
+) {
+    let mut settled = mgr.sessions().settled();
+    while wanted.changed().await.is_ok() {
+        let version = *wanted.borrow_and_update();
+        if tokio::time::timeout(SETTLE_WAIT, settled.wait_for(|s| *s >= version)).await.is_err() {
+            let lagging = mgr.sessions().lagging(version);
+            tracing::warn!(node = %node_id, version, ?lagging, "nodes' data planes are behind: a stop proceeds without them");
+        }
+        let now = *settled.borrow_and_update();
+        if tx.send(Ok(SessionMessage::Settled { version: now })).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Wait out the report rate limit. The node is talking (we are the ones not reading), so it

@@ -27,6 +27,12 @@ pub struct AgentChannels {
     pub connected: watch::Sender<bool>,
     /// The session that is up, and with which manager.
     pub session: watch::Sender<Option<super::AgentSession>>,
+    /// Settling (see `dispatcher::settle`): the view version this node's data plane applied,
+    /// the highest version a stop waits for every node to hold, and the version the leader
+    /// last said they all hold.
+    pub applied: watch::Receiver<u64>,
+    pub await_settled: watch::Receiver<u64>,
+    pub settled: watch::Sender<u64>,
 }
 
 /// Told the managers when a session brings a different set.
@@ -157,12 +163,29 @@ async fn session(
     if !pending.is_empty() {
         let _ = out_tx.try_send(AgentMessage::TaskStatus { updates: std::mem::take(pending) });
     }
+    // A new leader knows nothing of this node's progress, nor of the stops waiting on it.
+    let applied = *ch.applied.borrow_and_update();
+    if applied > 0 {
+        let _ = out_tx.try_send(AgentMessage::Applied { version: applied });
+    }
+    let wanted = *ch.await_settled.borrow_and_update();
+    if wanted > *ch.settled.borrow() {
+        let _ = out_tx.try_send(AgentMessage::AwaitSettled { version: wanted });
+    }
     let mut heartbeat = tokio::time::interval(*period);
     let mut view = ch.view.borrow().view.clone();
     loop {
         tokio::select! {
             _ = heartbeat.tick() => {
                 if out_tx.send(AgentMessage::Heartbeat).await.is_err() { return Ended::Failed; }
+            }
+            r = ch.applied.changed() => {
+                let version = *ch.applied.borrow_and_update();
+                if r.is_err() || out_tx.send(AgentMessage::Applied { version }).await.is_err() { return Ended::Failed; }
+            }
+            r = ch.await_settled.changed() => {
+                let version = *ch.await_settled.borrow_and_update();
+                if r.is_err() || out_tx.send(AgentMessage::AwaitSettled { version }).await.is_err() { return Ended::Failed; }
             }
             r = ch.reports.recv() => match r {
                 Some(updates) => {
@@ -202,6 +225,9 @@ async fn session(
                 }
                 Ok(Some(SessionMessage::Redirect { leader })) => return Ended::Redirect(leader),
                 Ok(Some(SessionMessage::Logs { request_id, reads })) => answer_logs(cfg.logs.clone(), request_id, reads, out_tx.clone()),
+                Ok(Some(SessionMessage::Settled { version })) => {
+                    ch.settled.send_if_modified(|s| std::mem::replace(s, version.max(*s)) < version);
+                }
                 Ok(None) => return Ended::Failed,
                 Err(e) => {
                     tracing::debug!(%addr, "session ended: {e}");

@@ -129,6 +129,11 @@ struct Inner {
     session: watch::Sender<Option<AgentSession>>,
     reports_tx: mpsc::Sender<Reports>,
     reports_rx: Mutex<Option<mpsc::Receiver<Reports>>>,
+    /// Settling (see `dispatcher::settle`): what this node's data plane applied, what a stop
+    /// waits for, what the leader says every node holds.
+    applied: watch::Sender<u64>,
+    await_settled: watch::Sender<u64>,
+    settled: watch::Sender<u64>,
 }
 
 /// A batch of task states from the agent: (task id, status).
@@ -152,6 +157,9 @@ impl NodeControl {
                 session: watch::channel(None).0,
                 reports_tx,
                 reports_rx: Mutex::new(Some(reports_rx)),
+                applied: watch::channel(0).0,
+                await_settled: watch::channel(0).0,
+                settled: watch::channel(0).0,
             }),
         };
         if let Some((id, tls)) = node.inner.paths.load()?.filter(|(_, tls)| {
@@ -215,6 +223,24 @@ impl NodeControl {
     /// Report task states (and health) observed by the agent.
     pub async fn report(&self, updates: Vec<(String, TaskStatus)>) {
         let _ = self.inner.reports_tx.send(updates).await;
+    }
+
+    /// This node's data plane holds the view of `version` (told to the leader, which waits for
+    /// every node's before it lets a withdrawn task stop).
+    pub fn applied(&self, version: u64) {
+        self.inner.applied.send_if_modified(|v| std::mem::replace(v, version) != version);
+    }
+
+    /// Waits until every connected node's data plane holds the view of `version`, at most
+    /// `limit`; whether they do. Without a session the answer is false after `limit`.
+    pub async fn settled(&self, version: u64, limit: Duration) -> bool {
+        let mut settled = self.inner.settled.subscribe();
+        if *settled.borrow() >= version {
+            return true;
+        }
+        self.inner.await_settled.send_if_modified(|v| std::mem::replace(v, version.max(*v)) < version);
+        let reached = tokio::time::timeout(limit, settled.wait_for(|s| *s >= version)).await.is_ok_and(|r| r.is_ok());
+        reached
     }
 
     /// The manager role, when this node runs it.
@@ -313,6 +339,10 @@ impl NodeControl {
         let (role_tx, role_rx) = watch::channel(Some(id.role));
         let (trust_tx, trust_rx) = watch::channel(String::new());
         if let Some(reports) = reports {
+            // Versions of another cluster's log (before a leave and join) mean nothing here.
+            for w in [&self.inner.applied, &self.inner.await_settled, &self.inner.settled] {
+                w.send_replace(0);
+            }
             let ch = agent::AgentChannels {
                 updates: self.inner.updates.clone(),
                 view: self.inner.view.clone(),
@@ -320,6 +350,9 @@ impl NodeControl {
                 role: role_tx,
                 connected: self.inner.connected.clone(),
                 session: self.inner.session.clone(),
+                applied: self.inner.applied.subscribe(),
+                await_settled: self.inner.await_settled.subscribe(),
+                settled: self.inner.settled.clone(),
             };
             let cfg = agent::AgentConfig {
                 creds: creds.clone(),

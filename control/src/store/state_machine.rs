@@ -48,6 +48,13 @@ impl SharedState {
         f(&g.state)
     }
 
+    /// Read the cluster state with the index of the last entry applied to it (read together:
+    /// the index names exactly this state).
+    pub fn read_at<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> (u64, T) {
+        let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        (g.last_applied.map(|l| l.index).unwrap_or(0), f(&g.state))
+    }
+
     /// A receiver that changes whenever an entry has been applied (value: last applied index).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()
