@@ -231,7 +231,8 @@ async fn a_stop_waits_for_every_node_to_apply_the_withdrawal() {
         .await;
     ms[0].propose(Command::CreateService { spec: spec("web", 3) }).await.unwrap().unwrap();
     for n in ms.iter().chain(ws.iter()) {
-        eventually("three endpoints on every node", 20, || async { (n.node.view().borrow().view.endpoints.len() == 3).then_some(()) }).await;
+        eventually("three endpoints on every node", 20, || async { (n.node.view().borrow().view.endpoints.len() == 3).then_some(()) })
+            .await;
     }
     // Scale down: one task leaves the endpoint table.
     let service = ms[0].state().await.services.keys().next().unwrap().clone();

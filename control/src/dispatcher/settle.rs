@@ -38,7 +38,11 @@ impl Progress {
     /// The version this node's data plane is known to hold: the last one computed once it has
     /// applied all it was sent, else what it acknowledged.
     pub fn reached(&self) -> u64 {
-        if self.sent > 0 && self.acked >= self.sent { self.computed } else { self.acked }
+        if self.sent > 0 && self.acked >= self.sent {
+            self.computed
+        } else {
+            self.acked
+        }
     }
 }
 

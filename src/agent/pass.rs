@@ -1,0 +1,279 @@
+//! One agent pass, decided without I/O: from the node's view, its processes and what the agent
+//! is doing already, it says what to stop, the DNS zone, the data plane, what to start, what to
+//! report and which health checks to run. `runner` carries the plan out in that order.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::Ipv4Addr;
+
+use shoal_control::dispatcher::messages::Assignment;
+use shoal_control::dispatcher::AgentView;
+use shoal_control::model::{Health, HealthCheck, TaskState};
+use shoal_dataplane::state::NodeState;
+use shoal_dns::Zone;
+
+use super::executor::ProcessState;
+use super::{desired, health, zone};
+
+/// What a pass starts from.
+pub struct Inputs<'a> {
+    pub view: &'a AgentView,
+    pub node_id: &'a str,
+    pub self_addr: Ipv4Addr,
+    /// Every task the executor has records of, with its process state.
+    pub processes: &'a BTreeMap<String, ProcessState>,
+    /// Tasks being stopped (draining) already.
+    pub stopping: &'a HashSet<String>,
+    /// Started tasks that wait to listen before they report Running.
+    pub awaiting: &'a HashSet<String>,
+    /// The last state reported for each task.
+    pub reported: &'a HashMap<String, TaskState>,
+    /// Each task's health check: the service's, else its image's HEALTHCHECK.
+    pub healthcheck: &'a dyn Fn(&Assignment) -> Option<HealthCheck>,
+    pub now_ms: u64,
+}
+
+/// A state to report for a task, once the runner has the details.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// Running (after a restart of the agent, or a start whose report was lost).
+    Running(String),
+    /// The process ended with this code.
+    Exited(String, i32),
+}
+
+/// What a pass does, in order.
+pub struct Plan {
+    /// Running tasks no longer wanted. They left the endpoint table already; the runner stops
+    /// each once every node let go of it and the drain period passed.
+    pub stop: Vec<String>,
+    /// The names DNS answers (set first: in memory, a withdrawn task stops being an answer at
+    /// once).
+    pub zone: Zone,
+    /// The kernel's state, from the whole view. Tasks still stopping keep their network.
+    pub data_plane: NodeState,
+    /// Live tasks that DNS does not serve in their namespace (adopted after a restart: their
+    /// sockets died with the old process).
+    pub attach_dns: Vec<String>,
+    /// Tasks to start: wanted, with no process here, and past their restart delay.
+    pub start: Vec<String>,
+    pub reports: Vec<Report>,
+    /// Health checks to run: running tasks that have one and are not being stopped.
+    pub checks: Vec<health::Wanted>,
+    /// Tasks whose records go: no longer assigned here, and not running.
+    pub forget: Vec<String>,
+}
+
+pub fn plan(i: &Inputs<'_>, dns_attached: &HashSet<String>) -> Plan {
+    let v = i.view;
+    let running: BTreeSet<String> = i.processes.iter().filter(|(_, s)| **s == ProcessState::Running).map(|(id, _)| id.clone()).collect();
+    let wanted = |id: &str| v.assignments.get(id).is_some_and(|a| a.task.desired_state <= TaskState::Running);
+    let stop = running.iter().filter(|id| !wanted(id) && !i.stopping.contains(*id)).cloned().collect();
+    let attach_dns = running.iter().filter(|id| !dns_attached.contains(*id) && v.assignments.contains_key(*id)).cloned().collect();
+
+    let mut start = Vec::new();
+    let mut reports = Vec::new();
+    for a in v.assignments.values() {
+        let id = &a.task.id;
+        if a.task.desired_state > TaskState::Running || a.task.status.state.is_terminal() {
+            continue;
+        }
+        match i.processes.get(id).copied().unwrap_or(ProcessState::Unknown) {
+            ProcessState::Unknown if a.task.not_before_ms <= i.now_ms => start.push(id.clone()),
+            ProcessState::Unknown => {}
+            ProcessState::Running => {
+                if a.task.status.state < TaskState::Running && i.reported.get(id) != Some(&TaskState::Running) && !i.awaiting.contains(id) {
+                    reports.push(Report::Running(id.clone()));
+                }
+            }
+            ProcessState::Exited(code) => {
+                if i.reported.get(id).is_none_or(|s| !s.is_terminal()) {
+                    reports.push(Report::Exited(id.clone(), code));
+                }
+            }
+        }
+    }
+
+    let checks = v
+        .assignments
+        .values()
+        .filter(|a| a.task.desired_state == TaskState::Running && !a.task.status.state.is_terminal())
+        .filter(|a| running.contains(&a.task.id) && !i.stopping.contains(&a.task.id))
+        .filter_map(|a| {
+            let check = (i.healthcheck)(a)?;
+            let started = if a.task.status.timestamp_ms > 0 { a.task.status.timestamp_ms } else { i.now_ms };
+            let initial = match a.task.status.health {
+                Some(h @ Health::Healthy) => health::HealthState::adopted(h, started),
+                _ => health::HealthState::new(started),
+            };
+            Some(health::Wanted { task_id: a.task.id.clone(), check, initial })
+        })
+        .collect();
+
+    let forget = i.processes.keys().filter(|id| !v.assignments.contains_key(*id) && !running.contains(*id)).cloned().collect();
+
+    Plan {
+        stop,
+        zone: zone::zone(v),
+        data_plane: desired::node_state(v, i.node_id, i.self_addr, &running),
+        attach_dns,
+        start,
+        reports,
+        checks,
+        forget,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_control::model::{ServiceSpec, Task, TaskStatus};
+
+    fn assignment(id: &str, desired: TaskState, status: TaskState) -> Assignment {
+        Assignment {
+            task: Task {
+                id: id.into(),
+                service_id: "svc".into(),
+                slot: 1,
+                node_id: Some("n1".into()),
+                desired_state: desired,
+                status: TaskStatus::new(status, "", 0),
+                service_version: 1,
+                networks: vec![],
+                not_before_ms: 0,
+                created_ms: 0,
+                weight: 1,
+                seq: 1,
+                restarts: vec![],
+            },
+            service_name: "web".into(),
+            spec: ServiceSpec::new("web", "shoal/whoami"),
+            secrets: Default::default(),
+            configs: Default::default(),
+        }
+    }
+
+    struct World {
+        view: AgentView,
+        processes: BTreeMap<String, ProcessState>,
+        stopping: HashSet<String>,
+        awaiting: HashSet<String>,
+        reported: HashMap<String, TaskState>,
+        attached: HashSet<String>,
+        checked: bool,
+    }
+
+    impl World {
+        fn new(assignments: Vec<Assignment>) -> World {
+            let mut view = AgentView::default();
+            for a in assignments {
+                view.assignments.insert(a.task.id.clone(), a);
+            }
+            World {
+                view,
+                processes: BTreeMap::new(),
+                stopping: HashSet::new(),
+                awaiting: HashSet::new(),
+                reported: HashMap::new(),
+                attached: HashSet::new(),
+                checked: false,
+            }
+        }
+
+        fn plan(&self, now_ms: u64) -> Plan {
+            let check = |_: &Assignment| self.checked.then(|| HealthCheck::new("true"));
+            let i = Inputs {
+                view: &self.view,
+                node_id: "n1",
+                self_addr: Ipv4Addr::new(10, 0, 0, 1),
+                processes: &self.processes,
+                stopping: &self.stopping,
+                awaiting: &self.awaiting,
+                reported: &self.reported,
+                healthcheck: &check,
+                now_ms,
+            };
+            plan(&i, &self.attached)
+        }
+    }
+
+    #[test]
+    fn a_new_task_is_started_and_nothing_else_happens() {
+        let w = World::new(vec![assignment("t1", TaskState::Running, TaskState::Assigned)]);
+        let p = w.plan(1);
+        assert_eq!(p.start, vec!["t1".to_string()]);
+        assert!(p.stop.is_empty() && p.reports.is_empty() && p.forget.is_empty() && p.attach_dns.is_empty());
+    }
+
+    #[test]
+    fn a_task_waits_out_its_restart_delay() {
+        let mut a = assignment("t1", TaskState::Running, TaskState::Assigned);
+        a.task.not_before_ms = 5_000;
+        let w = World::new(vec![a]);
+        assert!(w.plan(4_999).start.is_empty());
+        assert_eq!(w.plan(5_000).start, vec!["t1".to_string()]);
+    }
+
+    #[test]
+    fn a_task_no_longer_wanted_is_stopped_once() {
+        let mut w = World::new(vec![assignment("t1", TaskState::Shutdown, TaskState::Running)]);
+        w.processes.insert("t1".into(), ProcessState::Running);
+        w.attached.insert("t1".into());
+        assert_eq!(w.plan(1).stop, vec!["t1".to_string()]);
+        // While it drains, the next passes leave it be; its network stays for the drain.
+        w.stopping.insert("t1".into());
+        let p = w.plan(2);
+        assert!(p.stop.is_empty() && p.start.is_empty());
+        // A running task no longer assigned at all is stopped too.
+        let mut w = World::new(vec![]);
+        w.processes.insert("gone".into(), ProcessState::Running);
+        assert_eq!(w.plan(1).stop, vec!["gone".to_string()]);
+        assert!(w.plan(1).forget.is_empty(), "a running task's records stay until it stopped");
+    }
+
+    #[test]
+    fn a_task_found_running_after_a_restart_is_adopted_not_started_again() {
+        let mut w = World::new(vec![assignment("t1", TaskState::Running, TaskState::Starting)]);
+        w.processes.insert("t1".into(), ProcessState::Running);
+        let p = w.plan(1);
+        assert!(p.start.is_empty(), "a live process is never started twice");
+        assert_eq!(p.reports, vec![Report::Running("t1".into())]);
+        assert_eq!(p.attach_dns, vec!["t1".to_string()], "its DNS sockets died with the old agent");
+        // Reported once; not while it waits to listen after a start.
+        w.reported.insert("t1".into(), TaskState::Running);
+        assert!(w.plan(2).reports.is_empty());
+        w.reported.clear();
+        w.awaiting.insert("t1".into());
+        assert!(w.plan(2).reports.is_empty());
+    }
+
+    #[test]
+    fn an_exit_is_reported_once_and_an_unassigned_ended_task_is_forgotten() {
+        let mut w = World::new(vec![assignment("t1", TaskState::Running, TaskState::Running)]);
+        w.processes.insert("t1".into(), ProcessState::Exited(3));
+        w.processes.insert("old".into(), ProcessState::Exited(0));
+        let p = w.plan(1);
+        assert_eq!(p.reports, vec![Report::Exited("t1".into(), 3)]);
+        assert_eq!(p.forget, vec!["old".to_string()]);
+        assert!(p.start.is_empty(), "an exited task is replaced by the managers, not restarted here");
+        w.reported.insert("t1".into(), TaskState::Failed);
+        assert!(w.plan(2).reports.is_empty());
+    }
+
+    #[test]
+    fn health_checks_run_for_running_tasks_that_are_not_stopping() {
+        let mut w = World::new(vec![
+            assignment("t1", TaskState::Running, TaskState::Running),
+            assignment("t2", TaskState::Running, TaskState::Running),
+            assignment("t3", TaskState::Running, TaskState::Assigned),
+        ]);
+        w.checked = true;
+        for id in ["t1", "t2"] {
+            w.processes.insert(id.into(), ProcessState::Running);
+        }
+        w.stopping.insert("t2".into());
+        let ids: Vec<String> = w.plan(1).checks.into_iter().map(|c| c.task_id).collect();
+        assert_eq!(ids, vec!["t1".to_string()]);
+        w.checked = false;
+        assert!(w.plan(1).checks.is_empty(), "no check, no loop");
+    }
+}
