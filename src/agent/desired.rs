@@ -164,7 +164,8 @@ pub fn node_state(view: &AgentView, node_id: &str, self_addr: Ipv4Addr, running:
                 ip: att.addr,
                 mac: att.mac.parse().ok(),
                 netns: None,
-                healthy: true,
+                // A draining task gets no new flow; the ones it has still reach it.
+                healthy: !ep.draining,
                 weight: ep.weight.clamp(1, u16::MAX as u32) as u16,
             });
         }
@@ -341,6 +342,7 @@ mod tests {
                 addresses: vec![att("backend", "10.0.9.5"), att("private", "10.0.10.5")],
                 health: None,
                 weight: 1,
+                draining: false,
             },
         );
         let s = node_state(&view, "n1", Ipv4Addr::new(192, 168, 33, 10), &BTreeSet::new());
@@ -348,6 +350,16 @@ mod tests {
         let vips: Vec<_> = s.services.iter().map(|s| (s.name.as_str(), s.vips.len(), s.backends.len())).collect();
         assert_eq!(vips, vec![("both", 1, 1), ("db", 0, 0), ("web", 1, 0)]);
         assert!(s.networks.iter().any(|n| n.name == "net-private" && n.internal));
+
+        // Told to stop, t1 drains on n2: no new flow picks it here, but n1 still reaches it for
+        // the flows it has (its overlay entries stay until n2 reports it stopped).
+        view.endpoints.get_mut("t1").unwrap().draining = true;
+        let s = node_state(&view, "n1", Ipv4Addr::new(192, 168, 33, 10), &BTreeSet::new());
+        assert!(s.validate().is_ok(), "{:?}", s.validate());
+        let t1: Vec<_> = s.endpoints.iter().filter(|e| e.node == "n2").map(|e| (e.ip.to_string(), e.healthy)).collect();
+        assert_eq!(t1, vec![("10.0.9.5".to_string(), false), ("10.0.10.5".to_string(), false)]);
+        let lb = shoal_dataplane::lb::plan::desired(&s);
+        assert!(lb.vips.values().all(|f| f.backends.is_empty()), "a draining task is no backend: {lb:?}");
     }
 
     /// n1 (here) and n2 with a task each on the encrypted network `secure`; `keys` says which
@@ -395,6 +407,7 @@ mod tests {
                     addresses: vec![att],
                     health: None,
                     weight: 1,
+                    draining: false,
                 },
             );
         }

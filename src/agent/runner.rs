@@ -368,7 +368,8 @@ impl<C: Control, D: DataPlane, N: Names> Runner<C, D, N> {
 /// after `limit`.
 async fn withdrawn_at(ctl: &impl Control, id: &str, limit: Duration) -> Option<u64> {
     let mut view = ctl.view();
-    let snap = tokio::time::timeout(limit, view.wait_for(|s| !s.view.endpoints.contains_key(id))).await.ok()?.ok()?;
+    let withdrawn = |s: &Arc<shoal_control::node::AgentSnapshot>| s.view.endpoints.get(id).is_none_or(|e| e.draining);
+    let snap = tokio::time::timeout(limit, view.wait_for(withdrawn)).await.ok()?.ok()?;
     Some(snap.version)
 }
 

@@ -223,7 +223,9 @@ impl Lab {
                 seq: 1,
                 restarts: vec![],
             };
-            if *desired == TaskState::Running && *state == TaskState::Running {
+            // As the managers' table: serving while wanted and running, draining once told to
+            // stop while still running.
+            if *state == TaskState::Running {
                 self.view.endpoints.insert(
                     id.to_string(),
                     TaskEndpoint {
@@ -235,6 +237,7 @@ impl Lab {
                         addresses: vec![],
                         health: None,
                         weight: 1,
+                        draining: *desired > TaskState::Running,
                     },
                 );
             }

@@ -55,6 +55,7 @@ pub fn zone(view: &AgentView) -> Zone {
         let tasks = view
             .endpoints
             .values()
+            .filter(|t| !t.draining)
             .filter_map(|t| {
                 let att = t.addresses.iter().find(|a| a.network_id == net.id)?;
                 let service = view.services.get(&t.service_id)?.name.clone();
@@ -64,7 +65,7 @@ pub fn zone(view: &AgentView) -> Zone {
                     slot: slot_of(&t.name),
                     name: Some(t.name.clone()),
                     ip: IpAddr::V4(att.addr),
-                    healthy: true, // the endpoint table holds only running, healthy tasks
+                    healthy: true, // the endpoint table holds only running, healthy tasks (and draining ones)
                     aliases: vec![],
                 })
             })
@@ -143,5 +144,35 @@ mod tests {
         assert_eq!(aliases("app_back"), ["worker", "jobs"]);
         // The DNS builds it: the aliases are valid names and answer the service's VIP there.
         shoal_dns::table::Tables::build(&z, None).expect("a zone with aliases builds");
+
+        // tasks.<service> answers serving tasks only, never one that drains.
+        use shoal_control::dispatcher::messages::TaskEndpoint;
+        use shoal_control::model::NetworkAttachment;
+        for (id, draining) in [("t1", false), ("t2", true)] {
+            let addr = if draining { "10.0.1.12" } else { "10.0.1.11" };
+            view.endpoints.insert(
+                id.into(),
+                TaskEndpoint {
+                    task_id: id.into(),
+                    service_id: "s1".into(),
+                    name: format!("app_worker.1.{id}"),
+                    node_id: "n1".into(),
+                    node_addr: "192.168.33.10".into(),
+                    addresses: vec![NetworkAttachment {
+                        network_id: "front".into(),
+                        addr: addr.parse().unwrap(),
+                        prefix: 24,
+                        mac: String::new(),
+                    }],
+                    health: None,
+                    weight: 1,
+                    draining,
+                },
+            );
+        }
+        let z = zone(&view);
+        let front = z.networks.iter().find(|n| n.name == "app_front").unwrap();
+        let ids: Vec<&str> = front.tasks.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["t1"]);
     }
 }

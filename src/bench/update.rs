@@ -24,8 +24,9 @@ struct Load {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicUsize>,
     failed: Arc<AtomicUsize>,
-    /// curl's exit code of each failure (7 refused, 28 timed out, 52/56 cut off).
-    codes: Arc<std::sync::Mutex<Vec<i32>>>,
+    /// curl's exit code of each failure (7 refused, 28 timed out, 52/56 cut off), with when
+    /// (UTC, as the daemons' logs), the address asked and how long the request took.
+    codes: Arc<std::sync::Mutex<Vec<(i32, String)>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -42,13 +43,17 @@ impl Load {
                 let (ns, url) = (client_ns.to_string(), format!("http://{addr}:{PORT}/"));
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::SeqCst) {
-                        let status = command_in(&ns, "curl")
-                            .and_then(|mut c| Ok(c.args(["-sf", "-o", "/dev/null", "--max-time", "2", &url]).status()?));
+                        let out = command_in(&ns, "curl").and_then(|mut c| {
+                            let timing = "connected after %{time_connect} s, ended after %{time_total} s";
+                            Ok(c.args(["-sf", "-o", "/dev/null", "-w", timing, "--max-time", "2", &url]).output()?)
+                        });
                         sent.fetch_add(1, Ordering::SeqCst);
-                        if !status.as_ref().is_ok_and(|s| s.success()) {
+                        if !out.as_ref().is_ok_and(|o| o.status.success()) {
                             failed.fetch_add(1, Ordering::SeqCst);
-                            let code = status.ok().and_then(|s| s.code()).unwrap_or(-1);
-                            codes.lock().unwrap_or_else(|p| p.into_inner()).push(code);
+                            let code = out.as_ref().ok().and_then(|o| o.status.code()).unwrap_or(-1);
+                            let timing = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+                            let what = format!("at {} asking {url} ({timing})", chrono_now());
+                            codes.lock().unwrap_or_else(|p| p.into_inner()).push((code, what));
                         }
                     }
                 })
@@ -82,6 +87,22 @@ fn update_state(t: &crate::lab::Topology, mgr: &str) -> String {
 
 pub fn run(rounds: usize, health_check: bool) -> anyhow::Result<()> {
     let (t, guard) = cluster_up("bupd")?;
+    let out = measure(&t, rounds, health_check);
+    if !matches!(out, Ok(0)) {
+        // Keep what explains the failures: the daemons' logs go with the lab.
+        let keep = std::path::Path::new("/tmp/shoal-bench-update");
+        std::fs::create_dir_all(keep)?;
+        for n in &t.nodes {
+            let _ = std::fs::copy(crate::lab::daemons::node_dir(&t, &n.name).join("daemon.log"), keep.join(format!("{}.log", n.name)));
+        }
+        println!("  the daemons' logs are kept in {}", keep.display());
+    }
+    drop(guard);
+    out.map(|_| ())
+}
+
+/// Runs the rounds on the lab; the number of failed requests.
+fn measure(t: &crate::lab::Topology, rounds: usize, health_check: bool) -> anyhow::Result<usize> {
     let mgr = t.nodes[0].name.clone();
     let replicas = REPLICAS.to_string();
     let publish = format!("{PORT}:80");
@@ -114,11 +135,11 @@ pub fn run(rounds: usize, health_check: bool) -> anyhow::Result<()> {
     .chain(health.iter().copied())
     .chain(["shoal/whoami"])
     .collect();
-    shoal(&t, &mgr, &create)?;
+    shoal(t, &mgr, &create)?;
     let addrs: Vec<String> = t.nodes.iter().map(|n| n.address.to_string()).collect();
     poll(Duration::from_secs(60), || {
-        shoal(&t, &mgr, &["service", "ls"]).is_ok_and(|o| o.contains(&format!("{REPLICAS}/{REPLICAS}")))
-            && addrs.iter().all(|a| super::cluster::curl_ok(&t, a, PORT))
+        shoal(t, &mgr, &["service", "ls"]).is_ok_and(|o| o.contains(&format!("{REPLICAS}/{REPLICAS}")))
+            && addrs.iter().all(|a| super::cluster::curl_ok(t, a, PORT))
     })?;
 
     let batches = REPLICAS.div_ceil(PARALLELISM);
@@ -128,12 +149,13 @@ pub fn run(rounds: usize, health_check: bool) -> anyhow::Result<()> {
     let mut totals = Vec::new();
     for r in 0..rounds {
         let start = Instant::now();
-        shoal(&t, &mgr, &["service", "update", "--detach", "--env-add", &format!("ROUND={r}"), "web"])?;
-        poll(Duration::from_secs(120), || update_state(&t, &mgr) == "completed")?;
+        shoal(t, &mgr, &["service", "update", "--detach", "--env-add", &format!("ROUND={r}"), "web"])?;
+        poll(Duration::from_secs(120), || update_state(t, &mgr) == "completed")?;
         totals.push(start.elapsed().as_secs_f64() * 1000.0);
     }
     let (sent, failed) = load.counts();
-    let codes = load.codes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let failures = load.codes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let codes: Vec<i32> = failures.iter().map(|f| f.0).collect();
     drop(load);
 
     let (p50, p99) = percentiles(&mut totals);
@@ -152,6 +174,16 @@ pub fn run(rounds: usize, health_check: bool) -> anyhow::Result<()> {
         per_batch(p50),
         per_batch(p99)
     );
-    drop(guard);
-    Ok(())
+    for (code, what) in &failures {
+        println!("  failed: curl exit {code} {what}");
+    }
+    Ok(failures.len())
+}
+
+/// The wall clock in UTC as the daemons' logs print it (RFC 3339, microseconds).
+fn chrono_now() -> String {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let (secs, micros) = (d.as_secs(), d.subsec_micros());
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!("{h:02}:{m:02}:{s:02}.{micros:06}Z")
 }

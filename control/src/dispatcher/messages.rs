@@ -122,6 +122,10 @@ pub struct TaskEndpoint {
     pub addresses: Vec<NetworkAttachment>,
     pub health: Option<Health>,
     pub weight: u32,
+    /// Told to stop and still running on its node: no load balancer picks it and DNS does not
+    /// answer it, but every node keeps it reachable for the flows it has (the drain).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// This node's WireGuard identity and every other node's public half, for encrypted networks.

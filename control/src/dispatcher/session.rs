@@ -136,7 +136,7 @@ pub fn open(
     // Settling: answer the agent's latest `AwaitSettled` (one waiter per session, however
     // many the agent sends).
     let (await_tx, await_rx) = tokio::sync::watch::channel(0u64);
-    tokio::spawn(answer_settled(mgr.clone(), node_id.clone(), await_rx, tx.clone()));
+    tokio::spawn(answer_settled(mgr.clone(), node_id.clone(), await_rx, tx.downgrade()));
     // Inbound: heartbeats and task reports, until the agent or a newer session ends it.
     tokio::spawn(async move {
         let mut replaced = replaced;
@@ -195,7 +195,9 @@ async fn answer_settled(
     mgr: Manager,
     node_id: String,
     mut wanted: tokio::sync::watch::Receiver<u64>,
-    tx: mpsc::Sender<Result<SessionMessage, Status>>,
+    // Weak: the session's stream ends when its own tasks end (a manager shutting down), not
+    // when this one does.
+    tx: mpsc::WeakSender<Result<SessionMessage, Status>>,
 ) {
     let mut settled = mgr.sessions().settled();
     while wanted.changed().await.is_ok() {
@@ -205,6 +207,7 @@ async fn answer_settled(
             tracing::warn!(node = %node_id, version, ?lagging, "nodes' data planes are behind: a stop proceeds without them");
         }
         let now = *settled.borrow_and_update();
+        let Some(tx) = tx.upgrade() else { return };
         if tx.send(Ok(SessionMessage::Settled { version: now })).await.is_err() {
             return;
         }

@@ -37,7 +37,11 @@ impl EndpointTable {
             for a in &t.networks {
                 peers.entry(a.network_id.clone()).or_default().insert(node.id.clone(), node.addr.clone());
             }
-            if !t.is_endpoint() {
+            // Told to stop but still running on its node: no load balancer picks it and DNS does
+            // not answer it, but every node keeps it reachable for the flows it has until its
+            // node reports it stopped (the drain works across nodes, not only on its own).
+            let draining = t.status.state == TaskState::Running && t.desired_state > TaskState::Running;
+            if !t.is_endpoint() && !draining {
                 continue;
             }
             let Some(svc) = state.services.get(&t.service_id) else { continue };
@@ -52,6 +56,7 @@ impl EndpointTable {
                     addresses: t.networks.clone(),
                     health: t.status.health,
                     weight: t.weight,
+                    draining,
                 },
             );
         }
@@ -284,7 +289,16 @@ mod tests {
         assert_eq!(agent.endpoints.len(), 6, "every running task is an endpoint");
         w.ok(Command::ScaleService { service: "web".into(), replicas: 3 });
         step(&w, &mut agent, &mut sent);
-        assert_eq!(agent.endpoints.len(), 3, "tasks told to stop leave the endpoint table at once");
+        let serving = |v: &AgentView| v.endpoints.values().filter(|e| !e.draining).count();
+        assert_eq!(serving(&agent), 3, "tasks told to stop leave the load balancers at once");
+        assert_eq!(agent.endpoints.len(), 6, "they stay reachable while they drain: still running on their nodes");
+        let stopped: Vec<String> =
+            w.state.tasks.values().filter(|t| t.desired_state > crate::model::TaskState::Running).map(|t| t.id.clone()).collect();
+        for id in &stopped {
+            w.report(id, crate::model::TaskState::Shutdown);
+        }
+        step(&w, &mut agent, &mut sent);
+        assert_eq!((serving(&agent), agent.endpoints.len()), (3, 3), "a task reported stopped is gone from the table");
         w.ok(Command::RemoveService { service: "web".into() });
         step(&w, &mut agent, &mut sent);
         assert!(agent.services.is_empty());
