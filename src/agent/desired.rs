@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use shoal_control::dispatcher::AgentView;
-use shoal_control::model::{EndpointMode as CtlMode, Protocol as CtlProtocol, PublishMode as CtlPublish, TaskState, ENCRYPTED_OPTION};
+use shoal_control::model::{TaskState, ENCRYPTED_OPTION};
 use shoal_dataplane::crypt::key::{Key, PrivateKey};
 use shoal_dataplane::state::{
     Encryption, Endpoint, EndpointMode, Network, NodeInfo, NodeState, NodeWireGuard, PortConfig, Protocol, PublishMode, Service,
@@ -224,26 +224,18 @@ fn services(view: &AgentView, node_id: &str, endpoints: &[Endpoint]) -> Vec<Serv
                 .iter()
                 .filter_map(|v| view.networks.get(&v.network_id).filter(balanced).map(|n| (n.name.clone(), v.addr)))
                 .collect(),
-            endpoint_mode: match s.mode {
-                CtlMode::Vip => EndpointMode::Vip,
-                CtlMode::Dnsrr => EndpointMode::Dnsrr,
-            },
+            endpoint_mode: s.mode,
             ports: s
                 .ports
                 .iter()
+                // The balancers carry TCP and UDP (the data plane refuses an SCTP port).
+                .filter(|p| p.protocol != Protocol::Sctp)
                 .filter_map(|p| {
                     Some(PortConfig {
                         target: u16::try_from(p.target).ok()?,
                         published: p.published.and_then(|p| u16::try_from(p).ok()),
-                        protocol: match p.protocol {
-                            CtlProtocol::Tcp => Protocol::Tcp,
-                            CtlProtocol::Udp => Protocol::Udp,
-                            CtlProtocol::Sctp => return None,
-                        },
-                        mode: match p.mode {
-                            CtlPublish::Ingress => PublishMode::Ingress,
-                            CtlPublish::Host => PublishMode::Host,
-                        },
+                        protocol: p.protocol,
+                        mode: p.mode,
                         keep_client_ip: false,
                     })
                 })
