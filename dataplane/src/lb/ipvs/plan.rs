@@ -415,7 +415,7 @@ impl Observed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lb::plan::{desired, diff};
+    use crate::lb::plan::{desired, diff, Frontend};
     use std::net::Ipv4Addr;
 
     fn ip(s: &str) -> Ipv4Addr {
