@@ -47,10 +47,10 @@ pub struct Genl {
 /// What an errno means to IPVS (ip_vs_ctl.c), so the user reads the object's problem.
 fn ipvs_errno(e: &wire::Error) -> String {
     let meaning = match e.errno() {
-        Some(3) => " (no such service)",
-        Some(2) => " (no such destination)",
-        Some(17) => " (already exists)",
-        Some(22) => " (the kernel refused the attributes)",
+        Some(libc::ESRCH) => " (no such service)",
+        Some(libc::ENOENT) => " (no such destination)",
+        Some(libc::EEXIST) => " (already exists)",
+        Some(libc::EINVAL) => " (the kernel refused the attributes)",
         _ => "",
     };
     format!("{e}{meaning}")
