@@ -7,9 +7,7 @@ use std::net::Ipv4Addr;
 use shoal_control::dispatcher::AgentView;
 use shoal_control::model::{TaskState, ENCRYPTED_OPTION};
 use shoal_dataplane::crypt::key::{Key, PrivateKey};
-use shoal_dataplane::state::{
-    Encryption, Endpoint, EndpointMode, Network, NodeInfo, NodeState, NodeWireGuard, PortConfig, Protocol, PublishMode, Service,
-};
+use shoal_dataplane::state::{Encryption, Endpoint, Network, NodeInfo, NodeState, NodeWireGuard, PortConfig, Protocol, Service};
 
 /// The task's network namespace: task ids are unique in the cluster, and so on the machine.
 pub fn task_netns(task_id: &str) -> String {
@@ -292,7 +290,7 @@ mod tests {
                 shoal_control::dispatcher::messages::ServiceEndpoint {
                     id: id.into(),
                     name: id.into(),
-                    mode: CtlMode::Vip,
+                    mode: shoal_control::model::EndpointMode::Vip,
                     vips: vec![shoal_control::model::Vip { network_id: net.into(), addr: vip.parse().unwrap(), prefix: 24 }],
                     ports: vec![],
                     networks: vec![net.into()],
@@ -306,7 +304,7 @@ mod tests {
             shoal_control::dispatcher::messages::ServiceEndpoint {
                 id: "both".into(),
                 name: "both".into(),
-                mode: CtlMode::Vip,
+                mode: shoal_control::model::EndpointMode::Vip,
                 vips: vec![
                     shoal_control::model::Vip { network_id: "backend".into(), addr: "10.0.9.101".parse().unwrap(), prefix: 24 },
                     shoal_control::model::Vip { network_id: "private".into(), addr: "10.0.10.101".parse().unwrap(), prefix: 24 },

@@ -111,7 +111,7 @@ mod tests {
             ServiceEndpoint {
                 id: "s1".into(),
                 name: "app_worker".into(),
-                mode: CtlMode::Vip,
+                mode: EndpointMode::Vip,
                 vips: vec![
                     Vip { network_id: "front".into(), addr: "10.0.1.5".parse().unwrap(), prefix: 24 },
                     Vip { network_id: "back".into(), addr: "10.0.2.5".parse().unwrap(), prefix: 24 },
