@@ -18,4 +18,4 @@ mod zone;
 pub use error::{DnsError, ZoneError};
 pub use forward::resolv_conf::{parse_resolv_conf, resolv_conf_for_task, upstreams_from_resolv_conf, TASK_DNS_ADDR};
 pub use server::{netns::bind_in_netns, DnsConfig, DnsServer, DnsStats, DEFAULT_HOST_ADDR, TASK_DNS_SOCKET};
-pub use zone::{EndpointMode, NetworkZone, NodeRecord, PortProtocol, PortRecord, ServiceRecord, TaskRecord, Zone};
+pub use zone::{EndpointMode, NetworkZone, NodeRecord, PortRecord, Protocol, ServiceRecord, TaskRecord, Zone};

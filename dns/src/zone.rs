@@ -33,40 +33,10 @@ pub struct NetworkZone {
     pub tasks: Vec<TaskRecord>,
 }
 
-/// How a service name resolves.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EndpointMode {
-    /// `<svc>` answers the service's virtual IP.
-    #[default]
-    Vip,
-    /// `<svc>` answers the healthy task IPs (DNS round robin).
-    Dnsrr,
-}
-
-/// Transport protocol of a service port (for SRV names `_<port>._<proto>.<svc>`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PortProtocol {
-    /// TCP.
-    #[default]
-    Tcp,
-    /// UDP.
-    Udp,
-    /// SCTP.
-    Sctp,
-}
-
-impl PortProtocol {
-    /// The SRV label without underscore.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Tcp => "tcp",
-            Self::Udp => "udp",
-            Self::Sctp => "sctp",
-        }
-    }
-}
+/// How a service name resolves (`vip`: the service's virtual IP; `dnsrr`: the healthy task
+/// IPs), and a port's protocol (for SRV names `_<port>._<proto>.<svc>`): declared once for
+/// control, the data plane and the DNS, with the serde names this module used.
+pub use shoal_types::{EndpointMode, Protocol};
 
 /// A service port, answered as SRV `_<name>._<protocol>.<svc>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,7 +47,7 @@ pub struct PortRecord {
     pub name: Option<String>,
     /// Protocol.
     #[serde(default)]
-    pub protocol: PortProtocol,
+    pub protocol: Protocol,
     /// The port tasks listen on.
     pub port: u16,
 }

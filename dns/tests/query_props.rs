@@ -169,7 +169,7 @@ fn build_tables() -> Tables {
     let mut zone = common::zone(&["10.0.1.3", "10.0.1.4"]);
     zone.networks[1].services[0].ports.push(shoal_dns::PortRecord {
         name: Some("http".into()),
-        protocol: shoal_dns::PortProtocol::Tcp,
+        protocol: shoal_dns::Protocol::Tcp,
         port: 80,
     });
     Tables::build(&zone, None).unwrap()

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use proptest::prelude::*;
-use shoal_dns::{table::Tables, EndpointMode, NetworkZone, PortProtocol, PortRecord, ServiceRecord, TaskRecord, Zone};
+use shoal_dns::{table::Tables, EndpointMode, NetworkZone, PortRecord, Protocol, ServiceRecord, TaskRecord, Zone};
 
 const SERVICES: &[&str] = &["a", "b", "c", "d"];
 const ALIASES: &[&str] = &["x", "y", "a", "tasks.b", "c.1.t1"];
@@ -118,7 +118,7 @@ fn zone(nets: &[NetSpec]) -> Zone {
                 ports: svc
                     .port
                     .iter()
-                    .map(|(named, port)| PortRecord { name: named.then(|| "http".to_string()), protocol: PortProtocol::Tcp, port: *port })
+                    .map(|(named, port)| PortRecord { name: named.then(|| "http".to_string()), protocol: Protocol::Tcp, port: *port })
                     .collect(),
             });
         }

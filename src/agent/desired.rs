@@ -5,11 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use shoal_control::dispatcher::AgentView;
-use shoal_control::model::{EndpointMode as CtlMode, Protocol as CtlProtocol, PublishMode as CtlPublish, TaskState, ENCRYPTED_OPTION};
+use shoal_control::model::{TaskState, ENCRYPTED_OPTION};
 use shoal_dataplane::crypt::key::{Key, PrivateKey};
-use shoal_dataplane::state::{
-    Encryption, Endpoint, EndpointMode, Network, NodeInfo, NodeState, NodeWireGuard, PortConfig, Protocol, PublishMode, Service,
-};
+use shoal_dataplane::state::{Encryption, Endpoint, Network, NodeInfo, NodeState, NodeWireGuard, PortConfig, Protocol, Service};
 
 /// The task's network namespace: task ids are unique in the cluster, and so on the machine.
 pub fn task_netns(task_id: &str) -> String {
@@ -225,26 +223,18 @@ fn services(view: &AgentView, node_id: &str, endpoints: &[Endpoint]) -> Vec<Serv
                 .iter()
                 .filter_map(|v| view.networks.get(&v.network_id).filter(balanced).map(|n| (n.name.clone(), v.addr)))
                 .collect(),
-            endpoint_mode: match s.mode {
-                CtlMode::Vip => EndpointMode::Vip,
-                CtlMode::Dnsrr => EndpointMode::Dnsrr,
-            },
+            endpoint_mode: s.mode,
             ports: s
                 .ports
                 .iter()
+                // The balancers carry TCP and UDP (the data plane refuses an SCTP port).
+                .filter(|p| p.protocol != Protocol::Sctp)
                 .filter_map(|p| {
                     Some(PortConfig {
                         target: u16::try_from(p.target).ok()?,
                         published: p.published.and_then(|p| u16::try_from(p).ok()),
-                        protocol: match p.protocol {
-                            CtlProtocol::Tcp => Protocol::Tcp,
-                            CtlProtocol::Udp => Protocol::Udp,
-                            CtlProtocol::Sctp => return None,
-                        },
-                        mode: match p.mode {
-                            CtlPublish::Ingress => PublishMode::Ingress,
-                            CtlPublish::Host => PublishMode::Host,
-                        },
+                        protocol: p.protocol,
+                        mode: p.mode,
                         keep_client_ip: false,
                     })
                 })
@@ -301,7 +291,7 @@ mod tests {
                 shoal_control::dispatcher::messages::ServiceEndpoint {
                     id: id.into(),
                     name: id.into(),
-                    mode: CtlMode::Vip,
+                    mode: shoal_control::model::EndpointMode::Vip,
                     vips: vec![shoal_control::model::Vip { network_id: net.into(), addr: vip.parse().unwrap(), prefix: 24 }],
                     ports: vec![],
                     networks: vec![net.into()],
@@ -315,7 +305,7 @@ mod tests {
             shoal_control::dispatcher::messages::ServiceEndpoint {
                 id: "both".into(),
                 name: "both".into(),
-                mode: CtlMode::Vip,
+                mode: shoal_control::model::EndpointMode::Vip,
                 vips: vec![
                     shoal_control::model::Vip { network_id: "backend".into(), addr: "10.0.9.101".parse().unwrap(), prefix: 24 },
                     shoal_control::model::Vip { network_id: "private".into(), addr: "10.0.10.101".parse().unwrap(), prefix: 24 },

@@ -4,8 +4,7 @@
 use std::net::IpAddr;
 
 use shoal_control::dispatcher::AgentView;
-use shoal_control::model::{EndpointMode as CtlMode, Protocol};
-use shoal_dns::{EndpointMode, NetworkZone, NodeRecord, PortProtocol, PortRecord, ServiceRecord, TaskRecord, Zone};
+use shoal_dns::{EndpointMode, NetworkZone, NodeRecord, PortRecord, ServiceRecord, TaskRecord, Zone};
 
 /// `<svc>.<slot>.<taskid>` -> slot.
 fn slot_of(task_name: &str) -> Option<u64> {
@@ -28,25 +27,12 @@ pub fn zone(view: &AgentView) -> Zone {
                 name: s.name.clone(),
                 // Docker's network aliases (a stack's short service names), on this network only.
                 aliases: s.aliases.get(&net.id).cloned().unwrap_or_default(),
-                endpoint_mode: match s.mode {
-                    CtlMode::Vip => EndpointMode::Vip,
-                    CtlMode::Dnsrr => EndpointMode::Dnsrr,
-                },
+                endpoint_mode: s.mode,
                 vip: s.vips.iter().find(|v| v.network_id == net.id).map(|v| IpAddr::V4(v.addr)),
                 ports: s
                     .ports
                     .iter()
-                    .filter_map(|p| {
-                        Some(PortRecord {
-                            name: None,
-                            protocol: match p.protocol {
-                                Protocol::Tcp => PortProtocol::Tcp,
-                                Protocol::Udp => PortProtocol::Udp,
-                                Protocol::Sctp => PortProtocol::Sctp,
-                            },
-                            port: u16::try_from(p.target).ok()?,
-                        })
-                    })
+                    .filter_map(|p| Some(PortRecord { name: None, protocol: p.protocol, port: u16::try_from(p.target).ok()? }))
                     .collect(),
             })
             // A VIP-mode service without a VIP on this network is not resolvable here.
@@ -126,7 +112,7 @@ mod tests {
             ServiceEndpoint {
                 id: "s1".into(),
                 name: "app_worker".into(),
-                mode: CtlMode::Vip,
+                mode: EndpointMode::Vip,
                 vips: vec![
                     Vip { network_id: "front".into(), addr: "10.0.1.5".parse().unwrap(), prefix: 24 },
                     Vip { network_id: "back".into(), addr: "10.0.2.5".parse().unwrap(), prefix: 24 },

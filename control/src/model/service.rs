@@ -14,32 +14,9 @@ pub enum ServiceMode {
     Global,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Sctp => "sctp",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PublishMode {
-    /// Routing mesh: every node answers on the published port.
-    Ingress,
-    /// Only the node running the task answers.
-    Host,
-}
+/// Declared once for control, the data plane and the DNS; their serde names are those this
+/// module used (they are in the Raft log and snapshots): see the test below.
+pub use shoal_types::{EndpointMode, Protocol, PublishMode};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortConfig {
@@ -49,14 +26,6 @@ pub struct PortConfig {
     /// Published port; `None` = pick one from 30000-32767 (ingress mode only).
     pub published: Option<i64>,
     pub mode: PublishMode,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum EndpointMode {
-    #[default]
-    Vip,
-    Dnsrr,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -437,5 +406,33 @@ impl Service {
             }
             None => fresh,
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Protocol, PublishMode and EndpointMode moved to `shoal-types`: the JSON of every variant,
+    /// as the Raft log and snapshots on disk hold it, is what it was when this module declared
+    /// them (lowercase names), and old entries read back.
+    #[test]
+    fn the_json_of_every_protocol_and_mode_is_unchanged() {
+        let port = |protocol, mode| PortConfig { protocol, target: 53, published: Some(30053), mode };
+        let spec = EndpointSpec {
+            mode: EndpointMode::Dnsrr,
+            ports: vec![
+                port(Protocol::Tcp, PublishMode::Ingress),
+                port(Protocol::Udp, PublishMode::Host),
+                port(Protocol::Sctp, PublishMode::Host),
+            ],
+        };
+        let json = r#"{"mode":"dnsrr","ports":[{"protocol":"tcp","target":53,"published":30053,"mode":"ingress"},{"protocol":"udp","target":53,"published":30053,"mode":"host"},{"protocol":"sctp","target":53,"published":30053,"mode":"host"}]}"#;
+        assert_eq!(serde_json::to_string(&spec).unwrap(), json);
+        assert_eq!(serde_json::from_str::<EndpointSpec>(json).unwrap(), spec);
+        let vip = EndpointSpec { mode: EndpointMode::Vip, ports: vec![] };
+        assert_eq!(serde_json::to_string(&vip).unwrap(), r#"{"mode":"vip","ports":[]}"#);
+        assert_eq!(EndpointSpec::default(), vip, "an endpoint spec defaults to a VIP");
+        assert_eq!(Protocol::Sctp.as_str(), "sctp");
     }
 }

@@ -7,16 +7,14 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::key::{Key, PrivateKey};
 use super::plan::{DeviceConfig, ObservedPeer, WgOp};
-use crate::lb::wire::{self, MsgBuilder, RawSocket, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+use shoal_netlink::{self as wire, MsgBuilder, Socket, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 
-const NETLINK_GENERIC: isize = 16;
 const GENL_ID_CTRL: u16 = 0x10;
 const CTRL_CMD_GETFAMILY: u8 = 3;
 const CTRL_ATTR_FAMILY_ID: u16 = 1;
 const CTRL_ATTR_FAMILY_NAME: u16 = 2;
 const FAMILY: &str = "wireguard";
 const VERSION: u8 = 1;
-const ENOENT: i32 = 2;
 
 const CMD_GET_DEVICE: u8 = 0;
 const CMD_SET_DEVICE: u8 = 1;
@@ -156,7 +154,7 @@ pub fn parse_device(payloads: &[Vec<u8>]) -> DeviceConfig {
 
 /// A generic netlink socket speaking the wireguard family, in the calling thread's namespace.
 pub struct Genl {
-    sock: RawSocket,
+    sock: Socket,
     family: u16,
 }
 
@@ -167,7 +165,7 @@ pub fn probe() -> Result<(), String> {
 
 impl Genl {
     pub fn open() -> Result<Self, String> {
-        let mut sock = RawSocket::open(NETLINK_GENERIC).map_err(|e| format!("open generic netlink: {e}"))?;
+        let mut sock = Socket::open(wire::NETLINK_GENERIC).map_err(|e| format!("open generic netlink: {e}"))?;
         let seq = sock.next_seq();
         let family =
             match sock.transact(&get_family(seq), seq) {
@@ -175,7 +173,7 @@ impl Genl {
                     .iter()
                     .find_map(|a| wire::find(&wire::attrs(a.payload.get(4..)?), CTRL_ATTR_FAMILY_ID)?.u16_ne())
                     .ok_or_else(|| "the generic netlink controller answered without a family id".to_string())?,
-                Err(e) if e.errno() == Some(ENOENT) => return Err(
+                Err(e) if e.is(wire::Errno::NotFound) => return Err(
                     "the kernel has no WireGuard (generic netlink family \"wireguard\" not found: the module is not built in or loadable)"
                         .into(),
                 ),

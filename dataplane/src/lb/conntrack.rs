@@ -5,10 +5,9 @@
 use std::net::SocketAddrV4;
 
 use super::plan::ANY_PORT;
-use super::wire::{self, MsgBuilder, RawSocket, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use super::LbError;
+use shoal_netlink::{self as wire, MsgBuilder, Socket, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 
-const NETLINK_NETFILTER: isize = 12;
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
@@ -20,7 +19,6 @@ const CTA_IP_V4_SRC: u16 = 1;
 const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_SRC_PORT: u16 = 2;
 const IPPROTO_UDP: u8 = 17;
-const ENOENT: i32 = 2;
 
 /// nfgenmsg: family AF_INET, version 0, resource id 0.
 const NFGEN_INET: [u8; 4] = [2, 0, 0, 0];
@@ -69,8 +67,8 @@ pub fn delete_message(orig: &[u8], seq: u32) -> Vec<u8> {
 /// `backends` (port [`ANY_PORT`]: any port of the address) and not from one in `keep`.
 /// Returns how many were deleted. Entries that vanish meanwhile are fine.
 pub fn forget_udp_flows_to(backends: &[SocketAddrV4], keep: &[SocketAddrV4]) -> Result<usize, LbError> {
-    let err = |what: &str, e: wire::WireError| LbError::Conntrack { what: what.to_string(), detail: e.to_string() };
-    let mut sock = RawSocket::open(NETLINK_NETFILTER).map_err(|e| err("open ctnetlink", e))?;
+    let err = |what: &str, e: wire::Error| LbError::Conntrack { what: what.to_string(), detail: e.to_string() };
+    let mut sock = Socket::open(wire::NETLINK_NETFILTER).map_err(|e| err("open ctnetlink", e))?;
     let seq = sock.next_seq();
     let dump = MsgBuilder::new(msg_type(IPCTNL_MSG_CT_GET), NLM_F_REQUEST | NLM_F_DUMP, seq, &NFGEN_INET).finish();
     let entries = sock.transact(&dump, seq).map_err(|e| err("dump conntrack", e))?;
@@ -80,7 +78,7 @@ pub fn forget_udp_flows_to(backends: &[SocketAddrV4], keep: &[SocketAddrV4]) -> 
         let seq = sock.next_seq();
         match sock.transact(&delete_message(orig, seq), seq) {
             Ok(_) => deleted += 1,
-            Err(e) if e.errno() == Some(ENOENT) => {}
+            Err(e) if e.is(wire::Errno::NotFound) => {}
             Err(e) => return Err(err("delete a conntrack entry", e)),
         }
     }

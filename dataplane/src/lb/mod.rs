@@ -23,7 +23,6 @@ pub mod instance;
 pub mod ipvs;
 pub mod nft;
 pub mod plan;
-pub mod wire;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -78,6 +78,20 @@ pub struct Frontend {
     pub backends: Vec<Target>,
 }
 
+impl Frontend {
+    /// The backends new flows of this frontend go to, and whether they are SNATed (the nftables
+    /// and IPVS balancers decide alike): a published port keeping the client address goes to
+    /// its local backends only, unSNATed, when it has any; everything else goes to every
+    /// backend, SNATed to the node's LB address, so replies come back through this node.
+    pub fn chosen(&self, kind: Kind) -> (Vec<&Target>, bool) {
+        if kind == Kind::Published && self.keep_client_ip && self.backends.iter().any(|b| b.local) {
+            (self.backends.iter().filter(|b| b.local).collect(), false)
+        } else {
+            (self.backends.iter().collect(), true)
+        }
+    }
+}
+
 /// Everything this node's load balancer serves.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LbTable {
@@ -141,10 +155,12 @@ impl LbTable {
     }
 }
 
-fn proto(p: Protocol) -> Proto {
+/// The balancers' protocol of a port; None for SCTP, which validation refuses.
+fn proto(p: Protocol) -> Option<Proto> {
     match p {
-        Protocol::Tcp => Proto::Tcp,
-        Protocol::Udp => Proto::Udp,
+        Protocol::Tcp => Some(Proto::Tcp),
+        Protocol::Udp => Some(Proto::Udp),
+        Protocol::Sctp => None,
     }
 }
 
@@ -188,8 +204,8 @@ pub fn desired(state: &NodeState) -> LbTable {
         };
         let snat = ingress.lb_addresses.get(&state.node).copied();
         for p in &svc.ports {
-            let Some(published) = p.published else { continue };
-            let key = ServiceKey { addr, port: published, proto: proto(p.protocol) };
+            let (Some(published), Some(proto)) = (p.published, proto(p.protocol)) else { continue };
+            let key = ServiceKey { addr, port: published, proto };
             let on_net = healthy.iter().filter(|e| e.network == ingress.name);
             match p.mode {
                 PublishMode::Ingress => {

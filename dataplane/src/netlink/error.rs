@@ -14,16 +14,8 @@ impl KernelError {
     }
 }
 
-/// The errno values the data plane reacts to by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(i32)]
-pub enum Errno {
-    Exists = libc::EEXIST,
-    NotFound = libc::ENOENT,
-    NoDevice = libc::ENODEV,
-    AddrNotAvailable = libc::EADDRNOTAVAIL,
-    NoSuchProcess = libc::ESRCH,
-}
+/// The errno values the data plane reacts to by name (one list, in the netlink layer).
+pub use shoal_netlink::Errno;
 
 impl fmt::Display for KernelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

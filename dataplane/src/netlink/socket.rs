@@ -6,38 +6,36 @@
 
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use shoal_netlink::{Frame, NETLINK_ROUTE, NLMSG_DONE, NLMSG_ERROR};
+
+pub use shoal_netlink::{bound_receives, timed_out, RECV_TIMEOUT};
 
 use super::error::{KernelError, NetlinkError};
 
-/// How long a netlink receive waits for the kernel. The kernel answers a request while it is
-/// sent, so a longer wait means a lost answer (or a request that asked for none): the pass fails
-/// with this in its error instead of hanging the data plane worker forever.
-pub const RECV_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Bounds every receive on `fd` by `after` (SO_RCVTIMEO): a receive that waits longer fails
-/// with `WouldBlock`.
-pub fn bound_receives(fd: &impl std::os::fd::AsFd, after: std::time::Duration) -> std::io::Result<()> {
-    let tv = nix::sys::time::TimeVal::new(after.as_secs() as _, after.subsec_micros() as _);
-    nix::sys::socket::setsockopt(fd, nix::sys::socket::sockopt::ReceiveTimeout, &tv).map_err(std::io::Error::from)
-}
-
-/// Whether a receive error is [`bound_receives`]' timeout.
-pub fn timed_out(e: &std::io::Error) -> bool {
-    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
-}
-
-/// Attribute of an NLMSG_ERROR message carrying the kernel's human-readable reason.
-const NLMSGERR_ATTR_MSG: u16 = 1;
-/// Size of `struct nlmsghdr` echoed back in an error when the socket has CAP_ACK set.
-const NLMSG_HDR_LEN: usize = 16;
-
+/// An rtnetlink socket: requests and answers typed by netlink-packet-route, framed, sent and
+/// read by the one netlink layer (`shoal-netlink`), which also reads the kernel's refusals.
 pub struct Netlink {
-    socket: Socket,
-    seq: u32,
-    buf: Vec<u8>,
-    /// What a receive waits at most (see [`RECV_TIMEOUT`]).
-    timeout: std::time::Duration,
+    socket: shoal_netlink::Socket,
+}
+
+/// The data plane's error for what the netlink layer said about request `seq` (`what`).
+fn layer_error(e: shoal_netlink::Error, seq: u32, what: impl FnOnce() -> String) -> NetlinkError {
+    match e {
+        shoal_netlink::Error::Open(e) => NetlinkError::Open(e),
+        shoal_netlink::Error::Io(source) => NetlinkError::Io { what: what(), source },
+        shoal_netlink::Error::TimedOut { after } => NetlinkError::TimedOut { seq, after },
+        shoal_netlink::Error::Truncated => NetlinkError::Decode("truncated netlink message".into()),
+        shoal_netlink::Error::Kernel(r) => NetlinkError::Kernel(KernelError { what: what(), errno: r.errno, extack: r.message }),
+    }
+}
+
+/// The refusal in an NLMSG_ERROR frame, if it is one (an ACK is None).
+fn refusal(frame: &Frame<'_>) -> Result<Option<shoal_netlink::Refusal>, shoal_netlink::Error> {
+    match shoal_netlink::parse_ack(frame.flags, frame.payload) {
+        Some(ack) if ack.errno != 0 => Ok(Some(shoal_netlink::Refusal { errno: ack.errno, message: ack.message })),
+        Some(_) => Ok(None),
+        None => Err(shoal_netlink::Error::Truncated),
+    }
 }
 
 impl Netlink {
@@ -48,15 +46,10 @@ impl Netlink {
 
     /// [`Netlink::open`] with another bound on receives (tests use a short one).
     pub fn open_with_timeout(timeout: std::time::Duration) -> Result<Self, NetlinkError> {
-        let mut socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Open)?;
-        socket.bind_auto().map_err(NetlinkError::Open)?;
-        socket.connect(&SocketAddr::new(0, 0)).map_err(NetlinkError::Open)?;
-        // Ask for the kernel's extended ack (a sentence like "VXLAN device with the specified VNI
-        // already exists") and for errors without our whole request echoed back.
-        let _ = socket.set_ext_ack(true);
-        let _ = socket.set_cap_ack(true);
-        bound_receives(&socket, timeout).map_err(NetlinkError::Open)?;
-        Ok(Self { socket, seq: 0, buf: vec![0; 1 << 16], timeout })
+        // The layer asks for the kernel's extended ack (a sentence like "VXLAN device with the
+        // specified VNI already exists") and for errors without our whole request echoed back.
+        let socket = shoal_netlink::Socket::open_with_timeout(NETLINK_ROUTE, timeout).map_err(|e| layer_error(e, 0, String::new))?;
+        Ok(Self { socket })
     }
 
     /// Sends a request that changes the kernel and waits for its ACK.
@@ -64,121 +57,72 @@ impl Netlink {
     pub fn request(&mut self, msg: RouteNetlinkMessage, flags: u16, what: impl FnOnce() -> String) -> Result<(), NetlinkError> {
         let seq = match self.send(msg, NLM_F_REQUEST | NLM_F_ACK | flags) {
             Ok(seq) => seq,
-            Err(e) => return Err(NetlinkError::Io { what: what(), source: e }),
+            Err(e) => return Err(layer_error(e, 0, what)),
         };
-        let mut outcome = Ok(());
-        let mut what = Some(what);
-        self.receive(seq, |payload| match payload {
-            NetlinkPayload::Error(err) => {
-                if let Some(code) = err.code {
-                    outcome = Err(NetlinkError::Kernel(KernelError {
-                        what: what.take().map(|f| f()).unwrap_or_default(),
-                        errno: code.get().abs(),
-                        extack: parse_extack(&err.header),
-                    }));
+        let mut refused = None;
+        self.socket
+            .receive(|frame| {
+                if frame.seq != seq || frame.msg_type != NLMSG_ERROR {
+                    return Ok(false); // a stale answer to an earlier request
                 }
-                true
-            }
-            _ => false,
-        })?;
-        outcome
+                refused = refusal(&frame)?;
+                Ok(true)
+            })
+            .and_then(|()| refused.map_or(Ok(()), |r| Err(shoal_netlink::Error::Kernel(r))))
+            .map_err(|e| layer_error(e, seq, what))
     }
 
     /// Sends a dump request and returns every message of the answer.
     pub fn dump(&mut self, msg: RouteNetlinkMessage, what: &str) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
-        let seq = self.send(msg, NLM_F_REQUEST | NLM_F_DUMP).map_err(|e| NetlinkError::Io { what: what.to_string(), source: e })?;
-        let mut out = Ok(Vec::new());
-        self.receive(seq, |payload| match payload {
-            NetlinkPayload::InnerMessage(m) => {
-                if let Ok(v) = &mut out {
-                    v.push(m);
+        let seq = self.send(msg, NLM_F_REQUEST | NLM_F_DUMP).map_err(|e| layer_error(e, 0, || what.to_string()))?;
+        let mut out = Vec::new();
+        let mut refused = None;
+        let mut undecodable = None;
+        self.socket
+            .receive(|frame| {
+                if frame.seq != seq {
+                    return Ok(false); // a stale answer to an earlier request
                 }
-                false
-            }
-            NetlinkPayload::Done(_) => true,
-            NetlinkPayload::Error(err) => {
-                if let Some(code) = err.code {
-                    out = Err(NetlinkError::Kernel(KernelError {
-                        what: what.to_string(),
-                        errno: code.get().abs(),
-                        extack: parse_extack(&err.header),
-                    }));
+                match frame.msg_type {
+                    NLMSG_DONE => Ok(true),
+                    NLMSG_ERROR => {
+                        refused = refusal(&frame)?;
+                        Ok(true)
+                    }
+                    _ => {
+                        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(frame.bytes) {
+                            Ok(NetlinkMessage { payload: NetlinkPayload::InnerMessage(m), .. }) => out.push(m),
+                            Ok(_) => {}
+                            Err(e) => {
+                                undecodable.get_or_insert(e.to_string());
+                            }
+                        }
+                        Ok(false)
+                    }
                 }
-                true
-            }
-            _ => false,
-        })?;
-        out
+            })
+            .map_err(|e| layer_error(e, seq, || what.to_string()))?;
+        if let Some(r) = refused {
+            return Err(layer_error(shoal_netlink::Error::Kernel(r), seq, || what.to_string()));
+        }
+        match undecodable {
+            Some(e) => Err(NetlinkError::Decode(e)),
+            None => Ok(out),
+        }
     }
 
-    fn send(&mut self, msg: RouteNetlinkMessage, flags: u16) -> std::io::Result<u32> {
-        self.seq = self.seq.wrapping_add(1);
+    fn send(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<u32, shoal_netlink::Error> {
+        let seq = self.socket.next_seq();
         let mut header = NetlinkHeader::default();
         header.flags = flags;
-        header.sequence_number = self.seq;
+        header.sequence_number = seq;
         let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
         packet.finalize();
         let mut bytes = vec![0; packet.buffer_len()];
         packet.serialize(&mut bytes);
-        self.socket.send(&bytes, 0)?;
-        Ok(self.seq)
+        self.socket.send(&bytes)?;
+        Ok(seq)
     }
-
-    /// Reads messages of sequence `seq`, handing each payload to `each` until it says the answer
-    /// is complete.
-    fn receive(&mut self, seq: u32, mut each: impl FnMut(NetlinkPayload<RouteNetlinkMessage>) -> bool) -> Result<(), NetlinkError> {
-        loop {
-            let n = loop {
-                self.buf.clear();
-                match self.socket.recv(&mut self.buf, 0) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) if timed_out(&e) => return Err(NetlinkError::TimedOut { seq, after: self.timeout }),
-                    Err(e) => return Err(NetlinkError::Io { what: "receive".into(), source: e }),
-                }
-            };
-            let mut offset = 0;
-            let mut finished = false;
-            while offset < n {
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[offset..n])
-                    .map_err(|e| NetlinkError::Decode(e.to_string()))?;
-                let len = msg.header.length as usize;
-                if len == 0 {
-                    break;
-                }
-                offset += (len + 3) & !3;
-                if msg.header.sequence_number != seq {
-                    continue; // a stale answer to an earlier request
-                }
-                finished |= each(msg.payload);
-            }
-            if finished {
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// The kernel appends TLVs after the echoed request header when NLM_F_ACK_TLVS is set.
-fn parse_extack(echoed: &[u8]) -> Option<String> {
-    if echoed.len() < NLMSG_HDR_LEN {
-        return None;
-    }
-    let mut tlvs = &echoed[NLMSG_HDR_LEN..];
-    while tlvs.len() >= 4 {
-        let len = u16::from_ne_bytes([tlvs[0], tlvs[1]]) as usize;
-        let kind = u16::from_ne_bytes([tlvs[2], tlvs[3]]) & 0x3fff;
-        if len < 4 || len > tlvs.len() {
-            break;
-        }
-        if kind == NLMSGERR_ATTR_MSG {
-            let text = &tlvs[4..len];
-            let text = text.split(|b| *b == 0).next().unwrap_or_default();
-            return Some(String::from_utf8_lossy(text).into_owned());
-        }
-        tlvs = &tlvs[(len + 3) & !3..];
-    }
-    None
 }
 
 #[cfg(test)]
@@ -197,9 +141,10 @@ mod tests {
             let mut nl = Netlink::open_with_timeout(std::time::Duration::from_millis(300)).unwrap();
             let mut link = netlink_packet_route::link::LinkMessage::default();
             link.header.index = 1; // lo, changed in nothing
-            let seq = nl.send(RouteNetlinkMessage::SetLink(link), NLM_F_REQUEST).unwrap();
             let t0 = std::time::Instant::now();
-            let err = nl.receive(seq, |_| true).unwrap_err();
+            // No NLM_F_ACK asked for: `request` adds it, so send the request bare.
+            let seq = nl.send(RouteNetlinkMessage::SetLink(link), NLM_F_REQUEST).unwrap();
+            let err = nl.socket.receive(|_| Ok(true)).map_err(|e| layer_error(e, seq, || "set lo".into())).unwrap_err();
             assert!(matches!(err, NetlinkError::TimedOut { .. }), "{err}");
             assert!(err.to_string().contains("did not answer"), "{err}");
             // Liveness, not speed: it returned rather than waiting for ever.
@@ -211,20 +156,27 @@ mod tests {
         .unwrap();
     }
 
+    /// The kernel's refusal reaches the user with the operation named and the kernel's words.
     #[test]
-    fn extack_message_is_found_after_the_echoed_header() {
-        let mut bytes = vec![0u8; NLMSG_HDR_LEN];
-        let text = b"VXLAN device with the specified VNI already exists\0";
-        let len = (4 + text.len()) as u16;
-        bytes.extend_from_slice(&len.to_ne_bytes());
-        bytes.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
-        bytes.extend_from_slice(text);
-        assert_eq!(parse_extack(&bytes).as_deref(), Some("VXLAN device with the specified VNI already exists"));
-    }
-
-    #[test]
-    fn no_extack_gives_none() {
-        assert_eq!(parse_extack(&[0u8; NLMSG_HDR_LEN]), None);
-        assert_eq!(parse_extack(&[]), None);
+    #[ignore = "needs root: run by tests/run.sh"]
+    fn a_refusal_names_the_operation_and_carries_the_kernels_words() {
+        assert!(nix::unistd::geteuid().is_root(), "needs root: run by tests/run.sh");
+        std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare a network namespace");
+            let mut nl = Netlink::open().unwrap();
+            let mut link = netlink_packet_route::link::LinkMessage::default();
+            link.attributes.push(netlink_packet_route::link::LinkAttribute::IfName("shoal-t0".into()));
+            link.attributes.push(netlink_packet_route::link::LinkAttribute::LinkInfo(vec![netlink_packet_route::link::LinkInfo::Kind(
+                netlink_packet_route::link::InfoKind::Other("no-such-kind".into()),
+            )]));
+            let err = nl
+                .request(RouteNetlinkMessage::NewLink(link), netlink_packet_core::NLM_F_CREATE, || "add link shoal-t0".into())
+                .unwrap_err();
+            let k = err.kernel().expect("a refusal");
+            assert_eq!(k.extack.as_deref(), Some("Unknown device type"), "{err}");
+            assert!(err.to_string().starts_with("add link shoal-t0: "), "{err}");
+        })
+        .join()
+        .unwrap();
     }
 }

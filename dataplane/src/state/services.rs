@@ -2,7 +2,6 @@
 //! load balancers read these; the overlay reads only the VIPs (they are addresses on the bridge).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fmt;
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
@@ -33,42 +32,9 @@ pub struct Service {
     pub ingress_network: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EndpointMode {
-    #[default]
-    Vip,
-    Dnsrr,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    #[default]
-    Tcp,
-    Udp,
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        })
-    }
-}
-
-/// How a published port is offered (Docker's `mode=ingress|host`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PublishMode {
-    /// The routing mesh: every node answers and forwards to any task (DNAT + SNAT).
-    #[default]
-    Ingress,
-    /// Only nodes running a task answer, straight to their local task: no SNAT, the client
-    /// address is kept.
-    Host,
-}
+/// Declared once for control, the data plane and the DNS (`shoal-types`), with the serde names
+/// this module used. The balancers carry TCP and UDP: an SCTP port is refused by validation.
+pub use shoal_types::{EndpointMode, Protocol, PublishMode};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -173,6 +139,9 @@ impl NodeState {
         let mut targets = HashSet::new();
         for (j, p) in svc.ports.iter().enumerate() {
             let at = |f: &str| format!("services[{i}].ports[{j}].{f}");
+            if p.protocol == Protocol::Sctp {
+                errs.push(at("protocol"), "the load balancers carry tcp and udp only", "use tcp or udp, or leave the port out");
+            }
             if p.target == 0 {
                 errs.push(at("target"), "port 0 is not a port", "use the port the tasks listen on (1-65535)");
             } else if !targets.insert((p.target, p.protocol)) {
@@ -349,6 +318,20 @@ mod tests {
             assert!(got.iter().any(|g| g.starts_with(w)), "missing `{w}` in:\n{}", got.join("\n"));
         }
         assert_eq!(got.len(), want.len(), "unexpected errors:\n{}", got.join("\n"));
+    }
+
+    /// The shared Protocol has SCTP (control accepts it in a spec); the balancers do not carry
+    /// it, so the desired state refuses such a port by name instead of planning it.
+    #[test]
+    fn an_sctp_port_is_refused_with_its_field_named() {
+        let s = state(serde_json::json!([
+            {"name": "web", "vips": {"backend": "10.0.9.100"}, "ports": [{"target": 80, "protocol": "sctp", "published": 5000}]},
+        ]));
+        let got = fields(&s);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("services[0].ports[0].protocol: the load balancers carry tcp and udp only"), "{got:?}");
+        // The planner, handed such a state anyway, leaves the port out rather than failing.
+        assert!(crate::lb::plan::desired(&s).published.is_empty());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use hickory_proto::{
 use super::*;
 use crate::{
     table::Tables,
-    zone::{EndpointMode, NetworkZone, NodeRecord, PortProtocol, PortRecord, ServiceRecord, TaskRecord, Zone},
+    zone::{EndpointMode, NetworkZone, NodeRecord, PortRecord, Protocol, ServiceRecord, TaskRecord, Zone},
 };
 
 fn service(name: &str, vip: Option<&str>, mode: EndpointMode) -> ServiceRecord {
@@ -32,9 +32,9 @@ fn task(service: &str, slot: u64, id: &str, ip: &str, healthy: bool) -> TaskReco
 pub(crate) fn fixture() -> Zone {
     let mut web = service("web", Some("10.0.1.2"), EndpointMode::Vip);
     web.aliases = vec!["www".into()];
-    web.ports = vec![PortRecord { name: Some("http".into()), protocol: PortProtocol::Tcp, port: 80 }];
+    web.ports = vec![PortRecord { name: Some("http".into()), protocol: Protocol::Tcp, port: 80 }];
     let mut db = service("db", None, EndpointMode::Dnsrr);
-    db.ports = vec![PortRecord { name: None, protocol: PortProtocol::Tcp, port: 5432 }];
+    db.ports = vec![PortRecord { name: None, protocol: Protocol::Tcp, port: 5432 }];
     let mut web1 = task("web", 1, "aaa", "10.0.1.3", true);
     web1.aliases = vec!["web-primary".into()];
     let mut web3 = task("web", 3, "ccc", "10.0.1.5", false);

@@ -55,7 +55,7 @@ impl ServiceTable {
         let mut ports = Vec::new();
         for port in &record.ports {
             let label = normalize("port name", &port.label(), &place)?;
-            ports.push((format!("_{label}._{}", port.protocol.label()), port.port));
+            ports.push((format!("_{label}._{}", port.protocol.as_str()), port.port));
         }
 
         // Tasks: their own names and PTR always, aliases and backend membership while healthy.

@@ -8,11 +8,9 @@ use std::process::Command;
 use super::msg::{self, Dest, FwmarkService};
 use super::plan::{self, IpvsOp, Observed, ObservedDest, ObservedService};
 use super::table::{self, NftLine, TableObserved};
-use crate::lb::wire::{self, RawSocket, WireError};
 use crate::lb::LbError;
+use shoal_netlink::{self as wire, Socket};
 
-const NETLINK_GENERIC: isize = 16;
-const ENOENT: i32 = 2;
 const NFT: &str = "nft";
 const SYSCTL_DIR: &str = "/proc/sys/net/ipv4/vs";
 
@@ -22,18 +20,18 @@ fn ipvs_err(what: impl Into<String>, e: impl std::fmt::Display) -> LbError {
 
 /// The IPVS family id, or why there is none.
 pub fn family_id() -> Result<u16, String> {
-    let mut sock = RawSocket::open(NETLINK_GENERIC).map_err(|e| format!("open generic netlink: {e}"))?;
+    let mut sock = Socket::open(wire::NETLINK_GENERIC).map_err(|e| format!("open generic netlink: {e}"))?;
     family_on(&mut sock)
 }
 
-fn family_on(sock: &mut RawSocket) -> Result<u16, String> {
+fn family_on(sock: &mut Socket) -> Result<u16, String> {
     let seq = sock.next_seq();
     match sock.transact(&msg::get_family(seq), seq) {
         Ok(answers) => answers
             .iter()
             .find_map(|a| wire::find(&wire::attrs(a.payload.get(4..)?), msg::CTRL_ATTR_FAMILY_ID)?.u16_ne())
             .ok_or_else(|| "the controller answered without a family id".to_string()),
-        Err(e) if e.errno() == Some(ENOENT) => {
+        Err(e) if e.is(wire::Errno::NotFound) => {
             Err("the kernel has no IPVS (generic netlink family \"IPVS\" not found: ip_vs is not built in or loaded)".into())
         }
         Err(e) => Err(format!("ask generic netlink for IPVS: {e}")),
@@ -42,17 +40,17 @@ fn family_on(sock: &mut RawSocket) -> Result<u16, String> {
 
 /// A generic netlink socket speaking the IPVS family, in the calling thread's namespace.
 pub struct Genl {
-    sock: RawSocket,
+    sock: Socket,
     family: u16,
 }
 
 /// What an errno means to IPVS (ip_vs_ctl.c), so the user reads the object's problem.
-fn ipvs_errno(e: &WireError) -> String {
+fn ipvs_errno(e: &wire::Error) -> String {
     let meaning = match e.errno() {
-        Some(3) => " (no such service)",
-        Some(2) => " (no such destination)",
-        Some(17) => " (already exists)",
-        Some(22) => " (the kernel refused the attributes)",
+        Some(libc::ESRCH) => " (no such service)",
+        Some(libc::ENOENT) => " (no such destination)",
+        Some(libc::EEXIST) => " (already exists)",
+        Some(libc::EINVAL) => " (the kernel refused the attributes)",
         _ => "",
     };
     format!("{e}{meaning}")
@@ -60,7 +58,7 @@ fn ipvs_errno(e: &WireError) -> String {
 
 impl Genl {
     pub fn open() -> Result<Self, LbError> {
-        let mut sock = RawSocket::open(NETLINK_GENERIC).map_err(|e| ipvs_err("open generic netlink", e))?;
+        let mut sock = Socket::open(wire::NETLINK_GENERIC).map_err(|e| ipvs_err("open generic netlink", e))?;
         let family = family_on(&mut sock).map_err(|e| ipvs_err("find the IPVS family", e))?;
         Ok(Self { sock, family })
     }

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddrV4;
 
-use crate::lb::wire::{self, MsgBuilder, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+use shoal_netlink::{self as wire, MsgBuilder, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 
 pub const GENL_NAME: &str = "IPVS";
 pub const GENL_VERSION: u8 = 1;

@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::SocketAddrV4;
 
 use super::table::{self, NftLine, TableObserved, BASE_CHAINS, SNAT_CHAIN};
-use crate::lb::plan::{Frontend, Kind, LbTable, Proto, ServiceKey, Target, ANY_PORT};
+use crate::lb::plan::{Kind, LbTable, Proto, ServiceKey, Target, ANY_PORT};
 
 /// The fwmarks shoal's IPVS balancer uses: this tag in the top byte, the frontend's number in
 /// the low 24 bits. IPVS services with other marks (or address services) are not ours.
@@ -132,18 +132,6 @@ impl fmt::Display for IpvsOp {
     }
 }
 
-/// The backends a frontend's new flows go to, and whether they are SNATed (as the nftables
-/// balancer decides): a published port keeping the client address goes to local tasks only,
-/// unSNATed, when there is one; everything else goes to every backend, SNATed to the node's
-/// LB address, so replies come back through this node.
-pub fn chosen(kind: Kind, f: &Frontend) -> (Vec<&Target>, bool) {
-    if kind == Kind::Published && f.keep_client_ip && f.backends.iter().any(|b| b.local) {
-        (f.backends.iter().filter(|b| b.local).collect(), false)
-    } else {
-        (f.backends.iter().collect(), true)
-    }
-}
-
 /// FNV-1a of the frontend, folded to 24 bits: the first mark tried for it.
 fn mark_hash(fe: &FrontendId) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
@@ -207,7 +195,7 @@ fn wanted(desired: &LbTable, scope: Option<&BTreeSet<FrontendId>>) -> BTreeMap<F
             if kind == Kind::Vip && key.port != ANY_PORT {
                 continue;
             }
-            let (bes, snat) = chosen(kind, f);
+            let (bes, snat) = f.chosen(kind);
             let port = |b: &Target| if kind == Kind::Vip { ANY_PORT } else { b.addr.port() };
             let dests = bes.iter().map(|b| (SocketAddrV4::new(*b.addr.ip(), port(b)), u32::from(b.weight.max(1)))).collect();
             w.insert((kind, *key), Want { snat, dests });
@@ -427,7 +415,7 @@ impl Observed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lb::plan::{desired, diff};
+    use crate::lb::plan::{desired, diff, Frontend};
     use std::net::Ipv4Addr;
 
     fn ip(s: &str) -> Ipv4Addr {

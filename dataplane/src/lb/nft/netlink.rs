@@ -18,13 +18,10 @@
 
 use std::net::SocketAddrV4;
 
-use netlink_sys::{Socket, SocketAddr};
+use shoal_netlink::{self as wire, MsgBuilder, NETLINK_NETFILTER, NLMSG_ERROR, NLM_F_ACK, NLM_F_REQUEST};
 
 use super::plan::{masq_set, slot_map, NftOp, TABLE};
 use crate::lb::plan::{Kind, ServiceKey};
-use crate::lb::wire::{self, MsgBuilder, NLMSG_ERROR, NLMSG_HDR_LEN, NLM_F_ACK, NLM_F_REQUEST};
-
-const NETLINK_NETFILTER: isize = 12;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
@@ -64,10 +61,6 @@ const NFT_NG_RANDOM: u32 = 1;
 const NFT_NAT_DNAT: u32 = 1;
 /// NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED.
 const NAT_FLAGS: u32 = 0x3;
-/// nlmsgerr TLV with the kernel's extended-ack message.
-const NLMSGERR_ATTR_MSG: u16 = 1;
-const NLM_F_CAPPED: u16 = 0x100;
-const NLM_F_ACK_TLVS: u16 = 0x200;
 
 /// A batch larger than this goes through `nft -f` (a netlink send must fit the socket buffer).
 pub const MAX_BATCH_BYTES: usize = 128 * 1024;
@@ -330,49 +323,29 @@ impl std::fmt::Display for Refused {
     }
 }
 
-/// Reads an NLMSG_ERROR payload: (errno, seq of the message it answers, extack text).
-pub fn parse_error(msg_flags: u16, payload: &[u8]) -> Option<(i32, u32, Option<String>)> {
-    let code = i32::from_ne_bytes(payload.get(..4)?.try_into().ok()?);
-    let orig = payload.get(4..4 + NLMSG_HDR_LEN)?;
-    let seq = u32::from_ne_bytes(orig[8..12].try_into().ok()?);
-    let mut message = None;
-    if msg_flags & NLM_F_ACK_TLVS != 0 {
-        let orig_len = u32::from_ne_bytes(orig[0..4].try_into().ok()?) as usize;
-        let skip = if msg_flags & NLM_F_CAPPED != 0 { NLMSG_HDR_LEN } else { orig_len };
-        let tlvs = payload.get(4 + ((skip + 3) & !3)..).unwrap_or_default();
-        message =
-            wire::find(&wire::attrs(tlvs), NLMSGERR_ATTR_MSG).map(|a| String::from_utf8_lossy(a.data).trim_end_matches('\0').to_string());
-    }
-    Some((-code, seq, message))
-}
-
 /// An nfnetlink socket of the calling thread's network namespace, kept open across batches
 /// (closing one waits for an RCU grace period after deletes, see the module doc). After a
 /// refusal or an I/O error it may still hold answers: drop it and open another.
 pub struct Session {
-    socket: Socket,
-    /// Sequence number of the next batch's BEGIN message.
-    seq: u32,
+    socket: wire::Socket,
 }
 
-fn io_refused(e: std::io::Error) -> Refused {
-    if crate::netlink::timed_out(&e) {
-        let message = format!("the kernel did not answer the nftables batch within {:?} (receive timed out)", crate::netlink::RECV_TIMEOUT);
-        return Refused { op: 0, errno: libc::ETIMEDOUT, message: Some(message) };
+fn io_refused(e: wire::Error) -> Refused {
+    match e {
+        wire::Error::Kernel(r) => Refused { op: 0, errno: r.errno, message: r.message },
+        wire::Error::TimedOut { after } => Refused {
+            op: 0,
+            errno: libc::ETIMEDOUT,
+            message: Some(format!("the kernel did not answer the nftables batch within {after:?} (receive timed out)")),
+        },
+        wire::Error::Truncated => Refused { op: 0, errno: libc::EIO, message: Some("truncated netlink answer".into()) },
+        e => Refused { op: 0, errno: e.errno().unwrap_or(libc::EIO), message: Some(e.to_string()) },
     }
-    Refused { op: 0, errno: e.raw_os_error().unwrap_or(libc::EIO), message: Some(e.to_string()) }
 }
 
 impl Session {
     pub fn open() -> Result<Self, Refused> {
-        let mut socket = Socket::new(NETLINK_NETFILTER).map_err(io_refused)?;
-        socket.bind_auto().map_err(io_refused)?;
-        socket.connect(&SocketAddr::new(0, 0)).map_err(io_refused)?;
-        // Best effort: the kernel's words with an error, and acks without the message echoed.
-        let _ = socket.set_ext_ack(true);
-        let _ = socket.set_cap_ack(true);
-        crate::netlink::bound_receives(&socket, crate::netlink::RECV_TIMEOUT).map_err(io_refused)?;
-        Ok(Self { socket, seq: 1 })
+        Ok(Self { socket: wire::Socket::open(NETLINK_NETFILTER).map_err(io_refused)? })
     }
 
     /// Commits `ops` (element changes, balancing rules, chain flushes) as one nfnetlink
@@ -382,36 +355,29 @@ impl Session {
         if ops.is_empty() {
             return Ok(true);
         }
-        let first = self.seq;
-        let Some(batch) = encode(ops, first) else { return Ok(false) };
         // BEGIN, one message per op, END.
-        self.seq = first.wrapping_add(ops.len() as u32 + 2).max(1);
-        self.socket.send(&batch, 0).map_err(io_refused)?;
+        let first = self.socket.next_seqs(ops.len() as u32 + 2);
+        let Some(batch) = encode(ops, first) else { return Ok(false) };
+        self.socket.send(&batch).map_err(io_refused)?;
         let last = first.wrapping_add(ops.len() as u32);
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = self.socket.recv(&mut &mut buf[..], 0).map_err(io_refused)?;
-            let mut b = &buf[..n];
-            while b.len() >= NLMSG_HDR_LEN {
-                let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
-                let msg_type = u16::from_ne_bytes([b[4], b[5]]);
-                let flags = u16::from_ne_bytes([b[6], b[7]]);
-                if len < NLMSG_HDR_LEN || len > b.len() {
-                    return Err(Refused { op: 0, errno: libc::EIO, message: Some("truncated netlink answer".into()) });
+        let mut refused = None;
+        self.socket
+            .receive(|frame| {
+                if frame.msg_type != NLMSG_ERROR {
+                    return Ok(false);
                 }
-                if msg_type == NLMSG_ERROR {
-                    if let Some((errno, seq, message)) = parse_error(flags, &b[NLMSG_HDR_LEN..len]) {
-                        if errno != 0 {
-                            let op = seq.wrapping_sub(first.wrapping_add(1)) as usize;
-                            return Err(Refused { op: op.min(ops.len() - 1), errno, message });
-                        }
-                        if seq == last {
-                            return Ok(true);
-                        }
-                    }
+                let Some(ack) = wire::parse_ack(frame.flags, frame.payload) else { return Ok(false) };
+                if ack.errno != 0 {
+                    let op = ack.seq.wrapping_sub(first.wrapping_add(1)) as usize;
+                    refused = Some(Refused { op: op.min(ops.len() - 1), errno: ack.errno, message: ack.message });
+                    return Ok(true);
                 }
-                b = &b[((len + 3) & !3).min(b.len())..];
-            }
+                Ok(ack.seq == last)
+            })
+            .map_err(io_refused)?;
+        match refused {
+            Some(r) => Err(r),
+            None => Ok(true),
         }
     }
 }
@@ -421,13 +387,13 @@ impl Session {
 /// kernel lab's emulation, on every apply of another balancer, which makes sure no table of
 /// ours is left).
 pub fn table_exists(name: &str) -> Result<bool, std::io::Error> {
-    let mut socket = wire::RawSocket::open(NETLINK_NETFILTER)?;
+    let mut socket = wire::Socket::open(NETLINK_NETFILTER)?;
     let seq = socket.next_seq();
     let mut msg = MsgBuilder::new(nft_type(NFT_MSG_GETTABLE), NLM_F_REQUEST | NLM_F_ACK, seq, &[NFPROTO_IPV4, 0, 0, 0]);
     msg.str(NFTA_TABLE_NAME, name);
     match socket.transact(&msg.finish(), seq) {
         Ok(_) => Ok(true),
-        Err(wire::WireError::Kernel(libc::ENOENT)) => Ok(false),
+        Err(e) if e.is(wire::Errno::NotFound) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
@@ -445,6 +411,7 @@ pub fn target_set(op: &NftOp) -> String {
 mod tests {
     use super::*;
     use crate::lb::plan::ANY_PORT;
+    use shoal_netlink::NLMSG_HDR_LEN;
     use std::net::Ipv4Addr;
 
     const VIP: ServiceKey = ServiceKey::tcp(Ipv4Addr::new(10, 0, 9, 100), ANY_PORT);
@@ -595,18 +562,9 @@ mod tests {
     }
 
     #[test]
-    fn an_error_answer_names_the_message_and_carries_the_kernels_words() {
-        // nlmsgerr: error -2, the capped original header (seq 7), then NLMSGERR_ATTR_MSG
-        let mut p = (-2i32).to_ne_bytes().to_vec();
-        let mut orig = [0u8; 16];
-        orig[0..4].copy_from_slice(&200u32.to_ne_bytes());
-        orig[8..12].copy_from_slice(&7u32.to_ne_bytes());
-        p.extend_from_slice(&orig);
-        let mut m = MsgBuilder::new(0, 0, 0, &[]);
-        m.str(NLMSGERR_ATTR_MSG, "no such set");
-        p.extend_from_slice(&m.finish()[NLMSG_HDR_LEN..]);
-        assert_eq!(parse_error(NLM_F_CAPPED | NLM_F_ACK_TLVS, &p), Some((2, 7, Some("no such set".into()))));
-        assert_eq!(parse_error(NLM_F_CAPPED, &p).unwrap().2, None);
+    fn a_refusal_reads_as_the_errno_then_the_kernels_words() {
+        // Reading the answer is shoal_netlink::parse_ack's (tested there); what is left here is
+        // how a refusal reads.
         let r = Refused { op: 1, errno: 2, message: Some("no such set".into()) };
         assert_eq!(r.to_string(), "No such file or directory (os error 2) (no such set)");
     }

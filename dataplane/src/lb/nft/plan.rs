@@ -274,53 +274,18 @@ pub fn batch_text(ops: &[NftOp]) -> String {
     out
 }
 
-/// The backends a frontend's new flows go to, and whether they are SNATed: a published port
-/// keeping the client address goes to its local backends without SNAT when it has any.
-fn chosen(kind: Kind, f: &Frontend) -> (Vec<&Target>, bool) {
-    if kind == Kind::Published && f.keep_client_ip && f.backends.iter().any(|b| b.local) {
-        (f.backends.iter().filter(|b| b.local).collect(), false)
-    } else {
-        (f.backends.iter().collect(), true)
-    }
-}
-
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
-}
-
 /// The slots of a frontend: slot i -> backend. Each backend gets slots in proportion to its
-/// weight (exactly when the reduced weights sum to at most [`WEIGHTED_SLOTS`]), handed out
-/// round-robin. Backends past [`MAX_SLOTS`] get none.
+/// weight (exactly when the reduced weights sum to at most [`WEIGHTED_SLOTS`], else by largest
+/// remainder: the one apportionment, shared with the eBPF balancer), handed out round-robin.
+/// Backends past [`MAX_SLOTS`] get none.
 pub fn slot_layout(bes: &[&Target]) -> Vec<SocketAddrV4> {
     let bes = &bes[..bes.len().min(MAX_SLOTS as usize)];
     if bes.is_empty() {
         return vec![];
     }
-    let w: Vec<u32> = bes.iter().map(|b| u32::from(b.weight.max(1))).collect();
-    let g = w.iter().fold(0, |a, &b| gcd(a, b));
-    let reduced: Vec<u32> = w.iter().map(|x| x / g).collect();
-    let total: u32 = reduced.iter().sum();
-    let counts = if total <= WEIGHTED_SLOTS {
-        reduced
-    } else {
-        // One slot each, the rest by largest remainder.
-        let n = bes.len() as u32;
-        let size = n.max(WEIGHTED_SLOTS);
-        let extra = u64::from(size - n);
-        let sum: u64 = w.iter().map(|&x| u64::from(x)).sum();
-        let mut c: Vec<u32> = w.iter().map(|&x| 1 + (u64::from(x) * extra / sum) as u32).collect();
-        let mut order: Vec<usize> = (0..w.len()).collect();
-        order.sort_by_key(|&i| (std::cmp::Reverse(u64::from(w[i]) * extra % sum), i));
-        let left = size - c.iter().sum::<u32>();
-        for &i in order.iter().cycle().take(left as usize) {
-            c[i] += 1;
-        }
-        c
-    };
+    // Weight 0 still gets a slot here (the table gives every backend weight >= 1 anyway).
+    let weights: Vec<u16> = bes.iter().map(|b| b.weight.max(1)).collect();
+    let counts = shoal_ebpf::plan::slot_counts(&weights, WEIGHTED_SLOTS);
     let size: u32 = counts.iter().sum();
     let mut left = counts;
     let mut out = Vec::with_capacity(size as usize);
@@ -348,7 +313,7 @@ fn want_frontend(kind: Kind, key: &ServiceKey, f: &Frontend) -> Option<WantFront
     if kind == Kind::Vip && key.port != ANY_PORT {
         return None;
     }
-    let (bes, masq) = chosen(kind, f);
+    let (bes, masq) = f.chosen(kind);
     let mut slots = slot_layout(&bes);
     if kind == Kind::Vip {
         // The client's port: the maps hold addresses only.
