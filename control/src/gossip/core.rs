@@ -98,7 +98,14 @@ impl Runtime<GossipId> for Collector {
 enum Wake {
     Foca(Timer<GossipId>),
     Suspicion(GossipId, Incarnation),
+    /// While foca has no active member, announce again (a lost announce, a lone survivor).
+    Rejoin,
 }
+
+/// How often a node with nobody to talk to announces itself again.
+const REJOIN_EVERY: Duration = Duration::from_secs(1);
+/// How many remembered addresses it tries besides its seeds.
+const REJOIN_FANOUT: usize = 5;
 
 type Swim = Foca<GossipId, PostcardCodec, StdRng, AccusationHandler>;
 
@@ -117,6 +124,14 @@ pub struct Membership {
     outbox: VecDeque<Transmit>,
     events: VecDeque<MemberEvent>,
     ever_down: HashSet<String>,
+    /// Where to announce when alone: the seeds given to `join`, and members once known.
+    seeds: Vec<SocketAddr>,
+    known: Vec<SocketAddr>,
+    rejoin_scheduled: bool,
+    /// Set by an isolation reset inside notification handling; acted on once that is done.
+    pending_rejoin: bool,
+    /// The newest timer token foca used (to arm suspicion timers it did not ask for).
+    token: u8,
     stats: Stats,
 }
 
@@ -127,14 +142,13 @@ impl Membership {
         if identity.node.is_empty() {
             return Err(GossipError::Config { field: "node", problem: "is empty; give the node's id".into() });
         }
-        let foca_config = config.to_foca()?;
-        let (foca_rng, rng) = match seed {
-            Some(s) => (StdRng::seed_from_u64(s), StdRng::seed_from_u64(s ^ 0x9e37_79b9_7f4a_7c15)),
-            None => (rand10::make_rng(), rand10::make_rng()),
+        config.validate()?;
+        let mut rng = match seed {
+            Some(s) => StdRng::seed_from_u64(s),
+            None => rand10::make_rng(),
         };
         let accusations = Arc::new(Mutex::new(Vec::new()));
-        let handler = AccusationHandler::new(accusations.clone());
-        let foca = Foca::with_custom_broadcast(identity, foca_config, foca_rng, PostcardCodec, handler);
+        let foca = new_foca(identity, &config, &mut rng, accusations.clone())?;
         Ok(Membership {
             foca,
             rt: Collector::default(),
@@ -150,6 +164,11 @@ impl Membership {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             ever_down: HashSet::new(),
+            seeds: Vec::new(),
+            known: Vec::new(),
+            rejoin_scheduled: false,
+            pending_rejoin: false,
+            token: 0,
             stats: Stats::default(),
         })
     }
@@ -178,7 +197,20 @@ impl Membership {
     pub fn join(&mut self, now: Instant, seeds: &[SocketAddr]) {
         let me = self.identity().addr;
         for &seed in seeds.iter().filter(|&&s| s != me) {
-            let r = self.foca.announce(GossipId::seed(seed), &mut self.rt);
+            if !self.seeds.contains(&seed) {
+                self.seeds.push(seed);
+            }
+        }
+        self.announce(now, &self.seeds.clone());
+        if !self.rejoin_scheduled {
+            self.rejoin_scheduled = true;
+            self.schedule(now + REJOIN_EVERY, Wake::Rejoin);
+        }
+    }
+
+    fn announce(&mut self, now: Instant, to: &[SocketAddr]) {
+        for &addr in to {
+            let r = self.foca.announce(GossipId::seed(addr), &mut self.rt);
             self.after_foca(now, r.map_err(|e| e.to_string()));
         }
     }
@@ -255,13 +287,33 @@ impl Membership {
                         }
                     }
                     self.after_foca(now, r.map_err(|e| e.to_string()));
+                    if probing {
+                        self.arm_learned_suspicions(now);
+                    }
                 }
                 Wake::Suspicion(target, incarnation) => {
                     let members = self.foca.num_members();
-                    if let Some(timer) = self.suspicions.take_due(now, &target, incarnation, members) {
+                    let Some(timer) = self.suspicions.take_due(now, &target, incarnation, members) else { continue };
+                    // foca 2.0 sends TurnUndead when this timer fires even if the member refuted
+                    // meanwhile (its condition check fails but the courtesy message goes out),
+                    // which makes a live member renew its identity for nothing: deliver the
+                    // timer only while the suspicion still stands.
+                    let stands = self
+                        .foca
+                        .iter_membership_state()
+                        .any(|m| m.id() == &target && m.state() == State::Suspect && m.incarnation() == incarnation);
+                    if stands {
                         let r = self.foca.handle_timer(timer, &mut self.rt);
                         self.after_foca(now, r.map_err(|e| e.to_string()));
                     }
+                }
+                Wake::Rejoin => {
+                    if self.foca.num_members() == 0 {
+                        let mut to = self.seeds.clone();
+                        to.extend(self.known.iter().take(REJOIN_FANOUT));
+                        self.announce(now, &to);
+                    }
+                    self.schedule(now + REJOIN_EVERY, Wake::Rejoin);
                 }
             }
         }
@@ -316,6 +368,9 @@ impl Membership {
             self.outbox.push_back(Transmit { to, data });
         }
         for (after, timer) in std::mem::take(&mut self.rt.timers) {
+            if let Timer::ProbeRandomMember(token) = timer {
+                self.token = token;
+            }
             match timer {
                 Timer::ProbeRandomMember(_) | Timer::SendIndirectProbe { .. } => {
                     let after = self.health.scale(after);
@@ -337,6 +392,59 @@ impl Membership {
         for note in std::mem::take(&mut self.rt.notes) {
             self.note(note);
         }
+        if std::mem::take(&mut self.pending_rejoin) {
+            self.rt = Collector::default();
+            let to: Vec<SocketAddr> = self.seeds.iter().chain(self.known.iter().take(REJOIN_FANOUT)).copied().collect();
+            self.announce(now, &to);
+            self.rejoin_scheduled = true;
+            self.schedule(now + REJOIN_EVERY, Wake::Rejoin);
+        }
+    }
+
+    /// foca arms the down timer only on the node whose probe failed; a suspicion learned by
+    /// gossip is held until refuted. If the accuser's timer never runs (it restarted, or it
+    /// dropped its suspicion as stale) and the refutation never reaches us, we would hold the
+    /// member suspect forever. Lifeguard (as memberlist) has every node that learns a suspicion
+    /// run its own timer; do the same, once per probe period.
+    fn arm_learned_suspicions(&mut self, now: Instant) {
+        let members = self.foca.num_members();
+        let learned: Vec<(GossipId, Incarnation)> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() == State::Suspect && !self.suspicions.has_timer(m.id(), m.incarnation()))
+            .map(|m| (m.id().clone(), m.incarnation()))
+            .collect();
+        for (target, incarnation) in learned {
+            let timer = Timer::ChangeSuspectToDown { member_id: target.clone(), incarnation, token: self.token };
+            let at = self.suspicions.start(now, target.clone(), incarnation, timer, members);
+            self.schedule(at, Wake::Suspicion(target, incarnation));
+        }
+    }
+
+    /// Every member went down at once: far more likely this node was cut off than that the
+    /// cluster died. foca would keep them all down (Down is final for an identity) and talk to
+    /// nobody; so start over as a fresh instance under a new generation, remember where the
+    /// members were, and announce to them and the seeds until someone answers. The members come
+    /// back as `Rejoined`.
+    fn reset_after_isolation(&mut self) {
+        let me = self.identity().clone();
+        self.known = self.foca.iter_membership_state().map(|m| m.id().addr).filter(|a| *a != me.addr).collect();
+        let renewed = GossipId { generation: me.generation.wrapping_add(1), ..me };
+        match new_foca(renewed, &self.config, &mut self.rng, self.accusations.clone()) {
+            Ok(foca) => self.foca = foca,
+            Err(e) => {
+                tracing::warn!(error = %e, "gossip: could not start over after isolation");
+                return;
+            }
+        }
+        tracing::warn!(node = %self.identity().node, generation = self.identity().generation, "gossip: every member is down; starting over and announcing to seeds and former members");
+        // The old instance's timers carry tokens the new one could reuse: drop them all.
+        self.wakes.clear();
+        self.wake_items.clear();
+        self.suspicions = Suspicions::new(self.config.suspicion_min, self.config.suspicion_max, self.config.suspicion_confirmations);
+        self.rejoin_scheduled = false;
+        self.pending_rejoin = true;
+        self.token = 0;
     }
 
     fn take_accusations(&mut self, now: Instant) {
@@ -393,7 +501,13 @@ impl Membership {
             OwnedNotification::Defunct => {
                 tracing::warn!(node = %self.identity().node, "gossip: this node is declared down and cannot rejoin");
             }
-            OwnedNotification::Rename(..) | OwnedNotification::Active | OwnedNotification::Idle => {}
+            OwnedNotification::Idle => self.reset_after_isolation(),
+            OwnedNotification::Rename(..) | OwnedNotification::Active => {}
         }
     }
+}
+
+fn new_foca(identity: GossipId, config: &GossipConfig, rng: &mut StdRng, accusations: Arc<Mutex<Vec<Accusation>>>) -> Result<Swim, GossipError> {
+    let foca_rng = StdRng::seed_from_u64(rand10::Rng::next_u64(rng));
+    Ok(Foca::with_custom_broadcast(identity, config.to_foca()?, foca_rng, PostcardCodec, AccusationHandler::new(accusations)))
 }

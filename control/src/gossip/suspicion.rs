@@ -75,6 +75,10 @@ impl Suspicions {
         self.pending.remove(&key).and_then(|p| p.timer)
     }
 
+    pub fn has_timer(&self, target: &GossipId, incarnation: Incarnation) -> bool {
+        self.pending.get(&(target.clone(), incarnation)).is_some_and(|p| p.timer.is_some())
+    }
+
     /// Forget accusations this node never acted on, once they are too old to matter.
     pub fn prune(&mut self, now: Instant) {
         let keep = self.max * 2;
