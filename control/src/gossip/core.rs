@@ -341,7 +341,9 @@ impl Membership {
                 State::Down => Status::Down,
             };
             let info = MemberInfo { node: id.node.clone(), addr: id.addr, generation: id.generation, status };
-            let newer = by_node.get(id.node.as_str()).is_none_or(|old| (info.status != Status::Down, info.generation) > (old.status != Status::Down, old.generation));
+            let newer = by_node
+                .get(id.node.as_str())
+                .is_none_or(|old| (info.status != Status::Down, info.generation) > (old.status != Status::Down, old.generation));
             if newer && id.node != me.node {
                 by_node.insert(&id.node, info);
             }
@@ -507,7 +509,12 @@ impl Membership {
     }
 }
 
-fn new_foca(identity: GossipId, config: &GossipConfig, rng: &mut StdRng, accusations: Arc<Mutex<Vec<Accusation>>>) -> Result<Swim, GossipError> {
+fn new_foca(
+    identity: GossipId,
+    config: &GossipConfig,
+    rng: &mut StdRng,
+    accusations: Arc<Mutex<Vec<Accusation>>>,
+) -> Result<Swim, GossipError> {
     let foca_rng = StdRng::seed_from_u64(rand10::Rng::next_u64(rng));
     Ok(Foca::with_custom_broadcast(identity, config.to_foca()?, foca_rng, PostcardCodec, AccusationHandler::new(accusations)))
 }

@@ -47,7 +47,10 @@ fn downs_of(sim: &Sim, node: usize) -> Vec<(Duration, usize)> {
 }
 
 fn any_down(sim: &Sim) -> Vec<String> {
-    sim.events().iter().filter_map(|e| matches!(e.event, MemberEvent::Down(_)).then(|| format!("{} saw {:?}", e.observer, e.event))).collect()
+    sim.events()
+        .iter()
+        .filter(|e| matches!(e.event, MemberEvent::Down(_))).map(|e| format!("{} saw {:?}", e.observer, e.event))
+        .collect()
 }
 
 #[test]
@@ -134,7 +137,8 @@ fn a_partitioned_node_rejoins_when_the_partition_heals() {
         sim.heal(node, j);
     }
     // Announces to down members (every 15 s) bring both sides back together.
-    let back = sim.run_until_true(Duration::from_secs(60), |s| (0..n).all(|o| status_at(s, o, node) == Some(Status::Alive) && alive_seen(s, o) == n));
+    let back = sim
+        .run_until_true(Duration::from_secs(60), |s| (0..n).all(|o| status_at(s, o, node) == Some(Status::Alive) && alive_seen(s, o) == n));
     assert!(back, "after healing: {:?}", (0..n).map(|o| alive_seen(&sim, o)).collect::<Vec<_>>());
     assert!(sim.core(node).unwrap().identity().generation > 1, "it rejoined as a new generation");
 }
@@ -169,7 +173,8 @@ fn datagrams_under_an_unknown_or_retired_key_are_dropped() {
     // Garbage and forged datagrams are refused without harm.
     sim.inject(0, addr_of(99), vec![1, 2, 3]);
     sim.inject(0, addr_of(99), vec![0; 100]);
-    let forged = Keyring::new(GossipKey::from_bytes(2, &[7; 32])).seal(b"not foca", &mut <rand10::rngs::StdRng as rand10::SeedableRng>::seed_from_u64(1));
+    let forged = Keyring::new(GossipKey::from_bytes(2, &[7; 32]))
+        .seal(b"not foca", &mut <rand10::rngs::StdRng as rand10::SeedableRng>::seed_from_u64(1));
     sim.inject(0, addr_of(99), forged);
     let sealed_garbage = Keyring::new(key(2)).seal(&[0xff; 64], &mut <rand10::rngs::StdRng as rand10::SeedableRng>::seed_from_u64(2));
     sim.inject(0, addr_of(99), sealed_garbage);

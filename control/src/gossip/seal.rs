@@ -42,10 +42,9 @@ impl GossipKey {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(text.trim())
             .map_err(|e| GossipError::Key(format!("key {id} is not base64 ({e}); give 32 random bytes in standard base64")))?;
-        let key: [u8; 32] = raw
-            .as_slice()
-            .try_into()
-            .map_err(|_| GossipError::Key(format!("key {id} has {} bytes; a gossip key is exactly 32 bytes (base64 of 32 random bytes)", raw.len())))?;
+        let key: [u8; 32] = raw.as_slice().try_into().map_err(|_| {
+            GossipError::Key(format!("key {id} has {} bytes; a gossip key is exactly 32 bytes (base64 of 32 random bytes)", raw.len()))
+        })?;
         Ok(GossipKey::from_bytes(id, &key))
     }
 
@@ -68,7 +67,9 @@ impl std::fmt::Display for Rejected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Rejected::Malformed => f.write_str("too short or an unknown envelope version"),
-            Rejected::UnknownKey(id) => write!(f, "sealed under key id {id}, which this node does not hold (not yet installed, or retired)"),
+            Rejected::UnknownKey(id) => {
+                write!(f, "sealed under key id {id}, which this node does not hold (not yet installed, or retired)")
+            }
             Rejected::Forged(id) => write!(f, "does not open under key id {id} (corrupt, or sealed with another key of that id)"),
         }
     }

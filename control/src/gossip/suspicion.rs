@@ -55,7 +55,14 @@ impl Suspicions {
     }
 
     /// Another node accused `target`: returns the new deadline if this node holds a timer for it.
-    pub fn confirm(&mut self, now: Instant, target: GossipId, incarnation: Incarnation, accuser: String, members: usize) -> Option<Instant> {
+    pub fn confirm(
+        &mut self,
+        now: Instant,
+        target: GossipId,
+        incarnation: Incarnation,
+        accuser: String,
+        members: usize,
+    ) -> Option<Instant> {
         let (min, max, k) = (self.min, self.max, self.k);
         let p = self.pending.entry((target, incarnation)).or_insert(Pending { started: now, accusers: BTreeSet::new(), timer: None });
         if !p.accusers.insert(accuser) || p.timer.is_none() {
