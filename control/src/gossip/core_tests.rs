@@ -47,10 +47,7 @@ fn downs_of(sim: &Sim, node: usize) -> Vec<(Duration, usize)> {
 }
 
 fn any_down(sim: &Sim) -> Vec<String> {
-    sim.events()
-        .iter()
-        .filter(|e| matches!(e.event, MemberEvent::Down(_))).map(|e| format!("{} saw {:?}", e.observer, e.event))
-        .collect()
+    sim.events().iter().filter(|e| matches!(e.event, MemberEvent::Down(_))).map(|e| format!("{} saw {:?}", e.observer, e.event)).collect()
 }
 
 #[test]
