@@ -9,6 +9,7 @@ pub mod ca;
 pub mod cli;
 pub mod dispatcher;
 pub mod engine;
+pub mod gossip;
 pub mod logs;
 pub mod manager;
 pub mod model;
