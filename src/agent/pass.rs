@@ -126,25 +126,11 @@ pub fn plan(i: &Inputs<'_>, dns_attached: &HashSet<String>) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_control::model::{ServiceSpec, Task, TaskStatus};
+    use shoal_control::model::{ServiceSpec, Task};
 
     fn assignment(id: &str, desired: TaskState, status: TaskState) -> Assignment {
         Assignment {
-            task: Task {
-                id: id.into(),
-                service_id: "svc".into(),
-                slot: 1,
-                node_id: Some("n1".into()),
-                desired_state: desired,
-                status: TaskStatus::new(status, "", 0),
-                service_version: 1,
-                networks: vec![],
-                not_before_ms: 0,
-                created_ms: 0,
-                weight: 1,
-                seq: 1,
-                restarts: vec![],
-            },
+            task: Task::in_slot(id, "svc", 1, Some("n1"), desired, status),
             service_name: "web".into(),
             spec: ServiceSpec::new("web", "shoal/whoami"),
             secrets: Default::default(),

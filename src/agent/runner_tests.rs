@@ -208,21 +208,7 @@ impl Lab {
         for (id, desired, state) in tasks {
             let mut spec = ServiceSpec::new("web", "shoal/whoami");
             spec.healthcheck = check.clone();
-            let task = Task {
-                id: id.to_string(),
-                service_id: "svc".into(),
-                slot: 1,
-                node_id: Some("n1".into()),
-                desired_state: *desired,
-                status: TaskStatus::new(*state, "", 0),
-                service_version: 1,
-                networks: vec![],
-                not_before_ms: 0,
-                created_ms: 0,
-                weight: 1,
-                seq: 1,
-                restarts: vec![],
-            };
+            let task = Task::in_slot(id, "svc", 1, Some("n1"), *desired, *state);
             // As the managers' table: serving while wanted and running, draining once told to
             // stop while still running.
             if *state == TaskState::Running {

@@ -107,7 +107,7 @@ fn carried_files(a: &Assignment) -> Result<Vec<executor::spec::CarriedFile>, Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_control::model::{ServiceSpec, Task, TaskState, TaskStatus};
+    use shoal_control::model::{ServiceSpec, Task, TaskState};
     use std::net::Ipv4Addr;
     use std::path::Path;
     use std::sync::Arc;
@@ -118,21 +118,7 @@ mod tests {
         // 63 bytes: the longest name `service create` takes; with `.<slot>.<task id>` it
         // was 91 bytes, sethostname(2) refused it and the task never started.
         let service = "s".repeat(63);
-        let task = Task {
-            id: "abcdefghijklmnopqrstuvwxy".into(),
-            service_id: "svc".into(),
-            slot: 1,
-            node_id: Some("n1".into()),
-            desired_state: TaskState::Running,
-            status: TaskStatus::new(TaskState::Assigned, "", 0),
-            service_version: 1,
-            networks: vec![],
-            not_before_ms: 0,
-            created_ms: 0,
-            weight: 1,
-            seq: 1,
-            restarts: vec![],
-        };
+        let task = Task::in_slot("abcdefghijklmnopqrstuvwxy", "svc", 1, Some("n1"), TaskState::Running, TaskState::Assigned);
         let a = Assignment {
             task,
             service_name: service.clone(),

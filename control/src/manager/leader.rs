@@ -46,6 +46,19 @@ async fn liveness_loop(mgr: Manager) {
         }
         let nodes: Vec<(String, NodeState)> = mgr.shared().read(|s| s.nodes.values().map(|n| (n.id.clone(), n.state)).collect());
         let now = tokio::time::Instant::now();
+        // A node marked down whose session is still open and heartbeating again (it stalled,
+        // or its heartbeats were held up) is ready again, as a node that reconnects is: else a
+        // single stall would leave it down, and out of scheduling, for as long as it stays up.
+        for (node, _) in nodes.iter().filter(|(n, s)| *s == NodeState::Down && mgr.sessions().current(n).is_some()) {
+            if mgr.liveness().expired(node, now) {
+                continue;
+            }
+            tracing::info!(%node, "heartbeats resumed on the open session: marking node ready");
+            let cmd = Command::SetNodeState { node: node.clone(), state: NodeState::Ready, message: String::new() };
+            if let Err(e) = mgr.propose_as_leader(cmd).await {
+                tracing::warn!("marking node ready: {e}");
+            }
+        }
         let expired: Vec<String> = nodes
             .into_iter()
             .filter(|(node, state)| *state != NodeState::Down && mgr.liveness().expired(node, now))

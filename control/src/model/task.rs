@@ -99,6 +99,26 @@ pub struct Task {
 }
 
 impl Task {
+    /// Task `id` of `service_id` in `slot` (0 for a global service's), on `node_id`, wanted in
+    /// state `desired` and last reported `state`; version 1, no networks, no restart delay.
+    pub fn in_slot(id: &str, service_id: &str, slot: u64, node_id: Option<&str>, desired: TaskState, state: TaskState) -> Task {
+        Task {
+            id: id.into(),
+            service_id: service_id.into(),
+            slot,
+            node_id: node_id.map(String::from),
+            desired_state: desired,
+            status: TaskStatus::new(state, "", 0),
+            service_version: 1,
+            networks: vec![],
+            not_before_ms: 0,
+            created_ms: 0,
+            weight: 1,
+            seq: 1,
+            restarts: vec![],
+        }
+    }
+
     /// `<svc>.<slot>.<taskid>` for replicated, `<svc>.<nodeid>.<taskid>` for global.
     pub fn name(&self, service_name: &str) -> String {
         if self.slot > 0 {
@@ -156,21 +176,7 @@ mod tests {
     use super::*;
 
     fn task(slot: u64, node: Option<&str>) -> Task {
-        Task {
-            id: "abcdefghijklmnopqrstuvwxy".into(),
-            service_id: "s".into(),
-            slot,
-            node_id: node.map(String::from),
-            desired_state: TaskState::Running,
-            status: TaskStatus::new(TaskState::New, "", 0),
-            service_version: 1,
-            networks: vec![],
-            not_before_ms: 0,
-            created_ms: 0,
-            weight: 1,
-            seq: 1,
-            restarts: vec![],
-        }
+        Task::in_slot("abcdefghijklmnopqrstuvwxy", "s", slot, node, TaskState::Running, TaskState::New)
     }
 
     #[test]

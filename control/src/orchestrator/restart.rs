@@ -31,24 +31,9 @@ pub fn decide(policy: &RestartPolicy, t: &Task, now: u64) -> Option<Vec<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::TaskStatus;
 
     fn task(state: TaskState, restarts: Vec<u64>) -> Task {
-        Task {
-            id: "t".into(),
-            service_id: "s".into(),
-            slot: 1,
-            node_id: Some("n".into()),
-            desired_state: TaskState::Running,
-            status: TaskStatus::new(state, "", 0),
-            service_version: 1,
-            networks: vec![],
-            not_before_ms: 0,
-            created_ms: 0,
-            weight: 1,
-            seq: 1,
-            restarts,
-        }
+        Task { restarts, ..Task::in_slot("t", "s", 1, Some("n"), TaskState::Running, state) }
     }
 
     fn policy(condition: RestartCondition, max: u64, window: u64) -> RestartPolicy {
