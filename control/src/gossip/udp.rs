@@ -3,7 +3,7 @@
 //! key rotation and joins as commands. Shutdown is a parameter: on `true` the node leaves
 //! the cluster (members mark it down at once) and the task ends.
 //!
-//! ```ignore
+//! ```text
 //! let key = GossipKey::from_base64(1, &issued_key)?;
 //! let opts = GossipOptions::new("node-id", "0.0.0.0:7946".parse()?, key).advertise("192.168.33.10:7946".parse()?).seeds(seeds);
 //! let gossip = Gossip::start(opts, shutdown_rx).await?;
