@@ -1,21 +1,104 @@
-//! Single-stream TCP task-to-task over the encrypted overlay (userspace WireGuard, gotatun on
-//! TUN, under VXLAN) against the plain overlay between the same nodes; and the bare tunnels
-//! node to node: shoal's userspace WireGuard against `boringtun-cli` (crates.io), whose 2.5x is
-//! the issue's goal. Interleaved rounds, medians, printed as ratios. Needs root and iperf3;
-//! boringtun-cli from `cargo install boringtun-cli` in PATH or SHOAL_BORINGTUN (skipped, and
-//! said, without it): `cargo bench --bench encrypted`. SHOAL_BENCH_SECS (default 3) and
-//! SHOAL_BENCH_ROUNDS (default 3) tune the run.
+//! Single-stream TCP task-to-task over the encrypted overlay against the plain overlay between
+//! the same nodes, for every encryption backend the running kernel can do: kernel WireGuard,
+//! IPsec (XFRM ESP, AES-GCM) and userspace WireGuard (gotatun on TUN); and the bare WireGuard
+//! tunnels node to node, with shoal's userspace WireGuard against `boringtun-cli` (crates.io),
+//! whose 2.5x is the issue's goal. Interleaved rounds, medians, printed as ratios.
+//!
+//! The two WireGuards cannot share a node (one tunnel device, `shw0`), so they run one after
+//! the other in phases, each with its own plain-overlay rows to compare with: kernel WireGuard
+//! (with IPsec beside it, on its own VXLAN port) first, then the same state re-applied with
+//! `--wireguard userspace` (and boringtun-cli's own tunnel). A backend the kernel cannot run is
+//! skipped with the missing feature printed; it is probed as `shoal doctor` does, by making the
+//! real thing in a throwaway network namespace (`unshare --net`).
+//!
+//! Needs root and iperf3; boringtun-cli from `cargo install boringtun-cli` in PATH or
+//! SHOAL_BORINGTUN (skipped, and said, without it): `cargo bench --bench encrypted`.
+//! SHOAL_BENCH_ENCRYPTION (comma-separated: kernel, ipsec, userspace; default every one the
+//! kernel can run), SHOAL_BENCH_SECS (default 3) and SHOAL_BENCH_ROUNDS (default 3) tune the run.
+//! In the kernel lab (kernel WireGuard and ESP): tests/kernel-lab/bench-encrypted.sh.
 
 use std::process::{Child, Command, Output, Stdio};
 
 use shoal_dataplane::crypt::key::PrivateKey;
 
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+const NODES: [&str; 2] = ["smgr", "snode1"];
 
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("run command");
     assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Kernel,
+    Ipsec,
+    Userspace,
+}
+
+impl Backend {
+    const ALL: [Backend; 3] = [Backend::Kernel, Backend::Ipsec, Backend::Userspace];
+
+    /// Its name in SHOAL_BENCH_ENCRYPTION.
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Kernel => "kernel",
+            Backend::Ipsec => "ipsec",
+            Backend::Userspace => "userspace",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Backend::Kernel => "kernel WireGuard",
+            Backend::Ipsec => "IPsec (ESP, AES-GCM)",
+            Backend::Userspace => "userspace WireGuard",
+        }
+    }
+
+    /// What `dataplane apply` says it brought up (its "encryption: ..." line).
+    fn applied(self) -> &'static str {
+        match self {
+            Backend::Kernel => "encryption: kernel WireGuard",
+            Backend::Ipsec => "encryption: IPsec",
+            Backend::Userspace => "encryption: userspace WireGuard",
+        }
+    }
+
+    /// Makes the real thing in a throwaway network namespace, as `shoal doctor` does; `Err`
+    /// names the missing feature and carries the kernel's answer.
+    fn probe(self) -> Result<(), String> {
+        let (feature, script) = match self {
+            Backend::Kernel => ("no kernel WireGuard", "ip link add bench-wg type wireguard".to_string()),
+            Backend::Ipsec => (
+                "no ESP (XFRM, rfc4106 AES-GCM)",
+                "ip xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x101 mode transport \
+                 aead 'rfc4106(gcm(aes))' 0x000102030405060708090a0b0c0d0e0f10111213 128"
+                    .to_string(),
+            ),
+            Backend::Userspace => ("no TUN device", "ip tuntap add dev bench-tun mode tun".to_string()),
+        };
+        let out = Command::new("unshare").args(["--net", "sh", "-c", &script]).output().map_err(|e| format!("{feature}: unshare: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{feature} (`{script}`: {})", String::from_utf8_lossy(&out.stderr).trim()))
+        }
+    }
+}
+
+/// The backends SHOAL_BENCH_ENCRYPTION asks for (every one by default).
+fn wanted() -> Vec<Backend> {
+    let Ok(list) = std::env::var("SHOAL_BENCH_ENCRYPTION") else { return Backend::ALL.to_vec() };
+    let names: Vec<&str> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    for n in &names {
+        assert!(
+            Backend::ALL.iter().any(|b| b.name() == *n),
+            "SHOAL_BENCH_ENCRYPTION: unknown backend '{n}' (use kernel, ipsec, userspace, comma-separated)"
+        );
+    }
+    Backend::ALL.into_iter().filter(|b| names.contains(&b.name())).collect()
 }
 
 struct Bench {
@@ -51,6 +134,140 @@ fn iperf_server(ns: &str) -> Child {
     Command::new("ip").args(["netns", "exec", ns, "iperf3", "-s"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("iperf3 -s")
 }
 
+/// The node keys, and the key the two nodes share (WireGuard's preshared key; IPsec derives
+/// its SAs from it).
+struct Keys {
+    nodes: [PrivateKey; 2],
+    pair: PrivateKey,
+}
+
+/// Node `i`'s desired state: the plain network, the WireGuard network when `wireguard`, the
+/// IPsec network when `ipsec`; one task per node on each.
+fn state(ns: &dyn Fn(&str) -> String, keys: &Keys, i: usize, wireguard: bool, ipsec: bool) -> serde_json::Value {
+    let mut networks = vec![serde_json::json!({"name": "plain", "vni": 4200, "subnet": "10.0.42.0/24"})];
+    let mut endpoints = vec![
+        serde_json::json!({"id": "pa", "network": "plain", "node": "smgr", "ip": "10.0.42.2", "netns": ns("pa")}),
+        serde_json::json!({"id": "pb", "network": "plain", "node": "snode1", "ip": "10.0.42.3", "netns": ns("pb")}),
+    ];
+    if wireguard {
+        networks.push(serde_json::json!({"name": "secure", "vni": 4201, "subnet": "10.0.43.0/24", "encrypted": "wireguard"}));
+        endpoints.push(serde_json::json!({"id": "sa", "network": "secure", "node": "smgr", "ip": "10.0.43.2", "netns": ns("sa")}));
+        endpoints.push(serde_json::json!({"id": "sb", "network": "secure", "node": "snode1", "ip": "10.0.43.3", "netns": ns("sb")}));
+    }
+    if ipsec {
+        networks.push(serde_json::json!({"name": "esp", "vni": 4202, "subnet": "10.0.44.0/24", "encrypted": "ipsec"}));
+        endpoints.push(serde_json::json!({"id": "ia", "network": "esp", "node": "smgr", "ip": "10.0.44.2", "netns": ns("ia")}));
+        endpoints.push(serde_json::json!({"id": "ib", "network": "esp", "node": "snode1", "ip": "10.0.44.3", "netns": ns("ib")}));
+    }
+    let nodes: Vec<serde_json::Value> = NODES
+        .iter()
+        .enumerate()
+        .map(|(j, name)| {
+            let mut wg = serde_json::json!({"public_key": keys.nodes[j].public_key(), "address": format!("10.254.0.{}", j + 1)});
+            if j != i {
+                wg["preshared_key"] = serde_json::json!(keys.pair.expose().to_base64());
+            }
+            serde_json::json!({"name": name, "address": format!("192.168.33.{}", 10 * (j + 1)), "wireguard": wg})
+        })
+        .collect();
+    serde_json::json!({
+        "node": NODES[i],
+        "nodes": nodes,
+        "wireguard_private_key": keys.nodes[i].expose().to_base64(),
+        "networks": networks,
+        "endpoints": endpoints,
+    })
+}
+
+/// `dataplane apply` on both nodes; checks it brought up each of `expect`.
+fn apply_all(lab: &str, ns: &dyn Fn(&str) -> String, keys: &Keys, wireguard: Option<Backend>, ipsec: bool) {
+    let wg = wireguard.map_or("auto", Backend::name);
+    for (i, node) in NODES.iter().enumerate() {
+        let path = std::env::temp_dir().join(format!("{lab}-{node}.json"));
+        std::fs::write(&path, state(ns, keys, i, wireguard.is_some(), ipsec).to_string()).unwrap();
+        let out = run(Command::new(SHOAL).args([
+            "--netns",
+            &ns(node),
+            "dataplane",
+            "apply",
+            "--wireguard",
+            wg,
+            "--state",
+            path.to_str().unwrap(),
+        ]));
+        let _ = std::fs::remove_file(path);
+        let said = String::from_utf8_lossy(&out.stderr);
+        // The report names the WireGuard backend when one runs, else IPsec.
+        let expect = wireguard.or(ipsec.then_some(Backend::Ipsec));
+        if let Some(b) = expect {
+            assert!(said.contains(b.applied()), "apply on {} did not bring up {}: {said}", node, b.label());
+        }
+    }
+}
+
+/// boringtun-cli's own tunnel between the same two nodes (10.253.0.0/30, port 51821); its
+/// version, or why it cannot run.
+fn boringtun(bench: &mut Bench, ns: &dyn Fn(&str) -> String) -> Result<String, String> {
+    let boringtun = std::env::var("SHOAL_BORINGTUN").unwrap_or_else(|_| "boringtun-cli".into());
+    let version = match Command::new(&boringtun).arg("--version").output() {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        _ => return Err(format!("no {boringtun} (cargo install boringtun-cli, or set SHOAL_BORINGTUN)")),
+    };
+    let bk = [PrivateKey::generate(), PrivateKey::generate()];
+    for (i, (node, dev, addr, peer_addr, peer_ul)) in
+        [("smgr", "bta", "10.253.0.1", "10.253.0.2", "192.168.33.20"), ("snode1", "btb", "10.253.0.2", "10.253.0.1", "192.168.33.10")]
+            .into_iter()
+            .enumerate()
+    {
+        // In the foreground, as our child: ended by PID when the bench ends (daemonized, it
+        // would outlive the bench).
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns(node), &boringtun, "--foreground", "--disable-drop-privileges", "-l", "/dev/null", dev])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start boringtun-cli");
+        bench.children.push(child);
+        let sock = std::path::PathBuf::from(format!("/var/run/wireguard/{dev}.sock"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !sock.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let req = format!(
+            "set=1\nprivate_key={}\nlisten_port=51821\npublic_key={}\nendpoint={peer_ul}:51821\nallowed_ip={peer_addr}/32\n\n",
+            bk[i].expose().to_hex(),
+            bk[1 - i].public_key().to_hex()
+        );
+        let answer = shoal_dataplane::crypt::uapi::exchange(&sock, &req).expect("configure boringtun");
+        assert!(answer.contains("errno=0"), "boringtun refused: {answer}");
+        run(Command::new("ip").args(["-n", &ns(node), "addr", "add", &format!("{addr}/30"), "dev", dev]));
+        run(Command::new("ip").args(["-n", &ns(node), "link", "set", dev, "mtu", "1440", "up"]));
+    }
+    Ok(version)
+}
+
+/// One measured row: its label, where iperf3 runs and what it reaches.
+struct Case {
+    label: String,
+    from: String,
+    to: &'static str,
+}
+
+/// Interleaved rounds over `cases`; the medians, in Gbit/s.
+fn measure(cases: &[Case], rounds: usize, secs: u32) -> Vec<f64> {
+    let mut results: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for _ in 0..rounds {
+        for (i, c) in cases.iter().enumerate() {
+            results[i].push(gbits(&c.from, c.to, secs));
+        }
+    }
+    let med: Vec<f64> = results.into_iter().map(median).collect();
+    for (c, g) in cases.iter().zip(&med) {
+        println!("  {:<52} {g:>8.3} Gbit/s", c.label);
+    }
+    med
+}
+
 fn main() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("encrypted bench: needs root (network namespaces); skipped");
@@ -58,103 +275,94 @@ fn main() {
     }
     let secs: u32 = std::env::var("SHOAL_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
     let rounds: usize = std::env::var("SHOAL_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!("encrypted bench: kernel {}, {rounds} interleaved rounds of {secs} s, medians", kernel.trim());
+    let mut runnable = Vec::new();
+    let mut skipped = Vec::new();
+    for b in wanted() {
+        match b.probe() {
+            Ok(()) => runnable.push(b),
+            Err(why) => skipped.push(format!("{}: skipped: {why}", b.label())),
+        }
+    }
+    for s in &skipped {
+        println!("{s}");
+    }
+    let ipsec = runnable.contains(&Backend::Ipsec);
+    // Phases: one per WireGuard (they share the device name), IPsec in the first.
+    let mut phases: Vec<Option<Backend>> =
+        [Backend::Kernel, Backend::Userspace].into_iter().filter(|b| runnable.contains(b)).map(Some).collect();
+    if phases.is_empty() && ipsec {
+        phases.push(None);
+    }
+    if phases.is_empty() {
+        println!("encrypted bench: no encryption backend to measure on this kernel");
+        return;
+    }
+
     let mut bench = Bench { lab: format!("e{}", std::process::id()), children: Vec::new() };
     let lab = bench.lab.clone();
     run(Command::new(SHOAL).args(["lab", "--name", &lab, "up", "--nodes", "2"]));
     let ns = |h: &str| format!("shoal-{lab}-{h}");
-    let keys = [PrivateKey::generate(), PrivateKey::generate()];
-    for (i, node) in ["smgr", "snode1"].iter().enumerate() {
-        let state = serde_json::json!({
-            "node": node,
-            "nodes": [
-                {"name": "smgr", "address": "192.168.33.10", "wireguard": {"public_key": keys[0].public_key(), "address": "10.254.0.1"}},
-                {"name": "snode1", "address": "192.168.33.20", "wireguard": {"public_key": keys[1].public_key(), "address": "10.254.0.2"}},
-            ],
-            "wireguard_private_key": keys[i].expose().to_base64(),
-            "networks": [
-                {"name": "plain", "vni": 4200, "subnet": "10.0.42.0/24"},
-                {"name": "secure", "vni": 4201, "subnet": "10.0.43.0/24", "encrypted": "wireguard"},
-            ],
-            "endpoints": [
-                {"id": "pa", "network": "plain", "node": "smgr", "ip": "10.0.42.2", "netns": ns("pa")},
-                {"id": "pb", "network": "plain", "node": "snode1", "ip": "10.0.42.3", "netns": ns("pb")},
-                {"id": "sa", "network": "secure", "node": "smgr", "ip": "10.0.43.2", "netns": ns("sa")},
-                {"id": "sb", "network": "secure", "node": "snode1", "ip": "10.0.43.3", "netns": ns("sb")},
-            ],
-        });
-        let path = std::env::temp_dir().join(format!("{lab}-{node}.json"));
-        std::fs::write(&path, state.to_string()).unwrap();
-        run(Command::new(SHOAL).args([
-            "--netns",
-            &ns(node),
-            "dataplane",
-            "apply",
-            "--wireguard",
-            "userspace",
-            "--state",
-            path.to_str().unwrap(),
-        ]));
-        let _ = std::fs::remove_file(path);
-    }
-    let mut cases: Vec<(&str, String, String)> = vec![
-        ("plain overlay (task to task)", ns("pa"), "10.0.42.3".into()),
-        ("encrypted overlay (task to task)", ns("sa"), "10.0.43.3".into()),
-        ("shoal userspace WireGuard (node to node)", ns("smgr"), "10.254.0.2".into()),
-    ];
-    bench.children.push(iperf_server(&ns("pb")));
-    bench.children.push(iperf_server(&ns("sb")));
-    bench.children.push(iperf_server(&ns("snode1")));
-    let boringtun = std::env::var("SHOAL_BORINGTUN").unwrap_or_else(|_| "boringtun-cli".into());
-    if Command::new(&boringtun).arg("--version").output().is_ok_and(|o| o.status.success()) {
-        // Its own tunnel between the same two nodes (10.253.0.0/30, port 51821).
-        let bk = [PrivateKey::generate(), PrivateKey::generate()];
-        for (i, (node, dev, addr, peer_addr, peer_ul)) in
-            [("smgr", "bta", "10.253.0.1", "10.253.0.2", "192.168.33.20"), ("snode1", "btb", "10.253.0.2", "10.253.0.1", "192.168.33.10")]
-                .into_iter()
-                .enumerate()
-        {
-            // In the foreground, as our child: ended by PID when the bench ends (daemonized, it
-            // would outlive the bench).
-            let child = Command::new("ip")
-                .args(["netns", "exec", &ns(node), &boringtun, "--foreground", "--disable-drop-privileges", "-l", "/dev/null", dev])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start boringtun-cli");
-            bench.children.push(child);
-            let sock = std::path::PathBuf::from(format!("/var/run/wireguard/{dev}.sock"));
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            while !sock.exists() && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(20));
+    let keys = Keys { nodes: [PrivateKey::generate(), PrivateKey::generate()], pair: PrivateKey::generate() };
+    let mut summary = Vec::new();
+    let mut servers_started = false;
+    for (p, wireguard) in phases.iter().enumerate() {
+        apply_all(&lab, &ns, &keys, *wireguard, ipsec);
+        if !servers_started {
+            // The task namespaces exist from the first apply on, and stay.
+            bench.children.push(iperf_server(&ns("pb")));
+            bench.children.push(iperf_server(&ns("snode1")));
+            if phases.iter().any(Option::is_some) {
+                bench.children.push(iperf_server(&ns("sb")));
             }
-            let req = format!(
-                "set=1\nprivate_key={}\nlisten_port=51821\npublic_key={}\nendpoint={peer_ul}:51821\nallowed_ip={peer_addr}/32\n\n",
-                bk[i].expose().to_hex(),
-                bk[1 - i].public_key().to_hex()
-            );
-            let answer = shoal_dataplane::crypt::uapi::exchange(&sock, &req).expect("configure boringtun");
-            assert!(answer.contains("errno=0"), "boringtun refused: {answer}");
-            run(Command::new("ip").args(["-n", &ns(node), "addr", "add", &format!("{addr}/30"), "dev", dev]));
-            run(Command::new("ip").args(["-n", &ns(node), "link", "set", dev, "mtu", "1440", "up"]));
+            if ipsec {
+                bench.children.push(iperf_server(&ns("ib")));
+            }
+            servers_started = true;
         }
-        cases.push(("boringtun-cli 0.7.1 (node to node)", ns("smgr"), "10.253.0.2".into()));
-    } else {
-        eprintln!("encrypted bench: no {boringtun} (cargo install boringtun-cli, or set SHOAL_BORINGTUN): its row is skipped");
-    }
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let mut results: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-    for _ in 0..rounds {
-        for (i, (_, from, to)) in cases.iter().enumerate() {
-            results[i].push(gbits(from, to, secs));
+        let mut cases = vec![Case { label: "plain overlay (task to task)".into(), from: ns("pa"), to: "10.0.42.3" }];
+        if let Some(wg) = wireguard {
+            cases.push(Case { label: format!("{} overlay (task to task)", wg.label()), from: ns("sa"), to: "10.0.43.3" });
+            cases.push(Case { label: format!("{} tunnel (node to node)", wg.label()), from: ns(NODES[0]), to: "10.254.0.2" });
+        }
+        let ipsec_row = (ipsec && p == 0).then_some(cases.len());
+        if ipsec_row.is_some() {
+            cases.push(Case { label: format!("{} overlay (task to task)", Backend::Ipsec.label()), from: ns("ia"), to: "10.0.44.3" });
+        }
+        let mut boringtun_row = None;
+        if *wireguard == Some(Backend::Userspace) {
+            match boringtun(&mut bench, &ns) {
+                Ok(version) => {
+                    boringtun_row = Some(cases.len());
+                    cases.push(Case { label: format!("{version} tunnel (node to node)"), from: ns(NODES[0]), to: "10.253.0.2" });
+                }
+                Err(why) => {
+                    let s = format!("boringtun-cli: skipped: {why}");
+                    println!("{s}");
+                    skipped.push(s);
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        println!("phase {}: {}", p + 1, wireguard.map_or("IPsec".to_string(), |w| format!("--wireguard {}", w.name())));
+        let med = measure(&cases, rounds, secs);
+        if let Some(wg) = wireguard {
+            summary.push(format!("{:<46} {:.2}", format!("{} overlay / plain overlay:", wg.label()), med[1] / med[0]));
+        }
+        if let Some(i) = ipsec_row {
+            summary.push(format!("{:<46} {:.2}", format!("{} overlay / plain overlay:", Backend::Ipsec.label()), med[i] / med[0]));
+        }
+        if let Some(i) = boringtun_row {
+            summary.push(format!("{:<46} {:.2} (goal 2.5)", "userspace WireGuard tunnel / boringtun-cli:", med[2] / med[i]));
+            summary.push(format!("{:<46} {:.2}", "userspace WireGuard overlay / boringtun-cli:", med[1] / med[i]));
         }
     }
-    let med: Vec<f64> = results.into_iter().map(median).collect();
-    for ((name, _, _), g) in cases.iter().zip(&med) {
-        println!("{name:<45} {g:>7.2} Gbit/s");
+    println!("ratios (each against the plain overlay of its own phase):");
+    for s in &summary {
+        println!("  {s}");
     }
-    println!("encrypted / plain overlay:                 {:.2}", med[1] / med[0]);
-    if med.len() > 3 {
-        println!("shoal userspace WG / boringtun-cli:        {:.2} (goal 2.5)", med[2] / med[3]);
-        println!("encrypted overlay / boringtun-cli tunnel:  {:.2}", med[1] / med[3]);
+    for s in &skipped {
+        println!("  {s}");
     }
 }

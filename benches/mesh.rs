@@ -297,7 +297,7 @@ fn egress(lab: &Lab, conns: usize, rounds: usize) {
     let task = lab.ns("smgr-web");
     let node = lab.ns("smgr");
     let target = ["192.168.33.100:80"];
-    let desired: shoal_dataplane::state::NodeState = serde_json::from_value(state(lab, "smgr")).unwrap();
+    let desired: shoal_dataplane::state::DesiredNode = serde_json::from_value(state(lab, "smgr")).unwrap();
     let set = move |on: bool| {
         let d = desired.clone();
         // In smgr's namespace: the table is that node's.

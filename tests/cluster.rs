@@ -610,9 +610,9 @@ fn real_servers_answer_by_name_and_tasks_reach_the_outside() {
     c.cli("smgr", &["network", "create", "--driver", "overlay", "--internal", "private"]);
     let nets = c.cli("smgr", &["network", "ls"]);
     assert!(nets.lines().any(|l| l.contains("shoal_gwbridge") && l.contains("bridge") && l.contains("local")), "{nets}");
-    // An overlay that asks for an encryption shoal cannot run (IPsec is not built yet) is
-    // refused, naming the option: it would otherwise run in plaintext.
-    let out = shoal(&["network", "--host", &c.host("smgr"), "create", "--driver", "overlay", "--opt", "encrypted=ipsec", "secure"]);
+    // An overlay that asks for an encryption shoal cannot run (no such backend) is refused,
+    // naming the option: it would otherwise run in plaintext.
+    let out = shoal(&["network", "--host", &c.host("smgr"), "create", "--driver", "overlay", "--opt", "encrypted=aes", "secure"]);
     assert!(
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("opt encrypted"),
         "{}",

@@ -1,18 +1,21 @@
-//! End-to-end tests of encrypted overlay networks (`"encrypted": "wireguard"`) on a 3-node lab:
-//! an encrypted and a plain network side by side, one task per node on each. What a user (and
-//! an attacker on the underlay) would see: tasks talk across nodes; a capture on the underlay
-//! bridge finds the plain network's marker but never the encrypted one's; plaintext VXLAN for the
-//! encrypted VNI, injected from the underlay, reaches no task; the MTU is exact; a node without
-//! TUN attaches none of the network and says why. Run as root by tests/run.sh.
+//! End-to-end tests of encrypted overlay networks (`"encrypted": "wireguard"` and `"ipsec"`) on a
+//! 3-node lab: an encrypted and a plain network side by side, one task per node on each. What a
+//! user (and an attacker on the underlay) would see: tasks talk across nodes; a capture on the
+//! underlay bridge finds the plain network's marker but never the encrypted one's; plaintext
+//! VXLAN for the encrypted VNI, injected from the underlay, reaches no task; the MTU is exact;
+//! pair keys rotate under `ping` without a lost packet; a node without TUN attaches none of the
+//! network and says why. Run as root by tests/run.sh; the kernel WireGuard and IPsec variants
+//! run in the kernel lab (this host's kernel has neither).
 
 mod support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::*;
@@ -21,8 +24,45 @@ const NODES: [&str; 3] = ["smgr", "snode1", "snode2"];
 /// (network, vni, third octet)
 const SECURE: (&str, u32, u8) = ("secure", 4099, 11);
 const PLAIN: (&str, u32, u8) = ("plain", 4097, 9);
-/// Underlay 1500 - WireGuard 60 - VXLAN 50.
-const SECURE_MTU: u32 = 1390;
+/// The encryption a suite runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Enc {
+    /// WireGuard, with `--wireguard` set to this (kernel, userspace).
+    Wireguard(&'static str),
+    /// IPsec (ESP in XFRM): per-pair SAs derived from the pair keys, which it always needs.
+    Ipsec,
+}
+
+impl Enc {
+    /// The network's `encrypted` value.
+    fn name(self) -> &'static str {
+        match self {
+            Enc::Wireguard(_) => "wireguard",
+            Enc::Ipsec => "ipsec",
+        }
+    }
+
+    /// `dataplane apply --wireguard`.
+    fn wg(self) -> &'static str {
+        match self {
+            Enc::Wireguard(wg) => wg,
+            Enc::Ipsec => "auto",
+        }
+    }
+
+    /// The encrypted network's MTU on a 1500-byte underlay.
+    fn mtu(self) -> u32 {
+        match self {
+            // 1500 - WireGuard 60 - VXLAN 50.
+            Enc::Wireguard(_) => 1390,
+            // 1500 - VXLAN 50 - ESP 34 (header 8, IV 8, trailer 2, ICV 16), rounded down to 4.
+            Enc::Ipsec => 1416,
+        }
+    }
+}
+
+/// The UDP port of IPsec networks' VXLAN (plain and WireGuard networks use 4789).
+const IPSEC_VXLAN_PORT: u16 = 4799;
 
 struct Keys(Vec<(String, String)>);
 
@@ -49,11 +89,7 @@ fn pair_keys() -> Vec<Vec<String>> {
     (0..NODES.len()).map(|i| (0..NODES.len()).map(|j| if i == j { String::new() } else { pick(i.min(j), i.max(j)) }).collect()).collect()
 }
 
-fn state(lab: &Lab, keys: &Keys, node: &str) -> Value {
-    state_with_psks(lab, keys, node, None)
-}
-
-fn state_with_psks(lab: &Lab, keys: &Keys, node: &str, psks: Option<&[Vec<String>]>) -> Value {
+fn state(lab: &Lab, keys: &Keys, node: &str, enc: Enc, psks: Option<&[Vec<String>]>) -> Value {
     let mut endpoints = Vec::new();
     for (i, n) in NODES.iter().enumerate() {
         for (net, _, third) in [SECURE, PLAIN] {
@@ -80,7 +116,7 @@ fn state_with_psks(lab: &Lab, keys: &Keys, node: &str, psks: Option<&[Vec<String
         "nodes": nodes,
         "wireguard_private_key": keys.0[me].0,
         "networks": [
-            {"name": SECURE.0, "vni": SECURE.1, "subnet": "10.0.11.0/24", "encrypted": "wireguard"},
+            {"name": SECURE.0, "vni": SECURE.1, "subnet": "10.0.11.0/24", "encrypted": enc.name()},
             {"name": PLAIN.0, "vni": PLAIN.1, "subnet": "10.0.9.0/24"},
         ],
         "endpoints": endpoints,
@@ -100,19 +136,15 @@ fn apply(lab: &Lab, node: &str, state: &Value, wg: &str, wrap: &[&str]) -> std::
         // Propagation unchanged: task namespaces it makes (bind mounts under the shared /run/netns)
         // must be seen outside; the wrapper keeps its own mounts to itself (e.g. making /dev
         // private first).
-        std::process::Command::new(wrap[0])
-            .args(["--mount", "--propagation", "unchanged", "sh", "-c", &script, "sh"])
-            .args(args)
-            .output()
-            .unwrap()
+        Command::new(wrap[0]).args(["--mount", "--propagation", "unchanged", "sh", "-c", &script, "sh"]).args(args).output().unwrap()
     };
     let _ = std::fs::remove_file(&path);
     out
 }
 
-fn apply_all(lab: &Lab, keys: &Keys, wg: &str) {
+fn apply_all(lab: &Lab, keys: &Keys, enc: Enc, psks: Option<&[Vec<String>]>) {
     for n in NODES {
-        let out = apply(lab, n, &state(lab, keys, n), wg, &[]);
+        let out = apply(lab, n, &state(lab, keys, n, enc, psks), enc.wg(), &[]);
         assert!(
             out.status.success(),
             "apply on {n} failed:\n{}\n{}",
@@ -223,9 +255,10 @@ fn mac(s: &str) -> [u8; 6] {
     v.try_into().unwrap()
 }
 
-/// From the underlay namespace, a plaintext VXLAN frame "from snode1" to smgr carrying a UDP
-/// datagram for the smgr task of `net`; returns whether that task received it.
-fn inject_reaches_task(lab: &Lab, net: (&str, u32, u8), port: u16) -> bool {
+/// From the underlay namespace, a plaintext VXLAN frame "from snode1" to smgr (UDP port
+/// `vxlan_port`) carrying a UDP datagram for the smgr task of `net`; returns whether that task
+/// received it.
+fn inject_reaches_task(lab: &Lab, net: (&str, u32, u8), port: u16, vxlan_port: u16) -> bool {
     let node_mac = in_ns(&lab.node_ns("smgr"), &["cat", "/sys/class/net/eth0/address"]);
     let node_mac = mac(&String::from_utf8_lossy(&node_mac.stdout));
     let dst_task = [10, 0, net.2, 2];
@@ -245,7 +278,7 @@ fn inject_reaches_task(lab: &Lab, net: (&str, u32, u8), port: u16) -> bool {
     frame.extend_from_slice(&node_mac);
     frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x20]);
     frame.extend_from_slice(&[0x08, 0x00]);
-    frame.extend_from_slice(&ipv4_udp([192, 168, 33, 20], [192, 168, 33, 10], 40001, 4789, &vxlan));
+    frame.extend_from_slice(&ipv4_udp([192, 168, 33, 20], [192, 168, 33, 10], 40001, vxlan_port, &vxlan));
 
     let (tx, rx) = std::sync::mpsc::channel();
     let listener = on_thread_in(&task(lab, "smgr", net), move || {
@@ -295,16 +328,99 @@ fn inject_reaches_task(lab: &Lab, net: (&str, u32, u8), port: u16) -> bool {
     listener.join().unwrap()
 }
 
-fn suite(test: &str, wg: &str) {
+/// The SPIs of the ESP SAs in namespace `ns` (`ip xfrm state`), and whether each is AES-GCM.
+fn esp_sas(ns: &str) -> Vec<(String, bool)> {
+    let out = Command::new("ip").args(["-n", ns, "xfrm", "state"]).output().expect("ip xfrm state");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // One SA: a "src A dst B" line, then indented lines (proto esp spi 0x..., aead ...).
+    text.split("\nsrc ")
+        .filter(|sa| sa.contains("proto esp"))
+        .map(|sa| {
+            let spi = sa.split_whitespace().skip_while(|w| *w != "spi").nth(1).unwrap_or_default().to_string();
+            (spi, sa.contains("rfc4106(gcm(aes))"))
+        })
+        .collect()
+}
+
+/// IPsec pair keys rotated under `ping -i 0.05`: every node takes the new keys (the new inbound
+/// SAs at once), then runs a pass each second, as the agent runs one when a step falls due, until
+/// only the new generation is left. Returns what smgr's passes did, in order.
+fn rotate_ipsec_under_ping(test: &str, lab: &Lab, keys: &Keys) -> Vec<String> {
+    const PINGS: u32 = 1000; // 50 s: longer than the rotation (two steps 10 s apart, then a pass)
+    let before: Vec<(String, bool)> = esp_sas(&lab.node_ns("smgr"));
+    let mut pinger = Command::new("ip")
+        .args(["netns", "exec", &task(lab, "smgr", SECURE), "ping", "-i", "0.05", "-c", &PINGS.to_string(), &ip_of(1, SECURE)])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("ping");
+    std::thread::sleep(Duration::from_secs(1));
+    let start = Instant::now();
+    let psks = pair_keys();
+    let mut smgr = Vec::new();
+    let mut round = 0;
+    loop {
+        let mut changed = 0;
+        for n in NODES {
+            let out = apply(lab, n, &state(lab, keys, n, Enc::Ipsec, Some(&psks)), "auto", &[]);
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(out.status.success(), "{test}: rotation pass {round} on {n}:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+            if round == 0 {
+                assert!(stdout.contains("xfrm: add inbound ESP SA"), "{test}: {n} did not take the new pair keys:\n{stdout}");
+            }
+            changed += changes(&stdout);
+            if n == "smgr" {
+                smgr.extend(
+                    stdout.lines().filter(|l| l.starts_with("xfrm: ")).map(|l| format!("{:>4.1} s {l}", start.elapsed().as_secs_f64())),
+                );
+            }
+        }
+        let left: Vec<usize> = NODES.iter().map(|n| esp_sas(&lab.node_ns(n)).len()).collect();
+        if changed == 0 && left.iter().all(|l| *l == 4) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(45),
+            "{test}: the rotation did not finish in 45 s (SAs per node {left:?}); smgr did:\n{}",
+            smgr.join("\n")
+        );
+        round += 1;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let took = start.elapsed();
+    assert!(pinger.try_wait().unwrap().is_none(), "{test}: ping ended before the rotation did ({took:?})");
+    let out = pinger.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("{PINGS} packets transmitted, {PINGS} received")),
+        "{test}: packets lost while the IPsec pair keys rotated ({took:?}); smgr did:\n{}\n{text}",
+        smgr.join("\n")
+    );
+    let after = esp_sas(&lab.node_ns("smgr"));
+    assert!(after.iter().all(|(spi, _)| !before.iter().any(|(b, _)| b == spi)), "{test}: an old SA is left: {before:?} -> {after:?}");
+    eprintln!("{test}: IPsec rotation under ping -i 0.05 took {:.1} s, {PINGS} of {PINGS} replies", took.as_secs_f64());
+    smgr
+}
+
+fn suite(test: &str, enc: Enc) {
     let lab = Lab::up(3);
     let keys = Keys::new();
-    apply_all(&lab, &keys, wg);
+    // IPsec derives its SAs from the pair keys: it needs them from the start.
+    let psks = (enc == Enc::Ipsec).then(pair_keys);
+    let psks = psks.as_deref();
+    apply_all(&lab, &keys, enc, psks);
     // Re-applying changes nothing.
     for n in NODES {
-        let out = apply(&lab, n, &state(&lab, &keys, n), wg, &[]);
+        let out = apply(&lab, n, &state(&lab, &keys, n, enc, psks), enc.wg(), &[]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success());
         assert_eq!(changes(&stdout), 0, "{test}: re-apply on {n} changed something:\n{stdout}");
+    }
+    if enc == Enc::Ipsec {
+        // Two ESP SAs (one each way) per peer, AES-GCM.
+        for n in NODES {
+            let sas = esp_sas(&lab.node_ns(n));
+            assert!(sas.len() == 4 && sas.iter().all(|(_, gcm)| *gcm), "{test}: {n}'s ESP SAs: {sas:?}");
+        }
     }
     // Every pair talks, on both networks.
     for net in [SECURE, PLAIN] {
@@ -349,34 +465,51 @@ fn suite(test: &str, wg: &str) {
     }
 
     // Plaintext VXLAN for the encrypted VNI, injected on the underlay, reaches no task; the same
-    // injection on the plain VNI does (the injection is sound).
-    assert!(inject_reaches_task(&lab, PLAIN, 9101), "{test}: the control injection on the plain network did not arrive");
-    assert!(!inject_reaches_task(&lab, SECURE, 9102), "{test}: plaintext VXLAN for the encrypted VNI reached its task");
-
-    // Pair keys rotated three times under `ping -i 0.02`, node by node as agents take them:
-    // the running sessions carry on (the new key is for the next handshake), nothing is lost,
-    // and a re-apply with the new keys changes nothing (the tunnel holds them).
-    let pinger = std::process::Command::new("ip")
-        .args(["netns", "exec", &task(&lab, "smgr", SECURE), "ping", "-i", "0.02", "-c", "150", &ip_of(1, SECURE)])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("ping");
-    for _ in 0..3 {
-        std::thread::sleep(Duration::from_millis(500));
-        let psks = pair_keys();
-        for n in NODES {
-            let out = apply(&lab, n, &state_with_psks(&lab, &keys, n, Some(&psks)), wg, &[]);
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success() && stdout.contains("preshared-key (secret)"), "{test}: key rotation on {n}:\n{stdout}");
-        }
-        for n in NODES {
-            let out = apply(&lab, n, &state_with_psks(&lab, &keys, n, Some(&psks)), wg, &[]);
-            assert_eq!(changes(&String::from_utf8_lossy(&out.stdout)), 0, "{test}: the tunnel on {n} does not hold the new pair keys");
-        }
+    // injection on the plain VNI does (the injection is sound). IPsec networks' VXLAN has its own
+    // port: plaintext is refused there too.
+    assert!(inject_reaches_task(&lab, PLAIN, 9101, 4789), "{test}: the control injection on the plain network did not arrive");
+    assert!(!inject_reaches_task(&lab, SECURE, 9102, 4789), "{test}: plaintext VXLAN for the encrypted VNI reached its task");
+    if enc == Enc::Ipsec {
+        assert!(
+            !inject_reaches_task(&lab, SECURE, 9103, IPSEC_VXLAN_PORT),
+            "{test}: plaintext VXLAN on the IPsec port ({IPSEC_VXLAN_PORT}) reached the encrypted network's task"
+        );
     }
-    let out = pinger.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("150 packets transmitted, 150 received"), "{test}: packets lost while pair keys rotated:\n{text}");
+
+    if enc == Enc::Ipsec {
+        let steps = rotate_ipsec_under_ping(test, &lab, &keys);
+        // The three steps, in order: new inbound SAs, then new outbound SAs, then the old ones go.
+        let first = |what: &str| {
+            steps.iter().position(|l| l.contains(what)).unwrap_or_else(|| panic!("{test}: no '{what}':\n{}", steps.join("\n")))
+        };
+        let (inb, outb, del) = (first("add inbound"), first("add outbound"), first("delete ESP SA"));
+        assert!(inb < outb && outb < del, "{test}: rotation steps out of order:\n{}", steps.join("\n"));
+    } else {
+        // Pair keys rotated three times under `ping -i 0.02`, node by node as agents take them:
+        // the running sessions carry on (the new key is for the next handshake), nothing is lost,
+        // and a re-apply with the new keys changes nothing (the tunnel holds them).
+        let pinger = Command::new("ip")
+            .args(["netns", "exec", &task(&lab, "smgr", SECURE), "ping", "-i", "0.02", "-c", "150", &ip_of(1, SECURE)])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("ping");
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(500));
+            let psks = pair_keys();
+            for n in NODES {
+                let out = apply(&lab, n, &state(&lab, &keys, n, enc, Some(&psks)), enc.wg(), &[]);
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                assert!(out.status.success() && stdout.contains("preshared-key (secret)"), "{test}: key rotation on {n}:\n{stdout}");
+            }
+            for n in NODES {
+                let out = apply(&lab, n, &state(&lab, &keys, n, enc, Some(&psks)), enc.wg(), &[]);
+                assert_eq!(changes(&String::from_utf8_lossy(&out.stdout)), 0, "{test}: the tunnel on {n} does not hold the new pair keys");
+            }
+        }
+        let out = pinger.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("150 packets transmitted, 150 received"), "{test}: packets lost while pair keys rotated:\n{text}");
+    }
     assert!(
         tcp_round_trip(&task(&lab, "smgr", SECURE), &task(&lab, "snode1", SECURE), &ip_of(1, SECURE), 7301),
         "{test}: TCP after the key rotations"
@@ -385,14 +518,23 @@ fn suite(test: &str, wg: &str) {
     // Exact MTU: a DF packet of the MTU passes, one byte more does not.
     let src = task(&lab, "smgr", SECURE);
     let dst = ip_of(2, SECURE);
-    let fits = (SECURE_MTU - 28).to_string();
-    let over = (SECURE_MTU - 27).to_string();
+    let fits = (enc.mtu() - 28).to_string();
+    let over = (enc.mtu() - 27).to_string();
     let ok = in_ns(&src, &["ping", "-M", "do", "-c", "1", "-W", "2", "-s", &fits, &dst]);
     assert!(ok.status.success(), "{test}: a DF packet of exactly the encrypted MTU did not pass: {}", String::from_utf8_lossy(&ok.stdout));
     let big = in_ns(&src, &["ping", "-M", "do", "-c", "1", "-W", "2", "-s", &over, &dst]);
     assert!(!big.status.success(), "{test}: a DF packet one byte over the encrypted MTU passed");
     let mtu = in_ns(&src, &["cat", "/sys/class/net/eth0/mtu"]);
-    assert_eq!(String::from_utf8_lossy(&mtu.stdout).trim(), SECURE_MTU.to_string());
+    assert_eq!(String::from_utf8_lossy(&mtu.stdout).trim(), enc.mtu().to_string());
+}
+
+/// Whether this kernel runs ESP with AES-GCM, tried in a throwaway namespace.
+fn esp_probe() -> Result<(), String> {
+    let ns = format!("shoal-espprobe{}", std::process::id());
+    shoal_dataplane::netns::create(&ns).map_err(|e| e.to_string())?;
+    let found = shoal_dataplane::netns::run_in(&ns, shoal_dataplane::crypt::ipsec::kernel::probe);
+    let _ = shoal_dataplane::netns::delete(&ns);
+    found.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
 }
 
 #[test]
@@ -403,7 +545,7 @@ fn encrypted_userspace_tasks_talk_nothing_in_plaintext_and_exact_mtu() {
         skip("encrypted_userspace_tasks_talk_nothing_in_plaintext_and_exact_mtu", "no TUN device (/dev/net/tun)");
         return;
     }
-    suite("userspace", "userspace");
+    suite("userspace", Enc::Wireguard("userspace"));
 }
 
 #[test]
@@ -414,7 +556,19 @@ fn encrypted_kernel_tasks_talk_nothing_in_plaintext_and_exact_mtu() {
         skip("encrypted_kernel_tasks_talk_nothing_in_plaintext_and_exact_mtu", &format!("kernel WireGuard: {e}"));
         return;
     }
-    suite("kernel", "kernel");
+    suite("kernel", Enc::Wireguard("kernel"));
+}
+
+#[test]
+#[ignore = "needs root: run by tests/run.sh and the kernel lab"]
+fn encrypted_ipsec_tasks_talk_nothing_in_plaintext_exact_mtu_and_rotation_loses_nothing() {
+    const TEST: &str = "encrypted_ipsec_tasks_talk_nothing_in_plaintext_exact_mtu_and_rotation_loses_nothing";
+    require_root();
+    if let Err(e) = esp_probe() {
+        skip(TEST, &format!("no ESP (esp4/xfrm): {e}"));
+        return;
+    }
+    suite("ipsec", Enc::Ipsec);
 }
 
 #[test]
@@ -423,14 +577,14 @@ fn encrypted_a_node_without_tun_attaches_none_of_the_network_and_says_why() {
     let lab = Lab::up(3);
     let keys = Keys::new();
     for n in ["snode1", "snode2"] {
-        let out = apply(&lab, n, &state(&lab, &keys, n), "userspace", &[]);
+        let out = apply(&lab, n, &state(&lab, &keys, n, Enc::Wireguard("userspace"), None), "userspace", &[]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     // smgr sees /dev/null where /dev/net/tun should be (its own mount namespace).
     let out = apply(
         &lab,
         "smgr",
-        &state(&lab, &keys, "smgr"),
+        &state(&lab, &keys, "smgr", Enc::Wireguard("userspace"), None),
         "userspace",
         &["unshare", "mount", "--make-rprivate", "/dev", "&&", "mount", "--bind", "/dev/null", "/dev/net/tun"],
     );

@@ -32,19 +32,7 @@ fn blackhole(c: &Cluster, node: &str, on: bool) {
     } else {
         "delete table inet shoal_test_blackhole\n"
     };
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut ch| {
-            use std::io::Write;
-            ch.stdin.take().unwrap().write_all(script.as_bytes())?;
-            ch.wait_with_output()
-        })
-        .unwrap();
-    assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+    support::nft_in(&ns, script);
 }
 
 /// Ids of the tasks of `service` desired running, as `node`'s manager sees them.

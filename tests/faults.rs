@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use linearizable::{Event, Op, Outcome};
 use shoal_control::manager::ClusterView;
 use shoal_control::model::TaskState;
-use shoal_control::node::{AgentSession, LocalReply, LocalRequest, LocalResponse, NodeInfo};
+use shoal_control::node::{LocalReply, LocalRequest, LocalResponse, NodeInfo, SessionInfo};
 use shoal_control::rpc::messages::{ApiRequest, ApiResponse};
 use shoal_control::state::Command;
 use support::cluster::*;
@@ -78,7 +78,7 @@ fn read_view(sock: &Path, timeout: Duration) -> Result<ClusterView, String> {
     match call(sock, &LocalRequest::Api(ApiRequest::View), timeout) {
         Ok(Ok(LocalReply::Api(ApiResponse::View(v)))) => Ok(*v),
         Ok(Ok(other)) => Err(format!("unexpected reply {other:?}")),
-        Ok(Err(e)) => Err(e),
+        Ok(Err(e)) => Err(e.to_string()),
         Err(CallError::NotSent(e) | CallError::NoAnswer(e)) => Err(e),
     }
 }
@@ -112,7 +112,7 @@ fn addr_of(node: &str) -> &'static str {
 
 struct Setup {
     /// Node id whose labels are the registers.
-    reg: String,
+    reg: shoal_control::model::NodeId,
     raft_ids: BTreeMap<String, u64>,
 }
 
@@ -155,7 +155,7 @@ fn leader(c: &Cluster, via: &[&str]) -> Option<(String, String)> {
     via.iter().find_map(|n| read_view(&c.sock(n), Duration::from_secs(3)).ok().and_then(|v| leader_of(&v)))
 }
 
-fn session(c: &Cluster, node: &str) -> Option<AgentSession> {
+fn session(c: &Cluster, node: &str) -> Option<SessionInfo> {
     info(&c.sock(node)).and_then(|i| i.session)
 }
 
@@ -166,7 +166,7 @@ fn agents_back(
     since: Instant,
     agents: &[&str],
     via: &[&str],
-    ok: impl Fn(&str, &AgentSession, &(String, String)) -> bool,
+    ok: impl Fn(&str, &SessionInfo, &(String, String)) -> bool,
 ) -> Option<Duration> {
     while since.elapsed() < Duration::from_secs(30) {
         if let Some(l) = leader(c, via) {
@@ -229,7 +229,7 @@ impl Workload {
                 std::thread::spawn(move || run_client(client, &sock, &reg, epoch, &stop, &shared))
             })
             .collect();
-        Workload { stop, clients, shared, epoch, reg: setup.reg.clone() }
+        Workload { stop, clients, shared, epoch, reg: setup.reg.to_string() }
     }
 
     fn now(&self) -> Duration {
@@ -260,7 +260,7 @@ impl Workload {
                     Ok(v) => {
                         let end = self.epoch.elapsed();
                         for key in KEYS {
-                            let value = v.state.nodes.get(&self.reg).and_then(|n| n.labels.get(key).cloned());
+                            let value = v.state.nodes.get(self.reg.as_str()).and_then(|n| n.labels.get(key).cloned());
                             shared.events.push(Event {
                                 client: 100 + i,
                                 key: key.into(),
@@ -340,8 +340,8 @@ fn run_client(client: usize, sock: &Path, reg: &str, epoch: Instant, stop: &Atom
                     s.odd.push(format!("client {client}: write refused by the state: {e}"));
                     Outcome::Failed
                 }
-                Ok(Err(msg)) if msg.contains(DISK_REFUSAL) => {
-                    s.refusals.push((client, end, msg));
+                Ok(Err(msg)) if msg.message.contains(DISK_REFUSAL) => {
+                    s.refusals.push((client, end, msg.message));
                     Outcome::Failed
                 }
                 Ok(Err(_)) => Outcome::Maybe,
@@ -459,18 +459,7 @@ impl Drop for NftFault {
 }
 
 fn nft(ns: &str, script: &str) {
-    let out = Process::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut ch| {
-            ch.stdin.take().unwrap().write_all(script.as_bytes())?;
-            ch.wait_with_output()
-        })
-        .unwrap();
-    assert!(out.status.success(), "nft in {ns}: {}\n{script}", String::from_utf8_lossy(&out.stderr));
+    support::nft_in(ns, script);
 }
 
 fn peers_of(node: &str) -> Vec<&'static str> {

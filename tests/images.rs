@@ -442,7 +442,7 @@ fn redis_answers_redis_cli_by_name_through_a_daemon_kill() {
     wait_for("PONGs from redis through the VIP", Duration::from_secs(20), || pongs(&c) >= 3);
 
     // Crash-only: both daemons killed, the PINGs go on; restarted daemons adopt the tasks. (The
-    // harness's managers mark a node down after 3 heartbeats of 200 ms: restart within that.)
+    // harness's managers mark a node down after 3 heartbeats of 500 ms: restart within that.)
     let tasks = vec![task_ids(&c, "redis").remove(0), cli.clone()];
     let before = pids_of(&c, &tasks);
     let mut c = c;

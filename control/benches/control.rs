@@ -32,7 +32,7 @@ fn main() {
 
 fn node(i: usize) -> Node {
     Node {
-        id: format!("node{i:05}"),
+        id: format!("node{i:05}").into(),
         raft_id: i as u64 + 1,
         hostname: format!("host{i}"),
         addr: format!("192.168.{}.{}", i / 250, i % 250 + 1),
@@ -45,6 +45,7 @@ fn node(i: usize) -> Node {
         created_ms: 0,
         updated_ms: 0,
         resources: Default::default(),
+        encryption: Default::default(),
     }
 }
 
@@ -65,26 +66,26 @@ fn placement() {
         ca_rotation: None,
         autolock_key: None,
     };
-    st.apply(&Request { now_ms: 1, cmd: Command::Init { cluster, node: node(0) } }).unwrap();
+    shoal_control::decide::apply(&mut st, &Request { now_ms: 1, cmd: Command::Init { cluster, node: node(0) } }).unwrap();
     for i in 1..1000 {
-        st.apply(&Request { now_ms: 1, cmd: Command::AddNode { node: node(i) } }).unwrap();
+        shoal_control::decide::apply(&mut st, &Request { now_ms: 1, cmd: Command::AddNode { node: node(i) } }).unwrap();
     }
     // Baseline: a reconcile pass with nothing to do over the same state size, measured after.
     let mut spec = ServiceSpec::new("big", "nginx");
     spec.mode = ServiceMode::Replicated { replicas: 10_000 };
     let t = Instant::now();
-    st.apply(&Request { now_ms: 2, cmd: Command::CreateService { spec } }).unwrap();
+    shoal_control::decide::apply(&mut st, &Request { now_ms: 2, cmd: Command::CreateService { spec } }).unwrap();
     let took = t.elapsed();
     let placed = st.tasks.values().filter(|t| t.node_id.is_some()).count();
     let per_s = placed as f64 / took.as_secs_f64();
     let t = Instant::now();
-    st.apply(&Request { now_ms: 3, cmd: Command::Tick }).unwrap();
+    shoal_control::decide::apply(&mut st, &Request { now_ms: 3, cmd: Command::Tick }).unwrap();
     let idle = t.elapsed();
     // A second service, spread across the same loaded nodes.
     let mut spec = ServiceSpec::new("second", "nginx");
     spec.mode = ServiceMode::Replicated { replicas: 10_000 };
     let t = Instant::now();
-    st.apply(&Request { now_ms: 4, cmd: Command::CreateService { spec } }).unwrap();
+    shoal_control::decide::apply(&mut st, &Request { now_ms: 4, cmd: Command::CreateService { spec } }).unwrap();
     let took2 = t.elapsed();
     let max = st.nodes.keys().map(|n| st.tasks.values().filter(|t| t.node_id.as_ref() == Some(n)).count()).max().unwrap_or(0);
     println!(

@@ -5,7 +5,9 @@
 //! - gossip bytes per second per node (sealed datagrams, steady state).
 //!
 //! `cargo bench -p shoal-control --bench gossip -- [--nodes 1000] [--loss 0.05] [--kills 20]
-//!  [--quiet-secs 3600] [--memberlist]` (`--memberlist`: memberlist's LAN timings for comparison)
+//!  [--quiet-secs 3600] [--memberlist] [--suspicion-min-ms N] [--suspicion-max-ms N] [--confirmations K]
+//!  [--last-checks N]`
+//!  (`--memberlist`: memberlist's LAN timings for comparison; the others override one timing)
 
 use shoal_control::gossip::sim::{NetConfig, Sim};
 use shoal_control::gossip::{GossipConfig, GossipKey, Keyring, MemberEvent};
@@ -29,15 +31,22 @@ fn main() {
     let kills: usize = arg("--kills", 20);
     let quiet = Duration::from_secs(arg("--quiet-secs", 3600));
     let memberlist = std::env::args().any(|a| a == "--memberlist");
-    let config = if memberlist { GossipConfig::memberlist_lan(n as u32) } else { GossipConfig::lan(n as u32) };
+    let mut config = if memberlist { GossipConfig::memberlist_lan(n as u32) } else { GossipConfig::lan(n as u32) };
+    // Overrides, to compare timings in one build.
+    config.suspicion_min = Duration::from_millis(arg("--suspicion-min-ms", config.suspicion_min.as_millis() as u64));
+    config.suspicion_max = Duration::from_millis(arg("--suspicion-max-ms", config.suspicion_max.as_millis() as u64));
+    config.suspicion_confirmations = arg("--confirmations", config.suspicion_confirmations);
+    config.last_checks = arg("--last-checks", config.last_checks);
     let net = NetConfig { loss, latency: Duration::from_micros(500), jitter: Duration::from_micros(500) };
     println!(
-        "gossip bench: {n} members, {:.0}% loss, {} timings (probe {:?}, suspicion {:?}..{:?})",
+        "gossip bench: {n} members, {:.0}% loss, {} timings (probe {:?}, suspicion {:?}..{:?}, {} confirmations, {} rounds of last checks)",
         loss * 100.0,
         if memberlist { "memberlist LAN" } else { "shoal LAN" },
         config.probe_period,
         config.suspicion_min,
-        config.suspicion_max
+        config.suspicion_max,
+        config.suspicion_confirmations,
+        config.last_checks
     );
 
     let wall = Instant::now();
@@ -113,13 +122,50 @@ fn main() {
     let secs = (sim.elapsed() - t0).as_secs_f64();
     let bytes: u64 = (0..n).filter_map(|i| sim.core(i)).map(|c| c.stats().sent_bytes).sum::<u64>() - bytes0;
     let datagrams: u64 = (0..n).filter_map(|i| sim.core(i)).map(|c| c.stats().sent_datagrams).sum::<u64>() - datagrams0;
-    let false_downs = sim.events()[events0..].iter().filter(|e| matches!(e.event, MemberEvent::Down(_))).count();
+    // A false positive is a live member declared down; count the members (each is declared down
+    // by many observers, which are counted too).
+    let mut victims: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for e in &sim.events()[events0..] {
+        if let MemberEvent::Down(m) = &e.event {
+            *victims.entry(m.node.clone()).or_default() += 1;
+        }
+    }
+    let false_downs = victims.len();
+    let checks: u64 = (0..n).filter_map(|i| sim.core(i)).map(|c| c.stats().suspect_checks).sum();
+    println!("  last checks of unconfirmed suspicions sent over the whole run: {checks}");
+    if std::env::args().any(|a| a == "--explain") {
+        for (victim, observers) in &victims {
+            let first = sim.events()[events0..].iter().find(|e| matches!(&e.event, MemberEvent::Down(m) if &m.node == victim));
+            let idx: usize = victim.trim_start_matches("node").parse().unwrap_or(0);
+            let now = sim.core(idx).map(|c| (c.identity().generation, c.health_score()));
+            if let Some(e) = first {
+                println!(
+                    "    false positive {victim}: first declared down at {:.1} s by node{} (generation {}); {observers} observers; now (generation, health) {now:?}",
+                    e.at.as_secs_f64(),
+                    e.observer,
+                    e.event.member().generation
+                );
+            }
+        }
+    }
+    let observations: usize = victims.values().sum();
     let suspects_now = (0..n)
         .filter_map(|i| sim.core(i))
         .map(|c| c.members().iter().filter(|m| m.status != shoal_control::gossip::Status::Alive).count())
         .sum::<usize>();
+    if std::env::args().any(|a| a == "--explain") {
+        let mut by: std::collections::BTreeMap<(String, String), usize> = std::collections::BTreeMap::new();
+        for c in (0..n).filter_map(|i| sim.core(i)) {
+            for m in c.members().into_iter().filter(|m| m.status != shoal_control::gossip::Status::Alive) {
+                *by.entry((m.node, format!("{:?}", m.status))).or_default() += 1;
+            }
+        }
+        for ((node, status), count) in by {
+            println!("    at the end, {count} members hold {node} {status}");
+        }
+    }
     println!(
-        "  steady state over {:.0} s simulated ({:.0} s wall): {:.0} bytes/s and {:.1} datagrams/s sent per node; false positives (live members declared down): {false_downs}; non-alive entries at the end: {suspects_now}",
+        "  steady state over {:.0} s simulated ({:.0} s wall): {:.0} bytes/s and {:.1} datagrams/s sent per node; false positives (live members declared down): {false_downs} members, by {observations} observers in all; non-alive entries at the end: {suspects_now}",
         secs,
         wall.elapsed().as_secs_f64(),
         bytes as f64 / secs / n as f64,

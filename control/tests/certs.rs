@@ -134,7 +134,7 @@ async fn demoted_and_removed_nodes_certificates_are_refused() {
 
     // Removed: refused for good, whatever the certificate says.
     ms.remove(1).kill().await;
-    ms[0].propose(Command::RemoveNode { node: m2_id.clone(), force: true }).await.unwrap().unwrap();
+    ms[0].propose(Command::RemoveNode { node: m2_id.to_string(), force: true }).await.unwrap().unwrap();
     let err = c.api(ApiRequest::View).await.unwrap_err();
     assert!(err.message().contains("removed"), "{}", err.message());
     let err = c.raft(vote()).await.unwrap_err();

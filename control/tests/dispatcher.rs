@@ -105,7 +105,7 @@ async fn drain_moves_tasks_and_agents_stop_them() {
     .await;
     ms[0]
         .propose(Command::UpdateNode {
-            node: wid.clone(),
+            node: wid.to_string(),
             availability: Some(shoal_control::model::Availability::Drain),
             role: None,
             label_add: Default::default(),
@@ -236,7 +236,7 @@ async fn a_stop_waits_for_every_node_to_apply_the_withdrawal() {
     }
     // Scale down: one task leaves the endpoint table.
     let service = ms[0].state().await.services.keys().next().unwrap().clone();
-    ms[0].propose(Command::ScaleService { service, replicas: 2 }).await.unwrap().unwrap();
+    ms[0].propose(Command::ScaleService { service: service.to_string(), replicas: 2 }).await.unwrap().unwrap();
     for n in ms.iter().chain(ws.iter()) {
         eventually("two endpoints on every node", 20, || async { (n.node.view().borrow().view.endpoints.len() == 2).then_some(()) }).await;
     }

@@ -1,4 +1,5 @@
-//! Promote/demote change the Raft membership; `init --force-new-cluster` recovers a lost quorum.
+//! Promote/demote change the Raft membership; `init --force-new-cluster` recovers a lost quorum; a
+//! restarted node tells the managers what its (new) kernel offers encrypted networks.
 
 mod common;
 
@@ -136,4 +137,59 @@ async fn a_restarted_manager_resumes_from_disk() {
     let st = t.state().await;
     assert!(st.find_service("durable").is_ok());
     assert!(st.find_service("later").is_ok());
+}
+
+/// A worker's daemon restarts on a kernel that offers more (a reboot into a kernel with
+/// WireGuard): its agent says so when its session opens, the managers record it (`node
+/// inspect`'s "encryption"), and the next `--opt encrypted` network picks with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_tells_its_new_kernels_encryption_support() {
+    use shoal_control::model::{EncryptionBackend, EncryptionSupport, NetworkSpec};
+    use shoal_control::node::{NodeConfig, NodeControl};
+    use std::time::Duration;
+    let (ms, _, wt, _) = cluster(1, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = |encryption: EncryptionSupport| {
+        let mut c = NodeConfig::new(dir.path());
+        c.socket = None;
+        c.listen_addr = format!("127.0.0.1:{port}").parse().unwrap();
+        c.advertise_addr = Some(format!("127.0.0.1:{port}"));
+        c.heartbeat_period = Duration::from_millis(200);
+        c.hostname = "w".into();
+        c.encryption = encryption;
+        c
+    };
+    let userspace_only = EncryptionSupport { kernel_wireguard: false, esp: false, tun: true };
+    let everything = EncryptionSupport { kernel_wireguard: true, esp: true, tun: true };
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let node = NodeControl::start(cfg(userspace_only), rx).await.unwrap();
+    let w = TestNode { node, stop, addr: format!("127.0.0.1:{port}"), dir: tempfile::tempdir().unwrap(), name: "w".into() };
+    w.join(&wt, &ms[0].addr).await.unwrap();
+    let id = w.node.node_id().await.unwrap();
+    assert_eq!(ms[0].state().await.nodes[&id].encryption, userspace_only, "reported at join");
+    w.stop.send_replace(true);
+    w.node.stop().await;
+    drop(w);
+
+    // The manager's own kernel offers everything too.
+    let m_id = ms[0].node.node_id().await.unwrap();
+    ms[0].propose(Command::SetNodeEncryption { node: m_id, encryption: everything }).await.unwrap().unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let node = eventually("the worker restarts", 20, || {
+        let rx = rx.clone();
+        let c = cfg(everything);
+        async move { NodeControl::start(c, rx).await.ok() }
+    })
+    .await;
+    let _w = TestNode { node, stop, addr: format!("127.0.0.1:{port}"), dir: tempfile::tempdir().unwrap(), name: "w".into() };
+    eventually("the new kernel's support is recorded", 20, || async {
+        (ms[0].state().await.nodes[&id].encryption == everything).then_some(())
+    })
+    .await;
+    let mut spec = NetworkSpec { name: "secure".into(), driver: "overlay".into(), ..Default::default() };
+    spec.options.insert("encrypted".into(), String::new());
+    ms[0].propose(Command::CreateNetwork { spec }).await.unwrap().unwrap();
+    let st = ms[0].state().await;
+    assert_eq!(st.find_network("secure").unwrap().encryption, Some(EncryptionBackend::Wireguard), "kernel WireGuard on every node now");
 }

@@ -20,6 +20,7 @@ fn join_request(token: &str, padding: usize) -> JoinRequest {
         addr: "127.0.0.1".into(),
         manager_addr: String::new(),
         resources: Default::default(),
+        encryption: Default::default(),
     }
 }
 

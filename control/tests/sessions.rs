@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use shoal_control::dispatcher::messages::{AgentMessage, SessionMessage};
 use shoal_control::model::{NodeState, ServiceMode, ServiceSpec, TaskState, TaskStatus};
+use shoal_control::rpc::session::{AgentMessage, SessionMessage};
 use shoal_control::rpc::tls::{self, TlsIdentity};
 use shoal_control::state::Command;
 use std::time::Duration;
@@ -83,7 +83,7 @@ async fn a_second_session_replaces_the_first_and_foreign_reports_are_dropped() {
     let (tx, mut inbound) = open(&leader, &id).await;
     assert!(ends_within(&mut second, 10).await, "the third session replaces the second");
     beat.abort();
-    let running = |id: &str| (id.to_string(), TaskStatus::new(TaskState::Running, "", 0));
+    let running = |id: &str| (id.into(), TaskStatus::new(TaskState::Running, "", 0));
     tx.send(AgentMessage::TaskStatus { updates: vec![running(&theirs)] }).await.unwrap();
     tx.send(AgentMessage::TaskStatus { updates: vec![running(&mine)] }).await.unwrap();
     let st = eventually("the node's own report is recorded", 20, || async {

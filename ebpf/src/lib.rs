@@ -70,7 +70,7 @@ pub use error::Error;
 pub use loader::LoadOptions;
 pub use model::{Backend, Proto, ServiceKey, ServiceOptions, ANY_PORT};
 pub use pin::{ensure_bpffs, is_bpffs};
-pub use probe::{cgroup2_mount, probe, Probe, Support};
+pub use probe::{cgroup2_mount, probe, LbUnsupported, PartUnavailable, Probe, Support};
 pub use service_table::ServiceTable;
 pub use sock_lb::SockLb;
 pub use tc_legacy::{TcAttach, PRIORITY as TC_PRIORITY};

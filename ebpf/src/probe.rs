@@ -23,11 +23,11 @@ impl Support {
         matches!(self, Self::Available)
     }
 
-    /// `Ok` when available, else the reason.
-    pub fn to_result(&self) -> Result<(), String> {
+    /// `Ok` when available, else why not.
+    pub fn to_result(&self) -> Result<(), PartUnavailable> {
         match self {
             Self::Available => Ok(()),
-            Self::Unavailable { reason } => Err(reason.clone()),
+            Self::Unavailable { reason } => Err(PartUnavailable { reason: reason.clone() }),
         }
     }
 }
@@ -39,6 +39,24 @@ impl fmt::Display for Support {
             Self::Unavailable { reason } => write!(f, "unavailable: {reason}"),
         }
     }
+}
+
+/// Why one part of the eBPF load balancer cannot run here (the reason names the missing piece).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct PartUnavailable {
+    /// Why.
+    pub reason: String,
+}
+
+/// Why the whole eBPF load balancer cannot run here: each part's support, one of them missing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("socket LB {sock_lb}; tc NAT {tc_nat}")]
+pub struct LbUnsupported {
+    /// The socket-level half (VIPs).
+    pub sock_lb: Support,
+    /// The tc half (published ports, VIP packets no socket hook translated).
+    pub tc_nat: Support,
 }
 
 /// The probe's findings.
@@ -56,10 +74,10 @@ pub struct Probe {
 impl Probe {
     /// Whether the whole eBPF load balancer (both parts) can run here, with
     /// the reason when not: what the dataplane's probe and `shoal doctor` say.
-    pub fn load_balancer(&self) -> Result<(), String> {
+    pub fn load_balancer(&self) -> Result<(), LbUnsupported> {
         match (&self.sock_lb, &self.tc_nat) {
             (Support::Available, Support::Available) => Ok(()),
-            (s, t) => Err(format!("socket LB {s}; tc NAT {t}")),
+            (s, t) => Err(LbUnsupported { sock_lb: s.clone(), tc_nat: t.clone() }),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use shoal_control::dispatcher::AgentView;
 use shoal_control::model::{TaskState, ENCRYPTED_OPTION};
 use shoal_dataplane::crypt::key::{Key, PrivateKey};
-use shoal_dataplane::state::{Encryption, Endpoint, Network, NodeInfo, NodeState, NodeWireGuard, PortConfig, Protocol, Service};
+use shoal_dataplane::state::{DesiredNode, Encryption, Endpoint, Network, NodeInfo, NodeWireGuard, PortConfig, Protocol, Service};
 
 /// The task's network namespace: task ids are unique in the cluster, and so on the machine.
 pub fn task_netns(task_id: &str) -> String {
@@ -30,16 +30,28 @@ fn ip_of(addr: &str) -> Option<Ipv4Addr> {
 }
 
 /// Whether a network of the view asks for encryption.
-pub fn is_encrypted(n: &shoal_control::dispatcher::messages::NetworkInfo) -> bool {
+pub fn is_encrypted(n: &shoal_control::rpc::session::NetworkInfo) -> bool {
     n.options.contains_key(ENCRYPTED_OPTION)
+}
+
+/// Why a task on an encrypted network cannot run here yet, or ever.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncryptionError {
+    #[error("waiting for this node's WireGuard key from the managers")]
+    NoKeyYet,
+    #[error("the managers' WireGuard key for this node: {0}")]
+    BadKey(shoal_dataplane::crypt::key::BadKey),
+    /// The data plane refused encryption here (`why` is its reason).
+    #[error("encrypted network '{}' cannot run on this node: {why}", .networks.join("', '"))]
+    Refused { networks: Vec<String>, why: String },
 }
 
 /// This node's WireGuard private key and every node's public key and tunnel address, from the
 /// managers. `Err` says why this node has no usable identity yet (encrypted networks then wait:
 /// they are left out of the desired state, never built in plaintext).
-fn wireguard(view: &AgentView) -> Result<(PrivateKey, BTreeMap<String, NodeWireGuard>), String> {
-    let wg = view.wireguard.as_ref().ok_or("waiting for this node's WireGuard key from the managers")?;
-    let private = PrivateKey::from_base64(&wg.private_key).map_err(|e| format!("the managers' WireGuard key for this node: {e}"))?;
+fn wireguard(view: &AgentView) -> Result<(PrivateKey, BTreeMap<String, NodeWireGuard>), EncryptionError> {
+    let wg = view.wireguard.as_ref().ok_or(EncryptionError::NoKeyYet)?;
+    let private = PrivateKey::from_base64(&wg.private_key).map_err(EncryptionError::BadKey)?;
     let peers = wg
         .peers
         .iter()
@@ -49,7 +61,7 @@ fn wireguard(view: &AgentView) -> Result<(PrivateKey, BTreeMap<String, NodeWireG
                 address: p.address,
                 preshared_key: PrivateKey::from_base64(&p.preshared_key).ok(),
             };
-            Some((id.clone(), wg))
+            Some((id.to_string(), wg))
         })
         .collect();
     Ok((private, peers))
@@ -63,14 +75,14 @@ pub fn encryption_gate(
     view: &AgentView,
     networks: &[shoal_control::model::NetworkAttachment],
     refused: Option<&str>,
-) -> Result<bool, String> {
+) -> Result<bool, EncryptionError> {
     let encrypted: Vec<&str> =
         networks.iter().filter_map(|att| view.networks.get(&att.network_id).filter(|n| is_encrypted(n)).map(|n| n.name.as_str())).collect();
     if encrypted.is_empty() {
         return Ok(true);
     }
     if let Some(why) = refused {
-        return Err(format!("encrypted network '{}' cannot run on this node: {why}", encrypted.join("', '")));
+        return Err(EncryptionError::Refused { networks: encrypted.iter().map(|n| n.to_string()).collect(), why: why.to_string() });
     }
     Ok(encryption_waits(view).is_none())
 }
@@ -80,26 +92,26 @@ pub fn attached_tasks(view: &AgentView, running: &BTreeSet<String>) -> BTreeSet<
     view.assignments
         .values()
         .filter(|a| a.task.desired_state <= TaskState::Running && !a.task.status.state.is_terminal())
-        .map(|a| a.task.id.clone())
+        .map(|a| a.task.id.to_string())
         .chain(running.iter().cloned())
         .collect()
 }
 
 /// Builds this node's desired data plane. `running` are local tasks whose process is alive: they
 /// keep their network until stopped, even when no longer assigned.
-pub fn node_state(view: &AgentView, node_id: &str, self_addr: Ipv4Addr, running: &BTreeSet<String>) -> NodeState {
+pub fn desired_node(view: &AgentView, node_id: &str, self_addr: Ipv4Addr, running: &BTreeSet<String>) -> DesiredNode {
     let mut nodes: BTreeMap<String, Ipv4Addr> = BTreeMap::new();
     nodes.insert(node_id.to_string(), self_addr);
     for net in view.networks.values() {
         for (id, addr) in &net.peers {
             if let Some(ip) = ip_of(addr) {
-                nodes.entry(id.clone()).or_insert(ip);
+                nodes.entry(id.to_string()).or_insert(ip);
             }
         }
     }
     for ep in view.endpoints.values() {
         if let Some(ip) = ip_of(&ep.node_addr) {
-            nodes.entry(ep.node_id.clone()).or_insert(ip);
+            nodes.entry(ep.node_id.to_string()).or_insert(ip);
         }
     }
     let net_name = |id: &str| view.networks.get(id).map(|n| n.name.clone());
@@ -112,10 +124,18 @@ pub fn node_state(view: &AgentView, node_id: &str, self_addr: Ipv4Addr, running:
             subnet: n.subnet,
             gateway: Some(n.gateway),
             mtu: None,
-            lb_addresses: n.lb_addrs.iter().filter(|(node, _)| nodes.contains_key(*node)).map(|(k, v)| (k.clone(), *v)).collect(),
+            lb_addresses: n
+                .lb_addrs
+                .iter()
+                .filter(|(node, _)| nodes.contains_key(node.as_str()))
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
             internal: n.internal,
             local: n.node_local,
-            encrypted: is_encrypted(n).then_some(Encryption::Wireguard),
+            encrypted: is_encrypted(n).then(|| match n.options.get(ENCRYPTED_OPTION).map(String::as_str) {
+                Some("ipsec") => Encryption::Ipsec,
+                _ => Encryption::Wireguard,
+            }),
         })
         .collect();
     let identity = if networks.iter().any(|n| n.encrypted.is_some()) { Some(wireguard(view)) } else { None };
@@ -128,7 +148,7 @@ pub fn node_state(view: &AgentView, node_id: &str, self_addr: Ipv4Addr, running:
     let mut endpoints = Vec::new();
     let local = attached_tasks(view, running);
     // A task joins every network of its service, in order: eth0, eth1, ... in its namespace.
-    for a in view.assignments.values().filter(|a| local.contains(&a.task.id)) {
+    for a in view.assignments.values().filter(|a| local.contains(a.task.id.as_str())) {
         for (i, att) in a.task.networks.iter().enumerate() {
             let Some(network) = net_name(&att.network_id) else { continue };
             endpoints.push(Endpoint {
@@ -152,13 +172,13 @@ pub fn node_state(view: &AgentView, node_id: &str, self_addr: Ipv4Addr, running:
             let Some(network) = net_name(&att.network_id) else { continue };
             // A node the managers have not issued a key yet is not reachable on an encrypted
             // network: its endpoints join once it has one.
-            if encrypted_net(&network) && !peers.contains_key(&ep.node_id) {
+            if encrypted_net(&network) && !peers.contains_key(ep.node_id.as_str()) {
                 continue;
             }
             endpoints.push(Endpoint {
                 id: endpoint_id(&ep.task_id, i, &network),
                 network,
-                node: ep.node_id.clone(),
+                node: ep.node_id.to_string(),
                 ip: att.addr,
                 mac: att.mac.parse().ok(),
                 netns: None,
@@ -169,7 +189,7 @@ pub fn node_state(view: &AgentView, node_id: &str, self_addr: Ipv4Addr, running:
         }
     }
     let services = services(view, node_id, &endpoints);
-    let state = NodeState {
+    let state = DesiredNode {
         node: node_id.to_string(),
         nodes: nodes.into_iter().map(|(name, address)| NodeInfo { wireguard: peers.get(&name).cloned(), name, address }).collect(),
         networks,
@@ -189,7 +209,7 @@ pub fn node_state(view: &AgentView, node_id: &str, self_addr: Ipv4Addr, running:
 }
 
 /// Why this node cannot have encrypted networks yet (no identity from the managers), if so.
-pub fn encryption_waits(view: &AgentView) -> Option<String> {
+pub fn encryption_waits(view: &AgentView) -> Option<EncryptionError> {
     if view.networks.values().any(is_encrypted) {
         wireguard(view).err()
     } else {
@@ -203,8 +223,8 @@ fn services(view: &AgentView, node_id: &str, endpoints: &[Endpoint]) -> Vec<Serv
     let present: BTreeSet<&str> = endpoints.iter().map(|e| e.id.as_str()).collect();
     // Networks this node balances on: those it has an LB address on (a task there, or ingress),
     // and the gateway bridge (host-mode ports). Backends elsewhere are nothing it can reach.
-    let balanced = |n: &&shoal_control::dispatcher::messages::NetworkInfo| n.lb_addrs.contains_key(node_id) || n.node_local;
-    let of_task = |t: &shoal_control::dispatcher::messages::TaskEndpoint| -> Vec<String> {
+    let balanced = |n: &&shoal_control::rpc::session::NetworkInfo| n.lb_addrs.contains_key(node_id) || n.node_local;
+    let of_task = |t: &shoal_control::rpc::session::TaskEndpoint| -> Vec<String> {
         t.addresses
             .iter()
             .enumerate()
@@ -263,9 +283,9 @@ mod tests {
         assert_eq!(ip_of("nonsense"), None);
     }
 
-    fn network(id: &str, vni: u32, subnet: &str, lb: &[(&str, &str)]) -> shoal_control::dispatcher::messages::NetworkInfo {
+    fn network(id: &str, vni: u32, subnet: &str, lb: &[(&str, &str)]) -> shoal_control::rpc::session::NetworkInfo {
         let subnet: ipnet::Ipv4Net = subnet.parse().unwrap();
-        shoal_control::dispatcher::messages::NetworkInfo {
+        shoal_control::rpc::session::NetworkInfo {
             id: id.into(),
             name: format!("net-{id}"),
             vni,
@@ -275,7 +295,7 @@ mod tests {
             internal: id == "private",
             node_local: false,
             options: Default::default(),
-            lb_addrs: lb.iter().map(|(n, a)| (n.to_string(), a.parse().unwrap())).collect(),
+            lb_addrs: lb.iter().map(|(n, a)| (n.to_string().into(), a.parse().unwrap())).collect(),
             peers: Default::default(),
         }
     }
@@ -288,7 +308,7 @@ mod tests {
         for (id, net, vip) in [("web", "backend", "10.0.9.100"), ("db", "private", "10.0.10.100")] {
             view.services.insert(
                 id.into(),
-                shoal_control::dispatcher::messages::ServiceEndpoint {
+                shoal_control::rpc::session::ServiceEndpoint {
                     id: id.into(),
                     name: id.into(),
                     mode: shoal_control::model::EndpointMode::Vip,
@@ -302,7 +322,7 @@ mod tests {
         // `both` is on both networks, with a task on n2 (endpoints on both).
         view.services.insert(
             "both".into(),
-            shoal_control::dispatcher::messages::ServiceEndpoint {
+            shoal_control::rpc::session::ServiceEndpoint {
                 id: "both".into(),
                 name: "both".into(),
                 mode: shoal_control::model::EndpointMode::Vip,
@@ -323,7 +343,7 @@ mod tests {
         };
         view.endpoints.insert(
             "t1".into(),
-            shoal_control::dispatcher::messages::TaskEndpoint {
+            shoal_control::rpc::session::TaskEndpoint {
                 task_id: "t1".into(),
                 service_id: "both".into(),
                 name: "both.1.t1".into(),
@@ -335,7 +355,7 @@ mod tests {
                 draining: false,
             },
         );
-        let s = node_state(&view, "n1", Ipv4Addr::new(192, 168, 33, 10), &BTreeSet::new());
+        let s = desired_node(&view, "n1", Ipv4Addr::new(192, 168, 33, 10), &BTreeSet::new());
         assert!(s.validate().is_ok(), "{:?}", s.validate());
         let vips: Vec<_> = s.services.iter().map(|s| (s.name.as_str(), s.vips.len(), s.backends.len())).collect();
         assert_eq!(vips, vec![("both", 1, 1), ("db", 0, 0), ("web", 1, 0)]);
@@ -344,7 +364,7 @@ mod tests {
         // Told to stop, t1 drains on n2: no new flow picks it here, but n1 still reaches it for
         // the flows it has (its overlay entries stay until n2 reports it stopped).
         view.endpoints.get_mut("t1").unwrap().draining = true;
-        let s = node_state(&view, "n1", Ipv4Addr::new(192, 168, 33, 10), &BTreeSet::new());
+        let s = desired_node(&view, "n1", Ipv4Addr::new(192, 168, 33, 10), &BTreeSet::new());
         assert!(s.validate().is_ok(), "{:?}", s.validate());
         let t1: Vec<_> = s.endpoints.iter().filter(|e| e.node == "n2").map(|e| (e.ip.to_string(), e.healthy)).collect();
         assert_eq!(t1, vec![("10.0.9.5".to_string(), false), ("10.0.10.5".to_string(), false)]);
@@ -355,11 +375,11 @@ mod tests {
     /// n1 (here) and n2 with a task each on the encrypted network `secure`; `keys` says which
     /// nodes the managers issued an identity to.
     fn encrypted_view(keys: &[&str]) -> (AgentView, BTreeMap<String, String>) {
-        use shoal_control::dispatcher::messages::{WireGuardPeer, WireGuardView};
+        use shoal_control::rpc::session::{WireGuardPeer, WireGuardView};
         let mut view = AgentView::default();
         let mut net = network("secure", 4100, "10.0.20.0/24", &[("n1", "10.0.20.250"), ("n2", "10.0.20.251")]);
         net.options.insert("encrypted".into(), String::new());
-        net.peers = [("n1".to_string(), "192.168.33.10".to_string()), ("n2".to_string(), "192.168.33.20".to_string())].into();
+        net.peers = [("n1".into(), "192.168.33.10".to_string()), ("n2".into(), "192.168.33.20".to_string())].into();
         view.networks.insert("secure".into(), net);
         let mut privates = BTreeMap::new();
         let mut peers = BTreeMap::new();
@@ -367,7 +387,7 @@ mod tests {
             let k = shoal_control::model::generate_private_key();
             let public_key = shoal_control::model::public_key_of(&k).unwrap();
             peers.insert(
-                n.to_string(),
+                shoal_control::model::NodeId::new(*n),
                 WireGuardPeer {
                     public_key,
                     address: Ipv4Addr::new(10, 255, 0, i as u8 + 1),
@@ -388,7 +408,7 @@ mod tests {
             };
             view.endpoints.insert(
                 task.into(),
-                shoal_control::dispatcher::messages::TaskEndpoint {
+                shoal_control::rpc::session::TaskEndpoint {
                     task_id: task.into(),
                     service_id: "s".into(),
                     name: format!("s.1.{task}"),
@@ -407,7 +427,7 @@ mod tests {
     #[test]
     fn an_encrypted_network_carries_the_managers_keys_into_a_valid_state() {
         let (view, privates) = encrypted_view(&["n1", "n2"]);
-        let s = node_state(&view, "n1", Ipv4Addr::new(192, 168, 33, 10), &BTreeSet::new());
+        let s = desired_node(&view, "n1", Ipv4Addr::new(192, 168, 33, 10), &BTreeSet::new());
         assert!(s.validate().is_ok(), "{:?}", s.validate());
         assert_eq!(s.networks[0].encrypted, Some(Encryption::Wireguard));
         assert_eq!(s.wireguard_private_key.as_ref().unwrap().expose().to_base64(), privates["n1"]);
@@ -421,13 +441,13 @@ mod tests {
     #[test]
     fn without_its_key_a_node_builds_nothing_of_an_encrypted_network_and_a_peer_without_one_is_left_out() {
         let (view, _) = encrypted_view(&["n2"]);
-        let s = node_state(&view, "n1", Ipv4Addr::new(192, 168, 33, 10), &BTreeSet::new());
+        let s = desired_node(&view, "n1", Ipv4Addr::new(192, 168, 33, 10), &BTreeSet::new());
         assert!(s.validate().is_ok(), "{:?}", s.validate());
         assert!(s.networks.is_empty() && s.endpoints.is_empty(), "{s:?}");
-        assert!(encryption_waits(&view).unwrap().contains("waiting for this node's WireGuard key"));
+        assert!(encryption_waits(&view).unwrap().to_string().contains("waiting for this node's WireGuard key"));
 
         let (view, _) = encrypted_view(&["n1"]);
-        let s = node_state(&view, "n1", Ipv4Addr::new(192, 168, 33, 10), &BTreeSet::new());
+        let s = desired_node(&view, "n1", Ipv4Addr::new(192, 168, 33, 10), &BTreeSet::new());
         assert!(s.validate().is_ok(), "{:?}", s.validate());
         assert_eq!(s.networks.len(), 1);
         assert!(s.endpoints.iter().all(|e| e.node != "n2"), "n2 has no key yet: {:?}", s.endpoints);
@@ -443,7 +463,7 @@ mod tests {
             mac: String::new(),
         }];
         assert_eq!(encryption_gate(&view, &a, None), Ok(true));
-        let err = encryption_gate(&view, &a, Some("this node cannot encrypt: no TUN device")).unwrap_err();
+        let err = encryption_gate(&view, &a, Some("this node cannot encrypt: no TUN device")).unwrap_err().to_string();
         assert!(err.contains("encrypted network 'net-secure' cannot run on this node") && err.contains("no TUN device"), "{err}");
         view.wireguard = None;
         assert_eq!(encryption_gate(&view, &a, None), Ok(false));
@@ -452,7 +472,7 @@ mod tests {
 
     #[test]
     fn empty_view_is_a_valid_empty_node() {
-        let s = node_state(&AgentView::default(), "n1", Ipv4Addr::new(192, 168, 33, 10), &BTreeSet::new());
+        let s = desired_node(&AgentView::default(), "n1", Ipv4Addr::new(192, 168, 33, 10), &BTreeSet::new());
         assert!(s.validate().is_ok());
         assert_eq!(s.nodes.len(), 1);
         assert!(s.networks.is_empty() && s.endpoints.is_empty());

@@ -29,6 +29,27 @@ pub struct Images {
 }
 
 /// What a task's image is, now.
+/// Why a task's image cannot run, naming the image (or the flag) at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(transparent)]
+    Builtin(#[from] crate::agent::executor::spec::ImageError),
+    /// The store, a layer or the image's config could not be read, or the reference is invalid.
+    #[error(transparent)]
+    Store(#[from] crate::image::ImageError),
+    /// A pull of this image failed earlier (kept as its text: the pull ran on another task).
+    #[error("{reason}")]
+    PullFailed { image: String, reason: String },
+    #[error("image '{image}' has no Entrypoint or Cmd: give the command (service create ... IMAGE CMD...)")]
+    NoCommand { image: String },
+    #[error("image '{image}' is a root filesystem without a config: give the command (service create ... IMAGE CMD...)")]
+    RootfsNoCommand { image: String },
+    #[error("image '{image}': {source}")]
+    User { image: String, source: crate::agent::executor::oci::process::UserError },
+    #[error("--group {group:?}: no such group in the image's /etc/group")]
+    NoGroup { group: String },
+}
+
 pub enum Resolved {
     Ready(Image),
     /// Being pulled; the task waits (Preparing).
@@ -84,11 +105,11 @@ impl Images {
     }
 
     /// Resolves `w.image`; starts a pull (on the current tokio runtime) when it is missing.
-    pub fn resolve(self: &Arc<Self>, w: &Wanted) -> Result<Resolved, String> {
+    pub fn resolve(self: &Arc<Self>, w: &Wanted) -> Result<Resolved, ResolveError> {
         if Self::is_builtin(w.image) {
-            return Image::resolve(w.image, w.args).map(Resolved::Ready).map_err(|e| e.to_string());
+            return Ok(Resolved::Ready(Image::resolve(w.image, w.args)?));
         }
-        let store = Store::open(&self.state_dir).map_err(|e| e.to_string())?;
+        let store = Store::open(&self.state_dir)?;
         if let Some(record) = store.find(w.image) {
             return oci_image(&store, &record, w).map(|i| Resolved::Ready(Image::Oci(i)));
         }
@@ -96,10 +117,10 @@ impl Images {
         if flat.is_dir() {
             return rootfs_image(&flat, w).map(|i| Resolved::Ready(Image::Oci(i)));
         }
-        crate::image::reference::ImageRef::parse(w.image).map_err(|e| e.to_string())?;
+        crate::image::reference::ImageRef::parse(w.image)?;
         let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
         match pulls.remove(w.image) {
-            Some(Pull::Failed(reason)) => return Err(reason),
+            Some(Pull::Failed(reason)) => return Err(ResolveError::PullFailed { image: w.image.to_string(), reason }),
             Some(Pull::Running) => {
                 pulls.insert(w.image.to_string(), Pull::Running);
                 return Ok(Resolved::Pulling);
@@ -142,8 +163,8 @@ impl Images {
 /// The executor's view of a stored image for one task: Entrypoint/Cmd with the service's args
 /// in place of Cmd, the image's Env under the service's, WorkingDir, User looked up in the
 /// image's own /etc/passwd and /etc/group.
-pub fn oci_image(store: &Store, record: &ImageRecord, w: &Wanted) -> Result<OciImage, String> {
-    let config = store.config(record).map_err(|e| e.to_string())?;
+pub fn oci_image(store: &Store, record: &ImageRecord, w: &Wanted) -> Result<OciImage, ResolveError> {
+    let config = store.config(record)?;
     let c = config.config().clone().unwrap_or_default();
     // `--entrypoint` replaces the image's Entrypoint and drops its Cmd, as Docker does.
     let (entrypoint, cmd) = match w.entrypoint {
@@ -152,16 +173,16 @@ pub fn oci_image(store: &Store, record: &ImageRecord, w: &Wanted) -> Result<OciI
     };
     let argv = process::argv(&entrypoint, &cmd, w.args);
     if argv.is_empty() {
-        return Err(format!("image '{}' has no Entrypoint or Cmd: give the command (service create ... IMAGE CMD...)", w.image));
+        return Err(ResolveError::NoCommand { image: w.image.to_string() });
     }
     let mut layers = Vec::new();
     for l in record.layers.iter().rev() {
-        layers.push(store.layer_dir(l).map_err(|e| e.to_string())?);
+        layers.push(store.layer_dir(l)?);
     }
     let passwd = read_from_layers(&layers, "etc/passwd").unwrap_or_default();
     let group = read_from_layers(&layers, "etc/group").unwrap_or_default();
-    let user =
-        process::user(w.user.or(c.user().as_deref()).unwrap_or(""), &passwd, &group).map_err(|e| format!("image '{}': {e}", w.image))?;
+    let user = process::user(w.user.or(c.user().as_deref()).unwrap_or(""), &passwd, &group)
+        .map_err(|source| ResolveError::User { image: w.image.to_string(), source })?;
     let mut additional_gids = user.additional_gids;
     for g in w.groups {
         let gid = g.parse::<u32>().ok().or_else(|| {
@@ -170,7 +191,7 @@ pub fn oci_image(store: &Store, record: &ImageRecord, w: &Wanted) -> Result<OciI
                 (f.len() >= 3 && f[0] == g).then(|| f[2].parse().ok()).flatten()
             })
         });
-        let gid = gid.ok_or_else(|| format!("--group {g:?}: no such group in the image's /etc/group"))?;
+        let gid = gid.ok_or_else(|| ResolveError::NoGroup { group: g.to_string() })?;
         if !additional_gids.contains(&gid) {
             additional_gids.push(gid);
         }
@@ -192,12 +213,9 @@ pub fn oci_image(store: &Store, record: &ImageRecord, w: &Wanted) -> Result<OciI
 /// A flat root filesystem from `shoal image import` runs like an image of one layer with no
 /// config: the service's command, as root, at /, in the same sandbox and with a copy-on-write
 /// root of its own.
-pub fn rootfs_image(root: &Path, w: &Wanted) -> Result<OciImage, String> {
+pub fn rootfs_image(root: &Path, w: &Wanted) -> Result<OciImage, ResolveError> {
     if w.args.is_empty() {
-        return Err(format!(
-            "image '{}' is a root filesystem without a config: give the command (service create ... IMAGE CMD...)",
-            w.image
-        ));
+        return Err(ResolveError::RootfsNoCommand { image: w.image.to_string() });
     }
     Ok(OciImage {
         // The name `shoal image rm` takes (a tag, if the service gave one, is not part of it).
@@ -307,12 +325,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = store_with(tmp.path(), serde_json::json!({}));
         let record = store.find("web:1").unwrap();
-        let err = oci_image(&store, &record, &wanted("web:1", &[], &[])).unwrap_err();
+        let err = oci_image(&store, &record, &wanted("web:1", &[], &[])).unwrap_err().to_string();
         assert!(err.contains("has no Entrypoint or Cmd"), "{err}");
         let tmp = tempfile::tempdir().unwrap();
         let store = store_with(tmp.path(), serde_json::json!({ "Cmd": ["x"], "User": "nobody" }));
         let record = store.find("web:1").unwrap();
-        let err = oci_image(&store, &record, &wanted("web:1", &[], &[])).unwrap_err();
+        let err = oci_image(&store, &record, &wanted("web:1", &[], &[])).unwrap_err().to_string();
         assert_eq!(err, "image 'web:1': user 'nobody' is not in the image's /etc/passwd");
     }
 
@@ -326,7 +344,7 @@ mod tests {
         assert!(matches!(images.resolve(&wanted(image, &[], &[])), Ok(Resolved::Pulling)));
         assert!(matches!(images.resolve(&wanted(image, &[], &[])), Ok(Resolved::Pulling)), "one pull for every waiting task");
         tokio::time::timeout(std::time::Duration::from_secs(20), wake).await.expect("the pull ends and wakes the agent");
-        let err = images.resolve(&wanted(image, &[], &[])).err().expect("the failure, once");
+        let err = images.resolve(&wanted(image, &[], &[])).err().expect("the failure, once").to_string();
         assert!(err.starts_with("pull 127.0.0.1:1/app:1: "), "{err}");
         assert!(matches!(images.resolve(&wanted(image, &[], &[])), Ok(Resolved::Pulling)), "the next task tries again");
         assert!(matches!(images.resolve(&wanted("host", &["true".into()], &[])), Ok(Resolved::Ready(Image::Host { .. }))));

@@ -26,9 +26,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use shoal_control::dispatcher::messages::Assignment;
 use shoal_control::model::{Health, TaskState, TaskStatus};
 use shoal_control::node::NodeControl;
+use shoal_control::rpc::session::Assignment;
 use tokio::sync::watch;
 
 use executor::Executor;

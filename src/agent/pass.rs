@@ -5,10 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 
-use shoal_control::dispatcher::messages::Assignment;
 use shoal_control::dispatcher::AgentView;
+use shoal_control::gossip::core::newest_per_node;
+use shoal_control::gossip::{MemberInfo, Status};
 use shoal_control::model::{Health, HealthCheck, TaskState};
-use shoal_dataplane::state::NodeState;
+use shoal_control::rpc::session::Assignment;
+use shoal_dataplane::state::DesiredNode;
 use shoal_dns::Zone;
 
 use super::executor::ProcessState;
@@ -30,6 +32,15 @@ pub struct Inputs<'a> {
     /// Each task's health check: the service's, else its image's HEALTHCHECK.
     pub healthcheck: &'a dyn Fn(&Assignment) -> Option<HealthCheck>,
     pub now_ms: u64,
+    /// Nodes gossip on this node holds dead (`held_dead`): their endpoints leave this node's
+    /// load balancer and DNS at once, before the managers hear of it.
+    pub dead_nodes: &'a BTreeSet<String>,
+}
+
+/// The nodes whose newest gossip member is down (a node that restarted and rejoined under a
+/// new generation is not, though its former self stays listed down); never this node.
+pub fn held_dead(members: &[MemberInfo], me: &str) -> BTreeSet<String> {
+    newest_per_node(members).into_iter().filter(|(node, m)| *node != me && m.status == Status::Down).map(|(n, _)| n.to_string()).collect()
 }
 
 /// A state to report for a task, once the runner has the details.
@@ -50,7 +61,7 @@ pub struct Plan {
     /// once).
     pub zone: Zone,
     /// The kernel's state, from the whole view. Tasks still stopping keep their network.
-    pub data_plane: NodeState,
+    pub data_plane: DesiredNode,
     /// Live tasks that DNS does not serve in their namespace (adopted after a restart: their
     /// sockets died with the old process).
     pub attach_dns: Vec<String>,
@@ -65,10 +76,19 @@ pub struct Plan {
 
 pub fn plan(i: &Inputs<'_>, dns_attached: &HashSet<String>) -> Plan {
     let v = i.view;
+    // The endpoint table without the endpoints of nodes gossip holds dead: the load balancer
+    // and DNS are built from it. Only the endpoints go; the view's own tasks are this node's.
+    let served = if v.endpoints.values().any(|e| i.dead_nodes.contains(e.node_id.as_str()) && e.node_id != i.node_id) {
+        let mut s = v.clone();
+        s.endpoints.retain(|_, e| !i.dead_nodes.contains(e.node_id.as_str()) || e.node_id == i.node_id);
+        std::borrow::Cow::Owned(s)
+    } else {
+        std::borrow::Cow::Borrowed(v)
+    };
     let running: BTreeSet<String> = i.processes.iter().filter(|(_, s)| **s == ProcessState::Running).map(|(id, _)| id.clone()).collect();
     let wanted = |id: &str| v.assignments.get(id).is_some_and(|a| a.task.desired_state <= TaskState::Running);
     let stop = running.iter().filter(|id| !wanted(id) && !i.stopping.contains(*id)).cloned().collect();
-    let attach_dns = running.iter().filter(|id| !dns_attached.contains(*id) && v.assignments.contains_key(*id)).cloned().collect();
+    let attach_dns = running.iter().filter(|id| !dns_attached.contains(*id) && v.assignments.contains_key(id.as_str())).cloned().collect();
 
     let mut start = Vec::new();
     let mut reports = Vec::new();
@@ -77,17 +97,20 @@ pub fn plan(i: &Inputs<'_>, dns_attached: &HashSet<String>) -> Plan {
         if a.task.desired_state > TaskState::Running || a.task.status.state.is_terminal() {
             continue;
         }
-        match i.processes.get(id).copied().unwrap_or(ProcessState::Unknown) {
-            ProcessState::Unknown if a.task.not_before_ms <= i.now_ms => start.push(id.clone()),
+        match i.processes.get(id.as_str()).copied().unwrap_or(ProcessState::Unknown) {
+            ProcessState::Unknown if a.task.not_before_ms <= i.now_ms => start.push(id.to_string()),
             ProcessState::Unknown => {}
             ProcessState::Running => {
-                if a.task.status.state < TaskState::Running && i.reported.get(id) != Some(&TaskState::Running) && !i.awaiting.contains(id) {
-                    reports.push(Report::Running(id.clone()));
+                if a.task.status.state < TaskState::Running
+                    && i.reported.get(id.as_str()) != Some(&TaskState::Running)
+                    && !i.awaiting.contains(id.as_str())
+                {
+                    reports.push(Report::Running(id.to_string()));
                 }
             }
             ProcessState::Exited(code) => {
-                if i.reported.get(id).is_none_or(|s| !s.is_terminal()) {
-                    reports.push(Report::Exited(id.clone(), code));
+                if i.reported.get(id.as_str()).is_none_or(|s| !s.is_terminal()) {
+                    reports.push(Report::Exited(id.to_string(), code));
                 }
             }
         }
@@ -97,7 +120,7 @@ pub fn plan(i: &Inputs<'_>, dns_attached: &HashSet<String>) -> Plan {
         .assignments
         .values()
         .filter(|a| a.task.desired_state == TaskState::Running && !a.task.status.state.is_terminal())
-        .filter(|a| running.contains(&a.task.id) && !i.stopping.contains(&a.task.id))
+        .filter(|a| running.contains(a.task.id.as_str()) && !i.stopping.contains(a.task.id.as_str()))
         .filter_map(|a| {
             let check = (i.healthcheck)(a)?;
             let started = if a.task.status.timestamp_ms > 0 { a.task.status.timestamp_ms } else { i.now_ms };
@@ -105,16 +128,16 @@ pub fn plan(i: &Inputs<'_>, dns_attached: &HashSet<String>) -> Plan {
                 Some(h @ Health::Healthy) => health::HealthState::adopted(h, started),
                 _ => health::HealthState::new(started),
             };
-            Some(health::Wanted { task_id: a.task.id.clone(), check, initial })
+            Some(health::Wanted { task_id: a.task.id.to_string(), check, initial })
         })
         .collect();
 
-    let forget = i.processes.keys().filter(|id| !v.assignments.contains_key(*id) && !running.contains(*id)).cloned().collect();
+    let forget = i.processes.keys().filter(|id| !v.assignments.contains_key(id.as_str()) && !running.contains(*id)).cloned().collect();
 
     Plan {
         stop,
-        zone: zone::zone(v),
-        data_plane: desired::node_state(v, i.node_id, i.self_addr, &running),
+        zone: zone::zone(&served),
+        data_plane: desired::desired_node(&served, i.node_id, i.self_addr, &running),
         attach_dns,
         start,
         reports,
@@ -146,6 +169,7 @@ mod tests {
         reported: HashMap<String, TaskState>,
         attached: HashSet<String>,
         checked: bool,
+        dead: BTreeSet<String>,
     }
 
     impl World {
@@ -162,6 +186,7 @@ mod tests {
                 reported: HashMap::new(),
                 attached: HashSet::new(),
                 checked: false,
+                dead: BTreeSet::new(),
             }
         }
 
@@ -177,6 +202,7 @@ mod tests {
                 reported: &self.reported,
                 healthcheck: &check,
                 now_ms,
+                dead_nodes: &self.dead,
             };
             plan(&i, &self.attached)
         }
@@ -261,5 +287,104 @@ mod tests {
         assert_eq!(ids, vec!["t1".to_string()]);
         w.checked = false;
         assert!(w.plan(1).checks.is_empty(), "no check, no loop");
+    }
+
+    /// Tasks of `web` on n1, n2 and n3 (one each), on the overlay `app`, as n1 sees them.
+    fn three_node_view() -> AgentView {
+        use shoal_control::model::{EndpointMode, NetworkAttachment};
+        use shoal_control::rpc::session::{NetworkInfo, ServiceEndpoint, TaskEndpoint};
+        let mut v = AgentView::default();
+        let nodes: Vec<(String, String)> = (1..=3).map(|i| (format!("n{i}"), format!("192.168.33.{i}"))).collect();
+        v.networks.insert(
+            "net1".into(),
+            NetworkInfo {
+                id: "net1".into(),
+                name: "app".into(),
+                vni: 4097,
+                subnet: "10.0.1.0/24".parse().unwrap(),
+                gateway: Ipv4Addr::new(10, 0, 1, 1),
+                ingress: false,
+                internal: false,
+                node_local: false,
+                options: Default::default(),
+                lb_addrs: Default::default(),
+                peers: nodes.iter().map(|(n, a)| (n.as_str().into(), a.clone())).collect(),
+            },
+        );
+        v.services.insert(
+            "svc".into(),
+            ServiceEndpoint {
+                id: "svc".into(),
+                name: "web".into(),
+                mode: EndpointMode::Dnsrr,
+                vips: vec![],
+                ports: vec![],
+                networks: vec!["net1".into()],
+                aliases: Default::default(),
+            },
+        );
+        for (i, (node, addr)) in nodes.iter().enumerate() {
+            let task = format!("t{}", i + 1);
+            v.endpoints.insert(
+                task.as_str().into(),
+                TaskEndpoint {
+                    task_id: task.as_str().into(),
+                    service_id: "svc".into(),
+                    name: format!("web.{}.{task}", i + 1),
+                    node_id: node.as_str().into(),
+                    node_addr: addr.clone(),
+                    addresses: vec![NetworkAttachment {
+                        network_id: "net1".into(),
+                        addr: Ipv4Addr::new(10, 0, 1, 10 + i as u8),
+                        prefix: 24,
+                        mac: String::new(),
+                    }],
+                    health: None,
+                    weight: 1,
+                    draining: false,
+                },
+            );
+        }
+        v
+    }
+
+    fn served(p: &Plan) -> (BTreeSet<String>, BTreeSet<String>) {
+        let dns = p.zone.networks.iter().flat_map(|n| n.tasks.iter().map(|t| t.ip.to_string())).collect();
+        let lb = p.data_plane.endpoints.iter().map(|e| e.ip.to_string()).collect();
+        (dns, lb)
+    }
+
+    fn member(node: &str, generation: u64, status: Status) -> MemberInfo {
+        MemberInfo { node: node.into(), addr: "10.0.0.3:7946".parse().unwrap(), generation, status }
+    }
+
+    #[test]
+    fn endpoints_of_a_node_gossip_holds_dead_leave_dns_and_the_load_balancer_and_come_back_on_rejoin() {
+        let mut w = World::new(vec![]);
+        w.view = three_node_view();
+        let n3: BTreeSet<String> =
+            w.view.endpoints.values().filter(|e| e.node_id == "n3").flat_map(|e| e.addresses.iter().map(|a| a.addr.to_string())).collect();
+        assert_eq!(n3.len(), 1, "one task on n3: {:?}", w.view.endpoints);
+        let (dns, lb) = served(&w.plan(1));
+        assert_eq!(dns.len(), 3);
+        assert!(n3.is_subset(&dns) && n3.is_subset(&lb), "all alive: n3's task is served");
+
+        let members = [member("n1", 1, Status::Alive), member("n2", 1, Status::Alive), member("n3", 1, Status::Down)];
+        w.dead = held_dead(&members, "n1");
+        assert_eq!(w.dead, BTreeSet::from(["n3".to_string()]));
+        let p = w.plan(1);
+        let (dns, lb) = served(&p);
+        assert_eq!(dns.len(), 2, "n3's task is no DNS answer: {dns:?}");
+        assert!(n3.is_disjoint(&dns) && n3.is_disjoint(&lb), "n3 dead: its task left DNS and the load balancer");
+        assert!(p.start.is_empty() && p.stop.is_empty(), "nothing else changes");
+
+        // n3 restarts and rejoins under a new generation; its former self stays listed down.
+        let members =
+            [member("n1", 1, Status::Alive), member("n2", 1, Status::Alive), member("n3", 1, Status::Down), member("n3", 2, Status::Alive)];
+        w.dead = held_dead(&members, "n1");
+        assert!(w.dead.is_empty());
+        let (dns, lb) = served(&w.plan(1));
+        assert!(n3.is_subset(&dns) && n3.is_subset(&lb), "rejoined: served again");
+        assert!(held_dead(&[member("n1", 1, Status::Down)], "n1").is_empty(), "a node never holds itself dead");
     }
 }

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_control::dispatcher::messages::Assignment;
 use shoal_control::model::{Health, TaskState, TaskStatus};
+use shoal_control::rpc::session::Assignment;
 use tokio::sync::watch;
 
 use super::executor::{Executor, ProcessState};
@@ -58,6 +58,8 @@ struct Doing {
 impl<C: Control, D: DataPlane, N: Names> Runner<C, D, N> {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut view = self.ctl.view();
+        let mut gossip = self.ctl.gossip_members();
+        let mut held_dead = std::collections::BTreeSet::new();
         let mut doing = Doing { stopping: Arc::default(), awaiting: Arc::default(), reported: HashMap::new(), failures: 0 };
         // What the last pass saw: a pass runs when the view or a local process changed, after a
         // failure (with backoff), and every few seconds to repair what somebody else changed.
@@ -69,6 +71,8 @@ impl<C: Control, D: DataPlane, N: Names> Runner<C, D, N> {
             let mut verdict = None;
             tokio::select! {
                 _ = view.changed() => {}
+                // A peer confirmed dead or back: its endpoints leave or rejoin at once.
+                Ok(()) = gossip.changed() => last = None,
                 v = verdicts.recv() => verdict = v,
                 // A pull ended: start (or reject) the tasks that waited on it now.
                 _ = self.cfg.images.wake.notified() => last = None,
@@ -88,7 +92,12 @@ impl<C: Control, D: DataPlane, N: Names> Runner<C, D, N> {
             }
             last = Some(now);
             last_full = tokio::time::Instant::now();
-            self.pass(&snapshot, &processes, &mut health, &mut doing).await;
+            let dead = pass::held_dead(&gossip.borrow_and_update(), &self.cfg.node_id);
+            if dead != held_dead {
+                tracing::info!(node = %self.cfg.node_id, dead = ?dead, "gossip: endpoints of nodes held dead are left out of this node's load balancer and DNS");
+                held_dead = dead.clone();
+            }
+            self.pass(&snapshot, &processes, &dead, &mut health, &mut doing).await;
         }
     }
 
@@ -102,7 +111,7 @@ impl<C: Control, D: DataPlane, N: Names> Runner<C, D, N> {
         health: &mut health::Monitor,
         doing: &mut Doing,
     ) {
-        let Some(a) = v.assignments.get(&verdict.task_id) else { return };
+        let Some(a) = v.assignments.get(verdict.task_id.as_str()) else { return };
         let report = if verdict.health == Health::Unhealthy {
             health.stop(&verdict.task_id);
             let mut s = status(
@@ -120,14 +129,15 @@ impl<C: Control, D: DataPlane, N: Names> Runner<C, D, N> {
             s.health = Some(verdict.health);
             s
         };
-        doing.reported.insert(a.task.id.clone(), report.state);
-        self.ctl.report(vec![(a.task.id.clone(), report)]).await;
+        doing.reported.insert(a.task.id.to_string(), report.state);
+        self.ctl.report(vec![(a.task.id.to_string(), report)]).await;
     }
 
     async fn pass(
         &self,
-        snapshot: &shoal_control::node::AgentSnapshot,
+        snapshot: &shoal_control::node::ViewSnapshot,
         processes: &BTreeMap<String, ProcessState>,
+        dead_nodes: &std::collections::BTreeSet<String>,
         health: &mut health::Monitor,
         doing: &mut Doing,
     ) {
@@ -147,6 +157,7 @@ impl<C: Control, D: DataPlane, N: Names> Runner<C, D, N> {
                 reported: &doing.reported,
                 healthcheck: &check,
                 now_ms: now_ms(),
+                dead_nodes,
             };
             pass::plan(&inputs, &self.dns.attached_tasks())
         };
@@ -188,7 +199,7 @@ impl<C: Control, D: DataPlane, N: Names> Runner<C, D, N> {
 
         // 3b. Live tasks DNS does not serve yet (adopted after a restart).
         for id in &plan.attach_dns {
-            if let Some(a) = v.assignments.get(id) {
+            if let Some(a) = v.assignments.get(id.as_str()) {
                 self.attach_dns(a, v).await;
             }
         }
@@ -196,7 +207,7 @@ impl<C: Control, D: DataPlane, N: Names> Runner<C, D, N> {
         // 4. Start what is wanted, report what ended.
         let mut reports = Vec::new();
         for id in &plan.start {
-            let Some(a) = v.assignments.get(id) else { continue };
+            let Some(a) = v.assignments.get(id.as_str()) else { continue };
             if let Some(report) = self.start(a, v, &doing.awaiting, &doing.reported).await {
                 reports.push((id.clone(), report));
             }
@@ -204,7 +215,7 @@ impl<C: Control, D: DataPlane, N: Names> Runner<C, D, N> {
         for r in plan.reports {
             match r {
                 Report::Running(id) => {
-                    if let Some(a) = v.assignments.get(&id) {
+                    if let Some(a) = v.assignments.get(id.as_str()) {
                         reports.push((id, running_status(a, cfg, "running")));
                     }
                 }
@@ -252,12 +263,12 @@ impl<C: Control, D: DataPlane, N: Names> Runner<C, D, N> {
         awaiting: &Shared,
         reported: &HashMap<String, TaskState>,
     ) -> Option<TaskStatus> {
-        let id = &a.task.id;
+        let id = a.task.id.as_str();
         let cfg = &self.cfg;
         match desired::encryption_gate(v, &a.task.networks, self.data_plane.encryption_refused().as_deref()) {
             Ok(true) => {}
             Ok(false) => return None,
-            Err(e) => return Some(status(TaskState::Rejected, "rejected", Some(e))),
+            Err(e) => return Some(status(TaskState::Rejected, "rejected", Some(e.to_string()))),
         }
         let run = match task_run::task_run(a, cfg) {
             Ok(Some(run)) => run,
@@ -277,9 +288,9 @@ impl<C: Control, D: DataPlane, N: Names> Runner<C, D, N> {
                 let ports = ready::tcp_ports(&a.spec);
                 match self.exec.task_pid(id) {
                     Some(pid) if healthcheck(a, cfg).is_none() && !ports.is_empty() => {
-                        locked(awaiting).insert(id.clone());
+                        locked(awaiting).insert(id.to_string());
                         let report = running_status(a, cfg, "started");
-                        self.report_when_listening(awaiting.clone(), id.clone(), pid, ports, report);
+                        self.report_when_listening(awaiting.clone(), id.to_string(), pid, ports, report);
                         None
                     }
                     _ => Some(running_status(a, cfg, "started")),
@@ -368,7 +379,7 @@ impl<C: Control, D: DataPlane, N: Names> Runner<C, D, N> {
 /// after `limit`.
 async fn withdrawn_at(ctl: &impl Control, id: &str, limit: Duration) -> Option<u64> {
     let mut view = ctl.view();
-    let withdrawn = |s: &Arc<shoal_control::node::AgentSnapshot>| s.view.endpoints.get(id).is_none_or(|e| e.draining);
+    let withdrawn = |s: &Arc<shoal_control::node::ViewSnapshot>| s.view.endpoints.get(id).is_none_or(|e| e.draining);
     let snap = tokio::time::timeout(limit, view.wait_for(withdrawn)).await.ok()?.ok()?;
     Some(snap.version)
 }

@@ -7,10 +7,10 @@ use crate::agent::executor::inside::Outcome;
 use crate::agent::executor::{ExecError, TaskRun};
 use crate::agent::images::Images;
 use crate::agent::worker::Applied;
-use shoal_control::dispatcher::messages::TaskEndpoint;
 use shoal_control::dispatcher::AgentView;
 use shoal_control::model::{HealthCheck, ServiceSpec, Task};
-use shoal_control::node::AgentSnapshot;
+use shoal_control::node::ViewSnapshot;
+use shoal_control::rpc::session::TaskEndpoint;
 use shoal_dns::{DnsError, Zone};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -52,13 +52,13 @@ impl Log {
 #[derive(Clone)]
 struct FakeControl {
     log: Log,
-    view: watch::Sender<Arc<AgentSnapshot>>,
+    view: watch::Sender<Arc<ViewSnapshot>>,
     /// The version every node's data plane holds, as the leader would say.
     cluster: watch::Sender<u64>,
 }
 
 impl Control for FakeControl {
-    fn view(&self) -> watch::Receiver<Arc<AgentSnapshot>> {
+    fn view(&self) -> watch::Receiver<Arc<ViewSnapshot>> {
         self.view.subscribe()
     }
     fn report(&self, updates: Vec<(String, TaskStatus)>) -> impl Future<Output = ()> + Send {
@@ -107,7 +107,7 @@ struct FakeDataPlane {
 }
 
 impl DataPlane for FakeDataPlane {
-    fn apply(&self, _: shoal_dataplane::state::NodeState) -> impl Future<Output = Applied> + Send {
+    fn apply(&self, _: shoal_dataplane::state::DesiredNode) -> impl Future<Output = Applied> + Send {
         self.log.push(Event::DataPlane);
         let r = self.results.lock().unwrap().pop_front().unwrap_or(Ok((0, 0)));
         async move { r }
@@ -169,8 +169,7 @@ impl Lab {
     /// failing data-plane passes first.
     fn start(running: &[&str], failures: usize) -> Lab {
         let log = Log::default();
-        let ctl =
-            FakeControl { log: log.clone(), view: watch::channel(Arc::new(AgentSnapshot::default())).0, cluster: watch::channel(0).0 };
+        let ctl = FakeControl { log: log.clone(), view: watch::channel(Arc::new(ViewSnapshot::default())).0, cluster: watch::channel(0).0 };
         let exec = Arc::new(FakeExec {
             log: log.clone(),
             processes: Mutex::new(running.iter().map(|id| (id.to_string(), ProcessState::Running)).collect()),
@@ -186,7 +185,7 @@ impl Lab {
             control_ports: Default::default(),
             images: Arc::new(Images::new(Path::new("/nonexistent"), vec![])),
         };
-        let results = (0..failures).map(|i| Err(format!("injected failure {i}"))).collect();
+        let results = (0..failures).map(|_| Err(crate::agent::worker::PassError::WorkerStopped)).collect();
         let runner = Runner {
             ctl: ctl.clone(),
             cfg: Arc::new(cfg),
@@ -213,9 +212,9 @@ impl Lab {
             // stop while still running.
             if *state == TaskState::Running {
                 self.view.endpoints.insert(
-                    id.to_string(),
+                    (*id).into(),
                     TaskEndpoint {
-                        task_id: id.to_string(),
+                        task_id: (*id).into(),
                         service_id: "svc".into(),
                         name: format!("web.1.{id}"),
                         node_id: "n1".into(),
@@ -228,9 +227,9 @@ impl Lab {
                 );
             }
             let a = Assignment { task, service_name: "web".into(), spec, secrets: Default::default(), configs: Default::default() };
-            self.view.assignments.insert(id.to_string(), a);
+            self.view.assignments.insert((*id).into(), a);
         }
-        self.ctl.view.send_replace(Arc::new(AgentSnapshot { version: self.version, view: self.view.clone() }));
+        self.ctl.view.send_replace(Arc::new(ViewSnapshot { version: self.version, view: self.view.clone() }));
     }
 
     async fn until(&self, what: &str, f: impl Fn(&Log) -> bool) {

@@ -3,13 +3,25 @@
 
 use std::path::PathBuf;
 
-use shoal_control::dispatcher::messages::Assignment;
+use shoal_control::rpc::session::Assignment;
 
 use super::executor::{self, TaskRun};
 use super::{desired, images, AgentConfig};
 
+/// Why a task cannot run on this node (the agent rejects it with this text).
+#[derive(Debug, thiserror::Error)]
+pub enum TaskRunError {
+    #[error(transparent)]
+    Image(#[from] images::ResolveError),
+    #[error(transparent)]
+    Cgroups(#[from] executor::cgroups::CgroupError),
+    /// A secret or config the task names was not sent with it: it was removed.
+    #[error("{kind} {name:?} was not sent with the task: it was removed")]
+    FileMissing { kind: &'static str, name: String },
+}
+
 /// The task as the executor runs it, or None while its image is being pulled.
-pub fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<Option<TaskRun>, String> {
+pub fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<Option<TaskRun>, TaskRunError> {
     // The hostname (<= 64 bytes: a long service name is cut short, never refused by the kernel).
     let k = &a.spec.container;
     let name = k.hostname.clone().unwrap_or_else(|| a.task.hostname(&a.service_name));
@@ -25,7 +37,7 @@ pub fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<Option<TaskRun>, St
         args: &a.spec.args,
         env: &env,
         hostname: &name,
-        cgroups_path: format!("/{}", instance.join(&a.task.id).display()),
+        cgroups_path: format!("/{}", instance.join(a.task.id.as_str()).display()),
         user: k.user.as_deref(),
         workdir: k.workdir.as_deref(),
         entrypoint: k.entrypoint.as_deref(),
@@ -39,7 +51,7 @@ pub fn task_run(a: &Assignment, cfg: &AgentConfig) -> Result<Option<TaskRun>, St
     let files = carried_files(a)?;
     let ip = a.task.networks.first().map(|n| n.addr.to_string()).unwrap_or_default();
     Ok(Some(TaskRun {
-        id: a.task.id.clone(),
+        id: a.task.id.to_string(),
         netns: desired::task_netns(&a.task.id),
         image,
         env,
@@ -92,13 +104,13 @@ fn resolv_conf(k: &shoal_control::model::ContainerOpts) -> String {
 
 /// The task's secrets and configs as files, with the data the dispatcher sent with the
 /// assignment (it holds only those of this node's tasks, and only in memory).
-fn carried_files(a: &Assignment) -> Result<Vec<executor::spec::CarriedFile>, String> {
+fn carried_files(a: &Assignment) -> Result<Vec<executor::spec::CarriedFile>, TaskRunError> {
     let secrets = a.spec.secrets.iter().map(|r| ("secret", r, r.secret_path(), a.secrets.get(&r.source)));
     let configs = a.spec.configs.iter().map(|r| ("config", r, r.config_path(), a.configs.get(&r.source)));
     secrets
         .chain(configs)
         .map(|(what, r, target, data)| {
-            let data = data.ok_or_else(|| format!("{what} {:?} was not sent with the task: it was removed", r.source))?;
+            let data = data.ok_or_else(|| TaskRunError::FileMissing { kind: what, name: r.source.clone() })?;
             Ok(executor::spec::CarriedFile { target, uid: r.uid, gid: r.gid, mode: r.mode, data: data.clone() })
         })
         .collect()

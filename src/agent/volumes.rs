@@ -79,7 +79,7 @@ pub fn ensure(
         name: name.into(),
         driver: "local".into(),
         mountpoint: data.clone(),
-        created_at: shoal_control::cli::rfc3339(now),
+        created_at: crate::cli::cluster::rfc3339(now),
         scope: "local".into(),
         options: opts.clone(),
         labels: labels.clone(),

@@ -46,7 +46,7 @@ pub fn zone(view: &AgentView) -> Zone {
                 let att = t.addresses.iter().find(|a| a.network_id == net.id)?;
                 let service = view.services.get(&t.service_id)?.name.clone();
                 Some(TaskRecord {
-                    id: t.task_id.clone(),
+                    id: t.task_id.to_string(),
                     service,
                     slot: slot_of(&t.name),
                     name: Some(t.name.clone()),
@@ -63,7 +63,7 @@ pub fn zone(view: &AgentView) -> Zone {
         for (id, addr) in &net.peers {
             let ip = addr.rsplit_once(':').map_or(addr.as_str(), |(ip, _)| ip);
             if let (Ok(address), false) = (ip.parse(), nodes.iter().any(|n| &n.name == id)) {
-                nodes.push(NodeRecord { name: id.clone(), address });
+                nodes.push(NodeRecord { name: id.to_string(), address });
             }
         }
     }
@@ -89,8 +89,8 @@ mod tests {
 
     #[test]
     fn a_service_s_aliases_are_served_only_on_their_own_network() {
-        use shoal_control::dispatcher::messages::{NetworkInfo, ServiceEndpoint};
         use shoal_control::model::Vip;
+        use shoal_control::rpc::session::{NetworkInfo, ServiceEndpoint};
         let net = |id: &str, subnet: &str| NetworkInfo {
             id: id.into(),
             name: format!("app_{id}"),
@@ -119,7 +119,7 @@ mod tests {
                 ],
                 ports: vec![],
                 networks: vec!["front".into(), "back".into()],
-                aliases: [("front".to_string(), vec!["worker".to_string()]), ("back".into(), vec!["worker".into(), "jobs".into()])].into(),
+                aliases: [("front".into(), vec!["worker".to_string()]), ("back".into(), vec!["worker".into(), "jobs".into()])].into(),
             },
         );
         let z = zone(&view);
@@ -132,8 +132,8 @@ mod tests {
         shoal_dns::table::Tables::build(&z, None).expect("a zone with aliases builds");
 
         // tasks.<service> answers serving tasks only, never one that drains.
-        use shoal_control::dispatcher::messages::TaskEndpoint;
         use shoal_control::model::NetworkAttachment;
+        use shoal_control::rpc::session::TaskEndpoint;
         for (id, draining) in [("t1", false), ("t2", true)] {
             let addr = if draining { "10.0.1.12" } else { "10.0.1.11" };
             view.endpoints.insert(

@@ -6,7 +6,7 @@ use shoal_dataplane::crypt;
 use shoal_dataplane::egress;
 use shoal_dataplane::lb;
 use shoal_dataplane::overlay;
-use shoal_dataplane::state::NodeState;
+use shoal_dataplane::state::DesiredNode;
 
 #[derive(Subcommand, Debug)]
 pub enum DataplaneCommand {
@@ -45,6 +45,7 @@ pub enum DataplaneCommand {
     },
 }
 
+// clap value parsers: clap wants `Result<T, String>` here (and prints it after the flag).
 fn parse_wg(s: &str) -> Result<crypt::Choice, String> {
     s.parse()
 }
@@ -58,7 +59,7 @@ pub fn run(cmd: DataplaneCommand) -> anyhow::Result<()> {
     match cmd {
         DataplaneCommand::Apply { state, dry_run, lb: choice, wireguard } => {
             let text = std::fs::read_to_string(&state).with_context(|| format!("read {}", state.display()))?;
-            let desired = NodeState::from_json(&text).with_context(|| format!("parse {}", state.display()))?;
+            let desired = DesiredNode::from_json(&text).with_context(|| format!("parse {}", state.display()))?;
             desired.validate()?;
             // Encryption first: a network that cannot be encrypted here is not attached at all.
             let (desired, not_encrypted) = match crypt::reconcile(&desired, wireguard, dry_run) {

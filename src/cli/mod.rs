@@ -1,6 +1,8 @@
-//! Command-line surface. Each subcommand family lives in its own file; cluster verbs
-//! (init, join, node, network, service, ...) come from the control crate.
+//! Command-line surface. Each subcommand family lives in its own file or folder; the cluster
+//! verbs (init, join, node, network, service, ...) are `cluster/`, which talks to the local
+//! node's API through `shoal_control::api_client`.
 
+pub mod cluster;
 mod dataplane;
 mod lab;
 
@@ -50,7 +52,7 @@ pub enum Command {
     #[command(hide = true)]
     TaskExec { dir: std::path::PathBuf },
     #[command(flatten)]
-    Cluster(shoal_control::cli::Command),
+    Cluster(cluster::Command),
 }
 
 pub fn init_tracing(filter: Option<&str>) {
@@ -79,7 +81,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         })),
         Command::Cluster(cmd) => {
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(shoal_control::cli::run(cmd))
+            rt.block_on(cluster::run(cmd))
         }
     }
 }

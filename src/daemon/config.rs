@@ -84,14 +84,44 @@ pub struct Settings {
     pub insecure_registries: Vec<String>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("config file {path}: {message}")]
-    File { path: String, message: String },
+    #[error("config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {source}")]
+    Parse { path: String, source: ParseError },
     #[error("the following settings are given both as a flag and in {path}: {}; keep one", .keys.join(", "))]
     Both { path: String, keys: Vec<String> },
-    #[error("{source_name} {key}: {message}")]
-    Value { source_name: String, key: &'static str, message: String },
+    #[error("{source_name} {key}: {source}")]
+    Value { source_name: String, key: &'static str, source: BadValue },
+}
+
+/// What is wrong with one setting's value (the key and where it was given are around it).
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum BadValue {
+    #[error("{given:?} is not ip:port, e.g. 0.0.0.0:2377")]
+    NotListenAddr { given: String },
+    #[error("{given:?} is not ip:port or \"off\", e.g. 127.0.0.1:8600")]
+    NotDnsHostAddr { given: String },
+    #[error("{given:?} is not an absolute socket path or \"off\", e.g. /run/shoal/docker.sock")]
+    NotSocketPath { given: String },
+    /// `lb`: the load balancer choice's own message (it is also a flag's value parser).
+    #[error("{0}")]
+    Lb(String),
+    #[error("cannot be combined with {other}: remove one of them")]
+    Conflicts { other: &'static str },
+    #[error("{value} is not a number of seconds between 0 and 3600")]
+    NotSeconds { value: f64 },
+    #[error("{ms} is outside 10..=60000 milliseconds")]
+    HeartbeatRange { ms: u64 },
+    #[error("{given:?} is not a size, e.g. 20m, 512k or 1g")]
+    NotASize { given: String },
+    #[error("{given:?} is too small: at least 1k")]
+    SizeTooSmall { given: String },
+    #[error("{n} is not a number of files between 1 and 100")]
+    NotFileCount { n: i64 },
+    #[error(transparent)]
+    Registry(#[from] crate::image::pull::BadRegistry),
 }
 
 /// Reads the file: `explicit` must exist; the default path is used only when present.
@@ -100,16 +130,20 @@ pub fn load(explicit: Option<&Path>) -> Result<Option<(PathBuf, FileConfig)>, Co
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if explicit.is_none() && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(ConfigError::File { path: path.display().to_string(), message: e.to_string() }),
+        Err(source) => return Err(ConfigError::Read { path: path.display().to_string(), source }),
     };
-    parse(&text).map(|c| Some((path.clone(), c))).map_err(|message| ConfigError::File { path: path.display().to_string(), message })
+    parse(&text).map(|c| Some((path.clone(), c))).map_err(|source| ConfigError::Parse { path: path.display().to_string(), source })
 }
 
-pub fn parse(text: &str) -> Result<FileConfig, String> {
-    serde_json::from_str(text).map_err(|e| {
-        let hint = if e.to_string().contains("unknown field") { " (keys are the `shoal daemon` flag names without --)" } else { "" };
-        format!("{e}{hint}")
-    })
+/// The config file is not JSON of the daemon's keys; an unknown key gets a hint at the names.
+#[derive(Debug, thiserror::Error)]
+#[error("{json}{}", if .json.to_string().contains("unknown field") { " (keys are the `shoal daemon` flag names without --)" } else { "" })]
+pub struct ParseError {
+    json: serde_json::Error,
+}
+
+pub fn parse(text: &str) -> Result<FileConfig, ParseError> {
+    serde_json::from_str(text).map_err(|json| ParseError { json })
 }
 
 /// Flags, then the file, then defaults; a setting in both is an error naming it.
@@ -141,18 +175,19 @@ pub fn resolve(flags: &Flags, file: Option<(&Path, &FileConfig)>) -> Result<Sett
     if !both.is_empty() {
         return Err(ConfigError::Both { path, keys: both });
     }
-    let from_file = |key: &'static str, message: String| ConfigError::Value { source_name: path.clone(), key, message };
-    let flag = |key: &'static str, message: String| ConfigError::Value { source_name: "flag".into(), key, message };
+    let from_file = |key: &'static str, source: BadValue| ConfigError::Value { source_name: path.clone(), key, source };
+    let flag = |key: &'static str, source: BadValue| ConfigError::Value { source_name: "flag".into(), key, source };
+    let not_listen = |s: &String| BadValue::NotListenAddr { given: s.clone() };
 
     let listen_addr = match (&flags.listen_addr, &f.listen_addr) {
-        (Some(s), _) => s.parse().map_err(|_| flag("--listen-addr", format!("{s:?} is not ip:port, e.g. 0.0.0.0:2377")))?,
-        (None, Some(s)) => s.parse().map_err(|_| from_file("listen-addr", format!("{s:?} is not ip:port, e.g. 0.0.0.0:2377")))?,
+        (Some(s), _) => s.parse().map_err(|_| flag("--listen-addr", not_listen(s)))?,
+        (None, Some(s)) => s.parse().map_err(|_| from_file("listen-addr", not_listen(s)))?,
         (None, None) => SocketAddr::from(([0, 0, 0, 0], 2377)),
     };
-    let dns_host = |s: &str| -> Result<Option<SocketAddr>, String> {
+    let dns_host = |s: &str| -> Result<Option<SocketAddr>, BadValue> {
         match s {
             "off" => Ok(None),
-            s => s.parse().map(Some).map_err(|_| format!("{s:?} is not ip:port or \"off\", e.g. 127.0.0.1:8600")),
+            s => s.parse().map(Some).map_err(|_| BadValue::NotDnsHostAddr { given: s.to_string() }),
         }
     };
     let dns_host_addr = match (&flags.dns_host_addr, &f.dns_host_addr) {
@@ -160,11 +195,11 @@ pub fn resolve(flags: &Flags, file: Option<(&Path, &FileConfig)>) -> Result<Sett
         (None, Some(s)) => dns_host(s).map_err(|m| from_file("dns-host-addr", m))?,
         (None, None) => Some(SocketAddr::from(([127, 0, 0, 1], 8600))),
     };
-    let engine_socket = |s: &str| -> Result<Option<PathBuf>, String> {
+    let engine_socket = |s: &str| -> Result<Option<PathBuf>, BadValue> {
         match s {
             "off" => Ok(None),
             s if s.starts_with('/') => Ok(Some(PathBuf::from(s))),
-            s => Err(format!("{s:?} is not an absolute socket path or \"off\", e.g. /run/shoal/docker.sock")),
+            s => Err(BadValue::NotSocketPath { given: s.to_string() }),
         }
     };
     let engine_socket = match (&flags.engine_socket, &f.engine_socket) {
@@ -174,13 +209,13 @@ pub fn resolve(flags: &Flags, file: Option<(&Path, &FileConfig)>) -> Result<Sett
     };
     let lb = match (flags.lb, &f.lb) {
         (Some(c), _) => c,
-        (None, Some(s)) => s.parse().map_err(|m| from_file("lb", m))?,
+        (None, Some(s)) => s.parse().map_err(|m| from_file("lb", BadValue::Lb(m)))?,
         (None, None) => Choice::Auto,
     };
     let dns_upstream = if flags.dns_upstream.is_empty() { f.dns_upstream.clone().unwrap_or_default() } else { flags.dns_upstream.clone() };
     let no_dns_upstream = flags.no_dns_upstream || f.no_dns_upstream.unwrap_or(false);
     if no_dns_upstream && !dns_upstream.is_empty() {
-        return Err(from_file("no-dns-upstream", "cannot be combined with dns-upstream: remove one of them".into()));
+        return Err(from_file("no-dns-upstream", BadValue::Conflicts { other: "dns-upstream" }));
     }
     let seconds = |key: &'static str, flag_v: Option<f64>, file_v: Option<f64>, default: f64| -> Result<f64, ConfigError> {
         let v = flag_v.or(file_v).unwrap_or(default);
@@ -190,18 +225,14 @@ pub fn resolve(flags: &Flags, file: Option<(&Path, &FileConfig)>) -> Result<Sett
             Err(ConfigError::Value {
                 source_name: if flag_v.is_some() { "flag".into() } else { path.clone() },
                 key,
-                message: format!("{v} is not a number of seconds between 0 and 3600"),
+                source: BadValue::NotSeconds { value: v },
             })
         }
     };
     let heartbeat_ms = flags.heartbeat_ms.or(f.heartbeat_ms).unwrap_or(1000);
     if !(10..=60_000).contains(&heartbeat_ms) {
         let src = if flags.heartbeat_ms.is_some() { "flag".to_string() } else { path.clone() };
-        return Err(ConfigError::Value {
-            source_name: src,
-            key: "heartbeat-ms",
-            message: format!("{heartbeat_ms} is outside 10..=60000 milliseconds"),
-        });
+        return Err(ConfigError::Value { source_name: src, key: "heartbeat-ms", source: BadValue::HeartbeatRange { ms: heartbeat_ms } });
     }
     let defaults = LogLimits::default();
     let max_size = match (&flags.log_max_size, &f.log_max_size) {
@@ -209,8 +240,7 @@ pub fn resolve(flags: &Flags, file: Option<(&Path, &FileConfig)>) -> Result<Sett
         (None, Some(s)) => parse_size(s).map_err(|m| from_file("log-max-size", m))?,
         (None, None) => defaults.max_size,
     };
-    let max_file =
-        |n: i64| u32::try_from(n).ok().filter(|n| (1..=100).contains(n)).ok_or(format!("{n} is not a number of files between 1 and 100"));
+    let max_file = |n: i64| u32::try_from(n).ok().filter(|n| (1..=100).contains(n)).ok_or(BadValue::NotFileCount { n });
     let max_file = match (flags.log_max_file, f.log_max_file) {
         (Some(n), _) => max_file(n).map_err(|m| flag("--log-max-file", m))?,
         (None, Some(n)) => max_file(n).map_err(|m| from_file("log-max-file", m))?,
@@ -218,11 +248,11 @@ pub fn resolve(flags: &Flags, file: Option<(&Path, &FileConfig)>) -> Result<Sett
     };
     let insecure_registries = match (&flags.insecure_registries, &f.insecure_registries) {
         (v, _) if !v.is_empty() => {
-            crate::image::pull::check_insecure(v).map_err(|m| flag("--insecure-registry", m))?;
+            crate::image::pull::check_insecure(v).map_err(|m| flag("--insecure-registry", m.into()))?;
             v.clone()
         }
         (_, Some(v)) => {
-            crate::image::pull::check_insecure(v).map_err(|m| from_file("insecure-registries", m))?;
+            crate::image::pull::check_insecure(v).map_err(|m| from_file("insecure-registries", m.into()))?;
             v.clone()
         }
         _ => Vec::new(),
@@ -248,8 +278,8 @@ pub fn resolve(flags: &Flags, file: Option<(&Path, &FileConfig)>) -> Result<Sett
 
 /// A size as Docker's `max-size` takes it: bytes, or with k, m or g (powers of 1024), an
 /// optional trailing b, any case: "20m", "512k", "1GB", "4096".
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let bad = || format!("{s:?} is not a size, e.g. 20m, 512k or 1g");
+pub fn parse_size(s: &str) -> Result<u64, BadValue> {
+    let bad = || BadValue::NotASize { given: s.to_string() };
     let t = s.trim().to_ascii_lowercase();
     let t = t.strip_suffix('b').unwrap_or(&t);
     let (digits, unit) = match t.char_indices().last() {
@@ -262,7 +292,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let bytes = n.checked_mul(unit).ok_or_else(bad)?;
     // Below a few lines per file, rotation would churn for nothing.
     if bytes < 1024 {
-        return Err(format!("{s:?} is too small: at least 1k"));
+        return Err(BadValue::SizeTooSmall { given: s.to_string() });
     }
     Ok(bytes)
 }
@@ -383,7 +413,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_json_are_errors_with_a_hint() {
-        let e = parse(r#"{"log-driver": "json"}"#).unwrap_err();
+        let e = parse(r#"{"log-driver": "json"}"#).unwrap_err().to_string();
         assert!(e.contains("unknown field `log-driver`") && e.contains("flag names"), "{e}");
         assert!(parse("{").is_err());
         assert!(parse(r#"{"advertise-addr": "not-an-ip"}"#).is_err());

@@ -111,6 +111,7 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
     // builds lay them out on the stack and overflowed tokio's 2 MiB default under the
     // Engine API's swarm update. 8 MiB is the main thread's size.
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(8 << 20).build()?;
+    crate::image::reference::ImageRef::warm_up();
     rt.block_on(serve(settings))
 }
 
@@ -124,6 +125,24 @@ fn first_address() -> anyhow::Result<Ipv4Addr> {
         .context("no IPv4 address on this host: pass --advertise-addr")
 }
 
+/// What this kernel offers encrypted networks, probed as `shoal doctor` does; the node reports it
+/// when it joins, and `--opt encrypted` picks a backend every node runs.
+fn encryption_support() -> shoal_control::model::EncryptionSupport {
+    use shoal_dataplane::crypt;
+    let support = shoal_control::model::EncryptionSupport {
+        kernel_wireguard: crypt::kernel::probe().is_ok(),
+        esp: crypt::ipsec::kernel::probe().is_ok(),
+        tun: Path::new("/dev/net/tun").exists(),
+    };
+    tracing::info!(
+        kernel_wireguard = support.kernel_wireguard,
+        esp = support.esp,
+        tun = support.tun,
+        "encryption support (reported when the node joins)"
+    );
+    support
+}
+
 async fn serve(a: config::Settings) -> anyhow::Result<()> {
     let self_addr = match a.advertise_addr {
         Some(ip) => ip,
@@ -133,6 +152,8 @@ async fn serve(a: config::Settings) -> anyhow::Result<()> {
     cfg.socket = Some(a.socket.clone());
     cfg.listen_addr = a.listen_addr;
     cfg.advertise_addr = Some(self_addr.to_string());
+    cfg.gossip_port = Some(shoal_control::node::gossip::GOSSIP_PORT);
+    cfg.encryption = encryption_support();
     cfg.heartbeat_period = Duration::from_millis(a.heartbeat_ms);
     if let Some(h) = a.hostname {
         cfg.hostname = h;
@@ -214,7 +235,16 @@ async fn serve(a: config::Settings) -> anyhow::Result<()> {
                     tracing::warn!(cgroup = %cg.display(), error = %e, "cannot create the node's task cgroup");
                 }
             }
-            let cfg = AgentConfig { node_id, self_addr, drain, stop_grace: grace, cgroups: (layout, instance), lb, control_ports, images };
+            let cfg = AgentConfig {
+                node_id: node_id.into_string(),
+                self_addr,
+                drain,
+                stop_grace: grace,
+                cgroups: (layout, instance),
+                lb,
+                control_ports,
+                images,
+            };
             agent::run(node, cfg, exec, dns, stop_rx).await;
         })
     };

@@ -45,8 +45,8 @@ pub fn choose(findings: &[Finding], lb: &ProbeReport) -> Choices {
     } else {
         Err(format!(
             "neither kernel WireGuard ({}) nor TUN ({})",
-            why_not(findings, Feature::WireGuard).unwrap_or_default(),
-            why_not(findings, Feature::Tun).unwrap_or_default()
+            why_not(findings, Feature::WireGuard).map(|e| e.to_string()).unwrap_or_default(),
+            why_not(findings, Feature::Tun).map(|e| e.to_string()).unwrap_or_default()
         ))
     };
     let ipsec = match why_not(findings, Feature::Esp) {
@@ -56,7 +56,7 @@ pub fn choose(findings: &[Finding], lb: &ProbeReport) -> Choices {
     Choices {
         overlay,
         lb: lb.choose(Choice::Auto).map_err(|e| e.to_string()),
-        lb_each: LbKind::ALL.iter().map(|k| (*k, lb.get(*k).clone())).collect(),
+        lb_each: LbKind::ALL.iter().map(|k| (*k, lb.get(*k).clone().map_err(|e| e.to_string()))).collect(),
         wireguard,
         ipsec,
     }
@@ -69,13 +69,25 @@ mod tests {
     fn findings(missing: &[Feature]) -> Vec<Finding> {
         Feature::ALL
             .iter()
-            .map(|f| Finding { feature: *f, result: if missing.contains(f) { Err(format!("no {f}")) } else { Ok(()) } })
+            .map(|f| Finding {
+                feature: *f,
+                result: if missing.contains(f) { Err(super::super::feature::ProbeError::Netlink(format!("no {f}"))) } else { Ok(()) },
+            })
             .collect()
     }
 
     fn lb(ebpf: bool, nft: bool, ipvs: bool) -> ProbeReport {
-        let r = |ok: bool, what: &str| if ok { Ok(()) } else { Err(format!("{what} missing")) };
-        ProbeReport { ebpf: r(ebpf, "ebpf"), nftables: r(nft, "nft"), ipvs: r(ipvs, "ipvs") }
+        use shoal_dataplane::lb::{ipvs::FamilyError, nft, Unavailable};
+        let r = |ok: bool, why: Unavailable| if ok { Ok(()) } else { Err(why) };
+        let no_ebpf = shoal_ebpf::LbUnsupported {
+            sock_lb: shoal_ebpf::Support::Unavailable { reason: "ebpf missing".into() },
+            tc_nat: shoal_ebpf::Support::Available,
+        };
+        ProbeReport {
+            ebpf: r(ebpf, no_ebpf.into()),
+            nftables: r(nft, nft::Unavailable::Refused { command: "nft list tables", stderr: "nft missing".into() }.into()),
+            ipvs: r(ipvs, FamilyError::Ask { detail: "ipvs missing".into() }.into()),
+        }
     }
 
     #[test]

@@ -75,11 +75,37 @@ impl fmt::Display for Feature {
     }
 }
 
+/// Why one probe failed: the kernel's or the tool's reason. Details are text where the
+/// underlying error is not Clone (findings are kept and compared).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// The kernel refused the netlink request (its message, with the extended ack if any).
+    #[error("{0}")]
+    Netlink(String),
+    #[error("open this namespace: {0}")]
+    Namespace(String),
+    #[error("cannot run {tool}: {detail}")]
+    CannotRun { tool: String, detail: String },
+    #[error("write to {tool}: {detail}")]
+    Write { tool: String, detail: String },
+    #[error("wait for {tool}: {detail}")]
+    Wait { tool: String, detail: String },
+    /// The tool ran and refused: its first line of complaint.
+    #[error("{tool} {command}: {complaint}")]
+    Refused { tool: String, command: String, complaint: String },
+    #[error(transparent)]
+    Ebpf(#[from] shoal_ebpf::PartUnavailable),
+    #[error(transparent)]
+    Ipvs(#[from] shoal_dataplane::lb::ipvs::FamilyError),
+    #[error("not probed")]
+    NotProbed,
+}
+
 /// One probe's answer: `Err` holds the kernel's reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     pub feature: Feature,
-    pub result: Result<(), String>,
+    pub result: Result<(), ProbeError>,
 }
 
 impl Finding {
@@ -94,9 +120,9 @@ pub fn has(findings: &[Finding], feature: Feature) -> bool {
 }
 
 /// Why `feature` is missing, if it is.
-pub fn why_not(findings: &[Finding], feature: Feature) -> Option<String> {
+pub fn why_not(findings: &[Finding], feature: Feature) -> Option<ProbeError> {
     match findings.iter().find(|f| f.feature == feature) {
-        None => Some("not probed".into()),
+        None => Some(ProbeError::NotProbed),
         Some(Finding { result: Ok(()), .. }) => None,
         Some(Finding { result: Err(e), .. }) => Some(e.clone()),
     }

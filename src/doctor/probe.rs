@@ -11,7 +11,7 @@ use nix::sched::{unshare, CloneFlags};
 use shoal_dataplane::lb::{self, ProbeReport};
 use shoal_dataplane::netlink::{Netlink, VxlanSpec};
 
-use super::feature::{Feature, Finding};
+use super::feature::{Feature, Finding, ProbeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DoctorError {
@@ -48,7 +48,7 @@ pub fn all() -> Result<Probed, DoctorError> {
 }
 
 /// `ebpf`: the eBPF loader's probe, run once for both hooks.
-fn try_feature(feature: Feature, ebpf: &OnceCell<shoal_ebpf::Probe>) -> Result<(), String> {
+fn try_feature(feature: Feature, ebpf: &OnceCell<shoal_ebpf::Probe>) -> Result<(), ProbeError> {
     match feature {
         Feature::Vxlan => netlink()?
             .add_vxlan(&VxlanSpec {
@@ -60,11 +60,11 @@ fn try_feature(feature: Feature, ebpf: &OnceCell<shoal_ebpf::Probe>) -> Result<(
                 mtu: 1450,
                 alias: ALIAS.into(),
             })
-            .map_err(|e| e.to_string()),
-        Feature::Bridge => netlink()?.add_bridge("doc-br", 1500, None, ALIAS).map_err(|e| e.to_string()),
+            .map_err(nl_err),
+        Feature::Bridge => netlink()?.add_bridge("doc-br", 1500, None, ALIAS).map_err(nl_err),
         Feature::Veth => {
-            let here = std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| format!("open this namespace: {e}"))?;
-            netlink()?.add_veth("doc-v0", "doc-v1", here.as_fd(), 1500, None, ALIAS).map_err(|e| e.to_string())
+            let here = std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| ProbeError::Namespace(e.to_string()))?;
+            netlink()?.add_veth("doc-v0", "doc-v1", here.as_fd(), 1500, None, ALIAS).map_err(nl_err)
         }
         Feature::Tun => run("ip", &["tuntap", "add", "dev", "doc-tun", "mode", "tun"], None),
         Feature::Nftables => run(
@@ -74,7 +74,7 @@ fn try_feature(feature: Feature, ebpf: &OnceCell<shoal_ebpf::Probe>) -> Result<(
         ),
         Feature::EbpfSockAddr => support(&ebpf.get_or_init(shoal_ebpf::probe).sock_lb),
         Feature::EbpfTc => support(&ebpf.get_or_init(shoal_ebpf::probe).tc_nat),
-        Feature::Ipvs => lb::ipvs::family_id().map(|_| ()),
+        Feature::Ipvs => lb::ipvs::family_id().map(drop).map_err(ProbeError::from),
         Feature::Esp => run(
             "ip",
             &[
@@ -102,32 +102,41 @@ fn try_feature(feature: Feature, ebpf: &OnceCell<shoal_ebpf::Probe>) -> Result<(
     }
 }
 
-fn netlink() -> Result<Netlink, String> {
-    Netlink::open().map_err(|e| e.to_string())
+/// Netlink errors are not Clone: a finding keeps their text.
+fn nl_err(e: shoal_dataplane::netlink::NetlinkError) -> ProbeError {
+    ProbeError::Netlink(e.to_string())
 }
 
-fn support(s: &shoal_ebpf::Support) -> Result<(), String> {
-    s.to_result()
+fn netlink() -> Result<Netlink, ProbeError> {
+    Netlink::open().map_err(nl_err)
+}
+
+fn support(s: &shoal_ebpf::Support) -> Result<(), ProbeError> {
+    s.to_result().map_err(ProbeError::from)
 }
 
 /// Runs a tool (in this thread's namespace: children inherit it) and returns its complaint.
-fn run(tool: &str, args: &[&str], stdin: Option<&str>) -> Result<(), String> {
+fn run(tool: &str, args: &[&str], stdin: Option<&str>) -> Result<(), ProbeError> {
     let mut child = Command::new(tool)
         .args(args)
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run {tool}: {e}"))?;
+        .map_err(|e| ProbeError::CannotRun { tool: tool.to_string(), detail: e.to_string() })?;
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).map_err(|e| format!("write to {tool}: {e}"))?;
+        pipe.write_all(text.as_bytes()).map_err(|e| ProbeError::Write { tool: tool.to_string(), detail: e.to_string() })?;
     }
-    let out = child.wait_with_output().map_err(|e| format!("wait for {tool}: {e}"))?;
+    let out = child.wait_with_output().map_err(|e| ProbeError::Wait { tool: tool.to_string(), detail: e.to_string() })?;
     if out.status.success() {
         Ok(())
     } else {
         let err = String::from_utf8_lossy(&out.stderr);
         let err = err.trim().lines().next().unwrap_or("").trim_start_matches("Error: ");
-        Err(format!("{tool} {}: {}", args.first().copied().unwrap_or(""), if err.is_empty() { "failed" } else { err }))
+        Err(ProbeError::Refused {
+            tool: tool.to_string(),
+            command: args.first().copied().unwrap_or("").to_string(),
+            complaint: if err.is_empty() { "failed" } else { err }.to_string(),
+        })
     }
 }

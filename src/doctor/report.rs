@@ -33,11 +33,11 @@ pub fn render(kernel: &str, findings: &[Finding], choices: &Choices) -> String {
         };
         let _ = writeln!(out, "    --lb {:<11} {v}", kind.to_string());
     }
-    // `--opt encrypted` networks run over WireGuard (the only backend built); what this node
-    // would run them on, or why it would refuse their tasks.
+    // `--opt encrypted` networks run over WireGuard; `=ipsec` over ESP. What this node would
+    // run them on, or why it would refuse their tasks.
     let _ = writeln!(out, "  encryption       {}", verdict(&choices.wireguard));
     let _ = writeln!(out, "    --opt encrypted=wireguard  {}", verdict(&choices.wireguard));
-    let _ = writeln!(out, "    --opt encrypted=ipsec      not built yet (this kernel: {})", verdict(&choices.ipsec));
+    let _ = writeln!(out, "    --opt encrypted=ipsec      {}", verdict(&choices.ipsec));
     out
 }
 
@@ -66,15 +66,22 @@ mod tests {
     fn the_first_line_lists_what_the_kernel_has_and_lacks() {
         let findings: Vec<Finding> = Feature::ALL
             .iter()
-            .map(|f| Finding { feature: *f, result: if *f == Feature::Ipvs { Err("no IPVS family".into()) } else { Ok(()) } })
+            .map(|f| Finding {
+                feature: *f,
+                result: if *f == Feature::Ipvs {
+                    Err(crate::doctor::feature::ProbeError::Netlink("no IPVS family".into()))
+                } else {
+                    Ok(())
+                },
+            })
             .collect();
-        let lb = ProbeReport { ebpf: Ok(()), nftables: Ok(()), ipvs: Err("no IPVS family".into()) };
+        let lb = ProbeReport { ebpf: Ok(()), nftables: Ok(()), ipvs: Err(shoal_dataplane::lb::ipvs::FamilyError::NotInKernel.into()) };
         let text = render("6.1.0-test", &findings, &choose(&findings, &lb));
         let first = text.lines().next().unwrap();
         assert_eq!(first, "kernel 6.1.0-test: has vxlan bridge veth tun nftables ebpf-sockaddr ebpf-tc esp wireguard; missing ipvs");
         assert!(text.contains("no: no IPVS family"), "{text}");
         assert!(text.contains("load balancer    ebpf (probed: best available)"), "{text}");
         assert!(text.contains("encryption       kernel WireGuard"), "{text}");
-        assert!(text.contains("--opt encrypted=ipsec      not built yet (this kernel: XFRM ESP, AES-GCM)"), "{text}");
+        assert!(text.contains("--opt encrypted=ipsec      XFRM ESP, AES-GCM"), "{text}");
     }
 }

@@ -25,8 +25,15 @@ pub struct Pulled {
     pub fetched_bytes: u64,
 }
 
+/// An `insecure-registries` entry that is not a registry's `host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{entry:?} is not a registry host[:port], e.g. 192.168.33.100:5000")]
+pub struct BadRegistry {
+    pub entry: String,
+}
+
 /// Registries reached over plain HTTP, as `host[:port]` (Docker's `insecure-registries`).
-pub fn check_insecure(entries: &[String]) -> Result<(), String> {
+pub fn check_insecure(entries: &[String]) -> Result<(), BadRegistry> {
     for e in entries {
         let ok = !e.is_empty()
             && !e.contains('/')
@@ -34,7 +41,7 @@ pub fn check_insecure(entries: &[String]) -> Result<(), String> {
             && e.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
             && e.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_ok());
         if !ok {
-            return Err(format!("{e:?} is not a registry host[:port], e.g. 192.168.33.100:5000"));
+            return Err(BadRegistry { entry: e.clone() });
         }
     }
     Ok(())
@@ -169,7 +176,7 @@ mod tests {
     fn insecure_registries_are_host_and_port() {
         assert!(check_insecure(&["192.168.33.100:5000".into(), "registry.lab".into()]).is_ok());
         for bad in ["http://x:5000", "x:port", "10.0.0.0/8", ""] {
-            let e = check_insecure(&[bad.into()]).unwrap_err();
+            let e = check_insecure(&[bad.into()]).unwrap_err().to_string();
             assert!(e.contains("is not a registry host[:port]"), "{e}");
         }
     }

@@ -19,6 +19,14 @@ impl ImageRef {
         s.parse::<oci_client::Reference>().map(ImageRef).map_err(|e| bad(e.to_string()))
     }
 
+    /// Compiles the reference grammar now. Its regexes are built on first use (seconds of CPU in
+    /// an unoptimised build, tens of milliseconds optimised); the daemon calls this before its
+    /// runtime starts, so that cost never lands on a runtime worker, where it held up the agent
+    /// session's heartbeats until the managers marked the node down.
+    pub fn warm_up() {
+        let _ = ImageRef::parse("busybox:latest");
+    }
+
     /// `docker.io/library/redis:alpine`, or `...@sha256:...` for a digest reference.
     pub fn full(&self) -> String {
         self.0.whole()

@@ -181,6 +181,7 @@ fn remove_lb_instance(node_ns: &str) -> Vec<String> {
     }
     // Task cgroups first (v2 and v1 hierarchies), then the node's own.
     let layout = crate::agent::executor::cgroups::Layout::detect();
-    failures.extend(crate::agent::executor::cgroups::remove_instance(&layout, &std::path::Path::new("shoal").join(&inst.name)));
+    let cgroups = crate::agent::executor::cgroups::remove_instance(&layout, &std::path::Path::new("shoal").join(&inst.name));
+    failures.extend(cgroups.iter().map(ToString::to_string));
     failures
 }

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use anyhow::Context;
 use shoal_dataplane::netns;
 use shoal_dataplane::overlay;
-use shoal_dataplane::state::{Endpoint, Network, NodeInfo, NodeState};
+use shoal_dataplane::state::{DesiredNode, Endpoint, Network, NodeInfo};
 
 use super::exec::command_in;
 use super::{up, Topology};
@@ -22,7 +22,7 @@ pub struct DemoTask {
 }
 
 /// The desired state of every node: one network, one task per node, an LB address per node.
-pub fn states(t: &Topology) -> (Vec<NodeState>, Vec<DemoTask>) {
+pub fn states(t: &Topology) -> (Vec<DesiredNode>, Vec<DemoTask>) {
     let nodes: Vec<NodeInfo> = t.nodes.iter().map(|n| NodeInfo { name: n.name.clone(), address: n.address, wireguard: None }).collect();
     let lb_addresses: BTreeMap<String, Ipv4Addr> =
         t.nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), Ipv4Addr::new(10, 0, 9, 250 - i as u8))).collect();
@@ -63,7 +63,7 @@ pub fn states(t: &Topology) -> (Vec<NodeState>, Vec<DemoTask>) {
     let states = t
         .nodes
         .iter()
-        .map(|n| NodeState {
+        .map(|n| DesiredNode {
             node: n.name.clone(),
             nodes: nodes.clone(),
             networks: vec![network.clone()],

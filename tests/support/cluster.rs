@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{in_ns, shoal, Lab, SHOAL};
+use super::{shoal, Lab, SHOAL};
 
 pub const NODES: [(&str, &str); 3] = [("smgr", "192.168.33.10"), ("snode1", "192.168.33.20"), ("snode2", "192.168.33.30")];
 
@@ -68,7 +68,7 @@ impl Cluster {
             let file = self.dir.join(format!("{node}.json"));
             let mut json = serde_json::json!({
                 "state-dir": state, "socket": sock, "engine-socket": engine, "listen-addr": format!("{addr}:2377"), "hostname": node,
-                "heartbeat-ms": 200, "drain-seconds": 0.2, "stop-grace-seconds": 2, "no-dns-upstream": true,
+                "heartbeat-ms": 500, "drain-seconds": 0.2, "stop-grace-seconds": 2, "no-dns-upstream": true,
             });
             if !self.insecure_registries.is_empty() {
                 json["insecure-registries"] = serde_json::json!(self.insecure_registries);
@@ -80,7 +80,7 @@ impl Cluster {
                 .args(["--socket", sock.to_str().unwrap()])
                 .args(["--engine-socket", engine.to_str().unwrap()])
                 .args(["--listen-addr", &format!("{addr}:2377"), "--hostname", node])
-                .args(["--heartbeat-ms", "200", "--drain-seconds", "0.2", "--stop-grace-seconds", "2"])
+                .args(["--heartbeat-ms", "500", "--drain-seconds", "0.2", "--stop-grace-seconds", "2"])
                 // Lab rule: nothing is addressed outside the lab, not even forwarded DNS.
                 .arg("--no-dns-upstream");
             for r in &self.insecure_registries {
@@ -200,7 +200,10 @@ pub fn task_namespaces(c: &Cluster) -> Vec<String> {
 }
 
 pub fn task_ip(ns: &str) -> Option<String> {
-    let out = in_ns(ns, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
+    // `ip -n` only enters the namespace for netlink: `ip netns exec` also makes a mount
+    // namespace and remounts /sys, which failed now and then under the kernel lab's load (a task
+    // that was there read as gone).
+    let out = Command::new("ip").args(["-n", ns, "-4", "-o", "addr", "show", "dev", "eth0"]).output().expect("run ip -n");
     let text = String::from_utf8_lossy(&out.stdout);
     text.split_whitespace().skip_while(|w| *w != "inet").nth(1).map(|a| a.split('/').next().unwrap().to_string())
 }

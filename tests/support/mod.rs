@@ -106,8 +106,34 @@ pub fn in_ns(ns: &str, args: &[&str]) -> Output {
     Command::new("ip").args(["netns", "exec", ns]).args(args).output().expect("run ip netns exec")
 }
 
+/// Loads an nft `script` (`nft -f -`) in namespace `ns`; panics with nft's reason and the
+/// script when it is refused.
+pub fn nft_in(ns: &str, script: &str) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut ch| {
+            ch.stdin.take().expect("nft's stdin").write_all(script.as_bytes())?;
+            ch.wait_with_output()
+        })
+        .expect("run nft");
+    assert!(out.status.success(), "nft in {ns}: {}\n{script}", String::from_utf8_lossy(&out.stderr));
+}
+
 pub fn ping(ns: &str, ip: &str) -> bool {
-    in_ns(ns, &["ping", "-c", "1", "-W", "2", ip]).status.success()
+    // nsenter enters the network namespace alone: `ip netns exec` also makes a mount namespace
+    // and remounts /sys, which failed now and then under the kernel lab's load (a ping that
+    // never ran read as a lost one).
+    Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .args(["ping", "-c", "1", "-W", "2", ip])
+        .output()
+        .expect("run nsenter ping")
+        .status
+        .success()
 }
 
 /// Runs `f` on a thread inside namespace `ns`.

@@ -6,7 +6,10 @@ pub mod ports;
 pub mod subnet;
 pub mod vni;
 
-use crate::model::{mac_for, EndpointMode, NetworkAttachment, NetworkSpec, PortConfig, PublishMode, Service, ServiceSpec, TaskState, Vip};
+use crate::model::{
+    mac_for, EndpointMode, NetworkAttachment, NetworkId, NetworkSpec, NodeId, PortConfig, PublishMode, Service, ServiceSpec, TaskId,
+    TaskState, Vip,
+};
 use crate::state::{ClusterState, StateError};
 use ipam::AddressPool;
 use ipnet::Ipv4Net;
@@ -26,7 +29,7 @@ pub fn plan_network(state: &ClusterState, spec: &NetworkSpec) -> Result<(u32, Ip
     let subnet = match spec.subnet {
         Some(s) => {
             let taken: Vec<(String, Ipv4Net)> = state.networks.values().map(|n| (n.spec.name.clone(), n.subnet)).collect();
-            subnet::check_subnet(&s, &taken, &nodes).map_err(|m| StateError::invalid("subnet", m))?;
+            subnet::check_subnet(&s, &taken, &nodes).map_err(|m| StateError::invalid("subnet", m.to_string()))?;
             s
         }
         None => {
@@ -65,7 +68,7 @@ pub fn plan_gateway_network(state: &ClusterState) -> Result<(NetworkSpec, u32, I
 /// The networks a service's tasks attach to: ingress first when it publishes ingress ports; the
 /// gateway bridge alone when it names no network and publishes nothing through the mesh (as
 /// Swarm attaches such tasks to `docker_gwbridge` only).
-pub fn service_networks(state: &ClusterState, spec: &ServiceSpec) -> Result<Vec<String>, StateError> {
+pub fn service_networks(state: &ClusterState, spec: &ServiceSpec) -> Result<Vec<NetworkId>, StateError> {
     let mut ids = vec![];
     if spec.endpoint.ports.iter().any(|p| p.mode == PublishMode::Ingress) {
         if let Some(ing) = state.ingress_network() {
@@ -93,8 +96,8 @@ pub fn service_networks(state: &ClusterState, spec: &ServiceSpec) -> Result<Vec<
 }
 
 /// Address pools of every network with what the state already uses reserved.
-pub fn pools(state: &ClusterState) -> BTreeMap<String, AddressPool> {
-    let mut pools: BTreeMap<String, AddressPool> = state
+pub fn pools(state: &ClusterState) -> BTreeMap<NetworkId, AddressPool> {
+    let mut pools: BTreeMap<NetworkId, AddressPool> = state
         .networks
         .values()
         .map(|n| {
@@ -127,7 +130,7 @@ pub fn pools(state: &ClusterState) -> BTreeMap<String, AddressPool> {
 pub fn plan_service_endpoint(
     state: &ClusterState,
     spec: &ServiceSpec,
-    network_ids: &[String],
+    network_ids: &[NetworkId],
     old: Option<&Service>,
 ) -> Result<(Vec<PortConfig>, Vec<Vip>), StateError> {
     let mut used = ports::UsedPorts::new();
@@ -160,7 +163,7 @@ pub fn plan_service_endpoint(
                 vips.push(prev.clone());
                 continue;
             }
-            let pool = pools.get_mut(net).ok_or_else(|| StateError::not_found("network", net))?;
+            let pool = pools.get_mut(net).ok_or_else(|| StateError::not_found("network", net.as_str()))?;
             let addr = pool
                 .allocate()
                 .ok_or_else(|| StateError::Exhausted(format!("network {} has no free address for a VIP", state.networks[net].spec.name)))?;
@@ -178,7 +181,7 @@ pub fn allocate_tasks(state: &mut ClusterState, now_ms: u64) {
             t.networks.clear();
         }
     }
-    let needs: Vec<String> = state
+    let needs: Vec<TaskId> = state
         .tasks
         .values()
         .filter(|t| t.status.state == TaskState::New && t.desired_state <= TaskState::Running)
@@ -189,7 +192,7 @@ pub fn allocate_tasks(state: &mut ClusterState, now_ms: u64) {
     }
     let mut pools = pools(state);
     // Task addresses are given in turn through each subnet (see `Network::last_task_addr`).
-    let mut last: BTreeMap<String, std::net::Ipv4Addr> = BTreeMap::new();
+    let mut last: BTreeMap<NetworkId, std::net::Ipv4Addr> = BTreeMap::new();
     for id in needs {
         let Some(task) = state.tasks.get(&id) else { continue };
         let Some(service) = state.services.get(&task.service_id) else { continue };
@@ -239,7 +242,7 @@ pub fn allocate_tasks(state: &mut ClusterState, now_ms: u64) {
 /// gets one on the ingress network, since every node answers on published ports (the routing
 /// mesh), tasks or not (Swarm's ingress sandbox).
 pub fn allocate_lb_addrs(state: &mut ClusterState) {
-    let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut wanted: BTreeSet<(NetworkId, NodeId)> = BTreeSet::new();
     if let Some(ingress) = state.ingress_network() {
         for node in state.nodes.keys().filter(|n| !ingress.lb_addrs.contains_key(*n)) {
             wanted.insert((ingress.id.clone(), node.clone()));

@@ -8,19 +8,33 @@ pub fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
+/// Why an explicit subnet cannot be used, naming it and what it collides with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubnetError {
+    #[error("subnet {subnet} is too small: use a prefix of /29 or shorter")]
+    TooSmall { subnet: Ipv4Net },
+    #[error("{subnet} is not a network address: did you mean {}?", .subnet.trunc())]
+    NotNetworkAddress { subnet: Ipv4Net },
+    #[error("subnet {subnet} overlaps {other} of network {network}")]
+    Overlaps { subnet: Ipv4Net, other: Ipv4Net, network: String },
+    #[error("subnet {subnet} contains node address {addr}")]
+    HoldsNode { subnet: Ipv4Net, addr: Ipv4Addr },
+}
+
 /// Why an explicit subnet cannot be used, if it cannot.
-pub fn check_subnet(subnet: &Ipv4Net, taken: &[(String, Ipv4Net)], node_addrs: &[Ipv4Addr]) -> Result<(), String> {
+pub fn check_subnet(subnet: &Ipv4Net, taken: &[(String, Ipv4Net)], node_addrs: &[Ipv4Addr]) -> Result<(), SubnetError> {
+    let subnet = *subnet;
     if subnet.prefix_len() > 29 {
-        return Err(format!("subnet {subnet} is too small: use a prefix of /29 or shorter"));
+        return Err(SubnetError::TooSmall { subnet });
     }
     if subnet.network() != subnet.addr() {
-        return Err(format!("{subnet} is not a network address: did you mean {}?", subnet.trunc()));
+        return Err(SubnetError::NotNetworkAddress { subnet });
     }
-    if let Some((name, other)) = taken.iter().find(|(_, t)| overlaps(t, subnet)) {
-        return Err(format!("subnet {subnet} overlaps {other} of network {name}"));
+    if let Some((name, other)) = taken.iter().find(|(_, t)| overlaps(t, &subnet)) {
+        return Err(SubnetError::Overlaps { subnet, other: *other, network: name.clone() });
     }
     if let Some(a) = node_addrs.iter().find(|a| subnet.contains(*a)) {
-        return Err(format!("subnet {subnet} contains node address {a}"));
+        return Err(SubnetError::HoldsNode { subnet, addr: *a });
     }
     Ok(())
 }
@@ -76,10 +90,13 @@ mod tests {
     #[test]
     fn explicit_subnet_checks() {
         let taken = vec![("front".to_string(), net("10.0.0.0/24"))];
-        assert!(check_subnet(&net("10.0.0.0/16"), &taken, &[]).unwrap_err().contains("front"));
-        assert!(check_subnet(&net("10.1.0.0/24"), &taken, &["10.1.0.5".parse().unwrap()]).unwrap_err().contains("node address"));
-        assert!(check_subnet(&net("10.1.0.1/24"), &taken, &[]).unwrap_err().contains("10.1.0.0/24"));
-        assert!(check_subnet(&net("10.1.0.0/30"), &taken, &[]).unwrap_err().contains("too small"));
+        assert!(check_subnet(&net("10.0.0.0/16"), &taken, &[]).unwrap_err().to_string().contains("front"));
+        assert!(check_subnet(&net("10.1.0.0/24"), &taken, &["10.1.0.5".parse().unwrap()])
+            .unwrap_err()
+            .to_string()
+            .contains("node address"));
+        assert!(check_subnet(&net("10.1.0.1/24"), &taken, &[]).unwrap_err().to_string().contains("10.1.0.0/24"));
+        assert!(check_subnet(&net("10.1.0.0/30"), &taken, &[]).unwrap_err().to_string().contains("too small"));
         assert!(check_subnet(&net("10.1.0.0/24"), &taken, &[]).is_ok());
     }
 

@@ -28,6 +28,8 @@ pub const WORKER_SAN: &str = "shoal-worker";
 
 #[derive(thiserror::Error, Debug)]
 pub enum CaError {
+    #[error("{ms} ms is out of range: give 1m to 7300d (20 years), e.g. --cert-expiry 2160h")]
+    CertExpiryOutOfRange { ms: u64 },
     #[error("making the root CA: {0}")]
     Generate(rcgen::Error),
     #[error("loading the root CA: {0}")]
@@ -135,10 +137,10 @@ pub fn new_node_key() -> Result<(String, String), CaError> {
 }
 
 /// `--cert-expiry` in milliseconds, checked: the duration, or why not.
-pub fn check_cert_expiry(ms: u64) -> Result<Duration, String> {
+pub fn check_cert_expiry(ms: u64) -> Result<Duration, CaError> {
     let d = Duration::from_millis(ms);
     if d < MIN_CERT_EXPIRY || d > MAX_CERT_EXPIRY {
-        return Err(format!("{ms} ms is out of range: give 1m to 7300d (20 years), e.g. --cert-expiry 2160h"));
+        return Err(CaError::CertExpiryOutOfRange { ms });
     }
     Ok(d)
 }

@@ -93,7 +93,7 @@ mod tests {
     use crate::testkit::World;
 
     fn up(id: &str, msg: &str) -> (TaskId, TaskStatus) {
-        (id.to_string(), TaskStatus::new(TaskState::Running, msg, 0))
+        (id.into(), TaskStatus::new(TaskState::Running, msg, 0))
     }
 
     #[test]
@@ -105,7 +105,7 @@ mod tests {
         let theirs = tasks.iter().find(|t| t.node_id.as_deref() == Some("n1")).expect("a task on n1").id.clone();
         let long = "é".repeat(MAX_MESSAGE_BYTES);
         let s = screen(&w.state, "n2", vec![up(&theirs, ""), up("nosuchtask", ""), up(&mine, &long)]);
-        assert_eq!(s.foreign, vec![theirs, "nosuchtask".to_string()]);
+        assert_eq!(s.foreign, vec![theirs, "nosuchtask".into()]);
         assert_eq!(s.kept.len(), 1);
         assert_eq!(s.kept[0].0, mine);
         assert!(s.kept[0].1.message.len() <= MAX_MESSAGE_BYTES && s.kept[0].1.message.starts_with('é'));

@@ -1,26 +1,27 @@
 //! One agent session on the leader: send the node's view as a full snapshot, then deltas
 //! whenever the state moves; take heartbeats and task reports.
 
-use super::messages::{AgentMessage, SessionMessage};
 use super::reports::{self, TokenBucket};
-use super::view::{AgentView, EndpointTable};
-use crate::manager::Manager;
+use super::view_cache::{self, Built};
+use super::Leader;
 use crate::model::NodeState;
+use crate::rpc::session::{AgentMessage, SessionMessage};
 use crate::state::Command;
 use std::pin::Pin;
 use tokio::sync::mpsc;
-use tokio_stream::Stream;
-use tonic::{Status, Streaming};
+use tokio_stream::{Stream, StreamExt};
+use tonic::Status;
 
 type Out = Pin<Box<dyn Stream<Item = Result<SessionMessage, Status>> + Send + 'static>>;
 
 /// `peer`: the agent's address and port as this manager sees them (logged, so an operator can
 /// match a session to a connection in `ss`).
-pub fn open(
-    mgr: Manager,
-    node_id: String,
+/// `inbound`: what the agent sends (tonic's `Streaming` on a manager, a channel in tests).
+pub fn open<L: Leader>(
+    mgr: L,
+    node_id: crate::model::NodeId,
     peer: Option<std::net::SocketAddr>,
-    mut inbound: Streaming<AgentMessage>,
+    mut inbound: impl Stream<Item = Result<AgentMessage, Status>> + Send + Unpin + 'static,
 ) -> Result<Out, Status> {
     let (tx, rx) = mpsc::channel::<Result<SessionMessage, Status>>(64);
     let out: Out = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
@@ -34,8 +35,8 @@ pub fn open(
         return Err(Status::permission_denied(format!("node {node_id} is not part of the cluster (removed?)")));
     };
     let heartbeat_period_ms = mgr.liveness().period().as_millis() as u64;
-    let session_id = crate::model::random_id();
-    let managers = (mgr.manager_addrs(), mgr.manager_ids());
+    let session_id: String = crate::model::random_id();
+    let managers = mgr.managers();
     let _ = tx.try_send(Ok(SessionMessage::Hello {
         node_id: node_id.clone(),
         session_id: session_id.clone(),
@@ -53,7 +54,7 @@ pub fn open(
         let m = mgr.clone();
         let n = node_id.clone();
         tokio::spawn(async move {
-            let cmd = Command::SetNodeState { node: n, state: NodeState::Ready, message: String::new() };
+            let cmd = Command::SetNodeState { node: n.into_string(), state: NodeState::Ready, message: String::new() };
             if let Err(e) = m.propose(cmd).await {
                 tracing::warn!("marking node ready: {e}");
             }
@@ -71,7 +72,7 @@ pub fn open(
             let shared = mgr.shared();
             let mut applied = shared.subscribe();
             let mut shutdown = mgr.shutdown_signal();
-            let mut sent: Option<AgentView> = None;
+            let mut sent: Option<view_cache::Sent> = None;
             let mut sent_managers = managers;
             let mut sent_trust = String::new();
             loop {
@@ -79,7 +80,7 @@ pub fn open(
                     let _ = tx.send(Ok(SessionMessage::Redirect { leader: mgr.leader_addr() })).await;
                     return;
                 }
-                let managers = (mgr.manager_addrs(), mgr.manager_ids());
+                let managers = mgr.managers();
                 if managers != sent_managers {
                     let (addrs, ids) = managers.clone();
                     if tx.send(Ok(SessionMessage::Managers { managers: addrs, manager_ids: ids })).await.is_err() {
@@ -95,37 +96,31 @@ pub fn open(
                     sent_trust = trust;
                 }
                 applied.borrow_and_update();
-                let (version, (mut view, raft_id)) = shared.read_at(|s| {
-                    (AgentView::for_node(s, &node_id, &EndpointTable::from_state(s)), s.nodes.get(&node_id).map(|n| n.raft_id))
-                });
-                // A demoted manager keeps its manager role until it has left the Raft voters,
-                // or the joint configuration could never commit without it.
-                if view.role == Some(crate::model::Role::Worker) {
-                    let voters: Vec<u64> = mgr.raft().metrics().borrow().membership_config.membership().voter_ids().collect();
-                    if raft_id.is_some_and(|r| voters.contains(&r)) {
-                        view.role = Some(crate::model::Role::Manager);
-                    }
-                }
-                let update = match &sent {
-                    None => view.full_update(version),
-                    Some(old) => view.diff(old, version),
-                };
+                // One build per applied version for every session; this node's part of the
+                // steps since what it was sent (or everything, first and after a long stall).
+                let built = mgr.views().current(&shared);
+                let version = built.version;
+                let steps = sent.as_ref().and_then(|s| mgr.views().steps(s.version, version));
+                let (update, now) = view_cache::update(&node_id, role_of(&mgr, &built, &node_id), &built, sent.as_ref(), steps.as_deref());
                 if update.is_empty() {
                     mgr.sessions().progress(&node_id, &session, |p| p.unchanged(version));
                 } else {
                     mgr.sessions().progress(&node_id, &session, |p| p.sent(version));
-                    if tx.send(Ok(SessionMessage::Update(update))).await.is_err() {
+                    if tx.send(Ok(SessionMessage::Update(Box::new(update)))).await.is_err() {
                         return;
                     }
-                    sent = Some(view);
                 }
+                sent = Some(now);
                 tokio::select! {
-                    r = applied.changed() => if r.is_err() { return },
-                    _ = closed_rx.changed() => return,
+                    // Replacement first: the inbound half also ends on it and closes
+                    // `closed_rx`, and the agent must still be told why its session ended.
+                    biased;
                     _ = until_replaced(&mut replaced) => {
                         let _ = tx.send(Err(Status::aborted(format!("node {node_id} opened a newer session: this one is closed")))).await;
                         return;
                     }
+                    r = applied.changed() => if r.is_err() { return },
+                    _ = closed_rx.changed() => return,
                     _ = shutdown.changed() => return,
                     // Re-check leadership now and then even when nothing is applied.
                     _ = tokio::time::sleep(mgr.liveness().period()) => {}
@@ -143,12 +138,22 @@ pub fn open(
         let mut bucket = TokenBucket::for_session(tokio::time::Instant::now());
         loop {
             let msg = tokio::select! {
-                m = inbound.message() => m,
+                m = inbound.next() => m,
                 _ = until_replaced(&mut replaced) => break,
             };
             match msg {
-                Ok(Some(AgentMessage::Heartbeat)) => mgr.liveness().seen(&node_id, tokio::time::Instant::now()),
-                Ok(Some(AgentMessage::TaskStatus { updates })) => {
+                Some(Ok(AgentMessage::Heartbeat)) => mgr.liveness().seen(&node_id, tokio::time::Instant::now()),
+                Some(Ok(AgentMessage::Describe { encryption })) => {
+                    let known = mgr.shared().read(|s| s.nodes.get(&node_id).map(|n| n.encryption));
+                    if known.is_some_and(|k| k != encryption) {
+                        tracing::info!(node = %node_id, ?encryption, "the node's encryption support changed (a new kernel?): recorded");
+                        let cmd = Command::SetNodeEncryption { node: node_id.clone(), encryption };
+                        if let Err(e) = busy_with(&mgr, &node_id, mgr.propose(cmd)).await {
+                            tracing::warn!(node = %node_id, "recording the node's encryption support: {e}");
+                        }
+                    }
+                }
+                Some(Ok(AgentMessage::TaskStatus { updates })) => {
                     mgr.liveness().seen(&node_id, tokio::time::Instant::now());
                     let screened = mgr.shared().read(|s| reports::screen(s, &node_id, updates));
                     if screened.over_cap > 0 {
@@ -165,16 +170,21 @@ pub fn open(
                         break;
                     }
                     let cmd = Command::TaskStatus { node: node_id.clone(), updates: screened.kept };
-                    if let Err(e) = mgr.propose(cmd).await {
+                    let started = tokio::time::Instant::now();
+                    if let Err(e) = busy_with(&mgr, &node_id, mgr.propose(cmd)).await {
                         tracing::warn!(node = %node_id, "recording task states: {e}");
                     }
+                    let took = started.elapsed();
+                    if took > mgr.liveness().period() {
+                        tracing::info!(node = %node_id, took_ms = took.as_millis() as u64, "recording task states was slow: the node's heartbeats waited, and it was kept alive meanwhile");
+                    }
                 }
-                Ok(Some(AgentMessage::Logs { request_id, logs })) => mgr.logs().answer(&request_id, logs),
-                Ok(Some(AgentMessage::Applied { version })) => mgr.sessions().progress(&node_id, &session_id, |p| p.acked(version)),
-                Ok(Some(AgentMessage::AwaitSettled { version })) => {
+                Some(Ok(AgentMessage::Logs { request_id, logs })) => mgr.logs().answer(&request_id, logs),
+                Some(Ok(AgentMessage::Applied { version })) => mgr.sessions().progress(&node_id, &session_id, |p| p.acked(version)),
+                Some(Ok(AgentMessage::AwaitSettled { version })) => {
                     await_tx.send_if_modified(|w| std::mem::replace(w, version.max(*w)) < version);
                 }
-                Ok(None) | Err(_) => break,
+                None | Some(Err(_)) => break,
             }
         }
         mgr.logs().detach(&node_id, &session_id);
@@ -191,9 +201,9 @@ pub const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Answers each version the agent waits for with `Settled` once every open session's data
 /// plane holds it, or after [`SETTLE_WAIT`] with what they hold (naming the nodes behind).
-async fn answer_settled(
-    mgr: Manager,
-    node_id: String,
+async fn answer_settled<L: Leader>(
+    mgr: L,
+    node_id: crate::model::NodeId,
     mut wanted: tokio::sync::watch::Receiver<u64>,
     // Weak: the session's stream ends when its own tasks end (a manager shutting down), not
     // when this one does.
@@ -214,9 +224,23 @@ async fn answer_settled(
     }
 }
 
+/// Runs `work` for a node's session while keeping the node alive: the session reads nothing
+/// meanwhile, so the heartbeats queued behind a slow Raft write (seconds, under disk load) are
+/// unread, and that silence is this manager's, not the node's. A node that really stopped is
+/// found silent once the work is done.
+async fn busy_with<L: Leader, T>(mgr: &L, node_id: &str, work: impl std::future::Future<Output = T>) -> T {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tokio::time::sleep(mgr.liveness().period()) => mgr.liveness().seen(node_id, tokio::time::Instant::now()),
+        }
+    }
+}
+
 /// Wait out the report rate limit. The node is talking (we are the ones not reading), so it
 /// stays alive meanwhile. False when the session was replaced during the wait.
-async fn throttle(mgr: &Manager, node_id: &str, wait: std::time::Duration, replaced: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+async fn throttle<L: Leader>(mgr: &L, node_id: &str, wait: std::time::Duration, replaced: &mut tokio::sync::watch::Receiver<bool>) -> bool {
     tracing::debug!(node = %node_id, ?wait, "task reports over the session's rate: slowing down");
     let until = tokio::time::Instant::now() + wait;
     while tokio::time::Instant::now() < until {
@@ -228,6 +252,16 @@ async fn throttle(mgr: &Manager, node_id: &str, wait: std::time::Duration, repla
         mgr.liveness().seen(node_id, tokio::time::Instant::now());
     }
     true
+}
+
+/// The role to tell the node. A demoted manager keeps its manager role until it has left the
+/// Raft voters, or the joint configuration could never commit without it.
+fn role_of<L: Leader>(mgr: &L, built: &Built, node_id: &str) -> Option<crate::model::Role> {
+    let (role, raft_id) = *built.nodes.get(node_id)?;
+    if role == crate::model::Role::Worker && mgr.voters().contains(&raft_id) {
+        return Some(crate::model::Role::Manager);
+    }
+    Some(role)
 }
 
 /// Resolves when a newer session of the node replaced this one (or the registry went away).

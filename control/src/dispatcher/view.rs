@@ -1,33 +1,37 @@
 //! What one agent sees of the cluster, computed from the state, and the delta between two
 //! such views. Pure: the dispatcher keeps the last view it sent per session and sends the diff.
 
-use super::messages::{AgentUpdate, Assignment, NetworkInfo, ServiceEndpoint, TaskEndpoint, WireGuardPeer, WireGuardView};
-use crate::model::{NodeState, Role, TaskState};
+use crate::model::{NetworkId, NodeId, NodeState, PairKeySeed, Role, ServiceId, Task, TaskId, TaskState, WireGuardIdentity};
+use crate::rpc::session::{AgentUpdate, Assignment, GossipView, NetworkInfo, ServiceEndpoint, TaskEndpoint, WireGuardPeer, WireGuardView};
 use crate::state::ClusterState;
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AgentView {
     pub role: Option<Role>,
-    pub assignments: BTreeMap<String, Assignment>,
-    pub networks: BTreeMap<String, NetworkInfo>,
-    pub services: BTreeMap<String, ServiceEndpoint>,
-    pub endpoints: BTreeMap<String, TaskEndpoint>,
+    pub assignments: BTreeMap<TaskId, Assignment>,
+    pub networks: BTreeMap<NetworkId, NetworkInfo>,
+    pub services: BTreeMap<ServiceId, ServiceEndpoint>,
+    pub endpoints: BTreeMap<TaskId, TaskEndpoint>,
     /// This node's WireGuard identity and its peers' (once a network is encrypted).
     pub wireguard: Option<WireGuardView>,
+    /// The gossip key ring and node list (once the managers issued a key).
+    pub gossip: Option<GossipView>,
 }
 
 /// The endpoint table (services, endpoints, networks) shared by all agents.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EndpointTable {
-    pub networks: BTreeMap<String, NetworkInfo>,
-    pub services: BTreeMap<String, ServiceEndpoint>,
-    pub endpoints: BTreeMap<String, TaskEndpoint>,
+    pub networks: BTreeMap<NetworkId, NetworkInfo>,
+    pub services: BTreeMap<ServiceId, ServiceEndpoint>,
+    pub endpoints: BTreeMap<TaskId, TaskEndpoint>,
+    /// The gossip key ring and node list, the same for every node.
+    pub gossip: Option<GossipView>,
 }
 
 impl EndpointTable {
     pub fn from_state(state: &ClusterState) -> EndpointTable {
-        let mut peers: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        let mut peers: BTreeMap<NetworkId, BTreeMap<NodeId, String>> = BTreeMap::new();
         let mut endpoints = BTreeMap::new();
         for t in state.tasks.values() {
             let Some(node) = t.node_id.as_ref().and_then(|n| state.nodes.get(n)) else { continue };
@@ -114,58 +118,29 @@ impl EndpointTable {
                 )
             })
             .collect();
-        EndpointTable { networks, services, endpoints }
+        EndpointTable { networks, services, endpoints, gossip: gossip_view(state) }
     }
 }
 
 impl AgentView {
-    /// The view of `node_id`, sharing a precomputed endpoint table.
+    /// The view of `node_id`, sharing a precomputed endpoint table. (The leader's sessions
+    /// read views through the `ViewCache`; this is the same view, built for one node.)
     pub fn for_node(state: &ClusterState, node_id: &str, table: &EndpointTable) -> AgentView {
-        let mut assignments = BTreeMap::new();
-        for t in state.tasks.values() {
-            if t.node_id.as_deref() != Some(node_id) || t.status.state < TaskState::Assigned || t.status.state.is_terminal() {
-                continue;
-            }
-            let Some(svc) = state.services.get(&t.service_id) else { continue };
-            // The spec the task was made from: during a rolling update the old tasks keep
-            // theirs (their health check, their secrets) until they are replaced.
-            let spec = svc.spec_for(t.service_version);
-            let secrets = spec
-                .secrets
-                .iter()
-                .filter_map(|r| state.find_secret(&r.source).ok().map(|s| (r.source.clone(), s.spec.data.clone())))
-                .collect();
-            let configs = spec
-                .configs
-                .iter()
-                .filter_map(|r| state.find_config(&r.source).ok().map(|s| (r.source.clone(), s.spec.data.clone())))
-                .collect();
-            assignments.insert(
-                t.id.clone(),
-                Assignment { task: t.clone(), service_name: svc.spec.name.clone(), spec: spec.clone(), secrets, configs },
-            );
-        }
+        let assignments = state
+            .tasks
+            .values()
+            .filter(|t| t.node_id.as_deref() == Some(node_id))
+            .filter_map(|t| assignment(state, t))
+            .map(|a| (a.task.id.clone(), a))
+            .collect();
         AgentView {
             role: state.nodes.get(node_id).map(|n| n.role),
             assignments,
             networks: table.networks.clone(),
             services: table.services.clone(),
             endpoints: table.endpoints.clone(),
-            wireguard: state.wireguard.get(node_id).map(|me| WireGuardView {
-                private_key: me.private_key.clone(),
-                address: me.address,
-                peers: state
-                    .wireguard
-                    .iter()
-                    .map(|(id, w)| {
-                        let preshared_key = match &state.pair_keys {
-                            Some(k) if id != node_id => k.pair_key(node_id, id),
-                            _ => String::new(),
-                        };
-                        (id.clone(), WireGuardPeer { public_key: w.public_key.clone(), address: w.address, preshared_key })
-                    })
-                    .collect(),
-            }),
+            wireguard: wireguard_view(&state.wireguard, state.pair_keys.as_ref(), node_id),
+            gossip: table.gossip.clone(),
         }
     }
 
@@ -179,6 +154,7 @@ impl AgentView {
             services: self.services.values().cloned().collect(),
             endpoints: self.endpoints.values().cloned().collect(),
             wireguard: self.wireguard.clone(),
+            gossip: self.gossip.clone().map(Box::new),
             ..Default::default()
         }
     }
@@ -195,6 +171,9 @@ impl AgentView {
         diff_map(&old.endpoints, &self.endpoints, &mut u.endpoints, &mut u.removed_endpoints);
         if self.wireguard != old.wireguard {
             u.wireguard = self.wireguard.clone();
+        }
+        if self.gossip != old.gossip {
+            u.gossip = self.gossip.clone().map(Box::new);
         }
         u
     }
@@ -214,10 +193,79 @@ impl AgentView {
         if u.wireguard.is_some() {
             self.wireguard = u.wireguard.clone();
         }
+        if u.gossip.is_some() {
+            self.gossip = u.gossip.as_deref().cloned();
+        }
+        for (net, node, addr) in &u.network_peers {
+            if let Some(n) = self.networks.get_mut(net) {
+                set(&mut n.peers, node, addr.clone());
+            }
+        }
+        for (net, node, addr) in &u.network_lb_addrs {
+            if let Some(n) = self.networks.get_mut(net) {
+                set(&mut n.lb_addrs, node, *addr);
+            }
+        }
+        if let Some(g) = &mut self.gossip {
+            for (node, addr) in &u.gossip_nodes {
+                set(&mut g.nodes, node, addr.clone());
+            }
+        }
     }
 }
 
-fn diff_map<T: Clone + PartialEq>(old: &BTreeMap<String, T>, new: &BTreeMap<String, T>, upserts: &mut Vec<T>, removed: &mut Vec<String>) {
+/// What the task's node runs of it, if the task is one it should run (assigned, not ended,
+/// its service still there).
+pub(super) fn assignment(state: &ClusterState, t: &Task) -> Option<Assignment> {
+    if t.status.state < TaskState::Assigned || t.status.state.is_terminal() {
+        return None;
+    }
+    let svc = state.services.get(&t.service_id)?;
+    // The spec the task was made from: during a rolling update the old tasks keep theirs
+    // (their health check, their secrets) until they are replaced.
+    let spec = svc.spec_for(t.service_version);
+    let secrets =
+        spec.secrets.iter().filter_map(|r| state.find_secret(&r.source).ok().map(|s| (r.source.clone(), s.spec.data.clone()))).collect();
+    let configs =
+        spec.configs.iter().filter_map(|r| state.find_config(&r.source).ok().map(|s| (r.source.clone(), s.spec.data.clone()))).collect();
+    Some(Assignment { task: t.clone(), service_name: svc.spec.name.clone(), spec: spec.clone(), secrets, configs })
+}
+
+/// `node_id`'s WireGuard view: its own identity (with the private key, for it alone) and every
+/// node's public half with the pair's preshared key.
+pub(super) fn wireguard_view(
+    identities: &BTreeMap<NodeId, WireGuardIdentity>,
+    pair_keys: Option<&PairKeySeed>,
+    node_id: &str,
+) -> Option<WireGuardView> {
+    let me = identities.get(node_id)?;
+    Some(WireGuardView {
+        private_key: me.private_key.clone(),
+        address: me.address,
+        peers: identities
+            .iter()
+            .map(|(id, w)| {
+                let preshared_key = match pair_keys {
+                    Some(k) if id != node_id => k.pair_key(node_id, id),
+                    _ => String::new(),
+                };
+                (id.clone(), WireGuardPeer { public_key: w.public_key.clone(), address: w.address, preshared_key })
+            })
+            .collect(),
+    })
+}
+
+/// The gossip key ring and every node's address, the same for every node.
+fn gossip_view(state: &ClusterState) -> Option<GossipView> {
+    let ring = state.gossip_keys.as_ref().filter(|r| !r.keys.is_empty())?;
+    Some(GossipView {
+        sending: ring.sending,
+        keys: ring.keys.iter().map(|k| (k.id, k.key.clone())).collect(),
+        nodes: state.nodes.values().map(|n| (n.id.clone(), n.addr.clone())).collect(),
+    })
+}
+
+fn diff_map<K: Ord + Clone, T: Clone + PartialEq>(old: &BTreeMap<K, T>, new: &BTreeMap<K, T>, upserts: &mut Vec<T>, removed: &mut Vec<K>) {
     for (k, v) in new {
         if old.get(k) != Some(v) {
             upserts.push(v.clone());
@@ -230,7 +278,19 @@ fn diff_map<T: Clone + PartialEq>(old: &BTreeMap<String, T>, new: &BTreeMap<Stri
     }
 }
 
-fn apply_map<T: Clone>(map: &mut BTreeMap<String, T>, upserts: &[T], removed: &[String], key: impl Fn(&T) -> String) {
+/// Sets or (with `None`) removes one entry.
+pub(super) fn set<K: Ord + Clone, V>(map: &mut BTreeMap<K, V>, key: &K, value: Option<V>) {
+    match value {
+        Some(v) => {
+            map.insert(key.clone(), v);
+        }
+        None => {
+            map.remove(key);
+        }
+    }
+}
+
+fn apply_map<K: Ord, T: Clone>(map: &mut BTreeMap<K, T>, upserts: &[T], removed: &[K], key: impl Fn(&T) -> K) {
     for k in removed {
         map.remove(k);
     }
@@ -254,7 +314,12 @@ mod tests {
     fn every_node_is_an_ingress_peer_even_without_tasks() {
         let mut w = World::new(2);
         let mut s = ServiceSpec::new("web", "nginx");
-        s.endpoint.ports = vec![crate::cli::parse_publish("5000:80").unwrap()];
+        s.endpoint.ports = vec![crate::model::PortConfig {
+            protocol: crate::model::Protocol::Tcp,
+            target: 80,
+            published: Some(5000),
+            mode: crate::model::PublishMode::Ingress,
+        }];
         w.create(s);
         let table = EndpointTable::from_state(&w.state);
         let ingress = table.networks.values().find(|n| n.ingress).unwrap();
@@ -292,7 +357,7 @@ mod tests {
         let serving = |v: &AgentView| v.endpoints.values().filter(|e| !e.draining).count();
         assert_eq!(serving(&agent), 3, "tasks told to stop leave the load balancers at once");
         assert_eq!(agent.endpoints.len(), 6, "they stay reachable while they drain: still running on their nodes");
-        let stopped: Vec<String> =
+        let stopped: Vec<crate::model::TaskId> =
             w.state.tasks.values().filter(|t| t.desired_state > crate::model::TaskState::Running).map(|t| t.id.clone()).collect();
         for id in &stopped {
             w.report(id, crate::model::TaskState::Shutdown);
@@ -322,15 +387,15 @@ mod tests {
         w.create(s);
         w.report_all(crate::model::TaskState::Running);
         let ingress = w.state.ingress_network().unwrap().id.clone();
-        let all: Vec<String> = w.state.nodes.keys().cloned().collect();
+        let all: Vec<crate::model::NodeId> = w.state.nodes.keys().cloned().collect();
         assert!(all.len() >= 3);
         for node in &all {
-            let peers: Vec<String> = view(&w, node).networks[&ingress].peers.keys().cloned().collect();
+            let peers: Vec<crate::model::NodeId> = view(&w, node).networks[&ingress].peers.keys().cloned().collect();
             assert_eq!(peers, all, "as seen from {node}");
         }
         w.ok(Command::SetNodeState { node: "n3".into(), state: crate::model::NodeState::Down, message: String::new() });
-        let peers: Vec<String> = view(&w, "n1").networks[&ingress].peers.keys().cloned().collect();
-        assert!(!peers.contains(&"n3".to_string()) && peers.len() == all.len() - 1, "a down node is no peer: {peers:?}");
+        let peers: Vec<crate::model::NodeId> = view(&w, "n1").networks[&ingress].peers.keys().cloned().collect();
+        assert!(!peers.contains(&"n3".into()) && peers.len() == all.len() - 1, "a down node is no peer: {peers:?}");
     }
 
     #[test]
@@ -339,6 +404,30 @@ mod tests {
         w.create(ServiceSpec::new("web", "nginx"));
         let a = view(&w, "n1");
         assert!(a.diff(&a, 7).is_empty());
+    }
+
+    #[test]
+    fn every_node_gets_the_gossip_key_ring_and_node_list_and_a_rotation_arrives_as_a_delta() {
+        let mut w = World::new(1);
+        let before = view(&w, "n2");
+        assert!(before.gossip.is_none(), "no key issued yet: no gossip view");
+        let key = || base64::Engine::encode(&base64::engine::general_purpose::STANDARD, rand::random::<[u8; 32]>());
+        w.ok(Command::InstallGossipKey { key: key() });
+        let (v1, v2) = (view(&w, "n1"), view(&w, "n2"));
+        let g = v2.gossip.clone().unwrap();
+        assert_eq!(v1.gossip, v2.gossip, "the ring is the cluster's, the same for every node");
+        assert_eq!((g.sending, g.keys.len()), (1, 1));
+        assert_eq!(g.nodes.keys().cloned().collect::<Vec<_>>(), vec!["n1".to_string(), "n2".to_string()]);
+        assert!(!format!("{g:?}").contains(&g.keys[&1]), "Debug prints a gossip key");
+        let mut agent = before.clone();
+        agent.apply(&v2.diff(&before, 2));
+        assert_eq!(agent, v2);
+        assert!(v2.diff(&v2, 3).is_empty());
+        w.ok(Command::InstallGossipKey { key: key() });
+        let d = view(&w, "n2").diff(&v2, 4);
+        assert_eq!(d.gossip.as_ref().map(|g| (g.sending, g.keys.len())), Some((1, 2)), "step 1 adds a key, sending stays");
+        let redacted = crate::manager::redact(w.state.clone());
+        assert!(redacted.gossip_keys.unwrap().keys.iter().all(|k| k.key.is_empty()), "client views carry gossip keys");
     }
 
     #[test]

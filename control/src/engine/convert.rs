@@ -22,7 +22,7 @@ fn version(index: u64) -> Option<d::ObjectVersion> {
 
 pub fn node(n: &m::Node, leader: bool) -> d::Node {
     d::Node {
-        id: Some(n.id.clone()),
+        id: Some(n.id.to_string()),
         // Nodes carry no counter of their own: their last change's time stands in, so an
         // update sent with a stale version is refused (see handlers::node_update).
         version: version(n.updated_ms),
@@ -223,10 +223,10 @@ fn with_ids(st: &ClusterState, mut spec: d::ServiceSpec) -> d::ServiceSpec {
     let c = spec.task_template.as_mut().and_then(|t| t.container_spec.as_mut());
     if let Some(c) = c {
         for r in c.secrets.iter_mut().flatten() {
-            r.secret_id = r.secret_name.as_deref().and_then(|n| st.find_secret(n).ok()).map(|x| x.id.clone());
+            r.secret_id = r.secret_name.as_deref().and_then(|n| st.find_secret(n).ok()).map(|x| x.id.to_string());
         }
         for r in c.configs.iter_mut().flatten() {
-            r.config_id = r.config_name.as_deref().and_then(|n| st.find_config(n).ok()).map(|x| x.id.clone());
+            r.config_id = r.config_name.as_deref().and_then(|n| st.find_config(n).ok()).map(|x| x.id.to_string());
         }
     }
     spec
@@ -235,7 +235,7 @@ fn with_ids(st: &ClusterState, mut spec: d::ServiceSpec) -> d::ServiceSpec {
 pub fn service(st: &ClusterState, s: &m::Service, with_status: bool) -> d::Service {
     let spec = with_ids(st, service_spec(&s.spec));
     d::Service {
-        id: Some(s.id.clone()),
+        id: Some(s.id.to_string()),
         version: version(s.version),
         created_at: Some(date(s.created_ms)),
         updated_at: Some(date(s.updated_ms)),
@@ -246,7 +246,7 @@ pub fn service(st: &ClusterState, s: &m::Service, with_status: bool) -> d::Servi
                 s.vips
                     .iter()
                     .map(|v| d::ServiceEndpointVirtualIps {
-                        network_id: Some(v.network_id.clone()),
+                        network_id: Some(v.network_id.to_string()),
                         addr: Some(format!("{}/{}", v.addr, v.prefix)),
                     })
                     .collect(),
@@ -293,16 +293,16 @@ pub fn task(st: &ClusterState, t: &m::Task) -> d::Task {
     // A task shows the spec it was made from (an older one until the updater replaces it).
     let spec = svc.map(|s| with_ids(st, service_spec(s.spec_for(t.service_version))));
     d::Task {
-        id: Some(t.id.clone()),
+        id: Some(t.id.to_string()),
         version: version(t.seq),
         created_at: Some(date(t.created_ms)),
         updated_at: Some(date(t.status.timestamp_ms)),
         name: None,
         labels: Some(HashMap::new()),
         spec: spec.and_then(|s| s.task_template),
-        service_id: Some(t.service_id.clone()),
+        service_id: Some(t.service_id.to_string()),
         slot: svc.filter(|s| matches!(s.spec.mode, ServiceMode::Replicated { .. })).map(|_| t.slot as i64),
-        node_id: t.node_id.clone(),
+        node_id: t.node_id.as_ref().map(ToString::to_string),
         status: Some(d::TaskStatus {
             timestamp: Some(date(t.status.timestamp_ms)),
             state: Some(task_state(t.status.state)),
@@ -318,7 +318,7 @@ pub fn task(st: &ClusterState, t: &m::Task) -> d::Task {
 pub fn network(n: &m::Network) -> d::Network {
     d::Network {
         name: Some(n.spec.name.clone()),
-        id: Some(n.id.clone()),
+        id: Some(n.id.to_string()),
         created: Some(date(n.created_ms)),
         scope: Some(if n.spec.node_local { "local".into() } else { "swarm".into() }),
         driver: Some(n.spec.driver.clone()),
@@ -348,7 +348,7 @@ pub fn network(n: &m::Network) -> d::Network {
 
 pub fn secret(s: &m::Secret) -> d::Secret {
     d::Secret {
-        id: Some(s.id.clone()),
+        id: Some(s.id.to_string()),
         version: version(s.created_ms),
         created_at: Some(date(s.created_ms)),
         updated_at: Some(date(s.created_ms)),
@@ -360,7 +360,7 @@ pub fn secret(s: &m::Secret) -> d::Secret {
 pub fn config(c: &m::Config) -> d::Config {
     use base64::Engine;
     d::Config {
-        id: Some(c.id.clone()),
+        id: Some(c.id.to_string()),
         version: version(c.created_ms),
         created_at: Some(date(c.created_ms)),
         updated_at: Some(date(c.created_ms)),
@@ -407,7 +407,7 @@ mod tests {
         assert_eq!(tj["DesiredState"], "running");
         assert_eq!(tj["Slot"], 1);
         assert_eq!(tj["Spec"]["ContainerSpec"]["Image"], "vote:latest");
-        w.ok(Command::ScaleService { service: sid.clone(), replicas: 0 });
+        w.ok(Command::ScaleService { service: sid.to_string(), replicas: 0 });
         let s = service(&w.state, &w.state.services[&sid], true);
         assert_eq!(s.service_status.unwrap().desired_tasks, Some(0));
     }

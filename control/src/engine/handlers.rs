@@ -7,7 +7,7 @@ use super::lists;
 use super::route::{Route, API_VERSION, MIN_API_VERSION};
 use crate::logs::LogsRequest;
 use crate::manager::ClusterView;
-use crate::model::{NetworkSpec, Role, SecretSpec};
+use crate::model::{NetworkSpec, NodeId, Role, SecretSpec, ServiceId, TaskId};
 use crate::node::{InitOptions, JoinOptions, LocalReply, LocalRequest, NodeControl, NodeInfo};
 use crate::rpc::messages::{ApiRequest, ApiResponse};
 use crate::state::{Command, Response};
@@ -146,7 +146,7 @@ impl Engine {
             NodeUpdate(n) => self.node_update(&n, q, b).await,
             NodeDelete(n) => {
                 let v = self.view().await?;
-                let id = lists::find_node(&v.state, &n)?.id.clone();
+                let id = lists::find_node(&v.state, &n)?.id.to_string();
                 self.propose(Command::RemoveNode { node: id, force: flag(q, "force") }).await?;
                 Ok(Reply::Empty(200))
             }
@@ -169,13 +169,13 @@ impl Engine {
             ServiceUpdate(s) => self.service_update(&s, q, b).await,
             ServiceDelete(s) => {
                 let v = self.view().await?;
-                let id = lists::find_service(&v.state, &s)?.id.clone();
+                let id = lists::find_service(&v.state, &s)?.id.to_string();
                 self.propose(Command::RemoveService { service: id }).await?;
                 Ok(Reply::Empty(200))
             }
             ServiceLogs(s) => {
                 let v = self.view().await?;
-                let id = lists::find_service(&v.state, &s)?.id.clone();
+                let id = lists::find_service(&v.state, &s)?.id.to_string();
                 self.logs(id, v, q).await
             }
             TaskList => {
@@ -189,7 +189,7 @@ impl Engine {
             }
             TaskLogs(t) => {
                 let v = self.view().await?;
-                let id = lists::find_task(&v.state, &t)?.id.clone();
+                let id = lists::find_task(&v.state, &t)?.id.to_string();
                 self.logs(id, v, q).await
             }
             NetworkList => {
@@ -203,7 +203,7 @@ impl Engine {
             }
             NetworkDelete(n) => {
                 let v = self.view().await?;
-                let id = lists::find_network(&v.state, &n)?.id.clone();
+                let id = lists::find_network(&v.state, &n)?.id.to_string();
                 self.propose(Command::RemoveNetwork { network: id }).await?;
                 Ok(Reply::Empty(204))
             }
@@ -235,7 +235,7 @@ impl Engine {
             }
             SecretDelete(s) => {
                 let v = self.view().await?;
-                let id = lists::find_secret(&v.state, &s)?.id.clone();
+                let id = lists::find_secret(&v.state, &s)?.id.to_string();
                 self.propose(Command::RemoveSecret { secret: id }).await?;
                 Ok(Reply::Empty(204))
             }
@@ -270,7 +270,7 @@ impl Engine {
             }
             ConfigDelete(c) => {
                 let v = self.view().await?;
-                let id = lists::find_config(&v.state, &c)?.id.clone();
+                let id = lists::find_config(&v.state, &c)?.id.to_string();
                 self.propose(Command::RemoveConfig { config: id }).await?;
                 Ok(Reply::Empty(204))
             }
@@ -316,7 +316,7 @@ impl Engine {
                         .nodes
                         .values()
                         .filter(|n| n.role == Role::Manager)
-                        .map(|n| d::PeerNode { node_id: Some(n.id.clone()), addr: n.manager_addr.clone() })
+                        .map(|n| d::PeerNode { node_id: Some(n.id.to_string()), addr: n.manager_addr.clone() })
                         .collect(),
                 );
                 if let Some(c) = &v.state.cluster {
@@ -390,7 +390,7 @@ impl Engine {
                 .advertise_addr
                 .clone()
                 .filter(|a| !a.is_empty())
-                .unwrap_or_else(|| crate::cli::default_advertise(r.listen_addr.as_deref())),
+                .unwrap_or_else(|| crate::node::default_advertise(r.listen_addr.as_deref())),
             listen_addr: r.listen_addr.filter(|a| !a.is_empty()),
             default_addr_pool: r.default_addr_pool.unwrap_or_default(),
             default_addr_pool_mask_length: match r.subnet_size {
@@ -573,7 +573,7 @@ impl Engine {
         };
         let (tx, rx) = mpsc::channel(64);
         let engine = self.clone();
-        let mut tasks: BTreeMap<String, (String, String)> =
+        let mut tasks: BTreeMap<TaskId, (NodeId, ServiceId)> =
             v.state.tasks.values().map(|t| (t.id.clone(), (t.node_id.clone().unwrap_or_default(), t.service_id.clone()))).collect();
         let span = tracing::debug_span!("service_logs", target = %req.target);
         tokio::spawn(

@@ -79,8 +79,10 @@ pub fn services(st: &ClusterState, filters: Option<&str>, status: bool) -> Resul
 /// resolved first and an unknown one is an error.
 pub fn tasks(st: &ClusterState, filters: Option<&str>) -> Result<Vec<d::Task>, EngineError> {
     let f = Filters::parse(filters, &["id", "name", "service", "node", "label", "desired-state", "_up-to-date"])?;
-    let services: Vec<String> = f.get("service").iter().map(|s| find_service(st, s).map(|s| s.id.clone())).collect::<Result<_, _>>()?;
-    let nodes: Vec<String> = f.get("node").iter().map(|n| find_node(st, n).map(|n| n.id.clone())).collect::<Result<_, _>>()?;
+    let services: Vec<crate::model::ServiceId> =
+        f.get("service").iter().map(|s| find_service(st, s).map(|s| s.id.clone())).collect::<Result<_, _>>()?;
+    let nodes: Vec<crate::model::NodeId> =
+        f.get("node").iter().map(|n| find_node(st, n).map(|n| n.id.clone())).collect::<Result<_, _>>()?;
     for s in f.get("desired-state") {
         if !matches!(s.as_str(), "running" | "shutdown" | "accepted") {
             return Err(EngineError::bad(format!("invalid filter 'desired-state={s}': use running, shutdown or accepted")));
@@ -185,7 +187,7 @@ pub fn node_update(node: &Node, spec: &d::NodeSpec) -> Option<Command> {
     if role.is_none() && availability.is_none() && label_add.is_empty() && label_rm.is_empty() {
         return None;
     }
-    Some(Command::UpdateNode { node: node.id.clone(), availability, role, label_add, label_rm })
+    Some(Command::UpdateNode { node: node.id.to_string(), availability, role, label_add, label_rm })
 }
 
 /// `list` in `old`'s order when it holds the same entries.
@@ -240,7 +242,7 @@ pub fn service_update(
                 return Err(EngineError::bad(format!("service {} does not have a previous spec to roll back to", svc.spec.name)));
             }
             // The updater's rollback: tasks replaced by the restored spec's rollback settings.
-            return Ok(Command::RollbackService { service: svc.id.clone(), version: Some(at) });
+            return Ok(Command::RollbackService { service: svc.id.to_string(), version: Some(at) });
         }
         None | Some("") => keep_order(&svc.spec, body()?),
         Some(o) => return Err(EngineError::bad(format!("rollback={o}: the only value is \"previous\""))),
@@ -249,9 +251,9 @@ pub fn service_update(
     same_but_mode.mode = spec.mode.clone();
     match (&svc.spec.mode, &spec.mode) {
         (ServiceMode::Replicated { replicas: old }, ServiceMode::Replicated { replicas }) if same_but_mode == spec && old != replicas => {
-            Ok(Command::ScaleService { service: svc.id.clone(), replicas: *replicas })
+            Ok(Command::ScaleService { service: svc.id.to_string(), replicas: *replicas })
         }
-        _ => Ok(Command::UpdateServiceAt { service: svc.id.clone(), version: at, spec }),
+        _ => Ok(Command::UpdateServiceAt { service: svc.id.to_string(), version: at, spec }),
     }
 }
 
@@ -261,7 +263,7 @@ mod tests {
     use crate::model::{NetworkSpec, SecretSpec};
     use crate::testkit::World;
 
-    fn world() -> (World, String) {
+    fn world() -> (World, crate::model::ServiceId) {
         let mut w = World::new(2);
         w.ok(Command::CreateNetwork {
             spec: NetworkSpec {
@@ -362,7 +364,7 @@ mod tests {
         let mut scaled = svc.spec.clone();
         scaled.mode = ServiceMode::Replicated { replicas: 5 };
         let cmd = service_update(svc, Some(&v), None, || Ok(scaled.clone())).unwrap();
-        assert_eq!(cmd, Command::ScaleService { service: sid.clone(), replicas: 5 });
+        assert_eq!(cmd, Command::ScaleService { service: sid.to_string(), replicas: 5 });
         let mut changed = svc.spec.clone();
         changed.env.push("A=1".into());
         assert!(matches!(
@@ -380,13 +382,13 @@ mod tests {
     fn a_scale_leaves_tasks_up_to_date_and_a_spec_change_does_not() {
         let mut w = World::new(1);
         let sid = w.create(ServiceSpec::new("web", "nginx:1"));
-        w.ok(Command::ScaleService { service: sid.clone(), replicas: 2 });
-        w.ok(Command::ScaleService { service: sid.clone(), replicas: 1 });
+        w.ok(Command::ScaleService { service: sid.to_string(), replicas: 2 });
+        w.ok(Command::ScaleService { service: sid.to_string(), replicas: 1 });
         let before = w.live(&sid)[0].clone();
         assert!(is_up_to_date(&w.state.services[&sid], &before), "scales replace nothing: the task is up to date");
         let mut spec = w.state.services[&sid].spec.clone();
         spec.image = "nginx:2".into();
-        w.ok(Command::UpdateService { service: sid.clone(), spec });
+        w.ok(Command::UpdateService { service: sid.to_string(), spec });
         let s = w.state.services[&sid].clone();
         assert!(!is_up_to_date(&s, &before), "made from the old image");
         let mut fresh = before.clone();

@@ -28,6 +28,9 @@ pub struct GossipConfig {
     pub suspicion_min: Duration,
     pub suspicion_max: Duration,
     pub suspicion_confirmations: u32,
+    /// Rounds of last checks sent to a suspect before a suspicion too few others confirmed
+    /// becomes final (0: none). See `Suspicions::begin_check` for why.
+    pub last_checks: u8,
     /// Local health awareness: probe timers stretch up to `1 + max_health` times while this
     /// node's own probes keep failing (Lifeguard's LHM, memberlist's AwarenessMaxMultiplier).
     pub max_health: u32,
@@ -55,6 +58,7 @@ impl GossipConfig {
             suspicion_min: Duration::from_millis(500),
             suspicion_max: Duration::from_secs(5),
             suspicion_confirmations: 3,
+            last_checks: 2,
             max_health: 8,
             expected_size: expected_size.max(1),
             max_datagram: 1400,
@@ -76,6 +80,7 @@ impl GossipConfig {
             suspicion_min: min,
             suspicion_max: min * 6,
             suspicion_confirmations: 2,
+            last_checks: 0,
             ..GossipConfig::lan(expected_size)
         }
     }
@@ -96,6 +101,9 @@ impl GossipConfig {
         }
         if self.suspicion_min.is_zero() || self.suspicion_min > self.suspicion_max {
             return bad("suspicion_min", "must be above zero and at most suspicion_max");
+        }
+        if self.last_checks > 5 {
+            return bad("last_checks", "must be at most 5 (each round delays the verdict by one probe_rtt)");
         }
         if self.max_health > 64 {
             return bad("max_health", "must be at most 64 (probe timers would stretch past any useful bound)");

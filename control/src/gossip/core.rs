@@ -20,14 +20,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Status {
     Alive,
     Suspect,
     Down,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MemberInfo {
     pub node: String,
     pub addr: SocketAddr,
@@ -43,6 +44,32 @@ pub enum MemberEvent {
     Down(MemberInfo),
     /// Alive again after it was down.
     Rejoined(MemberInfo),
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Alive => "alive",
+            Status::Suspect => "suspect",
+            Status::Down => "down",
+        }
+    }
+}
+
+/// Each node's current member: a restarted node has a newer generation, and the down entry of
+/// its former self stays in the list for a while (`remove_down_after`); the newest one speaks
+/// for the node.
+pub fn newest_per_node(members: &[MemberInfo]) -> BTreeMap<&str, &MemberInfo> {
+    let mut out: BTreeMap<&str, &MemberInfo> = BTreeMap::new();
+    for m in members.iter().filter(|m| !m.node.is_empty()) {
+        match out.get(m.node.as_str()) {
+            Some(have) if have.generation >= m.generation => {}
+            _ => {
+                out.insert(&m.node, m);
+            }
+        }
+    }
+    out
 }
 
 impl MemberEvent {
@@ -71,6 +98,8 @@ pub struct Stats {
     pub dropped_malformed: u64,
     /// Datagrams that opened but foca refused (stale, from ourselves, undecodable).
     pub refused: u64,
+    /// Last checks sent to a suspect before its suspicion became final (`check_suspect`).
+    pub suspect_checks: u64,
 }
 
 /// foca's `Runtime`, collecting what one call asked for; the core acts on it right after.
@@ -152,7 +181,7 @@ impl Membership {
         Ok(Membership {
             foca,
             rt: Collector::default(),
-            suspicions: Suspicions::new(config.suspicion_min, config.suspicion_max, config.suspicion_confirmations),
+            suspicions: Suspicions::new(config.suspicion_min, config.suspicion_max, config.suspicion_confirmations, config.last_checks),
             health: LocalHealth::new(config.max_health),
             config,
             keyring,
@@ -211,14 +240,14 @@ impl Membership {
     fn announce(&mut self, now: Instant, to: &[SocketAddr]) {
         for &addr in to {
             let r = self.foca.announce(GossipId::seed(addr), &mut self.rt);
-            self.after_foca(now, r.map_err(|e| e.to_string()));
+            self.after_foca(now, r);
         }
     }
 
     /// Tell the cluster we leave (members mark us down at once instead of suspecting us).
     pub fn leave(&mut self, now: Instant) {
         let r = self.foca.leave_cluster(&mut self.rt);
-        self.after_foca(now, r.map_err(|e| e.to_string()));
+        self.after_foca(now, r);
     }
 
     pub fn install_key(&mut self, key: GossipKey) -> Result<(), GossipError> {
@@ -249,13 +278,13 @@ impl Membership {
                 return Err(GossipError::Datagram { from, problem: why.to_string() });
             }
         };
-        let r = self.foca.handle_data(&plain, &mut self.rt).map_err(|e| e.to_string());
-        let refused = r.is_err();
-        self.after_foca(now, r.clone());
+        let r = self.foca.handle_data(&plain, &mut self.rt);
+        let refused = r.as_ref().err().map(ToString::to_string);
+        self.after_foca(now, r);
         self.take_accusations(now);
-        if refused {
+        if let Some(problem) = refused {
             self.stats.refused += 1;
-            return Err(GossipError::Datagram { from, problem: r.err().unwrap_or_default() });
+            return Err(GossipError::Datagram { from, problem });
         }
         Ok(())
     }
@@ -286,14 +315,13 @@ impl Membership {
                             self.health.probe_succeeded();
                         }
                     }
-                    self.after_foca(now, r.map_err(|e| e.to_string()));
+                    self.after_foca(now, r);
                     if probing {
                         self.arm_learned_suspicions(now);
                     }
                 }
                 Wake::Suspicion(target, incarnation) => {
                     let members = self.foca.num_members();
-                    let Some(timer) = self.suspicions.take_due(now, &target, incarnation, members) else { continue };
                     // foca 2.0 sends TurnUndead when this timer fires even if the member refuted
                     // meanwhile (its condition check fails but the courtesy message goes out),
                     // which makes a live member renew its identity for nothing: deliver the
@@ -302,9 +330,16 @@ impl Membership {
                         .foca
                         .iter_membership_state()
                         .any(|m| m.id() == &target && m.state() == State::Suspect && m.incarnation() == incarnation);
+                    if stands && self.suspicions.begin_check(now, &target, incarnation, members) {
+                        self.check_suspect(now, &target);
+                        let again = now + self.health.scale(self.config.probe_rtt);
+                        self.schedule(again, Wake::Suspicion(target, incarnation));
+                        continue;
+                    }
+                    let Some(timer) = self.suspicions.take_due(now, &target, incarnation, members) else { continue };
                     if stands {
                         let r = self.foca.handle_timer(timer, &mut self.rt);
-                        self.after_foca(now, r.map_err(|e| e.to_string()));
+                        self.after_foca(now, r);
                     }
                 }
                 Wake::Rejoin => {
@@ -359,7 +394,7 @@ impl Membership {
         self.foca.num_members()
     }
 
-    fn after_foca(&mut self, now: Instant, result: Result<(), String>) {
+    fn after_foca(&mut self, now: Instant, result: Result<(), foca::Error>) {
         if let Err(e) = result {
             tracing::debug!(node = %self.identity().node, error = %e, "gossip: foca refused");
         }
@@ -403,6 +438,19 @@ impl Membership {
         }
     }
 
+    /// The last check before an unconfirmed suspicion of `target` becomes final: announce to it
+    /// directly (twice, against loss). The announce carries our pending updates, its suspicion
+    /// among them, so a suspect that had not heard refutes; and its reply (a feed) carries its
+    /// current incarnation in the header, which foca applies as Alive and so lifts the
+    /// suspicion here.
+    fn check_suspect(&mut self, now: Instant, target: &GossipId) {
+        for _ in 0..2 {
+            let r = self.foca.announce(target.clone(), &mut self.rt);
+            self.after_foca(now, r);
+        }
+        self.stats.suspect_checks += 1;
+    }
+
     /// foca arms the down timer only on the node whose probe failed; a suspicion learned by
     /// gossip is held until refuted. If the accuser's timer never runs (it restarted, or it
     /// dropped its suspicion as stale) and the refutation never reaches us, we would hold the
@@ -443,7 +491,12 @@ impl Membership {
         // The old instance's timers carry tokens the new one could reuse: drop them all.
         self.wakes.clear();
         self.wake_items.clear();
-        self.suspicions = Suspicions::new(self.config.suspicion_min, self.config.suspicion_max, self.config.suspicion_confirmations);
+        self.suspicions = Suspicions::new(
+            self.config.suspicion_min,
+            self.config.suspicion_max,
+            self.config.suspicion_confirmations,
+            self.config.last_checks,
+        );
         self.rejoin_scheduled = false;
         self.pending_rejoin = true;
         self.token = 0;

@@ -69,9 +69,11 @@ pub struct Sim {
     packet_seq: u64,
     cut: HashSet<(usize, usize)>,
     events: Vec<SimEvent>,
-    /// Datagrams delivered and their bytes, over the whole run.
+    /// Datagrams delivered and lost, over the whole run.
     pub delivered: u64,
     pub lost: u64,
+    /// Bytes of every datagram sent (sealed, as on the wire; lost ones too).
+    pub sent_bytes: u64,
 }
 
 /// The gossip address of simulated node `i`.
@@ -99,6 +101,7 @@ impl Sim {
             events: Vec::new(),
             delivered: 0,
             lost: 0,
+            sent_bytes: 0,
         }
     }
 
@@ -278,6 +281,7 @@ impl Sim {
         let from = self.nodes[i].addr;
         for t in out {
             let Some(&to) = self.by_addr.get(&t.to) else { continue };
+            self.sent_bytes += t.data.len() as u64;
             if self.cut.contains(&(i.min(to), i.max(to))) || (self.net.loss > 0.0 && self.rng.random_bool(self.net.loss.clamp(0.0, 1.0))) {
                 self.lost += 1;
                 continue;

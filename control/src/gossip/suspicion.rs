@@ -27,18 +27,23 @@ struct Pending {
     accusers: BTreeSet<String>,
     /// foca's timer, once this node suspects the member itself.
     timer: Option<Timer<GossipId>>,
+    /// Last checks sent to the suspect itself (see `begin_check`).
+    checks: u8,
 }
 
 pub struct Suspicions {
     min: Duration,
     max: Duration,
     k: u32,
+    /// Rounds of last checks before an unconfirmed suspicion becomes final (each round is a few
+    /// datagrams to the suspect and one round trip of waiting).
+    checks: u8,
     pending: HashMap<Key, Pending>,
 }
 
 impl Suspicions {
-    pub fn new(min: Duration, max: Duration, k: u32) -> Suspicions {
-        Suspicions { min, max, k, pending: HashMap::new() }
+    pub fn new(min: Duration, max: Duration, k: u32, checks: u8) -> Suspicions {
+        Suspicions { min, max, k, checks, pending: HashMap::new() }
     }
 
     fn deadline(&self, p: &Pending, members: usize) -> Instant {
@@ -48,7 +53,12 @@ impl Suspicions {
     /// This node's own probe failed: hold foca's timer; returns when to look at it again.
     pub fn start(&mut self, now: Instant, target: GossipId, incarnation: Incarnation, timer: Timer<GossipId>, members: usize) -> Instant {
         let (min, max, k) = (self.min, self.max, self.k);
-        let p = self.pending.entry((target, incarnation)).or_insert(Pending { started: now, accusers: BTreeSet::new(), timer: None });
+        let p = self.pending.entry((target, incarnation)).or_insert(Pending {
+            started: now,
+            accusers: BTreeSet::new(),
+            timer: None,
+            checks: 0,
+        });
         p.started = p.started.min(now);
         p.timer = Some(timer);
         deadline(min, max, k, p, members)
@@ -64,7 +74,12 @@ impl Suspicions {
         members: usize,
     ) -> Option<Instant> {
         let (min, max, k) = (self.min, self.max, self.k);
-        let p = self.pending.entry((target, incarnation)).or_insert(Pending { started: now, accusers: BTreeSet::new(), timer: None });
+        let p = self.pending.entry((target, incarnation)).or_insert(Pending {
+            started: now,
+            accusers: BTreeSet::new(),
+            timer: None,
+            checks: 0,
+        });
         if !p.accusers.insert(accuser) || p.timer.is_none() {
             return None;
         }
@@ -80,6 +95,27 @@ impl Suspicions {
             return None;
         }
         self.pending.remove(&key).and_then(|p| p.timer)
+    }
+
+    /// The suspicion of `target` has run its course but too few others confirmed it: before it
+    /// becomes final, ask the suspect itself (up to `checks` rounds). Returns true when a check
+    /// is due now (the caller sends it and looks again after a round trip).
+    ///
+    /// Why: a refutation spreads by gossip, which reaches almost every node but not every one;
+    /// a node the refutation missed (often the accuser itself, whose probe was simply lost)
+    /// declares a live member down when its timer runs out, and Down is final for that
+    /// identity, so the whole cluster drops it. A direct message to the suspect brings its
+    /// higher incarnation back in one round trip. A member that really died is confirmed by
+    /// many accusers (each probe of it fails), so it skips the check and is not slowed down.
+    pub fn begin_check(&mut self, now: Instant, target: &GossipId, incarnation: Incarnation, members: usize) -> bool {
+        let (min, max, k, checks) = (self.min, self.max, self.k, self.checks);
+        let Some(p) = self.pending.get_mut(&(target.clone(), incarnation)) else { return false };
+        let k = k.min(members.saturating_sub(2) as u32);
+        if p.timer.is_none() || p.checks >= checks || p.accusers.len() as u32 >= k || deadline(min, max, k, p, members) > now {
+            return false;
+        }
+        p.checks += 1;
+        true
     }
 
     pub fn has_timer(&self, target: &GossipId, incarnation: Incarnation) -> bool {
@@ -122,7 +158,7 @@ mod tests {
     #[test]
     fn confirmations_bring_the_deadline_in() {
         let now = Instant::now();
-        let mut s = Suspicions::new(Duration::from_secs(1), Duration::from_secs(10), 3);
+        let mut s = Suspicions::new(Duration::from_secs(1), Duration::from_secs(10), 3, 0);
         let x = GossipId::new("x", "127.0.0.1:1".parse().unwrap(), 1);
         let timer = Timer::ChangeSuspectToDown { member_id: x.clone(), incarnation: 0, token: 0 };
         // An accusation heard before our own probe failed still counts.
@@ -137,5 +173,34 @@ mod tests {
         assert_eq!(d3, now + Duration::from_secs(1));
         assert!(s.take_due(d3, &x, 0, 100).is_some());
         assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn an_unconfirmed_suspicion_is_checked_with_the_suspect_before_it_is_final() {
+        let now = Instant::now();
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(10));
+        let x = GossipId::new("x", "127.0.0.1:1".parse().unwrap(), 1);
+        let timer = || Timer::ChangeSuspectToDown { member_id: x.clone(), incarnation: 0, token: 0 };
+        let mut s = Suspicions::new(min, max, 3, 2);
+        let due = s.start(now, x.clone(), 0, timer(), 100);
+        assert!(!s.begin_check(due - Duration::from_millis(1), &x, 0, 100), "no check before the deadline");
+        assert!(s.begin_check(due, &x, 0, 100), "first round");
+        assert!(s.begin_check(due, &x, 0, 100), "second round");
+        assert!(!s.begin_check(due, &x, 0, 100), "two rounds, then the verdict");
+        assert!(s.take_due(due, &x, 0, 100).is_some());
+
+        // Confirmed by k others (a member that really died): no check, no delay.
+        let mut s = Suspicions::new(min, max, 3, 2);
+        s.start(now, x.clone(), 0, timer(), 100);
+        for accuser in ["a", "b", "c"] {
+            s.confirm(now, x.clone(), 0, accuser.into(), 100);
+        }
+        assert!(!s.begin_check(now + min, &x, 0, 100));
+        assert!(s.take_due(now + min, &x, 0, 100).is_some());
+
+        // Checks switched off (memberlist's behaviour).
+        let mut s = Suspicions::new(min, max, 3, 0);
+        let due = s.start(now, x.clone(), 0, timer(), 100);
+        assert!(!s.begin_check(due, &x, 0, 100));
     }
 }

@@ -3,7 +3,8 @@
 //! answers that come back on them.
 
 use super::{LogRead, LogsReply, LogsRequest, TaskLog, TaskOutput};
-use crate::dispatcher::messages::SessionMessage;
+use crate::model::{NodeId, TaskId};
+use crate::rpc::session::SessionMessage;
 use crate::state::{ClusterState, StateError};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -17,11 +18,11 @@ pub const NODE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The tasks to read, grouped by node, with how the CLI names them.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct LogPlan {
-    pub by_node: BTreeMap<String, Vec<LogRead>>,
+    pub by_node: BTreeMap<NodeId, Vec<LogRead>>,
     /// task id -> (task name, node hostname, slot)
-    pub names: BTreeMap<String, (String, String, u64)>,
+    pub names: BTreeMap<TaskId, (String, String, u64)>,
     /// node id -> hostname
-    pub hosts: BTreeMap<String, String>,
+    pub hosts: BTreeMap<NodeId, String>,
 }
 
 /// Resolves `req.target` (a service by name, id or id prefix, else a task by id) to reads per
@@ -30,7 +31,7 @@ pub struct LogPlan {
 pub fn plan(state: &ClusterState, req: &LogsRequest) -> Result<LogPlan, StateError> {
     let tasks: Vec<_> = match state.find_service(&req.target) {
         Ok(svc) => state.tasks.values().filter(|t| t.service_id == svc.id).collect(),
-        Err(not_service) => match state.tasks.get(&req.target) {
+        Err(not_service) => match state.tasks.get(req.target.as_str()) {
             Some(t) => vec![t],
             None => return Err(not_service),
         },
@@ -39,7 +40,7 @@ pub fn plan(state: &ClusterState, req: &LogsRequest) -> Result<LogPlan, StateErr
     for t in tasks {
         let Some(node_id) = &t.node_id else { continue };
         let svc_name = state.services.get(&t.service_id).map(|s| s.spec.name.as_str()).unwrap_or("?");
-        let host = state.nodes.get(node_id).map(|n| n.hostname.clone()).unwrap_or_else(|| node_id.clone());
+        let host = state.nodes.get(node_id).map(|n| n.hostname.clone()).unwrap_or_else(|| node_id.to_string());
         plan.names.insert(t.id.clone(), (t.name(svc_name), host.clone(), t.slot));
         plan.hosts.insert(node_id.clone(), host);
         let from = req.cursors.get(&t.id).copied().or(if req.follow_up { Some((0, 0)) } else { None });
@@ -59,6 +60,17 @@ pub fn assemble(plan: &LogPlan, answers: Vec<TaskLog>, warnings: Vec<String>) ->
         .collect();
     tasks.sort_by(|a, b| (a.slot, &a.task_name).cmp(&(b.slot, &b.task_name)));
     LogsReply { tasks, warnings }
+}
+
+/// Why one node's logs are missing from a reply (the CLI prints it as a warning).
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error("node {host} has no session with the leader (down?): logs of its {tasks} task(s) are not available")]
+    NoSession { host: String, tasks: usize },
+    #[error("node {host}: its session closed while asking for logs of {tasks} task(s)")]
+    SessionClosed { host: String, tasks: usize },
+    #[error("node {host} did not answer within {}s: logs of its {tasks} task(s) are missing", .within.as_secs())]
+    NoAnswer { host: String, tasks: usize, within: std::time::Duration },
 }
 
 type SessionTx = mpsc::Sender<Result<SessionMessage, Status>>;
@@ -95,26 +107,21 @@ impl Broker {
     }
 
     /// Asks one node; the error says why its tasks' logs are missing.
-    pub async fn ask(&self, node: &str, host: &str, reads: Vec<LogRead>) -> Result<Vec<TaskLog>, String> {
+    pub async fn ask(&self, node: &str, host: &str, reads: Vec<LogRead>) -> Result<Vec<TaskLog>, AskError> {
         let tx = self.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(node).and_then(|(_, tx)| tx.upgrade());
         let Some(tx) = tx else {
-            return Err(format!(
-                "node {host} has no session with the leader (down?): logs of its {} task(s) are not available",
-                reads.len()
-            ));
+            return Err(AskError::NoSession { host: host.to_string(), tasks: reads.len() });
         };
-        let request_id = crate::model::random_id();
+        let request_id: String = crate::model::random_id();
         let (done, wait) = oneshot::channel();
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(request_id.clone(), done);
         let n = reads.len();
         let sent = tx.send(Ok(SessionMessage::Logs { request_id: request_id.clone(), reads })).await;
         let outcome = match sent {
-            Err(_) => Err(format!("node {host}: its session closed while asking for logs of {n} task(s)")),
+            Err(_) => Err(AskError::SessionClosed { host: host.to_string(), tasks: n }),
             Ok(()) => match tokio::time::timeout(NODE_TIMEOUT, wait).await {
                 Ok(Ok(logs)) => Ok(logs),
-                Ok(Err(_)) | Err(_) => {
-                    Err(format!("node {host} did not answer within {}s: logs of its {n} task(s) are missing", NODE_TIMEOUT.as_secs()))
-                }
+                Ok(Err(_)) | Err(_) => Err(AskError::NoAnswer { host: host.to_string(), tasks: n, within: NODE_TIMEOUT }),
             },
         };
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&request_id);
@@ -124,7 +131,7 @@ impl Broker {
     /// Serves one planned request on the leader: asks every node concurrently.
     pub async fn fetch(&self, plan: &LogPlan) -> LogsReply {
         let asks = plan.by_node.iter().map(|(node, reads)| {
-            let host = plan.hosts.get(node).cloned().unwrap_or_else(|| node.clone());
+            let host = plan.hosts.get(node).cloned().unwrap_or_else(|| node.to_string());
             async move { self.ask(node, &host, reads.clone()).await }
         });
         let mut answers = vec![];
@@ -132,7 +139,7 @@ impl Broker {
         for r in futures::future::join_all(asks).await {
             match r {
                 Ok(logs) => answers.extend(logs),
-                Err(w) => warnings.push(w),
+                Err(w) => warnings.push(w.to_string()),
             }
         }
         assemble(plan, answers, warnings)
@@ -145,7 +152,7 @@ mod tests {
     use crate::model::{ServiceMode, ServiceSpec, TaskState};
     use crate::testkit::World;
 
-    fn world() -> (World, String) {
+    fn world() -> (World, crate::model::ServiceId) {
         let mut w = World::new(2);
         let mut spec = ServiceSpec::new("web", "shoal/whoami");
         spec.mode = ServiceMode::Replicated { replicas: 3 };
@@ -184,7 +191,7 @@ mod tests {
     #[test]
     fn follow_ups_carry_offsets_and_read_new_tasks_whole() {
         let (w, _) = world();
-        let ids: Vec<String> = w.state.tasks.keys().cloned().collect();
+        let ids: Vec<TaskId> = w.state.tasks.keys().cloned().collect();
         let mut r = req("web");
         r.follow_up = true;
         r.cursors.insert(ids[0].clone(), (10, 3));
@@ -229,11 +236,11 @@ mod tests {
         let (tx2, _rx2) = mpsc::channel(1);
         b.attach(&node, "s2", tx2.clone());
         b.detach(&node, "s1");
-        assert!(b.sessions.lock().unwrap().contains_key(&node));
+        assert!(b.sessions.lock().unwrap().contains_key(node.as_str()));
         // The broker never keeps a stream open by itself.
         drop(tx);
         drop(tx2);
         let r = b.ask(&node, "h", vec![]).await;
-        assert!(r.unwrap_err().contains("has no session"), "a dropped session is gone");
+        assert!(r.unwrap_err().to_string().contains("has no session"), "a dropped session is gone");
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 /// Where to start reading one task's log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogRead {
-    pub task_id: String,
+    pub task_id: crate::model::TaskId,
     /// Offsets in the stdout and stderr streams to read from (bytes since the task started,
     /// rotated files included); `None`: see `tail`.
     pub from: Option<(u64, u64)>,
@@ -29,7 +29,7 @@ pub struct LogRead {
 /// What a node holds of one task's log from the requested offsets (whole lines only).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskLog {
-    pub task_id: String,
+    pub task_id: crate::model::TaskId,
     pub stdout: String,
     pub stderr: String,
     /// Offsets to read from next time.
@@ -45,7 +45,7 @@ pub struct LogsRequest {
     pub tail: Option<u64>,
     /// Offsets per task id from the previous answer (`--follow`); tasks not listed are read
     /// from the start (new tasks), or by `tail` on the first request.
-    pub cursors: BTreeMap<String, (u64, u64)>,
+    pub cursors: BTreeMap<crate::model::TaskId, (u64, u64)>,
     /// Whether this is a follow-up request: new tasks are read whole, not by `tail`.
     pub follow_up: bool,
 }

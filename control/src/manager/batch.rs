@@ -6,13 +6,15 @@ use super::disk::{DiskError, DiskGuard};
 use crate::state::{Command, Request, Response, StateError};
 use crate::store::Raft;
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::BasicNode;
 use tokio::sync::{mpsc, oneshot};
 
 pub enum Outcome {
     Done(Result<Response, StateError>, u64),
     /// Not the leader: send it to this address.
     Forward(Option<String>),
-    Failed(String),
+    /// Raft refused or failed the write (its core stopped).
+    Failed(RaftError<u64, ClientWriteError<u64, BasicNode>>),
     /// Refused before anything was proposed: the leader's disk is nearly full.
     Refused(DiskError),
 }
@@ -92,7 +94,7 @@ async fn submit(p: Proposer, batch: Vec<Proposal>) {
         }
         Err(e) => {
             for w in waiters {
-                let _ = w.send(Outcome::Failed(e.to_string()));
+                let _ = w.send(Outcome::Failed(e.clone()));
             }
         }
     }

@@ -32,7 +32,7 @@ impl Manager {
         if req.addr.parse::<std::net::IpAddr>().is_err() {
             return Err(Status::invalid_argument(format!("advertise address {:?} is not an IP address", req.addr)));
         }
-        let node_id = random_id();
+        let node_id: crate::model::NodeId = random_id();
         let raft_id = loop {
             let id = rand::random::<u64>() >> 1;
             if id != 0 {
@@ -55,6 +55,7 @@ impl Manager {
             created_ms: now,
             updated_ms: now,
             resources: req.resources,
+            encryption: req.encryption,
         };
         let (result, _) = self.propose(Command::AddNode { node }).await.map_err(|e| Status::unavailable(e.to_string()))?;
         result.map_err(|e| Status::failed_precondition(e.to_string()))?;
@@ -102,7 +103,7 @@ impl Manager {
     /// During a rotation: record that `node_id` now holds a certificate of the new root.
     async fn record_new_root(&self, cluster: &Cluster, node_id: &str) {
         let Some(r) = &cluster.ca_rotation else { return };
-        let cmd = Command::CertIssued { node: node_id.to_string(), ca_digest: crate::ca::ca_digest(&r.cert_pem) };
+        let cmd = Command::CertIssued { node: node_id.into(), ca_digest: crate::ca::ca_digest(&r.cert_pem) };
         if let Err(e) = self.handle_api(crate::rpc::messages::ApiRequest::Propose(cmd)).await {
             // The rotation waits for this node; its next renewal records it.
             tracing::warn!(node = %node_id, "recording a certificate of the new root: {e}");

@@ -2,6 +2,7 @@
 //! restart delays and rolling updates, and keep the Raft voters equal to the nodes whose role is manager.
 
 use super::{now_ms, Manager, ManagerError};
+use crate::dispatcher::should_mark_down;
 use crate::model::{NodeState, Role};
 use crate::state::Command;
 use openraft::BasicNode;
@@ -13,7 +14,8 @@ pub fn spawn_loops(mgr: Manager) -> Vec<tokio::task::JoinHandle<()>> {
         tokio::spawn(liveness_loop(mgr.clone())),
         tokio::spawn(tick_loop(mgr.clone())),
         tokio::spawn(membership_loop(mgr.clone())),
-        tokio::spawn(super::wireguard::issue_loop(mgr)),
+        tokio::spawn(super::wireguard::issue_loop(mgr.clone())),
+        tokio::spawn(super::gossip::issue_loop(mgr)),
     ]
 }
 
@@ -23,10 +25,20 @@ async fn liveness_loop(mgr: Manager) {
     let mut was_leader = false;
     let mut stepped_down = false;
     let mut unconfirmed_warned = None;
+    let mut kept_warned: std::collections::HashMap<crate::model::NodeId, tokio::time::Instant> = Default::default();
+    let mut woke = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period / 2) => {}
             _ = shutdown.changed() => return,
+        }
+        // Woken a whole period later than asked: this process did not run meanwhile, and the
+        // heartbeats that came in may still wait to be read. Count silence from now.
+        let late = woke.elapsed().saturating_sub(period / 2);
+        woke = tokio::time::Instant::now();
+        if late > period {
+            tracing::info!(late_ms = late.as_millis() as u64, "this manager stalled: counting nodes' silence from now");
+            mgr.liveness().stalled(woke);
         }
         if !mgr.raft_alive() && !stepped_down {
             // The Raft core stopped under a live server. Step down: no session may stay on a
@@ -44,7 +56,8 @@ async fn liveness_loop(mgr: Manager) {
         if !leader {
             continue;
         }
-        let nodes: Vec<(String, NodeState)> = mgr.shared().read(|s| s.nodes.values().map(|n| (n.id.clone(), n.state)).collect());
+        let nodes: Vec<(crate::model::NodeId, NodeState)> =
+            mgr.shared().read(|s| s.nodes.values().map(|n| (n.id.clone(), n.state)).collect());
         let now = tokio::time::Instant::now();
         // A node marked down whose session is still open and heartbeating again (it stalled,
         // or its heartbeats were held up) is ready again, as a node that reconnects is: else a
@@ -54,14 +67,25 @@ async fn liveness_loop(mgr: Manager) {
                 continue;
             }
             tracing::info!(%node, "heartbeats resumed on the open session: marking node ready");
-            let cmd = Command::SetNodeState { node: node.clone(), state: NodeState::Ready, message: String::new() };
+            let cmd = Command::SetNodeState { node: node.to_string(), state: NodeState::Ready, message: String::new() };
             if let Err(e) = mgr.propose_as_leader(cmd).await {
                 tracing::warn!("marking node ready: {e}");
             }
         }
-        let expired: Vec<String> = nodes
+        let gossip = mgr.gossip().statuses();
+        let expired: Vec<crate::model::NodeId> = nodes
             .into_iter()
-            .filter(|(node, state)| *state != NodeState::Down && mgr.liveness().expired(node, now))
+            .filter(|(_, state)| *state != NodeState::Down)
+            .filter(|(node, _)| {
+                let silent = mgr.liveness().expired(node, now);
+                let seen = gossip.as_ref().and_then(|g| g.get(node.as_str())).copied();
+                let down = should_mark_down(silent, seen);
+                if silent && !down && kept_warned.get(node).is_none_or(|at: &tokio::time::Instant| at.elapsed() > Duration::from_secs(10)) {
+                    tracing::warn!(%node, "heartbeats silent, but gossip holds the node alive: it stays ready (cut off from this leader alone?)");
+                    kept_warned.insert(node.clone(), now);
+                }
+                down
+            })
             .map(|(n, _)| n)
             .collect();
         if expired.is_empty() {
@@ -78,8 +102,12 @@ async fn liveness_loop(mgr: Manager) {
             continue;
         }
         for node in expired {
-            tracing::warn!(%node, "heartbeat failure: marking node down");
-            let cmd = Command::SetNodeState { node, state: NodeState::Down, message: "heartbeat failure".into() };
+            let message = match gossip.as_ref().and_then(|g| g.get(node.as_str())) {
+                Some(s) => format!("heartbeat failure; gossip holds it {}", s.as_str()),
+                None => "heartbeat failure".to_string(),
+            };
+            tracing::warn!(%node, %message, "marking node down");
+            let cmd = Command::SetNodeState { node: node.into_string(), state: NodeState::Down, message };
             if let Err(e) = mgr.propose_as_leader(cmd).await {
                 tracing::warn!("marking node down: {e}");
             }
@@ -155,16 +183,17 @@ async fn membership_loop(mgr: Manager) {
 pub async fn add_voter(mgr: &Manager, raft_id: u64, addr: String) -> Result<(), ManagerError> {
     let raft = mgr.raft();
     let timeout = Duration::from_secs(3);
+    let manager = &mgr.config().advertise;
     tokio::time::timeout(timeout, raft.add_learner(raft_id, BasicNode::new(&addr), true))
         .await
         .map_err(|_| ManagerError::Timeout(timeout))?
-        .map_err(|e| ManagerError::Raft(e.to_string()))?;
+        .map_err(|e| ManagerError::write(manager, format!("adding manager {raft_id} ({addr}) as a Raft learner"), e))?;
     let mut voters: BTreeSet<u64> = raft.metrics().borrow().membership_config.membership().voter_ids().collect();
     voters.insert(raft_id);
     tokio::time::timeout(timeout, raft.change_membership(voters, false))
         .await
         .map_err(|_| ManagerError::Timeout(timeout))?
-        .map_err(|e| ManagerError::Raft(e.to_string()))?;
+        .map_err(|e| ManagerError::write(manager, format!("adding Raft voter {raft_id}"), e))?;
     tracing::info!(raft_id, %addr, "manager added to Raft voters");
     Ok(())
 }
@@ -179,7 +208,7 @@ pub async fn remove_voter(mgr: &Manager, raft_id: u64) -> Result<(), ManagerErro
     tokio::time::timeout(timeout, raft.change_membership(voters, false))
         .await
         .map_err(|_| ManagerError::Timeout(timeout))?
-        .map_err(|e| ManagerError::Raft(e.to_string()))?;
+        .map_err(|e| ManagerError::write(&mgr.config().advertise, format!("removing Raft voter {raft_id}"), e))?;
     tracing::info!(raft_id, "manager removed from Raft voters");
     Ok(())
 }

@@ -4,7 +4,10 @@
 
 mod batch;
 pub mod disk;
+mod dispatch;
+mod error;
 pub mod faults;
+pub mod gossip;
 mod join;
 mod leader;
 mod network;
@@ -13,8 +16,11 @@ mod server;
 mod view;
 mod wireguard;
 
+pub use error::ManagerError;
 pub use faults::Faults;
-pub use view::{redact, ClusterView};
+pub use view::redact;
+// The view is the API's wire type; the manager builds it and its callers (CLI, engine) know it from here.
+pub use crate::rpc::messages::ClusterView;
 
 use crate::dispatcher::Liveness;
 use crate::rpc::messages::{ApiRequest, ApiResponse};
@@ -31,40 +37,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tonic::transport::Channel;
-
-#[derive(thiserror::Error, Debug)]
-pub enum ManagerError {
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    #[error(transparent)]
-    Tls(#[from] tls::TlsError),
-    #[error("Raft: {0}")]
-    Raft(String),
-    #[error(
-        "no leader is reachable: the managers may have lost quorum (recover with `shoal init --force-new-cluster` on a surviving manager)"
-    )]
-    NoLeader,
-    #[error("the write was not committed within {0:?}: the managers may have lost quorum")]
-    Timeout(Duration),
-    #[error(transparent)]
-    State(#[from] crate::state::StateError),
-    #[error("manager {addr}: {message}")]
-    Remote { addr: String, message: String },
-    #[error("listening on {addr}: {message}")]
-    Listen { addr: SocketAddr, message: String },
-    #[error(transparent)]
-    Ca(#[from] crate::ca::CaError),
-    #[error("this manager has no cluster yet")]
-    NoCluster,
-    #[error("this manager is not the leader (an election may be under way): ask the leader, or try again")]
-    NotLeader,
-    #[error(
-        "too few managers answer to confirm the current state: a read needs more than half of the managers online and reachable (try again, or recover with `shoal init --force-new-cluster` on a surviving manager)"
-    )]
-    NoQuorum,
-    #[error(transparent)]
-    Disk(#[from] disk::DiskError),
-}
 
 /// Raft timing. Failover takes about one election timeout after the leader's last heartbeat.
 /// openraft also uses the heartbeat interval as the AppendEntries timeout, so it must cover an
@@ -86,7 +58,7 @@ impl Default for RaftTiming {
 #[derive(Clone, Debug)]
 pub struct ManagerConfig {
     pub raft_id: u64,
-    pub node_id: String,
+    pub node_id: crate::model::NodeId,
     pub cluster_id: String,
     /// Where the gRPC server listens.
     pub listen: SocketAddr,
@@ -119,6 +91,7 @@ struct Inner {
     faults: Arc<Faults>,
     liveness: Liveness,
     sessions: crate::dispatcher::Sessions,
+    views: crate::dispatcher::ViewCache,
     clients: Mutex<HashMap<String, ControlClient<Channel>>>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -126,6 +99,7 @@ struct Inner {
     logs: crate::logs::broker::Broker,
     data_key: DataKey,
     disk: disk::DiskGuard,
+    gossip: gossip::GossipSeen,
 }
 
 pub fn now_ms() -> u64 {
@@ -156,11 +130,13 @@ impl Manager {
             ..Default::default()
         }
         .validate()
-        .map_err(|e| ManagerError::Raft(e.to_string()))?;
+        .map_err(|error| ManagerError::RaftConfig { raft_id: cfg.raft_id, error: Box::new(error) })?;
         let client_tls = tls::client_config(&cfg.creds, tls::Trust::AnyManager)?;
         let faults = Arc::new(Faults::default());
         let net = network::NetworkFactory { tls: client_tls.clone(), faults: faults.clone() };
-        let raft = Raft::new(cfg.raft_id, Arc::new(raft_cfg), net, log, sm).await.map_err(|e| ManagerError::Raft(e.to_string()))?;
+        let raft = Raft::new(cfg.raft_id, Arc::new(raft_cfg), net, log, sm)
+            .await
+            .map_err(|error| ManagerError::RaftStart { raft_id: cfg.raft_id, error: Box::new(error) })?;
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|e| ManagerError::Listen { addr: cfg.listen, message: e.to_string() })?;
@@ -173,6 +149,7 @@ impl Manager {
             inner: Arc::new(Inner {
                 liveness: Liveness::new(cfg.heartbeat_period),
                 sessions: Default::default(),
+                views: Default::default(),
                 cfg,
                 raft,
                 shared,
@@ -185,6 +162,7 @@ impl Manager {
                 logs: Default::default(),
                 data_key,
                 disk,
+                gossip: Default::default(),
             }),
         };
         let server = server::serve(mgr.clone(), listener)?;
@@ -202,7 +180,11 @@ impl Manager {
     pub async fn initialize(&self) -> Result<(), ManagerError> {
         let mut members = BTreeMap::new();
         members.insert(self.inner.cfg.raft_id, BasicNode::new(&self.inner.cfg.advertise));
-        self.inner.raft.initialize(members).await.map_err(|e| ManagerError::Raft(e.to_string()))
+        let raft_id = self.inner.cfg.raft_id;
+        self.inner.raft.initialize(members).await.map_err(|e| match e {
+            openraft::error::RaftError::APIError(source) => ManagerError::Initialize { raft_id, error: Box::new(source) },
+            openraft::error::RaftError::Fatal(source) => ManagerError::fatal(&self.inner.cfg.advertise, source),
+        })
     }
 
     /// Stop Raft and the server, and wait for them.
@@ -252,9 +234,19 @@ impl Manager {
         &self.inner.liveness
     }
 
+    /// What gossip on this manager's node sees (attached by the node).
+    pub fn gossip(&self) -> &gossip::GossipSeen {
+        &self.inner.gossip
+    }
+
     /// The agent session each node has open (one per node).
     pub fn sessions(&self) -> &crate::dispatcher::Sessions {
         &self.inner.sessions
+    }
+
+    /// The agents' views, built once per applied version for every session.
+    pub fn views(&self) -> &crate::dispatcher::ViewCache {
+        &self.inner.views
     }
 
     /// Agents' session streams, for questions about their tasks' logs.
@@ -294,7 +286,7 @@ impl Manager {
     }
 
     /// Node ids of the Raft members: the nodes agents may take for managers.
-    pub fn manager_ids(&self) -> Vec<String> {
+    pub fn manager_ids(&self) -> Vec<crate::model::NodeId> {
         let raft_ids: Vec<u64> = self.inner.raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
         self.inner.shared.read(|s| s.nodes.values().filter(|n| raft_ids.contains(&n.raft_id)).map(|n| n.id.clone()).collect())
     }
@@ -332,14 +324,12 @@ impl Manager {
     async fn propose_from(&self, cmd: Command, forward: bool) -> Result<(Result<Response, StateError>, u64), ManagerError> {
         let timeout = self.inner.cfg.write_timeout;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.inner.proposals.send((cmd.clone(), tx)).map_err(|_| ManagerError::Raft("manager is shutting down".into()))?;
-        let outcome = tokio::time::timeout(timeout, rx)
-            .await
-            .map_err(|_| ManagerError::Timeout(timeout))?
-            .map_err(|_| ManagerError::Raft("manager is shutting down".into()))?;
+        let shutting_down = || ManagerError::ShuttingDown { manager: self.inner.cfg.advertise.clone() };
+        self.inner.proposals.send((cmd.clone(), tx)).map_err(|_| shutting_down())?;
+        let outcome = tokio::time::timeout(timeout, rx).await.map_err(|_| ManagerError::Timeout(timeout))?.map_err(|_| shutting_down())?;
         match outcome {
             batch::Outcome::Done(result, index) => Ok((result, index)),
-            batch::Outcome::Failed(e) => Err(ManagerError::Raft(e)),
+            batch::Outcome::Failed(e) => Err(ManagerError::write(&self.inner.cfg.advertise, "proposing a write", e)),
             batch::Outcome::Refused(e) => Err(ManagerError::Disk(e)),
             batch::Outcome::Forward(_) if !forward => Err(ManagerError::NotLeader),
             batch::Outcome::Forward(leader) => {
@@ -375,6 +365,7 @@ impl Manager {
             voters: m.membership_config.membership().voter_ids().collect(),
             this_manager: self.inner.cfg.raft_id,
             applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+            membership: self.inner.gossip.statuses().unwrap_or_default().into_iter().map(|(n, s)| (n, s.as_str().to_string())).collect(),
         }
     }
 
@@ -417,10 +408,10 @@ impl Manager {
             ApiRequest::JoinTokens { rotate } => {
                 if let Some(role) = rotate {
                     let digest = self.inner.shared.read(|s| s.cluster.as_ref().map(|c| crate::ca::ca_digest(&c.ca_cert_pem)));
-                    let digest = digest.ok_or_else(|| ManagerError::Raft("cluster not initialised".into()))?;
+                    let digest = digest.ok_or(ManagerError::NoCluster)?;
                     let token = crate::ca::JoinToken::new(&digest).to_string();
                     let (r, _) = self.propose(Command::SetJoinToken { role, token }).await?;
-                    r.map_err(|e| ManagerError::Raft(e.to_string()))?;
+                    r?;
                 }
                 let (worker, manager) = self
                     .inner

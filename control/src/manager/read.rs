@@ -39,10 +39,7 @@ impl Manager {
             Err(Confirm::NotLeader) => {}
         }
         if !self.raft_alive() {
-            return Err(ManagerError::Raft(
-                "this manager's Raft core has stopped (a storage error: see its log), so it knows no leader to read through; restart it"
-                    .into(),
-            ));
+            return Err(ManagerError::RaftStopped { manager: self.config().advertise.clone() });
         }
         let addr = self.leader_addr().ok_or(ManagerError::NoLeader)?;
         let mut client = self.client_for(&addr)?;
@@ -95,7 +92,7 @@ impl Manager {
                     }
                     tokio::time::sleep(RETRY).await;
                 }
-                Ok(Err(RaftError::Fatal(e))) => return Err(Confirm::Failed(ManagerError::Raft(e.to_string()))),
+                Ok(Err(RaftError::Fatal(e))) => return Err(Confirm::Failed(ManagerError::fatal(&self.config().advertise, e))),
                 Err(_) => return Err(Confirm::Failed(ManagerError::NoQuorum)),
             }
         }

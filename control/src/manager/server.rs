@@ -109,7 +109,7 @@ impl Control for Service {
     async fn session(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<SessionStream>, Status> {
         let id = caller(&request, &cluster_id(&self.mgr))?;
         let peer = crate::rpc::conn::remote_addr(&request);
-        let stream = crate::dispatcher::session::open(self.mgr.clone(), id.node_id, peer, request.into_inner())?;
+        let stream = crate::dispatcher::session::open(self.mgr.clone(), id.node_id.into(), peer, request.into_inner())?;
         Ok(Response::new(stream))
     }
 }

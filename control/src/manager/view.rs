@@ -1,21 +1,7 @@
-//! What `node ls`, `service ps` and friends read: the state without secrets' data, the CA key
-//! or join tokens, plus Raft facts (leader, voters).
+//! What clients may read of the state: without secrets' data, the CA key, join tokens or
+//! private keys. The view's wire form is `rpc::messages::ClusterView`.
 
 use crate::state::ClusterState;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ClusterView {
-    pub state: ClusterState,
-    /// Raft id of the leader, if one is known.
-    pub leader: Option<u64>,
-    pub voters: BTreeSet<u64>,
-    /// Raft id of the manager that answered.
-    pub this_manager: u64,
-    /// Last applied log index on that manager.
-    pub applied: u64,
-}
 
 pub fn redact(mut state: ClusterState) -> ClusterState {
     if let Some(c) = state.cluster.as_mut() {
@@ -39,6 +25,10 @@ pub fn redact(mut state: ClusterState) -> ClusterState {
     }
     if let Some(k) = state.pair_keys.as_mut() {
         k.seed.clear();
+    }
+    // The gossip keys reach agents over their dispatcher sessions only.
+    for k in state.gossip_keys.iter_mut().flat_map(|r| r.keys.iter_mut()) {
+        k.key.clear();
     }
     state
 }

@@ -2,6 +2,7 @@
 //! Plain data, serde-serialisable, no behaviour beyond small helpers.
 
 mod config;
+pub mod constraint;
 mod container;
 mod file_ref;
 mod ids;
@@ -20,8 +21,8 @@ pub use file_ref::{FileRef, DEFAULT_FILE_MODE, SECRETS_DIR};
 pub use ids::{random_id, ConfigId, IdGen, NetworkId, NodeId, SecretId, ServiceId, TaskId};
 pub use mount::{check_volume_opts, Mount, MountKind, PROPAGATIONS, VOLUME_OPTS};
 pub use network::{Network, NetworkSpec, GATEWAY_NETWORK, GATEWAY_SUBNETS};
-pub use node::{Availability, Node, NodeResources, NodeState, Role};
-pub use placement::{PlacementPreference, MAX_PREFERENCES};
+pub use node::{Availability, Node, NodeResources, NodeState, Role, UnknownAvailability, UnknownRole};
+pub use placement::{PlacementError, PlacementPreference, MAX_PREFERENCES};
 pub use secret::{Secret, SecretSpec};
 pub use service::{
     EndpointMode, EndpointSpec, FailureAction, HealthCheck, Placement, PortConfig, Protocol, PublishMode, Ratio, Replacement,
@@ -30,8 +31,8 @@ pub use service::{
 };
 pub use task::{mac_for, Health, NetworkAttachment, Task, TaskState, TaskStatus, HOST_NAME_MAX};
 pub use wireguard::{
-    generate_private_key, generate_seed, public_key_of, EncryptionBackend, PairKeySeed, WireGuardIdentity, ENCRYPTED_OPTION,
-    PAIR_KEY_ROTATION_MS,
+    generate_private_key, generate_seed, public_key_of, BackendError, EncryptionBackend, EncryptionSupport, KeyError, PairKeySeed,
+    WireGuardIdentity, ENCRYPTED_OPTION, PAIR_KEY_ROTATION_MS,
 };
 
 use serde::{Deserialize, Serialize};

@@ -19,13 +19,20 @@ impl Role {
     }
 }
 
+/// A role that is neither worker nor manager, as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role {given:?}: use worker or manager")]
+pub struct UnknownRole {
+    pub given: String,
+}
+
 impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Role, String> {
+    type Err = UnknownRole;
+    fn from_str(s: &str) -> Result<Role, UnknownRole> {
         match s {
             "worker" => Ok(Role::Worker),
             "manager" => Ok(Role::Manager),
-            other => Err(format!("unknown role {other:?}: use worker or manager")),
+            other => Err(UnknownRole { given: other.to_string() }),
         }
     }
 }
@@ -38,14 +45,21 @@ pub enum Availability {
     Drain,
 }
 
+/// An availability that is not active, pause or drain, as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown availability {given:?}: use active, pause or drain")]
+pub struct UnknownAvailability {
+    pub given: String,
+}
+
 impl std::str::FromStr for Availability {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Availability, String> {
+    type Err = UnknownAvailability;
+    fn from_str(s: &str) -> Result<Availability, UnknownAvailability> {
         match s {
             "active" => Ok(Availability::Active),
             "pause" => Ok(Availability::Pause),
             "drain" => Ok(Availability::Drain),
-            other => Err(format!("unknown availability {other:?}: use active, pause or drain")),
+            other => Err(UnknownAvailability { given: other.to_string() }),
         }
     }
 }
@@ -100,6 +114,9 @@ pub struct Node {
     /// What the node has for tasks (Docker's node Resources), reported when it joined.
     #[serde(default)]
     pub resources: NodeResources,
+    /// What its kernel offers encrypted networks, reported when it joined (older nodes: none).
+    #[serde(default)]
+    pub encryption: super::EncryptionSupport,
 }
 
 /// CPUs (in billionths) and memory of a node; 0 = not reported (no reservation check).

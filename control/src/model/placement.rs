@@ -15,13 +15,23 @@ pub const MAX_PREFERENCES: usize = 16;
 
 const NODE_LABELS: &str = "node.labels.";
 
+/// A placement preference that does not parse, as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    #[error("{given:?} is not STRATEGY=ARG: use spread=node.labels.<label>")]
+    NotStrategyArg { given: String },
+    #[error("{strategy:?} is not a placement strategy: spread is the only one")]
+    UnknownStrategy { strategy: String },
+    #[error("spread={spread:?}: spread over a node label, e.g. spread=node.labels.zone")]
+    NotANodeLabel { spread: String },
+}
+
 impl PlacementPreference {
     /// `spread=node.labels.zone` as `--placement-pref` takes it.
-    pub fn parse(s: &str) -> Result<PlacementPreference, String> {
-        let (strategy, descriptor) =
-            s.split_once('=').ok_or_else(|| format!("{s:?} is not STRATEGY=ARG: use spread=node.labels.<label>"))?;
+    pub fn parse(s: &str) -> Result<PlacementPreference, PlacementError> {
+        let (strategy, descriptor) = s.split_once('=').ok_or_else(|| PlacementError::NotStrategyArg { given: s.to_string() })?;
         if !strategy.trim().eq_ignore_ascii_case("spread") {
-            return Err(format!("{:?} is not a placement strategy: spread is the only one", strategy.trim()));
+            return Err(PlacementError::UnknownStrategy { strategy: strategy.trim().to_string() });
         }
         let p = PlacementPreference { spread: descriptor.trim().to_string() };
         p.check()?;
@@ -35,9 +45,9 @@ impl PlacementPreference {
         prefix.eq_ignore_ascii_case(NODE_LABELS).then(|| &d[NODE_LABELS.len()..]).filter(|l| !l.is_empty())
     }
 
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), PlacementError> {
         if self.spread.len() > 256 || self.label().is_none() {
-            return Err(format!("spread={:?}: spread over a node label, e.g. spread=node.labels.zone", self.spread));
+            return Err(PlacementError::NotANodeLabel { spread: self.spread.clone() });
         }
         Ok(())
     }
@@ -66,7 +76,7 @@ mod tests {
             ("spread=node.labels.", "spread over a node label"),
             ("spread=node.hostname", "spread over a node label"),
         ] {
-            let e = PlacementPreference::parse(bad).unwrap_err();
+            let e = PlacementPreference::parse(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");
         }
     }

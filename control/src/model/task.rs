@@ -106,7 +106,7 @@ impl Task {
             id: id.into(),
             service_id: service_id.into(),
             slot,
-            node_id: node_id.map(String::from),
+            node_id: node_id.map(super::NodeId::from),
             desired_state: desired,
             status: TaskStatus::new(state, "", 0),
             service_version: 1,

@@ -17,25 +17,60 @@ pub enum EncryptionBackend {
     /// One WireGuard tunnel per node pair (kernel WireGuard where the node has it, else
     /// userspace WireGuard on a TUN device: the node's own choice, shown by `shoal doctor`).
     Wireguard,
+    /// ESP in transport mode (XFRM, AES-GCM) between the nodes' underlay addresses, with SAs
+    /// derived from the same per-pair keys. Needs ESP in every node's kernel.
+    Ipsec,
 }
 
 impl EncryptionBackend {
     pub fn as_str(self) -> &'static str {
         match self {
             EncryptionBackend::Wireguard => "wireguard",
+            EncryptionBackend::Ipsec => "ipsec",
         }
     }
 
-    /// The backend an `encrypted` option value asks for; the error says what to use instead.
-    pub fn from_option(value: &str) -> Result<EncryptionBackend, String> {
+    /// The backend an `encrypted` option value forces, `None` for `--opt encrypted` alone (the
+    /// managers pick: [`EncryptionBackend::pick`]); the error says what to use instead.
+    pub fn from_option(value: &str) -> Result<Option<EncryptionBackend>, BackendError> {
         match value {
-            // `--opt encrypted` alone: the best backend every node can run. WireGuard is the
-            // only one built, and every node runs it (kernel or userspace).
-            "" | "true" | "wireguard" => Ok(EncryptionBackend::Wireguard),
-            "ipsec" => Err("IPsec is not built yet: use --opt encrypted (WireGuard) or --opt encrypted=wireguard".into()),
-            other => Err(format!("{other:?} is not an encryption backend: use --opt encrypted or --opt encrypted=wireguard")),
+            "" | "true" => Ok(None),
+            "wireguard" => Ok(Some(EncryptionBackend::Wireguard)),
+            "ipsec" => Ok(Some(EncryptionBackend::Ipsec)),
+            other => Err(BackendError::Unknown { given: other.to_string() }),
         }
     }
+
+    /// The best backend every node can run, from what each reported when it joined. WireGuard
+    /// when every node has it in the kernel; else IPsec when every node's kernel has ESP (kernel
+    /// crypto on every node beats WireGuard in userspace on some); else WireGuard, which every
+    /// node with a TUN device runs in userspace. A node that reported nothing (it joined before
+    /// nodes reported) counts as having neither, so it never gets a backend it may lack.
+    pub fn pick<'a>(nodes: impl IntoIterator<Item = &'a EncryptionSupport>) -> EncryptionBackend {
+        let (mut all_kernel_wg, mut all_esp, mut any) = (true, true, false);
+        for n in nodes {
+            any = true;
+            all_kernel_wg &= n.kernel_wireguard;
+            all_esp &= n.esp;
+        }
+        if any && !all_kernel_wg && all_esp {
+            EncryptionBackend::Ipsec
+        } else {
+            EncryptionBackend::Wireguard
+        }
+    }
+}
+
+/// What a node's kernel offers encrypted networks, probed by its daemon and reported when it
+/// joins (shown by `node inspect`; `shoal doctor` shows the same on the node itself).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptionSupport {
+    /// The kernel has WireGuard.
+    pub kernel_wireguard: bool,
+    /// The kernel has ESP over XFRM (IPsec).
+    pub esp: bool,
+    /// `/dev/net/tun` is there (userspace WireGuard).
+    pub tun: bool,
 }
 
 /// A node's WireGuard identity. The private key is secret: `redact` blanks it in every view a
@@ -114,11 +149,27 @@ pub fn generate_private_key() -> String {
 }
 
 /// The public key of a base64 private key; `Err` names what is wrong with it.
-pub fn public_key_of(private_key: &str) -> Result<String, String> {
-    let bytes = STANDARD.decode(private_key.trim()).map_err(|e| format!("not base64: {e}"))?;
-    let bytes: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| format!("{} bytes, want 32", b.len()))?;
+pub fn public_key_of(private_key: &str) -> Result<String, KeyError> {
+    let bytes = STANDARD.decode(private_key.trim()).map_err(KeyError::NotBase64)?;
+    let bytes: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| KeyError::Length { bytes: b.len() })?;
     let secret = x25519_dalek::StaticSecret::from(bytes);
     Ok(STANDARD.encode(x25519_dalek::PublicKey::from(&secret).to_bytes()))
+}
+
+/// A WireGuard private key that is not 32 bytes of base64.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("not base64: {0}")]
+    NotBase64(base64::DecodeError),
+    #[error("{bytes} bytes, want 32")]
+    Length { bytes: usize },
+}
+
+/// An `--opt encrypted=` value shoal cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    #[error("{given:?} is not an encryption backend: use --opt encrypted, --opt encrypted=wireguard or --opt encrypted=ipsec")]
+    Unknown { given: String },
 }
 
 /// A fresh pair-key seed (32 random bytes, base64).
@@ -144,12 +195,25 @@ mod tests {
 
     #[test]
     fn option_values() {
-        for v in ["", "true", "wireguard"] {
-            assert_eq!(EncryptionBackend::from_option(v), Ok(EncryptionBackend::Wireguard));
+        for v in ["", "true"] {
+            assert_eq!(EncryptionBackend::from_option(v), Ok(None), "{v:?}: the managers pick");
         }
-        let e = EncryptionBackend::from_option("ipsec").unwrap_err();
-        assert!(e.contains("IPsec is not built yet") && e.contains("--opt encrypted=wireguard"), "{e}");
-        assert!(EncryptionBackend::from_option("aes").unwrap_err().contains("\"aes\" is not an encryption backend"));
+        assert_eq!(EncryptionBackend::from_option("wireguard"), Ok(Some(EncryptionBackend::Wireguard)));
+        assert_eq!(EncryptionBackend::from_option("ipsec"), Ok(Some(EncryptionBackend::Ipsec)));
+        assert_eq!(EncryptionBackend::Ipsec.as_str(), "ipsec");
+        let e = EncryptionBackend::from_option("aes").unwrap_err().to_string();
+        assert!(e.contains("\"aes\" is not an encryption backend") && e.contains("--opt encrypted=ipsec"), "{e}");
+    }
+
+    #[test]
+    fn the_pick_is_the_best_backend_every_node_runs() {
+        let s = |kernel_wireguard, esp| EncryptionSupport { kernel_wireguard, esp, tun: true };
+        let pick = |nodes: &[EncryptionSupport]| EncryptionBackend::pick(nodes);
+        assert_eq!(pick(&[s(true, true), s(true, false)]), EncryptionBackend::Wireguard, "kernel WireGuard everywhere");
+        assert_eq!(pick(&[s(true, true), s(false, true)]), EncryptionBackend::Ipsec, "ESP everywhere, WireGuard not in every kernel");
+        assert_eq!(pick(&[s(false, true), s(false, false)]), EncryptionBackend::Wireguard, "one node lacks ESP: userspace WireGuard there");
+        assert_eq!(pick(&[s(true, true), EncryptionSupport::default()]), EncryptionBackend::Wireguard, "a node that reported nothing");
+        assert_eq!(pick(&[]), EncryptionBackend::Wireguard);
     }
 
     #[test]
@@ -159,7 +223,7 @@ mod tests {
         let public = public_key_of(&a).unwrap();
         assert_eq!(STANDARD.decode(&public).unwrap().len(), 32);
         assert_eq!(public_key_of(&a).unwrap(), public);
-        assert!(public_key_of("c2hvcnQ=").unwrap_err().contains("5 bytes, want 32"));
+        assert!(public_key_of("c2hvcnQ=").unwrap_err().to_string().contains("5 bytes, want 32"));
         let id = WireGuardIdentity { private_key: a.clone(), public_key: public, address: Ipv4Addr::new(10, 255, 0, 1), issued_ms: 0 };
         assert!(!format!("{id:?}").contains(&a));
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Identity {
-    pub node_id: String,
+    pub node_id: crate::model::NodeId,
     pub raft_id: u64,
     pub cluster_id: String,
     pub role: Role,

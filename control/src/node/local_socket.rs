@@ -1,6 +1,6 @@
 //! Serving the local API on a unix socket.
 
-use super::api::{LocalRequest, LocalResponse};
+use super::api::{LocalError, LocalRequest, LocalResponse};
 use super::NodeControl;
 use std::path::Path;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -37,8 +37,8 @@ async fn handle(node: NodeControl, stream: UnixStream) {
     let mut lines = BufReader::new(r).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let resp: LocalResponse = match serde_json::from_str::<LocalRequest>(&line) {
-            Ok(req) => node.handle(req).await.map_err(|e| e.to_string()),
-            Err(e) => Err(format!("bad request: {e}")),
+            Ok(req) => node.handle(req).await.map_err(LocalError::from),
+            Err(e) => Err(LocalError::bad_request(e)),
         };
         let mut out = serde_json::to_vec(&resp).unwrap_or_default();
         out.push(b'\n');

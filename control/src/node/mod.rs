@@ -3,22 +3,25 @@
 //! is a manager, and keeps the agent's dispatcher session, publishing `AgentUpdate`s and
 //! taking task reports.
 
-mod agent;
 pub mod api;
+pub mod gossip;
 mod identity;
 pub mod local_socket;
 mod recover;
 mod renew;
+mod session;
 
-pub use agent::AgentSnapshot;
-pub use api::{AgentSession, InitOptions, JoinOptions, LocalReply, LocalRequest, LocalResponse, NodeInfo};
+pub use api::{
+    default_advertise, InitOptions, JoinOptions, LocalError, LocalErrorKind, LocalReply, LocalRequest, LocalResponse, NodeInfo, SessionInfo,
+};
+pub use session::ViewSnapshot;
 
 use crate::ca::{self, JoinToken, RootCa};
-use crate::dispatcher::messages::AgentUpdate;
 use crate::manager::{Manager, ManagerConfig, ManagerError, RaftTiming};
 use crate::model::{random_id, Availability, Cluster, Node, NodeState, Role, TaskStatus};
 use crate::rpc::creds::Credentials;
 use crate::rpc::messages::{ApiRequest, ApiResponse, JoinRequest, RenewRequest};
+use crate::rpc::session::AgentUpdate;
 use crate::rpc::tls::{self, TlsIdentity};
 use crate::state::Command;
 use identity::{Identity, Paths};
@@ -46,6 +49,12 @@ pub struct NodeConfig {
     pub logs: Option<crate::logs::LogSourceRef>,
     /// Free space a manager keeps on its Raft log's disk; below it, it refuses writes.
     pub disk_reserve: u64,
+    /// Run gossip on this UDP port of the advertise address (the daemon: 7946); `None`: no
+    /// gossip (in-process test clusters share one address).
+    pub gossip_port: Option<u16>,
+    /// What this node's kernel offers encrypted networks (the daemon probes it); reported when
+    /// the node joins, so the managers pick a backend every node runs.
+    pub encryption: crate::model::EncryptionSupport,
 }
 
 impl NodeConfig {
@@ -60,6 +69,8 @@ impl NodeConfig {
             raft: RaftTiming::default(),
             logs: None,
             disk_reserve: crate::manager::disk::DEFAULT_RESERVE,
+            gossip_port: None,
+            encryption: Default::default(),
         }
     }
 }
@@ -124,9 +135,9 @@ struct Inner {
     /// sealed. It serves nothing until `unlock`.
     locked: tokio::sync::Mutex<Option<(Identity, TlsIdentity)>>,
     updates: broadcast::Sender<AgentUpdate>,
-    view: watch::Sender<Arc<AgentSnapshot>>,
+    view: watch::Sender<Arc<ViewSnapshot>>,
     connected: watch::Sender<bool>,
-    session: watch::Sender<Option<AgentSession>>,
+    session: watch::Sender<Option<SessionInfo>>,
     reports_tx: mpsc::Sender<Reports>,
     reports_rx: Mutex<Option<mpsc::Receiver<Reports>>>,
     /// Settling (see `dispatcher::settle`): what this node's data plane applied, what a stop
@@ -134,10 +145,12 @@ struct Inner {
     applied: watch::Sender<u64>,
     await_settled: watch::Sender<u64>,
     settled: watch::Sender<u64>,
+    /// What gossip on this node sees (empty while it does not run).
+    members: watch::Sender<Arc<Vec<crate::gossip::MemberInfo>>>,
 }
 
 /// A batch of task states from the agent: (task id, status).
-type Reports = Vec<(String, TaskStatus)>;
+type Reports = Vec<(crate::model::TaskId, TaskStatus)>;
 
 impl NodeControl {
     /// Start the runtime: resume the cluster membership found in the state directory, serve
@@ -152,7 +165,7 @@ impl NodeControl {
                 joined: tokio::sync::Mutex::new(None),
                 locked: tokio::sync::Mutex::new(None),
                 updates: broadcast::channel(1024).0,
-                view: watch::channel(Arc::new(AgentSnapshot::default())).0,
+                view: watch::channel(Arc::new(ViewSnapshot::default())).0,
                 connected: watch::channel(false).0,
                 session: watch::channel(None).0,
                 reports_tx,
@@ -160,6 +173,7 @@ impl NodeControl {
                 applied: watch::channel(0).0,
                 await_settled: watch::channel(0).0,
                 settled: watch::channel(0).0,
+                members: watch::channel(Arc::new(Vec::new())).0,
             }),
         };
         if let Some((id, tls)) = node.inner.paths.load()?.filter(|(_, tls)| {
@@ -211,8 +225,14 @@ impl NodeControl {
     }
 
     /// The current folded view (assignments + endpoint table) and its version.
-    pub fn view(&self) -> watch::Receiver<Arc<AgentSnapshot>> {
+    pub fn view(&self) -> watch::Receiver<Arc<ViewSnapshot>> {
         self.inner.view.subscribe()
+    }
+
+    /// Every member gossip on this node sees (node, address, generation, status); empty while
+    /// gossip does not run here.
+    pub fn gossip_members(&self) -> watch::Receiver<Arc<Vec<crate::gossip::MemberInfo>>> {
+        self.inner.members.subscribe()
     }
 
     /// Whether the dispatcher session is up.
@@ -221,7 +241,7 @@ impl NodeControl {
     }
 
     /// Report task states (and health) observed by the agent.
-    pub async fn report(&self, updates: Vec<(String, TaskStatus)>) {
+    pub async fn report(&self, updates: Vec<(crate::model::TaskId, TaskStatus)>) {
         let _ = self.inner.reports_tx.send(updates).await;
     }
 
@@ -248,7 +268,7 @@ impl NodeControl {
         self.inner.joined.lock().await.as_ref().and_then(|j| j.manager.clone())
     }
 
-    pub async fn node_id(&self) -> Option<String> {
+    pub async fn node_id(&self) -> Option<crate::model::NodeId> {
         self.inner.joined.lock().await.as_ref().map(|j| j.id.node_id.clone())
     }
 
@@ -257,7 +277,7 @@ impl NodeControl {
         if self.inner.locked.lock().await.is_some() {
             match req {
                 LocalRequest::Unlock { key } => return self.unlock(&key).await,
-                LocalRequest::Info => {}
+                LocalRequest::Info | LocalRequest::Members => {}
                 _ => return Err(NodeError::Locked),
             }
         }
@@ -274,11 +294,12 @@ impl NodeControl {
                 };
                 Ok(LocalReply::Api(m.handle_api(a).await?))
             }
+            LocalRequest::Members => Ok(LocalReply::Members(self.inner.members.borrow().to_vec())),
             LocalRequest::Info => {
                 let g = self.inner.joined.lock().await;
                 let j = g.as_ref();
                 Ok(LocalReply::Info(NodeInfo {
-                    node_id: j.map(|j| j.id.node_id.clone()),
+                    node_id: j.map(|j| j.id.node_id.to_string()),
                     cluster_id: j.map(|j| j.id.cluster_id.clone()),
                     role: j.map(|j| j.id.role),
                     managers: j.map(|j| j.managers.lock().unwrap_or_else(|p| p.into_inner()).clone()).unwrap_or_default(),
@@ -328,6 +349,7 @@ impl NodeControl {
             disk_reserve: self.inner.cfg.disk_reserve,
         };
         let manager = Manager::start(cfg).await?;
+        manager.gossip().attach(self.inner.members.subscribe());
         tokio::spawn(autolock_watch(self.clone(), manager.clone()));
         Ok(manager)
     }
@@ -343,7 +365,7 @@ impl NodeControl {
             for w in [&self.inner.applied, &self.inner.await_settled, &self.inner.settled] {
                 w.send_replace(0);
             }
-            let ch = agent::AgentChannels {
+            let ch = session::SessionChannels {
                 updates: self.inner.updates.clone(),
                 view: self.inner.view.clone(),
                 reports,
@@ -354,7 +376,7 @@ impl NodeControl {
                 await_settled: self.inner.await_settled.subscribe(),
                 settled: self.inner.settled.clone(),
             };
-            let cfg = agent::AgentConfig {
+            let cfg = session::SessionConfig {
                 creds: creds.clone(),
                 managers: managers.clone(),
                 heartbeat_period: Duration::from_millis(id.heartbeat_period_ms.max(10)),
@@ -368,14 +390,19 @@ impl NodeControl {
                     }
                 })),
                 trust: trust_tx,
+                encryption: self.inner.cfg.encryption,
             };
             let inner = self.inner.clone();
             let stop = stop_rx.clone();
             tokio::spawn(async move {
-                let reports = agent::run(cfg, ch, stop).await;
+                let reports = session::run(cfg, ch, stop).await;
                 // Give the report channel back for the next session (after leave + join).
                 *inner.reports_rx.lock().unwrap_or_else(|p| p.into_inner()) = Some(reports);
             });
+        }
+        if let Some(port) = self.inner.cfg.gossip_port {
+            let params = gossip::GossipParams { node_id: id.node_id.clone(), addr: id.addr.clone(), port };
+            tokio::spawn(gossip::run(params, self.inner.view.subscribe(), self.inner.members.clone(), stop_rx.clone()));
         }
         tokio::spawn(renew::run(self.clone(), creds.clone(), trust_rx, stop_rx.clone()));
         tokio::spawn(role_watch(self.clone(), role_rx, stop_rx));
@@ -410,11 +437,11 @@ impl NodeControl {
         }
         let cert_expiry = match o.cert_expiry_ms {
             None => ca::DEFAULT_CERT_EXPIRY,
-            Some(ms) => ca::check_cert_expiry(ms).map_err(|message| NodeError::Invalid { field: "cert-expiry", message })?,
+            Some(ms) => ca::check_cert_expiry(ms).map_err(|e| NodeError::Invalid { field: "cert-expiry", message: e.to_string() })?,
         };
         let unlock = o.autolock.then(crate::store::crypto::UnlockKey::random);
-        let cluster_id = random_id();
-        let node_id = random_id();
+        let cluster_id: String = random_id();
+        let node_id: crate::model::NodeId = random_id();
         let raft_id = (rand::random::<u64>() >> 1).max(1);
         let ca = RootCa::generate(&cluster_id)?;
         let digest = ca.digest();
@@ -468,6 +495,7 @@ impl NodeControl {
             created_ms: now,
             updated_ms: now,
             resources: crate::model::NodeResources::of_this_host(),
+            encryption: self.inner.cfg.encryption,
         };
         let (worker_token, manager_token) = (cluster.worker_token.clone(), cluster.manager_token.clone());
         let (r, _) = manager.propose(Command::Init { cluster, node }).await?;
@@ -475,7 +503,13 @@ impl NodeControl {
         self.inner.paths.save(&id, &creds.identity())?;
         *g = Some(self.start_agent(id, creds, Some(manager)));
         tracing::info!(node = %node_id, cluster = %cluster_id, "cluster initialised");
-        Ok(LocalReply::Initialized { node_id, worker_token, manager_token, manager_addr, unlock_key: unlock.map(|k| k.to_string()) })
+        Ok(LocalReply::Initialized {
+            node_id: node_id.into_string(),
+            worker_token,
+            manager_token,
+            manager_addr,
+            unlock_key: unlock.map(|k| k.to_string()),
+        })
     }
 
     async fn join(&self, o: JoinOptions) -> Result<LocalReply, NodeError> {
@@ -496,6 +530,7 @@ impl NodeControl {
             addr: ip.clone(),
             manager_addr: manager_addr.clone(),
             resources: crate::model::NodeResources::of_this_host(),
+            encryption: self.inner.cfg.encryption,
         };
         let resp = match tokio::time::timeout(Duration::from_secs(20), client.join(req)).await {
             Err(_) => return Err(NodeError::Join { remote, message: "timed out".into() }),
@@ -541,7 +576,7 @@ impl NodeControl {
         };
         *g = Some(self.start_agent(id, creds, manager));
         tracing::info!(node = %resp.node_id, role = resp.role.as_str(), "joined cluster");
-        Ok(LocalReply::Joined { node_id: resp.node_id, role: resp.role })
+        Ok(LocalReply::Joined { node_id: resp.node_id.into_string(), role: resp.role })
     }
 
     async fn leave(&self, force: bool) -> Result<LocalReply, NodeError> {
@@ -556,7 +591,7 @@ impl NodeControl {
         }
         *g = None;
         self.inner.paths.wipe()?;
-        self.inner.view.send_replace(Arc::new(AgentSnapshot::default()));
+        self.inner.view.send_replace(Arc::new(ViewSnapshot::default()));
         Ok(LocalReply::Left)
     }
 

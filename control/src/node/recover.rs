@@ -34,7 +34,7 @@ pub async fn force_new_cluster(node: &NodeControl, _o: InitOptions) -> Result<Lo
     };
     tracing::warn!(node = %id.node_id, "forced a new one-manager cluster from this manager's state");
     Ok(LocalReply::Initialized {
-        node_id: id.node_id.clone(),
+        node_id: id.node_id.to_string(),
         worker_token,
         manager_token,
         manager_addr: id.manager_addr,

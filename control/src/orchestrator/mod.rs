@@ -7,8 +7,8 @@
 mod restart;
 pub mod update;
 
-use crate::model::{Availability, NodeState, ServiceMode, Task, TaskState, TaskStatus};
-use crate::scheduler::constraint::{parse_all, Constraint};
+use crate::model::constraint::{parse_all, Constraint};
+use crate::model::{Availability, NodeId, NodeState, ServiceId, ServiceMode, Task, TaskId, TaskState, TaskStatus};
 use crate::state::ClusterState;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,17 +16,17 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum SlotKey {
     Replica(u64),
-    Node(String),
+    Node(NodeId),
 }
 
 pub fn reconcile(state: &mut ClusterState, now: u64) {
     remove_orphans_of_deleted_services(state);
-    let mut by_service: BTreeMap<String, BTreeMap<SlotKey, Vec<String>>> = BTreeMap::new();
+    let mut by_service: BTreeMap<ServiceId, BTreeMap<SlotKey, Vec<TaskId>>> = BTreeMap::new();
     for t in state.tasks.values() {
         let key = if t.slot > 0 { SlotKey::Replica(t.slot) } else { SlotKey::Node(t.node_id.clone().unwrap_or_default()) };
         by_service.entry(t.service_id.clone()).or_default().entry(key).or_default().push(t.id.clone());
     }
-    let service_ids: Vec<String> = state.services.keys().cloned().collect();
+    let service_ids: Vec<ServiceId> = state.services.keys().cloned().collect();
     for sid in service_ids {
         let mut slots = by_service.remove(&sid).unwrap_or_default();
         for ids in slots.values_mut() {
@@ -71,7 +71,7 @@ fn forget_unused_specs(state: &mut ClusterState, sid: &str) {
 }
 
 /// The live task of a slot: the newest one still desired to run.
-fn current<'a>(state: &'a ClusterState, ids: &[String]) -> Option<&'a Task> {
+fn current<'a>(state: &'a ClusterState, ids: &[TaskId]) -> Option<&'a Task> {
     ids.iter().rev().filter_map(|id| state.tasks.get(id)).find(|t| t.desired_state <= TaskState::Running)
 }
 
@@ -82,7 +82,7 @@ fn shut_down(t: &mut Task, now: u64, message: &str) {
     }
 }
 
-fn handle_current_tasks(state: &mut ClusterState, sid: &str, slots: &mut BTreeMap<SlotKey, Vec<String>>, now: u64) {
+fn handle_current_tasks(state: &mut ClusterState, sid: &str, slots: &mut BTreeMap<SlotKey, Vec<TaskId>>, now: u64) {
     for (key, ids) in slots.iter_mut() {
         let Some(t) = current(state, ids) else { continue };
         let tid = t.id.clone();
@@ -143,7 +143,7 @@ fn handle_current_tasks(state: &mut ClusterState, sid: &str, slots: &mut BTreeMa
 fn scale_replicated(
     state: &mut ClusterState,
     sid: &str,
-    slots: &mut BTreeMap<SlotKey, Vec<String>>,
+    slots: &mut BTreeMap<SlotKey, Vec<TaskId>>,
     replicas: u64,
     held: &BTreeSet<SlotKey>,
     now: u64,
@@ -151,7 +151,7 @@ fn scale_replicated(
     for (key, ids) in slots.iter() {
         if let SlotKey::Replica(slot) = key {
             if *slot > replicas {
-                let live: Vec<String> =
+                let live: Vec<TaskId> =
                     ids.iter().filter(|id| state.tasks.get(*id).is_some_and(|t| t.desired_state <= TaskState::Running)).cloned().collect();
                 for id in live {
                     if let Some(t) = state.tasks.get_mut(&id) {
@@ -174,7 +174,7 @@ fn scale_replicated(
     }
 }
 
-fn eligible_for_global(state: &ClusterState, constraints: &[Constraint]) -> Vec<String> {
+fn eligible_for_global(state: &ClusterState, constraints: &[Constraint]) -> Vec<NodeId> {
     state
         .nodes
         .values()
@@ -184,13 +184,13 @@ fn eligible_for_global(state: &ClusterState, constraints: &[Constraint]) -> Vec<
         .collect()
 }
 
-fn converge_global(state: &mut ClusterState, sid: &str, slots: &mut BTreeMap<SlotKey, Vec<String>>, held: &BTreeSet<SlotKey>, now: u64) {
+fn converge_global(state: &mut ClusterState, sid: &str, slots: &mut BTreeMap<SlotKey, Vec<TaskId>>, held: &BTreeSet<SlotKey>, now: u64) {
     let constraints = parse_all(&state.services[sid].spec.placement.constraints).unwrap_or_default();
     let eligible = eligible_for_global(state, &constraints);
     for (key, ids) in slots.iter() {
         if let SlotKey::Node(node) = key {
             if !eligible.contains(node) {
-                let live: Vec<String> =
+                let live: Vec<TaskId> =
                     ids.iter().filter(|id| state.tasks.get(*id).is_some_and(|t| t.desired_state <= TaskState::Running)).cloned().collect();
                 for id in live {
                     if let Some(t) = state.tasks.get_mut(&id) {
@@ -213,13 +213,13 @@ fn converge_global(state: &mut ClusterState, sid: &str, slots: &mut BTreeMap<Slo
     }
 }
 
-fn new_task(state: &mut ClusterState, sid: &str, slot: u64, node: Option<String>, now: u64, not_before: u64, restarts: Vec<u64>) -> String {
-    let id = state.ids.next_id();
+fn new_task(state: &mut ClusterState, sid: &str, slot: u64, node: Option<NodeId>, now: u64, not_before: u64, restarts: Vec<u64>) -> TaskId {
+    let id: TaskId = state.ids.next_id();
     // Tasks run the service's current spec (its spec version), whichever path makes them.
     let version = state.services.get(sid).map(|s| s.spec_version).unwrap_or(0);
     let task = Task {
         id: id.clone(),
-        service_id: sid.to_string(),
+        service_id: sid.into(),
         slot,
         node_id: node,
         desired_state: TaskState::Running,
@@ -237,15 +237,15 @@ fn new_task(state: &mut ClusterState, sid: &str, slot: u64, node: Option<String>
 }
 
 /// Keep the newest `limit` tasks per slot; older ones go once they have ended.
-fn trim_history(state: &mut ClusterState, slots: &BTreeMap<SlotKey, Vec<String>>) {
+fn trim_history(state: &mut ClusterState, slots: &BTreeMap<SlotKey, Vec<TaskId>>) {
     let limit = state.task_history_limit();
     for ids in slots.values() {
-        let live: Vec<&String> = ids.iter().filter(|id| state.tasks.contains_key(*id)).collect();
+        let live: Vec<&TaskId> = ids.iter().filter(|id| state.tasks.contains_key(*id)).collect();
         if live.len() <= limit {
             continue;
         }
         let excess = live.len() - limit;
-        let doomed: Vec<String> = live
+        let doomed: Vec<TaskId> = live
             .iter()
             .filter(|id| state.tasks.get(**id).is_some_and(|t| t.desired_state > TaskState::Running && t.status.state.is_terminal()))
             .take(excess)

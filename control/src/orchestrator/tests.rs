@@ -161,7 +161,8 @@ fn node_down_orphans_and_replaces_tasks() {
     let mut w = World::new(2);
     let sid = w.create(spec("web", 6));
     w.report_all(TaskState::Running);
-    let on_n2: Vec<String> = w.live(&sid).iter().filter(|t| t.node_id.as_deref() == Some("n2")).map(|t| t.id.clone()).collect();
+    let on_n2: Vec<crate::model::TaskId> =
+        w.live(&sid).iter().filter(|t| t.node_id.as_deref() == Some("n2")).map(|t| t.id.clone()).collect();
     assert_eq!(on_n2.len(), 2);
     w.ok(Command::SetNodeState { node: "n2".into(), state: NodeState::Down, message: "heartbeat failure".into() });
     for id in &on_n2 {
@@ -237,7 +238,7 @@ fn removed_service_tasks_stop_and_go() {
     w.report_all(TaskState::Running);
     w.ok(Command::RemoveService { service: "web".into() });
     assert!(w.state.tasks.values().all(|t| t.desired_state == TaskState::Shutdown));
-    let ids: Vec<String> = w.state.tasks.keys().cloned().collect();
+    let ids: Vec<crate::model::TaskId> = w.state.tasks.keys().cloned().collect();
     for id in ids {
         w.report(&id, TaskState::Shutdown);
     }
@@ -257,7 +258,7 @@ proptest::proptest! {
             match op {
                 0 => { replicas = i64::from(arg); w.ok(Command::ScaleService { service: "p".into(), replicas }); }
                 1 => {
-                    let live: Vec<String> = w.live(&sid).iter().filter(|t| t.node_id.is_some() && !t.status.state.is_terminal()).map(|t| t.id.clone()).collect();
+                    let live: Vec<crate::model::TaskId> = w.live(&sid).iter().filter(|t| t.node_id.is_some() && !t.status.state.is_terminal()).map(|t| t.id.clone()).collect();
                     if let Some(id) = live.get(arg as usize % live.len().max(1)) { let id = id.clone(); w.report(&id, TaskState::Failed); }
                 }
                 2 => { w.report_all(TaskState::Running); }

@@ -17,7 +17,7 @@ pub struct Credentials {
     current: RwLock<Current>,
     /// Node ids this node accepts as managers when it connects to one (learned from its
     /// sessions); `None` until known (a joining node trusts any manager certificate of its CA).
-    managers: RwLock<Option<BTreeSet<String>>>,
+    managers: RwLock<Option<BTreeSet<crate::model::NodeId>>>,
 }
 
 #[derive(Debug)]
@@ -78,7 +78,7 @@ impl Credentials {
     }
 
     /// The managers' node ids, as the cluster state gives them now.
-    pub fn set_managers(&self, ids: BTreeSet<String>) {
+    pub fn set_managers(&self, ids: BTreeSet<crate::model::NodeId>) {
         *self.managers.write().unwrap_or_else(|p| p.into_inner()) = Some(ids);
     }
 

@@ -1,4 +1,4 @@
-//! Messages of the control gRPC service.
+//! Messages of the control gRPC service (the dispatcher session's are in `session.rs`).
 
 use crate::model::Role;
 use crate::state::{Command, Response, StateError};
@@ -9,7 +9,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use crate::dispatcher::messages::{AgentMessage, SessionMessage};
+pub use super::session::{AgentMessage, SessionMessage};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JoinRequest {
@@ -23,18 +23,21 @@ pub struct JoinRequest {
     /// What the node has for tasks (older nodes send none).
     #[serde(default)]
     pub resources: crate::model::NodeResources,
+    /// What its kernel offers encrypted networks (older nodes send none).
+    #[serde(default)]
+    pub encryption: crate::model::EncryptionSupport,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ManagerInfo {
     pub raft_id: u64,
-    pub node_id: String,
+    pub node_id: crate::model::NodeId,
     pub addr: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JoinResponse {
-    pub node_id: String,
+    pub node_id: crate::model::NodeId,
     pub raft_id: u64,
     pub role: Role,
     pub cert_pem: String,
@@ -104,7 +107,7 @@ pub enum ApiResponse {
         result: Result<Response, StateError>,
         index: u64,
     },
-    View(Box<crate::manager::ClusterView>),
+    View(Box<ClusterView>),
     JoinTokens {
         worker: String,
         manager: String,
@@ -113,4 +116,22 @@ pub enum ApiResponse {
     Logs(crate::logs::LogsReply),
     /// The unlock key after the change (None: autolock is off).
     UnlockKey(Option<String>),
+}
+
+/// What `node ls`, `service ps` and friends read: the state without secrets' data, the CA key
+/// or join tokens (`manager::redact`), plus Raft facts (leader, voters).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub state: crate::state::ClusterState,
+    /// Raft id of the leader, if one is known.
+    pub leader: Option<u64>,
+    pub voters: std::collections::BTreeSet<u64>,
+    /// Raft id of the manager that answered.
+    pub this_manager: u64,
+    /// Last applied log index on that manager.
+    pub applied: u64,
+    /// Each node's gossip membership as the answering manager's node sees it, by node id:
+    /// "alive", "suspect" or "down"; empty when gossip does not run there.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub membership: std::collections::BTreeMap<String, String>,
 }

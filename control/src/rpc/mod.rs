@@ -5,6 +5,7 @@ pub mod codec;
 pub mod conn;
 pub mod creds;
 pub mod messages;
+pub mod session;
 pub mod tls;
 mod verify;
 

@@ -1,7 +1,7 @@
 //! Node filters and the spread score.
 
-use super::constraint::{parse_all, Constraint};
-use crate::model::{Availability, Node, NodeState, Protocol, Service};
+use crate::model::constraint::{parse_all, Constraint};
+use crate::model::{Availability, Node, NodeId, NodeState, Protocol, Service};
 use crate::state::ClusterState;
 use std::collections::{BTreeSet, HashMap};
 
@@ -89,8 +89,8 @@ fn check_node(n: &Node, constraints: &[Constraint]) -> Result<(), Why> {
 /// addressed by position in the state's (id-sorted) node map, so a placement is a scan over
 /// two integer arrays.
 pub struct NodeLoad {
-    index: HashMap<String, usize>,
-    ids: Vec<String>,
+    index: HashMap<NodeId, usize>,
+    ids: Vec<NodeId>,
     total: Vec<u64>,
     per_service: HashMap<String, Vec<u64>>,
     host_ports: HashMap<usize, BTreeSet<(Protocol, i64)>>,
@@ -114,7 +114,7 @@ impl Reservation {
 
 impl NodeLoad {
     pub fn new(state: &ClusterState) -> NodeLoad {
-        let ids: Vec<String> = state.nodes.keys().cloned().collect();
+        let ids: Vec<NodeId> = state.nodes.keys().cloned().collect();
         let index = ids.iter().enumerate().map(|(i, id)| (id.clone(), i)).collect();
         let capacity = state.nodes.values().map(|n| (n.resources.nano_cpus, n.resources.memory_bytes)).collect();
         NodeLoad {
@@ -132,7 +132,7 @@ impl NodeLoad {
         self.index.get(node).copied()
     }
 
-    pub fn id(&self, pos: usize) -> &str {
+    pub fn id(&self, pos: usize) -> &NodeId {
         &self.ids[pos]
     }
 

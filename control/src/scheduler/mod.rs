@@ -4,11 +4,10 @@
 //! (`spread`), then spread: fewest tasks of this service, then fewest tasks overall, then node
 //! id (for determinism).
 
-pub mod constraint;
 mod filter;
 mod spread;
 
-use crate::model::{PublishMode, TaskState, TaskStatus};
+use crate::model::{PublishMode, ServiceId, TaskId, TaskState, TaskStatus};
 use crate::state::ClusterState;
 use filter::{NodeLoad, Reservation};
 use std::collections::BTreeMap;
@@ -20,7 +19,7 @@ fn is_active(t: &crate::model::Task) -> bool {
 
 pub fn schedule(state: &mut ClusterState, now: u64) {
     // Tasks waiting for a node, grouped by service so filters are computed once per service.
-    let mut pending: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut pending: BTreeMap<ServiceId, Vec<TaskId>> = BTreeMap::new();
     for t in state.tasks.values() {
         if t.status.state == TaskState::Pending && t.desired_state == TaskState::Running && t.not_before_ms <= now {
             pending.entry(t.service_id.clone()).or_default().push(t.id.clone());
@@ -62,7 +61,7 @@ pub fn schedule(state: &mut ClusterState, now: u64) {
             match choice {
                 Some(pos) => {
                     load.add(pos, &sid, &host_ports, reserve);
-                    task.node_id = Some(load.id(pos).to_string());
+                    task.node_id = Some(load.id(pos).clone());
                     task.status = TaskStatus::new(TaskState::Assigned, "scheduler assigned task to node", now);
                 }
                 None => {

@@ -9,7 +9,7 @@ fn spec(name: &str, replicas: i64) -> ServiceSpec {
     s
 }
 
-fn per_node(w: &World, sid: &str) -> BTreeMap<String, usize> {
+fn per_node(w: &World, sid: &str) -> BTreeMap<crate::model::NodeId, usize> {
     let mut m = BTreeMap::new();
     for t in w.live(sid) {
         if let Some(n) = &t.node_id {
@@ -71,7 +71,7 @@ fn constraints_on_role_hostname_id_and_labels() {
         s.name = format!("svc-{}", want[0]);
         s.placement.constraints = vec![c.into()];
         let sid = w.create(s);
-        let nodes: Vec<String> = per_node(&w, &sid).keys().cloned().collect();
+        let nodes: Vec<crate::model::NodeId> = per_node(&w, &sid).keys().cloned().collect();
         assert_eq!(nodes, want, "{c}");
     }
 }
@@ -153,7 +153,7 @@ proptest::proptest! {
         for d in drained {
             if d < nodes && eligible > 1 {
                 let n = format!("n{}", d + 1);
-                if w.state.nodes[&n].availability == Availability::Active {
+                if w.state.nodes[n.as_str()].availability == Availability::Active {
                     w.ok(Command::UpdateNode { node: n, availability: Some(Availability::Drain), role: None, label_add: Default::default(), label_rm: vec![] });
                     eligible -= 1;
                 }
@@ -246,7 +246,7 @@ fn placement_preferences_spread_over_label_values_not_nodes() {
     // Scaling up keeps the zones even.
     let mut up = w.state.services[&sid].spec.clone();
     up.mode = ServiceMode::Replicated { replicas: 6 };
-    w.ok(Command::UpdateService { service: sid.clone(), spec: up });
+    w.ok(Command::UpdateService { service: sid.to_string(), spec: up });
     assert_eq!(zones(&w, &sid), BTreeMap::from([("a".into(), 3), ("b".into(), 3)]));
 }
 

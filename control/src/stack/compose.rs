@@ -93,11 +93,37 @@ pub struct UlimitLong {
     pub hard: Int,
 }
 
+/// A short form (`"8080:80"`, `"data:/path:ro"`, `"1024"`) that does not parse, naming it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShortError {
+    #[error("{given:?} is not a whole number")]
+    NotWholeNumber { given: String },
+    #[error("{given:?} is not a port or a range like 8000-8010")]
+    NotPortRange { given: String },
+    #[error("{port:?}: unclosed [ in the host address")]
+    UnclosedBracket { port: String },
+    #[error("{given:?} is not [host_ip:][published:]target[/protocol]")]
+    NotPort { given: String },
+    #[error("{port:?}: {source}")]
+    InPort { port: String, source: Box<ShortError> },
+    #[error("{port:?}: the published and target ranges differ in length")]
+    RangesDiffer { port: String },
+    #[error("{mount:?}: empty section between colons: write [source:]target[:options]")]
+    EmptySection { mount: String },
+    #[error("{given:?} is not [source:]target[:options]")]
+    NotMount { given: String },
+    #[error("{mount:?}: the target {target:?} must be an absolute path")]
+    RelativeTarget { mount: String, target: String },
+    #[error("{mount:?}: unknown option {option:?}: use ro, rw, nocopy or a bind propagation (rprivate, rshared, rslave, ...)")]
+    UnknownOption { mount: String, option: String },
+}
+
 impl ShortOrLong for Ulimit {
     type Long = UlimitLong;
     const EXPECTING: &'static str = "a number or {soft: N, hard: N}";
-    fn short(s: &str) -> Result<Ulimit, String> {
-        let n: i64 = s.trim().parse().map_err(|_| format!("{s:?} is not a whole number"))?;
+    type Error = ShortError;
+    fn short(s: &str) -> Result<Ulimit, ShortError> {
+        let n: i64 = s.trim().parse().map_err(|_| ShortError::NotWholeNumber { given: s.to_string() })?;
         Ok(Ulimit { soft: n, hard: n })
     }
     fn long(l: UlimitLong) -> Ulimit {
@@ -126,7 +152,8 @@ fn yes() -> Bool {
 impl ShortOrLong for EnvFile {
     type Long = EnvFile;
     const EXPECTING: &'static str = "a file name or {path, required}";
-    fn short(s: &str) -> Result<EnvFile, String> {
+    type Error = std::convert::Infallible;
+    fn short(s: &str) -> Result<EnvFile, Self::Error> {
         Ok(EnvFile { path: s.to_string(), required: Bool(true), format: None })
     }
     fn long(l: EnvFile) -> EnvFile {
@@ -182,8 +209,8 @@ pub struct PortLong {
     pub app_protocol: Option<String>,
 }
 
-fn port_range(s: &str) -> Result<(i64, i64), String> {
-    let bad = || format!("{s:?} is not a port or a range like 8000-8010");
+fn port_range(s: &str) -> Result<(i64, i64), ShortError> {
+    let bad = || ShortError::NotPortRange { given: s.to_string() };
     let (a, b) = match s.split_once('-') {
         Some((a, b)) => (a, b),
         None => (s, s),
@@ -199,7 +226,8 @@ fn port_range(s: &str) -> Result<(i64, i64), String> {
 impl ShortOrLong for Port {
     type Long = PortLong;
     const EXPECTING: &'static str = "a port like \"8080:80\" or a mapping with target and published";
-    fn short(s: &str) -> Result<Port, String> {
+    type Error = ShortError;
+    fn short(s: &str) -> Result<Port, ShortError> {
         let (spec, protocol) = match s.rsplit_once('/') {
             Some((p, proto)) => (p, proto.to_string()),
             None => (s, "tcp".to_string()),
@@ -207,7 +235,7 @@ impl ShortOrLong for Port {
         // [host_ip:][published:]target; an IPv6 host address is in brackets.
         let (host_ip, rest) = match spec.strip_prefix('[') {
             Some(v6) => {
-                let (ip, rest) = v6.split_once("]:").ok_or_else(|| format!("{s:?}: unclosed [ in the host address"))?;
+                let (ip, rest) = v6.split_once("]:").ok_or_else(|| ShortError::UnclosedBracket { port: s.to_string() })?;
                 (Some(ip.to_string()), rest)
             }
             None => {
@@ -215,18 +243,18 @@ impl ShortOrLong for Port {
                 match parts.len() {
                     1 | 2 => (None, spec),
                     3 => (Some(parts[0].to_string()), &spec[parts[0].len() + 1..]),
-                    _ => return Err(format!("{s:?} is not [host_ip:][published:]target[/protocol]")),
+                    _ => return Err(ShortError::NotPort { given: s.to_string() }),
                 }
             }
         };
-        let range = |r: &str| port_range(r).map_err(|e| format!("{s:?}: {e}"));
+        let range = |r: &str| port_range(r).map_err(|e| ShortError::InPort { port: s.to_string(), source: Box::new(e) });
         let (published, target) = match rest.split_once(':') {
             Some((p, t)) => (if p.is_empty() { None } else { Some(range(p)?) }, range(t)?),
             None => (None, range(rest)?),
         };
         if let Some(p) = published {
             if p.1.saturating_sub(p.0) != target.1.saturating_sub(target.0) && target.0 != target.1 {
-                return Err(format!("{s:?}: the published and target ranges differ in length"));
+                return Err(ShortError::RangesDiffer { port: s.to_string() });
             }
         }
         Ok(Port { target, published, protocol, mode: None, host_ip: host_ip.filter(|h| !h.is_empty()), name: None, app_protocol: None })
@@ -332,19 +360,20 @@ impl ShortOrLong for ServiceVolume {
     const EXPECTING: &'static str = "a mount like \"data:/path[:ro]\" or a mapping with type, source and target";
     /// Docker's reading: `target`, `source:target` or `source:target:options`; a source that
     /// starts with `/`, `.` or `~` is a host path (bind), any other a volume's name.
-    fn short(s: &str) -> Result<ServiceVolume, String> {
+    type Error = ShortError;
+    fn short(s: &str) -> Result<ServiceVolume, ShortError> {
         let parts: Vec<&str> = s.split(':').collect();
         if parts.iter().any(|p| p.is_empty()) {
-            return Err(format!("{s:?}: empty section between colons: write [source:]target[:options]"));
+            return Err(ShortError::EmptySection { mount: s.to_string() });
         }
         let (source, target, options) = match parts.as_slice() {
             [t] => (None, *t, None),
             [s, t] => (Some(*s), *t, None),
             [s, t, m] => (Some(*s), *t, Some(*m)),
-            _ => return Err(format!("{s:?} is not [source:]target[:options]")),
+            _ => return Err(ShortError::NotMount { given: s.to_string() }),
         };
         if !target.starts_with('/') {
-            return Err(format!("{s:?}: the target {target:?} must be an absolute path"));
+            return Err(ShortError::RelativeTarget { mount: s.to_string(), target: target.to_string() });
         }
         let kind = match source {
             None => "volume",
@@ -371,11 +400,7 @@ impl ShortOrLong for ServiceVolume {
                 }
                 // SELinux relabelling and macOS consistency hints: nothing to do on these hosts.
                 "z" | "Z" | "cached" | "delegated" | "consistent" => {}
-                other => {
-                    return Err(format!(
-                        "{s:?}: unknown option {other:?}: use ro, rw, nocopy or a bind propagation (rprivate, rshared, rslave, ...)"
-                    ))
-                }
+                other => return Err(ShortError::UnknownOption { mount: s.to_string(), option: other.to_string() }),
             }
         }
         Ok(v)
@@ -399,7 +424,8 @@ pub struct FileRef {
 impl ShortOrLong for FileRef {
     type Long = FileRef;
     const EXPECTING: &'static str = "a name or a mapping with source and target";
-    fn short(s: &str) -> Result<FileRef, String> {
+    type Error = std::convert::Infallible;
+    fn short(s: &str) -> Result<FileRef, Self::Error> {
         Ok(FileRef { source: s.into(), target: None, uid: None, gid: None, mode: None })
     }
     fn long(l: FileRef) -> FileRef {

@@ -157,9 +157,22 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
+/// A duration or size in a Compose file that does not parse, with the value as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("{given:?} is not a duration like 10s, 1m30s or 500ms")]
+    NotADuration { given: String },
+    #[error("{given:?} is too long")]
+    TooLong { given: String },
+    #[error("{given:?} is not a size like 512M, 1G or 65536")]
+    NotASize { given: String },
+    #[error("{given:?} is too large")]
+    TooLarge { given: String },
+}
+
 /// Go's `time.ParseDuration`: a sequence of decimal numbers with units ns, us, ms, s, m, h.
-pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
-    let bad = || format!("{s:?} is not a duration like 10s, 1m30s or 500ms");
+pub fn parse_duration_ms(s: &str) -> Result<u64, ValueError> {
+    let bad = || ValueError::NotADuration { given: s.to_string() };
     let t = s.trim();
     if t == "0" {
         return Ok(0);
@@ -189,7 +202,7 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
     }
     let ms = total_ns / 1e6;
     if !ms.is_finite() || ms > 1e15 {
-        return Err(format!("{s:?} is too long"));
+        return Err(ValueError::TooLong { given: s.to_string() });
     }
     Ok(ms.round() as u64)
 }
@@ -205,11 +218,11 @@ impl<'de> Deserialize<'de> for Bytes {
     }
 }
 
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
+pub fn parse_bytes(s: &str) -> Result<u64, ValueError> {
     let t = s.trim().to_ascii_lowercase();
     let digits = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(digits);
-    let bad = || format!("{s:?} is not a size like 512M, 1G or 65536");
+    let bad = || ValueError::NotASize { given: s.to_string() };
     let n: f64 = num.parse().map_err(|_| bad())?;
     let mult: u64 = match unit.trim() {
         "" | "b" => 1,
@@ -221,7 +234,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     };
     let v = n * mult as f64;
     if !v.is_finite() || v >= u64::MAX as f64 {
-        return Err(format!("{s:?} is too large"));
+        return Err(ValueError::TooLarge { given: s.to_string() });
     }
     Ok(v as u64)
 }
@@ -230,7 +243,9 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 pub trait ShortOrLong: Sized {
     type Long: for<'de> Deserialize<'de>;
     const EXPECTING: &'static str;
-    fn short(s: &str) -> Result<Self, String>;
+    /// Why a short form does not parse (serde prints it with the key's path).
+    type Error: fmt::Display;
+    fn short(s: &str) -> Result<Self, Self::Error>;
     fn long(l: Self::Long) -> Self;
 }
 

@@ -3,7 +3,18 @@
 
 use std::collections::BTreeMap;
 
-pub fn parse(text: &str) -> Result<BTreeMap<String, String>, String> {
+/// A line of an env file that is not `KEY=VALUE` (`line` counts from 1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvFileError {
+    #[error("line {line}: {key:?} is not a variable name")]
+    BadName { line: usize, key: String },
+    #[error("line {line}: unclosed single quote")]
+    UnclosedSingle { line: usize },
+    #[error("line {line}: unclosed double quote")]
+    UnclosedDouble { line: usize },
+}
+
+pub fn parse(text: &str) -> Result<BTreeMap<String, String>, EnvFileError> {
     let mut out = BTreeMap::new();
     for (n, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -17,12 +28,12 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, String>, String> {
             None => (line, ""),
         };
         if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
-            return Err(format!("line {}: {key:?} is not a variable name", n + 1));
+            return Err(EnvFileError::BadName { line: n + 1, key: key.to_string() });
         }
         let value = if let Some(v) = value.strip_prefix('\'') {
-            v.strip_suffix('\'').ok_or_else(|| format!("line {}: unclosed single quote", n + 1))?.to_string()
+            v.strip_suffix('\'').ok_or(EnvFileError::UnclosedSingle { line: n + 1 })?.to_string()
         } else if let Some(v) = value.strip_prefix('"') {
-            let v = v.strip_suffix('"').ok_or_else(|| format!("line {}: unclosed double quote", n + 1))?;
+            let v = v.strip_suffix('"').ok_or(EnvFileError::UnclosedDouble { line: n + 1 })?;
             let mut s = String::with_capacity(v.len());
             let mut chars = v.chars();
             while let Some(c) = chars.next() {
@@ -60,7 +71,7 @@ mod tests {
         assert_eq!(env["D"], "x\ny");
         assert_eq!(env["E"], "");
         assert_eq!(env["F"], "a=b");
-        assert_eq!(parse("A='x\n").unwrap_err(), "line 1: unclosed single quote");
-        assert!(parse("bad key=1").unwrap_err().contains("not a variable name"));
+        assert_eq!(parse("A='x\n").unwrap_err().to_string(), "line 1: unclosed single quote");
+        assert!(parse("bad key=1").unwrap_err().to_string().contains("not a variable name"));
     }
 }

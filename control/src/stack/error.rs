@@ -14,8 +14,8 @@ pub enum StackError {
     Yaml { file: String, reason: String },
     #[error("{file}: the top level must be a mapping with a services key")]
     NotAMapping { file: String },
-    #[error("{path}: {reason}")]
-    Interpolation { path: String, reason: String },
+    #[error("{path}: {source}")]
+    Interpolation { path: String, source: super::interpolate::InterpolationError },
     /// An unknown key or a value of the wrong type (`path` is where it is in the file).
     #[error("{path}: {reason}")]
     Field { path: String, reason: String },

@@ -6,6 +6,23 @@ use super::error::StackError;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// A string whose `$` forms are malformed, or a required variable that is missing; the
+/// string (or where in it) is named.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InterpolationError {
+    #[error("invalid interpolation format at {at}: \"${{\" is not closed (write $$ for a literal $)")]
+    NotClosed { at: String },
+    #[error("invalid interpolation format at {at}: a lone \"$\" (write $$ for a literal $)")]
+    LoneDollar { at: String },
+    #[error("invalid interpolation format in {whole:?}: \"${{{inner}}}\" does not start with a variable name")]
+    NoName { whole: String, inner: String },
+    #[error("invalid interpolation format in {whole:?}: \"${{{inner}}}\": use ${{VAR}}, ${{VAR:-default}} or ${{VAR:?error}}")]
+    BadForm { whole: String, inner: String },
+    /// `${VAR:?message}`: `message` is the file's own (empty: ours).
+    #[error("required variable {name} is missing a value: {}", if .message.is_empty() { "set it in the environment or in .env" } else { .message.as_str() })]
+    Required { name: String, message: String },
+}
+
 /// The variables a file sees: the process environment over the `.env` file.
 pub type Vars = BTreeMap<String, String>;
 
@@ -14,7 +31,7 @@ pub type Vars = BTreeMap<String, String>;
 pub fn interpolate(v: &mut Value, vars: &Vars, path: &str, unset: &mut BTreeSet<String>) -> Result<(), StackError> {
     match v {
         Value::String(s) => {
-            *s = substitute(s, vars, unset).map_err(|reason| StackError::Interpolation { path: path.to_string(), reason })?;
+            *s = substitute(s, vars, unset).map_err(|source| StackError::Interpolation { path: path.to_string(), source })?;
         }
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
@@ -41,7 +58,7 @@ fn is_name_char(c: char) -> bool {
 }
 
 /// One string.
-pub fn substitute(s: &str, vars: &Vars, unset: &mut BTreeSet<String>) -> Result<String, String> {
+pub fn substitute(s: &str, vars: &Vars, unset: &mut BTreeSet<String>) -> Result<String, InterpolationError> {
     let mut out = String::with_capacity(s.len());
     let chars: Vec<char> = s.chars().collect();
     let mut i = 0;
@@ -70,10 +87,7 @@ pub fn substitute(s: &str, vars: &Vars, unset: &mut BTreeSet<String>) -> Result<
                     j += 1;
                 }
                 if depth != 0 {
-                    return Err(format!(
-                        "invalid interpolation format at {}: \"${{\" is not closed (write $$ for a literal $)",
-                        at(&chars, i)
-                    ));
+                    return Err(InterpolationError::NotClosed { at: at(&chars, i) });
                 }
                 let inner: String = chars[i + 2..j - 1].iter().collect();
                 out.push_str(&braced(&inner, s, vars, unset)?);
@@ -89,7 +103,7 @@ pub fn substitute(s: &str, vars: &Vars, unset: &mut BTreeSet<String>) -> Result<
                 i = j;
             }
             _ => {
-                return Err(format!("invalid interpolation format at {}: a lone \"$\" (write $$ for a literal $)", at(&chars, i)));
+                return Err(InterpolationError::LoneDollar { at: at(&chars, i) });
             }
         }
     }
@@ -114,11 +128,11 @@ fn lookup(name: &str, vars: &Vars, unset: &mut BTreeSet<String>) -> String {
 }
 
 /// The inside of `${...}`.
-fn braced(inner: &str, whole: &str, vars: &Vars, unset: &mut BTreeSet<String>) -> Result<String, String> {
+fn braced(inner: &str, whole: &str, vars: &Vars, unset: &mut BTreeSet<String>) -> Result<String, InterpolationError> {
     let name_len = inner.find(|c: char| !is_name_char(c)).unwrap_or(inner.len());
     let (name, rest) = inner.split_at(name_len);
     if name.is_empty() || !name.starts_with(is_name_start) {
-        return Err(format!("invalid interpolation format in {whole:?}: \"${{{inner}}}\" does not start with a variable name"));
+        return Err(InterpolationError::NoName { whole: whole.to_string(), inner: inner.to_string() });
     }
     let value = vars.get(name);
     let (op, arg) = if let Some(a) = rest.strip_prefix(":-") {
@@ -136,9 +150,7 @@ fn braced(inner: &str, whole: &str, vars: &Vars, unset: &mut BTreeSet<String>) -
     } else if rest.is_empty() {
         ("", "")
     } else {
-        return Err(format!(
-            "invalid interpolation format in {whole:?}: \"${{{inner}}}\": use ${{VAR}}, ${{VAR:-default}} or ${{VAR:?error}}"
-        ));
+        return Err(InterpolationError::BadForm { whole: whole.to_string(), inner: inner.to_string() });
     };
     let empty = value.is_none_or(|v| v.is_empty());
     Ok(match op {
@@ -165,13 +177,9 @@ fn braced(inner: &str, whole: &str, vars: &Vars, unset: &mut BTreeSet<String>) -
     })
 }
 
-fn required(name: &str, msg: &str, vars: &Vars, unset: &mut BTreeSet<String>) -> Result<String, String> {
-    let msg = substitute(msg, vars, unset)?;
-    Ok(if msg.is_empty() {
-        format!("required variable {name} is missing a value: set it in the environment or in .env")
-    } else {
-        format!("required variable {name} is missing a value: {msg}")
-    })
+/// The error `${VAR:?message}` gives (its message may hold variables itself).
+fn required(name: &str, msg: &str, vars: &Vars, unset: &mut BTreeSet<String>) -> Result<InterpolationError, InterpolationError> {
+    Ok(InterpolationError::Required { name: name.to_string(), message: substitute(msg, vars, unset)? })
 }
 
 #[cfg(test)]
@@ -182,8 +190,9 @@ mod tests {
         [("TAG", "1.2"), ("EMPTY", ""), ("PORT", "8080")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
+    /// The result, or the error as the user reads it.
     fn sub(s: &str) -> Result<String, String> {
-        substitute(s, &vars(), &mut BTreeSet::new())
+        substitute(s, &vars(), &mut BTreeSet::new()).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! (`merge`), extension and Swarm-ignored keys are taken out (`keys`), the rest is parsed into
 //! typed Compose data with paths in every error (`compose`, `de`), converted to shoal's specs
 //! (`convert`), and compared with the cluster to get the commands of a deploy (`diff`). The
-//! CLI (`cli::stack_cmds`) does the reading and the proposing.
+//! CLI (the binary's `src/cli/cluster/stack_cmds.rs`) does the reading and the proposing.
 
 mod blame;
 mod compose;
@@ -25,7 +25,7 @@ pub use compose::ComposeFile;
 pub use convert::{check_stack_name, convert, Context, StackConfig, StackNetwork, StackSecret, StackSpec, IMAGE_LABEL, NAMESPACE_LABEL};
 pub use diff::{in_stack, network_drift, plan, remove_plan, Step};
 pub use error::StackError;
-pub use interpolate::Vars;
+pub use interpolate::{InterpolationError, Vars};
 
 use std::collections::BTreeSet;
 
@@ -58,7 +58,7 @@ pub fn load(sources: &[Source], vars: &Vars) -> Result<Loaded, StackError> {
             return Err(StackError::NotAMapping { file: src.name.clone() });
         }
         interpolate::interpolate(&mut v, vars, "", &mut unset).map_err(|e| match e {
-            StackError::Interpolation { path, reason } => StackError::Interpolation { path: format!("{}: {path}", src.name), reason },
+            StackError::Interpolation { path, source } => StackError::Interpolation { path: format!("{}: {path}", src.name), source },
             other => other,
         })?;
         match &mut merged {
@@ -78,7 +78,7 @@ pub fn load(sources: &[Source], vars: &Vars) -> Result<Loaded, StackError> {
 /// The `.env` file beside the first file, under the process environment (which wins).
 pub fn vars(dotenv: Option<&str>, process: impl IntoIterator<Item = (String, String)>) -> Result<Vars, StackError> {
     let mut vars = match dotenv {
-        Some(text) => envfile::parse(text).map_err(|reason| StackError::Invalid { path: ".env".into(), reason })?,
+        Some(text) => envfile::parse(text).map_err(|e| StackError::invalid(".env", e.to_string()))?,
         None => Vars::new(),
     };
     vars.extend(process);

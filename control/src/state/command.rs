@@ -1,7 +1,7 @@
 //! Commands: the payload of every Raft log entry.
 
 use crate::model::{
-    Availability, CaRotation, Cluster, ConfigSpec, NetworkSpec, Node, NodeState, Role, SecretSpec, ServiceSpec, TaskId, TaskStatus,
+    Availability, CaRotation, Cluster, ConfigSpec, NetworkSpec, Node, NodeId, NodeState, Role, SecretSpec, ServiceSpec, TaskId, TaskStatus,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -31,6 +31,13 @@ pub enum Command {
         state: NodeState,
         message: String,
     },
+    /// What the node's kernel offers encrypted networks, as its agent describes it at the
+    /// start of each session (a node probes at daemon start: a new kernel after a reboot is
+    /// told here, not only at join).
+    SetNodeEncryption {
+        node: crate::model::NodeId,
+        encryption: crate::model::EncryptionSupport,
+    },
     SetJoinToken {
         role: Role,
         token: String,
@@ -48,7 +55,7 @@ pub enum Command {
     },
     /// A manager issued `node` a certificate signed by the root with digest `ca_digest`.
     CertIssued {
-        node: String,
+        node: NodeId,
         ca_digest: String,
     },
     CreateNetwork {
@@ -101,7 +108,7 @@ pub enum Command {
     /// given here, deterministically): the first time an encrypted network needs it, and again
     /// on rotation (the address stays).
     IssueWireGuard {
-        node: String,
+        node: NodeId,
         private_key: String,
     },
     /// A manager rotates every node pair's preshared key: a fresh seed they are derived from.
@@ -110,9 +117,24 @@ pub enum Command {
     },
     /// `network update --rotate-keys`: rotate the pair keys now (the leader issues a new seed).
     RequestKeyRotation,
+    /// A manager issues a gossip key (base64, 32 random bytes): the first, or step 1 of a
+    /// rotation (every node accepts it from now on; see `state::gossip`).
+    InstallGossipKey {
+        key: String,
+    },
+    /// Step 2 of a gossip key rotation: every node sends under key `id`.
+    UseGossipKey {
+        id: u32,
+    },
+    /// Step 3: no node accepts key `id` any more.
+    RetireGossipKey {
+        id: u32,
+    },
+    /// `shoal update --rotate-gossip-key`: the leader rotates the gossip key now.
+    RequestGossipKeyRotation,
     /// Task states reported by the agent of `node`.
     TaskStatus {
-        node: String,
+        node: NodeId,
         updates: Vec<(TaskId, TaskStatus)>,
     },
     /// Nothing but a reconcile at `now` (restart delays, update delays and monitor windows

@@ -4,14 +4,19 @@ use super::{ClusterState, StateError};
 use crate::model::{Network, Node, Secret, Service};
 use std::collections::BTreeMap;
 
-fn find<'a, T>(map: &'a BTreeMap<String, T>, kind: &str, key: &str, name_of: impl Fn(&T) -> &str) -> Result<&'a T, StateError> {
+fn find<'a, K: std::borrow::Borrow<str> + Ord, T>(
+    map: &'a BTreeMap<K, T>,
+    kind: &str,
+    key: &str,
+    name_of: impl Fn(&T) -> &str,
+) -> Result<&'a T, StateError> {
     if let Some(v) = map.get(key) {
         return Ok(v);
     }
     if let Some(v) = map.values().find(|v| name_of(v) == key) {
         return Ok(v);
     }
-    let mut by_prefix = map.iter().filter(|(id, _)| !key.is_empty() && id.starts_with(key));
+    let mut by_prefix = map.iter().filter(|(id, _)| !key.is_empty() && (*id).borrow().starts_with(key));
     match (by_prefix.next(), by_prefix.next()) {
         (Some((_, v)), None) => Ok(v),
         (Some(_), Some(_)) => Err(StateError::Conflict(format!("{kind} {key:?} is ambiguous: give more of the id"))),

@@ -1,18 +1,13 @@
-//! The replicated cluster state and the commands that change it. `apply` is deterministic: the
-//! same commands in the same order give the same state on every manager. A command either
-//! fails with an error naming the field and changes nothing, or succeeds and is followed by one
-//! reconcile pass (orchestrator -> allocator -> scheduler).
+//! The replicated cluster state: data, lookups, validation, and the commands that change it.
+//! Applying a command and reconciling is the decision pipeline's job (`crate::decide`), which
+//! sits above this module; nothing here imports the allocator, orchestrator or scheduler.
 
-mod apply;
-#[cfg(test)]
-mod bounds_tests;
 mod ca_rotation;
 mod command;
 mod error;
+pub mod gossip;
 pub mod limits;
 mod lookup;
-#[cfg(test)]
-mod tests;
 pub mod validate;
 mod wireguard;
 
@@ -50,6 +45,9 @@ pub struct ClusterState {
     /// A rotation of the pair keys was asked for at this time (`network update --rotate-keys`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_rotation_requested_ms: Option<u64>,
+    /// The cluster's gossip key ring (`state::gossip`; blanked in client views).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gossip_keys: Option<gossip::GossipKeys>,
     /// Bumped by every successful command.
     pub version: u64,
     /// The leader's clock at the last reconcile: a deadline at or before it has had its pass.
@@ -58,42 +56,6 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
-    /// Apply one command: all or nothing.
-    pub fn apply(&mut self, req: &Request) -> Result<Response, StateError> {
-        if let Command::Batch(cmds) = &req.cmd {
-            // Each command is all-or-nothing on its own; one reconcile pass for the batch.
-            let mut results = Vec::with_capacity(cmds.len());
-            for c in cmds {
-                let r = self.apply_command(req.now_ms, c);
-                if r.is_ok() {
-                    self.version += 1;
-                }
-                results.push(r);
-            }
-            self.finish_ca_rotation();
-            self.reconcile(req.now_ms);
-            return Ok(Response::Batch(results));
-        }
-        let resp = self.apply_command(req.now_ms, &req.cmd)?;
-        self.version += 1;
-        self.finish_ca_rotation();
-        self.reconcile(req.now_ms);
-        Ok(resp)
-    }
-
-    /// Bring tasks in line with services and nodes: make/stop tasks, give them addresses,
-    /// place them. Never fails: problems are written into task status messages.
-    pub fn reconcile(&mut self, now_ms: u64) {
-        if self.cluster.is_none() {
-            return;
-        }
-        self.reconciled_ms = self.reconciled_ms.max(now_ms);
-        crate::orchestrator::reconcile(self, now_ms);
-        crate::allocator::allocate_tasks(self, now_ms);
-        crate::scheduler::schedule(self, now_ms);
-        crate::allocator::allocate_lb_addrs(self);
-    }
-
     /// The earliest time after `now_ms` that a reconcile has something to do that no command
     /// will bring: a restart delay ending, an update's delay or last monitor window ending.
     pub fn next_deadline(&self, now_ms: u64) -> Option<u64> {

@@ -106,7 +106,7 @@ fn check_service_bounds(spec: &ServiceSpec) -> Result<(), StateError> {
         return Err(StateError::invalid("placement-pref", format!("at most {} preferences", crate::model::MAX_PREFERENCES)));
     }
     for (i, p) in spec.placement.preferences.iter().enumerate() {
-        p.check().map_err(|why| StateError::invalid(format!("placement-pref[{i}]"), why))?;
+        p.check().map_err(|why| StateError::invalid(format!("placement-pref[{i}]"), why.to_string()))?;
     }
     if spec.endpoint.ports.len() > MAX_ENTRIES {
         return Err(StateError::invalid("ports", format!("{} entries is more than the limit of {MAX_ENTRIES}", spec.endpoint.ports.len())));
@@ -248,8 +248,8 @@ pub fn check_service(spec: &ServiceSpec, state: &ClusterState) -> Result<(), Sta
         }
     }
     check_network_aliases(spec)?;
-    if let Err((i, e)) = crate::scheduler::constraint::parse_all(&spec.placement.constraints) {
-        return Err(StateError::invalid(format!("constraints[{i}]"), e));
+    if let Err((i, e)) = crate::model::constraint::parse_all(&spec.placement.constraints) {
+        return Err(StateError::invalid(format!("constraints[{i}]"), e.to_string()));
     }
     if spec.placement.max_replicas_per_node > 0 && spec.mode == ServiceMode::Global {
         return Err(StateError::invalid("max-replicas", "only replicated services take a per-node maximum"));

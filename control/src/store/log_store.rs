@@ -2,7 +2,7 @@
 //! committed with `Durability::Immediate` (fsync) before it is acknowledged.
 
 use super::crypto::DataKey;
-use super::{db_err, StoreError, TypeConfig};
+use super::{db_err, on_disk, StoreError, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
 use redb::{Database, ReadableTable, TableDefinition};
@@ -139,7 +139,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), SErr> {
-        self.put_meta(VOTE, vote).map_err(|e| StorageIOError::write_vote(&e).into())
+        let (store, vote) = (self.clone(), *vote);
+        on_disk("saving the vote", move || store.put_meta(VOTE, &vote)).await.map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, SErr> {
@@ -147,7 +148,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), SErr> {
-        self.put_meta(COMMITTED, &committed).map_err(write_err)
+        let store = self.clone();
+        on_disk("saving the committed index", move || store.put_meta(COMMITTED, &committed)).await.map_err(write_err)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, SErr> {
@@ -160,7 +162,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<_> = entries.into_iter().collect();
-        let res = self.append_sync(entries);
+        let store = self.clone();
+        let res = on_disk("appending to the Raft log", move || store.append_sync(entries)).await;
         match res {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
@@ -174,10 +177,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), SErr> {
-        self.remove_range((Bound::Included(log_id.index), Bound::Unbounded), None).map_err(write_err)
+        let store = self.clone();
+        on_disk("truncating the Raft log", move || store.remove_range((Bound::Included(log_id.index), Bound::Unbounded), None))
+            .await
+            .map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), SErr> {
-        self.remove_range((Bound::Unbounded, Bound::Included(log_id.index)), Some(log_id)).map_err(write_err)
+        let store = self.clone();
+        on_disk("purging the Raft log", move || store.remove_range((Bound::Unbounded, Bound::Included(log_id.index)), Some(log_id)))
+            .await
+            .map_err(write_err)
     }
 }

@@ -44,6 +44,21 @@ pub enum StoreError {
     Decrypt { what: String },
     #[error("decoding {what}: {source}")]
     Decode { what: String, source: serde_json::Error },
+    #[error("{what}: the disk writer thread ended without an answer ({reason})")]
+    Writer { what: &'static str, reason: String },
+}
+
+/// Runs a disk write (an fsync: up to seconds on a busy disk) on tokio's blocking pool. Run on
+/// a runtime worker instead, it holds the worker and the tasks queued on it, among them agent
+/// sessions whose heartbeats then go unread, and nodes look silent.
+pub(crate) async fn on_disk<T: Send + 'static>(
+    what: &'static str,
+    write: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    match tokio::task::spawn_blocking(write).await {
+        Ok(out) => out,
+        Err(e) => Err(StoreError::Writer { what, reason: e.to_string() }),
+    }
 }
 
 macro_rules! db_err {

@@ -65,6 +65,26 @@ impl SharedState {
     }
 }
 
+/// A state with no Raft log behind it, for unit tests of its readers (the dispatcher's
+/// sessions): a request is applied as a committed entry would be, at the next index.
+#[cfg(test)]
+impl SharedState {
+    pub(crate) fn detached() -> Arc<SharedState> {
+        SharedState::new()
+    }
+
+    pub(crate) fn apply_detached(&self, req: &crate::state::Request) -> Result<Response, crate::state::StateError> {
+        let (index, r) = {
+            let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            let index = g.last_applied.map_or(0, |l| l.index) + 1;
+            g.last_applied = Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), index));
+            (index, crate::decide::apply(&mut g.state, req))
+        };
+        self.applied.send_replace(index);
+        r
+    }
+}
+
 #[derive(Clone)]
 pub struct StateMachineStore {
     shared: Arc<SharedState>,
@@ -144,7 +164,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         };
         let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
         let file = SnapshotFile { meta: meta.clone(), data: data.clone() };
-        self.write_snapshot_file(&file).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let store = self.clone();
+        super::on_disk("writing a snapshot", move || store.write_snapshot_file(&file))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
@@ -171,7 +194,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 last = e.log_id.index;
                 match e.payload {
                     EntryPayload::Blank => out.push(Ok(Response::Ok)),
-                    EntryPayload::Normal(req) => out.push(g.state.apply(&req)),
+                    EntryPayload::Normal(req) => out.push(crate::decide::apply(&mut g.state, &req)),
                     EntryPayload::Membership(m) => {
                         g.membership = StoredMembership::new(Some(e.log_id), m);
                         out.push(Ok(Response::Ok));
@@ -197,7 +220,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let body: SnapshotBody = serde_json::from_slice(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let file = SnapshotFile { meta: meta.clone(), data };
-        self.write_snapshot_file(&file).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let store = self.clone();
+        super::on_disk("writing a received snapshot", move || store.write_snapshot_file(&file))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         let idx = meta.last_log_id.map(|l| l.index).unwrap_or(0);
         {
             let mut g = self.shared.inner.write().unwrap_or_else(|p| p.into_inner());

@@ -11,9 +11,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::watch;
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+// Not every suite uses both (each includes this module).
+#[allow(unused_imports)]
+pub use shoal_control::testkit::{free_port, sim_agent};
 
 pub struct TestNode {
     pub node: NodeControl,
@@ -162,32 +162,4 @@ pub async fn cluster(managers: usize, workers: usize) -> (Vec<TestNode>, Vec<Tes
     })
     .await;
     (ms, ws, wt, mt)
-}
-
-/// A simulated agent: runs every task it is assigned (reports RUNNING) and stops those it is
-/// told to stop (reports SHUTDOWN).
-pub fn sim_agent(node: NodeControl) -> tokio::task::JoinHandle<()> {
-    use shoal_control::model::{TaskState, TaskStatus};
-    tokio::spawn(async move {
-        let mut view = node.view();
-        let mut reported: std::collections::HashMap<String, TaskState> = Default::default();
-        loop {
-            let snap = view.borrow_and_update().clone();
-            let mut updates = vec![];
-            for a in snap.view.assignments.values() {
-                let t = &a.task;
-                let want = if t.desired_state == TaskState::Running { TaskState::Running } else { TaskState::Shutdown };
-                if t.status.state < want && reported.get(&t.id) != Some(&want) {
-                    reported.insert(t.id.clone(), want);
-                    updates.push((t.id.clone(), TaskStatus::new(want, "simulated", 0)));
-                }
-            }
-            if !updates.is_empty() {
-                node.report(updates).await;
-            }
-            if view.changed().await.is_err() {
-                return;
-            }
-        }
-    })
 }

@@ -22,6 +22,8 @@ pub const NLA_TYPE_MASK: u16 = 0x3fff;
 pub const NLMSGERR_ATTR_MSG: u16 = 1;
 
 pub const NETLINK_ROUTE: isize = 0;
+/// XFRM (IPsec SAs and policies), `linux/xfrm.h`.
+pub const NETLINK_XFRM: isize = 6;
 pub const NETLINK_NETFILTER: isize = 12;
 pub const NETLINK_GENERIC: isize = 16;
 

@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::key::{Key, PrivateKey};
 use super::plan::{DeviceConfig, ObservedPeer, WgOp};
+use super::wg_error::WgError;
 use shoal_netlink::{self as wire, MsgBuilder, Socket, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 
 const GENL_ID_CTRL: u16 = 0x10;
@@ -159,42 +160,41 @@ pub struct Genl {
 }
 
 /// The family id, or why the kernel has no WireGuard (asking loads the module where it can).
-pub fn probe() -> Result<(), String> {
+pub fn probe() -> Result<(), WgError> {
     Genl::open().map(|_| ())
 }
 
 impl Genl {
-    pub fn open() -> Result<Self, String> {
-        let mut sock = Socket::open(wire::NETLINK_GENERIC).map_err(|e| format!("open generic netlink: {e}"))?;
+    pub fn open() -> Result<Self, WgError> {
+        let mut sock =
+            Socket::open(wire::NETLINK_GENERIC).map_err(|source| WgError::Netlink { what: "open generic netlink".into(), source })?;
         let seq = sock.next_seq();
-        let family =
-            match sock.transact(&get_family(seq), seq) {
-                Ok(answers) => answers
-                    .iter()
-                    .find_map(|a| wire::find(&wire::attrs(a.payload.get(4..)?), CTRL_ATTR_FAMILY_ID)?.u16_ne())
-                    .ok_or_else(|| "the generic netlink controller answered without a family id".to_string())?,
-                Err(e) if e.is(wire::Errno::NotFound) => return Err(
-                    "the kernel has no WireGuard (generic netlink family \"wireguard\" not found: the module is not built in or loadable)"
-                        .into(),
-                ),
-                Err(e) => return Err(format!("ask generic netlink for wireguard: {e}")),
-            };
+        let family = match sock.transact(&get_family(seq), seq) {
+            Ok(answers) => answers
+                .iter()
+                .find_map(|a| wire::find(&wire::attrs(a.payload.get(4..)?), CTRL_ATTR_FAMILY_ID)?.u16_ne())
+                .ok_or(WgError::NoFamilyId)?,
+            Err(e) if e.is(wire::Errno::NotFound) => return Err(WgError::NoKernelWireGuard),
+            Err(source) => return Err(WgError::Netlink { what: "ask generic netlink for wireguard".into(), source }),
+        };
         Ok(Self { sock, family })
     }
 
-    pub fn get(&mut self, ifname: &str) -> Result<DeviceConfig, String> {
+    pub fn get(&mut self, ifname: &str) -> Result<DeviceConfig, WgError> {
         let seq = self.sock.next_seq();
-        let answers =
-            self.sock.transact(&get_device(self.family, seq, ifname), seq).map_err(|e| format!("read wireguard device {ifname}: {e}"))?;
+        let answers = self
+            .sock
+            .transact(&get_device(self.family, seq, ifname), seq)
+            .map_err(|source| WgError::Netlink { what: format!("read wireguard device {ifname}"), source })?;
         let payloads: Vec<Vec<u8>> = answers.into_iter().map(|a| a.payload).collect();
         Ok(parse_device(&payloads))
     }
 
-    pub fn set(&mut self, ifname: &str, ops: &[WgOp]) -> Result<(), String> {
+    pub fn set(&mut self, ifname: &str, ops: &[WgOp]) -> Result<(), WgError> {
         let seq = self.sock.next_seq();
         self.sock
             .transact(&set_device(self.family, seq, ifname, ops), seq)
-            .map_err(|e| format!("configure wireguard device {ifname}: {e}"))?;
+            .map_err(|source| WgError::Netlink { what: format!("configure wireguard device {ifname}"), source })?;
         Ok(())
     }
 }

@@ -9,6 +9,7 @@
 //! neither can come up, [`reconcile`] says why and the caller attaches nothing of the encrypted
 //! networks: there is no plaintext fallback.
 
+pub mod ipsec;
 pub mod kernel;
 pub mod key;
 mod nft;
@@ -18,6 +19,7 @@ mod plan_tests;
 pub mod uapi;
 mod uapi_server;
 pub mod userspace;
+pub mod wg_error;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -25,7 +27,7 @@ use std::path::PathBuf;
 
 use crate::lb::Instance;
 use crate::netlink::{Addr, LinkKind, Netlink, NetlinkError, Route, MAIN_TABLE};
-use crate::state::NodeState;
+use crate::state::DesiredNode;
 
 use plan::{FailClosed, LinkObserved, LinkOp, Tunnel, WgOp, DEVICE, DEVICE_ALIAS, WG_OVERHEAD};
 
@@ -37,7 +39,19 @@ pub enum CryptError {
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
     #[error("encryption: {0}")]
-    Kernel(String),
+    WireGuard(#[from] wg_error::WgError),
+    #[error("encryption: {0}")]
+    Xfrm(#[from] ipsec::kernel::XfrmError),
+    /// The fail-closed nftables table could not be read or written.
+    #[error("encryption: {what}: {message}")]
+    FailClosedTable { what: String, message: String },
+    /// The WireGuard tunnel was asked to run on a backend that is not WireGuard (a bug: the
+    /// backend pick chooses between the two WireGuards only).
+    #[error("encryption: the WireGuard tunnel cannot run on {0}")]
+    NotWireGuard(Backend),
+    /// Removing what encryption made failed in places; the rest was removed.
+    #[error("encryption: {what}: {}", failures.join("; "))]
+    Teardown { what: &'static str, failures: Vec<String> },
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
 }
@@ -46,6 +60,8 @@ pub enum CryptError {
 pub enum Backend {
     Kernel,
     Userspace,
+    /// ESP in transport mode over XFRM (`--opt encrypted=ipsec`).
+    Ipsec,
 }
 
 impl fmt::Display for Backend {
@@ -53,6 +69,7 @@ impl fmt::Display for Backend {
         f.write_str(match self {
             Backend::Kernel => "kernel WireGuard",
             Backend::Userspace => "userspace WireGuard (gotatun on TUN)",
+            Backend::Ipsec => "IPsec (XFRM ESP, AES-GCM)",
         })
     }
 }
@@ -81,10 +98,13 @@ impl std::str::FromStr for Choice {
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
-    /// None when no network is encrypted (the tunnel is not wanted).
+    /// None when no network is encrypted. The WireGuard backend when a network uses it, else
+    /// [`Backend::Ipsec`] when one uses IPsec.
     pub backend: Option<Backend>,
     pub reason: String,
     pub changes: Vec<String>,
+    /// When an IPsec key rotation's next step is due (seconds since the epoch): run a pass then.
+    pub next_pass_at: Option<u64>,
 }
 
 /// Where the userspace helper of this namespace keeps its pid file, socket and log.
@@ -124,12 +144,14 @@ fn pick(choice: Choice) -> Result<(Backend, String), CryptError> {
 /// moment lets an encrypted VNI out in the clear), then the tunnel device, its WireGuard keys and
 /// peers, its address and routes. `Err(Unavailable)` means the node cannot encrypt: attach none
 /// of the encrypted networks. `desired` must be valid.
-pub fn reconcile(desired: &NodeState, choice: Choice, dry_run: bool) -> Result<Report, CryptError> {
+pub fn reconcile(desired: &DesiredNode, choice: Choice, dry_run: bool) -> Result<Report, CryptError> {
     let fail = FailClosed::from_state(desired);
-    let Some(want) = plan::desired(desired) else {
+    let ipsec_want = ipsec::plan::desired(desired).map_err(|e| CryptError::Unavailable(e.to_string()))?;
+    let wg_want = plan::desired(desired);
+    if fail.is_empty() {
         let changes = if dry_run { Vec::new() } else { remove_all(&helper_dir(&desired.node))? };
-        return Ok(Report { backend: None, reason: "no network is encrypted".into(), changes });
-    };
+        return Ok(Report { backend: None, reason: "no network is encrypted".into(), changes, next_pass_at: None });
+    }
     let mut changes = Vec::new();
     if !nft::current(&fail)? {
         changes.push(format!("fail closed: table ip {}: {}", plan::TABLE, fail.tag()));
@@ -137,13 +159,27 @@ pub fn reconcile(desired: &NodeState, choice: Choice, dry_run: bool) -> Result<R
             nft::apply(&fail)?;
         }
     }
+    let mut report = match &ipsec_want {
+        Some(_) => Report { backend: Some(Backend::Ipsec), reason: "asked for (--opt encrypted=ipsec)".into(), ..Default::default() },
+        None => Report::default(),
+    };
+    // IPsec first: a node that cannot run it refuses every encrypted network, as for WireGuard.
+    let (ipsec_changes, next) = reconcile_ipsec(ipsec_want.as_ref(), dry_run)?;
+    changes.extend(ipsec_changes);
+    report.next_pass_at = next;
+    let Some(want) = wg_want else {
+        if !dry_run {
+            changes.extend(remove_tunnel(&helper_dir(&desired.node))?);
+        }
+        return Ok(Report { changes, ..report });
+    };
     let (backend, reason) = pick(choice)?;
     let mut nl = Netlink::open()?;
     let underlay_mtu = underlay_mtu(&mut nl, desired)?;
     let mtu = underlay_mtu - WG_OVERHEAD;
     if dry_run {
         changes.push(format!("bring up {backend} on {DEVICE} mtu {mtu}"));
-        return Ok(Report { backend: Some(backend), reason, changes });
+        return Ok(Report { backend: Some(backend), reason, changes, ..report });
     }
     let dir = helper_dir(&desired.node);
     let existing = nl.link_by_name(DEVICE)?;
@@ -161,11 +197,11 @@ pub fn reconcile(desired: &NodeState, choice: Choice, dry_run: bool) -> Result<R
                 nl.add_wireguard(DEVICE, mtu, DEVICE_ALIAS)?;
                 changes.push(format!("create wireguard {DEVICE} mtu {mtu}"));
             }
-            let mut genl = kernel::Genl::open().map_err(CryptError::Unavailable)?;
-            let have = genl.get(DEVICE).map_err(CryptError::Kernel)?;
+            let mut genl = kernel::Genl::open().map_err(|e| CryptError::Unavailable(e.to_string()))?;
+            let have = genl.get(DEVICE)?;
             let ops = plan::plan_device(&want, &have);
             if !ops.is_empty() {
-                genl.set(DEVICE, &ops).map_err(CryptError::Kernel)?;
+                genl.set(DEVICE, &ops)?;
             }
             changes.extend(ops.iter().map(WgOp::to_string));
         }
@@ -179,23 +215,44 @@ pub fn reconcile(desired: &NodeState, choice: Choice, dry_run: bool) -> Result<R
                 changes.push(format!("start userspace WireGuard on {DEVICE} (helper pid {pid}, {})", dir.display()));
             }
             let socket = userspace::socket(&dir);
-            let have = uapi::get(&socket).map_err(CryptError::Kernel)?;
+            let have = uapi::get(&socket)?;
             let ops = plan::plan_device(&want, &have);
             if !ops.is_empty() {
-                uapi::set(&socket, &ops).map_err(CryptError::Kernel)?;
+                uapi::set(&socket, &ops)?;
             }
             changes.extend(ops.iter().map(WgOp::to_string));
         }
+        // `pick` chooses between the two WireGuards only.
+        Backend::Ipsec => return Err(CryptError::NotWireGuard(Backend::Ipsec)),
     }
     let ops = plan::plan_link(&want, mtu, &observe_link(&mut nl)?);
     for op in &ops {
         apply_link(&mut nl, op)?;
     }
     changes.extend(ops.iter().map(LinkOp::to_string));
-    Ok(Report { backend: Some(backend), reason, changes })
+    Ok(Report { backend: Some(backend), reason, changes, ..report })
 }
 
-fn underlay_mtu(nl: &mut Netlink, desired: &NodeState) -> Result<u32, CryptError> {
+/// Brings this namespace's XFRM SAs and policies to `want` (None: none of ours). Returns what it
+/// did and when a rotation's next step is due.
+fn reconcile_ipsec(want: Option<&ipsec::plan::Want>, dry_run: bool) -> Result<(Vec<String>, Option<u64>), CryptError> {
+    let xfrm = ipsec::kernel::Xfrm::open();
+    let mut x = match (xfrm, want) {
+        (Ok(x), _) => x,
+        // No XFRM at all: there is nothing of ours to remove either.
+        (Err(_), None) => return Ok((Vec::new(), None)),
+        (Err(e), Some(_)) => return Err(CryptError::Unavailable(format!("IPsec: {e}"))),
+    };
+    let have = x.observe()?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let plan = ipsec::plan::plan(want, &have, now);
+    if !dry_run {
+        x.apply(&plan.ops).map_err(|e| if e.is_unavailable() { CryptError::Unavailable(e.to_string()) } else { CryptError::Xfrm(e) })?;
+    }
+    Ok((plan.ops.iter().map(|o| o.to_string()).collect(), plan.next_step_at))
+}
+
+fn underlay_mtu(nl: &mut Netlink, desired: &DesiredNode) -> Result<u32, CryptError> {
     let me = desired.self_node().ok_or_else(|| CryptError::Unavailable(format!("node '{}' is not in `nodes`", desired.node)))?;
     let addrs = nl.addrs()?;
     let links = nl.links()?;
@@ -239,24 +296,27 @@ fn route(oif: u32, dst: std::net::Ipv4Addr, src: Option<std::net::Ipv4Addr>) -> 
     Route { table: MAIN_TABLE, dst, prefix: 32, oif: Some(oif), gateway: None, src }
 }
 
-/// Removes the tunnel (helper or kernel device) and the fail-closed table. Keeps going past
+/// Removes the WireGuard tunnel (helper or kernel device) alone.
+fn remove_tunnel(dir: &std::path::Path) -> Result<Vec<String>, CryptError> {
+    let mut changes = Vec::new();
+    let mut failures = Vec::new();
+    remove_tunnel_into(dir, &mut changes, &mut failures)?;
+    if failures.is_empty() {
+        Ok(changes)
+    } else {
+        Err(CryptError::Teardown { what: "remove the WireGuard tunnel", failures })
+    }
+}
+
+/// Removes the tunnel, our SAs and policies, and the fail-closed table. Keeps going past
 /// failures; returns what it did.
 fn remove_all(dir: &std::path::Path) -> Result<Vec<String>, CryptError> {
     let mut changes = Vec::new();
     let mut failures = Vec::new();
-    match userspace::stop(dir) {
-        Ok(true) => changes.push("stop the userspace WireGuard helper".to_string()),
-        Ok(false) => {}
+    remove_tunnel_into(dir, &mut changes, &mut failures)?;
+    match reconcile_ipsec(None, false) {
+        Ok((done, _)) => changes.extend(done),
         Err(e) => failures.push(e.to_string()),
-    }
-    let mut nl = Netlink::open()?;
-    if let Some(l) = nl.link_by_name(DEVICE)? {
-        if l.alias.as_deref() == Some(DEVICE_ALIAS) || l.kind == LinkKind::Other("wireguard".into()) {
-            match nl.delete_link(DEVICE) {
-                Ok(()) => changes.push(format!("delete link {DEVICE}")),
-                Err(e) => failures.push(e.to_string()),
-            }
-        }
     }
     let empty = FailClosed::default();
     match nft::current(&empty) {
@@ -272,8 +332,26 @@ fn remove_all(dir: &std::path::Path) -> Result<Vec<String>, CryptError> {
     if failures.is_empty() {
         Ok(changes)
     } else {
-        Err(CryptError::Kernel(format!("teardown: {}", failures.join("; "))))
+        Err(CryptError::Teardown { what: "teardown", failures })
     }
+}
+
+fn remove_tunnel_into(dir: &std::path::Path, changes: &mut Vec<String>, failures: &mut Vec<String>) -> Result<(), CryptError> {
+    match userspace::stop(dir) {
+        Ok(true) => changes.push("stop the userspace WireGuard helper".to_string()),
+        Ok(false) => {}
+        Err(e) => failures.push(e.to_string()),
+    }
+    let mut nl = Netlink::open()?;
+    if let Some(l) = nl.link_by_name(DEVICE)? {
+        if l.alias.as_deref() == Some(DEVICE_ALIAS) || l.kind == LinkKind::Other("wireguard".into()) {
+            match nl.delete_link(DEVICE) {
+                Ok(()) => changes.push(format!("delete link {DEVICE}")),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Removes everything encryption made in this namespace (teardown).
@@ -282,6 +360,6 @@ pub fn teardown() -> Result<Vec<String>, CryptError> {
 }
 
 /// The desired tunnel, for callers that need its addresses (the overlay planner).
-pub fn tunnel(desired: &NodeState) -> Option<Tunnel> {
+pub fn tunnel(desired: &DesiredNode) -> Option<Tunnel> {
     plan::desired(desired)
 }

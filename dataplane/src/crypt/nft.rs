@@ -21,15 +21,19 @@ pub fn current(want: &FailClosed) -> Result<bool, CryptError> {
         .output()
         .map_err(|e| CryptError::Unavailable(format!("run nft: {e}")))?;
     if !out.status.success() {
-        return Err(CryptError::Kernel(format!("read table ip {TABLE}: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        let message = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(CryptError::FailClosedTable { what: format!("read table ip {TABLE}"), message });
     }
-    let json: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| CryptError::Kernel(format!("nft -j printed no JSON for table ip {TABLE}: {e}")))?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| CryptError::FailClosedTable {
+        what: format!("read table ip {TABLE}"),
+        message: format!("nft -j printed no JSON: {e}"),
+    })?;
     let tag = want.tag();
     Ok(json["nftables"].as_array().into_iter().flatten().any(|i| i["rule"]["comment"] == tag.as_str()))
 }
 
 pub fn apply(want: &FailClosed) -> Result<(), CryptError> {
     let what = if want.is_empty() { format!("remove table ip {TABLE}") } else { format!("table ip {TABLE}: {}", want.tag()) };
-    crate::lb::nft::run_batch(&nft_script(want), &what).map_err(|e| CryptError::Kernel(e.to_string()))
+    crate::lb::nft::run_batch(&nft_script(want), &what)
+        .map_err(|e| CryptError::FailClosedTable { what: format!("write table ip {TABLE}"), message: e.to_string() })
 }

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use super::ipsec::plan::VXLAN_PORT as IPSEC_VXLAN_PORT;
 use super::key::{Key, PrivateKey};
-use crate::state::{NodeState, VXLAN_PORT};
+use crate::state::{DesiredNode, Encryption, VXLAN_PORT};
 
 /// The tunnel device, one per node whatever the number of encrypted networks.
 pub const DEVICE: &str = "shw0";
@@ -43,8 +44,8 @@ pub struct Peer {
 }
 
 /// The tunnel `state` asks for: None when no network is encrypted. Expects a validated state.
-pub fn desired(state: &NodeState) -> Option<Tunnel> {
-    if !state.wants_encryption() {
+pub fn desired(state: &DesiredNode) -> Option<Tunnel> {
+    if !state.networks.iter().any(|n| n.encrypted == Some(Encryption::Wireguard)) {
         return None;
     }
     let me = state.self_node()?;
@@ -207,30 +208,40 @@ pub fn plan_link(want: &Tunnel, mtu: u32, have: &LinkObserved) -> Vec<LinkOp> {
     ops
 }
 
-/// What the fail-closed table must hold: the encrypted VNIs and this node's tunnel address.
+/// What the fail-closed table must hold: the WireGuard-encrypted VNIs and this node's tunnel
+/// address, and the IPsec-encrypted VNIs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FailClosed {
     pub vnis: BTreeSet<u32>,
     pub address: Option<Ipv4Addr>,
+    pub ipsec_vnis: BTreeSet<u32>,
 }
 
 impl FailClosed {
-    pub fn from_state(state: &NodeState) -> Self {
+    pub fn from_state(state: &DesiredNode) -> Self {
+        let with = |e: Encryption| state.networks.iter().filter(|n| n.encrypted == Some(e)).map(|n| n.vni).collect();
+        let vnis: BTreeSet<u32> = with(Encryption::Wireguard);
         Self {
-            vnis: state.networks.iter().filter(|n| n.encrypted.is_some()).map(|n| n.vni).collect(),
-            address: state.self_node().and_then(|n| n.wireguard.as_ref()).map(|w| w.address),
+            address: (!vnis.is_empty()).then(|| state.self_node().and_then(|n| n.wireguard.as_ref()).map(|w| w.address)).flatten(),
+            vnis,
+            ipsec_vnis: with(Encryption::Ipsec),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.vnis.is_empty()
+        self.vnis.is_empty() && self.ipsec_vnis.is_empty()
     }
 
     /// The comment on the table's first rule: the table is current when it carries this.
     pub fn tag(&self) -> String {
-        let vnis: Vec<String> = self.vnis.iter().map(|v| v.to_string()).collect();
+        let list = |v: &BTreeSet<u32>| v.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
         let addr = self.address.map(|a| a.to_string()).unwrap_or_default();
-        format!("shoal crypt v1 vni={} addr={addr}", vnis.join(","))
+        let tag = format!("shoal crypt v1 vni={} addr={addr}", list(&self.vnis));
+        if self.ipsec_vnis.is_empty() {
+            tag
+        } else {
+            format!("{tag} ipsec={}", list(&self.ipsec_vnis))
+        }
     }
 }
 
@@ -245,11 +256,17 @@ pub fn nft_script(want: &FailClosed) -> String {
     let tag = want.tag();
     s.push_str(&format!("table ip {TABLE} {{\n\tchain input {{\n\t\ttype filter hook input priority -300; policy accept;\n"));
     let mut first = true;
+    let mut comment = || if std::mem::take(&mut first) { format!(" comment \"{tag}\"") } else { String::new() };
     for vni in &want.vnis {
-        let comment = if first { format!(" comment \"{tag}\"") } else { String::new() };
-        first = false;
         // Plaintext VXLAN of an encrypted network that did not come out of the tunnel.
-        s.push_str(&format!("\t\tiifname != \"{DEVICE}\" udp dport {VXLAN_PORT} @th,96,24 {vni} drop{comment}\n"));
+        s.push_str(&format!("\t\tiifname != \"{DEVICE}\" udp dport {VXLAN_PORT} @th,96,24 {vni} drop{}\n", comment()));
+    }
+    // IPsec networks' VXLAN never travels on 4789, and on its own port only out of ESP.
+    for vni in &want.ipsec_vnis {
+        s.push_str(&format!("\t\tudp dport {VXLAN_PORT} @th,96,24 {vni} drop{}\n", comment()));
+    }
+    if !want.ipsec_vnis.is_empty() {
+        s.push_str(&format!("\t\tudp dport {IPSEC_VXLAN_PORT} meta ipsec missing drop{}\n", comment()));
     }
     if let Some(a) = want.address {
         s.push_str(&format!("\t\tiifname != {{ \"{DEVICE}\", \"lo\" }} ip daddr {a} drop\n"));
@@ -257,6 +274,13 @@ pub fn nft_script(want: &FailClosed) -> String {
     s.push_str("\t}\n\tchain output {\n\t\ttype filter hook output priority -300; policy accept;\n");
     for vni in &want.vnis {
         s.push_str(&format!("\t\toifname != \"{DEVICE}\" udp dport {VXLAN_PORT} @th,96,24 {vni} drop\n"));
+    }
+    for vni in &want.ipsec_vnis {
+        s.push_str(&format!("\t\tudp dport {VXLAN_PORT} @th,96,24 {vni} drop\n"));
+    }
+    if !want.ipsec_vnis.is_empty() {
+        // The XFRM policy already holds back what has no SA; this holds back what has no policy.
+        s.push_str(&format!("\t\toifname != \"lo\" udp dport {IPSEC_VXLAN_PORT} rt ipsec missing drop\n"));
     }
     if let Some(a) = want.address {
         // Whatever leaves from the tunnel address leaves through the tunnel, or not at all (a

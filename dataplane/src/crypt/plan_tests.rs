@@ -8,13 +8,13 @@ use serde_json::json;
 
 use super::key::PrivateKey;
 use super::plan::*;
-use crate::state::NodeState;
+use crate::state::DesiredNode;
 
 fn keys() -> Vec<PrivateKey> {
     (1..=3u8).map(|i| PrivateKey::from_bytes([i; 32])).collect()
 }
 
-fn state(node: usize, encrypted: bool) -> NodeState {
+fn state(node: usize, encrypted: bool) -> DesiredNode {
     let k = keys();
     let names = ["smgr", "snode1", "snode2"];
     let nodes: Vec<_> = (0..3)
@@ -27,7 +27,7 @@ fn state(node: usize, encrypted: bool) -> NodeState {
     if encrypted {
         secure["encrypted"] = json!("wireguard");
     }
-    let s: NodeState = serde_json::from_value(json!({
+    let s: DesiredNode = serde_json::from_value(json!({
         "node": names[node], "nodes": nodes,
         "wireguard_private_key": k[node].expose().to_base64(),
         "networks": [secure, {"name": "plain", "vni": 4097, "subnet": "10.0.9.0/24"}],
@@ -182,4 +182,26 @@ fn a_rotated_preshared_key_is_one_set_peer_per_peer_and_never_shows() {
     assert!(!ops[0].to_string().contains(&secret) && !format!("{:?}", ops[0]).contains(&secret));
     run(&mut dev, &ops);
     assert!(plan_device(&desired(&s).unwrap(), &dev).is_empty(), "re-plan after the rotation is empty");
+}
+
+#[test]
+fn ipsec_networks_are_fail_closed_on_both_ports_and_want_no_tunnel() {
+    let mut s = state(0, true);
+    s.networks[0].encrypted = Some(crate::state::Encryption::Ipsec);
+    for (i, n) in s.nodes.iter_mut().enumerate().skip(1) {
+        n.wireguard.as_mut().unwrap().preshared_key = Some(PrivateKey::from_bytes([40 + i as u8; 32]));
+    }
+    s.validate().unwrap();
+    assert_eq!(desired(&s), None, "no WireGuard network: no tunnel");
+    let f = FailClosed::from_state(&s);
+    assert_eq!((f.vnis.len(), f.address, f.ipsec_vnis.clone()), (0, None, BTreeSet::from([4099])));
+    let script = nft_script(&f);
+    assert!(script.contains("udp dport 4789 @th,96,24 4099 drop comment \"shoal crypt v1 vni= addr= ipsec=4099\""), "{script}");
+    assert!(script.contains("udp dport 4799 meta ipsec missing drop"), "plaintext on the IPsec port never arrives: {script}");
+    assert!(script.contains("oifname != \"lo\" udp dport 4799 rt ipsec missing drop"), "nor leaves: {script}");
+    assert!(!script.contains("4097"), "the plain network's VXLAN must pass: {script}");
+    // A peer without its pair key is refused naming the field.
+    s.nodes[1].wireguard.as_mut().unwrap().preshared_key = None;
+    let e = s.validate().unwrap_err().to_string();
+    assert!(e.contains("nodes[1].wireguard.preshared_key: network 'secure' is encrypted with IPsec"), "{e}");
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::key::{Key, PrivateKey};
 use super::plan::{DeviceConfig, ObservedPeer, WgOp};
+use super::wg_error::WgError;
 
 /// The `set=1` request carrying `ops` (keys in hex, as the protocol wants).
 pub fn set_request(ops: &[WgOp]) -> String {
@@ -38,38 +39,39 @@ pub fn set_request(ops: &[WgOp]) -> String {
 }
 
 /// Parses a `get=1` answer (up to its blank line). Lines shoal does not use are skipped.
-pub fn parse_get(text: &str) -> Result<DeviceConfig, String> {
+pub fn parse_get(text: &str) -> Result<DeviceConfig, WgError> {
     let mut cfg = DeviceConfig::default();
     let mut peer: Option<Key> = None;
     for line in text.lines() {
         if line.is_empty() {
             break;
         }
-        let Some((k, v)) = line.split_once('=') else { return Err(format!("bad line '{line}'")) };
+        let bad = |what| WgError::BadAnswer { what, line: line.to_string() };
+        let Some((k, v)) = line.split_once('=') else { return Err(bad("no key=value")) };
         match k {
-            "errno" if v != "0" => return Err(format!("the tunnel answered errno {v}")),
+            "errno" if v != "0" => return Err(WgError::Refused { errno: v.parse().map_err(|_| bad("a bad errno"))? }),
             "private_key" => {
-                let key = Key::from_hex(v).ok_or("bad private_key")?;
+                let key = Key::from_hex(v).ok_or_else(|| bad("a bad private_key"))?;
                 cfg.private_key = Some(PrivateKey::from_bytes(key.0));
             }
-            "listen_port" => cfg.port = v.parse().map_err(|_| format!("bad listen_port '{v}'"))?,
+            "listen_port" => cfg.port = v.parse().map_err(|_| bad("a bad listen_port"))?,
             "public_key" => {
-                let key = Key::from_hex(v).ok_or_else(|| format!("bad public_key '{v}'"))?;
+                let key = Key::from_hex(v).ok_or_else(|| bad("a bad public_key"))?;
                 cfg.peers.insert(key, ObservedPeer::default());
                 peer = Some(key);
             }
             "preshared_key" => {
-                let p = peer.and_then(|k| cfg.peers.get_mut(&k)).ok_or("preshared_key before public_key")?;
-                let key = Key::from_hex(v).ok_or("bad preshared_key")?;
+                let p = peer.and_then(|k| cfg.peers.get_mut(&k)).ok_or_else(|| bad("preshared_key before public_key"))?;
+                let key = Key::from_hex(v).ok_or_else(|| bad("a bad preshared_key"))?;
                 p.psk = (key.0 != [0; 32]).then(|| PrivateKey::from_bytes(key.0));
             }
             "endpoint" => {
-                let p = peer.and_then(|k| cfg.peers.get_mut(&k)).ok_or("endpoint before public_key")?;
+                let p = peer.and_then(|k| cfg.peers.get_mut(&k)).ok_or_else(|| bad("endpoint before public_key"))?;
                 // IPv6 endpoints are not shoal's: they read as none, and get replaced.
                 p.endpoint = v.parse::<SocketAddrV4>().ok();
             }
             "allowed_ip" => {
-                let p = peer.and_then(|k| cfg.peers.get_mut(&k)).ok_or("allowed_ip before public_key")?;
+                let p = peer.and_then(|k| cfg.peers.get_mut(&k)).ok_or_else(|| bad("allowed_ip before public_key"))?;
                 if let Some((ip, len)) = v.split_once('/') {
                     if let (Ok(ip), Ok(len)) = (ip.parse(), len.parse()) {
                         p.allowed_ips.insert((ip, len));
@@ -99,19 +101,18 @@ pub fn exchange(socket: &Path, request: &str) -> std::io::Result<String> {
     String::from_utf8(out).map_err(|_| std::io::Error::other("the tunnel answered non-UTF-8"))
 }
 
-pub fn get(socket: &Path) -> Result<DeviceConfig, String> {
-    let text = exchange(socket, "get=1\n\n").map_err(|e| format!("ask {}: {e}", socket.display()))?;
+pub fn get(socket: &Path) -> Result<DeviceConfig, WgError> {
+    let text = exchange(socket, "get=1\n\n").map_err(|source| WgError::Socket { what: "ask", socket: socket.into(), source })?;
     parse_get(&text)
 }
 
-pub fn set(socket: &Path, ops: &[WgOp]) -> Result<(), String> {
-    let text = exchange(socket, &set_request(ops)).map_err(|e| format!("configure through {}: {e}", socket.display()))?;
+pub fn set(socket: &Path, ops: &[WgOp]) -> Result<(), WgError> {
+    let text =
+        exchange(socket, &set_request(ops)).map_err(|source| WgError::Socket { what: "configure", socket: socket.into(), source })?;
     match text.lines().find_map(|l| l.strip_prefix("errno=")) {
         Some("0") => Ok(()),
-        Some(e) => {
-            Err(format!("the tunnel refused the configuration: errno {e} ({})", std::io::Error::from_raw_os_error(e.parse().unwrap_or(0))))
-        }
-        None => Err("the tunnel gave no answer".into()),
+        Some(e) => Err(WgError::Refused { errno: e.parse().unwrap_or(0) }),
+        None => Err(WgError::NoAnswer),
     }
 }
 
@@ -149,6 +150,8 @@ mod tests {
         assert_eq!(p.endpoint, Some(endpoint));
         assert_eq!(p.allowed_ips, BTreeSet::from([("10.254.0.2".parse().unwrap(), 32)]));
         assert_eq!(p.psk, Some(PrivateKey::from_bytes([8; 32])));
-        assert!(parse_get("errno=19\n\n").unwrap_err().contains("19"));
+        assert!(matches!(parse_get("errno=19\n\n"), Err(WgError::Refused { errno: 19 })));
+        let err = parse_get("public_key=zz\n\n").unwrap_err();
+        assert_eq!(err.to_string(), "the tunnel's answer has a bad public_key in line \"public_key=zz\"");
     }
 }

@@ -16,7 +16,7 @@ pub use plan::{desired, plan, script, Egress, EgressOp, Observed, RULE_TAG, TABL
 
 use std::process::Command;
 
-use crate::state::NodeState;
+use crate::state::DesiredNode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EgressError {
@@ -47,7 +47,7 @@ pub fn observe() -> Result<Observed, EgressError> {
 }
 
 /// Brings table `ip shoal_egress` to what `desired` asks; returns the operation it ran.
-pub fn reconcile(desired: &NodeState) -> Result<Option<EgressOp>, EgressError> {
+pub fn reconcile(desired: &DesiredNode) -> Result<Option<EgressOp>, EgressError> {
     let want = plan::desired(desired);
     let op = plan::plan(&want, &observe()?);
     if let Some(op) = &op {
@@ -57,7 +57,7 @@ pub fn reconcile(desired: &NodeState) -> Result<Option<EgressOp>, EgressError> {
 }
 
 /// What [`reconcile`] would do, without doing it.
-pub fn dry_run(desired: &NodeState) -> Result<Option<EgressOp>, EgressError> {
+pub fn dry_run(desired: &DesiredNode) -> Result<Option<EgressOp>, EgressError> {
     Ok(plan::plan(&plan::desired(desired), &observe()?))
 }
 

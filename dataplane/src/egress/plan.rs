@@ -7,7 +7,7 @@ use std::fmt;
 use ipnet::Ipv4Net;
 
 use crate::overlay::names::BRIDGE_PREFIX;
-use crate::state::NodeState;
+use crate::state::DesiredNode;
 
 pub const TABLE: &str = "shoal_egress";
 const SET: &str = "subnets";
@@ -21,7 +21,7 @@ pub struct Egress {
 }
 
 /// Every network of the node that is not internal: overlays, and the gateway bridge.
-pub fn desired(state: &NodeState) -> Egress {
+pub fn desired(state: &DesiredNode) -> Egress {
     Egress { subnets: state.networks.iter().filter(|n| !n.internal).map(|n| n.subnet.trunc()).collect() }
 }
 
@@ -117,7 +117,7 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn state(internal: bool) -> NodeState {
+    fn state(internal: bool) -> DesiredNode {
         serde_json::from_value(json!({
             "node": "a",
             "nodes": [{"name": "a", "address": "192.168.33.10"}],

@@ -16,7 +16,7 @@ pub use plan::{desired, plan, script, ControlPorts, Guard, GuardOp, Observed, TA
 
 use std::process::Command;
 
-use crate::state::NodeState;
+use crate::state::DesiredNode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
@@ -46,7 +46,7 @@ pub fn observe() -> Result<Observed, GuardError> {
 }
 
 /// Brings table `ip shoal_guard` to what `desired` asks; returns the operation it ran.
-pub fn reconcile(desired: &NodeState, ports: &ControlPorts) -> Result<Option<GuardOp>, GuardError> {
+pub fn reconcile(desired: &DesiredNode, ports: &ControlPorts) -> Result<Option<GuardOp>, GuardError> {
     let want = plan::desired(desired, ports);
     let op = plan::plan(&want, &observe()?);
     if let Some(op) = &op {

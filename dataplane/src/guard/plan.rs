@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use sha2::{Digest, Sha256};
 
 use crate::overlay::names::BRIDGE_PREFIX;
-use crate::state::{NodeState, VXLAN_PORT};
+use crate::state::{DesiredNode, VXLAN_PORT};
 
 pub const TABLE: &str = "shoal_guard";
 const SET: &str = "vteps";
@@ -46,7 +46,7 @@ impl Guard {
 /// The peers of each overlay network this node is on (nodes that balance on it, and nodes with
 /// endpoints on it, as the overlay planner programs them), at their VTEP: the underlay address,
 /// or the WireGuard address for an encrypted network (whose VXLAN runs inside the tunnels).
-pub fn desired(state: &NodeState, ports: &ControlPorts) -> Guard {
+pub fn desired(state: &DesiredNode, ports: &ControlPorts) -> Guard {
     let vtep_of = |name: &str, encrypted: bool| {
         let node = state.nodes.iter().find(|n| n.name == name)?;
         if encrypted {
@@ -160,7 +160,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn state() -> NodeState {
+    fn state() -> DesiredNode {
         serde_json::from_value(json!({
             "node": "a",
             "nodes": [

@@ -60,7 +60,7 @@ impl EbpfLb {
 
     fn cgroup(inst: &Instance) -> Result<PathBuf, LbError> {
         let root = shoal_ebpf::cgroup2_mount()
-            .ok_or_else(|| LbError::Unavailable { kind: LbKind::Ebpf, reason: "no cgroup v2 hierarchy is mounted".into() })?;
+            .ok_or_else(|| LbError::Unavailable { kind: LbKind::Ebpf, reason: super::Unavailable::NoCgroup2 })?;
         Ok(inst.cgroup(&root))
     }
 
@@ -369,14 +369,11 @@ fn rewire_plan(have: &BTreeMap<(TcHook, String), bool>, want: &BTreeSet<(TcHook,
 
 /// The interface (in this namespace) that holds `addr`.
 fn interface_with(addr: Ipv4Addr) -> Result<String, LbError> {
-    let err = |e: crate::netlink::NetlinkError| LbError::Other(format!("find the interface holding {addr}: {e}"));
+    let err = |source| LbError::FindUnderlay { addr, source };
     let mut nl = Netlink::open().map_err(err)?;
     let index = nl.addrs().map_err(err)?.into_iter().find(|a| a.ip == addr).map(|a| a.ifindex);
     let links = nl.links().map_err(err)?;
-    index
-        .and_then(|i| links.into_iter().find(|l| l.index == i))
-        .map(|l| l.name)
-        .ok_or_else(|| LbError::Other(format!("no interface holds the node's underlay address {addr}; is this the node's namespace?")))
+    index.and_then(|i| links.into_iter().find(|l| l.index == i)).map(|l| l.name).ok_or(LbError::NoUnderlayInterface { addr })
 }
 
 impl LoadBalancer for EbpfLb {

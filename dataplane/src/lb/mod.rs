@@ -31,16 +31,21 @@ use std::str::FromStr;
 pub use instance::Instance;
 pub use plan::{desired, diff, Frontend, Kind, LbOp, LbTable, Target};
 
-use crate::state::NodeState;
+use crate::state::DesiredNode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LbError {
     #[error("load balancer {kind} cannot run here: {reason}")]
-    Unavailable { kind: LbKind, reason: String },
-    #[error("no load balancer can run here: ebpf: {ebpf}; nftables: {nftables}; ipvs: {ipvs}")]
-    NoneAvailable { ebpf: String, nftables: String, ipvs: String },
+    Unavailable { kind: LbKind, reason: Unavailable },
+    /// Every balancer, in the order `auto` tried them, with why it cannot run.
+    #[error("no load balancer can run here: {}", .0.iter().map(|(k, r)| format!("{k}: {r}")).collect::<Vec<_>>().join("; "))]
+    NoneAvailable(Vec<(LbKind, Unavailable)>),
     #[error("nftables: {what}: {detail}")]
     Nft { what: String, detail: String },
+    #[error("nftables: read table ip {table}: {source}")]
+    NftListing { table: &'static str, source: nft::ParseError },
+    #[error("IPVS: read table ip {table}: {source}")]
+    IpvsListing { table: &'static str, source: ipvs::table::ParseError },
     #[error("eBPF load balancer: {what}: {source}")]
     Ebpf { what: String, source: Box<shoal_ebpf::Error> },
     #[error("conntrack: {what}: {detail}")]
@@ -49,10 +54,28 @@ pub enum LbError {
     Ipvs { what: String, detail: String },
     #[error("{what} {path}: {source}")]
     Io { what: &'static str, path: String, source: std::io::Error },
-    #[error("{0}")]
-    Other(String),
+    #[error("find the interface holding {addr}: {source}")]
+    FindUnderlay { addr: std::net::Ipv4Addr, source: crate::netlink::NetlinkError },
+    #[error("no interface holds the node's underlay address {addr}; is this the node's namespace?")]
+    NoUnderlayInterface { addr: std::net::Ipv4Addr },
     #[error("teardown failed:{}", .0.iter().map(|e| format!("\n  - {e}")).collect::<String>())]
     Many(Vec<LbError>),
+}
+
+/// Why one balancer cannot run here (what its probe found, or why it failed to open).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    #[error(transparent)]
+    Ebpf(#[from] shoal_ebpf::LbUnsupported),
+    #[error("no cgroup v2 hierarchy is mounted")]
+    NoCgroup2,
+    #[error(transparent)]
+    Nftables(#[from] nft::Unavailable),
+    #[error(transparent)]
+    Ipvs(#[from] ipvs::FamilyError),
+    /// It probed fine but failed to open here earlier (kept as text: the error is not Clone).
+    #[error("failed to open here: {why}")]
+    FailedToOpen { why: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -84,6 +107,7 @@ pub enum Choice {
     Force(LbKind),
 }
 
+// clap's value parser takes FromStr with a String error, so this one stays a String.
 impl FromStr for Choice {
     type Err = String;
 
@@ -126,13 +150,13 @@ pub trait LoadBalancer {
 /// What the kernel offers, per implementation (`Err` holds the reason it cannot run).
 #[derive(Debug, Clone)]
 pub struct ProbeReport {
-    pub ebpf: Result<(), String>,
-    pub nftables: Result<(), String>,
-    pub ipvs: Result<(), String>,
+    pub ebpf: Result<(), Unavailable>,
+    pub nftables: Result<(), Unavailable>,
+    pub ipvs: Result<(), Unavailable>,
 }
 
 impl ProbeReport {
-    pub fn get(&self, kind: LbKind) -> &Result<(), String> {
+    pub fn get(&self, kind: LbKind) -> &Result<(), Unavailable> {
         match kind {
             LbKind::Ebpf => &self.ebpf,
             LbKind::Nftables => &self.nftables,
@@ -149,7 +173,7 @@ impl ProbeReport {
 
 /// The choice made with `probe` asked about each implementation only as needed: the forced one
 /// alone, or for `auto` eBPF, nftables, IPVS in turn until one can run.
-pub fn choose_with(choice: Choice, mut probe: impl FnMut(LbKind) -> Result<(), String>) -> Result<(LbKind, String), LbError> {
+pub fn choose_with(choice: Choice, mut probe: impl FnMut(LbKind) -> Result<(), Unavailable>) -> Result<(LbKind, String), LbError> {
     match choice {
         Choice::Force(kind) => match probe(kind) {
             Ok(()) => Ok((kind, "forced by --lb".into())),
@@ -164,12 +188,11 @@ pub fn choose_with(choice: Choice, mut probe: impl FnMut(LbKind) -> Result<(), S
                     Ok(()) => return Ok((kind, format!("probed: {}", skipped.join("; ")))),
                     Err(reason) => {
                         skipped.push(format!("{kind} unavailable ({reason})"));
-                        reasons.push(reason);
+                        reasons.push((kind, reason));
                     }
                 }
             }
-            let [ebpf, nftables, ipvs]: [String; 3] = reasons.try_into().unwrap_or_default();
-            Err(LbError::NoneAvailable { ebpf, nftables, ipvs })
+            Err(LbError::NoneAvailable(reasons))
         }
     }
 }
@@ -177,19 +200,20 @@ pub fn choose_with(choice: Choice, mut probe: impl FnMut(LbKind) -> Result<(), S
 /// Whether implementation `kind` can run here (`Err` holds why not). eBPF loads its programs
 /// with tiny maps (slow under emulation), nftables runs `nft`, IPVS asks generic netlink for
 /// its family.
-pub fn probe_kind(kind: LbKind) -> Result<(), String> {
+pub fn probe_kind(kind: LbKind) -> Result<(), Unavailable> {
     match kind {
-        LbKind::Ebpf => shoal_ebpf::probe().load_balancer(),
-        LbKind::Nftables => nft::NftLb::probe(),
-        LbKind::Ipvs => ipvs::probe(),
+        LbKind::Ebpf => shoal_ebpf::probe().load_balancer()?,
+        LbKind::Nftables => nft::NftLb::probe()?,
+        LbKind::Ipvs => ipvs::probe()?,
     }
+    Ok(())
 }
 
 /// [`probe_kind`] for instance `inst`: an eBPF balancer already programmed there (its pins
 /// exist, and bpffs keeps them for this boot only) has loaded on this kernel, so it is not
 /// test-loaded again (a full load of both objects, as long as the real one). Opening it still
 /// fails, and is reported, if it cannot run.
-pub fn probe_here(kind: LbKind, inst: &Instance) -> Result<(), String> {
+pub fn probe_here(kind: LbKind, inst: &Instance) -> Result<(), Unavailable> {
     match kind {
         LbKind::Ebpf if ebpf::EbpfLb::present(inst) => Ok(()),
         _ => probe_kind(kind),
@@ -205,7 +229,7 @@ pub fn probe() -> ProbeReport {
 /// Probes every implementation, reusing an eBPF probe already run (a test load of both eBPF
 /// objects is the slow part): what `shoal doctor` reports.
 pub fn probe_with(ebpf: &shoal_ebpf::Probe) -> ProbeReport {
-    ProbeReport { ebpf: ebpf.load_balancer(), nftables: probe_kind(LbKind::Nftables), ipvs: probe_kind(LbKind::Ipvs) }
+    ProbeReport { ebpf: ebpf.load_balancer().map_err(Into::into), nftables: probe_kind(LbKind::Nftables), ipvs: probe_kind(LbKind::Ipvs) }
 }
 
 /// Opens implementation `kind` for this namespace.
@@ -227,7 +251,7 @@ pub struct LbReport {
 }
 
 /// Chooses a balancer, brings it to `state` and removes what other balancers left here.
-pub fn reconcile(state: &NodeState, choice: Choice, dry_run: bool) -> Result<LbReport, LbError> {
+pub fn reconcile(state: &DesiredNode, choice: Choice, dry_run: bool) -> Result<LbReport, LbError> {
     let want = desired(state);
     let inst = Instance::here(&state.node);
     if want.is_empty() && !dry_run {
@@ -264,7 +288,7 @@ pub fn open_choice(
 ) -> Result<(Box<dyn LoadBalancer>, LbKind, String), LbError> {
     loop {
         let (kind, reason) = choose_with(choice, |k| match broken.get(&k) {
-            Some(why) => Err(format!("failed to open here: {why}")),
+            Some(why) => Err(Unavailable::FailedToOpen { why: why.clone() }),
             None => probe_here(k, inst),
         })?;
         tracing::info!(lb = %kind, %reason, instance = %inst.name, "load balancer chosen");
@@ -375,9 +399,24 @@ pub fn show(node: &str) -> Result<ShowReport, LbError> {
 mod tests {
     use super::*;
 
+    /// What each balancer's probe says on a host without it.
+    fn missing(kind: LbKind) -> Unavailable {
+        match kind {
+            LbKind::Ebpf => shoal_ebpf::LbUnsupported {
+                sock_lb: shoal_ebpf::Support::Unavailable { reason: "no BTF".into() },
+                tc_nat: shoal_ebpf::Support::Available,
+            }
+            .into(),
+            LbKind::Nftables => {
+                nft::Unavailable::CannotRun { binary: "nft", detail: "No such file or directory (os error 2)".into() }.into()
+            }
+            LbKind::Ipvs => ipvs::FamilyError::NotInKernel.into(),
+        }
+    }
+
     fn report(ebpf: bool, nft: bool) -> ProbeReport {
-        let r = |ok: bool, why: &str| if ok { Ok(()) } else { Err(why.to_string()) };
-        ProbeReport { ebpf: r(ebpf, "no BTF"), nftables: r(nft, "no nft"), ipvs: Err("family IPVS not found".into()) }
+        let r = |ok: bool, kind: LbKind| if ok { Ok(()) } else { Err(missing(kind)) };
+        ProbeReport { ebpf: r(ebpf, LbKind::Ebpf), nftables: r(nft, LbKind::Nftables), ipvs: Err(missing(LbKind::Ipvs)) }
     }
 
     #[test]
@@ -385,15 +424,15 @@ mod tests {
         assert_eq!(report(true, true).choose(Choice::Auto).unwrap().0, LbKind::Ebpf);
         let (kind, why) = report(false, true).choose(Choice::Auto).unwrap();
         assert_eq!(kind, LbKind::Nftables);
-        assert!(why.contains("ebpf unavailable (no BTF)"), "{why}");
+        assert!(why.contains("ebpf unavailable (socket LB unavailable: no BTF; tc NAT available)"), "{why}");
         let err = report(false, false).choose(Choice::Auto).unwrap_err().to_string();
-        assert!(err.contains("IPVS not found"), "{err}");
+        assert!(err.contains("generic netlink family \"IPVS\" not found"), "{err}");
     }
 
     type Asked = std::rc::Rc<std::cell::RefCell<Vec<LbKind>>>;
 
     /// A probe that records what it was asked.
-    fn recording(available: &'static [LbKind]) -> (impl FnMut(LbKind) -> Result<(), String>, Asked) {
+    fn recording(available: &'static [LbKind]) -> (impl FnMut(LbKind) -> Result<(), Unavailable>, Asked) {
         let asked = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
         let log = asked.clone();
         let probe = move |k: LbKind| {
@@ -401,7 +440,7 @@ mod tests {
             if available.contains(&k) {
                 Ok(())
             } else {
-                Err(format!("no {k}"))
+                Err(missing(k))
             }
         };
         (probe, asked)
@@ -414,7 +453,7 @@ mod tests {
         assert_eq!(*asked.borrow(), vec![LbKind::Ipvs]);
         let (probe, asked) = recording(&[]);
         let err = choose_with(Choice::Force(LbKind::Nftables), probe).unwrap_err().to_string();
-        assert_eq!(err, "load balancer nftables cannot run here: no nftables");
+        assert_eq!(err, "load balancer nftables cannot run here: cannot run nft: No such file or directory (os error 2)");
         assert_eq!(*asked.borrow(), vec![LbKind::Nftables]);
     }
 
@@ -426,20 +465,28 @@ mod tests {
         let (probe, asked) = recording(&[LbKind::Nftables, LbKind::Ipvs]);
         let (kind, why) = choose_with(Choice::Auto, probe).unwrap();
         assert_eq!(kind, LbKind::Nftables);
-        assert_eq!(why, "probed: ebpf unavailable (no ebpf)");
+        assert_eq!(why, "probed: ebpf unavailable (socket LB unavailable: no BTF; tc NAT available)");
         assert_eq!(*asked.borrow(), vec![LbKind::Ebpf, LbKind::Nftables]);
         let (probe, asked) = recording(&[LbKind::Ipvs]);
         assert_eq!(choose_with(Choice::Auto, probe).unwrap().0, LbKind::Ipvs);
         assert_eq!(asked.borrow().len(), 3);
         let (probe, _) = recording(&[]);
         let err = choose_with(Choice::Auto, probe).unwrap_err().to_string();
-        assert_eq!(err, "no load balancer can run here: ebpf: no ebpf; nftables: no nftables; ipvs: no ipvs");
+        assert_eq!(
+            err,
+            "no load balancer can run here: ebpf: socket LB unavailable: no BTF; tc NAT available; \
+             nftables: cannot run nft: No such file or directory (os error 2); \
+             ipvs: the kernel has no IPVS (generic netlink family \"IPVS\" not found: ip_vs is not built in or loaded)"
+        );
     }
 
     #[test]
     fn a_forced_choice_that_cannot_run_is_an_error_naming_it() {
         let err = report(true, true).choose(Choice::Force(LbKind::Ipvs)).unwrap_err().to_string();
-        assert_eq!(err, "load balancer ipvs cannot run here: family IPVS not found");
+        assert_eq!(
+            err,
+            "load balancer ipvs cannot run here: the kernel has no IPVS (generic netlink family \"IPVS\" not found: ip_vs is not built in or loaded)"
+        );
         assert_eq!(report(true, true).choose(Choice::Force(LbKind::Nftables)).unwrap().0, LbKind::Nftables);
         assert_eq!("nft".parse::<Choice>().unwrap(), Choice::Force(LbKind::Nftables));
         assert!("xdp".parse::<Choice>().unwrap_err().contains("auto, ebpf, nftables or ipvs"));

@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 pub use shoal_ebpf::{Proto, ServiceKey};
 
 use crate::overlay::names;
-use crate::state::{Endpoint, EndpointMode, NodeState, Protocol, PublishMode};
+use crate::state::{DesiredNode, Endpoint, EndpointMode, Protocol, PublishMode};
 
 /// The port of a VIP frontend's key and of its backends: every destination port, kept as it is
 /// (the eBPF maps' own wildcard, so one value means it everywhere).
@@ -175,7 +175,7 @@ fn insert(map: &mut BTreeMap<ServiceKey, Frontend>, key: ServiceKey, keep_client
 }
 
 /// The frontends this node serves for `state` (validated). Only healthy endpoints are backends.
-pub fn desired(state: &NodeState) -> LbTable {
+pub fn desired(state: &DesiredNode) -> LbTable {
     let mut t = LbTable { underlay: state.self_node().map(|n| n.address), ..LbTable::default() };
     for net in &state.networks {
         if let Some(lb) = net.lb_addresses.get(&state.node) {
@@ -339,8 +339,8 @@ pub(crate) mod tests {
 
     /// Three nodes, web.1..3 one per node on `backend`; `web` has a VIP, 5000->80 ingress,
     /// 5353->53/udp ingress and 6000->80 host.
-    pub(crate) fn state(node: &str) -> NodeState {
-        let s: NodeState = serde_json::from_value(json!({
+    pub(crate) fn state(node: &str) -> DesiredNode {
+        let s: DesiredNode = serde_json::from_value(json!({
             "node": node,
             "nodes": [{"name": "a", "address": "192.168.33.10"}, {"name": "b", "address": "192.168.33.20"}, {"name": "c", "address": "192.168.33.30"}],
             "networks": [{"name": "backend", "vni": 4097, "subnet": "10.0.9.0/24",

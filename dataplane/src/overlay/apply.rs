@@ -4,7 +4,6 @@ use std::collections::HashMap;
 
 use crate::netlink::{Addr, Errno, Fdb, Neigh, Netlink, NetlinkError, Route, Rule, RuleAction, VxlanSpec};
 use crate::netns;
-use crate::state::VXLAN_PORT;
 
 use super::op::{Op, RouteSpec};
 use super::OverlayError;
@@ -87,13 +86,13 @@ fn run(nl: &mut Netlink, idx: &mut Indexes, op: &Op) -> Result<(), OverlayError>
             nl.add_bridge(name, *mtu, *mac, alias)?;
             idx.forget();
         }
-        Op::CreateVxlan { name, vni, local, underlay, mtu, alias } => {
+        Op::CreateVxlan { name, vni, local, underlay, mtu, alias, port } => {
             let underlay_index = Some(idx.get(nl, underlay)?);
             nl.add_vxlan(&VxlanSpec {
                 name: name.clone(),
                 vni: *vni,
                 local: *local,
-                port: VXLAN_PORT,
+                port: *port,
                 underlay_index,
                 mtu: *mtu,
                 alias: alias.clone(),

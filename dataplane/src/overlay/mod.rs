@@ -19,7 +19,7 @@ pub use show::describe;
 
 use crate::netlink::{Netlink, NetlinkError};
 use crate::netns::NetnsError;
-use crate::state::NodeState;
+use crate::state::DesiredNode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OverlayError {
@@ -46,7 +46,7 @@ pub struct Report {
 }
 
 /// Observe, plan, apply: brings this namespace's overlay to `desired`. Bad input changes nothing.
-pub fn reconcile(desired: &NodeState) -> Result<Report, OverlayError> {
+pub fn reconcile(desired: &DesiredNode) -> Result<Report, OverlayError> {
     let mut nl = Netlink::open()?;
     let obs = observe(&mut nl, desired)?;
     let ops = plan(desired, &obs)?;
@@ -55,7 +55,7 @@ pub fn reconcile(desired: &NodeState) -> Result<Report, OverlayError> {
 }
 
 /// Plans without applying.
-pub fn dry_run(desired: &NodeState) -> Result<Vec<Op>, OverlayError> {
+pub fn dry_run(desired: &DesiredNode) -> Result<Vec<Op>, OverlayError> {
     let mut nl = Netlink::open()?;
     let obs = observe(&mut nl, desired)?;
     Ok(plan(desired, &obs)?)
@@ -65,7 +65,7 @@ pub fn dry_run(desired: &NodeState) -> Result<Vec<Op>, OverlayError> {
 /// endpoints, then the encrypted networks' tunnel and fail-closed table.
 pub fn teardown() -> Result<Report, OverlayError> {
     let mut nl = Netlink::open()?;
-    let empty = NodeState::empty();
+    let empty = DesiredNode::empty();
     let obs = observe(&mut nl, &empty)?;
     let ops = plan_teardown(&obs);
     let applied = apply(&mut nl, &ops, Mode::Continue);
@@ -76,9 +76,9 @@ pub fn teardown() -> Result<Report, OverlayError> {
 }
 
 /// What the kernel holds now, in the desired-state format.
-pub fn show(node: &str) -> Result<NodeState, OverlayError> {
+pub fn show(node: &str) -> Result<DesiredNode, OverlayError> {
     let mut nl = Netlink::open()?;
-    let empty = NodeState::empty();
+    let empty = DesiredNode::empty();
     let obs = observe(&mut nl, &empty)?;
     Ok(describe(&obs, node))
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::netlink::{Addr, Fdb, Link, Neigh, Netlink, Route, Rule};
 use crate::netns;
-use crate::state::NodeState;
+use crate::state::DesiredNode;
 
 use super::names;
 use super::OverlayError;
@@ -61,7 +61,7 @@ impl Observed {
 
 /// Observes the node namespace (the calling thread's) and every task namespace named by the
 /// desired state or by an existing shoal veth.
-pub fn observe(nl: &mut Netlink, desired: &NodeState) -> Result<Observed, OverlayError> {
+pub fn observe(nl: &mut Netlink, desired: &DesiredNode) -> Result<Observed, OverlayError> {
     let mut obs = Observed {
         links: nl.links()?,
         addrs: nl.addrs()?,

@@ -35,6 +35,8 @@ pub enum Op {
         underlay: String,
         mtu: u32,
         alias: String,
+        /// The VXLAN UDP port (4789, or IPsec networks' own).
+        port: u16,
     },
     DeleteLink {
         name: String,
@@ -142,8 +144,12 @@ impl fmt::Display for Op {
             Op::EnableForwarding => write!(f, "sysctl net.ipv4.ip_forward=1"),
             Op::DisableBridgeNetfilter => write!(f, "sysctl net.bridge.bridge-nf-call-{{iptables,ip6tables,arptables}}=0"),
             Op::CreateBridge { name, mtu, .. } => write!(f, "create bridge {name} mtu {mtu}"),
-            Op::CreateVxlan { name, vni, local, underlay, mtu, .. } => {
-                write!(f, "create vxlan {name} id {vni} local {local} dev {underlay} mtu {mtu}")
+            Op::CreateVxlan { name, vni, local, underlay, mtu, port, .. } => {
+                write!(f, "create vxlan {name} id {vni} local {local} dev {underlay} mtu {mtu}")?;
+                if *port != crate::state::VXLAN_PORT {
+                    write!(f, " dstport {port}")?;
+                }
+                Ok(())
             }
             Op::DeleteLink { name } => write!(f, "delete link {name}"),
             Op::SetMtu { link, mtu } => write!(f, "set {link} mtu {mtu}"),

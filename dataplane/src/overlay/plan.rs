@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::net::Ipv4Addr;
 
 use crate::netlink::{LinkKind, Mac};
-use crate::state::{FieldError, InvalidState, NodeState, VXLAN_OVERHEAD, VXLAN_PORT};
+use crate::state::{DesiredNode, FieldError, InvalidState, VXLAN_OVERHEAD, VXLAN_PORT};
 
 use super::names;
 use super::observe::Observed;
@@ -43,12 +43,15 @@ struct NetPlan {
     /// interface, or for an encrypted network its tunnel address and the tunnel device.
     local: Ipv4Addr,
     lower: String,
+    /// Runs inside the WireGuard tunnel (IPsec networks run on the underlay, on their own port).
     encrypted: bool,
+    /// The VXLAN UDP port: 4789, or IPsec networks' own (see `crypt::ipsec::plan`).
+    port: u16,
 }
 
 /// Plans the changes that bring the kernel from `obs` to `desired`. Validates first: an invalid
 /// state yields an error and no operation.
-pub fn plan(desired: &NodeState, obs: &Observed) -> Result<Vec<Op>, PlanError> {
+pub fn plan(desired: &DesiredNode, obs: &Observed) -> Result<Vec<Op>, PlanError> {
     desired.validate()?;
     let me = desired.self_node().expect("validated: node is in nodes");
     let underlay = obs.addrs.iter().find(|a| a.ip == me.address).and_then(|a| obs.links.iter().find(|l| l.index == a.ifindex));
@@ -62,10 +65,17 @@ pub fn plan(desired: &NodeState, obs: &Observed) -> Result<Vec<Op>, PlanError> {
     let mut nets = Vec::new();
     let tunnel = crate::crypt::tunnel(desired);
     for (i, net) in desired.networks.iter().enumerate() {
-        let encrypted = net.encrypted.is_some();
-        // An encrypted network's VXLAN travels inside WireGuard: both overheads come off.
-        let overhead = VXLAN_OVERHEAD + if encrypted { WG_OVERHEAD } else { 0 };
-        let max_mtu = underlay.mtu.saturating_sub(overhead);
+        let encrypted = net.encrypted == Some(crate::state::Encryption::Wireguard);
+        let ipsec = net.encrypted == Some(crate::state::Encryption::Ipsec);
+        // An encrypted network's VXLAN travels inside WireGuard: both overheads come off. IPsec
+        // wraps it in ESP, whose padding makes the MTU a multiple of 4.
+        let max_mtu = if ipsec {
+            crate::crypt::ipsec::plan::network_mtu(underlay.mtu)
+        } else {
+            underlay.mtu.saturating_sub(VXLAN_OVERHEAD + if encrypted { WG_OVERHEAD } else { 0 })
+        };
+        let overhead = underlay.mtu - max_mtu;
+        let port = if ipsec { crate::crypt::ipsec::plan::VXLAN_PORT } else { VXLAN_PORT };
         let mtu = net.mtu.unwrap_or(max_mtu);
         if net.mtu.is_some_and(|m| m > max_mtu) {
             errs.push(FieldError {
@@ -114,6 +124,7 @@ pub fn plan(desired: &NodeState, obs: &Observed) -> Result<Vec<Op>, PlanError> {
             local,
             lower,
             encrypted,
+            port,
         });
     }
     if !errs.is_empty() {
@@ -124,7 +135,7 @@ pub fn plan(desired: &NodeState, obs: &Observed) -> Result<Vec<Op>, PlanError> {
 
 /// Plans removing everything shoal made on this node: networks, endpoints and their namespaces.
 pub fn plan_teardown(obs: &Observed) -> Vec<Op> {
-    let empty = NodeState::empty();
+    let empty = DesiredNode::empty();
     Planner::new(obs).finish(&empty, &[], false)
 }
 
@@ -151,7 +162,7 @@ impl<'a> Planner<'a> {
         Self { obs, ops: Ops::default(), fresh: HashSet::new(), doomed: HashSet::new() }
     }
 
-    fn finish(mut self, desired: &NodeState, nets: &[NetPlan], has_underlay: bool) -> Vec<Op> {
+    fn finish(mut self, desired: &DesiredNode, nets: &[NetPlan], has_underlay: bool) -> Vec<Op> {
         if !nets.is_empty() && !self.obs.ip_forward {
             self.ops.first.push(Op::EnableForwarding);
         }
@@ -213,7 +224,7 @@ impl<'a> Planner<'a> {
         let bridge_index = self.obs.link(&n.bridge).map(|l| l.index);
         let bridge_fresh = self.fresh.contains(&n.bridge);
         let current = self.obs.link(vxlan).filter(|l| match &l.kind {
-            LinkKind::Vxlan(v) => v.vni == n.vni && v.local == Some(local) && v.port == VXLAN_PORT && !v.learning && v.proxy,
+            LinkKind::Vxlan(v) => v.vni == n.vni && v.local == Some(local) && v.port == n.port && !v.learning && v.proxy,
             _ => false,
         });
         match current {
@@ -240,6 +251,7 @@ impl<'a> Planner<'a> {
                     underlay: n.lower.clone(),
                     mtu: n.mtu,
                     alias: n.alias.clone(),
+                    port: n.port,
                 });
                 self.ops.links.push(Op::SetMaster { link: vxlan.clone(), master: n.bridge.clone() });
                 self.ops.links.push(Op::SetUp { link: vxlan.clone() });
@@ -254,7 +266,7 @@ impl<'a> Planner<'a> {
         (!self.fresh.contains(name) && !self.doomed.contains(name)).then_some(name)
     }
 
-    fn tables(&mut self, desired: &NodeState, nets: &[NetPlan]) {
+    fn tables(&mut self, desired: &DesiredNode, nets: &[NetPlan]) {
         // A remote node's VTEP: its underlay address, or its tunnel address for an encrypted
         // network (its VXLAN then exists only inside the tunnel).
         let vtep_of = |name: &str, encrypted: bool| {
@@ -397,7 +409,7 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn endpoints(&mut self, desired: &NodeState, nets: &[NetPlan]) {
+    fn endpoints(&mut self, desired: &DesiredNode, nets: &[NetPlan]) {
         let wanted: HashSet<(&str, &str)> =
             desired.local_endpoints().filter_map(|e| e.netns.as_deref().map(|ns| (e.id.as_str(), ns))).collect();
         let wanted_ns: HashSet<&str> = wanted.iter().map(|(_, ns)| *ns).collect();

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use crate::netlink::{Addr, Fdb, Link, LinkKind, Mac, Neigh, Route, Rule, RuleAction, VxlanInfo};
-use crate::state::{Endpoint, Network, NodeInfo, NodeState};
+use crate::state::{DesiredNode, Endpoint, Network, NodeInfo};
 
 use super::observe::{Observed, TaskSide};
 use super::op::Op;
@@ -14,8 +14,8 @@ fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
 }
 
-fn state() -> NodeState {
-    NodeState {
+fn state() -> DesiredNode {
+    DesiredNode {
         node: "smgr".into(),
         nodes: vec![
             NodeInfo { name: "smgr".into(), address: ip("192.168.33.10"), wireguard: None },
@@ -229,7 +229,7 @@ impl Sim {
     }
 }
 
-fn converge(desired: &NodeState, from: Observed) -> Sim {
+fn converge(desired: &DesiredNode, from: Observed) -> Sim {
     let ops = plan(desired, &from).expect("plan");
     let mut sim = Sim::new(from);
     sim.run(&ops);
@@ -420,7 +420,7 @@ fn default_mtu_follows_the_underlay() {
     assert!(ops.iter().any(|o| matches!(o, Op::CreateBridge { mtu: 8950, .. })));
 }
 
-fn invalid_fields(s: &NodeState, obs: &Observed) -> Vec<String> {
+fn invalid_fields(s: &DesiredNode, obs: &Observed) -> Vec<String> {
     match plan(s, obs) {
         Err(PlanError::Invalid(e)) => e.0.iter().map(|f| f.field.clone()).collect(),
         other => panic!("expected invalid state, got {other:?}"),
@@ -463,7 +463,7 @@ fn missing_underlay_is_named() {
 }
 
 /// A change to a valid state, and the field its error must name.
-type Breakage = (&'static str, Box<dyn Fn(&mut NodeState)>);
+type Breakage = (&'static str, Box<dyn Fn(&mut DesiredNode)>);
 
 #[test]
 fn bad_input_names_the_field() {
@@ -566,7 +566,7 @@ fn bridge_netfilter_is_turned_off_once_when_present() {
 }
 
 /// `state()` with a second network, "front", that web.1's namespace also joins.
-fn two_network_task() -> NodeState {
+fn two_network_task() -> DesiredNode {
     let mut s = state();
     s.networks.push(Network {
         name: "front".into(),
@@ -642,7 +642,7 @@ fn one_namespace_joins_each_network_once() {
 }
 
 /// The gateway bridge (node-local) beside `backend`, with a task of this node and one of another.
-fn with_gateway_bridge() -> NodeState {
+fn with_gateway_bridge() -> DesiredNode {
     let mut s = state();
     s.networks.push(Network {
         name: "shoal_gwbridge".into(),
@@ -716,7 +716,7 @@ fn an_internal_network_has_no_route_out_but_its_own_subnet() {
 
 /// `state()` plus an encrypted network `secure` (vni 4099) with a task on this node and one on
 /// snode1, and every node's WireGuard key and tunnel address.
-fn with_encrypted() -> NodeState {
+fn with_encrypted() -> DesiredNode {
     use crate::crypt::key::PrivateKey;
     let mut s = state();
     let keys: Vec<PrivateKey> = (1..=3u8).map(|i| PrivateKey::from_bytes([i; 32])).collect();

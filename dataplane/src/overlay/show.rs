@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use ipnet::Ipv4Net;
 
 use crate::netlink::{LinkKind, Mac};
-use crate::state::{Endpoint, Network, NodeInfo, NodeState};
+use crate::state::{DesiredNode, Endpoint, Network, NodeInfo};
 
 use super::names;
 use super::observe::Observed;
@@ -14,7 +14,7 @@ use crate::crypt::plan::DEVICE as TUNNEL;
 
 /// Reconstructs the state the kernel holds. Remote endpoints are known only by VTEP, so their
 /// node is shown as that address and their id as `remote-<ip>`.
-pub fn describe(obs: &Observed, node: &str) -> NodeState {
+pub fn describe(obs: &Observed, node: &str) -> DesiredNode {
     let mut networks = Vec::new();
     let mut endpoints = Vec::new();
     let mut vteps = BTreeMap::new();
@@ -90,5 +90,5 @@ pub fn describe(obs: &Observed, node: &str) -> NodeState {
     endpoints.sort_by(|a, b| (&a.network, a.ip).cmp(&(&b.network, b.ip)));
     networks.sort_by_key(|n| n.vni);
     let nodes = vteps.into_iter().map(|(address, name)| NodeInfo { name, address, wireguard: None }).collect();
-    NodeState { node: node.to_string(), nodes, networks, endpoints, services: vec![], wireguard_private_key: None }
+    DesiredNode { node: node.to_string(), nodes, networks, endpoints, services: vec![], wireguard_private_key: None }
 }

@@ -1,7 +1,7 @@
 //! The desired state of one node's data plane, as `shoal dataplane apply --state FILE` reads it
 //! and, later, as the agent builds it from the dispatcher's endpoint table.
 //!
-//! [`NodeState::validate`] checks everything before anything touches the kernel, and names the
+//! [`DesiredNode::validate`] checks everything before anything touches the kernel, and names the
 //! field and the fix in every complaint.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -28,8 +28,10 @@ pub const VXLAN_OVERHEAD: u32 = 50;
 pub const VXLAN_PORT: u16 = 4789;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What one node's data plane should be. Not control's `model::NodeState` (a node's liveness in
+/// the cluster): one name, one meaning.
 #[serde(deny_unknown_fields)]
-pub struct NodeState {
+pub struct DesiredNode {
     /// This node's name; must appear in `nodes`.
     pub node: String,
     /// Every node of the cluster with its underlay address (its VTEP).
@@ -201,7 +203,7 @@ fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-impl NodeState {
+impl DesiredNode {
     /// Nothing desired: what teardown plans towards.
     pub fn empty() -> Self {
         Self { node: String::new(), nodes: vec![], networks: vec![], endpoints: vec![], services: vec![], wireguard_private_key: None }

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{is_host_of, valid_name, Endpoint, Errors, NodeState};
+use super::{is_host_of, valid_name, DesiredNode, Endpoint, Errors};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,7 +58,7 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
 
-impl NodeState {
+impl DesiredNode {
     /// VIPs that live on network `network`'s bridge on this node.
     pub fn service_vips(&self, network: &str) -> Vec<Ipv4Addr> {
         self.services.iter().filter_map(|s| s.vips.get(network).copied()).collect()
@@ -243,7 +243,7 @@ impl NodeState {
 mod tests {
     use super::*;
 
-    fn state(services: serde_json::Value) -> NodeState {
+    fn state(services: serde_json::Value) -> DesiredNode {
         let mut v = serde_json::json!({
             "node": "a",
             "nodes": [{"name": "a", "address": "192.168.33.10"}, {"name": "b", "address": "192.168.33.20"}],
@@ -261,7 +261,7 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
-    fn fields(s: &NodeState) -> Vec<String> {
+    fn fields(s: &DesiredNode) -> Vec<String> {
         match s.validate() {
             Ok(()) => vec![],
             Err(e) => e.0.into_iter().map(|f| format!("{}: {}", f.field, f.problem)).collect(),
@@ -278,7 +278,7 @@ mod tests {
         }]));
         assert_eq!(fields(&s), Vec::<String>::new());
         let text = serde_json::to_string(&s).unwrap();
-        assert_eq!(NodeState::from_json(&text).unwrap(), s);
+        assert_eq!(DesiredNode::from_json(&text).unwrap(), s);
         assert!(!text.contains("endpoint_mode") && !text.contains("\"mode\":\"ingress\""), "defaults are not written: {text}");
         assert!(text.contains("\"healthy\":false") && !text.contains("\"weight\""), "{text}");
         assert_eq!(s.service_vips("backend"), vec!["10.0.9.100".parse::<Ipv4Addr>().unwrap()]);

@@ -6,15 +6,18 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Errors, NodeState};
+use super::{DesiredNode, Errors};
 use crate::crypt::key::{Key, PrivateKey};
 
-/// How a network's traffic between nodes is protected. Only WireGuard so far; IPsec is the
-/// other backend the issue names.
+/// How a network's traffic between nodes is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Encryption {
+    /// Inside the node's WireGuard tunnel `shw0`, between tunnel addresses.
     Wireguard,
+    /// ESP in transport mode (XFRM) between underlay addresses, on its own VXLAN port
+    /// (`crypt::ipsec::plan::VXLAN_PORT`), with per-pair SAs derived from the pair key.
+    Ipsec,
 }
 
 /// What the other nodes need to reach this one through WireGuard.
@@ -32,7 +35,7 @@ pub struct NodeWireGuard {
     pub preshared_key: Option<PrivateKey>,
 }
 
-impl NodeState {
+impl DesiredNode {
     /// Whether any network of the desired state is encrypted (the tunnel is wanted).
     pub fn wants_encryption(&self) -> bool {
         self.networks.iter().any(|n| n.encrypted.is_some())
@@ -41,7 +44,7 @@ impl NodeState {
     /// The desired state without these networks: their endpoints (local and remote) and VIPs go
     /// too, and services published through one of them. What a node applies when it cannot
     /// encrypt: it attaches nothing of an encrypted network rather than carry it in the clear.
-    pub fn without_networks(&self, gone: &HashSet<&str>) -> NodeState {
+    pub fn without_networks(&self, gone: &HashSet<&str>) -> DesiredNode {
         let mut s = self.clone();
         s.networks.retain(|n| !gone.contains(n.name.as_str()));
         let removed: HashSet<String> = s.endpoints.iter().filter(|e| gone.contains(e.network.as_str())).map(|e| e.id.clone()).collect();
@@ -104,7 +107,20 @@ impl NodeState {
                 );
             }
         }
-        if !self.wants_encryption() {
+        if let Some(net) = self.networks.iter().find(|n| n.encrypted == Some(Encryption::Ipsec)) {
+            // IPsec's SAs with every other node are derived from the pair key shared with it.
+            for (i, n) in self.nodes.iter().enumerate().filter(|(_, n)| n.name != self.node) {
+                if n.wireguard.as_ref().and_then(|w| w.preshared_key.as_ref()).is_none() {
+                    errs.push(
+                        format!("nodes[{i}].wireguard.preshared_key"),
+                        format!("network '{}' is encrypted with IPsec but node '{}' has no pair key with this node", net.name, n.name),
+                        "give it the pair key the managers issue (base64, 32 bytes)",
+                    );
+                }
+            }
+        }
+        // The rest is WireGuard's: this node's identity and the peers' keys.
+        if !self.networks.iter().any(|n| n.encrypted == Some(Encryption::Wireguard)) {
             return;
         }
         let me = self.nodes.iter().position(|n| n.name == self.node);

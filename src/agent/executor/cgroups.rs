@@ -16,6 +16,19 @@ use serde::{Deserialize, Serialize};
 /// A task's limits, as the service spec gives them (0 = none).
 pub use shoal_control::model::ResourceLimits as Limits;
 
+/// What went wrong with a task's cgroups, naming the flag, directory or file.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("{flag} cannot be enforced: this host has no {controller} cgroup controller (neither in cgroup v2 nor as a v1 hierarchy)")]
+    NoController { flag: &'static str, controller: &'static str },
+    #[error("create cgroup {}: {source}", .dir.display())]
+    Create { dir: PathBuf, source: std::io::Error },
+    #[error("write {value:?} to {}: {source}", .file.display())]
+    Write { file: PathBuf, value: String, source: std::io::Error },
+    #[error("remove cgroup {}: {source}", .dir.display())]
+    Remove { dir: PathBuf, source: std::io::Error },
+}
+
 /// The host's cgroup mounts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Layout {
@@ -103,7 +116,7 @@ pub struct CgroupPlan {
 }
 
 /// `instance` is the node's cgroup path relative to the cgroup roots (`shoal/<instance>`).
-pub fn plan(layout: &Layout, instance: &Path, task: &str, limits: &Limits) -> Result<CgroupPlan, String> {
+pub fn plan(layout: &Layout, instance: &Path, task: &str, limits: &Limits) -> Result<CgroupPlan, CgroupError> {
     let mut p = CgroupPlan::default();
     let v2_task = layout.v2.as_ref().map(|root| root.join(instance).join(task));
     if let Some(dir) = &v2_task {
@@ -158,11 +171,7 @@ pub fn plan(layout: &Layout, instance: &Path, task: &str, limits: &Limits) -> Re
                     }
                     p.writes.extend(v1_files.into_iter().map(|(f, v)| (dir.join(f), v)));
                 }
-                None => {
-                    return Err(format!(
-                        "{flag} cannot be enforced: this host has no {ctrl} cgroup controller (neither in cgroup v2 nor as a v1 hierarchy)"
-                    ))
-                }
+                None => return Err(CgroupError::NoController { flag, controller: ctrl }),
             },
         }
     }
@@ -176,9 +185,9 @@ fn cpu_quota(nano_cpus: u64) -> u64 {
 }
 
 /// Makes the directories and writes the files of `p`; names the file on failure.
-pub fn apply(p: &CgroupPlan) -> Result<(), String> {
+pub fn apply(p: &CgroupPlan) -> Result<(), CgroupError> {
     for d in &p.mkdirs {
-        std::fs::create_dir_all(d).map_err(|e| format!("create cgroup {}: {e}", d.display()))?;
+        std::fs::create_dir_all(d).map_err(|source| CgroupError::Create { dir: d.clone(), source })?;
     }
     for (file, value) in &p.writes {
         if file.ends_with("cgroup.subtree_control") {
@@ -187,14 +196,14 @@ pub fn apply(p: &CgroupPlan) -> Result<(), String> {
                 continue;
             }
         }
-        std::fs::write(file, value).map_err(|e| format!("write {value:?} to {}: {e}", file.display()))?;
+        std::fs::write(file, value).map_err(|source| CgroupError::Write { file: file.clone(), value: value.clone(), source })?;
     }
     Ok(())
 }
 
 /// Removes an instance's cgroups: every task directory, then the instance's own, in v2 and in
 /// every v1 hierarchy. Returns what could not be removed.
-pub fn remove_instance(layout: &Layout, instance: &Path) -> Vec<String> {
+pub fn remove_instance(layout: &Layout, instance: &Path) -> Vec<CgroupError> {
     let mut failures = Vec::new();
     let mut roots: Vec<&PathBuf> = layout.v2.iter().chain(layout.v1.values()).chain(&layout.v1_other).collect();
     roots.sort();
@@ -204,13 +213,13 @@ pub fn remove_instance(layout: &Layout, instance: &Path) -> Vec<String> {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 if let Err(e) = std::fs::remove_dir(entry.path()) {
-                    failures.push(format!("remove cgroup {}: {e}", entry.path().display()));
+                    failures.push(CgroupError::Remove { dir: entry.path(), source: e });
                 }
             }
         }
         if let Err(e) = std::fs::remove_dir(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
-                failures.push(format!("remove cgroup {}: {e}", dir.display()));
+                failures.push(CgroupError::Remove { dir, source: e });
             }
         }
     }
@@ -285,7 +294,7 @@ mod tests {
         let l = Layout::parse_mountinfo(PURE_V2); // no controllers listed
         let err = plan(&l, Path::new("shoal/n1"), "t1", &Limits { memory_bytes: 1 << 30, ..Default::default() }).unwrap_err();
         assert_eq!(
-            err,
+            err.to_string(),
             "--limit-memory cannot be enforced: this host has no memory cgroup controller (neither in cgroup v2 nor as a v1 hierarchy)"
         );
     }

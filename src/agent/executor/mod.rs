@@ -14,7 +14,13 @@ use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How long a start waits for the task's shim to make its init (or fail). Far above a normal
+/// start (milliseconds): it only bounds a shim that hangs.
+const START_LIMIT: Duration = Duration::from_secs(60);
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -35,6 +41,12 @@ pub enum ExecError {
     Io { id: String, what: &'static str, source: std::io::Error },
     #[error("task {id}: {reason}")]
     Start { id: String, reason: String },
+    #[error("task {id}: the task's seccomp filter: {source}")]
+    Seccomp { id: String, source: oci::seccomp_bpf::SeccompError },
+    #[error("task {id}: {source}")]
+    RuntimeConfig { id: String, source: oci::config::RenderError },
+    #[error("task {id}: set up cgroups: {source}")]
+    Cgroups { id: String, source: cgroups::CgroupError },
 }
 
 pub trait Executor: Send + Sync {
@@ -183,8 +195,7 @@ impl Executor for NamespaceExecutor {
         }
         let seccomp = match &run.image {
             Image::Oci(_) => vec![],
-            _ => oci::seccomp_bpf::default_packed()
-                .map_err(|e| ExecError::Start { id: run.id.clone(), reason: format!("the task's seccomp filter: {e}") })?,
+            _ => oci::seccomp_bpf::default_packed().map_err(|source| ExecError::Seccomp { id: run.id.clone(), source })?,
         };
         let run = &TaskRun { hidden: self.hidden.clone(), mounts, seccomp, ..run.clone() };
         let spec =
@@ -193,14 +204,10 @@ impl Executor for NamespaceExecutor {
         if let Image::Oci(img) = &run.image {
             let netns = shoal_dataplane::netns::path(&run.netns);
             let config = oci::config::render(&oci::config::build(run, img, &dir, &netns))
-                .map_err(|e| ExecError::Start { id: run.id.clone(), reason: e })?;
+                .map_err(|source| ExecError::RuntimeConfig { id: run.id.clone(), source })?;
             std::fs::write(dir.join("config.json"), config).map_err(io("write config.json"))?;
         }
-        cgroups::apply(&run.cgroups).map_err(|e| ExecError::Io {
-            id: run.id.clone(),
-            what: "set up cgroups",
-            source: std::io::Error::other(e),
-        })?;
+        cgroups::apply(&run.cgroups).map_err(|source| ExecError::Cgroups { id: run.id.clone(), source })?;
         let limits = serde_json::to_vec(&self.log_limits).map_err(|e| ExecError::Io {
             id: run.id.clone(),
             what: "write log limits",
@@ -227,23 +234,45 @@ impl Executor for NamespaceExecutor {
                 tracing::debug!(task = %run.id, error = %e, "hand the task's files to the shim");
             }
         }
-        // The shim is reaped by a thread so it never lingers as a zombie of the daemon.
+        // The shim is reaped by a thread so it never lingers as a zombie of the daemon; the flag
+        // says it ended.
+        let shim_ended = Arc::new(AtomicBool::new(false));
+        let ended = shim_ended.clone();
         std::thread::spawn(move || {
             let mut child = child;
             let _ = child.wait();
+            ended.store(true, Ordering::Release);
         });
-        // Wait until the shim has made the task's init (or failed).
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
+        // Wait until the shim has made the task's init, or failed, or ended. Not a short timeout:
+        // a start still under way reads as never started (no pid yet), and the next pass would
+        // start the task a second time (seen under load: the second start failed, the task was
+        // reported failed and its running process stopped). The limit is only for a shim that
+        // hangs.
+        let deadline = Instant::now() + START_LIMIT;
+        loop {
             if let Ok(reason) = std::fs::read_to_string(dir.join(shim::START_ERROR)) {
                 return Err(ExecError::Start { id: run.id.clone(), reason });
             }
             if dir.join("pid").exists() || dir.join("exit").exists() {
-                break;
+                return Ok(());
+            }
+            if shim_ended.load(Ordering::Acquire) {
+                // It may have written its files just before it ended: look once more.
+                if dir.join("pid").exists() || dir.join("exit").exists() {
+                    return Ok(());
+                }
+                let reason = std::fs::read_to_string(dir.join(shim::START_ERROR))
+                    .unwrap_or_else(|_| "the task's shim ended before it started the task".into());
+                return Err(ExecError::Start { id: run.id.clone(), reason });
+            }
+            if Instant::now() >= deadline {
+                return Err(ExecError::Start {
+                    id: run.id.clone(),
+                    reason: format!("the task's shim did not start it within {} s", START_LIMIT.as_secs()),
+                });
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        Ok(())
     }
 
     fn stop(&self, id: &str, grace: Duration) -> Result<ProcessState, ExecError> {

@@ -91,7 +91,9 @@ pub fn run(dir: &Path) -> anyhow::Result<i32> {
     let r = run_task(dir);
     if let Err(e) = &r {
         if !dir.join("pid").exists() {
-            let _ = std::fs::write(dir.join(START_ERROR), format!("{e:#}"));
+            // Whole, as "pid" and "exit": the daemon polls for it, and once read it empty
+            // (CI: a failed task reported as "task ID: " with no reason).
+            let _ = write_whole(&dir.join(START_ERROR), &format!("{e:#}"));
         }
     }
     r
@@ -133,7 +135,7 @@ fn run_task(dir: &Path) -> anyhow::Result<i32> {
         ForkResult::Parent { child } => {
             // Ours closed, the pipes end when every process of the task is gone.
             drop((out_w, err_w));
-            std::fs::write(dir.join("pid"), child.as_raw().to_string())?;
+            write_whole(&dir.join("pid"), &child.as_raw().to_string())?;
             install_forwarding(child)?;
             // All output is in the files before "exit" says the task ended. The PID namespace
             // is gone with its init, so the pipes close; the linger only guards against a
@@ -142,7 +144,7 @@ fn run_task(dir: &Path) -> anyhow::Result<i32> {
             let streams = vec![(std::fs::File::from(out_r), out_log), (std::fs::File::from(err_r), err_log)];
             logfile::pump(streams, || ended(child, &mut status), std::time::Duration::from_secs(2));
             let status = status.unwrap_or_else(|| wait_for(child));
-            std::fs::write(dir.join("exit"), status.to_string())?;
+            write_whole(&dir.join("exit"), &status.to_string())?;
             Ok(status)
         }
         ForkResult::Child => {
@@ -161,6 +163,16 @@ fn run_task(dir: &Path) -> anyhow::Result<i32> {
             std::process::exit(status)
         }
     }
+}
+
+/// Writes `text` to `path` whole or not at all (a temporary file renamed over it): the daemon
+/// reads "pid", "exit" and `START_ERROR` while the shim writes them, and an empty "pid" it read under load
+/// made a task that had just started look ended (exit 137), so it was reported failed and
+/// then stopped.
+pub fn write_whole(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Makes the pipes the init's (and so the workload's) stdout and stderr.

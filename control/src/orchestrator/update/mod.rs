@@ -12,7 +12,9 @@
 mod slots;
 
 use super::{new_task, SlotKey};
-use crate::model::{FailureAction, Replacement, Service, ServiceMode, TaskState, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus};
+use crate::model::{
+    FailureAction, Replacement, Service, ServiceMode, TaskId, TaskState, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus,
+};
 use crate::state::{ClusterState, StateError};
 use slots::{ended, failed, ready};
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Runs one pass of the updater of service `sid` over its `slots` (task ids per slot, oldest
 /// first). Returns the slots it holds empty on purpose (stop-first replacements waiting for their
 /// old tasks to end), which the orchestrator must not fill.
-pub(super) fn run(state: &mut ClusterState, sid: &str, slots: &mut BTreeMap<SlotKey, Vec<String>>, now: u64) -> BTreeSet<SlotKey> {
+pub(super) fn run(state: &mut ClusterState, sid: &str, slots: &mut BTreeMap<SlotKey, Vec<TaskId>>, now: u64) -> BTreeSet<SlotKey> {
     let Some(svc) = state.services.get(sid) else { return BTreeSet::new() };
     let Some(mut status) = svc.update_status.clone() else { return BTreeSet::new() };
     if !status.is_active() {
@@ -37,7 +39,7 @@ pub(super) fn run(state: &mut ClusterState, sid: &str, slots: &mut BTreeMap<Slot
         p.total = slots::dirty(state, sid, slots, svc.spec_version, &[]).len() as u64;
     }
     // Watch the new tasks: failures within their window, and the moment each counts as updated.
-    let watched: Vec<(String, u64)> = p.watched.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let watched: Vec<(TaskId, u64)> = p.watched.iter().map(|(k, v)| (k.clone(), *v)).collect();
     for (id, at) in watched {
         let Some(t) = state.tasks.get(&id) else {
             p.watched.remove(&id);
@@ -163,7 +165,7 @@ fn pause(state: &mut ClusterState, sid: &str, mut status: UpdateStatus, to: Upda
 fn advance_batch(
     state: &mut ClusterState,
     sid: &str,
-    slots: &mut BTreeMap<SlotKey, Vec<String>>,
+    slots: &mut BTreeMap<SlotKey, Vec<TaskId>>,
     status: &mut UpdateStatus,
     cfg: UpdateConfig,
     now: u64,
@@ -218,7 +220,7 @@ fn advance_batch(
 fn start_replacement(
     state: &mut ClusterState,
     sid: &str,
-    slots: &mut BTreeMap<SlotKey, Vec<String>>,
+    slots: &mut BTreeMap<SlotKey, Vec<TaskId>>,
     key: &SlotKey,
     order: UpdateOrder,
     spec_version: u64,
@@ -229,7 +231,7 @@ fn start_replacement(
         SlotKey::Node(n) => (0, Some(n.clone())),
     };
     let ids = slots.get(key).cloned().unwrap_or_default();
-    let old: Vec<String> = ids
+    let old: Vec<TaskId> = ids
         .iter()
         .filter(|id| state.tasks.get(*id).is_some_and(|t| t.desired_state <= TaskState::Running && t.service_version != spec_version))
         .cloned()

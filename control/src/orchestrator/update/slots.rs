@@ -2,7 +2,7 @@
 //! a new task counts as updated or failed, whether an old one has ended.
 
 use super::super::{shut_down, SlotKey};
-use crate::model::{NodeState, Replacement, Service, ServiceMode, Task, TaskState};
+use crate::model::{NodeId, NodeState, Replacement, Service, ServiceMode, Task, TaskId, TaskState};
 use crate::state::ClusterState;
 use std::collections::BTreeMap;
 
@@ -36,7 +36,7 @@ pub fn key_of(r: &Replacement) -> SlotKey {
 }
 
 /// The slot's newest task of the current spec that is still meant to run, if any.
-pub fn current_version_task(state: &ClusterState, ids: Option<&Vec<String>>, spec_version: u64) -> Option<String> {
+pub fn current_version_task(state: &ClusterState, ids: Option<&Vec<TaskId>>, spec_version: u64) -> Option<TaskId> {
     ids?.iter()
         .rev()
         .filter_map(|id| state.tasks.get(id))
@@ -49,9 +49,9 @@ pub fn current_version_task(state: &ClusterState, ids: Option<&Vec<String>>, spe
 pub fn dirty(
     state: &ClusterState,
     sid: &str,
-    slots: &BTreeMap<SlotKey, Vec<String>>,
+    slots: &BTreeMap<SlotKey, Vec<TaskId>>,
     spec_version: u64,
-    done: &[(u64, Option<String>)],
+    done: &[(u64, Option<NodeId>)],
 ) -> Vec<SlotKey> {
     let Some(svc) = state.services.get(sid) else { return vec![] };
     slots
@@ -77,7 +77,7 @@ pub fn dirty(
         .collect()
 }
 
-pub fn shut_down_all(state: &mut ClusterState, ids: &[String], now: u64, message: &str) {
+pub fn shut_down_all(state: &mut ClusterState, ids: &[TaskId], now: u64, message: &str) {
     for id in ids {
         if let Some(t) = state.tasks.get_mut(id) {
             if t.desired_state <= TaskState::Running {

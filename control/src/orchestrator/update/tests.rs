@@ -23,7 +23,7 @@ fn v2(mut s: ServiceSpec) -> ServiceSpec {
 }
 
 /// A service of `replicas` running tasks on 2 nodes.
-fn running(s: ServiceSpec) -> (World, String) {
+fn running(s: ServiceSpec) -> (World, crate::model::ServiceId) {
     let mut w = World::new(1);
     let sid = w.create(s);
     w.report_all(TaskState::Running);
@@ -52,7 +52,7 @@ fn state_of(w: &World, sid: &str) -> (UpdateState, String) {
 
 /// Agents report every task told to shut down as ended.
 fn stop_shut_down(w: &mut World) {
-    let ids: Vec<String> = w
+    let ids: Vec<crate::model::TaskId> = w
         .state
         .tasks
         .values()
@@ -64,7 +64,7 @@ fn stop_shut_down(w: &mut World) {
     }
 }
 
-fn new_tasks(w: &World, sid: &str, image: &str) -> Vec<String> {
+fn new_tasks(w: &World, sid: &str, image: &str) -> Vec<crate::model::TaskId> {
     w.live(sid).into_iter().filter(|t| image_of(w, t) == image).map(|t| t.id.clone()).collect()
 }
 
@@ -211,7 +211,7 @@ fn the_update_completes_only_after_the_last_monitor_window() {
 }
 
 /// Updates `spec(replicas)` with `cfg` to whoami:2 and fails the first new task.
-fn fail_first_new_task(replicas: i64, cfg: impl Fn(&mut ServiceSpec)) -> (World, String, String) {
+fn fail_first_new_task(replicas: i64, cfg: impl Fn(&mut ServiceSpec)) -> (World, crate::model::ServiceId, crate::model::TaskId) {
     let mut s = spec(replicas);
     cfg(&mut s);
     let (mut w, sid) = running(s.clone());
@@ -275,7 +275,7 @@ fn a_failing_rollback_pauses_rather_than_rolling_back_again() {
     assert_eq!(state_of(&w, &sid).0, UpdateState::RollbackStarted);
     // The rolled-back slot's task (a restart of the new spec) is replaced by an old-spec task, which fails too.
     stop_shut_down(&mut w);
-    let back: Vec<String> = w
+    let back: Vec<crate::model::TaskId> = w
         .live(&sid)
         .into_iter()
         .filter(|t| t.slot == 1 && image_of(&w, t) == "whoami:1" && t.status.state < TaskState::Running)
@@ -375,13 +375,13 @@ fn a_stale_versioned_update_is_refused_and_changes_nothing() {
 #[test]
 fn changes_that_tasks_do_not_see_replace_nothing() {
     let (mut w, sid) = running(spec(2));
-    let before: Vec<String> = w.live(&sid).iter().map(|t| t.id.clone()).collect();
+    let before: Vec<crate::model::TaskId> = w.live(&sid).iter().map(|t| t.id.clone()).collect();
     let mut s = spec(4);
     s.labels.insert("tier".into(), "front".into());
     s.update.delay_ms = 3_000;
     update(&mut w, s);
     settle(&mut w);
-    let after: Vec<String> = w.live(&sid).iter().map(|t| t.id.clone()).collect();
+    let after: Vec<crate::model::TaskId> = w.live(&sid).iter().map(|t| t.id.clone()).collect();
     assert_eq!(after.len(), 4);
     assert!(before.iter().all(|id| after.contains(id)), "the first two tasks still run");
     assert!(w.state.services[&sid].update_status.is_none());
@@ -395,12 +395,12 @@ fn changes_that_tasks_do_not_see_replace_nothing() {
 #[test]
 fn force_replaces_every_task_of_an_unchanged_spec() {
     let (mut w, sid) = running(spec(2));
-    let before: Vec<String> = w.live(&sid).iter().map(|t| t.id.clone()).collect();
+    let before: Vec<crate::model::TaskId> = w.live(&sid).iter().map(|t| t.id.clone()).collect();
     let mut s = w.state.services[&sid].spec.clone();
     s.force_update += 1;
     update(&mut w, s);
     settle(&mut w);
-    let after: Vec<String> = w.live(&sid).iter().map(|t| t.id.clone()).collect();
+    let after: Vec<crate::model::TaskId> = w.live(&sid).iter().map(|t| t.id.clone()).collect();
     assert_eq!(after.len(), 2);
     assert!(before.iter().all(|id| !after.contains(id)), "every task was replaced");
 }
@@ -413,11 +413,11 @@ fn a_global_service_is_updated_node_by_node() {
     let mut next = v2(s);
     next.mode = ServiceMode::Global;
     update(&mut w, next);
-    let stopping: Vec<Option<String>> =
+    let stopping: Vec<Option<crate::model::NodeId>> =
         w.state.tasks.values().filter(|t| t.desired_state == TaskState::Shutdown).map(|t| t.node_id.clone()).collect();
-    assert_eq!(stopping, vec![Some("n1".to_string())]);
+    assert_eq!(stopping, vec![Some("n1".into())]);
     settle(&mut w);
-    let v: Vec<(Option<String>, String)> = w.live(&sid).into_iter().map(|t| (t.node_id.clone(), image_of(&w, t))).collect();
+    let v: Vec<(Option<crate::model::NodeId>, String)> = w.live(&sid).into_iter().map(|t| (t.node_id.clone(), image_of(&w, t))).collect();
     assert_eq!(v.len(), 2);
     assert!(v.iter().all(|(_, image)| image == "whoami:2"), "{v:?}");
 }
@@ -443,6 +443,10 @@ fn a_stop_first_slot_whose_node_goes_down_is_not_held_forever() {
     let (mut w, sid) = running(spec(2));
     update(&mut w, v2(spec(2)));
     let old = w.state.tasks.values().find(|t| t.desired_state == TaskState::Shutdown).unwrap().clone();
-    w.ok(Command::SetNodeState { node: old.node_id.clone().unwrap(), state: crate::model::NodeState::Down, message: "gone".into() });
+    w.ok(Command::SetNodeState {
+        node: old.node_id.clone().unwrap().into_string(),
+        state: crate::model::NodeState::Down,
+        message: "gone".into(),
+    });
     assert!(w.live(&sid).iter().any(|t| t.slot == old.slot && image_of(&w, t) == "whoami:2"), "the slot gets its new task");
 }

@@ -46,7 +46,7 @@ pub(super) fn deploy(spec: &mut ServiceSpec, d: &compose::Deploy, path: &str, u:
         spec.placement.constraints = p.constraints.clone();
         for (i, pref) in p.preferences.iter().enumerate() {
             let pref = crate::model::PlacementPreference { spread: pref.spread.clone() };
-            pref.check().map_err(|why| StackError::invalid(format!("{path}.placement.preferences[{i}].spread"), why))?;
+            pref.check().map_err(|why| StackError::invalid(format!("{path}.placement.preferences[{i}].spread"), why.to_string()))?;
             spec.placement.preferences.push(pref);
         }
         if let Some(m) = p.max_replicas_per_node {

@@ -8,7 +8,7 @@ use std::process::Command;
 use super::msg::{self, Dest, FwmarkService};
 use super::plan::{self, IpvsOp, Observed, ObservedDest, ObservedService};
 use super::table::{self, NftLine, TableObserved};
-use crate::lb::LbError;
+use crate::lb::{LbError, LbKind};
 use shoal_netlink::{self as wire, Socket};
 
 const NFT: &str = "nft";
@@ -18,23 +18,35 @@ fn ipvs_err(what: impl Into<String>, e: impl std::fmt::Display) -> LbError {
     LbError::Ipvs { what: what.into(), detail: e.to_string() }
 }
 
+/// Why the IPVS generic netlink family cannot be found. Details are kept as text: probe
+/// reports are cloned, and the netlink error is not.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FamilyError {
+    #[error("open generic netlink: {detail}")]
+    Open { detail: String },
+    #[error("the kernel has no IPVS (generic netlink family \"IPVS\" not found: ip_vs is not built in or loaded)")]
+    NotInKernel,
+    #[error("the controller answered without a family id for IPVS")]
+    NoFamilyId,
+    #[error("ask generic netlink for IPVS: {detail}")]
+    Ask { detail: String },
+}
+
 /// The IPVS family id, or why there is none.
-pub fn family_id() -> Result<u16, String> {
-    let mut sock = Socket::open(wire::NETLINK_GENERIC).map_err(|e| format!("open generic netlink: {e}"))?;
+pub fn family_id() -> Result<u16, FamilyError> {
+    let mut sock = Socket::open(wire::NETLINK_GENERIC).map_err(|e| FamilyError::Open { detail: e.to_string() })?;
     family_on(&mut sock)
 }
 
-fn family_on(sock: &mut Socket) -> Result<u16, String> {
+fn family_on(sock: &mut Socket) -> Result<u16, FamilyError> {
     let seq = sock.next_seq();
     match sock.transact(&msg::get_family(seq), seq) {
         Ok(answers) => answers
             .iter()
             .find_map(|a| wire::find(&wire::attrs(a.payload.get(4..)?), msg::CTRL_ATTR_FAMILY_ID)?.u16_ne())
-            .ok_or_else(|| "the controller answered without a family id".to_string()),
-        Err(e) if e.is(wire::Errno::NotFound) => {
-            Err("the kernel has no IPVS (generic netlink family \"IPVS\" not found: ip_vs is not built in or loaded)".into())
-        }
-        Err(e) => Err(format!("ask generic netlink for IPVS: {e}")),
+            .ok_or(FamilyError::NoFamilyId),
+        Err(e) if e.is(wire::Errno::NotFound) => Err(FamilyError::NotInKernel),
+        Err(e) => Err(FamilyError::Ask { detail: e.to_string() }),
     }
 }
 
@@ -59,7 +71,7 @@ fn ipvs_errno(e: &wire::Error) -> String {
 impl Genl {
     pub fn open() -> Result<Self, LbError> {
         let mut sock = Socket::open(wire::NETLINK_GENERIC).map_err(|e| ipvs_err("open generic netlink", e))?;
-        let family = family_on(&mut sock).map_err(|e| ipvs_err("find the IPVS family", e))?;
+        let family = family_on(&mut sock).map_err(|source| LbError::Unavailable { kind: LbKind::Ipvs, reason: source.into() })?;
         Ok(Self { sock, family })
     }
 
@@ -161,7 +173,7 @@ pub fn nft_list() -> Result<TableObserved, LbError> {
         }
         return Err(nft_err("nft -j list table ip shoal_ipvs", err.trim().to_string()));
     }
-    table::parse(&String::from_utf8_lossy(&out.stdout)).map_err(|d| nft_err("read table ip shoal_ipvs", d))
+    table::parse(&String::from_utf8_lossy(&out.stdout)).map_err(|source| LbError::IpvsListing { table: table::TABLE, source })
 }
 
 /// Commits `lines` as one `nft -f -` transaction (nothing changes when it fails).

@@ -59,10 +59,10 @@ use std::collections::BTreeSet;
 use self::plan::{IpvsOp, Observed};
 use super::{LbError, LbKind, LbOp, LbTable, LoadBalancer, Programmed};
 
-pub use kernel::family_id;
+pub use kernel::{family_id, FamilyError};
 
 /// Ok when the kernel has IPVS (the generic netlink family answers).
-pub fn probe() -> Result<(), String> {
+pub fn probe() -> Result<(), kernel::FamilyError> {
     family_id().map(drop)
 }
 
@@ -75,7 +75,7 @@ pub struct IpvsLb {
 
 impl IpvsLb {
     pub fn open() -> Result<Self, LbError> {
-        probe().map_err(|reason| LbError::Unavailable { kind: LbKind::Ipvs, reason })?;
+        probe().map_err(|reason| LbError::Unavailable { kind: LbKind::Ipvs, reason: reason.into() })?;
         Ok(Self { genl: kernel::Genl::open()?, cache: None })
     }
 

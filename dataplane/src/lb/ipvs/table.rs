@@ -210,14 +210,27 @@ fn unwrap_elem(v: &Value) -> &Value {
     v.get("elem").and_then(|e| e.get("val")).unwrap_or(v)
 }
 
+/// Why `nft -j list table ip shoal_ipvs` could not be read, naming the object that did not fit.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("nft -j printed what is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("no \"nftables\" array")]
+    NoNftablesArray,
+    #[error("element key {key} is not a concatenation")]
+    KeyNotConcat { key: Value },
+    #[error("element key {key} is not {}", match .kind { Kind::Vip => "address . protocol", Kind::Published => "address . protocol . port" })]
+    KeyShape { kind: Kind, key: Value },
+    #[error("map {map}: element {element} is not [key, mark]")]
+    NotAPair { map: String, element: Value },
+    #[error("{container}: {value} is not a mark")]
+    NotAMark { container: String, value: Value },
+}
+
 /// `address . protocol . port` of a published port, `address . protocol` of a VIP (every port).
-fn frontend(kind: Kind, key: &Value) -> Result<ServiceKey, String> {
-    let parts =
-        unwrap_elem(key).get("concat").and_then(Value::as_array).ok_or_else(|| format!("element key {key} is not a concatenation"))?;
-    let bad = || match kind {
-        Kind::Vip => format!("element key {key} is not address . protocol"),
-        Kind::Published => format!("element key {key} is not address . protocol . port"),
-    };
+fn frontend(kind: Kind, key: &Value) -> Result<ServiceKey, ParseError> {
+    let parts = unwrap_elem(key).get("concat").and_then(Value::as_array).ok_or_else(|| ParseError::KeyNotConcat { key: key.clone() })?;
+    let bad = || ParseError::KeyShape { kind, key: key.clone() };
     let (addr, p, port) = match (kind, parts.as_slice()) {
         (Kind::Vip, [addr, p]) => (addr, p, ANY_PORT),
         (Kind::Published, [addr, p, port]) => (addr, p, number(port).and_then(|n| u16::try_from(n).ok()).ok_or_else(bad)?),
@@ -227,10 +240,10 @@ fn frontend(kind: Kind, key: &Value) -> Result<ServiceKey, String> {
 }
 
 /// Parses `nft -j list table ip shoal_ipvs`.
-pub fn parse(json: &str) -> Result<TableObserved, String> {
-    let v: Value = serde_json::from_str(json).map_err(|e| format!("nft -j printed what is not JSON: {e}"))?;
+pub fn parse(json: &str) -> Result<TableObserved, ParseError> {
+    let v: Value = serde_json::from_str(json).map_err(ParseError::NotJson)?;
     let mut t = TableObserved::default();
-    let items = v.get("nftables").and_then(Value::as_array).ok_or("no \"nftables\" array")?;
+    let items = v.get("nftables").and_then(Value::as_array).ok_or(ParseError::NoNftablesArray)?;
     let ours = |o: &Value| o.get("table").and_then(Value::as_str) == Some(TABLE);
     for item in items {
         if let Some(o) = item.get("table") {
@@ -243,16 +256,18 @@ pub fn parse(json: &str) -> Result<TableObserved, String> {
             let kind = [Kind::Vip, Kind::Published].into_iter().find(|k| name == map_name(*k));
             for e in &elems {
                 if let Some(kind) = kind {
-                    let pair =
-                        e.as_array().filter(|p| p.len() == 2).ok_or_else(|| format!("map {name}: element {e} is not [key, mark]"))?;
+                    let pair = e
+                        .as_array()
+                        .filter(|p| p.len() == 2)
+                        .ok_or_else(|| ParseError::NotAPair { map: name.clone(), element: e.clone() })?;
                     let mark = number(&pair[1])
                         .and_then(|m| u32::try_from(m).ok())
-                        .ok_or_else(|| format!("map {name}: {} is not a mark", pair[1]))?;
+                        .ok_or_else(|| ParseError::NotAMark { container: format!("map {name}"), value: pair[1].clone() })?;
                     t.elements.insert((kind, frontend(kind, &pair[0])?), mark);
                 } else if name == SNAT_SET {
                     let mark = number(unwrap_elem(e))
                         .and_then(|m| u32::try_from(m).ok())
-                        .ok_or_else(|| format!("set {name}: {e} is not a mark"))?;
+                        .ok_or_else(|| ParseError::NotAMark { container: format!("set {name}"), value: e.clone() })?;
                     t.snat_marks.insert(mark);
                 }
             }
@@ -359,10 +374,10 @@ mod tests {
         assert_eq!(t.elements[&(Kind::Published, ServiceKey::udp(Ipv4Addr::new(192, 168, 33, 10), 5000))], 0x5e00_0001);
         assert!(t.snat_marks.contains(&7));
         let bad = r#"{"nftables": [{"map": {"name": "published", "table": "shoal_ipvs", "elem": [[{"concat": ["x", "tcp", 80]}, 1]]}}]}"#;
-        assert!(parse(bad).unwrap_err().contains("address . protocol . port"));
+        assert!(parse(bad).unwrap_err().to_string().contains("address . protocol . port"));
         let bad =
             r#"{"nftables": [{"map": {"name": "vips_any", "table": "shoal_ipvs", "elem": [[{"concat": ["10.0.9.100", "tcp", 80]}, 1]]}}]}"#;
-        assert!(parse(bad).unwrap_err().contains("is not address . protocol"));
+        assert!(parse(bad).unwrap_err().to_string().contains("is not address . protocol"));
         // the port-keyed map of the layout before: named (so it is deleted), its elements not ours
         let old =
             r#"{"nftables": [{"map": {"name": "vips", "table": "shoal_ipvs", "elem": [[{"concat": ["10.0.9.100", "tcp", 80]}, 1]]}}]}"#;

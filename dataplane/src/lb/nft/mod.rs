@@ -14,6 +14,7 @@
 mod netlink;
 pub use netlink::table_exists;
 mod observe;
+pub use observe::ParseError;
 mod plan;
 
 use std::collections::BTreeSet;
@@ -33,6 +34,15 @@ pub(crate) const NFT: &str = "nft";
 /// The chains whose rules are encoded in-process.
 const NAT_CHAINS: [&str; 2] = ["prerouting", "output"];
 
+/// Why nftables cannot be used here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    #[error("cannot run {binary}: {detail}")]
+    CannotRun { binary: &'static str, detail: String },
+    #[error("{command}: {stderr}")]
+    Refused { command: &'static str, stderr: String },
+}
+
 pub struct NftLb {
     /// What the kernel holds, kept in step after each commit (read once per process).
     cache: Option<NftObserved>,
@@ -47,10 +57,13 @@ impl NftLb {
     }
 
     /// Whether nftables can be used here (the nft binary runs and the kernel answers).
-    pub fn probe() -> Result<(), String> {
+    pub fn probe() -> Result<(), Unavailable> {
         match Command::new(NFT).args(["list", "tables"]).output() {
-            Err(e) => Err(format!("cannot run {NFT}: {e}")),
-            Ok(o) if !o.status.success() => Err(format!("nft list tables: {}", String::from_utf8_lossy(&o.stderr).trim())),
+            // io::Error is not Clone and probe reports are: keep its text.
+            Err(e) => Err(Unavailable::CannotRun { binary: NFT, detail: e.to_string() }),
+            Ok(o) if !o.status.success() => {
+                Err(Unavailable::Refused { command: "nft list tables", stderr: String::from_utf8_lossy(&o.stderr).trim().to_string() })
+            }
             Ok(_) => Ok(()),
         }
     }
@@ -71,7 +84,7 @@ impl NftLb {
             }
             return Err(LbError::Nft { what: "nft -j list table ip shoal".into(), detail: err.trim().to_string() });
         }
-        observe::parse(&String::from_utf8_lossy(&out.stdout)).map_err(|detail| LbError::Nft { what: "read table ip shoal".into(), detail })
+        observe::parse(&String::from_utf8_lossy(&out.stdout)).map_err(|source| LbError::NftListing { table: TABLE, source })
     }
 
     fn cache(&mut self) -> Result<&NftObserved, LbError> {

@@ -7,11 +7,20 @@ use serde_json::Value;
 use super::plan::{masq_set, parse_slot_map, NftObserved, TABLE};
 use crate::lb::plan::{Kind, Proto, ServiceKey, ANY_PORT};
 
+/// Why `nft -j` output could not be read (elements of another layout are skipped, not refused).
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("nft -j output is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("nft -j output has no `nftables` array")]
+    NoNftablesArray,
+}
+
 /// Parses the JSON listing of table `ip shoal`. Unknown objects are ignored; sets, maps and
 /// chains of another layout are recorded by name (so the planner replaces them).
-pub fn parse(json: &str) -> Result<NftObserved, String> {
-    let v: Value = serde_json::from_str(json).map_err(|e| format!("nft -j output is not JSON: {e}"))?;
-    let items = v.get("nftables").and_then(Value::as_array).ok_or("nft -j output has no `nftables` array")?;
+pub fn parse(json: &str) -> Result<NftObserved, ParseError> {
+    let v: Value = serde_json::from_str(json).map_err(ParseError::NotJson)?;
+    let items = v.get("nftables").and_then(Value::as_array).ok_or(ParseError::NoNftablesArray)?;
     let mut obs = NftObserved::default();
     for item in items {
         if let Some(t) = item.get("table") {

@@ -134,10 +134,19 @@ fn rlimits(ulimits: &[(String, u64, u64)]) -> Vec<serde_json::Value> {
     out.into_iter().map(|(t, soft, hard)| json!({ "type": t, "soft": soft, "hard": hard })).collect()
 }
 
+/// The runtime config we built does not fit the runtime spec's types (a bug here, named).
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("runtime config: {0}")]
+    Spec(#[source] serde_json::Error),
+    #[error("render the runtime config: {0}")]
+    Render(#[source] serde_json::Error),
+}
+
 /// Checks the document against the runtime spec's types (oci-spec) and renders it.
-pub fn render(config: &serde_json::Value) -> Result<Vec<u8>, String> {
-    let spec: oci_spec::runtime::Spec = serde_json::from_value(config.clone()).map_err(|e| format!("runtime config: {e}"))?;
-    serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())
+pub fn render(config: &serde_json::Value) -> Result<Vec<u8>, RenderError> {
+    let spec: oci_spec::runtime::Spec = serde_json::from_value(config.clone()).map_err(RenderError::Spec)?;
+    serde_json::to_vec_pretty(&spec).map_err(RenderError::Render)
 }
 
 #[cfg(test)]

@@ -33,10 +33,17 @@ pub fn runtime_root(tasks: &Path) -> PathBuf {
 /// mount(2) takes one page of options.
 const MAX_OPTIONS: usize = 4095;
 
+/// An image whose layers do not fit one overlayfs mount's options.
+#[derive(Debug, thiserror::Error)]
+#[error("the image's {layers} layers are more than one overlayfs mount can stack")]
+pub struct TooManyLayers {
+    pub layers: usize,
+}
+
 /// overlayfs options for `layers` (top first) with the task's upper and work directories, and
 /// the directory to mount from: layers that share a directory (the store's) are named relative
 /// to it, so an image of up to ~60 layers fits in the page mount(2) takes.
-pub fn overlay_options(layers: &[PathBuf], dir: &Path) -> Result<(String, Option<PathBuf>), String> {
+pub fn overlay_options(layers: &[PathBuf], dir: &Path) -> Result<(String, Option<PathBuf>), TooManyLayers> {
     let base = layers.first().and_then(|l| l.parent()).filter(|b| layers.iter().all(|l| l.parent() == Some(*b)));
     let lower: Vec<String> = layers
         .iter()
@@ -47,7 +54,7 @@ pub fn overlay_options(layers: &[PathBuf], dir: &Path) -> Result<(String, Option
         .collect();
     let options = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), dir.join("upper").display(), dir.join("work").display());
     if options.len() > MAX_OPTIONS {
-        return Err(format!("the image's {} layers are more than one overlayfs mount can stack", layers.len()));
+        return Err(TooManyLayers { layers: layers.len() });
     }
     Ok((options, base.map(Path::to_path_buf)))
 }
@@ -79,7 +86,7 @@ mod tests {
         let (o, base) = overlay_options(&[PathBuf::from("/a/top"), PathBuf::from("/b/base")], Path::new("/t")).unwrap();
         assert_eq!((o.as_str(), base), ("lowerdir=/a/top:/b/base,upperdir=/t/upper,workdir=/t/work", None));
         let many: Vec<PathBuf> = (0..70).map(|i| PathBuf::from(format!("/var/lib/shoal/imagestore/layers/{i:064}"))).collect();
-        let err = overlay_options(&many, Path::new("/t")).unwrap_err();
+        let err = overlay_options(&many, Path::new("/t")).unwrap_err().to_string();
         assert_eq!(err, "the image's 70 layers are more than one overlayfs mount can stack");
         assert!(overlay_options(&many[..50], Path::new("/t")).is_ok());
         assert_eq!(runtime_root(Path::new("/var/lib/shoal/tasks")), PathBuf::from("/var/lib/shoal/runc"));

@@ -15,11 +15,42 @@ use std::collections::BTreeMap;
 use seccompiler::{BpfProgram, TargetArch};
 use serde_json::{json, Value};
 
-fn arch() -> Result<TargetArch, String> {
+/// Why the task's seccomp filter cannot be built or installed, naming the profile entry at
+/// fault. Clone: the default filter's result is computed once and handed to every task.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SeccompError {
+    #[error("no seccomp compiler for architecture {arch}")]
+    Arch { arch: &'static str },
+    #[error("unsupported seccomp default action {action}")]
+    DefaultAction { action: Value },
+    #[error("unsupported seccomp action {action}")]
+    Action { action: Value },
+    #[error("unsupported seccomp condition in {rule}")]
+    Condition { rule: Value },
+    /// seccompiler's complaint (text: its error is not Clone; an unknown syscall is read from it).
+    #[error("{detail}")]
+    Compile { detail: String },
+    #[error("the compiler returned no filter")]
+    NoFilter,
+    #[error("no seccomp filter was given for the task")]
+    NoneGiven,
+    #[error("install the seccomp filter: {detail}")]
+    Install { detail: String },
+}
+
+impl SeccompError {
+    /// The syscall seccompiler does not know for this architecture, if that is the complaint.
+    fn unknown_syscall(&self) -> Option<&str> {
+        let SeccompError::Compile { detail } = self else { return None };
+        detail.split_once("Invalid syscall name: ")?.1.split_once(" for given arch").map(|(n, _)| n)
+    }
+}
+
+fn arch() -> Result<TargetArch, SeccompError> {
     match std::env::consts::ARCH {
         "x86_64" => Ok(TargetArch::x86_64),
         "aarch64" => Ok(TargetArch::aarch64),
-        other => Err(format!("no seccomp compiler for architecture {other}")),
+        arch => Err(SeccompError::Arch { arch }),
     }
 }
 
@@ -52,27 +83,23 @@ fn condition(arg: &Value) -> Option<Value> {
     Some(json!({ "index": arg["index"].as_u64()?, "type": "qword", "op": op, "val": val }))
 }
 
-fn compile(arch: TargetArch, mismatch: &Value, matched: &Value, rules: &[Value]) -> Result<BpfProgram, String> {
+fn compile(arch: TargetArch, mismatch: &Value, matched: &Value, rules: &[Value]) -> Result<BpfProgram, SeccompError> {
     let doc = json!({ "f": { "mismatch_action": mismatch, "match_action": matched, "filter": rules } });
-    let mut map = seccompiler::compile_from_json(doc.to_string().as_bytes(), arch).map_err(|e| e.to_string())?;
-    map.remove("f").ok_or_else(|| "the compiler returned no filter".to_string())
+    let mut map =
+        seccompiler::compile_from_json(doc.to_string().as_bytes(), arch).map_err(|e| SeccompError::Compile { detail: e.to_string() })?;
+    map.remove("f").ok_or(SeccompError::NoFilter)
 }
 
 /// [`compile`], leaving out calls seccompiler's table does not know on `arch` (the profile
 /// names calls of newer kernels and other architectures): such a call cannot be named in a
 /// filter and falls to the default action, as with a libseccomp that does not know it either.
 /// The compiler names one unknown call per attempt; a profile has a handful.
-fn compile_known(arch: TargetArch, mismatch: &Value, matched: &Value, mut rules: Vec<Value>) -> Result<BpfProgram, String> {
+fn compile_known(arch: TargetArch, mismatch: &Value, matched: &Value, mut rules: Vec<Value>) -> Result<BpfProgram, SeccompError> {
     loop {
         match compile(arch, mismatch, matched, &rules) {
             Ok(p) => return Ok(p),
             Err(e) => {
-                let unknown = e
-                    .split_once("Invalid syscall name: ")
-                    .map(|(_, r)| r)
-                    .and_then(|r| r.split_once(" for given arch"))
-                    .map(|(n, _)| n.to_string());
-                let Some(name) = unknown else { return Err(e) };
+                let Some(name) = e.unknown_syscall().map(str::to_string) else { return Err(e) };
                 let before = rules.len();
                 rules.retain(|r| r["syscall"] != name.as_str());
                 if rules.len() == before {
@@ -84,19 +111,19 @@ fn compile_known(arch: TargetArch, mismatch: &Value, matched: &Value, mut rules:
 }
 
 /// The BPF programs for `profile` (an OCI `linux.seccomp`), in the order to install them.
-pub fn programs(profile: &Value) -> Result<Vec<BpfProgram>, String> {
+pub fn programs(profile: &Value) -> Result<Vec<BpfProgram>, SeccompError> {
     let arch = arch()?;
     let default = action(profile["defaultAction"].as_str().unwrap_or(""), profile["defaultErrnoRet"].as_u64())
-        .ok_or_else(|| format!("unsupported seccomp default action {}", profile["defaultAction"]))?;
+        .ok_or_else(|| SeccompError::DefaultAction { action: profile["defaultAction"].clone() })?;
     // Rules grouped by their action, allow first.
     let mut groups: BTreeMap<(u8, String), (Value, Vec<Value>)> = BTreeMap::new();
     for rule in profile["syscalls"].as_array().into_iter().flatten() {
         let Some(act) = action(rule["action"].as_str().unwrap_or(""), rule["errnoRet"].as_u64()) else {
-            return Err(format!("unsupported seccomp action {}", rule["action"]));
+            return Err(SeccompError::Action { action: rule["action"].clone() });
         };
         let args: Vec<Value> = rule["args"].as_array().map(|a| a.iter().filter_map(condition).collect()).unwrap_or_default();
         if rule["args"].as_array().is_some_and(|a| a.len() != args.len()) {
-            return Err(format!("unsupported seccomp condition in {rule}"));
+            return Err(SeccompError::Condition { rule: rule.clone() });
         }
         let key = (u8::from(act != json!("allow")), act.to_string());
         let entry = groups.entry(key).or_insert_with(|| (act.clone(), Vec::new()));
@@ -125,8 +152,8 @@ pub fn programs(profile: &Value) -> Result<Vec<BpfProgram>, String> {
 /// The programs of Docker's default profile for Docker's default capabilities, each
 /// instruction packed in a u64 (code, jt, jf, k) as the task's spec.json carries them: compiled
 /// once per daemon (it takes tens of milliseconds in a debug build), not once per task start.
-pub fn default_packed() -> Result<Vec<Vec<u64>>, String> {
-    static ONCE: std::sync::OnceLock<Result<Vec<Vec<u64>>, String>> = std::sync::OnceLock::new();
+pub fn default_packed() -> Result<Vec<Vec<u64>>, SeccompError> {
+    static ONCE: std::sync::OnceLock<Result<Vec<Vec<u64>>, SeccompError>> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
         let caps: Vec<String> = super::config::DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
         let progs = programs(&super::seccomp::for_task(&caps))?;
@@ -145,13 +172,13 @@ fn unpack(v: u64) -> seccompiler::sock_filter {
 
 /// Installs packed programs on the calling thread, in order (no_new_privs must be set, or
 /// CAP_SYS_ADMIN held). No program at all is refused: a task is never left without a filter.
-pub fn install(packed: &[Vec<u64>]) -> Result<(), String> {
+pub fn install(packed: &[Vec<u64>]) -> Result<(), SeccompError> {
     if packed.is_empty() {
-        return Err("no seccomp filter was given for the task".into());
+        return Err(SeccompError::NoneGiven);
     }
     for p in packed {
         let prog: BpfProgram = p.iter().copied().map(unpack).collect();
-        seccompiler::apply_filter(&prog).map_err(|e| format!("install the seccomp filter: {e}"))?;
+        seccompiler::apply_filter(&prog).map_err(|e| SeccompError::Install { detail: e.to_string() })?;
     }
     Ok(())
 }
@@ -180,14 +207,14 @@ mod tests {
             let back = unpack(pack(i));
             assert_eq!((back.code, back.jt, back.jf, back.k), (i.code, i.jt, i.jf, i.k));
         }
-        assert!(install(&[]).unwrap_err().contains("no seccomp filter"));
+        assert!(install(&[]).unwrap_err().to_string().contains("no seccomp filter"));
     }
 
     #[test]
     fn an_unknown_action_is_refused_not_dropped() {
         let mut prof = default_profile();
         prof["syscalls"][0]["action"] = json!("SCMP_ACT_NOTIFY");
-        assert!(programs(&prof).unwrap_err().contains("SCMP_ACT_NOTIFY"));
+        assert!(programs(&prof).unwrap_err().to_string().contains("SCMP_ACT_NOTIFY"));
     }
 
     /// In a forked child: the filter installed, a gated call (unshare of a user namespace)

@@ -33,7 +33,7 @@ pub fn run(dir: &Path, spec: &TaskRun, img: &OciImage) -> anyhow::Result<i32> {
     for d in ["upper", "work", "rootfs"] {
         std::fs::create_dir_all(dir.join(d)).with_context(|| format!("create {d}"))?;
     }
-    let (options, base) = super::overlay_options(&img.layers, dir).map_err(anyhow::Error::msg)?;
+    let (options, base) = super::overlay_options(&img.layers, dir)?;
     // Relative lowerdirs resolve against the working directory at mount time.
     if let Some(base) = &base {
         std::env::set_current_dir(base).with_context(|| format!("chdir {}", base.display()))?;
@@ -77,7 +77,7 @@ pub fn run(dir: &Path, spec: &TaskRun, img: &OciImage) -> anyhow::Result<i32> {
         let log = std::fs::read_to_string(dir.join(RUNC_LOG)).unwrap_or_default();
         anyhow::bail!("{}", runc_error(&log).unwrap_or_else(|| format!("runc exited with {status} before the task started")));
     }
-    std::fs::write(dir.join("exit"), status.to_string())?;
+    super::super::shim::write_whole(&dir.join("exit"), &status.to_string())?;
     Ok(status)
 }
 
