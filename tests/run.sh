@@ -92,6 +92,24 @@ while read -r name; do
 done < tests/required-e2e.txt
 
 echo
+# Each failed test's reason once more, here at the end: CI keeps the log's tail, and a
+# failure's reason is otherwise far above it. For each: its panic (with 4 lines after) and the
+# last 30 lines of its output (the daemons' logs, when a cluster test failed).
+if grep -q '^---- .* stdout ----$' "$log"; then
+  echo "== failures (repeated from above)"
+  awk '
+    /^---- .* stdout ----$/ { if (name != "") flush(); name = $2; n = 0; next }
+    name != "" && (/^failures:$/ || /^test result:/) { flush(); name = ""; next }
+    name != "" { buf[n++] = $0 }
+    function flush(  i, j, from) {
+      print "---- " name
+      for (i = 0; i < n; i++) if (buf[i] ~ /panicked at/) for (j = i; j < n && j <= i + 4; j++) print "  " buf[j]
+      print "  ... last lines:"
+      from = n > 30 ? n - 30 : 0
+      for (i = from; i < n; i++) print "  " buf[i]
+    }
+  ' "$log"
+fi
 if [ "$skipped" -gt 0 ]; then
   echo "== skipped (missing kernel features)"
   sort -u "$SHOAL_SKIP_LOG" | sed 's/^/  /'

@@ -99,11 +99,7 @@ impl Cluster {
 
     /// Runs a cluster verb against a node's daemon.
     pub fn cli(&self, node: &str, args: &[&str]) -> String {
-        let mut full: Vec<&str> = args.to_vec();
-        let host = self.host(node);
-        full.insert(1.min(full.len()), "--host");
-        full.insert(2.min(full.len()), &host);
-        let out = shoal(&full);
+        let (full, out) = self.run_cli(node, args);
         assert!(
             out.status.success(),
             "shoal {full:?} failed:\n{}\n{}",
@@ -111,6 +107,23 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Like [`Cluster::cli`], but `None` when the command fails: for polls inside [`wait_for`],
+    /// where a read refused during an election (reads are linearizable) means "not yet".
+    pub fn try_cli(&self, node: &str, args: &[&str]) -> Option<String> {
+        let (_, out) = self.run_cli(node, args);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `shoal <command> --host <node's API> <rest>`: the full argument list and what it did.
+    fn run_cli(&self, node: &str, args: &[&str]) -> (Vec<String>, std::process::Output) {
+        let mut full: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        full.insert(1.min(full.len()), "--host".to_string());
+        full.insert(2.min(full.len()), self.host(node));
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        let out = shoal(&refs);
+        (full, out)
     }
 
     /// Host PID of a task's init, from the executor's records.
