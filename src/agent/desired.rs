@@ -295,7 +295,7 @@ mod tests {
             internal: id == "private",
             node_local: false,
             options: Default::default(),
-            lb_addrs: lb.iter().map(|(n, a)| (n.to_string().into(), a.parse().unwrap())).collect(),
+            lb_addrs: lb.iter().map(|(n, a)| (shoal_control::model::NodeId::from(*n), a.parse::<std::net::Ipv4Addr>().unwrap())).collect(),
             peers: Default::default(),
         }
     }
@@ -379,7 +379,12 @@ mod tests {
         let mut view = AgentView::default();
         let mut net = network("secure", 4100, "10.0.20.0/24", &[("n1", "10.0.20.250"), ("n2", "10.0.20.251")]);
         net.options.insert("encrypted".into(), String::new());
-        net.peers = [("n1".into(), "192.168.33.10".to_string()), ("n2".into(), "192.168.33.20".to_string())].into();
+        net.peers = [
+            (shoal_control::model::NodeId::from("n1"), "192.168.33.10".to_string()),
+            (shoal_control::model::NodeId::from("n2"), "192.168.33.20".to_string()),
+        ]
+        .into_iter()
+        .collect();
         view.networks.insert("secure".into(), net);
         let mut privates = BTreeMap::new();
         let mut peers = BTreeMap::new();

@@ -80,7 +80,8 @@ pub fn plan(i: &Inputs<'_>, dns_attached: &HashSet<String>) -> Plan {
     // and DNS are built from it. Only the endpoints go; the view's own tasks are this node's.
     let served = if v.endpoints.values().any(|e| i.dead_nodes.contains(e.node_id.as_str()) && e.node_id != i.node_id) {
         let mut s = v.clone();
-        s.endpoints.retain(|_, e| !i.dead_nodes.contains(e.node_id.as_str()) || e.node_id == i.node_id);
+        s.endpoints =
+            s.endpoints.into_iter().filter(|(_, e)| !i.dead_nodes.contains(e.node_id.as_str()) || e.node_id == i.node_id).collect();
         std::borrow::Cow::Owned(s)
     } else {
         std::borrow::Cow::Borrowed(v)
@@ -308,7 +309,7 @@ mod tests {
                 node_local: false,
                 options: Default::default(),
                 lb_addrs: Default::default(),
-                peers: nodes.iter().map(|(n, a)| (n.as_str().into(), a.clone())).collect(),
+                peers: nodes.iter().map(|(n, a)| (shoal_control::model::NodeId::from(n.as_str()), a.clone())).collect(),
             },
         );
         v.services.insert(

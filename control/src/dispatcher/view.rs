@@ -2,17 +2,22 @@
 //! such views. Pure: the dispatcher keeps the last view it sent per session and sends the diff.
 
 use crate::model::{NetworkId, NodeId, NodeState, PairKeySeed, Role, ServiceId, Task, TaskId, TaskState, WireGuardIdentity};
-use crate::rpc::session::{AgentUpdate, Assignment, GossipView, NetworkInfo, ServiceEndpoint, TaskEndpoint, WireGuardPeer, WireGuardView};
+use crate::rpc::session::{
+    AgentUpdate, Assignment, GossipView, NetworkInfo, NodeMap, ServiceEndpoint, TaskEndpoint, WireGuardPeer, WireGuardView,
+};
 use crate::state::ClusterState;
 use std::collections::BTreeMap;
 
+/// The maps are persistent (`imbl`): the agent folds each update in and publishes a snapshot
+/// to its tasks, and at 1,000 nodes a copy of the whole view per update was the agents' main
+/// cost (a snapshot now shares everything the update did not touch).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AgentView {
     pub role: Option<Role>,
-    pub assignments: BTreeMap<TaskId, Assignment>,
-    pub networks: BTreeMap<NetworkId, NetworkInfo>,
-    pub services: BTreeMap<ServiceId, ServiceEndpoint>,
-    pub endpoints: BTreeMap<TaskId, TaskEndpoint>,
+    pub assignments: imbl::OrdMap<TaskId, Assignment>,
+    pub networks: imbl::OrdMap<NetworkId, NetworkInfo>,
+    pub services: imbl::OrdMap<ServiceId, ServiceEndpoint>,
+    pub endpoints: imbl::OrdMap<TaskId, TaskEndpoint>,
     /// This node's WireGuard identity and its peers' (once a network is encrypted).
     pub wireguard: Option<WireGuardView>,
     /// The gossip key ring and node list (once the managers issued a key).
@@ -22,17 +27,17 @@ pub struct AgentView {
 /// The endpoint table (services, endpoints, networks) shared by all agents.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EndpointTable {
-    pub networks: BTreeMap<NetworkId, NetworkInfo>,
-    pub services: BTreeMap<ServiceId, ServiceEndpoint>,
-    pub endpoints: BTreeMap<TaskId, TaskEndpoint>,
+    pub networks: imbl::OrdMap<NetworkId, NetworkInfo>,
+    pub services: imbl::OrdMap<ServiceId, ServiceEndpoint>,
+    pub endpoints: imbl::OrdMap<TaskId, TaskEndpoint>,
     /// The gossip key ring and node list, the same for every node.
     pub gossip: Option<GossipView>,
 }
 
 impl EndpointTable {
     pub fn from_state(state: &ClusterState) -> EndpointTable {
-        let mut peers: BTreeMap<NetworkId, BTreeMap<NodeId, String>> = BTreeMap::new();
-        let mut endpoints = BTreeMap::new();
+        let mut peers: BTreeMap<NetworkId, NodeMap<String>> = BTreeMap::new();
+        let mut endpoints = imbl::OrdMap::new();
         for t in state.tasks.values() {
             let Some(node) = t.node_id.as_ref().and_then(|n| state.nodes.get(n)) else { continue };
             if t.status.state.is_terminal() || t.status.state < TaskState::Assigned {
@@ -89,7 +94,7 @@ impl EndpointTable {
                         internal: n.spec.internal,
                         node_local: n.spec.node_local,
                         options: n.spec.options.clone(),
-                        lb_addrs: n.lb_addrs.clone(),
+                        lb_addrs: NodeMap::from(&n.lb_addrs),
                         peers,
                     },
                 )
@@ -265,21 +270,24 @@ fn gossip_view(state: &ClusterState) -> Option<GossipView> {
     })
 }
 
-fn diff_map<K: Ord + Clone, T: Clone + PartialEq>(old: &BTreeMap<K, T>, new: &BTreeMap<K, T>, upserts: &mut Vec<T>, removed: &mut Vec<K>) {
-    for (k, v) in new {
-        if old.get(k) != Some(v) {
-            upserts.push(v.clone());
-        }
-    }
-    for k in old.keys() {
-        if !new.contains_key(k) {
-            removed.push(k.clone());
+/// The entries added or changed from `old` to `new`, and the keys removed (imbl's diff skips
+/// the subtrees both share).
+fn diff_map<K: Ord + Clone, T: Clone + PartialEq>(
+    old: &imbl::OrdMap<K, T>,
+    new: &imbl::OrdMap<K, T>,
+    upserts: &mut Vec<T>,
+    removed: &mut Vec<K>,
+) {
+    for item in old.diff(new) {
+        match item {
+            imbl::ordmap::DiffItem::Add(_, v) | imbl::ordmap::DiffItem::Update { new: (_, v), .. } => upserts.push(v.clone()),
+            imbl::ordmap::DiffItem::Remove(k, _) => removed.push(k.clone()),
         }
     }
 }
 
 /// Sets or (with `None`) removes one entry.
-pub(super) fn set<K: Ord + Clone, V>(map: &mut BTreeMap<K, V>, key: &K, value: Option<V>) {
+pub(super) fn set<K: Ord + Clone, V: Clone>(map: &mut imbl::OrdMap<K, V>, key: &K, value: Option<V>) {
     match value {
         Some(v) => {
             map.insert(key.clone(), v);
@@ -290,7 +298,7 @@ pub(super) fn set<K: Ord + Clone, V>(map: &mut BTreeMap<K, V>, key: &K, value: O
     }
 }
 
-fn apply_map<K: Ord, T: Clone>(map: &mut BTreeMap<K, T>, upserts: &[T], removed: &[K], key: impl Fn(&T) -> K) {
+fn apply_map<K: Ord + Clone, T: Clone>(map: &mut imbl::OrdMap<K, T>, upserts: &[T], removed: &[K], key: impl Fn(&T) -> K) {
     for k in removed {
         map.remove(k);
     }
@@ -327,6 +335,37 @@ mod tests {
         assert_eq!(ingress.peers.len(), 3, "{:?}", ingress.peers);
         let backend = table.networks.values().find(|n| !n.ingress && !n.node_local);
         assert!(backend.is_none_or(|n| n.peers.len() <= 1));
+    }
+
+    #[test]
+    fn an_agent_s_snapshot_shares_what_an_update_did_not_touch() {
+        let mut w = World::new(3);
+        let mut s = ServiceSpec::new("web", "nginx");
+        s.endpoint.ports = vec![crate::model::PortConfig {
+            protocol: crate::model::Protocol::Tcp,
+            target: 80,
+            published: Some(5000),
+            mode: crate::model::PublishMode::Ingress,
+        }];
+        w.create(s);
+        w.report_all(crate::model::TaskState::Running);
+        let first = view(&w, "n2");
+        let mut agent = AgentView::default();
+        agent.apply(&first.full_update(1));
+        // What the agent publishes to its tasks after each update (node/session.rs).
+        let snapshot = agent.clone();
+        w.create(ServiceSpec::new("api", "nginx"));
+        w.report_all(crate::model::TaskState::Running);
+        let second = view(&w, "n2");
+        agent.apply(&second.diff(&first, 2));
+        assert_eq!(agent, second);
+        assert_ne!(agent.services.len(), snapshot.services.len(), "the update changed the service table");
+        // The ingress network (every node a peer, the map that grows with the cluster) was not
+        // touched: the new view shares it with the snapshot instead of holding a copy.
+        let ingress = agent.networks.values().find(|n| n.ingress).unwrap();
+        let before = &snapshot.networks[&ingress.id];
+        assert_eq!(ingress.peers.len(), 4);
+        assert!(ingress.peers.ptr_eq(&before.peers) && ingress.lb_addrs.ptr_eq(&before.lb_addrs));
     }
 
     #[test]

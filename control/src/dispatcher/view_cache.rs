@@ -10,7 +10,7 @@
 
 use super::view::{assignment, wireguard_view, AgentView, EndpointTable};
 use crate::model::{NetworkId, NodeId, PairKeySeed, Role, TaskId, WireGuardIdentity};
-use crate::rpc::session::{AgentUpdate, Assignment, GossipView, NetworkInfo, WireGuardView};
+use crate::rpc::session::{AgentUpdate, Assignment, GossipView, NetworkInfo, NodeMap, WireGuardView};
 use crate::state::ClusterState;
 use crate::store::SharedState;
 use std::collections::{BTreeMap, VecDeque};
@@ -28,7 +28,7 @@ pub struct Built {
     pub version: u64,
     pub table: EndpointTable,
     /// Each node's assignments (only nodes that have some).
-    pub assignments: BTreeMap<NodeId, BTreeMap<TaskId, Assignment>>,
+    pub assignments: BTreeMap<NodeId, imbl::OrdMap<TaskId, Assignment>>,
     /// Each node's role and Raft id (a demoted manager keeps its role while it is a voter).
     pub nodes: BTreeMap<NodeId, (Role, u64)>,
     wireguard: BTreeMap<NodeId, WireGuardIdentity>,
@@ -37,7 +37,7 @@ pub struct Built {
 
 impl Built {
     pub fn from_state(version: u64, state: &ClusterState) -> Built {
-        let mut assignments: BTreeMap<NodeId, BTreeMap<TaskId, Assignment>> = BTreeMap::new();
+        let mut assignments: BTreeMap<NodeId, imbl::OrdMap<TaskId, Assignment>> = BTreeMap::new();
         for t in state.tasks.values() {
             let Some(node) = &t.node_id else { continue };
             if let Some(a) = assignment(state, t) {
@@ -102,7 +102,7 @@ pub struct Step {
 impl Step {
     pub fn between(old: &Built, new: &Built) -> Step {
         let mut assignments = BTreeMap::new();
-        let empty = BTreeMap::new();
+        let empty = imbl::OrdMap::new();
         for node in old.assignments.keys().chain(new.assignments.keys()) {
             if assignments.contains_key(node) {
                 continue;
@@ -125,7 +125,7 @@ impl Step {
         // A network whose only change is in its per-node maps goes as those entries.
         step.networks.retain(|id, new_net| {
             let (Some(new_net), Some(old_net)) = (new_net.as_ref(), old.table.networks.get(id)) else { return true };
-            let bare = |n: &NetworkInfo| NetworkInfo { peers: BTreeMap::new(), lb_addrs: BTreeMap::new(), ..n.clone() };
+            let bare = |n: &NetworkInfo| NetworkInfo { peers: NodeMap::new(), lb_addrs: NodeMap::new(), ..n.clone() };
             if bare(old_net) != bare(new_net) {
                 return true;
             }
@@ -146,17 +146,14 @@ impl Step {
     }
 }
 
-fn changes<K: Ord + Clone, V: Clone + PartialEq>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> Changes<K, V> {
-    let mut c = BTreeMap::new();
-    for (k, v) in new {
-        if old.get(k) != Some(v) {
-            c.insert(k.clone(), Some(v.clone()));
-        }
-    }
-    for k in old.keys().filter(|k| !new.contains_key(*k)) {
-        c.insert(k.clone(), None);
-    }
-    c
+/// imbl's diff skips what both versions share, so a step costs O(change), not O(table).
+fn changes<K: Ord + Clone, V: Clone + PartialEq>(old: &imbl::OrdMap<K, V>, new: &imbl::OrdMap<K, V>) -> Changes<K, V> {
+    old.diff(new)
+        .map(|item| match item {
+            imbl::ordmap::DiffItem::Add(k, v) | imbl::ordmap::DiffItem::Update { new: (k, v), .. } => (k.clone(), Some(v.clone())),
+            imbl::ordmap::DiffItem::Remove(k, _) => (k.clone(), None),
+        })
+        .collect()
 }
 
 /// What a session last sent its agent: the version, and the per-node parts it compares

@@ -205,7 +205,7 @@ mod tests {
         GossipView {
             sending,
             keys: keys.iter().map(|id| (*id, format!("key{id}"))).collect(),
-            nodes: nodes.iter().map(|(id, a)| (id.to_string().into(), a.to_string())).collect(),
+            nodes: nodes.iter().map(|(id, a)| (crate::model::NodeId::from(id.to_string()), a.to_string())).collect(),
         }
     }
 

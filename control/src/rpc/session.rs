@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+/// A map of every node (or every node on a network): a persistent map, since each of 1,000
+/// agents keeps one per network and per gossip ring, and must change and snapshot it at O(log n)
+/// per entry rather than copy it whole on every update (serialised as a plain map).
+pub type NodeMap<V> = imbl::OrdMap<NodeId, V>;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum AgentMessage {
     /// Keep the session alive.
@@ -89,9 +94,9 @@ pub struct NetworkInfo {
     pub node_local: bool,
     pub options: BTreeMap<String, String>,
     /// Load-balancer address of each node on this network.
-    pub lb_addrs: BTreeMap<NodeId, Ipv4Addr>,
+    pub lb_addrs: NodeMap<Ipv4Addr>,
     /// Underlay address of every node with tasks on this network (VXLAN peers).
-    pub peers: BTreeMap<NodeId, String>,
+    pub peers: NodeMap<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,7 +178,7 @@ pub struct GossipView {
     /// Every key still accepted: id -> base64 key.
     pub keys: BTreeMap<u32, String>,
     /// Node id -> underlay address, every node of the cluster (this one included).
-    pub nodes: BTreeMap<NodeId, String>,
+    pub nodes: NodeMap<String>,
 }
 
 impl std::fmt::Debug for GossipView {
