@@ -10,7 +10,10 @@
 //!
 //! `cargo bench --bench gossip`. SHOAL_BENCH_NODES (1000), SHOAL_BENCH_LOSS (0.05),
 //! SHOAL_BENCH_KILLS (10), SHOAL_BENCH_FP_SECS (3600), SHOAL_BENCH_SEED (7) tune it;
-//! SHOAL_BENCH_BASELINE=0 skips memberlist's row.
+//! SHOAL_BENCH_BASELINE=0 skips memberlist's row. To compare timings in one build, these
+//! override shoal's (in milliseconds, or a count): SHOAL_BENCH_PROBE_MS, SHOAL_BENCH_RTT_MS, SHOAL_BENCH_GOSSIP_MS,
+//! SHOAL_BENCH_SUSPICION_MIN_MS, SHOAL_BENCH_SUSPICION_MAX_MS, SHOAL_BENCH_CONFIRMATIONS,
+//! SHOAL_BENCH_LAST_CHECKS.
 
 use shoal_control::gossip::config::GossipConfig;
 use shoal_control::gossip::core::{MemberEvent, Status};
@@ -37,6 +40,20 @@ fn join_unknown(sim: &mut Sim) {
             sim.join(i, &unknown);
         }
     }
+}
+
+/// `GossipConfig::lan` with the bench's overrides, if any.
+fn overridden(expected: u32) -> GossipConfig {
+    let mut c = GossipConfig::lan(expected);
+    let ms = |name: &str, d: Duration| Duration::from_millis(env(name, d.as_millis() as u64));
+    c.probe_period = ms("SHOAL_BENCH_PROBE_MS", c.probe_period);
+    c.probe_rtt = ms("SHOAL_BENCH_RTT_MS", c.probe_rtt);
+    c.gossip_period = ms("SHOAL_BENCH_GOSSIP_MS", c.gossip_period);
+    c.suspicion_min = ms("SHOAL_BENCH_SUSPICION_MIN_MS", c.suspicion_min);
+    c.suspicion_max = ms("SHOAL_BENCH_SUSPICION_MAX_MS", c.suspicion_max);
+    c.suspicion_confirmations = env("SHOAL_BENCH_CONFIRMATIONS", c.suspicion_confirmations);
+    c.last_checks = env("SHOAL_BENCH_LAST_CHECKS", c.last_checks);
+    c
 }
 
 struct Figures {
@@ -163,7 +180,12 @@ fn main() {
         "gossip bench: {n} nodes, {:.0}% loss, {kills} killed one by one, false positives over {fp_secs} s (virtual time)",
         loss * 100.0
     );
-    let ours = run(GossipConfig::lan, n, net, seed, kills, fp_secs);
+    let ours = run(overridden, n, net, seed, kills, fp_secs);
+    let c = overridden(n as u32);
+    println!(
+        "shoal's timings: probe {:?} (rtt {:?}), gossip {:?}, suspicion {:?}..{:?}, {} confirmations, {} rounds of last checks",
+        c.probe_period, c.probe_rtt, c.gossip_period, c.suspicion_min, c.suspicion_max, c.suspicion_confirmations, c.last_checks
+    );
     print("shoal (GossipConfig::lan)", &ours);
     if baseline {
         let theirs = run(GossipConfig::memberlist_lan, n, net, seed, kills, fp_secs);

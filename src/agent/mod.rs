@@ -11,6 +11,7 @@ pub mod desired;
 pub mod executor;
 pub mod health;
 pub mod images;
+pub mod lb_step;
 pub mod logs;
 pub mod pass;
 pub mod ready;

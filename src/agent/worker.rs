@@ -1,6 +1,7 @@
 //! The data plane worker: one thread that owns the open load balancer (programs loaded, maps
 //! pinned) and applies desired states in order. Opening the eBPF balancer costs more than a
-//! second (probe, verify, load), so it happens once, not on every reconcile.
+//! second (probe, verify, load), so it happens once, not on every reconcile. What a pass does
+//! with the balancer (keep, rewire, open; diff or repair) is chosen by `lb_step.rs`.
 
 use std::collections::HashSet;
 use std::sync::{mpsc, Arc, Mutex};
@@ -14,6 +15,8 @@ use shoal_dataplane::lb::{self, Choice, Instance, LbTable, LoadBalancer};
 use shoal_dataplane::overlay;
 use shoal_dataplane::state::DesiredNode;
 use tokio::sync::oneshot;
+
+use super::lb_step::{self, Attach, Program, Wiring};
 
 /// What one pass changed: overlay operations and load-balancer changes.
 pub type Applied = Result<(usize, usize), PassError>;
@@ -162,7 +165,7 @@ struct Held {
     lb: Option<Box<dyn LoadBalancer>>,
     /// The interfaces the open balancer is attached to (underlay, bridges with their SNAT
     /// address): when networks come or go it is reopened to attach to the new set.
-    attached: Option<(Option<std::net::Ipv4Addr>, std::collections::BTreeMap<String, std::net::Ipv4Addr>)>,
+    attached: Option<Wiring>,
     /// The table the open balancer was last brought to: a change is applied as the difference
     /// from it (O(change) kernel work); the same table again is a repair pass (full reconcile).
     last: Option<LbTable>,
@@ -246,10 +249,8 @@ impl Held {
         // The balancer opens on the first pass, services or not, and stays open (its tables
         // emptied when the last service goes): a new service is then programmed in milliseconds
         // instead of loading and verifying programs first.
-        let wiring = (want.underlay, want.bridges.clone());
-        if self.attached.as_ref().is_some_and(|w| *w != wiring) {
-            // Networks came or went: attach to the new set in place when the balancer can
-            // (no reload), else reopen it.
+        let wiring: Wiring = (want.underlay, want.bridges.clone());
+        if lb_step::attach(self.lb.is_some(), self.attached.as_ref(), &wiring) == Attach::Rewire {
             let rewired = self.lb.as_mut().map(|lb| lb.rewire(&want));
             match rewired {
                 Some(Ok(true)) => self.attached = Some(wiring.clone()),
@@ -264,7 +265,8 @@ impl Held {
                 }
             }
         }
-        if self.lb.is_none() {
+        // Asked again: a balancer the rewire could not keep is opened anew.
+        if lb_step::attach(self.lb.is_some(), self.attached.as_ref(), &wiring) == Attach::Open {
             match self.open(choice, desired, &want) {
                 Ok(handle) => {
                     self.lb = Some(handle);
@@ -282,8 +284,8 @@ impl Held {
             }
         }
         let Some(handle) = self.lb.as_mut() else { return Err(PassError::LbNotOpen) };
-        let applied = match &self.last {
-            Some(prev) if *prev != want => handle.apply_ops(&want, &lb::diff(prev, &want)),
+        let applied = match (lb_step::program(self.last.as_ref(), &want), &self.last) {
+            (Program::Diff, Some(prev)) => handle.apply_ops(&want, &lb::diff(prev, &want)),
             _ => handle.reconcile(&want, false),
         };
         let changes = match applied {
