@@ -77,8 +77,7 @@ mod tests {
     #[test]
     fn a_changed_table_is_applied_as_a_difference_and_anything_else_is_a_repair() {
         let empty = LbTable::default();
-        let mut other = LbTable::default();
-        other.underlay = Some(Ipv4Addr::new(192, 168, 33, 10));
+        let other = LbTable { underlay: Some(Ipv4Addr::new(192, 168, 33, 10)), ..Default::default() };
         assert_eq!(program(Some(&empty), &other), Program::Diff);
         assert_eq!(program(Some(&other), &other), Program::Repair, "the same table again: read back and fix drift");
         assert_eq!(program(None, &other), Program::Repair, "just opened: the kernel's state is unknown");
