@@ -326,10 +326,7 @@ impl Membership {
                     // meanwhile (its condition check fails but the courtesy message goes out),
                     // which makes a live member renew its identity for nothing: deliver the
                     // timer only while the suspicion still stands.
-                    let stands = self
-                        .foca
-                        .iter_membership_state()
-                        .any(|m| m.id() == &target && m.state() == State::Suspect && m.incarnation() == incarnation);
+                    let stands = self.holds_suspect(&target, incarnation);
                     if stands && self.suspicions.begin_check(now, &target, incarnation, members) {
                         self.check_suspect(now, &target);
                         let again = now + self.health.scale(self.config.probe_rtt);
@@ -520,8 +517,19 @@ impl Membership {
             let members = self.foca.num_members();
             if let Some(at) = self.suspicions.confirm(now, acc.target.clone(), acc.incarnation, acc.accuser, members) {
                 self.schedule(at, Wake::Suspicion(acc.target, acc.incarnation));
+            } else if !self.suspicions.has_timer(&acc.target, acc.incarnation) && self.holds_suspect(&acc.target, acc.incarnation) {
+                // A suspicion learned by gossip, with its accusation: run our own timer from
+                // now rather than from our next probe (up to a probe period later), which is
+                // when `arm_learned_suspicions` would find it.
+                let timer = Timer::ChangeSuspectToDown { member_id: acc.target.clone(), incarnation: acc.incarnation, token: self.token };
+                let at = self.suspicions.start(now, acc.target.clone(), acc.incarnation, timer, members);
+                self.schedule(at, Wake::Suspicion(acc.target, acc.incarnation));
             }
         }
+    }
+
+    fn holds_suspect(&self, target: &GossipId, incarnation: Incarnation) -> bool {
+        self.foca.iter_membership_state().any(|m| m.id() == target && m.state() == State::Suspect && m.incarnation() == incarnation)
     }
 
     fn schedule(&mut self, at: Instant, wake: Wake) {
