@@ -1,5 +1,5 @@
 //! The membership core on the in-memory network (`sim.rs`): virtual time, set loss and latency,
-//! deterministic for a seed. Bounds are from `GossipConfig::lan`: probe 500 ms, suspicion 0.5-5 s.
+//! deterministic for a seed. Bounds are from `GossipConfig::lan`: probe 300 ms, suspicion 0.5-5 s.
 
 use super::config::GossipConfig;
 use super::core::{MemberEvent, Status};
