@@ -318,9 +318,8 @@ mod tests {
         AgentView::for_node(&w.state, node, &EndpointTable::from_state(&w.state))
     }
 
-    #[test]
-    fn every_node_is_an_ingress_peer_even_without_tasks() {
-        let mut w = World::new(2);
+    /// `web`, one replica, port 5000 published on the routing mesh (so on the ingress network).
+    fn published_web() -> ServiceSpec {
         let mut s = ServiceSpec::new("web", "nginx");
         s.endpoint.ports = vec![crate::model::PortConfig {
             protocol: crate::model::Protocol::Tcp,
@@ -328,7 +327,13 @@ mod tests {
             published: Some(5000),
             mode: crate::model::PublishMode::Ingress,
         }];
-        w.create(s);
+        s
+    }
+
+    #[test]
+    fn every_node_is_an_ingress_peer_even_without_tasks() {
+        let mut w = World::new(2);
+        w.create(published_web());
         let table = EndpointTable::from_state(&w.state);
         let ingress = table.networks.values().find(|n| n.ingress).unwrap();
         // One task, on one node; the mesh of the other two still reaches it and hears back.
@@ -340,14 +345,7 @@ mod tests {
     #[test]
     fn an_agent_s_snapshot_shares_what_an_update_did_not_touch() {
         let mut w = World::new(3);
-        let mut s = ServiceSpec::new("web", "nginx");
-        s.endpoint.ports = vec![crate::model::PortConfig {
-            protocol: crate::model::Protocol::Tcp,
-            target: 80,
-            published: Some(5000),
-            mode: crate::model::PublishMode::Ingress,
-        }];
-        w.create(s);
+        w.create(published_web());
         w.report_all(crate::model::TaskState::Running);
         let first = view(&w, "n2");
         let mut agent = AgentView::default();
