@@ -13,6 +13,7 @@ pub mod ipsec;
 pub mod kernel;
 pub mod key;
 mod nft;
+pub mod offload;
 pub mod plan;
 #[cfg(test)]
 mod plan_tests;

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::offload::tun::VnetTun;
+use super::offload::udp::GsoUdpFactory;
 use super::plan::DEVICE;
 use super::uapi_server::{apply_set, serve_connection, SetJob};
 use super::CryptError;
@@ -128,11 +130,22 @@ async fn serve_async(dir: &Path) -> Result<(), CryptError> {
     use gotatun::device::{uapi::UapiServer, DeviceBuilder};
 
     let (client, server) = UapiServer::new();
-    let builder = DeviceBuilder::new().with_default_udp().create_tun(DEVICE).map_err(|e| {
+    let (tun, offloads) = VnetTun::open(DEVICE).map_err(|e| {
         CryptError::Unavailable(format!("userspace WireGuard: cannot make TUN device {DEVICE} (is /dev/net/tun there and usable?): {e}"))
     })?;
-    let mut device =
-        builder.with_uapi(server).build().await.map_err(|e| CryptError::Unavailable(format!("userspace WireGuard on {DEVICE}: {e}")))?;
+    if !offloads.uso_writes {
+        tracing::info!(
+            device = DEVICE,
+            "this kernel takes no UDP segmentation from TUN (Linux 6.2 and later do): packets are written one by one"
+        );
+    }
+    let mut device = DeviceBuilder::new()
+        .with_udp(GsoUdpFactory::default())
+        .with_ip(tun)
+        .with_uapi(server)
+        .build()
+        .await
+        .map_err(|e| CryptError::Unavailable(format!("userspace WireGuard on {DEVICE}: {e}")))?;
     let sock = socket(dir);
     let _ = std::fs::remove_file(&sock);
     let listener = std::os::unix::net::UnixListener::bind(&sock)
