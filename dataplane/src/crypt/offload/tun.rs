@@ -19,7 +19,7 @@ use gotatun::tun::{IpRecv, IpSend, MtuWatcher};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
 
-use super::batch::{complete_read, uso_runs, write_single, write_uso, VNET_HDR_LEN};
+use super::batch::{complete_read, write_joined, write_runs, write_single, Join, VNET_HDR_LEN};
 
 /// Packets read per wake-up, at most.
 const READ_BURST: usize = 64;
@@ -164,23 +164,19 @@ fn write_loop(fd: &OwnedFd, mut queue: mpsc::Receiver<Packet<[u8]>>, mut uso: bo
             }
         }
         let packets: Vec<&[u8]> = batch.iter().map(|p| &p[..]).collect();
-        let runs = if uso { uso_runs(&packets) } else { (0..packets.len()).map(|i| i..i + 1).collect() };
-        for run in runs {
-            if run.len() > 1 {
-                write_uso(&packets[run.clone()], &mut frame);
+        for run in write_runs(&packets, uso) {
+            if let Some(join) = run.join {
+                write_joined(join, &packets[run.packets.clone()], &mut frame);
                 match write_frame(fd, &frame) {
                     Ok(()) => continue,
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) && join == Join::Udp => {
                         uso = false;
-                        tracing::warn!(error = %e, "the kernel refused a UDP segmentation write: packets go one by one from now on");
+                        tracing::warn!(error = %e, "the kernel refused a UDP segmentation write: datagrams go one by one from now on");
                     }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "TUN write failed");
-                        continue;
-                    }
+                    Err(e) => tracing::debug!(error = %e, ?join, "joined TUN write failed: writing the packets one by one"),
                 }
             }
-            for p in &packets[run] {
+            for p in &packets[run.packets] {
                 write_single(p, &mut frame);
                 if let Err(e) = write_frame(fd, &frame) {
                     tracing::debug!(error = %e, "TUN write failed");
