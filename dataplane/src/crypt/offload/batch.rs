@@ -16,21 +16,12 @@
 use std::net::SocketAddr;
 use std::ops::Range;
 
+use super::vnet::{fold, sum, VnetHeader, F_NEEDS_CSUM, GSO_TCPV4, GSO_UDP_L4};
+
 /// The kernel's limit on segments in one UDP GSO buffer (`UDP_MAX_SEGMENTS`).
 pub const MAX_SEGMENTS: usize = 64;
 /// The most payload one UDP datagram (and so one GSO buffer) can carry over IPv4.
 pub const MAX_UDP_PAYLOAD: usize = 65_535 - 20 - 8;
-
-/// `struct virtio_net_hdr` (10 bytes), the prefix of every read and write on a TUN device
-/// opened with `IFF_VNET_HDR`; native byte order, as the kernel reads it on a little-endian
-/// host without `TUNSETVNETBE`.
-pub const VNET_HDR_LEN: usize = 10;
-const VNET_F_NEEDS_CSUM: u8 = 1;
-const VNET_GSO_NONE: u8 = 0;
-/// `VIRTIO_NET_HDR_GSO_TCPV4`: TCP segmentation.
-const VNET_GSO_TCPV4: u8 = 1;
-/// `VIRTIO_NET_HDR_GSO_UDP_L4`: UDP segmentation (Linux 6.2 and later).
-const VNET_GSO_UDP_L4: u8 = 5;
 
 const IPV4_HEADER: usize = 20;
 const UDP_HEADER: usize = 8;
@@ -122,10 +113,6 @@ impl<'a> Segment<'a> {
         (payload > 0).then_some(Segment { packet, join, header, payload })
     }
 
-    fn headers(&self) -> &'a [u8] {
-        &self.packet[..IPV4_HEADER + self.header]
-    }
-
     fn seq(&self) -> u32 {
         let p = self.packet;
         u32::from_be_bytes([p[24], p[25], p[26], p[27]])
@@ -192,10 +179,10 @@ pub fn write_runs(packets: &[&[u8]], udp: bool) -> Vec<Run> {
 }
 
 /// Writes one packet as the kernel reads it from a TUN device with `IFF_VNET_HDR`: a header
-/// that asks for nothing, then the packet.
-pub fn write_single(packet: &[u8], out: &mut Vec<u8>) {
+/// of `hdr` bytes that asks for nothing, then the packet.
+pub fn write_single(hdr: usize, packet: &[u8], out: &mut Vec<u8>) {
     out.clear();
-    out.extend_from_slice(&[0; VNET_HDR_LEN]);
+    VnetHeader::default().write(hdr, out);
     out.extend_from_slice(packet);
 }
 
@@ -204,27 +191,31 @@ pub fn write_single(packet: &[u8], out: &mut Vec<u8>) {
 /// checksum field holding the pseudo-header sum (left for the kernel to complete), TCP's PSH
 /// from the last segment, then every payload in order; and a header saying how to take it
 /// (UDP: cut back into the datagrams; TCP: one received segment).
-pub fn write_joined(join: Join, run: &[&[u8]], out: &mut Vec<u8>) {
+pub fn write_joined(hdr: usize, join: Join, run: &[&[u8]], out: &mut Vec<u8>) {
     let first = run[0];
     let (proto, gso_type, header, csum_offset) = match join {
-        Join::Udp => (17u8, VNET_GSO_UDP_L4, UDP_HEADER, 6),
-        Join::Tcp => (6, VNET_GSO_TCPV4, ((first[32] >> 4) as usize) * 4, 16),
+        Join::Udp => (17u8, GSO_UDP_L4, UDP_HEADER, 6),
+        Join::Tcp => (6, GSO_TCPV4, ((first[32] >> 4) as usize) * 4, 16),
     };
-    let hdr = IPV4_HEADER + header;
-    let seg = first.len() - hdr;
-    let payload: usize = run.iter().map(|p| p.len() - hdr).sum();
+    let headers = IPV4_HEADER + header;
+    let seg = first.len() - headers;
+    let payload: usize = run.iter().map(|p| p.len() - headers).sum();
     let l4_len = header + payload;
     let total = IPV4_HEADER + l4_len;
     out.clear();
-    out.reserve(VNET_HDR_LEN + total);
-    out.push(VNET_F_NEEDS_CSUM);
-    out.push(gso_type);
-    for field in [hdr, seg, IPV4_HEADER, csum_offset] {
-        // hdr_len, gso_size, csum_start, csum_offset
-        out.extend_from_slice(&(field as u16).to_ne_bytes());
-    }
+    out.reserve(hdr + total);
+    let vnet = VnetHeader {
+        flags: F_NEEDS_CSUM,
+        gso_type,
+        hdr_len: headers as u16,
+        gso_size: seg as u16,
+        csum_start: IPV4_HEADER as u16,
+        csum_offset: csum_offset as u16,
+        ..VnetHeader::default()
+    };
+    vnet.write(hdr, out);
     let h = out.len();
-    out.extend_from_slice(&first[..hdr]);
+    out.extend_from_slice(&first[..headers]);
     out[h + 2..h + 4].copy_from_slice(&(total as u16).to_be_bytes());
     out[h + 10..h + 12].copy_from_slice(&[0, 0]);
     let ip_sum = !fold(sum(&out[h..h + IPV4_HEADER], 0));
@@ -237,60 +228,6 @@ pub fn write_joined(join: Join, run: &[&[u8]], out: &mut Vec<u8>) {
     let pseudo = sum(&first[12..20], proto as u32 + l4_len as u32);
     out[t + csum_offset..t + csum_offset + 2].copy_from_slice(&fold(pseudo).to_be_bytes());
     for p in run {
-        out.extend_from_slice(&p[hdr..]);
+        out.extend_from_slice(&p[headers..]);
     }
-}
-
-/// Why a packet read from the TUN device cannot be sealed as it is.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ReadError {
-    #[error("the kernel handed over a GSO packet (type {0}) although no segmentation offload is enabled")]
-    Gso(u8),
-    #[error("the checksum the kernel left to do lies outside the packet (start {start}, offset {offset}, length {len})")]
-    ChecksumOutside { start: usize, offset: usize, len: usize },
-}
-
-/// Completes a packet read with its virtio-net header: a checksum the kernel left for the
-/// device to fill in is computed here, since the packet is sealed as it is. With no offloads
-/// enabled the kernel hands over whole packets, so a GSO packet is an error.
-pub fn complete_read(header: &[u8; VNET_HDR_LEN], packet: &mut [u8]) -> Result<(), ReadError> {
-    let (flags, gso) = (header[0], header[1]);
-    if gso != VNET_GSO_NONE {
-        return Err(ReadError::Gso(gso));
-    }
-    if flags & VNET_F_NEEDS_CSUM != 0 {
-        let start = u16::from_ne_bytes([header[6], header[7]]) as usize;
-        let offset = u16::from_ne_bytes([header[8], header[9]]) as usize;
-        if start + offset + 2 > packet.len() {
-            return Err(ReadError::ChecksumOutside { start, offset, len: packet.len() });
-        }
-        // The field holds the pseudo-header sum; the checksum covers it and the rest.
-        let csum = !fold(sum(&packet[start..], 0));
-        packet[start + offset..start + offset + 2].copy_from_slice(&csum.to_be_bytes());
-    }
-    Ok(())
-}
-
-/// The ones'-complement sum of `bytes` as big-endian 16-bit words, added to `initial`.
-pub fn sum(bytes: &[u8], initial: u32) -> u32 {
-    let mut acc = initial as u64;
-    let mut chunks = bytes.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u16::from_be_bytes([c[0], c[1]]) as u64;
-    }
-    if let [last] = chunks.remainder() {
-        acc += (*last as u64) << 8;
-    }
-    while acc > 0xffff_ffff {
-        acc = (acc & 0xffff_ffff) + (acc >> 32);
-    }
-    acc as u32
-}
-
-/// Folds a 32-bit ones'-complement sum to 16 bits.
-pub fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
 }

@@ -1,6 +1,7 @@
 use std::net::SocketAddr;
 
 use super::batch::*;
+use super::vnet::{fold, sum, HDR_LEN as VNET_HDR_LEN};
 
 /// An IPv4 UDP datagram (no options) with `payload` bytes of `fill`.
 fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: usize, fill: u8) -> Vec<u8> {
@@ -111,7 +112,7 @@ fn a_super_packet_cuts_back_into_the_datagrams_it_joined() {
     assert_eq!(write_runs(&refs, true), vec![Run { packets: 0..4, join: Some(Join::Udp) }]);
     assert_eq!(write_runs(&refs, false).len(), 4, "a kernel without USO gets them one by one");
     let mut frame = Vec::new();
-    write_joined(Join::Udp, &refs, &mut frame);
+    write_joined(VNET_HDR_LEN, Join::Udp, &refs, &mut frame);
     assert_eq!(frame.len(), VNET_HDR_LEN + 28 + 3 * 1400 + 333);
     let segments = segment(&frame);
     assert_eq!(segments.len(), 4);
@@ -125,38 +126,9 @@ fn a_super_packet_cuts_back_into_the_datagrams_it_joined() {
 fn a_single_packet_goes_with_an_empty_header() {
     let p = vx(10, 7);
     let mut out = Vec::new();
-    write_single(&p, &mut out);
+    write_single(VNET_HDR_LEN, &p, &mut out);
     assert_eq!(out[..VNET_HDR_LEN], [0; VNET_HDR_LEN]);
     assert_eq!(out[VNET_HDR_LEN..], p[..]);
-}
-
-fn header(flags: u8, gso: u8, start: u16, offset: u16) -> [u8; VNET_HDR_LEN] {
-    let mut h = [flags, gso, 0, 0, 0, 0, 0, 0, 0, 0];
-    h[6..8].copy_from_slice(&start.to_ne_bytes());
-    h[8..10].copy_from_slice(&offset.to_ne_bytes());
-    h
-}
-
-#[test]
-fn a_read_with_a_checksum_left_to_do_is_completed() {
-    let mut p = vx(101, 9); // odd length: the last byte is padded
-    let udp_len = p.len() - 20;
-    let pseudo = fold(sum(&p[12..20], 17 + udp_len as u32));
-    p[26..28].copy_from_slice(&pseudo.to_be_bytes());
-    complete_read(&header(1, 0, 20, 6), &mut p).expect("complete");
-    // A correct UDP checksum sums, with the pseudo-header, to 0xffff.
-    let check = fold(sum(&p[20..], sum(&p[12..20], 17 + udp_len as u32)));
-    assert_eq!(check, 0xffff);
-}
-
-#[test]
-fn reads_that_cannot_be_sealed_as_they_are_are_refused() {
-    let p = vx(10, 0);
-    assert_eq!(complete_read(&header(0, 5, 0, 0), &mut p.clone()), Err(ReadError::Gso(5)));
-    assert!(matches!(complete_read(&header(1, 0, 100, 6), &mut p.clone()), Err(ReadError::ChecksumOutside { .. })));
-    let mut plain = p.clone();
-    assert_eq!(complete_read(&[0; VNET_HDR_LEN], &mut plain), Ok(()));
-    assert_eq!(plain, p, "a packet with nothing left to do is not touched");
 }
 
 fn to(port: u16) -> SocketAddr {
@@ -234,7 +206,7 @@ fn a_joined_tcp_run_is_one_segment_with_the_first_headers_and_every_payload() {
     let run = vec![tcp4(1000, 1388, 0, 1), tcp4(2388, 1388, 0, 2), tcp4(3776, 500, 0x08, 3)];
     let refs: Vec<&[u8]> = run.iter().map(Vec::as_slice).collect();
     let mut frame = Vec::new();
-    write_joined(Join::Tcp, &refs, &mut frame);
+    write_joined(VNET_HDR_LEN, Join::Tcp, &refs, &mut frame);
     let field = |i: usize| u16::from_ne_bytes([frame[i], frame[i + 1]]) as usize;
     assert_eq!((frame[0], frame[1]), (1, 1), "NEEDS_CSUM, GSO_TCPV4");
     assert_eq!((field(2), field(4), field(6), field(8)), (52, 1388, 20, 16));
@@ -248,4 +220,17 @@ fn a_joined_tcp_run_is_one_segment_with_the_first_headers_and_every_payload() {
     assert_eq!(u16::from_be_bytes([p[36], p[37]]), pseudo);
     let payload: Vec<u8> = run.iter().flat_map(|s| s[52..].to_vec()).collect();
     assert_eq!(p[52..], payload[..]);
+}
+
+#[test]
+fn a_tunnel_header_is_24_bytes_with_the_same_fields_first() {
+    let packets = vec![vx(1400, 1), vx(1400, 2)];
+    let refs: Vec<&[u8]> = packets.iter().map(Vec::as_slice).collect();
+    let (mut short, mut long) = (Vec::new(), Vec::new());
+    write_joined(VNET_HDR_LEN, Join::Udp, &refs, &mut short);
+    write_joined(24, Join::Udp, &refs, &mut long);
+    assert_eq!(long.len(), short.len() + 14);
+    assert_eq!(long[..VNET_HDR_LEN], short[..VNET_HDR_LEN]);
+    assert_eq!(long[VNET_HDR_LEN..24], [0; 14]);
+    assert_eq!(long[24..], short[VNET_HDR_LEN..]);
 }

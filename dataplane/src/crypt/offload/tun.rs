@@ -1,13 +1,15 @@
 //! The userspace tunnel's TUN device, opened here with a virtio-net header on every packet
-//! (`IFF_VNET_HDR`) so that opened packets can be written as UDP segmentation super-packets
-//! ([`super::batch`]), where gotatun's own device writes them one by one.
+//! (`IFF_VNET_HDR`) so that the kernel can hand over and take super-packets, where gotatun's
+//! own device moves packets one by one.
 //!
-//! Reads: no offloads are enabled (`TUNSETOFFLOAD 0`), so the kernel hands over whole,
-//! checksummed packets; up to [`READ_BURST`] are read per wake-up and handed to gotatun
-//! together. Writes: gotatun's packets go to a writer thread, which takes whatever has piled
-//! up since its last write and joins the runs it can. The kernel takes UDP segmentation from
-//! a TUN device since Linux 6.2 (probed at open: `TUNSETOFFLOAD` with USO); before that every
-//! packet is written on its own, as gotatun does.
+//! Reads: the device offers checksum offload and TSO, and on Linux 6.17 and later TSO inside
+//! UDP tunnels (the encrypted overlay's VXLAN; with the 24-byte header that carries the
+//! tunnel's offsets). The kernel then hands over TCP super-packets of up to 64 KiB, cut into
+//! segments here ([`super::segment`]); up to [`READ_BURST`] packets go to gotatun per wake-up.
+//! Writes: gotatun's packets go to a writer thread, which takes whatever has piled up since
+//! its last write and joins the runs it can ([`super::batch`]). The kernel takes UDP
+//! segmentation from a TUN device since Linux 6.2 (probed at open: `TUNSETOFFLOAD` with USO).
+//! Every offload is probed; without one, packets go one by one, as gotatun does.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -19,10 +21,14 @@ use gotatun::tun::{IpRecv, IpSend, MtuWatcher};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
 
-use super::batch::{complete_read, write_joined, write_runs, write_single, Join, VNET_HDR_LEN};
+use super::batch::{write_joined, write_runs, write_single, Join};
+use super::segment::Read;
+use super::vnet::{VnetHeader, HDR_LEN, TUNNEL_HDR_LEN};
 
-/// Packets read per wake-up, at most.
-const READ_BURST: usize = 64;
+/// Packets handed to gotatun per wake-up, at most.
+const READ_BURST: usize = 256;
+/// The largest packet a read can bring (a 64 KiB super-packet and its headers).
+const READ_MAX: usize = 65_536 + 256;
 /// Packets the writer joins per pass, at most.
 const WRITE_BURST: usize = 256;
 /// Packets waiting for the writer thread, at most (then gotatun waits).
@@ -30,12 +36,17 @@ const WRITE_QUEUE: usize = 1024;
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
 const TUN_F_CSUM: libc::c_ulong = 0x01;
+const TUN_F_TSO4: libc::c_ulong = 0x02;
+const TUN_F_TSO6: libc::c_ulong = 0x04;
 const TUN_F_USO4: libc::c_ulong = 0x20;
 const TUN_F_USO6: libc::c_ulong = 0x40;
+const TUN_F_UDP_TUNNEL_GSO: libc::c_ulong = 0x80;
+const TUN_F_UDP_TUNNEL_GSO_CSUM: libc::c_ulong = 0x100;
 
 /// A TUN device for gotatun ([`IpSend`] and [`IpRecv`]); clones share the device.
 #[derive(Clone)]
@@ -43,6 +54,10 @@ pub struct VnetTun {
     fd: Arc<AsyncFd<Arc<OwnedFd>>>,
     writer: mpsc::Sender<Packet<[u8]>>,
     mtu: MtuWatcher,
+    /// The virtio-net header's length on this device.
+    hdr: usize,
+    /// Where reads land (a clone starts with its own, empty).
+    scratch: Vec<u8>,
 }
 
 /// What the device can do, for the helper's log.
@@ -50,6 +65,10 @@ pub struct VnetTun {
 pub struct Offloads {
     /// Opened packets are joined into UDP segmentation super-packets.
     pub uso_writes: bool,
+    /// Reads bring TCP super-packets (TSO).
+    pub tso_reads: bool,
+    /// Reads bring TCP super-packets inside VXLAN (UDP tunnel GSO).
+    pub tunnel_reads: bool,
 }
 
 fn ioctl(fd: RawFd, request: libc::c_ulong, arg: usize) -> io::Result<()> {
@@ -82,17 +101,33 @@ impl VnetTun {
         }
         ifr.ifr_ifru.ifru_flags = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR;
         ioctl(fd.as_raw_fd(), TUNSETIFF, &mut ifr as *mut libc::ifreq as usize)?;
-        // Probe USO (Linux 6.2), then turn every offload off again: reads stay whole packets;
-        // writes may carry segmentation whatever the read offloads say.
-        let uso = ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, (TUN_F_CSUM | TUN_F_USO4 | TUN_F_USO6) as usize).is_ok();
-        ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, 0)?;
+        let raw = fd.as_raw_fd();
+        // USO (Linux 6.2) is probed for writes only: reads would then bring UDP super-packets,
+        // which nothing here cuts.
+        let uso = ioctl(raw, TUNSETOFFLOAD, (TUN_F_CSUM | TUN_F_USO4 | TUN_F_USO6) as usize).is_ok();
+        let tso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+        let tunnel = TUN_F_UDP_TUNNEL_GSO | TUN_F_UDP_TUNNEL_GSO_CSUM;
+        let set_hdr = |len: usize| {
+            let len = len as libc::c_int;
+            ioctl(raw, TUNSETVNETHDRSZ, &len as *const libc::c_int as usize)
+        };
+        let (hdr, offloads) = if set_hdr(TUNNEL_HDR_LEN).is_ok() && ioctl(raw, TUNSETOFFLOAD, (tso | tunnel) as usize).is_ok() {
+            (TUNNEL_HDR_LEN, Offloads { uso_writes: uso, tso_reads: true, tunnel_reads: true })
+        } else {
+            set_hdr(HDR_LEN)?;
+            let tso_reads = ioctl(raw, TUNSETOFFLOAD, tso as usize).is_ok();
+            if !tso_reads {
+                ioctl(raw, TUNSETOFFLOAD, 0)?;
+            }
+            (HDR_LEN, Offloads { uso_writes: uso, tso_reads, tunnel_reads: false })
+        };
         let mtu = watch_mtu(name)?;
         let (writer, queue) = mpsc::channel(WRITE_QUEUE);
         let wfd = fd.clone();
-        std::thread::Builder::new().name("tun-writer".into()).spawn(move || write_loop(&wfd, queue, uso))?;
+        std::thread::Builder::new().name("tun-writer".into()).spawn(move || write_loop(&wfd, queue, hdr, uso))?;
         // SAFETY: the descriptor is owned by the Arc and stays open while the AsyncFd holds it.
         let fd = Arc::new(unsafe { AsyncFd::register(fd) }.map_err(|e| io::Error::other(e.to_string()))?);
-        Ok((VnetTun { fd, writer, mtu }, Offloads { uso_writes: uso }))
+        Ok((VnetTun { fd, writer, mtu, hdr, scratch: Vec::new() }, offloads))
     }
 }
 
@@ -151,10 +186,10 @@ fn write_frame(fd: RawFd, frame: &[u8]) -> io::Result<()> {
 
 /// The writer thread: until every [`VnetTun`] is gone, takes what has piled up, joins the runs
 /// it can and writes them.
-fn write_loop(fd: &OwnedFd, mut queue: mpsc::Receiver<Packet<[u8]>>, mut uso: bool) {
+fn write_loop(fd: &OwnedFd, mut queue: mpsc::Receiver<Packet<[u8]>>, hdr: usize, mut uso: bool) {
     let fd = fd.as_raw_fd();
     let mut batch: Vec<Packet<[u8]>> = Vec::with_capacity(WRITE_BURST);
-    let mut frame = Vec::with_capacity(VNET_HDR_LEN + 65_536);
+    let mut frame = Vec::with_capacity(hdr + 65_536);
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
         while batch.len() < WRITE_BURST {
@@ -166,7 +201,7 @@ fn write_loop(fd: &OwnedFd, mut queue: mpsc::Receiver<Packet<[u8]>>, mut uso: bo
         let packets: Vec<&[u8]> = batch.iter().map(|p| &p[..]).collect();
         for run in write_runs(&packets, uso) {
             if let Some(join) = run.join {
-                write_joined(join, &packets[run.packets.clone()], &mut frame);
+                write_joined(hdr, join, &packets[run.packets.clone()], &mut frame);
                 match write_frame(fd, &frame) {
                     Ok(()) => continue,
                     Err(e) if e.raw_os_error() == Some(libc::EINVAL) && join == Join::Udp => {
@@ -177,7 +212,7 @@ fn write_loop(fd: &OwnedFd, mut queue: mpsc::Receiver<Packet<[u8]>>, mut uso: bo
                 }
             }
             for p in &packets[run.packets] {
-                write_single(p, &mut frame);
+                write_single(hdr, p, &mut frame);
                 if let Err(e) = write_frame(fd, &frame) {
                     tracing::debug!(error = %e, "TUN write failed");
                 }
@@ -194,46 +229,82 @@ impl IpSend for VnetTun {
     }
 }
 
+impl VnetTun {
+    /// Reads one frame into the scratch buffer: its header and the packet's length, `None`
+    /// when nothing is waiting.
+    fn read_frame(&mut self) -> io::Result<Option<(VnetHeader, usize)>> {
+        if self.scratch.len() < self.hdr + READ_MAX {
+            self.scratch.resize(self.hdr + READ_MAX, 0);
+        }
+        loop {
+            // SAFETY: reads into a live buffer of that length.
+            let n =
+                unsafe { libc::read(self.fd.get_ref().as_raw_fd(), self.scratch.as_mut_ptr() as *mut libc::c_void, self.scratch.len()) };
+            if n >= 0 {
+                let n = n as usize;
+                if n < self.hdr {
+                    continue; // nothing a device should send: skip it
+                }
+                return Ok(Some((VnetHeader::parse(&self.scratch[..self.hdr]), n - self.hdr)));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => return Ok(None),
+                io::ErrorKind::Interrupted => continue,
+                _ => return Err(e),
+            }
+        }
+    }
+
+    /// Turns the frame in the scratch buffer into packets for gotatun.
+    fn take_frame(&mut self, header: &VnetHeader, len: usize, pool: &mut PacketBufPool, packets: &mut Vec<Packet<Ip>>) {
+        let hdr = self.hdr;
+        let frame = &mut self.scratch[hdr..hdr + len];
+        let mut push = |mut packet: Packet<[u8]>, n: usize| {
+            packet.truncate(n);
+            match packet.try_into_ip() {
+                Ok(p) => packets.push(p),
+                Err(e) => tracing::trace!(error = %e, "not an IP packet"),
+            }
+        };
+        match Read::parse(header, frame) {
+            Ok(Read::Single) => {
+                let mut packet = pool.get();
+                if packet.len() < len {
+                    packet.buf_mut().resize(len, 0);
+                }
+                packet[..len].copy_from_slice(frame);
+                push(packet, len);
+            }
+            Ok(Read::Tcp(gso)) => {
+                for i in 0..gso.count() {
+                    let mut packet = pool.get();
+                    match gso.segment(frame, i, &mut packet) {
+                        Some(n) => push(packet, n),
+                        None => tracing::debug!(segment_size = header.gso_size, "a TSO segment larger than a packet buffer: dropped"),
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, ?header, "TUN read dropped"),
+        }
+    }
+}
+
 impl IpRecv for VnetTun {
     async fn recv<'a>(&'a mut self, pool: &mut PacketBufPool) -> io::Result<impl Iterator<Item = Packet<Ip>> + Send + 'a> {
         let mut packets = Vec::new();
+        let fd = self.fd.clone();
         loop {
-            let mut guard = self.fd.readable().await?;
+            let mut guard = fd.readable().await?;
             while packets.len() < READ_BURST {
-                let mut header = [0u8; VNET_HDR_LEN];
-                let mut packet = pool.get();
-                let iov = [
-                    libc::iovec { iov_base: header.as_mut_ptr() as *mut libc::c_void, iov_len: VNET_HDR_LEN },
-                    libc::iovec { iov_base: packet.as_mut_ptr() as *mut libc::c_void, iov_len: packet.len() },
-                ];
-                // SAFETY: both buffers are live and as long as their iovecs say.
-                let n = unsafe { libc::readv(self.fd.get_ref().as_raw_fd(), iov.as_ptr(), 2) };
-                if n < 0 {
-                    let e = io::Error::last_os_error();
-                    if e.kind() == io::ErrorKind::WouldBlock {
+                match self.read_frame() {
+                    Ok(Some((header, len))) => self.take_frame(&header, len, pool, &mut packets),
+                    Ok(None) => {
                         guard.clear_ready();
                         break;
                     }
-                    if e.kind() == io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    if packets.is_empty() {
-                        return Err(e);
-                    }
-                    break;
-                }
-                let n = n as usize;
-                if n < VNET_HDR_LEN {
-                    continue;
-                }
-                packet.truncate(n - VNET_HDR_LEN);
-                if let Err(e) = complete_read(&header, &mut packet) {
-                    tracing::debug!(error = %e, "TUN read dropped");
-                    continue;
-                }
-                match packet.try_into_ip() {
-                    Ok(p) => packets.push(p),
-                    Err(e) => tracing::trace!(error = %e, "not an IP packet"),
+                    Err(e) if packets.is_empty() => return Err(e),
+                    Err(_) => break,
                 }
             }
             if !packets.is_empty() {
