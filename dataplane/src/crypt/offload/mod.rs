@@ -12,5 +12,6 @@ pub mod segment;
 #[cfg(test)]
 mod segment_tests;
 pub mod tun;
+mod tun_write;
 pub mod udp;
 pub mod vnet;
