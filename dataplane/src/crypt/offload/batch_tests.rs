@@ -203,7 +203,7 @@ fn tcp_control_segments_and_other_options_go_alone() {
 
 #[test]
 fn a_joined_tcp_run_is_one_segment_with_the_first_headers_and_every_payload() {
-    let run = vec![tcp4(1000, 1388, 0, 1), tcp4(2388, 1388, 0, 2), tcp4(3776, 500, 0x08, 3)];
+    let run = [tcp4(1000, 1388, 0, 1), tcp4(2388, 1388, 0, 2), tcp4(3776, 500, 0x08, 3)];
     let refs: Vec<&[u8]> = run.iter().map(Vec::as_slice).collect();
     let mut frame = Vec::new();
     write_joined(VNET_HDR_LEN, Join::Tcp, &refs, &mut frame);
@@ -224,7 +224,7 @@ fn a_joined_tcp_run_is_one_segment_with_the_first_headers_and_every_payload() {
 
 #[test]
 fn a_tunnel_header_is_24_bytes_with_the_same_fields_first() {
-    let packets = vec![vx(1400, 1), vx(1400, 2)];
+    let packets = [vx(1400, 1), vx(1400, 2)];
     let refs: Vec<&[u8]> = packets.iter().map(Vec::as_slice).collect();
     let (mut short, mut long) = (Vec::new(), Vec::new());
     write_joined(VNET_HDR_LEN, Join::Udp, &refs, &mut short);
