@@ -27,6 +27,28 @@ use super::batch::gso_runs;
 const BATCH: usize = 256;
 /// The most gotatun's own socket takes per `send_many_to` (one datagram per entry).
 const ONE_BY_ONE: usize = 100;
+/// The UDP socket's buffers.
+const RECV_BUFFER: libc::c_int = 16 << 20;
+const SEND_BUFFER: libc::c_int = 4 << 20;
+
+fn set_buffer(socket: &UdpSocket, opt: libc::c_int, size: libc::c_int) -> io::Result<()> {
+    let fd = socket.socket().as_raw_fd();
+    // SAFETY: setsockopt with an int of the right size on a live socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            &size as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
 
 #[derive(Default)]
 pub struct GsoUdpFactory {
@@ -39,6 +61,15 @@ impl UdpTransportFactory for GsoUdpFactory {
 
     async fn bind(&mut self, params: &UdpTransportFactoryParams) -> io::Result<(GsoSend, UdpSocket)> {
         let (send, recv) = self.inner.bind(params).await?;
+        // The default receive buffer (rmem_default, about 200 KiB) overflowed at 2 Gbit/s here
+        // whenever the tunnel's thread was busy opening the last batch (UdpRcvbufErrors, and TCP
+        // inside backing off). Root may set more than rmem_max with the FORCE options; where it
+        // may not, the default stays, which only costs speed.
+        for (opt, size, what) in [(libc::SO_RCVBUFFORCE, RECV_BUFFER, "receive"), (libc::SO_SNDBUFFORCE, SEND_BUFFER, "send")] {
+            if let Err(e) = set_buffer(&recv, opt, size) {
+                tracing::info!(error = %e, "the tunnel's UDP {what} buffer stays at the default");
+            }
+        }
         Ok((GsoSend { socket: send, gso: Arc::new(AtomicBool::new(true)) }, recv))
     }
 }
