@@ -56,7 +56,7 @@ fn put16(p: &mut [u8], i: usize, v: u16) {
 /// headers) and its protocol, if it is one.
 fn ip_header(p: &[u8], ip: usize) -> Option<(usize, u8)> {
     match p.get(ip)? >> 4 {
-        4 => Some((((p[ip] & 0x0f) as usize) * 4, *p.get(ip + 9)?)),
+        4 if p[ip] & 0x0f >= 5 => Some((((p[ip] & 0x0f) as usize) * 4, *p.get(ip + 9)?)),
         6 => Some((40, *p.get(ip + 6)?)),
         _ => None,
     }
@@ -113,6 +113,11 @@ impl Read {
 impl TcpGso {
     pub fn count(&self) -> usize {
         self.segments
+    }
+
+    /// The longest segment's length (headers and a full segment of payload).
+    pub fn max_len(&self) -> usize {
+        self.payload + self.mss
     }
 
     /// The payload bytes of segment `i`.

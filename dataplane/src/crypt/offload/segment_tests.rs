@@ -209,3 +209,10 @@ fn a_segment_that_does_not_fit_the_buffer_is_not_written() {
     let Read::Tcp(gso) = Read::parse(&tso_header(1000, None), &mut p).expect("parse") else { panic!() };
     assert_eq!(gso.segment(&p, 0, &mut [0; 100]), None);
 }
+
+#[test]
+fn an_ipv4_header_shorter_than_20_bytes_is_refused() {
+    let mut p = inner_tcp(3000, 0x10);
+    p[0] = 0x44;
+    assert!(matches!(Read::parse(&tso_header(1000, None), &mut p), Err(ReadError::Headers(_))));
+}

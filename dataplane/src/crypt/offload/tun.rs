@@ -217,9 +217,12 @@ impl VnetTun {
             Ok(Read::Tcp(gso)) => {
                 for i in 0..gso.count() {
                     let mut packet = pool.get();
+                    if packet.len() < gso.max_len() {
+                        packet.buf_mut().resize(gso.max_len(), 0); // an MTU above the pool's 4 KiB
+                    }
                     match gso.segment(frame, i, &mut packet) {
                         Some(n) => push(packet, n),
-                        None => tracing::debug!(segment_size = header.gso_size, "a TSO segment larger than a packet buffer: dropped"),
+                        None => tracing::debug!(segment_size = header.gso_size, "a TSO segment larger than its buffer: dropped"),
                     }
                 }
             }
