@@ -129,23 +129,34 @@ impl VnetTun {
     }
 }
 
+/// The MTU gotatun pads to until the device's own can be read.
+const MTU_UNREAD: u16 = 1420;
+
 /// The device's MTU, read every 3 s (the applier sets it after the helper made the device).
 fn watch_mtu(name: &str) -> io::Result<MtuWatcher> {
-    let read = {
-        let name = name.to_string();
-        move || -> Option<u16> {
-            let sock = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
-            // SAFETY: ifreq is plain data; SIOCGIFMTU fills `ifru_mtu` of a live ifreq.
-            let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-            for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
-                *dst = src as libc::c_char;
-            }
-            ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &mut ifr as *mut libc::ifreq as usize).ok()?;
-            // SAFETY: SIOCGIFMTU answered in this member.
-            u16::try_from(unsafe { ifr.ifr_ifru.ifru_mtu }).ok()
+    // An unbound socket to ask through: binding one would need an address (and `lo` up).
+    // SAFETY: a plain socket(2) call; the result is checked before use.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a descriptor just made and owned by nobody else.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let name = name.to_string();
+    let read = move || -> Option<u16> {
+        // SAFETY: ifreq is plain data; SIOCGIFMTU fills `ifru_mtu` of a live ifreq.
+        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+            *dst = src as libc::c_char;
         }
+        ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &mut ifr as *mut libc::ifreq as usize).ok()?;
+        // SAFETY: SIOCGIFMTU answered in this member.
+        u16::try_from(unsafe { ifr.ifr_ifru.ifru_mtu }).ok()
     };
-    let first = read().ok_or_else(|| io::Error::other("cannot read the TUN device's MTU"))?;
+    let first = read().unwrap_or_else(|| {
+        tracing::warn!(mtu = MTU_UNREAD, "cannot read the TUN device's MTU yet: padding to a guess until it can be read");
+        MTU_UNREAD
+    });
     let (tx, rx) = watch::channel(first);
     tokio::spawn(async move {
         loop {
@@ -180,6 +191,9 @@ impl VnetTun {
                 unsafe { libc::read(self.fd.get_ref().as_raw_fd(), self.scratch.as_mut_ptr() as *mut libc::c_void, self.scratch.len()) };
             if n >= 0 {
                 let n = n as usize;
+                if n == 0 {
+                    return Ok(None);
+                }
                 if n < self.hdr {
                     continue; // nothing a device should send: skip it
                 }
