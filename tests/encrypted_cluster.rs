@@ -11,6 +11,7 @@
 
 mod support;
 
+use shoal_dataplane::crypt::offload::vnet::{fold, sum};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -188,20 +189,12 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-fn checksum(b: &[u8]) -> u16 {
-    let mut sum: u32 = b.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 fn ipv4_udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let total = 20 + 8 + payload.len();
     let mut ip = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 1, 0, 0, 64, 17, 0, 0];
     ip.extend_from_slice(&src);
     ip.extend_from_slice(&dst);
-    let c = checksum(&ip);
+    let c = !fold(sum(&ip, 0));
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     ip.extend_from_slice(&sport.to_be_bytes());
     ip.extend_from_slice(&dport.to_be_bytes());
